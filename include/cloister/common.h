@@ -1,0 +1,195 @@
+/* cloister/common.h — the interface of the common module: errors, logging, secure memory, file
+ * helpers, hex and argument parsing. Every other module of libcloister builds on these.
+ *
+ * Conventions used across libcloister:
+ *   - Fallible functions return 0 on success and -1 on failure, and fill a caller-owned `cl_err`
+ *     (which may be NULL when the caller does not care). The message says what failed and, where
+ *     possible, what the user can do about it.
+ *   - Names are prefixed `cl_<module>_`.
+ *   - Unless stated otherwise a function is thread-safe as long as threads do not share the objects
+ *     passed to it.
+ */
+#ifndef CLOISTER_COMMON_H
+#define CLOISTER_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CL_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#define CL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---------------------------------------------------------------- errors */
+
+typedef enum cl_status {
+    CL_OK = 0,
+    CL_E_INVALID,     /* bad argument or input value */
+    CL_E_IO,          /* a file or socket operation failed */
+    CL_E_NOMEM,       /* allocation or memory locking failed */
+    CL_E_EXISTS,      /* refused to overwrite an existing file */
+    CL_E_FORMAT,      /* input is not in the expected format */
+    CL_E_VERSION,     /* format version not supported */
+    CL_E_KEY,         /* wrong key */
+    CL_E_KEY_ID,      /* key id does not match */
+    CL_E_AUTH,        /* authentication (MAC/tag/signature) failed */
+    CL_E_TRUNCATED,   /* input ends early */
+    CL_E_TRAILING,    /* input has data after its end */
+    CL_E_CRYPTO,      /* the crypto library failed */
+    CL_E_UNSUPPORTED, /* feature or operator not supported */
+    CL_E_DENIED,      /* a policy refused the request */
+    CL_E_INTERNAL,    /* a bug: please report */
+} cl_status;
+
+#define CL_ERR_MSG_MAX 512
+
+typedef struct cl_err {
+    cl_status code;
+    char msg[CL_ERR_MSG_MAX];
+} cl_err;
+
+/* Records `code` and a formatted message in `err` (if non-NULL). Always returns -1 so callers can
+ * write `return cl_err_set(err, CL_E_IO, "...")`. */
+int cl_err_set(cl_err *err, cl_status code, const char *fmt, ...) CL_PRINTF(3, 4);
+/* Like cl_err_set, and appends ": <strerror(errno_value)>". */
+int cl_err_errno(cl_err *err, cl_status code, int errno_value, const char *fmt, ...) CL_PRINTF(4, 5);
+/* Like cl_err_set, and appends the first queued OpenSSL error (and clears OpenSSL's queue). */
+int cl_err_ssl(cl_err *err, cl_status code, const char *fmt, ...) CL_PRINTF(3, 4);
+/* Prepends "<prefix>: " to an existing message (context while unwinding). Returns -1. */
+int cl_err_prefix(cl_err *err, const char *fmt, ...) CL_PRINTF(2, 3);
+void cl_err_clear(cl_err *err);
+/* A short stable name for a status, e.g. "auth". */
+const char *cl_status_name(cl_status code);
+
+/* ---------------------------------------------------------------- logging */
+
+typedef enum cl_log_level {
+    CL_LOG_DEBUG = 0,
+    CL_LOG_INFO,
+    CL_LOG_WARN,
+    CL_LOG_ERROR,
+    CL_LOG_OFF,
+} cl_log_level;
+
+/* Log lines go to stderr as "<time> <level> [<module>] message". The level is process-wide; it
+ * starts at INFO, or at the value of CLOISTER_LOG (debug|info|warn|error|off). Thread-safe. */
+void cl_log_set_level(cl_log_level level);
+cl_log_level cl_log_get_level(void);
+/* Parses "debug", "info", ... Returns -1 on an unknown name. */
+int cl_log_parse_level(const char *name, cl_log_level *out);
+void cl_log(cl_log_level level, const char *module, const char *fmt, ...) CL_PRINTF(3, 4);
+#define CL_DEBUG(mod, ...) cl_log(CL_LOG_DEBUG, mod, __VA_ARGS__)
+#define CL_INFO(mod, ...) cl_log(CL_LOG_INFO, mod, __VA_ARGS__)
+#define CL_WARN(mod, ...) cl_log(CL_LOG_WARN, mod, __VA_ARGS__)
+#define CL_ERROR(mod, ...) cl_log(CL_LOG_ERROR, mod, __VA_ARGS__)
+
+/* ---------------------------------------------------------------- secure memory */
+
+/* Secure buffers hold secrets and decrypted models. They are page-aligned anonymous mappings that
+ * are mlock()ed (never swapped), excluded from core dumps (MADV_DONTDUMP), not inherited by child
+ * processes (MADV_DONTFORK), and zeroized before they are unmapped.
+ *
+ * If the memory cannot be locked (RLIMIT_MEMLOCK too low and no CAP_IPC_LOCK) allocation fails with
+ * CL_E_NOMEM and a message saying how to fix it, unless cl_secmem_set_require_lock(false) was
+ * called, in which case a warning is logged once and the memory stays unlocked.
+ * All functions are thread-safe. */
+void *cl_secmem_alloc(size_t size, cl_err *err);
+/* Zeroizes and unmaps. Accepts NULL. */
+void cl_secmem_free(void *p);
+/* Usable size of a block from cl_secmem_alloc. */
+size_t cl_secmem_size(const void *p);
+/* Whether the block is locked in RAM. */
+bool cl_secmem_is_locked(const void *p);
+void cl_secmem_set_require_lock(bool require);
+/* Zeroizes memory in a way the compiler cannot remove. */
+void cl_memzero(void *p, size_t n);
+/* Constant-time comparison; returns 0 when equal. */
+int cl_memeq_ct(const void *a, const void *b, size_t n);
+
+/* ---------------------------------------------------------------- files */
+
+/* Reads a whole regular file (at most max_size bytes) into malloc()ed memory; *out must be freed by
+ * the caller. A trailing NUL is added (not counted in *len) so text can be used as a C string. */
+int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err);
+
+/* Atomic output: bytes are written to a temporary file beside `path` and only renamed to `path`
+ * by cl_atomic_commit(), after fsync. cl_atomic_abort() (or a failed commit) removes the temporary
+ * file, so a reader never sees a half-written output. Not thread-safe per object. */
+typedef struct cl_atomic_file {
+    int fd;
+    char *path;     /* final name */
+    char *tmp_path; /* temporary name in the same directory */
+} cl_atomic_file;
+
+/* `mode` is the final permission (e.g. 0600). Fails with CL_E_EXISTS when `path` exists and
+ * `overwrite` is false. */
+int cl_atomic_open(cl_atomic_file *f, const char *path, unsigned mode, bool overwrite, cl_err *err);
+int cl_atomic_write(cl_atomic_file *f, const void *buf, size_t len, cl_err *err);
+int cl_atomic_commit(cl_atomic_file *f, cl_err *err);
+void cl_atomic_abort(cl_atomic_file *f);
+/* Whole-buffer convenience wrapper around the three calls above. */
+int cl_file_write_atomic(const char *path, const void *buf, size_t len, unsigned mode, bool overwrite,
+                         cl_err *err);
+
+/* write() and read() loops that handle EINTR and short transfers. read_full returns the number of
+ * bytes read (less than len only at end of file) or -1. */
+int cl_write_all(int fd, const void *buf, size_t len);
+ssize_t cl_read_full(int fd, void *buf, size_t len);
+
+/* ---------------------------------------------------------------- encoding */
+
+/* Lower-case hex of `len` bytes into `out` (2*len+1 bytes). */
+void cl_hex_encode(const uint8_t *in, size_t len, char *out);
+/* Decodes exactly out_len bytes from a hex string of exactly 2*out_len digits. */
+int cl_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_len);
+
+/* ---------------------------------------------------------------- argument parsing */
+
+/* A declarative option table for CLI subcommands, built on getopt_long. Each option writes into the
+ * storage it points to: a `const char **` for CL_ARG_STRING, a `bool *` for CL_ARG_FLAG,
+ * a `long *` for CL_ARG_LONG (the string is range-checked against min/max). Repeated
+ * string options go into a `cl_strlist *` for CL_ARG_LIST. */
+typedef enum { CL_ARG_FLAG, CL_ARG_STRING, CL_ARG_LONG, CL_ARG_LIST } cl_arg_kind;
+
+typedef struct cl_strlist {
+    const char **items;
+    size_t count;
+} cl_strlist;
+
+typedef struct cl_opt {
+    const char *name;    /* long name, without "--" */
+    cl_arg_kind kind;
+    void *dest;
+    const char *metavar; /* e.g. "FILE"; NULL for flags */
+    const char *help;
+    bool required;
+    long min, max;       /* CL_ARG_LONG only */
+} cl_opt;
+
+typedef struct cl_cmd_usage {
+    const char *usage;   /* e.g. "cloister seal --key FILE --in FILE --out FILE" */
+    const char *summary; /* one paragraph shown by --help */
+} cl_cmd_usage;
+
+/* Parses argv (argv[0] is the subcommand name). Returns 0 on success, 1 if --help was printed
+ * (caller exits 0), -1 on a usage error (message in err; caller exits 2). Positional arguments
+ * are refused unless `positional` is non-NULL, in which case they are collected there. */
+int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,
+                  cl_strlist *positional, cl_err *err);
+void cl_args_print_help(const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts);
+void cl_strlist_free(cl_strlist *l);
+
+/* ---------------------------------------------------------------- time */
+
+/* Monotonic clock in nanoseconds. */
+uint64_t cl_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# scripts/deps.sh — installs the Debian packages cloister needs, and only the missing ones.
+#
+# Usage: scripts/deps.sh [build|test|demo|bench|all]   (default: test)
+# Runs apt-get only when something is missing, so repeated `make` calls are fast and offline.
+set -euo pipefail
+
+build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev libnghttp2-dev
+            libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev libsqlite3-dev
+            libjpeg62-turbo-dev libpng-dev libcjson-dev)
+test_pkgs=(libcmocka-dev clang libclang-rt-14-dev libonnx-testdata python3 curl)
+demo_pkgs=()
+bench_pkgs=(nodejs npm hyperfine)
+
+want=("${build_pkgs[@]}")
+case "${1:-test}" in
+  build) ;;
+  test)  want+=("${test_pkgs[@]}") ;;
+  demo)  want+=("${test_pkgs[@]}" "${demo_pkgs[@]}") ;;
+  bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  all)   want+=("${test_pkgs[@]}" "${demo_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "deps.sh: unknown set '$1' (use build, test, demo, bench or all)" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+((${#missing[@]})) || exit 0
+
+echo "deps.sh: installing missing Debian packages: ${missing[*]}" >&2
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "deps.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

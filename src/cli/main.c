@@ -1,0 +1,108 @@
+/* main.c — entry point of the `cloister` CLI: global options, subcommand dispatch, help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command commands[] = {
+#define CL_COMMAND(name, fn, help) {name, fn, help},
+#include "commands.def"
+#undef CL_COMMAND
+};
+
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "cloister %s — confidential model serving\n\n"
+            "usage: cloister [--log-level debug|info|warn|error] <command> [options]\n"
+            "       cloister help <command>   (or: cloister <command> --help)\n\n"
+            "commands:\n",
+            CLOISTER_VERSION);
+    for (size_t i = 0; i < CL_ARRAY_LEN(commands); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+}
+
+int cl_cli_fail(const char *cmd, const cl_err *err)
+{
+    fprintf(stderr, "cloister %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
+    return CL_EXIT_FAIL;
+}
+
+int cl_cli_usage_error(const char *cmd, const cl_err *err)
+{
+    fprintf(stderr, "cloister %s: %s\n", cmd, err->msg);
+    return CL_EXIT_USAGE;
+}
+
+int cl_cli_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,
+                 cl_strlist *positional)
+{
+    cl_err err = {0};
+    int rc = cl_args_parse(argc, argv, usage, opts, nopts, positional, &err);
+    if (rc == 1)
+        return CL_EXIT_OK;
+    if (rc < 0)
+        return cl_cli_usage_error(argv[0], &err);
+    return -1;
+}
+
+static const command *find(const char *name)
+{
+    for (size_t i = 0; i < CL_ARRAY_LEN(commands); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_help(stdout);
+            return CL_EXIT_OK;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("cloister %s\n", CLOISTER_VERSION);
+            return CL_EXIT_OK;
+        } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
+            cl_log_level level;
+            if (cl_log_parse_level(argv[++i], &level) != 0) {
+                fprintf(stderr, "cloister: unknown log level '%s' (debug, info, warn, error, off)\n", argv[i]);
+                return CL_EXIT_USAGE;
+            }
+            cl_log_set_level(level);
+        } else {
+            fprintf(stderr, "cloister: unknown option '%s' (see cloister --help)\n", argv[i]);
+            return CL_EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        print_help(stderr);
+        return CL_EXIT_USAGE;
+    }
+    if (strcmp(argv[i], "help") == 0) {
+        if (i + 1 >= argc) {
+            print_help(stdout);
+            return CL_EXIT_OK;
+        }
+        const command *c = find(argv[i + 1]);
+        if (!c) {
+            fprintf(stderr, "cloister: unknown command '%s' (see cloister help)\n", argv[i + 1]);
+            return CL_EXIT_USAGE;
+        }
+        char *help_argv[] = {argv[i + 1], "--help", NULL};
+        return c->fn(2, help_argv);
+    }
+    const command *c = find(argv[i]);
+    if (!c) {
+        fprintf(stderr, "cloister: unknown command '%s' (see cloister help)\n", argv[i]);
+        return CL_EXIT_USAGE;
+    }
+    return c->fn(argc - i, argv + i);
+}
