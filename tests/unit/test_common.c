@@ -12,6 +12,17 @@
 #include "cloister/common.h"
 #include "testutil.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define CL_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CL_TEST_ASAN 1
+#endif
+#endif
+#ifndef CL_TEST_ASAN
+#define CL_TEST_ASAN 0
+#endif
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -191,7 +202,7 @@ static int lock_failure_child(void)
 static void test_secmem_lock_failure_is_actionable(void **state)
 {
     (void)state;
-#if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
+#if CL_TEST_ASAN
     skip(); /* AddressSanitizer replaces mlock() with a no-op that always succeeds */
 #endif
     pid_t pid = fork();
