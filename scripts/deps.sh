@@ -9,7 +9,7 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev lib
             libprotobuf-c-dev protobuf-c-compiler libonnx-dev libdnnl-dev libsqlite3-dev
             libjpeg62-turbo-dev libpng-dev libcjson-dev)
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev libonnx-testdata python3 curl)
-demo_pkgs=()
+demo_pkgs=(libonnx-testdata openssl)
 bench_pkgs=(nodejs npm hyperfine)
 
 want=("${build_pkgs[@]}")
