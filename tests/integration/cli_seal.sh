@@ -82,6 +82,17 @@ expect "chunk size out of range" 2 "from 64 to" -- \
   "$CLOISTER" seal --key model.key --key-id a --chunk-size 10 --in model.onnx --out x13
 check "no failed command left a file behind" bash -c '! ls x* *.tmp.* 2>/dev/null | grep -q .'
 
+# secrets need locked memory: with a tiny memlock limit and no CAP_IPC_LOCK, unsealing into memory
+# fails with instructions, and --allow-unlocked-memory is the explicit way out
+if command -v capsh >/dev/null && command -v prlimit >/dev/null; then
+  expect "memlock limit: actionable refusal" 1 "ulimit -l" -- \
+    prlimit --memlock=65536:65536 capsh --drop=cap_ipc_lock -- -c \
+    "$CLOISTER unseal --key model.key --in model.onnx.sealed --out lowlock.onnx"
+  expect "memlock limit: --allow-unlocked-memory" 0 "could not be locked" -- \
+    prlimit --memlock=65536:65536 capsh --drop=cap_ipc_lock -- -c \
+    "$CLOISTER --allow-unlocked-memory unseal --key model.key --in model.onnx.sealed --out lowlock.onnx"
+fi
+
 # a progress bar appears on a terminal (script(1) provides a pseudo-terminal)
 if command -v script >/dev/null; then
   expect "progress bar on a terminal" 0 "sealing \[#+\] 100%" -- \
