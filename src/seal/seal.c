@@ -332,15 +332,12 @@ static EVP_CIPHER_CTX *gcm_new(const uint8_t key[32], int enc, cl_err *err)
 typedef struct sealer {
     cl_seal_header hdr;
     seal_keys *keys;
-    EVP_CIPHER_CTX *gcm;
     uint8_t header[CL_SEAL_HEADER_MAX];
 } sealer;
 
 static void sealer_end(sealer *s)
 {
-    EVP_CIPHER_CTX_free(s->gcm);
     cl_secmem_free(s->keys);
-    s->gcm = NULL;
     s->keys = NULL;
 }
 
@@ -375,7 +372,7 @@ static int sealer_begin(sealer *s, uint64_t plaintext_len, const uint8_t key[CL_
     memcpy(h->key_check, s->keys->check, CL_SEAL_KEYCHECK_LEN);
     header_derive_sizes(h);
     size_t n = header_encode(h, s->header);
-    if (header_mac(s->keys, s->header, n, h->mac, err) != 0 || !(s->gcm = gcm_new(s->keys->enc, 1, err))) {
+    if (header_mac(s->keys, s->header, n, h->mac, err) != 0) {
         sealer_end(s);
         return -1;
     }
@@ -392,23 +389,27 @@ int cl_seal_buffer(const uint8_t *in, size_t in_len, const uint8_t key[CL_SEAL_K
     if (sealer_begin(&s, in_len, key, opts, err) != 0)
         return -1;
     const cl_seal_header *h = &s.hdr;
-    uint8_t *buf = malloc(h->sealed_len ? h->sealed_len : 1);
+    EVP_CIPHER_CTX *gcm = gcm_new(s.keys->enc, 1, err);
+    uint8_t *buf = gcm ? malloc(h->sealed_len) : NULL;
     if (!buf) {
+        EVP_CIPHER_CTX_free(gcm);
         sealer_end(&s);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory sealing %zu bytes", in_len);
+        return gcm ? cl_err_set(err, CL_E_NOMEM, "out of memory sealing %zu bytes", in_len) : -1;
     }
     memcpy(buf, s.header, h->header_len);
     uint8_t *p = buf + h->header_len;
-    for (uint64_t i = 0; i < h->chunk_count; i++) {
+    int rc = 0;
+    for (uint64_t i = 0; rc == 0 && i < h->chunk_count; i++) {
         size_t n = chunk_plain_len(h, i);
-        if (chunk_crypt(s.gcm, 1, h, i, in + i * (uint64_t)h->chunk_size, n, p, p + n, err) != 0) {
-            free(buf);
-            sealer_end(&s);
-            return -1;
-        }
+        rc = chunk_crypt(gcm, 1, h, i, in + i * (uint64_t)h->chunk_size, n, p, p + n, err);
         p += n + CL_SEAL_TAG_LEN;
     }
+    EVP_CIPHER_CTX_free(gcm);
     sealer_end(&s);
+    if (rc != 0) {
+        free(buf);
+        return -1;
+    }
     *out = buf;
     *out_len = (size_t)h->sealed_len;
     return 0;
@@ -620,14 +621,11 @@ done:
 typedef struct unsealer {
     cl_seal_header hdr;
     seal_keys *keys;
-    EVP_CIPHER_CTX *gcm;
 } unsealer;
 
 static void unsealer_end(unsealer *u)
 {
-    EVP_CIPHER_CTX_free(u->gcm);
     cl_secmem_free(u->keys);
-    u->gcm = NULL;
     u->keys = NULL;
 }
 
@@ -659,7 +657,7 @@ static int unsealer_begin(unsealer *u, const uint8_t *buf, size_t len, uint64_t 
         unsealer_end(u);
         return cl_err_set(err, CL_E_AUTH, "header authentication failed: the sealed header was modified");
     }
-    if (check_size(h, total, err) != 0 || !(u->gcm = gcm_new(u->keys->enc, 0, err))) {
+    if (check_size(h, total, err) != 0) {
         unsealer_end(u);
         return -1;
     }
@@ -676,27 +674,28 @@ int cl_seal_open_buffer(const uint8_t *sealed, size_t sealed_len, const uint8_t 
     if (unsealer_begin(&u, sealed, sealed_len, sealed_len, key, expected_key_id, err) != 0)
         return -1;
     const cl_seal_header *h = &u.hdr;
-    uint8_t *out = cl_secmem_alloc((size_t)h->plaintext_len, err);
-    if (!out) {
-        unsealer_end(&u);
-        return -1;
-    }
+    EVP_CIPHER_CTX *gcm = gcm_new(u.keys->enc, 0, err);
+    uint8_t *out = gcm ? cl_secmem_alloc((size_t)h->plaintext_len, err) : NULL;
+    int rc = out ? 0 : -1;
     const uint8_t *p = sealed + h->header_len;
-    for (uint64_t i = 0; i < h->chunk_count; i++) {
+    for (uint64_t i = 0; rc == 0 && i < h->chunk_count; i++) {
         size_t n = chunk_plain_len(h, i);
-        if (chunk_crypt(u.gcm, 0, h, i, p, n, out + i * (uint64_t)h->chunk_size, (uint8_t *)p + n, err) != 0) {
-            cl_secmem_free(out);
-            unsealer_end(&u);
-            return -1;
-        }
+        uint8_t tag[CL_SEAL_TAG_LEN];
+        memcpy(tag, p + n, CL_SEAL_TAG_LEN);
+        rc = chunk_crypt(gcm, 0, h, i, p, n, out + i * (uint64_t)h->chunk_size, tag, err);
         p += n + CL_SEAL_TAG_LEN;
     }
-    if (hdr)
-        *hdr = *h;
+    EVP_CIPHER_CTX_free(gcm);
+    if (rc == 0) {
+        if (hdr)
+            *hdr = *h;
+        *plain = out;
+        *plain_len = (size_t)h->plaintext_len;
+    } else {
+        cl_secmem_free(out);
+    }
     unsealer_end(&u);
-    *plain = out;
-    *plain_len = (size_t)h->plaintext_len;
-    return 0;
+    return rc;
 }
 
 /* Opens fd: header checks 1-5 of seal.h against the file's size. */
