@@ -4,7 +4,7 @@
 # leave the reproducer in the current directory (crash-*).
 # Usage: smoke.sh FUZZ_BINARY CORPUS_DIR [RUNS] [SECONDS]
 set -u
-bin=$1 corpus=$2 runs=${3:-200000} secs=${4:-45}
+bin=$1 corpus=$2 runs=${3:-200000} secs=${4:-30}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$bin" -runs="$runs" -max_total_time="$secs" -seed=1 -max_len=4096 -print_final_stats=1 "$scratch" "$corpus" 2>&1 |
