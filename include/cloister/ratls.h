@@ -54,6 +54,10 @@ X509 *cl_ratls_identity_cert(const cl_ratls_identity *id);
 /* Makes the identity the certificate and key an SSL_CTX presents. */
 int cl_ratls_identity_use(const cl_ratls_identity *id, SSL_CTX *ctx, cl_err *err);
 
+/* An identity from an existing key and certificate (both up-ref'ed); no checks. For tests and for
+ * callers that persist identities themselves. */
+cl_ratls_identity *cl_ratls_identity_wrap(EVP_PKEY *key, X509 *cert, cl_err *err);
+
 /* Builds an RA-TLS certificate for an existing key from quotes the caller already has (either may
  * be NULL, not both). Used by tests to build certificates with mismatched evidence. */
 X509 *cl_ratls_cert_build(EVP_PKEY *key, const uint8_t *legacy_quote, size_t legacy_len,

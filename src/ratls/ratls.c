@@ -339,6 +339,20 @@ fail:
     return NULL;
 }
 
+cl_ratls_identity *cl_ratls_identity_wrap(EVP_PKEY *key, X509 *cert, cl_err *err)
+{
+    cl_ratls_identity *id = calloc(1, sizeof(*id));
+    if (!id) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    EVP_PKEY_up_ref(key);
+    X509_up_ref(cert);
+    id->key = key;
+    id->cert = cert;
+    return id;
+}
+
 void cl_ratls_identity_free(cl_ratls_identity *id)
 {
     if (!id)
