@@ -165,6 +165,14 @@ typedef struct cl_provision_options {
 int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err);
 void cl_provision_result_free(cl_provision_result *res);
 
+/* A reusable client (one TLS context, CA and identity loaded once) for callers that fetch more than
+ * once. The options and everything they point to are borrowed and must outlive the client.
+ * cl_provision_client_fetch may run concurrently on one client. */
+typedef struct cl_provision_client cl_provision_client;
+cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_err *err);
+int cl_provision_client_fetch(cl_provision_client *c, cl_provision_result *res, cl_err *err);
+void cl_provision_client_free(cl_provision_client *c);
+
 /* Splits "HOST:PORT" / "[v6]:PORT"; host is copied into `host` (size bytes). */
 int cl_keyserver_split_hostport(const char *s, char *host, size_t size, int *port, int default_port,
                                 cl_err *err);

@@ -280,33 +280,66 @@ out:
     return rc;
 }
 
-int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err)
+struct cl_provision_client {
+    SSL_CTX *ctx;
+    cl_provision_options o;
+};
+
+cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_err *err)
 {
-    memset(res, 0, sizeof(*res));
-    if (!o->identity || !o->ca_file || o->server_count == 0)
-        return cl_err_set(err, CL_E_INVALID, "provisioning needs an RA-TLS identity, a CA file and a key server");
-    if (!o->secret_prov && (o->name_count == 0 || o->name_count > CL_KS_MAX_NAMES))
-        return cl_err_set(err, CL_E_INVALID, "ask for 1 to %d secrets", CL_KS_MAX_NAMES);
-    for (size_t i = 0; i < o->name_count; i++)
-        if (!cl_policy_secret_name_valid(o->names[i]))
-            return cl_err_set(err, CL_E_INVALID, "'%s' is not a valid secret name", o->names[i]);
+    if (!o->identity || !o->ca_file || o->server_count == 0) {
+        cl_err_set(err, CL_E_INVALID, "provisioning needs an RA-TLS identity, a CA file and a key server");
+        return NULL;
+    }
+    if (!o->secret_prov && (o->name_count == 0 || o->name_count > CL_KS_MAX_NAMES)) {
+        cl_err_set(err, CL_E_INVALID, "ask for 1 to %d secrets", CL_KS_MAX_NAMES);
+        return NULL;
+    }
+    for (size_t i = 0; i < o->name_count; i++) {
+        if (!cl_policy_secret_name_valid(o->names[i])) {
+            cl_err_set(err, CL_E_INVALID, "'%s' is not a valid secret name", o->names[i]);
+            return NULL;
+        }
+    }
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx || !SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION)) {
-        SSL_CTX_free(ctx);
-        return cl_err_ssl(err, CL_E_CRYPTO, "cannot create the TLS context");
+    cl_provision_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
     }
-    if (SSL_CTX_load_verify_locations(ctx, o->ca_file, NULL) != 1) {
-        SSL_CTX_free(ctx);
-        return cl_err_ssl(err, CL_E_FORMAT, "cannot load CA file '%s'", o->ca_file);
+    c->o = *o;
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (!c->ctx || !SSL_CTX_set_min_proto_version(c->ctx, TLS1_3_VERSION)) {
+        cl_err_ssl(err, CL_E_CRYPTO, "cannot create the TLS context");
+        goto fail;
     }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (cl_ratls_identity_use(o->identity, ctx, err) != 0) {
-        SSL_CTX_free(ctx);
-        return -1;
+    if (SSL_CTX_load_verify_locations(c->ctx, o->ca_file, NULL) != 1) {
+        cl_err_ssl(err, CL_E_FORMAT, "cannot load CA file '%s'", o->ca_file);
+        goto fail;
     }
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    if (cl_ratls_identity_use(o->identity, c->ctx, err) != 0)
+        goto fail;
+    return c;
+fail:
+    cl_provision_client_free(c);
+    return NULL;
+}
+
+void cl_provision_client_free(cl_provision_client *c)
+{
+    if (!c)
+        return;
+    SSL_CTX_free(c->ctx);
+    free(c);
+}
+
+int cl_provision_client_fetch(cl_provision_client *c, cl_provision_result *res, cl_err *err)
+{
+    memset(res, 0, sizeof(*res));
+    const cl_provision_options *o = &c->o;
     int attempts = o->attempts > 0 ? o->attempts : 5;
     int backoff = o->backoff_ms > 0 ? o->backoff_ms : 200;
     int rc = -1;
@@ -321,15 +354,23 @@ int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, 
             backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
         }
         for (size_t i = 0; i < o->server_count && rc != 0; i++) {
-            rc = try_server(ctx, o->servers[i], o, res, err);
-            if (rc != 0 && err && err->code == CL_E_DENIED) {
-                SSL_CTX_free(ctx);
+            rc = try_server(c->ctx, o->servers[i], o, res, err);
+            if (rc != 0 && err && err->code == CL_E_DENIED)
                 return -1;
-            }
         }
     }
-    SSL_CTX_free(ctx);
     if (rc != 0)
         cl_err_prefix(err, "no key server could be used after %d rounds", attempts);
+    return rc;
+}
+
+int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err)
+{
+    memset(res, 0, sizeof(*res));
+    cl_provision_client *c = cl_provision_client_new(o, err);
+    if (!c)
+        return -1;
+    int rc = cl_provision_client_fetch(c, res, err);
+    cl_provision_client_free(c);
     return rc;
 }

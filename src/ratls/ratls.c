@@ -406,9 +406,13 @@ int cl_ratls_verify_cert(X509 *cert, const cl_attest_verifier *verifier, cl_atte
     if (X509_cmp_current_time(X509_get0_notBefore(cert)) > 0 ||
         X509_cmp_current_time(X509_get0_notAfter(cert)) < 0)
         return cl_err_set(err, CL_E_AUTH, "RA-TLS certificate: outside its validity period");
-    uint8_t spki_hash[32];
-    if (cl_ratls_spki_sha256(pub, spki_hash, err) != 0)
-        return -1;
+    /* SHA-256 of the certificate's own SubjectPublicKeyInfo encoding (cheaper than re-encoding the key) */
+    uint8_t spki_hash[32], *spki = NULL;
+    int spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki);
+    if (spki_len <= 0)
+        return cl_err_ssl(err, CL_E_FORMAT, "RA-TLS certificate: cannot encode its public key");
+    SHA256(spki, (size_t)spki_len, spki_hash);
+    OPENSSL_free(spki);
 
     const ASN1_OCTET_STRING *tcg = find_ext(cert, CL_RATLS_OID_TCG_EVIDENCE);
     const ASN1_OCTET_STRING *legacy = tcg ? NULL : find_ext(cert, CL_RATLS_OID_LEGACY_QUOTE);
