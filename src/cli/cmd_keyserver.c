@@ -1,9 +1,12 @@
 /* cmd_keyserver.c — `cloister keyserver serve|secret put|secret list|secret rm|policy check|audit`:
  * running the key server and administering its store, policy and audit log. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,7 +31,8 @@ static cl_store *open_store(const char *cmd, const char *db, const char *mk_path
 
 static int serve(int argc, char **argv)
 {
-    const char *listen = "0.0.0.0:4433", *cert = NULL, *key = NULL, *policy = NULL, *db = NULL, *mk = NULL;
+    const char *listen = "0.0.0.0:4433", *cert = NULL, *key = NULL, *policy = NULL, *db = NULL, *mk = NULL,
+               *pid_file = NULL;
     cl_strlist trust = {0};
     long threads = 32, timeout = 10000;
     const cl_opt opts[] = {
@@ -43,6 +47,7 @@ static int serve(int argc, char **argv)
         {"threads", CL_ARG_LONG, &threads, "N", "worker threads (default 32)", false, 1, 1024},
         {"io-timeout-ms", CL_ARG_LONG, &timeout, "MS", "per-connection I/O timeout (default 10000)", false, 100,
          600000},
+        {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
     };
     const cl_cmd_usage usage = {
         "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE [--listen HOST:PORT]",
@@ -59,7 +64,17 @@ static int serve(int argc, char **argv)
                                .trust_sim_count = trust.count, .threads = (int)threads,
                                .io_timeout_ms = (int)timeout};
     cl_err err = {0};
+    if (pid_file) {
+        char pid[32];
+        int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+        if (cl_file_write_atomic(pid_file, pid, (size_t)n, 0644, true, &err) != 0) {
+            cl_strlist_free(&trust);
+            return cl_cli_fail(argv[0], &err);
+        }
+    }
     rc = cl_keyserver_run(&cfg, &err);
+    if (pid_file)
+        unlink(pid_file);
     cl_strlist_free(&trust);
     return rc == 0 ? CL_EXIT_OK : cl_cli_fail(argv[0], &err);
 }
@@ -266,6 +281,39 @@ static int audit(int argc, char **argv)
     return rc == 0 ? CL_EXIT_OK : cl_cli_fail(argv[0], &err);
 }
 
+static int reload(int argc, char **argv)
+{
+    const char *pid_file = NULL;
+    const cl_opt opts[] = {
+        {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "the --pid-file of the running server", true},
+    };
+    const cl_cmd_usage usage = {"cloister keyserver reload --pid-file FILE",
+                                "Asks a running key server to reload its policy (sends SIGHUP). Connections in\n"
+                                "progress are not disturbed; an invalid policy makes the server deny everything."};
+    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
+    if (rc >= 0)
+        return rc;
+    cl_err err = {0};
+    uint8_t *buf;
+    size_t len;
+    if (cl_file_read(pid_file, 64, &buf, &len, &err) != 0)
+        return cl_cli_fail(argv[0], &err);
+    char *end;
+    long pid = strtol((char *)buf, &end, 10);
+    bool ok = pid > 1 && (*end == '\n' || *end == 0);
+    free(buf);
+    if (!ok) {
+        fprintf(stderr, "cloister keyserver reload: '%s' does not hold a process id\n", pid_file);
+        return CL_EXIT_FAIL;
+    }
+    if (kill((pid_t)pid, SIGHUP) != 0) {
+        cl_err_errno(&err, CL_E_IO, errno, "cannot signal process %ld (is the server running?)", pid);
+        return cl_cli_fail(argv[0], &err);
+    }
+    fprintf(stderr, "cloister keyserver reload: asked process %ld to reload its policy\n", pid);
+    return CL_EXIT_OK;
+}
+
 typedef struct sub {
     const char *name;
     int (*fn)(int, char **);
@@ -316,6 +364,7 @@ int cl_cmd_keyserver(int argc, char **argv)
         {"secret", secret, "put|list|rm secrets"},
         {"policy", policy, "check a policy file"},
         {"audit", audit, "show or --verify the audit log"},
+        {"reload", reload, "make a running server reload its policy"},
     };
     return dispatch("keyserver", subs, CL_ARRAY_LEN(subs), argc, argv);
 }

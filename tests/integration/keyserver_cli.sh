@@ -53,7 +53,7 @@ if "$CL" keyserver policy check "$T/bad.json" 2>/dev/null; then fail "policy che
 
 # serve
 CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
-  --policy "$T/policy.json" --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" --threads 4 \
+  --policy "$T/policy.json" --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" --threads 4 --pid-file "$T/ks.pid" \
   2> "$T/server.log" &
 SERVER_PID=$!
 PORT=
@@ -84,7 +84,8 @@ kill -HUP "$SERVER_PID"
 for _ in $(seq 100); do grep -q 'policy reloaded' "$T/server.log" && break; sleep 0.05; done
 if prov --secret model-key --out "$T/got5" --attempts 1 2>/dev/null; then fail "revoked identity still served"; fi
 cp "$T/policy.good" "$T/policy.json"
-kill -HUP "$SERVER_PID"
+[[ $(cat "$T/ks.pid") == "$SERVER_PID" ]] || fail "pid file does not hold the server's pid"
+"$CL" keyserver reload --pid-file "$T/ks.pid" 2>/dev/null || fail "keyserver reload failed"
 for _ in $(seq 100); do [[ $(grep -c 'policy reloaded' "$T/server.log") -ge 2 ]] && break; sleep 0.05; done
 prov --secret model-key --out "$T/got6" 2>/dev/null || fail "restored policy does not serve"
 
