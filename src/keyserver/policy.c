@@ -146,8 +146,9 @@ static int add_secret(void *vctx, const char *s, const char *path, cl_err *err)
 
 static int get_long(const cJSON *v, const char *path, long min, long max, long *out, cl_err *err)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble || v->valuedouble < (double)min ||
-        v->valuedouble > (double)max)
+    /* range first: converting an out-of-range double to long is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= (double)min && v->valuedouble <= (double)max) ||
+        v->valuedouble != (double)(long)v->valuedouble)
         return cl_err_set(err, CL_E_FORMAT, "policy: %s must be an integer from %ld to %ld", path, min, max);
     *out = (long)v->valuedouble;
     return 0;

@@ -112,6 +112,8 @@ static void test_invalid_policies_rejected(void **state)
         "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"min_isv_svm\": 1}]}",
         "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"min_isv_svn\": 70000}]}",
         "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"min_isv_svn\": \"1\"}]}",
+        "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"min_isv_svn\": 1e300}]}",
+        "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"isv_prod_id\": 1.5}]}",
         "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"allow_debug\": 1}]}",
         "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"evidence_types\": [\"epid\"]}]}",
         "{\"version\": 1, \"identities\": [{\"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\", \"secrets\": [\"a\"], \"tcb_statuses\": [\"Revoked\"]}]}",
