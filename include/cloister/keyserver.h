@@ -105,6 +105,7 @@ typedef struct cl_keyserver_config {
     cl_attest_verifier *verifier; /* optional, borrowed: replaces the built-in verifier */
     int threads;                 /* worker threads (default 32) */
     int io_timeout_ms;           /* per-connection I/O timeout (default 10000) */
+    bool allow_tls12;            /* also accept TLS 1.2 (Gramine < 1.8 secret_prov clients: mbedTLS < 3.6) */
 } cl_keyserver_config;
 
 typedef struct cl_keyserver cl_keyserver;

@@ -35,6 +35,7 @@ static int serve(int argc, char **argv)
                *pid_file = NULL;
     cl_strlist trust = {0};
     long threads = 32, timeout = 10000;
+    bool tls12 = false;
     const cl_opt opts[] = {
         {"listen", CL_ARG_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:4433)", false},
         {"cert", CL_ARG_STRING, &cert, "FILE", "server certificate chain, PEM (e.g. from cloister tls init)", true},
@@ -48,6 +49,7 @@ static int serve(int argc, char **argv)
         {"io-timeout-ms", CL_ARG_LONG, &timeout, "MS", "per-connection I/O timeout (default 10000)", false, 100,
          600000},
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
+        {"allow-tls12", CL_ARG_FLAG, &tls12, NULL, "also accept TLS 1.2 (Gramine < 1.8 secret_prov clients)", false},
     };
     const cl_cmd_usage usage = {
         "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE [--listen HOST:PORT]",
@@ -62,7 +64,7 @@ static int serve(int argc, char **argv)
     cl_keyserver_config cfg = {.listen = listen, .cert_file = cert, .key_file = key, .policy_file = policy,
                                .db_file = db, .master_key_file = mk, .trust_sim_certs = trust.items,
                                .trust_sim_count = trust.count, .threads = (int)threads,
-                               .io_timeout_ms = (int)timeout};
+                               .io_timeout_ms = (int)timeout, .allow_tls12 = tls12};
     cl_err err = {0};
     if (pid_file) {
         char pid[32];

@@ -605,7 +605,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
 
     /* TLS */
     ks->ctx = SSL_CTX_new(TLS_server_method());
-    if (!ks->ctx || !SSL_CTX_set_min_proto_version(ks->ctx, TLS1_3_VERSION)) {
+    if (!ks->ctx || !SSL_CTX_set_min_proto_version(ks->ctx, cfg->allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION)) {
         cl_err_ssl(err, CL_E_CRYPTO, "cannot create the TLS context");
         goto fail;
     }
@@ -623,8 +623,12 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
                    cfg->key_file);
         goto fail;
     }
-    SSL_CTX_set_num_tickets(ks->ctx, 0); /* every connection attests afresh */
+    /* every connection attests afresh: no resumption (1.2 tickets, 1.3 tickets, session cache) */
+    SSL_CTX_set_num_tickets(ks->ctx, 0);
     SSL_CTX_set_session_cache_mode(ks->ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_options(ks->ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+    if (cfg->allow_tls12)
+        CL_WARN("keyserver", "accepting TLS 1.2 clients (--allow-tls12)");
     if (cl_ratls_ssl_ctx_require_peer(ks->ctx, &ks->vctx, err) != 0)
         goto fail;
 

@@ -500,6 +500,56 @@ static void test_gramine_secret_prov_protocol(void **state)
     cl_ratls_identity_free(id);
 }
 
+/* Gramine < 1.8 links mbedTLS without TLS 1.3: refused by default, served with allow_tls12. */
+static int secret_prov_tls12(int port, uint8_t *buf, size_t size)
+{
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    int got = -1;
+    if (SSL_connect(ssl) == 1 && SSL_write(ssl, "SECRET_PROVISION_RA_TLS_REQUEST_V1", 35) == 35) {
+        got = 0;
+        for (int n; (size_t)got < size && (n = SSL_read(ssl, buf + got, (int)(size - (size_t)got))) > 0;)
+            got += n;
+    }
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    cl_ratls_identity_free(id);
+    return got;
+}
+
+static void test_tls12_only_when_allowed(void **state)
+{
+    (void)state;
+    uint8_t buf[128];
+    assert_int_equal(secret_prov_tls12(cl_keyserver_port(E->ks), buf, sizeof buf), -1);
+
+    cl_err err = {0};
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 2, .allow_tls12 = true};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    int got = secret_prov_tls12(cl_keyserver_port(ks), buf, sizeof buf);
+    cl_keyserver_stop(ks);
+    assert_int_equal(got, 37 + 4 + 26);
+    assert_memory_equal(buf + 41, "MODEL-KEY-0123456789abcdef", 26);
+}
+
 /* ---- concurrency */
 
 typedef struct worker_arg {
@@ -692,6 +742,7 @@ int main(void)
         cmocka_unit_test_setup(test_empty_policy, reset),
         cmocka_unit_test_setup(test_policy_edit_revokes_identity, reset),
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
+        cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),
         cmocka_unit_test(test_store_encryption_and_master_key),
         cmocka_unit_test(test_audit_chain_detects_tampering),
