@@ -1,7 +1,4 @@
 /* testutil.c — implementation of the unit-test helpers in testutil.h. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
 #include "testutil.h"
 
 #include <dirent.h>
