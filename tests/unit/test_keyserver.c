@@ -550,6 +550,62 @@ static void test_tls12_only_when_allowed(void **state)
     assert_memory_equal(buf + 41, "MODEL-KEY-0123456789abcdef", 26);
 }
 
+/* ---- client fail-over and backoff */
+
+static void test_client_failover_and_backoff(void **state)
+{
+    (void)state;
+    /* a port nobody listens on: bind one, note it, close it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    char dead[64];
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", ntohs(sa.sin_port));
+    close(fd);
+
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    const char *names[] = {"model-key"};
+    const char *servers[] = {dead, E->server};
+    cl_provision_options o = {.servers = servers, .server_count = 2, .ca_file = E->ca, .identity = id,
+                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 2000};
+    cl_provision_result res;
+    cl_err err = {0};
+    if (cl_provision_fetch(&o, &res, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(res.server, E->server);
+    cl_provision_result_free(&res);
+
+    /* only dead servers: three rounds with 30 ms then 60 ms between them, then a clear error */
+    o.server_count = 1;
+    o.attempts = 3;
+    o.backoff_ms = 30;
+    uint64_t t0 = cl_now_ns();
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    uint64_t ms = (cl_now_ns() - t0) / 1000000;
+    assert_int_equal(err.code, CL_E_IO);
+    assert_non_null(strstr(err.msg, "after 3 rounds"));
+    assert_true(ms >= 90);
+    assert_int_equal(res.count, 0);
+
+    /* a server whose certificate the CA did not issue is not trusted */
+    o.servers = (const char *const[]){E->server};
+    o.attempts = 1;
+    o.ca_file = E->sim_cert; /* some other certificate */
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_non_null(strstr(err.msg, "server certificate rejected"));
+    /* and the name must match */
+    o.ca_file = E->ca;
+    o.server_name = "keys.example.com";
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    cl_ratls_identity_free(id);
+}
+
 /* ---- concurrency */
 
 typedef struct worker_arg {
@@ -743,6 +799,7 @@ int main(void)
         cmocka_unit_test_setup(test_policy_edit_revokes_identity, reset),
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
         cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
+        cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),
         cmocka_unit_test(test_store_encryption_and_master_key),
         cmocka_unit_test(test_audit_chain_detects_tampering),
