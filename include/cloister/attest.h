@@ -158,8 +158,10 @@ typedef struct cl_attest_claims {
     uint8_t evidence_sha256[32]; /* SHA-256 of the whole quote, for audit */
 } cl_attest_claims;
 
-/* A verifier back end: checks the quote's signatures and fills claims (evidence_type, tcb_status and
- * the measurements). Returns 0, or -1 with err (CL_E_AUTH for a bad or untrusted signature). */
+/* A verifier back end: checks the quote's signatures and fills claims->evidence_type (a name the
+ * policy knows: "sgx-dcap", "tdx-dcap") and claims->tcb_status (Intel's names: "UpToDate", ...);
+ * cl_attest_verify fills the measurements from the parsed quote. Returns 0, or -1 with err (CL_E_AUTH
+ * for a bad or untrusted signature). Called concurrently from many threads. */
 typedef int (*cl_attest_backend_fn)(void *ctx, const cl_attest_quote *q, cl_attest_claims *claims,
                                     cl_err *err);
 
