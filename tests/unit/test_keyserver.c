@@ -451,6 +451,51 @@ static void test_policy_edit_revokes_identity(void **state)
     cl_ratls_identity_free(id);
 }
 
+/* A connection accepted before a reload finishes under the policy it started with. */
+static void test_reload_does_not_disturb_connections(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl_keyserver_port(E->ks))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    /* SSL_connect returned: a worker has accepted the connection (and taken its policy snapshot) */
+    assert_int_equal(SSL_connect(ssl), 1);
+
+    write_policy("{\"version\": 1, \"identities\": []}");
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+
+    static const uint8_t req[] = {'C', 'L', 'K', 'S', '1', 0, 0, 1, 9, 'm', 'o', 'd', 'e', 'l', '-', 'k', 'e', 'y'};
+    assert_int_equal(SSL_write(ssl, req, sizeof req), (int)sizeof req);
+    uint8_t buf[128];
+    int got = 0;
+    for (int n; (n = SSL_read(ssl, buf + got, (int)sizeof buf - got)) > 0;)
+        got += n;
+    assert_int_equal(got, 9 + 1 + 9 + 1 + 4 + 26);
+    assert_int_equal(buf[6], 0);      /* handled */
+    assert_int_equal(buf[19], 0);     /* released */
+    assert_memory_equal(buf + 24, "MODEL-KEY-0123456789abcdef", 26);
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+
+    /* a new connection sees the new (empty) policy */
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    assert_int_equal(fetch_with(id, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    cl_ratls_identity_free(id);
+}
+
 /* ---- Gramine secret_prov v1, byte for byte */
 
 static void test_gramine_secret_prov_protocol(void **state)
@@ -797,6 +842,7 @@ int main(void)
         cmocka_unit_test_setup(test_unknown_secret_name, reset),
         cmocka_unit_test_setup(test_empty_policy, reset),
         cmocka_unit_test_setup(test_policy_edit_revokes_identity, reset),
+        cmocka_unit_test_setup(test_reload_does_not_disturb_connections, reset),
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
         cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
         cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
