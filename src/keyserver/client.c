@@ -239,6 +239,10 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
             goto out;
         }
         s->name[n] = 0;
+        if (strcmp(s->name, o->names[i]) != 0) {
+            cl_err_set(err, CL_E_FORMAT, "%s answered '%s' where '%s' was asked", server, s->name, o->names[i]);
+            goto out;
+        }
         uint32_t len = cl_ks_get32(meta + 1);
         s->granted = meta[0] == 0;
         if (!s->granted) {
