@@ -26,6 +26,8 @@ extern "C" {
  * are 06 09 2A 86 48 86 F8 4D 8A 39 06, i.e. the intended 1.2.840.113741.1337.6 with its own tag
  * and length included by mistake; Gramine keeps it for compatibility, and so do we). */
 #define CL_RATLS_OID_LEGACY_QUOTE "0.6.9.42.840.113741.1337.6"
+/* The OID Gramine meant; accepted when reading (implementations that fixed the encoding use it). */
+#define CL_RATLS_OID_LEGACY_QUOTE_FIXED "1.2.840.113741.1337.6"
 /* TCG DICE tagged evidence (tcg-dice-conceptual-message-wrapper) */
 #define CL_RATLS_OID_TCG_EVIDENCE "2.23.133.5.4.9"
 /* CBOR tag of "TEE quote" tagged evidence, as used by Gramine */

@@ -416,6 +416,8 @@ int cl_ratls_verify_cert(X509 *cert, const cl_attest_verifier *verifier, cl_atte
 
     const ASN1_OCTET_STRING *tcg = find_ext(cert, CL_RATLS_OID_TCG_EVIDENCE);
     const ASN1_OCTET_STRING *legacy = tcg ? NULL : find_ext(cert, CL_RATLS_OID_LEGACY_QUOTE);
+    if (!tcg && !legacy)
+        legacy = find_ext(cert, CL_RATLS_OID_LEGACY_QUOTE_FIXED);
     if (tcg) {
         const uint8_t *quote, *cl;
         size_t quote_len, cl_len;

@@ -9,6 +9,7 @@
 
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "cloister/ratls.h"
 
@@ -157,6 +158,21 @@ static void test_legacy_only_and_binding(void **state)
     cl_ratls_format fmt = 0;
     assert_int_equal(cl_ratls_verify_cert(cert, f->verifier, &c, &fmt, &err), 0);
     assert_int_equal(fmt, CL_RATLS_LEGACY);
+    X509_free(cert);
+
+    /* the same quote under the OID Gramine meant (1.2.840.113741.1337.6) is read too */
+    cert = cl_ratls_cert_build(key, quote, qlen, NULL, 0, 1, &err);
+    ASN1_OBJECT *gramine_oid = OBJ_txt2obj(CL_RATLS_OID_LEGACY_QUOTE, 1);
+    int at = X509_get_ext_by_OBJ(cert, gramine_oid, -1);
+    assert_true(at >= 0);
+    ASN1_OBJECT *fixed = OBJ_txt2obj(CL_RATLS_OID_LEGACY_QUOTE_FIXED, 1);
+    assert_int_equal(X509_EXTENSION_set_object(X509_get_ext(cert, at), fixed), 1);
+    assert_true(X509_sign(cert, key, EVP_sha384()) > 0);
+    assert_int_equal(X509_get_ext_by_OBJ(cert, gramine_oid, -1), -1);
+    assert_int_equal(cl_ratls_verify_cert(cert, f->verifier, &c, &fmt, &err), 0);
+    assert_int_equal(fmt, CL_RATLS_LEGACY);
+    ASN1_OBJECT_free(gramine_oid);
+    ASN1_OBJECT_free(fixed);
     X509_free(cert);
 
     /* the same evidence in a certificate for another key: refused */
