@@ -104,7 +104,8 @@ typedef struct cl_keyserver_config {
     size_t trust_sim_count;
     cl_attest_verifier *verifier; /* optional, borrowed: replaces the built-in verifier */
     int threads;                 /* worker threads (default 32) */
-    int io_timeout_ms;           /* per-connection I/O timeout (default 10000) */
+    int io_timeout_ms;           /* per-read/write timeout (default 10000) */
+    int connection_timeout_ms;   /* whole-connection deadline, then it is cut off (default 30000) */
     bool allow_tls12;            /* also accept TLS 1.2 (Gramine < 1.8 secret_prov clients: mbedTLS < 3.6) */
 } cl_keyserver_config;
 

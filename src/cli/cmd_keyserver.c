@@ -34,7 +34,7 @@ static int serve(int argc, char **argv)
     const char *listen = "0.0.0.0:4433", *cert = NULL, *key = NULL, *policy = NULL, *db = NULL, *mk = NULL,
                *pid_file = NULL;
     cl_strlist trust = {0};
-    long threads = 32, timeout = 10000;
+    long threads = 32, timeout = 10000, conn_timeout = 30000;
     bool tls12 = false;
     const cl_opt opts[] = {
         {"listen", CL_ARG_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:4433)", false},
@@ -46,8 +46,10 @@ static int serve(int argc, char **argv)
         {"trust-sim", CL_ARG_LIST, &trust, "CERT", "accept sim evidence signed by this simulated quoting key "
                                                    "(INSECURE: development only)", false},
         {"threads", CL_ARG_LONG, &threads, "N", "worker threads (default 32)", false, 1, 1024},
-        {"io-timeout-ms", CL_ARG_LONG, &timeout, "MS", "per-connection I/O timeout (default 10000)", false, 100,
+        {"io-timeout-ms", CL_ARG_LONG, &timeout, "MS", "per-read/write timeout (default 10000)", false, 100,
          600000},
+        {"connection-timeout-ms", CL_ARG_LONG, &conn_timeout, "MS", "whole-connection deadline (default 30000)",
+         false, 100, 3600000},
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
         {"allow-tls12", CL_ARG_FLAG, &tls12, NULL, "also accept TLS 1.2 (Gramine < 1.8 secret_prov clients)", false},
     };
@@ -64,7 +66,8 @@ static int serve(int argc, char **argv)
     cl_keyserver_config cfg = {.listen = listen, .cert_file = cert, .key_file = key, .policy_file = policy,
                                .db_file = db, .master_key_file = mk, .trust_sim_certs = trust.items,
                                .trust_sim_count = trust.count, .threads = (int)threads,
-                               .io_timeout_ms = (int)timeout, .allow_tls12 = tls12};
+                               .io_timeout_ms = (int)timeout, .connection_timeout_ms = (int)conn_timeout,
+                               .allow_tls12 = tls12};
     cl_err err = {0};
     if (pid_file) {
         char pid[32];

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -25,6 +26,19 @@ typedef struct policy_ref {
     cl_policy *p;
     atomic_int refs;
 } policy_ref;
+
+/* The connection a worker is serving, so the watchdog can cut it off at its deadline (a client that
+ * trickles bytes would otherwise hold the worker indefinitely: SO_RCVTIMEO bounds each read only). */
+typedef struct slot {
+    pthread_mutex_t lock;
+    int fd;
+    uint64_t deadline_ns;
+} slot;
+
+typedef struct worker_arg {
+    struct cl_keyserver *ks;
+    slot *slot;
+} worker_arg;
 
 struct cl_keyserver {
     int listen_fd;
@@ -41,6 +55,11 @@ struct cl_keyserver {
     int nthreads;
     atomic_bool stopping;
     int io_timeout_ms;
+    int conn_timeout_ms;
+    slot *slots;
+    worker_arg *wargs;
+    pthread_t watchdog;
+    bool watchdog_started;
 };
 
 typedef struct conn {
@@ -459,13 +478,13 @@ static void handle(cl_keyserver *ks, int fd, const struct sockaddr_storage *sa)
 out:
     ERR_clear_error();
     SSL_free(ssl);
-    close(fd);
-    policy_release(c.pol);
+    policy_release(c.pol); /* the caller closes fd */
 }
 
 static void *worker(void *arg)
 {
-    cl_keyserver *ks = arg;
+    worker_arg *w = arg;
+    cl_keyserver *ks = w->ks;
     while (!atomic_load(&ks->stopping)) {
         struct sockaddr_storage sa;
         socklen_t sl = sizeof sa;
@@ -477,7 +496,36 @@ static void *worker(void *arg)
                 usleep(10000);
             continue;
         }
+        pthread_mutex_lock(&w->slot->lock);
+        w->slot->fd = fd;
+        w->slot->deadline_ns = cl_now_ns() + (uint64_t)ks->conn_timeout_ms * 1000000u;
+        pthread_mutex_unlock(&w->slot->lock);
         handle(ks, fd, &sa);
+        pthread_mutex_lock(&w->slot->lock);
+        w->slot->fd = -1;
+        pthread_mutex_unlock(&w->slot->lock);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void *watchdog(void *arg)
+{
+    cl_keyserver *ks = arg;
+    while (!atomic_load(&ks->stopping)) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        uint64_t now = cl_now_ns();
+        for (int i = 0; i < ks->nthreads; i++) {
+            slot *sl = &ks->slots[i];
+            pthread_mutex_lock(&sl->lock);
+            if (sl->fd >= 0 && now > sl->deadline_ns) {
+                CL_WARN("keyserver", "a connection exceeded %d ms; closing it", ks->conn_timeout_ms);
+                shutdown(sl->fd, SHUT_RDWR);
+                sl->deadline_ns = UINT64_MAX;
+            }
+            pthread_mutex_unlock(&sl->lock);
+        }
     }
     return NULL;
 }
@@ -528,6 +576,11 @@ static void ks_free(cl_keyserver *ks)
     policy_release(ks->policy);
     free(ks->policy_file);
     free(ks->threads);
+    if (ks->slots)
+        for (int i = 0; i < ks->nthreads; i++)
+            pthread_mutex_destroy(&ks->slots[i].lock);
+    free(ks->slots);
+    free(ks->wargs);
     pthread_mutex_destroy(&ks->pol_lock);
     free(ks);
 }
@@ -549,6 +602,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
     ks->listen_fd = -1;
     pthread_mutex_init(&ks->pol_lock, NULL);
     ks->io_timeout_ms = cfg->io_timeout_ms > 0 ? cfg->io_timeout_ms : 10000;
+    ks->conn_timeout_ms = cfg->connection_timeout_ms > 0 ? cfg->connection_timeout_ms : 30000;
     ks->nthreads = cfg->threads > 0 ? cfg->threads : 32;
     uint8_t *mk = NULL;
     char *mk_path = NULL;
@@ -636,18 +690,36 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
         goto fail;
     signal(SIGPIPE, SIG_IGN);
     ks->threads = calloc((size_t)ks->nthreads, sizeof(pthread_t));
-    if (!ks->threads) {
+    ks->slots = calloc((size_t)ks->nthreads, sizeof(slot));
+    ks->wargs = calloc((size_t)ks->nthreads, sizeof(worker_arg));
+    if (!ks->threads || !ks->slots || !ks->wargs) {
+        free(ks->slots);
+        ks->slots = NULL;
         cl_err_set(err, CL_E_NOMEM, "out of memory");
         goto fail;
     }
     for (int i = 0; i < ks->nthreads; i++) {
-        int e = pthread_create(&ks->threads[i], NULL, worker, ks);
+        pthread_mutex_init(&ks->slots[i].lock, NULL);
+        ks->slots[i].fd = -1;
+        ks->wargs[i].ks = ks;
+        ks->wargs[i].slot = &ks->slots[i];
+    }
+    int e = pthread_create(&ks->watchdog, NULL, watchdog, ks);
+    if (e != 0) {
+        cl_err_errno(err, CL_E_NOMEM, e, "cannot start the watchdog thread");
+        goto fail;
+    }
+    ks->watchdog_started = true;
+    for (int i = 0; i < ks->nthreads; i++) {
+        e = pthread_create(&ks->threads[i], NULL, worker, &ks->wargs[i]);
         if (e != 0) {
             cl_err_errno(err, CL_E_NOMEM, e, "cannot start worker thread %d", i);
             atomic_store(&ks->stopping, true);
             shutdown(ks->listen_fd, SHUT_RDWR);
             for (int j = 0; j < i; j++)
                 pthread_join(ks->threads[j], NULL);
+            pthread_join(ks->watchdog, NULL);
+            ks->watchdog_started = false;
             goto fail;
         }
     }
@@ -671,6 +743,8 @@ void cl_keyserver_stop(cl_keyserver *ks)
     shutdown(ks->listen_fd, SHUT_RDWR);
     for (int i = 0; i < ks->nthreads; i++)
         pthread_join(ks->threads[i], NULL);
+    if (ks->watchdog_started)
+        pthread_join(ks->watchdog, NULL);
     ks_free(ks);
 }
 

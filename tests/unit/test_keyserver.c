@@ -651,6 +651,60 @@ static void test_client_failover_and_backoff(void **state)
     cl_ratls_identity_free(id);
 }
 
+/* A client that trickles bytes (each read succeeds before the I/O timeout) is cut off at the
+ * connection deadline and the worker serves the next client. */
+static void test_trickling_client_is_cut_off(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 1, .io_timeout_ms = 400,
+                              .connection_timeout_ms = 800};
+    cl_log_level saved = cl_log_get_level();
+    cl_log_set_level(CL_LOG_OFF);
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl_keyserver_port(ks))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    /* a TLS handshake record header announcing 16 KiB, then its body one byte every 200 ms */
+    static const uint8_t head[5] = {0x16, 0x03, 0x01, 0x40, 0x00};
+    assert_int_equal(send(fd, head, sizeof head, MSG_NOSIGNAL), 5);
+    uint64_t t0 = cl_now_ns();
+    bool closed = false;
+    for (int i = 0; i < 50 && !closed; i++) {
+        usleep(200000);
+        uint8_t b = 0, r;
+        if (send(fd, &b, 1, MSG_NOSIGNAL) != 1)
+            closed = true;
+        else if (recv(fd, &r, 1, MSG_DONTWAIT) == 0)
+            closed = true;
+    }
+    uint64_t ms = (cl_now_ns() - t0) / 1000000;
+    close(fd);
+    assert_true(closed);
+    assert_true(ms >= 700 && ms < 3000);
+    /* the only worker is free again */
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    const char *servers[] = {NULL}, *names[] = {"model-key"};
+    char server[64];
+    snprintf(server, sizeof server, "127.0.0.1:%d", cl_keyserver_port(ks));
+    servers[0] = server;
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
+    cl_provision_result res;
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
+    cl_provision_result_free(&res);
+    cl_ratls_identity_free(id);
+    cl_keyserver_stop(ks);
+    cl_log_set_level(saved);
+}
+
 /* ---- concurrency */
 
 typedef struct worker_arg {
@@ -846,6 +900,7 @@ int main(void)
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
         cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
         cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
+        cmocka_unit_test_setup(test_trickling_client_is_cut_off, reset),
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),
         cmocka_unit_test(test_store_encryption_and_master_key),
         cmocka_unit_test(test_audit_chain_detects_tampering),
