@@ -25,7 +25,7 @@ static atomic_long g_ok, g_fail;
 static atomic_llong g_client_cpu_ns;
 static bool g_fresh;
 
-static void die(const char *what, const cl_err *err)
+_Noreturn static void die(const char *what, const cl_err *err)
 {
     fprintf(stderr, "bench_keyserver: %s: %s\n", what, err ? err->msg : "");
     exit(1);
@@ -168,7 +168,7 @@ int main(int argc, char **argv)
              "[\"sim\"], \"secrets\": [\"model-key\"]}]}", mre);
     write_file(path[4], policy);
     uint8_t mk[32], value[32] = {1};
-    cl_store *s;
+    cl_store *s = NULL;
     if (cl_store_master_key_load(path[6], true, mk, &err) != 0 || !(s = cl_store_open(path[5], mk, &err)) ||
         cl_store_put(s, "model-key", value, sizeof value, false, &err) != 0)
         die("store", &err);
