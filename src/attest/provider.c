@@ -389,8 +389,8 @@ cl_attest_provider *cl_attest_provider_new(const cl_attest_provider_config *cfg,
                 goto fail;
             }
         } else {
-            cl_err_set(err, CL_E_INVALID, "the sim evidence provider needs a simulated quoting key "
-                                          "(create one with `cloister attest sim-init --dir DIR`)");
+            cl_err_set(err, CL_E_INVALID, "the sim evidence provider needs a simulated quoting key: --sim-key FILE "
+                                          "or $CLOISTER_SIM_QE_KEY (create one with `cloister attest sim-init --dir DIR`)");
             goto fail;
         }
         if (cl_attest_p256_raw_pub(p->sim_key, p->sim_pub, err) != 0 ||

@@ -66,8 +66,12 @@ int cl_store_master_key_load(const char *path, bool create, uint8_t key[CL_KS_MA
                 path);
         return 0;
     }
-    if (cl_seal_key_load(path, key, err) != 0)
+    if (cl_seal_key_load(path, key, err) != 0) {
+        if (stat(path, &st) != 0 && errno == ENOENT)
+            return cl_err_set(err, CL_E_IO, "no master key at '%s': the first `cloister keyserver secret put` "
+                              "creates it beside the database, or pass --master-key FILE", path);
         return cl_err_prefix(err, "master key");
+    }
     return 0;
 }
 
