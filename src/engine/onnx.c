@@ -438,8 +438,8 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
     }
     if (m->opset < 0)
         m->opset = 1; /* IR < 3 had no opset_import; treat as opset 1 */
-    if (m->opset < 6 || m->opset > 18) {
-        cl_err_set(err, CL_E_UNSUPPORTED, "ONNX opset %lld is not supported (6..18); convert the model with a "
+    if (m->opset < 1 || m->opset > 18) {
+        cl_err_set(err, CL_E_UNSUPPORTED, "ONNX opset %lld is not supported (1..18); convert the model with a "
                    "supported opset", (long long)m->opset);
         goto out;
     }

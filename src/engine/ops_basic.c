@@ -1159,6 +1159,99 @@ static int run_range(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
+static int run_pad(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    int rank = x->rank;
+    int64_t pads[2 * CL_ENGINE_MAX_RANK], axes[CL_ENGINE_MAX_RANK];
+    int np = 0, na = 0;
+    double cval = 0;
+    const char *mode = eng_attr_s(n, "mode", "constant");
+    if (r->m->opset < 11) {
+        size_t c;
+        const int64_t *v = eng_attr_ints(n, "pads", &c);
+        if (c > 2 * CL_ENGINE_MAX_RANK)
+            return eng_node_err(err, CL_E_FORMAT, n, "too many pads");
+        memcpy(pads, v, c * 8);
+        np = (int)c;
+        cval = eng_attr_f(n, "value", 0.0f);
+    } else {
+        eng_tensor *t;
+        if (need_in(r, n, 1, &t, err) || read_ints(n, t, pads, 2 * CL_ENGINE_MAX_RANK, &np, err))
+            return -1;
+        if ((t = eng_in_plain(r, n, 2, err))) {
+            if (eng_numel(t) < 1)
+                return eng_node_err(err, CL_E_FORMAT, n, "constant_value is empty");
+            cval = eng_get_f(t, 0);
+        }
+        if ((t = eng_in_plain(r, n, 3, err)) && read_ints(n, t, axes, CL_ENGINE_MAX_RANK, &na, err))
+            return -1;
+    }
+    int64_t lo[CL_ENGINE_MAX_RANK] = {0}, hi[CL_ENGINE_MAX_RANK] = {0};
+    int cnt = na ? na : rank;
+    if (np != 2 * cnt)
+        return eng_node_err(err, CL_E_FORMAT, n, "pads has %d entries, expected %d", np, 2 * cnt);
+    for (int i = 0; i < cnt; i++) {
+        int64_t a = na ? norm_axis(axes[i], rank) : i;
+        if (a < 0 || a >= rank)
+            return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+        lo[a] = pads[i];
+        hi[a] = pads[i + cnt];
+    }
+    int m = strcmp(mode, "constant") == 0 ? 0 : strcmp(mode, "reflect") == 0 ? 1 : strcmp(mode, "edge") == 0 ? 2 : -1;
+    if (m < 0)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "mode '%s' is not supported", mode);
+    int64_t od[CL_ENGINE_MAX_RANK];
+    for (int d = 0; d < rank; d++) {
+        od[d] = x->dims[d] + lo[d] + hi[d];
+        if (od[d] < 0 || lo[d] > CL_ENGINE_MAX_TENSOR_ELEMS || hi[d] > CL_ENGINE_MAX_TENSOR_ELEMS)
+            return eng_node_err(err, CL_E_FORMAT, n, "pads make a negative dimension");
+        if (m != 0 && od[d] > 0 && x->dims[d] == 0)
+            return eng_node_err(err, CL_E_FORMAT, n, "cannot %s-pad an empty dimension", mode);
+        if (m == 1 && (lo[d] >= x->dims[d] || hi[d] >= x->dims[d]) && (lo[d] > 0 || hi[d] > 0))
+            return eng_node_err(err, CL_E_FORMAT, n, "reflect pads must be smaller than the dimension");
+    }
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, rank, od, err);
+    if (!y)
+        return -1;
+    int64_t N = eng_numel(y), idx[CL_ENGINE_MAX_RANK] = {0}, ist[CL_ENGINE_MAX_RANK], st = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        ist[d] = st;
+        st *= x->dims[d];
+    }
+    size_t es = cl_engine_dtype_size(x->dtype);
+    for (int64_t e = 0; e < N; e++) {
+        int64_t off = 0;
+        bool inside = true;
+        for (int d = 0; d < rank; d++) {
+            int64_t i = idx[d] - lo[d], D = x->dims[d];
+            if (i < 0 || i >= D) {
+                if (m == 0) {
+                    inside = false;
+                    break;
+                }
+                if (m == 2)
+                    i = i < 0 ? 0 : D - 1;
+                else
+                    i = i < 0 ? -i : 2 * (D - 1) - i;
+            }
+            off += i * ist[d];
+        }
+        if (inside)
+            memcpy((char *)y->data + e * es, (char *)x->data + off * es, es);
+        else
+            eng_set_f(y, e, cval);
+        for (int d = rank - 1; d >= 0; d--) {
+            if (++idx[d] < od[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- softmax */
 
 static int run_softmax(eng_run *r, eng_node *n, cl_err *err)
@@ -1688,6 +1781,7 @@ const eng_op eng_ops_basic[] = {
     {"Tile", 2, 2, 1, 1, NULL, run_tile, NULL},
     {"ConstantOfShape", 1, 1, 1, 1, NULL, run_constant_of_shape, NULL},
     {"Range", 3, 3, 1, 1, NULL, run_range, NULL},
+    {"Pad", 1, 4, 1, 1, NULL, run_pad, NULL},
     {"Constant", 0, 0, 1, 1, NULL, run_never, NULL},
     {"Softmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
     {"LogSoftmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
