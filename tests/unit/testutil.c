@@ -1,5 +1,4 @@
 /* testutil.c — implementation of the unit-test helpers in testutil.h. */
-#define _GNU_SOURCE
 #include "testutil.h"
 
 #include <dirent.h>
