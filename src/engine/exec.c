@@ -72,9 +72,6 @@ void eng_model_free_ir(cl_engine_model *m)
         free((char *)m->in_info[i].name);
     for (size_t i = 0; i < m->n_outputs; i++)
         free((char *)m->out_info[i].name);
-    /* names of partially parsed io infos */
-    if (m->in_info && m->in_info[m->n_inputs].name)
-        free((char *)m->in_info[m->n_inputs].name);
     free(m->in_info);
     free(m->out_info);
     free(m->in_val);

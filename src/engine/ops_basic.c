@@ -535,7 +535,8 @@ static int run_reshape(eng_run *r, eng_node *n, cl_err *err)
         const int64_t *v = eng_attr_ints(n, "shape", &c);
         if (c > CL_ENGINE_MAX_RANK)
             return eng_node_err(err, CL_E_UNSUPPORTED, n, "rank too large");
-        memcpy(shape, v, c * sizeof *v);
+        if (c)
+            memcpy(shape, v, c * sizeof *v);
         ns = (int)c;
     } else {
         if (need_in(r, n, 1, &s, err) != 0 || read_ints(n, s, shape, CL_ENGINE_MAX_RANK, &ns, err) != 0)
@@ -598,7 +599,8 @@ static int get_axes(eng_run *r, eng_node *n, int in_idx, int64_t *axes, int *na,
     const int64_t *v = eng_attr_ints(n, "axes", &c);
     if (c > CL_ENGINE_MAX_RANK)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "too many axes");
-    memcpy(axes, v, c * sizeof *v);
+    if (c)
+        memcpy(axes, v, c * sizeof *v);
     *na = (int)c;
     return 0;
 }
@@ -842,7 +844,8 @@ static int run_split(eng_run *r, eng_node *n, cl_err *err)
         const int64_t *v = eng_attr_ints(n, "split", &c);
         if (c > 256)
             return eng_node_err(err, CL_E_UNSUPPORTED, n, "too many splits");
-        memcpy(sz, v, c * sizeof *v);
+        if (c)
+            memcpy(sz, v, c * sizeof *v);
         ns = (int)c;
     }
     int64_t total = x->dims[ax];
@@ -904,13 +907,19 @@ static int run_slice(eng_run *r, eng_node *n, cl_err *err)
         const int64_t *v;
         v = eng_attr_ints(n, "starts", &c);
         if (c > CL_ENGINE_MAX_RANK) return eng_node_err(err, CL_E_FORMAT, n, "too many starts");
-        memcpy(st, v, c * 8); nst = (int)c;
+        if (c)
+            memcpy(st, v, c * 8);
+        nst = (int)c;
         v = eng_attr_ints(n, "ends", &c);
         if (c > CL_ENGINE_MAX_RANK) return eng_node_err(err, CL_E_FORMAT, n, "too many ends");
-        memcpy(en, v, c * 8); nen = (int)c;
+        if (c)
+            memcpy(en, v, c * 8);
+        nen = (int)c;
         v = eng_attr_ints(n, "axes", &c);
         if (c > CL_ENGINE_MAX_RANK) return eng_node_err(err, CL_E_FORMAT, n, "too many axes");
-        memcpy(ax, v, c * 8); nax = (int)c;
+        if (c)
+            memcpy(ax, v, c * 8);
+        nax = (int)c;
     } else {
         eng_tensor *t;
         if (need_in(r, n, 1, &t, err) || read_ints(n, t, st, CL_ENGINE_MAX_RANK, &nst, err) ||
@@ -1174,7 +1183,8 @@ static int run_pad(eng_run *r, eng_node *n, cl_err *err)
         const int64_t *v = eng_attr_ints(n, "pads", &c);
         if (c > 2 * CL_ENGINE_MAX_RANK)
             return eng_node_err(err, CL_E_FORMAT, n, "too many pads");
-        memcpy(pads, v, c * 8);
+        if (c)
+            memcpy(pads, v, c * 8);
         np = (int)c;
         cval = eng_attr_f(n, "value", 0.0f);
     } else {
@@ -1347,7 +1357,8 @@ static int run_reduce(eng_run *r, eng_node *n, cl_err *err)
         const int64_t *v = eng_attr_ints(n, "axes", &c);
         if (c > CL_ENGINE_MAX_RANK)
             return eng_node_err(err, CL_E_FORMAT, n, "too many axes");
-        memcpy(axes, v, c * 8);
+        if (c)
+            memcpy(axes, v, c * 8);
         na = (int)c;
     }
     bool red[CL_ENGINE_MAX_RANK] = {0};
