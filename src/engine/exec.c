@@ -83,6 +83,7 @@ void cl_engine_free(cl_engine_model *m)
     if (!m)
         return;
     eng_model_free_ir(m);
+    eng_buf_pool_flush();
     if (m->dnnl)
         dnnl_engine_destroy(m->dnnl);
     pthread_mutex_destroy(&m->lock);
@@ -367,19 +368,14 @@ int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_i
         o->rank = t->rank;
         memcpy(o->dims, t->dims, sizeof o->dims);
         o->nbytes = t->nbytes;
-        if (t->owned && t->refs <= 1) {
-            o->data = t->data; /* hand the buffer over */
-            t->owned = false;
-            t->data = NULL;
-        } else {
-            o->data = malloc(t->nbytes ? t->nbytes : 1);
-            if (!o->data) {
-                rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
-                break;
-            }
-            if (t->nbytes)
-                memcpy(o->data, t->data, t->nbytes);
+        /* outputs are plain malloc() memory (the caller frees them); internal buffers stay pooled */
+        o->data = malloc(t->nbytes ? t->nbytes : 1);
+        if (!o->data) {
+            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            break;
         }
+        if (t->nbytes)
+            memcpy(o->data, t->data, t->nbytes);
         t->refs--;
     }
     if (rc != 0)

@@ -41,6 +41,10 @@ int64_t eng_dims_numel(const int64_t *dims, int rank);
 /* Allocates (64-byte aligned, zeroed) data for t->dtype/rank/dims. */
 int eng_tensor_alloc(eng_tensor *t, cl_err *err);
 void eng_tensor_free(eng_tensor *t);
+/* Recycled 64-byte-aligned buffers for tensor data (not zeroed); see tensor.c. */
+void *eng_buf_alloc(size_t size);
+void eng_buf_free(void *p);
+void eng_buf_pool_flush(void);
 /* Reads element i of any numeric tensor as double / int64. */
 double eng_get_f(const eng_tensor *t, int64_t i);
 int64_t eng_get_i(const eng_tensor *t, int64_t i);

@@ -495,7 +495,7 @@ static int run_binary(eng_run *r, eng_node *n, cl_err *err)
     if (!acc.owned) {
         memcpy(y->data, acc.data, acc.nbytes);
     } else {
-        free(y->data);
+        eng_buf_free(y->data);
         y->data = acc.data;
     }
     return 0;

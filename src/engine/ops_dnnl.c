@@ -42,7 +42,7 @@ static void free_entry(prim_entry *e)
     if (e->src_reorder)
         dnnl_primitive_destroy(e->src_reorder);
     if (!e->wei_shared)
-        free(e->wei);
+        eng_buf_free(e->wei);
     free(e);
 }
 
@@ -126,10 +126,7 @@ static void *alloc_md(const dnnl_memory_desc_t *md)
 {
     size_t sz = dnnl_memory_desc_get_size(md);
     sz = (sz + 63) & ~(size_t)63;
-    void *p = aligned_alloc(64, sz ? sz : 64);
-    if (p)
-        memset(p, 0, sz ? sz : 64);
-    return p;
+    return eng_buf_alloc(sz); /* not zeroed: oneDNN writes whole outputs, padding included */
 }
 
 /* ---------------------------------------------------------------- geometry */
@@ -452,11 +449,11 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     if (md) dnnl_memory_destroy(md);
     if (mb) dnnl_memory_destroy(mb);
     if (msc) dnnl_memory_destroy(msc);
-    free(tmp_src);
-    free(scratch);
+    eng_buf_free(tmp_src);
+    eng_buf_free(scratch);
     if (s != dnnl_success) {
         if (!stolen)
-            free(dst);
+            eng_buf_free(dst);
         return eng_dnnl_fail(err, s, n, "convolution");
     }
     if (stolen)
@@ -617,9 +614,9 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     if (ms) dnnl_memory_destroy(ms);
     if (md) dnnl_memory_destroy(md);
     if (msc) dnnl_memory_destroy(msc);
-    free(scratch);
+    eng_buf_free(scratch);
     if (s != dnnl_success) {
-        free(dst);
+        eng_buf_free(dst);
         return eng_dnnl_fail(err, s, n, "pooling");
     }
     eng_tensor *y = &r->vals[n->out[0]];

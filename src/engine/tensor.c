@@ -2,6 +2,7 @@
  * element access, and the .npy reader/writer used by `cloister run` and the tests.
  */
 #include <ctype.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,76 @@ void cl_engine_tensor_release(cl_engine_tensor *t)
     memset(t, 0, sizeof *t);
 }
 
+/* ---------------------------------------------------------------- buffer pool
+ * Tensor buffers are recycled: freed buffers are kept (up to POOL_MAX bytes) and handed out again
+ * for the same size, so steady-state runs do not mmap/munmap and page-fault their activations on
+ * every operator. Each buffer has a 64-byte header holding its size. Process-wide, thread-safe. */
+#define POOL_HDR 64
+#define POOL_MAX ((size_t)1 << 30)
+
+typedef struct pool_buf {
+    size_t size;
+    struct pool_buf *next;
+} pool_buf;
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static pool_buf *pool_head;
+static size_t pool_bytes;
+
+void *eng_buf_alloc(size_t size)
+{
+    size = (size + 63) & ~(size_t)63;
+    if (!size)
+        size = 64;
+    pthread_mutex_lock(&pool_lock);
+    for (pool_buf **pp = &pool_head; *pp; pp = &(*pp)->next)
+        if ((*pp)->size == size) {
+            pool_buf *b = *pp;
+            *pp = b->next;
+            pool_bytes -= size;
+            pthread_mutex_unlock(&pool_lock);
+            return (char *)b + POOL_HDR;
+        }
+    pthread_mutex_unlock(&pool_lock);
+    if (size > SIZE_MAX - POOL_HDR)
+        return NULL;
+    pool_buf *b = aligned_alloc(64, size + POOL_HDR);
+    if (!b)
+        return NULL;
+    b->size = size;
+    return (char *)b + POOL_HDR;
+}
+
+void eng_buf_free(void *p)
+{
+    if (!p)
+        return;
+    pool_buf *b = (pool_buf *)((char *)p - POOL_HDR);
+    pthread_mutex_lock(&pool_lock);
+    if (pool_bytes + b->size <= POOL_MAX) {
+        b->next = pool_head;
+        pool_head = b;
+        pool_bytes += b->size;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    free(b);
+}
+
+void eng_buf_pool_flush(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    pool_buf *b = pool_head;
+    pool_head = NULL;
+    pool_bytes = 0;
+    pthread_mutex_unlock(&pool_lock);
+    while (b) {
+        pool_buf *nx = b->next;
+        free(b);
+        b = nx;
+    }
+}
+
 int eng_tensor_alloc(eng_tensor *t, cl_err *err)
 {
     if (t->rank < 0 || t->rank > CL_ENGINE_MAX_RANK)
@@ -104,7 +175,7 @@ int eng_tensor_alloc(eng_tensor *t, cl_err *err)
     size_t cap = (t->nbytes + 63) & ~(size_t)63;
     if (!cap)
         cap = 64;
-    t->data = aligned_alloc(64, cap);
+    t->data = eng_buf_alloc(cap);
     if (!t->data)
         return cl_err_set(err, CL_E_NOMEM, "out of memory allocating a %zu-byte tensor", t->nbytes);
     memset(t->data, 0, cap);
@@ -116,7 +187,7 @@ int eng_tensor_alloc(eng_tensor *t, cl_err *err)
 void eng_tensor_free(eng_tensor *t)
 {
     if (t->owned)
-        free(t->data);
+        eng_buf_free(t->data);
     t->data = NULL;
     t->owned = false;
 }
