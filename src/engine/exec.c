@@ -105,7 +105,7 @@ int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts
     }
     if (m->threads > 0)
         omp_set_num_threads(m->threads);
-    if (eng_onnx_parse(m, buf, len, err) != 0 || eng_graph_prepare(m, err) != 0) {
+    if (eng_onnx_parse(m, buf, len, err) != 0 || eng_graph_prepare(m, err) != 0 || eng_shape_infer(m, err) != 0) {
         cl_engine_free(m);
         return -1;
     }

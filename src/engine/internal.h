@@ -142,6 +142,8 @@ void eng_model_free_ir(cl_engine_model *m);
 
 /* graph.c: topological order, checks, constant folding, fusion. */
 int eng_graph_prepare(cl_engine_model *m, cl_err *err);
+/* shape.c: static shape inference over the prepared graph (load-time checks, signature shapes). */
+int eng_shape_infer(cl_engine_model *m, cl_err *err);
 
 /* ---------------------------------------------------------------- execution */
 

@@ -618,6 +618,54 @@ static void test_concurrent_runs(void **state)
     cl_engine_free(m);
 }
 
+/* x[-1,3,8,8] -> Conv(w[5,wc,3,3], stride 2, pad 1) -> MaxPool(2,2) -> Flatten -> y (shape undeclared) */
+static void shape_model(mb *m, int64_t wc)
+{
+    static float w[5 * 4 * 9];
+    mb_init(m);
+    const int64_t xd[] = {-1, 3, 8, 8}, wd[] = {5, wc, 3, 3};
+    mb_input(m, "x", 1, 4, xd);
+    mb_output(m, "y", 1, 0, NULL);
+    m->outs[0]->type->tensor_type->shape = NULL;
+    mb_init_tensor(m, "w", 1, 4, wd, w, sizeof(float) * (size_t)(5 * wc * 9));
+    Onnx__NodeProto *c = mb_node(m, "Conv", "conv", "x,w", "c");
+    const int64_t two[] = {2, 2}, pads[] = {1, 1, 1, 1};
+    attr_ints(c, "strides", 2, two);
+    attr_ints(c, "pads", 4, pads);
+    Onnx__NodeProto *p = mb_node(m, "MaxPool", "pool", "c", "p");
+    attr_ints(p, "kernel_shape", 2, two);
+    attr_ints(p, "strides", 2, two);
+    mb_node(m, "Flatten", "flat", "p", "y");
+}
+
+static void test_shape_inference(void **state)
+{
+    mb m;
+    shape_model(&m, 3);
+    size_t len;
+    uint8_t *buf = mb_pack(&m, 13, &len);
+    arena_free();
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0);
+    free(buf);
+    const cl_engine_io_info *o = cl_engine_output(model, 0);
+    assert_int_equal(o->rank, 2);
+    assert_int_equal(o->dims[0], -1); /* the dynamic batch stays dynamic */
+    assert_int_equal(o->dims[1], 20); /* 5 channels x 2 x 2 */
+    float x[2 * 3 * 8 * 8] = {0};
+    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 4, .dims = {2, 3, 8, 8}, .data = x, .nbytes = sizeof x};
+    cl_engine_tensor y = {0};
+    assert_int_equal(cl_engine_run(model, &t, 1, &y, 1, &err), 0);
+    assert_int_equal(y.dims[0], 2);
+    assert_int_equal(y.dims[1], 20);
+    cl_engine_tensor_release(&y);
+    cl_engine_free(model);
+    /* weights for 4 input channels on a 3-channel input: refused at load time, naming the node */
+    shape_model(&m, 4);
+    expect_load_error(&m, CL_E_FORMAT, "node 'conv' (Conv): weights [5,4,3,3] expect 4 input channels");
+}
+
 /* ---------------------------------------------------------------- .npy */
 
 static void test_npy_roundtrip(void **state)
@@ -679,6 +727,7 @@ int main(void)
         cmocka_unit_test(test_signature_and_run),
         cmocka_unit_test(test_conv_bn_relu_fused),
         cmocka_unit_test(test_concurrent_runs),
+        cmocka_unit_test(test_shape_inference),
         cmocka_unit_test(test_npy_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
