@@ -45,6 +45,7 @@ typedef enum cl_engine_dtype {
 #define CL_ENGINE_MAX_MODEL_BYTES ((size_t)2 << 30) /* protobuf's own limit */
 #define CL_ENGINE_MAX_NODES 100000
 #define CL_ENGINE_MAX_TENSOR_ELEMS ((int64_t)1 << 31)  /* any single tensor, at load or run time */
+#define CL_ENGINE_MAX_TENSOR_BYTES ((size_t)1 << 30)   /* any single tensor buffer (1 GiB) */
 
 /* Name of a dtype ("float", "int64", ...), "?" for unknown values. */
 const char *cl_engine_dtype_name(cl_engine_dtype dt);

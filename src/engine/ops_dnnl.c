@@ -125,6 +125,8 @@ static dnnl_status_t do_reorder(eng_run *r, const dnnl_memory_desc_t *smd, void 
 static void *alloc_md(const dnnl_memory_desc_t *md)
 {
     size_t sz = dnnl_memory_desc_get_size(md);
+    if (sz > 2 * CL_ENGINE_MAX_TENSOR_BYTES)
+        return NULL; /* reported as out of memory */
     sz = (sz + 63) & ~(size_t)63;
     return eng_buf_alloc(sz); /* not zeroed: oneDNN writes whole outputs, padding included */
 }

@@ -172,6 +172,10 @@ int eng_tensor_alloc(eng_tensor *t, cl_err *err)
     if (!es)
         return cl_err_set(err, CL_E_UNSUPPORTED, "data type %s is not supported", cl_engine_dtype_name(t->dtype));
     t->nbytes = (size_t)n * es;
+    if (t->nbytes > CL_ENGINE_MAX_TENSOR_BYTES)
+        return cl_err_set(err, CL_E_FORMAT, "tensor %s of %s needs %zu bytes (more than the %zu allowed)",
+                          eng_dims_str(t->dims, t->rank, (char[128]){0}, 128), cl_engine_dtype_name(t->dtype),
+                          t->nbytes, CL_ENGINE_MAX_TENSOR_BYTES);
     size_t cap = (t->nbytes + 63) & ~(size_t)63;
     if (!cap)
         cap = 64;
