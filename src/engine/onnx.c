@@ -229,7 +229,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: a->type = ENG_ATTR_INT; a->i = ap->i; break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
         a->type = ENG_ATTR_STRING;
-        a->s = strndup((const char *)ap->s.data, ap->s.len);
+        a->s = ap->s.len ? strndup((const char *)ap->s.data, ap->s.len) : strdup("");
         if (!a->s)
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
         break;

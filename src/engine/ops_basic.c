@@ -1445,7 +1445,7 @@ static int run_reduce(eng_run *r, eng_node *n, cl_err *err)
         else if (eng_dtype_is_float(odt))
             eng_set_f(y, i, v);
         else
-            eng_set_i(y, i, (int64_t)v);
+            eng_set_f(y, i, v);
     }
     free(acc);
     free(cnt);
