@@ -4,6 +4,7 @@
  * converted to plain only where a kernel needs it.
  */
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,10 +79,39 @@ void eng_model_free_ir(cl_engine_model *m)
     free(m->out_val);
 }
 
+/* CLOISTER_ENGINE_PROFILE=1: time per operator type, printed to stderr when the model is freed
+ * (a development aid; the numbers are summed over all runs and threads). */
+static void print_profile(cl_engine_model *m)
+{
+    if (!m->prof_ns)
+        return;
+    double total = 0;
+    for (size_t i = 0; i < m->n_nodes; i++)
+        total += (double)m->prof_ns[i];
+    fprintf(stderr, "cloister engine profile (%.1f ms in %zu nodes):\n", total / 1e6, m->n_order);
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        if (!m->prof_ns[i] || !m->nodes[i].op_type)
+            continue;
+        uint64_t sum = 0;
+        int cnt = 0;
+        for (size_t j = i; j < m->n_nodes; j++)
+            if (m->prof_ns[j] && strcmp(m->nodes[j].op_type, m->nodes[i].op_type) == 0) {
+                sum += m->prof_ns[j];
+                cnt++;
+                if (j != i)
+                    m->prof_ns[j] = 0;
+            }
+        fprintf(stderr, "  %-24s %4d nodes %10.2f ms %5.1f%%\n", m->nodes[i].op_type, cnt, (double)sum / 1e6,
+                100.0 * (double)sum / (total > 0 ? total : 1));
+    }
+}
+
 void cl_engine_free(cl_engine_model *m)
 {
     if (!m)
         return;
+    print_profile(m);
+    free(m->prof_ns);
     eng_model_free_ir(m);
     eng_buf_pool_flush();
     if (m->dnnl)
@@ -109,8 +139,9 @@ int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts
         cl_engine_free(m);
         return -1;
     }
-    /* Outputs that are plain constants or graph inputs are fine; signature dtypes of outputs
-     * are taken from the model. */
+    const char *prof = getenv("CLOISTER_ENGINE_PROFILE");
+    if (prof && prof[0] == '1')
+        m->prof_ns = calloc(m->n_nodes + 1, sizeof *m->prof_ns);
     *out = m;
     return 0;
 }
@@ -342,7 +373,10 @@ int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_i
     for (size_t oi = 0; oi < m->n_order && rc == 0; oi++) {
         eng_node *n = &m->nodes[m->order[oi]];
         n_discard = 0;
+        uint64_t t0 = m->prof_ns ? cl_now_ns() : 0;
         rc = n->op->run(&r, n, err);
+        if (m->prof_ns)
+            __atomic_fetch_add(&m->prof_ns[m->order[oi]], cl_now_ns() - t0, __ATOMIC_RELAXED);
         for (int k = 0; k < n_discard; k++)
             eng_tensor_free(&discard[k]);
         n_discard = 0;

@@ -584,6 +584,27 @@ static int fuse(cl_engine_model *m, cl_err *err)
     return 0;
 }
 
+/* A standalone BatchNormalization (pre-activation, e.g. DenseNet) followed by Relu: fused. */
+static void fuse_bn_relu(cl_engine_model *m)
+{
+    count_consumers(m);
+    for (size_t oi = 0; oi < m->n_order; oi++) {
+        eng_node *bn = &m->nodes[m->order[oi]];
+        if (bn->dead || strcmp(bn->op_type, "BatchNormalization") != 0 || bn->n_out != 1 ||
+            bn->post != ENG_POST_NONE || !single_use(m, bn->out[0]))
+            continue;
+        eng_node *c = consumer_of(m, bn->out[0]);
+        if (!c || strcmp(c->op_type, "Relu") != 0)
+            continue;
+        bn->post = ENG_POST_RELU;
+        m->values[bn->out[0]].producer = -1;
+        bn->out[0] = c->out[0];
+        m->values[c->out[0]].producer = (int)(bn - m->nodes);
+        c->dead = true;
+        count_consumers(m);
+    }
+}
+
 /* Nodes whose outputs are neither used nor graph outputs are removed (repeatedly). */
 static void remove_dead(cl_engine_model *m)
 {
@@ -638,6 +659,7 @@ int eng_graph_prepare(cl_engine_model *m, cl_err *err)
         return -1;
     if (fuse(m, err) != 0)
         return -1;
+    fuse_bn_relu(m);
     remove_dead(m);
     if (topo_sort(m, err) != 0)
         return -1;

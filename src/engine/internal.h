@@ -118,6 +118,7 @@ struct cl_engine_model {
     int threads;
     dnnl_engine_t dnnl;
     pthread_mutex_t lock; /* guards lazy kernel state */
+    uint64_t *prof_ns;    /* per node, when CLOISTER_ENGINE_PROFILE=1 */
     /* name -> value index hash table */
     int *hash;
     size_t hash_cap;
@@ -183,6 +184,12 @@ typedef struct eng_op {
 } eng_op;
 
 const eng_op *eng_op_find(const char *name);
+/* Plain-C kernels (ops_basic.c) that the oneDNN kernels fall back to. */
+int eng_ref_unary(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_binary(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_concat(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_batchnorm(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_check_batchnorm(cl_engine_model *m, eng_node *n, cl_err *err);
 /* Kernels implemented in ops_basic.c / ops_dnnl.c (tables merged by eng_op_find). */
 extern const eng_op eng_ops_basic[];
 extern const size_t eng_ops_basic_count;

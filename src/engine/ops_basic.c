@@ -172,7 +172,7 @@ static double unary_f(unary_kind k, double x, double a, double b)
     return x;
 }
 
-static int run_unary(eng_run *r, eng_node *n, cl_err *err)
+int eng_ref_unary(eng_run *r, eng_node *n, cl_err *err)
 {
     unary_kind k = U_IDENT;
     for (size_t i = 0; i < CL_ARRAY_LEN(unary_names); i++)
@@ -435,7 +435,7 @@ static int binary_apply(const eng_node *n, binary_kind k, eng_tensor *a, eng_ten
     return 0;
 }
 
-static int run_binary(eng_run *r, eng_node *n, cl_err *err)
+int eng_ref_binary(eng_run *r, eng_node *n, cl_err *err)
 {
     binary_kind k = B_ADD;
     for (size_t i = 0; i < CL_ARRAY_LEN(binary_names); i++)
@@ -777,7 +777,7 @@ static int run_transpose(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
-static int run_concat(eng_run *r, eng_node *n, cl_err *err)
+int eng_ref_concat(eng_run *r, eng_node *n, cl_err *err)
 {
     eng_tensor *ins[256];
     if (n->n_in > 256)
@@ -1656,14 +1656,14 @@ static int run_layernorm(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
-static int check_batchnorm(cl_engine_model *m, eng_node *n, cl_err *err)
+int eng_ref_check_batchnorm(cl_engine_model *m, eng_node *n, cl_err *err)
 {
     if (n->n_out > 1 || eng_attr_i(n, "training_mode", 0))
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "training mode (running statistics outputs) is not supported");
     return 0;
 }
 
-static int run_batchnorm(eng_run *r, eng_node *n, cl_err *err)
+int eng_ref_batchnorm(eng_run *r, eng_node *n, cl_err *err)
 {
     eng_tensor *x, *p[4];
     if (need_in(r, n, 0, &x, err) != 0)
@@ -1688,13 +1688,25 @@ static int run_batchnorm(eng_run *r, eng_node *n, cl_err *err)
     if (!y)
         return -1;
     int64_t N = x->dims[0];
+    bool relu = n->post == ENG_POST_RELU; /* a following Relu fused by graph.c */
     for (int64_t b = 0; b < N; b++)
         for (int64_t c = 0; c < C; c++) {
             double s = eng_get_f(p[0], c) / sqrt(eng_get_f(p[3], c) + eps);
             double sh = eng_get_f(p[1], c) - eng_get_f(p[2], c) * s;
             int64_t base = (b * C + c) * inner;
-            for (int64_t i = 0; i < inner; i++)
-                eng_set_f(y, base + i, eng_get_f(x, base + i) * s + sh);
+            if (x->dtype == CL_DT_FLOAT) {
+                const float *xp = (const float *)x->data + base;
+                float *yp = (float *)y->data + base, fs = (float)s, fsh = (float)sh;
+                for (int64_t i = 0; i < inner; i++) {
+                    float v = xp[i] * fs + fsh;
+                    yp[i] = relu && v < 0 ? 0 : v;
+                }
+                continue;
+            }
+            for (int64_t i = 0; i < inner; i++) {
+                double v = eng_get_f(x, base + i) * s + sh;
+                eng_set_f(y, base + i, relu && v < 0 ? 0 : v);
+            }
         }
     return 0;
 }
@@ -1759,9 +1771,9 @@ static int run_never(eng_run *r, eng_node *n, cl_err *err)
     return eng_node_err(err, CL_E_INTERNAL, n, "should have been folded at load time");
 }
 
-#define UN(name) {name, 1, 1, 1, 1, NULL, run_unary, NULL}
-#define BIN(name) {name, 2, 2, 1, 1, NULL, run_binary, NULL}
-#define VAR(name) {name, 1, -1, 1, 1, NULL, run_binary, NULL}
+#define UN(name) {name, 1, 1, 1, 1, NULL, eng_ref_unary, NULL}
+#define BIN(name) {name, 2, 2, 1, 1, NULL, eng_ref_binary, NULL}
+#define VAR(name) {name, 1, -1, 1, 1, NULL, eng_ref_binary, NULL}
 #define RED(name) {name, 1, 2, 1, 1, NULL, run_reduce, NULL}
 
 const eng_op eng_ops_basic[] = {
@@ -1784,7 +1796,7 @@ const eng_op eng_ops_basic[] = {
     {"Cast", 1, 1, 1, 1, NULL, run_cast, NULL},
     {"CastLike", 2, 2, 1, 1, NULL, run_cast, NULL},
     {"Transpose", 1, 1, 1, 1, NULL, run_transpose, NULL},
-    {"Concat", 1, -1, 1, 1, NULL, run_concat, NULL},
+    {"Concat", 1, -1, 1, 1, NULL, eng_ref_concat, NULL},
     {"Split", 1, 2, 1, 256, NULL, run_split, NULL},
     {"Slice", 1, 5, 1, 1, NULL, run_slice, NULL},
     {"Gather", 2, 2, 1, 1, NULL, run_gather, NULL},
@@ -1804,7 +1816,7 @@ const eng_op eng_ops_basic[] = {
     {"MatMul", 2, 2, 1, 1, NULL, run_matmul, NULL},
     {"Gemm", 2, 3, 1, 1, NULL, run_gemm, NULL},
     {"LayerNormalization", 2, 3, 1, 3, NULL, run_layernorm, NULL},
-    {"BatchNormalization", 5, 5, 1, 3, check_batchnorm, run_batchnorm, NULL},
+    {"BatchNormalization", 5, 5, 1, 3, eng_ref_check_batchnorm, eng_ref_batchnorm, NULL},
     {"InstanceNormalization", 3, 3, 1, 1, NULL, run_instnorm, NULL},
     {"Dropout", 1, 3, 1, 2, NULL, run_dropout, NULL},
 };

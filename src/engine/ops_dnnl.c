@@ -27,6 +27,9 @@ typedef struct prim_entry {
     void *wei;                    /* reordered weights (owned unless wei_shared) */
     bool wei_shared;
     int64_t out_dims[CL_ENGINE_MAX_RANK];
+    dnnl_memory_desc_t *keys; /* extra key layouts (Concat: every input; binary: the second input) */
+    int n_keys;
+    int variant;              /* kernel-specific part of the key */
 } prim_entry;
 
 typedef struct prim_cache {
@@ -43,6 +46,7 @@ static void free_entry(prim_entry *e)
         dnnl_primitive_destroy(e->src_reorder);
     if (!e->wei_shared)
         eng_buf_free(e->wei);
+    free(e->keys);
     free(e);
 }
 
@@ -639,6 +643,329 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
+/* ---------------------------------------------------------------- layout-preserving kernels
+ * BatchNormalization, Concat, elementwise activations and binary arithmetic run on oneDNN when an
+ * input is in a blocked layout (or, for BN and Concat, whenever the input is fp32 NCHW-like), so
+ * activations stay blocked between convolutions; otherwise they fall back to the plain-C kernels. */
+
+static prim_cache *node_cache(eng_run *r, eng_node *n, cl_err *err)
+{
+    prim_cache *c = n->state;
+    if (!c) {
+        c = n->state = calloc(1, sizeof *c);
+        if (!c)
+            cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    return c;
+}
+
+static prim_entry *cache_find_keys(prim_cache *c, const dnnl_memory_desc_t *keys, int n_keys, int variant)
+{
+    for (prim_entry *e = c->head; e; e = e->next) {
+        if (e->n_keys != n_keys || e->variant != variant)
+            continue;
+        bool eq = true;
+        for (int i = 0; eq && i < n_keys; i++)
+            eq = dnnl_memory_desc_equal(&e->keys[i], &keys[i]);
+        if (eq)
+            return e;
+    }
+    return NULL;
+}
+
+/* Creates a cache entry for (keys, variant) from an op descriptor (or a ready pd). Caller holds the lock. */
+static prim_entry *entry_new(prim_cache *c, const dnnl_memory_desc_t *keys, int n_keys, int variant,
+                             dnnl_primitive_desc_t pd, const eng_node *n, cl_err *err)
+{
+    prim_entry *e = calloc(1, sizeof *e);
+    dnnl_memory_desc_t *k = calloc((size_t)n_keys + 1, sizeof *k);
+    if (!e || !k) {
+        free(e);
+        free(k);
+        dnnl_primitive_desc_destroy(pd);
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(k, keys, sizeof *k * (size_t)n_keys);
+    e->keys = k;
+    e->n_keys = n_keys;
+    e->variant = variant;
+    e->pd = pd;
+    dnnl_status_t s = dnnl_primitive_create(&e->prim, pd);
+    if (s != dnnl_success) {
+        free_entry(e);
+        eng_dnnl_fail(err, s, n, "creating a primitive");
+        return NULL;
+    }
+    e->dst_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+    e->scratch_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    e->next = c->head;
+    c->head = e;
+    return e;
+}
+
+static dnnl_primitive_attr_t user_scratch_attr(void)
+{
+    dnnl_primitive_attr_t attr = NULL;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success)
+        return NULL;
+    dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    return attr;
+}
+
+/* Executes e with the given (arg, md, pointer) triples plus DST (a new buffer, returned) and the
+ * scratchpad; the result becomes output 0 of n with dims `dims`. */
+static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, const int *ids,
+                          const dnnl_memory_desc_t *mds, void *const *ptrs, int rank, const int64_t *dims, cl_err *err)
+{
+    enum { MAXA = 80 };
+    if (nargs + 2 > MAXA)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "too many inputs");
+    dnnl_exec_arg_t args[MAXA];
+    dnnl_memory_t mems[MAXA] = {0};
+    void *dst = alloc_md(&e->dst_md), *scratch = NULL;
+    dnnl_status_t s = dst ? dnnl_success : dnnl_out_of_memory;
+    int na = 0;
+    for (int i = 0; s == dnnl_success && i < nargs; i++) {
+        s = dnnl_memory_create(&mems[na], &mds[i], r->m->dnnl, ptrs[i]);
+        args[na] = (dnnl_exec_arg_t){ids[i], mems[na]};
+        na++;
+    }
+    if (s == dnnl_success) {
+        s = dnnl_memory_create(&mems[na], &e->dst_md, r->m->dnnl, dst);
+        args[na] = (dnnl_exec_arg_t){DNNL_ARG_DST, mems[na]};
+        na++;
+    }
+    if (s == dnnl_success && dnnl_memory_desc_get_size(&e->scratch_md)) {
+        scratch = alloc_md(&e->scratch_md);
+        s = scratch ? dnnl_memory_create(&mems[na], &e->scratch_md, r->m->dnnl, scratch) : dnnl_out_of_memory;
+        args[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mems[na]};
+        na++;
+    }
+    if (s == dnnl_success)
+        s = dnnl_primitive_execute(e->prim, r->stream, na, args);
+    if (s == dnnl_success)
+        s = dnnl_stream_wait(r->stream);
+    for (int i = 0; i < MAXA; i++)
+        if (mems[i])
+            dnnl_memory_destroy(mems[i]);
+    eng_buf_free(scratch);
+    if (s != dnnl_success) {
+        eng_buf_free(dst);
+        return eng_dnnl_fail(err, s, n, "executing");
+    }
+    eng_tensor *y = &r->vals[n->out[0]];
+    int refs = y->refs;
+    eng_tensor_free(y);
+    memset(y, 0, sizeof *y);
+    y->refs = refs;
+    y->dtype = CL_DT_FLOAT;
+    y->rank = rank;
+    memcpy(y->dims, dims, sizeof(int64_t) * (size_t)rank);
+    y->data = dst;
+    y->owned = true;
+    y->nbytes = (size_t)eng_dims_numel(y->dims, y->rank) * 4;
+    dnnl_memory_desc_t pmd;
+    plain_md(&pmd, rank, dims);
+    y->blocked = !dnnl_memory_desc_equal(&pmd, &e->dst_md);
+    y->md = e->dst_md;
+    return 0;
+}
+
+static bool is_f32_nd(const eng_tensor *t)
+{
+    return t && t->dtype == CL_DT_FLOAT && t->rank >= 3 && t->rank <= 5;
+}
+
+static int run_bn(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x = eng_in(r, n, 0), *p[4];
+    for (int i = 0; i < 4; i++)
+        p[i] = eng_in_plain(r, n, i + 1, err);
+    bool ok = is_f32_nd(x) && x->dims[1] > 0;
+    for (int i = 0; ok && i < 4; i++)
+        ok = p[i] && p[i]->dtype == CL_DT_FLOAT && eng_numel(p[i]) == x->dims[1];
+    if (!ok || eng_attr_i(n, "training_mode", 0))
+        return eng_ref_batchnorm(r, n, err);
+    dnnl_memory_desc_t in_md;
+    tensor_md(x, &in_md);
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, &in_md, 1, 0) : NULL;
+    if (c && !e) {
+        unsigned flags = dnnl_use_global_stats | dnnl_use_scale | dnnl_use_shift |
+                         (n->post == ENG_POST_RELU ? dnnl_fuse_norm_relu : 0u);
+        dnnl_batch_normalization_desc_t bd;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s = dnnl_batch_normalization_forward_desc_init(&bd, dnnl_forward_inference, &in_md,
+                                                                     eng_attr_f(n, "epsilon", 1e-5f), flags);
+        if (s == dnnl_success)
+            s = dnnl_primitive_desc_create(&pd, &bd, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s != dnnl_success)
+            eng_dnnl_fail(err, s, n, "creating the batch normalization");
+        else
+            e = entry_new(c, &in_md, 1, 0, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    dnnl_memory_desc_t cmd;
+    dnnl_dims_t cd = {x->dims[1]};
+    dnnl_memory_desc_init_by_tag(&cmd, 1, cd, dnnl_f32, dnnl_a);
+    const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE};
+    const dnnl_memory_desc_t mds[] = {in_md, cmd, cmd, cmd, cmd};
+    void *const ptrs[] = {x->data, p[0]->data, p[1]->data, p[2]->data, p[3]->data};
+    return exec_to_output(r, n, e, 5, ids, mds, ptrs, x->rank, x->dims, err);
+}
+
+static int run_concat_dnnl(eng_run *r, eng_node *n, cl_err *err)
+{
+    int nin = n->n_in;
+    bool any_blocked = false, ok = nin >= 2 && nin <= 64;
+    eng_tensor *x0 = eng_in(r, n, 0);
+    for (int i = 0; ok && i < nin; i++) {
+        eng_tensor *t = eng_in(r, n, i);
+        ok = is_f32_nd(t) && t->rank == x0->rank;
+        for (int d = 0; ok && d < t->rank; d++)
+            ok = t->dims[d] > 0 && (d == 1 || t->dims[d] == x0->dims[d]);
+        any_blocked |= ok && t->blocked;
+    }
+    int64_t ax = eng_attr_i(n, "axis", 0);
+    if (ok && ax < 0)
+        ax += x0->rank;
+    if (!ok || !any_blocked || ax != 1)
+        return eng_ref_concat(r, n, err);
+    dnnl_memory_desc_t mds[64];
+    void *ptrs[64];
+    int ids[64];
+    int64_t od[CL_ENGINE_MAX_RANK];
+    memcpy(od, x0->dims, sizeof od);
+    od[1] = 0;
+    for (int i = 0; i < nin; i++) {
+        eng_tensor *t = eng_in(r, n, i);
+        tensor_md(t, &mds[i]);
+        ptrs[i] = t->data;
+        ids[i] = DNNL_ARG_MULTIPLE_SRC + i;
+        od[1] += t->dims[1];
+    }
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, mds, nin, 0) : NULL;
+    if (c && !e) {
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        /* dst NULL: oneDNN picks the output layout from the (blocked) sources */
+        dnnl_status_t s = dnnl_concat_primitive_desc_create(&pd, NULL, nin, 1, mds, attr, r->m->dnnl);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s != dnnl_success)
+            eng_dnnl_fail(err, s, n, "creating the concat");
+        else
+            e = entry_new(c, mds, nin, 0, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    return exec_to_output(r, n, e, nin, ids, mds, ptrs, x0->rank, od, err);
+}
+
+static int run_eltwise(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x = eng_in(r, n, 0);
+    if (!x || !x->blocked)
+        return eng_ref_unary(r, n, err);
+    dnnl_alg_kind_t alg;
+    float alpha = 0, beta = 0;
+    if (strcmp(n->op_type, "Relu") == 0) {
+        alg = dnnl_eltwise_relu;
+    } else if (strcmp(n->op_type, "Sigmoid") == 0) {
+        alg = dnnl_eltwise_logistic;
+    } else if (strcmp(n->op_type, "Tanh") == 0) {
+        alg = dnnl_eltwise_tanh;
+    } else if (strcmp(n->op_type, "LeakyRelu") == 0) {
+        alg = dnnl_eltwise_relu;
+        alpha = eng_attr_f(n, "alpha", 0.01f);
+    } else if (strcmp(n->op_type, "HardSwish") == 0) {
+        alg = dnnl_eltwise_hardswish;
+    } else {
+        return eng_ref_unary(r, n, err);
+    }
+    dnnl_memory_desc_t md = x->md;
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, &md, 1, 0) : NULL;
+    if (c && !e) {
+        dnnl_eltwise_desc_t ed;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s = dnnl_eltwise_forward_desc_init(&ed, dnnl_forward_inference, alg, &md, alpha, beta);
+        if (s == dnnl_success)
+            s = dnnl_primitive_desc_create(&pd, &ed, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s != dnnl_success)
+            eng_dnnl_fail(err, s, n, "creating the eltwise");
+        else
+            e = entry_new(c, &md, 1, 0, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    const int ids[] = {DNNL_ARG_SRC};
+    void *const ptrs[] = {x->data};
+    return exec_to_output(r, n, e, 1, ids, &md, ptrs, x->rank, x->dims, err);
+}
+
+static int run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *a = eng_in(r, n, 0), *b = eng_in(r, n, 1);
+    bool add = strcmp(n->op_type, "Add") == 0, mul = strcmp(n->op_type, "Mul") == 0;
+    if (n->n_in != 2 || !a || !b || !(add || mul || strcmp(n->op_type, "Sub") == 0 || strcmp(n->op_type, "Div") == 0))
+        return eng_ref_binary(r, n, err);
+    if ((add || mul) && ((!a->blocked && b->blocked) || eng_numel(a) < eng_numel(b))) {
+        /* commutative: the full-size blocked operand first (src1 may broadcast, src0 may not) */
+        eng_tensor *t = a;
+        a = b;
+        b = t;
+    }
+    bool ok = a->blocked && a->dtype == CL_DT_FLOAT && b->dtype == CL_DT_FLOAT && b->rank == a->rank;
+    for (int d = 0; ok && d < a->rank; d++)
+        ok = b->dims[d] == a->dims[d] || b->dims[d] == 1;
+    if (!ok)
+        return eng_ref_binary(r, n, err);
+    dnnl_memory_desc_t keys[2];
+    keys[0] = a->md;
+    tensor_md(b, &keys[1]);
+    dnnl_alg_kind_t alg = add ? dnnl_binary_add : mul ? dnnl_binary_mul
+                          : strcmp(n->op_type, "Sub") == 0 ? dnnl_binary_sub : dnnl_binary_div;
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, keys, 2, 0) : NULL;
+    if (c && !e) {
+        dnnl_binary_desc_t bd;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s = dnnl_binary_desc_init(&bd, alg, &keys[0], &keys[1], &keys[0]);
+        if (s == dnnl_success)
+            s = dnnl_primitive_desc_create(&pd, &bd, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s != dnnl_success)
+            eng_dnnl_fail(err, s, n, "creating the binary primitive");
+        else
+            e = entry_new(c, keys, 2, 0, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    const int ids[] = {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1};
+    void *const ptrs[] = {a->data, b->data};
+    return exec_to_output(r, n, e, 2, ids, keys, ptrs, a->rank, a->dims, err);
+}
+
 static void free_state(void *state)
 {
     free_cache(state);
@@ -650,5 +977,16 @@ const eng_op eng_ops_dnnl[] = {
     {"AveragePool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"GlobalAveragePool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"GlobalMaxPool", 1, 1, 1, 1, check_pool, run_pool, free_state},
+    {"BatchNormalization", 5, 5, 1, 3, eng_ref_check_batchnorm, run_bn, free_state},
+    {"Concat", 1, -1, 1, 1, NULL, run_concat_dnnl, free_state},
+    {"Relu", 1, 1, 1, 1, NULL, run_eltwise, free_state},
+    {"Sigmoid", 1, 1, 1, 1, NULL, run_eltwise, free_state},
+    {"Tanh", 1, 1, 1, 1, NULL, run_eltwise, free_state},
+    {"LeakyRelu", 1, 1, 1, 1, NULL, run_eltwise, free_state},
+    {"HardSwish", 1, 1, 1, 1, NULL, run_eltwise, free_state},
+    {"Add", 2, 2, 1, 1, NULL, run_binary_dnnl, free_state},
+    {"Mul", 2, 2, 1, 1, NULL, run_binary_dnnl, free_state},
+    {"Sub", 2, 2, 1, 1, NULL, run_binary_dnnl, free_state},
+    {"Div", 2, 2, 1, 1, NULL, run_binary_dnnl, free_state},
 };
 const size_t eng_ops_dnnl_count = CL_ARRAY_LEN(eng_ops_dnnl);
