@@ -546,6 +546,34 @@ static int fuse(cl_engine_model *m, cl_err *err)
                 count_consumers(m);
             }
         }
+        /* SiLU: Mul(c, Sigmoid(c)) where c has exactly those two uses */
+        if (conv->post == ENG_POST_NONE && m->values[conv->out[0]].n_consumers == 2 &&
+            m->values[conv->out[0]].graph_output < 0) {
+            int c0 = conv->out[0];
+            eng_node *sig = NULL, *mul = NULL;
+            for (size_t i = 0; i < m->n_nodes; i++) {
+                eng_node *q = &m->nodes[i];
+                if (q->dead)
+                    continue;
+                for (int k = 0; k < q->n_in; k++)
+                    if (q->in[k] == c0) {
+                        if (strcmp(q->op_type, "Sigmoid") == 0)
+                            sig = q;
+                        else if (strcmp(q->op_type, "Mul") == 0 && q->n_in == 2)
+                            mul = q;
+                    }
+            }
+            if (sig && mul && single_use(m, sig->out[0]) &&
+                ((mul->in[0] == c0 && mul->in[1] == sig->out[0]) || (mul->in[1] == c0 && mul->in[0] == sig->out[0]))) {
+                conv->post = ENG_POST_SWISH;
+                m->values[c0].producer = -1;
+                conv->out[0] = mul->out[0];
+                m->values[mul->out[0]].producer = (int)(conv - m->nodes);
+                sig->dead = true;
+                mul->dead = true;
+                count_consumers(m);
+            }
+        }
         /* residual Add (+ Relu) */
         if (conv->post == ENG_POST_NONE && single_use(m, conv->out[0])) {
             eng_node *c = consumer_of(m, conv->out[0]);
@@ -605,6 +633,37 @@ static void fuse_bn_relu(cl_engine_model *m)
     }
 }
 
+/* Identity, inference Dropout and Pad with all-zero constant pads forward their input: their
+ * consumers are rewired to the input (unless the output is a graph output). */
+static void remove_noops(cl_engine_model *m)
+{
+    count_consumers(m);
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        eng_node *n = &m->nodes[i];
+        if (n->dead || n->n_in < 1 || n->in[0] < 0 || n->out[0] < 0 || m->values[n->out[0]].graph_output >= 0)
+            continue;
+        bool noop = strcmp(n->op_type, "Identity") == 0;
+        if (strcmp(n->op_type, "Dropout") == 0)
+            noop = (n->n_out < 2 || n->out[1] < 0) && (n->n_in < 3 || n->in[2] < 0);
+        if (strcmp(n->op_type, "Pad") == 0 && m->opset >= 11 && n->n_in >= 2 && n->n_in <= 3 && n->in[1] >= 0) {
+            const eng_tensor *p = m->values[n->in[1]].konst;
+            noop = p && (p->dtype == CL_DT_INT64) && p->rank == 1;
+            for (int64_t k = 0; noop && k < eng_numel(p); k++)
+                noop = ((const int64_t *)p->data)[k] == 0;
+        }
+        if (!noop)
+            continue;
+        int from = n->out[0], to = n->in[0];
+        for (size_t j = 0; j < m->n_nodes; j++) {
+            eng_node *q = &m->nodes[j];
+            for (int k = 0; !q->dead && k < q->n_in; k++)
+                if (q->in[k] == from)
+                    q->in[k] = to;
+        }
+        n->dead = true;
+    }
+}
+
 /* Nodes whose outputs are neither used nor graph outputs are removed (repeatedly). */
 static void remove_dead(cl_engine_model *m)
 {
@@ -654,6 +713,7 @@ int eng_graph_prepare(cl_engine_model *m, cl_err *err)
         if (!n->dead && foldable(m, n) && fold_node(m, n, err) != 0)
             return cl_err_prefix(err, "while folding constants");
     }
+    remove_noops(m);
     remove_dead(m);
     if (topo_sort(m, err) != 0)
         return -1;

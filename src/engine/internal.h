@@ -73,7 +73,7 @@ typedef struct eng_attr {
     eng_tensor *t;
 } eng_attr;
 
-typedef enum { ENG_POST_NONE = 0, ENG_POST_RELU, ENG_POST_CLIP } eng_post_kind;
+typedef enum { ENG_POST_NONE = 0, ENG_POST_RELU, ENG_POST_CLIP, ENG_POST_SWISH } eng_post_kind;
 
 struct eng_op;
 

@@ -204,7 +204,7 @@ static int check_conv(cl_engine_model *m, eng_node *n, cl_err *err)
 
 static dnnl_alg_kind_t post_alg(eng_post_kind k)
 {
-    return k == ENG_POST_RELU ? dnnl_eltwise_relu : dnnl_eltwise_clip;
+    return k == ENG_POST_RELU ? dnnl_eltwise_relu : k == ENG_POST_SWISH ? dnnl_eltwise_swish : dnnl_eltwise_clip;
 }
 
 static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
@@ -286,7 +286,8 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     if (s == dnnl_success)
         s = dnnl_post_ops_create(&po);
     if (s == dnnl_success && n->post != ENG_POST_NONE)
-        s = dnnl_post_ops_append_eltwise(po, 1.0f, post_alg(n->post), n->post == ENG_POST_CLIP ? n->post_lo : 0.0f,
+        s = dnnl_post_ops_append_eltwise(po, 1.0f, post_alg(n->post),
+                                         n->post == ENG_POST_CLIP ? n->post_lo : n->post == ENG_POST_SWISH ? 1.0f : 0.0f,
                                          n->post == ENG_POST_CLIP ? n->post_hi : 0.0f);
     if (s == dnnl_success && with_sum) {
         s = dnnl_post_ops_append_sum(po, 1.0f);
