@@ -345,6 +345,63 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     return 0;
 }
 
+/* y = y + s with numpy broadcasting, then the post-sum activation: the unfused form of a residual
+ * Add whose other input does not have the convolution output's shape. */
+static int add_broadcast(eng_run *r, const eng_node *n, eng_tensor *y, eng_tensor *s, cl_err *err)
+{
+    if (eng_make_plain(r, y, err) != 0 || eng_make_plain(r, s, err) != 0)
+        return -1;
+    int rank = y->rank > s->rank ? y->rank : s->rank;
+    int64_t od[CL_ENGINE_MAX_RANK], sy[CL_ENGINE_MAX_RANK], ss[CL_ENGINE_MAX_RANK];
+    bool ok = s->dtype == CL_DT_FLOAT;
+    for (int d = 0; ok && d < rank; d++) {
+        int dy = d - (rank - y->rank), ds = d - (rank - s->rank);
+        int64_t a = dy >= 0 ? y->dims[dy] : 1, c = ds >= 0 ? s->dims[ds] : 1;
+        ok = a == c || a == 1 || c == 1;
+        od[d] = a == 1 ? c : a;
+    }
+    if (!ok)
+        return eng_node_err(err, CL_E_FORMAT, n, "residual input %s cannot be added to the convolution output %s",
+                            eng_dims_str(s->dims, s->rank, (char[96]){0}, 96),
+                            eng_dims_str(y->dims, y->rank, (char[96]){0}, 96));
+    int64_t ay = 1, as = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        int dy = d - (rank - y->rank), ds = d - (rank - s->rank);
+        int64_t a = dy >= 0 ? y->dims[dy] : 1, c = ds >= 0 ? s->dims[ds] : 1;
+        sy[d] = a == 1 ? 0 : ay;
+        ss[d] = c == 1 ? 0 : as;
+        ay *= a;
+        as *= c;
+    }
+    eng_tensor o = {.dtype = CL_DT_FLOAT, .rank = rank};
+    memcpy(o.dims, od, sizeof(int64_t) * (size_t)rank);
+    if (eng_tensor_alloc(&o, err) != 0)
+        return -1;
+    float *op = o.data;
+    const float *yp = y->data, *sp = s->data;
+    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0}, oy = 0, os = 0;
+    bool relu = n->post2 == ENG_POST_RELU;
+    for (int64_t i = 0; i < N; i++) {
+        float v = yp[oy] + sp[os];
+        op[i] = relu && v < 0 ? 0 : v;
+        for (int d = rank - 1; d >= 0; d--) {
+            idx[d]++;
+            oy += sy[d];
+            os += ss[d];
+            if (idx[d] < od[d])
+                break;
+            oy -= sy[d] * od[d];
+            os -= ss[d] * od[d];
+            idx[d] = 0;
+        }
+    }
+    int refs = y->refs;
+    eng_tensor_free(y);
+    *y = o;
+    y->refs = refs;
+    return 0;
+}
+
 static int run_conv(eng_run *r, eng_node *n, cl_err *err)
 {
     eng_tensor *x = eng_in(r, n, 0);
@@ -383,10 +440,23 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     pthread_mutex_unlock(&r->m->lock);
     bool sum_ok = sum && sum->dtype == CL_DT_FLOAT && sum->rank == x->rank &&
                   memcmp(sum->dims, e->out_dims, sizeof(int64_t) * (size_t)x->rank) == 0;
-    if (sum && !sum_ok)
-        return eng_node_err(err, CL_E_FORMAT, n, "residual input %s does not match the convolution output %s",
-                            eng_dims_str(sum->dims, sum->rank, (char[96]){0}, 96),
-                            eng_dims_str(e->out_dims, x->rank, (char[96]){0}, 96));
+    eng_tensor *bsum = NULL; /* a fused Add whose other input broadcasts: added after the conv */
+    if (sum && !sum_ok) {
+        bsum = sum;
+        sum = NULL;
+        pthread_mutex_lock(&r->m->lock);
+        prim_entry *e2 = cache_find(cache, x, &in_md, false);
+        if (!e2) {
+            if (conv_create(r, n, x, w, b, &in_md, false, cache, &e2, err) != 0) {
+                pthread_mutex_unlock(&r->m->lock);
+                return -1;
+            }
+            e2->next = cache->head;
+            cache->head = e2;
+        }
+        pthread_mutex_unlock(&r->m->lock);
+        e = e2;
+    }
     /* source in the primitive's layout */
     void *src = x->data, *tmp_src = NULL, *dst = NULL, *scratch = NULL;
     dnnl_status_t s = dnnl_success;
@@ -480,7 +550,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     plain_md(&pmd, y->rank, y->dims);
     y->blocked = !dnnl_memory_desc_equal(&pmd, &e->dst_md);
     y->md = e->dst_md;
-    return 0;
+    return bsum ? add_broadcast(r, n, y, bsum, err) : 0;
 }
 
 /* ---------------------------------------------------------------- pooling */

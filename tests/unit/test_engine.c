@@ -586,6 +586,95 @@ static void test_conv_bn_relu_fused(void **state)
     cl_engine_free(m);
 }
 
+/* y = Relu(Conv(x) + z): the Add and Relu are fused into the Conv (sum post-op) when z has the
+ * output's shape, and still correct when z broadcasts ([1,OC,1,1]) or enlarges the result. */
+static void check_residual(const int64_t *zd, int zrank)
+{
+    size_t len;
+    free(conv_model(&len)); /* initializes cw/cb */
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {1, IC, H, W}, wd[] = {OC, IC, KH, KH}, od[] = {OC};
+    mb_input(&m, "x", 1, 4, xd);
+    mb_input(&m, "z", 1, zrank, zd);
+    mb_output(&m, "y", 1, 0, NULL);
+    m.outs[0]->type->tensor_type->shape = NULL;
+    mb_init_tensor(&m, "w", 1, 4, wd, cw, sizeof cw);
+    mb_init_tensor(&m, "b", 1, 1, od, cb, sizeof cb);
+    Onnx__NodeProto *c = mb_node(&m, "Conv", "conv", "x,w,b", "c");
+    const int64_t pads[] = {1, 1, 1, 1};
+    attr_ints(c, "pads", 4, pads);
+    mb_node(&m, "Add", "add", "z,c", "s");
+    mb_node(&m, "Relu", "relu", "s", "y");
+    uint8_t *buf = mb_pack(&m, 13, &len);
+    arena_free();
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0);
+    free(buf);
+    assert_int_equal(cl_engine_num_nodes(model), 1); /* Add and Relu fused into the Conv */
+    float *x = random_input(1, 77);
+    int64_t zn = 1;
+    for (int i = 0; i < zrank; i++)
+        zn *= zd[i];
+    float *z = malloc((size_t)zn * sizeof *z);
+    for (int64_t i = 0; i < zn; i++)
+        z[i] = (float)((i * 37) % 11) / 5.0f - 1.0f;
+    cl_engine_tensor in[2] = {{.dtype = CL_DT_FLOAT, .rank = 4, .dims = {1, IC, H, W}, .data = x,
+                               .nbytes = sizeof(float) * IC * H * W},
+                              {.dtype = CL_DT_FLOAT, .rank = zrank, .data = z, .nbytes = (size_t)zn * 4}};
+    memcpy(in[1].dims, zd, sizeof(int64_t) * (size_t)zrank);
+    cl_engine_tensor y = {0};
+    if (cl_engine_run(model, in, 2, &y, 1, &err) != 0)
+        fail_msg("run: %s", err.msg);
+    /* reference: conv without BN, + z broadcast over [bz, OC, H, W] */
+    int64_t bz = zrank == 4 ? zd[0] : 1;
+    assert_int_equal(y.rank, 4);
+    assert_int_equal(y.dims[0], bz);
+    assert_int_equal(y.dims[1], OC);
+    for (int64_t bb = 0; bb < bz; bb++)
+        for (int o = 0; o < OC; o++)
+            for (int i = 0; i < H; i++)
+                for (int j = 0; j < W; j++) {
+                    double sacc = cb[o];
+                    for (int ci = 0; ci < IC; ci++)
+                        for (int ki = 0; ki < KH; ki++)
+                            for (int kj = 0; kj < KH; kj++) {
+                                int ii = i + ki - 1, jj = j + kj - 1;
+                                if (ii >= 0 && ii < H && jj >= 0 && jj < W)
+                                    sacc += (double)x[(ci * H + ii) * W + jj] * cw[((o * IC + ci) * KH + ki) * KH + kj];
+                            }
+                    int64_t zi = 0, st = 1;
+                    const int64_t full[4] = {bb, o, i, j};
+                    for (int d = 3; d >= 0; d--) {
+                        int zdim = d - (4 - zrank);
+                        if (zdim < 0)
+                            continue;
+                        if (zd[zdim] != 1)
+                            zi += full[d] * st;
+                        st *= zd[zdim];
+                    }
+                    double v = sacc + z[zi];
+                    float got = ((float *)y.data)[((bb * OC + o) * H + i) * W + j];
+                    if (fabs(got - (v > 0 ? v : 0)) > 1e-4 * (1 + fabs(v)))
+                        fail_msg("z rank %d: element (%lld,%d,%d,%d) is %g, expected %g", zrank, (long long)bb, o, i,
+                                 j, got, v > 0 ? v : 0);
+                }
+    cl_engine_tensor_release(&y);
+    free(x);
+    free(z);
+    cl_engine_free(model);
+}
+
+static void test_conv_residual(void **state)
+{
+    const int64_t same[] = {1, OC, H, W}, chan[] = {1, OC, 1, 1}, bigger[] = {2, OC, H, W}, vec[] = {W};
+    check_residual(same, 4);   /* fused sum post-op */
+    check_residual(chan, 4);   /* broadcast: added after the conv */
+    check_residual(bigger, 4); /* the Add's result is larger than the conv output */
+    check_residual(vec, 1);
+}
+
 typedef struct {
     cl_engine_model *m;
     int id;
@@ -726,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_signature_and_run),
         cmocka_unit_test(test_conv_bn_relu_fused),
+        cmocka_unit_test(test_conv_residual),
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_shape_inference),
         cmocka_unit_test(test_npy_roundtrip),
