@@ -57,6 +57,7 @@ int main(int argc, char **argv)
     int threads = atoi(argv[2]), b1_runs = argc > 3 ? atoi(argv[3]) : 20;
     int batch = argc > 4 ? atoi(argv[4]) : 8, bn_runs = argc > 5 ? atoi(argv[5]) : 5;
     cl_err err = {0};
+    cl_secmem_set_require_lock(false); /* ResNet-50's weights exceed a non-root RLIMIT_MEMLOCK */
     uint8_t *buf;
     size_t len;
     if (cl_file_read(argv[1], (size_t)2 << 30, &buf, &len, &err) != 0) {

@@ -265,7 +265,8 @@ static eng_tensor *tensor_dup(const eng_tensor *src, cl_err *err)
     *t = *src;
     t->data = NULL;
     t->owned = false;
-    if (eng_tensor_alloc(t, err) != 0) {
+    t->blocked = false;
+    if (eng_tensor_alloc_const(t, err) != 0) {
         free(t);
         return NULL;
     }
@@ -444,7 +445,7 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     }
     *nb = (eng_tensor){.dtype = CL_DT_FLOAT, .rank = 1, .dims = {oc}};
-    if (eng_tensor_alloc(nb, err) != 0) {
+    if (eng_tensor_alloc_const(nb, err) != 0) {
         eng_tensor_free(nw);
         free(nw);
         free(nb);

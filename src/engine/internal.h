@@ -29,7 +29,8 @@ typedef struct eng_tensor {
     int64_t dims[CL_ENGINE_MAX_RANK];
     void *data;
     size_t nbytes;
-    bool owned;   /* data is ours to free() */
+    bool owned;   /* data is ours to free (eng_tensor_free) */
+    bool secure;  /* data is in secure memory (model weights and other constants) */
     bool blocked;
     dnnl_memory_desc_t md;
     int refs;     /* consumers still to run in this run */
@@ -40,6 +41,9 @@ int64_t eng_numel(const eng_tensor *t);
 int64_t eng_dims_numel(const int64_t *dims, int rank);
 /* Allocates (64-byte aligned, zeroed) data for t->dtype/rank/dims. */
 int eng_tensor_alloc(eng_tensor *t, cl_err *err);
+/* The same in secure memory (common.h: locked, not dumpable, zeroized on free), for the model's
+ * constants: initializers, folded constants, reordered weights are secrets like the model file. */
+int eng_tensor_alloc_const(eng_tensor *t, cl_err *err);
 void eng_tensor_free(eng_tensor *t);
 /* Recycled 64-byte-aligned buffers for tensor data (not zeroed); see tensor.c. */
 void *eng_buf_alloc(size_t size);

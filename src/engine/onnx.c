@@ -81,6 +81,65 @@ static int pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const
     return 0;
 }
 
+/* ---------------------------------------------------------------- locked arena for protobuf-c
+ * The unpacked ModelProto holds a copy of every weight of the (decrypted) model. protobuf-c
+ * allocates it through this arena: chunks of secure memory (locked, not dumpable, zeroized when
+ * released), bump-allocated, all released at once after the IR has been built. */
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t size, used;
+} arena_chunk;
+
+typedef struct pb_arena {
+    arena_chunk *head;
+    size_t next_size;
+    cl_err err; /* the first allocation failure */
+    bool failed;
+} pb_arena;
+
+static void *arena_alloc(void *data, size_t size)
+{
+    pb_arena *a = data;
+    size = (size + 15) & ~(size_t)15;
+    arena_chunk *c = a->head;
+    if (!c || c->size - c->used < size) {
+        size_t want = a->next_size;
+        if (want < size + sizeof *c + 16)
+            want = size + sizeof *c + 16;
+        c = cl_secmem_alloc(want, a->failed ? NULL : &a->err);
+        if (!c) {
+            a->failed = true;
+            return NULL;
+        }
+        c->size = want;
+        c->used = (sizeof *c + 15) & ~(size_t)15;
+        c->next = a->head;
+        a->head = c;
+        if (a->next_size < ((size_t)256 << 20))
+            a->next_size *= 2;
+    }
+    void *p = (char *)c + c->used;
+    c->used += size;
+    return p;
+}
+
+static void arena_free_one(void *data, void *p)
+{
+    (void)data;
+    (void)p; /* released with the whole arena */
+}
+
+static void arena_release(pb_arena *a)
+{
+    arena_chunk *c = a->head;
+    while (c) {
+        arena_chunk *nx = c->next;
+        cl_secmem_free(c);
+        c = nx;
+    }
+    a->head = NULL;
+}
+
 /* ---------------------------------------------------------------- tensors */
 
 static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const char *what, cl_err *err)
@@ -135,7 +194,7 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const c
             return cl_err_set(err, CL_E_FORMAT, "%s '%s': shape %s needs %lld values in %s, found %zu", what, nm,
                               eng_dims_str(t->dims, t->rank, (char[96]){0}, 96), (long long)n, field, have);
     }
-    if (eng_tensor_alloc(t, err) != 0)
+    if (eng_tensor_alloc_const(t, err) != 0)
         return -1;
     if (tp->has_raw_data) {
         if (nb)
@@ -418,9 +477,18 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
                           CL_ENGINE_MAX_MODEL_BYTES);
     if (pb_check(&onnx__model_proto__descriptor, buf, buf + len, 0, err) != 0)
         return -1;
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(NULL, len, buf);
-    if (!mp)
+    pb_arena arena = {.next_size = len + ((size_t)64 << 10)};
+    ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free_one, .allocator_data = &arena};
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(&alloc, len, buf);
+    if (!mp) {
+        arena_release(&arena);
+        if (arena.failed) {
+            if (err)
+                *err = arena.err;
+            return -1;
+        }
         return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf ModelProto did not parse)");
+    }
     int rc = -1;
     if (!mp->graph) {
         cl_err_set(err, CL_E_FORMAT, "not an ONNX model (no graph)");
@@ -445,6 +513,6 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
     }
     rc = parse_graph(m, mp->graph, err);
 out:
-    onnx__model_proto__free_unpacked(mp, NULL);
+    arena_release(&arena); /* no free_unpacked: the arena owns every allocation */
     return rc;
 }

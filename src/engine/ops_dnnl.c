@@ -45,7 +45,7 @@ static void free_entry(prim_entry *e)
     if (e->src_reorder)
         dnnl_primitive_destroy(e->src_reorder);
     if (!e->wei_shared)
-        eng_buf_free(e->wei);
+        cl_secmem_free(e->wei);
     free(e->keys);
     free(e);
 }
@@ -328,10 +328,15 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
             break;
         }
     if (s == dnnl_success && !e->wei) {
-        e->wei = alloc_md(&e->wei_md);
-        if (!e->wei)
-            s = dnnl_out_of_memory;
-        else {
+        /* the reordered weights are model secrets: secure memory */
+        size_t wsz = dnnl_memory_desc_get_size(&e->wei_md);
+        e->wei = wsz <= 2 * CL_ENGINE_MAX_TENSOR_BYTES ? cl_secmem_alloc(wsz ? wsz : 1, err) : NULL;
+        if (!e->wei) {
+            free_entry(e);
+            if (wsz > 2 * CL_ENGINE_MAX_TENSOR_BYTES)
+                return eng_node_err(err, CL_E_FORMAT, n, "weights are too large");
+            return cl_err_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+        } else {
             dnnl_memory_desc_t wplain;
             dnnl_memory_desc_init_by_tag(&wplain, wr, wd, dnnl_f32, plain_tag(wr));
             s = do_reorder(r, &wplain, w->data, &e->wei_md, e->wei, NULL);

@@ -160,7 +160,19 @@ void eng_buf_pool_flush(void)
     }
 }
 
+static int tensor_alloc(eng_tensor *t, bool secure, cl_err *err);
+
 int eng_tensor_alloc(eng_tensor *t, cl_err *err)
+{
+    return tensor_alloc(t, false, err);
+}
+
+int eng_tensor_alloc_const(eng_tensor *t, cl_err *err)
+{
+    return tensor_alloc(t, true, err);
+}
+
+static int tensor_alloc(eng_tensor *t, bool secure, cl_err *err)
 {
     if (t->rank < 0 || t->rank > CL_ENGINE_MAX_RANK)
         return cl_err_set(err, CL_E_UNSUPPORTED, "tensor rank %d is not supported", t->rank);
@@ -179,10 +191,17 @@ int eng_tensor_alloc(eng_tensor *t, cl_err *err)
     size_t cap = (t->nbytes + 63) & ~(size_t)63;
     if (!cap)
         cap = 64;
-    t->data = eng_buf_alloc(cap);
-    if (!t->data)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory allocating a %zu-byte tensor", t->nbytes);
-    memset(t->data, 0, cap);
+    if (secure) {
+        t->data = cl_secmem_alloc(cap, err); /* zero-filled */
+        if (!t->data)
+            return -1;
+    } else {
+        t->data = eng_buf_alloc(cap);
+        if (!t->data)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory allocating a %zu-byte tensor", t->nbytes);
+        memset(t->data, 0, cap);
+    }
+    t->secure = secure;
     t->owned = true;
     t->blocked = false;
     return 0;
@@ -190,10 +209,13 @@ int eng_tensor_alloc(eng_tensor *t, cl_err *err)
 
 void eng_tensor_free(eng_tensor *t)
 {
-    if (t->owned)
+    if (t->owned && t->secure)
+        cl_secmem_free(t->data);
+    else if (t->owned)
         eng_buf_free(t->data);
     t->data = NULL;
     t->owned = false;
+    t->secure = false;
 }
 
 double eng_get_f(const eng_tensor *t, int64_t i)

@@ -11,6 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     cl_log_set_level(CL_LOG_OFF);
+    cl_secmem_set_require_lock(false);
     cl_err err = {0};
     cl_engine_model *m = NULL;
     if (cl_engine_load(data, size, &(cl_engine_options){.threads = 1}, &m, &err) != 0)

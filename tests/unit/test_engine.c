@@ -804,6 +804,7 @@ static void test_npy_roundtrip(void **state)
 
 int main(void)
 {
+    cl_secmem_set_require_lock(false); /* model constants live in secure memory */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_garbage),
         cmocka_unit_test(test_load_truncations),
