@@ -1,0 +1,120 @@
+/* cloister/engine.h — the interface of the inference engine: ONNX models loaded from a memory
+ * buffer (never from a file: a decrypted model must not touch the disk), validated, prepared
+ * (topological order, BatchNorm folding, Conv+activation fusion) and executed on oneDNN (fp32).
+ *
+ * Ownership:
+ *   - cl_engine_load() copies what it needs from `buf`; the caller may free or zeroize `buf` as soon
+ *     as it returns. The model is released with cl_engine_free().
+ *   - Input tensors passed to cl_engine_run() stay the caller's. Output tensors are allocated by the
+ *     engine (malloc) and released by the caller with cl_engine_tensor_release().
+ *   - Strings in cl_engine_io_info live as long as the model.
+ * Thread-safety: a loaded model is immutable from the caller's point of view: any number of threads
+ * may call cl_engine_run() on the same model concurrently (per-shape execution plans are created on
+ * first use under an internal lock and then shared read-only). cl_engine_free() must not race with
+ * runs.
+ */
+#ifndef CLOISTER_ENGINE_H
+#define CLOISTER_ENGINE_H
+
+#include "cloister/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element types, numbered as in onnx.proto's TensorProto.DataType. */
+typedef enum cl_engine_dtype {
+    CL_DT_UNDEFINED = 0,
+    CL_DT_FLOAT = 1,
+    CL_DT_UINT8 = 2,
+    CL_DT_INT8 = 3,
+    CL_DT_UINT16 = 4,
+    CL_DT_INT16 = 5,
+    CL_DT_INT32 = 6,
+    CL_DT_INT64 = 7,
+    CL_DT_STRING = 8, /* not supported */
+    CL_DT_BOOL = 9,
+    CL_DT_FLOAT16 = 10, /* not supported */
+    CL_DT_DOUBLE = 11,
+    CL_DT_UINT32 = 12,
+    CL_DT_UINT64 = 13,
+} cl_engine_dtype;
+
+#define CL_ENGINE_MAX_RANK 8
+/* Limits applied while loading (a model beyond them is refused with CL_E_FORMAT). */
+#define CL_ENGINE_MAX_MODEL_BYTES ((size_t)2 << 30) /* protobuf's own limit */
+#define CL_ENGINE_MAX_NODES 100000
+#define CL_ENGINE_MAX_TENSOR_ELEMS ((int64_t)1 << 31)  /* any single tensor, at load or run time */
+#define CL_ENGINE_MAX_TENSOR_BYTES ((size_t)1 << 30)   /* any single tensor buffer (1 GiB) */
+
+/* Name of a dtype ("float", "int64", ...), "?" for unknown values. */
+const char *cl_engine_dtype_name(cl_engine_dtype dt);
+/* Bytes per element; 0 for unsupported types. */
+size_t cl_engine_dtype_size(cl_engine_dtype dt);
+
+/* A dense row-major tensor. */
+typedef struct cl_engine_tensor {
+    cl_engine_dtype dtype;
+    int rank;
+    int64_t dims[CL_ENGINE_MAX_RANK];
+    void *data;
+    size_t nbytes; /* product(dims) * dtype size */
+} cl_engine_tensor;
+
+/* Frees an engine-allocated tensor's data and clears it. Accepts an empty tensor. */
+void cl_engine_tensor_release(cl_engine_tensor *t);
+/* Number of elements (1 for rank 0). */
+int64_t cl_engine_tensor_numel(const cl_engine_tensor *t);
+
+/* One input or output of the model's signature. dims[i] is -1 for a dynamic dimension. */
+typedef struct cl_engine_io_info {
+    const char *name;
+    cl_engine_dtype dtype;
+    int rank; /* -1 when the model does not declare a shape */
+    int64_t dims[CL_ENGINE_MAX_RANK];
+} cl_engine_io_info;
+
+typedef struct cl_engine_options {
+    int threads; /* oneDNN / OpenMP threads per run; 0: all cores */
+} cl_engine_options;
+
+typedef struct cl_engine_model cl_engine_model;
+
+/* Parses and validates an ONNX model (ModelProto bytes) and prepares it for execution. Errors:
+ * CL_E_FORMAT (not a valid ONNX model, or inconsistent: bad dims, initializer sizes, dangling
+ * names, cycles...), CL_E_UNSUPPORTED (an operator, opset, data type or attribute the engine does
+ * not implement, or external data files; the message names the node), CL_E_NOMEM. `opts` may be
+ * NULL. */
+int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts, cl_engine_model **out,
+                   cl_err *err);
+void cl_engine_free(cl_engine_model *m);
+
+size_t cl_engine_num_inputs(const cl_engine_model *m);
+size_t cl_engine_num_outputs(const cl_engine_model *m);
+const cl_engine_io_info *cl_engine_input(const cl_engine_model *m, size_t i);
+const cl_engine_io_info *cl_engine_output(const cl_engine_model *m, size_t i);
+/* Index of the input/output with that name, or -1. */
+int cl_engine_find_input(const cl_engine_model *m, const char *name);
+/* Number of nodes after graph preparation (folding and fusion remove some). */
+size_t cl_engine_num_nodes(const cl_engine_model *m);
+
+/* Runs the model. inputs[i] corresponds to cl_engine_input(m, i) (all inputs are required); the
+ * dtype must match and every static dimension must match. outputs[0..n_outputs) receive the model
+ * outputs in signature order (n_outputs must equal cl_engine_num_outputs). On failure no output is
+ * left allocated. Errors: CL_E_INVALID (wrong inputs), CL_E_FORMAT (shapes inconsistent inside the
+ * graph for these inputs), CL_E_UNSUPPORTED, CL_E_NOMEM, CL_E_INTERNAL. */
+int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_inputs, cl_engine_tensor *outputs,
+                  size_t n_outputs, cl_err *err);
+
+/* ---------------------------------------------------------------- .npy files (for the CLI/tests) */
+
+/* Parses a .npy image (format 1.0/2.0/3.0, little-endian, C order; dtypes f4 f8 i1 i2 i4 i8 u1 b1)
+ * into a new tensor (release with cl_engine_tensor_release). */
+int cl_engine_npy_parse(const uint8_t *buf, size_t len, cl_engine_tensor *out, cl_err *err);
+/* Serializes a tensor as .npy into a malloc()ed buffer. */
+int cl_engine_npy_write(const cl_engine_tensor *t, uint8_t **out, size_t *out_len, cl_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,423 @@
+/* engine/exec.c — the engine's public entry points (load, signature, run, free) and the executor:
+ * per-run tensors, nodes run in topological order, intermediate buffers freed as soon as their
+ * last consumer has run (so activation memory is reused by the allocator), blocked oneDNN layouts
+ * converted to plain only where a kernel needs it.
+ */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+const eng_op *eng_op_find(const char *name)
+{
+    for (size_t i = 0; i < eng_ops_dnnl_count; i++)
+        if (strcmp(eng_ops_dnnl[i].name, name) == 0)
+            return &eng_ops_dnnl[i];
+    for (size_t i = 0; i < eng_ops_basic_count; i++)
+        if (strcmp(eng_ops_basic[i].name, name) == 0)
+            return &eng_ops_basic[i];
+    return NULL;
+}
+
+int eng_dnnl_fail(cl_err *err, dnnl_status_t s, const eng_node *n, const char *what)
+{
+    const char *why = s == dnnl_unimplemented ? "not implemented by oneDNN for these parameters"
+                      : s == dnnl_out_of_memory ? "out of memory"
+                      : s == dnnl_invalid_arguments ? "invalid arguments"
+                      : "oneDNN error";
+    cl_status code = s == dnnl_out_of_memory ? CL_E_NOMEM : s == dnnl_unimplemented ? CL_E_UNSUPPORTED : CL_E_FORMAT;
+    if (n)
+        return eng_node_err(err, code, n, "%s: %s (status %d)", what, why, (int)s);
+    return cl_err_set(err, code, "%s: %s (status %d)", what, why, (int)s);
+}
+
+/* ---------------------------------------------------------------- load / free */
+
+void eng_model_free_ir(cl_engine_model *m)
+{
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        eng_node *n = &m->nodes[i];
+        if (n->state && n->op && n->op->free_state)
+            n->op->free_state(n->state);
+        for (size_t k = 0; k < n->n_attrs; k++) {
+            eng_attr *a = &n->attrs[k];
+            free(a->name);
+            free(a->s);
+            free(a->ints);
+            free(a->floats);
+            if (a->t) {
+                eng_tensor_free(a->t);
+                free(a->t);
+            }
+        }
+        free(n->attrs);
+        free(n->in);
+        free(n->out);
+        free(n->name);
+        free(n->op_type);
+    }
+    free(m->nodes);
+    for (size_t v = 0; v < m->n_values; v++) {
+        free(m->values[v].name);
+        if (m->values[v].konst) {
+            eng_tensor_free(m->values[v].konst);
+            free(m->values[v].konst);
+        }
+    }
+    free(m->values);
+    free(m->hash);
+    free(m->order);
+    for (size_t i = 0; i < m->n_inputs; i++)
+        free((char *)m->in_info[i].name);
+    for (size_t i = 0; i < m->n_outputs; i++)
+        free((char *)m->out_info[i].name);
+    free(m->in_info);
+    free(m->out_info);
+    free(m->in_val);
+    free(m->out_val);
+}
+
+/* CLOISTER_ENGINE_PROFILE=1: time per operator type, printed to stderr when the model is freed
+ * (a development aid; the numbers are summed over all runs and threads). */
+static void print_profile(cl_engine_model *m)
+{
+    if (!m->prof_ns)
+        return;
+    double total = 0;
+    for (size_t i = 0; i < m->n_nodes; i++)
+        total += (double)m->prof_ns[i];
+    fprintf(stderr, "cloister engine profile (%.1f ms in %zu nodes):\n", total / 1e6, m->n_order);
+    for (size_t i = 0; i < m->n_nodes; i++) {
+        if (!m->prof_ns[i] || !m->nodes[i].op_type)
+            continue;
+        uint64_t sum = 0;
+        int cnt = 0;
+        for (size_t j = i; j < m->n_nodes; j++)
+            if (m->prof_ns[j] && strcmp(m->nodes[j].op_type, m->nodes[i].op_type) == 0) {
+                sum += m->prof_ns[j];
+                cnt++;
+                if (j != i)
+                    m->prof_ns[j] = 0;
+            }
+        fprintf(stderr, "  %-24s %4d nodes %10.2f ms %5.1f%%\n", m->nodes[i].op_type, cnt, (double)sum / 1e6,
+                100.0 * (double)sum / (total > 0 ? total : 1));
+    }
+}
+
+void cl_engine_free(cl_engine_model *m)
+{
+    if (!m)
+        return;
+    print_profile(m);
+    free(m->prof_ns);
+    eng_model_free_ir(m);
+    eng_buf_pool_flush();
+    if (m->dnnl)
+        dnnl_engine_destroy(m->dnnl);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts, cl_engine_model **out,
+                   cl_err *err)
+{
+    *out = NULL;
+    cl_engine_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    pthread_mutex_init(&m->lock, NULL);
+    m->threads = opts && opts->threads > 0 ? opts->threads : 0;
+    if (dnnl_engine_create(&m->dnnl, dnnl_cpu, 0) != dnnl_success) {
+        cl_engine_free(m);
+        return cl_err_set(err, CL_E_INTERNAL, "cannot create the oneDNN CPU engine");
+    }
+    if (m->threads > 0)
+        omp_set_num_threads(m->threads);
+    if (eng_onnx_parse(m, buf, len, err) != 0 || eng_graph_prepare(m, err) != 0 || eng_shape_infer(m, err) != 0) {
+        cl_engine_free(m);
+        return -1;
+    }
+    const char *prof = getenv("CLOISTER_ENGINE_PROFILE");
+    if (prof && prof[0] == '1')
+        m->prof_ns = calloc(m->n_nodes + 1, sizeof *m->prof_ns);
+    *out = m;
+    return 0;
+}
+
+size_t cl_engine_num_inputs(const cl_engine_model *m) { return m->n_inputs; }
+size_t cl_engine_num_outputs(const cl_engine_model *m) { return m->n_outputs; }
+const cl_engine_io_info *cl_engine_input(const cl_engine_model *m, size_t i)
+{
+    return i < m->n_inputs ? &m->in_info[i] : NULL;
+}
+const cl_engine_io_info *cl_engine_output(const cl_engine_model *m, size_t i)
+{
+    return i < m->n_outputs ? &m->out_info[i] : NULL;
+}
+int cl_engine_find_input(const cl_engine_model *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_inputs; i++)
+        if (strcmp(m->in_info[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+size_t cl_engine_num_nodes(const cl_engine_model *m) { return m->n_order; }
+
+/* ---------------------------------------------------------------- run helpers */
+
+eng_tensor *eng_in(eng_run *r, const eng_node *n, int i)
+{
+    if (i >= n->n_in || n->in[i] < 0)
+        return NULL;
+    return &r->vals[n->in[i]];
+}
+
+static dnnl_format_tag_t plain_tag(int rank)
+{
+    static const dnnl_format_tag_t tags[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde,
+                                             dnnl_abcdef, dnnl_abcdefg, dnnl_abcdefgh};
+    return tags[rank];
+}
+
+int eng_make_plain(eng_run *r, eng_tensor *t, cl_err *err)
+{
+    if (!t->blocked)
+        return 0;
+    eng_tensor p = {.dtype = t->dtype, .rank = t->rank};
+    memcpy(p.dims, t->dims, sizeof p.dims);
+    if (eng_tensor_alloc(&p, err) != 0)
+        return -1;
+    dnnl_memory_desc_t pmd;
+    dnnl_dims_t dd;
+    int rank = t->rank ? t->rank : 1;
+    for (int i = 0; i < rank; i++)
+        dd[i] = t->rank ? t->dims[i] : 1;
+    dnnl_memory_desc_init_by_tag(&pmd, rank, dd, dnnl_f32, plain_tag(rank));
+    dnnl_memory_t src = NULL, dst = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    dnnl_status_t s = dnnl_memory_create(&src, &t->md, r->m->dnnl, t->data);
+    if (s == dnnl_success)
+        s = dnnl_memory_create(&dst, &pmd, r->m->dnnl, p.data);
+    if (s == dnnl_success)
+        s = dnnl_reorder_primitive_desc_create(&pd, &t->md, r->m->dnnl, &pmd, r->m->dnnl, NULL);
+    if (s == dnnl_success)
+        s = dnnl_primitive_create(&prim, pd);
+    if (s == dnnl_success) {
+        dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}};
+        s = dnnl_primitive_execute(prim, r->stream, 2, args);
+        if (s == dnnl_success)
+            s = dnnl_stream_wait(r->stream);
+    }
+    if (prim)
+        dnnl_primitive_destroy(prim);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (src)
+        dnnl_memory_destroy(src);
+    if (dst)
+        dnnl_memory_destroy(dst);
+    if (s != dnnl_success) {
+        eng_tensor_free(&p);
+        return eng_dnnl_fail(err, s, NULL, "reorder to plain layout");
+    }
+    int refs = t->refs;
+    eng_tensor_free(t);
+    *t = p;
+    t->refs = refs;
+    return 0;
+}
+
+eng_tensor *eng_in_plain(eng_run *r, const eng_node *n, int i, cl_err *err)
+{
+    eng_tensor *t = eng_in(r, n, i);
+    if (t && t->blocked && eng_make_plain(r, t, err) != 0)
+        return NULL;
+    return t;
+}
+
+/* Omitted outputs are computed into this per-thread scratch tensor, freed after the node. */
+static _Thread_local eng_tensor discard[4];
+static _Thread_local int n_discard;
+
+eng_tensor *eng_out(eng_run *r, const eng_node *n, int i, cl_engine_dtype dt, int rank, const int64_t *dims,
+                    cl_err *err)
+{
+    eng_tensor *t;
+    if (i >= n->n_out || n->out[i] < 0) {
+        if (n_discard == (int)CL_ARRAY_LEN(discard)) {
+            cl_err_set(err, CL_E_INTERNAL, "too many omitted outputs");
+            return NULL;
+        }
+        t = &discard[n_discard++];
+    } else {
+        t = &r->vals[n->out[i]];
+    }
+    int refs = t->refs;
+    eng_tensor_free(t);
+    memset(t, 0, sizeof *t);
+    t->refs = refs;
+    t->dtype = dt;
+    t->rank = rank;
+    if (rank < 0 || rank > CL_ENGINE_MAX_RANK) {
+        eng_node_err(err, CL_E_UNSUPPORTED, n, "output rank %d is not supported", rank);
+        return NULL;
+    }
+    for (int k = 0; k < rank; k++)
+        t->dims[k] = dims[k];
+    if (eng_tensor_alloc(t, err) != 0) {
+        cl_err_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+        return NULL;
+    }
+    return t;
+}
+
+int eng_out_forward(eng_run *r, const eng_node *n, int i, int in_idx, int rank, const int64_t *dims, cl_err *err)
+{
+    eng_tensor *src = eng_in_plain(r, n, in_idx, err);
+    if (!src)
+        return -1;
+    if (eng_dims_numel(dims, rank) != eng_numel(src))
+        return eng_node_err(err, CL_E_FORMAT, n, "cannot reshape %s into %s",
+                            eng_dims_str(src->dims, src->rank, (char[128]){0}, 128),
+                            eng_dims_str(dims, rank, (char[128]){0}, 128));
+    if (i < n->n_out && n->out[i] >= 0 && src->owned && src->refs == 1 && n->in[in_idx] != n->out[i]) {
+        /* last use of an intermediate: move the buffer */
+        eng_tensor *o = &r->vals[n->out[i]];
+        int refs = o->refs;
+        eng_tensor_free(o);
+        *o = *src;
+        o->refs = refs;
+        o->rank = rank;
+        memcpy(o->dims, dims, sizeof(int64_t) * (size_t)rank);
+        src->owned = false;
+        return 0;
+    }
+    eng_tensor *o = eng_out(r, n, i, src->dtype, rank, dims, err);
+    if (!o)
+        return -1;
+    if (src->nbytes)
+        memcpy(o->data, src->data, src->nbytes);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- run */
+
+static void release_val(eng_run *r, int v)
+{
+    eng_tensor *t = &r->vals[v];
+    if (--t->refs <= 0)
+        eng_tensor_free(t);
+}
+
+int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_inputs, cl_engine_tensor *outputs,
+                  size_t n_outputs, cl_err *err)
+{
+    if (n_inputs != m->n_inputs)
+        return cl_err_set(err, CL_E_INVALID, "the model takes %zu inputs, %zu given", m->n_inputs, n_inputs);
+    if (n_outputs != m->n_outputs)
+        return cl_err_set(err, CL_E_INVALID, "the model has %zu outputs, %zu requested", m->n_outputs, n_outputs);
+    for (size_t i = 0; i < n_inputs; i++) {
+        const cl_engine_io_info *info = &m->in_info[i];
+        const cl_engine_tensor *t = &inputs[i];
+        if (t->dtype != info->dtype)
+            return cl_err_set(err, CL_E_INVALID, "input '%s' must be %s, got %s", info->name,
+                              cl_engine_dtype_name(info->dtype), cl_engine_dtype_name(t->dtype));
+        if (t->rank < 0 || t->rank > CL_ENGINE_MAX_RANK)
+            return cl_err_set(err, CL_E_INVALID, "input '%s' has an invalid rank %d", info->name, t->rank);
+        int64_t n = eng_dims_numel(t->dims, t->rank);
+        if (n < 0 || (size_t)n * cl_engine_dtype_size(t->dtype) != t->nbytes || (!t->data && t->nbytes))
+            return cl_err_set(err, CL_E_INVALID, "input '%s': shape %s does not match its %zu data bytes", info->name,
+                              eng_dims_str(t->dims, t->rank, (char[128]){0}, 128), t->nbytes);
+        if (info->rank >= 0) {
+            bool ok = t->rank == info->rank;
+            for (int k = 0; ok && k < t->rank; k++)
+                if (info->dims[k] >= 0 && info->dims[k] != t->dims[k])
+                    ok = false;
+            if (!ok)
+                return cl_err_set(err, CL_E_INVALID, "input '%s' must have shape %s (-1: any), got %s", info->name,
+                                  eng_dims_str(info->dims, info->rank, (char[128]){0}, 128),
+                                  eng_dims_str(t->dims, t->rank, (char[128]){0}, 128));
+        }
+    }
+    if (m->threads > 0)
+        omp_set_num_threads(m->threads);
+    eng_run r = {.m = m};
+    r.vals = calloc(m->n_values ? m->n_values : 1, sizeof *r.vals);
+    if (!r.vals)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    if (dnnl_stream_create(&r.stream, m->dnnl, dnnl_stream_default_flags) != dnnl_success) {
+        free(r.vals);
+        return cl_err_set(err, CL_E_INTERNAL, "cannot create a oneDNN stream");
+    }
+    for (size_t v = 0; v < m->n_values; v++) {
+        eng_value *val = &m->values[v];
+        if (val->konst) {
+            r.vals[v] = *val->konst;
+            r.vals[v].owned = false;
+        }
+        r.vals[v].refs = val->n_consumers;
+    }
+    for (size_t i = 0; i < n_inputs; i++) {
+        eng_tensor *t = &r.vals[m->in_val[i]];
+        t->dtype = inputs[i].dtype;
+        t->rank = inputs[i].rank;
+        memcpy(t->dims, inputs[i].dims, sizeof t->dims);
+        t->data = inputs[i].data;
+        t->nbytes = inputs[i].nbytes;
+        t->owned = false;
+    }
+    int rc = 0;
+    for (size_t oi = 0; oi < m->n_order && rc == 0; oi++) {
+        eng_node *n = &m->nodes[m->order[oi]];
+        n_discard = 0;
+        uint64_t t0 = m->prof_ns ? cl_now_ns() : 0;
+        rc = n->op->run(&r, n, err);
+        if (m->prof_ns)
+            __atomic_fetch_add(&m->prof_ns[m->order[oi]], cl_now_ns() - t0, __ATOMIC_RELAXED);
+        for (int k = 0; k < n_discard; k++)
+            eng_tensor_free(&discard[k]);
+        n_discard = 0;
+        if (rc != 0)
+            break;
+        for (int k = 0; k < n->n_out; k++)
+            if (n->out[k] >= 0 && r.vals[n->out[k]].refs <= 0)
+                eng_tensor_free(&r.vals[n->out[k]]);
+        for (int k = 0; k < n->n_in; k++)
+            if (n->in[k] >= 0)
+                release_val(&r, n->in[k]);
+    }
+    size_t done = 0;
+    for (; rc == 0 && done < n_outputs; done++) {
+        eng_tensor *t = &r.vals[m->out_val[done]];
+        if (t->blocked && eng_make_plain(&r, t, err) != 0) {
+            rc = -1;
+            break;
+        }
+        cl_engine_tensor *o = &outputs[done];
+        memset(o, 0, sizeof *o);
+        o->dtype = t->dtype;
+        o->rank = t->rank;
+        memcpy(o->dims, t->dims, sizeof o->dims);
+        o->nbytes = t->nbytes;
+        /* outputs are plain malloc() memory (the caller frees them); internal buffers stay pooled */
+        o->data = malloc(t->nbytes ? t->nbytes : 1);
+        if (!o->data) {
+            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            break;
+        }
+        if (t->nbytes)
+            memcpy(o->data, t->data, t->nbytes);
+        t->refs--;
+    }
+    if (rc != 0)
+        for (size_t k = 0; k < done && k < n_outputs; k++)
+            cl_engine_tensor_release(&outputs[k]);
+    for (size_t v = 0; v < m->n_values; v++)
+        eng_tensor_free(&r.vals[v]);
+    dnnl_stream_destroy(r.stream);
+    free(r.vals);
+    return rc;
+}

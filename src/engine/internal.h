@@ -1,0 +1,203 @@
+/* engine/internal.h — the engine's private interface shared by src/engine/ (all .c files): the graph IR built
+ * by the ONNX loader (onnx.c), graph preparation (graph.c), the run-time tensors and the executor
+ * (exec.c), and the operator kernels (ops_*.c). Nothing outside src/engine (and the engine's
+ * tests) includes this file.
+ *
+ * Life cycle: onnx.c turns ModelProto bytes into a cl_engine_model (values + nodes, attributes
+ * copied, initializers validated and copied); graph.c orders, folds and fuses; exec.c runs nodes in
+ * order on per-run tensors. Per-node kernel state (oneDNN primitives per input shape) is created
+ * lazily under model->lock and is read-only afterwards, so concurrent runs are safe.
+ */
+#ifndef CLOISTER_ENGINE_INTERNAL_H
+#define CLOISTER_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+
+#include <dnnl.h>
+
+#include "cloister/engine.h"
+
+#define ENG_MOD "engine"
+
+/* ---------------------------------------------------------------- tensors */
+
+/* A tensor during a run (or a constant). Plain row-major unless `blocked`, in which case the data
+ * is fp32 in the oneDNN layout `md` (same logical dims). */
+typedef struct eng_tensor {
+    cl_engine_dtype dtype;
+    int rank;
+    int64_t dims[CL_ENGINE_MAX_RANK];
+    void *data;
+    size_t nbytes;
+    bool owned;   /* data is ours to free (eng_tensor_free) */
+    bool secure;  /* data is in secure memory (model weights and other constants) */
+    bool blocked;
+    dnnl_memory_desc_t md;
+    int refs;     /* consumers still to run in this run */
+} eng_tensor;
+
+int64_t eng_numel(const eng_tensor *t);
+/* product of dims with overflow/limit checks; -1 on overflow or > CL_ENGINE_MAX_TENSOR_ELEMS. */
+int64_t eng_dims_numel(const int64_t *dims, int rank);
+/* Allocates (64-byte aligned, zeroed) data for t->dtype/rank/dims. */
+int eng_tensor_alloc(eng_tensor *t, cl_err *err);
+/* The same in secure memory (common.h: locked, not dumpable, zeroized on free), for the model's
+ * constants: initializers, folded constants, reordered weights are secrets like the model file. */
+int eng_tensor_alloc_const(eng_tensor *t, cl_err *err);
+void eng_tensor_free(eng_tensor *t);
+/* Recycled 64-byte-aligned buffers for tensor data (not zeroed); see tensor.c. */
+void *eng_buf_alloc(size_t size);
+void eng_buf_free(void *p);
+void eng_buf_pool_flush(void);
+/* Reads element i of any numeric tensor as double / int64. */
+double eng_get_f(const eng_tensor *t, int64_t i);
+int64_t eng_get_i(const eng_tensor *t, int64_t i);
+void eng_set_f(eng_tensor *t, int64_t i, double v);
+void eng_set_i(eng_tensor *t, int64_t i, int64_t v);
+bool eng_dtype_supported(cl_engine_dtype dt);
+bool eng_dtype_is_float(cl_engine_dtype dt);
+/* "[1,3,224,224]" into buf. */
+const char *eng_dims_str(const int64_t *dims, int rank, char *buf, size_t len);
+
+/* ---------------------------------------------------------------- graph IR */
+
+typedef enum { ENG_ATTR_FLOAT = 1, ENG_ATTR_INT, ENG_ATTR_STRING, ENG_ATTR_TENSOR, ENG_ATTR_GRAPH,
+               ENG_ATTR_FLOATS = 6, ENG_ATTR_INTS, ENG_ATTR_STRINGS, ENG_ATTR_OTHER = 99 } eng_attr_type;
+
+typedef struct eng_attr {
+    char *name;
+    eng_attr_type type;
+    int64_t i;
+    float f;
+    char *s;
+    int64_t *ints;
+    size_t n_ints;
+    float *floats;
+    size_t n_floats;
+    eng_tensor *t;
+} eng_attr;
+
+typedef enum { ENG_POST_NONE = 0, ENG_POST_RELU, ENG_POST_CLIP, ENG_POST_SWISH } eng_post_kind;
+
+struct eng_op;
+
+typedef struct eng_node {
+    const struct eng_op *op;
+    char *name;
+    char *op_type;
+    int n_in, n_out;
+    int *in;  /* value indices; -1 for an omitted optional input */
+    int *out; /* value indices; -1 for an omitted optional output */
+    eng_attr *attrs;
+    size_t n_attrs;
+    bool dead;
+    /* fusion (Conv): activation post-op, residual sum post-op */
+    eng_post_kind post;
+    float post_lo, post_hi;
+    int sum_in;            /* input index (3) of the residual added before post2, -1 if none */
+    eng_post_kind post2;   /* activation after the sum */
+    void *state;           /* kernel cache, see struct eng_op */
+} eng_node;
+
+typedef struct eng_value {
+    char *name;
+    eng_tensor *konst;    /* initializer or folded constant, else NULL */
+    int producer;         /* node index, -1 for graph inputs and constants */
+    int n_consumers;      /* node inputs referring to this value (graph outputs count once more) */
+    int graph_input;      /* index in the signature, -1 */
+    int graph_output;     /* index in the signature, -1 */
+} eng_value;
+
+struct cl_engine_model {
+    eng_value *values;
+    size_t n_values, cap_values;
+    eng_node *nodes;
+    size_t n_nodes;
+    int *order;           /* topological order of live nodes */
+    size_t n_order;
+    int64_t opset;        /* default-domain opset */
+    cl_engine_io_info *in_info, *out_info;
+    int *in_val, *out_val;
+    size_t n_inputs, n_outputs;
+    int threads;
+    dnnl_engine_t dnnl;
+    pthread_mutex_t lock; /* guards lazy kernel state */
+    uint64_t *prof_ns;    /* per node, when CLOISTER_ENGINE_PROFILE=1 */
+    /* name -> value index hash table */
+    int *hash;
+    size_t hash_cap;
+};
+
+/* Value lookup / creation by name (graph.c). */
+int eng_value_find(const cl_engine_model *m, const char *name);
+int eng_value_get(cl_engine_model *m, const char *name, cl_err *err); /* creates if missing */
+/* Attribute helpers: return `def` when absent. */
+const eng_attr *eng_attr_find(const eng_node *n, const char *name);
+int64_t eng_attr_i(const eng_node *n, const char *name, int64_t def);
+float eng_attr_f(const eng_node *n, const char *name, float def);
+const char *eng_attr_s(const eng_node *n, const char *name, const char *def);
+/* The ints of an attribute (NULL, 0 when absent). */
+const int64_t *eng_attr_ints(const eng_node *n, const char *name, size_t *count);
+
+/* onnx.c */
+int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *err);
+/* Converts serialized TensorProto bytes into a new tensor (conformance tests). */
+int eng_onnx_tensor_parse(const uint8_t *buf, size_t len, eng_tensor *out, char **name, cl_err *err);
+void eng_model_free_ir(cl_engine_model *m);
+
+/* graph.c: topological order, checks, constant folding, fusion. */
+int eng_graph_prepare(cl_engine_model *m, cl_err *err);
+/* shape.c: static shape inference over the prepared graph (load-time checks, signature shapes). */
+int eng_shape_infer(cl_engine_model *m, cl_err *err);
+
+/* ---------------------------------------------------------------- execution */
+
+typedef struct eng_run {
+    cl_engine_model *m;
+    eng_tensor *vals; /* one per value */
+    dnnl_stream_t stream;
+} eng_run;
+
+/* An input of node n during a run (NULL for omitted optional inputs). */
+eng_tensor *eng_in(eng_run *r, const eng_node *n, int i);
+/* Like eng_in, converted to plain row-major layout first. */
+eng_tensor *eng_in_plain(eng_run *r, const eng_node *n, int i, cl_err *err);
+/* Allocates output i of node n as a plain tensor (NULL when the output is omitted: the kernel
+ * may skip it; the allocation is then done in a scratch tensor and freed). */
+eng_tensor *eng_out(eng_run *r, const eng_node *n, int i, cl_engine_dtype dt, int rank, const int64_t *dims,
+                    cl_err *err);
+/* Makes output i an alias-free copy/move of tensor src (used by Identity/Reshape...): the data is
+ * copied unless src is an owned intermediate with no other consumer, in which case it is moved. */
+int eng_out_forward(eng_run *r, const eng_node *n, int i, int in_idx, int rank, const int64_t *dims, cl_err *err);
+/* Reorders a blocked tensor to plain layout in place. */
+int eng_make_plain(eng_run *r, eng_tensor *t, cl_err *err);
+/* oneDNN status to cl_err. */
+int eng_dnnl_fail(cl_err *err, dnnl_status_t s, const eng_node *n, const char *what);
+
+/* Errors with the node named: "node 'x' (Conv): ..." */
+int eng_node_err(cl_err *err, cl_status code, const eng_node *n, const char *fmt, ...) CL_PRINTF(4, 5);
+
+typedef struct eng_op {
+    const char *name;
+    int min_in, max_in;    /* -1 max: variadic */
+    int min_out, max_out;
+    /* load-time check of attributes/inputs (may be NULL) */
+    int (*check)(cl_engine_model *m, eng_node *n, cl_err *err);
+    int (*run)(eng_run *r, eng_node *n, cl_err *err);
+    void (*free_state)(void *state);
+} eng_op;
+
+const eng_op *eng_op_find(const char *name);
+/* Plain-C kernels (ops_basic.c) that the oneDNN kernels fall back to. */
+int eng_ref_unary(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_binary(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_concat(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_batchnorm(eng_run *r, eng_node *n, cl_err *err);
+int eng_ref_check_batchnorm(cl_engine_model *m, eng_node *n, cl_err *err);
+/* Kernels implemented in ops_basic.c / ops_dnnl.c (tables merged by eng_op_find). */
+extern const eng_op eng_ops_basic[];
+extern const size_t eng_ops_basic_count;
+extern const eng_op eng_ops_dnnl[];
+extern const size_t eng_ops_dnnl_count;
+
+#endif

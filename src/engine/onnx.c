@@ -1,0 +1,518 @@
+/* engine/onnx.c — the ONNX loader: ModelProto bytes (protobuf-c code generated at build time from
+ * Debian's onnx.proto) into the engine's graph IR (internal.h). Everything is validated before it
+ * is allocated or used: nesting depth of the protobuf, opsets, dims, element counts, initializer
+ * byte counts against their shape, attribute types; external data is refused. Unsupported
+ * operators are reported here, at load time, naming the node.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "onnx.pb-c.h"
+
+#include "engine/internal.h"
+
+#define MAX_PB_DEPTH 32
+
+/* ---------------------------------------------------------------- protobuf nesting pre-check */
+
+/* protobuf-c unpacks nested messages recursively with no depth limit; a hostile file could nest
+ * GraphProto -> NodeProto -> AttributeProto -> GraphProto ... millions deep and overflow the stack.
+ * This walker follows the wire format with the generated descriptors (iteratively per level,
+ * recursing only into message fields, at most MAX_PB_DEPTH deep) and refuses such inputs. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+        if (*p >= end)
+            return -1;
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = r;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, int depth,
+                    cl_err *err)
+{
+    if (depth > MAX_PB_DEPTH)
+        return cl_err_set(err, CL_E_FORMAT, "ONNX model nests messages more than %d levels deep", MAX_PB_DEPTH);
+    while (p < end) {
+        uint64_t key, v;
+        if (read_varint(&p, end, &key) != 0)
+            return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
+        unsigned wt = key & 7;
+        uint64_t field = key >> 3;
+        switch (wt) {
+        case 0:
+            if (read_varint(&p, end, &v) != 0)
+                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
+            break;
+        case 1:
+            if (end - p < 8)
+                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
+            p += 8;
+            break;
+        case 5:
+            if (end - p < 4)
+                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
+            p += 4;
+            break;
+        case 2: {
+            if (read_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf field)");
+            const ProtobufCFieldDescriptor *fd =
+                field <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)field) : NULL;
+            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
+                pb_check((const ProtobufCMessageDescriptor *)fd->descriptor, p, p + v, depth + 1, err) != 0)
+                return -1;
+            p += v;
+            break;
+        }
+        default:
+            return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf wire type %u)", wt);
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- locked arena for protobuf-c
+ * The unpacked ModelProto holds a copy of every weight of the (decrypted) model. protobuf-c
+ * allocates it through this arena: chunks of secure memory (locked, not dumpable, zeroized when
+ * released), bump-allocated, all released at once after the IR has been built. */
+typedef struct arena_chunk {
+    struct arena_chunk *next;
+    size_t size, used;
+} arena_chunk;
+
+typedef struct pb_arena {
+    arena_chunk *head;
+    size_t next_size;
+    cl_err err; /* the first allocation failure */
+    bool failed;
+} pb_arena;
+
+static void *arena_alloc(void *data, size_t size)
+{
+    pb_arena *a = data;
+    size = (size + 15) & ~(size_t)15;
+    arena_chunk *c = a->head;
+    if (!c || c->size - c->used < size) {
+        size_t want = a->next_size;
+        if (want < size + sizeof *c + 16)
+            want = size + sizeof *c + 16;
+        c = cl_secmem_alloc(want, a->failed ? NULL : &a->err);
+        if (!c) {
+            a->failed = true;
+            return NULL;
+        }
+        c->size = want;
+        c->used = (sizeof *c + 15) & ~(size_t)15;
+        c->next = a->head;
+        a->head = c;
+        if (a->next_size < ((size_t)256 << 20))
+            a->next_size *= 2;
+    }
+    void *p = (char *)c + c->used;
+    c->used += size;
+    return p;
+}
+
+static void arena_free_one(void *data, void *p)
+{
+    (void)data;
+    (void)p; /* released with the whole arena */
+}
+
+static void arena_release(pb_arena *a)
+{
+    arena_chunk *c = a->head;
+    while (c) {
+        arena_chunk *nx = c->next;
+        cl_secmem_free(c);
+        c = nx;
+    }
+    a->head = NULL;
+}
+
+/* ---------------------------------------------------------------- tensors */
+
+static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const char *what, cl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    const char *nm = tp->name && tp->name[0] ? tp->name : "(unnamed)";
+    if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
+        return cl_err_set(err, CL_E_UNSUPPORTED,
+                          "%s '%s' uses external data files; cloister only loads self-contained models "
+                          "(re-save the model with all tensors inline)", what, nm);
+    if (tp->segment)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "%s '%s' is segmented; not supported", what, nm);
+    cl_engine_dtype dt = (cl_engine_dtype)tp->data_type;
+    if (!eng_dtype_supported(dt))
+        return cl_err_set(err, CL_E_UNSUPPORTED, "%s '%s' has data type %d (%s), which is not supported", what,
+                          nm, tp->data_type, cl_engine_dtype_name(dt));
+    if (tp->n_dims > CL_ENGINE_MAX_RANK)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "%s '%s' has rank %zu (at most %d supported)", what, nm,
+                          tp->n_dims, CL_ENGINE_MAX_RANK);
+    t->dtype = dt;
+    t->rank = (int)tp->n_dims;
+    for (size_t i = 0; i < tp->n_dims; i++) {
+        if (tp->dims[i] < 0)
+            return cl_err_set(err, CL_E_FORMAT, "%s '%s' has negative dimension %lld", what, nm,
+                              (long long)tp->dims[i]);
+        t->dims[i] = tp->dims[i];
+    }
+    int64_t n = eng_dims_numel(t->dims, t->rank);
+    if (n < 0)
+        return cl_err_set(err, CL_E_FORMAT, "%s '%s' is too large (more than %lld elements)", what, nm,
+                          (long long)CL_ENGINE_MAX_TENSOR_ELEMS);
+    size_t es = cl_engine_dtype_size(dt);
+    size_t nb = (size_t)n * es;
+    /* The data must be present in the file: check counts before allocating. */
+    size_t have;
+    const char *field;
+    if (tp->has_raw_data) {
+        have = tp->raw_data.len;
+        field = "raw_data bytes";
+        if (have != nb)
+            return cl_err_set(err, CL_E_FORMAT, "%s '%s': shape %s needs %zu raw_data bytes, found %zu", what,
+                              nm, eng_dims_str(t->dims, t->rank, (char[96]){0}, 96), nb, have);
+    } else {
+        switch (dt) {
+        case CL_DT_FLOAT: have = tp->n_float_data; field = "float_data"; break;
+        case CL_DT_DOUBLE: have = tp->n_double_data; field = "double_data"; break;
+        case CL_DT_INT64: have = tp->n_int64_data; field = "int64_data"; break;
+        case CL_DT_UINT32: case CL_DT_UINT64: have = tp->n_uint64_data; field = "uint64_data"; break;
+        default: have = tp->n_int32_data; field = "int32_data"; break;
+        }
+        if (have != (size_t)n)
+            return cl_err_set(err, CL_E_FORMAT, "%s '%s': shape %s needs %lld values in %s, found %zu", what, nm,
+                              eng_dims_str(t->dims, t->rank, (char[96]){0}, 96), (long long)n, field, have);
+    }
+    if (eng_tensor_alloc_const(t, err) != 0)
+        return -1;
+    if (tp->has_raw_data) {
+        if (nb)
+            memcpy(t->data, tp->raw_data.data, nb);
+        return 0;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        switch (dt) {
+        case CL_DT_FLOAT: ((float *)t->data)[i] = tp->float_data[i]; break;
+        case CL_DT_DOUBLE: ((double *)t->data)[i] = tp->double_data[i]; break;
+        case CL_DT_INT64: ((int64_t *)t->data)[i] = tp->int64_data[i]; break;
+        case CL_DT_UINT64: ((uint64_t *)t->data)[i] = tp->uint64_data[i]; break;
+        case CL_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)tp->uint64_data[i]; break;
+        case CL_DT_INT32: ((int32_t *)t->data)[i] = tp->int32_data[i]; break;
+        case CL_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)tp->int32_data[i]; break;
+        case CL_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i]; break;
+        case CL_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)tp->int32_data[i]; break;
+        case CL_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i]; break;
+        case CL_DT_BOOL: ((uint8_t *)t->data)[i] = tp->int32_data[i] != 0; break;
+        default: break;
+        }
+    }
+    return 0;
+}
+
+int eng_onnx_tensor_parse(const uint8_t *buf, size_t len, eng_tensor *out, char **name, cl_err *err)
+{
+    if (pb_check(&onnx__tensor_proto__descriptor, buf, buf + len, 0, err) != 0)
+        return -1;
+    Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, len, buf);
+    if (!tp)
+        return cl_err_set(err, CL_E_FORMAT, "not a TensorProto");
+    int rc = tensor_from_proto(tp, out, "tensor", err);
+    if (rc == 0 && name)
+        *name = strdup(tp->name ? tp->name : "");
+    onnx__tensor_proto__free_unpacked(tp, NULL);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- signature */
+
+static int io_info_from_proto(const Onnx__ValueInfoProto *vi, cl_engine_io_info *info, cl_err *err)
+{
+    info->name = strdup(vi->name);
+    if (!info->name)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    info->rank = -1;
+    const Onnx__TypeProto *tp = vi->type;
+    if (!tp)
+        return cl_err_set(err, CL_E_FORMAT, "graph input/output '%s' has no type", vi->name);
+    if (tp->value_case != ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE || !tp->tensor_type)
+        return cl_err_set(err, CL_E_UNSUPPORTED,
+                          "graph input/output '%s' is not a tensor (sequences, maps, optionals and sparse "
+                          "tensors are not supported)", vi->name);
+    info->dtype = (cl_engine_dtype)tp->tensor_type->elem_type;
+    if (!eng_dtype_supported(info->dtype))
+        return cl_err_set(err, CL_E_UNSUPPORTED, "graph input/output '%s' has data type %d (%s), not supported",
+                          vi->name, tp->tensor_type->elem_type, cl_engine_dtype_name(info->dtype));
+    const Onnx__TensorShapeProto *sh = tp->tensor_type->shape;
+    if (!sh)
+        return 0;
+    if (sh->n_dim > CL_ENGINE_MAX_RANK)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "graph input/output '%s' has rank %zu (at most %d supported)",
+                          vi->name, sh->n_dim, CL_ENGINE_MAX_RANK);
+    info->rank = (int)sh->n_dim;
+    for (size_t i = 0; i < sh->n_dim; i++) {
+        const Onnx__TensorShapeProto__Dimension *d = sh->dim[i];
+        if (d->value_case == ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE) {
+            if (d->dim_value < 0 || d->dim_value > CL_ENGINE_MAX_TENSOR_ELEMS)
+                return cl_err_set(err, CL_E_FORMAT, "graph input/output '%s' has invalid dimension %lld",
+                                  vi->name, (long long)d->dim_value);
+            info->dims[i] = d->dim_value;
+        } else {
+            info->dims[i] = -1;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- attributes */
+
+static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const eng_node *n, cl_err *err)
+{
+    a->name = strdup(ap->name ? ap->name : "");
+    if (!a->name)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    if (ap->ref_attr_name && ap->ref_attr_name[0])
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "attribute '%s' refers to a function attribute", a->name);
+    switch (ap->type) {
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: a->type = ENG_ATTR_FLOAT; a->f = ap->f; break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: a->type = ENG_ATTR_INT; a->i = ap->i; break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING:
+        a->type = ENG_ATTR_STRING;
+        a->s = ap->s.len ? strndup((const char *)ap->s.data, ap->s.len) : strdup("");
+        if (!a->s)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
+        a->type = ENG_ATTR_FLOATS;
+        a->n_floats = ap->n_floats;
+        if (ap->n_floats) {
+            a->floats = malloc(ap->n_floats * sizeof(float));
+            if (!a->floats)
+                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            memcpy(a->floats, ap->floats, ap->n_floats * sizeof(float));
+        }
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS:
+        a->type = ENG_ATTR_INTS;
+        a->n_ints = ap->n_ints;
+        if (ap->n_ints) {
+            a->ints = malloc(ap->n_ints * sizeof(int64_t));
+            if (!a->ints)
+                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            memcpy(a->ints, ap->ints, ap->n_ints * sizeof(int64_t));
+        }
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR:
+        a->type = ENG_ATTR_TENSOR;
+        if (!ap->t)
+            return eng_node_err(err, CL_E_FORMAT, n, "tensor attribute '%s' has no tensor", a->name);
+        a->t = calloc(1, sizeof *a->t);
+        if (!a->t)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        if (tensor_from_proto(ap->t, a->t, "attribute tensor", err) != 0)
+            return cl_err_prefix(err, "node '%s' (%s)", n->name, n->op_type);
+        break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH: a->type = ENG_ATTR_GRAPH; break;
+    case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS: a->type = ENG_ATTR_STRINGS; break;
+    default: a->type = ENG_ATTR_OTHER; break;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- model */
+
+static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, cl_err *err)
+{
+    if (g->n_node > CL_ENGINE_MAX_NODES)
+        return cl_err_set(err, CL_E_FORMAT, "graph has %zu nodes (at most %d supported)", g->n_node,
+                          CL_ENGINE_MAX_NODES);
+    if (g->n_sparse_initializer)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "sparse initializers are not supported");
+    /* initializers */
+    for (size_t i = 0; i < g->n_initializer; i++) {
+        const Onnx__TensorProto *tp = g->initializer[i];
+        if (!tp->name || !tp->name[0])
+            return cl_err_set(err, CL_E_FORMAT, "initializer #%zu has no name", i);
+        if (eng_value_find(m, tp->name) >= 0)
+            return cl_err_set(err, CL_E_FORMAT, "initializer '%s' is defined twice", tp->name);
+        int v = eng_value_get(m, tp->name, err);
+        if (v < 0)
+            return -1;
+        eng_tensor *t = calloc(1, sizeof *t);
+        if (!t)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        m->values[v].konst = t;
+        if (tensor_from_proto(tp, t, "initializer", err) != 0)
+            return -1;
+    }
+    /* graph inputs (initializers may also be listed as inputs: they are then constants with an
+     * overridable default, which we treat as constants) */
+    m->in_info = calloc(g->n_input ? g->n_input : 1, sizeof *m->in_info);
+    m->in_val = calloc(g->n_input ? g->n_input : 1, sizeof *m->in_val);
+    m->out_info = calloc(g->n_output ? g->n_output : 1, sizeof *m->out_info);
+    m->out_val = calloc(g->n_output ? g->n_output : 1, sizeof *m->out_val);
+    if (!m->in_info || !m->in_val || !m->out_info || !m->out_val)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < g->n_input; i++) {
+        const Onnx__ValueInfoProto *vi = g->input[i];
+        if (!vi->name || !vi->name[0])
+            return cl_err_set(err, CL_E_FORMAT, "graph input #%zu has no name", i);
+        int v = eng_value_find(m, vi->name);
+        if (v >= 0 && m->values[v].konst)
+            continue;
+        if (v >= 0)
+            return cl_err_set(err, CL_E_FORMAT, "graph input '%s' is listed twice", vi->name);
+        v = eng_value_get(m, vi->name, err);
+        if (v < 0)
+            return -1;
+        size_t k = m->n_inputs++;
+        m->in_val[k] = v;
+        m->values[v].graph_input = (int)k;
+        if (io_info_from_proto(vi, &m->in_info[k], err) != 0)
+            return -1;
+    }
+    /* nodes */
+    m->nodes = calloc(g->n_node ? g->n_node : 1, sizeof *m->nodes);
+    if (!m->nodes)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < g->n_node; i++) {
+        const Onnx__NodeProto *np = g->node[i];
+        eng_node *n = &m->nodes[m->n_nodes++];
+        n->sum_in = -1;
+        char tmp[32];
+        snprintf(tmp, sizeof tmp, "#%zu", i);
+        n->name = strdup(np->name && np->name[0] ? np->name : tmp);
+        n->op_type = strdup(np->op_type ? np->op_type : "");
+        if (!n->name || !n->op_type)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        if (np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx") != 0)
+            return cl_err_set(err, CL_E_UNSUPPORTED, "unsupported operator '%s' from domain '%s' (node '%s')",
+                              n->op_type, np->domain, n->name);
+        n->op = eng_op_find(n->op_type);
+        if (!n->op)
+            return cl_err_set(err, CL_E_UNSUPPORTED, "unsupported operator '%s' (node '%s', opset %lld)",
+                              n->op_type, n->name, (long long)m->opset);
+        if ((int)np->n_input < n->op->min_in || (n->op->max_in >= 0 && (int)np->n_input > n->op->max_in))
+            return eng_node_err(err, CL_E_FORMAT, n, "has %zu inputs (expected %d..%d)", np->n_input,
+                                n->op->min_in, n->op->max_in);
+        if ((int)np->n_output < n->op->min_out || (int)np->n_output > n->op->max_out)
+            return eng_node_err(err, CL_E_FORMAT, n, "has %zu outputs (expected %d..%d)", np->n_output,
+                                n->op->min_out, n->op->max_out);
+        n->n_in = (int)np->n_input;
+        n->n_out = (int)np->n_output;
+        n->in = malloc((np->n_input + 1) * sizeof(int));
+        n->out = malloc((np->n_output + 1) * sizeof(int));
+        n->attrs = calloc(np->n_attribute + 1, sizeof *n->attrs);
+        if (!n->in || !n->out || !n->attrs)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        for (size_t k = 0; k < np->n_input; k++) {
+            if (!np->input[k][0]) {
+                n->in[k] = -1;
+                continue;
+            }
+            int v = eng_value_get(m, np->input[k], err);
+            if (v < 0)
+                return -1;
+            n->in[k] = v;
+        }
+        for (size_t k = 0; k < np->n_output; k++) {
+            if (!np->output[k][0]) {
+                n->out[k] = -1;
+                continue;
+            }
+            int v = eng_value_get(m, np->output[k], err);
+            if (v < 0)
+                return -1;
+            eng_value *val = &m->values[v];
+            if (val->producer >= 0 || val->konst || val->graph_input >= 0)
+                return eng_node_err(err, CL_E_FORMAT, n, "output '%s' is already defined elsewhere (graphs must "
+                                    "be in SSA form)", np->output[k]);
+            val->producer = (int)i;
+            n->out[k] = v;
+        }
+        for (size_t k = 0; k < np->n_attribute; k++) {
+            n->n_attrs++;
+            if (attr_from_proto(np->attribute[k], &n->attrs[k], n, err) != 0)
+                return -1;
+            if (n->attrs[k].type == ENG_ATTR_GRAPH)
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "subgraph attributes are not supported");
+        }
+    }
+    /* outputs */
+    for (size_t i = 0; i < g->n_output; i++) {
+        const Onnx__ValueInfoProto *vi = g->output[i];
+        if (!vi->name || !vi->name[0])
+            return cl_err_set(err, CL_E_FORMAT, "graph output #%zu has no name", i);
+        int v = eng_value_find(m, vi->name);
+        if (v < 0)
+            return cl_err_set(err, CL_E_FORMAT, "graph output '%s' is not produced by any node", vi->name);
+        size_t k = m->n_outputs++;
+        m->out_val[k] = v;
+        if (m->values[v].graph_output < 0)
+            m->values[v].graph_output = (int)k;
+        if (io_info_from_proto(vi, &m->out_info[k], err) != 0)
+            return -1;
+    }
+    if (m->n_outputs == 0)
+        return cl_err_set(err, CL_E_FORMAT, "graph has no outputs");
+    return 0;
+}
+
+int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *err)
+{
+    if (!buf || len == 0)
+        return cl_err_set(err, CL_E_FORMAT, "empty model");
+    if (len > CL_ENGINE_MAX_MODEL_BYTES)
+        return cl_err_set(err, CL_E_FORMAT, "model is %zu bytes (at most %zu supported)", len,
+                          CL_ENGINE_MAX_MODEL_BYTES);
+    if (pb_check(&onnx__model_proto__descriptor, buf, buf + len, 0, err) != 0)
+        return -1;
+    pb_arena arena = {.next_size = len + ((size_t)64 << 10)};
+    ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free_one, .allocator_data = &arena};
+    Onnx__ModelProto *mp = onnx__model_proto__unpack(&alloc, len, buf);
+    if (!mp) {
+        arena_release(&arena);
+        if (arena.failed) {
+            if (err)
+                *err = arena.err;
+            return -1;
+        }
+        return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf ModelProto did not parse)");
+    }
+    int rc = -1;
+    if (!mp->graph) {
+        cl_err_set(err, CL_E_FORMAT, "not an ONNX model (no graph)");
+        goto out;
+    }
+    if (mp->has_ir_version && (mp->ir_version < 3 || mp->ir_version > 10)) {
+        cl_err_set(err, CL_E_VERSION, "ONNX IR version %lld is not supported (3..10)", (long long)mp->ir_version);
+        goto out;
+    }
+    m->opset = -1;
+    for (size_t i = 0; i < mp->n_opset_import; i++) {
+        const Onnx__OperatorSetIdProto *o = mp->opset_import[i];
+        if (!o->domain || !o->domain[0] || strcmp(o->domain, "ai.onnx") == 0)
+            m->opset = o->version;
+    }
+    if (m->opset < 0)
+        m->opset = 1; /* IR < 3 had no opset_import; treat as opset 1 */
+    if (m->opset < 1 || m->opset > 18) {
+        cl_err_set(err, CL_E_UNSUPPORTED, "ONNX opset %lld is not supported (1..18); convert the model with a "
+                   "supported opset", (long long)m->opset);
+        goto out;
+    }
+    rc = parse_graph(m, mp->graph, err);
+out:
+    arena_release(&arena); /* no free_unpacked: the arena owns every allocation */
+    return rc;
+}

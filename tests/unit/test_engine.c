@@ -1,0 +1,825 @@
+/* test_engine.c — unit tests of the inference engine: the loader's validation (malformed,
+ * truncated, hostile and unsupported models get errors, never crashes), the signature, execution
+ * of small graphs against values computed here, Conv+BN+Relu fusion against a naive convolution,
+ * dynamic batch, concurrent runs on one model, and the .npy reader/writer.
+ * Models are built in memory with the protobuf-c code generated from onnx.proto.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#include "cloister/engine.h"
+#include "onnx.pb-c.h"
+
+/* ---------------------------------------------------------------- building models */
+
+/* Everything allocated while building a model, freed by arena_free(). */
+static void *arena[4096];
+static size_t n_arena;
+
+static void *A(size_t n)
+{
+    void *p = calloc(1, n ? n : 1);
+    assert_non_null(p);
+    assert_true(n_arena < CL_ARRAY_LEN(arena));
+    arena[n_arena++] = p;
+    return p;
+}
+
+static void arena_free(void)
+{
+    for (size_t i = 0; i < n_arena; i++)
+        free(arena[i]);
+    n_arena = 0;
+}
+
+static char *S(const char *s)
+{
+    char *p = A(strlen(s) + 1);
+    strcpy(p, s);
+    return p;
+}
+
+typedef struct mb {
+    Onnx__GraphProto g;
+    Onnx__NodeProto *nodes[64];
+    Onnx__TensorProto *inits[64];
+    Onnx__ValueInfoProto *ins[8], *outs[8];
+} mb;
+
+static void mb_init(mb *m)
+{
+    memset(m, 0, sizeof *m);
+    onnx__graph_proto__init(&m->g);
+    m->g.node = m->nodes;
+    m->g.initializer = m->inits;
+    m->g.input = m->ins;
+    m->g.output = m->outs;
+    m->g.name = S("g");
+}
+
+static Onnx__TensorProto *mb_init_tensor(mb *m, const char *name, int dt, int rank, const int64_t *dims,
+                                         const void *data, size_t nbytes)
+{
+    Onnx__TensorProto *t = A(sizeof *t);
+    onnx__tensor_proto__init(t);
+    t->name = S(name);
+    t->has_data_type = 1;
+    t->data_type = dt;
+    t->n_dims = (size_t)rank;
+    t->dims = A(sizeof(int64_t) * (size_t)(rank + 1));
+    memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
+    t->has_raw_data = 1;
+    t->raw_data.len = nbytes;
+    t->raw_data.data = A(nbytes);
+    memcpy(t->raw_data.data, data, nbytes);
+    m->inits[m->g.n_initializer++] = t;
+    return t;
+}
+
+static Onnx__ValueInfoProto *vi(const char *name, int dt, int rank, const int64_t *dims)
+{
+    Onnx__ValueInfoProto *v = A(sizeof *v);
+    onnx__value_info_proto__init(v);
+    v->name = S(name);
+    Onnx__TypeProto *tp = A(sizeof *tp);
+    onnx__type_proto__init(tp);
+    Onnx__TypeProto__Tensor *tt = A(sizeof *tt);
+    onnx__type_proto__tensor__init(tt);
+    tt->has_elem_type = 1;
+    tt->elem_type = dt;
+    Onnx__TensorShapeProto *sh = A(sizeof *sh);
+    onnx__tensor_shape_proto__init(sh);
+    sh->n_dim = (size_t)rank;
+    sh->dim = A(sizeof(void *) * (size_t)(rank + 1));
+    for (int i = 0; i < rank; i++) {
+        Onnx__TensorShapeProto__Dimension *d = A(sizeof *d);
+        onnx__tensor_shape_proto__dimension__init(d);
+        if (dims[i] >= 0) {
+            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE;
+            d->dim_value = dims[i];
+        } else {
+            d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
+            d->dim_param = S("N");
+        }
+        sh->dim[i] = d;
+    }
+    tt->shape = sh;
+    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
+    tp->tensor_type = tt;
+    v->type = tp;
+    return v;
+}
+
+static void mb_input(mb *m, const char *name, int dt, int rank, const int64_t *dims)
+{
+    m->ins[m->g.n_input++] = vi(name, dt, rank, dims);
+}
+
+static void mb_output(mb *m, const char *name, int dt, int rank, const int64_t *dims)
+{
+    m->outs[m->g.n_output++] = vi(name, dt, rank, dims);
+}
+
+/* ins/outs: comma-separated names ("" entries allowed). */
+static Onnx__NodeProto *mb_node(mb *m, const char *op, const char *name, const char *ins, const char *outs)
+{
+    Onnx__NodeProto *n = A(sizeof *n);
+    onnx__node_proto__init(n);
+    n->op_type = S(op);
+    n->name = S(name);
+    const char *lists[2] = {ins, outs};
+    for (int k = 0; k < 2; k++) {
+        char **arr = A(sizeof(char *) * 16);
+        size_t cnt = 0;
+        char *copy = S(lists[k]);
+        for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+            arr[cnt++] = strcmp(tok, "-") == 0 ? S("") : tok;
+        if (k == 0) {
+            n->input = arr;
+            n->n_input = cnt;
+        } else {
+            n->output = arr;
+            n->n_output = cnt;
+        }
+    }
+    n->attribute = A(sizeof(void *) * 16);
+    m->nodes[m->g.n_node++] = n;
+    return n;
+}
+
+static Onnx__AttributeProto *attr(Onnx__NodeProto *n, const char *name, int type)
+{
+    Onnx__AttributeProto *a = A(sizeof *a);
+    onnx__attribute_proto__init(a);
+    a->name = S(name);
+    a->has_type = 1;
+    a->type = type;
+    n->attribute[n->n_attribute++] = a;
+    return a;
+}
+
+static void attr_ints(Onnx__NodeProto *n, const char *name, size_t cnt, const int64_t *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+    a->n_ints = cnt;
+    a->ints = A(sizeof(int64_t) * cnt);
+    memcpy(a->ints, v, sizeof(int64_t) * cnt);
+}
+
+static uint8_t *mb_pack(mb *m, int64_t opset, size_t *len)
+{
+    Onnx__ModelProto mp;
+    onnx__model_proto__init(&mp);
+    mp.has_ir_version = 1;
+    mp.ir_version = 8;
+    Onnx__OperatorSetIdProto os;
+    onnx__operator_set_id_proto__init(&os);
+    os.domain = S("");
+    os.has_version = 1;
+    os.version = opset;
+    Onnx__OperatorSetIdProto *osp = &os;
+    mp.n_opset_import = 1;
+    mp.opset_import = &osp;
+    mp.graph = &m->g;
+    *len = onnx__model_proto__get_packed_size(&mp);
+    uint8_t *buf = malloc(*len);
+    assert_non_null(buf);
+    onnx__model_proto__pack(&mp, buf);
+    return buf;
+}
+
+static int load(const uint8_t *buf, size_t len, cl_engine_model **m, cl_err *err)
+{
+    return cl_engine_load(buf, len, &(cl_engine_options){.threads = 2}, m, err);
+}
+
+/* Packs, loads (expecting failure with `code` and `needle` in the message) and cleans up. */
+static void expect_load_error(mb *m, cl_status code, const char *needle)
+{
+    size_t len;
+    uint8_t *buf = mb_pack(m, 13, &len);
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), -1);
+    assert_null(model);
+    if (err.code != code || !strstr(err.msg, needle))
+        fail_msg("expected %s with '%s', got %s: %s", cl_status_name(code), needle, cl_status_name(err.code), err.msg);
+    free(buf);
+    arena_free();
+}
+
+/* A model: y = Relu(Add(x[N,3], c[3])) */
+static uint8_t *add_relu_model(size_t *len)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {-1, 3}, cd[] = {3};
+    const float c[] = {1.0f, -2.0f, 0.5f};
+    mb_input(&m, "x", 1, 2, xd);
+    mb_output(&m, "y", 1, 2, xd);
+    mb_init_tensor(&m, "c", 1, 1, cd, c, sizeof c);
+    mb_node(&m, "Add", "add", "x,c", "s");
+    mb_node(&m, "Relu", "relu", "s", "y");
+    uint8_t *buf = mb_pack(&m, 13, len);
+    arena_free();
+    return buf;
+}
+
+/* ---------------------------------------------------------------- loader validation */
+
+static void test_load_garbage(void **state)
+{
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(load((const uint8_t *)"", 0, &m, &err), -1);
+    assert_int_equal(err.code, CL_E_FORMAT);
+    uint8_t junk[4096];
+    for (uint64_t seed = 1; seed <= 64; seed++) {
+        tu_fill_random(junk, sizeof junk, seed);
+        cl_err_clear(&err);
+        assert_int_equal(load(junk, (size_t)(seed * 61) % sizeof junk + 1, &m, &err), -1);
+        assert_null(m);
+        assert_true(err.code == CL_E_FORMAT || err.code == CL_E_UNSUPPORTED || err.code == CL_E_VERSION);
+    }
+}
+
+/* Every prefix of a valid model either loads or fails cleanly; the whole model loads. */
+static void test_load_truncations(void **state)
+{
+    size_t len;
+    uint8_t *buf = add_relu_model(&len);
+    int loaded = 0;
+    for (size_t cut = 0; cut <= len; cut++) {
+        uint8_t *copy = malloc(cut ? cut : 1);
+        memcpy(copy, buf, cut);
+        cl_err err = {0};
+        cl_engine_model *m = NULL;
+        if (load(copy, cut, &m, &err) == 0) {
+            loaded++;
+            cl_engine_free(m);
+        } else {
+            assert_true(err.msg[0] != 0);
+        }
+        free(copy);
+    }
+    assert_true(loaded >= 1);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(load(buf, len, &m, &err), 0);
+    cl_engine_free(m);
+    free(buf);
+}
+
+static void test_unsupported_operator(void **state)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t d[] = {2};
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_node(&m, "FrobnicateV2", "my_node", "x", "y");
+    expect_load_error(&m, CL_E_UNSUPPORTED, "unsupported operator 'FrobnicateV2' (node 'my_node', opset 13)");
+}
+
+static void test_external_data_refused(void **state)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t d[] = {2};
+    const float w[] = {1, 2};
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    Onnx__TensorProto *t = mb_init_tensor(&m, "w", 1, 1, d, w, sizeof w);
+    t->has_raw_data = 0;
+    t->has_data_location = 1;
+    t->data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL;
+    mb_node(&m, "Add", "a", "x,w", "y");
+    expect_load_error(&m, CL_E_UNSUPPORTED, "external data");
+}
+
+static void test_initializer_size_mismatch(void **state)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t d[] = {2, 3};
+    const float w[5] = {0};
+    mb_input(&m, "x", 1, 2, d);
+    mb_output(&m, "y", 1, 2, d);
+    mb_init_tensor(&m, "w", 1, 2, d, w, sizeof w); /* 20 bytes for 6 floats */
+    mb_node(&m, "Add", "a", "x,w", "y");
+    expect_load_error(&m, CL_E_FORMAT, "needs 24 raw_data bytes, found 20");
+}
+
+static void test_absurd_dims(void **state)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t d[] = {2}, huge[] = {(int64_t)1 << 40, (int64_t)1 << 40};
+    const float w[2] = {0};
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_init_tensor(&m, "w", 1, 2, huge, w, sizeof w);
+    mb_node(&m, "Add", "a", "x,w", "y");
+    expect_load_error(&m, CL_E_FORMAT, "too large");
+
+    mb_init(&m);
+    const int64_t neg[] = {-3};
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_init_tensor(&m, "w", 1, 1, neg, w, 0);
+    mb_node(&m, "Add", "a", "x,w", "y");
+    expect_load_error(&m, CL_E_FORMAT, "negative dimension");
+}
+
+static void test_graph_errors(void **state)
+{
+    mb m;
+    const int64_t d[] = {2};
+    /* cycle */
+    mb_init(&m);
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "b", 1, 1, d);
+    mb_node(&m, "Add", "n1", "x,b", "a");
+    mb_node(&m, "Relu", "n2", "a", "b");
+    expect_load_error(&m, CL_E_FORMAT, "cycle");
+    /* dangling input */
+    mb_init(&m);
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_node(&m, "Add", "n1", "x,nowhere", "y");
+    expect_load_error(&m, CL_E_FORMAT, "input 'nowhere' is not produced");
+    /* two producers */
+    mb_init(&m);
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_node(&m, "Relu", "n1", "x", "y");
+    mb_node(&m, "Relu", "n2", "x", "y");
+    expect_load_error(&m, CL_E_FORMAT, "already defined");
+    /* wrong arity */
+    mb_init(&m);
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_node(&m, "Relu", "n1", "x,x", "y");
+    expect_load_error(&m, CL_E_FORMAT, "has 2 inputs");
+    /* missing output */
+    mb_init(&m);
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "zzz", 1, 1, d);
+    mb_node(&m, "Relu", "n1", "x", "y");
+    expect_load_error(&m, CL_E_FORMAT, "graph output 'zzz'");
+}
+
+/* GraphProto -> NodeProto -> AttributeProto -> GraphProto ... nested far too deep. */
+static void test_deep_nesting(void **state)
+{
+    size_t depth = 19998, cap = depth * 16 + 64, len = 0;
+    uint8_t *buf = malloc(cap), *tmp = malloc(cap);
+    /* innermost: empty GraphProto; wrap alternately: Attribute.g (6), Node.attribute (5), Graph.node (1) */
+    const uint8_t fields[3] = {6 << 3 | 2, 5 << 3 | 2, 1 << 3 | 2};
+    for (size_t i = 0; i < depth; i++) {
+        uint8_t hdr[12];
+        size_t h = 0;
+        hdr[h++] = fields[i % 3];
+        size_t v = len;
+        do {
+            hdr[h++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+            v >>= 7;
+        } while (v);
+        memcpy(tmp, hdr, h);
+        memcpy(tmp + h, buf, len);
+        len += h;
+        memcpy(buf, tmp, len);
+    }
+    /* ModelProto.graph (7) around the outermost GraphProto (depth % 3 == 0: the last wrap was Graph.node) */
+    uint8_t hdr[12];
+    size_t h = 0, v = len;
+    hdr[h++] = 7 << 3 | 2;
+    do {
+        hdr[h++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+    memcpy(tmp, hdr, h);
+    memcpy(tmp + h, buf, len);
+    len += h;
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(load(tmp, len, &m, &err), -1);
+    assert_int_equal(err.code, CL_E_FORMAT);
+    assert_non_null(strstr(err.msg, "levels deep"));
+    free(buf);
+    free(tmp);
+}
+
+/* ---------------------------------------------------------------- signature and running */
+
+static void test_signature_and_run(void **state)
+{
+    size_t len;
+    uint8_t *buf = add_relu_model(&len);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(load(buf, len, &m, &err), 0);
+    free(buf);
+    assert_int_equal(cl_engine_num_inputs(m), 1);
+    assert_int_equal(cl_engine_num_outputs(m), 1);
+    const cl_engine_io_info *in = cl_engine_input(m, 0);
+    assert_string_equal(in->name, "x");
+    assert_int_equal(in->dtype, CL_DT_FLOAT);
+    assert_int_equal(in->rank, 2);
+    assert_int_equal(in->dims[0], -1);
+    assert_int_equal(in->dims[1], 3);
+    assert_string_equal(cl_engine_output(m, 0)->name, "y");
+    assert_int_equal(cl_engine_find_input(m, "x"), 0);
+    assert_int_equal(cl_engine_find_input(m, "nope"), -1);
+
+    float x[4 * 3];
+    tu_fill_random(x, sizeof x, 7);
+    for (int i = 0; i < 12; i++)
+        x[i] = (float)((int32_t)((uint32_t *)x)[i] % 1000) / 250.0f;
+    const float c[] = {1.0f, -2.0f, 0.5f};
+    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 2, .dims = {4, 3}, .data = x, .nbytes = sizeof x};
+    cl_engine_tensor y = {0};
+    assert_int_equal(cl_engine_run(m, &t, 1, &y, 1, &err), 0);
+    assert_int_equal(y.rank, 2);
+    assert_int_equal(y.dims[0], 4);
+    assert_int_equal(y.dims[1], 3);
+    for (int i = 0; i < 12; i++) {
+        float e = x[i] + c[i % 3];
+        assert_float_equal(((float *)y.data)[i], e > 0 ? e : 0, 1e-6);
+    }
+    cl_engine_tensor_release(&y);
+    assert_null(y.data);
+
+    /* input errors */
+    cl_engine_tensor bad = t;
+    bad.dims[1] = 4;
+    bad.nbytes = 4 * 4 * 4;
+    float big[16] = {0};
+    bad.data = big;
+    assert_int_equal(cl_engine_run(m, &bad, 1, &y, 1, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_non_null(strstr(err.msg, "must have shape [-1,3]"));
+    bad = t;
+    bad.dtype = CL_DT_INT32;
+    assert_int_equal(cl_engine_run(m, &bad, 1, &y, 1, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    bad = t;
+    bad.nbytes = 8;
+    assert_int_equal(cl_engine_run(m, &bad, 1, &y, 1, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_int_equal(cl_engine_run(m, &t, 0, &y, 1, &err), -1);
+    cl_engine_free(m);
+}
+
+/* Conv (+bias) -> BatchNormalization -> Relu, checked against a naive convolution. */
+enum { IC = 3, OC = 4, KH = 3, H = 7, W = 6 };
+static float cw[OC * IC * KH * KH], cb[OC], bn_s[OC], bn_b[OC], bn_m[OC], bn_v[OC];
+
+static uint8_t *conv_model(size_t *len)
+{
+    uint64_t seed = 11;
+    float *arrs[] = {cw, cb, bn_s, bn_b, bn_m, bn_v};
+    size_t sizes[] = {CL_ARRAY_LEN(cw), OC, OC, OC, OC, OC};
+    for (int a = 0; a < 6; a++) {
+        uint32_t r[OC * IC * KH * KH];
+        tu_fill_random(r, sizes[a] * 4, seed++);
+        for (size_t i = 0; i < sizes[a]; i++)
+            arrs[a][i] = (float)(r[i] % 2001) / 1000.0f - 1.0f;
+    }
+    for (int i = 0; i < OC; i++)
+        bn_v[i] = fabsf(bn_v[i]) + 0.5f;
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {-1, IC, H, W}, yd[] = {-1, OC, H, W}, wd[] = {OC, IC, KH, KH}, od[] = {OC};
+    mb_input(&m, "x", 1, 4, xd);
+    mb_output(&m, "y", 1, 4, yd);
+    mb_init_tensor(&m, "w", 1, 4, wd, cw, sizeof cw);
+    mb_init_tensor(&m, "b", 1, 1, od, cb, sizeof cb);
+    mb_init_tensor(&m, "s", 1, 1, od, bn_s, sizeof bn_s);
+    mb_init_tensor(&m, "bb", 1, 1, od, bn_b, sizeof bn_b);
+    mb_init_tensor(&m, "mean", 1, 1, od, bn_m, sizeof bn_m);
+    mb_init_tensor(&m, "var", 1, 1, od, bn_v, sizeof bn_v);
+    Onnx__NodeProto *c = mb_node(&m, "Conv", "conv", "x,w,b", "c");
+    const int64_t pads[] = {1, 1, 1, 1}, ks[] = {KH, KH};
+    attr_ints(c, "pads", 4, pads);
+    attr_ints(c, "kernel_shape", 2, ks);
+    mb_node(&m, "BatchNormalization", "bn", "c,s,bb,mean,var", "n");
+    mb_node(&m, "Relu", "relu", "n", "y");
+    uint8_t *buf = mb_pack(&m, 13, len);
+    arena_free();
+    return buf;
+}
+
+static void conv_reference(const float *x, int64_t batch, float *y)
+{
+    for (int64_t b = 0; b < batch; b++)
+        for (int o = 0; o < OC; o++)
+            for (int i = 0; i < H; i++)
+                for (int j = 0; j < W; j++) {
+                    double s = cb[o];
+                    for (int c = 0; c < IC; c++)
+                        for (int ki = 0; ki < KH; ki++)
+                            for (int kj = 0; kj < KH; kj++) {
+                                int ii = i + ki - 1, jj = j + kj - 1;
+                                if (ii < 0 || ii >= H || jj < 0 || jj >= W)
+                                    continue;
+                                s += (double)x[((b * IC + c) * H + ii) * W + jj] * cw[((o * IC + c) * KH + ki) * KH + kj];
+                            }
+                    double v = (s - bn_m[o]) / sqrt(bn_v[o] + 1e-5) * bn_s[o] + bn_b[o];
+                    y[((b * OC + o) * H + i) * W + j] = v > 0 ? (float)v : 0.0f;
+                }
+}
+
+static float *random_input(int64_t batch, uint64_t seed)
+{
+    size_t n = (size_t)batch * IC * H * W;
+    float *x = malloc(n * sizeof *x);
+    uint32_t *r = malloc(n * 4);
+    tu_fill_random(r, n * 4, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(r[i] % 4001) / 1000.0f - 2.0f;
+    free(r);
+    return x;
+}
+
+static void check_conv_run(cl_engine_model *m, int64_t batch, uint64_t seed)
+{
+    float *x = random_input(batch, seed);
+    size_t on = (size_t)batch * OC * H * W;
+    float *ref = malloc(on * sizeof *ref);
+    conv_reference(x, batch, ref);
+    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 4, .dims = {batch, IC, H, W}, .data = x,
+                          .nbytes = (size_t)batch * IC * H * W * 4};
+    cl_engine_tensor y = {0};
+    cl_err err = {0};
+    if (cl_engine_run(m, &t, 1, &y, 1, &err) != 0)
+        fail_msg("run: %s", err.msg);
+    assert_int_equal(y.rank, 4);
+    assert_int_equal(y.dims[0], batch);
+    assert_int_equal(y.dims[1], OC);
+    assert_int_equal(y.nbytes, on * 4);
+    for (size_t i = 0; i < on; i++)
+        if (fabsf(((float *)y.data)[i] - ref[i]) > 1e-4f * (1 + fabsf(ref[i])))
+            fail_msg("element %zu: %g, expected %g", i, ((float *)y.data)[i], ref[i]);
+    cl_engine_tensor_release(&y);
+    free(ref);
+    free(x);
+}
+
+static void test_conv_bn_relu_fused(void **state)
+{
+    size_t len;
+    uint8_t *buf = conv_model(&len);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(load(buf, len, &m, &err), 0);
+    free(buf);
+    assert_int_equal(cl_engine_num_nodes(m), 1); /* BN folded, Relu fused */
+    check_conv_run(m, 1, 100);
+    check_conv_run(m, 3, 101); /* dynamic batch: a second plan */
+    check_conv_run(m, 1, 102); /* back to the first */
+    cl_engine_free(m);
+}
+
+/* y = Relu(Conv(x) + z): the Add and Relu are fused into the Conv (sum post-op) when z has the
+ * output's shape, and still correct when z broadcasts ([1,OC,1,1]) or enlarges the result. */
+static void check_residual(const int64_t *zd, int zrank)
+{
+    size_t len;
+    free(conv_model(&len)); /* initializes cw/cb */
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {1, IC, H, W}, wd[] = {OC, IC, KH, KH}, od[] = {OC};
+    mb_input(&m, "x", 1, 4, xd);
+    mb_input(&m, "z", 1, zrank, zd);
+    mb_output(&m, "y", 1, 0, NULL);
+    m.outs[0]->type->tensor_type->shape = NULL;
+    mb_init_tensor(&m, "w", 1, 4, wd, cw, sizeof cw);
+    mb_init_tensor(&m, "b", 1, 1, od, cb, sizeof cb);
+    Onnx__NodeProto *c = mb_node(&m, "Conv", "conv", "x,w,b", "c");
+    const int64_t pads[] = {1, 1, 1, 1};
+    attr_ints(c, "pads", 4, pads);
+    mb_node(&m, "Add", "add", "z,c", "s");
+    mb_node(&m, "Relu", "relu", "s", "y");
+    uint8_t *buf = mb_pack(&m, 13, &len);
+    arena_free();
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0);
+    free(buf);
+    assert_int_equal(cl_engine_num_nodes(model), 1); /* Add and Relu fused into the Conv */
+    float *x = random_input(1, 77);
+    int64_t zn = 1;
+    for (int i = 0; i < zrank; i++)
+        zn *= zd[i];
+    float *z = malloc((size_t)zn * sizeof *z);
+    for (int64_t i = 0; i < zn; i++)
+        z[i] = (float)((i * 37) % 11) / 5.0f - 1.0f;
+    cl_engine_tensor in[2] = {{.dtype = CL_DT_FLOAT, .rank = 4, .dims = {1, IC, H, W}, .data = x,
+                               .nbytes = sizeof(float) * IC * H * W},
+                              {.dtype = CL_DT_FLOAT, .rank = zrank, .data = z, .nbytes = (size_t)zn * 4}};
+    memcpy(in[1].dims, zd, sizeof(int64_t) * (size_t)zrank);
+    cl_engine_tensor y = {0};
+    if (cl_engine_run(model, in, 2, &y, 1, &err) != 0)
+        fail_msg("run: %s", err.msg);
+    /* reference: conv without BN, + z broadcast over [bz, OC, H, W] */
+    int64_t bz = zrank == 4 ? zd[0] : 1;
+    assert_int_equal(y.rank, 4);
+    assert_int_equal(y.dims[0], bz);
+    assert_int_equal(y.dims[1], OC);
+    for (int64_t bb = 0; bb < bz; bb++)
+        for (int o = 0; o < OC; o++)
+            for (int i = 0; i < H; i++)
+                for (int j = 0; j < W; j++) {
+                    double sacc = cb[o];
+                    for (int ci = 0; ci < IC; ci++)
+                        for (int ki = 0; ki < KH; ki++)
+                            for (int kj = 0; kj < KH; kj++) {
+                                int ii = i + ki - 1, jj = j + kj - 1;
+                                if (ii >= 0 && ii < H && jj >= 0 && jj < W)
+                                    sacc += (double)x[(ci * H + ii) * W + jj] * cw[((o * IC + ci) * KH + ki) * KH + kj];
+                            }
+                    int64_t zi = 0, st = 1;
+                    const int64_t full[4] = {bb, o, i, j};
+                    for (int d = 3; d >= 0; d--) {
+                        int zdim = d - (4 - zrank);
+                        if (zdim < 0)
+                            continue;
+                        if (zd[zdim] != 1)
+                            zi += full[d] * st;
+                        st *= zd[zdim];
+                    }
+                    double v = sacc + z[zi];
+                    float got = ((float *)y.data)[((bb * OC + o) * H + i) * W + j];
+                    if (fabs(got - (v > 0 ? v : 0)) > 1e-4 * (1 + fabs(v)))
+                        fail_msg("z rank %d: element (%lld,%d,%d,%d) is %g, expected %g", zrank, (long long)bb, o, i,
+                                 j, got, v > 0 ? v : 0);
+                }
+    cl_engine_tensor_release(&y);
+    free(x);
+    free(z);
+    cl_engine_free(model);
+}
+
+static void test_conv_residual(void **state)
+{
+    const int64_t same[] = {1, OC, H, W}, chan[] = {1, OC, 1, 1}, bigger[] = {2, OC, H, W}, vec[] = {W};
+    check_residual(same, 4);   /* fused sum post-op */
+    check_residual(chan, 4);   /* broadcast: added after the conv */
+    check_residual(bigger, 4); /* the Add's result is larger than the conv output */
+    check_residual(vec, 1);
+}
+
+typedef struct {
+    cl_engine_model *m;
+    int id;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    for (int i = 0; i < 15; i++)
+        check_conv_run(a->m, 1 + (a->id + i) % 3, (uint64_t)(1000 + a->id * 100 + i));
+    return NULL;
+}
+
+static void test_concurrent_runs(void **state)
+{
+    size_t len;
+    uint8_t *buf = conv_model(&len);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(load(buf, len, &m, &err), 0);
+    free(buf);
+    pthread_t th[4];
+    worker_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (worker_arg){m, i};
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    cl_engine_free(m);
+}
+
+/* x[-1,3,8,8] -> Conv(w[5,wc,3,3], stride 2, pad 1) -> MaxPool(2,2) -> Flatten -> y (shape undeclared) */
+static void shape_model(mb *m, int64_t wc)
+{
+    static float w[5 * 4 * 9];
+    mb_init(m);
+    const int64_t xd[] = {-1, 3, 8, 8}, wd[] = {5, wc, 3, 3};
+    mb_input(m, "x", 1, 4, xd);
+    mb_output(m, "y", 1, 0, NULL);
+    m->outs[0]->type->tensor_type->shape = NULL;
+    mb_init_tensor(m, "w", 1, 4, wd, w, sizeof(float) * (size_t)(5 * wc * 9));
+    Onnx__NodeProto *c = mb_node(m, "Conv", "conv", "x,w", "c");
+    const int64_t two[] = {2, 2}, pads[] = {1, 1, 1, 1};
+    attr_ints(c, "strides", 2, two);
+    attr_ints(c, "pads", 4, pads);
+    Onnx__NodeProto *p = mb_node(m, "MaxPool", "pool", "c", "p");
+    attr_ints(p, "kernel_shape", 2, two);
+    attr_ints(p, "strides", 2, two);
+    mb_node(m, "Flatten", "flat", "p", "y");
+}
+
+static void test_shape_inference(void **state)
+{
+    mb m;
+    shape_model(&m, 3);
+    size_t len;
+    uint8_t *buf = mb_pack(&m, 13, &len);
+    arena_free();
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0);
+    free(buf);
+    const cl_engine_io_info *o = cl_engine_output(model, 0);
+    assert_int_equal(o->rank, 2);
+    assert_int_equal(o->dims[0], -1); /* the dynamic batch stays dynamic */
+    assert_int_equal(o->dims[1], 20); /* 5 channels x 2 x 2 */
+    float x[2 * 3 * 8 * 8] = {0};
+    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 4, .dims = {2, 3, 8, 8}, .data = x, .nbytes = sizeof x};
+    cl_engine_tensor y = {0};
+    assert_int_equal(cl_engine_run(model, &t, 1, &y, 1, &err), 0);
+    assert_int_equal(y.dims[0], 2);
+    assert_int_equal(y.dims[1], 20);
+    cl_engine_tensor_release(&y);
+    cl_engine_free(model);
+    /* weights for 4 input channels on a 3-channel input: refused at load time, naming the node */
+    shape_model(&m, 4);
+    expect_load_error(&m, CL_E_FORMAT, "node 'conv' (Conv): weights [5,4,3,3] expect 4 input channels");
+}
+
+/* ---------------------------------------------------------------- .npy */
+
+static void test_npy_roundtrip(void **state)
+{
+    int64_t v[6] = {1, -2, 3, 1LL << 40, 5, -6};
+    cl_engine_tensor t = {.dtype = CL_DT_INT64, .rank = 2, .dims = {2, 3}, .data = v, .nbytes = sizeof v};
+    uint8_t *buf;
+    size_t len;
+    cl_err err = {0};
+    assert_int_equal(cl_engine_npy_write(&t, &buf, &len, &err), 0);
+    assert_int_equal(len % 64, (sizeof v) % 64);
+    assert_non_null(strstr((char *)buf + 10, "'shape': (2, 3)"));
+    cl_engine_tensor r;
+    assert_int_equal(cl_engine_npy_parse(buf, len, &r, &err), 0);
+    assert_int_equal(r.dtype, CL_DT_INT64);
+    assert_int_equal(r.rank, 2);
+    assert_int_equal(r.dims[1], 3);
+    assert_memory_equal(r.data, v, sizeof v);
+    cl_engine_tensor_release(&r);
+    /* truncated, trailing, bad magic */
+    assert_int_equal(cl_engine_npy_parse(buf, len - 1, &r, &err), -1);
+    assert_int_equal(err.code, CL_E_TRUNCATED);
+    uint8_t *longer = malloc(len + 1);
+    memcpy(longer, buf, len);
+    longer[len] = 0;
+    assert_int_equal(cl_engine_npy_parse(longer, len + 1, &r, &err), -1);
+    assert_int_equal(err.code, CL_E_TRAILING);
+    longer[1] = 'X';
+    assert_int_equal(cl_engine_npy_parse(longer, len, &r, &err), -1);
+    assert_int_equal(err.code, CL_E_FORMAT);
+    free(longer);
+    /* every prefix fails cleanly */
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_equal(cl_engine_npy_parse(buf, cut, &r, &err), -1);
+    free(buf);
+    /* a scalar and a 1-D array */
+    float f = 2.5f;
+    cl_engine_tensor s = {.dtype = CL_DT_FLOAT, .rank = 0, .data = &f, .nbytes = 4};
+    assert_int_equal(cl_engine_npy_write(&s, &buf, &len, &err), 0);
+    assert_non_null(strstr((char *)buf + 10, "'shape': ()"));
+    assert_int_equal(cl_engine_npy_parse(buf, len, &r, &err), 0);
+    assert_int_equal(r.rank, 0);
+    assert_float_equal(*(float *)r.data, 2.5, 0);
+    cl_engine_tensor_release(&r);
+    free(buf);
+}
+
+int main(void)
+{
+    cl_secmem_set_require_lock(false); /* model constants live in secure memory */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_garbage),
+        cmocka_unit_test(test_load_truncations),
+        cmocka_unit_test(test_unsupported_operator),
+        cmocka_unit_test(test_external_data_refused),
+        cmocka_unit_test(test_initializer_size_mismatch),
+        cmocka_unit_test(test_absurd_dims),
+        cmocka_unit_test(test_graph_errors),
+        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_signature_and_run),
+        cmocka_unit_test(test_conv_bn_relu_fused),
+        cmocka_unit_test(test_conv_residual),
+        cmocka_unit_test(test_concurrent_runs),
+        cmocka_unit_test(test_shape_inference),
+        cmocka_unit_test(test_npy_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,132 @@
+/* test_engine_models.c — whole networks against PyTorch: for every NAME.onnx in $CLOISTER_MODELS_DIR
+ * (default: the committed small fixtures; `make check-models` points it at full-size exports) the
+ * engine's output for NAME.input.npy must match PyTorch's NAME.output.npy within 1e-4 of the
+ * reference output's range (max absolute error). Each model is also run on the first sample alone
+ * (batch 1 after batch N: a second plan) and must give the same row.
+ */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#include "cloister/engine.h"
+
+static const char *models_dir(void)
+{
+    const char *d = getenv("CLOISTER_MODELS_DIR");
+    return d && d[0] ? d : "tests/models/fixtures";
+}
+
+static cl_engine_tensor read_npy(const char *dir, const char *name, const char *suffix)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s%s", dir, name, suffix);
+    size_t len;
+    uint8_t *buf = tu_read_file(path, &len);
+    cl_engine_tensor t;
+    cl_err err = {0};
+    if (cl_engine_npy_parse(buf, len, &t, &err) != 0)
+        fail_msg("%s: %s", path, err.msg);
+    free(buf);
+    return t;
+}
+
+/* Max |a-b| over n floats, and the range of b. */
+static double max_err(const float *a, const float *b, int64_t n, double *range)
+{
+    double e = 0, lo = INFINITY, hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        e = fmax(e, fabs((double)a[i] - b[i]));
+        if (isnan(a[i]))
+            e = INFINITY;
+        lo = fmin(lo, b[i]);
+        hi = fmax(hi, b[i]);
+    }
+    *range = hi - lo;
+    return e;
+}
+
+static void check_model(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.onnx", dir, name);
+    size_t len;
+    uint8_t *buf = tu_read_file(path, &len);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    if (cl_engine_load(buf, len, &(cl_engine_options){.threads = 2}, &m, &err) != 0)
+        fail_msg("%s: %s", path, err.msg);
+    free(buf);
+    cl_engine_tensor x = read_npy(dir, name, ".input.npy"), ref = read_npy(dir, name, ".output.npy");
+    cl_engine_tensor y = {0};
+    if (cl_engine_run(m, &x, 1, &y, 1, &err) != 0)
+        fail_msg("%s: %s", name, err.msg);
+    assert_int_equal(y.dtype, CL_DT_FLOAT);
+    assert_int_equal(y.rank, ref.rank);
+    for (int i = 0; i < y.rank; i++)
+        assert_int_equal(y.dims[i], ref.dims[i]);
+    int64_t n = cl_engine_tensor_numel(&ref);
+    double range, e = max_err(y.data, ref.data, n, &range);
+    printf("%-24s %-14s max_abs_err=%.3g range=%.3g (%.2g of range), %zu nodes\n", name, "batch", e, range,
+           e / range, cl_engine_num_nodes(m));
+    if (!(e <= 1e-4 * range))
+        fail_msg("%s: max abs error %g exceeds 1e-4 of the output range %g", name, e, range);
+    /* first sample alone */
+    cl_engine_tensor x1 = x;
+    x1.dims[0] = 1;
+    x1.nbytes = x.nbytes / (size_t)x.dims[0];
+    cl_engine_tensor y1 = {0};
+    if (cl_engine_run(m, &x1, 1, &y1, 1, &err) != 0)
+        fail_msg("%s (batch 1): %s", name, err.msg);
+    int64_t row = n / ref.dims[0];
+    assert_int_equal(cl_engine_tensor_numel(&y1), row);
+    e = max_err(y1.data, ref.data, row, &range);
+    if (!(e <= 1e-4 * range))
+        fail_msg("%s (batch 1): max abs error %g exceeds 1e-4 of the output range %g", name, e, range);
+    cl_engine_tensor_release(&y1);
+    cl_engine_tensor_release(&y);
+    cl_engine_tensor_release(&x);
+    cl_engine_tensor_release(&ref);
+    cl_engine_free(m);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void test_models(void **state)
+{
+    /* full-size models exceed a typical non-root RLIMIT_MEMLOCK; locking is tested by common's tests */
+    cl_secmem_set_require_lock(false);
+    const char *dir = models_dir();
+    DIR *d = opendir(dir);
+    if (!d)
+        fail_msg("cannot open %s (set CLOISTER_MODELS_DIR)", dir);
+    char *names[64];
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < 64) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && strcmp(de->d_name + l - 5, ".onnx") == 0)
+            names[n++] = strndup(de->d_name, l - 5);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    assert_true(n >= 1);
+    for (int i = 0; i < n; i++) {
+        check_model(dir, names[i]);
+        free(names[i]);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_models),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
