@@ -251,9 +251,11 @@ static void dispatch(gstream *s)
     switch (s->rpc) {
     case CL_RPC_METADATA:
         st.code = cl_serve_pb_metadata(reg, msg, len, &out, &out_len, &st);
+        snprintf(s->model, sizeof s->model, "%s", st.model);
         return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_STATUS:
         st.code = cl_serve_pb_status(reg, msg, len, &out, &out_len, &st);
+        snprintf(s->model, sizeof s->model, "%s", st.model);
         return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_PREDICT:
         break;
@@ -264,8 +266,7 @@ static void dispatch(gstream *s)
     if (!call)
         return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     cl_serve_code code = cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call);
-    if (code == CL_SC_OK && call->model)
-        snprintf(s->model, sizeof s->model, "%s", cl_serve_model_name(call->model));
+    snprintf(s->model, sizeof s->model, "%s", call->st.model);
     if (code != CL_SC_OK) {
         respond(s, code, call->st.msg, NULL, 0);
         cl_serve_call_free(call);
@@ -560,11 +561,15 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
     }
     if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
         if (events & BEV_EVENT_ERROR) {
+            /* a failed handshake is worth telling (e.g. a client without a certificate under mTLS);
+             * a client that just went away is not */
             unsigned long e;
             while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+                if (!ERR_GET_LIB(e))
+                    continue;
                 char buf[256];
                 ERR_error_string_n(e, buf, sizeof buf);
-                CL_INFO(CL_SERVE_MOD, "grpc %s: TLS: %s", c->peer, buf);
+                cl_log(c->ngh ? CL_LOG_DEBUG : CL_LOG_INFO, CL_SERVE_MOD, "grpc %s: TLS: %s", c->peer, buf);
             }
         }
         conn_free(c);

@@ -256,6 +256,7 @@ static cl_serve_code spec_lookup(cl_serve_registry *reg, const Tensorflow__Servi
     *out = NULL;
     if (!ms || !ms->name || !*ms->name)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing ModelSpec");
+    snprintf(st->model, sizeof st->model, "%s", ms->name);
     int64_t version = 0;
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL)
         return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet; ask "
@@ -508,6 +509,7 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing ModelSpec");
         goto out;
     }
+    snprintf(st->model, sizeof st->model, "%s", ms->name);
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL) {
         code = cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet");
         goto out;

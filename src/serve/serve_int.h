@@ -22,6 +22,7 @@
 typedef struct cl_serve_status {
     cl_serve_code code;
     char msg[CL_ERR_MSG_MAX];
+    char model[128]; /* the model the request named, when known (for metrics) */
 } cl_serve_status;
 
 /* Sets a status; returns the code (so `return st_set(st, ...)` reads well). */
