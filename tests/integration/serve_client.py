@@ -227,6 +227,23 @@ elif check == "stalled_request":
     took = time.time() - t0
     print("connection closed by the server after %.1f s" % took)
     sys.exit(0 if took < 20 else 1)
+elif check == "stalled_http":
+    # an HTTP/1.1 client that sends half a request line and then nothing
+    sock = socket.create_connection((addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])), timeout=30)
+    if ca != "-":
+        ctx = ssl.create_default_context(cafile=ca)
+        ctx.check_hostname = False
+        sock = ctx.wrap_socket(sock)
+    sock.sendall(b"POST /v1/models/affine:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inst")
+    t0 = time.time()
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    took = time.time() - t0
+    print("connection closed by the server after %.1f s" % took)
+    sys.exit(0 if took < 20 else 1)
 else:
     print("unknown check", check)
     sys.exit(2)
