@@ -75,11 +75,9 @@ int main(int argc, char **argv)
     double *t1 = calloc((size_t)b1_runs, sizeof *t1), *tn = calloc((size_t)bn_runs, sizeof *tn);
     if (run_batch(m, 1, b1_runs, t1) != 0 || run_batch(m, batch, bn_runs, tn) != 0)
         return 1;
-    double s1 = 0, sn = 0;
+    double s1 = 0;
     for (int i = 0; i < b1_runs; i++)
         s1 += t1[i];
-    for (int i = 0; i < bn_runs; i++)
-        sn += tn[i];
     qsort(t1, (size_t)b1_runs, sizeof *t1, cmp_double);
     qsort(tn, (size_t)bn_runs, sizeof *tn, cmp_double);
     struct rusage ru;
