@@ -4,10 +4,11 @@
 #   make test       release build + ASan/UBSan/libFuzzer build, all tests; ends with "N passed, N failed"
 #   make demo       the main job, end to end (scripts/demo.sh)
 #   make bench      benchmarks against their peers (bench/)
+#   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo bench clean
+.PHONY: all build test demo bench check-models clean
 
 all: build
 
@@ -26,6 +27,12 @@ demo: build
 bench: build
 	@scripts/deps.sh bench
 	@build/bench/bench_seal
+	@build/bench/bench_keyserver
+	@bench/engine/run.sh build
+
+check-models: build
+	@scripts/deps.sh bench
+	@cmake --build build --target check-models
 
 clean:
 	rm -rf build build-asan
