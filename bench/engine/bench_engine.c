@@ -19,7 +19,7 @@ static int cmp_double(const void *a, const void *b)
 static int run_batch(cl_engine_model *m, int64_t batch, int runs, double *times)
 {
     const cl_engine_io_info *in = cl_engine_input(m, 0);
-    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = in->rank};
+    cl_engine_tensor t = {.dtype = CL_ENGINE_DT_FLOAT, .rank = in->rank};
     for (int i = 0; i < in->rank; i++)
         t.dims[i] = in->dims[i] < 0 ? (i == 0 ? batch : 1) : in->dims[i];
     t.dims[0] = batch;

@@ -211,7 +211,7 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
                        const dnnl_memory_desc_t *in_md, bool with_sum, prim_cache *cache, prim_entry **out,
                        cl_err *err)
 {
-    if (w->dtype != CL_DT_FLOAT || w->rank != x->rank)
+    if (w->dtype != CL_ENGINE_DT_FLOAT || w->rank != x->rank)
         return eng_node_err(err, CL_E_FORMAT, n, "weights must be float with the input's rank");
     int64_t group = eng_attr_i(n, "group", 1);
     int64_t C = x->dims[1], OC = w->dims[0];
@@ -229,7 +229,7 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     geom g;
     if (make_geom(n, x, w->dims + 2, false, &g, err) != 0)
         return -1;
-    if (b && (b->dtype != CL_DT_FLOAT || eng_numel(b) != OC))
+    if (b && (b->dtype != CL_ENGINE_DT_FLOAT || eng_numel(b) != OC))
         return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)OC);
     prim_entry *e = calloc(1, sizeof *e);
     if (!e)
@@ -358,7 +358,7 @@ static int add_broadcast(eng_run *r, const eng_node *n, eng_tensor *y, eng_tenso
         return -1;
     int rank = y->rank > s->rank ? y->rank : s->rank;
     int64_t od[CL_ENGINE_MAX_RANK], sy[CL_ENGINE_MAX_RANK], ss[CL_ENGINE_MAX_RANK];
-    bool ok = s->dtype == CL_DT_FLOAT;
+    bool ok = s->dtype == CL_ENGINE_DT_FLOAT;
     for (int d = 0; ok && d < rank; d++) {
         int dy = d - (rank - y->rank), ds = d - (rank - s->rank);
         int64_t a = dy >= 0 ? y->dims[dy] : 1, c = ds >= 0 ? s->dims[ds] : 1;
@@ -378,7 +378,7 @@ static int add_broadcast(eng_run *r, const eng_node *n, eng_tensor *y, eng_tenso
         ay *= a;
         as *= c;
     }
-    eng_tensor o = {.dtype = CL_DT_FLOAT, .rank = rank};
+    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = rank};
     memcpy(o.dims, od, sizeof(int64_t) * (size_t)rank);
     if (eng_tensor_alloc(&o, err) != 0)
         return -1;
@@ -415,7 +415,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *sum = n->sum_in >= 0 ? eng_in(r, n, n->sum_in) : NULL;
     if (!x || !w)
         return eng_node_err(err, CL_E_FORMAT, n, "X and W are required");
-    if (x->dtype != CL_DT_FLOAT)
+    if (x->dtype != CL_ENGINE_DT_FLOAT)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "only float input is supported, got %s",
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
@@ -443,7 +443,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         cache->head = e;
     }
     pthread_mutex_unlock(&r->m->lock);
-    bool sum_ok = sum && sum->dtype == CL_DT_FLOAT && sum->rank == x->rank &&
+    bool sum_ok = sum && sum->dtype == CL_ENGINE_DT_FLOAT && sum->rank == x->rank &&
                   memcmp(sum->dims, e->out_dims, sizeof(int64_t) * (size_t)x->rank) == 0;
     eng_tensor *bsum = NULL; /* a fused Add whose other input broadcasts: added after the conv */
     if (sum && !sum_ok) {
@@ -545,7 +545,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor_free(y);
     memset(y, 0, sizeof *y);
     y->refs = refs;
-    y->dtype = CL_DT_FLOAT;
+    y->dtype = CL_ENGINE_DT_FLOAT;
     y->rank = x->rank;
     memcpy(y->dims, e->out_dims, sizeof y->dims);
     y->data = dst;
@@ -581,7 +581,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *x = eng_in(r, n, 0);
     if (!x)
         return eng_node_err(err, CL_E_FORMAT, n, "input is required");
-    if (x->dtype != CL_DT_FLOAT)
+    if (x->dtype != CL_ENGINE_DT_FLOAT)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "only float input is supported, got %s",
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
@@ -706,7 +706,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor_free(y);
     memset(y, 0, sizeof *y);
     y->refs = refs;
-    y->dtype = CL_DT_FLOAT;
+    y->dtype = CL_ENGINE_DT_FLOAT;
     y->rank = x->rank;
     memcpy(y->dims, e->out_dims, sizeof y->dims);
     y->data = dst;
@@ -835,7 +835,7 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
     eng_tensor_free(y);
     memset(y, 0, sizeof *y);
     y->refs = refs;
-    y->dtype = CL_DT_FLOAT;
+    y->dtype = CL_ENGINE_DT_FLOAT;
     y->rank = rank;
     memcpy(y->dims, dims, sizeof(int64_t) * (size_t)rank);
     y->data = dst;
@@ -850,7 +850,7 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
 
 static bool is_f32_nd(const eng_tensor *t)
 {
-    return t && t->dtype == CL_DT_FLOAT && t->rank >= 3 && t->rank <= 5;
+    return t && t->dtype == CL_ENGINE_DT_FLOAT && t->rank >= 3 && t->rank <= 5;
 }
 
 static int run_bn(eng_run *r, eng_node *n, cl_err *err)
@@ -860,7 +860,7 @@ static int run_bn(eng_run *r, eng_node *n, cl_err *err)
         p[i] = eng_in_plain(r, n, i + 1, err);
     bool ok = is_f32_nd(x) && x->dims[1] > 0;
     for (int i = 0; ok && i < 4; i++)
-        ok = p[i] && p[i]->dtype == CL_DT_FLOAT && eng_numel(p[i]) == x->dims[1];
+        ok = p[i] && p[i]->dtype == CL_ENGINE_DT_FLOAT && eng_numel(p[i]) == x->dims[1];
     if (!ok || eng_attr_i(n, "training_mode", 0))
         return eng_ref_batchnorm(r, n, err);
     dnnl_memory_desc_t in_md;
@@ -1007,7 +1007,7 @@ static int run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
         a = b;
         b = t;
     }
-    bool ok = a->blocked && a->dtype == CL_DT_FLOAT && b->dtype == CL_DT_FLOAT && b->rank == a->rank;
+    bool ok = a->blocked && a->dtype == CL_ENGINE_DT_FLOAT && b->dtype == CL_ENGINE_DT_FLOAT && b->rank == a->rank;
     for (int d = 0; ok && d < a->rank; d++)
         ok = b->dims[d] == a->dims[d] || b->dims[d] == 1;
     if (!ok)
