@@ -10,7 +10,7 @@ Writes, under models/digits/:
                           "probabilities" float32 [N,10] (dynamic batch)
   labels.txt              one label per class index
   samples/digit-K-I.png   held-out test images, 32x32 grey PNG (each source pixel 4x4)
-  samples/expected.json   file -> label and the PyTorch probabilities, for checking servers
+  samples/expected.json   file -> label and PyTorch's probabilities for the PNG's 8-bit pixels / 255
   metrics.json            test accuracy
 
 Usage: /usr/bin/python3 scripts/make_demo_model.py [OUT_DIR]   (default models/digits)
@@ -89,7 +89,10 @@ for k in range(10):  # two held-out samples of each digit
         pixels = np.round(x_test[j, 0] * 255).astype(np.uint8)
         Image.fromarray(np.kron(pixels, np.ones((4, 4), dtype=np.uint8)), mode="L").save(
             os.path.join(out, "samples", name))
-        expected[name] = {"label": int(k), "probabilities": [round(float(p), 6) for p in probs[j]]}
+        # the reference is the model's answer for exactly what the PNG holds (8-bit pixels / 255)
+        with torch.no_grad():
+            _, p = model(torch.from_numpy((pixels / 255.0).astype(np.float32))[None, None])
+        expected[name] = {"label": int(k), "probabilities": [round(float(v), 6) for v in p[0]]}
 with open(os.path.join(out, "samples", "expected.json"), "w") as f:
     json.dump(expected, f, indent=1, sort_keys=True)
 with open(os.path.join(out, "metrics.json"), "w") as f:
