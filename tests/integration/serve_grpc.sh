@@ -54,4 +54,5 @@ start_server plain --plaintext || { finish; exit 1; }
 expect "h2c with --plaintext" 0 "versions" -- client "$plain_GRPC" - - - status
 expect "serve_testd without TLS or --plaintext refuses to start" 1 "explicitly allow plaintext" -- "$TESTD" --port-file x.ports
 
+stop_servers
 finish

@@ -82,4 +82,5 @@ check "server said it stopped cleanly" grep -q "stopped cleanly" stop.log
 check "server logged the drain" grep -q "shutting down: no new connections; 1 request(s) in flight" stop.log
 expect "no new connections after shutdown" 7 "" -- $S "https://localhost:$stop_REST/v1/models/sleepy"
 
+stop_servers
 finish
