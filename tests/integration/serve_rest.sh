@@ -36,7 +36,7 @@ expect "unknown model is 404" 0 'Servable not found for request: Latest\(nosuch\
 expect "labels are 501 with a reason" 0 'version labels are not supported' -- c "$U/v1/models/affine/labels/stable"
 expect "unknown path is 404" 0 'Malformed request' -- c "$U/v2/x"
 head -c 70000 /dev/zero | tr '\0' ' ' >big.json
-expect "oversized body is refused with 413" 0 '^413$' -- c -o /dev/null -d @big.json "$U/v1/models/affine:predict"
+expect "oversized body is refused with 413" 0 "^413$" -- c -o /dev/null -H "Expect: 100-continue" -d @big.json "$U/v1/models/affine:predict"
 expect "stalled HTTP client is cut" 0 "closed by the server" -- client "$rest_REST" tls1/ca_cert.pem - - stalled_http
 expect "metrics count REST requests by model and status" 0 ':tensorflow:serving:request_count\{model_name="adder",API="predict",entrypoint="REST",status="OK"\} 2' -- \
   c "$U/monitoring/prometheus/metrics"
