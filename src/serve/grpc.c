@@ -65,6 +65,7 @@ struct gconn {
     struct event *timer;
     uint64_t created_ns, last_active_ns;
     size_t buffered; /* request bytes held by all streams */
+    uint64_t closing_since_ns;
     bool closing;
     char peer[64];
     gconn *prev, *next;
@@ -478,8 +479,10 @@ static int conn_flush(gconn *c)
         conn_free(c);
         return -1;
     }
-    if (c->ngh && !nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh))
+    if (c->ngh && !nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh) && !c->closing) {
         c->closing = true;
+        c->closing_since_ns = cl_now_ns();
+    }
     if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
         return -1;
@@ -594,6 +597,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                     cfg->request_timeout_ms);
             conn_free(c);
         }
+        return;
+    }
+    if (c->closing && now - c->closing_since_ns > limit) {
+        /* the client does not read what is left to send (GOAWAY, last responses): drop it */
+        conn_free(c);
         return;
     }
     for (gstream *s = c->streams; s; s = s->next) {
