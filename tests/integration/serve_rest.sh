@@ -73,8 +73,8 @@ check "one request running, one queued" wait_inflight "$queue_REST" 2
 expect "full queue answers 429" 0 'at capacity \(request queue full\).*429' -- bash -c "$Q -d '{\"instances\": [10]}' $QU | tr '\n' ' '"
 expect "full queue answers UNAVAILABLE on gRPC" 3 "UNAVAILABLE: the server is at capacity" -- client "$queue_GRPC" tls1/ca_cert.pem - - sleepy 5
 wait $q1 $q2
-check "the running request completed" grep -q '^{"predictions":\[1500\]}' q1.out
-check "the queued request completed" grep -q '^{"predictions":\[1500\]}' q2.out
+check "the running request completed" grep -q '^{"predictions":\[3000\]}' q1.out
+check "the queued request completed" grep -q '^{"predictions":\[3000\]}' q2.out
 
 # ---- graceful shutdown: SIGTERM while a request runs; it completes, then the server exits 0
 start_server stop --ssl-config tls1/ssl.cfg --timeout-ms 5000 || { finish; exit 1; }
