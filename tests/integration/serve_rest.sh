@@ -34,6 +34,7 @@ expect "wrong dtype is 400" 0 'is DT_INT32: 1.5 is not an integer' -- c -d '{"in
 expect "wrong shape is 400" 0 'the signature wants \[-1,4\].*400' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c -d '{\"inputs\": [[1,2,3]]}' $U/v1/models/affine:predict | tr '\n' ' '"
 expect "unknown model is 404" 0 'Servable not found for request: Latest\(nosuch\)' -- c -d '{"instances": [1]}' "$U/v1/models/nosuch:predict"
 expect "labels are 501 with a reason" 0 'version labels are not supported' -- c "$U/v1/models/affine/labels/stable"
+expect "wrong method is 405 with a JSON error" 0 '^\{"error":"Malformed request: use GET"\}.405.$' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c -X DELETE $U/v1/models/affine | tr '\n' '.'"
 expect "unknown path is 404" 0 'Malformed request' -- c "$U/v2/x"
 head -c 70000 /dev/zero | tr '\0' ' ' >big.json
 expect "oversized body is refused with 413" 0 "^413$" -- c -o /dev/null -H "Expect: 100-continue" -d @big.json "$U/v1/models/affine:predict"
