@@ -218,6 +218,9 @@ static void grpc_call_done(cl_serve_call *call)
 {
     gstream *s = call->owner;
     if (!s) {
+        /* the client went away while the model ran */
+        cl_serve_metrics_record(call->srv, CL_API_GRPC, CL_RPC_PREDICT, cl_serve_model_name(call->model), CL_SC_CANCELLED,
+                                cl_now_ns() - call->start_ns);
         cl_serve_call_free(call);
         return;
     }

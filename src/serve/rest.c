@@ -53,6 +53,9 @@ static void rest_call_done(cl_serve_call *c)
 {
     struct evhttp_request *req = c->owner;
     if (!req) {
+        /* the client went away while the model ran */
+        cl_serve_metrics_record(c->srv, CL_API_REST, CL_RPC_PREDICT, cl_serve_model_name(c->model), CL_SC_CANCELLED,
+                                cl_now_ns() - c->start_ns);
         cl_serve_call_free(c);
         return;
     }
