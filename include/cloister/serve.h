@@ -23,14 +23,14 @@ extern "C" {
 
 /* Element types, numbered like tensorflow.DataType. Only these are accepted by the server. */
 typedef enum cl_serve_dtype {
-    CL_DT_INVALID = 0,
-    CL_DT_FLOAT = 1,
-    CL_DT_DOUBLE = 2,
-    CL_DT_INT32 = 3,
-    CL_DT_UINT8 = 4,
-    CL_DT_INT8 = 6,
-    CL_DT_INT64 = 9,
-    CL_DT_BOOL = 10,
+    CL_SERVE_DT_INVALID = 0,
+    CL_SERVE_DT_FLOAT = 1,
+    CL_SERVE_DT_DOUBLE = 2,
+    CL_SERVE_DT_INT32 = 3,
+    CL_SERVE_DT_UINT8 = 4,
+    CL_SERVE_DT_INT8 = 6,
+    CL_SERVE_DT_INT64 = 9,
+    CL_SERVE_DT_BOOL = 10,
 } cl_serve_dtype;
 
 /* Bytes per element, or 0 for a dtype the server does not support. */

@@ -160,7 +160,7 @@ static cl_serve_code json_fill(const cJSON *v, cl_serve_tensor *t, size_t *pos, 
     size_t es = cl_serve_dtype_size(t->dtype);
     if ((i + 1) * es > t->nbytes)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': more values than its shape holds", t->name);
-    if (t->dtype == CL_DT_BOOL) {
+    if (t->dtype == CL_SERVE_DT_BOOL) {
         if (!cJSON_IsBool(v))
             return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is DT_BOOL: expected true or false",
                                    t->name);
@@ -174,22 +174,22 @@ static cl_serve_code json_fill(const cJSON *v, cl_serve_tensor *t, size_t *pos, 
                                : cJSON_IsBool(v) ? "a boolean" : "null");
     double d = v->valuedouble;
     switch (t->dtype) {
-    case CL_DT_FLOAT: ((float *)t->data)[i] = (float)d; return CL_SC_OK;
-    case CL_DT_DOUBLE: ((double *)t->data)[i] = d; return CL_SC_OK;
+    case CL_SERVE_DT_FLOAT: ((float *)t->data)[i] = (float)d; return CL_SC_OK;
+    case CL_SERVE_DT_DOUBLE: ((double *)t->data)[i] = d; return CL_SC_OK;
     default: break;
     }
-    double lo = t->dtype == CL_DT_INT32 ? -2147483648.0 : t->dtype == CL_DT_UINT8 ? 0 : t->dtype == CL_DT_INT8 ? -128
+    double lo = t->dtype == CL_SERVE_DT_INT32 ? -2147483648.0 : t->dtype == CL_SERVE_DT_UINT8 ? 0 : t->dtype == CL_SERVE_DT_INT8 ? -128
                                                                                      : -9223372036854775808.0;
-    double hi = t->dtype == CL_DT_INT32 ? 2147483647.0 : t->dtype == CL_DT_UINT8 ? 255 : t->dtype == CL_DT_INT8 ? 127
+    double hi = t->dtype == CL_SERVE_DT_INT32 ? 2147483647.0 : t->dtype == CL_SERVE_DT_UINT8 ? 255 : t->dtype == CL_SERVE_DT_INT8 ? 127
                                                                                     : 9223372036854774784.0;
     if (!(d >= lo && d <= hi) || d != floor(d))
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is %s: %.17g is not an integer in range",
                                t->name, cl_serve_dtype_name(t->dtype), d);
     switch (t->dtype) {
-    case CL_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)d; break;
-    case CL_DT_INT64: ((int64_t *)t->data)[i] = (int64_t)d; break;
-    case CL_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)d; break;
-    case CL_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)d; break;
+    case CL_SERVE_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)d; break;
+    case CL_SERVE_DT_INT64: ((int64_t *)t->data)[i] = (int64_t)d; break;
+    case CL_SERVE_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)d; break;
+    case CL_SERVE_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)d; break;
     default: break;
     }
     return CL_SC_OK;
@@ -363,22 +363,22 @@ out:
 static void put_scalar(sbuf *b, const cl_serve_tensor *t, size_t i)
 {
     switch (t->dtype) {
-    case CL_DT_FLOAT:
-    case CL_DT_DOUBLE: {
-        double d = t->dtype == CL_DT_FLOAT ? ((const float *)t->data)[i] : ((const double *)t->data)[i];
+    case CL_SERVE_DT_FLOAT:
+    case CL_SERVE_DT_DOUBLE: {
+        double d = t->dtype == CL_SERVE_DT_FLOAT ? ((const float *)t->data)[i] : ((const double *)t->data)[i];
         if (isnan(d))
             sb_str(b, "NaN");
         else if (isinf(d))
             sb_str(b, d > 0 ? "Infinity" : "-Infinity");
         else
-            sb_fmt(b, t->dtype == CL_DT_FLOAT ? "%.9g" : "%.17g", d);
+            sb_fmt(b, t->dtype == CL_SERVE_DT_FLOAT ? "%.9g" : "%.17g", d);
         break;
     }
-    case CL_DT_INT32: sb_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;
-    case CL_DT_INT64: sb_fmt(b, "%" PRId64, ((const int64_t *)t->data)[i]); break;
-    case CL_DT_UINT8: sb_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
-    case CL_DT_INT8: sb_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
-    case CL_DT_BOOL: sb_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
+    case CL_SERVE_DT_INT32: sb_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT64: sb_fmt(b, "%" PRId64, ((const int64_t *)t->data)[i]); break;
+    case CL_SERVE_DT_UINT8: sb_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT8: sb_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_BOOL: sb_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
     default: sb_str(b, "null"); break;
     }
 }

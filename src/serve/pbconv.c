@@ -122,11 +122,11 @@ static cl_serve_code tensor_from_pb(const Tensorflow__TensorProto *tp, const cha
     size_t have = 0;
     const char *field = "";
     switch (dt) {
-    case CL_DT_FLOAT: have = tp->n_float_val, field = "float_val"; break;
-    case CL_DT_DOUBLE: have = tp->n_double_val, field = "double_val"; break;
-    case CL_DT_INT32: case CL_DT_UINT8: case CL_DT_INT8: have = tp->n_int_val, field = "int_val"; break;
-    case CL_DT_INT64: have = tp->n_int64_val, field = "int64_val"; break;
-    case CL_DT_BOOL: have = tp->n_bool_val, field = "bool_val"; break;
+    case CL_SERVE_DT_FLOAT: have = tp->n_float_val, field = "float_val"; break;
+    case CL_SERVE_DT_DOUBLE: have = tp->n_double_val, field = "double_val"; break;
+    case CL_SERVE_DT_INT32: case CL_SERVE_DT_UINT8: case CL_SERVE_DT_INT8: have = tp->n_int_val, field = "int_val"; break;
+    case CL_SERVE_DT_INT64: have = tp->n_int64_val, field = "int64_val"; break;
+    case CL_SERVE_DT_BOOL: have = tp->n_bool_val, field = "bool_val"; break;
     default: break;
     }
     /* Like TensorFlow: exactly one value per element, or a single value broadcast to all. */
@@ -138,15 +138,15 @@ static cl_serve_code tensor_from_pb(const Tensorflow__TensorProto *tp, const cha
     for (size_t i = 0; i < n; i++) {
         size_t k = have == 1 ? 0 : i;
         switch (dt) {
-        case CL_DT_FLOAT: ((float *)out->data)[i] = tp->float_val[k]; break;
-        case CL_DT_DOUBLE: ((double *)out->data)[i] = tp->double_val[k]; break;
-        case CL_DT_INT32: ((int32_t *)out->data)[i] = tp->int_val[k]; break;
-        case CL_DT_INT64: ((int64_t *)out->data)[i] = tp->int64_val[k]; break;
-        case CL_DT_BOOL: ((uint8_t *)out->data)[i] = tp->bool_val[k] ? 1 : 0; break;
-        case CL_DT_UINT8:
-        case CL_DT_INT8: {
+        case CL_SERVE_DT_FLOAT: ((float *)out->data)[i] = tp->float_val[k]; break;
+        case CL_SERVE_DT_DOUBLE: ((double *)out->data)[i] = tp->double_val[k]; break;
+        case CL_SERVE_DT_INT32: ((int32_t *)out->data)[i] = tp->int_val[k]; break;
+        case CL_SERVE_DT_INT64: ((int64_t *)out->data)[i] = tp->int64_val[k]; break;
+        case CL_SERVE_DT_BOOL: ((uint8_t *)out->data)[i] = tp->bool_val[k] ? 1 : 0; break;
+        case CL_SERVE_DT_UINT8:
+        case CL_SERVE_DT_INT8: {
             int32_t v = tp->int_val[k];
-            if (dt == CL_DT_UINT8 ? (v < 0 || v > 255) : (v < -128 || v > 127)) {
+            if (dt == CL_SERVE_DT_UINT8 ? (v < 0 || v > 255) : (v < -128 || v > 127)) {
                 cl_serve_tensor_clear(out);
                 return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': value %d out of range for %s", name,
                                        v, cl_serve_dtype_name(dt));
@@ -196,36 +196,36 @@ static Tensorflow__TensorProto *tensor_to_pb(bag *b, const cl_serve_tensor *t)
     size_t es = cl_serve_dtype_size(t->dtype);
     size_t n = es ? t->nbytes / es : 0;
     switch (t->dtype) {
-    case CL_DT_FLOAT:
+    case CL_SERVE_DT_FLOAT:
         if (!(tp->float_val = bag_alloc(b, n * sizeof(float))))
             return NULL;
         memcpy(tp->float_val, t->data, n * sizeof(float));
         tp->n_float_val = n;
         break;
-    case CL_DT_DOUBLE:
+    case CL_SERVE_DT_DOUBLE:
         if (!(tp->double_val = bag_alloc(b, n * sizeof(double))))
             return NULL;
         memcpy(tp->double_val, t->data, n * sizeof(double));
         tp->n_double_val = n;
         break;
-    case CL_DT_INT64:
+    case CL_SERVE_DT_INT64:
         if (!(tp->int64_val = bag_alloc(b, n * sizeof(int64_t))))
             return NULL;
         memcpy(tp->int64_val, t->data, n * sizeof(int64_t));
         tp->n_int64_val = n;
         break;
-    case CL_DT_INT32:
-    case CL_DT_UINT8:
-    case CL_DT_INT8:
+    case CL_SERVE_DT_INT32:
+    case CL_SERVE_DT_UINT8:
+    case CL_SERVE_DT_INT8:
         if (!(tp->int_val = bag_alloc(b, n * sizeof(int32_t))))
             return NULL;
         for (size_t i = 0; i < n; i++)
-            tp->int_val[i] = t->dtype == CL_DT_INT32   ? ((const int32_t *)t->data)[i]
-                             : t->dtype == CL_DT_UINT8 ? ((const uint8_t *)t->data)[i]
+            tp->int_val[i] = t->dtype == CL_SERVE_DT_INT32   ? ((const int32_t *)t->data)[i]
+                             : t->dtype == CL_SERVE_DT_UINT8 ? ((const uint8_t *)t->data)[i]
                                                        : ((const int8_t *)t->data)[i];
         tp->n_int_val = n;
         break;
-    case CL_DT_BOOL:
+    case CL_SERVE_DT_BOOL:
         if (!(tp->bool_val = bag_alloc(b, n * sizeof(protobuf_c_boolean))))
             return NULL;
         for (size_t i = 0; i < n; i++)

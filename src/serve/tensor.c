@@ -8,13 +8,13 @@
 size_t cl_serve_dtype_size(cl_serve_dtype dt)
 {
     switch (dt) {
-    case CL_DT_FLOAT: return 4;
-    case CL_DT_DOUBLE: return 8;
-    case CL_DT_INT32: return 4;
-    case CL_DT_UINT8: return 1;
-    case CL_DT_INT8: return 1;
-    case CL_DT_INT64: return 8;
-    case CL_DT_BOOL: return 1;
+    case CL_SERVE_DT_FLOAT: return 4;
+    case CL_SERVE_DT_DOUBLE: return 8;
+    case CL_SERVE_DT_INT32: return 4;
+    case CL_SERVE_DT_UINT8: return 1;
+    case CL_SERVE_DT_INT8: return 1;
+    case CL_SERVE_DT_INT64: return 8;
+    case CL_SERVE_DT_BOOL: return 1;
     default: return 0;
     }
 }
@@ -22,13 +22,13 @@ size_t cl_serve_dtype_size(cl_serve_dtype dt)
 const char *cl_serve_dtype_name(cl_serve_dtype dt)
 {
     switch (dt) {
-    case CL_DT_FLOAT: return "DT_FLOAT";
-    case CL_DT_DOUBLE: return "DT_DOUBLE";
-    case CL_DT_INT32: return "DT_INT32";
-    case CL_DT_UINT8: return "DT_UINT8";
-    case CL_DT_INT8: return "DT_INT8";
-    case CL_DT_INT64: return "DT_INT64";
-    case CL_DT_BOOL: return "DT_BOOL";
+    case CL_SERVE_DT_FLOAT: return "DT_FLOAT";
+    case CL_SERVE_DT_DOUBLE: return "DT_DOUBLE";
+    case CL_SERVE_DT_INT32: return "DT_INT32";
+    case CL_SERVE_DT_UINT8: return "DT_UINT8";
+    case CL_SERVE_DT_INT8: return "DT_INT8";
+    case CL_SERVE_DT_INT64: return "DT_INT64";
+    case CL_SERVE_DT_BOOL: return "DT_BOOL";
     default: return "DT_INVALID";
     }
 }

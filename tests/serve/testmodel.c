@@ -9,9 +9,9 @@
 float tm_affine_w(int i, int j) { return 0.1f * (float)(i + 1) - 0.2f * (float)j + 0.05f * (float)(i * j); }
 float tm_affine_b(int j) { return 0.5f - 0.25f * (float)j; }
 
-static const cl_serve_tensor_spec affine_in[] = {{"x", CL_DT_FLOAT, 2, {-1, 4}}};
+static const cl_serve_tensor_spec affine_in[] = {{"x", CL_SERVE_DT_FLOAT, 2, {-1, 4}}};
 static const cl_serve_tensor_spec affine_out[] = {
-    {"logits", CL_DT_FLOAT, 2, {-1, 3}}, {"probs", CL_DT_FLOAT, 2, {-1, 3}}, {"class", CL_DT_INT64, 1, {-1}}};
+    {"logits", CL_SERVE_DT_FLOAT, 2, {-1, 3}}, {"probs", CL_SERVE_DT_FLOAT, 2, {-1, 3}}, {"class", CL_SERVE_DT_INT64, 1, {-1}}};
 static const cl_serve_signature affine_sig = {"serving_default", "tensorflow/serving/predict", affine_in, 1,
                                               affine_out, 3};
 
@@ -23,9 +23,9 @@ static int affine_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serv
     if (!o)
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     int64_t d2[2] = {rows, 3};
-    if (cl_serve_tensor_init(&o[0], "logits", CL_DT_FLOAT, 2, d2, 0, err) != 0 ||
-        cl_serve_tensor_init(&o[1], "probs", CL_DT_FLOAT, 2, d2, 0, err) != 0 ||
-        cl_serve_tensor_init(&o[2], "class", CL_DT_INT64, 1, &rows, 0, err) != 0) {
+    if (cl_serve_tensor_init(&o[0], "logits", CL_SERVE_DT_FLOAT, 2, d2, 0, err) != 0 ||
+        cl_serve_tensor_init(&o[1], "probs", CL_SERVE_DT_FLOAT, 2, d2, 0, err) != 0 ||
+        cl_serve_tensor_init(&o[2], "class", CL_SERVE_DT_INT64, 1, &rows, 0, err) != 0) {
         cl_serve_tensors_free(o, 3);
         return -1;
     }
@@ -57,8 +57,8 @@ static int affine_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serv
     return 0;
 }
 
-static const cl_serve_tensor_spec adder_in[] = {{"a", CL_DT_INT32, 1, {-1}}, {"b", CL_DT_INT32, 1, {-1}}};
-static const cl_serve_tensor_spec adder_out[] = {{"sum", CL_DT_INT32, 1, {-1}}};
+static const cl_serve_tensor_spec adder_in[] = {{"a", CL_SERVE_DT_INT32, 1, {-1}}, {"b", CL_SERVE_DT_INT32, 1, {-1}}};
+static const cl_serve_tensor_spec adder_out[] = {{"sum", CL_SERVE_DT_INT32, 1, {-1}}};
 static const cl_serve_signature adder_sig = {"serving_default", "tensorflow/serving/predict", adder_in, 2,
                                              adder_out, 1};
 
@@ -69,7 +69,7 @@ static int adder_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serve
         return cl_err_set(err, CL_E_INVALID, "a and b must have the same length (%lld vs %lld)",
                           (long long)in[0].dims[0], (long long)in[1].dims[0]);
     cl_serve_tensor *o = calloc(1, sizeof *o);
-    if (!o || cl_serve_tensor_init(o, "sum", CL_DT_INT32, 1, in[0].dims, 0, err) != 0) {
+    if (!o || cl_serve_tensor_init(o, "sum", CL_SERVE_DT_INT32, 1, in[0].dims, 0, err) != 0) {
         free(o);
         return -1;
     }
@@ -82,8 +82,8 @@ static int adder_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serve
     return 0;
 }
 
-static const cl_serve_tensor_spec sleepy_in[] = {{"x", CL_DT_FLOAT, 1, {-1}}};
-static const cl_serve_tensor_spec sleepy_out[] = {{"y", CL_DT_FLOAT, 1, {-1}}};
+static const cl_serve_tensor_spec sleepy_in[] = {{"x", CL_SERVE_DT_FLOAT, 1, {-1}}};
+static const cl_serve_tensor_spec sleepy_out[] = {{"y", CL_SERVE_DT_FLOAT, 1, {-1}}};
 static const cl_serve_signature sleepy_sig = {"serving_default", "tensorflow/serving/predict", sleepy_in, 1,
                                               sleepy_out, 1};
 
@@ -98,7 +98,7 @@ static int sleepy_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serv
         }
     }
     cl_serve_tensor *o = calloc(1, sizeof *o);
-    if (!o || cl_serve_tensor_init(o, "y", CL_DT_FLOAT, 1, in[0].dims, 0, err) != 0) {
+    if (!o || cl_serve_tensor_init(o, "y", CL_SERVE_DT_FLOAT, 1, in[0].dims, 0, err) != 0) {
         free(o);
         return -1;
     }

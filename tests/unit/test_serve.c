@@ -110,12 +110,12 @@ static void test_ssl_config_from_tls_init(void **state)
 
 static int destroyed;
 static void count_destroy(void *ctx) { destroyed++; }
-static const cl_serve_tensor_spec id_in[] = {{"x", CL_DT_FLOAT, 1, {-1}}};
+static const cl_serve_tensor_spec id_in[] = {{"x", CL_SERVE_DT_FLOAT, 1, {-1}}};
 static const cl_serve_signature id_sig = {"serving_default", "tensorflow/serving/predict", id_in, 1, id_in, 1};
 static int id_run(void *ctx, const cl_serve_tensor *in, size_t n, cl_serve_tensor **out, size_t *n_out, cl_err *err)
 {
     cl_serve_tensor *o = calloc(1, sizeof *o);
-    if (cl_serve_tensor_init(o, "x", CL_DT_FLOAT, 1, in[0].dims, 0, err) != 0)
+    if (cl_serve_tensor_init(o, "x", CL_SERVE_DT_FLOAT, 1, in[0].dims, 0, err) != 0)
         return -1;
     memcpy(o->data, in[0].data, in[0].nbytes);
     ((float *)o->data)[0] += (float)(intptr_t)ctx; /* the version, so callers can tell them apart */
@@ -129,7 +129,7 @@ static float run_id(cl_serve_model *m)
     cl_serve_tensor in;
     int64_t d = 1;
     cl_err err = {0};
-    assert_int_equal(cl_serve_tensor_init(&in, "x", CL_DT_FLOAT, 1, &d, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&in, "x", CL_SERVE_DT_FLOAT, 1, &d, 0, &err), 0);
     cl_serve_tensor *out;
     size_t n;
     assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), 0);
@@ -198,8 +198,8 @@ static void test_model_run_checks(void **state)
     cl_serve_model *m = cl_serve_registry_get(r, "adder", 0, &err);
     cl_serve_tensor in[3];
     int64_t d3 = 3, d2[2] = {3, 1};
-    assert_int_equal(cl_serve_tensor_init(&in[0], "b", CL_DT_INT32, 1, &d3, 0, &err), 0);
-    assert_int_equal(cl_serve_tensor_init(&in[1], "a", CL_DT_INT32, 1, &d3, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&in[0], "b", CL_SERVE_DT_INT32, 1, &d3, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&in[1], "a", CL_SERVE_DT_INT32, 1, &d3, 0, &err), 0);
     for (int i = 0; i < 3; i++)
         ((int32_t *)in[0].data)[i] = 10 * i, ((int32_t *)in[1].data)[i] = i + 1;
     cl_serve_tensor *out;
@@ -213,7 +213,7 @@ static void test_model_run_checks(void **state)
     assert_int_equal(cl_serve_model_run(m, in, 1, &out, &n, &err), -1);
     assert_non_null(strstr(err.msg, "missing input 'a'"));
     /* unknown and duplicate inputs */
-    assert_int_equal(cl_serve_tensor_init(&in[2], "c", CL_DT_INT32, 1, &d3, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&in[2], "c", CL_SERVE_DT_INT32, 1, &d3, 0, &err), 0);
     assert_int_equal(cl_serve_model_run(m, in, 3, &out, &n, &err), -1);
     assert_non_null(strstr(err.msg, "alias not found in signature: c"));
     free(in[2].name);
@@ -222,10 +222,10 @@ static void test_model_run_checks(void **state)
     assert_non_null(strstr(err.msg, "given twice"));
     cl_serve_tensor_clear(&in[2]);
     /* wrong dtype, wrong rank */
-    in[0].dtype = CL_DT_FLOAT;
+    in[0].dtype = CL_SERVE_DT_FLOAT;
     assert_int_equal(cl_serve_model_run(m, in, 2, &out, &n, &err), -1);
     assert_non_null(strstr(err.msg, "to be DT_INT32 but DT_FLOAT is provided"));
-    in[0].dtype = CL_DT_INT32;
+    in[0].dtype = CL_SERVE_DT_INT32;
     in[0].ndim = 2;
     in[0].dims[0] = 3, in[0].dims[1] = 1;
     (void)d2;
