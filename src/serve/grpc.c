@@ -64,6 +64,8 @@ struct gconn {
     gstream *streams;
     struct event *timer;
     uint64_t created_ns, last_active_ns;
+    size_t buffered; /* request bytes held by all streams */
+    uint64_t closing_since_ns;
     bool closing;
     char peer[64];
     gconn *prev, *next;
@@ -131,6 +133,7 @@ static void stream_free(gstream *s)
         s->call = NULL;
     }
     gconn *c = s->conn;
+    c->buffered -= s->len;
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -215,6 +218,9 @@ static void grpc_call_done(cl_serve_call *call)
 {
     gstream *s = call->owner;
     if (!s) {
+        /* the client went away while the model ran */
+        cl_serve_metrics_record(call->srv, CL_API_GRPC, CL_RPC_PREDICT, cl_serve_model_name(call->model), CL_SC_CANCELLED,
+                                cl_now_ns() - call->start_ns);
         cl_serve_call_free(call);
         return;
     }
@@ -273,6 +279,7 @@ static void dispatch(gstream *s)
         return;
     }
     /* the request bytes are no longer needed */
+    s->conn->buffered -= s->len;
     free(s->buf);
     s->buf = NULL;
     s->len = s->cap = 0;
@@ -345,6 +352,19 @@ static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uin
     return 0;
 }
 
+/* Answers RESOURCE_EXHAUSTED now and drops what the stream buffered; later DATA is ignored. */
+static int refuse(gstream *s, const char *msg)
+{
+    CL_WARN(CL_SERVE_MOD, "grpc %s from %s: %s", s->path, s->conn->peer, msg);
+    s->too_big = true;
+    respond(s, CL_SC_RESOURCE_EXHAUSTED, msg, NULL, 0);
+    s->conn->buffered -= s->len;
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+    return 0;
+}
+
 static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
                          void *user)
 {
@@ -354,54 +374,45 @@ static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t id, const 
     const cl_serve_config *cfg = cl_serve_srv_config(s->conn->l->srv);
     size_t limit = cfg->max_request_bytes + GRPC_PREFIX;
     if (len > limit - s->len) {
-        s->too_big = true;
-        respond(s, CL_SC_RESOURCE_EXHAUSTED, "request body above the server's limit", NULL, 0);
         char msg[160];
         snprintf(msg, sizeof msg, "request of more than %zu bytes refused (server limit --max_request_bytes)",
                  cfg->max_request_bytes);
-        CL_WARN(CL_SERVE_MOD, "grpc %s from %s: %s", s->path, s->conn->peer, msg);
-        free(s->buf);
-        s->buf = NULL;
-        s->len = s->cap = 0;
-        return 0;
+        return refuse(s, msg);
     }
+    /* The message header tells the final size: refuse early when it is above the limit. */
+    if (s->len < GRPC_PREFIX && s->len + len >= GRPC_PREFIX) {
+        uint8_t hdr[GRPC_PREFIX];
+        size_t k = 0;
+        for (; k < s->len; k++)
+            hdr[k] = s->buf[k];
+        for (size_t j = 0; k < GRPC_PREFIX; k++, j++)
+            hdr[k] = data[j];
+        uint64_t want = (uint64_t)hdr[1] << 24 | (uint64_t)hdr[2] << 16 | (uint64_t)hdr[3] << 8 | hdr[4];
+        if (want > cfg->max_request_bytes) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "gRPC message of %llu bytes is above the server's limit of %zu bytes "
+                     "(--max_request_bytes)", (unsigned long long)want, cfg->max_request_bytes);
+            return refuse(s, msg);
+        }
+    }
+    /* All streams of a connection together may buffer at most twice the request limit, so many
+     * concurrent half-sent requests cannot exhaust memory. */
+    if (s->conn->buffered + len > 2 * limit)
+        return refuse(s, "too many bytes of unfinished requests on this connection; send them one after another");
     if (s->len + len > s->cap) {
+        /* grow with what actually arrives, never with what the header promises */
         size_t cap = s->cap ? s->cap : 4096;
         while (cap < s->len + len)
             cap *= 2;
-        /* The message header tells the final size: allocate it at once (bounded by the limit). */
-        if (s->len + len >= GRPC_PREFIX) {
-            uint8_t hdr[GRPC_PREFIX];
-            size_t k = 0;
-            for (; k < GRPC_PREFIX && k < s->len; k++)
-                hdr[k] = s->buf[k];
-            for (size_t j = 0; k < GRPC_PREFIX; k++, j++)
-                hdr[k] = data[j];
-            uint64_t want = GRPC_PREFIX + ((uint64_t)hdr[1] << 24 | (uint64_t)hdr[2] << 16 | (uint64_t)hdr[3] << 8 |
-                                           hdr[4]);
-            if (want > limit) {
-                s->too_big = true;
-                char msg[200];
-                snprintf(msg, sizeof msg, "gRPC message of %llu bytes is above the server's limit of %zu bytes "
-                         "(--max_request_bytes)", (unsigned long long)(want - GRPC_PREFIX), cfg->max_request_bytes);
-                respond(s, CL_SC_RESOURCE_EXHAUSTED, msg, NULL, 0);
-                free(s->buf);
-                s->buf = NULL;
-                s->len = s->cap = 0;
-                return 0;
-            }
-            if (want > cap)
-                cap = (size_t)want;
-        }
+        if (cap > limit)
+            cap = limit;
         uint8_t *nb = realloc(s->buf, cap);
-        if (!nb) {
-            s->too_big = true;
-            respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory for the request", NULL, 0);
-            return 0;
-        }
+        if (!nb)
+            return refuse(s, "out of memory for the request");
         s->buf = nb;
         s->cap = cap;
     }
+    s->conn->buffered += len;
     memcpy(s->buf + s->len, data, len);
     s->len += len;
     return 0;
@@ -471,8 +482,10 @@ static int conn_flush(gconn *c)
         conn_free(c);
         return -1;
     }
-    if (c->ngh && !nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh))
+    if (c->ngh && !nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh) && !c->closing) {
         c->closing = true;
+        c->closing_since_ns = cl_now_ns();
+    }
     if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
         return -1;
@@ -587,6 +600,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                     cfg->request_timeout_ms);
             conn_free(c);
         }
+        return;
+    }
+    if (c->closing && now - c->closing_since_ns > limit) {
+        /* the client does not read what is left to send (GOAWAY, last responses): drop it */
+        conn_free(c);
         return;
     }
     for (gstream *s = c->streams; s; s = s->next) {

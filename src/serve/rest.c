@@ -53,6 +53,9 @@ static void rest_call_done(cl_serve_call *c)
 {
     struct evhttp_request *req = c->owner;
     if (!req) {
+        /* the client went away while the model ran */
+        cl_serve_metrics_record(c->srv, CL_API_REST, CL_RPC_PREDICT, cl_serve_model_name(c->model), CL_SC_CANCELLED,
+                                cl_now_ns() - c->start_ns);
         cl_serve_call_free(c);
         return;
     }
@@ -244,7 +247,10 @@ struct evhttp *cl_serve_rest_listen(cl_serve_server *s, struct event_base *base,
     }
     if (ctx)
         evhttp_set_bevcb(http, tls_bev, ctx);
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    /* every method reaches on_request, so a wrong one gets a JSON error rather than evhttp's HTML */
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+                                         EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_request_bytes);
     evhttp_set_max_headers_size(http, 16384);
     struct timeval tv = {cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000};

@@ -54,6 +54,7 @@ struct cl_serve_server {
     cl_serve_pool *pool;
     struct event *stop_ev, *drain_ev, *sig_term, *sig_int;
     bool stopping;
+    const char *tls_mode; /* for the start-up line; cfg.tls is not kept (the caller may free it) */
     uint64_t stop_deadline_ns, drained_at_ns;
     pthread_mutex_t mmu;
     metric metrics[METRIC_MAX];
@@ -357,6 +358,8 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
             goto fail;
         }
     }
+    s->tls_mode = !cfg->tls ? "PLAINTEXT, not for production" : cfg->tls->client_verify ? "mutual TLS" : "TLS";
+    s->cfg.tls = NULL;
     if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, err)))
         goto fail;
     if (cfg->grpc_port >= 0) {
@@ -394,11 +397,10 @@ fail:
 
 int cl_serve_server_run(cl_serve_server *s, cl_err *err)
 {
-    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d (%s%s), %u workers, queue %u",
+    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d (%s), %u workers, queue %u",
             s->grpc_port >= 0 ? s->cfg.host : "", s->grpc_port >= 0 ? ":" : "off", s->grpc_port >= 0 ? s->grpc_port : 0,
             s->rest_port >= 0 ? s->cfg.host : "", s->rest_port >= 0 ? ":" : "off", s->rest_port >= 0 ? s->rest_port : 0,
-            s->cfg.tls ? (s->cfg.tls->client_verify ? "mutual TLS" : "TLS") : "PLAINTEXT",
-            s->cfg.tls ? "" : ", not for production", s->cfg.workers, s->cfg.queue_limit);
+            s->tls_mode, s->cfg.workers, s->cfg.queue_limit);
     if (event_base_dispatch(s->base) < 0)
         return cl_err_set(err, CL_E_INTERNAL, "the event loop failed");
     return 0;

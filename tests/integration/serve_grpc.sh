@@ -34,6 +34,11 @@ expect "oversized request refused with the limit" 0 "RESOURCE_EXHAUSTED: .*limit
 expect "large request below the limit" 0 "rows 50000" -- client "$tls_GRPC" $CA - - large_ok
 expect "stalled request stream is cut" 0 "closed by the server" -- client "$tls_GRPC" $CA - - stalled_request
 check "server logged the stalled request" grep -q "not received within 1500 ms" tls.log
+expect "gRPC requests counted in the metrics by model and status" 0 \
+  ':tensorflow:serving:request_count\{model_name="affine",API="predict",entrypoint="GRPC",status="OK"\} 4' -- \
+  curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
+expect "  ... and errors by their code" 0 'model_name="nosuch",API="predict",entrypoint="GRPC",status="NOT_FOUND"\} 1' -- \
+  curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
 expect "plaintext client refused by a TLS server" 1 "" -- client "$tls_GRPC" - - - status
 expect "TLS client that does not trust the CA is refused" 1 "" -- client "$tls_GRPC" tls2/ca_cert.pem - - status
 
@@ -54,4 +59,5 @@ start_server plain --plaintext || { finish; exit 1; }
 expect "h2c with --plaintext" 0 "versions" -- client "$plain_GRPC" - - - status
 expect "serve_testd without TLS or --plaintext refuses to start" 1 "explicitly allow plaintext" -- "$TESTD" --port-file x.ports
 
+stop_servers
 finish

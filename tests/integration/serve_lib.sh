@@ -14,6 +14,28 @@ cleanup_servers() {
 }
 trap cleanup_servers EXIT
 
+# stop_servers — SIGTERM to every server still running; each must exit 0 (graceful drain) and none
+# may have logged a sanitizer report (in the ASan/UBSan build) or a crash.
+stop_servers() {
+  local p log rc
+  for p in "${SERVER_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${SERVER_PIDS[@]}"; do
+    wait "$p" 2>/dev/null
+    rc=$?
+    [[ $rc -eq 0 || $rc -eq 127 ]] || { echo "FAIL server $p exited $rc"; FAILED=$((FAILED + 1)); }
+  done
+  SERVER_PIDS=()
+  for log in *.log; do
+    [[ -e $log ]] || continue
+    if grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:|Segmentation|Aborted" "$log"; then
+      echo "FAIL sanitizer or crash report in $log:"; grep -E -A15 "Sanitizer|runtime error" "$log" | head -40
+      FAILED=$((FAILED + 1))
+    else
+      PASSED=$((PASSED + 1))
+    fi
+  done
+}
+
 # tls material: two-way in $WORK/tls2 (ssl.cfg with client_verify), one-way in $WORK/tls1
 make_tls() {
   "$CLOISTER" tls init --dir tls2 --server-name localhost --client-name client --san 127.0.0.1 >/dev/null 2>&1 &&

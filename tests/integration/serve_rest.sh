@@ -34,9 +34,10 @@ expect "wrong dtype is 400" 0 'is DT_INT32: 1.5 is not an integer' -- c -d '{"in
 expect "wrong shape is 400" 0 'the signature wants \[-1,4\].*400' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c -d '{\"inputs\": [[1,2,3]]}' $U/v1/models/affine:predict | tr '\n' ' '"
 expect "unknown model is 404" 0 'Servable not found for request: Latest\(nosuch\)' -- c -d '{"instances": [1]}' "$U/v1/models/nosuch:predict"
 expect "labels are 501 with a reason" 0 'version labels are not supported' -- c "$U/v1/models/affine/labels/stable"
+expect "wrong method is 405 with a JSON error" 0 '^\{"error":"Malformed request: use GET"\}.405.$' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c -X DELETE $U/v1/models/affine | tr '\n' '.'"
 expect "unknown path is 404" 0 'Malformed request' -- c "$U/v2/x"
 head -c 70000 /dev/zero | tr '\0' ' ' >big.json
-expect "oversized body is refused with 413" 0 '^413$' -- c -o /dev/null -d @big.json "$U/v1/models/affine:predict"
+expect "oversized body is refused with 413" 0 "^413$" -- c -o /dev/null -H "Expect: 100-continue" -d @big.json "$U/v1/models/affine:predict"
 expect "stalled HTTP client is cut" 0 "closed by the server" -- client "$rest_REST" tls1/ca_cert.pem - - stalled_http
 expect "metrics count REST requests by model and status" 0 ':tensorflow:serving:request_count\{model_name="adder",API="predict",entrypoint="REST",status="OK"\} 2' -- \
   c "$U/monitoring/prometheus/metrics"
@@ -54,24 +55,34 @@ check "REST over mTLS without a client certificate is refused" bash -c "! $M htt
 start_server queue --ssl-config tls1/ssl.cfg --workers 1 --queue 1 || { finish; exit 1; }
 Q="curl -sS --max-time 20 --cacert tls1/ca_cert.pem --resolve localhost:$queue_REST:127.0.0.1 -w \n%{http_code}\n"
 QU=https://localhost:$queue_REST/v1/models/sleepy:predict
-$Q -d '{"instances": [1500]}' "$QU" >q1.out 2>&1 &
+# inflight PORT — requests queued or running, from the server's metrics
+inflight() {
+  curl -sS --max-time 5 --cacert tls1/ca_cert.pem --resolve "localhost:$1:127.0.0.1" \
+    "https://localhost:$1/monitoring/prometheus/metrics" | sed -n 's/^cloister_serve_requests_inflight //p'
+}
+# wait_inflight PORT N — until N requests are in the server (at most 10 s)
+wait_inflight() {
+  local i
+  for ((i = 0; i < 100; i++)); do [[ $(inflight "$1") == "$2" ]] && return 0; sleep 0.1; done
+  return 1
+}
+$Q -d '{"instances": [3000]}' "$QU" >q1.out 2>&1 &
 q1=$!
-sleep 0.3
-$Q -d '{"instances": [10]}' "$QU" >q2.out 2>&1 &
+$Q -d '{"instances": [3000]}' "$QU" >q2.out 2>&1 &
 q2=$!
-sleep 0.3
+check "one request running, one queued" wait_inflight "$queue_REST" 2
 expect "full queue answers 429" 0 'at capacity \(request queue full\).*429' -- bash -c "$Q -d '{\"instances\": [10]}' $QU | tr '\n' ' '"
 expect "full queue answers UNAVAILABLE on gRPC" 3 "UNAVAILABLE: the server is at capacity" -- client "$queue_GRPC" tls1/ca_cert.pem - - sleepy 5
 wait $q1 $q2
-check "the running request completed" grep -q '^{"predictions":\[1500\]}' q1.out
-check "the queued request completed" grep -q '^{"predictions":\[10\]}' q2.out
+check "the running request completed" grep -q '^{"predictions":\[3000\]}' q1.out
+check "the queued request completed" grep -q '^{"predictions":\[3000\]}' q2.out
 
 # ---- graceful shutdown: SIGTERM while a request runs; it completes, then the server exits 0
 start_server stop --ssl-config tls1/ssl.cfg --timeout-ms 5000 || { finish; exit 1; }
 S="curl -sS --max-time 20 --cacert tls1/ca_cert.pem --resolve localhost:$stop_REST:127.0.0.1"
 $S -d '{"instances": [1000]}' "https://localhost:$stop_REST/v1/models/sleepy:predict" >s1.out 2>&1 &
 s1=$!
-sleep 0.4
+check "request in flight before SIGTERM" wait_inflight "$stop_REST" 1
 kill -TERM "$stop_PID"
 wait $s1
 check "request in flight at SIGTERM completed" grep -q '^{"predictions":\[1000\]}' s1.out
@@ -82,4 +93,5 @@ check "server said it stopped cleanly" grep -q "stopped cleanly" stop.log
 check "server logged the drain" grep -q "shutting down: no new connections; 1 request(s) in flight" stop.log
 expect "no new connections after shutdown" 7 "" -- $S "https://localhost:$stop_REST/v1/models/sleepy"
 
+stop_servers
 finish

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# cli_serve.sh — `cloister serve` from the command line: usage errors (exit 2) for missing TLS, model or
+# contradictory options; honest refusals (exit 1) for what this build cannot do yet (loading models
+# needs the engine, key release needs the key server); and a real start with --allow-empty over
+# mutual TLS from `cloister tls init`'s ssl.cfg on free loopback ports: REST and gRPC answer, metrics
+# are served, SIGTERM stops it with exit 0.
+source "$(dirname "$0")/lib.sh"
+srv=""
+trap '[[ -n $srv ]] && kill $srv 2>/dev/null; rm -rf "$WORK"' EXIT
+
+expect "no TLS and no --plaintext" 2 "no TLS configuration: give --ssl_config_file" -- "$CLOISTER" serve --allow-empty
+expect "no model" 2 "no model to serve" -- "$CLOISTER" serve --plaintext
+expect "ssl config and PEM files together" 2 "either --ssl_config_file or --tls-cert" -- \
+  "$CLOISTER" serve --ssl_config_file a --tls-cert b --tls-key c --allow-empty
+expect "same port twice" 2 "must differ" -- "$CLOISTER" serve --plaintext --allow-empty --port 9000 --rest_api_port 9000
+expect "model_name without base path" 2 "go together" -- "$CLOISTER" serve --plaintext --model_name m
+expect "models need the engine (not in this build)" 1 "ONNX engine \(issue 4\) is not merged" -- \
+  "$CLOISTER" serve --plaintext --model_name m --model_base_path "$WORK/models"
+expect "key server not in this build" 1 "key release .* not in this build" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1 --keyserver-ca x
+expect "missing ssl config file" 1 "cannot read SSL config" -- "$CLOISTER" serve --ssl_config_file nope.cfg --allow-empty
+
+check "tls init" "$CLOISTER" tls init --dir tls --server-name localhost --client-name client --san 127.0.0.1
+sed 's/client_verify: true/client_verify: tru/' tls/ssl.cfg >bad.cfg
+expect "malformed ssl config names the line" 1 "bad.cfg: line [0-9]+: client_verify must be true or false" -- \
+  "$CLOISTER" serve --ssl_config_file bad.cfg --allow-empty
+
+# two free ports from the kernel
+read -r gp rp < <(/usr/bin/python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+"$CLOISTER" serve --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" --allow-empty \
+  >serve.log 2>&1 &
+srv=$!
+for ((i = 0; i < 50; i++)); do grep -q "serving:" serve.log && break; sleep 0.1; done
+C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 --cert tls/client/cert.pem --key tls/client/key.pem"
+expect "started with mutual TLS" 0 "serving: gRPC 127.0.0.1:$gp, REST 127.0.0.1:$rp \(mutual TLS\)" -- cat serve.log
+expect "REST over mTLS: unknown model is 404 with a JSON error" 0 '^\{"error":"Could not find any versions of model m"\}$' -- \
+  $C "https://localhost:$rp/v1/models/m"
+expect "metrics served" 0 "cloister_serve_model_versions 0" -- $C "https://localhost:$rp/monitoring/prometheus/metrics"
+check "REST refuses a client without a certificate" bash -c "! curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 https://localhost:$rp/v1/models/m"
+expect "gRPC port speaks TLS with ALPN h2" 0 "ALPN protocol: h2" -- \
+  bash -c "timeout 10 openssl s_client -connect 127.0.0.1:$gp -alpn h2 -CAfile tls/ca_cert.pem -cert tls/client/cert.pem -key tls/client/key.pem </dev/null 2>&1"
+kill -TERM $srv
+wait $srv
+rc=$?
+srv=""
+check "SIGTERM: exit 0" test $rc -eq 0
+expect "SIGTERM: stopped message" 0 "cloister serve: stopped" -- cat serve.log
+
+finish
