@@ -11,6 +11,7 @@ Writes, under models/digits/:
   labels.txt              one label per class index
   samples/digit-K-I.png   held-out test images, 32x32 grey PNG (each source pixel 4x4)
   samples/expected.json   file -> label and PyTorch's probabilities for the PNG's 8-bit pixels / 255
+  samples/digit-K-I.json  the same input as a TF Serving REST :predict body ({"inputs": {"image": ...}})
   metrics.json            test accuracy
 
 Usage: /usr/bin/python3 scripts/make_demo_model.py [OUT_DIR]   (default models/digits)
@@ -93,6 +94,9 @@ for k in range(10):  # two held-out samples of each digit
         with torch.no_grad():
             _, p = model(torch.from_numpy((pixels / 255.0).astype(np.float32))[None, None])
         expected[name] = {"label": int(k), "probabilities": [round(float(v), 6) for v in p[0]]}
+        # the same input as a TF Serving REST request (columnar format), for curl
+        with open(os.path.join(out, "samples", name.replace(".png", ".json")), "w") as f:
+            json.dump({"inputs": {"image": [[(pixels / 255.0).round(6).tolist()]]}}, f)
 with open(os.path.join(out, "samples", "expected.json"), "w") as f:
     json.dump(expected, f, indent=1, sort_keys=True)
 with open(os.path.join(out, "metrics.json"), "w") as f:

@@ -15,6 +15,7 @@
 
 #include "cloister/common.h"
 #include "cloister/engine.h"
+#include "cloister/keyserver.h"
 #include "cloister/seal.h"
 #include "cloister/serve.h"
 
@@ -69,6 +70,35 @@ int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed
  * malloc()ed strings; free with cl_repo_key_ids_free. */
 int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char ***ids, size_t *n_ids, cl_err *err);
 void cl_repo_key_ids_free(char **ids, size_t n_ids);
+
+/* ---------------------------------------------------------------- keys from the key server */
+
+/* A key source backed by the key server: keys are fetched with RA-TLS (cl_provision_fetch, with its
+ * retries and back-off) and cached in secure memory. cl_repo_keysource_get is a cl_repo_key_fn:
+ * a key id not fetched yet (a new sealed version found by polling) is fetched on demand.
+ * The options are copied; what they point to (servers, CA path, identity) is borrowed and must
+ * outlive the source. Their `names` are ignored. Thread-safe. */
+typedef struct cl_repo_keysource cl_repo_keysource;
+cl_repo_keysource *cl_repo_keysource_new(const cl_provision_options *o, cl_err *err);
+/* Fetches these key ids in one exchange; fails (CL_E_DENIED, naming them) if any is refused. */
+int cl_repo_keysource_prefetch(cl_repo_keysource *ks, char *const *key_ids, size_t n, cl_err *err);
+int cl_repo_keysource_get(void *ks, const char *key_id, uint8_t key[CL_SEAL_KEY_LEN], cl_err *err);
+/* Zeroizes and frees every cached key. */
+void cl_repo_keysource_free(cl_repo_keysource *ks);
+
+/* Parses TF Serving's --model_config_file (ModelServerConfig in protobuf text format):
+ *     model_config_list {
+ *       config { name: "resnet" base_path: "/models/resnet" model_platform: "onnx" }
+ *       config { ... }
+ *     }
+ * Fields of a config: name and base_path (required), model_platform ("onnx", or "tensorflow" for
+ * configs written for TF Serving; anything else is refused). '#' starts a comment; strings take single
+ * or double quotes with C escapes. Anything else (version policies, labels, unknown fields) is an error
+ * naming its line. *models is malloc()ed, strings included; free with cl_repo_config_free. */
+int cl_repo_config_parse(const char *text, size_t len, cl_repo_model_config **models, size_t *n_models,
+                         cl_err *err);
+int cl_repo_config_load(const char *path, cl_repo_model_config **models, size_t *n_models, cl_err *err);
+void cl_repo_config_free(cl_repo_model_config *models, size_t n_models);
 
 /* Loads one model file (plain ONNX or sealed; sealed needs key_fn) into the engine and wraps it as
  * a serving backend (signature from the model; float/int/bool tensors mapped between TF and ONNX

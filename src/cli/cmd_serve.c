@@ -1,23 +1,25 @@
 /* cmd_serve.c — `cloister serve`: the TF Serving-compatible model server (gRPC on --port, REST on
- * --rest_api_port, TLS or mutual TLS from --ssl_config_file or PEM files). Parsing and wiring only;
- * the server is libcloister's serve module.
- *
- * Not yet wired (their modules are other issues): loading models (needs the ONNX engine, issue 4)
- * and fetching keys from a key server (issue 3). Those options are accepted and refused with a
- * message saying so, rather than pretending. --allow-empty starts a server with no models, to check
- * ports, TLS and metrics. */
+ * --rest_api_port, TLS or mutual TLS from --ssl_config_file or PEM files). Parsing and wiring only:
+ * with --keyserver it attests (RA-TLS identity from the chosen evidence provider) and fetches the
+ * keys of the sealed models (repo keysource), loads the models (repo: engine-backed backends, sealed
+ * ones decrypted in locked memory), polls for new versions, then runs the serve module's server.
+ * --allow-empty starts a server with no models, to check ports, TLS and metrics. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cloister/repo.h"
 #include "cloister/serve.h"
 
 int cl_cmd_serve(int argc, char **argv)
 {
     long port = 8500, rest_port = 8501, max_bytes = 64L << 20, timeout_ms = 30000, workers = 2, queue = 64;
     const char *host = NULL, *ssl_cfg = NULL, *cert = NULL, *key = NULL, *ca = NULL;
-    const char *model_name = NULL, *model_base = NULL, *model_cfg = NULL, *keyserver = NULL, *keyserver_ca = NULL,
-               *evidence = NULL;
+    const char *model_name = NULL, *model_base = NULL, *model_cfg = NULL, *keyserver_ca = NULL, *evidence = "sim",
+               *attest_root = NULL, *sim_key = getenv("CLOISTER_SIM_QE_KEY"), *keyserver_name = NULL;
+    cl_strlist keyservers = {0};
+    long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
     bool client_verify = false, plaintext = false, allow_empty = false;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
@@ -34,9 +36,24 @@ int cl_cmd_serve(int argc, char **argv)
         {"model_base_path", CL_ARG_STRING, &model_base, "DIR", "model directory: DIR/<version>/model.onnx[.sealed]",
          false},
         {"model_config_file", CL_ARG_STRING, &model_cfg, "FILE", "several models", false},
-        {"keyserver", CL_ARG_STRING, &keyserver, "HOST:PORT", "key server to attest to for model keys", false},
-        {"keyserver-ca", CL_ARG_STRING, &keyserver_ca, "FILE", "CA of the key server", false},
-        {"evidence", CL_ARG_STRING, &evidence, "sim|gramine|tsm", "attestation evidence provider", false},
+        {"file_system_poll_wait_seconds", CL_ARG_LONG, &poll_seconds, "S", "look for new model versions every S "
+                                                                          "seconds (default 1; 0: never)", false, 0,
+         86400},
+        {"engine-threads", CL_ARG_LONG, &engine_threads, "N", "threads per model run (default: all cores)", false, 0,
+         1024},
+        {"keyserver", CL_ARG_LIST, &keyservers, "HOST:PORT", "key server to attest to for model keys (repeat for "
+                                                             "fail-over)", false},
+        {"keyserver-ca", CL_ARG_STRING, &keyserver_ca, "FILE", "CA of the key server's certificate", false},
+        {"keyserver-name", CL_ARG_STRING, &keyserver_name, "NAME", "name to check in its certificate (default HOST)",
+         false},
+        {"keyserver-attempts", CL_ARG_LONG, &ks_attempts, "N", "rounds over the key servers while they are "
+                                                               "unreachable (default 30)", false, 1, 100000},
+        {"keyserver-backoff-ms", CL_ARG_LONG, &ks_backoff, "MS", "first delay between rounds, doubling up to 5 s "
+                                                                 "(default 200)", false, 1, 60000},
+        {"evidence", CL_ARG_STRING, &evidence, "sim|gramine|tsm", "attestation evidence provider (default sim: "
+                                                                  "INSECURE, development only)", false},
+        {"attest-root", CL_ARG_STRING, &attest_root, "DIR", "gramine/tsm: where the attestation files are", false},
+        {"sim-key", CL_ARG_STRING, &sim_key, "FILE", "sim: simulated quoting key (or $CLOISTER_SIM_QE_KEY)", false},
         {"max_request_bytes", CL_ARG_LONG, &max_bytes, "BYTES", "largest request body (default 64 MiB)", false, 1024,
          1L << 31},
         {"request_timeout_ms", CL_ARG_LONG, &timeout_ms, "MS", "a TLS handshake or request not received within "
@@ -54,7 +71,8 @@ int cl_cmd_serve(int argc, char **argv)
         "GetModelMetadata, ModelService GetModelStatus) on --port and REST (/v1/models/...) on --rest_api_port,\n"
         "both over TLS or mutual TLS, with Prometheus metrics at /monitoring/prometheus/metrics on the REST port.\n"
         "SIGTERM stops accepting connections and lets requests in flight finish.\n"
-        "Model loading (the ONNX engine) and key release (the key server) are not part of this build yet."};
+        "Models: DIR/<version>/model.onnx or model.onnx.sealed, latest version served, new versions swapped in.\n"
+        "Sealed models need --keyserver: the server attests to it (RA-TLS) and receives their keys at start-up."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
@@ -93,46 +111,105 @@ int cl_cmd_serve(int argc, char **argv)
                    "--model_config_file (or --allow-empty to start without models)");
         return cl_cli_usage_error("serve", &err);
     }
-    if (keyserver || keyserver_ca || evidence) {
-        cl_err_set(&err, CL_E_UNSUPPORTED, "attestation and key release (--keyserver, --keyserver-ca, --evidence) "
-                   "are not in this build yet: the attest/keyserver modules (issue 3) are not merged");
-        return cl_cli_fail("serve", &err);
+    if (keyservers.count && !keyserver_ca) {
+        cl_err_set(&err, CL_E_INVALID, "--keyserver needs --keyserver-ca (the CA of the key server's certificate)");
+        cl_strlist_free(&keyservers);
+        return cl_cli_usage_error("serve", &err);
     }
-    if (model_base || model_cfg) {
-        cl_err_set(&err, CL_E_UNSUPPORTED, "cannot load models yet: the ONNX engine (issue 4) is not merged into "
-                   "this build, so %s cannot be served; nothing was started",
-                   model_base ? model_base : model_cfg);
-        return cl_cli_fail("serve", &err);
+    cl_attest_kind kind;
+    if (cl_attest_kind_parse(evidence, &kind, &err) != 0) {
+        cl_strlist_free(&keyservers);
+        return cl_cli_usage_error("serve", &err);
     }
 
+    /* Everything below is released at `out`. */
+    rc = CL_EXIT_FAIL;
+    cl_repo_model_config one = {model_name, model_base}, *models = NULL;
+    size_t n_models = 0;
+    cl_attest_provider *prov = NULL;
+    cl_ratls_identity *id = NULL;
+    cl_repo_keysource *keys = NULL;
+    cl_repo *repo = NULL;
+    cl_serve_registry *reg = NULL;
+    cl_serve_server *srv = NULL;
+    char **key_ids = NULL;
+    size_t n_key_ids = 0;
     cl_serve_ssl_config tls = {0};
-    if (ssl_cfg && cl_serve_ssl_config_load(ssl_cfg, &tls, &err) != 0)
-        return cl_cli_fail("serve", &err);
-    if (cert && cl_serve_ssl_config_from_files(cert, key, ca, client_verify, &tls, &err) != 0)
-        return cl_cli_fail("serve", &err);
-    cl_serve_registry *reg = cl_serve_registry_new(&err);
-    if (!reg) {
-        cl_serve_ssl_config_clear(&tls);
-        return cl_cli_fail("serve", &err);
+    if (model_cfg && cl_repo_config_load(model_cfg, &models, &n_models, &err) != 0)
+        goto out;
+    const cl_repo_model_config *mlist = models ? models : &one;
+    size_t mcount = models ? n_models : (model_base ? 1 : 0);
+
+    /* 1. Attest and fetch the keys of the sealed models, before anything listens. */
+    if (mcount && cl_repo_key_ids(mlist, mcount, &key_ids, &n_key_ids, &err) != 0)
+        goto out;
+    if (keyservers.count) {
+        cl_attest_provider_config pc = {.kind = kind, .root = attest_root, .sim_qe_key_file = sim_key};
+        if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err)))
+            goto out;
+        cl_provision_options po = {.servers = keyservers.items, .server_count = keyservers.count,
+                                   .ca_file = keyserver_ca, .server_name = keyserver_name, .identity = id,
+                                   .attempts = (int)ks_attempts, .backoff_ms = (int)ks_backoff};
+        if (!(keys = cl_repo_keysource_new(&po, &err)))
+            goto out;
+        if (cl_repo_keysource_prefetch(keys, key_ids, n_key_ids, &err) != 0) {
+            cl_err_prefix(&err, "the key server did not release the model keys, so nothing was started");
+            goto out;
+        }
+        if (n_key_ids)
+            CL_INFO("serve", "attested to the key server: received %zu model key%s", n_key_ids,
+                    n_key_ids == 1 ? "" : "s");
+    } else if (n_key_ids) {
+        cl_err_set(&err, CL_E_KEY, "model key '%s' is needed for a sealed model: start the server with "
+                   "--keyserver HOST:PORT --keyserver-ca CA.pem (and --evidence)", key_ids[0]);
+        goto out;
     }
+
+    /* 2. Load the models. */
+    if (!(reg = cl_serve_registry_new(&err)))
+        goto out;
+    if (mcount) {
+        cl_repo_options ro = {.registry = reg, .models = mlist, .n_models = mcount,
+                              .key_fn = keys ? cl_repo_keysource_get : NULL, .key_arg = keys,
+                              .engine_threads = (int)engine_threads};
+        if (!(repo = cl_repo_new(&ro, &err)))
+            goto out;
+        if (poll_seconds > 0 && cl_repo_start_polling(repo, (unsigned)poll_seconds, &err) != 0)
+            goto out;
+    }
+
+    /* 3. Serve. */
+    if (ssl_cfg && cl_serve_ssl_config_load(ssl_cfg, &tls, &err) != 0)
+        goto out;
+    if (cert && cl_serve_ssl_config_from_files(cert, key, ca, client_verify, &tls, &err) != 0)
+        goto out;
     cl_serve_config cfg = {.host = host, .grpc_port = port ? (int)port : -1, .rest_port = rest_port ? (int)rest_port : -1,
                            .tls = plaintext ? NULL : &tls, .allow_plaintext = plaintext,
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
                            .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .handle_signals = true};
-    cl_serve_server *srv = cl_serve_server_new(&cfg, reg, &err);
+    srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
     cl_serve_ssl_config_clear(&tls);
-    if (!srv) {
-        cl_serve_registry_free(reg);
-        return cl_cli_fail("serve", &err);
-    }
-    if (allow_empty)
+    if (!srv)
+        goto out;
+    if (allow_empty && !mcount)
         CL_WARN("serve", "no models loaded (--allow-empty): every model request answers NOT_FOUND");
-    rc = cl_serve_server_run(srv, &err);
-    cl_serve_server_free(srv);
-    cl_serve_registry_free(reg);
-    if (rc != 0)
-        return cl_cli_fail("serve", &err);
+    if (cl_serve_server_run(srv, &err) != 0)
+        goto out;
     fprintf(stderr, "cloister serve: stopped\n");
-    return CL_EXIT_OK;
+    rc = CL_EXIT_OK;
+out:
+    if (rc != CL_EXIT_OK)
+        cl_cli_fail("serve", &err);
+    cl_serve_ssl_config_clear(&tls);
+    cl_serve_server_free(srv);
+    cl_repo_free(repo); /* stops polling before the registry goes */
+    cl_serve_registry_free(reg);
+    cl_repo_keysource_free(keys);
+    cl_ratls_identity_free(id);
+    cl_attest_provider_free(prov);
+    cl_repo_key_ids_free(key_ids, n_key_ids);
+    cl_repo_config_free(models, n_models);
+    cl_strlist_free(&keyservers);
+    return rc;
 }

@@ -574,3 +574,210 @@ int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char **
     *n_ids = n;
     return 0;
 }
+
+/* ---------------------------------------------------------------- --model_config_file */
+
+typedef enum { TK_EOF, TK_IDENT, TK_STRING, TK_COLON, TK_OPEN, TK_CLOSE, TK_OTHER } tok_kind;
+
+typedef struct lexer {
+    const char *p, *end;
+    int line;
+    tok_kind kind;
+    char text[4096]; /* identifier or decoded string */
+} lexer;
+
+static int lex_next(lexer *lx, cl_err *err)
+{
+    for (;;) {
+        while (lx->p < lx->end && (*lx->p == ' ' || *lx->p == '\t' || *lx->p == '\r' || *lx->p == '\n')) {
+            if (*lx->p == '\n')
+                lx->line++;
+            lx->p++;
+        }
+        if (lx->p < lx->end && *lx->p == '#') {
+            while (lx->p < lx->end && *lx->p != '\n')
+                lx->p++;
+            continue;
+        }
+        break;
+    }
+    if (lx->p >= lx->end) {
+        lx->kind = TK_EOF;
+        return 0;
+    }
+    char c = *lx->p;
+    if (c == ':' || c == '{' || c == '}') {
+        lx->kind = c == ':' ? TK_COLON : c == '{' ? TK_OPEN : TK_CLOSE;
+        lx->p++;
+        return 0;
+    }
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
+        size_t n = 0;
+        while (lx->p < lx->end && ((*lx->p >= 'a' && *lx->p <= 'z') || (*lx->p >= 'A' && *lx->p <= 'Z') ||
+                                   (*lx->p >= '0' && *lx->p <= '9') || *lx->p == '_')) {
+            if (n + 1 >= sizeof lx->text)
+                return cl_err_set(err, CL_E_FORMAT, "line %d: name too long", lx->line);
+            lx->text[n++] = *lx->p++;
+        }
+        lx->text[n] = '\0';
+        lx->kind = TK_IDENT;
+        return 0;
+    }
+    if (c == '"' || c == '\'') {
+        size_t n = 0;
+        lx->p++;
+        while (lx->p < lx->end && *lx->p != c) {
+            char ch = *lx->p++;
+            if (ch == '\n')
+                return cl_err_set(err, CL_E_FORMAT, "line %d: unterminated string", lx->line);
+            if (ch == '\\') {
+                if (lx->p >= lx->end)
+                    break;
+                char e = *lx->p++;
+                ch = e == 'n' ? '\n' : e == 't' ? '\t' : e == '\\' || e == '"' || e == '\'' ? e : 0;
+                if (!ch)
+                    return cl_err_set(err, CL_E_FORMAT, "line %d: unsupported escape '\\%c'", lx->line, e);
+            }
+            if (n + 1 >= sizeof lx->text)
+                return cl_err_set(err, CL_E_FORMAT, "line %d: string too long", lx->line);
+            lx->text[n++] = ch;
+        }
+        if (lx->p >= lx->end)
+            return cl_err_set(err, CL_E_FORMAT, "line %d: unterminated string", lx->line);
+        lx->p++;
+        lx->text[n] = '\0';
+        lx->kind = TK_STRING;
+        return 0;
+    }
+    lx->kind = TK_OTHER;
+    return cl_err_set(err, CL_E_FORMAT, "line %d: unexpected character '%c'", lx->line, c);
+}
+
+/* Expects an identifier `name`, an optional ':', then '{'. */
+static int expect_block(lexer *lx, const char *name, cl_err *err)
+{
+    if (lx->kind != TK_IDENT || strcmp(lx->text, name) != 0)
+        return cl_err_set(err, CL_E_FORMAT, "line %d: expected '%s'", lx->line, name);
+    if (lex_next(lx, err) != 0)
+        return -1;
+    if (lx->kind == TK_COLON && lex_next(lx, err) != 0)
+        return -1;
+    if (lx->kind != TK_OPEN)
+        return cl_err_set(err, CL_E_FORMAT, "line %d: expected '{' after '%s'", lx->line, name);
+    return lex_next(lx, err);
+}
+
+void cl_repo_config_free(cl_repo_model_config *models, size_t n_models)
+{
+    for (size_t i = 0; models && i < n_models; i++) {
+        free((char *)models[i].name);
+        free((char *)models[i].base_path);
+    }
+    free(models);
+}
+
+static int parse_config_entry(lexer *lx, cl_repo_model_config *mc, cl_err *err)
+{
+    int start = lx->line;
+    while (lx->kind != TK_CLOSE) {
+        if (lx->kind != TK_IDENT)
+            return cl_err_set(err, CL_E_FORMAT, "line %d: expected a field name or '}'", lx->line);
+        char field[sizeof lx->text];
+        memcpy(field, lx->text, sizeof field);
+        int line = lx->line;
+        if (lex_next(lx, err) != 0)
+            return -1;
+        if (lx->kind != TK_COLON)
+            return cl_err_set(err, CL_E_FORMAT,
+                              "line %d: '%s' is not supported here (cloister serves the latest version of each model; "
+                              "fields: name, base_path, model_platform)",
+                              line, field);
+        if (lex_next(lx, err) != 0)
+            return -1;
+        if (lx->kind != TK_STRING)
+            return cl_err_set(err, CL_E_FORMAT, "line %d: '%s' wants a quoted string", line, field);
+        const char **slot = NULL;
+        if (strcmp(field, "name") == 0)
+            slot = &mc->name;
+        else if (strcmp(field, "base_path") == 0)
+            slot = &mc->base_path;
+        else if (strcmp(field, "model_platform") == 0) {
+            if (strcmp(lx->text, "onnx") != 0 && strcmp(lx->text, "tensorflow") != 0)
+                return cl_err_set(err, CL_E_FORMAT, "line %d: model_platform '%s' is not supported (onnx)", line,
+                                  lx->text);
+        } else {
+            return cl_err_set(err, CL_E_FORMAT, "line %d: unknown field '%s' (name, base_path, model_platform)", line,
+                              field);
+        }
+        if (slot) {
+            if (*slot)
+                return cl_err_set(err, CL_E_FORMAT, "line %d: '%s' given twice", line, field);
+            if (!(*slot = strdup(lx->text)))
+                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        }
+        if (lex_next(lx, err) != 0)
+            return -1;
+    }
+    if (!mc->name || !mc->base_path)
+        return cl_err_set(err, CL_E_FORMAT, "line %d: a config needs both name and base_path", start);
+    return lex_next(lx, err); /* past '}' */
+}
+
+int cl_repo_config_parse(const char *text, size_t len, cl_repo_model_config **models, size_t *n_models,
+                         cl_err *err)
+{
+    *models = NULL;
+    *n_models = 0;
+    lexer lx = {.p = text, .end = text + len, .line = 1};
+    cl_repo_model_config *out = NULL;
+    size_t n = 0;
+    if (lex_next(&lx, err) != 0 || expect_block(&lx, "model_config_list", err) != 0)
+        goto fail;
+    while (lx.kind != TK_CLOSE) {
+        if (lx.kind == TK_EOF) {
+            cl_err_set(err, CL_E_FORMAT, "line %d: missing '}' at the end of model_config_list", lx.line);
+            goto fail;
+        }
+        if (expect_block(&lx, "config", err) != 0)
+            goto fail;
+        cl_repo_model_config *grown = realloc(out, (n + 1) * sizeof *out);
+        if (!grown) {
+            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        out = grown;
+        out[n] = (cl_repo_model_config){0};
+        n++;
+        if (parse_config_entry(&lx, &out[n - 1], err) != 0)
+            goto fail;
+    }
+    if (lex_next(&lx, err) != 0)
+        goto fail;
+    if (lx.kind != TK_EOF) {
+        cl_err_set(err, CL_E_FORMAT, "line %d: unexpected text after model_config_list", lx.line);
+        goto fail;
+    }
+    if (n == 0) {
+        cl_err_set(err, CL_E_FORMAT, "model_config_list has no config");
+        goto fail;
+    }
+    *models = out;
+    *n_models = n;
+    return 0;
+fail:
+    cl_repo_config_free(out, n);
+    return -1;
+}
+
+int cl_repo_config_load(const char *path, cl_repo_model_config **models, size_t *n_models, cl_err *err)
+{
+    uint8_t *buf;
+    size_t len;
+    if (cl_file_read(path, 1 << 20, &buf, &len, err) != 0)
+        return -1;
+    int rc = cl_repo_config_parse((const char *)buf, len, models, n_models, err);
+    free(buf);
+    if (rc != 0)
+        return cl_err_prefix(err, "model config '%s'", path);
+    return 0;
+}

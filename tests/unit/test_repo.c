@@ -356,6 +356,55 @@ static void test_configuration_errors(void **state)
     free(base);
 }
 
+static void test_model_config_file(void **state)
+{
+    (void)state;
+    const char *good = "# two models\n"
+                       "model_config_list {\n"
+                       "  config {\n"
+                       "    name: 'digits'\n"
+                       "    base_path: \"/models/digits\"  # comment\n"
+                       "    model_platform: \"onnx\"\n"
+                       "  }\n"
+                       "  config: { name: \"resnet\" base_path: '/models/r\\'n' model_platform: 'tensorflow' }\n"
+                       "}\n";
+    cl_repo_model_config *m;
+    size_t n;
+    cl_err err = {0};
+    if (cl_repo_config_parse(good, strlen(good), &m, &n, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(n, 2);
+    assert_string_equal(m[0].name, "digits");
+    assert_string_equal(m[0].base_path, "/models/digits");
+    assert_string_equal(m[1].name, "resnet");
+    assert_string_equal(m[1].base_path, "/models/r'n");
+    cl_repo_config_free(m, n);
+
+    const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"", "expected 'model_config_list'"},
+        {"model_config_list { }", "has no config"},
+        {"model_config_list { config { name: 'a' } }", "needs both name and base_path"},
+        {"model_config_list { config { name: 'a' base_path: 'b' name: 'c' } }", "given twice"},
+        {"model_config_list {\n config { name: 'a' base_path: 'b'\n model_version_policy { all {} } } }",
+         "line 3: 'model_version_policy' is not supported"},
+        {"model_config_list { config { name: 'a' base_path: 'b' model_platform: 'pytorch' } }", "not supported"},
+        {"model_config_list { config { name: 'a' base_path: 'b' colour: 'red' } }", "unknown field 'colour'"},
+        {"model_config_list { config { name: 'a base_path: 'b' } }", "unterminated string"},
+        {"model_config_list { config { name: 'a' base_path: 'b' }", "missing '}'"},
+        {"model_config_list { config { name: 'a' base_path: 'b' } } extra", "unexpected text"},
+        {"model_config_list { config { name: 5 } }", "unexpected character '5'"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        m = (cl_repo_model_config *)1;
+        assert_int_equal(cl_repo_config_parse(bad[i].text, strlen(bad[i].text), &m, &n, &err), -1);
+        assert_null(m);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: '%s' does not contain '%s'", i, err.msg, bad[i].msg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_swap_under_load),
         cmocka_unit_test(test_polling_thread),
         cmocka_unit_test(test_configuration_errors),
+        cmocka_unit_test(test_model_config_file),
     };
     return cmocka_run_group_tests_name("repo", tests, setup, teardown);
 }
