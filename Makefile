@@ -15,7 +15,7 @@ all: build
 build:
 	@scripts/deps.sh build
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build build -j $(JOBS)
+	@cmake --build build -j $(JOBS) -- -s --no-print-directory
 
 test:
 	@scripts/test.sh

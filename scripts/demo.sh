@@ -1,48 +1,122 @@
 #!/usr/bin/env bash
-# demo.sh — `make demo`: the main job, end to end, with what cloister can do today.
-#   1. the model owner creates a key and seals a real ONNX model (from Debian's ONNX test data);
-#   2. the sealed file is inspected without the key, and opened with it;
-#   3. tampering, a wrong key and truncation are each refused with their own message;
-#   4. TLS material for mutual TLS is created and checked with openssl.
-# The attested key release and the TF Serving server join this flow as they land (issues 3-5).
+# demo.sh — `make demo`: the whole of cloister on one machine.
+#   1. The model owner seals the demo model (a digits classifier) and puts its key in the key server,
+#      with a policy naming the one server build allowed to receive it.
+#   2. The model server starts on "someone else's cloud": it attests to the key server (RA-TLS with
+#      the sim evidence provider: there is no SGX here), receives the key, decrypts the model only in
+#      locked memory and serves TF Serving's APIs over mutual TLS.
+#   3. A client classifies sample images through the REST API over mutual TLS.
+#   4. What must be refused is refused: a server the policy does not name, a tampered model.
+# Everything listens on 127.0.0.1 and is stopped at the end.
 set -euo pipefail
 cloister=$(readlink -f "${1:-build/cloister}")
-model=/usr/share/libonnx-testdata/data/pytorch-operator/test_operator_conv/model.onnx
-[[ -r $model ]] || { echo "demo: $model is missing (Debian package libonnx-testdata)" >&2; exit 1; }
+root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/cloister-demo-XXXXXX")
-trap 'rm -rf "$work"' EXIT
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 cd "$work"
+export CLOISTER_LOG=warn
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
-refused() { # run a command that must fail, and show why
-  printf '$ %s\n' "$*"
-  if "$@"; then echo "demo: that should have been refused" >&2; exit 1; fi
+wait_for() { # wait_for LOG REGEX PID -> first match group
+  for _ in $(seq 300); do
+    local m
+    m=$(sed -n -E "s/.*$2.*/\1/p" "$1" | head -1)
+    if [[ -n $m ]]; then echo "$m"; return 0; fi
+    kill -0 "$3" 2>/dev/null || { echo "demo: process exited; its log:" >&2; cat "$1" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "demo: timed out waiting for /$2/ in $1" >&2
+  return 1
 }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-step "1. The model owner creates a wrap key and seals the model"
+step "1. The model owner: keys, TLS material, the sealed model, the key server"
 run "$cloister" keygen --out model.key
-cp "$model" model.onnx
-run "$cloister" seal --key model.key --key-id demo-conv --in model.onnx --out model.onnx.sealed
+run "$cloister" tls init --dir tls --server-name localhost --san 127.0.0.1 --client-name demo-client >/dev/null
+mkdir -p models/digits/1
+run "$cloister" seal --key model.key --key-id digits-key --in "$root/models/digits/1/model.onnx" \
+  --out models/digits/1/model.onnx.sealed
+echo "The deployment holds only the sealed file:"; ls -l models/digits/1
+run "$cloister" attest sim-init --dir sim 2>/dev/null
+run "$cloister" keyserver secret put --db keyserver.db --name digits-key --file model.key
+echo "The policy: only this exact server build (its measurement) may receive digits-key:"
+"$cloister" attest measure --name model-server 2>/dev/null > identity.json
+python3 - <<'PY'
+import json
+ident = json.load(open("identity.json"))
+ident["secrets"] = ["digits-key"]
+json.dump({"version": 1, "identities": [ident]}, open("policy.json", "w"), indent=2)
+print(json.dumps(ident, indent=2))
+PY
+run "$cloister" keyserver policy check policy.json
+CLOISTER_LOG=info "$cloister" keyserver serve --listen 127.0.0.1:0 --cert tls/server/cert.pem --key tls/server/key.pem \
+  --policy policy.json --db keyserver.db --trust-sim sim/sim_qe_cert.pem 2> keyserver.log &
+pids+=($!)
+ks_port=$(wait_for keyserver.log 'listening on port ([0-9]+)' "${pids[-1]}")
+echo "key server listening on 127.0.0.1:$ks_port (TLS 1.3, RA-TLS client certificates required)"
 
-step "2. Anyone can read the header; only the key opens it"
-run "$cloister" inspect model.onnx.sealed
-run "$cloister" unseal --key model.key --key-id demo-conv --in model.onnx.sealed --out roundtrip.onnx
-run cmp model.onnx roundtrip.onnx && echo "round trip: identical"
+step "2. The model server attests, receives the key, and serves"
+grpc=$(free_port)
+rest=$(free_port)
+printf '$ cloister serve --port %s --rest_api_port %s --ssl_config_file tls/ssl.cfg --model_name digits \\\n' "$grpc" "$rest"
+printf '      --model_base_path models/digits --keyserver 127.0.0.1:%s --keyserver-ca tls/ca_cert.pem --evidence sim\n' "$ks_port"
+CLOISTER_LOG=info "$cloister" serve --host 127.0.0.1 --port "$grpc" --rest_api_port "$rest" \
+  --ssl_config_file tls/ssl.cfg --model_name digits --model_base_path models/digits \
+  --keyserver "127.0.0.1:$ks_port" --keyserver-ca tls/ca_cert.pem --evidence sim \
+  --sim-key sim/sim_qe_key.pem 2> server.log &
+pids+=($!)
+wait_for server.log '(serving): gRPC' "${pids[-1]}" >/dev/null
+grep -E "INSECURE|received|loaded|serving" server.log | sed 's/^[^ ]* //'
+echo "The key server's audit log:"
+"$cloister" keyserver audit --db keyserver.db | tail -3
 
-step "3. Everything else is refused, each with its own reason"
-run "$cloister" keygen --out other.key
-refused "$cloister" unseal --key other.key --in model.onnx.sealed --out x
-refused "$cloister" unseal --key model.key --key-id resnet50 --in model.onnx.sealed --out x
-cp model.onnx.sealed tampered.sealed
-printf 'X' | dd of=tampered.sealed bs=1 seek=$(( $(stat -c %s tampered.sealed) - 40 )) conv=notrunc status=none
-refused "$cloister" unseal --key model.key --in tampered.sealed --out x
-head -c $(( $(stat -c %s model.onnx.sealed) - 7 )) model.onnx.sealed > truncated.sealed
-refused "$cloister" unseal --key model.key --in truncated.sealed --out x
-[[ ! -e x ]] && echo "no plaintext was written by any refused command"
+step "3. A client classifies sample images (TF Serving REST API, mutual TLS)"
+curl_tls() { curl -sS --max-time 20 --cacert tls/ca_cert.pem --cert tls/client/cert.pem --key tls/client/key.pem "$@"; }
+run curl_tls "https://localhost:$rest/v1/models/digits"
+echo
+for d in 0 3 5 7 9; do
+  sample="$root/models/digits/samples/digit-$d-0"
+  curl_tls -d @"$sample.json" "https://localhost:$rest/v1/models/digits:predict" > answer.json
+  python3 - "$sample.png" <<'PY'
+import json, os, sys
+probs = json.load(open("answer.json"))["outputs"]["probabilities"][0]
+best = max(range(10), key=lambda k: probs[k])
+print(f"  {os.path.basename(sys.argv[1]):14s} -> class {best}  (p = {probs[best]:.4f})")
+PY
+done
 
-step "4. TLS material for mutual TLS (TF Serving layout and ssl.cfg)"
-run "$cloister" tls init --dir ssl_configure --server-name localhost --san 127.0.0.1 --client-name demo-client
-run openssl verify -CAfile ssl_configure/ca_cert.pem ssl_configure/server/cert.pem ssl_configure/client/cert.pem
+step "4. What must be refused is refused"
+echo "A model server the policy does not name (here: its measurement is not in the policy) gets nothing:"
+python3 -c '
+import json
+p = json.load(open("policy.json")); p["identities"][0]["mrenclave"] = "00" * 32
+json.dump(p, open("policy-other.json", "w"))'
+CLOISTER_LOG=info "$cloister" keyserver serve --listen 127.0.0.1:0 --cert tls/server/cert.pem --key tls/server/key.pem \
+  --policy policy-other.json --db keyserver.db --trust-sim sim/sim_qe_cert.pem 2> keyserver2.log &
+pids+=($!)
+ks2_port=$(wait_for keyserver2.log 'listening on port ([0-9]+)' "${pids[-1]}")
+if "$cloister" serve --host 127.0.0.1 --port "$(free_port)" --rest_api_port "$(free_port)" --ssl_config_file tls/ssl.cfg \
+  --model_name digits --model_base_path models/digits --keyserver "127.0.0.1:$ks2_port" \
+  --keyserver-ca tls/ca_cert.pem --evidence sim --sim-key sim/sim_qe_key.pem --keyserver-attempts 1 2> denied.log; then
+  echo "demo: the server should have been refused" >&2; exit 1
+fi
+grep -v INSECURE denied.log | sed 's/^[^ ]* //'
+echo "A tampered sealed model is refused even with the right key:"
+mkdir -p tampered/1
+cp models/digits/1/model.onnx.sealed tampered/1/
+printf 'X' | dd of=tampered/1/model.onnx.sealed bs=1 seek=5000 conv=notrunc status=none
+if "$cloister" serve --host 127.0.0.1 --port "$(free_port)" --rest_api_port "$(free_port)" --ssl_config_file tls/ssl.cfg \
+  --model_name digits --model_base_path tampered --keyserver "127.0.0.1:$ks_port" \
+  --keyserver-ca tls/ca_cert.pem --evidence sim --sim-key sim/sim_qe_key.pem 2> tampered.log; then
+  echo "demo: the tampered model should have been refused" >&2; exit 1
+fi
+grep -v INSECURE tampered.log | sed 's/^[^ ]* //'
 
-printf '\n\033[1mdemo complete.\033[0m Next on the roadmap: attested key release (cloister keyserver),\n'
-printf 'the ONNX engine (cloister run) and the TF Serving API server (cloister serve).\n'
+printf '\n\033[1mdemo complete.\033[0m The model key never left the key server except to an attested server;\n'
+printf 'the model existed in plaintext only in that server'"'"'s locked memory.\n'
+printf '(Evidence here is simulated: on SGX hardware, run inside Gramine with --evidence gramine.)\n'
