@@ -1262,6 +1262,167 @@ static int run_pad(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
+/* ---------------------------------------------------------------- more tensor ops */
+
+static int run_gather_elements(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x, *ind;
+    if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &ind, err))
+        return -1;
+    if ((ind->dtype != CL_DT_INT64 && ind->dtype != CL_DT_INT32) || ind->rank != x->rank || x->rank == 0)
+        return eng_node_err(err, CL_E_FORMAT, n, "indices must be int32/int64 with the data's rank");
+    int64_t ax = norm_axis(eng_attr_i(n, "axis", 0), x->rank);
+    if (ax < 0 || ax >= x->rank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    for (int d = 0; d < x->rank; d++)
+        if (d != ax && ind->dims[d] > x->dims[d])
+            return eng_node_err(err, CL_E_FORMAT, n, "indices %s exceed the data %s outside the axis", DIMS(ind), DIMS(x));
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, ind->rank, ind->dims, err);
+    if (!y)
+        return -1;
+    size_t es = cl_engine_dtype_size(x->dtype);
+    int64_t N = eng_numel(ind), idx[CL_ENGINE_MAX_RANK] = {0}, xst[CL_ENGINE_MAX_RANK], st = 1;
+    for (int d = x->rank - 1; d >= 0; d--) {
+        xst[d] = st;
+        st *= x->dims[d];
+    }
+    for (int64_t e = 0; e < N; e++) {
+        int64_t v = eng_get_i(ind, e), dim = x->dims[ax];
+        if (v < -dim || v >= dim)
+            return eng_node_err(err, CL_E_FORMAT, n, "index %lld out of range for axis of size %lld", (long long)v,
+                                (long long)dim);
+        if (v < 0)
+            v += dim;
+        int64_t off = 0;
+        for (int d = 0; d < x->rank; d++)
+            off += (d == ax ? v : idx[d]) * xst[d];
+        memcpy((char *)y->data + e * es, (char *)x->data + off * es, es);
+        for (int d = x->rank - 1; d >= 0; d--) {
+            if (++idx[d] < ind->dims[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
+
+static int run_trilu(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    if (x->rank < 2)
+        return eng_node_err(err, CL_E_FORMAT, n, "input must have rank >= 2");
+    int64_t k = 0;
+    eng_tensor *kt = eng_in_plain(r, n, 1, err);
+    if (kt) {
+        if (eng_numel(kt) != 1)
+            return eng_node_err(err, CL_E_FORMAT, n, "k must be a scalar");
+        k = eng_get_i(kt, 0);
+    }
+    bool upper = eng_attr_i(n, "upper", 1) != 0;
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t R = x->dims[x->rank - 2], C = x->dims[x->rank - 1], N = eng_numel(x);
+    size_t es = cl_engine_dtype_size(x->dtype);
+    for (int64_t e = 0; e < N; e++) {
+        int64_t j = e % C, i = (e / C) % R;
+        bool keep = upper ? j - i >= k : j - i <= k;
+        if (keep)
+            memcpy((char *)y->data + e * es, (char *)x->data + e * es, es);
+    }
+    return 0;
+}
+
+static int run_cumsum(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x, *at;
+    if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &at, err))
+        return -1;
+    if (eng_numel(at) != 1 || x->rank == 0)
+        return eng_node_err(err, CL_E_FORMAT, n, "needs a scalar axis and a non-scalar input");
+    int64_t ax = norm_axis(eng_get_i(at, 0), x->rank);
+    if (ax < 0 || ax >= x->rank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    bool excl = eng_attr_i(n, "exclusive", 0) != 0, rev = eng_attr_i(n, "reverse", 0) != 0;
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t outer = 1, len = x->dims[ax], inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= x->dims[d];
+    for (int d = (int)ax + 1; d < x->rank; d++)
+        inner *= x->dims[d];
+    bool f = eng_dtype_is_float(x->dtype);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            double accf = 0;
+            int64_t acci = 0;
+            for (int64_t t = 0; t < len; t++) {
+                int64_t j = rev ? len - 1 - t : t, e = (o * len + j) * inner + in;
+                if (excl) {
+                    if (f)
+                        eng_set_f(y, e, accf);
+                    else
+                        eng_set_i(y, e, acci);
+                }
+                if (f)
+                    accf += eng_get_f(x, e);
+                else
+                    acci = (int64_t)((uint64_t)acci + (uint64_t)eng_get_i(x, e));
+                if (!excl) {
+                    if (f)
+                        eng_set_f(y, e, accf);
+                    else
+                        eng_set_i(y, e, acci);
+                }
+            }
+        }
+    return 0;
+}
+
+static int run_isinf(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    if (!eng_dtype_is_float(x->dtype))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "type %s is not supported", cl_engine_dtype_name(x->dtype));
+    bool pos = eng_attr_i(n, "detect_positive", 1) != 0, neg = eng_attr_i(n, "detect_negative", 1) != 0;
+    eng_tensor *y = eng_out(r, n, 0, CL_DT_BOOL, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t N = eng_numel(x);
+    for (int64_t i = 0; i < N; i++) {
+        double v = eng_get_f(x, i);
+        ((uint8_t *)y->data)[i] = isinf(v) && ((v > 0 && pos) || (v < 0 && neg));
+    }
+    return 0;
+}
+
+static int run_eyelike(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    if (x->rank != 2)
+        return eng_node_err(err, CL_E_FORMAT, n, "input must be 2-D");
+    cl_engine_dtype dt = (cl_engine_dtype)eng_attr_i(n, "dtype", x->dtype);
+    if (!eng_dtype_supported(dt))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "dtype %s is not supported", cl_engine_dtype_name(dt));
+    int64_t k = eng_attr_i(n, "k", 0);
+    eng_tensor *y = eng_out(r, n, 0, dt, 2, x->dims, err);
+    if (!y)
+        return -1;
+    for (int64_t i = 0; i < x->dims[0]; i++) {
+        int64_t j = i + k;
+        if (j >= 0 && j < x->dims[1])
+            eng_set_i(y, i * x->dims[1] + j, 1);
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- softmax */
 
 static int run_softmax(eng_run *r, eng_node *n, cl_err *err)
@@ -1805,6 +1966,11 @@ const eng_op eng_ops_basic[] = {
     {"ConstantOfShape", 1, 1, 1, 1, NULL, run_constant_of_shape, NULL},
     {"Range", 3, 3, 1, 1, NULL, run_range, NULL},
     {"Pad", 1, 4, 1, 1, NULL, run_pad, NULL},
+    {"GatherElements", 2, 2, 1, 1, NULL, run_gather_elements, NULL},
+    {"Trilu", 1, 2, 1, 1, NULL, run_trilu, NULL},
+    {"CumSum", 2, 2, 1, 1, NULL, run_cumsum, NULL},
+    {"IsInf", 1, 1, 1, 1, NULL, run_isinf, NULL},
+    {"EyeLike", 1, 1, 1, 1, NULL, run_eyelike, NULL},
     {"Constant", 0, 0, 1, 1, NULL, run_never, NULL},
     {"Softmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
     {"LogSoftmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
