@@ -1140,6 +1140,9 @@ static int run_range(eng_run *r, eng_node *n, cl_err *err)
         if (need_in(r, n, i, &ts[i], err) != 0)
             return -1;
     cl_engine_dtype dt = ts[0]->dtype;
+    for (int i = 0; i < 3; i++)
+        if (eng_numel(ts[i]) != 1 || ts[i]->dtype != dt)
+            return eng_node_err(err, CL_E_FORMAT, n, "start, limit and delta must be scalars of one type");
     int64_t cnt;
     if (eng_dtype_is_float(dt)) {
         double s = eng_get_f(ts[0], 0), l = eng_get_f(ts[1], 0), d = eng_get_f(ts[2], 0);
@@ -1913,6 +1916,8 @@ static int run_dropout(eng_run *r, eng_node *n, cl_err *err)
     if (need_in(r, n, 0, &x, err) != 0)
         return -1;
     eng_tensor *tm = eng_in_plain(r, n, 2, err);
+    if (tm && eng_numel(tm) != 1)
+        return eng_node_err(err, CL_E_FORMAT, n, "training_mode must be a scalar");
     if (tm && eng_get_i(tm, 0) != 0)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "training mode is not supported");
     int64_t d[CL_ENGINE_MAX_RANK];

@@ -420,9 +420,11 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "input rank %d is not supported (3-5)", x->rank);
+    for (int d = 0; d < x->rank; d++)
+        if (x->dims[d] <= 0 || (d < w->rank && w->dims[d] <= 0))
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "empty tensors are not supported");
     dnnl_memory_desc_t in_md;
     tensor_md(x, &in_md);
-    /* the residual: fused only when it has exactly the output's shape */
     pthread_mutex_lock(&r->m->lock);
     prim_cache *cache = n->state;
     if (!cache) {
@@ -586,6 +588,9 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "input rank %d is not supported (3-5)", x->rank);
+    for (int d = 0; d < x->rank; d++)
+        if (x->dims[d] <= 0)
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "empty tensors are not supported");
     dnnl_memory_desc_t in_md;
     tensor_md(x, &in_md);
     pthread_mutex_lock(&r->m->lock);
@@ -850,7 +855,12 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
 
 static bool is_f32_nd(const eng_tensor *t)
 {
-    return t && t->dtype == CL_DT_FLOAT && t->rank >= 3 && t->rank <= 5;
+    if (!t || t->dtype != CL_DT_FLOAT || t->rank < 3 || t->rank > 5)
+        return false;
+    for (int d = 0; d < t->rank; d++)
+        if (t->dims[d] <= 0)
+            return false;
+    return true;
 }
 
 static int run_bn(eng_run *r, eng_node *n, cl_err *err)
