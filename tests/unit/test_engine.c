@@ -613,6 +613,11 @@ static void check_residual(const int64_t *zd, int zrank)
     assert_int_equal(load(buf, len, &model, &err), 0);
     free(buf);
     assert_int_equal(cl_engine_num_nodes(model), 1); /* Add and Relu fused into the Conv */
+    const cl_engine_io_info *oi = cl_engine_output(model, 0); /* inferred: conv output broadcast with z */
+    assert_int_equal(oi->rank, 4);
+    assert_int_equal(oi->dims[0], zrank == 4 ? zd[0] : 1);
+    assert_int_equal(oi->dims[1], OC);
+    assert_int_equal(oi->dims[3], W);
     float *x = random_input(1, 77);
     int64_t zn = 1;
     for (int i = 0; i < zrank; i++)
