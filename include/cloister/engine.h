@@ -82,6 +82,9 @@ typedef struct cl_engine_io_info {
 typedef struct cl_engine_options {
     int threads; /* oneDNN / OpenMP threads per run (set with omp_set_num_threads on the calling
                     thread during load and each run); 0: OpenMP's default (all cores) */
+    bool no_warmup; /* by default, when every input dim except the batch is static, load runs the
+                       model once on zeros at batch 1, so the batch-1 plan exists and the weights are
+                       reordered before the first request; a failing warm-up is ignored */
 } cl_engine_options;
 
 typedef struct cl_engine_model cl_engine_model;

@@ -24,6 +24,10 @@ typedef struct prim_entry {
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, bias_md, scratch_md;
     dnnl_primitive_t src_reorder; /* in_md -> src_md when they differ */
+    int wplain_rank;              /* the weights' plain shape (goihw for groups) */
+    int w_rank;                   /* the ONNX weights' shape (Conv cache key) */
+    int64_t w_dims[CL_ENGINE_MAX_RANK];
+    int64_t wplain_dims[CL_ENGINE_MAX_RANK];
     void *wei;                    /* reordered weights (owned unless wei_shared) */
     bool wei_shared;
     int64_t out_dims[CL_ENGINE_MAX_RANK];
@@ -85,11 +89,15 @@ static void tensor_md(const eng_tensor *t, dnnl_memory_desc_t *md)
         plain_md(md, t->rank, t->dims);
 }
 
-static prim_entry *cache_find(prim_cache *c, const eng_tensor *x, const dnnl_memory_desc_t *in_md, bool with_sum)
+/* w: the weights for Conv (their shape is part of the key: they may be a graph input), NULL for pooling */
+static prim_entry *cache_find(prim_cache *c, const eng_tensor *x, const dnnl_memory_desc_t *in_md, bool with_sum,
+                              const eng_tensor *w)
 {
     for (prim_entry *e = c ? c->head : NULL; e; e = e->next)
         if (e->rank == x->rank && e->with_sum == with_sum &&
-            memcmp(e->dims, x->dims, sizeof(int64_t) * (size_t)x->rank) == 0 && dnnl_memory_desc_equal(&e->in_md, in_md))
+            memcmp(e->dims, x->dims, sizeof(int64_t) * (size_t)x->rank) == 0 &&
+            (!w || (w->rank == e->w_rank && memcmp(e->w_dims, w->dims, sizeof(int64_t) * (size_t)w->rank) == 0)) &&
+            dnnl_memory_desc_equal(&e->in_md, in_md))
             return e;
     return NULL;
 }
@@ -238,6 +246,8 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     memcpy(e->dims, x->dims, sizeof e->dims);
     e->in_md = *in_md;
     e->with_sum = with_sum;
+    e->w_rank = w->rank;
+    memcpy(e->w_dims, w->dims, sizeof e->w_dims);
     int nsp = g.nsp;
     dnnl_dims_t sd, wd, dd, bd, st, dl, pl, pr;
     sd[0] = x->dims[0];
@@ -320,9 +330,18 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
             dnnl_primitive_desc_destroy(rpd);
         }
     }
-    /* weights: share with another entry using the same layout, else reorder once */
+    /* weights: share with another entry using the same layout, else reorder once; weights that
+     * are not constants (a graph input) are reordered on every run instead (wei stays NULL) */
+    bool const_w = n->in[1] >= 0 && r->m->values[n->in[1]].konst != NULL;
+    e->wplain_rank = wr;
+    for (int i = 0; i < wr; i++)
+        e->wplain_dims[i] = wd[i];
+    if (!const_w) {
+        *out = e;
+        return 0;
+    }
     for (prim_entry *o = cache->head; s == dnnl_success && o; o = o->next)
-        if (dnnl_memory_desc_equal(&o->wei_md, &e->wei_md)) {
+        if (o->wei && dnnl_memory_desc_equal(&o->wei_md, &e->wei_md)) {
             e->wei = o->wei;
             e->wei_shared = true;
             break;
@@ -435,7 +454,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         }
     }
     bool with_sum = sum != NULL;
-    prim_entry *e = cache_find(cache, x, &in_md, with_sum);
+    prim_entry *e = cache_find(cache, x, &in_md, with_sum, w);
     if (!e) {
         if (conv_create(r, n, x, w, b, &in_md, with_sum, cache, &e, err) != 0) {
             pthread_mutex_unlock(&r->m->lock);
@@ -447,12 +466,14 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     pthread_mutex_unlock(&r->m->lock);
     bool sum_ok = sum && sum->dtype == CL_DT_FLOAT && sum->rank == x->rank &&
                   memcmp(sum->dims, e->out_dims, sizeof(int64_t) * (size_t)x->rank) == 0;
+    if (b && (b->dtype != CL_DT_FLOAT || eng_numel(b) != e->out_dims[1]))
+        return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)e->out_dims[1]);
     eng_tensor *bsum = NULL; /* a fused Add whose other input broadcasts: added after the conv */
     if (sum && !sum_ok) {
         bsum = sum;
         sum = NULL;
         pthread_mutex_lock(&r->m->lock);
-        prim_entry *e2 = cache_find(cache, x, &in_md, false);
+        prim_entry *e2 = cache_find(cache, x, &in_md, false, w);
         if (!e2) {
             if (conv_create(r, n, x, w, b, &in_md, false, cache, &e2, err) != 0) {
                 pthread_mutex_unlock(&r->m->lock);
@@ -502,11 +523,26 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         if (!scratch)
             s = dnnl_out_of_memory;
     }
+    void *wei = e->wei, *tmp_wei = NULL;
+    if (s == dnnl_success && !wei) { /* weights computed at run time: reorder them for this run */
+        tmp_wei = alloc_md(&e->wei_md);
+        if (!tmp_wei) {
+            s = dnnl_out_of_memory;
+        } else {
+            dnnl_memory_desc_t wplain;
+            dnnl_dims_t wd;
+            for (int i = 0; i < e->wplain_rank; i++)
+                wd[i] = e->wplain_dims[i];
+            dnnl_memory_desc_init_by_tag(&wplain, e->wplain_rank, wd, dnnl_f32, plain_tag(e->wplain_rank));
+            s = do_reorder(r, &wplain, w->data, &e->wei_md, tmp_wei, NULL);
+        }
+        wei = tmp_wei;
+    }
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL, msc = NULL;
     if (s == dnnl_success)
         s = dnnl_memory_create(&ms, &e->src_md, r->m->dnnl, src);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&mw, &e->wei_md, r->m->dnnl, e->wei);
+        s = dnnl_memory_create(&mw, &e->wei_md, r->m->dnnl, wei);
     if (s == dnnl_success)
         s = dnnl_memory_create(&md, &e->dst_md, r->m->dnnl, dst);
     if (s == dnnl_success && b) {
@@ -534,6 +570,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     if (mb) dnnl_memory_destroy(mb);
     if (msc) dnnl_memory_destroy(msc);
     eng_buf_free(tmp_src);
+    eng_buf_free(tmp_wei);
     eng_buf_free(scratch);
     if (s != dnnl_success) {
         if (!stolen)
@@ -602,7 +639,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
         }
     }
-    prim_entry *e = cache_find(cache, x, &in_md, false);
+    prim_entry *e = cache_find(cache, x, &in_md, false, NULL);
     if (!e) {
         int64_t kern[MAX_SP];
         size_t c = 0;
