@@ -1426,6 +1426,178 @@ static int run_eyelike(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
+static int run_depth_space(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    bool d2s = strcmp(n->op_type, "DepthToSpace") == 0;
+    int64_t b = eng_attr_i(n, "blocksize", 0);
+    bool crd = strcmp(eng_attr_s(n, "mode", "DCR"), "CRD") == 0;
+    if (x->rank != 4 || b < 1 || b > 4096)
+        return eng_node_err(err, CL_E_FORMAT, n, "needs a 4-D input and a blocksize >= 1");
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], od[4];
+    if (d2s) {
+        if (C % (b * b))
+            return eng_node_err(err, CL_E_FORMAT, n, "channels %lld are not divisible by blocksize^2", (long long)C);
+        od[0] = N, od[1] = C / (b * b), od[2] = H * b, od[3] = W * b;
+    } else {
+        if (H % b || W % b)
+            return eng_node_err(err, CL_E_FORMAT, n, "spatial dims are not divisible by the blocksize");
+        od[0] = N, od[1] = C * b * b, od[2] = H / b, od[3] = W / b;
+    }
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, 4, od, err);
+    if (!y)
+        return -1;
+    size_t es = cl_engine_dtype_size(x->dtype);
+    /* iterate over the depth-to-space side (big spatial) and map to the channel side */
+    int64_t oc = d2s ? od[1] : C, hh = d2s ? od[2] : H, ww = d2s ? od[3] : W; /* space side dims */
+    int64_t cc = d2s ? C : od[1], sh = hh / b, sw = ww / b;                    /* depth side dims */
+    for (int64_t bn = 0; bn < N; bn++)
+        for (int64_t c = 0; c < oc; c++)
+            for (int64_t i = 0; i < hh; i++)
+                for (int64_t j = 0; j < ww; j++) {
+                    int64_t bi = i % b, bj = j % b;
+                    int64_t dc = crd ? c * b * b + bi * b + bj : (bi * b + bj) * oc + c;
+                    int64_t space = ((bn * oc + c) * hh + i) * ww + j;
+                    int64_t depth = ((bn * cc + dc) * sh + i / b) * sw + j / b;
+                    if (d2s)
+                        memcpy((char *)y->data + space * es, (char *)x->data + depth * es, es);
+                    else
+                        memcpy((char *)y->data + depth * es, (char *)x->data + space * es, es);
+                }
+    return 0;
+}
+
+static int run_onehot(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *ind, *dep, *val;
+    if (need_in(r, n, 0, &ind, err) || need_in(r, n, 1, &dep, err) || need_in(r, n, 2, &val, err))
+        return -1;
+    if (eng_numel(dep) != 1 || eng_numel(val) != 2)
+        return eng_node_err(err, CL_E_FORMAT, n, "depth must be a scalar and values have two elements");
+    int64_t depth = eng_get_i(dep, 0);
+    if (depth < 1 || depth > CL_ENGINE_MAX_TENSOR_ELEMS || ind->rank + 1 > CL_ENGINE_MAX_RANK)
+        return eng_node_err(err, CL_E_FORMAT, n, "invalid depth or rank");
+    int orank = ind->rank + 1;
+    int64_t ax = norm_axis(eng_attr_i(n, "axis", -1), orank);
+    if (ax < 0 || ax >= orank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    int64_t od[CL_ENGINE_MAX_RANK];
+    for (int d = 0, k = 0; d < orank; d++)
+        od[d] = d == ax ? depth : ind->dims[k++];
+    eng_tensor *y = eng_out(r, n, 0, val->dtype, orank, od, err);
+    if (!y)
+        return -1;
+    size_t es = cl_engine_dtype_size(val->dtype);
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= od[d];
+    for (int d = (int)ax + 1; d < orank; d++)
+        inner *= od[d];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t k = 0; k < depth; k++)
+            for (int64_t i = 0; i < inner; i++) {
+                int64_t v = eng_get_i(ind, o * inner + i);
+                if (v < 0)
+                    v += depth;
+                int64_t e = (o * depth + k) * inner + i;
+                memcpy((char *)y->data + e * es, (char *)val->data + (v == k ? es : 0), es);
+            }
+    return 0;
+}
+
+static int run_shrink(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    double bias = eng_attr_f(n, "bias", 0.0f), lambd = eng_attr_f(n, "lambd", 0.5f);
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t N = eng_numel(x);
+    for (int64_t i = 0; i < N; i++) {
+        double v = eng_get_f(x, i);
+        eng_set_f(y, i, v < -lambd ? v + bias : v > lambd ? v - bias : 0);
+    }
+    return 0;
+}
+
+typedef struct topk_item {
+    double v;
+    int64_t i;
+} topk_item;
+
+/* A total order (NaN above everything) so qsort's comparator is consistent. */
+static int cmp_val(double a, double b)
+{
+    bool na = a != a, nb = b != b;
+    if (na || nb)
+        return na && nb ? 0 : na ? 1 : -1;
+    return a < b ? -1 : a > b;
+}
+
+static int topk_largest(const void *a, const void *b)
+{
+    const topk_item *x = a, *y = b;
+    int c = cmp_val(y->v, x->v);
+    return c ? c : (x->i < y->i ? -1 : x->i > y->i);
+}
+
+static int topk_smallest(const void *a, const void *b)
+{
+    const topk_item *x = a, *y = b;
+    int c = cmp_val(x->v, y->v);
+    return c ? c : (x->i < y->i ? -1 : x->i > y->i);
+}
+
+static int run_topk(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x, *kt;
+    if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &kt, err))
+        return -1;
+    if (eng_numel(kt) != 1 || x->rank == 0)
+        return eng_node_err(err, CL_E_FORMAT, n, "K must have one element and X a rank >= 1");
+    int64_t ax = norm_axis(eng_attr_i(n, "axis", -1), x->rank);
+    if (ax < 0 || ax >= x->rank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    int64_t k = eng_get_i(kt, 0), len = x->dims[ax];
+    if (k < 0 || k > len)
+        return eng_node_err(err, CL_E_FORMAT, n, "K=%lld is out of range for an axis of %lld", (long long)k,
+                            (long long)len);
+    bool largest = eng_attr_i(n, "largest", 1) != 0;
+    int64_t od[CL_ENGINE_MAX_RANK];
+    memcpy(od, x->dims, sizeof od);
+    od[ax] = k;
+    eng_tensor *vy = eng_out(r, n, 0, x->dtype, x->rank, od, err);
+    eng_tensor *iy = vy ? eng_out(r, n, 1, CL_DT_INT64, x->rank, od, err) : NULL;
+    if (!vy || !iy)
+        return -1;
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= x->dims[d];
+    for (int d = (int)ax + 1; d < x->rank; d++)
+        inner *= x->dims[d];
+    topk_item *items = malloc((size_t)(len + 1) * sizeof *items);
+    if (!items)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    size_t es = cl_engine_dtype_size(x->dtype);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            for (int64_t j = 0; j < len; j++)
+                items[j] = (topk_item){eng_get_f(x, (o * len + j) * inner + in), j};
+            qsort(items, (size_t)len, sizeof *items, largest ? topk_largest : topk_smallest);
+            for (int64_t j = 0; j < k; j++) {
+                int64_t e = (o * k + j) * inner + in;
+                memcpy((char *)vy->data + e * es, (char *)x->data + ((o * len + items[j].i) * inner + in) * es, es);
+                ((int64_t *)iy->data)[e] = items[j].i;
+            }
+        }
+    free(items);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- softmax */
 
 static int run_softmax(eng_run *r, eng_node *n, cl_err *err)
@@ -1976,6 +2148,11 @@ const eng_op eng_ops_basic[] = {
     {"CumSum", 2, 2, 1, 1, NULL, run_cumsum, NULL},
     {"IsInf", 1, 1, 1, 1, NULL, run_isinf, NULL},
     {"EyeLike", 1, 1, 1, 1, NULL, run_eyelike, NULL},
+    {"DepthToSpace", 1, 1, 1, 1, NULL, run_depth_space, NULL},
+    {"SpaceToDepth", 1, 1, 1, 1, NULL, run_depth_space, NULL},
+    {"OneHot", 3, 3, 1, 1, NULL, run_onehot, NULL},
+    {"Shrink", 1, 1, 1, 1, NULL, run_shrink, NULL},
+    {"TopK", 2, 2, 2, 2, NULL, run_topk, NULL},
     {"Constant", 0, 0, 1, 1, NULL, run_never, NULL},
     {"Softmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
     {"LogSoftmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
