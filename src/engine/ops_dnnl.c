@@ -1089,6 +1089,181 @@ static int run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
     return exec_to_output(r, n, e, 2, ids, keys, ptrs, a->rank, a->dims, err);
 }
 
+/* ---------------------------------------------------------------- ConvTranspose
+ * oneDNN deconvolution. ONNX weights are [C_in, C_out/group, k...] (oneDNN's iohw / giohw
+ * layouts). The output size follows ONNX: explicit pads and output_padding, or output_shape with
+ * auto_pad. Weights are reordered on every run (this op is not on the hot path of the CNNs). */
+static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x = eng_in(r, n, 0), *w = eng_in_plain(r, n, 1, err);
+    eng_tensor *b = n->n_in > 2 && n->in[2] >= 0 ? eng_in_plain(r, n, 2, err) : NULL;
+    if (!x || !w)
+        return eng_node_err(err, CL_E_FORMAT, n, "X and W are required");
+    if (!is_f32_nd(x) || w->dtype != CL_DT_FLOAT || w->rank != x->rank)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "only non-empty float inputs of rank 3-5 are supported");
+    int nsp = x->rank - 2;
+    int64_t group = eng_attr_i(n, "group", 1), C = x->dims[1];
+    if (group < 1 || C % group || w->dims[0] != C || w->dims[1] < 1)
+        return eng_node_err(err, CL_E_FORMAT, n, "weights %s do not match input channels %lld (group %lld)",
+                            eng_dims_str(w->dims, w->rank, (char[96]){0}, 96), (long long)C, (long long)group);
+    int64_t OC = w->dims[1] * group;
+    if (b && (b->dtype != CL_DT_FLOAT || eng_numel(b) != OC))
+        return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)OC);
+    size_t cs, cd, cp, co, cos;
+    const int64_t *st = eng_attr_ints(n, "strides", &cs), *dl = eng_attr_ints(n, "dilations", &cd),
+                  *pads = eng_attr_ints(n, "pads", &cp), *opad = eng_attr_ints(n, "output_padding", &co),
+                  *oshape = eng_attr_ints(n, "output_shape", &cos);
+    if ((st && (int)cs != nsp) || (dl && (int)cd != nsp) || (pads && (int)cp != 2 * nsp) || (opad && (int)co != nsp) ||
+        (oshape && (int)cos != nsp && (int)cos != x->rank))
+        return eng_node_err(err, CL_E_FORMAT, n, "attributes do not match %d spatial dims", nsp);
+    const char *ap = eng_attr_s(n, "auto_pad", "NOTSET");
+    dnnl_dims_t wd, dd, sv, dv, pl, pr;
+    int64_t od[CL_ENGINE_MAX_RANK] = {x->dims[0], OC};
+    bool extend = false;
+    for (int i = 0; i < nsp; i++) {
+        int64_t in = x->dims[2 + i], k = w->dims[2 + i], s_ = st ? st[i] : 1, d = dl ? dl[i] : 1;
+        int64_t op = opad ? opad[i] : 0, l = pads ? pads[i] : 0, rr = pads ? pads[i + nsp] : 0;
+        if (s_ < 1 || d < 1 || k < 1 || s_ > 4096 || d > 4096 || k > 4096 || l < 0 || rr < 0 || op < 0 || op >= s_ + d ||
+            l > 65536 || rr > 65536)
+            return eng_node_err(err, CL_E_FORMAT, n, "invalid stride/dilation/pad/output_padding values");
+        int64_t ext = (k - 1) * d + 1, full = s_ * (in - 1) + op + ext, out;
+        if (oshape) {
+            out = oshape[(int)cos == nsp ? i : 2 + i];
+            int64_t total = full - out;
+            if (out < 1 || out > full + 65536)
+                return eng_node_err(err, CL_E_FORMAT, n, "invalid output_shape");
+            if (total < 0)
+                total = 0; /* positions past the full output only get the bias (see below) */
+            if (strcmp(ap, "SAME_UPPER") == 0) {
+                l = total / 2;
+                rr = total - l;
+            } else {
+                rr = total / 2;
+                l = total - rr;
+            }
+        } else if (strcmp(ap, "SAME_UPPER") == 0 || strcmp(ap, "SAME_LOWER") == 0) {
+            out = in * s_;
+            int64_t total = full - out;
+            if (total < 0)
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "auto_pad with this geometry is not supported");
+            if (strcmp(ap, "SAME_UPPER") == 0) {
+                l = total / 2;
+                rr = total - l;
+            } else {
+                rr = total / 2;
+                l = total - rr;
+            }
+        } else {
+            out = full - l - rr;
+        }
+        if (out < 1)
+            return eng_node_err(err, CL_E_FORMAT, n, "the output would be empty");
+        /* oneDNN: out = (in - 1) * s + ext - pl - pr, so output_padding becomes less right padding;
+         * output past the last kernel reach (pr < 0) receives no contributions: computed smaller,
+         * then extended with the bias below */
+        int64_t pr_eff = (in - 1) * s_ + ext - l - out;
+        dd[2 + i] = pr_eff < 0 ? out + pr_eff : out;
+        if (dd[2 + i] < 1)
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "this output_padding/output_shape is not supported");
+        if (pr_eff < 0) {
+            extend = true;
+            pr_eff = 0;
+        }
+        od[2 + i] = out;
+        sv[i] = s_;
+        dv[i] = d - 1;
+        pl[i] = l;
+        pr[i] = pr_eff;
+    }
+    dd[0] = x->dims[0];
+    dd[1] = OC;
+    int wr;
+    dnnl_format_tag_t wtag;
+    if (group > 1) {
+        wd[0] = group, wd[1] = OC / group, wd[2] = C / group;
+        for (int i = 0; i < nsp; i++)
+            wd[3 + i] = w->dims[2 + i];
+        wr = x->rank + 1;
+        wtag = nsp == 1 ? dnnl_acbd : nsp == 2 ? dnnl_acbde : dnnl_acbdef;
+    } else {
+        wd[0] = OC, wd[1] = C;
+        for (int i = 0; i < nsp; i++)
+            wd[2 + i] = w->dims[2 + i];
+        wr = x->rank;
+        wtag = nsp == 1 ? dnnl_bac : nsp == 2 ? dnnl_bacd : dnnl_bacde;
+    }
+    dnnl_memory_desc_t keys[2], wmd, bmd, dmd;
+    tensor_md(x, &keys[0]);
+    dnnl_memory_desc_init_by_tag(&wmd, wr, wd, dnnl_f32, wtag);
+    keys[1] = wmd;
+    dnnl_dims_t bd = {OC};
+    dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
+    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, dnnl_format_tag_any);
+    int variant = b ? 1 : 0;
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, keys, 2, variant) : NULL;
+    if (c && !e) {
+        dnnl_deconvolution_desc_t ddsc;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s2 = dnnl_dilated_deconvolution_forward_desc_init(&ddsc, dnnl_forward_inference,
+                                                                        dnnl_deconvolution_direct, &keys[0], &wmd,
+                                                                        b ? &bmd : NULL, &dmd, sv, dv, pl, pr);
+        if (s2 == dnnl_success)
+            s2 = dnnl_primitive_desc_create(&pd, &ddsc, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s2 != dnnl_success)
+            eng_dnnl_fail(err, s2, n, "creating the deconvolution");
+        else
+            e = entry_new(c, keys, 2, variant, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS};
+    const dnnl_memory_desc_t mds[] = {keys[0], wmd, bmd};
+    void *const ptrs[] = {x->data, w->data, b ? b->data : NULL};
+    int64_t cd_[CL_ENGINE_MAX_RANK];
+    for (int i = 0; i < x->rank; i++)
+        cd_[i] = dd[i];
+    if (exec_to_output(r, n, e, b ? 3 : 2, ids, mds, ptrs, x->rank, cd_, err) != 0)
+        return -1;
+    if (!extend)
+        return 0;
+    /* embed the computed [.., cd_] block into the full output, the rest being the bias */
+    eng_tensor *y = &r->vals[n->out[0]];
+    if (eng_make_plain(r, y, err) != 0)
+        return -1;
+    eng_tensor o = {.dtype = CL_DT_FLOAT, .rank = x->rank};
+    memcpy(o.dims, od, sizeof(int64_t) * (size_t)x->rank);
+    if (eng_tensor_alloc(&o, err) != 0)
+        return -1;
+    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0};
+    float *op = o.data;
+    const float *yp = y->data, *bp = b ? b->data : NULL;
+    for (int64_t i = 0; i < N; i++) {
+        bool inside = true;
+        int64_t off = 0;
+        for (int d = 0; d < x->rank; d++) {
+            inside = inside && idx[d] < cd_[d];
+            off = off * cd_[d] + idx[d];
+        }
+        op[i] = inside ? yp[off] : bp ? bp[idx[1]] : 0.0f;
+        for (int d = x->rank - 1; d >= 0; d--) {
+            if (++idx[d] < od[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    int refs = y->refs;
+    eng_tensor_free(y);
+    *y = o;
+    y->refs = refs;
+    return 0;
+}
+
 static void free_state(void *state)
 {
     free_cache(state);
@@ -1101,6 +1276,7 @@ const eng_op eng_ops_dnnl[] = {
     {"GlobalAveragePool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"GlobalMaxPool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"BatchNormalization", 5, 5, 1, 3, eng_ref_check_batchnorm, run_bn, free_state},
+    {"ConvTranspose", 2, 3, 1, 1, NULL, run_convtranspose, free_state},
     {"Concat", 1, -1, 1, 1, NULL, run_concat_dnnl, free_state},
     {"Relu", 1, 1, 1, 1, NULL, run_eltwise, free_state},
     {"Sigmoid", 1, 1, 1, 1, NULL, run_eltwise, free_state},
