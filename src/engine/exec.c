@@ -280,6 +280,13 @@ eng_tensor *eng_in_plain(eng_run *r, const eng_node *n, int i, cl_err *err)
 static _Thread_local eng_tensor discard[4];
 static _Thread_local int n_discard;
 
+void eng_discard_flush(void)
+{
+    for (int k = 0; k < n_discard; k++)
+        eng_tensor_free(&discard[k]);
+    n_discard = 0;
+}
+
 eng_tensor *eng_out(eng_run *r, const eng_node *n, int i, cl_engine_dtype dt, int rank, const int64_t *dims,
                     cl_err *err)
 {
@@ -410,14 +417,12 @@ int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_i
     int rc = 0;
     for (size_t oi = 0; oi < m->n_order && rc == 0; oi++) {
         eng_node *n = &m->nodes[m->order[oi]];
-        n_discard = 0;
+        eng_discard_flush();
         uint64_t t0 = m->prof_ns ? cl_now_ns() : 0;
         rc = n->op->run(&r, n, err);
         if (m->prof_ns)
             __atomic_fetch_add(&m->prof_ns[m->order[oi]], cl_now_ns() - t0, __ATOMIC_RELAXED);
-        for (int k = 0; k < n_discard; k++)
-            eng_tensor_free(&discard[k]);
-        n_discard = 0;
+        eng_discard_flush();
         if (rc != 0)
             break;
         for (int k = 0; k < n->n_out; k++)
