@@ -1264,6 +1264,44 @@ static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
+/* ---------------------------------------------------------------- LRN (across channels) */
+static int run_lrn(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x = eng_in(r, n, 0);
+    int64_t size = eng_attr_i(n, "size", 0);
+    if (!is_f32_nd(x) || x->rank != 4)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "only non-empty 4-D float inputs are supported");
+    if (size < 1 || size % 2 == 0 || size > 1023)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "size %lld is not supported (odd sizes only)", (long long)size);
+    dnnl_memory_desc_t md;
+    tensor_md(x, &md);
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, &md, 1, 0) : NULL;
+    if (c && !e) {
+        dnnl_lrn_desc_t ld;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s = dnnl_lrn_forward_desc_init(&ld, dnnl_forward_inference, dnnl_lrn_across_channels, &md, size,
+                                                     eng_attr_f(n, "alpha", 1e-4f), eng_attr_f(n, "beta", 0.75f),
+                                                     eng_attr_f(n, "bias", 1.0f));
+        if (s == dnnl_success)
+            s = dnnl_primitive_desc_create(&pd, &ld, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s != dnnl_success)
+            eng_dnnl_fail(err, s, n, "creating the LRN");
+        else
+            e = entry_new(c, &md, 1, 0, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    const int ids[] = {DNNL_ARG_SRC};
+    void *const ptrs[] = {x->data};
+    return exec_to_output(r, n, e, 1, ids, &md, ptrs, x->rank, x->dims, err);
+}
+
 static void free_state(void *state)
 {
     free_cache(state);
@@ -1277,6 +1315,7 @@ const eng_op eng_ops_dnnl[] = {
     {"GlobalMaxPool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"BatchNormalization", 5, 5, 1, 3, eng_ref_check_batchnorm, run_bn, free_state},
     {"ConvTranspose", 2, 3, 1, 1, NULL, run_convtranspose, free_state},
+    {"LRN", 1, 1, 1, 1, NULL, run_lrn, free_state},
     {"Concat", 1, -1, 1, 1, NULL, run_concat_dnnl, free_state},
     {"Relu", 1, 1, 1, 1, NULL, run_eltwise, free_state},
     {"Sigmoid", 1, 1, 1, 1, NULL, run_eltwise, free_state},
