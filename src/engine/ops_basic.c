@@ -1579,6 +1579,8 @@ static int run_topk(eng_run *r, eng_node *n, cl_err *err)
         outer *= x->dims[d];
     for (int d = (int)ax + 1; d < x->rank; d++)
         inner *= x->dims[d];
+    if ((size_t)len > CL_ENGINE_MAX_TENSOR_BYTES / sizeof(topk_item))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "the axis is too long");
     topk_item *items = malloc((size_t)(len + 1) * sizeof *items);
     if (!items)
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
@@ -1969,6 +1971,8 @@ static int run_reduce(eng_run *r, eng_node *n, cl_err *err)
     if (!y)
         return -1;
     int64_t M = eng_dims_numel(kd, x->rank), N = eng_numel(x);
+    if ((size_t)M > CL_ENGINE_MAX_TENSOR_BYTES / 24)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "the reduction's output is too large");
     double *acc = malloc(((size_t)M + 1) * sizeof(double));
     int64_t *cnt = calloc((size_t)M + 1, sizeof(int64_t));
     int64_t *ai = calloc((size_t)M + 1, sizeof(int64_t));
@@ -2197,6 +2201,8 @@ static int run_layernorm(eng_run *r, eng_node *n, cl_err *err)
         if (bcast_init(&bb, t2, 2, n, err) != 0 || bb.total != inner)
             return eng_node_err(err, CL_E_FORMAT, n, "bias %s does not match the normalized shape", DIMS(bi));
     }
+    if ((size_t)inner > CL_ENGINE_MAX_TENSOR_BYTES / 16)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "the normalized shape is too large");
     double *sv = malloc((size_t)(inner + 1) * 2 * sizeof(double));
     if (!sv)
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
