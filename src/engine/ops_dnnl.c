@@ -1130,8 +1130,9 @@ static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
         if (oshape) {
             out = oshape[(int)cos == nsp ? i : 2 + i];
             int64_t total = full - out;
-            if (out < 1 || out > full + 65536)
-                return eng_node_err(err, CL_E_FORMAT, n, "invalid output_shape");
+            if (out < 1 || out > full + s_ + d) /* at most an output_padding's worth beyond the full output */
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "output_shape %lld is not supported for an input of %lld",
+                                    (long long)out, (long long)in);
             if (total < 0)
                 total = 0; /* positions past the full output only get the bias (see below) */
             if (strcmp(ap, "SAME_UPPER") == 0) {
