@@ -19,7 +19,7 @@ static int cmp_double(const void *a, const void *b)
 static int run_batch(cl_engine_model *m, int64_t batch, int runs, double *times)
 {
     const cl_engine_io_info *in = cl_engine_input(m, 0);
-    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = in->rank};
+    cl_engine_tensor t = {.dtype = CL_ENGINE_DT_FLOAT, .rank = in->rank};
     for (int i = 0; i < in->rank; i++)
         t.dims[i] = in->dims[i] < 0 ? (i == 0 ? batch : 1) : in->dims[i];
     t.dims[0] = batch;
@@ -75,11 +75,9 @@ int main(int argc, char **argv)
     double *t1 = calloc((size_t)b1_runs, sizeof *t1), *tn = calloc((size_t)bn_runs, sizeof *tn);
     if (run_batch(m, 1, b1_runs, t1) != 0 || run_batch(m, batch, bn_runs, tn) != 0)
         return 1;
-    double s1 = 0, sn = 0;
+    double s1 = 0;
     for (int i = 0; i < b1_runs; i++)
         s1 += t1[i];
-    for (int i = 0; i < bn_runs; i++)
-        sn += tn[i];
     qsort(t1, (size_t)b1_runs, sizeof *t1, cmp_double);
     qsort(tn, (size_t)bn_runs, sizeof *tn, cmp_double);
     struct rusage ru;

@@ -29,20 +29,20 @@ extern "C" {
 
 /* Element types, numbered as in onnx.proto's TensorProto.DataType. */
 typedef enum cl_engine_dtype {
-    CL_DT_UNDEFINED = 0,
-    CL_DT_FLOAT = 1,
-    CL_DT_UINT8 = 2,
-    CL_DT_INT8 = 3,
-    CL_DT_UINT16 = 4,
-    CL_DT_INT16 = 5,
-    CL_DT_INT32 = 6,
-    CL_DT_INT64 = 7,
-    CL_DT_STRING = 8, /* not supported */
-    CL_DT_BOOL = 9,
-    CL_DT_FLOAT16 = 10, /* not supported */
-    CL_DT_DOUBLE = 11,
-    CL_DT_UINT32 = 12,
-    CL_DT_UINT64 = 13,
+    CL_ENGINE_DT_UNDEFINED = 0,
+    CL_ENGINE_DT_FLOAT = 1,
+    CL_ENGINE_DT_UINT8 = 2,
+    CL_ENGINE_DT_INT8 = 3,
+    CL_ENGINE_DT_UINT16 = 4,
+    CL_ENGINE_DT_INT16 = 5,
+    CL_ENGINE_DT_INT32 = 6,
+    CL_ENGINE_DT_INT64 = 7,
+    CL_ENGINE_DT_STRING = 8, /* not supported */
+    CL_ENGINE_DT_BOOL = 9,
+    CL_ENGINE_DT_FLOAT16 = 10, /* not supported */
+    CL_ENGINE_DT_DOUBLE = 11,
+    CL_ENGINE_DT_UINT32 = 12,
+    CL_ENGINE_DT_UINT64 = 13,
 } cl_engine_dtype;
 
 #define CL_ENGINE_MAX_RANK 8

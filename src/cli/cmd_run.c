@@ -58,7 +58,7 @@ static void print_summary(const cl_engine_io_info *info, const cl_engine_tensor 
         o += (size_t)snprintf(shape + o, sizeof shape - o, i ? "x%lld" : "%lld", (long long)t->dims[i]);
     int64_t n = cl_engine_tensor_numel(t);
     printf("%s: %s [%s]", info->name, cl_engine_dtype_name(t->dtype), shape);
-    if (t->dtype == CL_DT_FLOAT && n > 0) {
+    if (t->dtype == CL_ENGINE_DT_FLOAT && n > 0) {
         const float *p = t->data;
         double mn = p[0], mx = p[0], sum = 0;
         for (int64_t i = 0; i < n; i++) {

@@ -285,14 +285,14 @@ static int constant_node(cl_engine_model *m, eng_node *n, cl_err *err)
     if (strcmp(a->name, "value") == 0 && a->type == ENG_ATTR_TENSOR) {
         src = a->t;
     } else if (strcmp(a->name, "value_float") == 0 && a->type == ENG_ATTR_FLOAT) {
-        tmp = (eng_tensor){.dtype = CL_DT_FLOAT, .rank = 0, .data = (void *)&a->f, .nbytes = 4};
+        tmp = (eng_tensor){.dtype = CL_ENGINE_DT_FLOAT, .rank = 0, .data = (void *)&a->f, .nbytes = 4};
     } else if (strcmp(a->name, "value_int") == 0 && a->type == ENG_ATTR_INT) {
-        tmp = (eng_tensor){.dtype = CL_DT_INT64, .rank = 0, .data = (void *)&a->i, .nbytes = 8};
+        tmp = (eng_tensor){.dtype = CL_ENGINE_DT_INT64, .rank = 0, .data = (void *)&a->i, .nbytes = 8};
     } else if (strcmp(a->name, "value_floats") == 0 && a->type == ENG_ATTR_FLOATS) {
-        tmp = (eng_tensor){.dtype = CL_DT_FLOAT, .rank = 1, .dims = {(int64_t)a->n_floats}, .data = a->floats,
+        tmp = (eng_tensor){.dtype = CL_ENGINE_DT_FLOAT, .rank = 1, .dims = {(int64_t)a->n_floats}, .data = a->floats,
                            .nbytes = a->n_floats * 4};
     } else if (strcmp(a->name, "value_ints") == 0 && a->type == ENG_ATTR_INTS) {
-        tmp = (eng_tensor){.dtype = CL_DT_INT64, .rank = 1, .dims = {(int64_t)a->n_ints}, .data = a->ints,
+        tmp = (eng_tensor){.dtype = CL_ENGINE_DT_INT64, .rank = 1, .dims = {(int64_t)a->n_ints}, .data = a->ints,
                            .nbytes = a->n_ints * 8};
     } else {
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "attribute '%s' is not supported", a->name);
@@ -403,7 +403,7 @@ static const eng_tensor *konst_f32(const cl_engine_model *m, const eng_node *n, 
     if (k >= n->n_in || n->in[k] < 0)
         return NULL;
     const eng_tensor *t = m->values[n->in[k]].konst;
-    return t && t->dtype == CL_DT_FLOAT ? t : NULL;
+    return t && t->dtype == CL_ENGINE_DT_FLOAT ? t : NULL;
 }
 
 /* Adds a fresh constant value; returns its index. */
@@ -446,7 +446,7 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
         free(nw);
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     }
-    *nb = (eng_tensor){.dtype = CL_DT_FLOAT, .rank = 1, .dims = {oc}};
+    *nb = (eng_tensor){.dtype = CL_ENGINE_DT_FLOAT, .rank = 1, .dims = {oc}};
     if (eng_tensor_alloc_const(nb, err) != 0) {
         eng_tensor_free(nw);
         free(nw);
@@ -650,7 +650,7 @@ static void remove_noops(cl_engine_model *m)
             noop = (n->n_out < 2 || n->out[1] < 0) && (n->n_in < 3 || n->in[2] < 0);
         if (strcmp(n->op_type, "Pad") == 0 && m->opset >= 11 && n->n_in >= 2 && n->n_in <= 3 && n->in[1] >= 0) {
             const eng_tensor *p = m->values[n->in[1]].konst;
-            noop = p && (p->dtype == CL_DT_INT64) && p->rank == 1;
+            noop = p && (p->dtype == CL_ENGINE_DT_INT64) && p->rank == 1;
             for (int64_t k = 0; noop && k < eng_numel(p); k++)
                 noop = ((const int64_t *)p->data)[k] == 0;
         }

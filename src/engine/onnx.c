@@ -184,10 +184,10 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const c
                               nm, eng_dims_str(t->dims, t->rank, (char[96]){0}, 96), nb, have);
     } else {
         switch (dt) {
-        case CL_DT_FLOAT: have = tp->n_float_data; field = "float_data"; break;
-        case CL_DT_DOUBLE: have = tp->n_double_data; field = "double_data"; break;
-        case CL_DT_INT64: have = tp->n_int64_data; field = "int64_data"; break;
-        case CL_DT_UINT32: case CL_DT_UINT64: have = tp->n_uint64_data; field = "uint64_data"; break;
+        case CL_ENGINE_DT_FLOAT: have = tp->n_float_data; field = "float_data"; break;
+        case CL_ENGINE_DT_DOUBLE: have = tp->n_double_data; field = "double_data"; break;
+        case CL_ENGINE_DT_INT64: have = tp->n_int64_data; field = "int64_data"; break;
+        case CL_ENGINE_DT_UINT32: case CL_ENGINE_DT_UINT64: have = tp->n_uint64_data; field = "uint64_data"; break;
         default: have = tp->n_int32_data; field = "int32_data"; break;
         }
         if (have != (size_t)n)
@@ -203,17 +203,17 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const c
     }
     for (int64_t i = 0; i < n; i++) {
         switch (dt) {
-        case CL_DT_FLOAT: ((float *)t->data)[i] = tp->float_data[i]; break;
-        case CL_DT_DOUBLE: ((double *)t->data)[i] = tp->double_data[i]; break;
-        case CL_DT_INT64: ((int64_t *)t->data)[i] = tp->int64_data[i]; break;
-        case CL_DT_UINT64: ((uint64_t *)t->data)[i] = tp->uint64_data[i]; break;
-        case CL_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)tp->uint64_data[i]; break;
-        case CL_DT_INT32: ((int32_t *)t->data)[i] = tp->int32_data[i]; break;
-        case CL_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)tp->int32_data[i]; break;
-        case CL_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i]; break;
-        case CL_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)tp->int32_data[i]; break;
-        case CL_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i]; break;
-        case CL_DT_BOOL: ((uint8_t *)t->data)[i] = tp->int32_data[i] != 0; break;
+        case CL_ENGINE_DT_FLOAT: ((float *)t->data)[i] = tp->float_data[i]; break;
+        case CL_ENGINE_DT_DOUBLE: ((double *)t->data)[i] = tp->double_data[i]; break;
+        case CL_ENGINE_DT_INT64: ((int64_t *)t->data)[i] = tp->int64_data[i]; break;
+        case CL_ENGINE_DT_UINT64: ((uint64_t *)t->data)[i] = tp->uint64_data[i]; break;
+        case CL_ENGINE_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)tp->uint64_data[i]; break;
+        case CL_ENGINE_DT_INT32: ((int32_t *)t->data)[i] = tp->int32_data[i]; break;
+        case CL_ENGINE_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)tp->int32_data[i]; break;
+        case CL_ENGINE_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)tp->int32_data[i]; break;
+        case CL_ENGINE_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)tp->int32_data[i]; break;
+        case CL_ENGINE_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)tp->int32_data[i]; break;
+        case CL_ENGINE_DT_BOOL: ((uint8_t *)t->data)[i] = tp->int32_data[i] != 0; break;
         default: break;
         }
     }

@@ -31,7 +31,7 @@ static int64_t norm_axis(int64_t a, int rank)
 /* Reads a constant-or-runtime int tensor (shape, axes...) into v (at most max entries). */
 static int read_ints(const eng_node *n, const eng_tensor *t, int64_t *v, int max, int *count, cl_err *err)
 {
-    if (t->dtype != CL_DT_INT64 && t->dtype != CL_DT_INT32)
+    if (t->dtype != CL_ENGINE_DT_INT64 && t->dtype != CL_ENGINE_DT_INT32)
         return eng_node_err(err, CL_E_FORMAT, n, "expected an int64 tensor, got %s", cl_engine_dtype_name(t->dtype));
     int64_t k = eng_numel(t);
     if (t->rank > 1 || k > max)
@@ -196,14 +196,14 @@ int eng_ref_unary(eng_run *r, eng_node *n, cl_err *err)
     bool int_ok = k == U_ABS || k == U_NEG || k == U_SIGN || k == U_RELU || k == U_NOT;
     if (!is_f && !int_ok)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "input type %s is not supported", cl_engine_dtype_name(x->dtype));
-    if (k == U_NOT && x->dtype != CL_DT_BOOL)
+    if (k == U_NOT && x->dtype != CL_ENGINE_DT_BOOL)
         return eng_node_err(err, CL_E_FORMAT, n, "input must be bool");
-    cl_engine_dtype odt = k == U_ISNAN ? CL_DT_BOOL : x->dtype;
+    cl_engine_dtype odt = k == U_ISNAN ? CL_ENGINE_DT_BOOL : x->dtype;
     eng_tensor *y = eng_out(r, n, 0, odt, x->rank, x->dims, err);
     if (!y)
         return -1;
     int64_t N = eng_numel(x);
-    if (x->dtype == CL_DT_FLOAT && odt == CL_DT_FLOAT) {
+    if (x->dtype == CL_ENGINE_DT_FLOAT && odt == CL_ENGINE_DT_FLOAT) {
         const float *xp = x->data;
         float *yp = y->data;
         if (k == U_RELU) {
@@ -261,7 +261,7 @@ static int run_clip(eng_run *r, eng_node *n, cl_err *err)
     if (!y)
         return -1;
     int64_t N = eng_numel(x);
-    if (x->dtype == CL_DT_FLOAT) {
+    if (x->dtype == CL_ENGINE_DT_FLOAT) {
         float flo = (float)lo, fhi = (float)hi;
         const float *xp = x->data;
         float *yp = y->data;
@@ -380,8 +380,8 @@ static int binary_apply(const eng_node *n, binary_kind k, eng_tensor *a, eng_ten
                         const bcast *bc, bool fmod_mode, bool left, cl_err *err)
 {
     bool div0 = false;
-    bool uint_t = a->dtype == CL_DT_UINT64 || a->dtype == CL_DT_UINT32 || a->dtype == CL_DT_UINT8 || a->dtype == CL_DT_UINT16;
-    if (a->dtype == CL_DT_FLOAT && b->dtype == CL_DT_FLOAT && out->dtype == CL_DT_FLOAT) {
+    bool uint_t = a->dtype == CL_ENGINE_DT_UINT64 || a->dtype == CL_ENGINE_DT_UINT32 || a->dtype == CL_ENGINE_DT_UINT8 || a->dtype == CL_ENGINE_DT_UINT16;
+    if (a->dtype == CL_ENGINE_DT_FLOAT && b->dtype == CL_ENGINE_DT_FLOAT && out->dtype == CL_ENGINE_DT_FLOAT) {
         const float *ap = a->data, *bp = b->data;
         float *op = out->data;
         if (eng_numel(a) == bc->total && eng_numel(b) == bc->total && (k == B_ADD || k == B_MUL || k == B_SUB || k == B_SUM)) {
@@ -454,9 +454,9 @@ int eng_ref_binary(eng_run *r, eng_node *n, cl_err *err)
         if (ins[i]->dtype != ins[0]->dtype && k != B_POW)
             return eng_node_err(err, CL_E_FORMAT, n, "inputs have different types (%s and %s)",
                                 cl_engine_dtype_name(ins[0]->dtype), cl_engine_dtype_name(ins[i]->dtype));
-    if ((k == B_AND || k == B_OR || k == B_XOR) && ins[0]->dtype != CL_DT_BOOL)
+    if ((k == B_AND || k == B_OR || k == B_XOR) && ins[0]->dtype != CL_ENGINE_DT_BOOL)
         return eng_node_err(err, CL_E_FORMAT, n, "inputs must be bool");
-    cl_engine_dtype odt = is_cmp(k) ? CL_DT_BOOL : ins[0]->dtype;
+    cl_engine_dtype odt = is_cmp(k) ? CL_ENGINE_DT_BOOL : ins[0]->dtype;
     if (nin == 1) {
         if (k == B_MEAN || k == B_SUM || k == B_MAX || k == B_MIN)
             return eng_out_forward(r, n, 0, 0, ins[0]->rank, ins[0]->dims, err);
@@ -506,7 +506,7 @@ static int run_where(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *c, *a, *b;
     if (need_in(r, n, 0, &c, err) || need_in(r, n, 1, &a, err) || need_in(r, n, 2, &b, err))
         return -1;
-    if (c->dtype != CL_DT_BOOL || a->dtype != b->dtype)
+    if (c->dtype != CL_ENGINE_DT_BOOL || a->dtype != b->dtype)
         return eng_node_err(err, CL_E_FORMAT, n, "needs a bool condition and two inputs of the same type");
     eng_tensor *ts[3] = {c, a, b};
     bcast bc;
@@ -667,7 +667,7 @@ static int run_shape(eng_run *r, eng_node *n, cl_err *err)
     start = start < 0 ? 0 : start > x->rank ? x->rank : start;
     end = end < 0 ? 0 : end > x->rank ? x->rank : end;
     int64_t len = end > start ? end - start : 0;
-    eng_tensor *y = eng_out(r, n, 0, CL_DT_INT64, 1, &len, err);
+    eng_tensor *y = eng_out(r, n, 0, CL_ENGINE_DT_INT64, 1, &len, err);
     if (!y)
         return -1;
     for (int64_t i = 0; i < len; i++)
@@ -680,7 +680,7 @@ static int run_size(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *x = eng_in(r, n, 0);
     if (!x)
         return eng_node_err(err, CL_E_FORMAT, n, "input is required");
-    eng_tensor *y = eng_out(r, n, 0, CL_DT_INT64, 0, NULL, err);
+    eng_tensor *y = eng_out(r, n, 0, CL_ENGINE_DT_INT64, 0, NULL, err);
     if (!y)
         return -1;
     ((int64_t *)y->data)[0] = eng_numel(x);
@@ -992,7 +992,7 @@ static int run_gather(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *x, *ind;
     if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &ind, err))
         return -1;
-    if (ind->dtype != CL_DT_INT64 && ind->dtype != CL_DT_INT32)
+    if (ind->dtype != CL_ENGINE_DT_INT64 && ind->dtype != CL_ENGINE_DT_INT32)
         return eng_node_err(err, CL_E_FORMAT, n, "indices must be int32 or int64");
     int64_t ax = norm_axis(eng_attr_i(n, "axis", 0), x->rank);
     if (ax < 0 || ax >= x->rank)
@@ -1115,7 +1115,7 @@ static int run_constant_of_shape(eng_run *r, eng_node *n, cl_err *err)
     if (read_ints(n, s, shape, CL_ENGINE_MAX_RANK, &ns, err) != 0)
         return -1;
     const eng_attr *a = eng_attr_find(n, "value");
-    cl_engine_dtype dt = a && a->t ? a->t->dtype : CL_DT_FLOAT;
+    cl_engine_dtype dt = a && a->t ? a->t->dtype : CL_ENGINE_DT_FLOAT;
     if (a && a->t && eng_numel(a->t) != 1)
         return eng_node_err(err, CL_E_FORMAT, n, "value must have one element");
     for (int i = 0; i < ns; i++)
@@ -1272,7 +1272,7 @@ static int run_gather_elements(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *x, *ind;
     if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &ind, err))
         return -1;
-    if ((ind->dtype != CL_DT_INT64 && ind->dtype != CL_DT_INT32) || ind->rank != x->rank || x->rank == 0)
+    if ((ind->dtype != CL_ENGINE_DT_INT64 && ind->dtype != CL_ENGINE_DT_INT32) || ind->rank != x->rank || x->rank == 0)
         return eng_node_err(err, CL_E_FORMAT, n, "indices must be int32/int64 with the data's rank");
     int64_t ax = norm_axis(eng_attr_i(n, "axis", 0), x->rank);
     if (ax < 0 || ax >= x->rank)
@@ -1393,7 +1393,7 @@ static int run_isinf(eng_run *r, eng_node *n, cl_err *err)
     if (!eng_dtype_is_float(x->dtype))
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "type %s is not supported", cl_engine_dtype_name(x->dtype));
     bool pos = eng_attr_i(n, "detect_positive", 1) != 0, neg = eng_attr_i(n, "detect_negative", 1) != 0;
-    eng_tensor *y = eng_out(r, n, 0, CL_DT_BOOL, x->rank, x->dims, err);
+    eng_tensor *y = eng_out(r, n, 0, CL_ENGINE_DT_BOOL, x->rank, x->dims, err);
     if (!y)
         return -1;
     int64_t N = eng_numel(x);
@@ -1571,7 +1571,7 @@ static int run_topk(eng_run *r, eng_node *n, cl_err *err)
     memcpy(od, x->dims, sizeof od);
     od[ax] = k;
     eng_tensor *vy = eng_out(r, n, 0, x->dtype, x->rank, od, err);
-    eng_tensor *iy = vy ? eng_out(r, n, 1, CL_DT_INT64, x->rank, od, err) : NULL;
+    eng_tensor *iy = vy ? eng_out(r, n, 1, CL_ENGINE_DT_INT64, x->rank, od, err) : NULL;
     if (!vy || !iy)
         return -1;
     int64_t outer = 1, inner = 1;
@@ -1676,7 +1676,7 @@ static int run_resize(eng_run *r, eng_node *n, cl_err *err)
             roi_t = NULL;
     }
     if (sz_t) {
-        if (sc_t || eng_numel(sz_t) != rank || (sz_t->dtype != CL_DT_INT64))
+        if (sc_t || eng_numel(sz_t) != rank || (sz_t->dtype != CL_ENGINE_DT_INT64))
             return eng_node_err(err, CL_E_FORMAT, n, "sizes must be %d int64 values (and scales empty)", rank);
         for (int d = 0; d < rank; d++) {
             od[d] = eng_get_i(sz_t, d);
@@ -1966,7 +1966,7 @@ static int run_reduce(eng_run *r, eng_node *n, cl_err *err)
         if (!red[d] || keep)
             od[orank++] = kd[d];
     }
-    cl_engine_dtype odt = arg ? CL_DT_INT64 : x->dtype;
+    cl_engine_dtype odt = arg ? CL_ENGINE_DT_INT64 : x->dtype;
     eng_tensor *y = eng_out(r, n, 0, odt, orank, od, err);
     if (!y)
         return -1;
@@ -2047,8 +2047,8 @@ static int run_matmul(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *a, *b;
     if (need_in(r, n, 0, &a, err) || need_in(r, n, 1, &b, err))
         return -1;
-    if (a->dtype != b->dtype || !(a->dtype == CL_DT_FLOAT || a->dtype == CL_DT_DOUBLE || a->dtype == CL_DT_INT32 ||
-                                  a->dtype == CL_DT_INT64 || a->dtype == CL_DT_UINT32 || a->dtype == CL_DT_UINT64))
+    if (a->dtype != b->dtype || !(a->dtype == CL_ENGINE_DT_FLOAT || a->dtype == CL_ENGINE_DT_DOUBLE || a->dtype == CL_ENGINE_DT_INT32 ||
+                                  a->dtype == CL_ENGINE_DT_INT64 || a->dtype == CL_ENGINE_DT_UINT32 || a->dtype == CL_ENGINE_DT_UINT64))
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "input types %s x %s are not supported",
                             cl_engine_dtype_name(a->dtype), cl_engine_dtype_name(b->dtype));
     if (a->rank == 0 || b->rank == 0)
@@ -2099,7 +2099,7 @@ static int run_matmul(eng_run *r, eng_node *n, cl_err *err)
     BCAST_LOOP(&bc, 2, {
         (void)e;
         int64_t ao = o[0] * M * K, bo = o[1] * K * N, yo = e2 * M * N;
-        if (a->dtype == CL_DT_FLOAT) {
+        if (a->dtype == CL_ENGINE_DT_FLOAT) {
             dnnl_status_t s = dnnl_sgemm('N', 'N', M, N, K, 1.0f, (const float *)a->data + ao, K,
                                          (const float *)b->data + bo, N, 0.0f, (float *)y->data + yo, N);
             if (s != dnnl_success)
@@ -2107,7 +2107,7 @@ static int run_matmul(eng_run *r, eng_node *n, cl_err *err)
         } else {
             for (int64_t i = 0; i < M; i++)
                 for (int64_t j = 0; j < N; j++) {
-                    if (a->dtype == CL_DT_DOUBLE) {
+                    if (a->dtype == CL_ENGINE_DT_DOUBLE) {
                         double s = 0;
                         for (int64_t kk = 0; kk < K; kk++)
                             s += eng_get_f(a, ao + i * K + kk) * eng_get_f(b, bo + kk * N + j);
@@ -2133,7 +2133,7 @@ static int run_gemm(eng_run *r, eng_node *n, cl_err *err)
         return -1;
     if (n->n_in > 2 && n->in[2] >= 0 && !(c = eng_in_plain(r, n, 2, err)))
         return -1;
-    if (a->dtype != CL_DT_FLOAT || b->dtype != CL_DT_FLOAT || (c && c->dtype != CL_DT_FLOAT))
+    if (a->dtype != CL_ENGINE_DT_FLOAT || b->dtype != CL_ENGINE_DT_FLOAT || (c && c->dtype != CL_ENGINE_DT_FLOAT))
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "only float is supported");
     if (a->rank != 2 || b->rank != 2)
         return eng_node_err(err, CL_E_FORMAT, n, "A and B must be 2-D, got %s and %s", DIMS(a), DIMS(b));
@@ -2154,7 +2154,7 @@ static int run_gemm(eng_run *r, eng_node *n, cl_err *err)
             return eng_node_err(err, CL_E_FORMAT, n, "C %s cannot be broadcast to [%lld,%lld]", DIMS(c), (long long)M,
                                 (long long)N);
     }
-    eng_tensor *y = eng_out(r, n, 0, CL_DT_FLOAT, 2, od, err);
+    eng_tensor *y = eng_out(r, n, 0, CL_ENGINE_DT_FLOAT, 2, od, err);
     if (!y)
         return -1;
     float *yp = y->data;
@@ -2217,8 +2217,8 @@ static int run_layernorm(eng_run *r, eng_node *n, cl_err *err)
     for (int d = 0; d < x->rank; d++)
         sd[d] = d < ax ? x->dims[d] : 1;
     eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
-    eng_tensor *mo = y && n->n_out > 1 ? eng_out(r, n, 1, CL_DT_FLOAT, x->rank, sd, err) : NULL;
-    eng_tensor *io = y && n->n_out > 2 ? eng_out(r, n, 2, CL_DT_FLOAT, x->rank, sd, err) : NULL;
+    eng_tensor *mo = y && n->n_out > 1 ? eng_out(r, n, 1, CL_ENGINE_DT_FLOAT, x->rank, sd, err) : NULL;
+    eng_tensor *io = y && n->n_out > 2 ? eng_out(r, n, 2, CL_ENGINE_DT_FLOAT, x->rank, sd, err) : NULL;
     if (!y || (n->n_out > 1 && !mo) || (n->n_out > 2 && !io)) {
         free(sv);
         return -1;
@@ -2283,7 +2283,7 @@ int eng_ref_batchnorm(eng_run *r, eng_node *n, cl_err *err)
             double s = eng_get_f(p[0], c) / sqrt(eng_get_f(p[3], c) + eps);
             double sh = eng_get_f(p[1], c) - eng_get_f(p[2], c) * s;
             int64_t base = (b * C + c) * inner;
-            if (x->dtype == CL_DT_FLOAT) {
+            if (x->dtype == CL_ENGINE_DT_FLOAT) {
                 const float *xp = (const float *)x->data + base;
                 float *yp = (float *)y->data + base, fs = (float)s, fsh = (float)sh;
                 for (int64_t i = 0; i < inner; i++) {
@@ -2349,7 +2349,7 @@ static int run_dropout(eng_run *r, eng_node *n, cl_err *err)
     memcpy(d, x->dims, sizeof d);
     int rank = x->rank;
     if (n->n_out > 1 && n->out[1] >= 0) {
-        eng_tensor *mk = eng_out(r, n, 1, CL_DT_BOOL, rank, d, err);
+        eng_tensor *mk = eng_out(r, n, 1, CL_ENGINE_DT_BOOL, rank, d, err);
         if (!mk)
             return -1;
         memset(mk->data, 1, mk->nbytes);

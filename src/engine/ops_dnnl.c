@@ -219,7 +219,7 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
                        const dnnl_memory_desc_t *in_md, bool with_sum, prim_cache *cache, prim_entry **out,
                        cl_err *err)
 {
-    if (w->dtype != CL_DT_FLOAT || w->rank != x->rank)
+    if (w->dtype != CL_ENGINE_DT_FLOAT || w->rank != x->rank)
         return eng_node_err(err, CL_E_FORMAT, n, "weights must be float with the input's rank");
     int64_t group = eng_attr_i(n, "group", 1);
     int64_t C = x->dims[1], OC = w->dims[0];
@@ -237,7 +237,7 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     geom g;
     if (make_geom(n, x, w->dims + 2, false, &g, err) != 0)
         return -1;
-    if (b && (b->dtype != CL_DT_FLOAT || eng_numel(b) != OC))
+    if (b && (b->dtype != CL_ENGINE_DT_FLOAT || eng_numel(b) != OC))
         return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)OC);
     prim_entry *e = calloc(1, sizeof *e);
     if (!e)
@@ -377,7 +377,7 @@ static int add_broadcast(eng_run *r, const eng_node *n, eng_tensor *y, eng_tenso
         return -1;
     int rank = y->rank > s->rank ? y->rank : s->rank;
     int64_t od[CL_ENGINE_MAX_RANK], sy[CL_ENGINE_MAX_RANK], ss[CL_ENGINE_MAX_RANK];
-    bool ok = s->dtype == CL_DT_FLOAT;
+    bool ok = s->dtype == CL_ENGINE_DT_FLOAT;
     for (int d = 0; ok && d < rank; d++) {
         int dy = d - (rank - y->rank), ds = d - (rank - s->rank);
         int64_t a = dy >= 0 ? y->dims[dy] : 1, c = ds >= 0 ? s->dims[ds] : 1;
@@ -397,7 +397,7 @@ static int add_broadcast(eng_run *r, const eng_node *n, eng_tensor *y, eng_tenso
         ay *= a;
         as *= c;
     }
-    eng_tensor o = {.dtype = CL_DT_FLOAT, .rank = rank};
+    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = rank};
     memcpy(o.dims, od, sizeof(int64_t) * (size_t)rank);
     if (eng_tensor_alloc(&o, err) != 0)
         return -1;
@@ -434,7 +434,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *sum = n->sum_in >= 0 ? eng_in(r, n, n->sum_in) : NULL;
     if (!x || !w)
         return eng_node_err(err, CL_E_FORMAT, n, "X and W are required");
-    if (x->dtype != CL_DT_FLOAT)
+    if (x->dtype != CL_ENGINE_DT_FLOAT)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "only float input is supported, got %s",
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
@@ -464,9 +464,9 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         cache->head = e;
     }
     pthread_mutex_unlock(&r->m->lock);
-    bool sum_ok = sum && sum->dtype == CL_DT_FLOAT && sum->rank == x->rank &&
+    bool sum_ok = sum && sum->dtype == CL_ENGINE_DT_FLOAT && sum->rank == x->rank &&
                   memcmp(sum->dims, e->out_dims, sizeof(int64_t) * (size_t)x->rank) == 0;
-    if (b && (b->dtype != CL_DT_FLOAT || eng_numel(b) != e->out_dims[1]))
+    if (b && (b->dtype != CL_ENGINE_DT_FLOAT || eng_numel(b) != e->out_dims[1]))
         return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)e->out_dims[1]);
     eng_tensor *bsum = NULL; /* a fused Add whose other input broadcasts: added after the conv */
     if (sum && !sum_ok) {
@@ -584,7 +584,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor_free(y);
     memset(y, 0, sizeof *y);
     y->refs = refs;
-    y->dtype = CL_DT_FLOAT;
+    y->dtype = CL_ENGINE_DT_FLOAT;
     y->rank = x->rank;
     memcpy(y->dims, e->out_dims, sizeof y->dims);
     y->data = dst;
@@ -620,7 +620,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *x = eng_in(r, n, 0);
     if (!x)
         return eng_node_err(err, CL_E_FORMAT, n, "input is required");
-    if (x->dtype != CL_DT_FLOAT)
+    if (x->dtype != CL_ENGINE_DT_FLOAT)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "only float input is supported, got %s",
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
@@ -748,7 +748,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor_free(y);
     memset(y, 0, sizeof *y);
     y->refs = refs;
-    y->dtype = CL_DT_FLOAT;
+    y->dtype = CL_ENGINE_DT_FLOAT;
     y->rank = x->rank;
     memcpy(y->dims, e->out_dims, sizeof y->dims);
     y->data = dst;
@@ -877,7 +877,7 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
     eng_tensor_free(y);
     memset(y, 0, sizeof *y);
     y->refs = refs;
-    y->dtype = CL_DT_FLOAT;
+    y->dtype = CL_ENGINE_DT_FLOAT;
     y->rank = rank;
     memcpy(y->dims, dims, sizeof(int64_t) * (size_t)rank);
     y->data = dst;
@@ -892,7 +892,7 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
 
 static bool is_f32_nd(const eng_tensor *t)
 {
-    if (!t || t->dtype != CL_DT_FLOAT || t->rank < 3 || t->rank > 5)
+    if (!t || t->dtype != CL_ENGINE_DT_FLOAT || t->rank < 3 || t->rank > 5)
         return false;
     for (int d = 0; d < t->rank; d++)
         if (t->dims[d] <= 0)
@@ -907,7 +907,7 @@ static int run_bn(eng_run *r, eng_node *n, cl_err *err)
         p[i] = eng_in_plain(r, n, i + 1, err);
     bool ok = is_f32_nd(x) && x->dims[1] > 0;
     for (int i = 0; ok && i < 4; i++)
-        ok = p[i] && p[i]->dtype == CL_DT_FLOAT && eng_numel(p[i]) == x->dims[1];
+        ok = p[i] && p[i]->dtype == CL_ENGINE_DT_FLOAT && eng_numel(p[i]) == x->dims[1];
     if (!ok || eng_attr_i(n, "training_mode", 0))
         return eng_ref_batchnorm(r, n, err);
     dnnl_memory_desc_t in_md;
@@ -1054,7 +1054,7 @@ static int run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
         a = b;
         b = t;
     }
-    bool ok = a->blocked && a->dtype == CL_DT_FLOAT && b->dtype == CL_DT_FLOAT && b->rank == a->rank;
+    bool ok = a->blocked && a->dtype == CL_ENGINE_DT_FLOAT && b->dtype == CL_ENGINE_DT_FLOAT && b->rank == a->rank;
     for (int d = 0; ok && d < a->rank; d++)
         ok = b->dims[d] == a->dims[d] || b->dims[d] == 1;
     if (!ok)
@@ -1099,7 +1099,7 @@ static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *b = n->n_in > 2 && n->in[2] >= 0 ? eng_in_plain(r, n, 2, err) : NULL;
     if (!x || !w)
         return eng_node_err(err, CL_E_FORMAT, n, "X and W are required");
-    if (!is_f32_nd(x) || w->dtype != CL_DT_FLOAT || w->rank != x->rank)
+    if (!is_f32_nd(x) || w->dtype != CL_ENGINE_DT_FLOAT || w->rank != x->rank)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "only non-empty float inputs of rank 3-5 are supported");
     int nsp = x->rank - 2;
     int64_t group = eng_attr_i(n, "group", 1), C = x->dims[1];
@@ -1107,7 +1107,7 @@ static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
         return eng_node_err(err, CL_E_FORMAT, n, "weights %s do not match input channels %lld (group %lld)",
                             eng_dims_str(w->dims, w->rank, (char[96]){0}, 96), (long long)C, (long long)group);
     int64_t OC = w->dims[1] * group;
-    if (b && (b->dtype != CL_DT_FLOAT || eng_numel(b) != OC))
+    if (b && (b->dtype != CL_ENGINE_DT_FLOAT || eng_numel(b) != OC))
         return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)OC);
     size_t cs, cd, cp, co, cos;
     const int64_t *st = eng_attr_ints(n, "strides", &cs), *dl = eng_attr_ints(n, "dilations", &cd),
@@ -1237,7 +1237,7 @@ static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = &r->vals[n->out[0]];
     if (eng_make_plain(r, y, err) != 0)
         return -1;
-    eng_tensor o = {.dtype = CL_DT_FLOAT, .rank = x->rank};
+    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = x->rank};
     memcpy(o.dims, od, sizeof(int64_t) * (size_t)x->rank);
     if (eng_tensor_alloc(&o, err) != 0)
         return -1;

@@ -118,7 +118,7 @@ static int infer_node(cl_engine_model *m, const eng_node *n, vshape *vs, cl_err 
             memcpy(o.d, t.d, sizeof o.d);
         }
         if (is(n, "Equal") || is(n, "Less") || is(n, "Greater"))
-            o.dt = CL_DT_BOOL;
+            o.dt = CL_ENGINE_DT_BOOL;
         if (is(n, "Where"))
             o.dt = in[1].dt;
     } else if (is(n, "Conv")) {
@@ -204,7 +204,7 @@ static int infer_node(cl_engine_model *m, const eng_node *n, vshape *vs, cl_err 
         }
     } else if (is(n, "Reshape")) {
         const eng_tensor *s = konst(m, n, 1);
-        if (s && (s->dtype == CL_DT_INT64) && s->rank == 1 && s->dims[0] <= CL_ENGINE_MAX_RANK) {
+        if (s && (s->dtype == CL_ENGINE_DT_INT64) && s->rank == 1 && s->dims[0] <= CL_ENGINE_MAX_RANK) {
             o.rank = (int)s->dims[0];
             int infer = -1;
             for (int i = 0; i < o.rank; i++) {
@@ -254,7 +254,7 @@ static int infer_node(cl_engine_model *m, const eng_node *n, vshape *vs, cl_err 
                 o.rank = -1;
         }
     } else if (is(n, "Shape")) {
-        o.dt = CL_DT_INT64;
+        o.dt = CL_ENGINE_DT_INT64;
         if (x->rank >= 0 && !eng_attr_find(n, "start") && !eng_attr_find(n, "end")) {
             o.rank = 1;
             o.d[0] = x->rank;
@@ -264,7 +264,7 @@ static int infer_node(cl_engine_model *m, const eng_node *n, vshape *vs, cl_err 
         o.dt = (cl_engine_dtype)eng_attr_i(n, "to", 0);
     } else {
         /* no rule: unknown; the kernel checks at run time */
-        o.dt = CL_DT_UNDEFINED;
+        o.dt = CL_ENGINE_DT_UNDEFINED;
     }
     for (int k = 0; k < n->n_out; k++) {
         if (n->out[k] < 0)

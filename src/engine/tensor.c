@@ -12,19 +12,19 @@
 const char *cl_engine_dtype_name(cl_engine_dtype dt)
 {
     switch (dt) {
-    case CL_DT_FLOAT: return "float";
-    case CL_DT_UINT8: return "uint8";
-    case CL_DT_INT8: return "int8";
-    case CL_DT_UINT16: return "uint16";
-    case CL_DT_INT16: return "int16";
-    case CL_DT_INT32: return "int32";
-    case CL_DT_INT64: return "int64";
-    case CL_DT_STRING: return "string";
-    case CL_DT_BOOL: return "bool";
-    case CL_DT_FLOAT16: return "float16";
-    case CL_DT_DOUBLE: return "double";
-    case CL_DT_UINT32: return "uint32";
-    case CL_DT_UINT64: return "uint64";
+    case CL_ENGINE_DT_FLOAT: return "float";
+    case CL_ENGINE_DT_UINT8: return "uint8";
+    case CL_ENGINE_DT_INT8: return "int8";
+    case CL_ENGINE_DT_UINT16: return "uint16";
+    case CL_ENGINE_DT_INT16: return "int16";
+    case CL_ENGINE_DT_INT32: return "int32";
+    case CL_ENGINE_DT_INT64: return "int64";
+    case CL_ENGINE_DT_STRING: return "string";
+    case CL_ENGINE_DT_BOOL: return "bool";
+    case CL_ENGINE_DT_FLOAT16: return "float16";
+    case CL_ENGINE_DT_DOUBLE: return "double";
+    case CL_ENGINE_DT_UINT32: return "uint32";
+    case CL_ENGINE_DT_UINT64: return "uint64";
     default: return "?";
     }
 }
@@ -32,10 +32,10 @@ const char *cl_engine_dtype_name(cl_engine_dtype dt)
 size_t cl_engine_dtype_size(cl_engine_dtype dt)
 {
     switch (dt) {
-    case CL_DT_FLOAT: case CL_DT_INT32: case CL_DT_UINT32: return 4;
-    case CL_DT_UINT8: case CL_DT_INT8: case CL_DT_BOOL: return 1;
-    case CL_DT_UINT16: case CL_DT_INT16: return 2;
-    case CL_DT_INT64: case CL_DT_DOUBLE: case CL_DT_UINT64: return 8;
+    case CL_ENGINE_DT_FLOAT: case CL_ENGINE_DT_INT32: case CL_ENGINE_DT_UINT32: return 4;
+    case CL_ENGINE_DT_UINT8: case CL_ENGINE_DT_INT8: case CL_ENGINE_DT_BOOL: return 1;
+    case CL_ENGINE_DT_UINT16: case CL_ENGINE_DT_INT16: return 2;
+    case CL_ENGINE_DT_INT64: case CL_ENGINE_DT_DOUBLE: case CL_ENGINE_DT_UINT64: return 8;
     default: return 0;
     }
 }
@@ -47,7 +47,7 @@ bool eng_dtype_supported(cl_engine_dtype dt)
 
 bool eng_dtype_is_float(cl_engine_dtype dt)
 {
-    return dt == CL_DT_FLOAT || dt == CL_DT_DOUBLE;
+    return dt == CL_ENGINE_DT_FLOAT || dt == CL_ENGINE_DT_DOUBLE;
 }
 
 int64_t eng_dims_numel(const int64_t *dims, int rank)
@@ -221,16 +221,16 @@ void eng_tensor_free(eng_tensor *t)
 double eng_get_f(const eng_tensor *t, int64_t i)
 {
     switch (t->dtype) {
-    case CL_DT_FLOAT: return ((const float *)t->data)[i];
-    case CL_DT_DOUBLE: return ((const double *)t->data)[i];
-    case CL_DT_UINT8: case CL_DT_BOOL: return ((const uint8_t *)t->data)[i];
-    case CL_DT_INT8: return ((const int8_t *)t->data)[i];
-    case CL_DT_UINT16: return ((const uint16_t *)t->data)[i];
-    case CL_DT_INT16: return ((const int16_t *)t->data)[i];
-    case CL_DT_INT32: return ((const int32_t *)t->data)[i];
-    case CL_DT_UINT32: return ((const uint32_t *)t->data)[i];
-    case CL_DT_INT64: return (double)((const int64_t *)t->data)[i];
-    case CL_DT_UINT64: return (double)((const uint64_t *)t->data)[i];
+    case CL_ENGINE_DT_FLOAT: return ((const float *)t->data)[i];
+    case CL_ENGINE_DT_DOUBLE: return ((const double *)t->data)[i];
+    case CL_ENGINE_DT_UINT8: case CL_ENGINE_DT_BOOL: return ((const uint8_t *)t->data)[i];
+    case CL_ENGINE_DT_INT8: return ((const int8_t *)t->data)[i];
+    case CL_ENGINE_DT_UINT16: return ((const uint16_t *)t->data)[i];
+    case CL_ENGINE_DT_INT16: return ((const int16_t *)t->data)[i];
+    case CL_ENGINE_DT_INT32: return ((const int32_t *)t->data)[i];
+    case CL_ENGINE_DT_UINT32: return ((const uint32_t *)t->data)[i];
+    case CL_ENGINE_DT_INT64: return (double)((const int64_t *)t->data)[i];
+    case CL_ENGINE_DT_UINT64: return (double)((const uint64_t *)t->data)[i];
     default: return 0;
     }
 }
@@ -238,9 +238,9 @@ double eng_get_f(const eng_tensor *t, int64_t i)
 int64_t eng_get_i(const eng_tensor *t, int64_t i)
 {
     switch (t->dtype) {
-    case CL_DT_INT64: return ((const int64_t *)t->data)[i];
-    case CL_DT_UINT64: return (int64_t)((const uint64_t *)t->data)[i];
-    case CL_DT_FLOAT: case CL_DT_DOUBLE: {
+    case CL_ENGINE_DT_INT64: return ((const int64_t *)t->data)[i];
+    case CL_ENGINE_DT_UINT64: return (int64_t)((const uint64_t *)t->data)[i];
+    case CL_ENGINE_DT_FLOAT: case CL_ENGINE_DT_DOUBLE: {
         double d = eng_get_f(t, i);
         if (!(d == d))
             return 0;
@@ -257,9 +257,9 @@ int64_t eng_get_i(const eng_tensor *t, int64_t i)
 void eng_set_f(eng_tensor *t, int64_t i, double v)
 {
     switch (t->dtype) {
-    case CL_DT_FLOAT: ((float *)t->data)[i] = (float)v; break;
-    case CL_DT_DOUBLE: ((double *)t->data)[i] = v; break;
-    case CL_DT_BOOL: ((uint8_t *)t->data)[i] = v != 0; break;
+    case CL_ENGINE_DT_FLOAT: ((float *)t->data)[i] = (float)v; break;
+    case CL_ENGINE_DT_DOUBLE: ((double *)t->data)[i] = v; break;
+    case CL_ENGINE_DT_BOOL: ((uint8_t *)t->data)[i] = v != 0; break;
     default: {
         int64_t x;
         if (!(v == v))
@@ -278,17 +278,17 @@ void eng_set_f(eng_tensor *t, int64_t i, double v)
 void eng_set_i(eng_tensor *t, int64_t i, int64_t v)
 {
     switch (t->dtype) {
-    case CL_DT_FLOAT: ((float *)t->data)[i] = (float)v; break;
-    case CL_DT_DOUBLE: ((double *)t->data)[i] = (double)v; break;
-    case CL_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)v; break;
-    case CL_DT_BOOL: ((uint8_t *)t->data)[i] = v != 0; break;
-    case CL_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)v; break;
-    case CL_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)v; break;
-    case CL_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)v; break;
-    case CL_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)v; break;
-    case CL_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)v; break;
-    case CL_DT_INT64: ((int64_t *)t->data)[i] = v; break;
-    case CL_DT_UINT64: ((uint64_t *)t->data)[i] = (uint64_t)v; break;
+    case CL_ENGINE_DT_FLOAT: ((float *)t->data)[i] = (float)v; break;
+    case CL_ENGINE_DT_DOUBLE: ((double *)t->data)[i] = (double)v; break;
+    case CL_ENGINE_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)v; break;
+    case CL_ENGINE_DT_BOOL: ((uint8_t *)t->data)[i] = v != 0; break;
+    case CL_ENGINE_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)v; break;
+    case CL_ENGINE_DT_UINT16: ((uint16_t *)t->data)[i] = (uint16_t)v; break;
+    case CL_ENGINE_DT_INT16: ((int16_t *)t->data)[i] = (int16_t)v; break;
+    case CL_ENGINE_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)v; break;
+    case CL_ENGINE_DT_UINT32: ((uint32_t *)t->data)[i] = (uint32_t)v; break;
+    case CL_ENGINE_DT_INT64: ((int64_t *)t->data)[i] = v; break;
+    case CL_ENGINE_DT_UINT64: ((uint64_t *)t->data)[i] = (uint64_t)v; break;
     default: break;
     }
 }
@@ -310,9 +310,9 @@ static const struct {
     const char *descr;
     cl_engine_dtype dt;
 } npy_types[] = {
-    {"f4", CL_DT_FLOAT}, {"f8", CL_DT_DOUBLE}, {"i1", CL_DT_INT8}, {"i2", CL_DT_INT16}, {"i4", CL_DT_INT32},
-    {"i8", CL_DT_INT64}, {"u1", CL_DT_UINT8}, {"u2", CL_DT_UINT16}, {"u4", CL_DT_UINT32}, {"u8", CL_DT_UINT64},
-    {"b1", CL_DT_BOOL},
+    {"f4", CL_ENGINE_DT_FLOAT}, {"f8", CL_ENGINE_DT_DOUBLE}, {"i1", CL_ENGINE_DT_INT8}, {"i2", CL_ENGINE_DT_INT16}, {"i4", CL_ENGINE_DT_INT32},
+    {"i8", CL_ENGINE_DT_INT64}, {"u1", CL_ENGINE_DT_UINT8}, {"u2", CL_ENGINE_DT_UINT16}, {"u4", CL_ENGINE_DT_UINT32}, {"u8", CL_ENGINE_DT_UINT64},
+    {"b1", CL_ENGINE_DT_BOOL},
 };
 
 int cl_engine_npy_parse(const uint8_t *buf, size_t len, cl_engine_tensor *out, cl_err *err)
@@ -346,11 +346,11 @@ int cl_engine_npy_parse(const uint8_t *buf, size_t len, cl_engine_tensor *out, c
     if (!d || strlen(d) < 5)
         return cl_err_set(err, CL_E_FORMAT, ".npy header has a malformed descr");
     char order = d[1];
-    cl_engine_dtype dt = CL_DT_UNDEFINED;
+    cl_engine_dtype dt = CL_ENGINE_DT_UNDEFINED;
     for (size_t i = 0; i < CL_ARRAY_LEN(npy_types); i++)
         if (strncmp(d + 2, npy_types[i].descr, 2) == 0 && d[4] == '\'')
             dt = npy_types[i].dt;
-    if (dt == CL_DT_UNDEFINED || (order != '<' && order != '|'))
+    if (dt == CL_ENGINE_DT_UNDEFINED || (order != '<' && order != '|'))
         return cl_err_set(err, CL_E_UNSUPPORTED, ".npy dtype '%.8s' is not supported (use little-endian float32, "
                           "float64, int8..int64, uint8..uint64 or bool)", d + 1);
     f = strchr(f + 15, ':');

@@ -429,7 +429,7 @@ static void test_signature_and_run(void **state)
     assert_int_equal(cl_engine_num_outputs(m), 1);
     const cl_engine_io_info *in = cl_engine_input(m, 0);
     assert_string_equal(in->name, "x");
-    assert_int_equal(in->dtype, CL_DT_FLOAT);
+    assert_int_equal(in->dtype, CL_ENGINE_DT_FLOAT);
     assert_int_equal(in->rank, 2);
     assert_int_equal(in->dims[0], -1);
     assert_int_equal(in->dims[1], 3);
@@ -442,7 +442,7 @@ static void test_signature_and_run(void **state)
     for (int i = 0; i < 12; i++)
         x[i] = (float)((int32_t)((uint32_t *)x)[i] % 1000) / 250.0f;
     const float c[] = {1.0f, -2.0f, 0.5f};
-    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 2, .dims = {4, 3}, .data = x, .nbytes = sizeof x};
+    cl_engine_tensor t = {.dtype = CL_ENGINE_DT_FLOAT, .rank = 2, .dims = {4, 3}, .data = x, .nbytes = sizeof x};
     cl_engine_tensor y = {0};
     assert_int_equal(cl_engine_run(m, &t, 1, &y, 1, &err), 0);
     assert_int_equal(y.rank, 2);
@@ -465,7 +465,7 @@ static void test_signature_and_run(void **state)
     assert_int_equal(err.code, CL_E_INVALID);
     assert_non_null(strstr(err.msg, "must have shape [-1,3]"));
     bad = t;
-    bad.dtype = CL_DT_INT32;
+    bad.dtype = CL_ENGINE_DT_INT32;
     assert_int_equal(cl_engine_run(m, &bad, 1, &y, 1, &err), -1);
     assert_int_equal(err.code, CL_E_INVALID);
     bad = t;
@@ -553,7 +553,7 @@ static void check_conv_run(cl_engine_model *m, int64_t batch, uint64_t seed)
     size_t on = (size_t)batch * OC * H * W;
     float *ref = malloc(on * sizeof *ref);
     conv_reference(x, batch, ref);
-    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 4, .dims = {batch, IC, H, W}, .data = x,
+    cl_engine_tensor t = {.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {batch, IC, H, W}, .data = x,
                           .nbytes = (size_t)batch * IC * H * W * 4};
     cl_engine_tensor y = {0};
     cl_err err = {0};
@@ -625,9 +625,9 @@ static void check_residual(const int64_t *zd, int zrank)
     float *z = malloc((size_t)zn * sizeof *z);
     for (int64_t i = 0; i < zn; i++)
         z[i] = (float)((i * 37) % 11) / 5.0f - 1.0f;
-    cl_engine_tensor in[2] = {{.dtype = CL_DT_FLOAT, .rank = 4, .dims = {1, IC, H, W}, .data = x,
+    cl_engine_tensor in[2] = {{.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {1, IC, H, W}, .data = x,
                                .nbytes = sizeof(float) * IC * H * W},
-                              {.dtype = CL_DT_FLOAT, .rank = zrank, .data = z, .nbytes = (size_t)zn * 4}};
+                              {.dtype = CL_ENGINE_DT_FLOAT, .rank = zrank, .data = z, .nbytes = (size_t)zn * 4}};
     memcpy(in[1].dims, zd, sizeof(int64_t) * (size_t)zrank);
     cl_engine_tensor y = {0};
     if (cl_engine_run(model, in, 2, &y, 1, &err) != 0)
@@ -703,8 +703,8 @@ static void test_conv_runtime_weights(void **state)
     const float wsets[3][6] = {{1, 0}, {0.5f, -1}, {1, 1, 2, 0, 0, 3}};
     const int64_t ocs[3] = {1, 1, 3};
     for (int k = 0; k < 3; k++) {
-        cl_engine_tensor in[2] = {{.dtype = CL_DT_FLOAT, .rank = 4, .dims = {1, 2, 2, 2}, .data = x, .nbytes = sizeof x},
-                                  {.dtype = CL_DT_FLOAT, .rank = 4, .dims = {ocs[k], 2, 1, 1}, .data = (void *)wsets[k],
+        cl_engine_tensor in[2] = {{.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {1, 2, 2, 2}, .data = x, .nbytes = sizeof x},
+                                  {.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {ocs[k], 2, 1, 1}, .data = (void *)wsets[k],
                                    .nbytes = (size_t)ocs[k] * 2 * 4}};
         cl_engine_tensor y = {0};
         if (cl_engine_run(model, in, 2, &y, 1, &err) != 0)
@@ -787,7 +787,7 @@ static void test_shape_inference(void **state)
     assert_int_equal(o->dims[0], -1); /* the dynamic batch stays dynamic */
     assert_int_equal(o->dims[1], 20); /* 5 channels x 2 x 2 */
     float x[2 * 3 * 8 * 8] = {0};
-    cl_engine_tensor t = {.dtype = CL_DT_FLOAT, .rank = 4, .dims = {2, 3, 8, 8}, .data = x, .nbytes = sizeof x};
+    cl_engine_tensor t = {.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {2, 3, 8, 8}, .data = x, .nbytes = sizeof x};
     cl_engine_tensor y = {0};
     assert_int_equal(cl_engine_run(model, &t, 1, &y, 1, &err), 0);
     assert_int_equal(y.dims[0], 2);
@@ -804,7 +804,7 @@ static void test_shape_inference(void **state)
 static void test_npy_roundtrip(void **state)
 {
     int64_t v[6] = {1, -2, 3, 1LL << 40, 5, -6};
-    cl_engine_tensor t = {.dtype = CL_DT_INT64, .rank = 2, .dims = {2, 3}, .data = v, .nbytes = sizeof v};
+    cl_engine_tensor t = {.dtype = CL_ENGINE_DT_INT64, .rank = 2, .dims = {2, 3}, .data = v, .nbytes = sizeof v};
     uint8_t *buf;
     size_t len;
     cl_err err = {0};
@@ -813,7 +813,7 @@ static void test_npy_roundtrip(void **state)
     assert_non_null(strstr((char *)buf + 10, "'shape': (2, 3)"));
     cl_engine_tensor r;
     assert_int_equal(cl_engine_npy_parse(buf, len, &r, &err), 0);
-    assert_int_equal(r.dtype, CL_DT_INT64);
+    assert_int_equal(r.dtype, CL_ENGINE_DT_INT64);
     assert_int_equal(r.rank, 2);
     assert_int_equal(r.dims[1], 3);
     assert_memory_equal(r.data, v, sizeof v);
@@ -836,7 +836,7 @@ static void test_npy_roundtrip(void **state)
     free(buf);
     /* a scalar and a 1-D array */
     float f = 2.5f;
-    cl_engine_tensor s = {.dtype = CL_DT_FLOAT, .rank = 0, .data = &f, .nbytes = 4};
+    cl_engine_tensor s = {.dtype = CL_ENGINE_DT_FLOAT, .rank = 0, .data = &f, .nbytes = 4};
     assert_int_equal(cl_engine_npy_write(&s, &buf, &len, &err), 0);
     assert_non_null(strstr((char *)buf + 10, "'shape': ()"));
     assert_int_equal(cl_engine_npy_parse(buf, len, &r, &err), 0);

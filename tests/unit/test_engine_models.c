@@ -65,7 +65,7 @@ static void check_model(const char *dir, const char *name)
     cl_engine_tensor y = {0};
     if (cl_engine_run(m, &x, 1, &y, 1, &err) != 0)
         fail_msg("%s: %s", name, err.msg);
-    assert_int_equal(y.dtype, CL_DT_FLOAT);
+    assert_int_equal(y.dtype, CL_ENGINE_DT_FLOAT);
     assert_int_equal(y.rank, ref.rank);
     for (int i = 0; i < y.rank; i++)
         assert_int_equal(y.dims[i], ref.dims[i]);
