@@ -140,6 +140,9 @@ int cl_file_write_atomic(const char *path, const void *buf, size_t len, unsigned
  * bytes read (less than len only at end of file) or -1. */
 int cl_write_all(int fd, const void *buf, size_t len);
 ssize_t cl_read_full(int fd, void *buf, size_t len);
+/* Positioned variants (thread-safe on a shared fd: they do not move the file offset). */
+int cl_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset);
+ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset);
 
 /* ---------------------------------------------------------------- encoding */
 

@@ -33,7 +33,8 @@ typedef struct cl_progress {
 void cl_progress_start(cl_progress *p, const char *label, uint64_t total);
 void cl_progress_update(cl_progress *p, uint64_t done);
 void cl_progress_finish(cl_progress *p);
-/* Adapter matching libcloister's progress callbacks (ctx is a cl_progress). */
+/* Adapter matching libcloister's progress callbacks (ctx is a cl_progress). A zero-initialised
+ * cl_progress with only .label set is started by its first callback, which brings the total. */
 void cl_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
 #endif

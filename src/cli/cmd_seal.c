@@ -2,7 +2,6 @@
  * from the command line. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -57,9 +56,7 @@ int cl_cmd_seal(int argc, char **argv)
     uint8_t *key = load_key("seal", key_path);
     if (!key)
         return CL_EXIT_FAIL;
-    struct stat st;
-    cl_progress bar;
-    cl_progress_start(&bar, "sealing", stat(in, &st) == 0 ? (uint64_t)st.st_size : 0);
+    cl_progress bar = {.label = "sealing"};
     cl_seal_options o = {.key_id = key_id, .content_type = ctype ? ctype : guess_content_type(in),
                          .chunk_size = (uint32_t)chunk, .overwrite = force,
                          .progress = cl_progress_cb, .progress_ctx = &bar};
@@ -96,20 +93,17 @@ int cl_cmd_unseal(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cl_err err = {0};
-    cl_seal_header h;
-    if (cl_seal_header_read_file(in, &h, &err) != 0)
-        return cl_cli_fail("unseal", &err);
     uint8_t *key = load_key("unseal", key_path);
     if (!key)
         return CL_EXIT_FAIL;
-    cl_progress bar;
-    cl_progress_start(&bar, "unsealing", h.plaintext_len);
+    /* The total is only known once the library has verified the header: the callback starts the bar. */
+    cl_progress bar = {.label = "unsealing"};
     rc = cl_seal_unseal_file(in, out, key, key_id, force, cl_progress_cb, &bar, &err);
     cl_secmem_free(key);
     cl_progress_finish(&bar);
     if (rc != 0)
         return cl_cli_fail("unseal", &err);
-    fprintf(stderr, "cloister unseal: wrote %llu bytes to %s\n", (unsigned long long)h.plaintext_len, out);
+    fprintf(stderr, "cloister unseal: wrote %llu bytes to %s\n", (unsigned long long)bar.total, out);
     return CL_EXIT_OK;
 }
 

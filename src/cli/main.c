@@ -20,7 +20,7 @@ static void print_help(FILE *out)
 {
     fprintf(out,
             "cloister %s — confidential model serving\n\n"
-            "usage: cloister [--log-level debug|info|warn|error] <command> [options]\n"
+            "usage: cloister [--log-level debug|info|warn|error] [--allow-unlocked-memory] <command> [options]\n"
             "       cloister help <command>   (or: cloister <command> --help)\n\n"
             "commands:\n",
             CLOISTER_VERSION);
@@ -70,6 +70,10 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--version") == 0) {
             printf("cloister %s\n", CLOISTER_VERSION);
             return CL_EXIT_OK;
+        } else if (strcmp(argv[i], "--allow-unlocked-memory") == 0) {
+            /* Secrets normally live only in mlock()ed memory; this accepts swappable memory where the
+             * memlock limit cannot be raised. A warning is logged when it happens. */
+            cl_secmem_set_require_lock(false);
         } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
             cl_log_level level;
             if (cl_log_parse_level(argv[++i], &level) != 0) {

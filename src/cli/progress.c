@@ -48,6 +48,8 @@ void cl_progress_finish(cl_progress *p)
 
 void cl_progress_cb(void *ctx, uint64_t done, uint64_t total)
 {
-    (void)total;
-    cl_progress_update(ctx, done);
+    cl_progress *p = ctx;
+    if (!p->start_ns) /* not started yet: the first callback brings the total */
+        cl_progress_start(p, p->label, total);
+    cl_progress_update(p, done);
 }

@@ -8,7 +8,7 @@
 
 #include <openssl/err.h>
 
-static void vset(cl_err *err, cl_status code, const char *fmt, va_list ap)
+CL_PRINTF(3, 0) static void vset(cl_err *err, cl_status code, const char *fmt, va_list ap)
 {
     err->code = code;
     vsnprintf(err->msg, sizeof err->msg, fmt, ap);

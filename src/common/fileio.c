@@ -45,6 +45,41 @@ ssize_t cl_read_full(int fd, void *buf, size_t len)
     return (ssize_t)got;
 }
 
+int cl_pwrite_all(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)offset);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+        offset += (uint64_t)n;
+    }
+    return 0;
+}
+
+ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset)
+{
+    uint8_t *p = buf;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, p + got, len - got, (off_t)(offset + got));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    return (ssize_t)got;
+}
+
 int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err)
 {
     *out = NULL;

@@ -7,6 +7,8 @@
 #include "cloister/seal.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -330,15 +332,12 @@ static EVP_CIPHER_CTX *gcm_new(const uint8_t key[32], int enc, cl_err *err)
 typedef struct sealer {
     cl_seal_header hdr;
     seal_keys *keys;
-    EVP_CIPHER_CTX *gcm;
     uint8_t header[CL_SEAL_HEADER_MAX];
 } sealer;
 
 static void sealer_end(sealer *s)
 {
-    EVP_CIPHER_CTX_free(s->gcm);
     cl_secmem_free(s->keys);
-    s->gcm = NULL;
     s->keys = NULL;
 }
 
@@ -373,7 +372,7 @@ static int sealer_begin(sealer *s, uint64_t plaintext_len, const uint8_t key[CL_
     memcpy(h->key_check, s->keys->check, CL_SEAL_KEYCHECK_LEN);
     header_derive_sizes(h);
     size_t n = header_encode(h, s->header);
-    if (header_mac(s->keys, s->header, n, h->mac, err) != 0 || !(s->gcm = gcm_new(s->keys->enc, 1, err))) {
+    if (header_mac(s->keys, s->header, n, h->mac, err) != 0) {
         sealer_end(s);
         return -1;
     }
@@ -390,25 +389,187 @@ int cl_seal_buffer(const uint8_t *in, size_t in_len, const uint8_t key[CL_SEAL_K
     if (sealer_begin(&s, in_len, key, opts, err) != 0)
         return -1;
     const cl_seal_header *h = &s.hdr;
-    uint8_t *buf = malloc(h->sealed_len ? h->sealed_len : 1);
+    EVP_CIPHER_CTX *gcm = gcm_new(s.keys->enc, 1, err);
+    uint8_t *buf = gcm ? malloc(h->sealed_len) : NULL;
     if (!buf) {
+        EVP_CIPHER_CTX_free(gcm);
         sealer_end(&s);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory sealing %zu bytes", in_len);
+        return gcm ? cl_err_set(err, CL_E_NOMEM, "out of memory sealing %zu bytes", in_len) : -1;
     }
     memcpy(buf, s.header, h->header_len);
     uint8_t *p = buf + h->header_len;
-    for (uint64_t i = 0; i < h->chunk_count; i++) {
+    int rc = 0;
+    for (uint64_t i = 0; rc == 0 && i < h->chunk_count; i++) {
         size_t n = chunk_plain_len(h, i);
-        if (chunk_crypt(s.gcm, 1, h, i, in + i * (uint64_t)h->chunk_size, n, p, p + n, err) != 0) {
-            free(buf);
-            sealer_end(&s);
-            return -1;
-        }
+        rc = chunk_crypt(gcm, 1, h, i, in + i * (uint64_t)h->chunk_size, n, p, p + n, err);
         p += n + CL_SEAL_TAG_LEN;
     }
+    EVP_CIPHER_CTX_free(gcm);
     sealer_end(&s);
+    if (rc != 0) {
+        free(buf);
+        return -1;
+    }
     *out = buf;
     *out_len = (size_t)h->sealed_len;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- parallel file streaming */
+
+/* The file paths process chunks in parallel: every chunk has a fixed place in the plaintext and in
+ * the sealed file, so workers claim chunk indices from a shared counter and each does
+ * pread -> AES-GCM -> pwrite (or decrypts straight into the destination) with its own cipher
+ * context. This overlaps the kernel's copying and page clearing with the crypto and uses every
+ * core (see bench/seal). If several chunks fail, the error of the lowest index is reported, so
+ * results do not depend on scheduling. */
+
+typedef enum { JOB_SEAL, JOB_UNSEAL_TO_FILE, JOB_OPEN_TO_MEMORY } job_kind;
+
+typedef struct stream_job {
+    job_kind kind;
+    const cl_seal_header *h;
+    const uint8_t *enc_key;
+    int in_fd, out_fd;
+    const char *in_path, *out_path;
+    uint8_t *dest; /* JOB_OPEN_TO_MEMORY: the plaintext, in secure memory */
+    cl_seal_progress_fn progress;
+    void *progress_ctx;
+
+    atomic_uint_fast64_t next; /* next chunk index to claim */
+    atomic_bool failed;
+    pthread_mutex_t lock;      /* guards the fields below and progress callbacks */
+    uint64_t done;
+    uint64_t fail_index;
+    cl_err err;
+} stream_job;
+
+static uint64_t plain_off(const cl_seal_header *h, uint64_t i) { return i * (uint64_t)h->chunk_size; }
+static uint64_t sealed_off(const cl_seal_header *h, uint64_t i)
+{
+    return h->header_len + i * ((uint64_t)h->chunk_size + CL_SEAL_TAG_LEN);
+}
+
+static int stream_chunk(stream_job *j, EVP_CIPHER_CTX *c, uint8_t *buf, uint64_t i, cl_err *err)
+{
+    const cl_seal_header *h = j->h;
+    size_t n = chunk_plain_len(h, i);
+    ssize_t got;
+    switch (j->kind) {
+    case JOB_SEAL:
+        got = cl_pread_full(j->in_fd, buf, n, plain_off(h, i));
+        if (got < 0)
+            return cl_err_errno(err, CL_E_IO, errno, "cannot read '%s'", j->in_path);
+        if ((size_t)got != n)
+            return cl_err_set(err, CL_E_IO, "input '%s' shrank while it was being sealed", j->in_path);
+        if (chunk_crypt(c, 1, h, i, buf, n, buf, buf + n, err) != 0)
+            return -1;
+        if (cl_pwrite_all(j->out_fd, buf, n + CL_SEAL_TAG_LEN, sealed_off(h, i)) != 0)
+            return cl_err_errno(err, CL_E_IO, errno, "cannot write '%s'", j->out_path);
+        return 0;
+    case JOB_UNSEAL_TO_FILE:
+        got = cl_pread_full(j->in_fd, buf, n + CL_SEAL_TAG_LEN, sealed_off(h, i));
+        if (got < 0)
+            return cl_err_errno(err, CL_E_IO, errno, "cannot read '%s'", j->in_path);
+        if ((size_t)got != n + CL_SEAL_TAG_LEN)
+            return cl_err_set(err, CL_E_TRUNCATED, "truncated: '%s' shrank while chunk %llu was read",
+                              j->in_path, (unsigned long long)i + 1);
+        if (chunk_crypt(c, 0, h, i, buf, n, buf, buf + n, err) != 0)
+            return -1;
+        if (cl_pwrite_all(j->out_fd, buf, n, plain_off(h, i)) != 0)
+            return cl_err_errno(err, CL_E_IO, errno, "cannot write '%s'", j->out_path);
+        return 0;
+    case JOB_OPEN_TO_MEMORY: {
+        uint8_t *dst = j->dest + plain_off(h, i);
+        got = cl_pread_full(j->in_fd, dst, n, sealed_off(h, i));
+        ssize_t tag_got = got == (ssize_t)n ? cl_pread_full(j->in_fd, buf, CL_SEAL_TAG_LEN, sealed_off(h, i) + n) : 0;
+        if (got < 0 || tag_got < 0)
+            return cl_err_errno(err, CL_E_IO, errno, "cannot read '%s'", j->in_path);
+        if ((size_t)got != n || tag_got != CL_SEAL_TAG_LEN)
+            return cl_err_set(err, CL_E_TRUNCATED, "truncated: '%s' shrank while chunk %llu was read",
+                              j->in_path, (unsigned long long)i + 1);
+        return chunk_crypt(c, 0, h, i, dst, n, dst, buf, err);
+    }
+    }
+    return cl_err_set(err, CL_E_INTERNAL, "unknown stream job");
+}
+
+static void stream_fail(stream_job *j, uint64_t index, const cl_err *err)
+{
+    pthread_mutex_lock(&j->lock);
+    if (!atomic_load(&j->failed) || index < j->fail_index) {
+        j->fail_index = index;
+        j->err = *err;
+    }
+    atomic_store(&j->failed, true);
+    pthread_mutex_unlock(&j->lock);
+}
+
+static void *stream_worker(void *arg)
+{
+    stream_job *j = arg;
+    cl_err err = {0};
+    /* Seal and unseal-to-file pass plaintext through this buffer: secure memory. */
+    size_t buf_len = j->kind == JOB_OPEN_TO_MEMORY ? CL_SEAL_TAG_LEN : (size_t)j->h->chunk_size + CL_SEAL_TAG_LEN;
+    uint8_t *buf = cl_secmem_alloc(buf_len, &err);
+    EVP_CIPHER_CTX *c = buf ? gcm_new(j->enc_key, j->kind == JOB_SEAL, &err) : NULL;
+    if (!c) {
+        stream_fail(j, 0, &err);
+        cl_secmem_free(buf);
+        return NULL;
+    }
+    while (!atomic_load(&j->failed)) {
+        uint64_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->h->chunk_count)
+            break;
+        if (stream_chunk(j, c, buf, i, &err) != 0) {
+            stream_fail(j, i, &err);
+            break;
+        }
+        if (j->progress) {
+            pthread_mutex_lock(&j->lock);
+            j->done += chunk_plain_len(j->h, i);
+            j->progress(j->progress_ctx, j->done, j->h->plaintext_len);
+            pthread_mutex_unlock(&j->lock);
+        }
+    }
+    EVP_CIPHER_CTX_free(c);
+    cl_secmem_free(buf);
+    return NULL;
+}
+
+/* Runs the job on up to 4 threads (no more than the CPUs online or the chunks); the calling
+ * thread is one of them. */
+static int stream_run(stream_job *j, cl_err *err)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t want = cpus > 0 ? (uint64_t)cpus : 1;
+    const char *env = getenv("CLOISTER_SEAL_THREADS");
+    if (env && atoi(env) > 0)
+        want = (uint64_t)atoi(env);
+    if (want > 4)
+        want = 4;
+    if (want > j->h->chunk_count)
+        want = j->h->chunk_count;
+    atomic_init(&j->next, 0);
+    atomic_init(&j->failed, false);
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_t tids[3];
+    size_t started = 0;
+    for (uint64_t t = 1; t < want; t++) {
+        if (pthread_create(&tids[started], NULL, stream_worker, j) != 0)
+            break; /* fewer helpers is fine: the work is shared dynamically */
+        started++;
+    }
+    stream_worker(j);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
+    pthread_mutex_destroy(&j->lock);
+    if (atomic_load(&j->failed)) {
+        if (err)
+            *err = j->err;
+        return -1;
+    }
     return 0;
 }
 
@@ -423,51 +584,33 @@ int cl_seal_file(const char *in_path, const char *out_path, const uint8_t key[CL
         close(in);
         return cl_err_set(err, CL_E_IO, "input '%s' is not a regular file", in_path);
     }
-    (void)posix_fadvise(in, 0, 0, POSIX_FADV_SEQUENTIAL);
-
     sealer s;
-    cl_atomic_file out = {.fd = -1};
-    uint8_t *buf = NULL;
-    int rc = -1;
     if (sealer_begin(&s, (uint64_t)st.st_size, key, opts, err) != 0) {
         close(in);
         return -1;
     }
-    const cl_seal_header *h = &s.hdr;
-    /* The plaintext passes through this buffer, so it is secure memory too. */
-    if (!(buf = cl_secmem_alloc((size_t)h->chunk_size + CL_SEAL_TAG_LEN, err)))
+    cl_atomic_file out = {.fd = -1};
+    int rc = -1;
+    if (cl_atomic_open(&out, out_path, 0644, opts->overwrite, err) != 0)
         goto done;
-    if (cl_atomic_open(&out, out_path, 0644, opts->overwrite, err) != 0 ||
-        cl_atomic_write(&out, s.header, h->header_len, err) != 0)
+    if (cl_pwrite_all(out.fd, s.header, s.hdr.header_len, 0) != 0) {
+        cl_err_errno(err, CL_E_IO, errno, "cannot write '%s'", out_path);
         goto done;
-    for (uint64_t i = 0; i < h->chunk_count; i++) {
-        size_t n = chunk_plain_len(h, i);
-        ssize_t got = cl_read_full(in, buf, n);
-        if (got < 0) {
-            cl_err_errno(err, CL_E_IO, errno, "cannot read '%s'", in_path);
-            goto done;
-        }
-        if ((size_t)got != n) {
-            cl_err_set(err, CL_E_IO, "input '%s' shrank while it was being sealed", in_path);
-            goto done;
-        }
-        if (chunk_crypt(s.gcm, 1, h, i, buf, n, buf, buf + n, err) != 0 ||
-            cl_atomic_write(&out, buf, n + CL_SEAL_TAG_LEN, err) != 0)
-            goto done;
-        if (opts->progress)
-            opts->progress(opts->progress_ctx, (i + 1 == h->chunk_count) ? h->plaintext_len : (i + 1) * (uint64_t)h->chunk_size,
-                           h->plaintext_len);
     }
-    uint8_t extra;
-    if (read(in, &extra, 1) != 0) {
-        cl_err_set(err, CL_E_IO, "input '%s' grew while it was being sealed", in_path);
+    stream_job j = {.kind = JOB_SEAL, .h = &s.hdr, .enc_key = s.keys->enc, .in_fd = in, .out_fd = out.fd,
+                    .in_path = in_path, .out_path = out_path, .progress = opts->progress,
+                    .progress_ctx = opts->progress_ctx};
+    if (stream_run(&j, err) != 0)
+        goto done;
+    struct stat after;
+    if (fstat(in, &after) != 0 || after.st_size != st.st_size) {
+        cl_err_set(err, CL_E_IO, "input '%s' changed size while it was being sealed", in_path);
         goto done;
     }
     rc = cl_atomic_commit(&out, err);
 done:
     if (rc != 0 && out.path)
         cl_atomic_abort(&out);
-    cl_secmem_free(buf);
     sealer_end(&s);
     close(in);
     return rc;
@@ -478,14 +621,11 @@ done:
 typedef struct unsealer {
     cl_seal_header hdr;
     seal_keys *keys;
-    EVP_CIPHER_CTX *gcm;
 } unsealer;
 
 static void unsealer_end(unsealer *u)
 {
-    EVP_CIPHER_CTX_free(u->gcm);
     cl_secmem_free(u->keys);
-    u->gcm = NULL;
     u->keys = NULL;
 }
 
@@ -517,7 +657,7 @@ static int unsealer_begin(unsealer *u, const uint8_t *buf, size_t len, uint64_t 
         unsealer_end(u);
         return cl_err_set(err, CL_E_AUTH, "header authentication failed: the sealed header was modified");
     }
-    if (check_size(h, total, err) != 0 || !(u->gcm = gcm_new(u->keys->enc, 0, err))) {
+    if (check_size(h, total, err) != 0) {
         unsealer_end(u);
         return -1;
     }
@@ -534,30 +674,31 @@ int cl_seal_open_buffer(const uint8_t *sealed, size_t sealed_len, const uint8_t 
     if (unsealer_begin(&u, sealed, sealed_len, sealed_len, key, expected_key_id, err) != 0)
         return -1;
     const cl_seal_header *h = &u.hdr;
-    uint8_t *out = cl_secmem_alloc((size_t)h->plaintext_len, err);
-    if (!out) {
-        unsealer_end(&u);
-        return -1;
-    }
+    EVP_CIPHER_CTX *gcm = gcm_new(u.keys->enc, 0, err);
+    uint8_t *out = gcm ? cl_secmem_alloc((size_t)h->plaintext_len, err) : NULL;
+    int rc = out ? 0 : -1;
     const uint8_t *p = sealed + h->header_len;
-    for (uint64_t i = 0; i < h->chunk_count; i++) {
+    for (uint64_t i = 0; rc == 0 && i < h->chunk_count; i++) {
         size_t n = chunk_plain_len(h, i);
-        if (chunk_crypt(u.gcm, 0, h, i, p, n, out + i * (uint64_t)h->chunk_size, (uint8_t *)p + n, err) != 0) {
-            cl_secmem_free(out);
-            unsealer_end(&u);
-            return -1;
-        }
+        uint8_t tag[CL_SEAL_TAG_LEN];
+        memcpy(tag, p + n, CL_SEAL_TAG_LEN);
+        rc = chunk_crypt(gcm, 0, h, i, p, n, out + i * (uint64_t)h->chunk_size, tag, err);
         p += n + CL_SEAL_TAG_LEN;
     }
-    if (hdr)
-        *hdr = *h;
+    EVP_CIPHER_CTX_free(gcm);
+    if (rc == 0) {
+        if (hdr)
+            *hdr = *h;
+        *plain = out;
+        *plain_len = (size_t)h->plaintext_len;
+    } else {
+        cl_secmem_free(out);
+    }
     unsealer_end(&u);
-    *plain = out;
-    *plain_len = (size_t)h->plaintext_len;
-    return 0;
+    return rc;
 }
 
-/* Opens fd for streaming: header checks 1-5, then positions fd at the first chunk. */
+/* Opens fd: header checks 1-5 of seal.h against the file's size. */
 static int open_fd(int fd, const char *path, const uint8_t key[CL_SEAL_KEY_LEN], const char *expected_key_id,
                    unsealer *u, cl_err *err)
 {
@@ -566,31 +707,10 @@ static int open_fd(int fd, const char *path, const uint8_t key[CL_SEAL_KEY_LEN],
     if (read_header_fd(fd, path, &probe, &size, err) != 0)
         return -1;
     uint8_t buf[CL_SEAL_HEADER_MAX];
-    ssize_t n = pread(fd, buf, probe.header_len, 0);
+    ssize_t n = cl_pread_full(fd, buf, probe.header_len, 0);
     if (n != (ssize_t)probe.header_len)
         return cl_err_set(err, CL_E_IO, "cannot re-read the header of '%s'", path);
-    if (unsealer_begin(u, buf, (size_t)n, size, key, expected_key_id, err) != 0)
-        return -1;
-    if (lseek(fd, (off_t)probe.header_len, SEEK_SET) < 0) {
-        unsealer_end(u);
-        return cl_err_errno(err, CL_E_IO, errno, "cannot seek in '%s'", path);
-    }
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    return 0;
-}
-
-/* Reads chunk `i` (ciphertext into dst, tag into tag) from the current offset of fd. */
-static int read_chunk(int fd, const char *path, uint64_t i, uint8_t *dst, size_t n,
-                      uint8_t tag[CL_SEAL_TAG_LEN], cl_err *err)
-{
-    ssize_t a = cl_read_full(fd, dst, n);
-    ssize_t b = a == (ssize_t)n ? cl_read_full(fd, tag, CL_SEAL_TAG_LEN) : 0;
-    if (a < 0 || b < 0)
-        return cl_err_errno(err, CL_E_IO, errno, "cannot read '%s'", path);
-    if ((size_t)a != n || b != CL_SEAL_TAG_LEN)
-        return cl_err_set(err, CL_E_TRUNCATED, "truncated: '%s' shrank while chunk %llu was read", path,
-                          (unsigned long long)i + 1);
-    return 0;
+    return unsealer_begin(u, buf, (size_t)n, size, key, expected_key_id, err);
 }
 
 int cl_seal_open_file(const char *path, const uint8_t key[CL_SEAL_KEY_LEN], const char *expected_key_id,
@@ -606,22 +726,19 @@ int cl_seal_open_file(const char *path, const uint8_t key[CL_SEAL_KEY_LEN], cons
         close(fd);
         return -1;
     }
-    const cl_seal_header *h = &u.hdr;
-    uint8_t *out = cl_secmem_alloc((size_t)h->plaintext_len, err);
-    int rc = out ? 0 : -1;
-    for (uint64_t i = 0; rc == 0 && i < h->chunk_count; i++) {
-        size_t n = chunk_plain_len(h, i);
-        uint8_t *dst = out + i * (uint64_t)h->chunk_size, tag[CL_SEAL_TAG_LEN];
-        rc = read_chunk(fd, path, i, dst, n, tag, err);
-        if (rc == 0)
-            rc = chunk_crypt(u.gcm, 0, h, i, dst, n, dst, tag, err);
+    uint8_t *out = cl_secmem_alloc((size_t)u.hdr.plaintext_len, err);
+    int rc = -1;
+    if (out) {
+        stream_job j = {.kind = JOB_OPEN_TO_MEMORY, .h = &u.hdr, .enc_key = u.keys->enc, .in_fd = fd,
+                        .in_path = path, .dest = out};
+        rc = stream_run(&j, err);
     }
     close(fd);
     if (rc == 0) {
         if (hdr)
-            *hdr = *h;
+            *hdr = u.hdr;
         *plain = out;
-        *plain_len = (size_t)h->plaintext_len;
+        *plain_len = (size_t)u.hdr.plaintext_len;
     } else {
         cl_secmem_free(out);
     }
@@ -641,28 +758,19 @@ int cl_seal_unseal_file(const char *in_path, const char *out_path, const uint8_t
         close(fd);
         return -1;
     }
-    const cl_seal_header *h = &u.hdr;
     cl_atomic_file out = {.fd = -1};
-    uint8_t *buf = cl_secmem_alloc(h->chunk_size, err);
-    int rc = buf ? cl_atomic_open(&out, out_path, 0600, overwrite, err) : -1;
-    uint64_t done = 0;
-    for (uint64_t i = 0; rc == 0 && i < h->chunk_count; i++) {
-        size_t n = chunk_plain_len(h, i);
-        uint8_t tag[CL_SEAL_TAG_LEN];
-        rc = read_chunk(fd, in_path, i, buf, n, tag, err);
-        if (rc == 0)
-            rc = chunk_crypt(u.gcm, 0, h, i, buf, n, buf, tag, err);
-        if (rc == 0)
-            rc = cl_atomic_write(&out, buf, n, err);
-        done += n;
-        if (rc == 0 && progress)
-            progress(progress_ctx, done, h->plaintext_len);
+    int rc = cl_atomic_open(&out, out_path, 0600, overwrite, err);
+    if (rc == 0) {
+        stream_job j = {.kind = JOB_UNSEAL_TO_FILE, .h = &u.hdr, .enc_key = u.keys->enc, .in_fd = fd,
+                        .out_fd = out.fd, .in_path = in_path, .out_path = out_path, .progress = progress,
+                        .progress_ctx = progress_ctx};
+        rc = stream_run(&j, err);
     }
+    /* Only a fully verified plaintext is renamed into place; anything else is removed. */
     if (rc == 0)
         rc = cl_atomic_commit(&out, err);
     else if (out.path)
         cl_atomic_abort(&out);
-    cl_secmem_free(buf);
     unsealer_end(&u);
     close(fd);
     return rc;

@@ -1,0 +1,38 @@
+# Makefile — the user's entry points. The real build is CMake (CMakeLists.txt); every target first
+# runs scripts/deps.sh, which installs missing Debian packages (and nothing when all are there).
+#   make            build (release) into build/
+#   make test       release build + ASan/UBSan/libFuzzer build, all tests; ends with "N passed, N failed"
+#   make demo       the main job, end to end (scripts/demo.sh)
+#   make bench      benchmarks against their peers (bench/)
+#   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
+#   make clean
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all build test demo bench check-models clean
+
+all: build
+
+build:
+	@scripts/deps.sh build
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build -j $(JOBS)
+
+test:
+	@scripts/test.sh
+
+demo: build
+	@scripts/deps.sh demo
+	@scripts/demo.sh build/cloister
+
+bench: build
+	@scripts/deps.sh bench
+	@build/bench/bench_seal
+	@build/bench/bench_keyserver
+	@bench/engine/run.sh build
+
+check-models: build
+	@scripts/deps.sh bench
+	@cmake --build build --target check-models
+
+clean:
+	rm -rf build build-asan

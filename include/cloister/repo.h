@@ -1,0 +1,82 @@
+/* cloister/repo.h — the interface of the repo module: the model repository behind `cloister serve`.
+ * It finds model versions on disk in TF Serving's layout (base_path/<version>/model.onnx or
+ * model.onnx.sealed), opens sealed versions with keys from a caller-supplied key source (the key
+ * server, at start-up), loads them into the engine straight from locked memory, and publishes them
+ * in a serving registry as engine-backed backends. It keeps the latest version of each model (TF
+ * Serving's default version policy) and, when polled, swaps in newer versions without dropping
+ * requests; a version that fails to load leaves the previous one serving.
+ *
+ * Ownership: the repository borrows the registry and the model configurations (strings are copied).
+ * Thread-safety: cl_repo_poll may be called from any thread (calls are serialised internally); the
+ * polling thread started by cl_repo_start_polling calls it periodically. The key callback is only
+ * called from inside cl_repo_new / cl_repo_poll. */
+#ifndef CLOISTER_REPO_H
+#define CLOISTER_REPO_H
+
+#include "cloister/common.h"
+#include "cloister/engine.h"
+#include "cloister/seal.h"
+#include "cloister/serve.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CL_REPO_PLAIN_NAME "model.onnx"
+#define CL_REPO_SEALED_NAME "model.onnx.sealed"
+
+/* Supplies the wrap key for a sealed model's key id. Returns 0 with the key copied into `key`, or -1
+ * with err set (e.g. CL_E_DENIED when the key server did not release it). */
+typedef int (*cl_repo_key_fn)(void *arg, const char *key_id, uint8_t key[CL_SEAL_KEY_LEN], cl_err *err);
+
+typedef struct cl_repo_model_config {
+    const char *name;      /* the model name clients ask for */
+    const char *base_path; /* directory holding numbered version directories */
+} cl_repo_model_config;
+
+typedef struct cl_repo_options {
+    cl_serve_registry *registry;
+    const cl_repo_model_config *models;
+    size_t n_models;
+    cl_repo_key_fn key_fn; /* NULL: sealed models cannot be opened (a clear error says so) */
+    void *key_arg;
+    int engine_threads;    /* cl_engine_options.threads */
+} cl_repo_options;
+
+typedef struct cl_repo cl_repo;
+
+/* Creates the repository and loads the latest loadable version of every model. Fails if a model
+ * has no version directory at all, or if none of its versions loads (the message says why for the
+ * newest one). Model names must be unique and valid ([A-Za-z0-9._-], 1-128 characters). */
+cl_repo *cl_repo_new(const cl_repo_options *opts, cl_err *err);
+/* Stops polling (if started) and frees the repository; the registry keeps what is loaded. */
+void cl_repo_free(cl_repo *r);
+
+/* Rescans every base path once: a version newer than the one served is loaded and swapped in, and
+ * the older one is removed from the registry (in-flight requests finish on it). Versions that fail
+ * to load are logged and remembered (not retried until their files change). Returns the number of
+ * versions newly loaded. */
+int cl_repo_poll(cl_repo *r);
+/* Polls every `seconds` seconds on a background thread until cl_repo_free. */
+int cl_repo_start_polling(cl_repo *r, unsigned seconds, cl_err *err);
+
+/* The highest-numbered version directory under base_path that holds a model file; *sealed tells
+ * which kind. Returns 0 if one was found, -1 (err set) if none. */
+int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed, cl_err *err);
+
+/* The distinct key ids of the sealed models that would be loaded (the latest version of each
+ * model), so a server can ask the key server for exactly those. *ids is a malloc()ed array of
+ * malloc()ed strings; free with cl_repo_key_ids_free. */
+int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char ***ids, size_t *n_ids, cl_err *err);
+void cl_repo_key_ids_free(char **ids, size_t n_ids);
+
+/* Loads one model file (plain ONNX or sealed; sealed needs key_fn) into the engine and wraps it as
+ * a serving backend (signature from the model; float/int/bool tensors mapped between TF and ONNX
+ * numbering). On success the caller owns *out (hand it to cl_serve_registry_add). */
+int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
+                         cl_serve_backend *out, cl_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

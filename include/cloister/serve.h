@@ -1,0 +1,227 @@
+/* cloister/serve.h — the interface of the serve module: the TF Serving front end. It owns
+ *   - tensors and model signatures as the server sees them (cl_serve_tensor, cl_serve_signature),
+ *   - the model backend interface a model implementation plugs into (cl_serve_backend) and the
+ *     registry of served models and versions (cl_serve_registry),
+ *   - TF Serving's --ssl_config_file format (cl_serve_ssl_config),
+ *   - the server: gRPC (tensorflow.serving.PredictionService / ModelService over HTTP/2) and REST
+ *     (/v1/models/...), over TLS or mutual TLS, on one libevent loop with a bounded worker pool
+ *     (cl_serve_server).
+ *
+ * The ONNX engine (issue 4) plugs in as a cl_serve_backend; nothing here knows about ONNX.
+ * Thread-safety is stated per object below. Errors follow common.h (0 / -1 and a cl_err).
+ */
+#ifndef CLOISTER_SERVE_H
+#define CLOISTER_SERVE_H
+
+#include "cloister/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- tensors */
+
+/* Element types, numbered like tensorflow.DataType. Only these are accepted by the server. */
+typedef enum cl_serve_dtype {
+    CL_SERVE_DT_INVALID = 0,
+    CL_SERVE_DT_FLOAT = 1,
+    CL_SERVE_DT_DOUBLE = 2,
+    CL_SERVE_DT_INT32 = 3,
+    CL_SERVE_DT_UINT8 = 4,
+    CL_SERVE_DT_INT8 = 6,
+    CL_SERVE_DT_INT64 = 9,
+    CL_SERVE_DT_BOOL = 10,
+} cl_serve_dtype;
+
+/* Bytes per element, or 0 for a dtype the server does not support. */
+size_t cl_serve_dtype_size(cl_serve_dtype dt);
+/* "DT_FLOAT", ...; "DT_INVALID" for anything unsupported. */
+const char *cl_serve_dtype_name(cl_serve_dtype dt);
+
+#define CL_SERVE_MAX_DIMS 8
+
+/* A dense row-major tensor. `name` and `data` are malloc()ed and owned by the tensor; free with
+ * cl_serve_tensor_clear(). Element data is in host byte order (little-endian on every platform
+ * cloister runs on), `nbytes` == element count * cl_serve_dtype_size(dtype). A rank-0 tensor
+ * (ndim == 0) holds one element. */
+typedef struct cl_serve_tensor {
+    char *name;
+    cl_serve_dtype dtype;
+    int ndim;
+    int64_t dims[CL_SERVE_MAX_DIMS];
+    void *data;
+    size_t nbytes;
+} cl_serve_tensor;
+
+/* Allocates data for the given shape (zero-filled); name is copied. Fails on an unsupported dtype,
+ * a negative dim, too many dims or a size above `max_bytes` (0: no limit). */
+int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim,
+                         const int64_t *dims, size_t max_bytes, cl_err *err);
+/* Element count of a shape (1 for rank 0); -1 on overflow or a negative dim. */
+int64_t cl_serve_shape_elements(int ndim, const int64_t *dims);
+void cl_serve_tensor_clear(cl_serve_tensor *t);
+void cl_serve_tensors_free(cl_serve_tensor *t, size_t n);
+
+/* ---------------------------------------------------------------- models */
+
+/* One input or output of a signature. dims[i] == -1 is a dynamic dimension (usually the batch);
+ * ndim == -1 means the rank is unknown (any shape accepted). */
+typedef struct cl_serve_tensor_spec {
+    const char *name;
+    cl_serve_dtype dtype;
+    int ndim;
+    int64_t dims[CL_SERVE_MAX_DIMS];
+} cl_serve_tensor_spec;
+
+/* What a model computes. All strings and arrays are owned by the backend and must stay valid as
+ * long as the backend does. TF Serving calls the default signature "serving_default" and its
+ * method "tensorflow/serving/predict". */
+typedef struct cl_serve_signature {
+    const char *name;
+    const char *method_name;
+    const cl_serve_tensor_spec *inputs;
+    size_t n_inputs;
+    const cl_serve_tensor_spec *outputs;
+    size_t n_outputs;
+} cl_serve_signature;
+
+/* A loaded model version: the interface the engine implements.
+ *
+ * run() is called from worker threads, possibly concurrently for the same backend: it must be
+ * thread-safe. The inputs have already been checked against the signature (every input present
+ * exactly once, in signature order, right dtype, shape compatible with the spec); they are owned
+ * by the caller and read-only. On success run() returns 0 and sets *outputs to a malloc()ed array
+ * of *n_outputs tensors that the caller takes over (freed with cl_serve_tensors_free). On failure
+ * it returns -1 with err set; CL_E_INVALID errors are reported to clients as INVALID_ARGUMENT,
+ * anything else as INTERNAL.
+ *
+ * destroy() is called once, when the last request using this version has finished after the
+ * version was removed or replaced (or the registry was freed). */
+typedef struct cl_serve_backend {
+    const cl_serve_signature *signature;
+    int (*run)(void *ctx, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+               size_t *n_outputs, cl_err *err);
+    void (*destroy)(void *ctx);
+    void *ctx;
+} cl_serve_backend;
+
+/* The set of served models. Versions are positive integers; a request without a version gets the
+ * highest loaded version (TF Serving's "latest" policy). Labels are not supported yet.
+ * All functions are thread-safe; a version can be replaced or removed while requests run on it
+ * (they keep the old one until they finish). */
+typedef struct cl_serve_registry cl_serve_registry;
+/* A reference to one loaded version, held for the duration of a request. */
+typedef struct cl_serve_model cl_serve_model;
+
+cl_serve_registry *cl_serve_registry_new(cl_err *err);
+/* Destroys the registry; versions still referenced are destroyed when their last ref drops. */
+void cl_serve_registry_free(cl_serve_registry *r);
+/* Adds (or replaces) version `version` of model `name`. On success the registry owns the backend
+ * (its destroy() will be called); on failure the caller still owns it. */
+int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t version, const cl_serve_backend *b,
+                          cl_err *err);
+/* Removes a version; 0 if it was there, -1 otherwise. */
+int cl_serve_registry_remove(cl_serve_registry *r, const char *name, int64_t version);
+/* Looks up a model; version <= 0 means latest. Fails with CL_E_INVALID and a TF Serving-like
+ * message ("Servable not found for request: ...") when there is no such model or version.
+ * Release the result with cl_serve_model_release(). */
+cl_serve_model *cl_serve_registry_get(cl_serve_registry *r, const char *name, int64_t version, cl_err *err);
+/* Versions of a model, highest first, into out[0..max); returns the total count (0: unknown model). */
+size_t cl_serve_registry_versions(cl_serve_registry *r, const char *name, int64_t *out, size_t max);
+/* Model names, for metrics and listing: calls fn for each (name, version) under the registry lock. */
+void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const char *name, int64_t version),
+                               void *arg);
+
+const char *cl_serve_model_name(const cl_serve_model *m);
+int64_t cl_serve_model_version(const cl_serve_model *m);
+const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m);
+/* Checks inputs against the signature and calls the backend; see cl_serve_backend.run. Inputs may
+ * come in any order; they are matched by name. */
+int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+                       size_t *n_outputs, cl_err *err);
+void cl_serve_model_release(cl_serve_model *m);
+
+/* ---------------------------------------------------------------- TLS configuration */
+
+/* tensorflow.serving.SSLConfig. PEM strings are NUL-terminated; server_key lives in secure memory
+ * (cl_secmem). Free with cl_serve_ssl_config_clear(). */
+typedef struct cl_serve_ssl_config {
+    char *server_key;  /* cl_secmem */
+    char *server_cert; /* malloc */
+    char *custom_ca;   /* malloc, NULL when absent */
+    bool client_verify;
+} cl_serve_ssl_config;
+
+/* Parses SSLConfig in protobuf text format (TF Serving's --ssl_config_file; `cloister tls init`
+ * writes one): fields server_key, server_cert, custom_ca (strings with C escapes, adjacent
+ * literals concatenated), client_verify (true/false); '#' comments. Unknown fields, duplicates and
+ * malformed strings are errors that name the line. client_verify without custom_ca is an error. */
+int cl_serve_ssl_config_parse(const char *text, size_t len, cl_serve_ssl_config *out, cl_err *err);
+int cl_serve_ssl_config_load(const char *path, cl_serve_ssl_config *out, cl_err *err);
+/* Reads PEM files into a config (key into secure memory); ca_path may be NULL. */
+int cl_serve_ssl_config_from_files(const char *cert_path, const char *key_path, const char *ca_path,
+                                   bool client_verify, cl_serve_ssl_config *out, cl_err *err);
+void cl_serve_ssl_config_clear(cl_serve_ssl_config *c);
+
+/* ---------------------------------------------------------------- status codes */
+
+/* Canonical codes (tensorflow.error.Code == gRPC status codes). */
+typedef enum cl_serve_code {
+    CL_SC_OK = 0,
+    CL_SC_CANCELLED = 1,
+    CL_SC_UNKNOWN = 2,
+    CL_SC_INVALID_ARGUMENT = 3,
+    CL_SC_DEADLINE_EXCEEDED = 4,
+    CL_SC_NOT_FOUND = 5,
+    CL_SC_ALREADY_EXISTS = 6,
+    CL_SC_PERMISSION_DENIED = 7,
+    CL_SC_RESOURCE_EXHAUSTED = 8,
+    CL_SC_FAILED_PRECONDITION = 9,
+    CL_SC_ABORTED = 10,
+    CL_SC_OUT_OF_RANGE = 11,
+    CL_SC_UNIMPLEMENTED = 12,
+    CL_SC_INTERNAL = 13,
+    CL_SC_UNAVAILABLE = 14,
+    CL_SC_DATA_LOSS = 15,
+    CL_SC_UNAUTHENTICATED = 16,
+} cl_serve_code;
+
+/* "OK", "INVALID_ARGUMENT", ... */
+const char *cl_serve_code_name(cl_serve_code c);
+/* TF Serving's mapping of a code to an HTTP status (400, 404, 429, 503, ...). */
+int cl_serve_code_http(cl_serve_code c);
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct cl_serve_config {
+    const char *host;             /* listen address (IPv4 or IPv6 literal); NULL: "0.0.0.0" */
+    int grpc_port;                /* 0: pick a free port; -1: no gRPC listener */
+    int rest_port;                /* 0: pick a free port; -1: no REST listener */
+    const cl_serve_ssl_config *tls; /* NULL: plaintext (h2c / http), only with allow_plaintext */
+    bool allow_plaintext;
+    size_t max_request_bytes;     /* whole request body; default 64 MiB */
+    unsigned request_timeout_ms;  /* a request (or TLS handshake) not complete after this is cut; default 30000 */
+    unsigned workers;             /* worker threads; default 2 */
+    unsigned queue_limit;         /* requests waiting for a worker; beyond: UNAVAILABLE / HTTP 429; default 64 */
+    bool handle_signals;          /* stop gracefully on SIGTERM / SIGINT */
+} cl_serve_config;
+
+/* The server. cl_serve_server_run() runs the event loop in the calling thread until
+ * cl_serve_server_stop() (callable from any thread) or a handled signal; then it stops accepting,
+ * lets in-flight requests finish (bounded by request_timeout_ms) and returns.
+ * The registry must outlive the server; the config's TLS material is copied into the TLS context. */
+typedef struct cl_serve_server cl_serve_server;
+
+/* Creates the listeners (so ports are bound when this returns). */
+cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_registry *reg, cl_err *err);
+/* Port actually bound (useful with port 0), or -1 when that listener is disabled. */
+int cl_serve_server_grpc_port(const cl_serve_server *s);
+int cl_serve_server_rest_port(const cl_serve_server *s);
+int cl_serve_server_run(cl_serve_server *s, cl_err *err);
+void cl_serve_server_stop(cl_serve_server *s);
+void cl_serve_server_free(cl_serve_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

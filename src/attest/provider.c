@@ -1,0 +1,517 @@
+/* provider.c — evidence providers: `sim` (a software quoting key signing SGX v3-layout quotes;
+ * INSECURE, for development and tests), `gramine` (/dev/attestation pseudo-files) and `tsm` (Linux
+ * configfs-tsm reports for TDX guests), plus creation of simulated quoting keys. */
+#include "attest_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+
+const uint8_t cl_attest_sim_vendor_id[16] = {'C', 'L', 'O', 'I', 'S', 'T', 'E', 'R',
+                                             '-', 'S', 'I', 'M', '-', 'Q', 'E', '!'};
+
+#define SIM_SIGNER_LABEL "cloister simulated signer"
+#define GRAMINE_ROOT_DEFAULT "/dev/attestation"
+#define TSM_ROOT_DEFAULT "/sys/kernel/config/tsm/report"
+
+struct cl_attest_provider {
+    cl_attest_kind kind;
+    char *root;
+    EVP_PKEY *sim_key;
+    uint8_t sim_pub[64];
+    cl_attest_quote sim_id; /* identity fields only */
+};
+
+int cl_attest_kind_parse(const char *name, cl_attest_kind *out, cl_err *err)
+{
+    if (!strcmp(name, "sim"))
+        *out = CL_ATTEST_SIM;
+    else if (!strcmp(name, "gramine"))
+        *out = CL_ATTEST_GRAMINE;
+    else if (!strcmp(name, "tsm"))
+        *out = CL_ATTEST_TSM;
+    else
+        return cl_err_set(err, CL_E_INVALID, "unknown evidence provider '%s' (use sim, gramine or tsm)", name);
+    return 0;
+}
+
+const char *cl_attest_kind_name(cl_attest_kind kind)
+{
+    switch (kind) {
+    case CL_ATTEST_SIM: return "sim";
+    case CL_ATTEST_GRAMINE: return "gramine";
+    case CL_ATTEST_TSM: return "tsm";
+    }
+    return "?";
+}
+
+/* ---------------------------------------------------------------- file helpers */
+
+int cl_attest_read_file(const char *path, size_t max, uint8_t **out, size_t *len, cl_err *err)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot open '%s'", path);
+    uint8_t *buf = malloc(max + 1);
+    if (!buf) {
+        close(fd);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory reading '%s'", path);
+    }
+    ssize_t n = cl_read_full(fd, buf, max + 1);
+    int e = errno;
+    close(fd);
+    if (n < 0) {
+        free(buf);
+        return cl_err_errno(err, CL_E_IO, e, "cannot read '%s'", path);
+    }
+    if ((size_t)n > max) {
+        free(buf);
+        return cl_err_set(err, CL_E_FORMAT, "'%s' is larger than %zu bytes", path, max);
+    }
+    *out = buf;
+    *len = (size_t)n;
+    return 0;
+}
+
+int cl_attest_write_file(const char *path, const void *buf, size_t len, cl_err *err)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot open '%s' for writing", path);
+    if (cl_write_all(fd, buf, len) != 0) {
+        int e = errno;
+        close(fd);
+        return cl_err_errno(err, CL_E_IO, e, "cannot write '%s'", path);
+    }
+    if (close(fd) != 0)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot write '%s'", path);
+    return 0;
+}
+
+static char *path_join(const char *a, const char *b)
+{
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+int cl_attest_file_sha256(const char *path, uint8_t out[32], cl_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot open '%s' to measure it", path);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int rc = -1;
+    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+        cl_err_ssl(err, CL_E_CRYPTO, "SHA-256 init failed");
+        goto out;
+    }
+    uint8_t buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            cl_err_errno(err, CL_E_IO, errno, "cannot read '%s'", path);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+    }
+    rc = EVP_DigestFinal_ex(md, out, NULL) ? 0 : cl_err_ssl(err, CL_E_CRYPTO, "SHA-256 failed");
+out:
+    EVP_MD_CTX_free(md);
+    close(fd);
+    return rc;
+}
+
+int cl_attest_p256_raw_pub(EVP_PKEY *key, uint8_t out[64], cl_err *err)
+{
+    uint8_t buf[133];
+    size_t n = 0;
+    char group[32] = "";
+    if (!EVP_PKEY_get_utf8_string_param(key, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group, NULL) ||
+        strcmp(group, "prime256v1") != 0)
+        return cl_err_set(err, CL_E_INVALID, "the quoting key must be an ECDSA P-256 key");
+    if (!EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf, sizeof buf, &n) || n != 65 ||
+        buf[0] != 0x04) {
+        /* the key may be stored compressed; ask for the uncompressed form */
+        EVP_PKEY_set_utf8_string_param(key, OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, "uncompressed");
+        if (!EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_PUB_KEY, buf, sizeof buf, &n) || n != 65)
+            return cl_err_ssl(err, CL_E_CRYPTO, "cannot export the P-256 public key");
+    }
+    memcpy(out, buf + 1, 64);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sim */
+
+static void put16le(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32le(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+
+int cl_attest_sim_identity(const cl_attest_provider_config *cfg, cl_attest_quote *q, cl_err *err)
+{
+    memset(q, 0, sizeof(*q));
+    if (cfg->sim_mrenclave)
+        memcpy(q->mr_enclave, cfg->sim_mrenclave, 32);
+    else if (cl_attest_file_sha256("/proc/self/exe", q->mr_enclave, err) != 0)
+        return cl_err_prefix(err, "sim MRENCLAVE");
+    if (cfg->sim_mrsigner)
+        memcpy(q->mr_signer, cfg->sim_mrsigner, 32);
+    else
+        SHA256((const uint8_t *)SIM_SIGNER_LABEL, strlen(SIM_SIGNER_LABEL), q->mr_signer);
+    q->isv_prod_id = cfg->sim_isv_prod_id;
+    q->isv_svn = cfg->sim_isv_svn;
+    q->debug = cfg->sim_debug;
+    q->attributes[0] = 0x01 | CL_SGX_FLAG_MODE64 | (cfg->sim_debug ? CL_SGX_FLAG_DEBUG : 0); /* INIT|MODE64 */
+    q->attributes[8] = 0x03;                                                                 /* XFRM x87|SSE */
+    return 0;
+}
+
+#define SIM_QUOTE_LEN (48 + 384 + 4 + 64 + 64 + 384 + 64 + 2 + 2 + 4)
+
+static int sim_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out, size_t *out_len, cl_err *err)
+{
+    uint8_t *q = calloc(1, SIM_QUOTE_LEN);
+    if (!q)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    put16le(q, 3);
+    put16le(q + 2, 2);
+    memcpy(q + 12, cl_attest_sim_vendor_id, 16);
+    uint8_t *b = q + 48;
+    memcpy(b + 48, p->sim_id.attributes, 16);
+    memcpy(b + 64, p->sim_id.mr_enclave, 32);
+    memcpy(b + 128, p->sim_id.mr_signer, 32);
+    put16le(b + 256, p->sim_id.isv_prod_id);
+    put16le(b + 258, p->sim_id.isv_svn);
+    memcpy(b + 320, rd, 64);
+    uint8_t *s = q + 48 + 384;
+    put32le(s, SIM_QUOTE_LEN - 48 - 384 - 4);
+    s += 4;
+    /* signature over header + body, raw r||s */
+    uint8_t der[80];
+    size_t der_len = sizeof der;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md || !EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, p->sim_key) ||
+        !EVP_DigestSign(md, der, &der_len, q, 48 + 384)) {
+        EVP_MD_CTX_free(md);
+        free(q);
+        return cl_err_ssl(err, CL_E_CRYPTO, "sim quote signing failed");
+    }
+    EVP_MD_CTX_free(md);
+    const uint8_t *dp = der;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &dp, (long)der_len);
+    if (!sig || BN_bn2binpad(ECDSA_SIG_get0_r(sig), s, 32) != 32 ||
+        BN_bn2binpad(ECDSA_SIG_get0_s(sig), s + 32, 32) != 32) {
+        ECDSA_SIG_free(sig);
+        free(q);
+        return cl_err_ssl(err, CL_E_CRYPTO, "sim quote signature conversion failed");
+    }
+    ECDSA_SIG_free(sig);
+    memcpy(s + 64, p->sim_pub, 64);
+    /* QE report (384), QE report signature (64), QE auth data length 0: left zero */
+    put16le(s + 128 + 384 + 64 + 2, CL_ATTEST_SIM_CERT_TYPE);
+    /* certification data length 0 */
+    *out = q;
+    *out_len = SIM_QUOTE_LEN;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- gramine */
+
+static int gramine_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out, size_t *out_len,
+                         cl_err *err)
+{
+    char *type_path = path_join(p->root, "attestation_type");
+    char *urd_path = path_join(p->root, "user_report_data");
+    char *quote_path = path_join(p->root, "quote");
+    uint8_t *type = NULL;
+    size_t type_len = 0;
+    int rc = -1;
+    if (!type_path || !urd_path || !quote_path) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (cl_attest_read_file(type_path, 64, &type, &type_len, err) != 0) {
+        cl_err_prefix(err, "gramine: not running inside Gramine with remote attestation enabled?");
+        goto out;
+    }
+    while (type_len > 0 && (type[type_len - 1] == '\n' || type[type_len - 1] == 0))
+        type_len--;
+    type[type_len] = 0;
+    if (strcmp((char *)type, "dcap") != 0) {
+        cl_err_set(err, CL_E_UNSUPPORTED,
+                   "gramine: attestation type is '%s'; set sgx.remote_attestation = \"dcap\" in the manifest",
+                   (char *)type);
+        goto out;
+    }
+    if (cl_attest_write_file(urd_path, rd, 64, err) != 0 ||
+        cl_attest_read_file(quote_path, CL_ATTEST_QUOTE_MAX, out, out_len, err) != 0) {
+        cl_err_prefix(err, "gramine");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(type);
+    free(type_path);
+    free(urd_path);
+    free(quote_path);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tsm */
+
+static int read_text(const char *dir, const char *name, char *buf, size_t size, cl_err *err)
+{
+    char *path = path_join(dir, name);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = path ? cl_attest_read_file(path, size - 1, &data, &len, err)
+                  : cl_err_set(err, CL_E_NOMEM, "out of memory");
+    free(path);
+    if (rc != 0)
+        return -1;
+    while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == 0))
+        len--;
+    memcpy(buf, data, len);
+    buf[len] = 0;
+    free(data);
+    return 0;
+}
+
+static int tsm_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out, size_t *out_len, cl_err *err)
+{
+    char name[64];
+    snprintf(name, sizeof name, "cloister-%ld", (long)getpid());
+    char *entry = path_join(p->root, name);
+    char *inblob = entry ? path_join(entry, "inblob") : NULL;
+    char *outblob = entry ? path_join(entry, "outblob") : NULL;
+    bool created = false;
+    int rc = -1;
+    if (!inblob || !outblob) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (mkdir(entry, 0700) == 0)
+        created = true;
+    else if (errno != EEXIST) {
+        cl_err_errno(err, CL_E_IO, errno, "tsm: cannot create report entry '%s' (is configfs-tsm mounted?)",
+                     entry);
+        goto out;
+    }
+    char provider[64];
+    if (read_text(entry, "provider", provider, sizeof provider, err) != 0)
+        goto out;
+    if (strcmp(provider, "tdx_guest") != 0) {
+        cl_err_set(err, CL_E_UNSUPPORTED, "tsm: provider '%s' is not supported yet (tdx_guest is)", provider);
+        goto out;
+    }
+    for (int attempt = 0;; attempt++) {
+        char gen_a[32], gen_b[32];
+        if (cl_attest_write_file(inblob, rd, 64, err) != 0 ||
+            read_text(entry, "generation", gen_a, sizeof gen_a, err) != 0 ||
+            cl_attest_read_file(outblob, CL_ATTEST_QUOTE_MAX, out, out_len, err) != 0 ||
+            read_text(entry, "generation", gen_b, sizeof gen_b, err) != 0) {
+            free(*out);
+            *out = NULL;
+            cl_err_prefix(err, "tsm");
+            goto out;
+        }
+        if (strcmp(gen_a, gen_b) == 0)
+            break;
+        free(*out);
+        *out = NULL;
+        if (attempt == 3) {
+            cl_err_set(err, CL_E_IO, "tsm: report entry '%s' keeps changing under us (another writer?)", entry);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (created)
+        rmdir(entry);
+    free(entry);
+    free(inblob);
+    free(outblob);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- provider object */
+
+cl_attest_provider *cl_attest_provider_new(const cl_attest_provider_config *cfg, cl_err *err)
+{
+    cl_attest_provider *p = calloc(1, sizeof(*p));
+    if (!p) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    p->kind = cfg->kind;
+    const char *root = cfg->root;
+    if (!root)
+        root = cfg->kind == CL_ATTEST_GRAMINE ? GRAMINE_ROOT_DEFAULT : TSM_ROOT_DEFAULT;
+    p->root = strdup(root);
+    if (!p->root) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (cfg->kind == CL_ATTEST_SIM) {
+        if (cfg->sim_qe_key) {
+            EVP_PKEY_up_ref(cfg->sim_qe_key);
+            p->sim_key = cfg->sim_qe_key;
+        } else if (cfg->sim_qe_key_file) {
+            FILE *f = fopen(cfg->sim_qe_key_file, "r");
+            if (!f) {
+                cl_err_errno(err, CL_E_IO, errno, "cannot open sim quoting key '%s'", cfg->sim_qe_key_file);
+                goto fail;
+            }
+            p->sim_key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+            fclose(f);
+            if (!p->sim_key) {
+                cl_err_ssl(err, CL_E_FORMAT, "'%s' is not a PEM private key", cfg->sim_qe_key_file);
+                goto fail;
+            }
+        } else {
+            cl_err_set(err, CL_E_INVALID, "the sim evidence provider needs a simulated quoting key: --sim-key FILE "
+                                          "or $CLOISTER_SIM_QE_KEY (create one with `cloister attest sim-init --dir DIR`)");
+            goto fail;
+        }
+        if (cl_attest_p256_raw_pub(p->sim_key, p->sim_pub, err) != 0 ||
+            cl_attest_sim_identity(cfg, &p->sim_id, err) != 0)
+            goto fail;
+        CL_WARN("attest", "INSECURE: using the 'sim' evidence provider: quotes are signed by a software key "
+                          "and prove nothing about this machine; never use it in production");
+    }
+    return p;
+fail:
+    cl_attest_provider_free(p);
+    return NULL;
+}
+
+void cl_attest_provider_free(cl_attest_provider *p)
+{
+    if (!p)
+        return;
+    EVP_PKEY_free(p->sim_key);
+    free(p->root);
+    free(p);
+}
+
+cl_attest_kind cl_attest_provider_kind(const cl_attest_provider *p) { return p->kind; }
+
+int cl_attest_provider_quote(cl_attest_provider *p, const uint8_t rd[CL_ATTEST_REPORT_DATA_LEN], uint8_t **quote,
+                             size_t *quote_len, cl_err *err)
+{
+    *quote = NULL;
+    *quote_len = 0;
+    int rc;
+    switch (p->kind) {
+    case CL_ATTEST_SIM: rc = sim_quote(p, rd, quote, quote_len, err); break;
+    case CL_ATTEST_GRAMINE: rc = gramine_quote(p, rd, quote, quote_len, err); break;
+    case CL_ATTEST_TSM: rc = tsm_quote(p, rd, quote, quote_len, err); break;
+    default: return cl_err_set(err, CL_E_INTERNAL, "unknown provider kind");
+    }
+    if (rc != 0)
+        return -1;
+    /* never hand out evidence that does not carry what we asked for */
+    cl_attest_quote q;
+    if (cl_attest_quote_parse(*quote, *quote_len, &q, err) != 0 ||
+        (memcmp(q.report_data, rd, 64) != 0 &&
+         cl_err_set(err, CL_E_AUTH, "the quote's report_data is not the one requested "
+                                    "(another process using the same attestation device?)"))) {
+        cl_err_prefix(err, "%s evidence", cl_attest_kind_name(p->kind));
+        free(*quote);
+        *quote = NULL;
+        *quote_len = 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- sim quoting keys */
+
+int cl_attest_sim_qe_generate(EVP_PKEY **key_out, X509 **cert_out, cl_err *err)
+{
+    *key_out = NULL;
+    *cert_out = NULL;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    uint8_t serial[16];
+    BIGNUM *bn = NULL;
+    if (!key || !cert || !name || RAND_bytes(serial, sizeof serial) != 1)
+        goto fail;
+    serial[0] &= 0x7f;
+    bn = BN_bin2bn(serial, sizeof serial, NULL);
+    if (!bn || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert)) || !X509_set_version(cert, 2) ||
+        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                    (const uint8_t *)"cloister simulated quoting key (INSECURE)", -1, -1, 0) ||
+        !X509_set_subject_name(cert, name) || !X509_set_issuer_name(cert, name) ||
+        !X509_gmtime_adj(X509_getm_notBefore(cert), -300) ||
+        !X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600) || !X509_set_pubkey(cert, key) ||
+        !X509_sign(cert, key, EVP_sha256()))
+        goto fail;
+    BN_free(bn);
+    X509_NAME_free(name);
+    *key_out = key;
+    *cert_out = cert;
+    return 0;
+fail:
+    BN_free(bn);
+    X509_NAME_free(name);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return cl_err_ssl(err, CL_E_CRYPTO, "cannot create a simulated quoting key");
+}
+
+int cl_attest_sim_qe_create(const char *dir, bool force, cl_err *err)
+{
+    EVP_PKEY *key;
+    X509 *cert;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot create '%s'", dir);
+    if (cl_attest_sim_qe_generate(&key, &cert, err) != 0)
+        return -1;
+    int rc = -1;
+    char *kp = path_join(dir, "sim_qe_key.pem"), *cp = path_join(dir, "sim_qe_cert.pem");
+    BIO *kb = BIO_new(BIO_s_secmem()), *cb = BIO_new(BIO_s_mem());
+    char *kd, *cd;
+    if (!kp || !cp || !kb || !cb || !PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) ||
+        !PEM_write_bio_X509(cb, cert)) {
+        cl_err_ssl(err, CL_E_CRYPTO, "cannot encode the simulated quoting key");
+        goto out;
+    }
+    long kl = BIO_get_mem_data(kb, &kd), cll = BIO_get_mem_data(cb, &cd);
+    if (cl_file_write_atomic(kp, kd, (size_t)kl, 0600, force, err) != 0)
+        goto out;
+    if (cl_file_write_atomic(cp, cd, (size_t)cll, 0644, force, err) != 0) {
+        unlink(kp);
+        goto out;
+    }
+    rc = 0;
+out:
+    BIO_free(kb);
+    BIO_free(cb);
+    free(kp);
+    free(cp);
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return rc;
+}

@@ -1,0 +1,190 @@
+/* verify.c — the evidence verifier: parses a quote, routes it to the sim back end (trusted
+ * simulated quoting keys) or to registered back ends (DCAP in a later issue), and fills claims.
+ * Also renders claims as policy-ready JSON. Configure from one thread, then verify from many. */
+#include "attest_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/err.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+
+#define MAX_SIM_KEYS 8
+#define MAX_BACKENDS 4
+
+typedef struct backend {
+    char name[32];
+    cl_attest_backend_fn fn;
+    void *ctx;
+} backend;
+
+struct cl_attest_verifier {
+    EVP_PKEY *sim_keys[MAX_SIM_KEYS];
+    uint8_t sim_raw[MAX_SIM_KEYS][64];
+    size_t sim_count;
+    backend backends[MAX_BACKENDS];
+    size_t backend_count;
+};
+
+cl_attest_verifier *cl_attest_verifier_new(cl_err *err)
+{
+    cl_attest_verifier *v = calloc(1, sizeof(*v));
+    if (!v)
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+    return v;
+}
+
+void cl_attest_verifier_free(cl_attest_verifier *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->sim_count; i++)
+        EVP_PKEY_free(v->sim_keys[i]);
+    free(v);
+}
+
+int cl_attest_verifier_trust_sim(cl_attest_verifier *v, X509 *qe_cert, cl_err *err)
+{
+    if (v->sim_count == MAX_SIM_KEYS)
+        return cl_err_set(err, CL_E_INVALID, "at most %d simulated quoting keys can be trusted", MAX_SIM_KEYS);
+    EVP_PKEY *key = X509_get_pubkey(qe_cert);
+    if (!key)
+        return cl_err_ssl(err, CL_E_FORMAT, "the sim quoting certificate has no usable public key");
+    if (cl_attest_p256_raw_pub(key, v->sim_raw[v->sim_count], err) != 0) {
+        EVP_PKEY_free(key);
+        return -1;
+    }
+    v->sim_keys[v->sim_count++] = key;
+    CL_WARN("attest", "INSECURE: this verifier trusts simulated (software) evidence");
+    return 0;
+}
+
+int cl_attest_verifier_trust_sim_file(cl_attest_verifier *v, const char *pem_path, cl_err *err)
+{
+    FILE *f = fopen(pem_path, "r");
+    if (!f)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot open sim quoting certificate '%s'", pem_path);
+    X509 *cert = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!cert)
+        return cl_err_ssl(err, CL_E_FORMAT, "'%s' is not a PEM certificate", pem_path);
+    int rc = cl_attest_verifier_trust_sim(v, cert, err);
+    X509_free(cert);
+    return rc;
+}
+
+int cl_attest_verifier_add_backend(cl_attest_verifier *v, const char *name, cl_attest_backend_fn fn, void *ctx,
+                                   cl_err *err)
+{
+    if (v->backend_count == MAX_BACKENDS)
+        return cl_err_set(err, CL_E_INVALID, "too many verifier back ends");
+    backend *b = &v->backends[v->backend_count++];
+    snprintf(b->name, sizeof b->name, "%s", name);
+    b->fn = fn;
+    b->ctx = ctx;
+    return 0;
+}
+
+static int verify_sim(const cl_attest_verifier *v, const cl_attest_quote *q, cl_attest_claims *c, cl_err *err)
+{
+    if (q->version != 3 || q->body_kind != CL_QUOTE_BODY_SGX || q->cert_type != CL_ATTEST_SIM_CERT_TYPE)
+        return cl_err_set(err, CL_E_FORMAT, "sim evidence: malformed sim quote");
+    size_t k = 0;
+    while (k < v->sim_count && memcmp(v->sim_raw[k], q->attest_key, 64) != 0)
+        k++;
+    if (k == v->sim_count)
+        return cl_err_set(err, CL_E_AUTH, "sim evidence is signed by an untrusted simulated quoting key%s",
+                          v->sim_count ? "" : " (this verifier trusts no sim key; see --trust-sim)");
+    ECDSA_SIG *sig = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(q->signature, 32, NULL), *s = BN_bin2bn(q->signature + 32, 32, NULL);
+    uint8_t der[80], *dp = der;
+    int der_len = -1;
+    if (sig && r && s && ECDSA_SIG_set0(sig, r, s)) {
+        r = s = NULL;
+        der_len = i2d_ECDSA_SIG(sig, &dp);
+    }
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(sig);
+    if (der_len <= 0)
+        return cl_err_ssl(err, CL_E_CRYPTO, "sim evidence: cannot decode the signature");
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, v->sim_keys[k]) == 1 &&
+             EVP_DigestVerify(md, der, (size_t)der_len, q->signed_data, q->signed_len) == 1;
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+    if (!ok)
+        return cl_err_set(err, CL_E_AUTH, "sim evidence: the quote signature does not verify");
+    snprintf(c->evidence_type, sizeof c->evidence_type, "sim");
+    snprintf(c->tcb_status, sizeof c->tcb_status, "UpToDate");
+    c->insecure = true;
+    return 0;
+}
+
+int cl_attest_verify(const cl_attest_verifier *v, const uint8_t *quote, size_t len, cl_attest_claims *c,
+                     cl_err *err)
+{
+    memset(c, 0, sizeof(*c));
+    cl_attest_quote q;
+    if (cl_attest_quote_parse(quote, len, &q, err) != 0)
+        return cl_err_prefix(err, "evidence rejected");
+    int rc;
+    if (memcmp(q.qe_vendor_id, cl_attest_sim_vendor_id, 16) == 0) {
+        rc = verify_sim(v, &q, c, err);
+    } else if (v->backend_count == 0) {
+        rc = cl_err_set(err, CL_E_UNSUPPORTED, "no verifier for this %s quote (DCAP verification is not "
+                        "configured; only sim evidence can be checked)",
+                        q.tee_type == CL_QUOTE_TEE_TDX ? "TDX" : "SGX");
+    } else {
+        rc = -1;
+        for (size_t i = 0; i < v->backend_count && rc != 0; i++) {
+            rc = v->backends[i].fn(v->backends[i].ctx, &q, c, err);
+            if (rc != 0)
+                cl_err_prefix(err, "%s", v->backends[i].name);
+        }
+    }
+    if (rc != 0) {
+        memset(c, 0, sizeof(*c));
+        return -1;
+    }
+    c->tee_type = q.tee_type;
+    if (q.body_kind == CL_QUOTE_BODY_SGX) {
+        memcpy(c->mr_enclave, q.mr_enclave, 32);
+        memcpy(c->mr_signer, q.mr_signer, 32);
+        c->isv_prod_id = q.isv_prod_id;
+        c->isv_svn = q.isv_svn;
+    } else {
+        memcpy(c->mr_enclave, q.mr_td, 32);
+    }
+    c->debug = q.debug;
+    memcpy(c->report_data, q.report_data, 64);
+    SHA256(quote, len, c->evidence_sha256);
+    return 0;
+}
+
+char *cl_attest_claims_json(const cl_attest_claims *c, bool pretty)
+{
+    char mre[65], mrs[65];
+    cl_hex_encode(c->mr_enclave, 32, mre);
+    cl_hex_encode(c->mr_signer, 32, mrs);
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    cJSON_AddStringToObject(o, "mrenclave", mre);
+    cJSON_AddStringToObject(o, "mrsigner", mrs);
+    cJSON_AddNumberToObject(o, "isv_prod_id", c->isv_prod_id);
+    cJSON_AddNumberToObject(o, "min_isv_svn", c->isv_svn);
+    cJSON_AddBoolToObject(o, "allow_debug", c->debug);
+    cJSON *types = cJSON_AddArrayToObject(o, "evidence_types");
+    if (types)
+        cJSON_AddItemToArray(types, cJSON_CreateString(c->evidence_type));
+    char *text = pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return text;
+}

@@ -1,0 +1,112 @@
+/* cmd_provision.c — `cloister provision`: obtains secrets from a key server with RA-TLS, exactly as
+ * the model server does at start-up, and writes them to files (mode 0600) for scripts and tests. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cloister/keyserver.h"
+
+int cl_cmd_provision(int argc, char **argv)
+{
+    cl_strlist servers = {0}, names = {0};
+    const char *ca = NULL, *evidence = "sim", *root = NULL, *sim_key = getenv("CLOISTER_SIM_QE_KEY"), *out = NULL,
+               *out_dir = NULL, *server_name = NULL;
+    long attempts = 5, backoff = 200, timeout = 10000, prod = 0, svn = 0;
+    bool debug = false, secret_prov = false, force = false;
+    const cl_opt opts[] = {
+        {"keyserver", CL_ARG_LIST, &servers, "HOST:PORT", "key server (repeat for fail-over, tried in order)", true},
+        {"ca", CL_ARG_STRING, &ca, "CA.pem", "CA that issued the key server's certificate", true},
+        {"server-name", CL_ARG_STRING, &server_name, "NAME", "name to check in its certificate (default HOST)", false},
+        {"evidence", CL_ARG_STRING, &evidence, "sim|gramine|tsm", "evidence provider (default sim)", false},
+        {"attest-root", CL_ARG_STRING, &root, "DIR", "gramine/tsm: where the attestation files are", false},
+        {"sim-key", CL_ARG_STRING, &sim_key, "FILE", "sim: simulated quoting key (or $CLOISTER_SIM_QE_KEY)", false},
+        {"sim-isv-prod-id", CL_ARG_LONG, &prod, "N", "sim: ISV_PROD_ID to present", false, 0, 65535},
+        {"sim-isv-svn", CL_ARG_LONG, &svn, "N", "sim: ISV_SVN to present", false, 0, 65535},
+        {"sim-debug", CL_ARG_FLAG, &debug, NULL, "sim: present a debug enclave", false},
+        {"secret", CL_ARG_LIST, &names, "NAME", "secret to fetch", false},
+        {"secret-prov", CL_ARG_FLAG, &secret_prov, NULL, "use Gramine's secret_prov v1 protocol (one unnamed secret)",
+         false},
+        {"out", CL_ARG_STRING, &out, "FILE", "write the (single) secret here, mode 0600", false},
+        {"out-dir", CL_ARG_STRING, &out_dir, "DIR", "write each secret to DIR/NAME ('/' becomes '_')", false},
+        {"force", CL_ARG_FLAG, &force, NULL, "overwrite existing output files", false},
+        {"attempts", CL_ARG_LONG, &attempts, "N", "rounds over the key servers (default 5)", false, 1, 1000},
+        {"backoff-ms", CL_ARG_LONG, &backoff, "MS", "first delay between rounds, doubling (default 200)", false, 1,
+         60000},
+        {"timeout-ms", CL_ARG_LONG, &timeout, "MS", "connect and I/O timeout (default 10000)", false, 100, 600000},
+    };
+    const cl_cmd_usage usage = {
+        "cloister provision --keyserver HOST:PORT --ca CA.pem [--evidence sim] --secret NAME --out FILE",
+        "Creates a fresh RA-TLS identity (key + certificate carrying evidence bound to it), connects to the key\n"
+        "server(s) with retries and backoff, and writes the granted secrets. Exit 1 if anything is denied."};
+    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
+    cl_err err = {0};
+    cl_attest_provider *prov = NULL;
+    cl_ratls_identity *id = NULL;
+    cl_provision_result res = {0};
+    if (rc >= 0)
+        goto done;
+    rc = CL_EXIT_USAGE;
+    if (secret_prov ? names.count != 0 : names.count == 0) {
+        fprintf(stderr, "cloister provision: give --secret NAME (one or more), or --secret-prov alone\n");
+        goto done;
+    }
+    size_t expect = secret_prov ? 1 : names.count;
+    if ((out && out_dir) || (!out && !out_dir) || (out && expect != 1)) {
+        fprintf(stderr, "cloister provision: use --out FILE for one secret, or --out-dir DIR\n");
+        goto done;
+    }
+    cl_attest_kind kind;
+    if (cl_attest_kind_parse(evidence, &kind, &err) != 0) {
+        rc = cl_cli_usage_error(argv[0], &err);
+        goto done;
+    }
+    rc = CL_EXIT_FAIL;
+    cl_attest_provider_config pc = {.kind = kind, .root = root, .sim_qe_key_file = sim_key,
+                                    .sim_isv_prod_id = (uint16_t)prod, .sim_isv_svn = (uint16_t)svn,
+                                    .sim_debug = debug};
+    if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err))) {
+        cl_cli_fail(argv[0], &err);
+        goto done;
+    }
+    cl_provision_options o = {.servers = servers.items, .server_count = servers.count, .ca_file = ca,
+                              .server_name = server_name, .identity = id, .names = names.items,
+                              .name_count = names.count, .secret_prov = secret_prov, .attempts = (int)attempts,
+                              .backoff_ms = (int)backoff, .timeout_ms = (int)timeout};
+    int frc = cl_provision_fetch(&o, &res, &err);
+    /* write what was granted, even when something else was denied */
+    for (size_t i = 0; i < res.count; i++) {
+        if (!res.secrets[i].granted)
+            continue;
+        char path[4096];
+        if (out) {
+            snprintf(path, sizeof path, "%s", out);
+        } else {
+            char safe[CL_POLICY_MAX_SECRET_NAME + 1];
+            snprintf(safe, sizeof safe, "%s", res.secrets[i].name);
+            for (char *p = safe; *p; p++)
+                if (*p == '/')
+                    *p = '_';
+            snprintf(path, sizeof path, "%s/%s", out_dir, safe);
+        }
+        cl_err werr = {0};
+        if (cl_file_write_atomic(path, res.secrets[i].value, res.secrets[i].len, 0600, force, &werr) != 0) {
+            cl_cli_fail(argv[0], &werr);
+            goto done;
+        }
+        fprintf(stderr, "cloister provision: wrote '%s' (%zu bytes) to %s\n", res.secrets[i].name,
+                res.secrets[i].len, path);
+    }
+    if (frc != 0) {
+        cl_cli_fail(argv[0], &err);
+        goto done;
+    }
+    rc = CL_EXIT_OK;
+done:
+    cl_provision_result_free(&res);
+    cl_ratls_identity_free(id);
+    cl_attest_provider_free(prov);
+    cl_strlist_free(&servers);
+    cl_strlist_free(&names);
+    return rc;
+}

@@ -1,0 +1,26 @@
+/* ks_internal.h — helpers shared by the keyserver module's server and client (not a public
+ * interface): exact-length TLS reads and writes, big-endian integers, socket timeouts. */
+#ifndef CLOISTER_KS_INTERNAL_H
+#define CLOISTER_KS_INTERNAL_H
+
+#include <openssl/ssl.h>
+
+#include "cloister/keyserver.h"
+
+/* 0 when all n bytes moved; -1 otherwise (*ssl_error gets SSL_get_error's value, or 0 at EOF). */
+int cl_ks_ssl_read_full(SSL *ssl, void *buf, size_t n, int *ssl_error);
+int cl_ks_ssl_write_full(SSL *ssl, const void *buf, size_t n);
+void cl_ks_set_timeouts(int fd, int ms);
+
+static inline void cl_ks_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
+static inline void cl_ks_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+static inline uint16_t cl_ks_get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t cl_ks_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+#endif

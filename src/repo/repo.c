@@ -1,0 +1,576 @@
+/* repo.c — the model repository: version discovery in TF Serving's directory layout, loading plain
+ * and sealed models into the engine (sealed ones only ever in locked memory), the engine -> serving
+ * backend adapter, and version polling with hot swap.
+ *
+ * Reading guide: scan_versions/latest_version find what is on disk; load_backend turns one file into a
+ * cl_serve_backend (engine_backend_* is the adapter); repo_model_refresh decides what to load for one
+ * model; cl_repo_poll and the polling thread drive it. */
+#include "cloister/repo.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define LOG "repo"
+#define MAX_VERSIONS_TRACKED 64
+
+/* ---------------------------------------------------------------- dtypes */
+
+static bool to_serve_dtype(cl_engine_dtype in, cl_serve_dtype *out)
+{
+    switch (in) {
+    case CL_ENGINE_DT_FLOAT: *out = CL_SERVE_DT_FLOAT; return true;
+    case CL_ENGINE_DT_DOUBLE: *out = CL_SERVE_DT_DOUBLE; return true;
+    case CL_ENGINE_DT_INT32: *out = CL_SERVE_DT_INT32; return true;
+    case CL_ENGINE_DT_INT64: *out = CL_SERVE_DT_INT64; return true;
+    case CL_ENGINE_DT_UINT8: *out = CL_SERVE_DT_UINT8; return true;
+    case CL_ENGINE_DT_INT8: *out = CL_SERVE_DT_INT8; return true;
+    case CL_ENGINE_DT_BOOL: *out = CL_SERVE_DT_BOOL; return true;
+    default: return false;
+    }
+}
+
+static bool to_engine_dtype(cl_serve_dtype in, cl_engine_dtype *out)
+{
+    switch (in) {
+    case CL_SERVE_DT_FLOAT: *out = CL_ENGINE_DT_FLOAT; return true;
+    case CL_SERVE_DT_DOUBLE: *out = CL_ENGINE_DT_DOUBLE; return true;
+    case CL_SERVE_DT_INT32: *out = CL_ENGINE_DT_INT32; return true;
+    case CL_SERVE_DT_INT64: *out = CL_ENGINE_DT_INT64; return true;
+    case CL_SERVE_DT_UINT8: *out = CL_ENGINE_DT_UINT8; return true;
+    case CL_SERVE_DT_INT8: *out = CL_ENGINE_DT_INT8; return true;
+    case CL_SERVE_DT_BOOL: *out = CL_ENGINE_DT_BOOL; return true;
+    default: return false;
+    }
+}
+
+/* ---------------------------------------------------------------- engine backend */
+
+typedef struct engine_backend {
+    cl_engine_model *model;
+    cl_serve_signature sig;
+    cl_serve_tensor_spec *inputs, *outputs;
+} engine_backend;
+
+static void engine_backend_destroy(void *ctx)
+{
+    engine_backend *b = ctx;
+    if (!b)
+        return;
+    cl_engine_free(b->model);
+    free(b->inputs);
+    free(b->outputs);
+    free(b);
+}
+
+static int engine_backend_run(void *ctx, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+                              size_t *n_outputs, cl_err *err)
+{
+    engine_backend *b = ctx;
+    size_t n_out = b->sig.n_outputs;
+    cl_engine_tensor *in = calloc(n_inputs ? n_inputs : 1, sizeof *in);
+    cl_engine_tensor *out = calloc(n_out, sizeof *out);
+    cl_serve_tensor *res = calloc(n_out, sizeof *res);
+    int rc = -1;
+    if (!in || !out || !res) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n_inputs; i++) {
+        const cl_serve_tensor *t = &inputs[i];
+        if (!to_engine_dtype(t->dtype, &in[i].dtype) || t->ndim > CL_ENGINE_MAX_RANK) {
+            cl_err_set(err, CL_E_INVALID, "input '%s': type %s is not supported by the engine", t->name,
+                       cl_serve_dtype_name(t->dtype));
+            goto done;
+        }
+        in[i].rank = t->ndim;
+        memcpy(in[i].dims, t->dims, sizeof(int64_t) * (size_t)t->ndim);
+        in[i].data = t->data; /* read-only inside the engine */
+        in[i].nbytes = t->nbytes;
+    }
+    if (cl_engine_run(b->model, in, n_inputs, out, n_out, err) != 0)
+        goto done;
+    for (size_t i = 0; i < n_out; i++) {
+        cl_serve_dtype dt;
+        if (!to_serve_dtype(out[i].dtype, &dt) || out[i].rank > CL_SERVE_MAX_DIMS) {
+            cl_err_set(err, CL_E_UNSUPPORTED, "output '%s' has type %s, which the serving APIs cannot carry",
+                       b->outputs[i].name, cl_engine_dtype_name(out[i].dtype));
+            goto done;
+        }
+        res[i].name = strdup(b->outputs[i].name);
+        if (!res[i].name) {
+            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            goto done;
+        }
+        res[i].dtype = dt;
+        res[i].ndim = out[i].rank;
+        memcpy(res[i].dims, out[i].dims, sizeof(int64_t) * (size_t)out[i].rank);
+        res[i].data = out[i].data; /* ownership moves: both sides use malloc/free */
+        res[i].nbytes = out[i].nbytes;
+        out[i].data = NULL;
+        out[i].nbytes = 0;
+    }
+    *outputs = res;
+    *n_outputs = n_out;
+    res = NULL;
+    rc = 0;
+done:
+    for (size_t i = 0; out && i < n_out; i++)
+        cl_engine_tensor_release(&out[i]);
+    if (res)
+        cl_serve_tensors_free(res, n_out);
+    free(in);
+    free(out);
+    return rc;
+}
+
+/* Describes one engine input/output as a serving tensor spec; the name is borrowed from the model. */
+static int io_spec(const cl_engine_io_info *io, const char *what, cl_serve_tensor_spec *spec, cl_err *err)
+{
+    if (!to_serve_dtype(io->dtype, &spec->dtype))
+        return cl_err_set(err, CL_E_UNSUPPORTED, "%s '%s' has type %s, which the serving APIs cannot carry", what,
+                          io->name, cl_engine_dtype_name(io->dtype));
+    if (io->rank > CL_SERVE_MAX_DIMS)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "%s '%s' has rank %d (at most %d)", what, io->name, io->rank,
+                          CL_SERVE_MAX_DIMS);
+    spec->name = io->name;
+    spec->ndim = io->rank;
+    for (int d = 0; d < io->rank; d++)
+        spec->dims[d] = io->dims[d];
+    return 0;
+}
+
+static int engine_backend_new(cl_engine_model *m, cl_serve_backend *out, cl_err *err)
+{
+    engine_backend *b = calloc(1, sizeof *b);
+    size_t ni = cl_engine_num_inputs(m), no = cl_engine_num_outputs(m);
+    if (b) {
+        b->inputs = calloc(ni ? ni : 1, sizeof *b->inputs);
+        b->outputs = calloc(no ? no : 1, sizeof *b->outputs);
+    }
+    if (!b || !b->inputs || !b->outputs) {
+        if (b) {
+            free(b->inputs);
+            free(b->outputs);
+        }
+        free(b);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    b->model = m;
+    for (size_t i = 0; i < ni; i++)
+        if (io_spec(cl_engine_input(m, i), "input", &b->inputs[i], err) != 0)
+            goto fail;
+    for (size_t i = 0; i < no; i++)
+        if (io_spec(cl_engine_output(m, i), "output", &b->outputs[i], err) != 0)
+            goto fail;
+    b->sig = (cl_serve_signature){.name = "serving_default", .method_name = "tensorflow/serving/predict",
+                                  .inputs = b->inputs, .n_inputs = ni, .outputs = b->outputs, .n_outputs = no};
+    *out = (cl_serve_backend){.signature = &b->sig, .run = engine_backend_run, .destroy = engine_backend_destroy,
+                              .ctx = b};
+    return 0;
+fail:
+    b->model = NULL; /* stays the caller's on failure */
+    engine_backend_destroy(b);
+    return -1;
+}
+
+int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
+                         cl_serve_backend *out, cl_err *err)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (sealed) {
+        cl_seal_header h;
+        if (cl_seal_header_read_file(path, &h, err) != 0)
+            return -1;
+        if (!key_fn)
+            return cl_err_set(err, CL_E_KEY, "'%s' is sealed (key id '%s') but no key source is configured: start "
+                                             "the server with --keyserver",
+                              path, h.key_id);
+        uint8_t *key = cl_secmem_alloc(CL_SEAL_KEY_LEN, err);
+        if (!key)
+            return -1;
+        int rc = key_fn(key_arg, h.key_id, key, err);
+        if (rc == 0)
+            rc = cl_seal_open_file(path, key, h.key_id, &buf, &len, NULL, err);
+        cl_secmem_free(key);
+        if (rc != 0)
+            return cl_err_prefix(err, "cannot open sealed model '%s'", path);
+    } else {
+        if (cl_file_read(path, CL_ENGINE_MAX_MODEL_BYTES, &buf, &len, err) != 0)
+            return -1;
+    }
+    cl_engine_model *m = NULL;
+    cl_engine_options eo = {.threads = engine_threads};
+    int rc = cl_engine_load(buf, len, &eo, &m, err);
+    if (sealed)
+        cl_secmem_free(buf); /* zeroized: the plaintext model now exists only inside the engine */
+    else
+        free(buf);
+    if (rc != 0)
+        return cl_err_prefix(err, "cannot load model '%s'", path);
+    if (engine_backend_new(m, out, err) != 0) {
+        cl_engine_free(m);
+        return cl_err_prefix(err, "model '%s'", path);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- versions on disk */
+
+/* A version directory name: decimal digits only, 1 .. INT64_MAX. */
+static bool parse_version(const char *s, int64_t *out)
+{
+    if (!*s || strlen(s) > 18)
+        return false;
+    int64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    if (v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+typedef struct version_file {
+    int64_t version;
+    bool sealed;
+    bool ambiguous; /* both model.onnx and model.onnx.sealed */
+    char path[4096];
+    int64_t mtime_ns, size; /* identity of the file, to remember failures */
+} version_file;
+
+static bool stat_file(const char *path, struct stat *st) { return stat(path, st) == 0 && S_ISREG(st->st_mode); }
+
+/* Fills vf for version directory `name` under base, if it holds a model file. */
+static bool version_probe(const char *base, const char *name, version_file *vf)
+{
+    if (!parse_version(name, &vf->version))
+        return false;
+    char plain[4096], sealed[4096];
+    snprintf(plain, sizeof plain, "%s/%s/%s", base, name, CL_REPO_PLAIN_NAME);
+    snprintf(sealed, sizeof sealed, "%s/%s/%s", base, name, CL_REPO_SEALED_NAME);
+    struct stat sp, ss;
+    bool has_plain = stat_file(plain, &sp), has_sealed = stat_file(sealed, &ss);
+    if (!has_plain && !has_sealed)
+        return false;
+    vf->sealed = has_sealed;
+    vf->ambiguous = has_plain && has_sealed;
+    snprintf(vf->path, sizeof vf->path, "%s", has_sealed ? sealed : plain);
+    const struct stat *st = has_sealed ? &ss : &sp;
+    vf->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    vf->size = (int64_t)st->st_size;
+    return true;
+}
+
+/* The newest version above `floor` that is not excluded by `skip` (may be NULL). */
+typedef bool (*skip_fn)(void *arg, const version_file *vf);
+
+static int newest_version(const char *base, int64_t floor, skip_fn skip, void *skip_arg, version_file *best,
+                          cl_err *err)
+{
+    DIR *d = opendir(base);
+    if (!d)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot read model base path '%s'", base);
+    bool found = false;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        version_file vf;
+        if (!version_probe(base, e->d_name, &vf) || vf.version <= floor)
+            continue;
+        if (skip && skip(skip_arg, &vf))
+            continue;
+        if (!found || vf.version > best->version) {
+            *best = vf;
+            found = true;
+        }
+    }
+    closedir(d);
+    return found ? 1 : 0;
+}
+
+int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed, cl_err *err)
+{
+    version_file vf;
+    int rc = newest_version(base_path, 0, NULL, NULL, &vf, err);
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        return cl_err_set(err, CL_E_IO,
+                          "no model version under '%s': expected <version>/%s or <version>/%s (version a "
+                          "positive integer)",
+                          base_path, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
+    *version = vf.version;
+    *sealed = vf.sealed;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- the repository */
+
+typedef struct failed_version {
+    int64_t version, mtime_ns, size;
+} failed_version;
+
+typedef struct repo_model {
+    char *name, *base_path;
+    int64_t current; /* version being served; 0 none */
+    failed_version failed[MAX_VERSIONS_TRACKED];
+    size_t n_failed;
+} repo_model;
+
+struct cl_repo {
+    cl_serve_registry *registry;
+    repo_model *models;
+    size_t n_models;
+    cl_repo_key_fn key_fn;
+    void *key_arg;
+    int engine_threads;
+    pthread_mutex_t lock; /* serialises polls */
+    pthread_t poller;
+    bool polling;
+    pthread_mutex_t stop_lock;
+    pthread_cond_t stop_cond;
+    bool stop;
+    unsigned poll_seconds;
+};
+
+static bool skip_failed(void *arg, const version_file *vf)
+{
+    const repo_model *m = arg;
+    for (size_t i = 0; i < m->n_failed; i++)
+        if (m->failed[i].version == vf->version && m->failed[i].mtime_ns == vf->mtime_ns &&
+            m->failed[i].size == vf->size)
+            return true;
+    return false;
+}
+
+static void remember_failure(repo_model *m, const version_file *vf)
+{
+    size_t i = m->n_failed < MAX_VERSIONS_TRACKED ? m->n_failed++ : MAX_VERSIONS_TRACKED - 1;
+    m->failed[i] = (failed_version){vf->version, vf->mtime_ns, vf->size};
+}
+
+/* Loads the newest version above the current one, if any. Returns 1 if a version was swapped in,
+ * 0 if there was nothing new, -1 if the newest candidate failed (err says why; it is remembered). */
+static int repo_model_refresh(cl_repo *r, repo_model *m, cl_err *err)
+{
+    version_file vf;
+    int found = newest_version(m->base_path, m->current, skip_failed, m, &vf, err);
+    if (found <= 0)
+        return found;
+    cl_serve_backend b;
+    int rc;
+    if (vf.ambiguous)
+        rc = cl_err_set(err, CL_E_INVALID, "version %lld of model '%s' has both %s and %s: remove one",
+                        (long long)vf.version, m->name, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
+    else
+        rc = cl_repo_load_backend(vf.path, vf.sealed, r->key_fn, r->key_arg, r->engine_threads, &b, err);
+    if (rc == 0 && cl_serve_registry_add(r->registry, m->name, vf.version, &b, err) != 0) {
+        b.destroy(b.ctx);
+        rc = -1;
+    }
+    if (rc != 0) {
+        remember_failure(m, &vf);
+        return -1;
+    }
+    int64_t old = m->current;
+    m->current = vf.version;
+    if (old > 0)
+        cl_serve_registry_remove(r->registry, m->name, old); /* requests on it finish first */
+    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s", m->name, (long long)vf.version, vf.path,
+            vf.sealed ? " (sealed, decrypted in locked memory)" : "");
+    return 1;
+}
+
+static bool model_name_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+void cl_repo_free(cl_repo *r)
+{
+    if (!r)
+        return;
+    if (r->polling) {
+        pthread_mutex_lock(&r->stop_lock);
+        r->stop = true;
+        pthread_cond_signal(&r->stop_cond);
+        pthread_mutex_unlock(&r->stop_lock);
+        pthread_join(r->poller, NULL);
+    }
+    for (size_t i = 0; i < r->n_models; i++) {
+        free(r->models[i].name);
+        free(r->models[i].base_path);
+    }
+    free(r->models);
+    pthread_mutex_destroy(&r->lock);
+    pthread_mutex_destroy(&r->stop_lock);
+    pthread_cond_destroy(&r->stop_cond);
+    free(r);
+}
+
+cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
+{
+    if (!o->registry || o->n_models == 0) {
+        cl_err_set(err, CL_E_INVALID, "no models to serve: give --model_name and --model_base_path, or "
+                                      "--model_config_file");
+        return NULL;
+    }
+    cl_repo *r = calloc(1, sizeof *r);
+    if (!r || !(r->models = calloc(o->n_models, sizeof *r->models))) {
+        free(r);
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    r->registry = o->registry;
+    r->key_fn = o->key_fn;
+    r->key_arg = o->key_arg;
+    r->engine_threads = o->engine_threads;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_init(&r->stop_lock, NULL);
+    pthread_cond_init(&r->stop_cond, NULL);
+    r->n_models = o->n_models;
+    for (size_t i = 0; i < o->n_models; i++) {
+        const cl_repo_model_config *c = &o->models[i];
+        if (!model_name_valid(c->name)) {
+            cl_err_set(err, CL_E_INVALID, "model name '%s' is not valid (1-128 of A-Z a-z 0-9 . _ -)",
+                       c->name ? c->name : "");
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(o->models[j].name, c->name) == 0) {
+                cl_err_set(err, CL_E_INVALID, "model '%s' is configured twice", c->name);
+                goto fail;
+            }
+        }
+        r->models[i].name = strdup(c->name);
+        r->models[i].base_path = strdup(c->base_path ? c->base_path : "");
+        if (!r->models[i].name || !r->models[i].base_path) {
+            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < r->n_models; i++) {
+        repo_model *m = &r->models[i];
+        int64_t v;
+        bool sealed;
+        if (cl_repo_latest_version(m->base_path, &v, &sealed, err) != 0 || repo_model_refresh(r, m, err) < 0) {
+            cl_err_prefix(err, "model '%s'", m->name);
+            goto fail;
+        }
+    }
+    return r;
+fail:
+    cl_repo_free(r);
+    return NULL;
+}
+
+int cl_repo_poll(cl_repo *r)
+{
+    int loaded = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n_models; i++) {
+        cl_err err = {0};
+        int rc = repo_model_refresh(r, &r->models[i], &err);
+        if (rc > 0)
+            loaded++;
+        else if (rc < 0)
+            CL_ERROR(LOG, "model '%s': %s; version %lld keeps serving", r->models[i].name, err.msg,
+                     (long long)r->models[i].current);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return loaded;
+}
+
+static void *poll_main(void *arg)
+{
+    cl_repo *r = arg;
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += r->poll_seconds;
+        pthread_mutex_lock(&r->stop_lock);
+        while (!r->stop && pthread_cond_timedwait(&r->stop_cond, &r->stop_lock, &until) != ETIMEDOUT) {
+        }
+        bool stop = r->stop;
+        pthread_mutex_unlock(&r->stop_lock);
+        if (stop)
+            return NULL;
+        cl_repo_poll(r);
+    }
+}
+
+int cl_repo_start_polling(cl_repo *r, unsigned seconds, cl_err *err)
+{
+    if (r->polling)
+        return cl_err_set(err, CL_E_INVALID, "the repository is already polling");
+    if (seconds == 0)
+        return cl_err_set(err, CL_E_INVALID, "the poll interval must be at least one second");
+    r->poll_seconds = seconds;
+    int e = pthread_create(&r->poller, NULL, poll_main, r);
+    if (e != 0)
+        return cl_err_errno(err, CL_E_INTERNAL, e, "cannot start the model polling thread");
+    r->polling = true;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- key ids */
+
+void cl_repo_key_ids_free(char **ids, size_t n_ids)
+{
+    for (size_t i = 0; i < n_ids; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char ***ids, size_t *n_ids, cl_err *err)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    char **out = calloc(n_models ? n_models : 1, sizeof *out);
+    size_t n = 0;
+    if (!out)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n_models; i++) {
+        version_file vf;
+        int found = newest_version(models[i].base_path, 0, NULL, NULL, &vf, err);
+        if (found < 0) {
+            cl_repo_key_ids_free(out, n);
+            return cl_err_prefix(err, "model '%s'", models[i].name);
+        }
+        if (found == 0 || !vf.sealed)
+            continue;
+        cl_seal_header h;
+        if (cl_seal_header_read_file(vf.path, &h, err) != 0) {
+            cl_repo_key_ids_free(out, n);
+            return cl_err_prefix(err, "model '%s' version %lld", models[i].name, (long long)vf.version);
+        }
+        bool dup = false;
+        for (size_t j = 0; j < n && !dup; j++)
+            dup = strcmp(out[j], h.key_id) == 0;
+        if (!dup && !(out[n++] = strdup(h.key_id))) {
+            cl_repo_key_ids_free(out, n);
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        }
+    }
+    *ids = out;
+    *n_ids = n;
+    return 0;
+}

@@ -1,0 +1,716 @@
+/* grpc.c — the gRPC front end: HTTP/2 (nghttp2) over TLS (libevent's OpenSSL bufferevents) or, only
+ * when explicitly allowed, cleartext h2c; gRPC message framing; dispatch of
+ *   /tensorflow.serving.PredictionService/Predict           -> worker pool
+ *   /tensorflow.serving.PredictionService/GetModelMetadata  -> answered on the loop thread
+ *   /tensorflow.serving.ModelService/GetModelStatus         -> answered on the loop thread
+ * with grpc-status / grpc-message trailers (trailers-only responses for errors).
+ *
+ * Limits: a request body above max_request_bytes is refused with RESOURCE_EXHAUSTED as soon as it
+ * is known (declared length or bytes received); a TLS handshake, or a request stream, not complete
+ * within request_timeout_ms gets its connection closed (slow or stalled clients cannot hold
+ * resources); an idle connection is closed after CONN_IDLE_MS.
+ *
+ * Ownership: everything here belongs to the loop thread. A stream that has a call in the worker
+ * pool is not freed with it: the call's owner is cleared and the call frees itself when it comes
+ * back (grpc_call_done). */
+#include "serve_int.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+
+#define CONN_IDLE_MS 300000u
+#define GRPC_PREFIX 5
+
+typedef struct gconn gconn;
+
+typedef struct gstream {
+    int32_t id;
+    gconn *conn;
+    struct gstream *prev, *next;
+    uint64_t start_ns;
+    char path[96];
+    bool post, grpc_ct, compressed_ok;
+    bool complete;   /* END_STREAM received */
+    bool responded;  /* a response was submitted */
+    bool too_big;
+    uint8_t *buf;
+    size_t len, cap;
+    cl_serve_call *call;
+    cl_serve_rpc rpc;
+    char model[128]; /* for metrics */
+    /* response */
+    uint8_t *resp;
+    size_t resp_len, resp_off;
+    char status_str[8];
+    char *message; /* percent-encoded grpc-message, or NULL */
+    nghttp2_nv trailers[2];
+} gstream;
+
+struct gconn {
+    cl_serve_grpc_listener *l;
+    struct bufferevent *bev;
+    nghttp2_session *ngh;
+    gstream *streams;
+    struct event *timer;
+    uint64_t created_ns, last_active_ns;
+    bool closing;
+    char peer[64];
+    gconn *prev, *next;
+};
+
+struct cl_serve_grpc_listener {
+    cl_serve_server *srv;
+    struct event_base *base;
+    struct evconnlistener *lev;
+    SSL_CTX *ctx;
+    gconn *conns;
+    bool shutting_down;
+};
+
+static void conn_free(gconn *c);
+static int conn_flush(gconn *c);
+
+/* ---------------------------------------------------------------- framing */
+
+cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
+                                    size_t *msg_len, cl_serve_status *st)
+{
+    if (len < GRPC_PREFIX)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request body is shorter than a gRPC message "
+                               "header (%zu bytes)", len);
+    if (buf[0] > 1)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "invalid gRPC compressed-flag byte %u", buf[0]);
+    if (buf[0] == 1)
+        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "compressed gRPC messages are not supported (send with "
+                               "identity encoding)");
+    uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
+    if (n > max_msg)
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "gRPC message of %u bytes is above the server's "
+                               "limit of %zu bytes", n, max_msg);
+    if ((size_t)n != len - GRPC_PREFIX)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "gRPC framing: the message header says %u bytes but the "
+                               "stream carries %zu (exactly one message per unary call)", n, len - GRPC_PREFIX);
+    *msg = buf + GRPC_PREFIX;
+    *msg_len = n;
+    return CL_SC_OK;
+}
+
+void cl_serve_grpc_percent_encode(const char *in, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *in; in++) {
+        unsigned char ch = (unsigned char)*in;
+        if (ch >= 0x20 && ch <= 0x7e && ch != '%') {
+            *out++ = (char)ch;
+        } else {
+            *out++ = '%';
+            *out++ = hex[ch >> 4];
+            *out++ = hex[ch & 15];
+        }
+    }
+    *out = '\0';
+}
+
+/* ---------------------------------------------------------------- streams */
+
+static void stream_free(gstream *s)
+{
+    if (s->call) {
+        s->call->owner = NULL; /* the worker still has it; it frees itself when done */
+        s->call = NULL;
+    }
+    gconn *c = s->conn;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    free(s->buf);
+    free(s->resp);
+    free(s->message);
+    free(s);
+}
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NO_COPY_NAME}
+
+static ssize_t resp_read(nghttp2_session *ngh, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *user)
+{
+    gstream *s = src->ptr;
+    size_t left = s->resp_len - s->resp_off;
+    size_t n = left < length ? left : length;
+    memcpy(buf, s->resp + s->resp_off, n);
+    s->resp_off += n;
+    if (s->resp_off == s->resp_len) {
+        *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (nghttp2_submit_trailer(ngh, id, s->trailers, 1) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
+    return (ssize_t)n;
+}
+
+/* Submits the response: a message (code OK, body = serialized protobuf, taken over) or a
+ * trailers-only error. Records metrics. */
+static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *body, size_t body_len)
+{
+    if (s->responded) {
+        free(body);
+        return;
+    }
+    s->responded = true;
+    cl_serve_server *srv = s->conn->l->srv;
+    cl_serve_metrics_record(srv, CL_API_GRPC, s->rpc, s->model, code, cl_now_ns() - s->start_ns);
+    snprintf(s->status_str, sizeof s->status_str, "%d", (int)code);
+    if (code != CL_SC_OK) {
+        free(body);
+        CL_DEBUG(CL_SERVE_MOD, "grpc %s %s: %s", s->path, cl_serve_code_name(code), msg ? msg : "");
+        size_t ml = msg ? strlen(msg) : 0;
+        if (ml && (s->message = malloc(3 * ml + 1)))
+            cl_serve_grpc_percent_encode(msg, s->message);
+        nghttp2_nv hdrs[4] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                              NV("grpc-status", s->status_str)};
+        size_t n = 3;
+        if (s->message)
+            hdrs[n++] = (nghttp2_nv)NV("grpc-message", s->message);
+        nghttp2_submit_response(s->conn->ngh, s->id, hdrs, n, NULL);
+        return;
+    }
+    s->resp_len = GRPC_PREFIX + body_len;
+    s->resp = malloc(s->resp_len);
+    if (!s->resp) {
+        free(body);
+        s->responded = false;
+        respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        return;
+    }
+    s->resp[0] = 0;
+    s->resp[1] = (uint8_t)(body_len >> 24);
+    s->resp[2] = (uint8_t)(body_len >> 16);
+    s->resp[3] = (uint8_t)(body_len >> 8);
+    s->resp[4] = (uint8_t)body_len;
+    if (body_len)
+        memcpy(s->resp + GRPC_PREFIX, body, body_len);
+    free(body);
+    s->trailers[0] = (nghttp2_nv)NV("grpc-status", s->status_str);
+    nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                         NV("grpc-accept-encoding", "identity")};
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = resp_read};
+    nghttp2_submit_response(s->conn->ngh, s->id, hdrs, CL_ARRAY_LEN(hdrs), &dp);
+}
+
+/* Back on the loop thread from a worker. */
+static void grpc_call_done(cl_serve_call *call)
+{
+    gstream *s = call->owner;
+    if (!s) {
+        cl_serve_call_free(call);
+        return;
+    }
+    s->call = NULL;
+    uint8_t *out = NULL;
+    size_t len = 0;
+    cl_serve_code code = call->st.code;
+    if (code == CL_SC_OK)
+        code = cl_serve_pb_predict_response(call, &out, &len);
+    respond(s, code, call->st.msg, out, len);
+    gconn *c = s->conn;
+    cl_serve_call_free(call);
+    conn_flush(c);
+}
+
+static void dispatch(gstream *s)
+{
+    cl_serve_server *srv = s->conn->l->srv;
+    const cl_serve_config *cfg = cl_serve_srv_config(srv);
+    cl_serve_status st = {0};
+    if (s->too_big)
+        return; /* already answered */
+    if (!s->post)
+        return respond(s, CL_SC_UNIMPLEMENTED, "gRPC calls must use POST", NULL, 0);
+    if (!s->grpc_ct)
+        return respond(s, CL_SC_UNKNOWN, "content-type must be application/grpc", NULL, 0);
+    const uint8_t *msg;
+    size_t len;
+    if (cl_serve_grpc_unframe(s->buf, s->len, cfg->max_request_bytes, &msg, &len, &st) != CL_SC_OK)
+        return respond(s, st.code, st.msg, NULL, 0);
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    cl_serve_registry *reg = cl_serve_srv_registry(srv);
+    switch (s->rpc) {
+    case CL_RPC_METADATA:
+        st.code = cl_serve_pb_metadata(reg, msg, len, &out, &out_len, &st);
+        snprintf(s->model, sizeof s->model, "%s", st.model);
+        return respond(s, st.code, st.msg, out, out_len);
+    case CL_RPC_STATUS:
+        st.code = cl_serve_pb_status(reg, msg, len, &out, &out_len, &st);
+        snprintf(s->model, sizeof s->model, "%s", st.model);
+        return respond(s, st.code, st.msg, out, out_len);
+    case CL_RPC_PREDICT:
+        break;
+    default:
+        return respond(s, CL_SC_INTERNAL, "unknown rpc", NULL, 0);
+    }
+    cl_serve_call *call = cl_serve_call_new(srv, CL_API_GRPC, CL_RPC_PREDICT);
+    if (!call)
+        return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    cl_serve_code code = cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call);
+    snprintf(s->model, sizeof s->model, "%s", call->st.model);
+    if (code != CL_SC_OK) {
+        respond(s, code, call->st.msg, NULL, 0);
+        cl_serve_call_free(call);
+        return;
+    }
+    /* the request bytes are no longer needed */
+    free(s->buf);
+    s->buf = NULL;
+    s->len = s->cap = 0;
+    call->owner = s;
+    call->done = grpc_call_done;
+    if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
+        cl_serve_call_free(call);
+        return respond(s, CL_SC_UNAVAILABLE, "the server is at capacity (request queue full); retry later", NULL,
+                       0);
+    }
+    s->call = call;
+}
+
+/* ---------------------------------------------------------------- nghttp2 callbacks */
+
+static ssize_t on_send(nghttp2_session *ngh, const uint8_t *data, size_t len, int flags, void *user)
+{
+    gconn *c = user;
+    if (bufferevent_write(c->bev, data, len) != 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return (ssize_t)len;
+}
+
+static int on_begin_headers(nghttp2_session *ngh, const nghttp2_frame *frame, void *user)
+{
+    gconn *c = user;
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    gstream *s = calloc(1, sizeof *s);
+    if (!s)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    s->id = frame->hd.stream_id;
+    s->conn = c;
+    s->start_ns = cl_now_ns();
+    s->rpc = CL_RPC_COUNT;
+    s->next = c->streams;
+    if (c->streams)
+        c->streams->prev = s;
+    c->streams = s;
+    nghttp2_session_set_stream_user_data(ngh, s->id, s);
+    return 0;
+}
+
+static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags, void *user)
+{
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return 0;
+    gstream *s = nghttp2_session_get_stream_user_data(ngh, frame->hd.stream_id);
+    if (!s)
+        return 0;
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, namelen) == 0)
+    if (IS(":method")) {
+        s->post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    } else if (IS(":path")) {
+        size_t n = valuelen < sizeof s->path - 1 ? valuelen : sizeof s->path - 1;
+        memcpy(s->path, value, n);
+        s->path[n] = '\0';
+        if (strcmp(s->path, "/tensorflow.serving.PredictionService/Predict") == 0)
+            s->rpc = CL_RPC_PREDICT;
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/GetModelMetadata") == 0)
+            s->rpc = CL_RPC_METADATA;
+        else if (strcmp(s->path, "/tensorflow.serving.ModelService/GetModelStatus") == 0)
+            s->rpc = CL_RPC_STATUS;
+    } else if (IS("content-type")) {
+        s->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                     (valuelen == 16 || value[16] == '+' || value[16] == ';');
+    }
+#undef IS
+    return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+                         void *user)
+{
+    gstream *s = nghttp2_session_get_stream_user_data(ngh, id);
+    if (!s || s->too_big || s->responded)
+        return 0;
+    const cl_serve_config *cfg = cl_serve_srv_config(s->conn->l->srv);
+    size_t limit = cfg->max_request_bytes + GRPC_PREFIX;
+    if (len > limit - s->len) {
+        s->too_big = true;
+        respond(s, CL_SC_RESOURCE_EXHAUSTED, "request body above the server's limit", NULL, 0);
+        char msg[160];
+        snprintf(msg, sizeof msg, "request of more than %zu bytes refused (server limit --max_request_bytes)",
+                 cfg->max_request_bytes);
+        CL_WARN(CL_SERVE_MOD, "grpc %s from %s: %s", s->path, s->conn->peer, msg);
+        free(s->buf);
+        s->buf = NULL;
+        s->len = s->cap = 0;
+        return 0;
+    }
+    if (s->len + len > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + len)
+            cap *= 2;
+        /* The message header tells the final size: allocate it at once (bounded by the limit). */
+        if (s->len + len >= GRPC_PREFIX) {
+            uint8_t hdr[GRPC_PREFIX];
+            size_t k = 0;
+            for (; k < GRPC_PREFIX && k < s->len; k++)
+                hdr[k] = s->buf[k];
+            for (size_t j = 0; k < GRPC_PREFIX; k++, j++)
+                hdr[k] = data[j];
+            uint64_t want = GRPC_PREFIX + ((uint64_t)hdr[1] << 24 | (uint64_t)hdr[2] << 16 | (uint64_t)hdr[3] << 8 |
+                                           hdr[4]);
+            if (want > limit) {
+                s->too_big = true;
+                char msg[200];
+                snprintf(msg, sizeof msg, "gRPC message of %llu bytes is above the server's limit of %zu bytes "
+                         "(--max_request_bytes)", (unsigned long long)(want - GRPC_PREFIX), cfg->max_request_bytes);
+                respond(s, CL_SC_RESOURCE_EXHAUSTED, msg, NULL, 0);
+                free(s->buf);
+                s->buf = NULL;
+                s->len = s->cap = 0;
+                return 0;
+            }
+            if (want > cap)
+                cap = (size_t)want;
+        }
+        uint8_t *nb = realloc(s->buf, cap);
+        if (!nb) {
+            s->too_big = true;
+            respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory for the request", NULL, 0);
+            return 0;
+        }
+        s->buf = nb;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    return 0;
+}
+
+static int on_frame_recv(nghttp2_session *ngh, const nghttp2_frame *frame, void *user)
+{
+    if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
+        !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        return 0;
+    gstream *s = nghttp2_session_get_stream_user_data(ngh, frame->hd.stream_id);
+    if (!s || s->complete)
+        return 0;
+    s->complete = true;
+    if (s->rpc == CL_RPC_COUNT) {
+        s->rpc = CL_RPC_PREDICT; /* metrics bucket only */
+        char msg[160];
+        snprintf(msg, sizeof msg, "unknown method %s", s->path);
+        respond(s, CL_SC_UNIMPLEMENTED, msg, NULL, 0);
+        return 0;
+    }
+    dispatch(s);
+    return 0;
+}
+
+static int on_stream_close(nghttp2_session *ngh, int32_t id, uint32_t error_code, void *user)
+{
+    gstream *s = nghttp2_session_get_stream_user_data(ngh, id);
+    if (s) {
+        nghttp2_session_set_stream_user_data(ngh, id, NULL);
+        stream_free(s);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static void conn_free(gconn *c)
+{
+    while (c->streams)
+        stream_free(c->streams);
+    if (c->ngh)
+        nghttp2_session_del(c->ngh);
+    if (c->bev) {
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        if (ssl)
+            SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
+        bufferevent_free(c->bev);
+    }
+    if (c->timer)
+        event_free(c->timer);
+    cl_serve_grpc_listener *l = c->l;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* Sends what nghttp2 has; closes the connection when nghttp2 is done with it and all is written.
+ * Returns -1 when the connection was freed. */
+static int conn_flush(gconn *c)
+{
+    if (c->ngh && nghttp2_session_send(c->ngh) != 0) {
+        conn_free(c);
+        return -1;
+    }
+    if (c->ngh && !nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh))
+        c->closing = true;
+    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        conn_free(c);
+        return -1;
+    }
+    return 0;
+}
+
+static int session_start(gconn *c)
+{
+    nghttp2_session_callbacks *cb;
+    if (nghttp2_session_callbacks_new(&cb) != 0)
+        return -1;
+    nghttp2_session_callbacks_set_send_callback(cb, on_send);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+    int rc = nghttp2_session_server_new(&c->ngh, cb, c);
+    nghttp2_session_callbacks_del(cb);
+    if (rc != 0)
+        return -1;
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+                                   {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20},
+                                   {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384}};
+    if (nghttp2_submit_settings(c->ngh, NGHTTP2_FLAG_NONE, iv, CL_ARRAY_LEN(iv)) != 0)
+        return -1;
+    /* a larger connection window, so one big request does not stall on WINDOW_UPDATEs */
+    nghttp2_session_set_local_window_size(c->ngh, NGHTTP2_FLAG_NONE, 0, 8 << 20);
+    if (c->l->shutting_down)
+        nghttp2_submit_goaway(c->ngh, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+    return 0;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    gconn *c = arg;
+    if (!c->ngh)
+        return;
+    c->last_active_ns = cl_now_ns();
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t len = evbuffer_get_length(in);
+    unsigned char *data = evbuffer_pullup(in, -1);
+    ssize_t n = nghttp2_session_mem_recv(c->ngh, data, len);
+    if (n < 0) {
+        CL_DEBUG(CL_SERVE_MOD, "grpc %s: HTTP/2 protocol error: %s", c->peer, nghttp2_strerror((int)n));
+        conn_free(c);
+        return;
+    }
+    evbuffer_drain(in, (size_t)n);
+    conn_flush(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    gconn *c = arg;
+    if (!c->ngh)
+        return;
+    conn_flush(c);
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg)
+{
+    gconn *c = arg;
+    if (events & BEV_EVENT_CONNECTED) {
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        const unsigned char *alpn = NULL;
+        unsigned alpn_len = 0;
+        if (ssl)
+            SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+        if (ssl && (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)) {
+            CL_DEBUG(CL_SERVE_MOD, "grpc %s: client did not negotiate ALPN h2", c->peer);
+            conn_free(c);
+            return;
+        }
+        c->last_active_ns = cl_now_ns();
+        if (session_start(c) != 0) {
+            conn_free(c);
+            return;
+        }
+        if (conn_flush(c) != 0)
+            return;
+        if (evbuffer_get_length(bufferevent_get_input(bev)))
+            on_read(bev, c);
+        return;
+    }
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        if (events & BEV_EVENT_ERROR) {
+            /* a failed handshake is worth telling (e.g. a client without a certificate under mTLS);
+             * a client that just went away is not */
+            unsigned long e;
+            while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+                if (!ERR_GET_LIB(e))
+                    continue;
+                char buf[256];
+                ERR_error_string_n(e, buf, sizeof buf);
+                cl_log(c->ngh ? CL_LOG_DEBUG : CL_LOG_INFO, CL_SERVE_MOD, "grpc %s: TLS: %s", c->peer, buf);
+            }
+        }
+        conn_free(c);
+    }
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    gconn *c = arg;
+    const cl_serve_config *cfg = cl_serve_srv_config(c->l->srv);
+    uint64_t now = cl_now_ns(), limit = (uint64_t)cfg->request_timeout_ms * 1000000ull;
+    if (!c->ngh) {
+        if (now - c->created_ns > limit) {
+            CL_INFO(CL_SERVE_MOD, "grpc %s: TLS handshake not complete after %u ms; closing", c->peer,
+                    cfg->request_timeout_ms);
+            conn_free(c);
+        }
+        return;
+    }
+    for (gstream *s = c->streams; s; s = s->next) {
+        if (!s->complete && now - s->start_ns > limit) {
+            CL_INFO(CL_SERVE_MOD, "grpc %s: request on stream %d not received within %u ms; closing the "
+                    "connection", c->peer, s->id, cfg->request_timeout_ms);
+            conn_free(c);
+            return;
+        }
+    }
+    if (!c->streams && now - c->last_active_ns > (uint64_t)CONN_IDLE_MS * 1000000ull) {
+        nghttp2_session_terminate_session(c->ngh, NGHTTP2_NO_ERROR);
+        conn_flush(c);
+    }
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    cl_serve_grpc_listener *l = arg;
+    gconn *c = calloc(1, sizeof *c);
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->l = l;
+    c->created_ns = c->last_active_ns = cl_now_ns();
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+        port = ntohs(((struct sockaddr_in *)sa)->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+        port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
+    }
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
+    if (l->ctx) {
+        SSL *ssl = SSL_new(l->ctx);
+        if (!ssl) {
+            evutil_closesocket(fd);
+            conn_free(c);
+            return;
+        }
+        c->bev = bufferevent_openssl_socket_new(l->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+        if (c->bev)
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+        else
+            SSL_free(ssl);
+    } else {
+        c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    }
+    const cl_serve_config *cfg = cl_serve_srv_config(l->srv);
+    unsigned tick = cfg->request_timeout_ms / 4 < 10 ? 10 : cfg->request_timeout_ms / 4;
+    struct timeval tv = {tick / 1000, (tick % 1000) * 1000};
+    c->timer = event_new(l->base, -1, EV_PERSIST, on_timer, c);
+    if (!c->bev || !c->timer || event_add(c->timer, &tv) != 0) {
+        if (!c->bev)
+            evutil_closesocket(fd);
+        conn_free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    if (!l->ctx && session_start(c) != 0) {
+        conn_free(c);
+        return;
+    }
+    if (!l->ctx)
+        conn_flush(c);
+}
+
+cl_serve_grpc_listener *cl_serve_grpc_listen(cl_serve_server *s, struct event_base *base, int fd, SSL_CTX *ctx,
+                                             cl_err *err)
+{
+    cl_serve_grpc_listener *l = calloc(1, sizeof *l);
+    if (!l) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    l->srv = s;
+    l->base = base;
+    l->ctx = ctx;
+    l->lev = evconnlistener_new(base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (!l->lev) {
+        free(l);
+        cl_err_set(err, CL_E_IO, "cannot listen for gRPC connections");
+        return NULL;
+    }
+    return l;
+}
+
+void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l)
+{
+    if (!l || l->shutting_down)
+        return;
+    l->shutting_down = true;
+    if (l->lev) {
+        evconnlistener_free(l->lev);
+        l->lev = NULL;
+    }
+    for (gconn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->ngh) {
+            nghttp2_submit_goaway(c->ngh, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ngh),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+            conn_flush(c);
+        }
+    }
+}
+
+void cl_serve_grpc_free(cl_serve_grpc_listener *l)
+{
+    if (!l)
+        return;
+    while (l->conns)
+        conn_free(l->conns);
+    if (l->lev)
+        evconnlistener_free(l->lev);
+    free(l);
+}

@@ -1,0 +1,523 @@
+/* jsonconv.c — the REST side's JSON: TF Serving's :predict request formats (row "instances" and
+ * columnar "inputs") into cl_serve_tensor inputs typed by the model's signature, the matching
+ * response formats ("predictions" / "outputs"), model metadata, model status and error bodies.
+ * Requests are parsed with cJSON; responses are written directly into a growing buffer (tensors can
+ * be large). Thread-safe (no shared state). */
+#include "serve_int.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+/* ---------------------------------------------------------------- output buffer */
+
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->failed = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+
+CL_PRINTF(2, 3) static void sb_fmt(sbuf *b, const char *fmt, ...)
+{
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void sb_json_string(sbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') {
+            char e[2] = {'\\', (char)ch};
+            sb_put(b, e, 2);
+        } else if (ch < 0x20) {
+            sb_fmt(b, "\\u%04x", ch);
+        } else {
+            sb_put(b, (const char *)&ch, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+static char *sb_take(sbuf *b, size_t *len)
+{
+    if (b->failed) {
+        free(b->p);
+        return NULL;
+    }
+    if (!b->p)
+        sb_put(b, "", 0);
+    if (len)
+        *len = b->len;
+    return b->p;
+}
+
+/* ---------------------------------------------------------------- request parsing */
+
+/* Checks that every list at depth d has dims[d] elements and that scalars sit exactly at depth ndim. */
+static cl_serve_code json_check(const cJSON *v, int depth, int ndim, const int64_t *dims, const char *name,
+                                cl_serve_status *st)
+{
+    if (!cJSON_IsArray(v)) {
+        if (depth != ndim)
+            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': ragged nested lists are not allowed "
+                                   "(all elements must have the same shape)", name);
+        return CL_SC_OK;
+    }
+    if (depth >= ndim || cJSON_GetArraySize(v) != dims[depth])
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': ragged nested lists are not allowed (all "
+                               "elements must have the same shape)", name);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, v)
+    {
+        cl_serve_code c = json_check(e, depth + 1, ndim, dims, name, st);
+        if (c != CL_SC_OK)
+            return c;
+    }
+    return CL_SC_OK;
+}
+
+/* Shape of a nested JSON list value (scalars have rank 0), taken along the first elements and then
+ * checked to be regular. */
+static cl_serve_code json_shape(const cJSON *v, int *ndim, int64_t *dims, const char *name, cl_serve_status *st)
+{
+    int d = 0;
+    const cJSON *p = v;
+    while (cJSON_IsArray(p)) {
+        if (d >= CL_SERVE_MAX_DIMS)
+            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': lists nested deeper than %d", name,
+                                   CL_SERVE_MAX_DIMS);
+        dims[d++] = cJSON_GetArraySize(p);
+        p = p->child;
+        if (!p)
+            break;
+    }
+    *ndim = d;
+    return json_check(v, 0, d, dims, name, st);
+}
+
+static cl_serve_code json_value_shape(const cJSON *v, int *ndim, int64_t *dims, const char *name,
+                                      cl_serve_status *st)
+{
+    *ndim = 0;
+    if (!cJSON_IsArray(v)) {
+        if (cJSON_IsObject(v) && cJSON_GetObjectItemCaseSensitive(v, "b64"))
+            return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "input '%s': {\"b64\": ...} values need a string "
+                                   "input; cloister's models take numeric tensors only (image decoding is not "
+                                   "implemented yet)", name);
+        return CL_SC_OK;
+    }
+    return json_shape(v, ndim, dims, name, st);
+}
+
+/* Writes the scalars of a (regular) nested list into t->data starting at element *pos. */
+static cl_serve_code json_fill(const cJSON *v, cl_serve_tensor *t, size_t *pos, cl_serve_status *st)
+{
+    if (cJSON_IsArray(v)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v)
+        {
+            cl_serve_code c = json_fill(e, t, pos, st);
+            if (c != CL_SC_OK)
+                return c;
+        }
+        return CL_SC_OK;
+    }
+    size_t i = (*pos)++;
+    size_t es = cl_serve_dtype_size(t->dtype);
+    if ((i + 1) * es > t->nbytes)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': more values than its shape holds", t->name);
+    if (t->dtype == CL_SERVE_DT_BOOL) {
+        if (!cJSON_IsBool(v))
+            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is DT_BOOL: expected true or false",
+                                   t->name);
+        ((uint8_t *)t->data)[i] = cJSON_IsTrue(v) ? 1 : 0;
+        return CL_SC_OK;
+    }
+    if (!cJSON_IsNumber(v))
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is %s: expected a number, found %s", t->name,
+                               cl_serve_dtype_name(t->dtype),
+                               cJSON_IsString(v) ? "a string" : cJSON_IsObject(v) ? "an object"
+                               : cJSON_IsBool(v) ? "a boolean" : "null");
+    double d = v->valuedouble;
+    switch (t->dtype) {
+    case CL_SERVE_DT_FLOAT: ((float *)t->data)[i] = (float)d; return CL_SC_OK;
+    case CL_SERVE_DT_DOUBLE: ((double *)t->data)[i] = d; return CL_SC_OK;
+    default: break;
+    }
+    double lo = t->dtype == CL_SERVE_DT_INT32 ? -2147483648.0 : t->dtype == CL_SERVE_DT_UINT8 ? 0 : t->dtype == CL_SERVE_DT_INT8 ? -128
+                                                                                     : -9223372036854775808.0;
+    double hi = t->dtype == CL_SERVE_DT_INT32 ? 2147483647.0 : t->dtype == CL_SERVE_DT_UINT8 ? 255 : t->dtype == CL_SERVE_DT_INT8 ? 127
+                                                                                    : 9223372036854774784.0;
+    if (!(d >= lo && d <= hi) || d != floor(d))
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is %s: %.17g is not an integer in range",
+                               t->name, cl_serve_dtype_name(t->dtype), d);
+    switch (t->dtype) {
+    case CL_SERVE_DT_INT32: ((int32_t *)t->data)[i] = (int32_t)d; break;
+    case CL_SERVE_DT_INT64: ((int64_t *)t->data)[i] = (int64_t)d; break;
+    case CL_SERVE_DT_UINT8: ((uint8_t *)t->data)[i] = (uint8_t)d; break;
+    case CL_SERVE_DT_INT8: ((int8_t *)t->data)[i] = (int8_t)d; break;
+    default: break;
+    }
+    return CL_SC_OK;
+}
+
+static const cl_serve_tensor_spec *find_spec(const cl_serve_signature *sig, const char *name)
+{
+    for (size_t i = 0; i < sig->n_inputs; i++)
+        if (strcmp(sig->inputs[i].name, name) == 0)
+            return &sig->inputs[i];
+    return NULL;
+}
+
+/* Columnar: one value per input. */
+static cl_serve_code columnar_input(const cJSON *v, const cl_serve_tensor_spec *spec, size_t max_bytes,
+                                    cl_serve_tensor *out, cl_serve_status *st)
+{
+    int ndim;
+    int64_t dims[CL_SERVE_MAX_DIMS];
+    cl_serve_code c = json_value_shape(v, &ndim, dims, spec->name, st);
+    if (c != CL_SC_OK)
+        return c;
+    cl_err err = {0};
+    if (cl_serve_tensor_init(out, spec->name, spec->dtype, ndim, dims, max_bytes, &err) != 0)
+        return cl_serve_st_from_err(st, &err);
+    size_t pos = 0;
+    return json_fill(v, out, &pos, st);
+}
+
+/* Row format: instances[i] is a value (single input) or an object of name -> value; the tensor of
+ * each input is the stack of its per-instance values. */
+static cl_serve_code row_inputs(const cJSON *instances, const cl_serve_signature *sig, size_t max_bytes,
+                                cl_serve_call *c)
+{
+    cl_serve_status *st = &c->st;
+    int64_t rows = cJSON_GetArraySize(instances);
+    if (rows == 0)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "\"instances\" is an empty list");
+    const cJSON *first = cJSON_GetArrayItem(instances, 0);
+    bool named = cJSON_IsObject(first) && !cJSON_GetObjectItemCaseSensitive(first, "b64");
+    size_t n = named ? (size_t)cJSON_GetArraySize(first) : 1;
+    if (!named && sig->n_inputs != 1)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the model has %zu inputs: each instance must be an "
+                               "object naming them", sig->n_inputs);
+    if (!(c->inputs = calloc(n ? n : 1, sizeof *c->inputs)))
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
+    size_t budget = max_bytes;
+    for (size_t k = 0; k < n; k++) {
+        const char *name = named ? cJSON_GetArrayItem(first, (int)k)->string : sig->inputs[0].name;
+        const cl_serve_tensor_spec *spec = find_spec(sig, name);
+        if (!spec)
+            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input tensor alias not found in signature: %s", name);
+        /* shape of one row, from the first instance; every other must match */
+        int ndim = 0;
+        int64_t dims[CL_SERVE_MAX_DIMS];
+        const cJSON *v0 = named ? cJSON_GetObjectItemCaseSensitive(first, name) : first;
+        cl_serve_code code = json_value_shape(v0, &ndim, dims, name, st);
+        if (code != CL_SC_OK)
+            return code;
+        if (ndim + 1 > CL_SERVE_MAX_DIMS)
+            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': rank above %d", name, CL_SERVE_MAX_DIMS);
+        int64_t full[CL_SERVE_MAX_DIMS];
+        full[0] = rows;
+        for (int d = 0; d < ndim; d++)
+            full[d + 1] = dims[d];
+        cl_err err = {0};
+        cl_serve_tensor *t = &c->inputs[c->n_inputs];
+        if (cl_serve_tensor_init(t, name, spec->dtype, ndim + 1, full, budget, &err) != 0)
+            return cl_serve_st_from_err(st, &err);
+        c->n_inputs++;
+        budget = t->nbytes < budget ? budget - t->nbytes : 1;
+        size_t pos = 0;
+        const cJSON *inst;
+        cJSON_ArrayForEach(inst, instances)
+        {
+            const cJSON *v = inst;
+            if (named) {
+                if (!cJSON_IsObject(inst) || (size_t)cJSON_GetArraySize(inst) != n)
+                    return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "every instance must be an object with the "
+                                           "same %zu named inputs", n);
+                v = cJSON_GetObjectItemCaseSensitive(inst, name);
+                if (!v)
+                    return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "an instance lacks input '%s'", name);
+            }
+            int nd;
+            int64_t dm[CL_SERVE_MAX_DIMS];
+            if ((code = json_value_shape(v, &nd, dm, name, st)) != CL_SC_OK)
+                return code;
+            bool same = nd == ndim;
+            for (int d = 0; same && d < nd; d++)
+                same = dm[d] == dims[d];
+            if (!same)
+                return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': all instances must have the same "
+                                       "shape", name);
+            if ((code = json_fill(v, t, &pos, st)) != CL_SC_OK)
+                return code;
+        }
+    }
+    return CL_SC_OK;
+}
+
+cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c)
+{
+    cl_serve_status *st = &c->st;
+    const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "JSON Parse error: the request body is not valid JSON");
+    cl_serve_code code = CL_SC_OK;
+    if (!cJSON_IsObject(root)) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request body must be a JSON object");
+        goto out;
+    }
+    const cJSON *sn = cJSON_GetObjectItemCaseSensitive(root, "signature_name");
+    if (sn && (!cJSON_IsString(sn) || strcmp(sn->valuestring, sig->name) != 0)) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Serving signature name: \"%s\" not found in signature "
+                               "def", cJSON_IsString(sn) ? sn->valuestring : "?");
+        goto out;
+    }
+    const cJSON *inst = cJSON_GetObjectItemCaseSensitive(root, "instances");
+    const cJSON *inp = cJSON_GetObjectItemCaseSensitive(root, "inputs");
+    if ((inst != NULL) == (inp != NULL)) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing 'inputs' or 'instances' key (exactly one of "
+                               "them must be given)");
+        goto out;
+    }
+    if (inst) {
+        c->json_format = 0;
+        if (!cJSON_IsArray(inst)) {
+            code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "\"instances\" must be a list");
+            goto out;
+        }
+        code = row_inputs(inst, sig, max_bytes, c);
+        goto out;
+    }
+    c->json_format = 1;
+    bool named = cJSON_IsObject(inp) && !cJSON_GetObjectItemCaseSensitive(inp, "b64");
+    size_t n = named ? (size_t)cJSON_GetArraySize(inp) : 1;
+    if (!named && sig->n_inputs != 1) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the model has %zu inputs: \"inputs\" must be an object "
+                               "naming them", sig->n_inputs);
+        goto out;
+    }
+    if (!(c->inputs = calloc(n ? n : 1, sizeof *c->inputs))) {
+        code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    size_t budget = max_bytes;
+    for (size_t k = 0; k < n; k++) {
+        const cJSON *v = named ? cJSON_GetArrayItem(inp, (int)k) : inp;
+        const char *name = named ? v->string : sig->inputs[0].name;
+        const cl_serve_tensor_spec *spec = find_spec(sig, name);
+        if (!spec) {
+            code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input tensor alias not found in signature: %s", name);
+            goto out;
+        }
+        if ((code = columnar_input(v, spec, budget, &c->inputs[k], st)) != CL_SC_OK) {
+            cl_serve_tensor_clear(&c->inputs[k]);
+            goto out;
+        }
+        c->n_inputs++;
+        budget = c->inputs[k].nbytes < budget ? budget - c->inputs[k].nbytes : 1;
+    }
+out:
+    cJSON_Delete(root);
+    return code;
+}
+
+/* ---------------------------------------------------------------- response writing */
+
+static void put_scalar(sbuf *b, const cl_serve_tensor *t, size_t i)
+{
+    switch (t->dtype) {
+    case CL_SERVE_DT_FLOAT:
+    case CL_SERVE_DT_DOUBLE: {
+        double d = t->dtype == CL_SERVE_DT_FLOAT ? ((const float *)t->data)[i] : ((const double *)t->data)[i];
+        if (isnan(d))
+            sb_str(b, "NaN");
+        else if (isinf(d))
+            sb_str(b, d > 0 ? "Infinity" : "-Infinity");
+        else
+            sb_fmt(b, t->dtype == CL_SERVE_DT_FLOAT ? "%.9g" : "%.17g", d);
+        break;
+    }
+    case CL_SERVE_DT_INT32: sb_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT64: sb_fmt(b, "%" PRId64, ((const int64_t *)t->data)[i]); break;
+    case CL_SERVE_DT_UINT8: sb_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT8: sb_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_BOOL: sb_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
+    default: sb_str(b, "null"); break;
+    }
+}
+
+/* Nested lists for dims[d..ndim) starting at element *pos. */
+static void put_nested(sbuf *b, const cl_serve_tensor *t, int d, size_t *pos)
+{
+    if (d == t->ndim) {
+        put_scalar(b, t, (*pos)++);
+        return;
+    }
+    sb_put(b, "[", 1);
+    for (int64_t i = 0; i < t->dims[d]; i++) {
+        if (i)
+            sb_put(b, ",", 1);
+        put_nested(b, t, d + 1, pos);
+    }
+    sb_put(b, "]", 1);
+}
+
+cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_t *out_len)
+{
+    sbuf b = {0};
+    if (c->json_format == 1) {
+        sb_str(&b, "{\"outputs\":");
+        if (c->n_outputs == 1) {
+            size_t pos = 0;
+            put_nested(&b, &c->outputs[0], 0, &pos);
+        } else {
+            sb_str(&b, "{");
+            for (size_t i = 0; i < c->n_outputs; i++) {
+                size_t pos = 0;
+                if (i)
+                    sb_str(&b, ",");
+                sb_json_string(&b, c->outputs[i].name);
+                sb_str(&b, ":");
+                put_nested(&b, &c->outputs[i], 0, &pos);
+            }
+            sb_str(&b, "}");
+        }
+        sb_str(&b, "}");
+    } else {
+        /* row format: every output must be batched along dimension 0 with the same size */
+        int64_t rows = -1;
+        for (size_t i = 0; i < c->n_outputs; i++) {
+            const cl_serve_tensor *t = &c->outputs[i];
+            if (t->ndim < 1 || (rows >= 0 && t->dims[0] != rows)) {
+                free(b.p);
+                return cl_serve_st_set(&c->st, CL_SC_INVALID_ARGUMENT, "the model's outputs do not share a batch "
+                                       "dimension, so they cannot be returned as rows; use the columnar format "
+                                       "(\"inputs\")");
+            }
+            rows = t->dims[0];
+        }
+        size_t pos[64] = {0};
+        if (c->n_outputs > CL_ARRAY_LEN(pos)) {
+            free(b.p);
+            return cl_serve_st_set(&c->st, CL_SC_INTERNAL, "too many outputs for the row format");
+        }
+        sb_str(&b, "{\"predictions\":[");
+        for (int64_t r = 0; r < rows; r++) {
+            if (r)
+                sb_str(&b, ",");
+            if (c->n_outputs == 1) {
+                put_nested(&b, &c->outputs[0], 1, &pos[0]);
+                continue;
+            }
+            sb_str(&b, "{");
+            for (size_t i = 0; i < c->n_outputs; i++) {
+                if (i)
+                    sb_str(&b, ",");
+                sb_json_string(&b, c->outputs[i].name);
+                sb_str(&b, ":");
+                put_nested(&b, &c->outputs[i], 1, &pos[i]);
+            }
+            sb_str(&b, "}");
+        }
+        sb_str(&b, "]}");
+    }
+    if (!(*out = sb_take(&b, out_len)))
+        return cl_serve_st_set(&c->st, CL_SC_RESOURCE_EXHAUSTED, "out of memory writing the response");
+    return CL_SC_OK;
+}
+
+static void put_tensor_infos(sbuf *b, const cl_serve_tensor_spec *s, size_t n)
+{
+    sb_str(b, "{");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            sb_str(b, ",");
+        sb_json_string(b, s[i].name);
+        sb_str(b, ":{\"dtype\":");
+        sb_json_string(b, cl_serve_dtype_name(s[i].dtype));
+        sb_str(b, ",\"tensor_shape\":{\"dim\":[");
+        for (int d = 0; d < s[i].ndim; d++)
+            sb_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)s[i].dims[d]);
+        sb_fmt(b, "],\"unknown_rank\":%s},\"name\":", s[i].ndim < 0 ? "true" : "false");
+        sb_json_string(b, s[i].name);
+        sb_str(b, "}");
+    }
+    sb_str(b, "}");
+}
+
+char *cl_serve_json_metadata(const cl_serve_model *m)
+{
+    const cl_serve_signature *sig = cl_serve_model_signature(m);
+    sbuf b = {0};
+    sb_str(&b, "{\"model_spec\":{\"name\":");
+    sb_json_string(&b, cl_serve_model_name(m));
+    sb_str(&b, ",\"signature_name\":\"\",\"version\":");
+    sb_fmt(&b, "\"%lld\"", (long long)cl_serve_model_version(m));
+    sb_str(&b, "},\"metadata\":{\"signature_def\":{\"signature_def\":{");
+    sb_json_string(&b, sig->name);
+    sb_str(&b, ":{\"inputs\":");
+    put_tensor_infos(&b, sig->inputs, sig->n_inputs);
+    sb_str(&b, ",\"outputs\":");
+    put_tensor_infos(&b, sig->outputs, sig->n_outputs);
+    sb_str(&b, ",\"method_name\":");
+    sb_json_string(&b, sig->method_name ? sig->method_name : "tensorflow/serving/predict");
+    sb_str(&b, "}}}}}");
+    return sb_take(&b, NULL);
+}
+
+char *cl_serve_json_status(const int64_t *versions, size_t n)
+{
+    sbuf b = {0};
+    sb_str(&b, "{\"model_version_status\":[");
+    for (size_t i = 0; i < n; i++)
+        sb_fmt(&b, "%s{\"version\":\"%lld\",\"state\":\"AVAILABLE\",", i ? "," : "", (long long)versions[i]),
+            sb_str(&b, "\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}");
+    sb_str(&b, "]}");
+    return sb_take(&b, NULL);
+}
+
+char *cl_serve_json_error(const char *msg)
+{
+    sbuf b = {0};
+    sb_str(&b, "{\"error\":");
+    sb_json_string(&b, msg);
+    sb_str(&b, "}");
+    return sb_take(&b, NULL);
+}

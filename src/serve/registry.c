@@ -1,0 +1,262 @@
+/* registry.c — the served models: cl_serve_registry (name/version -> loaded backend, "latest"
+ * policy) and cl_serve_model (a refcounted loaded version that a request holds while it runs),
+ * including the check of request inputs against a model's signature before the backend runs.
+ * Thread-safe: one mutex guards the table; the refcount is atomic, so a version replaced or
+ * removed while requests run on it is destroyed by whichever request finishes last. */
+#include "cloister/serve.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct cl_serve_model {
+    atomic_int refs;
+    char *name;
+    int64_t version;
+    cl_serve_backend backend;
+};
+
+typedef struct entry {
+    cl_serve_model *m;
+} entry;
+
+struct cl_serve_registry {
+    pthread_mutex_t mu;
+    entry *v;
+    size_t n, cap;
+};
+
+static void model_unref(cl_serve_model *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    if (m->backend.destroy)
+        m->backend.destroy(m->backend.ctx);
+    free(m->name);
+    free(m);
+}
+
+cl_serve_registry *cl_serve_registry_new(cl_err *err)
+{
+    cl_serve_registry *r = calloc(1, sizeof *r);
+    if (!r) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+void cl_serve_registry_free(cl_serve_registry *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        model_unref(r->v[i].m);
+    free(r->v);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t version, const cl_serve_backend *b,
+                          cl_err *err)
+{
+    if (!name || !*name || version <= 0 || !b || !b->signature || !b->run)
+        return cl_err_set(err, CL_E_INVALID, "a model needs a name, a positive version, a signature and run()");
+    const cl_serve_signature *sig = b->signature;
+    for (size_t i = 0; i < sig->n_inputs + sig->n_outputs; i++) {
+        const cl_serve_tensor_spec *ts = i < sig->n_inputs ? &sig->inputs[i] : &sig->outputs[i - sig->n_inputs];
+        if (!ts->name || !cl_serve_dtype_size(ts->dtype) || ts->ndim < -1 || ts->ndim > CL_SERVE_MAX_DIMS)
+            return cl_err_set(err, CL_E_INVALID, "model '%s': signature tensor %zu has no name, an unsupported "
+                              "dtype or an unsupported rank", name, i);
+    }
+    cl_serve_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->name = strdup(name))) {
+        free(m);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    atomic_init(&m->refs, 1);
+    m->version = version;
+    m->backend = *b;
+    cl_serve_model *old = NULL;
+    pthread_mutex_lock(&r->mu);
+    size_t i = 0;
+    for (; i < r->n; i++)
+        if (r->v[i].m->version == version && strcmp(r->v[i].m->name, name) == 0)
+            break;
+    if (i < r->n) {
+        old = r->v[i].m;
+        r->v[i].m = m;
+    } else {
+        if (r->n == r->cap) {
+            size_t cap = r->cap ? 2 * r->cap : 8;
+            entry *nv = realloc(r->v, cap * sizeof *nv);
+            if (!nv) {
+                pthread_mutex_unlock(&r->mu);
+                m->backend.destroy = NULL; /* the caller keeps the backend */
+                model_unref(m);
+                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            }
+            r->v = nv;
+            r->cap = cap;
+        }
+        r->v[r->n++].m = m;
+    }
+    pthread_mutex_unlock(&r->mu);
+    model_unref(old);
+    return 0;
+}
+
+int cl_serve_registry_remove(cl_serve_registry *r, const char *name, int64_t version)
+{
+    cl_serve_model *old = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->v[i].m->version == version && strcmp(r->v[i].m->name, name) == 0) {
+            old = r->v[i].m;
+            r->v[i] = r->v[--r->n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    model_unref(old);
+    return old ? 0 : -1;
+}
+
+cl_serve_model *cl_serve_registry_get(cl_serve_registry *r, const char *name, int64_t version, cl_err *err)
+{
+    cl_serve_model *best = NULL;
+    bool known = false;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n; i++) {
+        cl_serve_model *m = r->v[i].m;
+        if (strcmp(m->name, name) != 0)
+            continue;
+        known = true;
+        if (version > 0 ? m->version == version : (!best || m->version > best->version))
+            best = m;
+    }
+    if (best)
+        atomic_fetch_add(&best->refs, 1);
+    pthread_mutex_unlock(&r->mu);
+    if (!best) {
+        if (known)
+            cl_err_set(err, CL_E_INVALID, "Servable not found for request: Specific(%s, %lld)", name,
+                       (long long)version);
+        else
+            cl_err_set(err, CL_E_INVALID, "Servable not found for request: Latest(%s)", name);
+    }
+    return best;
+}
+
+size_t cl_serve_registry_versions(cl_serve_registry *r, const char *name, int64_t *out, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->v[i].m->name, name) != 0)
+            continue;
+        int64_t v = r->v[i].m->version;
+        /* insertion into out[], highest first */
+        size_t k = n < max ? n : max;
+        size_t j = k;
+        while (j > 0 && out[j - 1] < v) {
+            if (j < max)
+                out[j] = out[j - 1];
+            j--;
+        }
+        if (j < max)
+            out[j] = v;
+        n++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const char *name, int64_t version),
+                               void *arg)
+{
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n; i++)
+        fn(arg, r->v[i].m->name, r->v[i].m->version);
+    pthread_mutex_unlock(&r->mu);
+}
+
+const char *cl_serve_model_name(const cl_serve_model *m) { return m->name; }
+int64_t cl_serve_model_version(const cl_serve_model *m) { return m->version; }
+const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m) { return m->backend.signature; }
+void cl_serve_model_release(cl_serve_model *m) { model_unref(m); }
+
+static void shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
+{
+    size_t used = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? "," : "", (long long)dims[i]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, "]");
+}
+
+int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+                       size_t *n_outputs, cl_err *err)
+{
+    const cl_serve_signature *sig = m->backend.signature;
+    *outputs = NULL;
+    *n_outputs = 0;
+    for (size_t i = 0; i < n_inputs; i++) {
+        size_t k = 0;
+        while (k < sig->n_inputs && strcmp(sig->inputs[k].name, inputs[i].name) != 0)
+            k++;
+        if (k == sig->n_inputs)
+            return cl_err_set(err, CL_E_INVALID, "input tensor alias not found in signature: %s", inputs[i].name);
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(inputs[j].name, inputs[i].name) == 0)
+                return cl_err_set(err, CL_E_INVALID, "input '%s' is given twice", inputs[i].name);
+    }
+    if (n_inputs != sig->n_inputs) {
+        for (size_t k = 0; k < sig->n_inputs; k++) {
+            size_t i = 0;
+            while (i < n_inputs && strcmp(sig->inputs[k].name, inputs[i].name) != 0)
+                i++;
+            if (i == n_inputs)
+                return cl_err_set(err, CL_E_INVALID, "input size does not match signature: %zu != %zu; missing "
+                                  "input '%s'", n_inputs, sig->n_inputs, sig->inputs[k].name);
+        }
+    }
+    cl_serve_tensor *ordered = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof *ordered);
+    if (!ordered)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t k = 0; k < sig->n_inputs; k++) {
+        const cl_serve_tensor_spec *ts = &sig->inputs[k];
+        size_t i = 0;
+        while (strcmp(ts->name, inputs[i].name) != 0)
+            i++;
+        const cl_serve_tensor *t = &inputs[i];
+        if (t->dtype != ts->dtype) {
+            free(ordered);
+            return cl_err_set(err, CL_E_INVALID, "Expects arg[%zu] ('%s') to be %s but %s is provided", k, ts->name,
+                              cl_serve_dtype_name(ts->dtype), cl_serve_dtype_name(t->dtype));
+        }
+        bool ok = ts->ndim < 0 || ts->ndim == t->ndim;
+        for (int d = 0; ok && ts->ndim >= 0 && d < ts->ndim; d++)
+            ok = ts->dims[d] < 0 || ts->dims[d] == t->dims[d];
+        if (!ok) {
+            char want[160], got[160];
+            shape_str(want, sizeof want, ts->ndim, ts->dims);
+            shape_str(got, sizeof got, t->ndim, t->dims);
+            free(ordered);
+            return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, the signature wants %s (-1: any size)",
+                              ts->name, got, want);
+        }
+        ordered[k] = *t; /* shallow: the backend reads, never frees */
+    }
+    int rc = m->backend.run(m->backend.ctx, ordered, sig->n_inputs, outputs, n_outputs, err);
+    free(ordered);
+    if (rc != 0) {
+        cl_serve_tensors_free(*outputs, *n_outputs);
+        *outputs = NULL;
+        *n_outputs = 0;
+    }
+    return rc;
+}

@@ -1,0 +1,131 @@
+/* serve_int.h — internals shared by the files of the serve module (not a public interface):
+ * the request "call" that travels from a protocol front end (grpc.c, rest.c) through the worker
+ * pool (pool.c) and back, protobuf and JSON conversions (pbconv.c, jsonconv.c), TLS contexts
+ * (tls.c), metrics and the server object (server.c).
+ *
+ * Threading model: one libevent loop thread owns every connection, stream and HTTP request; the
+ * worker threads only see a call's model, inputs, outputs and error while it is queued or running.
+ * A finished call is handed back to the loop thread, which encodes and sends the response (or just
+ * frees the call if its client went away meanwhile: owner == NULL). */
+#ifndef CLOISTER_SERVE_INT_H
+#define CLOISTER_SERVE_INT_H
+
+#include <stdatomic.h>
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "cloister/serve.h"
+
+#define CL_SERVE_MOD "serve"
+
+typedef struct cl_serve_status {
+    cl_serve_code code;
+    char msg[CL_ERR_MSG_MAX];
+    char model[128]; /* the model the request named, when known (for metrics) */
+} cl_serve_status;
+
+/* Sets a status; returns the code (so `return st_set(st, ...)` reads well). */
+cl_serve_code cl_serve_st_set(cl_serve_status *st, cl_serve_code code, const char *fmt, ...) CL_PRINTF(3, 4);
+/* Status from a library error: CL_E_INVALID / CL_E_FORMAT -> INVALID_ARGUMENT, CL_E_NOMEM ->
+ * RESOURCE_EXHAUSTED, anything else INTERNAL. */
+cl_serve_code cl_serve_st_from_err(cl_serve_status *st, const cl_err *err);
+
+typedef enum { CL_API_GRPC = 0, CL_API_REST = 1 } cl_serve_api;
+typedef enum { CL_RPC_PREDICT = 0, CL_RPC_METADATA, CL_RPC_STATUS, CL_RPC_COUNT } cl_serve_rpc;
+
+typedef struct cl_serve_server cl_serve_server;
+typedef struct cl_serve_call cl_serve_call;
+
+struct cl_serve_call {
+    cl_serve_server *srv;
+    cl_serve_api api;
+    cl_serve_rpc rpc;
+    uint64_t start_ns;
+    cl_serve_model *model;        /* reference held by the call */
+    cl_serve_tensor *inputs;      /* owned */
+    size_t n_inputs;
+    cl_serve_tensor *outputs;     /* owned, set by the worker */
+    size_t n_outputs;
+    char **output_filter;         /* owned, gRPC only */
+    size_t n_output_filter;
+    int json_format;              /* REST: 0 row (instances/predictions), 1 columnar (inputs/outputs) */
+    cl_serve_status st;           /* set by the worker */
+    /* loop thread only: */
+    void *owner;                  /* stream or HTTP request; NULL once the client is gone */
+    void (*done)(cl_serve_call *c); /* encodes and sends the result, then frees the call */
+    cl_serve_call *next;
+};
+
+cl_serve_call *cl_serve_call_new(cl_serve_server *srv, cl_serve_api api, cl_serve_rpc rpc);
+void cl_serve_call_free(cl_serve_call *c);
+
+/* ---- worker pool (pool.c): bounded queue; completions are delivered on the loop thread. */
+typedef struct cl_serve_pool cl_serve_pool;
+cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit, cl_err *err);
+/* Queues a call; -1 when the queue is full (the call is untouched and still the caller's). */
+int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c);
+/* Calls queued or running (for graceful shutdown). */
+unsigned cl_serve_pool_inflight(cl_serve_pool *p);
+/* Stops the workers after the queue drains, joins them, frees the pool. Loop thread only. */
+void cl_serve_pool_free(cl_serve_pool *p);
+
+/* ---- protobuf (pbconv.c). Requests are parsed with a size limit on tensors (max_bytes). */
+/* PredictRequest -> call (model looked up, inputs converted). */
+cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *msg, size_t len, size_t max_bytes,
+                                        cl_serve_call *c);
+/* call (after the worker) -> serialized PredictResponse, malloc()ed. */
+cl_serve_code cl_serve_pb_predict_response(cl_serve_call *c, uint8_t **out, size_t *out_len);
+cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
+                                   size_t *out_len, cl_serve_status *st);
+cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
+                                 size_t *out_len, cl_serve_status *st);
+
+/* ---- JSON (jsonconv.c), TF Serving's REST formats. */
+/* :predict body -> inputs (matched to the model's signature) and c->json_format. */
+cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c);
+/* outputs -> response body (malloc()ed, NUL-terminated). */
+cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_t *out_len);
+char *cl_serve_json_metadata(const cl_serve_model *m);
+/* model_version_status for the given versions (all AVAILABLE). */
+char *cl_serve_json_status(const int64_t *versions, size_t n);
+/* {"error": msg} */
+char *cl_serve_json_error(const char *msg);
+
+/* ---- gRPC framing (grpc.c) */
+/* Parses one length-prefixed gRPC message that must fill buf exactly. Returns the code:
+ * OK, INVALID_ARGUMENT (malformed/trailing), UNIMPLEMENTED (compressed), RESOURCE_EXHAUSTED. */
+cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
+                                    size_t *msg_len, cl_serve_status *st);
+/* Percent-encodes a grpc-message value (out has room for 3*strlen(in)+1). */
+void cl_serve_grpc_percent_encode(const char *in, char *out);
+
+/* ---- TLS (tls.c) */
+/* A server context: TLS 1.2+, the config's certificate and key, client verification against
+ * custom_ca when client_verify; ALPN chooses `alpn` ("h2" or "http/1.1") or fails the handshake. */
+SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_err *err);
+
+/* ---- server (server.c), for the front ends */
+struct evhttp;
+struct evhttp_bound_socket;
+typedef struct cl_serve_grpc_listener cl_serve_grpc_listener;
+cl_serve_registry *cl_serve_srv_registry(cl_serve_server *s);
+const cl_serve_config *cl_serve_srv_config(cl_serve_server *s);
+cl_serve_pool *cl_serve_srv_pool(cl_serve_server *s);
+/* Records a finished request for /monitoring/prometheus/metrics. Loop thread or any thread. */
+void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model,
+                             cl_serve_code code, uint64_t latency_ns);
+char *cl_serve_metrics_render(cl_serve_server *s);
+
+/* grpc.c */
+cl_serve_grpc_listener *cl_serve_grpc_listen(cl_serve_server *s, struct event_base *base, int fd, SSL_CTX *ctx,
+                                             cl_err *err);
+/* Stops accepting, sends GOAWAY on every connection. */
+void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l);
+void cl_serve_grpc_free(cl_serve_grpc_listener *l);
+
+/* rest.c */
+struct evhttp *cl_serve_rest_listen(cl_serve_server *s, struct event_base *base, int fd, SSL_CTX *ctx,
+                                    struct evhttp_bound_socket **bound, cl_err *err);
+
+#endif

@@ -1,0 +1,439 @@
+/* server.c — cl_serve_server: the event loop that carries both front ends, its listening sockets,
+ * TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown (stop
+ * accepting, GOAWAY to gRPC clients, let queued and running requests finish within
+ * request_timeout_ms, then return from cl_serve_server_run).
+ * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; the rest
+ * belongs to the thread that runs the loop. The process ignores SIGPIPE once a server exists
+ * (writes to vanished clients must fail with EPIPE, not kill the server). */
+#include "serve_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#define METRIC_MAX 256
+#define MODEL_NAME_MAX 128
+static const double buckets_s[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define NBUCKETS (sizeof buckets_s / sizeof buckets_s[0])
+
+typedef struct metric {
+    char model[MODEL_NAME_MAX];
+    cl_serve_api api;
+    cl_serve_rpc rpc;
+    cl_serve_code code;
+    uint64_t count;
+} metric;
+
+typedef struct latency {
+    uint64_t bucket[NBUCKETS + 1];
+    uint64_t count;
+    double sum_s;
+} latency;
+
+struct cl_serve_server {
+    cl_serve_config cfg;
+    cl_serve_registry *reg;
+    struct event_base *base;
+    int grpc_fd, rest_fd;
+    int grpc_port, rest_port;
+    SSL_CTX *grpc_ctx, *rest_ctx;
+    cl_serve_grpc_listener *grpc;
+    struct evhttp *rest;
+    struct evhttp_bound_socket *rest_sock;
+    cl_serve_pool *pool;
+    struct event *stop_ev, *drain_ev, *sig_term, *sig_int;
+    bool stopping;
+    uint64_t stop_deadline_ns, drained_at_ns;
+    pthread_mutex_t mmu;
+    metric metrics[METRIC_MAX];
+    size_t n_metrics;
+    uint64_t metrics_dropped;
+    latency lat[2][CL_RPC_COUNT];
+};
+
+static const char *const api_names[] = {"GRPC", "REST"};
+static const char *const rpc_names[] = {"predict", "metadata", "status"};
+
+cl_serve_registry *cl_serve_srv_registry(cl_serve_server *s) { return s->reg; }
+const cl_serve_config *cl_serve_srv_config(cl_serve_server *s) { return &s->cfg; }
+cl_serve_pool *cl_serve_srv_pool(cl_serve_server *s) { return s->pool; }
+int cl_serve_server_grpc_port(const cl_serve_server *s) { return s->grpc_port; }
+int cl_serve_server_rest_port(const cl_serve_server *s) { return s->rest_port; }
+
+/* ---------------------------------------------------------------- metrics */
+
+void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model,
+                             cl_serve_code code, uint64_t latency_ns)
+{
+    if ((unsigned)rpc >= CL_RPC_COUNT)
+        rpc = CL_RPC_PREDICT;
+    if (!model)
+        model = "";
+    pthread_mutex_lock(&s->mmu);
+    size_t i = 0;
+    for (; i < s->n_metrics; i++) {
+        metric *m = &s->metrics[i];
+        if (m->api == api && m->rpc == rpc && m->code == code && strncmp(m->model, model, MODEL_NAME_MAX - 1) == 0)
+            break;
+    }
+    if (i == s->n_metrics && i < METRIC_MAX) {
+        metric *m = &s->metrics[s->n_metrics++];
+        snprintf(m->model, sizeof m->model, "%s", model);
+        m->api = api;
+        m->rpc = rpc;
+        m->code = code;
+    }
+    if (i < METRIC_MAX)
+        s->metrics[i].count++;
+    else
+        s->metrics_dropped++;
+    latency *l = &s->lat[api][rpc];
+    double sec = (double)latency_ns / 1e9;
+    size_t b = 0;
+    while (b < NBUCKETS && sec > buckets_s[b])
+        b++;
+    l->bucket[b]++;
+    l->count++;
+    l->sum_s += sec;
+    pthread_mutex_unlock(&s->mmu);
+}
+
+typedef struct mbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} mbuf;
+
+CL_PRINTF(2, 3) static void mb_fmt(mbuf *b, const char *fmt, ...)
+{
+    for (;;) {
+        if (b->failed)
+            return;
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = true;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->failed = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+/* Prometheus label values escape backslash, quote and newline. */
+static void label_escape(const char *in, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (; *in && o + 3 < cap; in++) {
+        if (*in == '\\' || *in == '"') {
+            out[o++] = '\\';
+            out[o++] = *in;
+        } else if (*in == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else {
+            out[o++] = *in;
+        }
+    }
+    out[o] = '\0';
+}
+
+static void count_models(void *arg, const char *name, int64_t version) { (*(size_t *)arg)++; }
+
+char *cl_serve_metrics_render(cl_serve_server *s)
+{
+    mbuf b = {0};
+    mb_fmt(&b, "# HELP :tensorflow:serving:request_count Requests by model, API, entrypoint and status.\n"
+               "# TYPE :tensorflow:serving:request_count counter\n");
+    pthread_mutex_lock(&s->mmu);
+    for (size_t i = 0; i < s->n_metrics; i++) {
+        const metric *m = &s->metrics[i];
+        char model[2 * MODEL_NAME_MAX + 1];
+        label_escape(m->model, model, sizeof model);
+        mb_fmt(&b, ":tensorflow:serving:request_count{model_name=\"%s\",API=\"%s\",entrypoint=\"%s\",status=\"%s\"} "
+               "%llu\n", model, rpc_names[m->rpc], api_names[m->api], cl_serve_code_name(m->code),
+               (unsigned long long)m->count);
+    }
+    mb_fmt(&b, "# HELP :tensorflow:serving:request_latency Request latency in seconds, by API and entrypoint.\n"
+               "# TYPE :tensorflow:serving:request_latency histogram\n");
+    for (int a = 0; a < 2; a++) {
+        for (int r = 0; r < CL_RPC_COUNT; r++) {
+            const latency *l = &s->lat[a][r];
+            uint64_t cum = 0;
+            for (size_t k = 0; k <= NBUCKETS; k++) {
+                cum += l->bucket[k];
+                if (k < NBUCKETS)
+                    mb_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"%g\"} "
+                           "%llu\n", rpc_names[r], api_names[a], buckets_s[k], (unsigned long long)cum);
+                else
+                    mb_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"+Inf\"} "
+                           "%llu\n", rpc_names[r], api_names[a], (unsigned long long)cum);
+            }
+            mb_fmt(&b, ":tensorflow:serving:request_latency_sum{API=\"%s\",entrypoint=\"%s\"} %.9f\n", rpc_names[r],
+                   api_names[a], l->sum_s);
+            mb_fmt(&b, ":tensorflow:serving:request_latency_count{API=\"%s\",entrypoint=\"%s\"} %llu\n",
+                   rpc_names[r], api_names[a], (unsigned long long)l->count);
+        }
+    }
+    uint64_t dropped = s->metrics_dropped;
+    pthread_mutex_unlock(&s->mmu);
+    size_t models = 0;
+    cl_serve_registry_foreach(s->reg, count_models, &models);
+    mb_fmt(&b, "# HELP cloister_serve_model_versions Model versions loaded.\n# TYPE cloister_serve_model_versions "
+               "gauge\ncloister_serve_model_versions %zu\n", models);
+    mb_fmt(&b, "# HELP cloister_serve_requests_inflight Requests queued or running on workers.\n"
+               "# TYPE cloister_serve_requests_inflight gauge\ncloister_serve_requests_inflight %u\n",
+           s->pool ? cl_serve_pool_inflight(s->pool) : 0);
+    mb_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
+               "full.\n# TYPE cloister_serve_metric_series_dropped counter\ncloister_serve_metric_series_dropped "
+               "%llu\n", (unsigned long long)dropped);
+    if (b.failed) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+static int listen_on(const char *host, int port, int *bound, cl_err *err)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc != 0)
+        return cl_err_set(err, CL_E_INVALID, "cannot use listen address '%s': %s (give a numeric IPv4 or IPv6 "
+                          "address)", host, gai_strerror(rc));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return cl_err_errno(err, CL_E_IO, errno, "cannot create a socket");
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
+        int e = errno;
+        close(fd);
+        freeaddrinfo(ai);
+        return cl_err_errno(err, CL_E_IO, e, "cannot listen on %s:%d%s", host, port,
+                            e == EADDRINUSE ? " (another process uses this port; choose another)" : "");
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *bound = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+                                      : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static pthread_once_t evthread_once = PTHREAD_ONCE_INIT;
+static int evthread_rc;
+static void evthread_init(void)
+{
+    evthread_rc = evthread_use_pthreads();
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    cl_serve_server *s = arg;
+    uint64_t now = cl_now_ns();
+    if (cl_serve_pool_inflight(s->pool) == 0) {
+        /* give the loop a moment to write the last responses out */
+        if (!s->drained_at_ns)
+            s->drained_at_ns = now;
+        if (now - s->drained_at_ns < 200000000ull)
+            return;
+        CL_INFO(CL_SERVE_MOD, "all requests finished; stopping");
+        event_base_loopexit(s->base, NULL);
+    } else if (now > s->stop_deadline_ns) {
+        CL_WARN(CL_SERVE_MOD, "%u request(s) still running after %u ms; stopping anyway",
+                cl_serve_pool_inflight(s->pool), s->cfg.request_timeout_ms);
+        event_base_loopexit(s->base, NULL);
+    }
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    cl_serve_server *s = arg;
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    CL_INFO(CL_SERVE_MOD, "shutting down: no new connections; %u request(s) in flight",
+            cl_serve_pool_inflight(s->pool));
+    cl_serve_grpc_shutdown(s->grpc);
+    if (s->rest && s->rest_sock) {
+        evhttp_del_accept_socket(s->rest, s->rest_sock);
+        s->rest_sock = NULL;
+    }
+    s->stop_deadline_ns = cl_now_ns() + (uint64_t)s->cfg.request_timeout_ms * 1000000ull;
+    struct timeval tv = {0, 20000};
+    s->drain_ev = event_new(s->base, -1, EV_PERSIST, on_drain, s);
+    if (!s->drain_ev || event_add(s->drain_ev, &tv) != 0)
+        event_base_loopexit(s->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    CL_INFO(CL_SERVE_MOD, "received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    on_stop(-1, 0, arg);
+}
+
+cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_registry *reg, cl_err *err)
+{
+    pthread_once(&evthread_once, evthread_init);
+    if (evthread_rc != 0) {
+        cl_err_set(err, CL_E_INTERNAL, "libevent has no pthread support");
+        return NULL;
+    }
+    if (!cfg->tls && !cfg->allow_plaintext) {
+        cl_err_set(err, CL_E_INVALID, "no TLS configuration: give a certificate and key (or an SSL config file), "
+                   "or explicitly allow plaintext");
+        return NULL;
+    }
+    if (cfg->grpc_port < 0 && cfg->rest_port < 0) {
+        cl_err_set(err, CL_E_INVALID, "both the gRPC and the REST listener are disabled");
+        return NULL;
+    }
+    cl_serve_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&s->mmu, NULL);
+    s->cfg = *cfg;
+    if (!s->cfg.host)
+        s->cfg.host = "0.0.0.0";
+    if (!s->cfg.max_request_bytes)
+        s->cfg.max_request_bytes = 64u << 20;
+    if (!s->cfg.request_timeout_ms)
+        s->cfg.request_timeout_ms = 30000;
+    if (!s->cfg.workers)
+        s->cfg.workers = 2;
+    if (!s->cfg.queue_limit)
+        s->cfg.queue_limit = 64;
+    s->reg = reg;
+    s->grpc_fd = s->rest_fd = -1;
+    s->grpc_port = s->rest_port = -1;
+    if (!(s->base = event_base_new())) {
+        cl_err_set(err, CL_E_NOMEM, "cannot create the event loop");
+        goto fail;
+    }
+    if (cfg->tls) {
+        if ((cfg->grpc_port >= 0 && !(s->grpc_ctx = cl_serve_tls_ctx(cfg->tls, "h2", err))) ||
+            (cfg->rest_port >= 0 && !(s->rest_ctx = cl_serve_tls_ctx(cfg->tls, "http/1.1", err)))) {
+            cl_err_prefix(err, "TLS configuration");
+            goto fail;
+        }
+    }
+    if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, err)))
+        goto fail;
+    if (cfg->grpc_port >= 0) {
+        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, &s->grpc_port, err)) < 0)
+            goto fail;
+        if (!(s->grpc = cl_serve_grpc_listen(s, s->base, s->grpc_fd, s->grpc_ctx, err)))
+            goto fail;
+        s->grpc_fd = -1; /* the listener owns it */
+    }
+    if (cfg->rest_port >= 0) {
+        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, &s->rest_port, err)) < 0)
+            goto fail;
+        if (!(s->rest = cl_serve_rest_listen(s, s->base, s->rest_fd, s->rest_ctx, &s->rest_sock, err)))
+            goto fail;
+        s->rest_fd = -1; /* evhttp owns it */
+    }
+    s->stop_ev = event_new(s->base, -1, 0, on_stop, s);
+    if (!s->stop_ev) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if (cfg->handle_signals) {
+        s->sig_term = evsignal_new(s->base, SIGTERM, on_signal, s);
+        s->sig_int = evsignal_new(s->base, SIGINT, on_signal, s);
+        if (!s->sig_term || !s->sig_int || evsignal_add(s->sig_term, NULL) != 0 || evsignal_add(s->sig_int, NULL) != 0) {
+            cl_err_set(err, CL_E_INTERNAL, "cannot install the SIGTERM/SIGINT handlers");
+            goto fail;
+        }
+    }
+    return s;
+fail:
+    cl_serve_server_free(s);
+    return NULL;
+}
+
+int cl_serve_server_run(cl_serve_server *s, cl_err *err)
+{
+    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d (%s%s), %u workers, queue %u",
+            s->grpc_port >= 0 ? s->cfg.host : "", s->grpc_port >= 0 ? ":" : "off", s->grpc_port >= 0 ? s->grpc_port : 0,
+            s->rest_port >= 0 ? s->cfg.host : "", s->rest_port >= 0 ? ":" : "off", s->rest_port >= 0 ? s->rest_port : 0,
+            s->cfg.tls ? (s->cfg.tls->client_verify ? "mutual TLS" : "TLS") : "PLAINTEXT",
+            s->cfg.tls ? "" : ", not for production", s->cfg.workers, s->cfg.queue_limit);
+    if (event_base_dispatch(s->base) < 0)
+        return cl_err_set(err, CL_E_INTERNAL, "the event loop failed");
+    return 0;
+}
+
+void cl_serve_server_stop(cl_serve_server *s)
+{
+    if (s && s->stop_ev)
+        event_active(s->stop_ev, EV_READ, 0);
+}
+
+void cl_serve_server_free(cl_serve_server *s)
+{
+    if (!s)
+        return;
+    cl_serve_grpc_free(s->grpc);
+    if (s->rest)
+        evhttp_free(s->rest);
+    cl_serve_pool_free(s->pool);
+    if (s->grpc_fd >= 0)
+        close(s->grpc_fd);
+    if (s->rest_fd >= 0)
+        close(s->rest_fd);
+    if (s->drain_ev)
+        event_free(s->drain_ev);
+    if (s->stop_ev)
+        event_free(s->stop_ev);
+    if (s->sig_term)
+        event_free(s->sig_term);
+    if (s->sig_int)
+        event_free(s->sig_int);
+    SSL_CTX_free(s->grpc_ctx);
+    SSL_CTX_free(s->rest_ctx);
+    if (s->base)
+        event_base_free(s->base);
+    pthread_mutex_destroy(&s->mmu);
+    free(s);
+}

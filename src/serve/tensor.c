@@ -1,0 +1,129 @@
+/* tensor.c — tensors, element types and status codes of the serve module: cl_serve_dtype_*,
+ * cl_serve_tensor_*, cl_serve_shape_elements, cl_serve_code_*. Pure functions, thread-safe. */
+#include "cloister/serve.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+size_t cl_serve_dtype_size(cl_serve_dtype dt)
+{
+    switch (dt) {
+    case CL_SERVE_DT_FLOAT: return 4;
+    case CL_SERVE_DT_DOUBLE: return 8;
+    case CL_SERVE_DT_INT32: return 4;
+    case CL_SERVE_DT_UINT8: return 1;
+    case CL_SERVE_DT_INT8: return 1;
+    case CL_SERVE_DT_INT64: return 8;
+    case CL_SERVE_DT_BOOL: return 1;
+    default: return 0;
+    }
+}
+
+const char *cl_serve_dtype_name(cl_serve_dtype dt)
+{
+    switch (dt) {
+    case CL_SERVE_DT_FLOAT: return "DT_FLOAT";
+    case CL_SERVE_DT_DOUBLE: return "DT_DOUBLE";
+    case CL_SERVE_DT_INT32: return "DT_INT32";
+    case CL_SERVE_DT_UINT8: return "DT_UINT8";
+    case CL_SERVE_DT_INT8: return "DT_INT8";
+    case CL_SERVE_DT_INT64: return "DT_INT64";
+    case CL_SERVE_DT_BOOL: return "DT_BOOL";
+    default: return "DT_INVALID";
+    }
+}
+
+int64_t cl_serve_shape_elements(int ndim, const int64_t *dims)
+{
+    if (ndim < 0 || ndim > CL_SERVE_MAX_DIMS)
+        return -1;
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (dims[i] < 0)
+            return -1;
+        if (dims[i] != 0 && n > INT64_MAX / dims[i])
+            return -1;
+        n *= dims[i];
+    }
+    return n;
+}
+
+int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim,
+                         const int64_t *dims, size_t max_bytes, cl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    size_t es = cl_serve_dtype_size(dtype);
+    if (!es)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s': unsupported dtype %d", name ? name : "", (int)dtype);
+    if (ndim < 0 || ndim > CL_SERVE_MAX_DIMS)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s': rank %d not supported (at most %d)", name ? name : "",
+                          ndim, CL_SERVE_MAX_DIMS);
+    int64_t n = cl_serve_shape_elements(ndim, dims);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / es)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s': invalid shape", name ? name : "");
+    size_t bytes = (size_t)n * es;
+    if (max_bytes && bytes > max_bytes)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s' would need %zu bytes, above the limit of %zu",
+                          name ? name : "", bytes, max_bytes);
+    t->name = strdup(name ? name : "");
+    t->data = calloc(1, bytes ? bytes : 1);
+    if (!t->name || !t->data) {
+        cl_serve_tensor_clear(t);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory for tensor '%s'", name ? name : "");
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->dims[i] = dims[i];
+    t->nbytes = bytes;
+    return 0;
+}
+
+void cl_serve_tensor_clear(cl_serve_tensor *t)
+{
+    if (!t)
+        return;
+    free(t->name);
+    free(t->data);
+    memset(t, 0, sizeof *t);
+}
+
+void cl_serve_tensors_free(cl_serve_tensor *t, size_t n)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < n; i++)
+        cl_serve_tensor_clear(&t[i]);
+    free(t);
+}
+
+static const char *const code_names[] = {
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+
+const char *cl_serve_code_name(cl_serve_code c)
+{
+    return (unsigned)c < CL_ARRAY_LEN(code_names) ? code_names[c] : "UNKNOWN";
+}
+
+int cl_serve_code_http(cl_serve_code c)
+{
+    switch (c) {
+    case CL_SC_OK: return 200;
+    case CL_SC_CANCELLED: return 499;
+    case CL_SC_INVALID_ARGUMENT:
+    case CL_SC_FAILED_PRECONDITION:
+    case CL_SC_OUT_OF_RANGE: return 400;
+    case CL_SC_DEADLINE_EXCEEDED: return 504;
+    case CL_SC_NOT_FOUND: return 404;
+    case CL_SC_ALREADY_EXISTS:
+    case CL_SC_ABORTED: return 409;
+    case CL_SC_PERMISSION_DENIED: return 403;
+    case CL_SC_UNAUTHENTICATED: return 401;
+    case CL_SC_RESOURCE_EXHAUSTED: return 429;
+    case CL_SC_UNIMPLEMENTED: return 501;
+    case CL_SC_UNAVAILABLE: return 503;
+    default: return 500;
+    }
+}

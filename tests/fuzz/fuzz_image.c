@@ -1,0 +1,24 @@
+/* fuzz_image.c — fuzz target for the JPEG/PNG decoders and the preprocessing that follows: image bytes
+ * come from untrusted clients, so any input must decode or fail cleanly, within the pixel limit. */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "cloister/image.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    uint32_t channels = (data[0] & 1) ? 3 : 1;
+    cl_image img;
+    if (cl_image_decode(data + 1, size - 1, channels, 1u << 20, &img, NULL) == 0) {
+        cl_image_preproc p = {.width = 7, .height = 5, .channels = channels,
+                              .resize = (data[0] & 2) ? CL_IMAGE_RESIZE_AREA : CL_IMAGE_RESIZE_BILINEAR,
+                              .scale = 1.0f / 255};
+        float out[7 * 5 * 3];
+        if (cl_image_to_tensor(&img, &p, out, NULL) != 0)
+            abort(); /* a decoded image with matching channels must always convert */
+        cl_image_free(&img);
+    }
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* testmodel.c — the deterministic test backends described in testmodel.h (test code only). */
+#include "testmodel.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+float tm_affine_w(int i, int j) { return 0.1f * (float)(i + 1) - 0.2f * (float)j + 0.05f * (float)(i * j); }
+float tm_affine_b(int j) { return 0.5f - 0.25f * (float)j; }
+
+static const cl_serve_tensor_spec affine_in[] = {{"x", CL_SERVE_DT_FLOAT, 2, {-1, 4}}};
+static const cl_serve_tensor_spec affine_out[] = {
+    {"logits", CL_SERVE_DT_FLOAT, 2, {-1, 3}}, {"probs", CL_SERVE_DT_FLOAT, 2, {-1, 3}}, {"class", CL_SERVE_DT_INT64, 1, {-1}}};
+static const cl_serve_signature affine_sig = {"serving_default", "tensorflow/serving/predict", affine_in, 1,
+                                              affine_out, 3};
+
+static int affine_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serve_tensor **out, size_t *n_out,
+                      cl_err *err)
+{
+    int64_t rows = in[0].dims[0];
+    cl_serve_tensor *o = calloc(3, sizeof *o);
+    if (!o)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    int64_t d2[2] = {rows, 3};
+    if (cl_serve_tensor_init(&o[0], "logits", CL_SERVE_DT_FLOAT, 2, d2, 0, err) != 0 ||
+        cl_serve_tensor_init(&o[1], "probs", CL_SERVE_DT_FLOAT, 2, d2, 0, err) != 0 ||
+        cl_serve_tensor_init(&o[2], "class", CL_SERVE_DT_INT64, 1, &rows, 0, err) != 0) {
+        cl_serve_tensors_free(o, 3);
+        return -1;
+    }
+    const float *x = in[0].data;
+    float *lg = o[0].data, *pr = o[1].data;
+    int64_t *cls = o[2].data;
+    for (int64_t r = 0; r < rows; r++) {
+        float mx = -INFINITY;
+        int best = 0;
+        for (int j = 0; j < 3; j++) {
+            float acc = tm_affine_b(j);
+            for (int i = 0; i < 4; i++)
+                acc += x[r * 4 + i] * tm_affine_w(i, j);
+            lg[r * 3 + j] = acc;
+            if (acc > mx) {
+                mx = acc;
+                best = j;
+            }
+        }
+        float sum = 0;
+        for (int j = 0; j < 3; j++)
+            sum += pr[r * 3 + j] = expf(lg[r * 3 + j] - mx);
+        for (int j = 0; j < 3; j++)
+            pr[r * 3 + j] /= sum;
+        cls[r] = best;
+    }
+    *out = o;
+    *n_out = 3;
+    return 0;
+}
+
+static const cl_serve_tensor_spec adder_in[] = {{"a", CL_SERVE_DT_INT32, 1, {-1}}, {"b", CL_SERVE_DT_INT32, 1, {-1}}};
+static const cl_serve_tensor_spec adder_out[] = {{"sum", CL_SERVE_DT_INT32, 1, {-1}}};
+static const cl_serve_signature adder_sig = {"serving_default", "tensorflow/serving/predict", adder_in, 2,
+                                             adder_out, 1};
+
+static int adder_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serve_tensor **out, size_t *n_out,
+                     cl_err *err)
+{
+    if (in[0].dims[0] != in[1].dims[0])
+        return cl_err_set(err, CL_E_INVALID, "a and b must have the same length (%lld vs %lld)",
+                          (long long)in[0].dims[0], (long long)in[1].dims[0]);
+    cl_serve_tensor *o = calloc(1, sizeof *o);
+    if (!o || cl_serve_tensor_init(o, "sum", CL_SERVE_DT_INT32, 1, in[0].dims, 0, err) != 0) {
+        free(o);
+        return -1;
+    }
+    const int32_t *a = in[0].data, *b = in[1].data;
+    int32_t *s = o->data;
+    for (int64_t i = 0; i < in[0].dims[0]; i++)
+        s[i] = (int32_t)((uint32_t)a[i] + (uint32_t)b[i]);
+    *out = o;
+    *n_out = 1;
+    return 0;
+}
+
+static const cl_serve_tensor_spec sleepy_in[] = {{"x", CL_SERVE_DT_FLOAT, 1, {-1}}};
+static const cl_serve_tensor_spec sleepy_out[] = {{"y", CL_SERVE_DT_FLOAT, 1, {-1}}};
+static const cl_serve_signature sleepy_sig = {"serving_default", "tensorflow/serving/predict", sleepy_in, 1,
+                                              sleepy_out, 1};
+
+static int sleepy_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serve_tensor **out, size_t *n_out,
+                      cl_err *err)
+{
+    const float *x = in[0].data;
+    if (in[0].dims[0] > 0 && x[0] > 0 && x[0] <= 10000) {
+        long ms = (long)x[0];
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0) {
+        }
+    }
+    cl_serve_tensor *o = calloc(1, sizeof *o);
+    if (!o || cl_serve_tensor_init(o, "y", CL_SERVE_DT_FLOAT, 1, in[0].dims, 0, err) != 0) {
+        free(o);
+        return -1;
+    }
+    memcpy(o->data, in[0].data, in[0].nbytes);
+    *out = o;
+    *n_out = 1;
+    return 0;
+}
+
+int tm_register_all(cl_serve_registry *reg, int64_t version, bool two_versions, cl_err *err)
+{
+    cl_serve_backend affine = {&affine_sig, affine_run, NULL, NULL};
+    cl_serve_backend adder = {&adder_sig, adder_run, NULL, NULL};
+    cl_serve_backend sleepy = {&sleepy_sig, sleepy_run, NULL, NULL};
+    if (cl_serve_registry_add(reg, "affine", version, &affine, err) != 0 ||
+        cl_serve_registry_add(reg, "adder", version, &adder, err) != 0 ||
+        cl_serve_registry_add(reg, "sleepy", version, &sleepy, err) != 0)
+        return -1;
+    if (two_versions && cl_serve_registry_add(reg, "affine", version + 1, &affine, err) != 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,19 @@
+/* testmodel.h — real (small, deterministic) model backends for the serve tests. Test code, not
+ * product code: they stand in for the ONNX engine so the protocol layer can be tested end to end.
+ *   "affine":  x DT_FLOAT [-1,4] -> logits = x W + b, probs = softmax(logits) (DT_FLOAT [-1,3]),
+ *              class = argmax (DT_INT64 [-1]);  W[i][j] = 0.1*(i+1) - 0.2*j + 0.05*i*j, b[j] = 0.5 - 0.25*j
+ *   "adder":   a, b DT_INT32 [-1] -> sum DT_INT32 [-1] (a + b, wrapping), two inputs
+ *   "sleepy":  x DT_FLOAT [-1] -> y = x, after sleeping x[0] milliseconds (0..10000): for queue and
+ *              shutdown tests */
+#ifndef CLOISTER_TESTMODEL_H
+#define CLOISTER_TESTMODEL_H
+
+#include "cloister/serve.h"
+
+/* Registers the three models as version `version` (and "affine" also as version+1 when two_versions). */
+int tm_register_all(cl_serve_registry *reg, int64_t version, bool two_versions, cl_err *err);
+/* The affine model's weights, for tests that compute expected values. */
+float tm_affine_w(int i, int j);
+float tm_affine_b(int j);
+
+#endif

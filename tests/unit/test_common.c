@@ -1,0 +1,290 @@
+/* test_common.c — the common module: errors, hex, argument tables, secure memory, atomic files. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <linux/capability.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cloister/common.h"
+#include "testutil.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CL_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CL_TEST_ASAN 1
+#endif
+#endif
+#ifndef CL_TEST_ASAN
+#define CL_TEST_ASAN 0
+#endif
+
+static void test_errors(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    assert_int_equal(cl_err_set(&err, CL_E_IO, "cannot open '%s'", "x"), -1);
+    assert_int_equal(err.code, CL_E_IO);
+    assert_string_equal(err.msg, "cannot open 'x'");
+    cl_err_prefix(&err, "loading model %d", 3);
+    assert_string_equal(err.msg, "loading model 3: cannot open 'x'");
+    cl_err_errno(&err, CL_E_IO, 2, "reading");
+    assert_string_equal(err.msg, "reading: No such file or directory");
+    assert_int_equal(cl_err_set(NULL, CL_E_IO, "ignored"), -1); /* NULL err is allowed */
+    assert_string_equal(cl_status_name(CL_E_AUTH), "auth");
+    assert_string_equal(cl_status_name((cl_status)999), "unknown");
+    /* a long prefix never overflows */
+    char big[2000];
+    memset(big, 'p', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    cl_err_prefix(&err, "%s", big);
+    assert_true(strlen(err.msg) < CL_ERR_MSG_MAX);
+    cl_err_clear(&err);
+    assert_int_equal(err.code, CL_OK);
+    assert_string_equal(err.msg, "");
+}
+
+static void test_hex(void **state)
+{
+    (void)state;
+    const uint8_t in[] = {0x00, 0x01, 0xab, 0xff};
+    char out[9];
+    cl_hex_encode(in, 4, out);
+    assert_string_equal(out, "0001abff");
+    uint8_t back[4];
+    assert_int_equal(cl_hex_decode("0001ABff", 8, back, 4), 0);
+    assert_memory_equal(back, in, 4);
+    assert_int_equal(cl_hex_decode("0001abf", 7, back, 4), -1);
+    assert_int_equal(cl_hex_decode("0001abfz", 8, back, 4), -1);
+}
+
+typedef struct parsed {
+    const char *name;
+    bool flag;
+    long n;
+    cl_strlist list;
+} parsed;
+
+static int parse(parsed *p, int argc, char **argv, cl_strlist *pos, cl_err *err)
+{
+    memset(p, 0, sizeof *p);
+    p->n = 5;
+    const cl_opt opts[] = {
+        {"name", CL_ARG_STRING, &p->name, "NAME", "a name", true},
+        {"flag", CL_ARG_FLAG, &p->flag, NULL, "a flag", false},
+        {"n", CL_ARG_LONG, &p->n, "N", "a number", false, 1, 10},
+        {"item", CL_ARG_LIST, &p->list, "X", "items", false},
+    };
+    const cl_cmd_usage usage = {"test --name NAME", NULL};
+    return cl_args_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), pos, err);
+}
+
+static void test_args(void **state)
+{
+    (void)state;
+    parsed p;
+    cl_err err = {0};
+    char *ok[] = {"cmd", "--name", "a", "--flag", "--n=7", "--item", "x", "--item", "y", NULL};
+    assert_int_equal(parse(&p, 9, ok, NULL, &err), 0);
+    assert_string_equal(p.name, "a");
+    assert_true(p.flag);
+    assert_int_equal(p.n, 7);
+    assert_int_equal(p.list.count, 2);
+    assert_string_equal(p.list.items[1], "y");
+    cl_strlist_free(&p.list);
+
+    char *missing[] = {"cmd", "--flag", NULL};
+    assert_int_equal(parse(&p, 2, missing, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "missing required option --name"));
+
+    char *unknown[] = {"cmd", "--name", "a", "--bogus", NULL};
+    assert_int_equal(parse(&p, 4, unknown, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "unknown option '--bogus'"));
+
+    char *novalue[] = {"cmd", "--name", NULL};
+    assert_int_equal(parse(&p, 2, novalue, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "needs a value"));
+
+    char *twice[] = {"cmd", "--name", "a", "--name", "b", NULL};
+    assert_int_equal(parse(&p, 5, twice, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "more than once"));
+
+    char *range[] = {"cmd", "--name", "a", "--n", "11", NULL};
+    assert_int_equal(parse(&p, 5, range, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "from 1 to 10"));
+    char *notnum[] = {"cmd", "--name", "a", "--n", "3x", NULL};
+    assert_int_equal(parse(&p, 5, notnum, NULL, &err), -1);
+
+    char *empty[] = {"cmd", "--name", "", NULL};
+    assert_int_equal(parse(&p, 3, empty, NULL, &err), -1);
+
+    char *positional[] = {"cmd", "--name", "a", "file1", "file2", NULL};
+    assert_int_equal(parse(&p, 5, positional, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "unexpected argument 'file1'"));
+    cl_strlist pos = {0};
+    assert_int_equal(parse(&p, 5, positional, &pos, &err), 0);
+    assert_int_equal(pos.count, 2);
+    assert_string_equal(pos.items[0], "file1");
+    cl_strlist_free(&pos);
+
+    /* --help short-circuits, even with required options missing */
+    char *help[] = {"cmd", "--help", NULL};
+    FILE *saved = stdout;
+    stdout = fopen("/dev/null", "w");
+    int rc = parse(&p, 2, help, NULL, &err);
+    fclose(stdout);
+    stdout = saved;
+    assert_int_equal(rc, 1);
+}
+
+static void test_secmem(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    const size_t sizes[] = {0, 1, 4095, 4096, 4097, 1 << 20};
+    for (size_t i = 0; i < CL_ARRAY_LEN(sizes); i++) {
+        uint8_t *p = cl_secmem_alloc(sizes[i], &err);
+        assert_non_null(p);
+        assert_int_equal(cl_secmem_size(p), sizes[i]);
+        assert_true(cl_secmem_is_locked(p)); /* the test runs where locking is possible */
+        assert_int_equal(((uintptr_t)p) % 4096, 0);
+        memset(p, 0xa5, sizes[i]); /* the whole region is usable */
+        cl_secmem_free(p);
+    }
+    cl_secmem_free(NULL);
+
+    /* absurd sizes fail cleanly */
+    assert_null(cl_secmem_alloc(SIZE_MAX - 10, &err));
+    assert_int_equal(err.code, CL_E_NOMEM);
+
+    uint8_t a[8] = {1, 2, 3}, b[8] = {1, 2, 3};
+    assert_int_equal(cl_memeq_ct(a, b, 8), 0);
+    b[7] = 1;
+    assert_int_not_equal(cl_memeq_ct(a, b, 8), 0);
+    cl_memzero(a, sizeof a);
+    assert_int_equal(a[0] | a[1] | a[2], 0);
+}
+
+/* Runs in a child without CAP_IPC_LOCK and with a 64 KiB memlock limit: an 8 MiB secure allocation
+ * must fail with a message telling the user what to do, unless unlocked memory was explicitly
+ * allowed. Exit status 0 means every check held. */
+static int lock_failure_child(void)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    if (syscall(SYS_capget, &hdr, caps) != 0)
+        return 10;
+    caps[0].effective &= ~(1u << CAP_IPC_LOCK);
+    caps[0].permitted &= ~(1u << CAP_IPC_LOCK);
+    if (syscall(SYS_capset, &hdr, caps) != 0)
+        return 11;
+    struct rlimit low = {64 * 1024, 64 * 1024};
+    if (setrlimit(RLIMIT_MEMLOCK, &low) != 0)
+        return 12;
+    cl_err err = {0};
+    void *p = cl_secmem_alloc(8 << 20, &err);
+    if (p || err.code != CL_E_NOMEM || !strstr(err.msg, "ulimit -l") || !strstr(err.msg, "CAP_IPC_LOCK"))
+        return 13;
+    cl_log_set_level(CL_LOG_OFF);
+    cl_secmem_set_require_lock(false);
+    p = cl_secmem_alloc(8 << 20, &err);
+    if (!p || cl_secmem_is_locked(p))
+        return 14;
+    memset(p, 1, 8 << 20);
+    cl_secmem_free(p);
+    return 0;
+}
+
+static void test_secmem_lock_failure_is_actionable(void **state)
+{
+    (void)state;
+#if CL_TEST_ASAN
+    skip(); /* AddressSanitizer replaces mlock() with a no-op that always succeeds */
+#endif
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(lock_failure_child());
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_atomic_files(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "out.bin");
+    cl_err err = {0};
+    cl_atomic_file f;
+    assert_int_equal(cl_atomic_open(&f, path, 0640, false, &err), 0);
+    assert_int_equal(cl_atomic_write(&f, "hello", 5, &err), 0);
+    assert_false(tu_file_exists(path)); /* not visible until committed */
+    assert_int_equal(tu_count_entries(dir), 1);
+    assert_int_equal(cl_atomic_commit(&f, &err), 0);
+    size_t n;
+    uint8_t *data = tu_read_file(path, &n);
+    assert_int_equal(n, 5);
+    assert_memory_equal(data, "hello", 5);
+    free(data);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0640);
+
+    assert_int_equal(cl_atomic_open(&f, path, 0600, false, &err), -1);
+    assert_int_equal(err.code, CL_E_EXISTS);
+
+    assert_int_equal(cl_atomic_open(&f, path, 0600, true, &err), 0);
+    assert_int_equal(cl_atomic_write(&f, "partial", 7, &err), 0);
+    cl_atomic_abort(&f);
+    data = tu_read_file(path, &n); /* the old content survives an aborted write */
+    assert_int_equal(n, 5);
+    free(data);
+    assert_int_equal(tu_count_entries(dir), 1);
+
+    assert_int_equal(cl_file_write_atomic(path, "x", 1, 0600, true, &err), 0);
+    uint8_t *buf;
+    assert_int_equal(cl_file_read(path, 10, &buf, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(buf[1], 0); /* NUL-terminated */
+    free(buf);
+    assert_int_equal(cl_file_write_atomic(path, "0123456789ab", 12, 0600, true, &err), 0);
+    assert_int_equal(cl_file_read(path, 10, &buf, &n, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_int_equal(cl_file_read(dir, 10, &buf, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    char *nodir = tu_path(dir, "missing/x");
+    assert_int_equal(cl_file_write_atomic(nodir, "x", 1, 0600, false, &err), -1);
+    assert_int_equal(err.code, CL_E_IO);
+    free(nodir);
+    tu_rmrf(dir);
+    free(dir);
+    free(path);
+}
+
+static void test_log_levels(void **state)
+{
+    (void)state;
+    cl_log_level l;
+    assert_int_equal(cl_log_parse_level("warn", &l), 0);
+    assert_int_equal(l, CL_LOG_WARN);
+    assert_int_equal(cl_log_parse_level("loud", &l), -1);
+    cl_log_set_level(CL_LOG_ERROR);
+    assert_int_equal(cl_log_get_level(), CL_LOG_ERROR);
+    cl_log_set_level(CL_LOG_INFO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_args),         cmocka_unit_test(test_secmem),
+        cmocka_unit_test(test_secmem_lock_failure_is_actionable),
+        cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
+    };
+    return cmocka_run_group_tests_name("common", tests, NULL, NULL);
+}

@@ -1,0 +1,909 @@
+/* test_keyserver.c — end-to-end tests of the key server with the provisioning client, in process on
+ * 127.0.0.1 with an ephemeral port: the allow/deny matrix of issue 3 (one test per case), Gramine's
+ * secret_prov v1 protocol spoken byte for byte by a raw client, 100 concurrent clients, the encrypted
+ * store and the audit hash chain (an edited or removed row is detected). */
+#include "testutil.h"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sqlite3.h>
+
+#include "cloister/keyserver.h"
+
+typedef struct env {
+    char *dir, *db, *mk, *policy, *ca, *cert, *key, *sim_cert;
+    EVP_PKEY *qe_key;
+    X509 *qe_cert;
+    cl_keyserver *ks;
+    char server[64];
+    uint8_t exe[32];
+    uint8_t signer[32];
+} env;
+
+static env *E;
+
+/* ---- test PKI: a CA and a server certificate for 127.0.0.1 */
+
+static X509 *issue(EVP_PKEY *key, const char *cn, X509 *ca, EVP_PKEY *ca_key, bool is_ca)
+{
+    X509 *c = X509_new();
+    X509_set_version(c, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(c), is_ca ? 1 : 2);
+    X509_NAME *n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const uint8_t *)cn, -1, -1, 0);
+    X509_set_subject_name(c, n);
+    X509_set_issuer_name(c, ca ? X509_get_subject_name(ca) : n);
+    X509_NAME_free(n);
+    X509_gmtime_adj(X509_getm_notBefore(c), -300);
+    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
+    X509_set_pubkey(c, key);
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, ca ? ca : c, c, NULL, NULL, 0);
+    const char *exts[][2] = {{"basicConstraints", is_ca ? "critical,CA:TRUE" : "CA:FALSE"},
+                             {"subjectAltName", is_ca ? NULL : "IP:127.0.0.1"}};
+    for (int i = 0; i < 2; i++) {
+        if (!exts[i][1])
+            continue;
+        X509_EXTENSION *e = X509V3_EXT_conf(NULL, &ctx, exts[i][0], exts[i][1]);
+        assert_non_null(e);
+        X509_add_ext(c, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    assert_true(X509_sign(c, ca_key ? ca_key : key, EVP_sha256()) > 0);
+    return c;
+}
+
+static void write_pem_cert(const char *path, X509 *c)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    PEM_write_X509(f, c);
+    fclose(f);
+}
+
+static void write_policy(const char *text)
+{
+    tu_write_file(E->policy, text, strlen(text));
+}
+
+static void write_default_policy(void)
+{
+    char mre[65], mrs[65], buf[2048];
+    cl_hex_encode(E->exe, 32, mre);
+    cl_hex_encode(E->signer, 32, mrs);
+    snprintf(buf, sizeof buf,
+             "{\"version\": 1, \"identities\": ["
+             "{\"name\": \"model-server\", \"mrenclave\": \"%s\", \"mrsigner\": \"%s\", \"isv_prod_id\": 0,"
+             " \"min_isv_svn\": 2, \"evidence_types\": [\"sim\"], \"secrets\": [\"model-key\", \"tls-key\"],"
+             " \"secret_prov\": \"model-key\"},"
+             "{\"name\": \"other\", \"mrenclave\": \"%064d\", \"evidence_types\": [\"sim\"], \"secrets\": [\"other-key\"]}"
+             "]}",
+             mre, mrs, 7);
+    write_policy(buf);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    E = calloc(1, sizeof(*E));
+    cl_log_set_level(CL_LOG_ERROR);
+    cl_err err = {0};
+    E->dir = tu_tmpdir();
+    E->db = tu_path(E->dir, "ks.db");
+    E->mk = tu_path(E->dir, "ks.db.master-key");
+    E->policy = tu_path(E->dir, "policy.json");
+    E->ca = tu_path(E->dir, "ca.pem");
+    E->cert = tu_path(E->dir, "server.pem");
+    E->key = tu_path(E->dir, "server.key");
+    E->sim_cert = tu_path(E->dir, "sim_qe_cert.pem");
+
+    EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *srv_key = EVP_EC_gen("P-256");
+    X509 *ca = issue(ca_key, "test CA", NULL, NULL, true);
+    X509 *srv = issue(srv_key, "127.0.0.1", ca, ca_key, false);
+    write_pem_cert(E->ca, ca);
+    write_pem_cert(E->cert, srv);
+    FILE *f = fopen(E->key, "w");
+    PEM_write_PrivateKey(f, srv_key, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    X509_free(ca);
+    X509_free(srv);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(srv_key);
+
+    assert_int_equal(cl_attest_sim_qe_generate(&E->qe_key, &E->qe_cert, &err), 0);
+    write_pem_cert(E->sim_cert, E->qe_cert);
+    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM};
+    cl_attest_quote id;
+    assert_int_equal(cl_attest_sim_identity(&cfg, &id, &err), 0);
+    memcpy(E->exe, id.mr_enclave, 32);
+    memcpy(E->signer, id.mr_signer, 32);
+
+    uint8_t mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, true, mk, &err), 0);
+    cl_store *s = cl_store_open(E->db, mk, &err);
+    assert_non_null(s);
+    assert_int_equal(cl_store_put(s, "model-key", (const uint8_t *)"MODEL-KEY-0123456789abcdef", 26, false, &err), 0);
+    assert_int_equal(cl_store_put(s, "tls-key", (const uint8_t *)"TLS-KEY", 7, false, &err), 0);
+    assert_int_equal(cl_store_put(s, "other-key", (const uint8_t *)"OTHER", 5, false, &err), 0);
+    cl_store_close(s);
+
+    write_default_policy();
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 16, .io_timeout_ms = 5000};
+    E->ks = cl_keyserver_start(&kc, &err);
+    if (!E->ks)
+        fail_msg("%s", err.msg);
+    snprintf(E->server, sizeof E->server, "127.0.0.1:%d", cl_keyserver_port(E->ks));
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    cl_keyserver_stop(E->ks);
+    EVP_PKEY_free(E->qe_key);
+    X509_free(E->qe_cert);
+    tu_rmrf(E->dir);
+    free(E->dir); free(E->db); free(E->mk); free(E->policy); free(E->ca); free(E->cert); free(E->key);
+    free(E->sim_cert);
+    free(E);
+    return 0;
+}
+
+/* Restores the default policy after each test (some edit it). */
+static int reset(void **state)
+{
+    (void)state;
+    write_default_policy();
+    cl_err err = {0};
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+    return 0;
+}
+
+typedef struct sim_opts {
+    const uint8_t *mrenclave, *mrsigner;
+    uint16_t svn;
+    bool debug;
+    EVP_PKEY *qe_key; /* default: the trusted one */
+} sim_opts;
+
+static cl_ratls_identity *make_identity(const sim_opts *o)
+{
+    cl_err err = {0};
+    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM, .sim_qe_key = o->qe_key ? o->qe_key : E->qe_key,
+                                     .sim_mrenclave = o->mrenclave, .sim_mrsigner = o->mrsigner,
+                                     .sim_isv_svn = o->svn, .sim_debug = o->debug};
+    cl_attest_provider *p = cl_attest_provider_new(&cfg, &err);
+    assert_non_null(p);
+    cl_ratls_identity *id = cl_ratls_identity_new(p, NULL, &err);
+    assert_non_null(id);
+    cl_attest_provider_free(p);
+    return id;
+}
+
+static int fetch_with(const cl_ratls_identity *id, const char *const *names, size_t n, cl_provision_result *res,
+                      cl_err *err)
+{
+    const char *servers[] = {E->server};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                              .names = names, .name_count = n, .attempts = 1, .timeout_ms = 5000};
+    return cl_provision_fetch(&o, res, err);
+}
+
+static int fetch(const sim_opts *so, const char *const *names, size_t n, cl_provision_result *res, cl_err *err)
+{
+    cl_ratls_identity *id = make_identity(so);
+    int rc = fetch_with(id, names, n, res, err);
+    cl_ratls_identity_free(id);
+    return rc;
+}
+
+/* The newest audit record. */
+static int last_cb(void *ctx, const cl_audit_record *r)
+{
+    *(cl_audit_record *)ctx = *r;
+    return 0;
+}
+
+static cl_audit_record *last_audit(void)
+{
+    static cl_audit_record r;
+    cl_err err = {0};
+    uint8_t mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, false, mk, &err), 0);
+    cl_store *s = cl_store_open(E->db, mk, &err);
+    assert_non_null(s);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(cl_audit_list(s, 1, last_cb, &r, &err), 0);
+    cl_store_close(s);
+    return &r;
+}
+
+/* A handshake refusal is audited by the server right after it sends the alert: wait for the record. */
+static cl_audit_record *audit_after(int64_t seq)
+{
+    cl_audit_record *r = last_audit();
+    for (int i = 0; i < 300 && r->seq <= seq; i++) {
+        usleep(10000);
+        r = last_audit();
+    }
+    assert_true(r->seq > seq);
+    return r;
+}
+
+static void expect_denied_handshake(const sim_opts *so, const char *audit_reason)
+{
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    cl_err err = {0};
+    int64_t before = last_audit()->seq;
+    assert_int_equal(fetch(so, names, 1, &res, &err), -1);
+    if (err.code != CL_E_DENIED)
+        fail_msg("expected a denial, got: %s", err.msg);
+    assert_int_equal(res.count, 0);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->decision, "deny");
+    if (!strstr(r->reason, audit_reason))
+        fail_msg("audit reason '%s' does not mention '%s'", r->reason, audit_reason);
+    cl_provision_result_free(&res);
+}
+
+/* ---- the allow/deny matrix */
+
+static void test_matching_identity_gets_exactly_its_secrets(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 2};
+    const char *names[] = {"model-key", "tls-key"};
+    cl_provision_result res;
+    cl_err err = {0};
+    if (fetch(&so, names, 2, &res, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(res.count, 2);
+    assert_true(res.secrets[0].granted && res.secrets[1].granted);
+    assert_int_equal(res.secrets[0].len, 26);
+    assert_memory_equal(res.secrets[0].value, "MODEL-KEY-0123456789abcdef", 26);
+    assert_true(cl_secmem_is_locked(res.secrets[0].value));
+    assert_memory_equal(res.secrets[1].value, "TLS-KEY", 7);
+    cl_provision_result_free(&res);
+    cl_audit_record *r = last_audit();
+    assert_string_equal(r->decision, "release");
+    assert_string_equal(r->identities, "model-server");
+    assert_string_equal(r->evidence_type, "sim");
+    assert_true(r->insecure);
+    assert_int_equal(r->isv_svn, 2);
+
+    /* another identity's secret is not among them */
+    const char *mixed[] = {"model-key", "other-key"};
+    assert_int_equal(fetch(&so, mixed, 2, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_int_equal(res.count, 2);
+    assert_true(res.secrets[0].granted);
+    assert_false(res.secrets[1].granted);
+    assert_null(res.secrets[1].value);
+    cl_provision_result_free(&res);
+    r = last_audit();
+    assert_string_equal(r->decision, "partial");
+    assert_non_null(strstr(r->reason, "other-key: not granted"));
+}
+
+static void test_wrong_mrenclave(void **state)
+{
+    (void)state;
+    uint8_t other[32] = {0xee};
+    sim_opts so = {.svn = 5, .mrenclave = other};
+    expect_denied_handshake(&so, "mrenclave");
+}
+
+static void test_wrong_mrsigner(void **state)
+{
+    (void)state;
+    uint8_t other[32] = {0x51};
+    sim_opts so = {.svn = 5, .mrsigner = other};
+    expect_denied_handshake(&so, "mrsigner");
+}
+
+static void test_svn_below_minimum(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 1};
+    expect_denied_handshake(&so, "below minimum");
+}
+
+static void test_debug_enclave_not_allowed(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 5, .debug = true};
+    expect_denied_handshake(&so, "debug");
+}
+
+static void test_report_data_not_binding_key(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    /* genuine evidence for key A, in a certificate (and TLS session) of key B */
+    EVP_PKEY *a = EVP_EC_gen("P-256"), *b = EVP_EC_gen("P-256");
+    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM, .sim_qe_key = E->qe_key, .sim_isv_svn = 5};
+    cl_attest_provider *p = cl_attest_provider_new(&cfg, &err);
+    uint8_t rd[64] = {0}, *quote;
+    size_t qlen;
+    assert_int_equal(cl_ratls_spki_sha256(a, rd, &err), 0);
+    assert_int_equal(cl_attest_provider_quote(p, rd, &quote, &qlen, &err), 0);
+    X509 *cert = cl_ratls_cert_build(b, quote, qlen, NULL, 0, 1, &err);
+    cl_ratls_identity *id = cl_ratls_identity_wrap(b, cert, &err);
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    int64_t before = last_audit()->seq;
+    assert_int_equal(fetch_with(id, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_non_null(strstr(audit_after(before)->reason, "does not bind"));
+    cl_ratls_identity_free(id);
+    X509_free(cert);
+    free(quote);
+    cl_attest_provider_free(p);
+    EVP_PKEY_free(a);
+    EVP_PKEY_free(b);
+}
+
+static void test_untrusted_quoting_key(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    EVP_PKEY *k;
+    X509 *c;
+    assert_int_equal(cl_attest_sim_qe_generate(&k, &c, &err), 0);
+    sim_opts so = {.svn = 5, .qe_key = k};
+    expect_denied_handshake(&so, "untrusted simulated quoting key");
+    EVP_PKEY_free(k);
+    X509_free(c);
+}
+
+static void test_client_without_certificate(void **state)
+{
+    (void)state;
+    int64_t before = last_audit()->seq;
+    int port = cl_keyserver_port(E->ks);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    assert_int_equal(SSL_connect(ssl), 1); /* TLS 1.3: the server decides after this */
+    SSL_write(ssl, "CLKS1\0\0\1\11model-key", 18);
+    char buf[16];
+    assert_true(SSL_read(ssl, buf, sizeof buf) <= 0);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->decision, "deny");
+    assert_non_null(strstr(r->reason, "no client certificate"));
+}
+
+static void test_unknown_secret_name(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 2};
+    const char *names[] = {"no-such-secret"};
+    cl_provision_result res;
+    cl_err err = {0};
+    assert_int_equal(fetch(&so, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_false(res.secrets[0].granted);
+    cl_provision_result_free(&res);
+    cl_audit_record *r = last_audit();
+    assert_string_equal(r->decision, "deny");
+    assert_non_null(strstr(r->reason, "no-such-secret: not granted"));
+}
+
+static void test_empty_policy(void **state)
+{
+    (void)state;
+    write_policy("{\"version\": 1, \"identities\": []}");
+    cl_err err = {0};
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+    sim_opts so = {.svn = 5};
+    expect_denied_handshake(&so, "policy is empty");
+    /* an invalid policy also denies everything */
+    write_policy("{\"version\": 1, \"identities\": [{\"typo\": 1}]}");
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), -1);
+    expect_denied_handshake(&so, "policy is empty");
+}
+
+static void test_policy_edit_revokes_identity(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 2};
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    cl_err err = {0};
+    cl_ratls_identity *id = make_identity(&so);
+    assert_int_equal(fetch_with(id, names, 1, &res, &err), 0);
+    cl_provision_result_free(&res);
+    /* raise the minimum SVN: the same client is now revoked */
+    char mre[65], buf[512];
+    cl_hex_encode(E->exe, 32, mre);
+    snprintf(buf, sizeof buf, "{\"version\": 1, \"identities\": [{\"name\": \"model-server\", \"mrenclave\": \"%s\","
+             " \"min_isv_svn\": 3, \"evidence_types\": \"sim\", \"secrets\": [\"model-key\"]}]}", mre);
+    write_policy(buf);
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+    int64_t before = last_audit()->seq;
+    assert_int_equal(fetch_with(id, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_non_null(strstr(audit_after(before)->reason, "below minimum 3"));
+    cl_ratls_identity_free(id);
+}
+
+/* A connection accepted before a reload finishes under the policy it started with. */
+static void test_reload_does_not_disturb_connections(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl_keyserver_port(E->ks))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    /* SSL_connect returned: a worker has accepted the connection (and taken its policy snapshot) */
+    assert_int_equal(SSL_connect(ssl), 1);
+
+    write_policy("{\"version\": 1, \"identities\": []}");
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+
+    static const uint8_t req[] = {'C', 'L', 'K', 'S', '1', 0, 0, 1, 9, 'm', 'o', 'd', 'e', 'l', '-', 'k', 'e', 'y'};
+    assert_int_equal(SSL_write(ssl, req, sizeof req), (int)sizeof req);
+    uint8_t buf[128];
+    int got = 0;
+    for (int n; (n = SSL_read(ssl, buf + got, (int)sizeof buf - got)) > 0;)
+        got += n;
+    assert_int_equal(got, 9 + 1 + 9 + 1 + 4 + 26);
+    assert_int_equal(buf[6], 0);      /* handled */
+    assert_int_equal(buf[19], 0);     /* released */
+    assert_memory_equal(buf + 24, "MODEL-KEY-0123456789abcdef", 26);
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+
+    /* a new connection sees the new (empty) policy */
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    assert_int_equal(fetch_with(id, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    cl_ratls_identity_free(id);
+}
+
+/* ---- Gramine secret_prov v1, byte for byte */
+
+static void test_gramine_secret_prov_protocol(void **state)
+{
+    (void)state;
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl_keyserver_port(E->ks))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    assert_int_equal(SSL_connect(ssl), 1);
+    static const char request[] = "SECRET_PROVISION_RA_TLS_REQUEST_V1"; /* sizeof: 35 with the NUL */
+    assert_int_equal(sizeof request, 35);
+    assert_int_equal(SSL_write(ssl, request, sizeof request), 35);
+    uint8_t buf[128];
+    size_t got = 0;
+    for (int n; got < 37 + 4 + 26 && (n = SSL_read(ssl, buf + got, (int)(sizeof buf - got))) > 0;)
+        got += (size_t)n;
+    assert_int_equal(got, 37 + 4 + 26);
+    assert_memory_equal(buf, "SECRET_PROVISION_RA_TLS_RESPONSE_V1:\0", 37);
+    assert_memory_equal(buf + 37, "\x00\x00\x00\x1a", 4); /* 26, big-endian (htonl) */
+    assert_memory_equal(buf + 41, "MODEL-KEY-0123456789abcdef", 26);
+    assert_true(SSL_read(ssl, buf, sizeof buf) <= 0); /* then the server closes */
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    cl_audit_record *r = last_audit();
+    assert_string_equal(r->protocol, "secret_prov");
+    assert_string_equal(r->decision, "release");
+
+    /* the library client speaks it too */
+    const char *servers[] = {E->server};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                              .secret_prov = true, .attempts = 1};
+    cl_provision_result res;
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
+    assert_int_equal(res.secrets[0].len, 26);
+    cl_provision_result_free(&res);
+    cl_ratls_identity_free(id);
+}
+
+/* Gramine < 1.8 links mbedTLS without TLS 1.3: refused by default, served with allow_tls12. */
+static int secret_prov_tls12(int port, uint8_t *buf, size_t size)
+{
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    int got = -1;
+    if (SSL_connect(ssl) == 1 && SSL_write(ssl, "SECRET_PROVISION_RA_TLS_REQUEST_V1", 35) == 35) {
+        got = 0;
+        for (int n; (size_t)got < size && (n = SSL_read(ssl, buf + got, (int)(size - (size_t)got))) > 0;)
+            got += n;
+    }
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    cl_ratls_identity_free(id);
+    return got;
+}
+
+static void test_tls12_only_when_allowed(void **state)
+{
+    (void)state;
+    uint8_t buf[128];
+    assert_int_equal(secret_prov_tls12(cl_keyserver_port(E->ks), buf, sizeof buf), -1);
+
+    cl_err err = {0};
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 2, .allow_tls12 = true};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    int got = secret_prov_tls12(cl_keyserver_port(ks), buf, sizeof buf);
+    cl_keyserver_stop(ks);
+    assert_int_equal(got, 37 + 4 + 26);
+    assert_memory_equal(buf + 41, "MODEL-KEY-0123456789abcdef", 26);
+}
+
+/* ---- client fail-over and backoff */
+
+static void test_client_failover_and_backoff(void **state)
+{
+    (void)state;
+    /* a port nobody listens on: bind one, note it, close it */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    char dead[64];
+    snprintf(dead, sizeof dead, "127.0.0.1:%d", ntohs(sa.sin_port));
+    close(fd);
+
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    const char *names[] = {"model-key"};
+    const char *servers[] = {dead, E->server};
+    cl_provision_options o = {.servers = servers, .server_count = 2, .ca_file = E->ca, .identity = id,
+                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 2000};
+    cl_provision_result res;
+    cl_err err = {0};
+    if (cl_provision_fetch(&o, &res, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(res.server, E->server);
+    cl_provision_result_free(&res);
+
+    /* only dead servers: three rounds with 30 ms then 60 ms between them, then a clear error */
+    o.server_count = 1;
+    o.attempts = 3;
+    o.backoff_ms = 30;
+    uint64_t t0 = cl_now_ns();
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    uint64_t ms = (cl_now_ns() - t0) / 1000000;
+    assert_int_equal(err.code, CL_E_IO);
+    assert_non_null(strstr(err.msg, "after 3 rounds"));
+    assert_true(ms >= 90);
+    assert_int_equal(res.count, 0);
+
+    /* a server whose certificate the CA did not issue is not trusted */
+    o.servers = (const char *const[]){E->server};
+    o.attempts = 1;
+    o.ca_file = E->sim_cert; /* some other certificate */
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_non_null(strstr(err.msg, "server certificate rejected"));
+    /* and the name must match */
+    o.ca_file = E->ca;
+    o.server_name = "keys.example.com";
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    cl_ratls_identity_free(id);
+}
+
+/* A client that trickles bytes (each read succeeds before the I/O timeout) is cut off at the
+ * connection deadline and the worker serves the next client. */
+static void test_trickling_client_is_cut_off(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 1, .io_timeout_ms = 400,
+                              .connection_timeout_ms = 800};
+    cl_log_level saved = cl_log_get_level();
+    cl_log_set_level(CL_LOG_OFF);
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl_keyserver_port(ks))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    /* a TLS handshake record header announcing 16 KiB, then its body one byte every 200 ms */
+    static const uint8_t head[5] = {0x16, 0x03, 0x01, 0x40, 0x00};
+    assert_int_equal(send(fd, head, sizeof head, MSG_NOSIGNAL), 5);
+    uint64_t t0 = cl_now_ns();
+    bool closed = false;
+    for (int i = 0; i < 50 && !closed; i++) {
+        usleep(200000);
+        uint8_t b = 0, r;
+        if (send(fd, &b, 1, MSG_NOSIGNAL) != 1)
+            closed = true;
+        else if (recv(fd, &r, 1, MSG_DONTWAIT) == 0)
+            closed = true;
+    }
+    uint64_t ms = (cl_now_ns() - t0) / 1000000;
+    close(fd);
+    assert_true(closed);
+    assert_true(ms >= 700 && ms < 3000);
+    /* the only worker is free again */
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    const char *servers[] = {NULL}, *names[] = {"model-key"};
+    char server[64];
+    snprintf(server, sizeof server, "127.0.0.1:%d", cl_keyserver_port(ks));
+    servers[0] = server;
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
+    cl_provision_result res;
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
+    cl_provision_result_free(&res);
+    cl_ratls_identity_free(id);
+    cl_keyserver_stop(ks);
+    cl_log_set_level(saved);
+}
+
+/* ---- concurrency */
+
+typedef struct worker_arg {
+    const cl_ratls_identity *id;
+    int rc;
+    char msg[CL_ERR_MSG_MAX];
+} worker_arg;
+
+static void *client_thread(void *p)
+{
+    worker_arg *a = p;
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    cl_err err = {0};
+    const char *servers[] = {E->server};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = a->id,
+                              .names = names, .name_count = 1, .attempts = 3, .backoff_ms = 50,
+                              .timeout_ms = 20000};
+    a->rc = cl_provision_fetch(&o, &res, &err);
+    if (a->rc == 0 && (res.count != 1 || res.secrets[0].len != 26 ||
+                       memcmp(res.secrets[0].value, "MODEL-KEY-0123456789abcdef", 26) != 0))
+        a->rc = -2;
+    snprintf(a->msg, sizeof a->msg, "%s", err.msg);
+    cl_provision_result_free(&res);
+    return NULL;
+}
+
+static int count_cb(void *ctx, const cl_audit_record *r)
+{
+    (void)r;
+    (*(int64_t *)ctx)++;
+    return 0;
+}
+
+static int64_t audit_count(void)
+{
+    cl_err err = {0};
+    uint8_t mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, false, mk, &err), 0);
+    cl_store *s = cl_store_open(E->db, mk, &err);
+    int64_t n = 0;
+    assert_int_equal(cl_audit_list(s, 0, count_cb, &n, &err), 0);
+    cl_store_close(s);
+    return n;
+}
+
+static void test_100_concurrent_clients(void **state)
+{
+    (void)state;
+    enum { N = 100 };
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    int64_t before = audit_count();
+    pthread_t t[N];
+    worker_arg *args = calloc(N, sizeof(*args));
+    for (int i = 0; i < N; i++) {
+        args[i].id = id;
+        assert_int_equal(pthread_create(&t[i], NULL, client_thread, &args[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        if (args[i].rc == 0)
+            ok++;
+        else
+            print_message("client %d failed (%d): %s\n", i, args[i].rc, args[i].msg);
+    }
+    assert_int_equal(ok, N);
+    assert_int_equal(audit_count() - before, N);
+    free(args);
+    cl_ratls_identity_free(id);
+}
+
+/* ---- store and audit */
+
+static void test_store_encryption_and_master_key(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    /* the value never appears in the database file in clear */
+    size_t n;
+    uint8_t *raw = tu_read_file(E->db, &n);
+    assert_null(memmem(raw, n, "MODEL-KEY-0123456789abcdef", 26));
+    free(raw);
+    /* another master key is refused */
+    uint8_t wrong[32] = {1};
+    assert_null(cl_store_open(E->db, wrong, &err));
+    assert_int_equal(err.code, CL_E_KEY);
+    /* a scratch store: tampered ciphertext, replace, delete */
+    char *db = tu_path(E->dir, "scratch.db");
+    uint8_t mk[32] = {9};
+    cl_store *s = cl_store_open(db, mk, &err);
+    assert_non_null(s);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"one", 3, false, &err), 0);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"two", 3, false, &err), -1);
+    assert_int_equal(err.code, CL_E_EXISTS);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"three", 5, true, &err), 0);
+    uint8_t *v;
+    size_t len;
+    assert_int_equal(cl_store_get(s, "a", &v, &len, &err), 0);
+    assert_int_equal(len, 5);
+    assert_memory_equal(v, "three", 5);
+    cl_secmem_free(v);
+    assert_int_equal(cl_store_get(s, "b", &v, &len, &err), 1);
+    assert_int_equal(cl_store_put(s, "bad name", (const uint8_t *)"x", 1, false, &err), -1);
+    cl_store_close(s);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db3, "UPDATE secrets SET value = zeroblob(33) WHERE name='a'", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_get(s, "a", &v, &len, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_int_equal(cl_store_delete(s, "a", &err), 0);
+    assert_int_equal(cl_store_delete(s, "a", &err), -1);
+    cl_store_close(s);
+    free(db);
+}
+
+static void test_audit_chain_detects_tampering(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *db = tu_path(E->dir, "audit.db");
+    uint8_t mk[32] = {4};
+    cl_store *s = cl_store_open(db, mk, &err);
+    for (int i = 0; i < 5; i++) {
+        cl_audit_record r = {.isv_prod_id = 1, .isv_svn = i, .debug = 0};
+        snprintf(r.peer, sizeof r.peer, "127.0.0.1:%d", 1000 + i);
+        snprintf(r.decision, sizeof r.decision, "%s", i % 2 ? "deny" : "release");
+        snprintf(r.protocol, sizeof r.protocol, "native");
+        assert_int_equal(cl_audit_append(s, &r, &err), 0);
+        assert_int_equal(r.seq, i + 1);
+    }
+    int64_t count;
+    char head[65];
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), 0);
+    assert_int_equal(count, 5);
+    cl_store_close(s);
+
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    /* an edited decision */
+    assert_int_equal(sqlite3_exec(db3, "UPDATE audit SET decision='release' WHERE seq=2", NULL, NULL, NULL), SQLITE_OK);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_non_null(strstr(err.msg, "record 2"));
+    cl_store_close(s);
+    assert_int_equal(sqlite3_exec(db3, "UPDATE audit SET decision='deny' WHERE seq=2", NULL, NULL, NULL), SQLITE_OK);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), 0);
+    cl_store_close(s);
+    /* an edited row whose hash was recomputed naively still breaks the link to the next row */
+    assert_int_equal(sqlite3_exec(db3, "UPDATE audit SET hash='00' WHERE seq=3", NULL, NULL, NULL), SQLITE_OK);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), -1);
+    cl_store_close(s);
+    /* a removed row */
+    assert_int_equal(sqlite3_exec(db3, "DELETE FROM audit WHERE seq IN (3)", NULL, NULL, NULL), SQLITE_OK);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), -1);
+    assert_non_null(strstr(err.msg, "record 3 is missing"));
+    cl_store_close(s);
+    sqlite3_close(db3);
+    free(db);
+
+    /* and the live server's log is intact after all the tests above */
+    uint8_t live_mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, false, live_mk, &err), 0);
+    s = cl_store_open(E->db, live_mk, &err);
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), 0);
+    assert_true(count > 10);
+    cl_store_close(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_matching_identity_gets_exactly_its_secrets, reset),
+        cmocka_unit_test_setup(test_wrong_mrenclave, reset),
+        cmocka_unit_test_setup(test_wrong_mrsigner, reset),
+        cmocka_unit_test_setup(test_svn_below_minimum, reset),
+        cmocka_unit_test_setup(test_debug_enclave_not_allowed, reset),
+        cmocka_unit_test_setup(test_report_data_not_binding_key, reset),
+        cmocka_unit_test_setup(test_untrusted_quoting_key, reset),
+        cmocka_unit_test_setup(test_client_without_certificate, reset),
+        cmocka_unit_test_setup(test_unknown_secret_name, reset),
+        cmocka_unit_test_setup(test_empty_policy, reset),
+        cmocka_unit_test_setup(test_policy_edit_revokes_identity, reset),
+        cmocka_unit_test_setup(test_reload_does_not_disturb_connections, reset),
+        cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
+        cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
+        cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
+        cmocka_unit_test_setup(test_trickling_client_is_cut_off, reset),
+        cmocka_unit_test_setup(test_100_concurrent_clients, reset),
+        cmocka_unit_test(test_store_encryption_and_master_key),
+        cmocka_unit_test(test_audit_chain_detects_tampering),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,368 @@
+/* test_repo.c — the model repository with the real demo model (models/digits): versions found on disk,
+ * plain and sealed models served through the engine with PyTorch's answers, hot swap of new versions
+ * while requests run, and every way a version can fail leaving the previous one serving. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "cloister/image.h"
+#include "cloister/repo.h"
+#include "testutil.h"
+
+#ifndef CLOISTER_SOURCE_DIR
+#error "CLOISTER_SOURCE_DIR must be defined by the build"
+#endif
+
+#define N_SAMPLES 20
+
+static uint8_t model_key[CL_SEAL_KEY_LEN], other_key[CL_SEAL_KEY_LEN];
+static float sample_input[N_SAMPLES][64];
+static float sample_probs[N_SAMPLES][10];
+static int sample_label[N_SAMPLES];
+static uint8_t *model_bytes;
+static size_t model_len;
+
+/* The 20 sample PNGs, preprocessed as the model expects, and PyTorch's probabilities for them. */
+static int setup(void **state)
+{
+    (void)state;
+    tu_fill_random(model_key, sizeof model_key, 11);
+    tu_fill_random(other_key, sizeof other_key, 12);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/digits/1/model.onnx", CLOISTER_SOURCE_DIR);
+    model_bytes = tu_read_file(path, &model_len);
+    snprintf(path, sizeof path, "%s/models/digits/samples/expected.json", CLOISTER_SOURCE_DIR);
+    size_t len;
+    char *text = (char *)tu_read_file(path, &len);
+    cJSON *root = cJSON_Parse(text);
+    assert_non_null(root);
+    int i = 0;
+    for (cJSON *e = root->child; e; e = e->next, i++) {
+        assert_true(i < N_SAMPLES);
+        sample_label[i] = cJSON_GetObjectItem(e, "label")->valueint;
+        cJSON *p = cJSON_GetObjectItem(e, "probabilities");
+        for (int k = 0; k < 10; k++)
+            sample_probs[i][k] = (float)cJSON_GetArrayItem(p, k)->valuedouble;
+        snprintf(path, sizeof path, "%s/models/digits/samples/%s", CLOISTER_SOURCE_DIR, e->string);
+        size_t png_len;
+        uint8_t *png = tu_read_file(path, &png_len);
+        cl_image img;
+        assert_int_equal(cl_image_decode(png, png_len, 1, 0, &img, NULL), 0);
+        cl_image_preproc pp = {.width = 8, .height = 8, .resize = CL_IMAGE_RESIZE_AREA, .channels = 1,
+                               .scale = 1.0f / 255};
+        assert_int_equal(cl_image_to_tensor(&img, &pp, sample_input[i], NULL), 0);
+        cl_image_free(&img);
+        free(png);
+    }
+    assert_int_equal(i, N_SAMPLES);
+    cJSON_Delete(root);
+    free(text);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free(model_bytes);
+    return 0;
+}
+
+typedef struct keys {
+    const uint8_t *key; /* what the "key server" hands out for digits-key */
+    bool deny;
+    int calls;
+} keys;
+
+static int key_source(void *arg, const char *key_id, uint8_t key[CL_SEAL_KEY_LEN], cl_err *err)
+{
+    keys *k = arg;
+    k->calls++;
+    if (k->deny || strcmp(key_id, "digits-key") != 0)
+        return cl_err_set(err, CL_E_DENIED, "key server denied '%s'", key_id);
+    memcpy(key, k->key, CL_SEAL_KEY_LEN);
+    return 0;
+}
+
+static void put_version(const char *base, int version, bool sealed, const uint8_t *bytes, size_t len)
+{
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/%d", base, version);
+    mkdir(dir, 0700);
+    if (!sealed) {
+        snprintf(path, sizeof path, "%s/%s", dir, CL_REPO_PLAIN_NAME);
+        tu_write_file(path, bytes, len);
+        return;
+    }
+    uint8_t *out;
+    size_t out_len;
+    cl_seal_options o = {.key_id = "digits-key", .content_type = "application/x-onnx", .chunk_size = 4096};
+    assert_int_equal(cl_seal_buffer(bytes, len, model_key, &o, &out, &out_len, NULL), 0);
+    snprintf(path, sizeof path, "%s/%s", dir, CL_REPO_SEALED_NAME);
+    tu_write_file(path, out, out_len);
+    free(out);
+}
+
+/* Runs all samples as one batch through the latest version; checks every probability. */
+static int64_t predict_all(cl_serve_registry *reg)
+{
+    cl_err err = {0};
+    cl_serve_model *m = cl_serve_registry_get(reg, "digits", 0, &err);
+    assert_non_null(m);
+    cl_serve_tensor in;
+    int64_t dims[4] = {N_SAMPLES, 1, 8, 8};
+    assert_int_equal(cl_serve_tensor_init(&in, "image", CL_SERVE_DT_FLOAT, 4, dims, 0, &err), 0);
+    memcpy(in.data, sample_input, sizeof sample_input);
+    cl_serve_tensor *out = NULL;
+    size_t n_out = 0;
+    if (cl_serve_model_run(m, &in, 1, &out, &n_out, &err) != 0)
+        fail_msg("run failed: %s", err.msg);
+    assert_int_equal(n_out, 2);
+    const cl_serve_tensor *probs = strcmp(out[0].name, "probabilities") == 0 ? &out[0] : &out[1];
+    assert_string_equal(probs->name, "probabilities");
+    assert_int_equal(probs->dtype, CL_SERVE_DT_FLOAT);
+    assert_int_equal(probs->ndim, 2);
+    assert_int_equal(probs->dims[0], N_SAMPLES);
+    assert_int_equal(probs->dims[1], 10);
+    const float *p = probs->data;
+    for (int i = 0; i < N_SAMPLES; i++) {
+        int best = 0;
+        for (int k = 0; k < 10; k++) {
+            assert_float_equal(p[i * 10 + k], sample_probs[i][k], 2e-4);
+            if (p[i * 10 + k] > p[i * 10 + best])
+                best = k;
+        }
+        assert_int_equal(best, sample_label[i]);
+    }
+    int64_t version = cl_serve_model_version(m);
+    cl_serve_tensors_free(out, n_out);
+    cl_serve_tensor_clear(&in);
+    cl_serve_model_release(m);
+    return version;
+}
+
+static void test_plain_then_sealed_then_failures(void **state)
+{
+    (void)state;
+    char *base = tu_tmpdir();
+    put_version(base, 1, false, model_bytes, model_len);
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    keys k = {.key = model_key};
+    cl_repo_model_config mc = {"digits", base};
+    cl_repo_options o = {.registry = reg, .models = &mc, .n_models = 1, .key_fn = key_source, .key_arg = &k,
+                         .engine_threads = 1};
+    cl_repo *r = cl_repo_new(&o, &err);
+    if (!r)
+        fail_msg("%s", err.msg);
+    assert_int_equal(predict_all(reg), 1);
+    assert_int_equal(k.calls, 0); /* plain models need no key */
+
+    /* the signature the server advertises */
+    cl_serve_model *m = cl_serve_registry_get(reg, "digits", 1, &err);
+    const cl_serve_signature *sig = cl_serve_model_signature(m);
+    assert_string_equal(sig->name, "serving_default");
+    assert_int_equal(sig->n_inputs, 1);
+    assert_string_equal(sig->inputs[0].name, "image");
+    assert_int_equal(sig->inputs[0].ndim, 4);
+    assert_int_equal(sig->inputs[0].dims[0], -1); /* dynamic batch */
+    assert_int_equal(sig->inputs[0].dims[3], 8);
+    assert_int_equal(sig->n_outputs, 2);
+    cl_serve_model_release(m);
+
+    /* nothing new: a poll changes nothing */
+    assert_int_equal(cl_repo_poll(r), 0);
+
+    /* version 2, sealed: loaded with the key from the key source, version 1 retired */
+    put_version(base, 2, true, model_bytes, model_len);
+    char **ids;
+    size_t n_ids;
+    assert_int_equal(cl_repo_key_ids(&mc, 1, &ids, &n_ids, &err), 0);
+    assert_int_equal(n_ids, 1);
+    assert_string_equal(ids[0], "digits-key");
+    cl_repo_key_ids_free(ids, n_ids);
+    assert_int_equal(cl_repo_poll(r), 1);
+    assert_int_equal(k.calls, 1);
+    assert_int_equal(predict_all(reg), 2);
+    int64_t versions[4];
+    assert_int_equal(cl_serve_registry_versions(reg, "digits", versions, 4), 1);
+    assert_int_equal(versions[0], 2);
+
+    /* version 3 is not a model: refused, remembered, version 2 keeps serving */
+    put_version(base, 3, false, (const uint8_t *)"this is not onnx", 16);
+    cl_log_set_level(CL_LOG_OFF);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(predict_all(reg), 2);
+
+    /* version 4 sealed under another key: the key source's key does not open it */
+    k.key = other_key;
+    put_version(base, 4, true, model_bytes, model_len);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(predict_all(reg), 2);
+
+    /* version 5 whose key is denied by the key server */
+    k.key = model_key;
+    k.deny = true;
+    put_version(base, 5, true, model_bytes, model_len);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(predict_all(reg), 2);
+
+    /* version 6 with both a plain and a sealed file is ambiguous */
+    k.deny = false;
+    put_version(base, 6, false, model_bytes, model_len);
+    put_version(base, 6, true, model_bytes, model_len);
+    assert_int_equal(cl_repo_poll(r), 0);
+
+    /* version 7 fine again (the failed ones are skipped, not retried) */
+    put_version(base, 7, true, model_bytes, model_len);
+    int calls = k.calls;
+    assert_int_equal(cl_repo_poll(r), 1);
+    assert_int_equal(k.calls, calls + 1);
+    assert_int_equal(predict_all(reg), 7);
+    cl_log_set_level(CL_LOG_INFO);
+
+    cl_repo_free(r);
+    assert_int_equal(predict_all(reg), 7); /* the registry keeps what was loaded */
+    cl_serve_registry_free(reg);
+    tu_rmrf(base);
+    free(base);
+}
+
+typedef struct runner {
+    cl_serve_registry *reg;
+    volatile bool stop;
+    int runs;
+} runner;
+
+static void *run_loop(void *arg)
+{
+    runner *x = arg;
+    while (!x->stop) {
+        predict_all(x->reg);
+        x->runs++;
+    }
+    return NULL;
+}
+
+static void test_swap_under_load(void **state)
+{
+    (void)state;
+    char *base = tu_tmpdir();
+    put_version(base, 1, false, model_bytes, model_len);
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    keys k = {.key = model_key};
+    cl_repo_model_config mc = {"digits", base};
+    cl_repo_options o = {.registry = reg, .models = &mc, .n_models = 1, .key_fn = key_source, .key_arg = &k};
+    cl_repo *r = cl_repo_new(&o, &err);
+    assert_non_null(r);
+    runner x[2] = {{.reg = reg}, {.reg = reg}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, run_loop, &x[i]), 0);
+    for (int v = 2; v <= 6; v++) {
+        put_version(base, v, v % 2 == 0, model_bytes, model_len);
+        assert_int_equal(cl_repo_poll(r), 1);
+    }
+    for (int i = 0; i < 2; i++) {
+        x[i].stop = true;
+        pthread_join(t[i], NULL);
+        assert_true(x[i].runs > 0);
+    }
+    assert_int_equal(predict_all(reg), 6);
+    cl_repo_free(r);
+    cl_serve_registry_free(reg);
+    tu_rmrf(base);
+    free(base);
+}
+
+static void test_polling_thread(void **state)
+{
+    (void)state;
+    char *base = tu_tmpdir();
+    put_version(base, 1, false, model_bytes, model_len);
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    cl_repo_model_config mc = {"digits", base};
+    cl_repo_options o = {.registry = reg, .models = &mc, .n_models = 1};
+    cl_repo *r = cl_repo_new(&o, &err);
+    assert_non_null(r);
+    assert_int_equal(cl_repo_start_polling(r, 1, &err), 0);
+    put_version(base, 9, false, model_bytes, model_len);
+    int64_t v = 0;
+    for (int i = 0; i < 100 && v != 9; i++) { /* up to 10 s */
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        cl_serve_model *m = cl_serve_registry_get(reg, "digits", 0, &err);
+        v = cl_serve_model_version(m);
+        cl_serve_model_release(m);
+    }
+    assert_int_equal(v, 9);
+    cl_repo_free(r); /* stops the thread */
+    cl_serve_registry_free(reg);
+    tu_rmrf(base);
+    free(base);
+}
+
+static void test_configuration_errors(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    char *base = tu_tmpdir();
+    cl_repo_model_config mc = {"digits", base};
+    cl_repo_options o = {.registry = reg, .models = &mc, .n_models = 1};
+    /* empty base path */
+    assert_null(cl_repo_new(&o, &err));
+    assert_non_null(strstr(err.msg, "no model version under"));
+    /* a sealed model and no key source */
+    put_version(base, 1, true, model_bytes, model_len);
+    assert_null(cl_repo_new(&o, &err));
+    assert_non_null(strstr(err.msg, "--keyserver"));
+    /* missing base path */
+    cl_repo_model_config missing = {"digits", "/nonexistent/models/digits"};
+    o.models = &missing;
+    assert_null(cl_repo_new(&o, &err));
+    assert_int_equal(err.code, CL_E_IO);
+    /* bad and duplicate names */
+    cl_repo_model_config bad = {"../etc", base};
+    o.models = &bad;
+    assert_null(cl_repo_new(&o, &err));
+    assert_int_equal(err.code, CL_E_INVALID);
+    cl_repo_model_config twice[2] = {{"a", base}, {"a", base}};
+    o.models = twice;
+    o.n_models = 2;
+    assert_null(cl_repo_new(&o, &err));
+    assert_non_null(strstr(err.msg, "configured twice"));
+    o.n_models = 0;
+    assert_null(cl_repo_new(&o, &err));
+    /* version directory names: only positive integers count */
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s/007x", base);
+    mkdir(dir, 0700);
+    snprintf(dir, sizeof dir, "%s/0", base);
+    mkdir(dir, 0700);
+    int64_t v;
+    bool sealed;
+    assert_int_equal(cl_repo_latest_version(base, &v, &sealed, &err), 0);
+    assert_int_equal(v, 1);
+    assert_true(sealed);
+    cl_serve_registry_free(reg);
+    tu_rmrf(base);
+    free(base);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_plain_then_sealed_then_failures),
+        cmocka_unit_test(test_swap_under_load),
+        cmocka_unit_test(test_polling_thread),
+        cmocka_unit_test(test_configuration_errors),
+    };
+    return cmocka_run_group_tests_name("repo", tests, setup, teardown);
+}

@@ -1,0 +1,603 @@
+/* test_serve.c — the serve module below the network: TF Serving's SSLConfig text format (including
+ * the file `cloister tls init` writes), the model registry (latest policy, replacement while in
+ * use, refcounted destruction), input checking against signatures, protobuf Predict / metadata /
+ * status (tensor_content and typed *_val inputs, round trips through protobuf-c), the REST JSON
+ * formats and gRPC message framing. The backends are the deterministic test models of
+ * tests/serve/testmodel.c. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cloister/pki.h"
+#include "serve/serve_int.h"
+#include "testmodel.h"
+#include "testutil.h"
+
+#include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
+#include "tensorflow_serving/apis/get_model_status.pb-c.h"
+#include "tensorflow_serving/apis/predict.pb-c.h"
+
+/* ---------------------------------------------------------------- SSLConfig */
+
+static void test_ssl_config_parse(void **state)
+{
+    (void)state;
+    const char *txt = "# comment\n"
+                      "server_key: \"-----BEGIN PRIVATE KEY-----\\nAAA\\n\" \"-----END PRIVATE KEY-----\\n\"\n"
+                      "server_cert: 'CERT\\x41\\102'\n"
+                      "custom_ca: \"CA\\t\\\"q\\\"\"\n"
+                      "client_verify: true\n";
+    cl_serve_ssl_config c;
+    cl_err err = {0};
+    assert_int_equal(cl_serve_ssl_config_parse(txt, strlen(txt), &c, &err), 0);
+    assert_string_equal(c.server_key, "-----BEGIN PRIVATE KEY-----\nAAA\n-----END PRIVATE KEY-----\n");
+    assert_string_equal(c.server_cert, "CERTAB");
+    assert_string_equal(c.custom_ca, "CA\t\"q\"");
+    assert_true(c.client_verify);
+    cl_serve_ssl_config_clear(&c);
+
+    struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"server_key: \"k\"\nserver_cert: \"c\"\nbogus: 1\n", "line 3: unknown field 'bogus'"},
+        {"server_key: \"k\"\nserver_key: \"k\"\nserver_cert: \"c\"\n", "line 2: field 'server_key' given twice"},
+        {"server_key: \"k\nserver_cert: \"c\"\n", "line 1: unterminated string"},
+        {"server_key: \"k\"\n", "needs both server_key and server_cert"},
+        {"server_key: \"k\"\nserver_cert: \"c\"\nclient_verify: true\n", "no custom_ca"},
+        {"server_key: \"k\"\nserver_cert: \"c\"\nclient_verify: maybe\n", "line 3: client_verify must be true or false"},
+        {"server_key \"k\"\n", "line 1: expected ':'"},
+        {"server_key: \"\\q\"\nserver_cert: \"c\"\n", "unknown escape"},
+        {"server_key: k\n", "expected a quoted string"},
+        {"server_key: \"a\\0b\"\nserver_cert: \"c\"\n", "NUL byte"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        cl_err e = {0};
+        assert_int_equal(cl_serve_ssl_config_parse(bad[i].text, strlen(bad[i].text), &c, &e), -1);
+        if (!strstr(e.msg, bad[i].msg))
+            fail_msg("case %zu: message '%s' lacks '%s'", i, e.msg, bad[i].msg);
+        assert_null(c.server_key);
+    }
+}
+
+/* The ssl.cfg of `cloister tls init` parses to exactly the PEM files written beside it, and a TLS
+ * context builds from it. */
+static void test_ssl_config_from_tls_init(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *sub = tu_path(dir, "tls");
+    const char *sans[] = {"127.0.0.1"};
+    cl_pki_tls_init_options o = {.dir = sub, .server_name = "localhost", .extra_sans = sans, .extra_san_count = 1,
+                                 .client_name = "client", .keytype = CL_PKI_EC_P256};
+    cl_err err = {0};
+    assert_int_equal(cl_pki_tls_init(&o, &err), 0);
+    char *cfgp = tu_path(sub, "ssl.cfg"), *keyp = tu_path(sub, "server/key.pem"),
+         *certp = tu_path(sub, "server/cert.pem"), *cap = tu_path(sub, "ca_cert.pem");
+    cl_serve_ssl_config c;
+    assert_int_equal(cl_serve_ssl_config_load(cfgp, &c, &err), 0);
+    size_t n;
+    char *key = (char *)tu_read_file(keyp, &n), *cert = (char *)tu_read_file(certp, &n),
+         *ca = (char *)tu_read_file(cap, &n);
+    assert_string_equal(c.server_key, key);
+    assert_string_equal(c.server_cert, cert);
+    assert_string_equal(c.custom_ca, ca);
+    assert_true(c.client_verify);
+    SSL_CTX *ctx = cl_serve_tls_ctx(&c, "h2", &err);
+    assert_non_null(ctx);
+    SSL_CTX_free(ctx);
+
+    /* from files gives the same; a key that does not match the certificate is refused */
+    cl_serve_ssl_config f;
+    assert_int_equal(cl_serve_ssl_config_from_files(certp, keyp, cap, true, &f, &err), 0);
+    assert_string_equal(f.server_key, c.server_key);
+    cl_serve_ssl_config_clear(&f);
+    char *ckeyp = tu_path(sub, "client/key.pem");
+    assert_int_equal(cl_serve_ssl_config_from_files(certp, ckeyp, NULL, false, &f, &err), 0);
+    assert_null(cl_serve_tls_ctx(&f, "h2", &err));
+    assert_non_null(strstr(err.msg, "does not match"));
+    cl_serve_ssl_config_clear(&f);
+    assert_int_equal(cl_serve_ssl_config_from_files(certp, keyp, NULL, true, &f, &err), -1);
+
+    cl_serve_ssl_config_clear(&c);
+    free(key), free(cert), free(ca), free(cfgp), free(keyp), free(certp), free(cap), free(ckeyp);
+    tu_rmrf(dir);
+    free(sub);
+    free(dir);
+}
+
+/* ---------------------------------------------------------------- registry */
+
+static int destroyed;
+static void count_destroy(void *ctx) { destroyed++; }
+static const cl_serve_tensor_spec id_in[] = {{"x", CL_SERVE_DT_FLOAT, 1, {-1}}};
+static const cl_serve_signature id_sig = {"serving_default", "tensorflow/serving/predict", id_in, 1, id_in, 1};
+static int id_run(void *ctx, const cl_serve_tensor *in, size_t n, cl_serve_tensor **out, size_t *n_out, cl_err *err)
+{
+    cl_serve_tensor *o = calloc(1, sizeof *o);
+    if (cl_serve_tensor_init(o, "x", CL_SERVE_DT_FLOAT, 1, in[0].dims, 0, err) != 0)
+        return -1;
+    memcpy(o->data, in[0].data, in[0].nbytes);
+    ((float *)o->data)[0] += (float)(intptr_t)ctx; /* the version, so callers can tell them apart */
+    *out = o;
+    *n_out = 1;
+    return 0;
+}
+
+static float run_id(cl_serve_model *m)
+{
+    cl_serve_tensor in;
+    int64_t d = 1;
+    cl_err err = {0};
+    assert_int_equal(cl_serve_tensor_init(&in, "x", CL_SERVE_DT_FLOAT, 1, &d, 0, &err), 0);
+    cl_serve_tensor *out;
+    size_t n;
+    assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), 0);
+    float v = ((float *)out[0].data)[0];
+    cl_serve_tensors_free(out, n);
+    cl_serve_tensor_clear(&in);
+    return v;
+}
+
+static void test_registry(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    destroyed = 0;
+    for (intptr_t v = 1; v <= 3; v++) {
+        cl_serve_backend b = {&id_sig, id_run, count_destroy, (void *)v};
+        assert_int_equal(cl_serve_registry_add(r, "m", v, &b, &err), 0);
+    }
+    int64_t vs[8];
+    assert_int_equal(cl_serve_registry_versions(r, "m", vs, 8), 3);
+    assert_true(vs[0] == 3 && vs[1] == 2 && vs[2] == 1);
+    assert_int_equal(cl_serve_registry_versions(r, "nope", vs, 8), 0);
+
+    cl_serve_model *latest = cl_serve_registry_get(r, "m", 0, &err);
+    assert_non_null(latest);
+    assert_int_equal(cl_serve_model_version(latest), 3);
+    assert_float_equal(run_id(latest), 3.0f, 0);
+    cl_serve_model *v1 = cl_serve_registry_get(r, "m", 1, &err);
+    assert_float_equal(run_id(v1), 1.0f, 0);
+    assert_null(cl_serve_registry_get(r, "m", 9, &err));
+    assert_non_null(strstr(err.msg, "Servable not found for request: Specific(m, 9)"));
+    assert_null(cl_serve_registry_get(r, "zz", 0, &err));
+    assert_non_null(strstr(err.msg, "Latest(zz)"));
+
+    /* replace version 3 while `latest` still uses it: the old one lives until released */
+    cl_serve_backend b7 = {&id_sig, id_run, count_destroy, (void *)7};
+    assert_int_equal(cl_serve_registry_add(r, "m", 3, &b7, &err), 0);
+    assert_int_equal(destroyed, 0);
+    assert_float_equal(run_id(latest), 3.0f, 0);
+    cl_serve_model_release(latest);
+    assert_int_equal(destroyed, 1);
+    latest = cl_serve_registry_get(r, "m", 0, &err);
+    assert_float_equal(run_id(latest), 7.0f, 0);
+    cl_serve_model_release(latest);
+
+    assert_int_equal(cl_serve_registry_remove(r, "m", 1), 0);
+    assert_int_equal(cl_serve_registry_remove(r, "m", 1), -1);
+    assert_int_equal(destroyed, 1); /* v1 still referenced */
+    cl_serve_model_release(v1);
+    assert_int_equal(destroyed, 2);
+
+    cl_serve_backend bad = {&id_sig, NULL, NULL, NULL};
+    assert_int_equal(cl_serve_registry_add(r, "m", 5, &bad, &err), -1);
+    assert_int_equal(cl_serve_registry_add(r, "m", 0, &b7, &err), -1);
+    cl_serve_registry_free(r);
+    assert_int_equal(destroyed, 4);
+}
+
+static void test_model_run_checks(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, false, &err), 0);
+    cl_serve_model *m = cl_serve_registry_get(r, "adder", 0, &err);
+    cl_serve_tensor in[3];
+    int64_t d3 = 3, d2[2] = {3, 1};
+    assert_int_equal(cl_serve_tensor_init(&in[0], "b", CL_SERVE_DT_INT32, 1, &d3, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&in[1], "a", CL_SERVE_DT_INT32, 1, &d3, 0, &err), 0);
+    for (int i = 0; i < 3; i++)
+        ((int32_t *)in[0].data)[i] = 10 * i, ((int32_t *)in[1].data)[i] = i + 1;
+    cl_serve_tensor *out;
+    size_t n;
+    /* order does not matter: matched by name */
+    assert_int_equal(cl_serve_model_run(m, in, 2, &out, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(((int32_t *)out[0].data)[2], 23);
+    cl_serve_tensors_free(out, n);
+    /* missing input */
+    assert_int_equal(cl_serve_model_run(m, in, 1, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "missing input 'a'"));
+    /* unknown and duplicate inputs */
+    assert_int_equal(cl_serve_tensor_init(&in[2], "c", CL_SERVE_DT_INT32, 1, &d3, 0, &err), 0);
+    assert_int_equal(cl_serve_model_run(m, in, 3, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "alias not found in signature: c"));
+    free(in[2].name);
+    in[2].name = strdup("a");
+    assert_int_equal(cl_serve_model_run(m, in, 3, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "given twice"));
+    cl_serve_tensor_clear(&in[2]);
+    /* wrong dtype, wrong rank */
+    in[0].dtype = CL_SERVE_DT_FLOAT;
+    assert_int_equal(cl_serve_model_run(m, in, 2, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "to be DT_INT32 but DT_FLOAT is provided"));
+    in[0].dtype = CL_SERVE_DT_INT32;
+    in[0].ndim = 2;
+    in[0].dims[0] = 3, in[0].dims[1] = 1;
+    (void)d2;
+    assert_int_equal(cl_serve_model_run(m, in, 2, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "has shape [3,1], the signature wants [-1]"));
+    assert_int_equal(err.code, CL_E_INVALID);
+    cl_serve_tensor_clear(&in[0]);
+    cl_serve_tensor_clear(&in[1]);
+    cl_serve_model_release(m);
+    cl_serve_registry_free(r);
+}
+
+/* ---------------------------------------------------------------- protobuf */
+
+static uint8_t *pack_predict(const char *model, int64_t version, Tensorflow__TensorProto *tp, const char *input,
+                             size_t *len)
+{
+    Tensorflow__Serving__ModelSpec ms = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
+    Google__Protobuf__Int64Value v = GOOGLE__PROTOBUF__INT64_VALUE__INIT;
+    ms.name = (char *)model;
+    if (version) {
+        v.value = version;
+        ms.version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
+        ms.version = &v;
+    }
+    Tensorflow__Serving__PredictRequest__InputsEntry e = TENSORFLOW__SERVING__PREDICT_REQUEST__INPUTS_ENTRY__INIT;
+    e.key = (char *)input;
+    e.value = tp;
+    Tensorflow__Serving__PredictRequest__InputsEntry *ep[1] = {&e};
+    Tensorflow__Serving__PredictRequest req = TENSORFLOW__SERVING__PREDICT_REQUEST__INIT;
+    req.model_spec = &ms;
+    req.n_inputs = 1;
+    req.inputs = ep;
+    *len = protobuf_c_message_get_packed_size(&req.base);
+    uint8_t *buf = malloc(*len + 1);
+    protobuf_c_message_pack(&req.base, buf);
+    return buf;
+}
+
+static void expect_affine(const cl_serve_tensor *outs, size_t n, const float *x, int rows)
+{
+    assert_int_equal(n, 3);
+    for (int r = 0; r < rows; r++) {
+        float lg[3], mx = -1e30f, sum = 0;
+        for (int j = 0; j < 3; j++) {
+            lg[j] = tm_affine_b(j);
+            for (int i = 0; i < 4; i++)
+                lg[j] += x[r * 4 + i] * tm_affine_w(i, j);
+            mx = fmaxf(mx, lg[j]);
+        }
+        for (int j = 0; j < 3; j++)
+            sum += expf(lg[j] - mx);
+        for (int j = 0; j < 3; j++) {
+            assert_float_equal(((float *)outs[0].data)[r * 3 + j], lg[j], 1e-5);
+            assert_float_equal(((float *)outs[1].data)[r * 3 + j], expf(lg[j] - mx) / sum, 1e-5);
+        }
+    }
+}
+
+static void test_pb_predict(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, true, &err), 0);
+    const float x[8] = {1, 2, 3, 4, -1, 0.5f, 0, 2};
+    Tensorflow__TensorShapeProto__Dim d0 = TENSORFLOW__TENSOR_SHAPE_PROTO__DIM__INIT, d1 = d0;
+    d0.size = 2;
+    d1.size = 4;
+    Tensorflow__TensorShapeProto__Dim *dims[2] = {&d0, &d1};
+    Tensorflow__TensorShapeProto sh = TENSORFLOW__TENSOR_SHAPE_PROTO__INIT;
+    sh.n_dim = 2;
+    sh.dim = dims;
+    for (int form = 0; form < 2; form++) {
+        Tensorflow__TensorProto tp = TENSORFLOW__TENSOR_PROTO__INIT;
+        tp.dtype = TENSORFLOW__DATA_TYPE__DT_FLOAT;
+        tp.tensor_shape = &sh;
+        if (form == 0) {
+            tp.tensor_content.data = (uint8_t *)x;
+            tp.tensor_content.len = sizeof x;
+        } else {
+            tp.n_float_val = 8;
+            tp.float_val = (float *)x;
+        }
+        size_t len;
+        uint8_t *msg = pack_predict("affine", 0, &tp, "x", &len);
+        cl_serve_call *c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+        assert_int_equal(cl_serve_pb_predict_parse(r, msg, len, 1 << 20, c), CL_SC_OK);
+        assert_int_equal(cl_serve_model_version(c->model), 2); /* latest */
+        assert_int_equal(cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err), 0);
+        expect_affine(c->outputs, c->n_outputs, x, 2);
+        uint8_t *resp;
+        size_t rlen;
+        assert_int_equal(cl_serve_pb_predict_response(c, &resp, &rlen), CL_SC_OK);
+        Tensorflow__Serving__PredictResponse *pr = tensorflow__serving__predict_response__unpack(NULL, rlen, resp);
+        assert_non_null(pr);
+        assert_string_equal(pr->model_spec->name, "affine");
+        assert_int_equal(pr->model_spec->version->value, 2);
+        assert_int_equal(pr->n_outputs, 3);
+        for (size_t i = 0; i < pr->n_outputs; i++) {
+            Tensorflow__TensorProto *o = pr->outputs[i]->value;
+            if (strcmp(pr->outputs[i]->key, "class") == 0) {
+                assert_int_equal(o->dtype, TENSORFLOW__DATA_TYPE__DT_INT64);
+                assert_int_equal(o->n_int64_val, 2);
+                assert_int_equal(o->int64_val[1], ((int64_t *)c->outputs[2].data)[1]);
+            } else {
+                assert_int_equal(o->n_float_val, 6);
+                assert_int_equal(o->tensor_shape->n_dim, 2);
+                assert_int_equal(o->tensor_shape->dim[1]->size, 3);
+            }
+        }
+        tensorflow__serving__predict_response__free_unpacked(pr, NULL);
+        free(resp);
+        free(msg);
+        cl_serve_call_free(c);
+    }
+
+    /* failures: byte count, value count, dtype, unknown model and version, size limit, garbage */
+    struct {
+        int content_len, nvals, dtype;
+        const char *model;
+        int64_t version;
+        size_t limit;
+        cl_serve_code code;
+        const char *msg;
+    } bad[] = {
+        {12, 0, 1, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "tensor_content has 12 bytes, the shape and dtype need 32"},
+        {0, 5, 1, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "5 values in float_val for a shape of 8 elements"},
+        {0, 8, 7, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "dtype 7 is not supported"},
+        {0, 8, 1, "nope", 0, 1 << 20, CL_SC_NOT_FOUND, "Servable not found for request: Latest(nope)"},
+        {0, 8, 1, "affine", 5, 1 << 20, CL_SC_NOT_FOUND, "Specific(affine, 5)"},
+        {0, 8, 1, "affine", 0, 16, CL_SC_INVALID_ARGUMENT, "above the limit of 16"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        Tensorflow__TensorProto tp = TENSORFLOW__TENSOR_PROTO__INIT;
+        tp.dtype = (Tensorflow__DataType)bad[i].dtype;
+        tp.tensor_shape = &sh;
+        tp.tensor_content.data = (uint8_t *)x;
+        tp.tensor_content.len = (size_t)bad[i].content_len;
+        tp.n_float_val = (size_t)bad[i].nvals;
+        tp.float_val = (float *)x;
+        size_t len;
+        uint8_t *msg = pack_predict(bad[i].model, bad[i].version, &tp, "x", &len);
+        cl_serve_call *c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+        assert_int_equal(cl_serve_pb_predict_parse(r, msg, len, bad[i].limit, c), bad[i].code);
+        if (!strstr(c->st.msg, bad[i].msg))
+            fail_msg("case %zu: '%s' lacks '%s'", i, c->st.msg, bad[i].msg);
+        cl_serve_call_free(c);
+        free(msg);
+    }
+    const uint8_t garbage[] = {0x0a, 0xff, 0x01, 0x02};
+    cl_serve_call *c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+    assert_int_equal(cl_serve_pb_predict_parse(r, garbage, sizeof garbage, 1 << 20, c), CL_SC_INVALID_ARGUMENT);
+    assert_non_null(strstr(c->st.msg, "not a valid PredictRequest"));
+    cl_serve_call_free(c);
+    cl_serve_registry_free(r);
+}
+
+static void test_pb_metadata_status(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, true, &err), 0);
+    Tensorflow__Serving__ModelSpec ms = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
+    ms.name = "affine";
+    char *fields[] = {"signature_def"};
+    Tensorflow__Serving__GetModelMetadataRequest mreq = TENSORFLOW__SERVING__GET_MODEL_METADATA_REQUEST__INIT;
+    mreq.model_spec = &ms;
+    mreq.n_metadata_field = 1;
+    mreq.metadata_field = fields;
+    uint8_t buf[512];
+    size_t len = protobuf_c_message_pack(&mreq.base, buf);
+    uint8_t *out;
+    size_t olen;
+    cl_serve_status st = {0};
+    assert_int_equal(cl_serve_pb_metadata(r, buf, len, &out, &olen, &st), CL_SC_OK);
+    Tensorflow__Serving__GetModelMetadataResponse *mr =
+        tensorflow__serving__get_model_metadata_response__unpack(NULL, olen, out);
+    assert_non_null(mr);
+    assert_int_equal(mr->n_metadata, 1);
+    assert_string_equal(mr->metadata[0]->key, "signature_def");
+    assert_string_equal(mr->metadata[0]->value->type_url, "type.googleapis.com/tensorflow.serving.SignatureDefMap");
+    Tensorflow__Serving__SignatureDefMap *sm = tensorflow__serving__signature_def_map__unpack(
+        NULL, mr->metadata[0]->value->value.len, mr->metadata[0]->value->value.data);
+    assert_non_null(sm);
+    assert_string_equal(sm->signature_def[0]->key, "serving_default");
+    Tensorflow__SignatureDef *sd = sm->signature_def[0]->value;
+    assert_int_equal(sd->n_inputs, 1);
+    assert_int_equal(sd->n_outputs, 3);
+    assert_string_equal(sd->inputs[0]->key, "x");
+    assert_int_equal(sd->inputs[0]->value->tensor_shape->dim[0]->size, -1);
+    assert_int_equal(sd->inputs[0]->value->tensor_shape->dim[1]->size, 4);
+    assert_string_equal(sd->method_name, "tensorflow/serving/predict");
+    tensorflow__serving__signature_def_map__free_unpacked(sm, NULL);
+    tensorflow__serving__get_model_metadata_response__free_unpacked(mr, NULL);
+    free(out);
+    fields[0] = "other";
+    len = protobuf_c_message_pack(&mreq.base, buf);
+    assert_int_equal(cl_serve_pb_metadata(r, buf, len, &out, &olen, &st), CL_SC_INVALID_ARGUMENT);
+
+    Tensorflow__Serving__GetModelStatusRequest sreq = TENSORFLOW__SERVING__GET_MODEL_STATUS_REQUEST__INIT;
+    sreq.model_spec = &ms;
+    len = protobuf_c_message_pack(&sreq.base, buf);
+    assert_int_equal(cl_serve_pb_status(r, buf, len, &out, &olen, &st), CL_SC_OK);
+    Tensorflow__Serving__GetModelStatusResponse *sr = tensorflow__serving__get_model_status_response__unpack(NULL, olen,
+                                                                                                           out);
+    assert_int_equal(sr->n_model_version_status, 2);
+    assert_int_equal(sr->model_version_status[0]->version, 2);
+    assert_int_equal(sr->model_version_status[0]->state, TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE);
+    tensorflow__serving__get_model_status_response__free_unpacked(sr, NULL);
+    free(out);
+    ms.name = "nope";
+    len = protobuf_c_message_pack(&sreq.base, buf);
+    assert_int_equal(cl_serve_pb_status(r, buf, len, &out, &olen, &st), CL_SC_NOT_FOUND);
+    cl_serve_registry_free(r);
+}
+
+/* ---------------------------------------------------------------- JSON */
+
+static cl_serve_call *json_call(cl_serve_registry *r, const char *model, const char *body, cl_serve_code want)
+{
+    cl_err err = {0};
+    cl_serve_call *c = cl_serve_call_new(NULL, CL_API_REST, CL_RPC_PREDICT);
+    c->model = cl_serve_registry_get(r, model, 0, &err);
+    assert_non_null(c->model);
+    cl_serve_code got = cl_serve_json_predict_parse(body, strlen(body), 1 << 20, c);
+    if (got != want)
+        fail_msg("body %s: code %d (%s), want %d", body, got, c->st.msg, want);
+    return c;
+}
+
+static char *json_run(cl_serve_call *c)
+{
+    cl_err err = {0};
+    assert_int_equal(cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err), 0);
+    char *out;
+    size_t len;
+    assert_int_equal(cl_serve_json_predict_response(c, &out, &len), CL_SC_OK);
+    assert_int_equal(strlen(out), len);
+    return out;
+}
+
+static void test_json(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, false, &err), 0);
+
+    /* row format, single input: instances are the values */
+    cl_serve_call *c = json_call(r, "adder", "{\"instances\": [{\"a\": 1, \"b\": 2}, {\"a\": -5, \"b\": 7}]}",
+                                 CL_SC_OK);
+    char *out = json_run(c);
+    assert_string_equal(out, "{\"predictions\":[3,2]}");
+    free(out);
+    cl_serve_call_free(c);
+    /* columnar */
+    c = json_call(r, "adder", "{\"inputs\": {\"a\": [1, 2, 3], \"b\": [10, 20, 30]}}", CL_SC_OK);
+    out = json_run(c);
+    assert_string_equal(out, "{\"outputs\":[11,22,33]}");
+    free(out);
+    cl_serve_call_free(c);
+    /* row format, multi-output model: objects per row */
+    c = json_call(r, "affine", "{\"signature_name\":\"serving_default\",\"instances\": [[0,0,0,0]]}", CL_SC_OK);
+    assert_int_equal(c->inputs[0].ndim, 2);
+    assert_int_equal(c->inputs[0].dims[1], 4);
+    out = json_run(c);
+    assert_non_null(strstr(out, "{\"predictions\":[{\"logits\":[0.5,0.25,0],\"probs\":["));
+    assert_non_null(strstr(out, "\"class\":0}]}"));
+    free(out);
+    cl_serve_call_free(c);
+    c = json_call(r, "affine", "{\"inputs\": [[0,0,0,0],[1,1,1,1]]}", CL_SC_OK);
+    out = json_run(c);
+    assert_non_null(strstr(out, "{\"outputs\":{\"logits\":[[0.5,0.25,0],["));
+    assert_non_null(strstr(out, "\"class\":[0,"));
+    free(out);
+    cl_serve_call_free(c);
+
+    struct {
+        const char *model, *body, *msg;
+        cl_serve_code code;
+    } bad[] = {
+        {"adder", "{\"instances\": [1,2]", "not valid JSON", CL_SC_INVALID_ARGUMENT},
+        {"adder", "[1]", "must be a JSON object", CL_SC_INVALID_ARGUMENT},
+        {"adder", "{}", "Missing 'inputs' or 'instances'", CL_SC_INVALID_ARGUMENT},
+        {"adder", "{\"inputs\":{\"a\":[1]},\"instances\":[]}", "exactly one", CL_SC_INVALID_ARGUMENT},
+        {"adder", "{\"instances\": [1, 2]}", "the model has 2 inputs", CL_SC_INVALID_ARGUMENT},
+        {"adder", "{\"inputs\": {\"a\": [1.5], \"b\": [1]}}", "not an integer", CL_SC_INVALID_ARGUMENT},
+        {"adder", "{\"inputs\": {\"a\": [\"x\"], \"b\": [1]}}", "expected a number, found a string",
+         CL_SC_INVALID_ARGUMENT},
+        {"adder", "{\"inputs\": {\"a\": [1e12], \"b\": [1]}}", "not an integer in range", CL_SC_INVALID_ARGUMENT},
+        {"adder", "{\"inputs\": {\"c\": [1]}}", "alias not found in signature: c", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"inputs\": [[1,2],[3]]}", "ragged", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"inputs\": [[1,2],3]}", "ragged", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"inputs\": [[[1]],[2]]}", "ragged", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"instances\": [[1,2,3,4],[1,2,3]]}", "same shape", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"instances\": []}", "empty", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"inputs\": [[[[[[[[[1]]]]]]]]]}", "nested deeper", CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"inputs\": {\"b64\": \"AAAA\"}}", "b64", CL_SC_UNIMPLEMENTED},
+        {"affine", "{\"signature_name\": \"other\", \"inputs\": [[1,2,3,4]]}", "\"other\" not found",
+         CL_SC_INVALID_ARGUMENT},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        c = json_call(r, bad[i].model, bad[i].body, bad[i].code);
+        if (!strstr(c->st.msg, bad[i].msg))
+            fail_msg("case %zu: '%s' lacks '%s'", i, c->st.msg, bad[i].msg);
+        cl_serve_call_free(c);
+    }
+
+    /* metadata, status and error bodies are valid JSON with TF Serving's keys */
+    cl_serve_model *m = cl_serve_registry_get(r, "affine", 0, &err);
+    char *md = cl_serve_json_metadata(m);
+    assert_non_null(strstr(md, "\"signature_def\":{\"signature_def\":{\"serving_default\":{\"inputs\":{\"x\":"
+                               "{\"dtype\":\"DT_FLOAT\",\"tensor_shape\":{\"dim\":[{\"size\":\"-1\",\"name\":\"\"},"
+                               "{\"size\":\"4\",\"name\":\"\"}],\"unknown_rank\":false}"));
+    free(md);
+    cl_serve_model_release(m);
+    int64_t vs[2] = {2, 1};
+    char *s = cl_serve_json_status(vs, 2);
+    assert_string_equal(s, "{\"model_version_status\":[{\"version\":\"2\",\"state\":\"AVAILABLE\",\"status\":{"
+                           "\"error_code\":\"OK\",\"error_message\":\"\"}},{\"version\":\"1\",\"state\":\"AVAILABLE\","
+                           "\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}]}");
+    free(s);
+    s = cl_serve_json_error("bad \"thing\"\n");
+    assert_string_equal(s, "{\"error\":\"bad \\\"thing\\\"\\u000a\"}");
+    free(s);
+    cl_serve_registry_free(r);
+}
+
+/* ---------------------------------------------------------------- gRPC framing */
+
+static void test_grpc_framing(void **state)
+{
+    (void)state;
+    cl_serve_status st;
+    const uint8_t *msg;
+    size_t len;
+    uint8_t ok[] = {0, 0, 0, 0, 3, 'a', 'b', 'c'};
+    assert_int_equal(cl_serve_grpc_unframe(ok, sizeof ok, 100, &msg, &len, &st), CL_SC_OK);
+    assert_int_equal(len, 3);
+    assert_memory_equal(msg, "abc", 3);
+    uint8_t empty[] = {0, 0, 0, 0, 0};
+    assert_int_equal(cl_serve_grpc_unframe(empty, sizeof empty, 100, &msg, &len, &st), CL_SC_OK);
+    assert_int_equal(len, 0);
+    assert_int_equal(cl_serve_grpc_unframe(ok, 4, 100, &msg, &len, &st), CL_SC_INVALID_ARGUMENT);
+    assert_int_equal(cl_serve_grpc_unframe(ok, 7, 100, &msg, &len, &st), CL_SC_INVALID_ARGUMENT);
+    uint8_t two[] = {0, 0, 0, 0, 1, 'a', 0, 0, 0, 0, 1, 'b'};
+    assert_int_equal(cl_serve_grpc_unframe(two, sizeof two, 100, &msg, &len, &st), CL_SC_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.msg, "exactly one message"));
+    uint8_t comp[] = {1, 0, 0, 0, 0};
+    assert_int_equal(cl_serve_grpc_unframe(comp, sizeof comp, 100, &msg, &len, &st), CL_SC_UNIMPLEMENTED);
+    uint8_t big[] = {0, 0, 0, 1, 0};
+    assert_int_equal(cl_serve_grpc_unframe(big, sizeof big, 100, &msg, &len, &st), CL_SC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(st.msg, "256 bytes is above the server's limit of 100"));
+    char enc[64];
+    cl_serve_grpc_percent_encode("a b%\n\xc3\xa9", enc);
+    assert_string_equal(enc, "a b%25%0A%C3%A9");
+    assert_int_equal(cl_serve_code_http(CL_SC_NOT_FOUND), 404);
+    assert_int_equal(cl_serve_code_http(CL_SC_INVALID_ARGUMENT), 400);
+    assert_int_equal(cl_serve_code_http(CL_SC_UNAVAILABLE), 503);
+    assert_int_equal(cl_serve_code_http(CL_SC_RESOURCE_EXHAUSTED), 429);
+}
+
+int main(void)
+{
+    cl_secmem_set_require_lock(false);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ssl_config_parse),  cmocka_unit_test(test_ssl_config_from_tls_init),
+        cmocka_unit_test(test_registry),          cmocka_unit_test(test_model_run_checks),
+        cmocka_unit_test(test_pb_predict),        cmocka_unit_test(test_pb_metadata_status),
+        cmocka_unit_test(test_json),              cmocka_unit_test(test_grpc_framing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
