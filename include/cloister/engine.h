@@ -8,6 +8,11 @@
  *   - Input tensors passed to cl_engine_run() stay the caller's. Output tensors are allocated by the
  *     engine (malloc) and released by the caller with cl_engine_tensor_release().
  *   - Strings in cl_engine_io_info live as long as the model.
+ *   - The model's weights and other constants (and the parsed protobuf while loading) live in secure
+ *     memory (common.h), so loading needs RLIMIT_MEMLOCK for about twice the weights, unless the
+ *     process allowed unlocked memory (cl_secmem_set_require_lock(false)).
+ *   - Activation buffers are recycled through a process-wide pool (at most 1 GiB of free buffers is
+ *     kept); the pool is emptied whenever a model is freed.
  * Thread-safety: a loaded model is immutable from the caller's point of view: any number of threads
  * may call cl_engine_run() on the same model concurrently (per-shape execution plans are created on
  * first use under an internal lock and then shared read-only). cl_engine_free() must not race with
@@ -75,7 +80,11 @@ typedef struct cl_engine_io_info {
 } cl_engine_io_info;
 
 typedef struct cl_engine_options {
-    int threads; /* oneDNN / OpenMP threads per run; 0: all cores */
+    int threads; /* oneDNN / OpenMP threads per run (set with omp_set_num_threads on the calling
+                    thread during load and each run); 0: OpenMP's default (all cores) */
+    bool no_warmup; /* by default, when every input dim except the batch is static, load runs the
+                       model once on zeros at batch 1, so the batch-1 plan exists and the weights are
+                       reordered before the first request; a failing warm-up is ignored */
 } cl_engine_options;
 
 typedef struct cl_engine_model cl_engine_model;

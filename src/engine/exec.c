@@ -120,6 +120,42 @@ void cl_engine_free(cl_engine_model *m)
     free(m);
 }
 
+/* One run on zeros at batch 1 (see cl_engine_options.no_warmup). */
+static void warmup(cl_engine_model *m)
+{
+    if (m->n_inputs > 16)
+        return;
+    cl_engine_tensor in[16] = {0}, *out = calloc(m->n_outputs + 1, sizeof *out);
+    bool ok = out != NULL;
+    for (size_t i = 0; ok && i < m->n_inputs; i++) {
+        const cl_engine_io_info *info = &m->in_info[i];
+        ok = info->rank >= 0;
+        in[i].dtype = info->dtype;
+        in[i].rank = info->rank;
+        for (int d = 0; ok && d < info->rank; d++) {
+            in[i].dims[d] = info->dims[d] < 0 && d == 0 ? 1 : info->dims[d];
+            ok = in[i].dims[d] >= 0;
+        }
+        int64_t n = ok ? eng_dims_numel(in[i].dims, in[i].rank) : -1;
+        ok = ok && n >= 0 && (size_t)n * cl_engine_dtype_size(info->dtype) <= ((size_t)256 << 20);
+        if (ok) {
+            in[i].nbytes = (size_t)n * cl_engine_dtype_size(info->dtype);
+            in[i].data = calloc(1, in[i].nbytes + 1);
+            ok = in[i].data != NULL;
+        }
+    }
+    cl_err err = {0};
+    if (ok && cl_engine_run(m, in, m->n_inputs, out, m->n_outputs, &err) == 0) {
+        for (size_t k = 0; k < m->n_outputs; k++)
+            cl_engine_tensor_release(&out[k]);
+    } else if (ok) {
+        CL_DEBUG(ENG_MOD, "warm-up run failed (ignored): %s", err.msg);
+    }
+    for (size_t i = 0; i < m->n_inputs; i++)
+        free(in[i].data);
+    free(out);
+}
+
 int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts, cl_engine_model **out,
                    cl_err *err)
 {
@@ -139,6 +175,8 @@ int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts
         cl_engine_free(m);
         return -1;
     }
+    if (!(opts && opts->no_warmup))
+        warmup(m);
     const char *prof = getenv("CLOISTER_ENGINE_PROFILE");
     if (prof && prof[0] == '1')
         m->prof_ns = calloc(m->n_nodes + 1, sizeof *m->prof_ns);
@@ -241,6 +279,13 @@ eng_tensor *eng_in_plain(eng_run *r, const eng_node *n, int i, cl_err *err)
 /* Omitted outputs are computed into this per-thread scratch tensor, freed after the node. */
 static _Thread_local eng_tensor discard[4];
 static _Thread_local int n_discard;
+
+void eng_discard_flush(void)
+{
+    for (int k = 0; k < n_discard; k++)
+        eng_tensor_free(&discard[k]);
+    n_discard = 0;
+}
 
 eng_tensor *eng_out(eng_run *r, const eng_node *n, int i, cl_engine_dtype dt, int rank, const int64_t *dims,
                     cl_err *err)
@@ -372,14 +417,12 @@ int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_i
     int rc = 0;
     for (size_t oi = 0; oi < m->n_order && rc == 0; oi++) {
         eng_node *n = &m->nodes[m->order[oi]];
-        n_discard = 0;
+        eng_discard_flush();
         uint64_t t0 = m->prof_ns ? cl_now_ns() : 0;
         rc = n->op->run(&r, n, err);
         if (m->prof_ns)
             __atomic_fetch_add(&m->prof_ns[m->order[oi]], cl_now_ns() - t0, __ATOMIC_RELAXED);
-        for (int k = 0; k < n_discard; k++)
-            eng_tensor_free(&discard[k]);
-        n_discard = 0;
+        eng_discard_flush();
         if (rc != 0)
             break;
         for (int k = 0; k < n->n_out; k++)

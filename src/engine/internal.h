@@ -166,6 +166,8 @@ eng_tensor *eng_in_plain(eng_run *r, const eng_node *n, int i, cl_err *err);
  * may skip it; the allocation is then done in a scratch tensor and freed). */
 eng_tensor *eng_out(eng_run *r, const eng_node *n, int i, cl_engine_dtype dt, int rank, const int64_t *dims,
                     cl_err *err);
+/* Frees the scratch tensors of omitted outputs written by the last kernel (on this thread). */
+void eng_discard_flush(void);
 /* Makes output i an alias-free copy/move of tensor src (used by Identity/Reshape...): the data is
  * copied unless src is an owned intermediate with no other consumer, in which case it is moved. */
 int eng_out_forward(eng_run *r, const eng_node *n, int i, int in_idx, int rank, const int64_t *dims, cl_err *err);

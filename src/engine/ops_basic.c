@@ -1140,6 +1140,9 @@ static int run_range(eng_run *r, eng_node *n, cl_err *err)
         if (need_in(r, n, i, &ts[i], err) != 0)
             return -1;
     cl_engine_dtype dt = ts[0]->dtype;
+    for (int i = 0; i < 3; i++)
+        if (eng_numel(ts[i]) != 1 || ts[i]->dtype != dt)
+            return eng_node_err(err, CL_E_FORMAT, n, "start, limit and delta must be scalars of one type");
     int64_t cnt;
     if (eng_dtype_is_float(dt)) {
         double s = eng_get_f(ts[0], 0), l = eng_get_f(ts[1], 0), d = eng_get_f(ts[2], 0);
@@ -1259,6 +1262,588 @@ static int run_pad(eng_run *r, eng_node *n, cl_err *err)
             idx[d] = 0;
         }
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- more tensor ops */
+
+static int run_gather_elements(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x, *ind;
+    if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &ind, err))
+        return -1;
+    if ((ind->dtype != CL_ENGINE_DT_INT64 && ind->dtype != CL_ENGINE_DT_INT32) || ind->rank != x->rank || x->rank == 0)
+        return eng_node_err(err, CL_E_FORMAT, n, "indices must be int32/int64 with the data's rank");
+    int64_t ax = norm_axis(eng_attr_i(n, "axis", 0), x->rank);
+    if (ax < 0 || ax >= x->rank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    for (int d = 0; d < x->rank; d++)
+        if (d != ax && ind->dims[d] > x->dims[d])
+            return eng_node_err(err, CL_E_FORMAT, n, "indices %s exceed the data %s outside the axis", DIMS(ind), DIMS(x));
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, ind->rank, ind->dims, err);
+    if (!y)
+        return -1;
+    size_t es = cl_engine_dtype_size(x->dtype);
+    int64_t N = eng_numel(ind), idx[CL_ENGINE_MAX_RANK] = {0}, xst[CL_ENGINE_MAX_RANK], st = 1;
+    for (int d = x->rank - 1; d >= 0; d--) {
+        xst[d] = st;
+        st *= x->dims[d];
+    }
+    for (int64_t e = 0; e < N; e++) {
+        int64_t v = eng_get_i(ind, e), dim = x->dims[ax];
+        if (v < -dim || v >= dim)
+            return eng_node_err(err, CL_E_FORMAT, n, "index %lld out of range for axis of size %lld", (long long)v,
+                                (long long)dim);
+        if (v < 0)
+            v += dim;
+        int64_t off = 0;
+        for (int d = 0; d < x->rank; d++)
+            off += (d == ax ? v : idx[d]) * xst[d];
+        memcpy((char *)y->data + e * es, (char *)x->data + off * es, es);
+        for (int d = x->rank - 1; d >= 0; d--) {
+            if (++idx[d] < ind->dims[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    return 0;
+}
+
+static int run_trilu(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    if (x->rank < 2)
+        return eng_node_err(err, CL_E_FORMAT, n, "input must have rank >= 2");
+    int64_t k = 0;
+    eng_tensor *kt = eng_in_plain(r, n, 1, err);
+    if (kt) {
+        if (eng_numel(kt) != 1)
+            return eng_node_err(err, CL_E_FORMAT, n, "k must be a scalar");
+        k = eng_get_i(kt, 0);
+    }
+    bool upper = eng_attr_i(n, "upper", 1) != 0;
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t R = x->dims[x->rank - 2], C = x->dims[x->rank - 1], N = eng_numel(x);
+    size_t es = cl_engine_dtype_size(x->dtype);
+    for (int64_t e = 0; e < N; e++) {
+        int64_t j = e % C, i = (e / C) % R;
+        bool keep = upper ? j - i >= k : j - i <= k;
+        if (keep)
+            memcpy((char *)y->data + e * es, (char *)x->data + e * es, es);
+    }
+    return 0;
+}
+
+static int run_cumsum(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x, *at;
+    if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &at, err))
+        return -1;
+    if (eng_numel(at) != 1 || x->rank == 0)
+        return eng_node_err(err, CL_E_FORMAT, n, "needs a scalar axis and a non-scalar input");
+    int64_t ax = norm_axis(eng_get_i(at, 0), x->rank);
+    if (ax < 0 || ax >= x->rank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    bool excl = eng_attr_i(n, "exclusive", 0) != 0, rev = eng_attr_i(n, "reverse", 0) != 0;
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t outer = 1, len = x->dims[ax], inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= x->dims[d];
+    for (int d = (int)ax + 1; d < x->rank; d++)
+        inner *= x->dims[d];
+    bool f = eng_dtype_is_float(x->dtype);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            double accf = 0;
+            int64_t acci = 0;
+            for (int64_t t = 0; t < len; t++) {
+                int64_t j = rev ? len - 1 - t : t, e = (o * len + j) * inner + in;
+                if (excl) {
+                    if (f)
+                        eng_set_f(y, e, accf);
+                    else
+                        eng_set_i(y, e, acci);
+                }
+                if (f)
+                    accf += eng_get_f(x, e);
+                else
+                    acci = (int64_t)((uint64_t)acci + (uint64_t)eng_get_i(x, e));
+                if (!excl) {
+                    if (f)
+                        eng_set_f(y, e, accf);
+                    else
+                        eng_set_i(y, e, acci);
+                }
+            }
+        }
+    return 0;
+}
+
+static int run_isinf(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    if (!eng_dtype_is_float(x->dtype))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "type %s is not supported", cl_engine_dtype_name(x->dtype));
+    bool pos = eng_attr_i(n, "detect_positive", 1) != 0, neg = eng_attr_i(n, "detect_negative", 1) != 0;
+    eng_tensor *y = eng_out(r, n, 0, CL_ENGINE_DT_BOOL, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t N = eng_numel(x);
+    for (int64_t i = 0; i < N; i++) {
+        double v = eng_get_f(x, i);
+        ((uint8_t *)y->data)[i] = isinf(v) && ((v > 0 && pos) || (v < 0 && neg));
+    }
+    return 0;
+}
+
+static int run_eyelike(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    if (x->rank != 2)
+        return eng_node_err(err, CL_E_FORMAT, n, "input must be 2-D");
+    cl_engine_dtype dt = (cl_engine_dtype)eng_attr_i(n, "dtype", x->dtype);
+    if (!eng_dtype_supported(dt))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "dtype %s is not supported", cl_engine_dtype_name(dt));
+    int64_t k = eng_attr_i(n, "k", 0);
+    eng_tensor *y = eng_out(r, n, 0, dt, 2, x->dims, err);
+    if (!y)
+        return -1;
+    for (int64_t i = 0; i < x->dims[0]; i++) {
+        int64_t j = i + k;
+        if (j >= 0 && j < x->dims[1])
+            eng_set_i(y, i * x->dims[1] + j, 1);
+    }
+    return 0;
+}
+
+static int run_depth_space(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    bool d2s = strcmp(n->op_type, "DepthToSpace") == 0;
+    int64_t b = eng_attr_i(n, "blocksize", 0);
+    bool crd = strcmp(eng_attr_s(n, "mode", "DCR"), "CRD") == 0;
+    if (x->rank != 4 || b < 1 || b > 4096)
+        return eng_node_err(err, CL_E_FORMAT, n, "needs a 4-D input and a blocksize >= 1");
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], od[4];
+    if (d2s) {
+        if (C % (b * b))
+            return eng_node_err(err, CL_E_FORMAT, n, "channels %lld are not divisible by blocksize^2", (long long)C);
+        od[0] = N, od[1] = C / (b * b), od[2] = H * b, od[3] = W * b;
+    } else {
+        if (H % b || W % b)
+            return eng_node_err(err, CL_E_FORMAT, n, "spatial dims are not divisible by the blocksize");
+        od[0] = N, od[1] = C * b * b, od[2] = H / b, od[3] = W / b;
+    }
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, 4, od, err);
+    if (!y)
+        return -1;
+    size_t es = cl_engine_dtype_size(x->dtype);
+    /* iterate over the depth-to-space side (big spatial) and map to the channel side */
+    int64_t oc = d2s ? od[1] : C, hh = d2s ? od[2] : H, ww = d2s ? od[3] : W; /* space side dims */
+    int64_t cc = d2s ? C : od[1], sh = hh / b, sw = ww / b;                    /* depth side dims */
+    for (int64_t bn = 0; bn < N; bn++)
+        for (int64_t c = 0; c < oc; c++)
+            for (int64_t i = 0; i < hh; i++)
+                for (int64_t j = 0; j < ww; j++) {
+                    int64_t bi = i % b, bj = j % b;
+                    int64_t dc = crd ? c * b * b + bi * b + bj : (bi * b + bj) * oc + c;
+                    int64_t space = ((bn * oc + c) * hh + i) * ww + j;
+                    int64_t depth = ((bn * cc + dc) * sh + i / b) * sw + j / b;
+                    if (d2s)
+                        memcpy((char *)y->data + space * es, (char *)x->data + depth * es, es);
+                    else
+                        memcpy((char *)y->data + depth * es, (char *)x->data + space * es, es);
+                }
+    return 0;
+}
+
+static int run_onehot(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *ind, *dep, *val;
+    if (need_in(r, n, 0, &ind, err) || need_in(r, n, 1, &dep, err) || need_in(r, n, 2, &val, err))
+        return -1;
+    if (eng_numel(dep) != 1 || eng_numel(val) != 2)
+        return eng_node_err(err, CL_E_FORMAT, n, "depth must be a scalar and values have two elements");
+    int64_t depth = eng_get_i(dep, 0);
+    if (depth < 1 || depth > CL_ENGINE_MAX_TENSOR_ELEMS || ind->rank + 1 > CL_ENGINE_MAX_RANK)
+        return eng_node_err(err, CL_E_FORMAT, n, "invalid depth or rank");
+    int orank = ind->rank + 1;
+    int64_t ax = norm_axis(eng_attr_i(n, "axis", -1), orank);
+    if (ax < 0 || ax >= orank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    int64_t od[CL_ENGINE_MAX_RANK];
+    for (int d = 0, k = 0; d < orank; d++)
+        od[d] = d == ax ? depth : ind->dims[k++];
+    eng_tensor *y = eng_out(r, n, 0, val->dtype, orank, od, err);
+    if (!y)
+        return -1;
+    size_t es = cl_engine_dtype_size(val->dtype);
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= od[d];
+    for (int d = (int)ax + 1; d < orank; d++)
+        inner *= od[d];
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t k = 0; k < depth; k++)
+            for (int64_t i = 0; i < inner; i++) {
+                int64_t v = eng_get_i(ind, o * inner + i);
+                if (v < 0)
+                    v += depth;
+                int64_t e = (o * depth + k) * inner + i;
+                memcpy((char *)y->data + e * es, (char *)val->data + (v == k ? es : 0), es);
+            }
+    return 0;
+}
+
+static int run_shrink(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    double bias = eng_attr_f(n, "bias", 0.0f), lambd = eng_attr_f(n, "lambd", 0.5f);
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
+    if (!y)
+        return -1;
+    int64_t N = eng_numel(x);
+    for (int64_t i = 0; i < N; i++) {
+        double v = eng_get_f(x, i);
+        eng_set_f(y, i, v < -lambd ? v + bias : v > lambd ? v - bias : 0);
+    }
+    return 0;
+}
+
+typedef struct topk_item {
+    double v;
+    int64_t i;
+} topk_item;
+
+/* A total order (NaN above everything) so qsort's comparator is consistent. */
+static int cmp_val(double a, double b)
+{
+    bool na = a != a, nb = b != b;
+    if (na || nb)
+        return na && nb ? 0 : na ? 1 : -1;
+    return a < b ? -1 : a > b;
+}
+
+static int topk_largest(const void *a, const void *b)
+{
+    const topk_item *x = a, *y = b;
+    int c = cmp_val(y->v, x->v);
+    return c ? c : (x->i < y->i ? -1 : x->i > y->i);
+}
+
+static int topk_smallest(const void *a, const void *b)
+{
+    const topk_item *x = a, *y = b;
+    int c = cmp_val(x->v, y->v);
+    return c ? c : (x->i < y->i ? -1 : x->i > y->i);
+}
+
+static int run_topk(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x, *kt;
+    if (need_in(r, n, 0, &x, err) || need_in(r, n, 1, &kt, err))
+        return -1;
+    if (eng_numel(kt) != 1 || x->rank == 0)
+        return eng_node_err(err, CL_E_FORMAT, n, "K must have one element and X a rank >= 1");
+    int64_t ax = norm_axis(eng_attr_i(n, "axis", -1), x->rank);
+    if (ax < 0 || ax >= x->rank)
+        return eng_node_err(err, CL_E_FORMAT, n, "axis out of range");
+    int64_t k = eng_get_i(kt, 0), len = x->dims[ax];
+    if (k < 0 || k > len)
+        return eng_node_err(err, CL_E_FORMAT, n, "K=%lld is out of range for an axis of %lld", (long long)k,
+                            (long long)len);
+    bool largest = eng_attr_i(n, "largest", 1) != 0;
+    int64_t od[CL_ENGINE_MAX_RANK];
+    memcpy(od, x->dims, sizeof od);
+    od[ax] = k;
+    eng_tensor *vy = eng_out(r, n, 0, x->dtype, x->rank, od, err);
+    eng_tensor *iy = vy ? eng_out(r, n, 1, CL_ENGINE_DT_INT64, x->rank, od, err) : NULL;
+    if (!vy || !iy)
+        return -1;
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < ax; d++)
+        outer *= x->dims[d];
+    for (int d = (int)ax + 1; d < x->rank; d++)
+        inner *= x->dims[d];
+    if ((size_t)len > CL_ENGINE_MAX_TENSOR_BYTES / sizeof(topk_item))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "the axis is too long");
+    topk_item *items = malloc((size_t)(len + 1) * sizeof *items);
+    if (!items)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    size_t es = cl_engine_dtype_size(x->dtype);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t in = 0; in < inner; in++) {
+            for (int64_t j = 0; j < len; j++)
+                items[j] = (topk_item){eng_get_f(x, (o * len + j) * inner + in), j};
+            qsort(items, (size_t)len, sizeof *items, largest ? topk_largest : topk_smallest);
+            for (int64_t j = 0; j < k; j++) {
+                int64_t e = (o * k + j) * inner + in;
+                memcpy((char *)vy->data + e * es, (char *)x->data + ((o * len + items[j].i) * inner + in) * es, es);
+                ((int64_t *)iy->data)[e] = items[j].i;
+            }
+        }
+    free(items);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- Resize / Upsample
+ * Separable N-D resampling: per output dim, the source coordinate comes from the
+ * coordinate_transformation_mode; nearest picks one tap, linear two, cubic four (Keys kernel with
+ * cubic_coeff_a; exclude_outside renormalizes). Taps outside the input are clamped, except for
+ * tf_crop_and_resize, where a coordinate outside the input gives extrapolation_value. */
+enum { RS_NEAREST, RS_LINEAR, RS_CUBIC };
+
+typedef struct rs_taps {
+    int n;
+    int64_t idx[4];
+    double w[4];
+    bool outside;
+} rs_taps;
+
+static double cubic_w(double t, double A)
+{
+    t = fabs(t);
+    if (t <= 1)
+        return ((A + 2) * t - (A + 3)) * t * t + 1;
+    if (t < 2)
+        return ((A * t - 5 * A) * t + 8 * A) * t - 4 * A;
+    return 0;
+}
+
+static int run_resize(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x;
+    if (need_in(r, n, 0, &x, err) != 0)
+        return -1;
+    bool upsample = strcmp(n->op_type, "Upsample") == 0;
+    int rank = x->rank;
+    if (rank < 1)
+        return eng_node_err(err, CL_E_FORMAT, n, "input must not be a scalar");
+    if (!eng_dtype_is_float(x->dtype))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "type %s is not supported", cl_engine_dtype_name(x->dtype));
+    const char *mode = eng_attr_s(n, "mode", "nearest");
+    int m = strcmp(mode, "nearest") == 0 ? RS_NEAREST : (strcmp(mode, "linear") == 0 || strcmp(mode, "bilinear") == 0)
+                                                            ? RS_LINEAR : strcmp(mode, "cubic") == 0 ? RS_CUBIC : -1;
+    if (m < 0)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "mode '%s' is not supported", mode);
+    const char *ctm = upsample || r->m->opset < 11 ? "asymmetric" : eng_attr_s(n, "coordinate_transformation_mode", "half_pixel");
+    const char *nm = r->m->opset < 11 ? "floor" : eng_attr_s(n, "nearest_mode", "round_prefer_floor");
+    if (upsample || r->m->opset < 11)
+        nm = "floor"; /* Upsample and Resize-10 take the floor */
+    if (eng_attr_i(n, "antialias", 0))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "antialias is not supported");
+    double A = eng_attr_f(n, "cubic_coeff_a", -0.75f), extrap = eng_attr_f(n, "extrapolation_value", 0.0f);
+    bool exclude = eng_attr_i(n, "exclude_outside", 0) != 0;
+    double scale[CL_ENGINE_MAX_RANK], roi[2 * CL_ENGINE_MAX_RANK];
+    int64_t od[CL_ENGINE_MAX_RANK];
+    for (int d = 0; d < rank; d++) {
+        roi[d] = 0;
+        roi[rank + d] = 1;
+    }
+    eng_tensor *roi_t = NULL, *sc_t = NULL, *sz_t = NULL;
+    if (upsample || r->m->opset < 11) {
+        sc_t = eng_in_plain(r, n, 1, err);
+        if (!sc_t) {
+            size_t c = 0;
+            const eng_attr *a = eng_attr_find(n, "scales");
+            if (!a || a->type != ENG_ATTR_FLOATS || (int)a->n_floats != rank)
+                return eng_node_err(err, CL_E_FORMAT, n, "scales are required");
+            for (int d = 0; d < rank; d++)
+                scale[d] = a->floats[d];
+            (void)c;
+        }
+    } else {
+        roi_t = eng_in_plain(r, n, 1, err);
+        sc_t = eng_in_plain(r, n, 2, err);
+        sz_t = eng_in_plain(r, n, 3, err);
+        if (sc_t && eng_numel(sc_t) == 0)
+            sc_t = NULL;
+        if (roi_t && eng_numel(roi_t) == 0)
+            roi_t = NULL;
+    }
+    if (sz_t) {
+        if (sc_t || eng_numel(sz_t) != rank || (sz_t->dtype != CL_ENGINE_DT_INT64))
+            return eng_node_err(err, CL_E_FORMAT, n, "sizes must be %d int64 values (and scales empty)", rank);
+        for (int d = 0; d < rank; d++) {
+            od[d] = eng_get_i(sz_t, d);
+            if (od[d] < 0 || od[d] > CL_ENGINE_MAX_TENSOR_ELEMS)
+                return eng_node_err(err, CL_E_FORMAT, n, "invalid size");
+            scale[d] = x->dims[d] ? (double)od[d] / (double)x->dims[d] : 1.0;
+        }
+    } else {
+        if (sc_t) {
+            if (eng_numel(sc_t) != rank || !eng_dtype_is_float(sc_t->dtype))
+                return eng_node_err(err, CL_E_FORMAT, n, "scales must be %d floats", rank);
+            for (int d = 0; d < rank; d++)
+                scale[d] = eng_get_f(sc_t, d);
+        } else if (!(upsample || r->m->opset < 11)) {
+            return eng_node_err(err, CL_E_FORMAT, n, "either scales or sizes is required");
+        }
+        for (int d = 0; d < rank; d++) {
+            if (!(scale[d] > 0) || scale[d] > 65536)
+                return eng_node_err(err, CL_E_FORMAT, n, "invalid scale %g", scale[d]);
+            double o = floor((double)x->dims[d] * scale[d] + 1e-9);
+            if (o > (double)CL_ENGINE_MAX_TENSOR_ELEMS)
+                return eng_node_err(err, CL_E_FORMAT, n, "output too large");
+            od[d] = (int64_t)o;
+        }
+    }
+    if (roi_t && strcmp(ctm, "tf_crop_and_resize") == 0) {
+        if (eng_numel(roi_t) != 2 * rank)
+            return eng_node_err(err, CL_E_FORMAT, n, "roi must have %d values", 2 * rank);
+        for (int i = 0; i < 2 * rank; i++)
+            roi[i] = eng_get_f(roi_t, i);
+    }
+    bool empty_out = eng_dims_numel(od, rank) == 0;
+    for (int d = 0; d < rank && !empty_out; d++)
+        if (x->dims[d] == 0)
+            return eng_node_err(err, CL_E_FORMAT, n, "cannot resize an empty input to a non-empty output");
+    eng_tensor *y = eng_out(r, n, 0, x->dtype, rank, od, err);
+    if (!y)
+        return -1;
+    if (empty_out)
+        return 0;
+    /* taps per dim and output index */
+    int64_t total_taps = 0;
+    for (int d = 0; d < rank; d++)
+        total_taps += od[d];
+    if ((size_t)total_taps > ((size_t)256 << 20) / sizeof(rs_taps))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "output dimensions are too large for Resize");
+    rs_taps *taps = malloc((size_t)(total_taps + 1) * sizeof *taps);
+    if (!taps)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    rs_taps *td[CL_ENGINE_MAX_RANK];
+    int64_t off = 0;
+    for (int d = 0; d < rank; d++) {
+        td[d] = taps + off;
+        off += od[d];
+        int64_t in = x->dims[d];
+        for (int64_t o = 0; o < od[d]; o++) {
+            rs_taps *t = &td[d][o];
+            memset(t, 0, sizeof *t);
+            /* the spec's length_resized is in * scale, not rounded (they differ when scales are given) */
+            double sc = scale[d], xo, lr = (double)in * sc;
+            if (strcmp(ctm, "half_pixel") == 0)
+                xo = (o + 0.5) / sc - 0.5;
+            else if (strcmp(ctm, "pytorch_half_pixel") == 0)
+                xo = lr > 1 ? (o + 0.5) / sc - 0.5 : 0;
+            else if (strcmp(ctm, "align_corners") == 0)
+                xo = lr == 1 ? 0 : (double)o * (double)(in - 1) / (lr - 1);
+            else if (strcmp(ctm, "asymmetric") == 0)
+                xo = o / sc;
+            else if (strcmp(ctm, "tf_half_pixel_for_nn") == 0)
+                xo = (o + 0.5) / sc;
+            else if (strcmp(ctm, "tf_crop_and_resize") == 0) {
+                double s0 = roi[d], e0 = roi[rank + d];
+                xo = lr > 1 ? s0 * (double)(in - 1) + (double)o * (e0 - s0) * (double)(in - 1) / (lr - 1)
+                            : 0.5 * (s0 + e0) * (double)(in - 1);
+                if (xo < 0 || xo > (double)(in - 1))
+                    t->outside = true;
+            } else {
+                free(taps);
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "coordinate_transformation_mode '%s' is not supported", ctm);
+            }
+            if (!(xo == xo))
+                xo = 0; /* NaN from a hostile roi */
+            xo = xo < -1e9 ? -1e9 : xo > 1e9 ? 1e9 : xo; /* keep the integer casts defined */
+            if (m == RS_NEAREST) {
+                double f = floor(xo), frac = xo - f;
+                int64_t i;
+                if (strcmp(nm, "floor") == 0)
+                    i = (int64_t)f;
+                else if (strcmp(nm, "ceil") == 0)
+                    i = (int64_t)ceil(xo);
+                else if (strcmp(nm, "round_prefer_ceil") == 0)
+                    i = frac >= 0.5 ? (int64_t)f + 1 : (int64_t)f;
+                else
+                    i = frac > 0.5 ? (int64_t)f + 1 : (int64_t)f;
+                t->n = 1;
+                t->idx[0] = i < 0 ? 0 : i >= in ? in - 1 : i;
+                t->w[0] = 1;
+            } else if (m == RS_LINEAR) {
+                double xc = xo < 0 ? 0 : xo > (double)(in - 1) ? (double)(in - 1) : xo;
+                int64_t i0 = (int64_t)floor(xc), i1 = i0 + 1 < in ? i0 + 1 : in - 1;
+                double f = xc - (double)i0;
+                t->n = 2;
+                t->idx[0] = i0;
+                t->idx[1] = i1;
+                t->w[0] = 1 - f;
+                t->w[1] = f;
+            } else {
+                int64_t i0 = (int64_t)floor(xo);
+                double f = xo - (double)i0, sum = 0;
+                t->n = 4;
+                for (int k = 0; k < 4; k++) {
+                    int64_t i = i0 - 1 + k;
+                    double wgt = cubic_w(f + 1 - k, A);
+                    if (exclude && (i < 0 || i >= in))
+                        wgt = 0;
+                    t->idx[k] = i < 0 ? 0 : i >= in ? in - 1 : i;
+                    t->w[k] = wgt;
+                    sum += wgt;
+                }
+                if (exclude && sum != 0)
+                    for (int k = 0; k < 4; k++)
+                        t->w[k] /= sum;
+            }
+        }
+    }
+    int64_t ist[CL_ENGINE_MAX_RANK], st = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        ist[d] = st;
+        st *= x->dims[d];
+    }
+    int64_t N = eng_numel(y), idx[CL_ENGINE_MAX_RANK] = {0};
+    for (int64_t e = 0; e < N; e++) {
+        bool outside = false;
+        for (int d = 0; d < rank; d++)
+            outside |= td[d][idx[d]].outside;
+        double acc = 0;
+        if (!outside) {
+            /* iterate over the tap combinations */
+            int k[CL_ENGINE_MAX_RANK] = {0};
+            for (;;) {
+                double wgt = 1;
+                int64_t src = 0;
+                for (int d = 0; d < rank; d++) {
+                    const rs_taps *t = &td[d][idx[d]];
+                    wgt *= t->w[k[d]];
+                    src += t->idx[k[d]] * ist[d];
+                }
+                if (wgt != 0)
+                    acc += wgt * eng_get_f(x, src);
+                int d = rank - 1;
+                for (; d >= 0; d--) {
+                    if (++k[d] < td[d][idx[d]].n)
+                        break;
+                    k[d] = 0;
+                }
+                if (d < 0)
+                    break;
+            }
+        }
+        eng_set_f(y, e, outside ? extrap : acc);
+        for (int d = rank - 1; d >= 0; d--) {
+            if (++idx[d] < od[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    free(taps);
     return 0;
 }
 
@@ -1386,6 +1971,8 @@ static int run_reduce(eng_run *r, eng_node *n, cl_err *err)
     if (!y)
         return -1;
     int64_t M = eng_dims_numel(kd, x->rank), N = eng_numel(x);
+    if ((size_t)M > CL_ENGINE_MAX_TENSOR_BYTES / 24)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "the reduction's output is too large");
     double *acc = malloc(((size_t)M + 1) * sizeof(double));
     int64_t *cnt = calloc((size_t)M + 1, sizeof(int64_t));
     int64_t *ai = calloc((size_t)M + 1, sizeof(int64_t));
@@ -1614,6 +2201,8 @@ static int run_layernorm(eng_run *r, eng_node *n, cl_err *err)
         if (bcast_init(&bb, t2, 2, n, err) != 0 || bb.total != inner)
             return eng_node_err(err, CL_E_FORMAT, n, "bias %s does not match the normalized shape", DIMS(bi));
     }
+    if ((size_t)inner > CL_ENGINE_MAX_TENSOR_BYTES / 16)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "the normalized shape is too large");
     double *sv = malloc((size_t)(inner + 1) * 2 * sizeof(double));
     if (!sv)
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
@@ -1752,6 +2341,8 @@ static int run_dropout(eng_run *r, eng_node *n, cl_err *err)
     if (need_in(r, n, 0, &x, err) != 0)
         return -1;
     eng_tensor *tm = eng_in_plain(r, n, 2, err);
+    if (tm && eng_numel(tm) != 1)
+        return eng_node_err(err, CL_E_FORMAT, n, "training_mode must be a scalar");
     if (tm && eng_get_i(tm, 0) != 0)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "training mode is not supported");
     int64_t d[CL_ENGINE_MAX_RANK];
@@ -1805,6 +2396,18 @@ const eng_op eng_ops_basic[] = {
     {"ConstantOfShape", 1, 1, 1, 1, NULL, run_constant_of_shape, NULL},
     {"Range", 3, 3, 1, 1, NULL, run_range, NULL},
     {"Pad", 1, 4, 1, 1, NULL, run_pad, NULL},
+    {"GatherElements", 2, 2, 1, 1, NULL, run_gather_elements, NULL},
+    {"Trilu", 1, 2, 1, 1, NULL, run_trilu, NULL},
+    {"CumSum", 2, 2, 1, 1, NULL, run_cumsum, NULL},
+    {"IsInf", 1, 1, 1, 1, NULL, run_isinf, NULL},
+    {"EyeLike", 1, 1, 1, 1, NULL, run_eyelike, NULL},
+    {"DepthToSpace", 1, 1, 1, 1, NULL, run_depth_space, NULL},
+    {"SpaceToDepth", 1, 1, 1, 1, NULL, run_depth_space, NULL},
+    {"OneHot", 3, 3, 1, 1, NULL, run_onehot, NULL},
+    {"Shrink", 1, 1, 1, 1, NULL, run_shrink, NULL},
+    {"TopK", 2, 2, 2, 2, NULL, run_topk, NULL},
+    {"Resize", 1, 4, 1, 1, NULL, run_resize, NULL},
+    {"Upsample", 1, 2, 1, 1, NULL, run_resize, NULL},
     {"Constant", 0, 0, 1, 1, NULL, run_never, NULL},
     {"Softmax", 1, 1, 1, 1, NULL, run_softmax, NULL},
     {"LogSoftmax", 1, 1, 1, 1, NULL, run_softmax, NULL},

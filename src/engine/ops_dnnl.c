@@ -24,6 +24,10 @@ typedef struct prim_entry {
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, dst_md, wei_md, bias_md, scratch_md;
     dnnl_primitive_t src_reorder; /* in_md -> src_md when they differ */
+    int wplain_rank;              /* the weights' plain shape (goihw for groups) */
+    int w_rank;                   /* the ONNX weights' shape (Conv cache key) */
+    int64_t w_dims[CL_ENGINE_MAX_RANK];
+    int64_t wplain_dims[CL_ENGINE_MAX_RANK];
     void *wei;                    /* reordered weights (owned unless wei_shared) */
     bool wei_shared;
     int64_t out_dims[CL_ENGINE_MAX_RANK];
@@ -85,11 +89,15 @@ static void tensor_md(const eng_tensor *t, dnnl_memory_desc_t *md)
         plain_md(md, t->rank, t->dims);
 }
 
-static prim_entry *cache_find(prim_cache *c, const eng_tensor *x, const dnnl_memory_desc_t *in_md, bool with_sum)
+/* w: the weights for Conv (their shape is part of the key: they may be a graph input), NULL for pooling */
+static prim_entry *cache_find(prim_cache *c, const eng_tensor *x, const dnnl_memory_desc_t *in_md, bool with_sum,
+                              const eng_tensor *w)
 {
     for (prim_entry *e = c ? c->head : NULL; e; e = e->next)
         if (e->rank == x->rank && e->with_sum == with_sum &&
-            memcmp(e->dims, x->dims, sizeof(int64_t) * (size_t)x->rank) == 0 && dnnl_memory_desc_equal(&e->in_md, in_md))
+            memcmp(e->dims, x->dims, sizeof(int64_t) * (size_t)x->rank) == 0 &&
+            (!w || (w->rank == e->w_rank && memcmp(e->w_dims, w->dims, sizeof(int64_t) * (size_t)w->rank) == 0)) &&
+            dnnl_memory_desc_equal(&e->in_md, in_md))
             return e;
     return NULL;
 }
@@ -238,6 +246,8 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     memcpy(e->dims, x->dims, sizeof e->dims);
     e->in_md = *in_md;
     e->with_sum = with_sum;
+    e->w_rank = w->rank;
+    memcpy(e->w_dims, w->dims, sizeof e->w_dims);
     int nsp = g.nsp;
     dnnl_dims_t sd, wd, dd, bd, st, dl, pl, pr;
     sd[0] = x->dims[0];
@@ -320,9 +330,18 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
             dnnl_primitive_desc_destroy(rpd);
         }
     }
-    /* weights: share with another entry using the same layout, else reorder once */
+    /* weights: share with another entry using the same layout, else reorder once; weights that
+     * are not constants (a graph input) are reordered on every run instead (wei stays NULL) */
+    bool const_w = n->in[1] >= 0 && r->m->values[n->in[1]].konst != NULL;
+    e->wplain_rank = wr;
+    for (int i = 0; i < wr; i++)
+        e->wplain_dims[i] = wd[i];
+    if (!const_w) {
+        *out = e;
+        return 0;
+    }
     for (prim_entry *o = cache->head; s == dnnl_success && o; o = o->next)
-        if (dnnl_memory_desc_equal(&o->wei_md, &e->wei_md)) {
+        if (o->wei && dnnl_memory_desc_equal(&o->wei_md, &e->wei_md)) {
             e->wei = o->wei;
             e->wei_shared = true;
             break;
@@ -420,9 +439,11 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "input rank %d is not supported (3-5)", x->rank);
+    for (int d = 0; d < x->rank; d++)
+        if (x->dims[d] <= 0 || (d < w->rank && w->dims[d] <= 0))
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "empty tensors are not supported");
     dnnl_memory_desc_t in_md;
     tensor_md(x, &in_md);
-    /* the residual: fused only when it has exactly the output's shape */
     pthread_mutex_lock(&r->m->lock);
     prim_cache *cache = n->state;
     if (!cache) {
@@ -433,7 +454,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         }
     }
     bool with_sum = sum != NULL;
-    prim_entry *e = cache_find(cache, x, &in_md, with_sum);
+    prim_entry *e = cache_find(cache, x, &in_md, with_sum, w);
     if (!e) {
         if (conv_create(r, n, x, w, b, &in_md, with_sum, cache, &e, err) != 0) {
             pthread_mutex_unlock(&r->m->lock);
@@ -445,12 +466,14 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     pthread_mutex_unlock(&r->m->lock);
     bool sum_ok = sum && sum->dtype == CL_ENGINE_DT_FLOAT && sum->rank == x->rank &&
                   memcmp(sum->dims, e->out_dims, sizeof(int64_t) * (size_t)x->rank) == 0;
+    if (b && (b->dtype != CL_ENGINE_DT_FLOAT || eng_numel(b) != e->out_dims[1]))
+        return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)e->out_dims[1]);
     eng_tensor *bsum = NULL; /* a fused Add whose other input broadcasts: added after the conv */
     if (sum && !sum_ok) {
         bsum = sum;
         sum = NULL;
         pthread_mutex_lock(&r->m->lock);
-        prim_entry *e2 = cache_find(cache, x, &in_md, false);
+        prim_entry *e2 = cache_find(cache, x, &in_md, false, w);
         if (!e2) {
             if (conv_create(r, n, x, w, b, &in_md, false, cache, &e2, err) != 0) {
                 pthread_mutex_unlock(&r->m->lock);
@@ -500,11 +523,26 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         if (!scratch)
             s = dnnl_out_of_memory;
     }
+    void *wei = e->wei, *tmp_wei = NULL;
+    if (s == dnnl_success && !wei) { /* weights computed at run time: reorder them for this run */
+        tmp_wei = alloc_md(&e->wei_md);
+        if (!tmp_wei) {
+            s = dnnl_out_of_memory;
+        } else {
+            dnnl_memory_desc_t wplain;
+            dnnl_dims_t wd;
+            for (int i = 0; i < e->wplain_rank; i++)
+                wd[i] = e->wplain_dims[i];
+            dnnl_memory_desc_init_by_tag(&wplain, e->wplain_rank, wd, dnnl_f32, plain_tag(e->wplain_rank));
+            s = do_reorder(r, &wplain, w->data, &e->wei_md, tmp_wei, NULL);
+        }
+        wei = tmp_wei;
+    }
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL, msc = NULL;
     if (s == dnnl_success)
         s = dnnl_memory_create(&ms, &e->src_md, r->m->dnnl, src);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&mw, &e->wei_md, r->m->dnnl, e->wei);
+        s = dnnl_memory_create(&mw, &e->wei_md, r->m->dnnl, wei);
     if (s == dnnl_success)
         s = dnnl_memory_create(&md, &e->dst_md, r->m->dnnl, dst);
     if (s == dnnl_success && b) {
@@ -532,6 +570,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     if (mb) dnnl_memory_destroy(mb);
     if (msc) dnnl_memory_destroy(msc);
     eng_buf_free(tmp_src);
+    eng_buf_free(tmp_wei);
     eng_buf_free(scratch);
     if (s != dnnl_success) {
         if (!stolen)
@@ -586,6 +625,9 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
                             cl_engine_dtype_name(x->dtype));
     if (x->rank < 3 || x->rank > 5)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "input rank %d is not supported (3-5)", x->rank);
+    for (int d = 0; d < x->rank; d++)
+        if (x->dims[d] <= 0)
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "empty tensors are not supported");
     dnnl_memory_desc_t in_md;
     tensor_md(x, &in_md);
     pthread_mutex_lock(&r->m->lock);
@@ -597,7 +639,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
         }
     }
-    prim_entry *e = cache_find(cache, x, &in_md, false);
+    prim_entry *e = cache_find(cache, x, &in_md, false, NULL);
     if (!e) {
         int64_t kern[MAX_SP];
         size_t c = 0;
@@ -850,7 +892,12 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
 
 static bool is_f32_nd(const eng_tensor *t)
 {
-    return t && t->dtype == CL_ENGINE_DT_FLOAT && t->rank >= 3 && t->rank <= 5;
+    if (!t || t->dtype != CL_ENGINE_DT_FLOAT || t->rank < 3 || t->rank > 5)
+        return false;
+    for (int d = 0; d < t->rank; d++)
+        if (t->dims[d] <= 0)
+            return false;
+    return true;
 }
 
 static int run_bn(eng_run *r, eng_node *n, cl_err *err)
@@ -1042,6 +1089,220 @@ static int run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
     return exec_to_output(r, n, e, 2, ids, keys, ptrs, a->rank, a->dims, err);
 }
 
+/* ---------------------------------------------------------------- ConvTranspose
+ * oneDNN deconvolution. ONNX weights are [C_in, C_out/group, k...] (oneDNN's iohw / giohw
+ * layouts). The output size follows ONNX: explicit pads and output_padding, or output_shape with
+ * auto_pad. Weights are reordered on every run (this op is not on the hot path of the CNNs). */
+static int run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x = eng_in(r, n, 0), *w = eng_in_plain(r, n, 1, err);
+    eng_tensor *b = n->n_in > 2 && n->in[2] >= 0 ? eng_in_plain(r, n, 2, err) : NULL;
+    if (!x || !w)
+        return eng_node_err(err, CL_E_FORMAT, n, "X and W are required");
+    if (!is_f32_nd(x) || w->dtype != CL_ENGINE_DT_FLOAT || w->rank != x->rank)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "only non-empty float inputs of rank 3-5 are supported");
+    int nsp = x->rank - 2;
+    int64_t group = eng_attr_i(n, "group", 1), C = x->dims[1];
+    if (group < 1 || C % group || w->dims[0] != C || w->dims[1] < 1)
+        return eng_node_err(err, CL_E_FORMAT, n, "weights %s do not match input channels %lld (group %lld)",
+                            eng_dims_str(w->dims, w->rank, (char[96]){0}, 96), (long long)C, (long long)group);
+    int64_t OC = w->dims[1] * group;
+    if (b && (b->dtype != CL_ENGINE_DT_FLOAT || eng_numel(b) != OC))
+        return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)OC);
+    size_t cs, cd, cp, co, cos;
+    const int64_t *st = eng_attr_ints(n, "strides", &cs), *dl = eng_attr_ints(n, "dilations", &cd),
+                  *pads = eng_attr_ints(n, "pads", &cp), *opad = eng_attr_ints(n, "output_padding", &co),
+                  *oshape = eng_attr_ints(n, "output_shape", &cos);
+    if ((st && (int)cs != nsp) || (dl && (int)cd != nsp) || (pads && (int)cp != 2 * nsp) || (opad && (int)co != nsp) ||
+        (oshape && (int)cos != nsp && (int)cos != x->rank))
+        return eng_node_err(err, CL_E_FORMAT, n, "attributes do not match %d spatial dims", nsp);
+    const char *ap = eng_attr_s(n, "auto_pad", "NOTSET");
+    dnnl_dims_t wd, dd, sv, dv, pl, pr;
+    int64_t od[CL_ENGINE_MAX_RANK] = {x->dims[0], OC};
+    bool extend = false;
+    for (int i = 0; i < nsp; i++) {
+        int64_t in = x->dims[2 + i], k = w->dims[2 + i], s_ = st ? st[i] : 1, d = dl ? dl[i] : 1;
+        int64_t op = opad ? opad[i] : 0, l = pads ? pads[i] : 0, rr = pads ? pads[i + nsp] : 0;
+        if (s_ < 1 || d < 1 || k < 1 || s_ > 4096 || d > 4096 || k > 4096 || l < 0 || rr < 0 || op < 0 || op >= s_ + d ||
+            l > 65536 || rr > 65536)
+            return eng_node_err(err, CL_E_FORMAT, n, "invalid stride/dilation/pad/output_padding values");
+        int64_t ext = (k - 1) * d + 1, full = s_ * (in - 1) + op + ext, out;
+        if (oshape) {
+            out = oshape[(int)cos == nsp ? i : 2 + i];
+            int64_t total = full - out;
+            if (out < 1 || out > full + s_ + d) /* at most an output_padding's worth beyond the full output */
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "output_shape %lld is not supported for an input of %lld",
+                                    (long long)out, (long long)in);
+            if (total < 0)
+                total = 0; /* positions past the full output only get the bias (see below) */
+            if (strcmp(ap, "SAME_UPPER") == 0) {
+                l = total / 2;
+                rr = total - l;
+            } else {
+                rr = total / 2;
+                l = total - rr;
+            }
+        } else if (strcmp(ap, "SAME_UPPER") == 0 || strcmp(ap, "SAME_LOWER") == 0) {
+            out = in * s_;
+            int64_t total = full - out;
+            if (total < 0)
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "auto_pad with this geometry is not supported");
+            if (strcmp(ap, "SAME_UPPER") == 0) {
+                l = total / 2;
+                rr = total - l;
+            } else {
+                rr = total / 2;
+                l = total - rr;
+            }
+        } else {
+            out = full - l - rr;
+        }
+        if (out < 1)
+            return eng_node_err(err, CL_E_FORMAT, n, "the output would be empty");
+        /* oneDNN: out = (in - 1) * s + ext - pl - pr, so output_padding becomes less right padding;
+         * output past the last kernel reach (pr < 0) receives no contributions: computed smaller,
+         * then extended with the bias below */
+        int64_t pr_eff = (in - 1) * s_ + ext - l - out;
+        dd[2 + i] = pr_eff < 0 ? out + pr_eff : out;
+        if (dd[2 + i] < 1)
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "this output_padding/output_shape is not supported");
+        if (pr_eff < 0) {
+            extend = true;
+            pr_eff = 0;
+        }
+        od[2 + i] = out;
+        sv[i] = s_;
+        dv[i] = d - 1;
+        pl[i] = l;
+        pr[i] = pr_eff;
+    }
+    dd[0] = x->dims[0];
+    dd[1] = OC;
+    int wr;
+    dnnl_format_tag_t wtag;
+    if (group > 1) {
+        wd[0] = group, wd[1] = OC / group, wd[2] = C / group;
+        for (int i = 0; i < nsp; i++)
+            wd[3 + i] = w->dims[2 + i];
+        wr = x->rank + 1;
+        wtag = nsp == 1 ? dnnl_acbd : nsp == 2 ? dnnl_acbde : dnnl_acbdef;
+    } else {
+        wd[0] = OC, wd[1] = C;
+        for (int i = 0; i < nsp; i++)
+            wd[2 + i] = w->dims[2 + i];
+        wr = x->rank;
+        wtag = nsp == 1 ? dnnl_bac : nsp == 2 ? dnnl_bacd : dnnl_bacde;
+    }
+    dnnl_memory_desc_t keys[2], wmd, bmd, dmd;
+    tensor_md(x, &keys[0]);
+    dnnl_memory_desc_init_by_tag(&wmd, wr, wd, dnnl_f32, wtag);
+    keys[1] = wmd;
+    dnnl_dims_t bd = {OC};
+    dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
+    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, dnnl_format_tag_any);
+    int variant = b ? 1 : 0;
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, keys, 2, variant) : NULL;
+    if (c && !e) {
+        dnnl_deconvolution_desc_t ddsc;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s2 = dnnl_dilated_deconvolution_forward_desc_init(&ddsc, dnnl_forward_inference,
+                                                                        dnnl_deconvolution_direct, &keys[0], &wmd,
+                                                                        b ? &bmd : NULL, &dmd, sv, dv, pl, pr);
+        if (s2 == dnnl_success)
+            s2 = dnnl_primitive_desc_create(&pd, &ddsc, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s2 != dnnl_success)
+            eng_dnnl_fail(err, s2, n, "creating the deconvolution");
+        else
+            e = entry_new(c, keys, 2, variant, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS};
+    const dnnl_memory_desc_t mds[] = {keys[0], wmd, bmd};
+    void *const ptrs[] = {x->data, w->data, b ? b->data : NULL};
+    int64_t cd_[CL_ENGINE_MAX_RANK];
+    for (int i = 0; i < x->rank; i++)
+        cd_[i] = dd[i];
+    if (exec_to_output(r, n, e, b ? 3 : 2, ids, mds, ptrs, x->rank, cd_, err) != 0)
+        return -1;
+    if (!extend)
+        return 0;
+    /* embed the computed [.., cd_] block into the full output, the rest being the bias */
+    eng_tensor *y = &r->vals[n->out[0]];
+    if (eng_make_plain(r, y, err) != 0)
+        return -1;
+    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = x->rank};
+    memcpy(o.dims, od, sizeof(int64_t) * (size_t)x->rank);
+    if (eng_tensor_alloc(&o, err) != 0)
+        return -1;
+    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0};
+    float *op = o.data;
+    const float *yp = y->data, *bp = b ? b->data : NULL;
+    for (int64_t i = 0; i < N; i++) {
+        bool inside = true;
+        int64_t off = 0;
+        for (int d = 0; d < x->rank; d++) {
+            inside = inside && idx[d] < cd_[d];
+            off = off * cd_[d] + idx[d];
+        }
+        op[i] = inside ? yp[off] : bp ? bp[idx[1]] : 0.0f;
+        for (int d = x->rank - 1; d >= 0; d--) {
+            if (++idx[d] < od[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    int refs = y->refs;
+    eng_tensor_free(y);
+    *y = o;
+    y->refs = refs;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- LRN (across channels) */
+static int run_lrn(eng_run *r, eng_node *n, cl_err *err)
+{
+    eng_tensor *x = eng_in(r, n, 0);
+    int64_t size = eng_attr_i(n, "size", 0);
+    if (!is_f32_nd(x) || x->rank != 4)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "only non-empty 4-D float inputs are supported");
+    if (size < 1 || size % 2 == 0 || size > 1023)
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "size %lld is not supported (odd sizes only)", (long long)size);
+    dnnl_memory_desc_t md;
+    tensor_md(x, &md);
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = node_cache(r, n, err);
+    prim_entry *e = c ? cache_find_keys(c, &md, 1, 0) : NULL;
+    if (c && !e) {
+        dnnl_lrn_desc_t ld;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = user_scratch_attr();
+        dnnl_status_t s = dnnl_lrn_forward_desc_init(&ld, dnnl_forward_inference, dnnl_lrn_across_channels, &md, size,
+                                                     eng_attr_f(n, "alpha", 1e-4f), eng_attr_f(n, "beta", 0.75f),
+                                                     eng_attr_f(n, "bias", 1.0f));
+        if (s == dnnl_success)
+            s = dnnl_primitive_desc_create(&pd, &ld, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s != dnnl_success)
+            eng_dnnl_fail(err, s, n, "creating the LRN");
+        else
+            e = entry_new(c, &md, 1, 0, pd, n, err);
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    if (!e)
+        return -1;
+    const int ids[] = {DNNL_ARG_SRC};
+    void *const ptrs[] = {x->data};
+    return exec_to_output(r, n, e, 1, ids, &md, ptrs, x->rank, x->dims, err);
+}
+
 static void free_state(void *state)
 {
     free_cache(state);
@@ -1054,6 +1315,8 @@ const eng_op eng_ops_dnnl[] = {
     {"GlobalAveragePool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"GlobalMaxPool", 1, 1, 1, 1, check_pool, run_pool, free_state},
     {"BatchNormalization", 5, 5, 1, 3, eng_ref_check_batchnorm, run_bn, free_state},
+    {"ConvTranspose", 2, 3, 1, 1, NULL, run_convtranspose, free_state},
+    {"LRN", 1, 1, 1, 1, NULL, run_lrn, free_state},
     {"Concat", 1, -1, 1, 1, NULL, run_concat_dnnl, free_state},
     {"Relu", 1, 1, 1, 1, NULL, run_eltwise, free_state},
     {"Sigmoid", 1, 1, 1, 1, NULL, run_eltwise, free_state},

@@ -134,6 +134,13 @@ static int infer_node(cl_engine_model *m, const eng_node *n, vshape *vs, cl_err 
             o.d[1] = w->d[0];
             for (int i = 0; i < x->rank - 2; i++)
                 o.d[2 + i] = window_out(n, x->d[2 + i], i, x->rank - 2, w->d[2 + i], false);
+            if (n->sum_in >= 0) { /* a fused residual Add: the result broadcasts with the other input */
+                vshape t;
+                if (broadcast(n, &o, &in[n->sum_in], &t, err) != 0)
+                    return -1;
+                o.rank = t.rank;
+                memcpy(o.d, t.d, sizeof o.d);
+            }
         }
     } else if (is(n, "MaxPool") || is(n, "AveragePool")) {
         size_t c;

@@ -613,6 +613,11 @@ static void check_residual(const int64_t *zd, int zrank)
     assert_int_equal(load(buf, len, &model, &err), 0);
     free(buf);
     assert_int_equal(cl_engine_num_nodes(model), 1); /* Add and Relu fused into the Conv */
+    const cl_engine_io_info *oi = cl_engine_output(model, 0); /* inferred: conv output broadcast with z */
+    assert_int_equal(oi->rank, 4);
+    assert_int_equal(oi->dims[0], zrank == 4 ? zd[0] : 1);
+    assert_int_equal(oi->dims[1], OC);
+    assert_int_equal(oi->dims[3], W);
     float *x = random_input(1, 77);
     int64_t zn = 1;
     for (int i = 0; i < zrank; i++)
@@ -673,6 +678,45 @@ static void test_conv_residual(void **state)
     check_residual(chan, 4);   /* broadcast: added after the conv */
     check_residual(bigger, 4); /* the Add's result is larger than the conv output */
     check_residual(vec, 1);
+}
+
+/* Conv whose weights are a graph input: they must be used as given on every run (not cached from
+ * the first run, e.g. the load-time warm-up on zeros), also when their shape changes. */
+static void test_conv_runtime_weights(void **state)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {1, 2, 2, 2}, wd[] = {-1, 2, 1, 1};
+    mb_input(&m, "x", 1, 4, xd);
+    mb_input(&m, "w", 1, 4, wd);
+    mb_output(&m, "y", 1, 0, NULL);
+    m.outs[0]->type->tensor_type->shape = NULL;
+    mb_node(&m, "Conv", "conv", "x,w", "y");
+    size_t len;
+    uint8_t *buf = mb_pack(&m, 13, &len);
+    arena_free();
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0); /* warms up with zero weights */
+    free(buf);
+    float x[8] = {1, 2, 3, 4, 10, 20, 30, 40};
+    const float wsets[3][6] = {{1, 0}, {0.5f, -1}, {1, 1, 2, 0, 0, 3}};
+    const int64_t ocs[3] = {1, 1, 3};
+    for (int k = 0; k < 3; k++) {
+        cl_engine_tensor in[2] = {{.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {1, 2, 2, 2}, .data = x, .nbytes = sizeof x},
+                                  {.dtype = CL_ENGINE_DT_FLOAT, .rank = 4, .dims = {ocs[k], 2, 1, 1}, .data = (void *)wsets[k],
+                                   .nbytes = (size_t)ocs[k] * 2 * 4}};
+        cl_engine_tensor y = {0};
+        if (cl_engine_run(model, in, 2, &y, 1, &err) != 0)
+            fail_msg("run %d: %s", k, err.msg);
+        assert_int_equal(y.dims[1], ocs[k]);
+        for (int64_t o = 0; o < ocs[k]; o++)
+            for (int p = 0; p < 4; p++)
+                assert_float_equal(((float *)y.data)[o * 4 + p], wsets[k][o * 2] * x[p] + wsets[k][o * 2 + 1] * x[4 + p],
+                                   1e-5);
+        cl_engine_tensor_release(&y);
+    }
+    cl_engine_free(model);
 }
 
 typedef struct {
@@ -817,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_signature_and_run),
         cmocka_unit_test(test_conv_bn_relu_fused),
         cmocka_unit_test(test_conv_residual),
+        cmocka_unit_test(test_conv_runtime_weights),
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_shape_inference),
         cmocka_unit_test(test_npy_roundtrip),

@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,65 @@ static void check_model(const char *dir, const char *name)
     cl_engine_free(m);
 }
 
+/* Several threads run one loaded model at once, each from a fresh model state (plans created
+ * concurrently) and with alternating batch sizes; every result must match the reference. */
+typedef struct {
+    cl_engine_model *m;
+    const cl_engine_tensor *x, *ref;
+    int id, bad;
+} conc_arg;
+
+static void *conc_worker(void *p)
+{
+    conc_arg *a = p;
+    for (int i = 0; i < 4; i++) {
+        cl_engine_tensor x = *a->x;
+        if ((a->id + i) % 2) {
+            x.dims[0] = 1;
+            x.nbytes = a->x->nbytes / (size_t)a->x->dims[0];
+        }
+        cl_engine_tensor y = {0};
+        cl_err err = {0};
+        if (cl_engine_run(a->m, &x, 1, &y, 1, &err) != 0) {
+            a->bad++;
+            continue;
+        }
+        double range, e = max_err(y.data, a->ref->data, cl_engine_tensor_numel(&y), &range);
+        if (!(e <= 1e-4 * range))
+            a->bad++;
+        cl_engine_tensor_release(&y);
+    }
+    return NULL;
+}
+
+static void check_concurrent(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.onnx", dir, name);
+    size_t len;
+    uint8_t *buf = tu_read_file(path, &len);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    if (cl_engine_load(buf, len, &(cl_engine_options){.threads = 1}, &m, &err) != 0)
+        fail_msg("%s: %s", path, err.msg);
+    free(buf);
+    cl_engine_tensor x = read_npy(dir, name, ".input.npy"), ref = read_npy(dir, name, ".output.npy");
+    pthread_t th[3];
+    conc_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (conc_arg){m, &x, &ref, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, conc_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        if (args[i].bad)
+            fail_msg("%s: %d concurrent runs of thread %d failed or differed", name, args[i].bad, i);
+    }
+    cl_engine_tensor_release(&x);
+    cl_engine_tensor_release(&ref);
+    cl_engine_free(m);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -119,6 +179,8 @@ static void test_models(void **state)
     assert_true(n >= 1);
     for (int i = 0; i < n; i++) {
         check_model(dir, names[i]);
+        if (!getenv("CLOISTER_MODELS_SKIP_CONCURRENT"))
+            check_concurrent(dir, names[i]);
         free(names[i]);
     }
 }
