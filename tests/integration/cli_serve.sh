@@ -14,10 +14,14 @@ expect "ssl config and PEM files together" 2 "either --ssl_config_file or --tls-
   "$CLOISTER" serve --ssl_config_file a --tls-cert b --tls-key c --allow-empty
 expect "same port twice" 2 "must differ" -- "$CLOISTER" serve --plaintext --allow-empty --port 9000 --rest_api_port 9000
 expect "model_name without base path" 2 "go together" -- "$CLOISTER" serve --plaintext --model_name m
-expect "models need the engine (not in this build)" 1 "ONNX engine \(issue 4\) is not merged" -- \
+expect "a missing model base path is reported" 1 "cannot read model base path '$WORK/models'" -- \
   "$CLOISTER" serve --plaintext --model_name m --model_base_path "$WORK/models"
-expect "key server not in this build" 1 "key release .* not in this build" -- \
-  "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1 --keyserver-ca x
+expect "--keyserver needs its CA" 2 "needs --keyserver-ca" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1
+expect "sim evidence needs a simulated quoting key" 1 "needs a simulated quoting key" -- \
+  env -u CLOISTER_SIM_QE_KEY "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1 --keyserver-ca x
+expect "unknown evidence provider" 2 "sim|gramine|tsm|unknown" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1 --keyserver-ca x --evidence sgx
 expect "missing ssl config file" 1 "cannot read SSL config" -- "$CLOISTER" serve --ssl_config_file nope.cfg --allow-empty
 
 check "tls init" "$CLOISTER" tls init --dir tls --server-name localhost --client-name client --san 127.0.0.1
