@@ -29,6 +29,7 @@ bench: build
 	@build/bench/bench_seal
 	@build/bench/bench_keyserver
 	@bench/engine/run.sh build
+	@bench/serve/run.sh build
 
 check-models: build
 	@scripts/deps.sh bench

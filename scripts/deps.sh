@@ -11,7 +11,7 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev lib
 test_pkgs=(libcmocka-dev clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            protobuf-compiler python3-protobuf python3-grpcio python3-grpc-tools python3-numpy)
 demo_pkgs=(openssl curl python3)
-bench_pkgs=(nodejs npm hyperfine python3-torch python3-torchvision) # torch: full-size models for bench/engine and make check-models
+bench_pkgs=(nodejs npm hyperfine wrk nginx-light python3-torch python3-torchvision) # torch: full-size models for bench/engine and make check-models
 
 want=("${build_pkgs[@]}")
 case "${1:-test}" in

@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -256,6 +259,10 @@ struct evhttp *cl_serve_rest_listen(cl_serve_server *s, struct event_base *base,
     struct timeval tv = {cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(http, &tv);
     evhttp_set_gencb(http, on_request, s);
+    /* Accepted sockets inherit TCP_NODELAY from the listener on Linux: without it, a response written
+     * as headers then body waits for the client's delayed ACK (~40 ms) on keep-alive connections. */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (!(*bound = evhttp_accept_socket_with_handle(http, fd))) {
         evhttp_free(http);
         cl_err_set(err, CL_E_IO, "cannot accept REST connections");

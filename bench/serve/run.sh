@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# bench/serve/run.sh — the model server's REST-over-TLS throughput against nginx serving a static
+# response over TLS, both driven by wrk with keep-alive in the same run (goal: cloister >= 0.5x nginx).
+# cloister answers real :predict requests on the demo model (digits: ~40k parameters, so the figure
+# is dominated by HTTP, TLS and JSON, not by inference); nginx returns a fixed JSON body of the same
+# size. Same machine, same certificate, same wrk settings. Not a test: nothing fails on speed.
+#
+# Usage: bench/serve/run.sh BUILD_DIR [SECONDS] [CONNECTIONS]
+#   PERF_SERVE=1 also records a perf profile of the server under load to /tmp/perf-serve.data.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=$(cd "${1:?usage: run.sh BUILD_DIR [SECONDS] [CONNECTIONS]}" && pwd)
+secs=${2:-10}
+conns=${3:-16}
+cloister=$build/cloister
+for tool in wrk nginx curl; do
+  command -v $tool >/dev/null || { echo "run.sh: $tool is missing (scripts/deps.sh bench installs it)" >&2; exit 1; }
+done
+work=$(mktemp -d "${TMPDIR:-/tmp}/cloister-bench-serve-XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+"$cloister" tls init --dir tls --server-name localhost --san 127.0.0.1 >/dev/null
+body=$root/models/digits/samples/digit-3-0.json
+cat > post.lua <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$body", "rb"); wrk.body = f:read("*a"); f:close()
+LUA
+
+# cloister
+rest=$(port)
+grpc=$(port)
+OMP_WAIT_POLICY=passive CLOISTER_LOG=warn "$cloister" serve --host 127.0.0.1 --port "$grpc" --rest_api_port "$rest" \
+  --ssl_config_file tls/ssl.cfg --model_name digits --model_base_path "$root/models/digits" \
+  --engine-threads 1 --workers 2 --file_system_poll_wait_seconds 0 2> serve.log &
+pids+=($!)
+for _ in $(seq 100); do curl -sk "https://127.0.0.1:$rest/v1/models/digits" >/dev/null 2>&1 && break; sleep 0.1; done
+answer=$(curl -sS --cacert tls/ca_cert.pem -d @"$body" "https://localhost:$rest/v1/models/digits:predict")
+grep -q probabilities <<<"$answer" || { echo "run.sh: cloister did not answer: $answer" >&2; cat serve.log >&2; exit 1; }
+
+# nginx with the same certificate and a body of the same size
+nport=$(port)
+printf '%s' "$answer" > answer.json
+cat > nginx.conf <<NGINX
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$nport ssl;
+    ssl_certificate $work/tls/server/cert.pem;
+    ssl_certificate_key $work/tls/server/key.pem;
+    location / { default_type application/json; alias $work/answer.json; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
+pids+=($!)
+for _ in $(seq 100); do curl -sk "https://127.0.0.1:$nport/x" >/dev/null 2>&1 && break; sleep 0.1; done
+# nginx serves a file for GET; wrk's POST to a static location is answered 405, so nginx is driven with GET
+cat > get.lua <<LUA
+wrk.method = "GET"
+LUA
+
+rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'; }
+echo "bench/serve: wrk -t2 -c$conns -d${secs}s, TLS 1.3 keep-alive, $(nproc) cores shared by server and wrk"
+[[ -n ${PERF_SERVE:-} ]] && { perf record -g -o /tmp/perf-serve.data -p "${pids[0]}" -- sleep 4 >/dev/null 2>&1 & }
+c_out=$(wrk -t2 -c"$conns" -d"${secs}s" -s post.lua "https://127.0.0.1:$rest/v1/models/digits:predict")
+n_out=$(wrk -t2 -c"$conns" -d"${secs}s" -s get.lua "https://127.0.0.1:$nport/answer.json")
+c_rps=$(rps <<<"$c_out")
+n_rps=$(rps <<<"$n_out")
+c_non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\)/\1/p' <<<"$c_out")
+printf 'cloister REST :predict (digits)   %10.0f req/s   latency %s   non-2xx %s\n' "$c_rps" \
+  "$(awk '/Latency/{print $2}' <<<"$c_out")" "${c_non2xx:-0}"
+printf 'nginx static response           %10.0f req/s   latency %s\n' "$n_rps" "$(awk '/Latency/{print $2}' <<<"$n_out")"
+python3 -c "print(f'ratio cloister/nginx: {$c_rps/$n_rps:.2f}  (goal >= 0.50)')"
