@@ -139,6 +139,12 @@ const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m);
  * come in any order; they are matched by name. */
 int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
                        size_t *n_outputs, cl_err *err);
+/* For batching (the server's worker pool): checks inputs against the signature like
+ * cl_serve_model_run and, when they are acceptable, reorders the array in place into signature
+ * order. cl_serve_model_run_ordered then runs the backend on exactly sig->n_inputs such inputs. */
+int cl_serve_model_order_inputs(const cl_serve_model *m, cl_serve_tensor *inputs, size_t n_inputs, cl_err *err);
+int cl_serve_model_run_ordered(cl_serve_model *m, const cl_serve_tensor *inputs, cl_serve_tensor **outputs,
+                               size_t *n_outputs, cl_err *err);
 void cl_serve_model_release(cl_serve_model *m);
 
 /* ---------------------------------------------------------------- TLS configuration */
@@ -193,6 +199,25 @@ int cl_serve_code_http(cl_serve_code c);
 
 /* ---------------------------------------------------------------- server */
 
+/* Dynamic batching (TF Serving's --enable_batching / --batching_parameters_file): requests for the
+ * same model version whose inputs differ only in the first (batch) dimension are run as one model
+ * call of at most max_batch_size rows, waiting at most batch_timeout_us for a batch to fill. Only
+ * models whose every signature input and output has a dynamic first dimension are batched. */
+typedef struct cl_serve_batching {
+    unsigned max_batch_size;   /* rows per model call; 0 or 1: batching off */
+    unsigned batch_timeout_us; /* how long a worker waits for a batch to fill; 0: take only what is queued */
+} cl_serve_batching;
+
+/* Parses TF Serving's BatchingParameters text format (max_batch_size { value: N },
+ * batch_timeout_micros { value: N }; num_batch_threads and max_enqueued_batches are accepted and
+ * reported in *workers / *queue when not NULL; pad_variable_length_inputs and
+ * allowed_batch_sizes are refused as unsupported). */
+int cl_serve_batching_parse(const char *text, size_t len, cl_serve_batching *out, unsigned *workers,
+                            unsigned *queue, cl_err *err);
+
+/* Histogram buckets of executed batch sizes in the metrics: 1, 2, 4, ... 2^(N-1) rows, then more. */
+#define CL_SERVE_BATCH_BUCKETS 10
+
 typedef struct cl_serve_config {
     const char *host;             /* listen address (IPv4 or IPv6 literal); NULL: "0.0.0.0" */
     int grpc_port;                /* 0: pick a free port; -1: no gRPC listener */
@@ -203,6 +228,7 @@ typedef struct cl_serve_config {
     unsigned request_timeout_ms;  /* a request (or TLS handshake) not complete after this is cut; default 30000 */
     unsigned workers;             /* worker threads; default 2 */
     unsigned queue_limit;         /* requests waiting for a worker; beyond: UNAVAILABLE / HTTP 429; default 64 */
+    cl_serve_batching batching;   /* zero: no batching */
     bool handle_signals;          /* stop gracefully on SIGTERM / SIGINT */
 } cl_serve_config;
 

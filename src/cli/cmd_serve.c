@@ -20,7 +20,9 @@ int cl_cmd_serve(int argc, char **argv)
                *attest_root = NULL, *sim_key = getenv("CLOISTER_SIM_QE_KEY"), *keyserver_name = NULL;
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
-    bool client_verify = false, plaintext = false, allow_empty = false;
+    bool client_verify = false, plaintext = false, allow_empty = false, batching = false;
+    const char *batching_file = NULL;
+    long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
         {"rest_api_port", CL_ARG_LONG, &rest_port, "PORT", "REST port (default 8501; 0: no REST)", false, 0, 65535},
@@ -61,6 +63,14 @@ int cl_cmd_serve(int argc, char **argv)
         {"workers", CL_ARG_LONG, &workers, "N", "threads running models (default 2)", false, 1, 1024},
         {"queue", CL_ARG_LONG, &queue, "N", "requests waiting for a worker before new ones get UNAVAILABLE / HTTP "
                                            "429 (default 64)", false, 1, 1000000},
+        {"enable_batching", CL_ARG_FLAG, &batching, NULL, "run concurrent requests for a model as one batch (models "
+                                                          "whose inputs and outputs have a dynamic first dim)", false},
+        {"batching_parameters_file", CL_ARG_STRING, &batching_file, "FILE", "TF Serving BatchingParameters text "
+                                                                             "file", false},
+        {"max_batch_size", CL_ARG_LONG, &max_batch, "N", "rows per batched model call (default 32)", false, 2, 4096},
+        {"batch_timeout_micros", CL_ARG_LONG, &batch_timeout, "US", "wait this long for a batch to fill (default 0: "
+                                                                     "batch what is already queued)", false, 0,
+         10000000},
         {"allow-empty", CL_ARG_FLAG, &allow_empty, NULL, "start with no models (to check ports, TLS, metrics)", false},
     };
     const cl_cmd_usage usage = {
@@ -77,6 +87,31 @@ int cl_cmd_serve(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cl_err err = {0};
+    cl_serve_batching bat = {0};
+    if ((batching_file || max_batch >= 0 || batch_timeout >= 0) && !batching) {
+        fprintf(stderr, "cloister serve: --batching_parameters_file, --max_batch_size and --batch_timeout_micros "
+                        "need --enable_batching\n");
+        return CL_EXIT_USAGE;
+    }
+    if (batching) {
+        unsigned w = (unsigned)workers, q = (unsigned)queue;
+        uint8_t *text = NULL;
+        size_t len = 0;
+        if (cl_serve_batching_parse("", 0, &bat, NULL, NULL, &err) != 0 ||
+            (batching_file && (cl_file_read(batching_file, 1 << 20, &text, &len, &err) != 0 ||
+                               cl_serve_batching_parse((const char *)text, len, &bat, &w, &q, &err) != 0))) {
+            free(text);
+            fprintf(stderr, "cloister serve: %s: %s\n", batching_file ? batching_file : "batching", err.msg);
+            return CL_EXIT_USAGE;
+        }
+        free(text);
+        workers = w;
+        queue = q;
+        if (max_batch >= 0)
+            bat.max_batch_size = (unsigned)max_batch;
+        if (batch_timeout >= 0)
+            bat.batch_timeout_us = (unsigned)batch_timeout;
+    }
     if (ssl_cfg && (cert || key || ca || client_verify)) {
         cl_err_set(&err, CL_E_INVALID, "give either --ssl_config_file or --tls-cert/--tls-key/--tls-ca, not both");
         return cl_cli_usage_error("serve", &err);
@@ -186,7 +221,8 @@ int cl_cmd_serve(int argc, char **argv)
     cl_serve_config cfg = {.host = host, .grpc_port = port ? (int)port : -1, .rest_port = rest_port ? (int)rest_port : -1,
                            .tls = plaintext ? NULL : &tls, .allow_plaintext = plaintext,
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
-                           .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .handle_signals = true};
+                           .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .batching = bat,
+                           .handle_signals = true};
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
     cl_serve_ssl_config_clear(&tls);

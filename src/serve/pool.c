@@ -2,18 +2,40 @@
  * hand-back of finished calls to the event loop thread (a libevent user event activated from the
  * worker; the loop then runs call->done). A full queue is refused at submit time, so load beyond
  * capacity becomes UNAVAILABLE / HTTP 429 instead of unbounded memory. Also owns cl_serve_call.
- * Thread-safety: submit/inflight/free from the loop thread; workers touch only queued calls. */
+ *
+ * Dynamic batching (optional): a worker that takes a call for a batchable model (every signature
+ * input and output has a dynamic first dimension) opens a batch, takes compatible calls already
+ * queued (same model version, same dtypes and trailing dims), and waits up to batch_timeout for
+ * more: while it waits, submit() adds compatible calls straight into the open batch. The batch runs
+ * as one model call on inputs concatenated along dimension 0, and the outputs are split back by
+ * each call's row count. A batch never exceeds max_batch_size rows; a call alone above it runs
+ * alone. Calls that cannot be batched run on their own exactly as without batching.
+ *
+ * Thread-safety: submit/inflight/queued/stats/free from the loop thread; one mutex guards the
+ * queue and the open batches; workers touch a call only after taking it from the queue or batch. */
 #include "serve_int.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 
+/* A batch being gathered by one worker (lives on that worker's stack). */
+typedef struct batch {
+    cl_serve_model *model;
+    const cl_serve_call *first; /* defines dtypes and trailing dims */
+    cl_serve_call **calls;      /* [max_batch] */
+    unsigned n;
+    int64_t rows;
+    struct batch *next; /* in the pool's list of open batches */
+} batch;
+
 struct cl_serve_pool {
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;       /* work arrived / stopping */
+    pthread_cond_t batch_cv; /* an open batch filled up / stopping */
     cl_serve_call *head, *tail; /* waiting for a worker */
     unsigned queued, limit;
     cl_serve_call *done_head, *done_tail; /* finished, waiting for the loop */
@@ -22,6 +44,11 @@ struct cl_serve_pool {
     pthread_t *threads;
     unsigned nthreads;
     struct event *done_ev;
+    /* batching */
+    cl_serve_batching bat; /* max_batch_size == 0: off */
+    batch *open;
+    atomic_ullong batch_hist[CL_SERVE_BATCH_BUCKETS + 1];
+    atomic_ullong batch_rows_sum;
 };
 
 cl_serve_call *cl_serve_call_new(cl_serve_server *srv, cl_serve_api api, cl_serve_rpc rpc)
@@ -53,9 +80,173 @@ void cl_serve_call_free(cl_serve_call *c)
     free(c);
 }
 
+/* ---------------------------------------------------------------- batching */
+
+/* Rows of a call whose inputs are in signature order, or -1 when it cannot join a batch. */
+static int64_t call_rows(const cl_serve_call *c)
+{
+    const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    if (!sig->n_inputs || c->n_inputs != sig->n_inputs)
+        return -1;
+    int64_t rows = -1;
+    for (size_t k = 0; k < c->n_inputs; k++) {
+        const cl_serve_tensor *t = &c->inputs[k];
+        if (t->ndim < 1 || t->dims[0] < 1 || (rows >= 0 && t->dims[0] != rows))
+            return -1;
+        rows = t->dims[0];
+    }
+    return rows;
+}
+
+static bool model_batchable(const cl_serve_model *m)
+{
+    const cl_serve_signature *sig = cl_serve_model_signature(m);
+    if (!sig->n_inputs || !sig->n_outputs)
+        return false;
+    for (size_t i = 0; i < sig->n_inputs + sig->n_outputs; i++) {
+        const cl_serve_tensor_spec *ts = i < sig->n_inputs ? &sig->inputs[i] : &sig->outputs[i - sig->n_inputs];
+        if (ts->ndim < 1 || ts->dims[0] != -1)
+            return false;
+    }
+    return true;
+}
+
+/* Puts the call's inputs in signature order; its rows, or -1 if it is not batchable (then it runs
+ * alone, through cl_serve_model_run, which reports any problem with its inputs). */
+static int64_t prepare(const cl_serve_pool *p, cl_serve_call *c)
+{
+    if (!p->bat.max_batch_size || !model_batchable(c->model))
+        return -1;
+    cl_err err = {0};
+    if (cl_serve_model_order_inputs(c->model, c->inputs, c->n_inputs, &err) != 0)
+        return -1;
+    return call_rows(c);
+}
+
+/* Can call c (prepared, `rows` rows) join batch b? */
+static bool fits(const cl_serve_pool *p, const batch *b, const cl_serve_call *c, int64_t rows)
+{
+    if (rows < 1 || c->model != b->model || b->rows + rows > (int64_t)p->bat.max_batch_size)
+        return false;
+    for (size_t k = 0; k < c->n_inputs; k++) {
+        const cl_serve_tensor *x = &c->inputs[k], *y = &b->first->inputs[k];
+        if (x->dtype != y->dtype || x->ndim != y->ndim)
+            return false;
+        for (int d = 1; d < x->ndim; d++)
+            if (x->dims[d] != y->dims[d])
+                return false;
+    }
+    return true;
+}
+
+static void batch_add(batch *b, cl_serve_call *c, int64_t rows)
+{
+    b->calls[b->n++] = c;
+    b->rows += rows;
+}
+
+/* Runs a batch of n >= 2 calls as one model call and splits the outputs. */
+static void run_batch(batch *b)
+{
+    cl_err err = {0};
+    const cl_serve_call *f = b->calls[0];
+    size_t nin = f->n_inputs;
+    cl_serve_tensor *in = calloc(nin, sizeof *in), *out = NULL;
+    size_t nout = 0;
+    int rc = in ? 0 : cl_err_set(&err, CL_E_NOMEM, "out of memory");
+    for (size_t k = 0; rc == 0 && k < nin; k++) {
+        int64_t dims[CL_SERVE_MAX_DIMS];
+        memcpy(dims, f->inputs[k].dims, sizeof dims);
+        dims[0] = b->rows;
+        rc = cl_serve_tensor_init(&in[k], f->inputs[k].name, f->inputs[k].dtype, f->inputs[k].ndim, dims, 0, &err);
+        size_t off = 0;
+        for (unsigned i = 0; rc == 0 && i < b->n; i++) {
+            memcpy((uint8_t *)in[k].data + off, b->calls[i]->inputs[k].data, b->calls[i]->inputs[k].nbytes);
+            off += b->calls[i]->inputs[k].nbytes;
+        }
+    }
+    if (rc == 0)
+        rc = cl_serve_model_run_ordered(b->model, in, &out, &nout, &err);
+    for (size_t o = 0; rc == 0 && o < nout; o++)
+        if (out[o].ndim < 1 || out[o].dims[0] != b->rows)
+            rc = cl_err_set(&err, CL_E_INTERNAL, "model output '%s' does not have the batch dimension "
+                            "(batched %lld rows); serve this model without --enable_batching", out[o].name,
+                            (long long)b->rows);
+    /* split: call i gets rows [start, start + rows_i) of every output */
+    int64_t start = 0;
+    for (unsigned i = 0; i < b->n; i++) {
+        cl_serve_call *c = b->calls[i];
+        int64_t rows = c->inputs[0].dims[0];
+        int crc = rc;
+        cl_err cerr = err;
+        if (crc == 0 && !(c->outputs = calloc(nout ? nout : 1, sizeof *c->outputs)))
+            crc = cl_err_set(&cerr, CL_E_NOMEM, "out of memory");
+        for (size_t o = 0; crc == 0 && o < nout; o++) {
+            int64_t dims[CL_SERVE_MAX_DIMS];
+            memcpy(dims, out[o].dims, sizeof dims);
+            dims[0] = rows;
+            crc = cl_serve_tensor_init(&c->outputs[o], out[o].name, out[o].dtype, out[o].ndim, dims, 0, &cerr);
+            if (crc == 0) {
+                size_t row_bytes = out[o].nbytes / (size_t)b->rows;
+                memcpy(c->outputs[o].data, (uint8_t *)out[o].data + (size_t)start * row_bytes, c->outputs[o].nbytes);
+                c->n_outputs = o + 1;
+            }
+        }
+        if (crc != 0) {
+            cl_serve_tensors_free(c->outputs, c->n_outputs);
+            c->outputs = NULL;
+            c->n_outputs = 0;
+            cl_serve_st_from_err(&c->st, &cerr);
+        } else {
+            c->n_outputs = nout;
+            c->st.code = CL_SC_OK;
+        }
+        start += rows;
+    }
+    if (in)
+        cl_serve_tensors_free(in, nin);
+    cl_serve_tensors_free(out, nout);
+}
+
+static void run_one(cl_serve_call *c)
+{
+    cl_err err = {0};
+    if (cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err) != 0)
+        cl_serve_st_from_err(&c->st, &err);
+    else
+        c->st.code = CL_SC_OK;
+}
+
+static void record_batch(cl_serve_pool *p, int64_t rows)
+{
+    unsigned k = 0;
+    while (k < CL_SERVE_BATCH_BUCKETS && rows > (int64_t)1 << k)
+        k++;
+    atomic_fetch_add(&p->batch_hist[k], 1);
+    atomic_fetch_add(&p->batch_rows_sum, (unsigned long long)rows);
+}
+
+/* Hands finished calls to the loop thread. */
+static void deliver(cl_serve_pool *p, cl_serve_call **calls, unsigned n)
+{
+    pthread_mutex_lock(&p->mu);
+    for (unsigned i = 0; i < n; i++) {
+        cl_serve_call *c = calls[i];
+        c->next = NULL;
+        if (p->done_tail)
+            p->done_tail->next = c;
+        else
+            p->done_head = c;
+        p->done_tail = c;
+    }
+    pthread_mutex_unlock(&p->mu);
+    event_active(p->done_ev, EV_READ, 0);
+}
+
 static void *worker_main(void *arg)
 {
     cl_serve_pool *p = arg;
+    cl_serve_call **calls = calloc(p->bat.max_batch_size ? p->bat.max_batch_size : 1, sizeof *calls);
     for (;;) {
         pthread_mutex_lock(&p->mu);
         while (!p->head && !p->stopping)
@@ -63,31 +254,67 @@ static void *worker_main(void *arg)
         cl_serve_call *c = p->head;
         if (!c) {
             pthread_mutex_unlock(&p->mu);
-            return NULL;
+            break;
         }
         p->head = c->next;
         if (!p->head)
             p->tail = NULL;
         p->queued--;
-        pthread_mutex_unlock(&p->mu);
-
         c->next = NULL;
-        cl_err err = {0};
-        if (cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err) != 0) {
-            cl_serve_st_from_err(&c->st, &err);
-        } else {
-            c->st.code = CL_SC_OK;
-        }
 
-        pthread_mutex_lock(&p->mu);
-        if (p->done_tail)
-            p->done_tail->next = c;
-        else
-            p->done_head = c;
-        p->done_tail = c;
+        int64_t rows = calls ? prepare(p, c) : -1;
+        batch b = {.model = c->model, .first = c, .calls = calls};
+        if (rows >= 1 && rows < (int64_t)p->bat.max_batch_size) {
+            batch_add(&b, c, rows);
+            /* compatible calls already waiting join now */
+            for (cl_serve_call **pp = &p->head, *prev = NULL; *pp && b.rows < (int64_t)p->bat.max_batch_size;) {
+                cl_serve_call *q = *pp;
+                int64_t qr = prepare(p, q);
+                if (fits(p, &b, q, qr)) {
+                    *pp = q->next;
+                    if (p->tail == q)
+                        p->tail = prev;
+                    q->next = NULL;
+                    p->queued--;
+                    batch_add(&b, q, qr);
+                } else {
+                    prev = q;
+                    pp = &q->next;
+                }
+            }
+            /* then wait for more, up to the batch timeout */
+            if (b.rows < (int64_t)p->bat.max_batch_size && p->bat.batch_timeout_us && !p->stopping) {
+                struct timespec dl;
+                clock_gettime(CLOCK_REALTIME, &dl);
+                uint64_t ns = (uint64_t)dl.tv_nsec + (uint64_t)p->bat.batch_timeout_us * 1000u;
+                dl.tv_sec += (time_t)(ns / 1000000000u);
+                dl.tv_nsec = (long)(ns % 1000000000u);
+                b.next = p->open;
+                p->open = &b;
+                while (b.rows < (int64_t)p->bat.max_batch_size && !p->stopping &&
+                       pthread_cond_timedwait(&p->batch_cv, &p->mu, &dl) == 0) {
+                }
+                batch **bp = &p->open;
+                while (*bp != &b)
+                    bp = &(*bp)->next;
+                *bp = b.next;
+            }
+        }
         pthread_mutex_unlock(&p->mu);
-        event_active(p->done_ev, EV_READ, 0);
+
+        if (b.n >= 2) {
+            run_batch(&b);
+            record_batch(p, b.rows);
+            deliver(p, b.calls, b.n);
+        } else {
+            run_one(c);
+            if (p->bat.max_batch_size)
+                record_batch(p, rows > 0 ? rows : 1);
+            deliver(p, &c, 1);
+        }
     }
+    free(calls);
+    return NULL;
 }
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
@@ -106,7 +333,8 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit, cl_err *err)
+cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit,
+                                 const cl_serve_batching *bat, cl_err *err)
 {
     cl_serve_pool *p = calloc(1, sizeof *p);
     if (!p) {
@@ -115,7 +343,10 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->batch_cv, NULL);
     p->limit = queue_limit;
+    if (bat && bat->max_batch_size >= 2)
+        p->bat = *bat;
     atomic_init(&p->inflight, 0);
     p->done_ev = event_new(base, -1, 0, on_done, p);
     p->threads = calloc(workers, sizeof *p->threads);
@@ -139,11 +370,29 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
 int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c)
 {
     pthread_mutex_lock(&p->mu);
-    if (p->queued >= p->limit || p->stopping) {
+    if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
         return -1;
     }
     c->next = NULL;
+    /* a worker gathering a batch for this model takes the call directly */
+    if (p->open) {
+        int64_t rows = prepare(p, c);
+        for (batch *b = p->open; b; b = b->next) {
+            if (fits(p, b, c, rows)) {
+                batch_add(b, c, rows);
+                atomic_fetch_add(&p->inflight, 1);
+                if (b->rows >= (int64_t)p->bat.max_batch_size)
+                    pthread_cond_broadcast(&p->batch_cv);
+                pthread_mutex_unlock(&p->mu);
+                return 0;
+            }
+        }
+    }
+    if (p->queued >= p->limit) {
+        pthread_mutex_unlock(&p->mu);
+        return -1;
+    }
     if (p->tail)
         p->tail->next = c;
     else
@@ -158,6 +407,22 @@ int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c)
 
 unsigned cl_serve_pool_inflight(cl_serve_pool *p) { return atomic_load(&p->inflight); }
 
+unsigned cl_serve_pool_queued(cl_serve_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    unsigned q = p->queued;
+    pthread_mutex_unlock(&p->mu);
+    return q;
+}
+
+bool cl_serve_pool_batch_stats(cl_serve_pool *p, uint64_t hist[CL_SERVE_BATCH_BUCKETS + 1], uint64_t *rows_sum)
+{
+    for (unsigned k = 0; k <= CL_SERVE_BATCH_BUCKETS; k++)
+        hist[k] = atomic_load(&p->batch_hist[k]);
+    *rows_sum = atomic_load(&p->batch_rows_sum);
+    return p->bat.max_batch_size != 0;
+}
+
 void cl_serve_pool_free(cl_serve_pool *p)
 {
     if (!p)
@@ -165,6 +430,7 @@ void cl_serve_pool_free(cl_serve_pool *p)
     pthread_mutex_lock(&p->mu);
     p->stopping = true;
     pthread_cond_broadcast(&p->cv);
+    pthread_cond_broadcast(&p->batch_cv);
     pthread_mutex_unlock(&p->mu);
     for (unsigned i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
@@ -179,6 +445,7 @@ void cl_serve_pool_free(cl_serve_pool *p)
         event_free(p->done_ev);
     free(p->threads);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->batch_cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }

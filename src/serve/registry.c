@@ -198,12 +198,11 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
         snprintf(buf + used, cap - used, "]");
 }
 
-int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
-                       size_t *n_outputs, cl_err *err)
+/* Matches inputs to the signature: idx[k] is the index in `inputs` of signature input k. Every
+ * signature input must be present exactly once with the right dtype and a compatible shape. */
+static int match_inputs(const cl_serve_signature *sig, const cl_serve_tensor *inputs, size_t n_inputs, size_t *idx,
+                        cl_err *err)
 {
-    const cl_serve_signature *sig = m->backend.signature;
-    *outputs = NULL;
-    *n_outputs = 0;
     for (size_t i = 0; i < n_inputs; i++) {
         size_t k = 0;
         while (k < sig->n_inputs && strcmp(sig->inputs[k].name, inputs[i].name) != 0)
@@ -214,30 +213,18 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
             if (strcmp(inputs[j].name, inputs[i].name) == 0)
                 return cl_err_set(err, CL_E_INVALID, "input '%s' is given twice", inputs[i].name);
     }
-    if (n_inputs != sig->n_inputs) {
-        for (size_t k = 0; k < sig->n_inputs; k++) {
-            size_t i = 0;
-            while (i < n_inputs && strcmp(sig->inputs[k].name, inputs[i].name) != 0)
-                i++;
-            if (i == n_inputs)
-                return cl_err_set(err, CL_E_INVALID, "input size does not match signature: %zu != %zu; missing "
-                                  "input '%s'", n_inputs, sig->n_inputs, sig->inputs[k].name);
-        }
-    }
-    cl_serve_tensor *ordered = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof *ordered);
-    if (!ordered)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
     for (size_t k = 0; k < sig->n_inputs; k++) {
         const cl_serve_tensor_spec *ts = &sig->inputs[k];
         size_t i = 0;
-        while (strcmp(ts->name, inputs[i].name) != 0)
+        while (i < n_inputs && strcmp(ts->name, inputs[i].name) != 0)
             i++;
+        if (i == n_inputs)
+            return cl_err_set(err, CL_E_INVALID, "input size does not match signature: %zu != %zu; missing "
+                              "input '%s'", n_inputs, sig->n_inputs, ts->name);
         const cl_serve_tensor *t = &inputs[i];
-        if (t->dtype != ts->dtype) {
-            free(ordered);
+        if (t->dtype != ts->dtype)
             return cl_err_set(err, CL_E_INVALID, "Expects arg[%zu] ('%s') to be %s but %s is provided", k, ts->name,
                               cl_serve_dtype_name(ts->dtype), cl_serve_dtype_name(t->dtype));
-        }
         bool ok = ts->ndim < 0 || ts->ndim == t->ndim;
         for (int d = 0; ok && ts->ndim >= 0 && d < ts->ndim; d++)
             ok = ts->dims[d] < 0 || ts->dims[d] == t->dims[d];
@@ -245,18 +232,74 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
             char want[160], got[160];
             shape_str(want, sizeof want, ts->ndim, ts->dims);
             shape_str(got, sizeof got, t->ndim, t->dims);
-            free(ordered);
             return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, the signature wants %s (-1: any size)",
                               ts->name, got, want);
         }
-        ordered[k] = *t; /* shallow: the backend reads, never frees */
+        idx[k] = i;
     }
-    int rc = m->backend.run(m->backend.ctx, ordered, sig->n_inputs, outputs, n_outputs, err);
-    free(ordered);
+    return 0;
+}
+
+static int run_backend(cl_serve_model *m, const cl_serve_tensor *ordered, cl_serve_tensor **outputs,
+                       size_t *n_outputs, cl_err *err)
+{
+    *outputs = NULL;
+    *n_outputs = 0;
+    int rc = m->backend.run(m->backend.ctx, ordered, m->backend.signature->n_inputs, outputs, n_outputs, err);
     if (rc != 0) {
         cl_serve_tensors_free(*outputs, *n_outputs);
         *outputs = NULL;
         *n_outputs = 0;
     }
     return rc;
+}
+
+int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+                       size_t *n_outputs, cl_err *err)
+{
+    const cl_serve_signature *sig = m->backend.signature;
+    *outputs = NULL;
+    *n_outputs = 0;
+    size_t n = sig->n_inputs ? sig->n_inputs : 1;
+    size_t *idx = calloc(n, sizeof *idx);
+    cl_serve_tensor *ordered = calloc(n, sizeof *ordered);
+    if (!idx || !ordered) {
+        free(idx);
+        free(ordered);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    int rc = match_inputs(sig, inputs, n_inputs, idx, err);
+    if (rc == 0) {
+        for (size_t k = 0; k < sig->n_inputs; k++)
+            ordered[k] = inputs[idx[k]]; /* shallow: the backend reads, never frees */
+        rc = run_backend(m, ordered, outputs, n_outputs, err);
+    }
+    free(idx);
+    free(ordered);
+    return rc;
+}
+
+int cl_serve_model_order_inputs(const cl_serve_model *m, cl_serve_tensor *inputs, size_t n_inputs, cl_err *err)
+{
+    const cl_serve_signature *sig = m->backend.signature;
+    if (n_inputs != sig->n_inputs)
+        return cl_err_set(err, CL_E_INVALID, "input size does not match signature: %zu != %zu", n_inputs,
+                          sig->n_inputs);
+    size_t idx[64];
+    if (sig->n_inputs > CL_ARRAY_LEN(idx))
+        return cl_err_set(err, CL_E_INVALID, "a model with %zu inputs cannot be batched", sig->n_inputs);
+    if (match_inputs(sig, inputs, n_inputs, idx, err) != 0)
+        return -1;
+    /* apply the permutation in place: position k receives inputs[idx[k]] */
+    cl_serve_tensor tmp[64];
+    for (size_t k = 0; k < n_inputs; k++)
+        tmp[k] = inputs[idx[k]];
+    memcpy(inputs, tmp, n_inputs * sizeof *inputs);
+    return 0;
+}
+
+int cl_serve_model_run_ordered(cl_serve_model *m, const cl_serve_tensor *inputs, cl_serve_tensor **outputs,
+                               size_t *n_outputs, cl_err *err)
+{
+    return run_backend(m, inputs, outputs, n_outputs, err);
 }

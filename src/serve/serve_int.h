@@ -62,11 +62,18 @@ void cl_serve_call_free(cl_serve_call *c);
 
 /* ---- worker pool (pool.c): bounded queue; completions are delivered on the loop thread. */
 typedef struct cl_serve_pool cl_serve_pool;
-cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit, cl_err *err);
+/* bat: NULL or max_batch_size < 2 for no batching. */
+cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit,
+                                 const cl_serve_batching *bat, cl_err *err);
 /* Queues a call; -1 when the queue is full (the call is untouched and still the caller's). */
 int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c);
 /* Calls queued or running (for graceful shutdown). */
 unsigned cl_serve_pool_inflight(cl_serve_pool *p);
+/* Calls waiting for a worker (not yet running, not in an open batch). */
+unsigned cl_serve_pool_queued(cl_serve_pool *p);
+/* Executed model calls by rows (bucket k: rows <= 2^k, the last: more) and total rows; false when
+ * batching is off. */
+bool cl_serve_pool_batch_stats(cl_serve_pool *p, uint64_t hist[CL_SERVE_BATCH_BUCKETS + 1], uint64_t *rows_sum);
 /* Stops the workers after the queue drains, joins them, frees the pool. Loop thread only. */
 void cl_serve_pool_free(cl_serve_pool *p);
 

@@ -210,6 +210,25 @@ char *cl_serve_metrics_render(cl_serve_server *s)
     mb_fmt(&b, "# HELP cloister_serve_requests_inflight Requests queued or running on workers.\n"
                "# TYPE cloister_serve_requests_inflight gauge\ncloister_serve_requests_inflight %u\n",
            s->pool ? cl_serve_pool_inflight(s->pool) : 0);
+    if (s->pool) {
+        mb_fmt(&b, "# HELP cloister_serve_requests_queued Requests waiting for a worker.\n"
+                   "# TYPE cloister_serve_requests_queued gauge\ncloister_serve_requests_queued %u\n",
+               cl_serve_pool_queued(s->pool));
+        uint64_t hist[CL_SERVE_BATCH_BUCKETS + 1], rows = 0, cum = 0;
+        if (cl_serve_pool_batch_stats(s->pool, hist, &rows)) {
+            mb_fmt(&b, "# HELP cloister_serve_batch_size Rows per model call with dynamic batching.\n"
+                       "# TYPE cloister_serve_batch_size histogram\n");
+            for (unsigned k = 0; k <= CL_SERVE_BATCH_BUCKETS; k++) {
+                cum += hist[k];
+                if (k < CL_SERVE_BATCH_BUCKETS)
+                    mb_fmt(&b, "cloister_serve_batch_size_bucket{le=\"%u\"} %llu\n", 1u << k, (unsigned long long)cum);
+                else
+                    mb_fmt(&b, "cloister_serve_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+            }
+            mb_fmt(&b, "cloister_serve_batch_size_sum %llu\ncloister_serve_batch_size_count %llu\n",
+                   (unsigned long long)rows, (unsigned long long)cum);
+        }
+    }
     mb_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
                "full.\n# TYPE cloister_serve_metric_series_dropped counter\ncloister_serve_metric_series_dropped "
                "%llu\n", (unsigned long long)dropped);
@@ -360,7 +379,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     }
     s->tls_mode = !cfg->tls ? "PLAINTEXT, not for production" : cfg->tls->client_verify ? "mutual TLS" : "TLS";
     s->cfg.tls = NULL;
-    if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, err)))
+    if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, &s->cfg.batching, err)))
         goto fail;
     if (cfg->grpc_port >= 0) {
         if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, &s->grpc_port, err)) < 0)
@@ -397,10 +416,14 @@ fail:
 
 int cl_serve_server_run(cl_serve_server *s, cl_err *err)
 {
-    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d (%s), %u workers, queue %u",
+    char bat[96] = "";
+    if (s->cfg.batching.max_batch_size >= 2)
+        snprintf(bat, sizeof bat, ", batching up to %u rows within %u us", s->cfg.batching.max_batch_size,
+                 s->cfg.batching.batch_timeout_us);
+    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d (%s), %u workers, queue %u%s",
             s->grpc_port >= 0 ? s->cfg.host : "", s->grpc_port >= 0 ? ":" : "off", s->grpc_port >= 0 ? s->grpc_port : 0,
             s->rest_port >= 0 ? s->cfg.host : "", s->rest_port >= 0 ? ":" : "off", s->rest_port >= 0 ? s->rest_port : 0,
-            s->tls_mode, s->cfg.workers, s->cfg.queue_limit);
+            s->tls_mode, s->cfg.workers, s->cfg.queue_limit, bat);
     if (event_base_dispatch(s->base) < 0)
         return cl_err_set(err, CL_E_INTERNAL, "the event loop failed");
     return 0;

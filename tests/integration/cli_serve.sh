@@ -28,6 +28,14 @@ check "tls init" "$CLOISTER" tls init --dir tls --server-name localhost --client
 sed 's/client_verify: true/client_verify: tru/' tls/ssl.cfg >bad.cfg
 expect "malformed ssl config names the line" 1 "bad.cfg: line [0-9]+: client_verify must be true or false" -- \
   "$CLOISTER" serve --ssl_config_file bad.cfg --allow-empty
+printf 'max_batch_size { value: 8 }\npad_variable_length_inputs: true\n' >batch.cfg
+expect "batching parameters need --enable_batching" 2 "need --enable_batching" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --batching_parameters_file batch.cfg
+expect "unsupported batching parameters name the line" 2 "batch.cfg: batching parameters line 2: 'pad_variable_length_inputs' is not supported" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --enable_batching --batching_parameters_file batch.cfg
+expect "missing batching parameters file" 2 "nope.cfg" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --enable_batching --batching_parameters_file nope.cfg
+printf 'max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n' >batch.cfg
 
 # two free ports from the kernel
 read -r gp rp < <(/usr/bin/python3 -c '
@@ -36,11 +44,12 @@ s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
 "$CLOISTER" serve --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" --allow-empty \
-  >serve.log 2>&1 &
+  --enable_batching --batching_parameters_file batch.cfg >serve.log 2>&1 &
 srv=$!
 for ((i = 0; i < 50; i++)); do grep -q "serving:" serve.log && break; sleep 0.1; done
 C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 --cert tls/client/cert.pem --key tls/client/key.pem"
 expect "started with mutual TLS" 0 "serving: gRPC 127.0.0.1:$gp, REST 127.0.0.1:$rp \(mutual TLS\)" -- cat serve.log
+expect "batching parameters from the file" 0 "batching up to 8 rows within 500 us" -- cat serve.log
 expect "REST over mTLS: unknown model is 404 with a JSON error" 0 '^\{"error":"Could not find any versions of model m"\}$' -- \
   $C "https://localhost:$rp/v1/models/m"
 expect "metrics served" 0 "cloister_serve_model_versions 0" -- $C "https://localhost:$rp/monitoring/prometheus/metrics"

@@ -52,7 +52,8 @@ KS_PORT=$(wait_for ks.log 'listening on port ([0-9]+)' "${PIDS[-1]}") || { cat k
 GRPC=$(free_port); REST=$(free_port)
 "$CLOISTER" serve --host 127.0.0.1 --port "$GRPC" --rest_api_port "$REST" --ssl_config_file tls/ssl.cfg \
   --model_name digits --model_base_path models/digits --keyserver "127.0.0.1:$KS_PORT" \
-  --keyserver-ca tls/ca_cert.pem --evidence sim --sim-key sim/sim_qe_key.pem 2> serve.log &
+  --keyserver-ca tls/ca_cert.pem --evidence sim --sim-key sim/sim_qe_key.pem \
+  --enable_batching --batch_timeout_micros 20000 2> serve.log &
 SERVE_PID=$!
 PIDS+=($SERVE_PID)
 wait_for serve.log '(serving): gRPC' $SERVE_PID >/dev/null || { cat serve.log; exit 1; }
@@ -66,10 +67,14 @@ expect "metadata shows the signature" 0 '"image"' -- curl_tls "https://localhost
 expect "a client without a certificate is refused" 1 "" -- \
   bash -c "curl -sS --fail --max-time 10 --cacert tls/ca_cert.pem https://localhost:$REST/v1/models/digits >/dev/null 2>&1 && exit 0 || exit 1"
 
-# every sample image gets the class PyTorch gives it, with PyTorch's probabilities
+# every sample image gets the class PyTorch gives it, with PyTorch's probabilities; the requests
+# are concurrent, so the server batches some of them (rows are split back to each caller)
+CURLS=()
 for f in "$ROOT"/models/digits/samples/digit-*.json; do
-  curl_tls -d @"$f" "https://localhost:$REST/v1/models/digits:predict" > "resp-$(basename "$f")" || true
+  curl_tls -d @"$f" "https://localhost:$REST/v1/models/digits:predict" > "resp-$(basename "$f")" &
+  CURLS+=($!)
 done
+wait "${CURLS[@]}"
 expect "predictions match PyTorch for all 20 samples" 0 "20 of 20" -- python3 - "$ROOT/models/digits/samples" <<'PY'
 import json, os, sys
 expected = json.load(open(os.path.join(sys.argv[1], "expected.json")))
@@ -89,6 +94,7 @@ PY
 mkdir -p models/digits/2
 cp "$ROOT/models/digits/1/model.onnx" models/digits/2/model.onnx
 wait_for serve.log "(version 2) loaded" $SERVE_PID >/dev/null
+echo "     (batches: $(curl_tls "https://localhost:$REST/monitoring/prometheus/metrics" | grep -E '^cloister_serve_batch_size_(count|sum)' | tr '\n' ' '))"
 expect "version 2 swapped in" 0 '"version": *"2"' -- curl_tls "https://localhost:$REST/v1/models/digits"
 expect "metrics are exported" 0 "cloister" -- curl_tls "https://localhost:$REST/monitoring/prometheus/metrics"
 kill -TERM $SERVE_PID

@@ -55,27 +55,32 @@ check "REST over mTLS without a client certificate is refused" bash -c "! $M htt
 start_server queue --ssl-config tls1/ssl.cfg --workers 1 --queue 1 || { finish; exit 1; }
 Q="curl -sS --max-time 20 --cacert tls1/ca_cert.pem --resolve localhost:$queue_REST:127.0.0.1 -w \n%{http_code}\n"
 QU=https://localhost:$queue_REST/v1/models/sleepy:predict
-# inflight PORT — requests queued or running, from the server's metrics
-inflight() {
+# gauge PORT NAME — a gauge from the server's metrics (cloister_serve_requests_inflight: queued or
+# running; cloister_serve_requests_queued: waiting for a worker)
+gauge() {
   curl -sS --max-time 5 --cacert tls1/ca_cert.pem --resolve "localhost:$1:127.0.0.1" \
-    "https://localhost:$1/monitoring/prometheus/metrics" | sed -n 's/^cloister_serve_requests_inflight //p'
+    "https://localhost:$1/monitoring/prometheus/metrics" | sed -n "s/^$2 //p"
 }
-# wait_inflight PORT N — until N requests are in the server (at most 10 s)
-wait_inflight() {
+# wait_gauge PORT NAME N — until the gauge is N (at most 20 s)
+wait_gauge() {
   local i
-  for ((i = 0; i < 100; i++)); do [[ $(inflight "$1") == "$2" ]] && return 0; sleep 0.1; done
+  for ((i = 0; i < 200; i++)); do [[ $(gauge "$1" "$2") == "$3" ]] && return 0; sleep 0.1; done
+  echo "    $2 is $(gauge "$1" "$2"), want $3"
   return 1
 }
-$Q -d '{"instances": [3000]}' "$QU" >q1.out 2>&1 &
+wait_inflight() { wait_gauge "$1" cloister_serve_requests_inflight "$2"; }
+# the first request is running before the second is sent, so the second is the queued one
+$Q -d '{"instances": [4000]}' "$QU" >q1.out 2>&1 &
 q1=$!
+expect "one request running" 0 "" -- wait_inflight "$queue_REST" 1
 $Q -d '{"instances": [3000]}' "$QU" >q2.out 2>&1 &
 q2=$!
-check "one request running, one queued" wait_inflight "$queue_REST" 2
+expect "one request queued behind it" 0 "" -- wait_gauge "$queue_REST" cloister_serve_requests_queued 1
 expect "full queue answers 429" 0 'at capacity \(request queue full\).*429' -- bash -c "$Q -d '{\"instances\": [10]}' $QU | tr '\n' ' '"
 expect "full queue answers UNAVAILABLE on gRPC" 3 "UNAVAILABLE: the server is at capacity" -- client "$queue_GRPC" tls1/ca_cert.pem - - sleepy 5
 wait $q1 $q2
-check "the running request completed" grep -q '^{"predictions":\[3000\]}' q1.out
-check "the queued request completed" grep -q '^{"predictions":\[3000\]}' q2.out
+expect "the running request completed" 0 '^\{"predictions":\[4000\]\}' -- cat q1.out
+expect "the queued request completed" 0 '^\{"predictions":\[3000\]\}' -- cat q2.out
 
 # ---- graceful shutdown: SIGTERM while a request runs; it completes, then the server exits 0
 start_server stop --ssl-config tls1/ssl.cfg --timeout-ms 5000 || { finish; exit 1; }

@@ -12,7 +12,7 @@ int main(int argc, char **argv)
 {
     const char *ssl_cfg = NULL, *cert = NULL, *key = NULL, *ca = NULL, *port_file = NULL;
     bool verify = false, plaintext = false;
-    long max_bytes = 1 << 20, timeout_ms = 2000, workers = 2, queue = 16;
+    long max_bytes = 1 << 20, timeout_ms = 2000, workers = 2, queue = 16, max_batch = 0, batch_us = 0;
     const cl_opt opts[] = {
         {"ssl-config", CL_ARG_STRING, &ssl_cfg, "FILE", "TF Serving SSLConfig text file", false},
         {"cert", CL_ARG_STRING, &cert, "FILE", "server certificate", false},
@@ -25,6 +25,9 @@ int main(int argc, char **argv)
         {"timeout-ms", CL_ARG_LONG, &timeout_ms, "MS", "request timeout", false, 50, 600000},
         {"workers", CL_ARG_LONG, &workers, "N", "worker threads", false, 1, 64},
         {"queue", CL_ARG_LONG, &queue, "N", "queue limit", false, 1, 100000},
+        {"max-batch", CL_ARG_LONG, &max_batch, "N", "dynamic batching: rows per model call (0: off)", false, 0, 4096},
+        {"batch-timeout-us", CL_ARG_LONG, &batch_us, "US", "dynamic batching: wait for a batch to fill", false, 0,
+         10000000},
     };
     const cl_cmd_usage usage = {"serve_testd --port-file FILE [TLS options]", "test server"};
     cl_err err = {0};
@@ -51,7 +54,8 @@ int main(int argc, char **argv)
     cl_serve_config cfg = {.host = "127.0.0.1", .grpc_port = 0, .rest_port = 0,
                            .tls = (ssl_cfg || cert) ? &tls : NULL, .allow_plaintext = plaintext,
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
-                           .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .handle_signals = true};
+                           .workers = (unsigned)workers, .queue_limit = (unsigned)queue,
+                           .batching = {(unsigned)max_batch, (unsigned)batch_us}, .handle_signals = true};
     cl_serve_server *srv = cl_serve_server_new(&cfg, reg, &err);
     if (!srv) {
         fprintf(stderr, "serve_testd: %s\n", err.msg);

@@ -590,6 +590,77 @@ static void test_grpc_framing(void **state)
     assert_int_equal(cl_serve_code_http(CL_SC_RESOURCE_EXHAUSTED), 429);
 }
 
+/* ---------------------------------------------------------------- batching */
+
+static void test_batching_parse(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_batching b;
+    unsigned w = 2, q = 64;
+    const char *tf = "# TF Serving's format\nmax_batch_size { value: 16 }\nbatch_timeout_micros { value: 2500 }\n"
+                     "num_batch_threads { value: 3 }\nmax_enqueued_batches { value: 100 }\n";
+    assert_int_equal(cl_serve_batching_parse(tf, strlen(tf), &b, &w, &q, &err), 0);
+    assert_int_equal(b.max_batch_size, 16);
+    assert_int_equal(b.batch_timeout_us, 2500);
+    assert_int_equal(w, 3);
+    assert_int_equal(q, 100);
+    /* defaults, and the short `field: N` form */
+    assert_int_equal(cl_serve_batching_parse("", 0, &b, NULL, NULL, &err), 0);
+    assert_int_equal(b.max_batch_size, 32);
+    assert_int_equal(b.batch_timeout_us, 0);
+    assert_int_equal(cl_serve_batching_parse("max_batch_size: 4", 17, &b, NULL, NULL, &err), 0);
+    assert_int_equal(b.max_batch_size, 4);
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"max_batch_size { value: 0 }", "must be 1..4096"},
+        {"max_batch_size { value: -1 }", "needs a whole number"},
+        {"max_batch_size { value: 8 ", "expected '}'"},
+        {"max_batch_size 8", "expected '{ value: N }'"},
+        {"max_batch_size { valu: 8 }", "expected 'value:'"},
+        {"max_batch_size: 8\nmax_batch_size: 9", "given twice"},
+        {"\n\npad_variable_length_inputs: true", "line 3: 'pad_variable_length_inputs' is not supported"},
+        {"allowed_batch_sizes: 8", "not supported"},
+        {"batch_timeout_micros: 99999999", "above 10 s"},
+        {"num_batch_threads: 0", "num_batch_threads must be 1..1024"},
+        {"{", "expected a field name"},
+        {"max_batch_size: 12345678901234567890", "needs a whole number"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        cl_err e = {0};
+        assert_int_equal(cl_serve_batching_parse(bad[i].text, strlen(bad[i].text), &b, &w, &q, &e), -1);
+        if (!strstr(e.msg, bad[i].msg))
+            fail_msg("'%s': got '%s', want '%s'", bad[i].text, e.msg, bad[i].msg);
+    }
+}
+
+/* Inputs put in signature order in place, for the batching pool. */
+static void test_order_inputs(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, false, &err), 0);
+    cl_serve_model *m = cl_serve_registry_get(r, "adder", 0, &err);
+    cl_serve_tensor in[2];
+    int64_t d = 2;
+    assert_int_equal(cl_serve_tensor_init(&in[0], "b", CL_SERVE_DT_INT32, 1, &d, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&in[1], "a", CL_SERVE_DT_INT32, 1, &d, 0, &err), 0);
+    assert_int_equal(cl_serve_model_order_inputs(m, in, 2, &err), 0);
+    assert_string_equal(in[0].name, "a");
+    assert_string_equal(in[1].name, "b");
+    assert_int_equal(cl_serve_model_order_inputs(m, in, 1, &err), -1);
+    in[1].dtype = CL_SERVE_DT_FLOAT;
+    assert_int_equal(cl_serve_model_order_inputs(m, in, 2, &err), -1);
+    assert_non_null(strstr(err.msg, "DT_INT32 but DT_FLOAT"));
+    in[1].dtype = CL_SERVE_DT_INT32;
+    cl_serve_tensor_clear(&in[0]);
+    cl_serve_tensor_clear(&in[1]);
+    cl_serve_model_release(m);
+    cl_serve_registry_free(r);
+}
+
 int main(void)
 {
     cl_secmem_set_require_lock(false);
@@ -598,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_registry),          cmocka_unit_test(test_model_run_checks),
         cmocka_unit_test(test_pb_predict),        cmocka_unit_test(test_pb_metadata_status),
         cmocka_unit_test(test_json),              cmocka_unit_test(test_grpc_framing),
+        cmocka_unit_test(test_batching_parse),    cmocka_unit_test(test_order_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
