@@ -25,6 +25,8 @@ esac
 
 missing=()
 for p in "${want[@]}"; do
+  # node and npm may come from elsewhere (NodeSource's nodejs bundles npm and conflicts with Debian's)
+  [[ ($p == nodejs && -n $(command -v node)) || ($p == npm && -n $(command -v npm)) ]] && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
 ((${#missing[@]})) || exit 0
