@@ -20,6 +20,7 @@ Dockerfiles) for what can be checked without SGX, Gramine, Docker or a cluster:
   images    deploy/Dockerfile installs the package of every library the binary loads (Debian).
 
 Prints one line per check and ends with `N passed, N failed`; exits 1 on any failure.
+CHECK_DEPLOY_FAST=1 skips the two slow parts (kubectl, dpkg); tests/deploy/mutations.py uses it.
 """
 import json
 import os
@@ -654,6 +655,9 @@ def check_k8s(files, docs, cloister, ks_opts, facts):
 
 def check_kubectl(files, docs, kust):
     kubectl = shutil.which("kubectl")
+    if os.environ.get("CHECK_DEPLOY_FAST"):
+        note("CHECK_DEPLOY_FAST: `kubectl kustomize` not run")
+        return
     if not kubectl:
         note("kubectl is not installed: `kubectl kustomize deploy/k8s` not run (the YAML checks above still ran)")
         return
@@ -689,15 +693,20 @@ def check_images(facts):
     check("images: deploy/Dockerfile's runtime stage installs packages", bool(pkgs))
     check("images: deploy/Dockerfile runs as the user the pods expect (65532)", "USER 65532:65532" in runtime)
     libs = facts.get("libs")
-    if libs and shutil.which("dpkg"):
-        missing = []
-        for soname, path in libs.items():
-            r = subprocess.run(["dpkg", "-S", os.path.realpath(path)], capture_output=True, text=True) if path else None
-            if r is None or r.returncode != 0:
-                r = subprocess.run(["dpkg", "-S", f"*/{soname}"], capture_output=True, text=True)
-            pkg = r.stdout.split(":")[0] if r.returncode == 0 else None
-            if pkg not in pkgs:
-                missing.append(f"{soname} ({pkg})")
+    if os.environ.get("CHECK_DEPLOY_FAST"):
+        note("CHECK_DEPLOY_FAST: Dockerfile packages not compared")
+    elif libs and shutil.which("dpkg"):
+        def norm(p):  # merged /usr: dpkg may record /lib/... for a file found at /usr/lib/...
+            return p[4:] if p.startswith("/usr/") else p
+        real = {soname: norm(os.path.realpath(path)) for soname, path in libs.items() if path}
+        r = subprocess.run(["dpkg", "-S", *sorted({"*/" + os.path.basename(p) for p in real.values()})],
+                           capture_output=True, text=True)
+        owner = {}
+        for line in r.stdout.splitlines():
+            pkg, _, path = line.partition(": ")
+            owner[norm(path.strip())] = pkg.split(":")[0]
+        missing = [f"{s} ({owner.get(p)})" for s, p in real.items() if owner.get(p) not in pkgs]
+        missing += [s for s in libs if s not in real]
         check("images: deploy/Dockerfile installs the package of every library the binary loads", not missing,
               str(missing))
     else:

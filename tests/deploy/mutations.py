@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""mutations.py CLOISTER — checks the checker: each mutation below is a plausible mistake in deploy/
+(a debug enclave, a flag the binary does not have, a secret mounted in clear, a probe over plain
+HTTP, a NetworkPolicy that lets more pods in, ...). Each is applied to a copy of deploy/, and
+check_deploy.py must then fail, naming the check that guards against it. The unmodified copy must pass.
+
+Ends with `N passed, N failed`; exits 1 on any failure.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+T, MS, KS, NP = ("gramine/cloister-serve.manifest.template", "k8s/model-server.yaml", "k8s/keyserver.yaml",
+                 "k8s/networkpolicy.yaml")
+
+# (file under deploy/, text, replacement, substring of the FAIL line expected)
+MUTATIONS = [
+    (T, "sgx.debug = false", "sgx.debug = true", "sgx.debug = false"),
+    (T, 'sgx.remote_attestation = "dcap"', 'sgx.remote_attestation = "none"', "remote_attestation"),
+    (T, '"--evidence", "gramine"', '"--evidence", "sim"', "--evidence gramine"),
+    (T, '"--keyserver-ca", "/etc', '"--keyserver-cafile", "/etc', "every flag of the enclave's argv"),
+    (T, '"--enable_batching",', '"--enable_batching", "yes",', "every flag of the enclave's argv"),
+    (T, '"--queue", "32",', '"--queue",', "every flag of the enclave's argv"),
+    (T, '  "file:/models/",', '  "file:/models/",\n  "file:/etc/",', "no allowed file outside the models"),
+    (T, ', type = "encrypted", key_name = "default" }', " }", "inside an encrypted mount"),
+    (T, 'key_name = "default" }', 'key_name = "_sgx_mrenclave" }', "keyed by secret provisioning"),
+    (T, '  "file:/etc/cloister/keyserver-ca.pem",\n]', "]", "(--keyserver-ca) is a trusted file"),
+    (T, '  "file:/usr{{ arch_libdir }}/libgomp.so.1",\n', "", "every library the binary loads is a trusted file"),
+    (T, '  "file:/usr/bin/cloister",\n  #', "  #", "/usr/bin/cloister is a trusted file"),
+    (T, "loader.log_level", 'loader.insecure__use_cmdline_argv = true\nloader.log_level', "no insecure__"),
+    (T, "sys.enable_sigterm_injection = true", "sys.enable_sigterm_injection = false", "SIGTERM"),
+    (T, 'loader.env.OMP_NUM_THREADS = "{{ engine_threads }}"', 'loader.env.OMP_NUM_THREADS = "64"', "OMP_NUM_THREADS"),
+    (T, "sgx.max_threads = 48", "sgx.max_threads = 8", "sgx.max_threads"),
+    (T, '{ path = "/tmp", type = "tmpfs" }', '{ path = "/tmp", uri = "file:/tmp" }', "/tmp is an in-enclave tmpfs"),
+    (T, "{{ keyserver }}\"\n\nfs.mounts", "other:4433\"\n\nfs.mounts", "secret_prov asks the same key server"),
+    ("gramine/Makefile", "REST_PORT ?= 8501", "REST_PORT ?= 8601", "container ports are the enclave's"),
+    ("gramine/Makefile", "-Dworkers=$(WORKERS) \\\n", "", "only variables the Makefile defines"),
+    ("gramine/Makefile", "KEYSERVER ?= cloister-keyserver.cloister.svc:4433", "KEYSERVER ?= keys.example:4433",
+     "--keyserver is the key server's Service"),
+    ("gramine/Makefile", "ISVSVN ?= 1", "ISVSVN ?= 0", "min_isv_svn does not exceed"),
+    (MS, "              scheme: HTTPS", "              scheme: HTTP", "startupProbe"),
+    (MS, "path: /v1/models/resnet50\n              port: rest\n              scheme: HTTPS\n            periodSeconds: 10",
+     "path: /v1/models/resnet50\n              port: grpc\n              scheme: HTTPS\n            periodSeconds: 10",
+     "readinessProbe"),
+    (MS, "sgx.intel.com/epc: 4Gi", "sgx.intel.com/epc: 2Gi", "EPC request covers"),
+    (MS, "              sgx.intel.com/enclave: 1\n", "", "sgx.intel.com/enclave"),
+    (MS, "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 30", "terminationGracePeriodSeconds"),
+    (MS, "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "cloister-serve/serve: non-root"),
+    (MS, "workingDir: /app", "workingDir: /app\n          args: [\"--plaintext\"]", "passes no args and no env"),
+    (MS, "              mountPath: /models\n              readOnly: true", "              mountPath: /models",
+     "models volume is mounted read-only"),
+    (MS, "prometheus.io/port: \"8501\"", "prometheus.io/port: \"8500\"", "Prometheus scrape annotations"),
+    (MS, "    - name: rest\n      port: 8501\n      targetPort: rest", "    - name: rest\n      port: 8501\n      targetPort: http",
+     "every targetPort is a container port"),
+    (MS, "  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: cloister-serve",
+     "  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: cloister-srv", "PodDisruptionBudget"),
+    (NP, "    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/name: cloister-serve",
+     "    - from:\n        - podSelector:\n            matchLabels:\n              app.kubernetes.io/part-of: cloister",
+     "only the model server pods may reach the key server"),
+    (NP, "    - from:\n        - podSelector:", "    - from:\n        - ipBlock:\n            cidr: 10.0.0.0/8\n        - podSelector:",
+     "only the model server pods may reach the key server"),
+    ("k8s/kustomization.yaml", "  - networkpolicy.yaml\n", "", "lists every manifest file"),
+    (KS, "            - --master-key\n", "            - --trust-sim\n            - /sim.pem\n            - --master-key\n",
+     "trusts no simulated evidence"),
+    (KS, "            - --master-key\n", "            - --masterkey\n", "every key server container flag"),
+    (KS, "  selector:\n    app.kubernetes.io/name: cloister-keyserver", "  selector:\n    app.kubernetes.io/name: keysrv",
+     "Service cloister-keyserver selects exactly one"),
+    (KS, "            - name: master-key\n              mountPath: /etc/cloister/master",
+     "            - name: master-key\n              mountPath: /var/lib/cloister/master", "--master-key comes from a referenced Secret"),
+    (KS, "          env:\n", "          env:\n            - name: CLOISTER_MASTER_KEY\n              value: \"00\"\n",
+     "is not an inline secret"),
+    ("k8s/policy.json", '"allow_debug": false', '"allow_debug": true', "no identity accepts sim evidence or debug"),
+    ("k8s/policy.json", '"evidence_types": ["sgx-dcap"]', '"evidence_types": ["sgx-dcap", "bogus"]',
+     "passes `cloister keyserver policy check`"),
+]
+
+
+def run(root, cloister):
+    env = dict(os.environ, CHECK_DEPLOY_FAST="1")
+    return subprocess.run([sys.executable, os.path.join(root, "tests", "deploy", "check_deploy.py"), cloister],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def main():
+    cloister = os.path.abspath(sys.argv[1])
+    passed = failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, m in enumerate([None] + MUTATIONS):
+            root = os.path.join(tmp, f"m{i}")
+            shutil.copytree(os.path.join(ROOT, "deploy"), os.path.join(root, "deploy"))
+            os.makedirs(os.path.join(root, "tests", "deploy"))
+            shutil.copy(os.path.join(HERE, "check_deploy.py"), os.path.join(root, "tests", "deploy"))
+            if m is None:
+                r = run(root, cloister)
+                ok = r.returncode == 0
+                print(f"{'ok  ' if ok else 'FAIL'} the unmodified deploy/ passes" +
+                      ("" if ok else ": " + "; ".join(l for l in r.stdout.splitlines() if l.startswith("FAIL"))))
+            else:
+                f, old, new, expect = m
+                path = os.path.join(root, "deploy", f)
+                text = open(path).read()
+                if old not in text:
+                    print(f"FAIL mutation {i} ({f}): the text to mutate is gone: {old!r}")
+                    failed += 1
+                    continue
+                open(path, "w").write(text.replace(old, new))
+                r = run(root, cloister)
+                fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
+                ok = r.returncode != 0 and any(expect in l for l in fails)
+                print(f"{'ok  ' if ok else 'FAIL'} mutation {i} ({f}: {old.strip()[:40]!r}) is caught by "
+                      f"\"{expect}\"" + ("" if ok else f": rc={r.returncode}, failures: {fails}"))
+            shutil.rmtree(root)
+            passed += ok
+            failed += not ok
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
