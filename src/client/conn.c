@@ -301,7 +301,10 @@ static int handshake(cl_client_conn *conn, cl_err *err)
             const cl_err *why = cl_ratls_peer_error(conn->ssl);
             if (why) {
                 ERR_clear_error();
-                return cl_err_set(err, CL_E_DENIED, "attestation refused the server %s: %s", c->authority, why->msg);
+                bool not_ratls = strstr(why->msg, "RA-TLS certificate") || strstr(why->msg, "not an RA-TLS");
+                return cl_err_set(err, CL_E_DENIED, "attestation refused the server %s: %s%s", c->authority, why->msg,
+                                  not_ratls ? " (does the server present an RA-TLS certificate, e.g. `cloister serve "
+                                              "--attested-tls`?)" : "");
             }
         }
         long vr = SSL_get_verify_result(conn->ssl);
