@@ -18,6 +18,8 @@
  * Thread-safety: a cl_client is immutable once created; any number of threads may call
  * cl_client_connect() on it at once. A cl_client_conn is single-threaded: one call at a time, from one
  * thread (use one connection per thread; `cloister bench` does). The pure helpers are thread-safe.
+ * The first cl_client_new() ignores SIGPIPE in the process (unless a handler is installed), so a
+ * server closing a connection is an error, not a fatal signal.
  */
 #ifndef CLOISTER_CLIENT_H
 #define CLOISTER_CLIENT_H
@@ -98,7 +100,8 @@ typedef struct cl_client_request {
 typedef struct cl_client_response {
     char *model;               /* as the server answered (gRPC); may be NULL */
     int64_t version;           /* 0 when the server did not say */
-    cl_serve_tensor *outputs;  /* sorted by name; REST numbers arrive as DT_DOUBLE */
+    cl_serve_tensor *outputs;  /* sorted by name; REST numbers arrive as DT_DOUBLE, and a lone REST
+                                * output (TF Serving does not name it) is called "outputs" */
     size_t n_outputs;
 } cl_client_response;
 

@@ -47,6 +47,8 @@ struct cl_client_conn {
  * -1 on error (err says what; CL_E_IO, timeouts say so). */
 int cl_client_io_write(cl_client_conn *c, const void *buf, size_t len, cl_err *err);
 ssize_t cl_client_io_read(cl_client_conn *c, void *buf, size_t cap, cl_err *err);
+/* Formats the pending TLS error (alerts with hints, timeouts, closed connections). Returns -1. */
+int cl_client_tls_error(cl_client_conn *c, const char *what, cl_err *err);
 /* Makes sure the connection is usable (reconnects a broken one). */
 int cl_client_conn_ready(cl_client_conn *c, cl_err *err);
 /* Marks a transport failure: err keeps its message, the code becomes UNAVAILABLE (or DEADLINE_EXCEEDED

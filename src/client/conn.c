@@ -12,6 +12,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,8 +75,19 @@ static int attest_policy(void *arg, SSL *ssl, const cl_attest_claims *claims, cl
     return 0;
 }
 
+/* OpenSSL writes to sockets with write(), so a server that closes first would kill the process with
+ * SIGPIPE: ignore it (once, and only if nobody installed a handler), as the serve module does. */
+static pthread_once_t sigpipe_once = PTHREAD_ONCE_INIT;
+static void ignore_sigpipe(void)
+{
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+        signal(SIGPIPE, SIG_IGN);
+}
+
 cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
 {
+    pthread_once(&sigpipe_once, ignore_sigpipe);
     char host[256];
     int port;
     if (cl_client_split_hostport(o->server, host, sizeof host, &port, err) != 0)
@@ -241,7 +254,7 @@ static int tcp_connect(const cl_client *c, cl_err *err)
 }
 
 /* An error from the TLS layer, with hints for the usual causes. */
-static int tls_error(cl_client_conn *conn, const char *what, cl_err *err)
+int cl_client_tls_error(cl_client_conn *conn, const char *what, cl_err *err)
 {
     unsigned long e = ERR_peek_error();
     char buf[256] = "";
@@ -273,7 +286,10 @@ static int tls_error(cl_client_conn *conn, const char *what, cl_err *err)
                           conn->cl->timeout_ms);
     if (!e)
         return cl_err_set(err, CL_E_IO, "%s: the connection to %s was closed (is it a TLS port? --plaintext talks "
-                          "to servers without TLS)", what, conn->cl->authority);
+                          "to servers without TLS%s)", what, conn->cl->authority,
+                          conn->cl->ctx && !SSL_CTX_get0_certificate(conn->cl->ctx)
+                              ? "; a server that requires a client certificate needs --cert and --key"
+                              : "");
     if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG)
         return cl_err_set(err, CL_E_IO, "%s: %s does not speak TLS (%s)", what, conn->cl->authority, buf);
     return cl_err_set(err, CL_E_IO, "%s: TLS failed: %s", what, buf);
@@ -318,7 +334,7 @@ static int handshake(cl_client_conn *conn, cl_err *err)
             return cl_err_set(err, CL_E_AUTH, "the server certificate of %s is not trusted: %s (is --ca the CA "
                               "that issued it?)", c->authority, X509_verify_cert_error_string(vr));
         }
-        return tls_error(conn, "TLS handshake", err);
+        return cl_client_tls_error(conn, "TLS handshake", err);
     }
     if (c->policy) {
         const cl_attest_claims *cl = cl_ratls_peer_claims(conn->ssl);
@@ -428,8 +444,17 @@ int cl_client_io_write(cl_client_conn *c, const void *buf, size_t len, cl_err *e
             size_t done = 0;
             ERR_clear_error();
             errno = 0;
-            if (SSL_write_ex(c->ssl, p, len, &done) != 1)
-                return tls_error(c, "sending", err);
+            if (SSL_write_ex(c->ssl, p, len, &done) != 1) {
+                /* a server that refused us (e.g. no client certificate) sent an alert before closing:
+                 * read it, so the error says why rather than just "closed" */
+                unsigned long e = ERR_peek_error();
+                if (!(e && ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET)) {
+                    uint8_t b;
+                    ERR_clear_error();
+                    SSL_read(c->ssl, &b, 1);
+                }
+                return cl_client_tls_error(c, "sending", err);
+            }
             p += done;
             len -= done;
         } else {
@@ -461,7 +486,7 @@ ssize_t cl_client_io_read(cl_client_conn *c, void *buf, size_t cap, cl_err *err)
             return 0;
         if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)
             return 0; /* closed without close_notify */
-        return tls_error(c, "receiving", err);
+        return cl_client_tls_error(c, "receiving", err);
     }
     for (;;) {
         ssize_t n = recv(c->fd, buf, cap, 0);
@@ -496,8 +521,6 @@ int cl_client_predict(cl_client_conn *conn, const cl_client_request *req, cl_cli
     int rc = conn->cl->rest ? cl_client_rest_predict(conn, req, resp, err) : cl_client_grpc_predict(conn, req, resp, err);
     if (rc != 0)
         cl_client_response_clear(resp);
-    else
-        cl_client_sort_outputs(resp);
     return rc;
 }
 

@@ -5,11 +5,14 @@
 #include "client_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
 
 #include "google/protobuf/wrappers.pb-c.h"
 #include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
@@ -295,6 +298,44 @@ static int h2_pump(cl_client_conn *conn, h2user *u, cl_err *err)
     return 0;
 }
 
+/* Reads what the server sends before we send anything, for at most wait_ms (non-blocking reads). */
+static int h2_read_first(cl_client_conn *conn, h2user *u, int wait_ms, cl_err *err)
+{
+    int fl = fcntl(conn->fd, F_GETFL);
+    fcntl(conn->fd, F_SETFL, fl | O_NONBLOCK);
+    uint64_t deadline = cl_now_ns() + (uint64_t)wait_ms * 1000000u;
+    int rc = 0;
+    while (!u->st.settings_seen) {
+        uint8_t buf[4096];
+        size_t n = 0;
+        ERR_clear_error();
+        errno = 0;
+        if (SSL_read_ex(conn->ssl, buf, sizeof buf, &n) == 1) {
+            ssize_t used = nghttp2_session_mem_recv(conn->h2, buf, n);
+            if (used < 0) {
+                rc = cl_err_set(err, CL_E_FORMAT, "%s broke the HTTP/2 protocol: %s", conn->cl->authority,
+                                nghttp2_strerror((int)used));
+                break;
+            }
+            continue;
+        }
+        int e = SSL_get_error(conn->ssl, 0);
+        uint64_t now = cl_now_ns();
+        if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && now < deadline) {
+            struct pollfd pfd = {conn->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, 0};
+            poll(&pfd, 1, (int)((deadline - now) / 1000000u) + 1);
+            continue;
+        }
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+            break; /* nothing yet: the server may wait for our preface */
+        fcntl(conn->fd, F_SETFL, fl);
+        return cl_client_tls_error(conn, "receiving", err);
+    }
+    ERR_clear_error();
+    fcntl(conn->fd, F_SETFL, fl);
+    return rc;
+}
+
 int cl_client_h2_start(cl_client_conn *conn, cl_err *err)
 {
     nghttp2_session_callbacks *cbs;
@@ -322,7 +363,11 @@ int cl_client_h2_start(cl_client_conn *conn, cl_err *err)
                                    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 24}};
     nghttp2_submit_settings(conn->h2, NGHTTP2_FLAG_NONE, iv, CL_ARRAY_LEN(iv));
     nghttp2_session_set_local_window_size(conn->h2, NGHTTP2_FLAG_NONE, 0, 1 << 24);
-    /* wait for the server's SETTINGS: a server that refuses the client certificate says so here */
+    /* Servers send their SETTINGS as soon as the connection is up, and a TLS server that refuses our
+     * certificate sends an alert instead. Reading first (a short while) makes that refusal the error
+     * we report, rather than whatever a write to the closing connection gives. */
+    if (conn->ssl && h2_read_first(conn, u, 500, err) != 0)
+        return cl_err_prefix(err, "starting HTTP/2 with %s", conn->cl->authority);
     while (!u->st.settings_seen)
         if (h2_pump(conn, u, err) != 0)
             return cl_err_prefix(err, "starting HTTP/2 with %s", conn->cl->authority);
@@ -564,7 +609,7 @@ int cl_client_pb_predict_response(const uint8_t *buf, size_t len, cl_client_resp
         if (!e->value)
             continue;
         if (e->value->dtype == CL_CLIENT_DT_STRING) {
-            CL_WARN(CL_CLIENT_MOD, "output '%s' is DT_STRING; this client skips string outputs", e->key);
+            CL_DEBUG(CL_CLIENT_MOD, "output '%s' is DT_STRING; this client skips string outputs", e->key);
             continue;
         }
         for (size_t k = 0; k < r->n_outputs; k++)
@@ -578,6 +623,7 @@ int cl_client_pb_predict_response(const uint8_t *buf, size_t len, cl_client_resp
         }
         r->n_outputs++;
     }
+    cl_client_sort_outputs(r);
     rc = 0;
 out:
     tensorflow__serving__predict_response__free_unpacked(m, NULL);

@@ -557,6 +557,7 @@ int cl_client_json_predict_response(const char *body, size_t len, int http_statu
         if (add_output(r, preds, "predictions", 1, err) != 0)
             goto out;
     }
+    cl_client_sort_outputs(r);
     if (code)
         *code = CL_SC_OK;
     rc = 0;
