@@ -3,13 +3,17 @@
  * values), PredictResponse / metadata / status decoding (protobuf and REST JSON, TF Serving's error
  * bodies with their HTTP codes), top-k (order, ties, NaN, k beyond the classes), HOST:PORT parsing, and
  * image preprocessing from a signature (layouts, sizes, normalisation; the demo samples become exactly
- * the inputs PyTorch was given). */
+ * the inputs PyTorch was given); and the calls themselves against the real serve module in-process
+ * (h2c and plain HTTP, with the test models): status, metadata, predict, one connection reused,
+ * server errors with their codes, and a stopped server. */
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cloister/client.h"
+#include "testmodel.h"
 #include "testutil.h"
 
 #include "google/protobuf/wrappers.pb-c.h"
@@ -469,6 +473,188 @@ static void test_digit_samples(void **state)
         free(pngs[i]);
 }
 
+/* ---------------------------------------------------------------- against the real server */
+
+typedef struct live {
+    cl_serve_registry *reg;
+    cl_serve_server *srv;
+    pthread_t tid;
+    char grpc[32], rest[32];
+} live;
+
+static void *live_run(void *arg)
+{
+    live *l = arg;
+    cl_serve_server_run(l->srv, NULL);
+    return NULL;
+}
+
+static void live_start(live *l)
+{
+    cl_err err = {0};
+    assert_non_null(l->reg = cl_serve_registry_new(&err));
+    assert_int_equal(tm_register_all(l->reg, 1, true, &err), 0);
+    cl_serve_config cfg = {.host = "127.0.0.1", .allow_plaintext = true, .workers = 1, .queue_limit = 4};
+    l->srv = cl_serve_server_new(&cfg, l->reg, &err);
+    assert_non_null(l->srv);
+    snprintf(l->grpc, sizeof l->grpc, "127.0.0.1:%d", cl_serve_server_grpc_port(l->srv));
+    snprintf(l->rest, sizeof l->rest, "127.0.0.1:%d", cl_serve_server_rest_port(l->srv));
+    assert_int_equal(pthread_create(&l->tid, NULL, live_run, l), 0);
+}
+
+static void live_stop(live *l)
+{
+    cl_serve_server_stop(l->srv);
+    pthread_join(l->tid, NULL);
+    cl_serve_server_free(l->srv);
+    cl_serve_registry_free(l->reg);
+}
+
+static void check_calls(const char *server, bool rest)
+{
+    cl_err err = {0};
+    cl_client_options o = {.server = server, .rest = rest, .plaintext = true, .timeout_ms = 5000};
+    cl_client *c = cl_client_new(&o, &err);
+    assert_non_null(c);
+    cl_client_conn *conn = cl_client_connect(c, &err);
+    assert_non_null(conn);
+    assert_null(cl_client_conn_claims(conn));
+
+    cl_client_version_status *vs;
+    size_t n;
+    assert_int_equal(cl_client_get_status(conn, "affine", 0, &vs, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(vs[0].version, 2);
+    assert_string_equal(vs[0].state, "AVAILABLE");
+    assert_int_equal(vs[1].version, 1);
+    free(vs);
+
+    cl_client_metadata md;
+    assert_int_equal(cl_client_get_metadata(conn, "affine", 1, &md, &err), 0);
+    assert_string_equal(md.signature, "serving_default");
+    assert_int_equal(md.n_inputs, 1);
+    assert_string_equal(md.inputs[0].name, "x");
+    assert_int_equal(md.inputs[0].dtype, CL_SERVE_DT_FLOAT);
+    assert_int_equal(md.inputs[0].ndim, 2);
+    assert_int_equal(md.inputs[0].dims[0], -1);
+    assert_int_equal(md.inputs[0].dims[1], 4);
+    assert_int_equal(md.n_outputs, 3);
+    assert_string_equal(md.outputs[0].name, "class");
+    assert_string_equal(md.outputs[2].name, "probs");
+    cl_client_metadata_clear(&md);
+
+    /* affine on two rows, many times over the same connection */
+    cl_serve_tensor x;
+    int64_t dims[2] = {2, 4};
+    assert_int_equal(cl_serve_tensor_init(&x, "x", CL_SERVE_DT_FLOAT, 2, dims, 0, &err), 0);
+    float xv[8] = {1, 2, 3, 4, -1, 0.5f, 0, 2};
+    memcpy(x.data, xv, sizeof xv);
+    cl_client_request req = {.model = "affine", .inputs = &x, .n_inputs = 1};
+    for (int it = 0; it < 50; it++) {
+        cl_client_response r;
+        assert_int_equal(cl_client_predict(conn, &req, &r, &err), 0);
+        assert_int_equal(cl_client_conn_last_code(conn), CL_SC_OK);
+        assert_int_equal(r.n_outputs, 3);
+        const cl_serve_tensor *logits = &r.outputs[1];
+        assert_string_equal(logits->name, "logits");
+        assert_int_equal(logits->dims[0], 2);
+        assert_int_equal(logits->dims[1], 3);
+        for (int row = 0; row < 2; row++)
+            for (int j = 0; j < 3; j++) {
+                double want = tm_affine_b(j);
+                for (int i = 0; i < 4; i++)
+                    want += xv[row * 4 + i] * tm_affine_w(i, j);
+                assert_true(fabs(cl_client_tensor_value(logits, (size_t)(row * 3 + j)) - want) < 1e-4);
+            }
+        cl_client_response_clear(&r);
+    }
+    /* two int32 inputs */
+    cl_serve_tensor ab[2];
+    int64_t d1[1] = {3};
+    assert_int_equal(cl_serve_tensor_init(&ab[0], "a", CL_SERVE_DT_INT32, 1, d1, 0, &err), 0);
+    assert_int_equal(cl_serve_tensor_init(&ab[1], "b", CL_SERVE_DT_INT32, 1, d1, 0, &err), 0);
+    int32_t av[3] = {1, -5, 100}, bv[3] = {2, 1, -100};
+    memcpy(ab[0].data, av, sizeof av);
+    memcpy(ab[1].data, bv, sizeof bv);
+    cl_client_request req2 = {.model = "adder", .inputs = ab, .n_inputs = 2};
+    cl_client_response r;
+    assert_int_equal(cl_client_predict(conn, &req2, &r, &err), 0);
+    assert_int_equal(r.n_outputs, 1);
+    assert_true(cl_client_tensor_value(&r.outputs[0], 0) == 3);
+    assert_true(cl_client_tensor_value(&r.outputs[0], 1) == -4);
+    assert_true(cl_client_tensor_value(&r.outputs[0], 2) == 0);
+    cl_client_response_clear(&r);
+    cl_serve_tensor_clear(&ab[0]);
+    cl_serve_tensor_clear(&ab[1]);
+
+    /* the server's errors, with their codes; the connection stays usable */
+    req.model = "nosuch";
+    assert_int_equal(cl_client_predict(conn, &req, &r, &err), -1);
+    assert_int_equal(cl_client_conn_last_code(conn), CL_SC_NOT_FOUND);
+    assert_non_null(strstr(err.msg, "NOT_FOUND: Servable not found"));
+    req.model = "affine";
+    req.version = 9;
+    assert_int_equal(cl_client_predict(conn, &req, &r, &err), -1);
+    assert_int_equal(cl_client_conn_last_code(conn), CL_SC_NOT_FOUND);
+    req.version = 0;
+    x.dims[1] = 2;
+    x.dims[0] = 4;
+    assert_int_equal(cl_client_predict(conn, &req, &r, &err), -1);
+    assert_int_equal(cl_client_conn_last_code(conn), CL_SC_INVALID_ARGUMENT);
+    x.dims[0] = 2;
+    x.dims[1] = 4;
+    assert_int_equal(cl_client_predict(conn, &req, &r, &err), 0);
+    cl_client_response_clear(&r);
+    assert_int_equal(cl_client_get_status(conn, "nosuch", 0, &vs, &n, &err), -1);
+    assert_int_equal(cl_client_conn_last_code(conn), CL_SC_NOT_FOUND);
+    assert_int_equal(cl_client_get_metadata(conn, "bad/name", 0, &md, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    cl_serve_tensor_clear(&x);
+    cl_client_conn_free(conn);
+    cl_client_free(c);
+}
+
+static void test_live_grpc_rest(void **state)
+{
+    (void)state;
+    live l;
+    live_start(&l);
+    check_calls(l.grpc, false);
+    check_calls(l.rest, true);
+    /* a gRPC client on the REST port (and the reverse) fails with a message, not a hang */
+    cl_err err = {0};
+    cl_client_options o = {.server = l.rest, .plaintext = true, .timeout_ms = 2000};
+    cl_client *c = cl_client_new(&o, &err);
+    assert_non_null(c);
+    assert_null(cl_client_connect(c, &err));
+    cl_client_free(c);
+    live_stop(&l);
+    /* the server is gone: connecting fails, naming the address */
+    o.server = l.grpc;
+    c = cl_client_new(&o, &err);
+    assert_null(cl_client_connect(c, &err));
+    assert_non_null(strstr(err.msg, l.grpc));
+    cl_client_free(c);
+}
+
+static void test_options(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_client_options o = {.server = "localhost:1", .cert_file = "x.pem"};
+    assert_null(cl_client_new(&o, &err));
+    assert_non_null(strstr(err.msg, "--cert and --key"));
+    cl_client_options p = {.server = "localhost:1", .plaintext = true, .ca_file = "ca.pem"};
+    assert_null(cl_client_new(&p, &err));
+    assert_non_null(strstr(err.msg, "plaintext"));
+    cl_client_options q = {.server = "localhost:1", .ca_file = "/nonexistent/ca.pem"};
+    assert_null(cl_client_new(&q, &err));
+    assert_non_null(strstr(err.msg, "/nonexistent/ca.pem"));
+    cl_client_options r = {.server = "nocolon"};
+    assert_null(cl_client_new(&r, &err));
+    assert_non_null(strstr(err.msg, "HOST:PORT"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_json_predict),         cmocka_unit_test(test_json_metadata_status),
         cmocka_unit_test(test_topk),                 cmocka_unit_test(test_hostport_floats),
         cmocka_unit_test(test_image_preproc),        cmocka_unit_test(test_digit_samples),
+        cmocka_unit_test(test_live_grpc_rest),       cmocka_unit_test(test_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
