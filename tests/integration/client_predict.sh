@@ -120,6 +120,18 @@ expect "by IP address (in the certificate's SANs)" 0 '^\[0\]: 4 ' -- \
 DOWN=$(free_port)
 expect "server down" 1 "cannot connect to localhost:$DOWN: connection refused" -- \
   "$CLOISTER" predict --server "localhost:$DOWN" "${MTLS[@]}" --model digits --input image=four.npy
+# a server that accepts connections and never answers
+SILENT=$(free_port)
+$PY -c 'import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8); time.sleep(30)' "$SILENT" &
+SILENT_PID=$!
+sleep 0.3
+expect "a server that does not answer: timeout (TLS handshake)" 1 "TLS handshake: no answer from 127.0.0.1:$SILENT within 300 ms" -- \
+  "$CLOISTER" predict --server "127.0.0.1:$SILENT" "${MTLS[@]}" --model digits --input image=four.npy --timeout-ms 300
+expect "a server that does not answer: timeout (REST request)" 1 "no answer from 127.0.0.1:$SILENT within 300 ms" -- \
+  "$CLOISTER" predict --server "127.0.0.1:$SILENT" --rest --plaintext --model digits --input image=four.npy --timeout-ms 300
+kill "$SILENT_PID"
+wait "$SILENT_PID" 2>/dev/null
 expect "the REST port without --rest" 1 "is this its REST port\? add --rest" -- \
   "$CLOISTER" predict --server "localhost:$REST" "${MTLS[@]}" --model digits --input image=four.npy
 expect "a TLS server with --plaintext" 1 "closed|HTTP/2|connection" -- \
