@@ -365,18 +365,21 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
                 cl_err_set(err, CL_E_INVALID, "the model has no input '%s'", a->input_name);
                 ok = false;
             } else if (!spec) {
-                for (size_t i = 0; i < md.n_inputs; i++) {
-                    bool fits = a->image_bytes ? md.inputs[i].dtype == (cl_serve_dtype)CL_CLIENT_DT_STRING
-                                               : md.inputs[i].ndim == 4;
-                    if (fits && spec) {
-                        cl_err_set(err, CL_E_INVALID, "the model has several inputs that could take the images ('%s', "
-                                   "'%s'): choose with --input-name", spec->name, md.inputs[i].name);
-                        ok = false;
-                        break;
+                /* encoded images go to a DT_STRING input, else (a server that decodes them for its image
+                 * input) to the image input; decoded images go to the rank-4 input */
+                for (int pass = a->image_bytes ? 0 : 1; ok && !spec && pass < 2; pass++)
+                    for (size_t i = 0; i < md.n_inputs; i++) {
+                        bool fits = pass == 0 ? md.inputs[i].dtype == (cl_serve_dtype)CL_CLIENT_DT_STRING
+                                              : md.inputs[i].ndim == 4;
+                        if (fits && spec) {
+                            cl_err_set(err, CL_E_INVALID, "the model has several inputs that could take the images "
+                                       "('%s', '%s'): choose with --input-name", spec->name, md.inputs[i].name);
+                            ok = false;
+                            break;
+                        }
+                        if (fits)
+                            spec = &md.inputs[i];
                     }
-                    if (fits)
-                        spec = &md.inputs[i];
-                }
                 if (ok && !spec && md.n_inputs == 1)
                     spec = &md.inputs[0];
                 if (ok && !spec) {
