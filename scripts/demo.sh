@@ -5,7 +5,8 @@
 #   2. The model server starts on "someone else's cloud": it attests to the key server (RA-TLS with
 #      the sim evidence provider: there is no SGX here), receives the key, decrypts the model only in
 #      locked memory and serves TF Serving's APIs over mutual TLS.
-#   3. A client classifies sample images through the REST API over mutual TLS.
+#   3. A client (cloister predict) classifies sample images over mutual TLS, through the gRPC API and
+#      through the REST API.
 #   4. What must be refused is refused: a server the policy does not name, a tampered model.
 # Everything listens on 127.0.0.1 and is stopped at the end.
 set -euo pipefail
@@ -75,20 +76,16 @@ grep -E "INSECURE|received|loaded|serving" server.log | sed 's/^[^ ]* //'
 echo "The key server's audit log:"
 "$cloister" keyserver audit --db keyserver.db | tail -3
 
-step "3. A client classifies sample images (TF Serving REST API, mutual TLS)"
-curl_tls() { curl -sS --max-time 20 --cacert tls/ca_cert.pem --cert tls/client/cert.pem --key tls/client/key.pem "$@"; }
-run curl_tls "https://localhost:$rest/v1/models/digits"
-echo
-for d in 0 3 5 7 9; do
-  sample="$root/models/digits/samples/digit-$d-0"
-  curl_tls -d @"$sample.json" "https://localhost:$rest/v1/models/digits:predict" > answer.json
-  python3 - "$sample.png" <<'PY'
-import json, os, sys
-probs = json.load(open("answer.json"))["outputs"]["probabilities"][0]
-best = max(range(10), key=lambda k: probs[k])
-print(f"  {os.path.basename(sys.argv[1]):14s} -> class {best}  (p = {probs[best]:.4f})")
-PY
-done
+step "3. A client classifies sample images (cloister predict, mutual TLS)"
+ln -s "$root/models/digits/samples" samples
+cp "$root/models/digits/labels.txt" labels.txt
+mtls=(--ca tls/ca_cert.pem --cert tls/client/cert.pem --key tls/client/key.pem)
+echo "TF Serving gRPC API; the PNGs are decoded and preprocessed to the model's signature by the client:"
+run "$cloister" predict --server "localhost:$grpc" "${mtls[@]}" --model digits --labels labels.txt --top 2 \
+  --image samples/digit-{0,3,5,7,9}-0.png
+echo "TF Serving REST API:"
+run "$cloister" predict --server "localhost:$rest" --rest "${mtls[@]}" --model digits --top 1 \
+  --image samples/digit-{1,2,4,6,8}-1.png
 
 step "4. What must be refused is refused"
 echo "A model server the policy does not name (here: its measurement is not in the policy) gets nothing:"

@@ -218,6 +218,8 @@ int cl_serve_batching_parse(const char *text, size_t len, cl_serve_batching *out
 /* Histogram buckets of executed batch sizes in the metrics: 1, 2, 4, ... 2^(N-1) rows, then more. */
 #define CL_SERVE_BATCH_BUCKETS 10
 
+struct cl_ratls_identity; /* ratls.h */
+
 typedef struct cl_serve_config {
     const char *host;             /* listen address (IPv4 or IPv6 literal); NULL: "0.0.0.0" */
     int grpc_port;                /* 0: pick a free port; -1: no gRPC listener */
@@ -230,6 +232,10 @@ typedef struct cl_serve_config {
     unsigned queue_limit;         /* requests waiting for a worker; beyond: UNAVAILABLE / HTTP 429; default 64 */
     cl_serve_batching batching;   /* zero: no batching */
     bool handle_signals;          /* stop gracefully on SIGTERM / SIGINT */
+    /* Attested TLS: present this RA-TLS identity (ratls.h; borrowed, must outlive server_new) on both
+     * ports instead of tls's certificate and key. tls may then be NULL; if given, its custom_ca and
+     * client_verify still apply (mutual TLS). */
+    const struct cl_ratls_identity *ratls_identity;
 } cl_serve_config;
 
 /* The server. cl_serve_server_run() runs the event loop in the calling thread until

@@ -37,4 +37,56 @@ void cl_progress_finish(cl_progress *p);
  * cl_progress with only .label set is started by its first callback, which brings the total. */
 void cl_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
+/* ---- shared by `cloister predict` and `cloister bench` (client_common.c) */
+#include "cloister/client.h"
+
+/* Connection options: server, protocol, TLS, attestation. */
+typedef struct cl_cli_client_args {
+    const char *server, *ca, *cert, *key, *server_name, *attest;
+    cl_strlist trust_sim;
+    long timeout_ms;
+    bool rest, plaintext;
+    /* built by cl_cli_client_open */
+    cl_policy *policy;
+    cl_attest_verifier *verifier;
+    cl_client *client;
+} cl_cli_client_args;
+
+/* Input options: images (decoded and preprocessed here, or sent encoded), .npy files, random data. */
+typedef struct cl_cli_input_args {
+    cl_strlist images, npys;
+    bool image_bytes, random;
+    const char *mean, *std, *scale, *resize, *size, *input_name;
+} cl_cli_input_args;
+
+/* What a request is built from; owned, released by cl_cli_inputs_clear. */
+typedef struct cl_cli_inputs {
+    cl_serve_tensor *tensors;
+    size_t n_tensors;
+    uint8_t **bytes;
+    size_t *bytes_len;
+    size_t n_bytes;
+    char *bytes_name;
+    const char **sources; /* per batch element: file name or NULL */
+    size_t n_sources;
+    int64_t batch;        /* batch size of the request (first dimension), -1 if unknown */
+} cl_cli_inputs;
+
+/* Appends the option table entries (at most CL_CLI_CLIENT_OPTS / CL_CLI_INPUT_OPTS) to opts. */
+#define CL_CLI_CLIENT_OPTS 11
+#define CL_CLI_INPUT_OPTS 10
+size_t cl_cli_client_opts(cl_cli_client_args *a, cl_opt *opts);
+size_t cl_cli_input_opts(cl_cli_input_args *a, cl_opt *opts, bool with_random);
+/* Loads the policy and sim trust, creates the client. */
+int cl_cli_client_open(cl_cli_client_args *a, cl_err *err);
+void cl_cli_client_close(cl_cli_client_args *a);
+/* Prints the attested identity of the server (stderr) once. */
+void cl_cli_print_attested(const char *cmd, const cl_client_conn *conn);
+/* Builds the inputs. The model's metadata is fetched over `conn` when needed (images, nameless .npy,
+ * random data). batch > 0 replicates images / batch-1 .npy tensors (bench); 0 sends what was given. */
+int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version, const cl_cli_input_args *a,
+                        int64_t batch, cl_cli_inputs *in, cl_err *err);
+void cl_cli_inputs_request(const cl_cli_inputs *in, cl_client_request *req);
+void cl_cli_inputs_clear(cl_cli_inputs *in);
+
 #endif

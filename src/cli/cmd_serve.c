@@ -3,7 +3,8 @@
  * with --keyserver it attests (RA-TLS identity from the chosen evidence provider) and fetches the
  * keys of the sealed models (repo keysource), loads the models (repo: engine-backed backends, sealed
  * ones decrypted in locked memory), polls for new versions, then runs the serve module's server.
- * --allow-empty starts a server with no models, to check ports, TLS and metrics. */
+ * --allow-empty starts a server with no models, to check ports, TLS and metrics. --attested-tls presents
+ * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ int cl_cmd_serve(int argc, char **argv)
                *attest_root = NULL, *sim_key = getenv("CLOISTER_SIM_QE_KEY"), *keyserver_name = NULL;
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
-    bool client_verify = false, plaintext = false, allow_empty = false, batching = false;
+    bool client_verify = false, plaintext = false, allow_empty = false, batching = false, attested = false;
     const char *batching_file = NULL;
     long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
@@ -33,6 +34,9 @@ int cl_cmd_serve(int argc, char **argv)
         {"tls-key", CL_ARG_STRING, &key, "FILE", "server private key (PEM)", false},
         {"tls-ca", CL_ARG_STRING, &ca, "FILE", "CA for client certificates (PEM)", false},
         {"client-verify", CL_ARG_FLAG, &client_verify, NULL, "require client certificates (mutual TLS)", false},
+        {"attested-tls", CL_ARG_FLAG, &attested, NULL, "present a fresh RA-TLS certificate (evidence from --evidence) "
+                                                       "instead of a configured one; clients verify it with --attest",
+         false},
         {"plaintext", CL_ARG_FLAG, &plaintext, NULL, "serve without TLS (h2c and http); never in production", false},
         {"model_name", CL_ARG_STRING, &model_name, "NAME", "name of the served model", false},
         {"model_base_path", CL_ARG_STRING, &model_base, "DIR", "model directory: DIR/<version>/model.onnx[.sealed]",
@@ -75,7 +79,7 @@ int cl_cmd_serve(int argc, char **argv)
     };
     const cl_cmd_usage usage = {
         "cloister serve (--ssl_config_file FILE | --tls-cert FILE --tls-key FILE [--tls-ca FILE --client-verify] |\n"
-        "                --plaintext) [--port 8500] [--rest_api_port 8501] (--model_name NAME --model_base_path DIR |\n"
+        "                --attested-tls [--evidence sim|gramine|tsm] | --plaintext) [--port 8500] [--rest_api_port 8501] (--model_name NAME --model_base_path DIR |\n"
         "                --model_config_file FILE | --allow-empty)",
         "Serves models with TensorFlow Serving's APIs: gRPC (tensorflow.serving.PredictionService Predict and\n"
         "GetModelMetadata, ModelService GetModelStatus) on --port and REST (/v1/models/...) on --rest_api_port,\n"
@@ -116,13 +120,22 @@ int cl_cmd_serve(int argc, char **argv)
         cl_err_set(&err, CL_E_INVALID, "give either --ssl_config_file or --tls-cert/--tls-key/--tls-ca, not both");
         return cl_cli_usage_error("serve", &err);
     }
-    if (!ssl_cfg && !cert && !plaintext) {
+    if (!ssl_cfg && !cert && !plaintext && !attested) {
         cl_err_set(&err, CL_E_INVALID, "no TLS configuration: give --ssl_config_file (see `cloister tls init`) or "
-                   "--tls-cert and --tls-key; --plaintext serves without TLS");
+                   "--tls-cert and --tls-key, or --attested-tls; --plaintext serves without TLS");
         return cl_cli_usage_error("serve", &err);
     }
-    if ((ssl_cfg || cert) && plaintext) {
+    if ((ssl_cfg || cert || attested) && plaintext) {
         cl_err_set(&err, CL_E_INVALID, "--plaintext contradicts the TLS options");
+        return cl_cli_usage_error("serve", &err);
+    }
+    if (attested && (cert || key)) {
+        cl_err_set(&err, CL_E_INVALID, "--attested-tls makes its own key and certificate: drop --tls-cert and "
+                   "--tls-key (--tls-ca with --client-verify still asks clients for certificates)");
+        return cl_cli_usage_error("serve", &err);
+    }
+    if (attested && client_verify && !ca) {
+        cl_err_set(&err, CL_E_INVALID, "--client-verify needs --tls-ca (the CA of the client certificates)");
         return cl_cli_usage_error("serve", &err);
     }
     if (cert && !key) {
@@ -218,8 +231,36 @@ int cl_cmd_serve(int argc, char **argv)
         goto out;
     if (cert && cl_serve_ssl_config_from_files(cert, key, ca, client_verify, &tls, &err) != 0)
         goto out;
+    bool have_tls = ssl_cfg || cert;
+    if (attested) {
+        /* a fresh RA-TLS identity (the key server's one when there is one: same key, same evidence) */
+        if (!id) {
+            cl_attest_provider_config pc = {.kind = kind, .root = attest_root, .sim_qe_key_file = sim_key};
+            if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err))) {
+                cl_err_prefix(&err, "--attested-tls");
+                goto out;
+            }
+        }
+        if (ssl_cfg)
+            CL_INFO("serve", "--attested-tls: the certificate and key of %s are not used (client_verify and custom_ca "
+                    "are)", ssl_cfg);
+        if (!ssl_cfg && ca) {
+            uint8_t *pem = NULL;
+            size_t len;
+            if (cl_file_read(ca, 1 << 20, &pem, &len, &err) != 0) {
+                cl_err_prefix(&err, "--tls-ca");
+                goto out;
+            }
+            tls.custom_ca = (char *)pem;
+            tls.client_verify = client_verify;
+            have_tls = true;
+        }
+        CL_INFO("serve", "attested TLS: presenting a fresh RA-TLS certificate with %s evidence",
+                cl_attest_kind_name(kind));
+    }
     cl_serve_config cfg = {.host = host, .grpc_port = port ? (int)port : -1, .rest_port = rest_port ? (int)rest_port : -1,
-                           .tls = plaintext ? NULL : &tls, .allow_plaintext = plaintext,
+                           .tls = have_tls ? &tls : NULL, .ratls_identity = attested ? id : NULL,
+                           .allow_plaintext = plaintext,
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
                            .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .batching = bat,
                            .handle_signals = true};

@@ -111,6 +111,10 @@ void cl_serve_grpc_percent_encode(const char *in, char *out);
 /* A server context: TLS 1.2+, the config's certificate and key, client verification against
  * custom_ca when client_verify; ALPN chooses `alpn` ("h2" or "http/1.1") or fails the handshake. */
 SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_err *err);
+/* The same with an RA-TLS identity presented instead of cfg's certificate and key (when id is not
+ * NULL; cfg may then be NULL, and its custom_ca / client_verify still apply). */
+SSL_CTX *cl_serve_tls_ctx_id(const cl_serve_ssl_config *cfg, const struct cl_ratls_identity *id, const char *alpn,
+                             cl_err *err);
 
 /* ---- server (server.c), for the front ends */
 struct evhttp;

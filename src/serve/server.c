@@ -337,7 +337,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
         cl_err_set(err, CL_E_INTERNAL, "libevent has no pthread support");
         return NULL;
     }
-    if (!cfg->tls && !cfg->allow_plaintext) {
+    if (!cfg->tls && !cfg->ratls_identity && !cfg->allow_plaintext) {
         cl_err_set(err, CL_E_INVALID, "no TLS configuration: give a certificate and key (or an SSL config file), "
                    "or explicitly allow plaintext");
         return NULL;
@@ -370,15 +370,21 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
         cl_err_set(err, CL_E_NOMEM, "cannot create the event loop");
         goto fail;
     }
-    if (cfg->tls) {
-        if ((cfg->grpc_port >= 0 && !(s->grpc_ctx = cl_serve_tls_ctx(cfg->tls, "h2", err))) ||
-            (cfg->rest_port >= 0 && !(s->rest_ctx = cl_serve_tls_ctx(cfg->tls, "http/1.1", err)))) {
+    if (cfg->tls || cfg->ratls_identity) {
+        const struct cl_ratls_identity *id = cfg->ratls_identity;
+        if ((cfg->grpc_port >= 0 && !(s->grpc_ctx = cl_serve_tls_ctx_id(cfg->tls, id, "h2", err))) ||
+            (cfg->rest_port >= 0 && !(s->rest_ctx = cl_serve_tls_ctx_id(cfg->tls, id, "http/1.1", err)))) {
             cl_err_prefix(err, "TLS configuration");
             goto fail;
         }
     }
-    s->tls_mode = !cfg->tls ? "PLAINTEXT, not for production" : cfg->tls->client_verify ? "mutual TLS" : "TLS";
+    bool mutual = cfg->tls && cfg->tls->client_verify;
+    s->tls_mode = cfg->ratls_identity ? (mutual ? "attested TLS (RA-TLS), mutual" : "attested TLS (RA-TLS)")
+                  : !cfg->tls         ? "PLAINTEXT, not for production"
+                  : mutual            ? "mutual TLS"
+                                      : "TLS";
     s->cfg.tls = NULL;
+    s->cfg.ratls_identity = NULL;
     if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, &s->cfg.batching, err)))
         goto fail;
     if (cfg->grpc_port >= 0) {

@@ -1,9 +1,12 @@
 /* tls.c — server TLS contexts for the serve module: TLS 1.2 and 1.3 only, certificate and key from
- * a cl_serve_ssl_config (PEM in memory; the key never touches a file), mutual TLS when
+ * a cl_serve_ssl_config (PEM in memory; the key never touches a file) or an RA-TLS identity
+ * (--attested-tls: a fresh key and a certificate carrying attestation evidence), mutual TLS when
  * client_verify is set (a client without a certificate signed by custom_ca fails the handshake),
  * and ALPN pinned to one protocol per port ("h2" for gRPC, "http/1.1" for REST).
  * A context is immutable once built and shared by all connections (OpenSSL makes that safe). */
 #include "serve_int.h"
+
+#include "cloister/ratls.h"
 
 #include <string.h>
 
@@ -34,6 +37,15 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
 
 SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_err *err)
 {
+    return cl_serve_tls_ctx_id(cfg, NULL, alpn, err);
+}
+
+SSL_CTX *cl_serve_tls_ctx_id(const cl_serve_ssl_config *cfg, const cl_ratls_identity *id, const char *alpn,
+                             cl_err *err)
+{
+    static const cl_serve_ssl_config none = {0};
+    if (!cfg)
+        cfg = &none;
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     BIO *bio = NULL;
     X509 *cert = NULL;
@@ -51,6 +63,13 @@ SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_e
         goto fail;
     }
 
+    if (id) {
+        if (cl_ratls_identity_use(id, ctx, err) != 0) {
+            cl_err_prefix(err, "cannot use the RA-TLS identity");
+            goto fail;
+        }
+        goto verify;
+    }
     bio = BIO_new_mem_buf(cfg->server_cert, -1);
     if (!bio || !(cert = PEM_read_bio_X509(bio, NULL, NULL, NULL))) {
         cl_err_ssl(err, CL_E_FORMAT, "the server certificate is not a PEM certificate");
@@ -80,6 +99,7 @@ SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_e
         cl_err_ssl(err, CL_E_KEY, "the server key does not match the server certificate");
         goto fail;
     }
+verify:
     if (cfg->custom_ca && *cfg->custom_ca) {
         BIO_free(bio);
         bio = BIO_new_mem_buf(cfg->custom_ca, -1);
