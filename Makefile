@@ -30,6 +30,7 @@ bench: build
 	@build/bench/bench_keyserver
 	@bench/engine/run.sh build
 	@bench/serve/run.sh build
+	@bench/serve/grpc_latency.sh build
 	@bench/client/run.sh build
 
 check-models: build

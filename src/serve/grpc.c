@@ -674,6 +674,10 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         return;
     }
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    /* libevent reads and writes at most 16 KB per callback by default; image tensors are hundreds of
+     * KB, and each round trip through the loop is a TLS record and a syscall */
+    bufferevent_set_max_single_read(c->bev, 256 << 10);
+    bufferevent_set_max_single_write(c->bev, 256 << 10);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (!l->ctx && session_start(c) != 0) {
         conn_free(c);
