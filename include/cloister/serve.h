@@ -167,6 +167,14 @@ void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const
 const char *cl_serve_model_name(const cl_serve_model *m);
 int64_t cl_serve_model_version(const cl_serve_model *m);
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m);
+/* Decodes the encoded images among a request's inputs, in the calling thread: decoded[i] (n_inputs
+ * zeroed tensors, caller-allocated) receives the float batch made from inputs[i] when that is a
+ * DT_STRING tensor given for an input with image preprocessing, and stays zeroed otherwise. DT_STRING
+ * for an input without preprocessing is refused. Returns how many were decoded, or -1 (err set;
+ * nothing left allocated). Free each decoded[i] with cl_serve_tensor_clear. cl_serve_model_run calls
+ * this first; a caller that batches inputs itself calls it before concatenating them. */
+int cl_serve_model_decode_images(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
+                                 cl_serve_tensor *decoded, cl_err *err);
 /* Checks inputs against the signature and calls the backend; see cl_serve_backend.run. Inputs may
  * come in any order; they are matched by name. A DT_STRING input for an input with image preprocessing
  * is decoded and preprocessed here (in the calling thread) first; errors in the images (not an image,

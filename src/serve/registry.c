@@ -1,7 +1,7 @@
 /* registry.c — the served models: cl_serve_registry (name/version -> loaded backend, "latest"
  * policy) and cl_serve_model (a refcounted loaded version that a request holds while it runs),
- * including the check of request inputs against a model's signature before the backend runs and the
- * decoding of image inputs (DT_STRING of encoded images -> the float tensor the model takes).
+ * including the check of request inputs against a model's signature before the backend runs (image
+ * inputs are decoded first, by imagein.c).
  * Thread-safe: one mutex guards the table; the refcount is atomic, so a version replaced or
  * removed while requests run on it is destroyed by whichever request finishes last. */
 #include "cloister/serve.h"
@@ -204,69 +204,8 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
         snprintf(buf + used, cap - used, "]");
 }
 
-int cl_serve_spec_check_image(const cl_serve_tensor_spec *ts, const cl_image_spec *img, cl_err *err)
-{
-    int64_t want[4] = {-1};
-    cl_image_spec_dims(img, want + 1);
-    char wants[96];
-    shape_str(wants, sizeof wants, 4, want);
-    const char *lay = img->pre.layout == CL_IMAGE_NCHW ? "NCHW" : "NHWC";
-    if (ts->dtype != CL_SERVE_DT_FLOAT)
-        return cl_err_set(err, CL_E_INVALID, "input '%s' is %s, but image preprocessing makes DT_FLOAT", ts->name,
-                          cl_serve_dtype_name(ts->dtype));
-    if (ts->ndim != 4) {
-        char got[160];
-        shape_str(got, sizeof got, ts->ndim, ts->dims);
-        return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, but image preprocessing makes rank 4 %s "
-                          "tensors %s", ts->name, ts->ndim < 0 ? "of unknown rank" : got, lay, wants);
-    }
-    for (int d = 1; d < 4; d++) {
-        if (ts->dims[d] >= 0 && ts->dims[d] != want[d]) {
-            char got[160];
-            shape_str(got, sizeof got, 4, ts->dims);
-            return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, but the declared preprocessing (%s, %ux%u, "
-                              "%u channel%s) makes %s: check color, width, height and layout", ts->name, got, lay,
-                              img->pre.width, img->pre.height, img->pre.channels, img->pre.channels == 1 ? "" : "s",
-                              wants);
-        }
-    }
-    return 0;
-}
-
-/* Decodes and preprocesses the images of DT_STRING tensor `t` (shape [N]) into a new float tensor
- * [N, ...] for input `ts`. Every failure is CL_E_INVALID (the client's images) or CL_E_NOMEM. */
-static int decode_images(const cl_serve_tensor_spec *ts, const cl_serve_tensor *t, cl_serve_tensor *out, cl_err *err)
-{
-    const cl_image_spec *img = ts->image;
-    if (t->ndim != 1)
-        return cl_err_set(err, CL_E_INVALID, "input '%s': encoded images must come as a list (shape [N]), not a "
-                          "rank %d tensor", ts->name, t->ndim);
-    int64_t n = t->dims[0];
-    if (n < 1)
-        return cl_err_set(err, CL_E_INVALID, "input '%s': the list of images is empty", ts->name);
-    if (n > (int64_t)img->max_batch)
-        return cl_err_set(err, CL_E_INVALID, "input '%s': %lld images in one request, more than the %u this model "
-                          "accepts (max_batch): split the request", ts->name, (long long)n, img->max_batch);
-    int64_t dims[4] = {n};
-    cl_image_spec_dims(img, dims + 1);
-    if (cl_serve_tensor_init(out, ts->name, CL_SERVE_DT_FLOAT, 4, dims, 0, err) != 0)
-        return -1;
-    const cl_serve_string *el = t->data;
-    size_t per = cl_image_spec_len(img);
-    for (int64_t i = 0; i < n; i++) {
-        if (cl_image_spec_apply(img, el[i].data, el[i].len, (float *)out->data + (size_t)i * per, err) != 0) {
-            cl_serve_tensor_clear(out);
-            if (err && err->code != CL_E_NOMEM)
-                err->code = CL_E_INVALID; /* whatever is wrong with an image is the client's to fix */
-            return n == 1 ? cl_err_prefix(err, "input '%s'", ts->name)
-                          : cl_err_prefix(err, "input '%s', image %lld of %lld", ts->name, (long long)i + 1,
-                                          (long long)n);
-        }
-    }
-    return 0;
-}
-
-int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+/* cl_serve_model_run once image inputs are decoded. */
+static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
                        size_t *n_outputs, cl_err *err)
 {
     const cl_serve_signature *sig = m->backend.signature;
@@ -292,36 +231,19 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
                                   "input '%s'", n_inputs, sig->n_inputs, sig->inputs[k].name);
         }
     }
-    size_t ns = sig->n_inputs ? sig->n_inputs : 1;
-    cl_serve_tensor *ordered = calloc(ns, sizeof *ordered);
-    cl_serve_tensor *decoded = calloc(ns, sizeof *decoded); /* owned: images turned into floats */
-    int rc = -1;
-    if (!ordered || !decoded) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        goto done;
-    }
+    cl_serve_tensor *ordered = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof *ordered);
+    if (!ordered)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
     for (size_t k = 0; k < sig->n_inputs; k++) {
         const cl_serve_tensor_spec *ts = &sig->inputs[k];
         size_t i = 0;
         while (strcmp(ts->name, inputs[i].name) != 0)
             i++;
         const cl_serve_tensor *t = &inputs[i];
-        if (t->dtype == CL_SERVE_DT_STRING) {
-            if (!ts->image) {
-                cl_err_set(err, CL_E_INVALID, "Expects arg[%zu] ('%s') to be %s but DT_STRING is provided: this "
-                           "input does not take encoded images (the model version declares no image "
-                           "preprocessing for it)", k, ts->name, cl_serve_dtype_name(ts->dtype));
-                goto done;
-            }
-            if (decode_images(ts, t, &decoded[k], err) != 0)
-                goto done;
-            t = &decoded[k];
-        }
         if (t->dtype != ts->dtype) {
-            cl_err_set(err, CL_E_INVALID, "Expects arg[%zu] ('%s') to be %s%s but %s is provided", k, ts->name,
-                       cl_serve_dtype_name(ts->dtype), ts->image ? " (or DT_STRING of encoded images)" : "",
-                       cl_serve_dtype_name(t->dtype));
-            goto done;
+            free(ordered);
+            return cl_err_set(err, CL_E_INVALID, "Expects arg[%zu] ('%s') to be %s but %s is provided", k, ts->name,
+                              cl_serve_dtype_name(ts->dtype), cl_serve_dtype_name(t->dtype));
         }
         bool ok = ts->ndim < 0 || ts->ndim == t->ndim;
         for (int d = 0; ok && ts->ndim >= 0 && d < ts->ndim; d++)
@@ -330,23 +252,39 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
             char want[160], got[160];
             shape_str(want, sizeof want, ts->ndim, ts->dims);
             shape_str(got, sizeof got, t->ndim, t->dims);
-            cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, the signature wants %s (-1: any size)%s", ts->name,
-                       got, want, t == &decoded[k] ? " (after image preprocessing)" : "");
-            goto done;
+            free(ordered);
+            return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, the signature wants %s (-1: any size)",
+                              ts->name, got, want);
         }
         ordered[k] = *t; /* shallow: the backend reads, never frees */
     }
-    rc = m->backend.run(m->backend.ctx, ordered, sig->n_inputs, outputs, n_outputs, err);
+    int rc = m->backend.run(m->backend.ctx, ordered, sig->n_inputs, outputs, n_outputs, err);
+    free(ordered);
     if (rc != 0) {
         cl_serve_tensors_free(*outputs, *n_outputs);
         *outputs = NULL;
         *n_outputs = 0;
     }
-done:
-    if (decoded)
-        for (size_t k = 0; k < sig->n_inputs; k++)
-            cl_serve_tensor_clear(&decoded[k]);
-    free(decoded);
-    free(ordered);
     return rc;
+}
+
+int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+                       size_t *n_outputs, cl_err *err)
+{
+    *outputs = NULL;
+    *n_outputs = 0;
+    cl_serve_tensor *decoded = calloc(n_inputs ? n_inputs : 1, sizeof *decoded);
+    cl_serve_tensor *view = calloc(n_inputs ? n_inputs : 1, sizeof *view);
+    int rc = decoded && view ? cl_serve_model_decode_images(m, inputs, n_inputs, decoded, err)
+                             : cl_err_set(err, CL_E_NOMEM, "out of memory");
+    if (rc >= 0) {
+        for (size_t i = 0; i < n_inputs; i++)
+            view[i] = decoded[i].data ? decoded[i] : inputs[i]; /* shallow */
+        rc = run_checked(m, view, n_inputs, outputs, n_outputs, err);
+    }
+    for (size_t i = 0; decoded && i < n_inputs; i++)
+        cl_serve_tensor_clear(&decoded[i]);
+    free(decoded);
+    free(view);
+    return rc < 0 ? -1 : 0;
 }

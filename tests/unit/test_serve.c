@@ -693,11 +693,23 @@ static void test_image_inputs(void **state)
                                     "not take encoded images"));
     cl_serve_tensor_clear(&in);
     cl_serve_model_release(aff);
-    /* a float tensor of the wrong dtype names both accepted forms */
+    /* a tensor of another dtype is refused as for any input */
     assert_int_equal(cl_serve_tensor_init(&in, "image", CL_SERVE_DT_INT32, 4, fd, 0, &err), 0);
     assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), -1);
-    assert_non_null(strstr(err.msg, "to be DT_FLOAT (or DT_STRING of encoded images) but DT_INT32"));
+    assert_non_null(strstr(err.msg, "Expects arg[0] ('image') to be DT_FLOAT but DT_INT32 is provided"));
     cl_serve_tensor_clear(&in);
+    /* decoding on its own (what a batching caller uses): decoded[i] set only for image tensors */
+    cl_serve_tensor two[2], dec[2] = {{0}};
+    strings_tensor(&two[0], "image", imgs, lens, 3);
+    assert_int_equal(cl_serve_tensor_init(&two[1], "other", CL_SERVE_DT_FLOAT, 1, fd, 0, &err), 0);
+    assert_int_equal(cl_serve_model_decode_images(m, two, 2, dec, &err), 1);
+    assert_int_equal(dec[0].dtype, CL_SERVE_DT_FLOAT);
+    assert_true(dec[0].ndim == 4 && dec[0].dims[0] == 3 && dec[0].dims[1] == 1 && dec[0].dims[3] == 4);
+    expect_pixels((float *)dec[0].data + 32, 0);
+    assert_null(dec[1].data);
+    cl_serve_tensor_clear(&dec[0]);
+    cl_serve_tensor_clear(&two[0]);
+    cl_serve_tensor_clear(&two[1]);
 
     /* metadata: the input shows as DT_STRING [-1] (gRPC and REST) */
     char *md = cl_serve_json_metadata(m);
@@ -904,11 +916,11 @@ int main(void)
 {
     cl_secmem_set_require_lock(false);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_image_inputs),      cmocka_unit_test(test_image_signature_checks),
         cmocka_unit_test(test_ssl_config_parse),  cmocka_unit_test(test_ssl_config_from_tls_init),
         cmocka_unit_test(test_registry),          cmocka_unit_test(test_model_run_checks),
         cmocka_unit_test(test_pb_predict),        cmocka_unit_test(test_pb_metadata_status),
         cmocka_unit_test(test_json),              cmocka_unit_test(test_grpc_framing),
-        cmocka_unit_test(test_image_inputs),      cmocka_unit_test(test_image_signature_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
