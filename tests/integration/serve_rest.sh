@@ -66,15 +66,19 @@ wait_inflight() {
   for ((i = 0; i < 100; i++)); do [[ $(inflight "$1") == "$2" ]] && return 0; sleep 0.1; done
   return 1
 }
-$Q -d '{"instances": [3000]}' "$QU" >q1.out 2>&1 &
+# The first request is in the server, and taken by the worker, before the second is sent: sent together,
+# both can reach the queue before the worker wakes (seen under load), and the second is refused.
+$Q -d '{"instances": [4000]}' "$QU" >q1.out 2>&1 &
 q1=$!
+check "one request in the server" wait_inflight "$queue_REST" 1
+sleep 1 # for the worker to take it off the queue (this branch's metrics have no queued gauge)
 $Q -d '{"instances": [3000]}' "$QU" >q2.out 2>&1 &
 q2=$!
 check "one request running, one queued" wait_inflight "$queue_REST" 2
 expect "full queue answers 429" 0 'at capacity \(request queue full\).*429' -- bash -c "$Q -d '{\"instances\": [10]}' $QU | tr '\n' ' '"
 expect "full queue answers UNAVAILABLE on gRPC" 3 "UNAVAILABLE: the server is at capacity" -- client "$queue_GRPC" tls1/ca_cert.pem - - sleepy 5
 wait $q1 $q2
-check "the running request completed" grep -q '^{"predictions":\[3000\]}' q1.out
+check "the running request completed" grep -q '^{"predictions":\[4000\]}' q1.out
 check "the queued request completed" grep -q '^{"predictions":\[3000\]}' q2.out
 
 # ---- graceful shutdown: SIGTERM while a request runs; it completes, then the server exits 0
