@@ -42,7 +42,9 @@ run "$cloister" tls init --dir tls --server-name localhost --san 127.0.0.1 --cli
 mkdir -p models/digits/1
 run "$cloister" seal --key model.key --key-id digits-key --in "$root/models/digits/1/model.onnx" \
   --out models/digits/1/model.onnx.sealed
-echo "The deployment holds only the sealed file:"; ls -l models/digits/1
+cp "$root/models/digits/1/preprocess.json" models/digits/1/ # not secret: lets clients send image files
+echo "The deployment holds only the sealed model (and its image preprocessing, which is not secret):"
+ls -l models/digits/1
 run "$cloister" attest sim-init --dir sim 2>/dev/null
 run "$cloister" keyserver secret put --db keyserver.db --name digits-key --file model.key
 echo "The policy: only this exact server build (its measurement) may receive digits-key:"

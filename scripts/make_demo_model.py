@@ -8,6 +8,8 @@ shows real predictions without downloading anything. Deterministic (fixed seeds,
 Writes, under models/digits/:
   1/model.onnx            input "image" float32 [N,1,8,8] in [0,1]; outputs "logits" and
                           "probabilities" float32 [N,10] (dynamic batch)
+  1/preprocess.json       how `cloister serve` turns a sample PNG into that input (grey, 32x32 -> 8x8 by
+                          area average, /255), so clients may send the image files themselves
   labels.txt              one label per class index
   samples/digit-K-I.png   held-out test images, 32x32 grey PNG (each source pixel 4x4)
   samples/expected.json   file -> label and PyTorch's probabilities for the PNG's 8-bit pixels / 255
@@ -80,6 +82,11 @@ torch.onnx.export(model, torch.zeros(1, 1, 8, 8), os.path.join(out, "1", "model.
                   input_names=["image"], output_names=["logits", "probabilities"],
                   dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
                   opset_version=13, do_constant_folding=True)
+# the server-side preprocessing that reproduces exactly what the samples below are checked with
+with open(os.path.join(out, "1", "preprocess.json"), "w") as f:
+    f.write('{\n  "input": "image",\n  "color": "GRAY",\n  "width": 8,\n  "height": 8,\n  "resize": "stretch",\n'
+            '  "filter": "area",\n  "scale": 0.00392156862745098,\n  "mean": [0.0],\n  "std": [1.0],\n'
+            '  "layout": "NCHW",\n  "max_pixels": 1048576,\n  "max_batch": 64\n}\n')
 with open(os.path.join(out, "labels.txt"), "w") as f:
     f.write("".join(f"{d}\n" for d in range(10)))
 

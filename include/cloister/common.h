@@ -150,6 +150,13 @@ ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset);
 void cl_hex_encode(const uint8_t *in, size_t len, char *out);
 /* Decodes exactly out_len bytes from a hex string of exactly 2*out_len digits. */
 int cl_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_len);
+/* Bytes that decoding `in_len` characters of base64 can yield at most (the size to give `out`). */
+size_t cl_b64_decoded_max(size_t in_len);
+/* Decodes standard base64 (RFC 4648 section 4: A-Z a-z 0-9 + /, '=' padding) into `out`, which has room
+ * for cl_b64_decoded_max(in_len) bytes; *out_len receives the byte count. Strict: no whitespace or
+ * other characters, padding optional but correct when present, no non-zero bits after the last byte.
+ * Returns 0, or -1 with a message naming the offending position. */
+int cl_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t *out_len, cl_err *err);
 
 /* ---------------------------------------------------------------- argument parsing */
 

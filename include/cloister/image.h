@@ -1,5 +1,6 @@
 /* cloister/image.h — the interface of the image module: decoding JPEG and PNG from memory (libjpeg-turbo,
- * libpng) and turning an image into a model's input tensor (resize, scale, normalise, layout).
+ * libpng), turning an image into a model's input tensor (resize or centre crop, scale, normalise, layout),
+ * and the declarations of that preprocessing that model versions carry (preprocess.json, cl_image_spec).
  * Used by the server (image bytes sent by clients are decoded inside the TEE) and by the clients.
  *
  * Ownership: cl_image pixels are malloc()ed by cl_image_decode and released by cl_image_free.
@@ -19,6 +20,7 @@ extern "C" {
 typedef struct cl_image {
     uint32_t width, height, channels;
     uint8_t *pixels;
+    uint32_t source_channels; /* colour of the encoded image before conversion: 1 grey, 3 colour */
 } cl_image;
 
 /* Decodes JPEG or PNG (recognised by signature) into `channels` (1 or 3) channels: colour is converted to
@@ -40,22 +42,65 @@ typedef enum cl_image_resize {
                                    * pixels it covers (OpenCV INTER_AREA); bilinear when enlarging */
 } cl_image_resize;
 
-/* How a model wants its image input. out[c] = (pixel[c] * scale - mean[c]) / std[c]. */
+typedef enum cl_image_fit {
+    CL_IMAGE_FIT_STRETCH = 0, /* resize to width x height; the aspect ratio is not kept */
+    CL_IMAGE_FIT_CROP,        /* keep the aspect ratio: resize so the shorter side is `shorter_side` (0: just
+                               * large enough to cover width x height), then take the centre width x height,
+                               * as torchvision's Resize(shorter_side) + CenterCrop((height, width)) */
+} cl_image_fit;
+
+/* How a model wants its image input. out[c] = (pixel[c] * scale - mean[c]) / std[c], computed in double
+ * and rounded once to float (so scale 1/255 gives exactly float32(pixel / 255.0), like NumPy/PyTorch). */
 typedef struct cl_image_preproc {
-    uint32_t width, height; /* target size; 0 = keep the image's */
-    cl_image_resize resize;
+    uint32_t width, height; /* target size; 0 = keep the image's (stretch only) */
+    cl_image_resize resize; /* the resampling filter */
     uint32_t channels;      /* 1 or 3 */
-    float scale;            /* e.g. 1/255; 0 means 1 */
-    float mean[3], std[3];  /* std 0 means 1 */
+    double scale;           /* e.g. 1/255; 0 means 1 */
+    double mean[3], std[3]; /* std 0 means 1 */
     cl_image_layout layout;
+    cl_image_fit fit;       /* CROP needs width and height */
+    uint32_t shorter_side;  /* CROP: size of the shorter side before cropping; 0: cover the target */
 } cl_image_preproc;
 
 /* Number of floats cl_image_to_tensor writes for an image of this size under p. */
 size_t cl_image_tensor_len(const cl_image_preproc *p, const cl_image *img);
 
-/* Resizes (separable filter chosen by p->resize), then scales, normalises and lays out `img` into `out`,
- * which holds cl_image_tensor_len() floats. The image must have p->channels channels. */
+/* Resizes (separable filter chosen by p->resize, crop chosen by p->fit), then scales, normalises and lays
+ * out `img` into `out`, which holds cl_image_tensor_len() floats. The image must have p->channels channels.
+ * Errors: CL_E_INVALID (channel count, a crop without a target size, a shorter side below the target). */
 int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *out, cl_err *err);
+
+/* ---------------------------------------------------------------- preprocessing declarations */
+
+#define CL_IMAGE_SPEC_MAX_SIDE 8192u                      /* target width, height, shorter_side */
+#define CL_IMAGE_SPEC_MAX_PIXELS_DEFAULT (4096u * 4096u)  /* decoded pixels per image, unless declared */
+#define CL_IMAGE_SPEC_MAX_BATCH_DEFAULT 64u               /* images per request, unless declared */
+#define CL_IMAGE_SPEC_MAX_BATCH 4096u
+#define CL_IMAGE_SPEC_MAX_TENSOR_BYTES (1024u * 1024 * 1024) /* max_batch x one image's floats */
+
+/* The image preprocessing a model version declares for one of its inputs (a model version's
+ * preprocess.json; docs/serve.md "Image inputs" has the schema). Plain data: copy freely. */
+typedef struct cl_image_spec {
+    char input[129];        /* the model input it applies to */
+    cl_image_preproc pre;   /* fixed width and height always */
+    uint32_t max_pixels;    /* decoded width x height allowed per image */
+    uint32_t max_batch;     /* images per request */
+    bool convert_color;     /* false: an image whose colour differs from pre.channels is refused */
+} cl_image_spec;
+
+/* Parses and fully validates a preprocess.json document. Unknown keys, duplicate keys, wrong types and
+ * out-of-range values are CL_E_FORMAT errors naming the key and what is allowed. */
+int cl_image_spec_parse(const char *json, size_t len, cl_image_spec *out, cl_err *err);
+/* Reads `path` (at most 64 KiB) and parses it; errors are prefixed with the path. */
+int cl_image_spec_load(const char *path, cl_image_spec *out, cl_err *err);
+/* Floats one image becomes: width * height * channels. */
+size_t cl_image_spec_len(const cl_image_spec *s);
+/* The tensor shape one image becomes, without the batch dimension: {C, H, W} (NCHW) or {H, W, C}. */
+void cl_image_spec_dims(const cl_image_spec *s, int64_t dims[3]);
+/* Decodes one encoded JPEG/PNG under the spec's limits and preprocesses it into `out`
+ * (cl_image_spec_len floats). Errors as cl_image_decode / cl_image_to_tensor, and CL_E_INVALID for an
+ * image whose colour differs from the spec's when convert_color is false. Thread-safe. */
+int cl_image_spec_apply(const cl_image_spec *s, const uint8_t *data, size_t len, float *out, cl_err *err);
 
 #ifdef __cplusplus
 }

@@ -4,7 +4,9 @@
  * server, at start-up), loads them into the engine straight from locked memory, and publishes them
  * in a serving registry as engine-backed backends. It keeps the latest version of each model (TF
  * Serving's default version policy) and, when polled, swaps in newer versions without dropping
- * requests; a version that fails to load leaves the previous one serving.
+ * requests; a version that fails to load leaves the previous one serving. A version directory may also
+ * hold preprocess.json, declaring image preprocessing for one input (clients may then send encoded
+ * images); it is validated against the model when the version loads, and a bad one fails the version.
  *
  * Ownership: the repository borrows the registry and the model configurations (strings are copied).
  * Thread-safety: cl_repo_poll may be called from any thread (calls are serialised internally); the
@@ -25,6 +27,9 @@ extern "C" {
 
 #define CL_REPO_PLAIN_NAME "model.onnx"
 #define CL_REPO_SEALED_NAME "model.onnx.sealed"
+/* Optional, beside the model file: the image preprocessing of one of the model's inputs (not secret;
+ * cl_image_spec_parse, docs/serve.md "Image inputs"). */
+#define CL_REPO_PREPROCESS_NAME "preprocess.json"
 
 /* Supplies the wrap key for a sealed model's key id. Returns 0 with the key copied into `key`, or -1
  * with err set (e.g. CL_E_DENIED when the key server did not release it). */
@@ -102,7 +107,10 @@ void cl_repo_config_free(cl_repo_model_config *models, size_t n_models);
 
 /* Loads one model file (plain ONNX or sealed; sealed needs key_fn) into the engine and wraps it as
  * a serving backend (signature from the model; float/int/bool tensors mapped between TF and ONNX
- * numbering). On success the caller owns *out (hand it to cl_serve_registry_add). */
+ * numbering). If preprocess.json is beside the file, it is parsed and checked against the input it
+ * names (which must exist, be float, rank 4 and match the declared colour, size and layout), and that
+ * input then takes encoded images; any problem fails the load with a message naming the file.
+ * On success the caller owns *out (hand it to cl_serve_registry_add). */
 int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
                          cl_serve_backend *out, cl_err *err);
 

@@ -7,13 +7,17 @@
  *     (/v1/models/...), over TLS or mutual TLS, on one libevent loop with a bounded worker pool
  *     (cl_serve_server).
  *
- * The ONNX engine (issue 4) plugs in as a cl_serve_backend; nothing here knows about ONNX.
+ * The ONNX engine (issue 4) plugs in as a cl_serve_backend; nothing here knows about ONNX. An input can
+ * declare image preprocessing (cl_serve_tensor_spec.image): it then also takes DT_STRING tensors of
+ * encoded JPEG/PNG images, which cl_serve_model_run decodes and preprocesses (image module) into the
+ * float tensor the backend expects, on the thread that runs the model (a worker, in the server).
  * Thread-safety is stated per object below. Errors follow common.h (0 / -1 and a cl_err).
  */
 #ifndef CLOISTER_SERVE_H
 #define CLOISTER_SERVE_H
 
 #include "cloister/common.h"
+#include "cloister/image.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,7 +25,9 @@ extern "C" {
 
 /* ---------------------------------------------------------------- tensors */
 
-/* Element types, numbered like tensorflow.DataType. Only these are accepted by the server. */
+/* Element types, numbered like tensorflow.DataType. Only these are accepted by the server. DT_STRING
+ * (variable-length byte strings) is only accepted as request input, for inputs that declare image
+ * preprocessing; models never see it. */
 typedef enum cl_serve_dtype {
     CL_SERVE_DT_INVALID = 0,
     CL_SERVE_DT_FLOAT = 1,
@@ -29,21 +35,30 @@ typedef enum cl_serve_dtype {
     CL_SERVE_DT_INT32 = 3,
     CL_SERVE_DT_UINT8 = 4,
     CL_SERVE_DT_INT8 = 6,
+    CL_SERVE_DT_STRING = 7,
     CL_SERVE_DT_INT64 = 9,
     CL_SERVE_DT_BOOL = 10,
 } cl_serve_dtype;
 
-/* Bytes per element, or 0 for a dtype the server does not support. */
+/* Bytes per element, or 0 for a dtype the server does not support and for DT_STRING (not fixed-size). */
 size_t cl_serve_dtype_size(cl_serve_dtype dt);
 /* "DT_FLOAT", ...; "DT_INVALID" for anything unsupported. */
 const char *cl_serve_dtype_name(cl_serve_dtype dt);
 
 #define CL_SERVE_MAX_DIMS 8
 
+/* One element of a DT_STRING tensor: bytes, not NUL-terminated. */
+typedef struct cl_serve_string {
+    const uint8_t *data;
+    size_t len;
+} cl_serve_string;
+
 /* A dense row-major tensor. `name` and `data` are malloc()ed and owned by the tensor; free with
  * cl_serve_tensor_clear(). Element data is in host byte order (little-endian on every platform
  * cloister runs on), `nbytes` == element count * cl_serve_dtype_size(dtype). A rank-0 tensor
- * (ndim == 0) holds one element. */
+ * (ndim == 0) holds one element.
+ * DT_STRING: `data` is one allocation holding the element table (element count cl_serve_string, row
+ * major) followed by the bytes the elements point to; `nbytes` is the size of that allocation. */
 typedef struct cl_serve_tensor {
     char *name;
     cl_serve_dtype dtype;
@@ -57,6 +72,12 @@ typedef struct cl_serve_tensor {
  * a negative dim, too many dims or a size above `max_bytes` (0: no limit). */
 int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim,
                          const int64_t *dims, size_t max_bytes, cl_err *err);
+/* A DT_STRING tensor whose element i has room for caps[i] bytes (uninitialised, .len == caps[i]; whoever
+ * fills it may lower .len). The table and the bytes together must fit in max_bytes (0: no limit). */
+int cl_serve_tensor_init_strings(cl_serve_tensor *t, const char *name, int ndim, const int64_t *dims,
+                                 const size_t *caps, size_t max_bytes, cl_err *err);
+/* Element i of a DT_STRING tensor, writable (for whoever fills it). */
+static inline cl_serve_string *cl_serve_tensor_strings(cl_serve_tensor *t) { return (cl_serve_string *)t->data; }
 /* Element count of a shape (1 for rank 0); -1 on overflow or a negative dim. */
 int64_t cl_serve_shape_elements(int ndim, const int64_t *dims);
 void cl_serve_tensor_clear(cl_serve_tensor *t);
@@ -65,13 +86,23 @@ void cl_serve_tensors_free(cl_serve_tensor *t, size_t n);
 /* ---------------------------------------------------------------- models */
 
 /* One input or output of a signature. dims[i] == -1 is a dynamic dimension (usually the batch);
- * ndim == -1 means the rank is unknown (any shape accepted). */
+ * ndim == -1 means the rank is unknown (any shape accepted).
+ * `image` (inputs only; NULL: none) declares image preprocessing: the input then also accepts a DT_STRING
+ * tensor of shape [N] holding N encoded JPEG/PNG images, decoded and preprocessed into a DT_FLOAT
+ * tensor [N, C, H, W] (NCHW) or [N, H, W, C] (NHWC) before the backend runs. The spec itself must be
+ * DT_FLOAT, rank 4, with those dimensions (or -1). Metadata shows such an input as DT_STRING [-1], as
+ * TF Serving shows image-bytes models; float tensors of the spec's shape are still accepted. */
 typedef struct cl_serve_tensor_spec {
     const char *name;
     cl_serve_dtype dtype;
     int ndim;
     int64_t dims[CL_SERVE_MAX_DIMS];
+    const cl_image_spec *image;
 } cl_serve_tensor_spec;
+
+/* Whether image preprocessing `img` can feed the input `ts`: DT_FLOAT, rank 4, channel and spatial
+ * dimensions equal to what img produces (or -1). CL_E_INVALID with a message saying what differs. */
+int cl_serve_spec_check_image(const cl_serve_tensor_spec *ts, const cl_image_spec *img, cl_err *err);
 
 /* What a model computes. All strings and arrays are owned by the backend and must stay valid as
  * long as the backend does. TF Serving calls the default signature "serving_default" and its
@@ -117,7 +148,8 @@ cl_serve_registry *cl_serve_registry_new(cl_err *err);
 /* Destroys the registry; versions still referenced are destroyed when their last ref drops. */
 void cl_serve_registry_free(cl_serve_registry *r);
 /* Adds (or replaces) version `version` of model `name`. On success the registry owns the backend
- * (its destroy() will be called); on failure the caller still owns it. */
+ * (its destroy() will be called); on failure the caller still owns it. Fails if an input's image
+ * preprocessing does not fit it (cl_serve_spec_check_image) or is declared on an output. */
 int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t version, const cl_serve_backend *b,
                           cl_err *err);
 /* Removes a version; 0 if it was there, -1 otherwise. */
@@ -135,8 +167,18 @@ void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const
 const char *cl_serve_model_name(const cl_serve_model *m);
 int64_t cl_serve_model_version(const cl_serve_model *m);
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m);
+/* Decodes the encoded images among a request's inputs, in the calling thread: decoded[i] (n_inputs
+ * zeroed tensors, caller-allocated) receives the float batch made from inputs[i] when that is a
+ * DT_STRING tensor given for an input with image preprocessing, and stays zeroed otherwise. DT_STRING
+ * for an input without preprocessing is refused. Returns how many were decoded, or -1 (err set;
+ * nothing left allocated). Free each decoded[i] with cl_serve_tensor_clear. cl_serve_model_run calls
+ * this first; a caller that batches inputs itself calls it before concatenating them. */
+int cl_serve_model_decode_images(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
+                                 cl_serve_tensor *decoded, cl_err *err);
 /* Checks inputs against the signature and calls the backend; see cl_serve_backend.run. Inputs may
- * come in any order; they are matched by name. */
+ * come in any order; they are matched by name. A DT_STRING input for an input with image preprocessing
+ * is decoded and preprocessed here (in the calling thread) first; errors in the images (not an image,
+ * too many pixels, too many images, a colour the model refuses) are CL_E_INVALID naming the image. */
 int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
                        size_t *n_outputs, cl_err *err);
 /* For batching (the server's worker pool): checks inputs against the signature like

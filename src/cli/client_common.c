@@ -390,7 +390,9 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
                 }
             }
         }
-        if (ok && a->image_bytes) {
+        /* a server that shows the input as DT_STRING decodes images itself: send them encoded */
+        bool send_bytes = a->image_bytes || (spec && spec->dtype == (cl_serve_dtype)CL_CLIENT_DT_STRING);
+        if (ok && send_bytes) {
             in->bytes = calloc(n, sizeof *in->bytes);
             in->bytes_len = calloc(n, sizeof *in->bytes_len);
             in->bytes_name = strdup(spec ? spec->name : a->input_name);

@@ -1,4 +1,5 @@
-/* encoding.c — hex encoding and decoding (constant pattern of work per byte; used for keys). */
+/* encoding.c — hex encoding and decoding (constant pattern of work per byte; used for keys) and strict
+ * base64 decoding (image bytes in TF Serving's REST {"b64": ...} values). */
 #include "cloister/common.h"
 
 void cl_hex_encode(const uint8_t *in, size_t len, char *out)
@@ -33,4 +34,62 @@ int cl_hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_len)
         out[i] = (uint8_t)((hi & 15) << 4 | (lo & 15));
     }
     return bad ? -1 : 0;
+}
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+size_t cl_b64_decoded_max(size_t in_len) { return in_len / 4 * 3 + (in_len % 4 ? 2 : 0); }
+
+int cl_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t *out_len, cl_err *err)
+{
+    size_t n = in_len;
+    /* '=' only as the last one or two characters of a 4-character group */
+    size_t pad = 0;
+    while (pad < 2 && n > 0 && in[n - 1] == '=') {
+        n--;
+        pad++;
+    }
+    if (pad && in_len % 4 != 0)
+        return cl_err_set(err, CL_E_FORMAT, "base64: padding '=' must complete a group of 4 characters "
+                          "(%zu characters given)", in_len);
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value((unsigned char)in[i]);
+        if (v < 0) {
+            unsigned char c = (unsigned char)in[i];
+            if (c == '=')
+                return cl_err_set(err, CL_E_FORMAT, "base64: '=' at position %zu is inside the data", i);
+            return cl_err_set(err, CL_E_FORMAT, "base64: character %s0x%02x at position %zu is not in the standard "
+                              "alphabet (A-Z a-z 0-9 + /; no line breaks, not the URL-safe variant)",
+                              c == '\n' || c == '\r' ? "(line break) " : c == '-' || c == '_' ? "(URL-safe) " : "", c, i);
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (n % 4 == 1)
+        return cl_err_set(err, CL_E_FORMAT, "base64: %zu characters cannot encode whole bytes (truncated?)", n);
+    if (acc != 0)
+        return cl_err_set(err, CL_E_FORMAT, "base64: the last character has bits set beyond the data");
+    *out_len = o;
+    return 0;
 }

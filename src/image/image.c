@@ -98,6 +98,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, uint32_t channels, uint3
         return cl_err_set(err, CL_E_UNSUPPORTED, "CMYK JPEG images are not supported; convert to RGB");
     }
     cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    uint32_t source_channels = cinfo.jpeg_color_space == JCS_GRAYSCALE ? 1 : 3;
     jpeg_start_decompress(&cinfo);
     uint32_t w = cinfo.output_width, h = cinfo.output_height;
     pixels = malloc((size_t)w * h * channels);
@@ -115,6 +116,7 @@ static int decode_jpeg(const uint8_t *data, size_t len, uint32_t channels, uint3
     out->height = h;
     out->channels = channels;
     out->pixels = pixels;
+    out->source_channels = source_channels;
     return 0;
 }
 
@@ -207,6 +209,7 @@ static int decode_png(const uint8_t *data, size_t len, uint32_t channels, uint32
     out->height = h;
     out->channels = channels;
     out->pixels = pixels;
+    out->source_channels = in_ch >= 3 ? 3 : 1;
     return 0;
 }
 
@@ -255,9 +258,11 @@ static double overlap(double a0, double a1, double b0, double b1)
     return hi > lo ? hi - lo : 0;
 }
 
-static int resample_init(resample *r, uint32_t in, uint32_t out, cl_image_resize kind)
+/* Output i of `out` samples is sample i + offset of `in` resized to `resized` samples (offset > 0 crops). */
+static int resample_init(resample *r, uint32_t in, uint64_t resized, uint32_t out, uint64_t offset,
+                         cl_image_resize kind)
 {
-    double scale = (double)in / out;
+    double scale = (double)in / (double)resized;
     double support = scale > 1.0 ? scale : 1.0; /* widen the filter when shrinking */
     bool area = kind == CL_IMAGE_RESIZE_AREA && scale > 1.0;
     r->taps = (uint32_t)ceil(support) * 2 + 1;
@@ -266,7 +271,7 @@ static int resample_init(resample *r, uint32_t in, uint32_t out, cl_image_resize
     if (!r->first || !r->w)
         return -1;
     for (uint32_t i = 0; i < out; i++) {
-        double center = (i + 0.5) * scale;
+        double center = ((double)i + (double)offset + 0.5) * scale;
         long lo = (long)floor(center - support), hi = (long)ceil(center + support);
         if (lo < 0)
             lo = 0;
@@ -294,6 +299,51 @@ static void resample_free(resample *r)
     free(r->w);
 }
 
+/* Python's round() of d / 2 for a non-negative integer d: halves go to the even neighbour (torchvision's
+ * CenterCrop computes its offsets this way). */
+static uint64_t half_round_even(uint64_t d) { return d / 2 + ((d & 1) && ((d / 2) & 1)); }
+
+/* Where the output comes from: the image is resized to rw x rh and the output is the W x H window at
+ * (left, top) of that. */
+typedef struct geometry {
+    uint64_t rw, rh, left, top;
+} geometry;
+
+static int fit_geometry(const cl_image_preproc *p, uint32_t iw, uint32_t ih, uint32_t W, uint32_t H, geometry *g,
+                        cl_err *err)
+{
+    *g = (geometry){W, H, 0, 0};
+    if (p->fit == CL_IMAGE_FIT_STRETCH)
+        return 0;
+    if (p->fit != CL_IMAGE_FIT_CROP)
+        return cl_err_set(err, CL_E_INVALID, "unknown resize mode %d", (int)p->fit);
+    if (!p->width || !p->height)
+        return cl_err_set(err, CL_E_INVALID, "a centre crop needs a target width and height");
+    uint64_t S = p->shorter_side;
+    if (S) { /* torchvision Resize(S): the shorter side becomes S, the longer int(S * long / short) */
+        if (iw <= ih) {
+            g->rw = S;
+            g->rh = S * ih / iw;
+        } else {
+            g->rh = S;
+            g->rw = S * iw / ih;
+        }
+    } else if ((uint64_t)iw * H >= (uint64_t)W * ih) { /* relatively wider than the target: fit the height */
+        g->rh = H;
+        g->rw = (uint64_t)H * iw / ih;
+    } else {
+        g->rw = W;
+        g->rh = (uint64_t)W * ih / iw;
+    }
+    if (g->rw < W || g->rh < H)
+        return cl_err_set(err, CL_E_INVALID, "resizing the %ux%u image to a shorter side of %llu gives %llux%llu, "
+                          "smaller than the %ux%u crop", iw, ih, (unsigned long long)S, (unsigned long long)g->rw,
+                          (unsigned long long)g->rh, W, H);
+    g->left = half_round_even(g->rw - W);
+    g->top = half_round_even(g->rh - H);
+    return 0;
+}
+
 int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *out, cl_err *err)
 {
     if (p->channels != img->channels)
@@ -301,10 +351,13 @@ int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *ou
                           p->channels);
     uint32_t W = p->width ? p->width : img->width, H = p->height ? p->height : img->height;
     uint32_t C = p->channels, iw = img->width, ih = img->height;
+    geometry g;
+    if (fit_geometry(p, iw, ih, W, H, &g, err) != 0)
+        return -1;
     resample rx = {0}, ry = {0};
     float *tmp = malloc((size_t)ih * W * C * sizeof *tmp); /* after the horizontal pass */
-    if (!tmp || resample_init(&rx, iw, W, p->resize) != 0 ||
-        resample_init(&ry, ih, H, p->resize) != 0) {
+    if (!tmp || resample_init(&rx, iw, g.rw, W, g.left, p->resize) != 0 ||
+        resample_init(&ry, ih, g.rh, H, g.top, p->resize) != 0) {
         free(tmp);
         resample_free(&rx);
         resample_free(&ry);
@@ -322,7 +375,7 @@ int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *ou
             }
         }
     }
-    float scale = p->scale != 0 ? p->scale : 1.0f;
+    double scale = p->scale != 0 ? p->scale : 1.0;
     for (uint32_t y = 0; y < H; y++) {
         const float *w = ry.w + (size_t)y * ry.taps;
         for (uint32_t x = 0; x < W; x++) {
@@ -330,8 +383,8 @@ int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *ou
                 float acc = 0;
                 for (uint32_t t = 0; t < ry.taps && ry.first[y] + t < ih; t++)
                     acc += w[t] * tmp[((size_t)(ry.first[y] + t) * W + x) * C + c];
-                float sd = p->std[c] != 0 ? p->std[c] : 1.0f;
-                float v = (acc * scale - p->mean[c]) / sd;
+                double sd = p->std[c] != 0 ? p->std[c] : 1.0;
+                float v = (float)(((double)acc * scale - p->mean[c]) / sd);
                 size_t idx = p->layout == CL_IMAGE_NCHW ? ((size_t)c * H + y) * W + x : ((size_t)y * W + x) * C + c;
                 out[idx] = v;
             }

@@ -1,6 +1,7 @@
 /* repo.c — the model repository: version discovery in TF Serving's directory layout, loading plain
- * and sealed models into the engine (sealed ones only ever in locked memory), the engine -> serving
- * backend adapter, and version polling with hot swap.
+ * and sealed models into the engine (sealed ones only ever in locked memory) with their optional image
+ * preprocessing (preprocess.json), the engine -> serving backend adapter, and version polling with hot
+ * swap.
  *
  * Reading guide: scan_versions/latest_version find what is on disk; load_backend turns one file into a
  * cl_serve_backend (engine_backend_* is the adapter); repo_model_refresh decides what to load for one
@@ -55,6 +56,7 @@ typedef struct engine_backend {
     cl_engine_model *model;
     cl_serve_signature sig;
     cl_serve_tensor_spec *inputs, *outputs;
+    cl_image_spec image; /* the preprocessing of inputs[i].image, when one has it */
 } engine_backend;
 
 static void engine_backend_destroy(void *ctx)
@@ -179,11 +181,46 @@ fail:
     return -1;
 }
 
+/* dir_of(path) + "/" + name into out. */
+static void sibling_path(const char *path, const char *name, char *out, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        snprintf(out, cap, "%.*s/%s", (int)(slash - path), path, name);
+    else
+        snprintf(out, cap, "%s", name);
+}
+
+/* Attaches the preprocessing declared in `pp_path` to the input it names. */
+static int attach_preprocess(engine_backend *b, const char *pp_path, cl_err *err)
+{
+    if (cl_image_spec_load(pp_path, &b->image, err) != 0)
+        return -1;
+    for (size_t i = 0; i < b->sig.n_inputs; i++) {
+        cl_serve_tensor_spec *ts = &b->inputs[i];
+        if (strcmp(ts->name, b->image.input) != 0)
+            continue;
+        if (cl_serve_spec_check_image(ts, &b->image, err) != 0)
+            return cl_err_prefix(err, "%s does not fit the model", pp_path);
+        ts->image = &b->image;
+        return 0;
+    }
+    char names[256] = "";
+    for (size_t i = 0; i < b->sig.n_inputs; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s'%s'", i ? ", " : "", b->inputs[i].name);
+    return cl_err_set(err, CL_E_INVALID, "%s: \"input\": \"%s\" is not an input of the model (its inputs: %s)",
+                      pp_path, b->image.input, names);
+}
+
 int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
                          cl_serve_backend *out, cl_err *err)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
+    char pp_path[4200];
+    struct stat pst;
+    sibling_path(path, CL_REPO_PREPROCESS_NAME, pp_path, sizeof pp_path);
+    bool has_pp = lstat(pp_path, &pst) == 0;
     if (sealed) {
         cl_seal_header h;
         if (cl_seal_header_read_file(path, &h, err) != 0)
@@ -218,6 +255,11 @@ int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, v
         cl_engine_free(m);
         return cl_err_prefix(err, "model '%s'", path);
     }
+    if (has_pp && attach_preprocess(out->ctx, pp_path, err) != 0) {
+        out->destroy(out->ctx);
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
     return 0;
 }
 
@@ -245,7 +287,8 @@ typedef struct version_file {
     bool sealed;
     bool ambiguous; /* both model.onnx and model.onnx.sealed */
     char path[4096];
-    int64_t mtime_ns, size; /* identity of the file, to remember failures */
+    int64_t mtime_ns, size;       /* identity of the file, to remember failures */
+    int64_t pp_mtime_ns, pp_size; /* and of preprocess.json (-1: none) */
 } version_file;
 
 static bool stat_file(const char *path, struct stat *st) { return stat(path, st) == 0 && S_ISREG(st->st_mode); }
@@ -268,6 +311,12 @@ static bool version_probe(const char *base, const char *name, version_file *vf)
     const struct stat *st = has_sealed ? &ss : &sp;
     vf->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
     vf->size = (int64_t)st->st_size;
+    char pp[4096];
+    struct stat spp;
+    snprintf(pp, sizeof pp, "%s/%s/%s", base, name, CL_REPO_PREPROCESS_NAME);
+    bool has_pp = stat(pp, &spp) == 0;
+    vf->pp_mtime_ns = has_pp ? (int64_t)spp.st_mtim.tv_sec * 1000000000 + spp.st_mtim.tv_nsec : -1;
+    vf->pp_size = has_pp ? (int64_t)spp.st_size : -1;
     return true;
 }
 
@@ -316,7 +365,7 @@ int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed
 /* ---------------------------------------------------------------- the repository */
 
 typedef struct failed_version {
-    int64_t version, mtime_ns, size;
+    int64_t version, mtime_ns, size, pp_mtime_ns, pp_size;
 } failed_version;
 
 typedef struct repo_model {
@@ -347,7 +396,8 @@ static bool skip_failed(void *arg, const version_file *vf)
     const repo_model *m = arg;
     for (size_t i = 0; i < m->n_failed; i++)
         if (m->failed[i].version == vf->version && m->failed[i].mtime_ns == vf->mtime_ns &&
-            m->failed[i].size == vf->size)
+            m->failed[i].size == vf->size && m->failed[i].pp_mtime_ns == vf->pp_mtime_ns &&
+            m->failed[i].pp_size == vf->pp_size)
             return true;
     return false;
 }
@@ -355,7 +405,7 @@ static bool skip_failed(void *arg, const version_file *vf)
 static void remember_failure(repo_model *m, const version_file *vf)
 {
     size_t i = m->n_failed < MAX_VERSIONS_TRACKED ? m->n_failed++ : MAX_VERSIONS_TRACKED - 1;
-    m->failed[i] = (failed_version){vf->version, vf->mtime_ns, vf->size};
+    m->failed[i] = (failed_version){vf->version, vf->mtime_ns, vf->size, vf->pp_mtime_ns, vf->pp_size};
 }
 
 /* Loads the newest version above the current one, if any. Returns 1 if a version was swapped in,
@@ -385,8 +435,16 @@ static int repo_model_refresh(cl_repo *r, repo_model *m, cl_err *err)
     m->current = vf.version;
     if (old > 0)
         cl_serve_registry_remove(r->registry, m->name, old); /* requests on it finish first */
-    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s", m->name, (long long)vf.version, vf.path,
-            vf.sealed ? " (sealed, decrypted in locked memory)" : "");
+    const cl_image_spec *img = NULL;
+    for (size_t i = 0; i < b.signature->n_inputs && !img; i++)
+        img = b.signature->inputs[i].image;
+    char imgs[200] = "";
+    if (img)
+        snprintf(imgs, sizeof imgs, "; input '%s' takes %s images (%s, %ux%u)", img->input,
+                 img->pre.channels == 1 ? "greyscale" : "RGB", CL_REPO_PREPROCESS_NAME, img->pre.width,
+                 img->pre.height);
+    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s", m->name, (long long)vf.version, vf.path,
+            vf.sealed ? " (sealed, decrypted in locked memory)" : "", imgs);
     return 1;
 }
 

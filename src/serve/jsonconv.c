@@ -1,5 +1,6 @@
 /* jsonconv.c — the REST side's JSON: TF Serving's :predict request formats (row "instances" and
- * columnar "inputs") into cl_serve_tensor inputs typed by the model's signature, the matching
+ * columnar "inputs") into cl_serve_tensor inputs typed by the model's signature ({"b64": ...} values
+ * become DT_STRING tensors of the decoded bytes, e.g. encoded images), the matching
  * response formats ("predictions" / "outputs"), model metadata, model status and error bodies.
  * Requests are parsed with cJSON; responses are written directly into a growing buffer (tensors can
  * be large). Thread-safe (no shared state). */
@@ -129,18 +130,94 @@ static cl_serve_code json_shape(const cJSON *v, int *ndim, int64_t *dims, const 
     return json_check(v, 0, d, dims, name, st);
 }
 
+/* Shape of a value: nested lists, or a scalar (a number, a boolean or a {"b64": ...} object). */
 static cl_serve_code json_value_shape(const cJSON *v, int *ndim, int64_t *dims, const char *name,
                                       cl_serve_status *st)
 {
     *ndim = 0;
-    if (!cJSON_IsArray(v)) {
-        if (cJSON_IsObject(v) && cJSON_GetObjectItemCaseSensitive(v, "b64"))
-            return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "input '%s': {\"b64\": ...} values need a string "
-                                   "input; cloister's models take numeric tensors only (image decoding is not "
-                                   "implemented yet)", name);
+    if (!cJSON_IsArray(v))
+        return CL_SC_OK;
+    return json_shape(v, ndim, dims, name, st);
+}
+
+/* {"b64": ...}: TF Serving's REST form of a binary (DT_STRING) value. */
+static bool is_b64(const cJSON *v)
+{
+    return cJSON_IsObject(v) && v->child && !v->child->next && v->child->string &&
+           strcmp(v->child->string, "b64") == 0;
+}
+
+/* The first scalar of a nested list (the list itself when it is empty). */
+static const cJSON *first_leaf(const cJSON *v)
+{
+    while (cJSON_IsArray(v) && v->child)
+        v = v->child;
+    return v;
+}
+
+/* Appends the scalars of a (regular) nested list to leaves[*pos ...]: each must be {"b64": "<string>"}. */
+static cl_serve_code json_collect_b64(const cJSON *v, const cJSON **leaves, size_t cap, size_t *pos,
+                                      const char *name, cl_serve_status *st)
+{
+    if (cJSON_IsArray(v)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v)
+        {
+            cl_serve_code c = json_collect_b64(e, leaves, cap, pos, name, st);
+            if (c != CL_SC_OK)
+                return c;
+        }
         return CL_SC_OK;
     }
-    return json_shape(v, ndim, dims, name, st);
+    if (*pos >= cap)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': more values than its shape holds", name);
+    if (!is_b64(v) || !cJSON_IsString(v->child))
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': values that start with {\"b64\": ...} must "
+                               "all be {\"b64\": \"<base64 string>\"}", name);
+    leaves[(*pos)++] = v->child;
+    return CL_SC_OK;
+}
+
+/* A DT_STRING tensor of the given shape from n base64 strings (decoded strictly), within max_bytes. */
+static cl_serve_code strings_from_b64(const cJSON **leaves, size_t n, const char *name, int ndim,
+                                      const int64_t *dims, size_t max_bytes, cl_serve_tensor *out, cl_serve_status *st)
+{
+    size_t *caps = calloc(n ? n : 1, sizeof *caps);
+    if (!caps)
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        caps[i] = cl_b64_decoded_max(strlen(leaves[i]->valuestring));
+    cl_err err = {0};
+    int rc = cl_serve_tensor_init_strings(out, name, ndim, dims, caps, max_bytes, &err);
+    free(caps);
+    if (rc != 0)
+        return cl_serve_st_from_err(st, &err);
+    cl_serve_string *el = cl_serve_tensor_strings(out);
+    for (size_t i = 0; i < n; i++) {
+        const char *b = leaves[i]->valuestring;
+        if (cl_b64_decode(b, strlen(b), (uint8_t *)el[i].data, &el[i].len, &err) != 0) {
+            cl_serve_tensor_clear(out);
+            return n == 1 ? cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': %s", name, err.msg)
+                          : cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s', value %zu of %zu: %s", name,
+                                            i + 1, n, err.msg);
+        }
+    }
+    return CL_SC_OK;
+}
+
+/* Room for the b64 scalars of a string tensor of `shape`, refused beyond what max_bytes could hold. */
+static cl_serve_code leaves_alloc(int ndim, const int64_t *dims, size_t max_bytes, const char *name,
+                                  const cJSON ***leaves, size_t *cap, cl_serve_status *st)
+{
+    int64_t n = cl_serve_shape_elements(ndim, dims);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / sizeof(cl_serve_string) ||
+        (max_bytes && (uint64_t)n * sizeof(cl_serve_string) > max_bytes))
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': too many values for the request size limit",
+                               name);
+    if (!(*leaves = malloc((size_t)(n ? n : 1) * sizeof **leaves)))
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
+    *cap = (size_t)n;
+    return CL_SC_OK;
 }
 
 /* Writes the scalars of a (regular) nested list into t->data starting at element *pos. */
@@ -170,7 +247,8 @@ static cl_serve_code json_fill(const cJSON *v, cl_serve_tensor *t, size_t *pos, 
     if (!cJSON_IsNumber(v))
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is %s: expected a number, found %s", t->name,
                                cl_serve_dtype_name(t->dtype),
-                               cJSON_IsString(v) ? "a string" : cJSON_IsObject(v) ? "an object"
+                               cJSON_IsString(v) ? "a string (binary values such as images go in {\"b64\": ...})"
+                               : is_b64(v) ? "{\"b64\": ...} among numbers" : cJSON_IsObject(v) ? "an object"
                                : cJSON_IsBool(v) ? "a boolean" : "null");
     double d = v->valuedouble;
     switch (t->dtype) {
@@ -212,6 +290,17 @@ static cl_serve_code columnar_input(const cJSON *v, const cl_serve_tensor_spec *
     cl_serve_code c = json_value_shape(v, &ndim, dims, spec->name, st);
     if (c != CL_SC_OK)
         return c;
+    if (is_b64(first_leaf(v))) {
+        const cJSON **leaves;
+        size_t cap, n = 0;
+        if ((c = leaves_alloc(ndim, dims, max_bytes, spec->name, &leaves, &cap, st)) != CL_SC_OK)
+            return c;
+        c = json_collect_b64(v, leaves, cap, &n, spec->name, st);
+        if (c == CL_SC_OK)
+            c = strings_from_b64(leaves, n, spec->name, ndim, dims, max_bytes, out, st);
+        free(leaves);
+        return c;
+    }
     cl_err err = {0};
     if (cl_serve_tensor_init(out, spec->name, spec->dtype, ndim, dims, max_bytes, &err) != 0)
         return cl_serve_st_from_err(st, &err);
@@ -257,10 +346,17 @@ static cl_serve_code row_inputs(const cJSON *instances, const cl_serve_signature
             full[d + 1] = dims[d];
         cl_err err = {0};
         cl_serve_tensor *t = &c->inputs[c->n_inputs];
-        if (cl_serve_tensor_init(t, name, spec->dtype, ndim + 1, full, budget, &err) != 0)
-            return cl_serve_st_from_err(st, &err);
-        c->n_inputs++;
-        budget = t->nbytes < budget ? budget - t->nbytes : 1;
+        bool str = is_b64(first_leaf(v0));
+        const cJSON **leaves = NULL;
+        size_t cap = 0, n_leaves = 0;
+        if (str) {
+            if ((code = leaves_alloc(ndim + 1, full, budget, name, &leaves, &cap, st)) != CL_SC_OK)
+                return code;
+        } else {
+            if (cl_serve_tensor_init(t, name, spec->dtype, ndim + 1, full, budget, &err) != 0)
+                return cl_serve_st_from_err(st, &err);
+            c->n_inputs++;
+        }
         size_t pos = 0;
         const cJSON *inst;
         cJSON_ArrayForEach(inst, instances)
@@ -268,25 +364,38 @@ static cl_serve_code row_inputs(const cJSON *instances, const cl_serve_signature
             const cJSON *v = inst;
             if (named) {
                 if (!cJSON_IsObject(inst) || (size_t)cJSON_GetArraySize(inst) != n)
-                    return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "every instance must be an object with the "
+                    code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "every instance must be an object with the "
                                            "same %zu named inputs", n);
-                v = cJSON_GetObjectItemCaseSensitive(inst, name);
-                if (!v)
-                    return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "an instance lacks input '%s'", name);
+                else if (!(v = cJSON_GetObjectItemCaseSensitive(inst, name)))
+                    code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "an instance lacks input '%s'", name);
             }
             int nd;
             int64_t dm[CL_SERVE_MAX_DIMS];
-            if ((code = json_value_shape(v, &nd, dm, name, st)) != CL_SC_OK)
+            if (code == CL_SC_OK)
+                code = json_value_shape(v, &nd, dm, name, st);
+            if (code == CL_SC_OK) {
+                bool same = nd == ndim;
+                for (int d = 0; same && d < nd; d++)
+                    same = dm[d] == dims[d];
+                if (!same)
+                    code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': all instances must have the "
+                                           "same shape", name);
+            }
+            if (code == CL_SC_OK)
+                code = str ? json_collect_b64(v, leaves, cap, &n_leaves, name, st) : json_fill(v, t, &pos, st);
+            if (code != CL_SC_OK) {
+                free(leaves);
                 return code;
-            bool same = nd == ndim;
-            for (int d = 0; same && d < nd; d++)
-                same = dm[d] == dims[d];
-            if (!same)
-                return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': all instances must have the same "
-                                       "shape", name);
-            if ((code = json_fill(v, t, &pos, st)) != CL_SC_OK)
-                return code;
+            }
         }
+        if (str) {
+            code = strings_from_b64(leaves, n_leaves, name, ndim + 1, full, budget, t, st);
+            free(leaves);
+            if (code != CL_SC_OK)
+                return code;
+            c->n_inputs++;
+        }
+        budget = t->nbytes < budget ? budget - t->nbytes : 1;
     }
     return CL_SC_OK;
 }
@@ -470,12 +579,16 @@ static void put_tensor_infos(sbuf *b, const cl_serve_tensor_spec *s, size_t n)
         if (i)
             sb_str(b, ",");
         sb_json_string(b, s[i].name);
+        /* an input with image preprocessing is shown as TF Serving shows image-bytes models */
+        static const int64_t any_batch[1] = {-1};
+        int ndim = s[i].image ? 1 : s[i].ndim;
+        const int64_t *dims = s[i].image ? any_batch : s[i].dims;
         sb_str(b, ":{\"dtype\":");
-        sb_json_string(b, cl_serve_dtype_name(s[i].dtype));
+        sb_json_string(b, cl_serve_dtype_name(s[i].image ? CL_SERVE_DT_STRING : s[i].dtype));
         sb_str(b, ",\"tensor_shape\":{\"dim\":[");
-        for (int d = 0; d < s[i].ndim; d++)
-            sb_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)s[i].dims[d]);
-        sb_fmt(b, "],\"unknown_rank\":%s},\"name\":", s[i].ndim < 0 ? "true" : "false");
+        for (int d = 0; d < ndim; d++)
+            sb_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)dims[d]);
+        sb_fmt(b, "],\"unknown_rank\":%s},\"name\":", ndim < 0 ? "true" : "false");
         sb_json_string(b, s[i].name);
         sb_str(b, "}");
     }

@@ -1,5 +1,5 @@
 /* pbconv.c — the gRPC side's protobuf work: TensorProto <-> cl_serve_tensor (tensor_content and the
- * typed *_val fields), and the three RPCs' request parsing and response building (Predict,
+ * typed *_val fields; string_val for DT_STRING inputs, e.g. encoded images), and the three RPCs' request parsing and response building (Predict,
  * GetModelMetadata with its Any-packed SignatureDefMap, GetModelStatus), on protobuf-c code generated
  * from proto/. Responses are assembled from short-lived allocations tracked in a `bag` and freed in
  * one go once serialized. Thread-safe (no shared state). */
@@ -84,14 +84,44 @@ static void bag_free(bag *b)
 
 /* ---------------------------------------------------------------- tensors */
 
+/* DT_STRING: exactly one string_val per element (no broadcast), the element table and the bytes within
+ * max_bytes. */
+static cl_serve_code strings_from_pb(const Tensorflow__TensorProto *tp, const char *name, int ndim,
+                                     const int64_t *dims, size_t max_bytes, cl_serve_tensor *out, cl_serve_status *st)
+{
+    if (tp->tensor_content.len)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': a DT_STRING tensor carries its values in "
+                               "string_val, not tensor_content", name);
+    int64_t n = cl_serve_shape_elements(ndim, dims);
+    if (n < 0 || (uint64_t)n != tp->n_string_val)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': %zu values in string_val for a shape of %lld "
+                               "elements", name, tp->n_string_val, (long long)n);
+    size_t *caps = calloc(tp->n_string_val ? tp->n_string_val : 1, sizeof *caps);
+    if (!caps)
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
+    for (size_t i = 0; i < tp->n_string_val; i++)
+        caps[i] = tp->string_val[i].len;
+    cl_err err = {0};
+    int rc = cl_serve_tensor_init_strings(out, name, ndim, dims, caps, max_bytes, &err);
+    free(caps);
+    if (rc != 0)
+        return cl_serve_st_from_err(st, &err);
+    cl_serve_string *el = cl_serve_tensor_strings(out);
+    for (size_t i = 0; i < tp->n_string_val; i++)
+        if (tp->string_val[i].len)
+            memcpy((uint8_t *)el[i].data, tp->string_val[i].data, tp->string_val[i].len);
+    return CL_SC_OK;
+}
+
 static cl_serve_code tensor_from_pb(const Tensorflow__TensorProto *tp, const char *name, size_t max_bytes,
                                     cl_serve_tensor *out, cl_serve_status *st)
 {
     cl_serve_dtype dt = (cl_serve_dtype)tp->dtype;
     size_t es = cl_serve_dtype_size(dt);
-    if (!es)
+    if (!es && dt != CL_SERVE_DT_STRING)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': dtype %d is not supported (use DT_FLOAT, "
-                               "DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8 or DT_BOOL)", name, (int)tp->dtype);
+                               "DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8 or DT_BOOL; DT_STRING for encoded "
+                               "images)", name, (int)tp->dtype);
     if (!tp->tensor_shape || tp->tensor_shape->unknown_rank)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_shape is missing or of unknown rank",
                                name);
@@ -106,6 +136,8 @@ static cl_serve_code tensor_from_pb(const Tensorflow__TensorProto *tp, const cha
             return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': dimension %zu has size %lld", name, i,
                                    (long long)dims[i]);
     }
+    if (dt == CL_SERVE_DT_STRING)
+        return strings_from_pb(tp, name, (int)sh->n_dim, dims, max_bytes, out, st);
     cl_err err = {0};
     if (cl_serve_tensor_init(out, name, dt, (int)sh->n_dim, dims, max_bytes, &err) != 0)
         return cl_serve_st_from_err(st, &err);
@@ -401,8 +433,10 @@ static Tensorflow__TensorInfo *tensor_info(bag *b, const cl_serve_tensor_spec *s
     tensorflow__tensor_info__init(ti);
     ti->encoding_case = TENSORFLOW__TENSOR_INFO__ENCODING_NAME;
     ti->name = bag_strdup(b, s->name);
-    ti->dtype = (Tensorflow__DataType)s->dtype;
-    ti->tensor_shape = shape_to_pb(b, s->ndim, s->dims);
+    /* an input with image preprocessing is shown as TF Serving shows image-bytes models */
+    static const int64_t any_batch[1] = {-1};
+    ti->dtype = (Tensorflow__DataType)(s->image ? CL_SERVE_DT_STRING : s->dtype);
+    ti->tensor_shape = s->image ? shape_to_pb(b, 1, any_batch) : shape_to_pb(b, s->ndim, s->dims);
     return b->failed ? NULL : ti;
 }
 

@@ -1,6 +1,7 @@
 /* registry.c — the served models: cl_serve_registry (name/version -> loaded backend, "latest"
  * policy) and cl_serve_model (a refcounted loaded version that a request holds while it runs),
- * including the check of request inputs against a model's signature before the backend runs.
+ * including the check of request inputs against a model's signature before the backend runs (image
+ * inputs are decoded first, by imagein.c).
  * Thread-safe: one mutex guards the table; the refcount is atomic, so a version replaced or
  * removed while requests run on it is destroyed by whichever request finishes last. */
 #include "cloister/serve.h"
@@ -71,6 +72,11 @@ int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t versio
         if (!ts->name || !cl_serve_dtype_size(ts->dtype) || ts->ndim < -1 || ts->ndim > CL_SERVE_MAX_DIMS)
             return cl_err_set(err, CL_E_INVALID, "model '%s': signature tensor %zu has no name, an unsupported "
                               "dtype or an unsupported rank", name, i);
+        if (ts->image && i >= sig->n_inputs)
+            return cl_err_set(err, CL_E_INVALID, "model '%s': output '%s' declares image preprocessing", name,
+                              ts->name);
+        if (ts->image && cl_serve_spec_check_image(ts, ts->image, err) != 0)
+            return cl_err_prefix(err, "model '%s'", name);
     }
     cl_serve_model *m = calloc(1, sizeof *m);
     if (!m || !(m->name = strdup(name))) {
@@ -254,7 +260,8 @@ static int run_backend(cl_serve_model *m, const cl_serve_tensor *ordered, cl_ser
     return rc;
 }
 
-int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+/* cl_serve_model_run once image inputs are decoded. */
+static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
                        size_t *n_outputs, cl_err *err)
 {
     const cl_serve_signature *sig = m->backend.signature;
@@ -302,4 +309,25 @@ int cl_serve_model_run_ordered(cl_serve_model *m, const cl_serve_tensor *inputs,
                                size_t *n_outputs, cl_err *err)
 {
     return run_backend(m, inputs, outputs, n_outputs, err);
+}
+
+int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
+                       size_t *n_outputs, cl_err *err)
+{
+    *outputs = NULL;
+    *n_outputs = 0;
+    cl_serve_tensor *decoded = calloc(n_inputs ? n_inputs : 1, sizeof *decoded);
+    cl_serve_tensor *view = calloc(n_inputs ? n_inputs : 1, sizeof *view);
+    int rc = decoded && view ? cl_serve_model_decode_images(m, inputs, n_inputs, decoded, err)
+                             : cl_err_set(err, CL_E_NOMEM, "out of memory");
+    if (rc >= 0) {
+        for (size_t i = 0; i < n_inputs; i++)
+            view[i] = decoded[i].data ? decoded[i] : inputs[i]; /* shallow */
+        rc = run_checked(m, view, n_inputs, outputs, n_outputs, err);
+    }
+    for (size_t i = 0; decoded && i < n_inputs; i++)
+        cl_serve_tensor_clear(&decoded[i]);
+    free(decoded);
+    free(view);
+    return rc < 0 ? -1 : 0;
 }

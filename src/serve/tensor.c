@@ -29,6 +29,7 @@ const char *cl_serve_dtype_name(cl_serve_dtype dt)
     case CL_SERVE_DT_INT8: return "DT_INT8";
     case CL_SERVE_DT_INT64: return "DT_INT64";
     case CL_SERVE_DT_BOOL: return "DT_BOOL";
+    case CL_SERVE_DT_STRING: return "DT_STRING";
     default: return "DT_INVALID";
     }
 }
@@ -72,6 +73,46 @@ int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dt
         return cl_err_set(err, CL_E_NOMEM, "out of memory for tensor '%s'", name ? name : "");
     }
     t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++)
+        t->dims[i] = dims[i];
+    t->nbytes = bytes;
+    return 0;
+}
+
+int cl_serve_tensor_init_strings(cl_serve_tensor *t, const char *name, int ndim, const int64_t *dims,
+                                 const size_t *caps, size_t max_bytes, cl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    name = name ? name : "";
+    if (ndim < 0 || ndim > CL_SERVE_MAX_DIMS)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s': rank %d not supported (at most %d)", name, ndim,
+                          CL_SERVE_MAX_DIMS);
+    int64_t n = cl_serve_shape_elements(ndim, dims);
+    if (n < 0 || (uint64_t)n > SIZE_MAX / sizeof(cl_serve_string))
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s': invalid shape", name);
+    size_t bytes = (size_t)n * sizeof(cl_serve_string);
+    for (int64_t i = 0; i < n; i++) {
+        if (caps[i] > SIZE_MAX - bytes)
+            return cl_err_set(err, CL_E_INVALID, "tensor '%s': strings too large", name);
+        bytes += caps[i];
+    }
+    if (max_bytes && bytes > max_bytes)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s' would need %zu bytes, above the limit of %zu", name, bytes,
+                          max_bytes);
+    t->name = strdup(name);
+    t->data = malloc(bytes ? bytes : 1);
+    if (!t->name || !t->data) {
+        cl_serve_tensor_clear(t);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory for tensor '%s'", name);
+    }
+    cl_serve_string *tab = t->data;
+    uint8_t *p = (uint8_t *)t->data + (size_t)n * sizeof(cl_serve_string);
+    for (int64_t i = 0; i < n; i++) {
+        tab[i] = (cl_serve_string){p, caps[i]};
+        p += caps[i];
+    }
+    t->dtype = CL_SERVE_DT_STRING;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++)
         t->dims[i] = dims[i];

@@ -1,5 +1,7 @@
 /* fuzz_image.c — fuzz target for the JPEG/PNG decoders and the preprocessing that follows: image bytes
- * come from untrusted clients, so any input must decode or fail cleanly, within the pixel limit. */
+ * come from untrusted clients, so any input must decode or fail cleanly, within the pixel limit. The
+ * first byte picks channels (bit 0), filter (bit 1), and stretch or centre crop (bit 2; bits 3-7 then
+ * give the shorter side above 7, 0 meaning "cover"). */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -14,7 +16,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (cl_image_decode(data + 1, size - 1, channels, 1u << 20, &img, NULL) == 0) {
         cl_image_preproc p = {.width = 7, .height = 5, .channels = channels,
                               .resize = (data[0] & 2) ? CL_IMAGE_RESIZE_AREA : CL_IMAGE_RESIZE_BILINEAR,
-                              .scale = 1.0f / 255};
+                              .scale = 1.0f / 255,
+                              .fit = (data[0] & 4) ? CL_IMAGE_FIT_CROP : CL_IMAGE_FIT_STRETCH,
+                              .shorter_side = (data[0] >> 3) ? 7u + (data[0] >> 3) : 0};
         float out[7 * 5 * 3];
         if (cl_image_to_tensor(&img, &p, out, NULL) != 0)
             abort(); /* a decoded image with matching channels must always convert */

@@ -2,7 +2,8 @@
  * the protobuf decoding of PredictRequest, GetModelMetadataRequest and GetModelStatusRequest against
  * the test models. The first byte picks the RPC; the rest is the HTTP/2 request body (5-byte gRPC
  * prefix + message). Any input must be answered with a status, never crash or over-allocate;
- * accepted Predict requests are run and their response encoded. */
+ * accepted Predict requests are run and their response encoded (the "vision" model takes string_val
+ * images, which the run decodes as JPEG/PNG). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (cl_serve_pb_predict_parse(reg, msg, len, 1 << 16, c) == CL_SC_OK) {
             if (strcmp(cl_serve_model_name(c->model), "sleepy") == 0)
                 for (size_t i = 0; i < c->n_inputs; i++)
-                    if (c->inputs[i].nbytes >= 4)
+                    if (c->inputs[i].dtype == CL_SERVE_DT_FLOAT && c->inputs[i].nbytes >= 4)
                         memset(c->inputs[i].data, 0, 4);
             if (cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, NULL) == 0) {
                 if (cl_serve_pb_predict_response(c, &out, &out_len) != CL_SC_OK)

@@ -136,7 +136,8 @@ expect "the REST port without --rest" 1 "is this its REST port\? add --rest" -- 
   "$CLOISTER" predict --server "localhost:$REST" "${MTLS[@]}" --model digits --input image=four.npy
 expect "a TLS server with --plaintext" 1 "closed|HTTP/2|connection" -- \
   "$CLOISTER" predict --server "localhost:$GRPC" --plaintext --model digits --input image=four.npy
-expect "not an image" 1 "--image .*labels.txt" -- "$CLOISTER" predict "${G[@]}" --image "$LABELS"
+expect "not an image: the server that decodes images says so" 1 "INVALID_ARGUMENT: input 'image': not a JPEG or PNG image" -- \
+  "$CLOISTER" predict "${G[@]}" --image "$LABELS"
 expect "nothing to send is a usage error" 2 "nothing to send" -- "$CLOISTER" predict "${G[@]}"
 expect "--server without a port is a usage error" 2 "HOST:PORT" -- \
   "$CLOISTER" predict --server localhost --model digits --input four.npy
@@ -149,7 +150,7 @@ expect "bench over gRPC: summary, no errors" 0 "throughput: [0-9.]+ req/s, [0-9.
   "$CLOISTER" bench "${G[@]}" --image "$SAMPLES/digit-8-0.png" --batch 4 --concurrency 2 --requests 40 --warmup 2
 check "  ... with latency percentiles and 0 errors" grep -Eq "^errors: 0$" <(
   "$CLOISTER" bench "${G[@]}" --image "$SAMPLES/digit-8-0.png" --batch 4 --concurrency 2 --requests 40 --warmup 2 2>&1)
-expect "bench over REST with random inputs" 0 "latency ms: mean [0-9.]+  p50 [0-9.]+  p90 [0-9.]+  p99 [0-9.]+  max" -- \
+expect "bench --random refuses an input that takes encoded images" 1 "--random: input 'image' is not numeric" -- \
   "$CLOISTER" bench "${R[@]}" --random --batch 8 --concurrency 2 --requests 40
 expect "bench with --input (batch-1 tensor repeated to --batch)" 0 "items/s" -- \
   "$CLOISTER" bench "${G[@]}" --input image=four.npy --batch 16 --requests 10 --warmup 0
@@ -164,6 +165,8 @@ expect "h2c with --plaintext, a non-classification output" 0 "^y DT_FLOAT \[1\]:
   "$CLOISTER" predict --server "127.0.0.1:$busy_GRPC" --plaintext --model sleepy --input x=sleep.npy
 expect "REST over http with --plaintext (a lone output is unnamed in REST)" 0 "^outputs DT_DOUBLE \[1\]: 300$" -- \
   "$CLOISTER" predict --server "127.0.0.1:$busy_REST" --rest --plaintext --model sleepy --input x=sleep.npy
+expect "bench over REST with random inputs" 0 "latency ms: mean [0-9.]+  p50 [0-9.]+  p90 [0-9.]+  p99 [0-9.]+  max" -- \
+  "$CLOISTER" bench --server "127.0.0.1:$busy_REST" --rest --plaintext --model affine --random --batch 8 --requests 40
 expect "bench: queue full -> UNAVAILABLE counted, exit 1" 1 "errors: [1-9][0-9]*  UNAVAILABLE [1-9]" -- \
   "$CLOISTER" bench --server "127.0.0.1:$busy_GRPC" --plaintext --model sleepy --input x=sleep.npy \
   --concurrency 4 --requests 8 --warmup 0

@@ -6,11 +6,14 @@ answer is right; expected values are computed here independently of the server.
 
 usage: serve_client.py HOST:PORT CA|- CERT|- KEY|- CHECK
 """
+import json
+import os
 import socket
 import ssl
 import struct
 import sys
 import time
+import zlib
 
 import grpc
 import numpy as np
@@ -103,6 +106,39 @@ def check_affine(resp, x, version):
 
 
 X = np.array([[1, 2, 3, 4], [-1, 0.5, 0, 2], [3, -2, 1, 0]], dtype=np.float32)
+
+
+def strings_tensor(values):
+    t = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+    t.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(values))]))
+    t.string_val.extend(values)
+    return t
+
+
+def images_req(model, values, name="image"):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    req.inputs[name].CopyFrom(strings_tensor(values))
+    return req
+
+
+def grey_png(w, h):
+    """A w x h black greyscale PNG, written here with zlib (no image library needed)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + bytes(w) for _ in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def check_digits(resp, names, expected, atol):
+    probs = to_np(resp.outputs["probabilities"])
+    assert probs.shape == (len(names), 10), probs.shape
+    for i, n in enumerate(names):
+        want = expected[n]
+        assert int(probs[i].argmax()) == want["label"], (n, probs[i].tolist())
+        if atol is not None:
+            assert np.allclose(probs[i], want["probabilities"], atol=atol), (n, probs[i].tolist())
 
 if check == "predict_content":
     check_affine(predict(affine_req(X)), X, 2)
@@ -244,6 +280,38 @@ elif check == "stalled_http":
     took = time.time() - t0
     print("connection closed by the server after %.1f s" % took)
     sys.exit(0 if took < 20 else 1)
+elif check == "digits_images":
+    # every sample PNG as DT_STRING string_val in one request: PyTorch's probabilities
+    samples = sys.argv[6]
+    expected = json.load(open(os.path.join(samples, "expected.json")))
+    names = sorted(expected)
+    resp = predict(images_req("digits", [open(os.path.join(samples, n), "rb").read() for n in names]))
+    check_digits(resp, names, expected, 2e-4)
+    assert resp.model_spec.version.value == int(sys.argv[7]), resp.model_spec
+    print("%d images classified as PyTorch does" % len(names))
+elif check == "digits_jpeg":
+    # JPEG FILE LABEL: lossy, so only the label is checked
+    resp = predict(images_req("digits", [open(sys.argv[6], "rb").read()]))
+    got = int(to_np(resp.outputs["probabilities"])[0].argmax())
+    assert got == int(sys.argv[7]), (got, to_np(resp.outputs["probabilities"]).tolist())
+    print("%s -> %d" % (os.path.basename(sys.argv[6]), got))
+elif check == "digits_metadata":
+    req = get_model_metadata_pb2.GetModelMetadataRequest()
+    req.model_spec.name = sys.argv[6]
+    req.metadata_field.append("signature_def")
+    resp = prediction_service_pb2_grpc.PredictionServiceStub(channel()).GetModelMetadata(req, timeout=TIMEOUT)
+    sdm = get_model_metadata_pb2.SignatureDefMap()
+    assert resp.metadata["signature_def"].Unpack(sdm)
+    ti = sdm.signature_def["serving_default"].inputs["image"]
+    print("input image", types_pb2.DataType.Name(ti.dtype), [d.size for d in ti.tensor_shape.dim])
+elif check == "image_error":
+    # MODEL KIND TEXT: a request that must be refused with INVALID_ARGUMENT and TEXT in the message
+    model, kind, text = sys.argv[6:9]
+    values = {"garbage": [b"definitely not an image"],
+              "truncated": [open(sys.argv[9], "rb").read()[:60]] if len(sys.argv) > 9 else [],
+              "big": [grey_png(1100, 1000)],
+              "many": [grey_png(8, 8)] * 65}[kind]
+    expect_error(lambda: predict(images_req(model, values)), grpc.StatusCode.INVALID_ARGUMENT, text)
 else:
     print("unknown check", check)
     sys.exit(2)

@@ -31,6 +31,7 @@ free_port() { echo $((20000 + RANDOM % 40000)); }
 mkdir -p models/digits/1
 "$CLOISTER" seal --key model.key --key-id digits-key --in "$ROOT/models/digits/1/model.onnx" \
   --out models/digits/1/model.onnx.sealed 2>/dev/null
+cp "$ROOT/models/digits/1/preprocess.json" models/digits/1/ # not secret: how images become the input
 "$CLOISTER" keyserver secret put --db ks.db --name digits-key --file model.key 2>/dev/null
 "$CLOISTER" attest measure --name model-server 2>/dev/null > identity.json
 python3 - <<'PY'
@@ -89,6 +90,15 @@ for png, want in expected.items():
         print(png, "got", best, probs)
 print(f"{good} of {len(expected)}")
 PY
+
+# the sealed model also takes the sample PNGs themselves, decoded inside the server
+printf '{"instances": [{"b64": "%s"}, {"b64": "%s"}]}' "$(base64 -w0 "$ROOT/models/digits/samples/digit-4-0.png")" \
+  "$(base64 -w0 "$ROOT/models/digits/samples/digit-9-1.png")" >pngs.json
+expect "PNG bytes to the sealed model are classified" 0 "classes 4 9" -- bash -c "curl -sS --max-time 20 \
+  --cacert tls/ca_cert.pem --cert tls/client/cert.pem --key tls/client/key.pem -d @pngs.json \
+  https://localhost:$REST/v1/models/digits:predict | python3 -c 'import json,sys
+p = [r[\"probabilities\"] for r in json.load(sys.stdin)[\"predictions\"]]
+print(\"classes\", *[max(range(10), key=lambda k: r[k]) for r in p])'"
 
 # a new version is swapped in while serving
 mkdir -p models/digits/2

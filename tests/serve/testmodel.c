@@ -2,6 +2,7 @@
 #include "testmodel.h"
 
 #include <math.h>
+#include <png.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -108,14 +109,91 @@ static int sleepy_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serv
     return 0;
 }
 
+const cl_image_spec tm_vision_image = {
+    .input = "image",
+    .pre = {.width = 4, .height = 4, .resize = CL_IMAGE_RESIZE_AREA, .channels = 1, .scale = 1.0 / 255,
+            .std = {1, 1, 1}, .layout = CL_IMAGE_NCHW},
+    .max_pixels = 4096,
+    .max_batch = 4,
+    .convert_color = true,
+};
+static const cl_serve_tensor_spec vision_in[] = {{"image", CL_SERVE_DT_FLOAT, 4, {-1, 1, 4, 4}, &tm_vision_image}};
+static const cl_serve_tensor_spec vision_out[] = {{"pixels", CL_SERVE_DT_FLOAT, 2, {-1, 16}}};
+static const cl_serve_signature vision_sig = {"serving_default", "tensorflow/serving/predict", vision_in, 1,
+                                              vision_out, 1};
+
+static int vision_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serve_tensor **out, size_t *n_out,
+                      cl_err *err)
+{
+    int64_t dims[2] = {in[0].dims[0], 16};
+    cl_serve_tensor *o = calloc(1, sizeof *o);
+    if (!o || cl_serve_tensor_init(o, "pixels", CL_SERVE_DT_FLOAT, 2, dims, 0, err) != 0) {
+        free(o);
+        return -1;
+    }
+    memcpy(o->data, in[0].data, in[0].nbytes);
+    *out = o;
+    *n_out = 1;
+    return 0;
+}
+
+typedef struct png_mem {
+    uint8_t *data;
+    size_t len;
+    bool failed;
+} png_mem;
+
+static void png_mem_write(png_structp png, png_bytep d, size_t n)
+{
+    png_mem *m = png_get_io_ptr(png);
+    uint8_t *p = m->failed ? NULL : realloc(m->data, m->len + n);
+    if (!p) {
+        m->failed = true;
+        return;
+    }
+    memcpy(p + m->len, d, n);
+    m->data = p;
+    m->len += n;
+}
+
+static void png_mem_flush(png_structp png) { (void)png; }
+
+uint8_t *tm_png(const uint8_t *px, uint32_t w, uint32_t h, int channels, size_t *len)
+{
+    png_mem m = {0};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info || setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(m.data);
+        return NULL;
+    }
+    png_set_write_fn(png, &m, png_mem_write, png_mem_flush);
+    png_set_IHDR(png, info, w, h, 8, channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (uint32_t y = 0; y < h; y++)
+        png_write_row(png, (png_const_bytep)(px + (size_t)y * w * (size_t)channels));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (m.failed) {
+        free(m.data);
+        return NULL;
+    }
+    *len = m.len;
+    return m.data;
+}
+
 int tm_register_all(cl_serve_registry *reg, int64_t version, bool two_versions, cl_err *err)
 {
     cl_serve_backend affine = {&affine_sig, affine_run, NULL, NULL};
     cl_serve_backend adder = {&adder_sig, adder_run, NULL, NULL};
     cl_serve_backend sleepy = {&sleepy_sig, sleepy_run, NULL, NULL};
+    cl_serve_backend vision = {&vision_sig, vision_run, NULL, NULL};
     if (cl_serve_registry_add(reg, "affine", version, &affine, err) != 0 ||
         cl_serve_registry_add(reg, "adder", version, &adder, err) != 0 ||
-        cl_serve_registry_add(reg, "sleepy", version, &sleepy, err) != 0)
+        cl_serve_registry_add(reg, "sleepy", version, &sleepy, err) != 0 ||
+        cl_serve_registry_add(reg, "vision", version, &vision, err) != 0)
         return -1;
     if (two_versions && cl_serve_registry_add(reg, "affine", version + 1, &affine, err) != 0)
         return -1;

@@ -399,7 +399,7 @@ static void test_image_preproc(void **state)
     assert_int_equal(p.channels, 3);
     assert_int_equal(p.height, 224);
     assert_int_equal(p.width, 200);
-    assert_true(fabsf(p.scale - 1.0f / 255) < 1e-9f);
+    assert_true(fabs(p.scale - 1.0f / 255) < 1e-9f);
     assert_true(p.std[0] == 1 && p.mean[0] == 0);
     cl_serve_tensor_spec nhwc = {"x", CL_SERVE_DT_UINT8, 4, {-1, 32, 48, 1}};
     assert_int_equal(cl_client_image_preproc(&nhwc, NULL, &p, &err), 0);

@@ -62,6 +62,75 @@ static void test_hex(void **state)
     assert_int_equal(cl_hex_decode("0001abfz", 8, back, 4), -1);
 }
 
+/* Decodes `in` and compares with `want` (NULL: must be refused, with `msg` in the error). */
+static void b64_case(const char *in, const char *want, const char *msg)
+{
+    uint8_t out[64];
+    size_t n = 12345;
+    cl_err err = {0};
+    assert_true(cl_b64_decoded_max(strlen(in)) <= sizeof out);
+    int rc = cl_b64_decode(in, strlen(in), out, &n, &err);
+    if (want) {
+        if (rc != 0)
+            fail_msg("'%s' refused: %s", in, err.msg);
+        assert_int_equal(n, strlen(want));
+        assert_true(n <= cl_b64_decoded_max(strlen(in)));
+        assert_memory_equal(out, want, n);
+    } else {
+        if (rc == 0)
+            fail_msg("'%s' accepted", in);
+        assert_int_equal(err.code, CL_E_FORMAT);
+        if (!strstr(err.msg, msg))
+            fail_msg("'%s': message '%s' lacks '%s'", in, err.msg, msg);
+    }
+}
+
+static void test_b64(void **state)
+{
+    (void)state;
+    /* RFC 4648 section 10, padded and unpadded */
+    b64_case("", "", NULL);
+    b64_case("Zg==", "f", NULL);
+    b64_case("Zm8=", "fo", NULL);
+    b64_case("Zm9v", "foo", NULL);
+    b64_case("Zm9vYg==", "foob", NULL);
+    b64_case("Zm9vYmE=", "fooba", NULL);
+    b64_case("Zm9vYmFy", "foobar", NULL);
+    b64_case("Zg", "f", NULL);
+    b64_case("Zm9vYmE", "fooba", NULL);
+    b64_case("+/+/", "\xfb\xff\xbf", NULL);
+    /* refusals */
+    b64_case("Zg=", NULL, "padding");
+    b64_case("Zm9vY", NULL, "whole bytes");
+    b64_case("Zm=v", NULL, "inside the data");
+    b64_case("Zm9v\nYmFy", NULL, "line break");
+    b64_case("Zm9v Ymk", NULL, "position 4");
+    b64_case("-_8=", NULL, "URL-safe");
+    b64_case("Zh==", NULL, "bits set beyond");
+    b64_case("Zm9=", NULL, "bits set beyond");
+    /* every byte value, against an independent encoder */
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t raw[256], back[256];
+    char enc[345];
+    for (int i = 0; i < 256; i++)
+        raw[i] = (uint8_t)(255 - i);
+    size_t e = 0;
+    for (size_t i = 0; i < 256; i += 3) {
+        uint32_t v = (uint32_t)raw[i] << 16 | (i + 1 < 256 ? (uint32_t)raw[i + 1] << 8 : 0) |
+                     (i + 2 < 256 ? raw[i + 2] : 0);
+        enc[e++] = alphabet[v >> 18];
+        enc[e++] = alphabet[(v >> 12) & 63];
+        enc[e++] = i + 1 < 256 ? alphabet[(v >> 6) & 63] : '=';
+        enc[e++] = i + 2 < 256 ? alphabet[v & 63] : '=';
+    }
+    assert_int_equal(e, 344);
+    size_t n = 0;
+    assert_true(cl_b64_decoded_max(e) >= 256);
+    assert_int_equal(cl_b64_decode(enc, e, back, &n, NULL), 0);
+    assert_int_equal(n, 256);
+    assert_memory_equal(back, raw, 256);
+}
+
 typedef struct parsed {
     const char *name;
     bool flag;
@@ -281,7 +350,7 @@ static void test_log_levels(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),       cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_errors),       cmocka_unit_test(test_hex), cmocka_unit_test(test_b64),
         cmocka_unit_test(test_args),         cmocka_unit_test(test_secmem),
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),

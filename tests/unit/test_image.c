@@ -294,12 +294,236 @@ static void test_downscale_averages(void **state)
     }
 }
 
+/* ---- centre crop (torchvision's Resize + CenterCrop geometry) */
+
+static void test_crop(void **state)
+{
+    (void)state;
+    /* 6x2 image whose columns are 0, 10, ..., 50 */
+    uint8_t ramp[12];
+    for (int i = 0; i < 12; i++)
+        ramp[i] = (uint8_t)(10 * (i % 6));
+    cl_image img = {6, 2, 1, ramp, 1};
+    float out[4];
+    /* cover 2x2: the height fits (2), the width stays 6, the centre columns 2 and 3 are taken as they are */
+    cl_image_preproc p = {.width = 2, .height = 2, .channels = 1, .fit = CL_IMAGE_FIT_CROP};
+    assert_int_equal(cl_image_tensor_len(&p, &img), 4);
+    assert_int_equal(cl_image_to_tensor(&img, &p, out, NULL), 0);
+    const float cover[4] = {20, 30, 20, 30};
+    assert_memory_equal(out, cover, sizeof cover);
+    /* shorter side 4: resized to 12x4 (a linear ramp stays linear), window at left 5, top 1: sample
+     * centres 2.75 and 3.25 in input pixels -> 22.5 and 27.5 */
+    p.shorter_side = 4;
+    assert_int_equal(cl_image_to_tensor(&img, &p, out, NULL), 0);
+    for (int y = 0; y < 2; y++) {
+        assert_float_equal(out[y * 2], 22.5, 1e-4);
+        assert_float_equal(out[y * 2 + 1], 27.5, 1e-4);
+    }
+    /* the vertical offset rounds halves to even like Python: 2x3 -> rows 0-1, 2x5 -> rows 2-3 */
+    uint8_t rows[10];
+    for (int i = 0; i < 10; i++)
+        rows[i] = (uint8_t)(100 + i / 2);
+    cl_image three = {2, 3, 1, rows, 1}, five = {2, 5, 1, rows, 1};
+    cl_image_preproc q = {.width = 2, .height = 2, .channels = 1, .fit = CL_IMAGE_FIT_CROP};
+    assert_int_equal(cl_image_to_tensor(&three, &q, out, NULL), 0);
+    assert_float_equal(out[0], 100, 0);
+    assert_float_equal(out[2], 101, 0);
+    assert_int_equal(cl_image_to_tensor(&five, &q, out, NULL), 0);
+    assert_float_equal(out[0], 102, 0);
+    assert_float_equal(out[2], 103, 0);
+    /* a shorter side below the crop, and a crop without a size, are refused */
+    cl_err err = {0};
+    q.shorter_side = 1;
+    assert_int_equal(cl_image_to_tensor(&three, &q, out, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_non_null(strstr(err.msg, "smaller than the 2x2 crop"));
+    cl_image_preproc nosize = {.channels = 1, .fit = CL_IMAGE_FIT_CROP};
+    assert_int_equal(cl_image_to_tensor(&three, &nosize, out, &err), -1);
+    assert_non_null(strstr(err.msg, "needs a target width and height"));
+}
+
+/* ---- preprocess.json */
+
+static void test_spec_parse(void **state)
+{
+    (void)state;
+    const char *full = "{\"input\": \"pixels\", \"color\": \"RGB\", \"width\": 224, \"height\": 200,\n"
+                       " \"resize\": \"crop\", \"shorter_side\": 256, \"filter\": \"area\", \"scale\": 0.5,\n"
+                       " \"mean\": [0.485, 0.456, 0.406], \"std\": [0.229, 0.224, 0.225], \"layout\": \"NHWC\",\n"
+                       " \"max_pixels\": 1000000, \"max_batch\": 8, \"convert_color\": false}";
+    cl_image_spec s;
+    cl_err err = {0};
+    if (cl_image_spec_parse(full, strlen(full), &s, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(s.input, "pixels");
+    assert_int_equal(s.pre.channels, 3);
+    assert_int_equal(s.pre.width, 224);
+    assert_int_equal(s.pre.height, 200);
+    assert_int_equal(s.pre.fit, CL_IMAGE_FIT_CROP);
+    assert_int_equal(s.pre.shorter_side, 256);
+    assert_int_equal(s.pre.resize, CL_IMAGE_RESIZE_AREA);
+    assert_true(s.pre.scale == 0.5);
+    assert_true(s.pre.mean[1] == 0.456 && s.pre.std[2] == 0.225);
+    assert_int_equal(s.pre.layout, CL_IMAGE_NHWC);
+    assert_int_equal(s.max_pixels, 1000000);
+    assert_int_equal(s.max_batch, 8);
+    assert_false(s.convert_color);
+    assert_int_equal(cl_image_spec_len(&s), 224 * 200 * 3);
+    int64_t dims[3];
+    cl_image_spec_dims(&s, dims);
+    assert_true(dims[0] == 200 && dims[1] == 224 && dims[2] == 3);
+
+    /* the smallest declaration: defaults for everything optional */
+    const char *min = "{\"input\":\"image\",\"color\":\"GRAY\",\"width\":8,\"height\":6,\"layout\":\"NCHW\"}";
+    assert_int_equal(cl_image_spec_parse(min, strlen(min), &s, &err), 0);
+    assert_int_equal(s.pre.channels, 1);
+    assert_int_equal(s.pre.fit, CL_IMAGE_FIT_STRETCH);
+    assert_int_equal(s.pre.resize, CL_IMAGE_RESIZE_BILINEAR);
+    assert_true(s.pre.scale == 1 && s.pre.mean[0] == 0 && s.pre.std[0] == 1);
+    assert_int_equal(s.max_pixels, CL_IMAGE_SPEC_MAX_PIXELS_DEFAULT);
+    assert_int_equal(s.max_batch, CL_IMAGE_SPEC_MAX_BATCH_DEFAULT);
+    assert_true(s.convert_color);
+    cl_image_spec_dims(&s, dims);
+    assert_true(dims[0] == 1 && dims[1] == 6 && dims[2] == 8);
+
+    /* the demo model's declaration is valid and is what the model was trained on */
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/digits/1/preprocess.json", CLOISTER_SOURCE_DIR);
+    if (cl_image_spec_load(path, &s, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(s.input, "image");
+    assert_true(s.pre.channels == 1 && s.pre.width == 8 && s.pre.height == 8 && s.pre.layout == CL_IMAGE_NCHW);
+    assert_int_equal(s.pre.resize, CL_IMAGE_RESIZE_AREA);
+    assert_true(s.pre.scale == 1.0 / 255);
+}
+
+static void test_spec_refusals(void **state)
+{
+    (void)state;
+#define BASE "\"input\":\"x\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\""
+    static const struct {
+        const char *json, *msg;
+    } cases[] = {
+        {"", "not valid JSON"},
+        {"{" BASE, "not valid JSON"},
+        {"[1]", "must be a JSON object"},
+        {"{" BASE ",\"colour\":\"RGB\"}", "unknown key \"colour\" (known: input, color"},
+        {"{" BASE ",\"width\":9}", "\"width\" is given twice"},
+        {"{\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\"input\" is missing"},
+        {"{\"input\":\"x\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\"color\" is missing"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"height\":8,\"layout\":\"NCHW\"}", "\"width\" is missing"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":8,\"height\":8}", "\"layout\" is missing"},
+        {"{\"input\":\"\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\"input\" must be"},
+        {"{\"input\":3,\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\"input\" must be"},
+        {"{\"input\":\"x\",\"color\":\"BGR\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}",
+         "\"color\" must be one of \"GRAY\", \"RGB\""},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":0,\"height\":8,\"layout\":\"NCHW\"}",
+         "\"width\" must be an integer from 1 to 8192"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":8.5,\"height\":8,\"layout\":\"NCHW\"}", "\"width\" must be"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":8,\"height\":9000,\"layout\":\"NCHW\"}", "\"height\" must be"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":8,\"height\":\"8\",\"layout\":\"NCHW\"}", "\"height\" must be"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"CHW\"}",
+         "\"layout\" must be one of \"NCHW\", \"NHWC\""},
+        {"{" BASE ",\"resize\":\"fit\"}", "\"resize\" must be one of \"stretch\", \"crop\""},
+        {"{" BASE ",\"shorter_side\":16}", "only applies to \"resize\": \"crop\""},
+        {"{" BASE ",\"resize\":\"crop\",\"shorter_side\":7}", "must fit in the resized image"},
+        {"{" BASE ",\"filter\":\"nearest\"}", "\"filter\" must be one of \"bilinear\", \"area\""},
+        {"{" BASE ",\"scale\":0}", "\"scale\" must be a finite number above 0"},
+        {"{" BASE ",\"scale\":\"1/255\"}", "\"scale\" must be"},
+        {"{" BASE ",\"mean\":[0.5,0.5,0.5]}", "\"mean\" must be a list of 1 number"},
+        {"{" BASE ",\"mean\":0.5}", "\"mean\" must be a list"},
+        {"{" BASE ",\"mean\":[\"a\"]}", "\"mean\"[0] must be a finite number"},
+        {"{" BASE ",\"std\":[0]}", "\"std\"[0] must be a finite number above 0"},
+        {"{" BASE ",\"std\":[-1]}", "above 0"},
+        {"{" BASE ",\"max_pixels\":0}", "\"max_pixels\" must be an integer from 1 to"},
+        {"{" BASE ",\"max_pixels\":1e12}", "\"max_pixels\" must be"},
+        {"{" BASE ",\"max_batch\":5000}", "\"max_batch\" must be an integer from 1 to 4096"},
+        {"{\"input\":\"x\",\"color\":\"RGB\",\"width\":8192,\"height\":8192,\"layout\":\"NCHW\",\"max_batch\":2}",
+         "above the 1024 MiB allowed: lower max_batch"},
+        {"{" BASE ",\"convert_color\":1}", "\"convert_color\" must be true or false"},
+    };
+#undef BASE
+    for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
+        cl_image_spec s;
+        cl_err err = {0};
+        if (cl_image_spec_parse(cases[i].json, strlen(cases[i].json), &s, &err) == 0)
+            fail_msg("accepted: %s", cases[i].json);
+        assert_int_equal(err.code, CL_E_FORMAT);
+        if (!strstr(err.msg, cases[i].msg))
+            fail_msg("%s\n  message '%s' lacks '%s'", cases[i].json, err.msg, cases[i].msg);
+        assert_int_equal(s.pre.width, 0); /* nothing half-parsed is left behind */
+    }
+    cl_image_spec s;
+    cl_err err = {0};
+    assert_int_equal(cl_image_spec_load("/nonexistent/preprocess.json", &s, &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/preprocess.json"));
+}
+
+/* Applying a spec to encoded bytes: the demo's 32x32 samples become exactly float32(pixel / 255.0),
+ * the value PyTorch computed its reference from; colour conversion and the limits. */
+static void test_spec_apply(void **state)
+{
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/digits/1/preprocess.json", CLOISTER_SOURCE_DIR);
+    cl_image_spec s;
+    cl_err err = {0};
+    assert_int_equal(cl_image_spec_load(path, &s, &err), 0);
+    for (int d = 0; d < 10; d++) {
+        snprintf(path, sizeof path, "%s/models/digits/samples/digit-%d-1.png", CLOISTER_SOURCE_DIR, d);
+        size_t len;
+        uint8_t *data = tu_read_file(path, &len);
+        float t[64], want[64];
+        if (cl_image_spec_apply(&s, data, len, t, &err) != 0)
+            fail_msg("%s", err.msg);
+        cl_image img;
+        assert_int_equal(cl_image_decode(data, len, 1, 0, &img, NULL), 0);
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++)
+                want[y * 8 + x] = (float)(img.pixels[(4 * y) * 32 + 4 * x] / 255.0);
+        assert_memory_equal(t, want, sizeof want); /* bit for bit */
+        cl_image_free(&img);
+        free(data);
+    }
+    /* colour: converted by default, refused when the declaration says not to convert */
+    uint8_t *rgb = gradient_rgb(16, 16);
+    membuf m = encode_png(rgb, 16, 16, PNG_COLOR_TYPE_RGB, 3, false);
+    float t[64];
+    assert_int_equal(cl_image_spec_apply(&s, m.data, m.len, t, &err), 0);
+    s.convert_color = false;
+    assert_int_equal(cl_image_spec_apply(&s, m.data, m.len, t, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_non_null(strstr(err.msg, "the image is colour but this model takes greyscale images"));
+    uint8_t grey[256] = {0};
+    membuf g = encode_png(grey, 16, 16, PNG_COLOR_TYPE_GRAY, 1, false);
+    assert_int_equal(cl_image_spec_apply(&s, g.data, g.len, t, &err), 0);
+    /* a colour JPEG is refused the same way */
+    membuf j = encode_jpeg(rgb, 16, 16, 90);
+    assert_int_equal(cl_image_spec_apply(&s, j.data, j.len, t, &err), -1);
+    assert_non_null(strstr(err.msg, "colour"));
+    /* the pixel limit of the declaration */
+    s.convert_color = true;
+    s.max_pixels = 255;
+    assert_int_equal(cl_image_spec_apply(&s, g.data, g.len, t, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_non_null(strstr(err.msg, "16x16, more than the 255 pixels allowed"));
+    /* not an image */
+    assert_int_equal(cl_image_spec_apply(&s, (const uint8_t *)"hello", 5, t, &err), -1);
+    assert_int_equal(err.code, CL_E_FORMAT);
+    free(m.data);
+    free(g.data);
+    free(j.data);
+    free(rgb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_png_exact),        cmocka_unit_test(test_jpeg),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_resize_and_layout),
         cmocka_unit_test(test_digit_samples_shrink_exactly), cmocka_unit_test(test_downscale_averages),
+        cmocka_unit_test(test_crop),             cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test(test_spec_refusals),    cmocka_unit_test(test_spec_apply),
     };
     return cmocka_run_group_tests_name("image", tests, NULL, NULL);
 }

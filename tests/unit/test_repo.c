@@ -1,6 +1,8 @@
 /* test_repo.c — the model repository with the real demo model (models/digits): versions found on disk,
  * plain and sealed models served through the engine with PyTorch's answers, hot swap of new versions
- * while requests run, and every way a version can fail leaving the previous one serving. */
+ * while requests run, and every way a version can fail leaving the previous one serving; versions
+ * with image preprocessing (preprocess.json) answering the sample PNGs, and every bad declaration
+ * failing its version. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,8 @@ static float sample_probs[N_SAMPLES][10];
 static int sample_label[N_SAMPLES];
 static uint8_t *model_bytes;
 static size_t model_len;
+static uint8_t *sample_png[N_SAMPLES];
+static size_t sample_png_len[N_SAMPLES];
 
 /* The 20 sample PNGs, preprocessed as the model expects, and PyTorch's probabilities for them. */
 static int setup(void **state)
@@ -56,7 +60,8 @@ static int setup(void **state)
                                .scale = 1.0f / 255};
         assert_int_equal(cl_image_to_tensor(&img, &pp, sample_input[i], NULL), 0);
         cl_image_free(&img);
-        free(png);
+        sample_png[i] = png;
+        sample_png_len[i] = png_len;
     }
     assert_int_equal(i, N_SAMPLES);
     cJSON_Delete(root);
@@ -68,6 +73,8 @@ static int teardown(void **state)
 {
     (void)state;
     free(model_bytes);
+    for (int i = 0; i < N_SAMPLES; i++)
+        free(sample_png[i]);
     return 0;
 }
 
@@ -230,6 +237,139 @@ static void test_plain_then_sealed_then_failures(void **state)
     cl_serve_registry_free(reg);
     tu_rmrf(base);
     free(base);
+}
+
+static void put_preprocess(const char *base, int version, const char *json)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/%d/%s", base, version, CL_REPO_PREPROCESS_NAME);
+    tu_write_file(path, json, strlen(json));
+}
+
+/* The 20 sample PNGs as one DT_STRING batch through the latest version: PyTorch's answers. */
+static int64_t predict_pngs(cl_serve_registry *reg)
+{
+    cl_err err = {0};
+    cl_serve_model *m = cl_serve_registry_get(reg, "digits", 0, &err);
+    assert_non_null(m);
+    cl_serve_tensor in;
+    int64_t n = N_SAMPLES;
+    assert_int_equal(cl_serve_tensor_init_strings(&in, "image", 1, &n, sample_png_len, 0, &err), 0);
+    for (int i = 0; i < N_SAMPLES; i++)
+        memcpy((uint8_t *)cl_serve_tensor_strings(&in)[i].data, sample_png[i], sample_png_len[i]);
+    cl_serve_tensor *out = NULL;
+    size_t n_out = 0;
+    if (cl_serve_model_run(m, &in, 1, &out, &n_out, &err) != 0)
+        fail_msg("run failed: %s", err.msg);
+    const cl_serve_tensor *probs = strcmp(out[0].name, "probabilities") == 0 ? &out[0] : &out[1];
+    assert_int_equal(probs->dims[0], N_SAMPLES);
+    const float *p = probs->data;
+    for (int i = 0; i < N_SAMPLES; i++) {
+        int best = 0;
+        for (int k = 0; k < 10; k++) {
+            assert_float_equal(p[i * 10 + k], sample_probs[i][k], 2e-4);
+            if (p[i * 10 + k] > p[i * 10 + best])
+                best = k;
+        }
+        assert_int_equal(best, sample_label[i]);
+    }
+    int64_t version = cl_serve_model_version(m);
+    cl_serve_tensors_free(out, n_out);
+    cl_serve_tensor_clear(&in);
+    cl_serve_model_release(m);
+    return version;
+}
+
+static void test_image_preprocessing(void **state)
+{
+    (void)state;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/digits/1/%s", CLOISTER_SOURCE_DIR, CL_REPO_PREPROCESS_NAME);
+    size_t pp_len;
+    char *demo_pp = (char *)tu_read_file(path, &pp_len);
+    char *base = tu_tmpdir();
+    put_version(base, 1, false, model_bytes, model_len);
+    put_preprocess(base, 1, demo_pp);
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    keys k = {.key = model_key};
+    cl_repo_model_config mc = {"digits", base};
+    cl_repo_options o = {.registry = reg, .models = &mc, .n_models = 1, .key_fn = key_source, .key_arg = &k,
+                         .engine_threads = 1};
+    cl_repo *r = cl_repo_new(&o, &err);
+    if (!r)
+        fail_msg("%s", err.msg);
+    /* the PNGs themselves, and the float tensors as before */
+    assert_int_equal(predict_pngs(reg), 1);
+    assert_int_equal(predict_all(reg), 1);
+    cl_serve_model *m = cl_serve_registry_get(reg, "digits", 0, &err);
+    const cl_image_spec *img = cl_serve_model_signature(m)->inputs[0].image;
+    assert_non_null(img);
+    assert_string_equal(img->input, "image");
+    cl_serve_model_release(m);
+
+    /* bad declarations, each failing the load with a message naming the file and the problem */
+    put_version(base, 2, false, model_bytes, model_len);
+    snprintf(path, sizeof path, "%s/2/%s", base, CL_REPO_PLAIN_NAME);
+    static const struct {
+        const char *json, *msg;
+    } bad[] = {
+        {"{\"input\": \"image\"", "preprocess.json: not valid JSON"},
+        {"{\"input\":\"pixels\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}",
+         "\"input\": \"pixels\" is not an input of the model (its inputs: 'image')"},
+        {"{\"input\":\"image\",\"color\":\"RGB\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}",
+         "preprocess.json does not fit the model: input 'image' has shape [-1,1,8,8], but the declared preprocessing "
+         "(NCHW, 8x8, 3 channels) makes [-1,3,8,8]"},
+        {"{\"input\":\"image\",\"color\":\"GRAY\",\"width\":28,\"height\":28,\"layout\":\"NCHW\"}",
+         "makes [-1,1,28,28]"},
+        {"{\"input\":\"image\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NHWC\"}",
+         "makes [-1,8,8,1]"},
+        {"{\"input\":\"image\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\",\"std\":[0]}",
+         "\"std\"[0] must be a finite number above 0"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        put_preprocess(base, 2, bad[i].json);
+        cl_serve_backend b;
+        assert_int_equal(cl_repo_load_backend(path, false, NULL, NULL, 1, &b, &err), -1);
+        if (!strstr(err.msg, bad[i].msg) || !strstr(err.msg, "/2/preprocess.json"))
+            fail_msg("case %zu: '%s' lacks '%s' or the path", i, err.msg, bad[i].msg);
+    }
+    /* polled: version 2 is refused and remembered, version 1 keeps serving */
+    cl_log_set_level(CL_LOG_OFF);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(predict_pngs(reg), 1);
+    /* fixing the declaration (the model file unchanged) is noticed: version 2 loads */
+    put_preprocess(base, 2, demo_pp);
+    assert_int_equal(cl_repo_poll(r), 1);
+    assert_int_equal(predict_pngs(reg), 2);
+    /* a sealed version with a declaration, and one without: image bytes refused there */
+    put_version(base, 3, true, model_bytes, model_len);
+    put_preprocess(base, 3, demo_pp);
+    assert_int_equal(cl_repo_poll(r), 1);
+    assert_int_equal(predict_pngs(reg), 3);
+    put_version(base, 4, false, model_bytes, model_len);
+    assert_int_equal(cl_repo_poll(r), 1);
+    cl_log_set_level(CL_LOG_INFO);
+    assert_int_equal(predict_all(reg), 4);
+    m = cl_serve_registry_get(reg, "digits", 0, &err);
+    assert_null(cl_serve_model_signature(m)->inputs[0].image);
+    cl_serve_tensor in;
+    int64_t one = 1;
+    assert_int_equal(cl_serve_tensor_init_strings(&in, "image", 1, &one, sample_png_len, 0, &err), 0);
+    memcpy((uint8_t *)cl_serve_tensor_strings(&in)[0].data, sample_png[0], sample_png_len[0]);
+    cl_serve_tensor *out;
+    size_t n_out;
+    assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n_out, &err), -1);
+    assert_non_null(strstr(err.msg, "this input does not take encoded images"));
+    cl_serve_tensor_clear(&in);
+    cl_serve_model_release(m);
+
+    cl_repo_free(r);
+    cl_serve_registry_free(reg);
+    tu_rmrf(base);
+    free(base);
+    free(demo_pp);
 }
 
 typedef struct runner {
@@ -409,7 +549,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_then_sealed_then_failures),
-        cmocka_unit_test(test_swap_under_load),
+        cmocka_unit_test(test_image_preprocessing), cmocka_unit_test(test_swap_under_load),
         cmocka_unit_test(test_polling_thread),
         cmocka_unit_test(test_configuration_errors),
         cmocka_unit_test(test_model_config_file),

@@ -2,7 +2,8 @@
  * the file `cloister tls init` writes), the model registry (latest policy, replacement while in
  * use, refcounted destruction), input checking against signatures, protobuf Predict / metadata /
  * status (tensor_content and typed *_val inputs, round trips through protobuf-c), the REST JSON
- * formats and gRPC message framing. The backends are the deterministic test models of
+ * formats and gRPC message framing; image inputs (DT_STRING / {"b64": ...} of encoded images decoded
+ * and preprocessed before the model runs, their metadata and every refusal). The backends are the deterministic test models of
  * tests/serve/testmodel.c. */
 #include <math.h>
 #include <stdio.h>
@@ -354,7 +355,9 @@ static void test_pb_predict(void **state)
     } bad[] = {
         {12, 0, 1, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "tensor_content has 12 bytes, the shape and dtype need 32"},
         {0, 5, 1, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "5 values in float_val for a shape of 8 elements"},
-        {0, 8, 7, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "dtype 7 is not supported"},
+        {0, 8, 14, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "dtype 14 is not supported"},
+        {0, 8, 7, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "0 values in string_val for a shape of 8 elements"},
+        {12, 0, 7, "affine", 0, 1 << 20, CL_SC_INVALID_ARGUMENT, "carries its values in string_val, not tensor_content"},
         {0, 8, 1, "nope", 0, 1 << 20, CL_SC_NOT_FOUND, "Servable not found for request: Latest(nope)"},
         {0, 8, 1, "affine", 5, 1 << 20, CL_SC_NOT_FOUND, "Specific(affine, 5)"},
         {0, 8, 1, "affine", 0, 16, CL_SC_INVALID_ARGUMENT, "above the limit of 16"},
@@ -525,7 +528,7 @@ static void test_json(void **state)
         {"affine", "{\"instances\": [[1,2,3,4],[1,2,3]]}", "same shape", CL_SC_INVALID_ARGUMENT},
         {"affine", "{\"instances\": []}", "empty", CL_SC_INVALID_ARGUMENT},
         {"affine", "{\"inputs\": [[[[[[[[[1]]]]]]]]]}", "nested deeper", CL_SC_INVALID_ARGUMENT},
-        {"affine", "{\"inputs\": {\"b64\": \"AAAA\"}}", "b64", CL_SC_UNIMPLEMENTED},
+        {"affine", "{\"inputs\": {\"b64\": \"AA=A\"}}", "input 'x': base64: '=' at position 2", CL_SC_INVALID_ARGUMENT},
         {"affine", "{\"signature_name\": \"other\", \"inputs\": [[1,2,3,4]]}", "\"other\" not found",
          CL_SC_INVALID_ARGUMENT},
     };
@@ -553,6 +556,325 @@ static void test_json(void **state)
     s = cl_serve_json_error("bad \"thing\"\n");
     assert_string_equal(s, "{\"error\":\"bad \\\"thing\\\"\\u000a\"}");
     free(s);
+    cl_serve_registry_free(r);
+}
+
+/* ---------------------------------------------------------------- image inputs */
+
+static char *b64_encode(const uint8_t *in, size_t n)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *out = malloc(4 * ((n + 2) / 3) + 1), *o = out;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+        *o++ = a[v >> 18];
+        *o++ = a[(v >> 12) & 63];
+        *o++ = i + 1 < n ? a[(v >> 6) & 63] : '=';
+        *o++ = i + 2 < n ? a[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Two test images for the vision model (4x4 grey): A is 4x4 with pixels 16*i, exactly what reaches the
+ * model (/255); B is 8x8 whose 2x2 blocks average to 10*i, shrunk by the area filter to exactly that. */
+static uint8_t *image_a(size_t *len)
+{
+    uint8_t px[16];
+    for (int i = 0; i < 16; i++)
+        px[i] = (uint8_t)(16 * i);
+    return tm_png(px, 4, 4, 1, len);
+}
+
+static uint8_t *image_b(size_t *len)
+{
+    uint8_t px[64];
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++) /* block (y/2, x/2) holds 10*i-3, 10*i+3, 10*i+1, 10*i-1 */
+            px[y * 8 + x] = (uint8_t)(10 * ((y / 2) * 4 + x / 2) + 10 + ((y % 2) * 2 + x % 2 == 0   ? -3
+                                                                         : (y % 2) * 2 + x % 2 == 1 ? 3
+                                                                         : (y % 2) * 2 + x % 2 == 2 ? 1
+                                                                                                    : -1));
+    return tm_png(px, 8, 8, 1, len);
+}
+
+static void expect_pixels(const float *got, int image)
+{
+    for (int i = 0; i < 16; i++) {
+        float want = image == 0 ? (float)(16 * i / 255.0) : (float)((10 * i + 10) / 255.0);
+        if (got[i] != want)
+            fail_msg("image %d pixel %d: %.9g, want %.9g", image, i, got[i], want);
+    }
+}
+
+/* A DT_STRING [n] tensor of the given byte strings. */
+static void strings_tensor(cl_serve_tensor *t, const char *name, const uint8_t *const *data, const size_t *lens,
+                           int64_t n)
+{
+    assert_int_equal(cl_serve_tensor_init_strings(t, name, 1, &n, lens, 0, NULL), 0);
+    cl_serve_string *el = cl_serve_tensor_strings(t);
+    for (int64_t i = 0; i < n; i++)
+        memcpy((uint8_t *)el[i].data, data[i], lens[i]);
+}
+
+static void test_image_inputs(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, false, &err), 0);
+    cl_serve_model *m = cl_serve_registry_get(r, "vision", 0, &err);
+    assert_non_null(m);
+    size_t la, lb;
+    uint8_t *a = image_a(&la), *b = image_b(&lb);
+    const uint8_t *imgs[5] = {a, b, a, b, a};
+    size_t lens[5] = {la, lb, la, lb, la};
+
+    /* two images in one request: decoded, shrunk, scaled, batched */
+    cl_serve_tensor in;
+    strings_tensor(&in, "image", imgs, lens, 2);
+    cl_serve_tensor *out;
+    size_t n;
+    if (cl_serve_model_run(m, &in, 1, &out, &n, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(out[0].ndim, 2);
+    assert_int_equal(out[0].dims[0], 2);
+    expect_pixels(out[0].data, 0);
+    expect_pixels((float *)out[0].data + 16, 1);
+    cl_serve_tensors_free(out, n);
+    cl_serve_tensor_clear(&in);
+
+    /* floats of the model's own shape are still accepted */
+    int64_t fd[4] = {1, 1, 4, 4};
+    assert_int_equal(cl_serve_tensor_init(&in, "image", CL_SERVE_DT_FLOAT, 4, fd, 0, &err), 0);
+    ((float *)in.data)[5] = 0.25f;
+    assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), 0);
+    assert_true(((float *)out[0].data)[5] == 0.25f);
+    cl_serve_tensors_free(out, n);
+    cl_serve_tensor_clear(&in);
+
+    /* refusals, each CL_E_INVALID with a message a client can act on */
+    uint8_t big[65 * 65] = {0};
+    size_t lbig;
+    uint8_t *bigpng = tm_png(big, 65, 65, 1, &lbig);
+    const uint8_t *garbage = (const uint8_t *)"this is not an image";
+    struct {
+        const uint8_t *const *data;
+        const size_t *lens;
+        int64_t n;
+        const char *msg;
+    } bad[] = {
+        {(const uint8_t *const[]){a, garbage}, (const size_t[]){la, 20}, 2,
+         "input 'image', image 2 of 2: not a JPEG or PNG image (20 bytes)"},
+        {(const uint8_t *const[]){a}, (const size_t[]){la / 2}, 1, "input 'image': corrupt PNG"},
+        {(const uint8_t *const[]){bigpng}, (const size_t[]){lbig}, 1, "65x65, more than the 4096 pixels allowed"},
+        {imgs, lens, 5, "5 images in one request, more than the 4 this model accepts (max_batch)"},
+        {imgs, lens, 0, "the list of images is empty"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        strings_tensor(&in, "image", bad[i].data, bad[i].lens, bad[i].n);
+        assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), -1);
+        assert_int_equal(err.code, CL_E_INVALID);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, bad[i].msg);
+        cl_serve_tensor_clear(&in);
+    }
+    int64_t d2[2] = {1, 1};
+    assert_int_equal(cl_serve_tensor_init_strings(&in, "image", 2, d2, &la, 0, &err), 0);
+    assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "must come as a list (shape [N]), not a rank 2 tensor"));
+    cl_serve_tensor_clear(&in);
+    /* image bytes for an input without preprocessing */
+    cl_serve_model *aff = cl_serve_registry_get(r, "affine", 0, &err);
+    strings_tensor(&in, "x", imgs, lens, 1);
+    assert_int_equal(cl_serve_model_run(aff, &in, 1, &out, &n, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_non_null(strstr(err.msg, "Expects arg[0] ('x') to be DT_FLOAT but DT_STRING is provided: this input does "
+                                    "not take encoded images"));
+    cl_serve_tensor_clear(&in);
+    cl_serve_model_release(aff);
+    /* a tensor of another dtype is refused as for any input */
+    assert_int_equal(cl_serve_tensor_init(&in, "image", CL_SERVE_DT_INT32, 4, fd, 0, &err), 0);
+    assert_int_equal(cl_serve_model_run(m, &in, 1, &out, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "Expects arg[0] ('image') to be DT_FLOAT but DT_INT32 is provided"));
+    cl_serve_tensor_clear(&in);
+    /* decoding on its own (what a batching caller uses): decoded[i] set only for image tensors */
+    cl_serve_tensor two[2], dec[2] = {{0}};
+    strings_tensor(&two[0], "image", imgs, lens, 3);
+    assert_int_equal(cl_serve_tensor_init(&two[1], "other", CL_SERVE_DT_FLOAT, 1, fd, 0, &err), 0);
+    assert_int_equal(cl_serve_model_decode_images(m, two, 2, dec, &err), 1);
+    assert_int_equal(dec[0].dtype, CL_SERVE_DT_FLOAT);
+    assert_true(dec[0].ndim == 4 && dec[0].dims[0] == 3 && dec[0].dims[1] == 1 && dec[0].dims[3] == 4);
+    expect_pixels((float *)dec[0].data + 32, 0);
+    assert_null(dec[1].data);
+    cl_serve_tensor_clear(&dec[0]);
+    cl_serve_tensor_clear(&two[0]);
+    cl_serve_tensor_clear(&two[1]);
+
+    /* metadata: the input shows as DT_STRING [-1] (gRPC and REST) */
+    char *md = cl_serve_json_metadata(m);
+    assert_non_null(strstr(md, "\"inputs\":{\"image\":{\"dtype\":\"DT_STRING\",\"tensor_shape\":{\"dim\":[{\"size\":"
+                               "\"-1\",\"name\":\"\"}],\"unknown_rank\":false}"));
+    free(md);
+    Tensorflow__Serving__ModelSpec ms = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
+    ms.name = "vision";
+    char *fields[] = {"signature_def"};
+    Tensorflow__Serving__GetModelMetadataRequest mreq = TENSORFLOW__SERVING__GET_MODEL_METADATA_REQUEST__INIT;
+    mreq.model_spec = &ms;
+    mreq.n_metadata_field = 1;
+    mreq.metadata_field = fields;
+    uint8_t buf[256], *mo;
+    size_t blen = protobuf_c_message_pack(&mreq.base, buf), mlen;
+    cl_serve_status st = {0};
+    assert_int_equal(cl_serve_pb_metadata(r, buf, blen, &mo, &mlen, &st), CL_SC_OK);
+    Tensorflow__Serving__GetModelMetadataResponse *mr = tensorflow__serving__get_model_metadata_response__unpack(
+        NULL, mlen, mo);
+    Tensorflow__Serving__SignatureDefMap *sm = tensorflow__serving__signature_def_map__unpack(
+        NULL, mr->metadata[0]->value->value.len, mr->metadata[0]->value->value.data);
+    const Tensorflow__TensorInfo *ti = sm->signature_def[0]->value->inputs[0]->value;
+    assert_int_equal(ti->dtype, TENSORFLOW__DATA_TYPE__DT_STRING);
+    assert_int_equal(ti->tensor_shape->n_dim, 1);
+    assert_int_equal(ti->tensor_shape->dim[0]->size, -1);
+    tensorflow__serving__signature_def_map__free_unpacked(sm, NULL);
+    tensorflow__serving__get_model_metadata_response__free_unpacked(mr, NULL);
+    free(mo);
+
+    /* gRPC: string_val */
+    Tensorflow__TensorShapeProto__Dim dim = TENSORFLOW__TENSOR_SHAPE_PROTO__DIM__INIT;
+    dim.size = 2;
+    Tensorflow__TensorShapeProto__Dim *dims[1] = {&dim};
+    Tensorflow__TensorShapeProto sh = TENSORFLOW__TENSOR_SHAPE_PROTO__INIT;
+    sh.n_dim = 1;
+    sh.dim = dims;
+    ProtobufCBinaryData sv[2] = {{lb, b}, {la, a}};
+    Tensorflow__TensorProto tp = TENSORFLOW__TENSOR_PROTO__INIT;
+    tp.dtype = TENSORFLOW__DATA_TYPE__DT_STRING;
+    tp.tensor_shape = &sh;
+    tp.n_string_val = 2;
+    tp.string_val = sv;
+    size_t plen;
+    uint8_t *msg = pack_predict("vision", 0, &tp, "image", &plen);
+    cl_serve_call *c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+    assert_int_equal(cl_serve_pb_predict_parse(r, msg, plen, 1 << 20, c), CL_SC_OK);
+    assert_int_equal(c->inputs[0].dtype, CL_SERVE_DT_STRING);
+    assert_int_equal(cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err), 0);
+    expect_pixels(c->outputs[0].data, 1);
+    expect_pixels((float *)c->outputs[0].data + 16, 0);
+    cl_serve_call_free(c);
+    free(msg);
+    /* the request size limit counts the strings */
+    msg = pack_predict("vision", 0, &tp, "image", &plen);
+    c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+    assert_int_equal(cl_serve_pb_predict_parse(r, msg, plen, la + lb, c), CL_SC_INVALID_ARGUMENT);
+    assert_non_null(strstr(c->st.msg, "above the limit"));
+    cl_serve_call_free(c);
+    free(msg);
+
+    /* REST: row, named row, columnar and single-input columnar forms */
+    char *ea = b64_encode(a, la), *eb = b64_encode(b, lb);
+    char body[4096];
+    /* '@' stands for image A's base64, then image B's */
+    const char *forms[] = {"{\"instances\": [{\"b64\": \"@\"}, {\"b64\": \"@\"}]}",
+                           "{\"instances\": [{\"image\": {\"b64\": \"@\"}}, {\"image\": {\"b64\": \"@\"}}]}",
+                           "{\"inputs\": {\"image\": [{\"b64\": \"@\"}, {\"b64\": \"@\"}]}}",
+                           "{\"inputs\": [{\"b64\": \"@\"}, {\"b64\": \"@\"}]}"};
+    for (size_t f = 0; f < CL_ARRAY_LEN(forms); f++) {
+        size_t o = 0, k = 0;
+        for (const char *t = forms[f]; *t; t++) {
+            const char *ins = *t == '@' ? (k++ ? eb : ea) : NULL;
+            size_t l = ins ? strlen(ins) : 1;
+            assert_true(o + l < sizeof body);
+            memcpy(body + o, ins ? ins : t, l);
+            o += l;
+        }
+        body[o] = '\0';
+        c = json_call(r, "vision", body, CL_SC_OK);
+        assert_int_equal(c->inputs[0].dtype, CL_SERVE_DT_STRING);
+        assert_int_equal(c->inputs[0].ndim, 1);
+        assert_int_equal(c->inputs[0].dims[0], 2);
+        char *resp = json_run(c);
+        expect_pixels(c->outputs[0].data, 0);
+        expect_pixels((float *)c->outputs[0].data + 16, 1);
+        assert_non_null(strstr(resp, f < 2 ? "{\"predictions\":[[0,0.0627451" : "{\"outputs\":[[0,0.0627451"));
+        free(resp);
+        cl_serve_call_free(c);
+    }
+    struct {
+        const char *model, *body, *msg;
+    } jbad[] = {
+        {"vision", "{\"instances\": [{\"b64\": \"iVBO\"}, 1]}", "must all be {\"b64\": \"<base64 string>\"}"},
+        {"vision", "{\"inputs\": [{\"b64\": \"iVBO\"}, 1]}", "must all be {\"b64\": \"<base64 string>\"}"},
+        {"vision", "{\"inputs\": [1, {\"b64\": \"iVBO\"}]}", "{\"b64\": ...} among numbers"},
+        {"vision", "{\"inputs\": [{\"b64\": 5}]}", "must all be {\"b64\": \"<base64 string>\"}"},
+        {"vision", "{\"inputs\": [{\"b64\": \"iVBO\"}, {\"b64\": \"iVB\\nO\"}]}",
+         "input 'image', value 2 of 2: base64: character (line break) 0x0a at position 3"},
+        {"vision", "{\"inputs\": [\"iVBO\"]}", "found a string (binary values such as images go in {\"b64\": ...})"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(jbad); i++) {
+        c = json_call(r, jbad[i].model, jbad[i].body, CL_SC_INVALID_ARGUMENT);
+        if (!strstr(c->st.msg, jbad[i].msg))
+            fail_msg("case %zu: '%s' lacks '%s'", i, c->st.msg, jbad[i].msg);
+        cl_serve_call_free(c);
+    }
+    /* parsed, then refused by the model: bytes that are not an image, and b64 for a float-only input */
+    c = json_call(r, "vision", "{\"instances\": [{\"b64\": \"aGVsbG8=\"}]}", CL_SC_OK);
+    assert_int_equal(cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err), -1);
+    assert_non_null(strstr(err.msg, "input 'image': not a JPEG or PNG image (5 bytes)"));
+    cl_serve_call_free(c);
+    c = json_call(r, "affine", "{\"instances\": [{\"b64\": \"aGVsbG8=\"}]}", CL_SC_OK);
+    assert_int_equal(cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err), -1);
+    assert_non_null(strstr(err.msg, "DT_STRING is provided: this input does not take encoded images"));
+    cl_serve_call_free(c);
+
+    free(ea);
+    free(eb);
+    free(a);
+    free(b);
+    free(bigpng);
+    cl_serve_model_release(m);
+    cl_serve_registry_free(r);
+}
+
+/* A signature whose image preprocessing does not fit its input is refused when it is added. */
+static void test_image_signature_checks(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    cl_image_spec rgb = tm_vision_image;
+    rgb.pre.channels = 3;
+    cl_image_spec nhwc = tm_vision_image;
+    nhwc.pre.layout = CL_IMAGE_NHWC;
+    struct {
+        cl_serve_tensor_spec in;
+        const char *msg;
+    } bad[] = {
+        {{"image", CL_SERVE_DT_FLOAT, 4, {-1, 1, 4, 4}, &rgb}, "the declared preprocessing (NCHW, 4x4, 3 channels) "
+                                                               "makes [-1,3,4,4]"},
+        {{"image", CL_SERVE_DT_FLOAT, 4, {-1, 1, 4, 4}, &nhwc}, "makes [-1,4,4,1]"},
+        {{"image", CL_SERVE_DT_FLOAT, 4, {-1, 1, 8, 8}, &tm_vision_image}, "has shape [-1,1,8,8]"},
+        {{"image", CL_SERVE_DT_FLOAT, 2, {-1, 16}, &tm_vision_image}, "makes rank 4 NCHW tensors [-1,1,4,4]"},
+        {{"image", CL_SERVE_DT_DOUBLE, 4, {-1, 1, 4, 4}, &tm_vision_image}, "is DT_DOUBLE, but image preprocessing"},
+    };
+    static const cl_serve_tensor_spec out[] = {{"y", CL_SERVE_DT_FLOAT, 1, {-1}}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        cl_serve_signature sig = {"serving_default", NULL, &bad[i].in, 1, out, 1};
+        cl_serve_backend be = {&sig, id_run, NULL, NULL};
+        assert_int_equal(cl_serve_registry_add(r, "m", 1, &be, &err), -1);
+        assert_int_equal(err.code, CL_E_INVALID);
+        if (!strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: '%s' lacks '%s'", i, err.msg, bad[i].msg);
+    }
+    /* dynamic dimensions accept any size; image preprocessing on an output is refused */
+    cl_serve_tensor_spec dyn = {"image", CL_SERVE_DT_FLOAT, 4, {-1, -1, 4, -1}, &tm_vision_image};
+    cl_serve_signature sig = {"serving_default", NULL, &dyn, 1, out, 1};
+    cl_serve_backend be = {&sig, id_run, NULL, NULL};
+    assert_int_equal(cl_serve_registry_add(r, "m", 1, &be, &err), 0);
+    cl_serve_tensor_spec oi = {"y", CL_SERVE_DT_FLOAT, 4, {-1, 1, 4, 4}, &tm_vision_image};
+    cl_serve_signature sig2 = {"serving_default", NULL, &dyn, 1, &oi, 1};
+    cl_serve_backend be2 = {&sig2, id_run, NULL, NULL};
+    assert_int_equal(cl_serve_registry_add(r, "m", 2, &be2, &err), -1);
+    assert_non_null(strstr(err.msg, "output 'y' declares image preprocessing"));
     cl_serve_registry_free(r);
 }
 
@@ -665,6 +987,7 @@ int main(void)
 {
     cl_secmem_set_require_lock(false);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_image_inputs),      cmocka_unit_test(test_image_signature_checks),
         cmocka_unit_test(test_ssl_config_parse),  cmocka_unit_test(test_ssl_config_from_tls_init),
         cmocka_unit_test(test_registry),          cmocka_unit_test(test_model_run_checks),
         cmocka_unit_test(test_pb_predict),        cmocka_unit_test(test_pb_metadata_status),
