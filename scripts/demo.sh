@@ -82,10 +82,11 @@ step "3. A client classifies sample images (cloister predict, mutual TLS)"
 ln -s "$root/models/digits/samples" samples
 cp "$root/models/digits/labels.txt" labels.txt
 mtls=(--ca tls/ca_cert.pem --cert tls/client/cert.pem --key tls/client/key.pem)
-echo "TF Serving gRPC API; the PNGs are decoded and preprocessed to the model's signature by the client:"
+echo "TF Serving gRPC API. The model's metadata shows its input as DT_STRING (encoded images), so the"
+echo "PNG files travel as bytes and the server decodes and preprocesses them (its preprocess.json):"
 run "$cloister" predict --server "localhost:$grpc" "${mtls[@]}" --model digits --labels labels.txt --top 2 \
   --image samples/digit-{0,3,5,7,9}-0.png
-echo "TF Serving REST API:"
+echo "TF Serving REST API (the images as {\"b64\": ...}):"
 run "$cloister" predict --server "localhost:$rest" --rest "${mtls[@]}" --model digits --top 1 \
   --image samples/digit-{1,2,4,6,8}-1.png
 
