@@ -165,6 +165,7 @@ int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     pthread_mutex_init(&m->lock, NULL);
     m->threads = opts && opts->threads > 0 ? opts->threads : 0;
+    m->direct_conv = opts && opts->direct_conv;
     if (dnnl_engine_create(&m->dnnl, dnnl_cpu, 0) != dnnl_success) {
         cl_engine_free(m);
         return cl_err_set(err, CL_E_INTERNAL, "cannot create the oneDNN CPU engine");

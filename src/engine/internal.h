@@ -120,6 +120,7 @@ struct cl_engine_model {
     int *in_val, *out_val;
     size_t n_inputs, n_outputs;
     int threads;
+    bool direct_conv;     /* cl_engine_options.direct_conv */
     dnnl_engine_t dnnl;
     pthread_mutex_t lock; /* guards lazy kernel state */
     uint64_t *prof_ns;    /* per node, when CLOISTER_ENGINE_PROFILE=1 */
