@@ -66,6 +66,23 @@ static void free_cache(void *state)
     free(c);
 }
 
+/* Activation layout for a 2-D convolution's source or destination with `channels` channels: the
+ * channel-blocked layout of the CPU's vector width (nChw16c with AVX-512, nChw8c with AVX2) when the
+ * channels fill whole blocks, else whatever oneDNN prefers. oneDNN 2.6 left to itself picks nhwc and
+ * its brgemm kernels; on ResNet-50 batch 8 (AVX-512) the blocked direct kernels measured 10-15% faster,
+ * batch 1 the same. */
+static dnnl_format_tag_t conv_act_tag(int64_t channels)
+{
+    static int block = -1; /* benign race: every thread computes the same value */
+    if (block < 0) {
+        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+        block = isa >= dnnl_cpu_isa_avx512_core ? 16 : isa >= dnnl_cpu_isa_avx2 ? 8 : 0;
+    }
+    if (block && channels % block == 0)
+        return block == 16 ? dnnl_aBcd16b : dnnl_aBcd8b;
+    return dnnl_format_tag_any;
+}
+
 static dnnl_format_tag_t plain_tag(int rank)
 {
     static const dnnl_format_tag_t tags[] = {dnnl_a, dnnl_a, dnnl_ab, dnnl_abc, dnnl_abcd, dnnl_abcde, dnnl_abcdef};
@@ -280,9 +297,10 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     }
     bd[0] = OC;
     dnnl_memory_desc_t smd, wmd, dmd, bmd;
-    dnnl_memory_desc_init_by_tag(&smd, x->rank, sd, dnnl_f32, dnnl_format_tag_any);
+    bool blocked = x->rank == 4 && group == 1;
+    dnnl_memory_desc_init_by_tag(&smd, x->rank, sd, dnnl_f32, blocked ? conv_act_tag(C) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&wmd, wr, wd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, blocked ? conv_act_tag(OC) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
     dnnl_convolution_desc_t cd;
     dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
