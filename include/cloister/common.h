@@ -111,6 +111,26 @@ void cl_memzero(void *p, size_t n);
 /* Constant-time comparison; returns 0 when equal. */
 int cl_memeq_ct(const void *a, const void *b, size_t n);
 
+/* ---------------------------------------------------------------- growing strings */
+
+/* A NUL-terminated string that grows as text is appended (request and response bodies, metrics).
+ * Start from {0}. An allocation failure sets `failed` and later appends do nothing, so callers check
+ * once at the end. Owned by its user; not thread-safe. */
+typedef struct cl_strbuf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} cl_strbuf;
+
+void cl_strbuf_put(cl_strbuf *b, const void *s, size_t n);
+void cl_strbuf_str(cl_strbuf *b, const char *s);
+void cl_strbuf_fmt(cl_strbuf *b, const char *fmt, ...) CL_PRINTF(2, 3);
+/* A JSON string literal: quotes, and \\, \" and \u00XX escapes for control characters. */
+void cl_strbuf_json_string(cl_strbuf *b, const char *s);
+/* The string (malloc()ed, NUL-terminated, length in *len when not NULL), or NULL after a failure
+ * (then the buffer is freed). */
+char *cl_strbuf_take(cl_strbuf *b, size_t *len);
+
 /* ---------------------------------------------------------------- files */
 
 /* Reads a whole regular file (at most max_size bytes) into malloc()ed memory; *out must be freed by

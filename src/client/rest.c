@@ -18,133 +18,74 @@
 
 #define MAX_HEADER_BYTES (64 * 1024)
 
-/* ---------------------------------------------------------------- a growing string */
-
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void CL_PRINTF(2, 3) sb_fmt(sbuf *b, const char *fmt, ...)
-{
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        b->failed = true;
-    else
-        sb_put(b, tmp, (size_t)n);
-}
-
-static void sb_json_string(sbuf *b, const char *s)
-{
-    sb_str(b, "\"");
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            sb_fmt(b, "\\%c", ch);
-        else if (ch < 0x20)
-            sb_fmt(b, "\\u%04x", ch);
-        else
-            sb_put(b, s, 1);
-    }
-    sb_str(b, "\"");
-}
-
 /* ---------------------------------------------------------------- requests */
 
-static void put_value(sbuf *b, const cl_serve_tensor *t, size_t i)
+static void put_value(cl_strbuf *b, const cl_serve_tensor *t, size_t i)
 {
     switch (t->dtype) {
     case CL_SERVE_DT_FLOAT: {
         float v = ((const float *)t->data)[i];
         if (isfinite(v))
-            sb_fmt(b, "%.9g", (double)v);
+            cl_strbuf_fmt(b, "%.9g", (double)v);
         else
-            sb_str(b, isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+            cl_strbuf_str(b, isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
         break;
     }
     case CL_SERVE_DT_DOUBLE: {
         double v = ((const double *)t->data)[i];
         if (isfinite(v))
-            sb_fmt(b, "%.17g", v);
+            cl_strbuf_fmt(b, "%.17g", v);
         else
-            sb_str(b, isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
+            cl_strbuf_str(b, isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity");
         break;
     }
-    case CL_SERVE_DT_INT32: sb_fmt(b, "%d", ((const int32_t *)t->data)[i]); break;
-    case CL_SERVE_DT_UINT8: sb_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
-    case CL_SERVE_DT_INT8: sb_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
-    case CL_SERVE_DT_INT64: sb_fmt(b, "%lld", (long long)((const int64_t *)t->data)[i]); break;
-    case CL_SERVE_DT_BOOL: sb_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
-    default: sb_str(b, "0"); break;
+    case CL_SERVE_DT_INT32: cl_strbuf_fmt(b, "%d", ((const int32_t *)t->data)[i]); break;
+    case CL_SERVE_DT_UINT8: cl_strbuf_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT8: cl_strbuf_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT64: cl_strbuf_fmt(b, "%lld", (long long)((const int64_t *)t->data)[i]); break;
+    case CL_SERVE_DT_BOOL: cl_strbuf_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
+    default: cl_strbuf_str(b, "0"); break;
     }
 }
 
-static void put_nested(sbuf *b, const cl_serve_tensor *t, int d, size_t *pos)
+static void put_nested(cl_strbuf *b, const cl_serve_tensor *t, int d, size_t *pos)
 {
     if (d == t->ndim) {
         put_value(b, t, (*pos)++);
         return;
     }
-    sb_str(b, "[");
+    cl_strbuf_str(b, "[");
     for (int64_t i = 0; i < t->dims[d]; i++) {
         if (i)
-            sb_str(b, ",");
+            cl_strbuf_str(b, ",");
         put_nested(b, t, d + 1, pos);
     }
-    sb_str(b, "]");
+    cl_strbuf_str(b, "]");
 }
 
 static char *predict_body(const cl_client_request *req, size_t *len)
 {
-    sbuf b = {0};
-    sb_str(&b, "{");
+    cl_strbuf b = {0};
+    cl_strbuf_str(&b, "{");
     if (req->signature) {
-        sb_str(&b, "\"signature_name\":");
-        sb_json_string(&b, req->signature);
-        sb_str(&b, ",");
+        cl_strbuf_str(&b, "\"signature_name\":");
+        cl_strbuf_json_string(&b, req->signature);
+        cl_strbuf_str(&b, ",");
     }
-    sb_str(&b, "\"inputs\":{");
+    cl_strbuf_str(&b, "\"inputs\":{");
     for (size_t i = 0; i < req->n_inputs; i++) {
         size_t pos = 0;
         if (i)
-            sb_str(&b, ",");
-        sb_json_string(&b, req->inputs[i].name);
-        sb_str(&b, ":");
+            cl_strbuf_str(&b, ",");
+        cl_strbuf_json_string(&b, req->inputs[i].name);
+        cl_strbuf_str(&b, ":");
         put_nested(&b, &req->inputs[i], 0, &pos);
     }
     if (req->bytes_input) {
         if (req->n_inputs)
-            sb_str(&b, ",");
-        sb_json_string(&b, req->bytes_input);
-        sb_str(&b, ":[");
+            cl_strbuf_str(&b, ",");
+        cl_strbuf_json_string(&b, req->bytes_input);
+        cl_strbuf_str(&b, ":[");
         for (size_t k = 0; k < req->n_bytes; k++) {
             size_t enc = 4 * ((req->bytes_len[k] + 2) / 3) + 1;
             char *tmp = malloc(enc);
@@ -153,14 +94,14 @@ static char *predict_body(const cl_client_request *req, size_t *len)
                 break;
             }
             EVP_EncodeBlock((unsigned char *)tmp, req->bytes[k], (int)req->bytes_len[k]);
-            sb_str(&b, k ? ",{\"b64\":\"" : "{\"b64\":\"");
-            sb_str(&b, tmp);
-            sb_str(&b, "\"}");
+            cl_strbuf_str(&b, k ? ",{\"b64\":\"" : "{\"b64\":\"");
+            cl_strbuf_str(&b, tmp);
+            cl_strbuf_str(&b, "\"}");
             free(tmp);
         }
-        sb_str(&b, "]");
+        cl_strbuf_str(&b, "]");
     }
-    sb_str(&b, "}}");
+    cl_strbuf_str(&b, "}}");
     if (b.failed) {
         free(b.p);
         return NULL;
@@ -270,8 +211,8 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
             goto out;
         }
     }
-    sbuf b = {0};
-    sb_put(&b, "", 0);
+    cl_strbuf b = {0};
+    cl_strbuf_put(&b, "", 0);
     if (chunked) {
         for (;;) {
             char *le;
@@ -300,7 +241,7 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
                     goto out;
                 }
             }
-            sb_put(&b, (char *)c->rbuf, (size_t)n);
+            cl_strbuf_put(&b, (char *)c->rbuf, (size_t)n);
             rbuf_consume(c, (size_t)n + 2);
             if (n == 0)
                 break; /* no trailers are sent by the servers this talks to */
@@ -321,7 +262,7 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
                 goto out;
             }
         }
-        sb_put(&b, (char *)c->rbuf, (size_t)clen);
+        cl_strbuf_put(&b, (char *)c->rbuf, (size_t)clen);
         rbuf_consume(c, (size_t)clen);
     } else {
         int r;
@@ -335,7 +276,7 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
             free(b.p);
             goto out;
         }
-        sb_put(&b, (char *)c->rbuf, c->rlen);
+        cl_strbuf_put(&b, (char *)c->rbuf, c->rlen);
         c->rlen = 0;
         close_after = true;
     }

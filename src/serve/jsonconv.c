@@ -14,78 +14,6 @@
 
 #include <cjson/cJSON.h>
 
-/* ---------------------------------------------------------------- output buffer */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-CL_PRINTF(2, 3) static void sb_fmt(sbuf *b, const char *fmt, ...)
-{
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
-}
-
-static void sb_json_string(sbuf *b, const char *s)
-{
-    sb_put(b, "\"", 1);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            char e[2] = {'\\', (char)ch};
-            sb_put(b, e, 2);
-        } else if (ch < 0x20) {
-            sb_fmt(b, "\\u%04x", ch);
-        } else {
-            sb_put(b, (const char *)&ch, 1);
-        }
-    }
-    sb_put(b, "\"", 1);
-}
-
-static char *sb_take(sbuf *b, size_t *len)
-{
-    if (b->failed) {
-        free(b->p);
-        return NULL;
-    }
-    if (!b->p)
-        sb_put(b, "", 0);
-    if (len)
-        *len = b->len;
-    return b->p;
-}
-
 /* ---------------------------------------------------------------- request parsing */
 
 /* Checks that every list at depth d has dims[d] elements and that scalars sit exactly at depth ndim. */
@@ -469,66 +397,66 @@ out:
 
 /* ---------------------------------------------------------------- response writing */
 
-static void put_scalar(sbuf *b, const cl_serve_tensor *t, size_t i)
+static void put_scalar(cl_strbuf *b, const cl_serve_tensor *t, size_t i)
 {
     switch (t->dtype) {
     case CL_SERVE_DT_FLOAT:
     case CL_SERVE_DT_DOUBLE: {
         double d = t->dtype == CL_SERVE_DT_FLOAT ? ((const float *)t->data)[i] : ((const double *)t->data)[i];
         if (isnan(d))
-            sb_str(b, "NaN");
+            cl_strbuf_str(b, "NaN");
         else if (isinf(d))
-            sb_str(b, d > 0 ? "Infinity" : "-Infinity");
+            cl_strbuf_str(b, d > 0 ? "Infinity" : "-Infinity");
         else
-            sb_fmt(b, t->dtype == CL_SERVE_DT_FLOAT ? "%.9g" : "%.17g", d);
+            cl_strbuf_fmt(b, t->dtype == CL_SERVE_DT_FLOAT ? "%.9g" : "%.17g", d);
         break;
     }
-    case CL_SERVE_DT_INT32: sb_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;
-    case CL_SERVE_DT_INT64: sb_fmt(b, "%" PRId64, ((const int64_t *)t->data)[i]); break;
-    case CL_SERVE_DT_UINT8: sb_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
-    case CL_SERVE_DT_INT8: sb_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
-    case CL_SERVE_DT_BOOL: sb_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
-    default: sb_str(b, "null"); break;
+    case CL_SERVE_DT_INT32: cl_strbuf_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT64: cl_strbuf_fmt(b, "%" PRId64, ((const int64_t *)t->data)[i]); break;
+    case CL_SERVE_DT_UINT8: cl_strbuf_fmt(b, "%u", ((const uint8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_INT8: cl_strbuf_fmt(b, "%d", ((const int8_t *)t->data)[i]); break;
+    case CL_SERVE_DT_BOOL: cl_strbuf_str(b, ((const uint8_t *)t->data)[i] ? "true" : "false"); break;
+    default: cl_strbuf_str(b, "null"); break;
     }
 }
 
 /* Nested lists for dims[d..ndim) starting at element *pos. */
-static void put_nested(sbuf *b, const cl_serve_tensor *t, int d, size_t *pos)
+static void put_nested(cl_strbuf *b, const cl_serve_tensor *t, int d, size_t *pos)
 {
     if (d == t->ndim) {
         put_scalar(b, t, (*pos)++);
         return;
     }
-    sb_put(b, "[", 1);
+    cl_strbuf_put(b, "[", 1);
     for (int64_t i = 0; i < t->dims[d]; i++) {
         if (i)
-            sb_put(b, ",", 1);
+            cl_strbuf_put(b, ",", 1);
         put_nested(b, t, d + 1, pos);
     }
-    sb_put(b, "]", 1);
+    cl_strbuf_put(b, "]", 1);
 }
 
 cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_t *out_len)
 {
-    sbuf b = {0};
+    cl_strbuf b = {0};
     if (c->json_format == 1) {
-        sb_str(&b, "{\"outputs\":");
+        cl_strbuf_str(&b, "{\"outputs\":");
         if (c->n_outputs == 1) {
             size_t pos = 0;
             put_nested(&b, &c->outputs[0], 0, &pos);
         } else {
-            sb_str(&b, "{");
+            cl_strbuf_str(&b, "{");
             for (size_t i = 0; i < c->n_outputs; i++) {
                 size_t pos = 0;
                 if (i)
-                    sb_str(&b, ",");
-                sb_json_string(&b, c->outputs[i].name);
-                sb_str(&b, ":");
+                    cl_strbuf_str(&b, ",");
+                cl_strbuf_json_string(&b, c->outputs[i].name);
+                cl_strbuf_str(&b, ":");
                 put_nested(&b, &c->outputs[i], 0, &pos);
             }
-            sb_str(&b, "}");
+            cl_strbuf_str(&b, "}");
         }
-        sb_str(&b, "}");
+        cl_strbuf_str(&b, "}");
     } else {
         /* row format: every output must be batched along dimension 0 with the same size */
         int64_t rows = -1;
@@ -547,90 +475,90 @@ cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_
             free(b.p);
             return cl_serve_st_set(&c->st, CL_SC_INTERNAL, "too many outputs for the row format");
         }
-        sb_str(&b, "{\"predictions\":[");
+        cl_strbuf_str(&b, "{\"predictions\":[");
         for (int64_t r = 0; r < rows; r++) {
             if (r)
-                sb_str(&b, ",");
+                cl_strbuf_str(&b, ",");
             if (c->n_outputs == 1) {
                 put_nested(&b, &c->outputs[0], 1, &pos[0]);
                 continue;
             }
-            sb_str(&b, "{");
+            cl_strbuf_str(&b, "{");
             for (size_t i = 0; i < c->n_outputs; i++) {
                 if (i)
-                    sb_str(&b, ",");
-                sb_json_string(&b, c->outputs[i].name);
-                sb_str(&b, ":");
+                    cl_strbuf_str(&b, ",");
+                cl_strbuf_json_string(&b, c->outputs[i].name);
+                cl_strbuf_str(&b, ":");
                 put_nested(&b, &c->outputs[i], 1, &pos[i]);
             }
-            sb_str(&b, "}");
+            cl_strbuf_str(&b, "}");
         }
-        sb_str(&b, "]}");
+        cl_strbuf_str(&b, "]}");
     }
-    if (!(*out = sb_take(&b, out_len)))
+    if (!(*out = cl_strbuf_take(&b, out_len)))
         return cl_serve_st_set(&c->st, CL_SC_RESOURCE_EXHAUSTED, "out of memory writing the response");
     return CL_SC_OK;
 }
 
-static void put_tensor_infos(sbuf *b, const cl_serve_tensor_spec *s, size_t n)
+static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t n)
 {
-    sb_str(b, "{");
+    cl_strbuf_str(b, "{");
     for (size_t i = 0; i < n; i++) {
         if (i)
-            sb_str(b, ",");
-        sb_json_string(b, s[i].name);
+            cl_strbuf_str(b, ",");
+        cl_strbuf_json_string(b, s[i].name);
         /* an input with image preprocessing is shown as TF Serving shows image-bytes models */
         static const int64_t any_batch[1] = {-1};
         int ndim = s[i].image ? 1 : s[i].ndim;
         const int64_t *dims = s[i].image ? any_batch : s[i].dims;
-        sb_str(b, ":{\"dtype\":");
-        sb_json_string(b, cl_serve_dtype_name(s[i].image ? CL_SERVE_DT_STRING : s[i].dtype));
-        sb_str(b, ",\"tensor_shape\":{\"dim\":[");
+        cl_strbuf_str(b, ":{\"dtype\":");
+        cl_strbuf_json_string(b, cl_serve_dtype_name(s[i].image ? CL_SERVE_DT_STRING : s[i].dtype));
+        cl_strbuf_str(b, ",\"tensor_shape\":{\"dim\":[");
         for (int d = 0; d < ndim; d++)
-            sb_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)dims[d]);
-        sb_fmt(b, "],\"unknown_rank\":%s},\"name\":", ndim < 0 ? "true" : "false");
-        sb_json_string(b, s[i].name);
-        sb_str(b, "}");
+            cl_strbuf_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)dims[d]);
+        cl_strbuf_fmt(b, "],\"unknown_rank\":%s},\"name\":", ndim < 0 ? "true" : "false");
+        cl_strbuf_json_string(b, s[i].name);
+        cl_strbuf_str(b, "}");
     }
-    sb_str(b, "}");
+    cl_strbuf_str(b, "}");
 }
 
 char *cl_serve_json_metadata(const cl_serve_model *m)
 {
     const cl_serve_signature *sig = cl_serve_model_signature(m);
-    sbuf b = {0};
-    sb_str(&b, "{\"model_spec\":{\"name\":");
-    sb_json_string(&b, cl_serve_model_name(m));
-    sb_str(&b, ",\"signature_name\":\"\",\"version\":");
-    sb_fmt(&b, "\"%lld\"", (long long)cl_serve_model_version(m));
-    sb_str(&b, "},\"metadata\":{\"signature_def\":{\"signature_def\":{");
-    sb_json_string(&b, sig->name);
-    sb_str(&b, ":{\"inputs\":");
+    cl_strbuf b = {0};
+    cl_strbuf_str(&b, "{\"model_spec\":{\"name\":");
+    cl_strbuf_json_string(&b, cl_serve_model_name(m));
+    cl_strbuf_str(&b, ",\"signature_name\":\"\",\"version\":");
+    cl_strbuf_fmt(&b, "\"%lld\"", (long long)cl_serve_model_version(m));
+    cl_strbuf_str(&b, "},\"metadata\":{\"signature_def\":{\"signature_def\":{");
+    cl_strbuf_json_string(&b, sig->name);
+    cl_strbuf_str(&b, ":{\"inputs\":");
     put_tensor_infos(&b, sig->inputs, sig->n_inputs);
-    sb_str(&b, ",\"outputs\":");
+    cl_strbuf_str(&b, ",\"outputs\":");
     put_tensor_infos(&b, sig->outputs, sig->n_outputs);
-    sb_str(&b, ",\"method_name\":");
-    sb_json_string(&b, sig->method_name ? sig->method_name : "tensorflow/serving/predict");
-    sb_str(&b, "}}}}}");
-    return sb_take(&b, NULL);
+    cl_strbuf_str(&b, ",\"method_name\":");
+    cl_strbuf_json_string(&b, sig->method_name ? sig->method_name : "tensorflow/serving/predict");
+    cl_strbuf_str(&b, "}}}}}");
+    return cl_strbuf_take(&b, NULL);
 }
 
 char *cl_serve_json_status(const int64_t *versions, size_t n)
 {
-    sbuf b = {0};
-    sb_str(&b, "{\"model_version_status\":[");
+    cl_strbuf b = {0};
+    cl_strbuf_str(&b, "{\"model_version_status\":[");
     for (size_t i = 0; i < n; i++)
-        sb_fmt(&b, "%s{\"version\":\"%lld\",\"state\":\"AVAILABLE\",", i ? "," : "", (long long)versions[i]),
-            sb_str(&b, "\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}");
-    sb_str(&b, "]}");
-    return sb_take(&b, NULL);
+        cl_strbuf_fmt(&b, "%s{\"version\":\"%lld\",\"state\":\"AVAILABLE\",", i ? "," : "", (long long)versions[i]),
+            cl_strbuf_str(&b, "\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}");
+    cl_strbuf_str(&b, "]}");
+    return cl_strbuf_take(&b, NULL);
 }
 
 char *cl_serve_json_error(const char *msg)
 {
-    sbuf b = {0};
-    sb_str(&b, "{\"error\":");
-    sb_json_string(&b, msg);
-    sb_str(&b, "}");
-    return sb_take(&b, NULL);
+    cl_strbuf b = {0};
+    cl_strbuf_str(&b, "{\"error\":");
+    cl_strbuf_json_string(&b, msg);
+    cl_strbuf_str(&b, "}");
+    return cl_strbuf_take(&b, NULL);
 }

@@ -110,42 +110,6 @@ void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc 
     pthread_mutex_unlock(&s->mmu);
 }
 
-typedef struct mbuf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} mbuf;
-
-CL_PRINTF(2, 3) static void mb_fmt(mbuf *b, const char *fmt, ...)
-{
-    for (;;) {
-        if (b->failed)
-            return;
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = true;
-            return;
-        }
-        if (b->p && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->failed = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-}
-
 /* Prometheus label values escape backslash, quote and newline. */
 static void label_escape(const char *in, char *out, size_t cap)
 {
@@ -168,19 +132,19 @@ static void count_models(void *arg, const char *name, int64_t version) { (*(size
 
 char *cl_serve_metrics_render(cl_serve_server *s)
 {
-    mbuf b = {0};
-    mb_fmt(&b, "# HELP :tensorflow:serving:request_count Requests by model, API, entrypoint and status.\n"
+    cl_strbuf b = {0};
+    cl_strbuf_fmt(&b, "# HELP :tensorflow:serving:request_count Requests by model, API, entrypoint and status.\n"
                "# TYPE :tensorflow:serving:request_count counter\n");
     pthread_mutex_lock(&s->mmu);
     for (size_t i = 0; i < s->n_metrics; i++) {
         const metric *m = &s->metrics[i];
         char model[2 * MODEL_NAME_MAX + 1];
         label_escape(m->model, model, sizeof model);
-        mb_fmt(&b, ":tensorflow:serving:request_count{model_name=\"%s\",API=\"%s\",entrypoint=\"%s\",status=\"%s\"} "
+        cl_strbuf_fmt(&b, ":tensorflow:serving:request_count{model_name=\"%s\",API=\"%s\",entrypoint=\"%s\",status=\"%s\"} "
                "%llu\n", model, rpc_names[m->rpc], api_names[m->api], cl_serve_code_name(m->code),
                (unsigned long long)m->count);
     }
-    mb_fmt(&b, "# HELP :tensorflow:serving:request_latency Request latency in seconds, by API and entrypoint.\n"
+    cl_strbuf_fmt(&b, "# HELP :tensorflow:serving:request_latency Request latency in seconds, by API and entrypoint.\n"
                "# TYPE :tensorflow:serving:request_latency histogram\n");
     for (int a = 0; a < 2; a++) {
         for (int r = 0; r < CL_RPC_COUNT; r++) {
@@ -189,15 +153,15 @@ char *cl_serve_metrics_render(cl_serve_server *s)
             for (size_t k = 0; k <= NBUCKETS; k++) {
                 cum += l->bucket[k];
                 if (k < NBUCKETS)
-                    mb_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"%g\"} "
+                    cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"%g\"} "
                            "%llu\n", rpc_names[r], api_names[a], buckets_s[k], (unsigned long long)cum);
                 else
-                    mb_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"+Inf\"} "
+                    cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"+Inf\"} "
                            "%llu\n", rpc_names[r], api_names[a], (unsigned long long)cum);
             }
-            mb_fmt(&b, ":tensorflow:serving:request_latency_sum{API=\"%s\",entrypoint=\"%s\"} %.9f\n", rpc_names[r],
+            cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_sum{API=\"%s\",entrypoint=\"%s\"} %.9f\n", rpc_names[r],
                    api_names[a], l->sum_s);
-            mb_fmt(&b, ":tensorflow:serving:request_latency_count{API=\"%s\",entrypoint=\"%s\"} %llu\n",
+            cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_count{API=\"%s\",entrypoint=\"%s\"} %llu\n",
                    rpc_names[r], api_names[a], (unsigned long long)l->count);
         }
     }
@@ -205,31 +169,31 @@ char *cl_serve_metrics_render(cl_serve_server *s)
     pthread_mutex_unlock(&s->mmu);
     size_t models = 0;
     cl_serve_registry_foreach(s->reg, count_models, &models);
-    mb_fmt(&b, "# HELP cloister_serve_model_versions Model versions loaded.\n# TYPE cloister_serve_model_versions "
+    cl_strbuf_fmt(&b, "# HELP cloister_serve_model_versions Model versions loaded.\n# TYPE cloister_serve_model_versions "
                "gauge\ncloister_serve_model_versions %zu\n", models);
-    mb_fmt(&b, "# HELP cloister_serve_requests_inflight Requests queued or running on workers.\n"
+    cl_strbuf_fmt(&b, "# HELP cloister_serve_requests_inflight Requests queued or running on workers.\n"
                "# TYPE cloister_serve_requests_inflight gauge\ncloister_serve_requests_inflight %u\n",
            s->pool ? cl_serve_pool_inflight(s->pool) : 0);
     if (s->pool) {
-        mb_fmt(&b, "# HELP cloister_serve_requests_queued Requests waiting for a worker.\n"
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_requests_queued Requests waiting for a worker.\n"
                    "# TYPE cloister_serve_requests_queued gauge\ncloister_serve_requests_queued %u\n",
                cl_serve_pool_queued(s->pool));
         uint64_t hist[CL_SERVE_BATCH_BUCKETS + 1], rows = 0, cum = 0;
         if (cl_serve_pool_batch_stats(s->pool, hist, &rows)) {
-            mb_fmt(&b, "# HELP cloister_serve_batch_size Rows per model call with dynamic batching.\n"
+            cl_strbuf_fmt(&b, "# HELP cloister_serve_batch_size Rows per model call with dynamic batching.\n"
                        "# TYPE cloister_serve_batch_size histogram\n");
             for (unsigned k = 0; k <= CL_SERVE_BATCH_BUCKETS; k++) {
                 cum += hist[k];
                 if (k < CL_SERVE_BATCH_BUCKETS)
-                    mb_fmt(&b, "cloister_serve_batch_size_bucket{le=\"%u\"} %llu\n", 1u << k, (unsigned long long)cum);
+                    cl_strbuf_fmt(&b, "cloister_serve_batch_size_bucket{le=\"%u\"} %llu\n", 1u << k, (unsigned long long)cum);
                 else
-                    mb_fmt(&b, "cloister_serve_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+                    cl_strbuf_fmt(&b, "cloister_serve_batch_size_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
             }
-            mb_fmt(&b, "cloister_serve_batch_size_sum %llu\ncloister_serve_batch_size_count %llu\n",
+            cl_strbuf_fmt(&b, "cloister_serve_batch_size_sum %llu\ncloister_serve_batch_size_count %llu\n",
                    (unsigned long long)rows, (unsigned long long)cum);
         }
     }
-    mb_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
+    cl_strbuf_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
                "full.\n# TYPE cloister_serve_metric_series_dropped counter\ncloister_serve_metric_series_dropped "
                "%llu\n", (unsigned long long)dropped);
     if (b.failed) {

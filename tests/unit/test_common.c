@@ -85,6 +85,41 @@ static void b64_case(const char *in, const char *want, const char *msg)
     }
 }
 
+static void test_strbuf(void **state)
+{
+    (void)state;
+    cl_strbuf b = {0};
+    size_t len = 0;
+    char *s = cl_strbuf_take(&b, &len); /* nothing appended: an empty string, not NULL */
+    assert_non_null(s);
+    assert_string_equal(s, "");
+    assert_int_equal(len, 0);
+    free(s);
+    cl_strbuf_str(&b, "{");
+    cl_strbuf_json_string(&b, "a\"b\\c\n\x01");
+    for (int i = 0; i < 1000; i++) /* grows well past the first allocation */
+        cl_strbuf_fmt(&b, ",%d", i);
+    char big[700];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    cl_strbuf_fmt(&b, "%s}", big); /* one formatted piece longer than any fixed scratch buffer */
+    s = cl_strbuf_take(&b, &len);
+    assert_non_null(s);
+    assert_int_equal(len, strlen(s));
+    assert_memory_equal(s, "{\"a\\\"b\\\\c\\u000a\\u0001\",0,1,2,", 27);
+    assert_non_null(strstr(s, ",998,999xxx"));
+    assert_int_equal(s[len - 1], '}');
+    assert_null(b.p); /* take hands the memory over */
+    free(s);
+    /* after a failure appends do nothing and take gives NULL (and frees) */
+    cl_strbuf_str(&b, "abc");
+    b.failed = true;
+    cl_strbuf_str(&b, "def");
+    assert_int_equal(b.len, 3);
+    assert_null(cl_strbuf_take(&b, &len));
+    assert_null(b.p);
+}
+
 static void test_b64(void **state)
 {
     (void)state;
@@ -354,6 +389,7 @@ int main(void)
         cmocka_unit_test(test_args),         cmocka_unit_test(test_secmem),
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_strbuf),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
