@@ -183,7 +183,9 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
                        size_t *n_outputs, cl_err *err);
 /* For batching (the server's worker pool): checks inputs against the signature like
  * cl_serve_model_run and, when they are acceptable, reorders the array in place into signature
- * order. cl_serve_model_run_ordered then runs the backend on exactly sig->n_inputs such inputs. */
+ * order. Encoded images (DT_STRING [N] for an input with image preprocessing) are accepted here and
+ * must be decoded (cl_serve_model_decode_images) before cl_serve_model_run_ordered, which runs the
+ * backend on exactly sig->n_inputs inputs of the signature's dtypes. */
 int cl_serve_model_order_inputs(const cl_serve_model *m, cl_serve_tensor *inputs, size_t n_inputs, cl_err *err);
 int cl_serve_model_run_ordered(cl_serve_model *m, const cl_serve_tensor *inputs, cl_serve_tensor **outputs,
                                size_t *n_outputs, cl_err *err);

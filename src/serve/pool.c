@@ -208,6 +208,29 @@ static void run_batch(batch *b)
     cl_serve_tensors_free(out, nout);
 }
 
+/* Replaces a call's encoded images by the decoded float batch (the worker's job, outside the pool
+ * lock); on failure the call gets the error and -1. */
+static int decode_call(cl_serve_call *c)
+{
+    cl_err err = {0};
+    cl_serve_tensor *dec = calloc(c->n_inputs ? c->n_inputs : 1, sizeof *dec);
+    int n = dec ? cl_serve_model_decode_images(c->model, c->inputs, c->n_inputs, dec, &err)
+                : cl_err_set(&err, CL_E_NOMEM, "out of memory");
+    if (n < 0) {
+        free(dec);
+        cl_serve_st_from_err(&c->st, &err);
+        return -1;
+    }
+    for (size_t i = 0; n > 0 && i < c->n_inputs; i++) {
+        if (dec[i].data) {
+            cl_serve_tensor_clear(&c->inputs[i]);
+            c->inputs[i] = dec[i];
+        }
+    }
+    free(dec);
+    return 0;
+}
+
 static void run_one(cl_serve_call *c)
 {
     cl_err err = {0};
@@ -302,16 +325,37 @@ static void *worker_main(void *arg)
         }
         pthread_mutex_unlock(&p->mu);
 
+        bool gathered = b.n >= 1; /* c went through the batching path */
+        if (b.n >= 2) {
+            /* requests that sent encoded images are decoded now; one whose images fail gets its error
+             * alone and leaves the batch */
+            unsigned kept = 0;
+            for (unsigned i = 0; i < b.n; i++) {
+                cl_serve_call *q = b.calls[i];
+                int64_t qr = call_rows(q);
+                if (decode_call(q) != 0) {
+                    b.rows -= qr > 0 ? qr : 0;
+                    deliver(p, &q, 1);
+                } else {
+                    b.calls[kept++] = q;
+                }
+            }
+            b.n = kept;
+            b.first = kept ? b.calls[0] : NULL;
+        }
         if (b.n >= 2) {
             run_batch(&b);
             record_batch(p, b.rows);
             deliver(p, b.calls, b.n);
-        } else {
+        } else if (!gathered || b.n == 1) {
+            if (gathered)
+                c = b.calls[0];
+            int64_t r = call_rows(c);
             run_one(c);
             if (p->bat.max_batch_size)
-                record_batch(p, rows > 0 ? rows : 1);
+                record_batch(p, r > 0 ? r : 1);
             deliver(p, &c, 1);
-        }
+        } /* else every call of the batch failed to decode and has been answered */
     }
     free(calls);
     return NULL;

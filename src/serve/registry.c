@@ -205,9 +205,11 @@ static void shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
 }
 
 /* Matches inputs to the signature: idx[k] is the index in `inputs` of signature input k. Every
- * signature input must be present exactly once with the right dtype and a compatible shape. */
+ * signature input must be present exactly once with the right dtype and a compatible shape; with
+ * `encoded`, an input with image preprocessing may also be a list of encoded images (DT_STRING [N]),
+ * to be decoded later. */
 static int match_inputs(const cl_serve_signature *sig, const cl_serve_tensor *inputs, size_t n_inputs, size_t *idx,
-                        cl_err *err)
+                        bool encoded, cl_err *err)
 {
     for (size_t i = 0; i < n_inputs; i++) {
         size_t k = 0;
@@ -228,6 +230,10 @@ static int match_inputs(const cl_serve_signature *sig, const cl_serve_tensor *in
             return cl_err_set(err, CL_E_INVALID, "input size does not match signature: %zu != %zu; missing "
                               "input '%s'", n_inputs, sig->n_inputs, ts->name);
         const cl_serve_tensor *t = &inputs[i];
+        if (encoded && ts->image && t->dtype == CL_SERVE_DT_STRING && t->ndim == 1) {
+            idx[k] = i;
+            continue;
+        }
         if (t->dtype != ts->dtype)
             return cl_err_set(err, CL_E_INVALID, "Expects arg[%zu] ('%s') to be %s but %s is provided", k, ts->name,
                               cl_serve_dtype_name(ts->dtype), cl_serve_dtype_name(t->dtype));
@@ -275,7 +281,7 @@ static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
         free(ordered);
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     }
-    int rc = match_inputs(sig, inputs, n_inputs, idx, err);
+    int rc = match_inputs(sig, inputs, n_inputs, idx, false, err);
     if (rc == 0) {
         for (size_t k = 0; k < sig->n_inputs; k++)
             ordered[k] = inputs[idx[k]]; /* shallow: the backend reads, never frees */
@@ -295,7 +301,7 @@ int cl_serve_model_order_inputs(const cl_serve_model *m, cl_serve_tensor *inputs
     size_t idx[64];
     if (sig->n_inputs > CL_ARRAY_LEN(idx))
         return cl_err_set(err, CL_E_INVALID, "a model with %zu inputs cannot be batched", sig->n_inputs);
-    if (match_inputs(sig, inputs, n_inputs, idx, err) != 0)
+    if (match_inputs(sig, inputs, n_inputs, idx, true, err) != 0)
         return -1;
     /* apply the permutation in place: position k receives inputs[idx[k]] */
     cl_serve_tensor tmp[64];

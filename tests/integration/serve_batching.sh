@@ -74,6 +74,56 @@ expect "the request that filled the batch got its rows" 0 '^\{"predictions":\[13
 expect "one model call of four rows" 0 '^1$' -- metric "$t_REST" 'cloister_serve_batch_size_bucket{le="4"}'
 expect "  ... and no other" 0 '^0$' -- metric "$t_REST" 'cloister_serve_batch_size_bucket{le="2"}'
 
+# ---- requests carrying encoded images (b64) are decoded by the worker, then batched like the rest;
+# each caller's rows are exactly what it gets without batching, and a request whose image cannot be
+# decoded gets its own error while the others run
+SAMPLES=$(readlink -f "$(dirname "$0")/../../models/digits/samples")
+b64() { base64 -w0 "$SAMPLES/$1"; }
+img_body() { # img_body FILE... : a row-format request with the files as encoded images
+  local sep="" f
+  printf '{"instances": ['
+  for f in "$@"; do printf '%s{"b64": "%s"}' "$sep" "$(b64 "$f")"; sep=", "; done
+  printf ']}'
+}
+img_body digit-0-0.png >i1.json
+img_body digit-3-0.png digit-5-0.png >i2.json
+img_body digit-7-0.png >i3.json
+printf '{"instances": [{"b64": "aGVsbG8="}]}' >ibad.json
+vpost() { # vpost PORT BODY_FILE OUT
+  curl -sS --max-time 30 --cacert tls1/ca_cert.pem --resolve "localhost:$1:127.0.0.1" \
+    -d @"$2" "https://localhost:$1/v1/models/vision:predict" >"$3" 2>&1 &
+  POSTS+=($!)
+}
+start_server ref --ssl-config tls1/ssl.cfg || { finish; exit 1; }
+for i in 1 2 3; do vpost "$ref_REST" "i$i.json" "ref$i.out"; done
+vpost "$ref_REST" ibad.json refbad.out
+wait_posts
+expect "the reference answers (no batching) are predictions" 0 '^\{"predictions":\[\[' -- cat ref2.out
+expect "  ... that differ from image to image (so comparing them means something)" 1 "" -- cmp -s ref1.out ref3.out
+start_server img --ssl-config tls1/ssl.cfg --workers 1 --max-batch 4 --batch-timeout-us 10000000 || { finish; exit 1; }
+vpost "$img_REST" i1.json img1.out
+expect "an image request opens a batch" 0 "" -- wait_metric "$img_REST" cloister_serve_requests_inflight 1
+vpost "$img_REST" i2.json img2.out
+expect "a request with two images joins it" 0 "" -- wait_metric "$img_REST" cloister_serve_requests_inflight 2
+vpost "$img_REST" i3.json img3.out
+wait_posts
+for i in 1 2 3; do
+  expect "image request $i got exactly its own rows" 0 "" -- cmp "ref$i.out" "img$i.out"
+done
+expect "the four images ran as one model call" 0 '^1$' -- metric "$img_REST" 'cloister_serve_batch_size_bucket{le="4"}'
+expect "  ... and no smaller one" 0 '^0$' -- metric "$img_REST" 'cloister_serve_batch_size_bucket{le="2"}'
+vpost "$img_REST" i1.json bad1.out
+expect "another batch opens" 0 "" -- wait_metric "$img_REST" cloister_serve_requests_inflight 1
+vpost "$img_REST" ibad.json bad2.out
+expect "a request with an undecodable image joins it" 0 "" -- wait_metric "$img_REST" cloister_serve_requests_inflight 2
+vpost "$img_REST" i2.json bad3.out
+wait_posts
+expect "the undecodable image gets its own error" 0 'not a JPEG or PNG image' -- cat bad2.out
+expect "  ... the same error as without batching" 0 "" -- cmp refbad.out bad2.out
+expect "the requests batched with it are answered" 0 "" -- cmp ref1.out bad1.out
+expect "  ... both of them" 0 "" -- cmp ref2.out bad3.out
+expect "they ran as one model call of three rows" 0 '^2$' -- metric "$img_REST" 'cloister_serve_batch_size_bucket{le="4"}'
+
 # ---- larger than the batch limit: runs alone, whole
 start_server big --ssl-config tls1/ssl.cfg --workers 1 --max-batch 2 --batch-timeout-us 10000000 || { finish; exit 1; }
 expect "a request above max batch size runs alone" 0 '^\{"predictions":\[1,2,3,4,5\]\}$' -- \
