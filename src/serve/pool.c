@@ -9,7 +9,9 @@
  * more: while it waits, submit() adds compatible calls straight into the open batch. The batch runs
  * as one model call on inputs concatenated along dimension 0, and the outputs are split back by
  * each call's row count. A batch never exceeds max_batch_size rows; a call alone above it runs
- * alone. Calls that cannot be batched run on their own exactly as without batching.
+ * alone. Calls that cannot be batched run on their own exactly as without batching. Calls carrying
+ * encoded images are matched by image count and decoded by the worker once the batch is gathered
+ * (outside the lock); one whose images fail is answered with its error and leaves the batch.
  *
  * Thread-safety: submit/inflight/queued/stats/free from the loop thread; one mutex guards the
  * queue and the open batches; workers touch a call only after taking it from the queue or batch. */
