@@ -111,6 +111,19 @@ void cl_memzero(void *p, size_t n);
 /* Constant-time comparison; returns 0 when equal. */
 int cl_memeq_ct(const void *a, const void *b, size_t n);
 
+/* ---------------------------------------------------------------- network */
+
+/* True when `host` is an IPv4 or IPv6 address literal rather than a name. */
+bool cl_net_is_ip(const char *host);
+/* Receive and send timeouts of `ms` and TCP_NODELAY on a connected TCP socket: blocking I/O then
+ * fails (EAGAIN) after the timeout instead of hanging. */
+void cl_net_set_timeouts(int fd, int ms);
+/* Connects to host:port, trying every address getaddrinfo gives, each within timeout_ms, and returns
+ * a blocking socket (close-on-exec) with cl_net_set_timeouts(timeout_ms) applied. On failure returns
+ * -1 with err set ("cannot resolve 'HOST': ..." or "cannot connect to HOST:PORT: <reason>") and, when
+ * sys_errno is not NULL, the last connect error there (0 when the name did not resolve). */
+int cl_net_connect(const char *host, int port, int timeout_ms, int *sys_errno, cl_err *err);
+
 /* ---------------------------------------------------------------- growing strings */
 
 /* A NUL-terminated string that grows as text is appended (request and response bodies, metrics).

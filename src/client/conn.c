@@ -5,13 +5,7 @@
  * to the gRPC (grpc.c) or REST (rest.c) paths. */
 #include "client_int.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,12 +50,6 @@ int cl_client_split_hostport(const char *s, char *host, size_t host_size, int *p
     host[hlen] = '\0';
     *port = (int)p;
     return 0;
-}
-
-static bool is_ip(const char *host)
-{
-    uint8_t buf[16];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
 /* RA-TLS policy callback: the verified claims must match the client's policy. */
@@ -198,58 +186,15 @@ void cl_client_free(cl_client *c)
     free(c);
 }
 
-static void set_timeouts(int fd, int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
-
 static int tcp_connect(const cl_client *c, cl_err *err)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
-    char ports[8];
-    snprintf(ports, sizeof ports, "%d", c->port);
-    int g = getaddrinfo(c->host, ports, &hints, &res);
-    if (g != 0)
-        return cl_err_set(err, CL_E_IO, "cannot resolve '%s': %s", c->host, gai_strerror(g));
-    int fd = -1, last = 0;
-    for (ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            if (errno != EINPROGRESS) {
-                last = errno;
-                close(fd);
-                fd = -1;
-                continue;
-            }
-            struct pollfd pfd = {fd, POLLOUT, 0};
-            int so = 0;
-            socklen_t sl = sizeof so;
-            int pr = poll(&pfd, 1, c->timeout_ms);
-            if (pr <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) != 0 || so != 0) {
-                last = pr == 0 ? ETIMEDOUT : so ? so : errno;
-                close(fd);
-                fd = -1;
-                continue;
-            }
-        }
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        if (last == ECONNREFUSED)
-            return cl_err_set(err, CL_E_IO, "cannot connect to %s: connection refused (is the server running, and "
-                              "is %d its %s port?)", c->authority, c->port, c->rest ? "REST" : "gRPC");
+    int last = 0;
+    int fd = cl_net_connect(c->host, c->port, c->timeout_ms, &last, err);
+    if (fd < 0 && last == ECONNREFUSED)
+        return cl_err_set(err, CL_E_IO, "cannot connect to %s: connection refused (is the server running, and "
+                          "is %d its %s port?)", c->authority, c->port, c->rest ? "REST" : "gRPC");
+    if (fd < 0 && last)
         return cl_err_errno(err, CL_E_IO, last, "cannot connect to %s", c->authority);
-    }
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    set_timeouts(fd, c->timeout_ms);
     return fd;
 }
 
@@ -301,13 +246,13 @@ static int handshake(cl_client_conn *conn, cl_err *err)
     if (!(conn->ssl = SSL_new(c->ctx)) || !SSL_set_fd(conn->ssl, conn->fd))
         return cl_err_ssl(err, CL_E_CRYPTO, "cannot create a TLS connection");
     if (c->server_name) {
-        if (is_ip(c->server_name)) {
+        if (cl_net_is_ip(c->server_name)) {
             X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(conn->ssl), c->server_name);
         } else {
             SSL_set_tlsext_host_name(conn->ssl, c->server_name);
             SSL_set1_host(conn->ssl, c->server_name);
         }
-    } else if (!is_ip(c->host)) {
+    } else if (!cl_net_is_ip(c->host)) {
         SSL_set_tlsext_host_name(conn->ssl, c->host);
     }
     ERR_clear_error();

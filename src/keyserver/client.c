@@ -5,11 +5,7 @@
  * backoff on network and TLS errors; a denial is final. */
 #include "ks_internal.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,54 +26,6 @@ void cl_provision_result_free(cl_provision_result *res)
         cl_secmem_free(res->secrets[i].value);
     free(res->secrets);
     memset(res, 0, sizeof(*res));
-}
-
-static int connect_to(const char *host, int port, int timeout_ms, cl_err *err)
-{
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
-    char ports[8];
-    snprintf(ports, sizeof ports, "%d", port);
-    int g = getaddrinfo(host, ports, &hints, &res);
-    if (g != 0)
-        return cl_err_set(err, CL_E_IO, "cannot resolve '%s': %s", host, gai_strerror(g));
-    int fd = -1, last = 0;
-    for (ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            if (errno != EINPROGRESS) {
-                last = errno;
-                close(fd);
-                fd = -1;
-                continue;
-            }
-            struct pollfd pfd = {fd, POLLOUT, 0};
-            int so = 0;
-            socklen_t sl = sizeof so;
-            int pr = poll(&pfd, 1, timeout_ms);
-            if (pr <= 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) != 0 || so != 0) {
-                last = pr == 0 ? ETIMEDOUT : so ? so : errno;
-                close(fd);
-                fd = -1;
-                continue;
-            }
-        }
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return cl_err_errno(err, CL_E_IO, last, "cannot connect to %s:%d", host, port);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    cl_ks_set_timeouts(fd, timeout_ms);
-    return fd;
-}
-
-static bool is_ip(const char *host)
-{
-    uint8_t buf[16];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
 /* After a failed write or read: did the server send an alert (it refused our certificate)? */
@@ -108,7 +56,7 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
     if (cl_keyserver_split_hostport(server, host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
         return -1;
     int timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
-    int fd = connect_to(host, port, timeout, err);
+    int fd = cl_net_connect(host, port, timeout, NULL, err);
     if (fd < 0)
         return -1;
     int rc = -1, se = 0;
@@ -119,7 +67,7 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
         cl_err_ssl(err, CL_E_CRYPTO, "cannot create a TLS connection");
         goto out;
     }
-    if (is_ip(name)) {
+    if (cl_net_is_ip(name)) {
         X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name);
     } else {
         SSL_set_tlsext_host_name(ssl, name);

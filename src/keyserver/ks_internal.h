@@ -10,7 +10,6 @@
 /* 0 when all n bytes moved; -1 otherwise (*ssl_error gets SSL_get_error's value, or 0 at EOF). */
 int cl_ks_ssl_read_full(SSL *ssl, void *buf, size_t n, int *ssl_error);
 int cl_ks_ssl_write_full(SSL *ssl, const void *buf, size_t n);
-void cl_ks_set_timeouts(int fd, int ms);
 
 static inline void cl_ks_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
 static inline void cl_ks_put32(uint8_t *p, uint32_t v)

@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -98,15 +97,6 @@ int cl_ks_ssl_write_full(SSL *ssl, const void *buf, size_t n)
 {
     size_t w = 0;
     return n == 0 || (SSL_write_ex(ssl, buf, n, &w) == 1 && w == n) ? 0 : -1;
-}
-
-void cl_ks_set_timeouts(int fd, int ms)
-{
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 int cl_keyserver_split_hostport(const char *s, char *host, size_t size, int *port, int default_port, cl_err *err)
@@ -429,7 +419,7 @@ static void handle(cl_keyserver *ks, int fd, const struct sockaddr_storage *sa)
         port = ntohs(in6->sin6_port);
     }
     snprintf(c.peer, sizeof c.peer, "%s:%d", host, port);
-    cl_ks_set_timeouts(fd, ks->io_timeout_ms);
+    cl_net_set_timeouts(fd, ks->io_timeout_ms);
     c.pol = policy_acquire(ks);
     SSL *ssl = SSL_new(ks->ctx);
     if (!ssl || !SSL_set_fd(ssl, fd) || !SSL_set_ex_data(ssl, g_conn_idx, &c)) {
@@ -440,7 +430,7 @@ static void handle(cl_keyserver *ks, int fd, const struct sockaddr_storage *sa)
         handshake_failed(&c, ssl);
         /* close gracefully so the alert reaches the client instead of being lost to a reset */
         shutdown(fd, SHUT_WR);
-        cl_ks_set_timeouts(fd, 250);
+        cl_net_set_timeouts(fd, 250);
         char sink[4096];
         for (int i = 0; i < 16 && read(fd, sink, sizeof sink) > 0; i++)
             ;

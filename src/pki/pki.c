@@ -6,7 +6,6 @@
  * first and then written file by file atomically. */
 #include "cloister/pki.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,17 +46,11 @@ EVP_PKEY *cl_pki_keygen(cl_pki_keytype type, cl_err *err)
     return k;
 }
 
-static bool is_ip(const char *name)
-{
-    unsigned char buf[16];
-    return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
-}
-
 bool cl_pki_name_valid(const char *name)
 {
     if (!name || !*name || strlen(name) > 253)
         return false;
-    if (is_ip(name))
+    if (cl_net_is_ip(name))
         return true;
     const char *p = name;
     if (p[0] == '*' && p[1] == '.')
@@ -110,7 +103,7 @@ static char *san_string(const char *const *sans, size_t n, cl_err *err)
     for (size_t i = 0; i < n; i++) {
         if (i)
             strcat(s, ",");
-        strcat(s, is_ip(sans[i]) ? "IP:" : "DNS:");
+        strcat(s, cl_net_is_ip(sans[i]) ? "IP:" : "DNS:");
         strcat(s, sans[i]);
     }
     return s;
