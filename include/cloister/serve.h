@@ -80,6 +80,8 @@ int cl_serve_tensor_init_strings(cl_serve_tensor *t, const char *name, int ndim,
 static inline cl_serve_string *cl_serve_tensor_strings(cl_serve_tensor *t) { return (cl_serve_string *)t->data; }
 /* Element count of a shape (1 for rank 0); -1 on overflow or a negative dim. */
 int64_t cl_serve_shape_elements(int ndim, const int64_t *dims);
+/* "[2,-1,3]" into buf (truncated to cap), for error messages. */
+void cl_serve_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims);
 void cl_serve_tensor_clear(cl_serve_tensor *t);
 void cl_serve_tensors_free(cl_serve_tensor *t, size_t n);
 

@@ -9,35 +9,26 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void dims_str(char *buf, size_t cap, int ndim, const int64_t *dims)
-{
-    size_t used = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && used < cap; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? "," : "", (long long)dims[i]);
-    if (used < cap)
-        snprintf(buf + used, cap - used, "]");
-}
-
 int cl_serve_spec_check_image(const cl_serve_tensor_spec *ts, const cl_image_spec *img, cl_err *err)
 {
     int64_t want[4] = {-1};
     cl_image_spec_dims(img, want + 1);
     char wants[96];
-    dims_str(wants, sizeof wants, 4, want);
+    cl_serve_shape_str(wants, sizeof wants, 4, want);
     const char *lay = img->pre.layout == CL_IMAGE_NCHW ? "NCHW" : "NHWC";
     if (ts->dtype != CL_SERVE_DT_FLOAT)
         return cl_err_set(err, CL_E_INVALID, "input '%s' is %s, but image preprocessing makes DT_FLOAT", ts->name,
                           cl_serve_dtype_name(ts->dtype));
     if (ts->ndim != 4) {
         char got[160];
-        dims_str(got, sizeof got, ts->ndim, ts->dims);
+        cl_serve_shape_str(got, sizeof got, ts->ndim, ts->dims);
         return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, but image preprocessing makes rank 4 %s "
                           "tensors %s", ts->name, ts->ndim < 0 ? "of unknown rank" : got, lay, wants);
     }
     for (int d = 1; d < 4; d++) {
         if (ts->dims[d] >= 0 && ts->dims[d] != want[d]) {
             char got[160];
-            dims_str(got, sizeof got, 4, ts->dims);
+            cl_serve_shape_str(got, sizeof got, 4, ts->dims);
             return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, but the declared preprocessing (%s, %ux%u, "
                               "%u channel%s) makes %s: check color, width, height and layout", ts->name, got, lay,
                               img->pre.width, img->pre.height, img->pre.channels, img->pre.channels == 1 ? "" : "s",

@@ -195,15 +195,6 @@ int64_t cl_serve_model_version(const cl_serve_model *m) { return m->version; }
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m) { return m->backend.signature; }
 void cl_serve_model_release(cl_serve_model *m) { model_unref(m); }
 
-static void shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
-{
-    size_t used = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && used < cap; i++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? "," : "", (long long)dims[i]);
-    if (used < cap)
-        snprintf(buf + used, cap - used, "]");
-}
-
 /* Matches inputs to the signature: idx[k] is the index in `inputs` of signature input k. Every
  * signature input must be present exactly once with the right dtype and a compatible shape; with
  * `encoded`, an input with image preprocessing may also be a list of encoded images (DT_STRING [N]),
@@ -242,8 +233,8 @@ static int match_inputs(const cl_serve_signature *sig, const cl_serve_tensor *in
             ok = ts->dims[d] < 0 || ts->dims[d] == t->dims[d];
         if (!ok) {
             char want[160], got[160];
-            shape_str(want, sizeof want, ts->ndim, ts->dims);
-            shape_str(got, sizeof got, t->ndim, t->dims);
+            cl_serve_shape_str(want, sizeof want, ts->ndim, ts->dims);
+            cl_serve_shape_str(got, sizeof got, t->ndim, t->dims);
             return cl_err_set(err, CL_E_INVALID, "input '%s' has shape %s, the signature wants %s (-1: any size)",
                               ts->name, got, want);
         }

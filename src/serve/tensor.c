@@ -2,6 +2,7 @@
  * cl_serve_tensor_*, cl_serve_shape_elements, cl_serve_code_*. Pure functions, thread-safe. */
 #include "cloister/serve.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,15 @@ const char *cl_serve_dtype_name(cl_serve_dtype dt)
     case CL_SERVE_DT_STRING: return "DT_STRING";
     default: return "DT_INVALID";
     }
+}
+
+void cl_serve_shape_str(char *buf, size_t cap, int ndim, const int64_t *dims)
+{
+    size_t used = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && used < cap; i++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? "," : "", (long long)dims[i]);
+    if (used < cap)
+        snprintf(buf + used, cap - used, "]");
 }
 
 int64_t cl_serve_shape_elements(int ndim, const int64_t *dims)
