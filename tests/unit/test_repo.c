@@ -113,19 +113,14 @@ static void put_version(const char *base, int version, bool sealed, const uint8_
     free(out);
 }
 
-/* Runs all samples as one batch through the latest version; checks every probability. */
-static int64_t predict_all(cl_serve_registry *reg)
+/* Runs `in` (all samples, as floats or as encoded images) through model version m and checks every
+ * probability and the predicted class against PyTorch's; releases `in` and m; returns m's version. */
+static int64_t run_and_check(cl_serve_model *m, cl_serve_tensor *in)
 {
     cl_err err = {0};
-    cl_serve_model *m = cl_serve_registry_get(reg, "digits", 0, &err);
-    assert_non_null(m);
-    cl_serve_tensor in;
-    int64_t dims[4] = {N_SAMPLES, 1, 8, 8};
-    assert_int_equal(cl_serve_tensor_init(&in, "image", CL_SERVE_DT_FLOAT, 4, dims, 0, &err), 0);
-    memcpy(in.data, sample_input, sizeof sample_input);
     cl_serve_tensor *out = NULL;
     size_t n_out = 0;
-    if (cl_serve_model_run(m, &in, 1, &out, &n_out, &err) != 0)
+    if (cl_serve_model_run(m, in, 1, &out, &n_out, &err) != 0)
         fail_msg("run failed: %s", err.msg);
     assert_int_equal(n_out, 2);
     const cl_serve_tensor *probs = strcmp(out[0].name, "probabilities") == 0 ? &out[0] : &out[1];
@@ -146,9 +141,22 @@ static int64_t predict_all(cl_serve_registry *reg)
     }
     int64_t version = cl_serve_model_version(m);
     cl_serve_tensors_free(out, n_out);
-    cl_serve_tensor_clear(&in);
+    cl_serve_tensor_clear(in);
     cl_serve_model_release(m);
     return version;
+}
+
+/* Runs all samples as one batch through the latest version; checks every probability. */
+static int64_t predict_all(cl_serve_registry *reg)
+{
+    cl_err err = {0};
+    cl_serve_model *m = cl_serve_registry_get(reg, "digits", 0, &err);
+    assert_non_null(m);
+    cl_serve_tensor in;
+    int64_t dims[4] = {N_SAMPLES, 1, 8, 8};
+    assert_int_equal(cl_serve_tensor_init(&in, "image", CL_SERVE_DT_FLOAT, 4, dims, 0, &err), 0);
+    memcpy(in.data, sample_input, sizeof sample_input);
+    return run_and_check(m, &in);
 }
 
 static void test_plain_then_sealed_then_failures(void **state)
@@ -257,27 +265,7 @@ static int64_t predict_pngs(cl_serve_registry *reg)
     assert_int_equal(cl_serve_tensor_init_strings(&in, "image", 1, &n, sample_png_len, 0, &err), 0);
     for (int i = 0; i < N_SAMPLES; i++)
         memcpy((uint8_t *)cl_serve_tensor_strings(&in)[i].data, sample_png[i], sample_png_len[i]);
-    cl_serve_tensor *out = NULL;
-    size_t n_out = 0;
-    if (cl_serve_model_run(m, &in, 1, &out, &n_out, &err) != 0)
-        fail_msg("run failed: %s", err.msg);
-    const cl_serve_tensor *probs = strcmp(out[0].name, "probabilities") == 0 ? &out[0] : &out[1];
-    assert_int_equal(probs->dims[0], N_SAMPLES);
-    const float *p = probs->data;
-    for (int i = 0; i < N_SAMPLES; i++) {
-        int best = 0;
-        for (int k = 0; k < 10; k++) {
-            assert_float_equal(p[i * 10 + k], sample_probs[i][k], 2e-4);
-            if (p[i * 10 + k] > p[i * 10 + best])
-                best = k;
-        }
-        assert_int_equal(best, sample_label[i]);
-    }
-    int64_t version = cl_serve_model_version(m);
-    cl_serve_tensors_free(out, n_out);
-    cl_serve_tensor_clear(&in);
-    cl_serve_model_release(m);
-    return version;
+    return run_and_check(m, &in);
 }
 
 static void test_image_preprocessing(void **state)
