@@ -14,15 +14,8 @@ build=$(cd "${1:?usage: run.sh BUILD_DIR [REQUESTS]}" && pwd)
 n=${2:-3000}
 cloister=$build/cloister
 PY=/usr/bin/python3
-work=$(mktemp -d "${TMPDIR:-/tmp}/cloister-bench-client-XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$root/bench/lib.sh"
+bench_workdir client
 
 "$cloister" tls init --dir tls --server-name localhost --san 127.0.0.1 --client-name client >/dev/null
 mkdir py

@@ -23,15 +23,8 @@ if [[ ! -f $model ]]; then
   echo "grpc_latency.sh: exporting ResNet-50 to $model" >&2
   $PY "$root/tests/models/make_fixtures.py" --full --only resnet50 --out "$build/models-full" >&2
 fi
-work=$(mktemp -d "${TMPDIR:-/tmp}/cloister-bench-grpc-XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$root/bench/lib.sh"
+bench_workdir grpc
 
 $PY -c "import numpy as np; x = np.load('$build/models-full/resnet50.input.npy'); np.save('x.npy', x[:1])"
 "$cloister" tls init --dir tls --server-name localhost --san 127.0.0.1 --client-name client >/dev/null

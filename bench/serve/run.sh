@@ -17,15 +17,8 @@ cloister=$build/cloister
 for tool in wrk nginx curl; do
   command -v $tool >/dev/null || { echo "run.sh: $tool is missing (scripts/deps.sh bench installs it)" >&2; exit 1; }
 done
-work=$(mktemp -d "${TMPDIR:-/tmp}/cloister-bench-serve-XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source "$root/bench/lib.sh"
+bench_workdir serve
 
 "$cloister" tls init --dir tls --server-name localhost --san 127.0.0.1 >/dev/null
 body=$root/models/digits/samples/digit-3-0.json
