@@ -34,8 +34,6 @@
 extern "C" {
 #endif
 
-/* tensorflow.DataType DT_STRING: may appear in metadata (an input taking encoded images). */
-#define CL_CLIENT_DT_STRING 7
 #define CL_CLIENT_DEFAULT_TIMEOUT_MS 30000
 #define CL_CLIENT_DEFAULT_MAX_RESPONSE (64u << 20)
 
@@ -108,7 +106,7 @@ typedef struct cl_client_response {
 int cl_client_predict(cl_client_conn *conn, const cl_client_request *req, cl_client_response *resp, cl_err *err);
 void cl_client_response_clear(cl_client_response *r);
 
-/* A signature as the server describes it. Strings malloc()ed; dtype may be CL_CLIENT_DT_STRING. */
+/* A signature as the server describes it. Strings malloc()ed; dtype may be CL_SERVE_DT_STRING (an input taking encoded images). */
 typedef struct cl_client_metadata {
     char *model;
     int64_t version;

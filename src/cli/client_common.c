@@ -235,7 +235,7 @@ static int random_input(const cl_serve_tensor_spec *s, int64_t batch, cl_cli_inp
             return cl_err_set(err, CL_E_UNSUPPORTED, "--random: input '%s' has a dynamic dimension %d besides the "
                               "batch; use --input", s->name, d);
     }
-    if (s->dtype == CL_CLIENT_DT_STRING || !cl_serve_dtype_size(s->dtype))
+    if (s->dtype == CL_SERVE_DT_STRING || !cl_serve_dtype_size(s->dtype))
         return cl_err_set(err, CL_E_UNSUPPORTED, "--random: input '%s' is not numeric", s->name);
     cl_serve_tensor t;
     if (cl_serve_tensor_init(&t, s->name, s->dtype, s->ndim, dims, (size_t)1 << 31, err) != 0)
@@ -369,7 +369,7 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
                  * input) to the image input; decoded images go to the rank-4 input */
                 for (int pass = a->image_bytes ? 0 : 1; ok && !spec && pass < 2; pass++)
                     for (size_t i = 0; i < md.n_inputs; i++) {
-                        bool fits = pass == 0 ? md.inputs[i].dtype == (cl_serve_dtype)CL_CLIENT_DT_STRING
+                        bool fits = pass == 0 ? md.inputs[i].dtype == CL_SERVE_DT_STRING
                                               : md.inputs[i].ndim == 4;
                         if (fits && spec) {
                             cl_err_set(err, CL_E_INVALID, "the model has several inputs that could take the images "
@@ -391,7 +391,7 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
             }
         }
         /* a server that shows the input as DT_STRING decodes images itself: send them encoded */
-        bool send_bytes = a->image_bytes || (spec && spec->dtype == (cl_serve_dtype)CL_CLIENT_DT_STRING);
+        bool send_bytes = a->image_bytes || (spec && spec->dtype == CL_SERVE_DT_STRING);
         if (ok && send_bytes) {
             in->bytes = calloc(n, sizeof *in->bytes);
             in->bytes_len = calloc(n, sizeof *in->bytes_len);

@@ -608,7 +608,7 @@ int cl_client_pb_predict_response(const uint8_t *buf, size_t len, cl_client_resp
         const Tensorflow__Serving__PredictResponse__OutputsEntry *e = m->outputs[i];
         if (!e->value)
             continue;
-        if (e->value->dtype == CL_CLIENT_DT_STRING) {
+        if (e->value->dtype == TENSORFLOW__DATA_TYPE__DT_STRING) {
             CL_DEBUG(CL_CLIENT_MOD, "output '%s' is DT_STRING; this client skips string outputs", e->key);
             continue;
         }
@@ -797,7 +797,7 @@ int cl_client_grpc_predict(cl_client_conn *c, const cl_client_request *req, cl_c
         }
         tps[i].tensor_shape = &shapes[i];
         if (is_bytes) {
-            tps[i].dtype = (Tensorflow__DataType)CL_CLIENT_DT_STRING;
+            tps[i].dtype = TENSORFLOW__DATA_TYPE__DT_STRING;
             for (size_t k = 0; k < req->n_bytes; k++) {
                 strs[k].data = (uint8_t *)req->bytes[k];
                 strs[k].len = req->bytes_len[k];

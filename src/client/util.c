@@ -144,7 +144,7 @@ int cl_client_image_preproc(const cl_serve_tensor_spec *spec, const cl_client_im
     if (spec->dtype != CL_SERVE_DT_FLOAT && spec->dtype != CL_SERVE_DT_UINT8)
         return cl_err_set(err, CL_E_UNSUPPORTED, "input '%s' is %s, not an image tensor (DT_FLOAT or DT_UINT8); "
                           "servers that decode images take --image-bytes", spec->name,
-                          spec->dtype == CL_CLIENT_DT_STRING ? "DT_STRING" : cl_serve_dtype_name(spec->dtype));
+                          cl_serve_dtype_name(spec->dtype));
     if (spec->ndim != 4)
         return cl_err_set(err, CL_E_UNSUPPORTED, "input '%s' has %s %d, not an image batch [N,C,H,W] or [N,H,W,C]",
                           spec->name, spec->ndim < 0 ? "unknown rank" : "rank", spec->ndim < 0 ? 0 : spec->ndim);

@@ -294,7 +294,7 @@ static void test_json_metadata_status(void **state)
     assert_string_equal(md.signature, "serving_default");
     assert_int_equal(md.n_inputs, 2);
     assert_string_equal(md.inputs[0].name, "bytes"); /* sorted */
-    assert_int_equal(md.inputs[0].dtype, CL_CLIENT_DT_STRING);
+    assert_int_equal(md.inputs[0].dtype, CL_SERVE_DT_STRING);
     assert_int_equal(md.inputs[0].ndim, -1);
     assert_int_equal(md.inputs[1].ndim, 4);
     assert_int_equal(md.inputs[1].dims[0], -1);
@@ -421,7 +421,7 @@ static void test_image_preproc(void **state)
     assert_int_equal(cl_client_image_preproc(&nchw, &sz, &p, &err), -1);
     cl_serve_tensor_spec refused[] = {{"x", CL_SERVE_DT_INT32, 4, {1, 3, 8, 8}}, {"x", CL_SERVE_DT_FLOAT, 2, {1, 64}},
                                       {"x", CL_SERVE_DT_FLOAT, 4, {1, 2, 8, 8}}, {"x", CL_SERVE_DT_FLOAT, -1, {0}},
-                                      {"x", (cl_serve_dtype)CL_CLIENT_DT_STRING, 1, {-1}}};
+                                      {"x", CL_SERVE_DT_STRING, 1, {-1}}};
     for (size_t i = 0; i < CL_ARRAY_LEN(refused); i++) {
         assert_int_equal(cl_client_image_preproc(&refused[i], NULL, &p, &err), -1);
         assert_non_null(strstr(err.msg, "'x'"));
