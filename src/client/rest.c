@@ -434,17 +434,30 @@ static int add_output(cl_client_response *r, const cJSON *v, const char *name, s
     return 0;
 }
 
-int cl_client_json_predict_response(const char *body, size_t len, int http_status, cl_client_response *r,
-                                    cl_serve_code *code, cl_err *err)
+/* The JSON of a 200 answer; NULL with err set for an HTTP error status (its {"error": ...} message)
+ * or a body that is not JSON. *code is INTERNAL until the caller has read the answer. */
+static cJSON *ok_json(const char *body, size_t len, int http_status, const char *what, cl_serve_code *code,
+                      cl_err *err)
 {
-    memset(r, 0, sizeof *r);
-    if (http_status != 200)
-        return http_error(body, len, http_status, code, err);
+    if (http_status != 200) {
+        http_error(body, len, http_status, code, err);
+        return NULL;
+    }
     if (code)
         *code = CL_SC_INTERNAL;
     cJSON *j = cJSON_ParseWithLength(body, len);
     if (!j)
-        return cl_err_set(err, CL_E_FORMAT, "INTERNAL: the server's answer is not JSON");
+        cl_err_set(err, CL_E_FORMAT, "INTERNAL: the server's %s is not JSON", what);
+    return j;
+}
+
+int cl_client_json_predict_response(const char *body, size_t len, int http_status, cl_client_response *r,
+                                    cl_serve_code *code, cl_err *err)
+{
+    memset(r, 0, sizeof *r);
+    cJSON *j = ok_json(body, len, http_status, "answer", code, err);
+    if (!j)
+        return -1;
     int rc = -1;
     const cJSON *outs = cJSON_GetObjectItemCaseSensitive(j, "outputs");
     const cJSON *preds = cJSON_GetObjectItemCaseSensitive(j, "predictions");
@@ -570,13 +583,9 @@ int cl_client_json_metadata_response(const char *body, size_t len, int http_stat
                                      cl_serve_code *code, cl_err *err)
 {
     memset(md, 0, sizeof *md);
-    if (http_status != 200)
-        return http_error(body, len, http_status, code, err);
-    if (code)
-        *code = CL_SC_INTERNAL;
-    cJSON *j = cJSON_ParseWithLength(body, len);
+    cJSON *j = ok_json(body, len, http_status, "metadata", code, err);
     if (!j)
-        return cl_err_set(err, CL_E_FORMAT, "INTERNAL: the server's metadata is not JSON");
+        return -1;
     int rc = -1;
     const cJSON *spec = cJSON_GetObjectItemCaseSensitive(j, "model_spec");
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(spec, "name");
