@@ -46,6 +46,8 @@ struct cl_client_conn {
 /* Transport (conn.c). write_all returns 0 or -1; read returns >0 bytes, 0 at a clean end of stream,
  * -1 on error (err says what; CL_E_IO, timeouts say so). */
 int cl_client_io_write(cl_client_conn *c, const void *buf, size_t len, cl_err *err);
+/* Sends what io_write buffered (TLS writes are buffered; every request must end with a flush). */
+int cl_client_io_flush(cl_client_conn *c, cl_err *err);
 ssize_t cl_client_io_read(cl_client_conn *c, void *buf, size_t cap, cl_err *err);
 /* Formats the pending TLS error (alerts with hints, timeouts, closed connections). Returns -1. */
 int cl_client_tls_error(cl_client_conn *c, const char *what, cl_err *err);
@@ -58,9 +60,10 @@ int cl_client_conn_fail(cl_client_conn *c, cl_err *err);
 /* gRPC (grpc.c) */
 int cl_client_h2_start(cl_client_conn *c, cl_err *err);
 void cl_client_h2_end(cl_client_conn *c);
-/* One unary call: sends the framed request, returns the unframed response message in *resp. */
-int cl_client_grpc_call(cl_client_conn *c, const char *path, const uint8_t *req, size_t req_len, uint8_t **resp,
-                        size_t *resp_len, cl_err *err);
+/* One unary call: sends the request (already framed: 5-byte gRPC header, then the message), returns
+ * the unframed response message in *resp. */
+int cl_client_grpc_call(cl_client_conn *c, const char *path, const uint8_t *framed, size_t framed_len,
+                        uint8_t **resp, size_t *resp_len, cl_err *err);
 int cl_client_grpc_predict(cl_client_conn *c, const cl_client_request *req, cl_client_response *resp, cl_err *err);
 int cl_client_grpc_metadata(cl_client_conn *c, const char *model, int64_t version, cl_client_metadata *md,
                             cl_err *err);

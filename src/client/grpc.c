@@ -24,18 +24,28 @@
 
 /* ---------------------------------------------------------------- framing and status */
 
-int cl_client_grpc_frame(const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len, cl_err *err)
+/* The 5-byte message header: not compressed, big-endian length. */
+static int put_prefix(uint8_t *b, size_t len, cl_err *err)
 {
     if (len > 0xffffffffu)
         return cl_err_set(err, CL_E_INVALID, "a gRPC message cannot exceed 4 GiB (this one has %zu bytes)", len);
-    uint8_t *b = malloc(len + GRPC_PREFIX);
-    if (!b)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory framing a %zu-byte request", len);
     b[0] = 0;
     b[1] = (uint8_t)(len >> 24);
     b[2] = (uint8_t)(len >> 16);
     b[3] = (uint8_t)(len >> 8);
     b[4] = (uint8_t)len;
+    return 0;
+}
+
+int cl_client_grpc_frame(const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len, cl_err *err)
+{
+    uint8_t hdr[GRPC_PREFIX];
+    if (put_prefix(hdr, len, err) != 0)
+        return -1;
+    uint8_t *b = malloc(len + GRPC_PREFIX);
+    if (!b)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory framing a %zu-byte request", len);
+    memcpy(b, hdr, GRPC_PREFIX);
     if (len)
         memcpy(b + GRPC_PREFIX, msg, len);
     *out = b;
@@ -273,6 +283,26 @@ static ssize_t read_body(nghttp2_session *s, int32_t stream_id, uint8_t *buf, si
     return (ssize_t)n;
 }
 
+/* DATA frames sized so that frame header and payload fill exactly one TLS record (16 KiB of
+ * plaintext): nghttp2's default 16 KiB payload plus its 9-byte header would take two records, the
+ * second of 9 bytes, doubling the records (and the server's reads) of a large request. */
+static ssize_t data_len(nghttp2_session *s, uint8_t type, int32_t stream_id, int32_t session_window,
+                        int32_t stream_window, uint32_t max_frame, void *arg)
+{
+    (void)s;
+    (void)type;
+    (void)stream_id;
+    (void)arg;
+    ssize_t n = 16384 - 9;
+    if (n > session_window)
+        n = session_window;
+    if (n > stream_window)
+        n = stream_window;
+    if ((uint32_t)n > max_frame)
+        n = (ssize_t)max_frame;
+    return n;
+}
+
 /* Sends what nghttp2 has queued, then reads and feeds one chunk. Returns 0, or -1 with err. */
 static int h2_pump(cl_client_conn *conn, h2user *u, cl_err *err)
 {
@@ -284,6 +314,8 @@ static int h2_pump(cl_client_conn *conn, h2user *u, cl_err *err)
         }
         return cl_err_set(err, CL_E_IO, "HTTP/2 session failed while sending: %s", nghttp2_strerror(rv));
     }
+    if (cl_client_io_flush(conn, err) != 0)
+        return -1;
     uint8_t buf[16384];
     ssize_t n = cl_client_io_read(conn, buf, sizeof buf, err);
     if (n < 0)
@@ -351,6 +383,7 @@ int cl_client_h2_start(cl_client_conn *conn, cl_err *err)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame);
+    nghttp2_session_callbacks_set_data_source_read_length_callback(cbs, data_len);
     int rv = nghttp2_session_client_new(&conn->h2, cbs, u);
     nghttp2_session_callbacks_del(cbs);
     if (rv != 0) {
@@ -381,7 +414,9 @@ void cl_client_h2_end(cl_client_conn *conn)
     h2user *u = conn->h2user;
     if (!conn->broken && conn->fd >= 0) {
         nghttp2_session_terminate_session(conn->h2, NGHTTP2_NO_ERROR);
-        nghttp2_session_send(conn->h2);
+        cl_err ignored = {0};
+        if (nghttp2_session_send(conn->h2) == 0)
+            cl_client_io_flush(conn, &ignored);
     }
     nghttp2_session_del(conn->h2);
     free(u);
@@ -397,17 +432,11 @@ static void call_clear(h2call *c)
     free(c->content_type);
 }
 
-int cl_client_grpc_call(cl_client_conn *conn, const char *path, const uint8_t *req, size_t req_len, uint8_t **resp,
-                        size_t *resp_len, cl_err *err)
+int cl_client_grpc_call(cl_client_conn *conn, const char *path, const uint8_t *framed, size_t framed_len,
+                        uint8_t **resp, size_t *resp_len, cl_err *err)
 {
     *resp = NULL;
     *resp_len = 0;
-    uint8_t *framed = NULL;
-    size_t framed_len = 0;
-    if (cl_client_grpc_frame(req, req_len, &framed, &framed_len, err) != 0) {
-        conn->last_code = CL_SC_INVALID_ARGUMENT;
-        return -1;
-    }
     h2user *u = conn->h2user;
     memset(&u->st.io_err, 0, sizeof u->st.io_err);
     h2call c = {.body = framed, .body_len = framed_len, .max = conn->cl->max_response + GRPC_PREFIX};
@@ -433,7 +462,10 @@ int cl_client_grpc_call(cl_client_conn *conn, const char *path, const uint8_t *r
             goto out;
         }
     }
-    nghttp2_session_send(conn->h2); /* flush window updates and the like */
+    /* flush window updates and the like */
+    cl_err ignored = {0};
+    if (nghttp2_session_send(conn->h2) == 0)
+        cl_client_io_flush(conn, &ignored);
     if (u->st.goaway)
         conn->broken = true; /* reconnect for the next call */
     if (c.too_big) {
@@ -482,7 +514,6 @@ int cl_client_grpc_call(cl_client_conn *conn, const char *path, const uint8_t *r
 out:
     conn->call = NULL;
     call_clear(&c);
-    free(framed);
     return rc;
 }
 
@@ -504,12 +535,21 @@ static Tensorflow__Serving__ModelSpec *model_spec(Tensorflow__Serving__ModelSpec
     return spec;
 }
 
-static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
+/* The message serialized straight behind its gRPC header (no second copy of a large tensor). */
+static uint8_t *pack_framed(const ProtobufCMessage *m, size_t *len, cl_err *err)
 {
-    *len = protobuf_c_message_get_packed_size(m);
-    uint8_t *b = malloc(*len ? *len : 1);
-    if (b)
-        protobuf_c_message_pack(m, b);
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *b = malloc(n + GRPC_PREFIX);
+    if (!b) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory for a %zu-byte request", n);
+        return NULL;
+    }
+    if (put_prefix(b, n, err) != 0) {
+        free(b);
+        return NULL;
+    }
+    protobuf_c_message_pack(m, b + GRPC_PREFIX);
+    *len = n + GRPC_PREFIX;
     return b;
 }
 
@@ -818,8 +858,9 @@ int cl_client_grpc_predict(cl_client_conn *c, const cl_client_request *req, cl_c
     m.inputs = eptr;
     m.n_output_filter = req->n_output_filter;
     m.output_filter = (char **)req->output_filter;
-    if (!(body = pack(&m.base, &body_len))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+    if (!(body = pack_framed(&m.base, &body_len, err))) {
+        if (err->code == CL_E_INVALID)
+            c->last_code = CL_SC_INVALID_ARGUMENT;
         goto done;
     }
     if (cl_client_grpc_call(c, "/tensorflow.serving.PredictionService/Predict", body, body_len, &out, &out_len, err) != 0)
@@ -853,9 +894,9 @@ int cl_client_grpc_metadata(cl_client_conn *c, const char *model, int64_t versio
     m.n_metadata_field = 1;
     m.metadata_field = &field;
     size_t body_len, out_len;
-    uint8_t *body = pack(&m.base, &body_len), *out = NULL;
+    uint8_t *body = pack_framed(&m.base, &body_len, err), *out = NULL;
     if (!body)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return -1;
     int rc = cl_client_grpc_call(c, "/tensorflow.serving.PredictionService/GetModelMetadata", body, body_len, &out,
                                  &out_len, err);
     if (rc == 0 && (rc = cl_client_pb_metadata_response(out, out_len, md, err)) != 0)
@@ -873,9 +914,9 @@ int cl_client_grpc_status_call(cl_client_conn *c, const char *model, int64_t ver
     Google__Protobuf__Int64Value v;
     m.model_spec = model_spec(&spec, &v, model, version, NULL);
     size_t body_len, out_len;
-    uint8_t *body = pack(&m.base, &body_len), *out = NULL;
+    uint8_t *body = pack_framed(&m.base, &body_len, err), *out = NULL;
     if (!body)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return -1;
     int rc = cl_client_grpc_call(c, "/tensorflow.serving.ModelService/GetModelStatus", body, body_len, &out, &out_len,
                                  err);
     if (rc == 0 && (rc = cl_client_pb_status_response(out, out_len, st, n, err)) != 0)

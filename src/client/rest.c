@@ -309,7 +309,7 @@ static int http_call(cl_client_conn *c, const char *method, const char *path, co
         return cl_err_set(err, CL_E_INVALID, "the request path is too long");
     c->rlen = 0;
     if (cl_client_io_write(c, head, (size_t)n, err) != 0 || (body_len && cl_client_io_write(c, body, body_len, err) != 0) ||
-        http_read(c, status, resp, resp_len, err) != 0)
+        cl_client_io_flush(c, err) != 0 || http_read(c, status, resp, resp_len, err) != 0)
         return cl_client_conn_fail(c, err);
     return 0;
 }

@@ -1,5 +1,5 @@
-/* grpc.c — the gRPC front end: HTTP/2 (nghttp2) over TLS (libevent's OpenSSL bufferevents) or, only
- * when explicitly allowed, cleartext h2c; gRPC message framing; dispatch of
+/* grpc.c — the gRPC front end: HTTP/2 (nghttp2) over TLS (the tlsio.c transport) or, only when
+ * explicitly allowed, cleartext h2c; gRPC message framing; dispatch of
  *   /tensorflow.serving.PredictionService/Predict           -> worker pool
  *   /tensorflow.serving.PredictionService/GetModelMetadata  -> answered on the loop thread
  *   /tensorflow.serving.ModelService/GetModelStatus         -> answered on the loop thread
@@ -22,15 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/err.h>
 
 #define CONN_IDLE_MS 300000u
 #define GRPC_PREFIX 5
+#define OUT_MAX (1u << 20) /* output queued for a slow reader before nghttp2 is told to wait */
 
 typedef struct gconn gconn;
 
@@ -59,7 +57,7 @@ typedef struct gstream {
 
 struct gconn {
     cl_serve_grpc_listener *l;
-    struct bufferevent *bev;
+    cl_serve_io *io;
     nghttp2_session *ngh;
     gstream *streams;
     struct event *timer;
@@ -298,7 +296,9 @@ static void dispatch(gstream *s)
 static ssize_t on_send(nghttp2_session *ngh, const uint8_t *data, size_t len, int flags, void *user)
 {
     gconn *c = user;
-    if (bufferevent_write(c->bev, data, len) != 0)
+    if (cl_serve_io_pending(c->io) >= OUT_MAX)
+        return NGHTTP2_ERR_WOULDBLOCK; /* resumed by io_drained */
+    if (cl_serve_io_write(c->io, data, len) != 0)
         return NGHTTP2_ERR_CALLBACK_FAILURE;
     return (ssize_t)len;
 }
@@ -456,12 +456,7 @@ static void conn_free(gconn *c)
         stream_free(c->streams);
     if (c->ngh)
         nghttp2_session_del(c->ngh);
-    if (c->bev) {
-        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-        if (ssl)
-            SSL_set_shutdown(ssl, SSL_RECEIVED_SHUTDOWN);
-        bufferevent_free(c->bev);
-    }
+    cl_serve_io_free(c->io);
     if (c->timer)
         event_free(c->timer);
     cl_serve_grpc_listener *l = c->l;
@@ -478,15 +473,23 @@ static void conn_free(gconn *c)
  * Returns -1 when the connection was freed. */
 static int conn_flush(gconn *c)
 {
-    if (c->ngh && nghttp2_session_send(c->ngh) != 0) {
-        conn_free(c);
-        return -1;
+    for (;;) {
+        if (c->ngh && nghttp2_session_send(c->ngh) != 0) {
+            conn_free(c);
+            return -1;
+        }
+        if (cl_serve_io_flush(c->io) != 0)
+            return -1; /* io_closed freed the connection */
+        /* on_send stops nghttp2 at OUT_MAX queued bytes; when the socket took them all at once, no
+         * `drained` follows, so go on here */
+        if (!c->ngh || cl_serve_io_pending(c->io) || !nghttp2_session_want_write(c->ngh))
+            break;
     }
     if (c->ngh && !nghttp2_session_want_read(c->ngh) && !nghttp2_session_want_write(c->ngh) && !c->closing) {
         c->closing = true;
         c->closing_since_ns = cl_now_ns();
     }
-    if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+    if (c->closing && cl_serve_io_pending(c->io) == 0) {
         conn_free(c);
         return -1;
     }
@@ -520,74 +523,63 @@ static int session_start(gconn *c)
     return 0;
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static int io_data(cl_serve_io *io, const uint8_t *data, size_t len, void *arg)
 {
+    (void)io;
     gconn *c = arg;
     if (!c->ngh)
-        return;
+        return 0;
     c->last_active_ns = cl_now_ns();
-    struct evbuffer *in = bufferevent_get_input(bev);
-    size_t len = evbuffer_get_length(in);
-    unsigned char *data = evbuffer_pullup(in, -1);
     ssize_t n = nghttp2_session_mem_recv(c->ngh, data, len);
     if (n < 0) {
         CL_DEBUG(CL_SERVE_MOD, "grpc %s: HTTP/2 protocol error: %s", c->peer, nghttp2_strerror((int)n));
         conn_free(c);
-        return;
+        return -1;
     }
-    evbuffer_drain(in, (size_t)n);
-    conn_flush(c);
+    return conn_flush(c);
 }
 
-static void on_write(struct bufferevent *bev, void *arg)
+static void io_drained(cl_serve_io *io, void *arg)
 {
+    (void)io;
     gconn *c = arg;
-    if (!c->ngh)
-        return;
-    conn_flush(c);
+    if (c->ngh)
+        conn_flush(c);
 }
 
-static void on_event(struct bufferevent *bev, short events, void *arg)
+static int io_ready(cl_serve_io *io, void *arg)
 {
     gconn *c = arg;
-    if (events & BEV_EVENT_CONNECTED) {
-        SSL *ssl = bufferevent_openssl_get_ssl(bev);
-        const unsigned char *alpn = NULL;
-        unsigned alpn_len = 0;
-        if (ssl)
-            SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-        if (ssl && (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0)) {
-            CL_DEBUG(CL_SERVE_MOD, "grpc %s: client did not negotiate ALPN h2", c->peer);
-            conn_free(c);
-            return;
-        }
-        c->last_active_ns = cl_now_ns();
-        if (session_start(c) != 0) {
-            conn_free(c);
-            return;
-        }
-        if (conn_flush(c) != 0)
-            return;
-        if (evbuffer_get_length(bufferevent_get_input(bev)))
-            on_read(bev, c);
-        return;
-    }
-    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-        if (events & BEV_EVENT_ERROR) {
-            /* a failed handshake is worth telling (e.g. a client without a certificate under mTLS);
-             * a client that just went away is not */
-            unsigned long e;
-            while ((e = bufferevent_get_openssl_error(bev)) != 0) {
-                if (!ERR_GET_LIB(e))
-                    continue;
-                char buf[256];
-                ERR_error_string_n(e, buf, sizeof buf);
-                cl_log(c->ngh ? CL_LOG_DEBUG : CL_LOG_INFO, CL_SERVE_MOD, "grpc %s: TLS: %s", c->peer, buf);
-            }
-        }
+    const unsigned char *alpn = NULL;
+    unsigned alpn_len = 0;
+    SSL_get0_alpn_selected(cl_serve_io_ssl(io), &alpn, &alpn_len);
+    if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+        CL_DEBUG(CL_SERVE_MOD, "grpc %s: client did not negotiate ALPN h2", c->peer);
         conn_free(c);
+        return -1;
     }
+    c->last_active_ns = cl_now_ns();
+    if (session_start(c) != 0) {
+        conn_free(c);
+        return -1;
+    }
+    return conn_flush(c);
 }
+
+static void io_closed(cl_serve_io *io, bool tls_failure, const char *why, void *arg)
+{
+    (void)io;
+    gconn *c = arg;
+    /* a failed handshake is worth telling (e.g. a client without a certificate under mTLS); a client
+     * that just went away is not */
+    if (tls_failure)
+        cl_log(c->ngh ? CL_LOG_DEBUG : CL_LOG_INFO, CL_SERVE_MOD, "grpc %s: TLS: %s", c->peer, why);
+    else
+        CL_DEBUG(CL_SERVE_MOD, "grpc %s: connection ended: %s", c->peer, why);
+    conn_free(c);
+}
+
+static const cl_serve_io_cbs io_cbs = {io_ready, io_data, io_drained, io_closed};
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
@@ -647,38 +639,21 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
-    if (l->ctx) {
-        SSL *ssl = SSL_new(l->ctx);
-        if (!ssl) {
-            evutil_closesocket(fd);
-            conn_free(c);
-            return;
-        }
-        c->bev = bufferevent_openssl_socket_new(l->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-        if (c->bev)
-            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-        else
-            SSL_free(ssl);
-    } else {
-        c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    cl_err err = {0};
+    if (!(c->io = cl_serve_io_new(l->base, fd, l->ctx, &io_cbs, c, &err))) {
+        CL_WARN(CL_SERVE_MOD, "grpc %s: %s", c->peer, err.msg);
+        evutil_closesocket(fd);
+        conn_free(c);
+        return;
     }
     const cl_serve_config *cfg = cl_serve_srv_config(l->srv);
     unsigned tick = cfg->request_timeout_ms / 4 < 10 ? 10 : cfg->request_timeout_ms / 4;
     struct timeval tv = {tick / 1000, (tick % 1000) * 1000};
     c->timer = event_new(l->base, -1, EV_PERSIST, on_timer, c);
-    if (!c->bev || !c->timer || event_add(c->timer, &tv) != 0) {
-        if (!c->bev)
-            evutil_closesocket(fd);
+    if (!c->timer || event_add(c->timer, &tv) != 0) {
         conn_free(c);
         return;
     }
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    /* libevent reads and writes at most 16 KB per callback by default; image tensors are hundreds of
-     * KB, and each round trip through the loop is a TLS record and a syscall */
-    bufferevent_set_max_single_read(c->bev, 256 << 10);
-    bufferevent_set_max_single_write(c->bev, 256 << 10);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     if (!l->ctx && session_start(c) != 0) {
         conn_free(c);
         return;

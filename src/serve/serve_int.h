@@ -116,6 +116,35 @@ SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_e
 SSL_CTX *cl_serve_tls_ctx_id(const cl_serve_ssl_config *cfg, const struct cl_ratls_identity *id, const char *alpn,
                              cl_err *err);
 
+/* ---- connection transport (tlsio.c): a non-blocking socket on the loop thread, TLS or clear,
+ * read in large chunks and written with one writev per flush (see tlsio.c for why). Loop thread
+ * only. The io owns the socket (closed by cl_serve_io_free). */
+typedef struct cl_serve_io cl_serve_io;
+typedef struct cl_serve_io_cbs {
+    /* The TLS handshake is done (never called in clear). Return -1 if the callee freed the io. */
+    int (*ready)(cl_serve_io *io, void *arg);
+    /* Plaintext arrived. Return -1 if the callee freed the io. */
+    int (*data)(cl_serve_io *io, const uint8_t *p, size_t n, void *arg);
+    /* Output that a flush could not write at once has now all been written. */
+    void (*drained)(cl_serve_io *io, void *arg);
+    /* The connection ended: peer closed, I/O error, or TLS failure (tls_failure, why = OpenSSL's
+     * reason). The callee must free the io, here or later; nothing else is called after this. */
+    void (*closed)(cl_serve_io *io, bool tls_failure, const char *why, void *arg);
+} cl_serve_io_cbs;
+/* Takes over fd (on success) and makes it non-blocking; ctx NULL for clear. The callbacks struct
+ * must outlive the io. */
+cl_serve_io *cl_serve_io_new(struct event_base *base, int fd, SSL_CTX *ctx, const cl_serve_io_cbs *cbs, void *arg,
+                             cl_err *err);
+/* Queues bytes (encrypted by the next flush under TLS). -1 if out of memory or closed. */
+int cl_serve_io_write(cl_serve_io *io, const void *p, size_t n);
+/* Writes what is queued; the rest waits for the socket (then `drained`). Returns -1 when the
+ * connection ended: `closed` has run and the io may already be freed. */
+int cl_serve_io_flush(cl_serve_io *io);
+/* Bytes queued and not yet written. */
+size_t cl_serve_io_pending(const cl_serve_io *io);
+SSL *cl_serve_io_ssl(cl_serve_io *io);
+void cl_serve_io_free(cl_serve_io *io);
+
 /* ---- server (server.c), for the front ends */
 struct evhttp;
 struct evhttp_bound_socket;
