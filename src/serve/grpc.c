@@ -211,6 +211,18 @@ static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *bo
     nghttp2_submit_response(s->conn->ngh, s->id, hdrs, CL_ARRAY_LEN(hdrs), &dp);
 }
 
+/* Submits the response of a finished call (sent by the next conn_flush) and frees the call. */
+static void answer(gstream *s, cl_serve_call *call)
+{
+    uint8_t *out = NULL;
+    size_t len = 0;
+    cl_serve_code code = call->st.code;
+    if (code == CL_SC_OK)
+        code = cl_serve_pb_predict_response(call, &out, &len);
+    respond(s, code, call->st.msg, out, len);
+    cl_serve_call_free(call);
+}
+
 /* Back on the loop thread from a worker. */
 static void grpc_call_done(cl_serve_call *call)
 {
@@ -223,14 +235,8 @@ static void grpc_call_done(cl_serve_call *call)
         return;
     }
     s->call = NULL;
-    uint8_t *out = NULL;
-    size_t len = 0;
-    cl_serve_code code = call->st.code;
-    if (code == CL_SC_OK)
-        code = cl_serve_pb_predict_response(call, &out, &len);
-    respond(s, code, call->st.msg, out, len);
     gconn *c = s->conn;
-    cl_serve_call_free(call);
+    answer(s, call);
     conn_flush(c);
 }
 
@@ -283,6 +289,9 @@ static void dispatch(gstream *s)
     s->len = s->cap = 0;
     call->owner = s;
     call->done = grpc_call_done;
+    /* inside nghttp2's receive callbacks: the response goes out with the flush after them */
+    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
+        return answer(s, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
         cl_serve_call_free(call);
         return respond(s, CL_SC_UNAVAILABLE, "the server is at capacity (request queue full); retry later", NULL,

@@ -451,6 +451,22 @@ int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c)
     return 0;
 }
 
+bool cl_serve_pool_run_inline(cl_serve_pool *p, cl_serve_call *c, uint64_t max_ns)
+{
+    if (!max_ns || p->bat.max_batch_size || cl_serve_model_typical_ns(c->model) > max_ns)
+        return false;
+    for (size_t i = 0; i < c->n_inputs; i++)
+        if (c->inputs[i].dtype == CL_SERVE_DT_STRING)
+            return false; /* image decoding is not cheap */
+    pthread_mutex_lock(&p->mu);
+    bool idle = !p->head && !p->stopping;
+    pthread_mutex_unlock(&p->mu);
+    if (!idle)
+        return false; /* queued calls go first */
+    run_one(c);
+    return true;
+}
+
 unsigned cl_serve_pool_inflight(cl_serve_pool *p) { return atomic_load(&p->inflight); }
 
 unsigned cl_serve_pool_queued(cl_serve_pool *p)

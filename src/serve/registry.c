@@ -17,6 +17,9 @@ struct cl_serve_model {
     char *name;
     int64_t version;
     cl_serve_backend backend;
+    /* how long the backend takes: a moving average over successful runs, and their count */
+    atomic_ullong run_ns_avg;
+    atomic_uint runs;
 };
 
 typedef struct entry {
@@ -248,7 +251,14 @@ static int run_backend(cl_serve_model *m, const cl_serve_tensor *ordered, cl_ser
 {
     *outputs = NULL;
     *n_outputs = 0;
+    uint64_t t0 = cl_now_ns();
     int rc = m->backend.run(m->backend.ctx, ordered, m->backend.signature->n_inputs, outputs, n_outputs, err);
+    if (rc == 0) {
+        /* racy read-modify-write between workers: an average that is off by one sample is fine */
+        uint64_t t = cl_now_ns() - t0, avg = atomic_load(&m->run_ns_avg);
+        atomic_store(&m->run_ns_avg, atomic_load(&m->runs) ? avg - avg / 8 + t / 8 : t);
+        atomic_fetch_add(&m->runs, 1);
+    }
     if (rc != 0) {
         cl_serve_tensors_free(*outputs, *n_outputs);
         *outputs = NULL;
@@ -306,6 +316,11 @@ int cl_serve_model_run_ordered(cl_serve_model *m, const cl_serve_tensor *inputs,
                                size_t *n_outputs, cl_err *err)
 {
     return run_backend(m, inputs, outputs, n_outputs, err);
+}
+
+uint64_t cl_serve_model_typical_ns(const cl_serve_model *m)
+{
+    return atomic_load(&m->runs) >= 8 ? atomic_load(&m->run_ns_avg) : UINT64_MAX;
 }
 
 int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,

@@ -215,6 +215,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     evbuffer_drain(in, len);
     c->owner = req;
     c->done = rest_call_done;
+    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), c, cl_serve_srv_inline_ns(srv))) {
+        rest_call_done(c);
+        return;
+    }
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), c) != 0) {
         reply_error(srv, req, CL_RPC_PREDICT, name, start, CL_SC_UNAVAILABLE, 429,
                     "the server is at capacity (request queue full); retry later");

@@ -67,6 +67,10 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
                                  const cl_serve_batching *bat, cl_err *err);
 /* Queues a call; -1 when the queue is full (the call is untouched and still the caller's). */
 int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c);
+/* Runs the call right here, on the calling (loop) thread, and returns true when that is cheaper than a
+ * hand-off: batching off, nothing queued, no encoded images, and the model's typical run time (see
+ * cl_serve_model_typical_ns) at most max_ns (0: never). Otherwise returns false and does nothing. */
+bool cl_serve_pool_run_inline(cl_serve_pool *p, cl_serve_call *c, uint64_t max_ns);
 /* Calls queued or running (for graceful shutdown). */
 unsigned cl_serve_pool_inflight(cl_serve_pool *p);
 /* Calls waiting for a worker (not yet running, not in an open batch). */
@@ -76,6 +80,9 @@ unsigned cl_serve_pool_queued(cl_serve_pool *p);
 bool cl_serve_pool_batch_stats(cl_serve_pool *p, uint64_t hist[CL_SERVE_BATCH_BUCKETS + 1], uint64_t *rows_sum);
 /* Stops the workers after the queue drains, joins them, frees the pool. Loop thread only. */
 void cl_serve_pool_free(cl_serve_pool *p);
+
+/* Moving average of the model's successful backend runs in ns; UINT64_MAX until it has run 8 times. */
+uint64_t cl_serve_model_typical_ns(const cl_serve_model *m);
 
 /* ---- protobuf (pbconv.c). Requests are parsed with a size limit on tensors (max_bytes). */
 /* PredictRequest -> call (model looked up, inputs converted). */
@@ -152,6 +159,8 @@ typedef struct cl_serve_grpc_listener cl_serve_grpc_listener;
 cl_serve_registry *cl_serve_srv_registry(cl_serve_server *s);
 const cl_serve_config *cl_serve_srv_config(cl_serve_server *s);
 cl_serve_pool *cl_serve_srv_pool(cl_serve_server *s);
+/* The config's inline_max_us in ns (0: never), for cl_serve_pool_run_inline. */
+uint64_t cl_serve_srv_inline_ns(cl_serve_server *s);
 /* Records a finished request for /monitoring/prometheus/metrics. Loop thread or any thread. */
 void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model,
                              cl_serve_code code, uint64_t latency_ns);

@@ -69,6 +69,10 @@ static const char *const rpc_names[] = {"predict", "metadata", "status"};
 cl_serve_registry *cl_serve_srv_registry(cl_serve_server *s) { return s->reg; }
 const cl_serve_config *cl_serve_srv_config(cl_serve_server *s) { return &s->cfg; }
 cl_serve_pool *cl_serve_srv_pool(cl_serve_server *s) { return s->pool; }
+uint64_t cl_serve_srv_inline_ns(cl_serve_server *s)
+{
+    return s->cfg.inline_max_us > 0 ? (uint64_t)s->cfg.inline_max_us * 1000u : 0;
+}
 int cl_serve_server_grpc_port(const cl_serve_server *s) { return s->grpc_port; }
 int cl_serve_server_rest_port(const cl_serve_server *s) { return s->rest_port; }
 
@@ -327,10 +331,20 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
         s->cfg.workers = 2;
     if (!s->cfg.queue_limit)
         s->cfg.queue_limit = 64;
+    if (!s->cfg.inline_max_us)
+        s->cfg.inline_max_us = 50;
     s->reg = reg;
     s->grpc_fd = s->rest_fd = -1;
     s->grpc_port = s->rest_port = -1;
-    if (!(s->base = event_base_new())) {
+    /* epoll changes are applied once per loop iteration, so an event disabled and re-enabled within
+     * one iteration (evhttp pausing reads while it answers) costs no epoll_ctl */
+    struct event_config *ec = event_config_new();
+    if (ec)
+        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    s->base = ec ? event_base_new_with_config(ec) : NULL;
+    if (ec)
+        event_config_free(ec);
+    if (!s->base) {
         cl_err_set(err, CL_E_NOMEM, "cannot create the event loop");
         goto fail;
     }

@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+#include <time.h>
+
 #include "cloister/pki.h"
 #include "serve/serve_int.h"
 #include "testmodel.h"
@@ -983,6 +986,103 @@ static void test_order_inputs(void **state)
     cl_serve_registry_free(r);
 }
 
+/* ---------------------------------------------------------------- running calls on the loop thread */
+
+/* A call on the latest version of `model` (the call holds its own reference) with input x = [v]. */
+static cl_serve_call *float_call(cl_serve_registry *r, const char *model, float v)
+{
+    cl_serve_call *c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+    int64_t d = 1;
+    cl_err err = {0};
+    assert_non_null(c->model = cl_serve_registry_get(r, model, 0, &err));
+    c->inputs = calloc(1, sizeof *c->inputs);
+    c->n_inputs = 1;
+    assert_int_equal(cl_serve_tensor_init(&c->inputs[0], "x", CL_SERVE_DT_FLOAT, 1, &d, 0, &err), 0);
+    ((float *)c->inputs[0].data)[0] = v;
+    c->done = cl_serve_call_free; /* the pool hands finished calls back through done */
+    return c;
+}
+
+/* cl_serve_pool_run_inline runs a call in the caller's thread only when that is cheap and fair: the
+ * model has a measured typical run time within the limit, nothing waits in the queue, batching is
+ * off, no images need decoding. */
+static void test_pool_inline(void **state)
+{
+    (void)state;
+    const uint64_t second = 1000000000ull;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    assert_int_equal(tm_register_all(r, 1, false, &err), 0);
+    cl_serve_backend b = {&id_sig, id_run, NULL, (void *)1};
+    assert_int_equal(cl_serve_registry_add(r, "id", 1, &b, &err), 0);
+    struct event_base *base = event_base_new();
+    cl_serve_pool *p = cl_serve_pool_new(base, 1, 8, NULL, &err);
+    assert_non_null(p);
+
+    /* not measured yet: never inline, however generous the limit */
+    cl_serve_call *c = float_call(r, "id", 2.0f);
+    assert_int_equal(cl_serve_model_typical_ns(c->model), UINT64_MAX);
+    assert_false(cl_serve_pool_run_inline(p, c, second));
+    assert_null(c->outputs);
+    for (int i = 0; i < 7; i++)
+        run_id(c->model);
+    assert_int_equal(cl_serve_model_typical_ns(c->model), UINT64_MAX); /* 7 runs are not enough */
+    run_id(c->model);
+    uint64_t typical = cl_serve_model_typical_ns(c->model);
+    assert_true(typical > 0 && typical < second);
+    assert_false(cl_serve_pool_run_inline(p, c, 0)); /* 0: never */
+    assert_true(cl_serve_pool_run_inline(p, c, second));
+    assert_int_equal(c->st.code, CL_SC_OK);
+    assert_int_equal(c->n_outputs, 1);
+    assert_float_equal(((float *)c->outputs[0].data)[0], 3.0f, 0); /* x + version */
+    cl_serve_call_free(c);
+
+    /* a model slower than the limit goes to the workers: sleepy sleeps x ms */
+    c = float_call(r, "sleepy", 2.0f);
+    for (int i = 0; i < 8; i++) {
+        cl_serve_tensor *out;
+        size_t n;
+        assert_int_equal(cl_serve_model_run(c->model, c->inputs, 1, &out, &n, &err), 0);
+        cl_serve_tensors_free(out, n);
+    }
+    assert_true(cl_serve_model_typical_ns(c->model) >= 2000000u);
+    assert_false(cl_serve_pool_run_inline(p, c, 50000));
+    assert_true(cl_serve_pool_run_inline(p, c, second));
+    cl_serve_call_free(c);
+
+    /* encoded images are not decoded on the loop thread */
+    c = float_call(r, "id", 1.0f);
+    c->inputs[0].dtype = CL_SERVE_DT_STRING;
+    assert_false(cl_serve_pool_run_inline(p, c, second));
+    c->inputs[0].dtype = CL_SERVE_DT_FLOAT;
+    cl_serve_call_free(c);
+
+    /* a call waiting in the queue goes first: the worker busy for 300 ms, one call queued behind */
+    assert_int_equal(cl_serve_pool_submit(p, float_call(r, "sleepy", 300.0f)), 0);
+    assert_int_equal(cl_serve_pool_submit(p, float_call(r, "sleepy", 1.0f)), 0);
+    for (int i = 0; i < 200 && cl_serve_pool_queued(p) != 1; i++) { /* until the worker took the first */
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(cl_serve_pool_queued(p), 1);
+    c = float_call(r, "id", 1.0f);
+    assert_false(cl_serve_pool_run_inline(p, c, second));
+    cl_serve_call_free(c);
+    cl_serve_pool_free(p); /* waits for both and frees them through done */
+
+    /* with batching, calls always go through the pool (they may join a batch) */
+    cl_serve_batching bat = {.max_batch_size = 8};
+    p = cl_serve_pool_new(base, 1, 8, &bat, &err);
+    assert_non_null(p);
+    c = float_call(r, "id", 1.0f);
+    assert_false(cl_serve_pool_run_inline(p, c, second));
+    cl_serve_call_free(c);
+    cl_serve_pool_free(p);
+
+    event_base_free(base);
+    cl_serve_registry_free(r);
+}
+
 int main(void)
 {
     cl_secmem_set_require_lock(false);
@@ -993,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_pb_predict),        cmocka_unit_test(test_pb_metadata_status),
         cmocka_unit_test(test_json),              cmocka_unit_test(test_grpc_framing),
         cmocka_unit_test(test_batching_parse),    cmocka_unit_test(test_order_inputs),
+        cmocka_unit_test(test_pool_inline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
