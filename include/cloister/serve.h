@@ -277,10 +277,13 @@ typedef struct cl_serve_config {
     unsigned workers;             /* worker threads; default 2 */
     unsigned queue_limit;         /* requests waiting for a worker; beyond: UNAVAILABLE / HTTP 429; default 64 */
     cl_serve_batching batching;   /* zero: no batching */
-    /* A request whose model typically runs within this many microseconds (and which finds no call
-     * waiting, no batching, no encoded images) runs on the event loop thread itself, saving the two
-     * thread hand-offs that cost more than such a model; 0: default 50; negative: never. */
+    /* A request whose model typically runs within this many microseconds (without batching and
+     * encoded images) runs on the event loop thread itself, saving the two thread hand-offs that
+     * cost more than such a model; 0: default 50; negative: never. */
     long inline_max_us;
+    /* REST event loops, each on its own thread, sharing the port (the first one is the main loop,
+     * which also carries gRPC); 0: one per CPU, at most 4. */
+    unsigned rest_threads;
     bool handle_signals;          /* stop gracefully on SIGTERM / SIGINT */
     /* Attested TLS: present this RA-TLS identity (ratls.h; borrowed, must outlive server_new) on both
      * ports instead of tls's certificate and key. tls may then be NULL; if given, its custom_ca and

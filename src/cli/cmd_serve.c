@@ -16,7 +16,7 @@
 int cl_cmd_serve(int argc, char **argv)
 {
     long port = 8500, rest_port = 8501, max_bytes = 64L << 20, timeout_ms = 30000, workers = 2, queue = 64,
-         inline_us = 50;
+         inline_us = 200, rest_threads = 0;
     const char *host = NULL, *ssl_cfg = NULL, *cert = NULL, *key = NULL, *ca = NULL;
     const char *model_name = NULL, *model_base = NULL, *model_cfg = NULL, *keyserver_ca = NULL, *evidence = "sim",
                *attest_root = NULL, *sim_key = getenv("CLOISTER_SIM_QE_KEY"), *keyserver_name = NULL;
@@ -68,8 +68,10 @@ int cl_cmd_serve(int argc, char **argv)
         {"workers", CL_ARG_LONG, &workers, "N", "threads running models (default 2)", false, 1, 1024},
         {"queue", CL_ARG_LONG, &queue, "N", "requests waiting for a worker before new ones get UNAVAILABLE / HTTP "
                                            "429 (default 64)", false, 1, 1000000},
+        {"rest_api_num_threads", CL_ARG_LONG, &rest_threads, "N", "event loops (threads) serving REST (default: "
+                                                                  "one per CPU, at most 4)", false, 1, 64},
         {"inline_max_us", CL_ARG_LONG, &inline_us, "US", "models that typically run within this long run on the "
-                                                        "network thread, without a worker hand-off (default 50; 0: "
+                                                        "network thread, without a worker hand-off (default 200; 0: "
                                                         "never)", false, 0, 100000},
         {"enable_batching", CL_ARG_FLAG, &batching, NULL, "run concurrent requests for a model as one batch (models "
                                                           "whose inputs and outputs have a dynamic first dim)", false},
@@ -267,7 +269,7 @@ int cl_cmd_serve(int argc, char **argv)
                            .allow_plaintext = plaintext,
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
                            .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .batching = bat,
-                           .inline_max_us = inline_us ? inline_us : -1,
+                           .inline_max_us = inline_us ? inline_us : -1, .rest_threads = (unsigned)rest_threads,
                            .handle_signals = true};
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */

@@ -113,7 +113,8 @@ static cl_serve_code strings_from_pb(const Tensorflow__TensorProto *tp, const ch
     return CL_SC_OK;
 }
 
-static cl_serve_code tensor_from_pb(const Tensorflow__TensorProto *tp, const char *name, size_t max_bytes,
+/* The tensor of tp; a tensor_content buffer is taken over from tp (no copy of a large tensor). */
+static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *name, size_t max_bytes,
                                     cl_serve_tensor *out, cl_serve_status *st)
 {
     cl_serve_dtype dt = (cl_serve_dtype)tp->dtype;
@@ -139,18 +140,24 @@ static cl_serve_code tensor_from_pb(const Tensorflow__TensorProto *tp, const cha
     if (dt == CL_SERVE_DT_STRING)
         return strings_from_pb(tp, name, (int)sh->n_dim, dims, max_bytes, out, st);
     cl_err err = {0};
+    size_t need;
+    if (cl_serve_tensor_bytes(name, dt, (int)sh->n_dim, dims, max_bytes, &need, &err) != 0)
+        return cl_serve_st_from_err(st, &err);
+    if (tp->tensor_content.len) {
+        if (tp->tensor_content.len != need)
+            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_content has %zu bytes, the shape "
+                                   "and dtype need %zu", name, tp->tensor_content.len, need);
+        /* protobuf-c malloc()ed it (default allocator); the message is freed without it */
+        void *data = tp->tensor_content.data;
+        if (cl_serve_tensor_adopt(out, name, dt, (int)sh->n_dim, dims, max_bytes, &data, need, &err) != 0)
+            return cl_serve_st_from_err(st, &err);
+        tp->tensor_content.data = NULL;
+        tp->tensor_content.len = 0;
+        return CL_SC_OK;
+    }
     if (cl_serve_tensor_init(out, name, dt, (int)sh->n_dim, dims, max_bytes, &err) != 0)
         return cl_serve_st_from_err(st, &err);
     size_t n = out->nbytes / es;
-    if (tp->tensor_content.len) {
-        if (tp->tensor_content.len != out->nbytes) {
-            cl_serve_tensor_clear(out);
-            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_content has %zu bytes, the shape "
-                                   "and dtype need %zu", name, tp->tensor_content.len, n * es);
-        }
-        memcpy(out->data, tp->tensor_content.data, out->nbytes);
-        return CL_SC_OK;
-    }
     size_t have = 0;
     const char *field = "";
     switch (dt) {

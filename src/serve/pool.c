@@ -1,6 +1,8 @@
 /* pool.c — the worker pool: a bounded FIFO of calls, N threads that run each call's model, and the
- * hand-back of finished calls to the event loop thread (a libevent user event activated from the
- * worker; the loop then runs call->done). A full queue is refused at submit time, so load beyond
+ * hand-back of finished calls to the event loop thread they came from (a completion queue per loop:
+ * a libevent user event activated from the worker; the loop then runs call->done). Calls on models
+ * that cost less than a hand-off may instead run inline, on the loop thread that made them
+ * (cl_serve_pool_run_inline). A full queue is refused at submit time, so load beyond
  * capacity becomes UNAVAILABLE / HTTP 429 instead of unbounded memory. Also owns cl_serve_call.
  *
  * Dynamic batching (optional): a worker that takes a call for a batchable model (every signature
@@ -34,18 +36,25 @@ typedef struct batch {
     struct batch *next; /* in the pool's list of open batches */
 } batch;
 
+/* Finished calls on their way back to one loop thread. */
+struct cl_serve_doneq {
+    cl_serve_pool *p;
+    pthread_mutex_t mu;
+    cl_serve_call *head, *tail;
+    struct event *ev;
+};
+
 struct cl_serve_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;       /* work arrived / stopping */
     pthread_cond_t batch_cv; /* an open batch filled up / stopping */
     cl_serve_call *head, *tail; /* waiting for a worker */
     unsigned queued, limit;
-    cl_serve_call *done_head, *done_tail; /* finished, waiting for the loop */
+    cl_serve_doneq *main_q; /* the loop the pool was made with: calls without a doneq return there */
     atomic_uint inflight;
     bool stopping;
     pthread_t *threads;
     unsigned nthreads;
-    struct event *done_ev;
     /* batching */
     cl_serve_batching bat; /* max_batch_size == 0: off */
     batch *open;
@@ -251,21 +260,22 @@ static void record_batch(cl_serve_pool *p, int64_t rows)
     atomic_fetch_add(&p->batch_rows_sum, (unsigned long long)rows);
 }
 
-/* Hands finished calls to the loop thread. */
+/* Hands finished calls to the loop threads they came from. */
 static void deliver(cl_serve_pool *p, cl_serve_call **calls, unsigned n)
 {
-    pthread_mutex_lock(&p->mu);
     for (unsigned i = 0; i < n; i++) {
         cl_serve_call *c = calls[i];
+        cl_serve_doneq *q = c->doneq ? c->doneq : p->main_q;
         c->next = NULL;
-        if (p->done_tail)
-            p->done_tail->next = c;
+        pthread_mutex_lock(&q->mu);
+        if (q->tail)
+            q->tail->next = c;
         else
-            p->done_head = c;
-        p->done_tail = c;
+            q->head = c;
+        q->tail = c;
+        pthread_mutex_unlock(&q->mu);
+        event_active(q->ev, EV_READ, 0);
     }
-    pthread_mutex_unlock(&p->mu);
-    event_active(p->done_ev, EV_READ, 0);
 }
 
 static void *worker_main(void *arg)
@@ -365,18 +375,47 @@ static void *worker_main(void *arg)
 
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
-    cl_serve_pool *p = arg;
-    pthread_mutex_lock(&p->mu);
-    cl_serve_call *c = p->done_head;
-    p->done_head = p->done_tail = NULL;
-    pthread_mutex_unlock(&p->mu);
+    cl_serve_doneq *q = arg;
+    pthread_mutex_lock(&q->mu);
+    cl_serve_call *c = q->head;
+    q->head = q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
     while (c) {
         cl_serve_call *next = c->next;
         c->next = NULL;
-        atomic_fetch_sub(&p->inflight, 1);
+        atomic_fetch_sub(&q->p->inflight, 1);
         c->done(c);
         c = next;
     }
+}
+
+cl_serve_doneq *cl_serve_doneq_new(cl_serve_pool *p, struct event_base *base, cl_err *err)
+{
+    cl_serve_doneq *q = calloc(1, sizeof *q);
+    if (!q || !(q->ev = event_new(base, -1, 0, on_done, q))) {
+        free(q);
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    q->p = p;
+    pthread_mutex_init(&q->mu, NULL);
+    return q;
+}
+
+void cl_serve_doneq_free(cl_serve_doneq *q)
+{
+    if (!q)
+        return;
+    /* calls that finished after their loop stopped: their clients are gone; just free them */
+    for (cl_serve_call *c = q->head; c;) {
+        cl_serve_call *next = c->next;
+        c->owner = NULL;
+        c->done(c);
+        c = next;
+    }
+    event_free(q->ev);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
 }
 
 cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit,
@@ -394,9 +433,9 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
     if (bat && bat->max_batch_size >= 2)
         p->bat = *bat;
     atomic_init(&p->inflight, 0);
-    p->done_ev = event_new(base, -1, 0, on_done, p);
+    p->main_q = cl_serve_doneq_new(p, base, err);
     p->threads = calloc(workers, sizeof *p->threads);
-    if (!p->done_ev || !p->threads) {
+    if (!p->main_q || !p->threads) {
         cl_err_set(err, CL_E_NOMEM, "out of memory");
         cl_serve_pool_free(p);
         return NULL;
@@ -458,11 +497,9 @@ bool cl_serve_pool_run_inline(cl_serve_pool *p, cl_serve_call *c, uint64_t max_n
     for (size_t i = 0; i < c->n_inputs; i++)
         if (c->inputs[i].dtype == CL_SERVE_DT_STRING)
             return false; /* image decoding is not cheap */
-    pthread_mutex_lock(&p->mu);
-    bool idle = !p->head && !p->stopping;
-    pthread_mutex_unlock(&p->mu);
-    if (!idle)
-        return false; /* queued calls go first */
+    /* Calls waiting in the queue do not hold it back: it takes no worker from them. (Waiting for an
+     * empty queue would let a burst that arrived before the model was measured keep every later
+     * call on the workers for as long as the load lasts.) */
     run_one(c);
     return true;
 }
@@ -496,15 +533,7 @@ void cl_serve_pool_free(cl_serve_pool *p)
     pthread_mutex_unlock(&p->mu);
     for (unsigned i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
-    /* Calls that finished after the loop stopped: their clients are gone; just free them. */
-    for (cl_serve_call *c = p->done_head; c;) {
-        cl_serve_call *next = c->next;
-        c->owner = NULL;
-        c->done(c);
-        c = next;
-    }
-    if (p->done_ev)
-        event_free(p->done_ev);
+    cl_serve_doneq_free(p->main_q);
     free(p->threads);
     pthread_cond_destroy(&p->cv);
     pthread_cond_destroy(&p->batch_cv);

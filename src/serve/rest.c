@@ -7,7 +7,11 @@
  * Errors are {"error": "..."} with TF Serving's HTTP status for the canonical code; a full worker
  * queue answers 429. evhttp enforces the body limit (413) and the read/write timeout.
  *
- * Ownership: the loop thread owns requests. While a :predict call is in the worker pool, the
+ * Each REST event loop (cl_serve_rest_loop; server.c runs one or more) has its own evhttp and
+ * listening socket on the REST port. A cheap model runs right in the loop (cl_serve_pool_run_inline);
+ * other calls go to the worker pool and come back through the loop's completion queue.
+ *
+ * Ownership: a loop's thread owns its requests. While a :predict call is in the worker pool, the
  * connection's close callback points at the call, so a client that disconnects only clears
  * call->owner and the call frees itself when it comes back. */
 #include "serve_int.h"
@@ -32,7 +36,13 @@ static void reply(struct evhttp_request *req, int http, const char *ctype, char 
     struct evbuffer *b = evbuffer_new();
     if (b && body)
         evbuffer_add(b, body, len);
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
     evhttp_send_reply(req, http, http == 200 ? "OK" : "Error", b);
+    /* evhttp queues the head and the body as separate buffer chains, and the OpenSSL bufferevent
+     * writes each chain as its own TLS record and syscall: join them (a small copy) so a response
+     * is one record and one write */
+    if (bev)
+        evbuffer_pullup(bufferevent_get_output(bev), -1);
     if (b)
         evbuffer_free(b);
     free(body);
@@ -128,7 +138,8 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
 
 static void on_request(struct evhttp_request *req, void *arg)
 {
-    cl_serve_server *srv = arg;
+    cl_serve_rest_loop *loop = arg;
+    cl_serve_server *srv = loop->srv;
     uint64_t start = cl_now_ns();
     const cl_serve_config *cfg = cl_serve_srv_config(srv);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
@@ -215,6 +226,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     evbuffer_drain(in, len);
     c->owner = req;
     c->done = rest_call_done;
+    c->doneq = loop->doneq;
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), c, cl_serve_srv_inline_ns(srv))) {
         rest_call_done(c);
         return;
@@ -243,15 +255,12 @@ static struct bufferevent *tls_bev(struct event_base *base, void *arg)
     return bev;
 }
 
-struct evhttp *cl_serve_rest_listen(cl_serve_server *s, struct event_base *base, int fd, SSL_CTX *ctx,
-                                    struct evhttp_bound_socket **bound, cl_err *err)
+int cl_serve_rest_listen(cl_serve_rest_loop *l, int fd, SSL_CTX *ctx, cl_err *err)
 {
-    const cl_serve_config *cfg = cl_serve_srv_config(s);
-    struct evhttp *http = evhttp_new(base);
-    if (!http) {
-        cl_err_set(err, CL_E_NOMEM, "cannot create the REST server");
-        return NULL;
-    }
+    const cl_serve_config *cfg = cl_serve_srv_config(l->srv);
+    struct evhttp *http = evhttp_new(l->base);
+    if (!http)
+        return cl_err_set(err, CL_E_NOMEM, "cannot create the REST server");
     if (ctx)
         evhttp_set_bevcb(http, tls_bev, ctx);
     /* every method reaches on_request, so a wrong one gets a JSON error rather than evhttp's HTML */
@@ -262,15 +271,15 @@ struct evhttp *cl_serve_rest_listen(cl_serve_server *s, struct event_base *base,
     evhttp_set_max_headers_size(http, 16384);
     struct timeval tv = {cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000};
     evhttp_set_timeout_tv(http, &tv);
-    evhttp_set_gencb(http, on_request, s);
+    evhttp_set_gencb(http, on_request, l);
     /* Accepted sockets inherit TCP_NODELAY from the listener on Linux: without it, a response written
      * as headers then body waits for the client's delayed ACK (~40 ms) on keep-alive connections. */
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (!(*bound = evhttp_accept_socket_with_handle(http, fd))) {
+    if (!(l->sock = evhttp_accept_socket_with_handle(http, fd))) {
         evhttp_free(http);
-        cl_err_set(err, CL_E_IO, "cannot accept REST connections");
-        return NULL;
+        return cl_err_set(err, CL_E_IO, "cannot accept REST connections");
     }
-    return http;
+    l->http = http;
+    return 0;
 }

@@ -3,10 +3,12 @@
  * pool (pool.c) and back, protobuf and JSON conversions (pbconv.c, jsonconv.c), TLS contexts
  * (tls.c), metrics and the server object (server.c).
  *
- * Threading model: one libevent loop thread owns every connection, stream and HTTP request; the
- * worker threads only see a call's model, inputs, outputs and error while it is queued or running.
- * A finished call is handed back to the loop thread, which encodes and sends the response (or just
- * frees the call if its client went away meanwhile: owner == NULL). */
+ * Threading model: the main libevent loop thread owns the gRPC connections and streams, and each
+ * REST loop thread (the first is the main loop) owns its HTTP connections and requests; the worker
+ * threads only see a call's model, inputs, outputs and error while it is queued or running. A
+ * finished call is handed back to the loop thread it came from (call->doneq), which encodes and
+ * sends the response (or just frees the call if its client went away meanwhile: owner == NULL).
+ * Calls on cheap models run inline on their loop thread instead. */
 #ifndef CLOISTER_SERVE_INT_H
 #define CLOISTER_SERVE_INT_H
 
@@ -53,6 +55,7 @@ struct cl_serve_call {
     cl_serve_status st;           /* set by the worker */
     /* loop thread only: */
     void *owner;                  /* stream or HTTP request; NULL once the client is gone */
+    struct cl_serve_doneq *doneq; /* the loop it returns to; NULL: the pool's own (the main loop) */
     void (*done)(cl_serve_call *c); /* encodes and sends the result, then frees the call */
     cl_serve_call *next;
 };
@@ -65,10 +68,16 @@ typedef struct cl_serve_pool cl_serve_pool;
 /* bat: NULL or max_batch_size < 2 for no batching. */
 cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsigned queue_limit,
                                  const cl_serve_batching *bat, cl_err *err);
+/* A completion queue: finished calls return through it to the loop thread of `base`, which runs their
+ * done. Free it only after the pool (whose workers may still deliver into it) and with its loop
+ * stopped; calls still in it are then done with owner NULL. */
+typedef struct cl_serve_doneq cl_serve_doneq;
+cl_serve_doneq *cl_serve_doneq_new(cl_serve_pool *p, struct event_base *base, cl_err *err);
+void cl_serve_doneq_free(cl_serve_doneq *q);
 /* Queues a call; -1 when the queue is full (the call is untouched and still the caller's). */
 int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c);
 /* Runs the call right here, on the calling (loop) thread, and returns true when that is cheaper than a
- * hand-off: batching off, nothing queued, no encoded images, and the model's typical run time (see
+ * hand-off: batching off, no encoded images, and the model's typical run time (see
  * cl_serve_model_typical_ns) at most max_ns (0: never). Otherwise returns false and does nothing. */
 bool cl_serve_pool_run_inline(cl_serve_pool *p, cl_serve_call *c, uint64_t max_ns);
 /* Calls queued or running (for graceful shutdown). */
@@ -80,6 +89,14 @@ unsigned cl_serve_pool_queued(cl_serve_pool *p);
 bool cl_serve_pool_batch_stats(cl_serve_pool *p, uint64_t hist[CL_SERVE_BATCH_BUCKETS + 1], uint64_t *rows_sum);
 /* Stops the workers after the queue drains, joins them, frees the pool. Loop thread only. */
 void cl_serve_pool_free(cl_serve_pool *p);
+
+/* The checks of cl_serve_tensor_init without allocating: the tensor's size in *bytes. */
+int cl_serve_tensor_bytes(const char *name, cl_serve_dtype dtype, int ndim, const int64_t *dims, size_t max_bytes,
+                          size_t *bytes, cl_err *err);
+/* cl_serve_tensor_init around data that already holds the tensor (malloc()ed, exactly the bytes the
+ * shape and dtype need): *data is taken over (set to NULL) on success, left alone on failure. */
+int cl_serve_tensor_adopt(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim, const int64_t *dims,
+                          size_t max_bytes, void **data, size_t len, cl_err *err);
 
 /* Moving average of the model's successful backend runs in ns; UINT64_MAX until it has run 8 times. */
 uint64_t cl_serve_model_typical_ns(const cl_serve_model *m);
@@ -173,8 +190,15 @@ cl_serve_grpc_listener *cl_serve_grpc_listen(cl_serve_server *s, struct event_ba
 void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l);
 void cl_serve_grpc_free(cl_serve_grpc_listener *l);
 
-/* rest.c */
-struct evhttp *cl_serve_rest_listen(cl_serve_server *s, struct event_base *base, int fd, SSL_CTX *ctx,
-                                    struct evhttp_bound_socket **bound, cl_err *err);
+/* rest.c: one evhttp per REST event loop, each accepting on its own socket bound to the REST port. */
+typedef struct cl_serve_rest_loop {
+    cl_serve_server *srv;
+    struct event_base *base;
+    cl_serve_doneq *doneq;            /* where its calls return; NULL on the main loop (the pool's own) */
+    struct evhttp *http;              /* set by cl_serve_rest_listen */
+    struct evhttp_bound_socket *sock; /* NULL once it stopped accepting */
+} cl_serve_rest_loop;
+/* Starts accepting on fd (taken over on success). The loop struct must outlive the evhttp. */
+int cl_serve_rest_listen(cl_serve_rest_loop *l, int fd, SSL_CTX *ctx, cl_err *err);
 
 #endif

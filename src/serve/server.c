@@ -1,10 +1,14 @@
-/* server.c — cl_serve_server: the event loop that carries both front ends, its listening sockets,
- * TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown (stop
+/* server.c — cl_serve_server: the main event loop that carries the gRPC front end and the first REST
+ * listener, further REST event loops on their own threads (rest_threads; each listens on the same
+ * port with SO_REUSEPORT, and the kernel hands each new connection to one of them), the listening
+ * sockets, TLS
+ * contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown (stop
  * accepting, GOAWAY to gRPC clients, let queued and running requests finish within
- * request_timeout_ms, then return from cl_serve_server_run).
- * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; the rest
- * belongs to the thread that runs the loop. The process ignores SIGPIPE once a server exists
- * (writes to vanished clients must fail with EPIPE, not kill the server). */
+ * request_timeout_ms, then stop every loop and return from cl_serve_server_run).
+ * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
+ * loop's evhttp belongs to its thread; the rest belongs to the thread that runs the main loop. The
+ * process ignores SIGPIPE once a server exists (writes to vanished clients must fail with EPIPE,
+ * not kill the server). */
 #include "serve_int.h"
 
 #include <errno.h>
@@ -41,6 +45,14 @@ typedef struct latency {
     double sum_s;
 } latency;
 
+/* A REST event loop on a thread of its own (the first REST loop is the main loop). */
+typedef struct rest_thread {
+    cl_serve_rest_loop r;
+    pthread_t thread;
+    bool started;
+    struct event *stop_ev; /* activated by the main loop: stop accepting */
+} rest_thread;
+
 struct cl_serve_server {
     cl_serve_config cfg;
     cl_serve_registry *reg;
@@ -49,8 +61,9 @@ struct cl_serve_server {
     int grpc_port, rest_port;
     SSL_CTX *grpc_ctx, *rest_ctx;
     cl_serve_grpc_listener *grpc;
-    struct evhttp *rest;
-    struct evhttp_bound_socket *rest_sock;
+    cl_serve_rest_loop rest; /* on the main loop */
+    rest_thread *rt;         /* the other REST loops */
+    unsigned n_rt;
     cl_serve_pool *pool;
     struct event *stop_ev, *drain_ev, *sig_term, *sig_int;
     bool stopping;
@@ -209,7 +222,10 @@ char *cl_serve_metrics_render(cl_serve_server *s)
 
 /* ---------------------------------------------------------------- sockets */
 
-static int listen_on(const char *host, int port, int *bound, cl_err *err)
+/* A listening socket; with reuseport, further sockets may bind the same port (each REST loop has its
+ * own, and the kernel spreads new connections over them: loops sharing one socket would not share
+ * the work, since whichever wakes first accepts a whole burst). */
+static int listen_on(const char *host, int port, bool reuseport, int *bound, cl_err *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
@@ -227,6 +243,12 @@ static int listen_on(const char *host, int port, int *bound, cl_err *err)
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+        int e = errno;
+        close(fd);
+        freeaddrinfo(ai);
+        return cl_err_errno(err, CL_E_IO, e, "cannot share port %d between REST event loops", port);
+    }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
         int e = errno;
         close(fd);
@@ -253,6 +275,32 @@ static void evthread_init(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* Ends every loop after its current iteration (event_base_loopexit is thread-safe). */
+static void exit_loops(cl_serve_server *s)
+{
+    for (unsigned i = 0; i < s->n_rt; i++)
+        event_base_loopexit(s->rt[i].r.base, NULL);
+    event_base_loopexit(s->base, NULL);
+}
+
+/* On a REST thread, from on_stop: no new connections there. */
+static void rest_thread_stop(evutil_socket_t fd, short what, void *arg)
+{
+    cl_serve_rest_loop *r = arg;
+    if (r->http && r->sock) {
+        evhttp_del_accept_socket(r->http, r->sock);
+        r->sock = NULL;
+    }
+}
+
+static void *rest_thread_main(void *arg)
+{
+    rest_thread *t = arg;
+    /* a loop whose connections all wait for workers has no pending events, and must not end then */
+    event_base_loop(t->r.base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
 static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     cl_serve_server *s = arg;
@@ -264,11 +312,11 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
         if (now - s->drained_at_ns < 200000000ull)
             return;
         CL_INFO(CL_SERVE_MOD, "all requests finished; stopping");
-        event_base_loopexit(s->base, NULL);
+        exit_loops(s);
     } else if (now > s->stop_deadline_ns) {
         CL_WARN(CL_SERVE_MOD, "%u request(s) still running after %u ms; stopping anyway",
                 cl_serve_pool_inflight(s->pool), s->cfg.request_timeout_ms);
-        event_base_loopexit(s->base, NULL);
+        exit_loops(s);
     }
 }
 
@@ -281,15 +329,59 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     CL_INFO(CL_SERVE_MOD, "shutting down: no new connections; %u request(s) in flight",
             cl_serve_pool_inflight(s->pool));
     cl_serve_grpc_shutdown(s->grpc);
-    if (s->rest && s->rest_sock) {
-        evhttp_del_accept_socket(s->rest, s->rest_sock);
-        s->rest_sock = NULL;
-    }
+    rest_thread_stop(-1, 0, &s->rest);
+    for (unsigned i = 0; i < s->n_rt; i++)
+        event_active(s->rt[i].stop_ev, EV_READ, 0);
     s->stop_deadline_ns = cl_now_ns() + (uint64_t)s->cfg.request_timeout_ms * 1000000ull;
     struct timeval tv = {0, 20000};
     s->drain_ev = event_new(s->base, -1, EV_PERSIST, on_drain, s);
     if (!s->drain_ev || event_add(s->drain_ev, &tv) != 0)
         event_base_loopexit(s->base, NULL);
+}
+
+/* An event loop whose epoll changes are applied once per iteration, so an event disabled and
+ * re-enabled within one iteration (evhttp pausing reads while it answers) costs no epoll_ctl. */
+static struct event_base *new_base(void)
+{
+    struct event_config *ec = event_config_new();
+    if (!ec)
+        return NULL;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    struct event_base *b = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return b;
+}
+
+/* The REST loops after the main one: each with its own base, completion queue, stop event and
+ * listening socket on the same port. */
+static int rest_threads_new(cl_serve_server *s, unsigned n, cl_err *err)
+{
+    if (n < 2)
+        return 0;
+    if (!(s->rt = calloc(n - 1, sizeof *s->rt)))
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (unsigned i = 0; i < n - 1; i++) {
+        rest_thread *t = &s->rt[i];
+        s->n_rt++;
+        t->r.srv = s;
+        if (!(t->r.base = new_base()) || !(t->r.doneq = cl_serve_doneq_new(s->pool, t->r.base, err)) ||
+            !(t->stop_ev = event_new(t->r.base, -1, 0, rest_thread_stop, &t->r)))
+            return cl_err_set(err, CL_E_NOMEM, "cannot create REST event loop %u", i + 2);
+        int port, fd = listen_on(s->cfg.host, s->rest_port, true, &port, err);
+        if (fd < 0)
+            return -1;
+        if (cl_serve_rest_listen(&t->r, fd, s->rest_ctx, err) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static unsigned default_rest_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -332,19 +424,13 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     if (!s->cfg.queue_limit)
         s->cfg.queue_limit = 64;
     if (!s->cfg.inline_max_us)
-        s->cfg.inline_max_us = 50;
+        s->cfg.inline_max_us = 200;
+    if (!s->cfg.rest_threads)
+        s->cfg.rest_threads = default_rest_threads();
     s->reg = reg;
     s->grpc_fd = s->rest_fd = -1;
     s->grpc_port = s->rest_port = -1;
-    /* epoll changes are applied once per loop iteration, so an event disabled and re-enabled within
-     * one iteration (evhttp pausing reads while it answers) costs no epoll_ctl */
-    struct event_config *ec = event_config_new();
-    if (ec)
-        event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    s->base = ec ? event_base_new_with_config(ec) : NULL;
-    if (ec)
-        event_config_free(ec);
-    if (!s->base) {
+    if (!(s->base = new_base())) {
         cl_err_set(err, CL_E_NOMEM, "cannot create the event loop");
         goto fail;
     }
@@ -366,16 +452,20 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, &s->cfg.batching, err)))
         goto fail;
     if (cfg->grpc_port >= 0) {
-        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, &s->grpc_port, err)) < 0)
+        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, false, &s->grpc_port, err)) < 0)
             goto fail;
         if (!(s->grpc = cl_serve_grpc_listen(s, s->base, s->grpc_fd, s->grpc_ctx, err)))
             goto fail;
         s->grpc_fd = -1; /* the listener owns it */
     }
     if (cfg->rest_port >= 0) {
-        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, &s->rest_port, err)) < 0)
+        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, s->cfg.rest_threads > 1, &s->rest_port, err)) < 0)
             goto fail;
-        if (!(s->rest = cl_serve_rest_listen(s, s->base, s->rest_fd, s->rest_ctx, &s->rest_sock, err)))
+        s->rest.srv = s;
+        s->rest.base = s->base;
+        if (rest_threads_new(s, s->cfg.rest_threads, err) != 0)
+            goto fail;
+        if (cl_serve_rest_listen(&s->rest, s->rest_fd, s->rest_ctx, err) != 0)
             goto fail;
         s->rest_fd = -1; /* evhttp owns it */
     }
@@ -398,17 +488,39 @@ fail:
     return NULL;
 }
 
+/* Ends the REST threads (if the main loop did not already) and waits for them. */
+static void join_rest_threads(cl_serve_server *s)
+{
+    for (unsigned i = 0; i < s->n_rt; i++) {
+        if (!s->rt[i].started)
+            continue;
+        event_base_loopexit(s->rt[i].r.base, NULL);
+        pthread_join(s->rt[i].thread, NULL);
+        s->rt[i].started = false;
+    }
+}
+
 int cl_serve_server_run(cl_serve_server *s, cl_err *err)
 {
     char bat[96] = "";
     if (s->cfg.batching.max_batch_size >= 2)
         snprintf(bat, sizeof bat, ", batching up to %u rows within %u us", s->cfg.batching.max_batch_size,
                  s->cfg.batching.batch_timeout_us);
-    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d (%s), %u workers, queue %u%s",
+    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d on %u thread%s (%s), %u workers, queue %u%s",
             s->grpc_port >= 0 ? s->cfg.host : "", s->grpc_port >= 0 ? ":" : "off", s->grpc_port >= 0 ? s->grpc_port : 0,
             s->rest_port >= 0 ? s->cfg.host : "", s->rest_port >= 0 ? ":" : "off", s->rest_port >= 0 ? s->rest_port : 0,
-            s->tls_mode, s->cfg.workers, s->cfg.queue_limit, bat);
-    if (event_base_dispatch(s->base) < 0)
+            s->n_rt + 1, s->n_rt ? "s" : "", s->tls_mode, s->cfg.workers, s->cfg.queue_limit, bat);
+    for (unsigned i = 0; i < s->n_rt; i++) {
+        int rc = pthread_create(&s->rt[i].thread, NULL, rest_thread_main, &s->rt[i]);
+        if (rc != 0) {
+            join_rest_threads(s);
+            return cl_err_errno(err, CL_E_NOMEM, rc, "cannot start REST thread %u", i + 2);
+        }
+        s->rt[i].started = true;
+    }
+    int rc = event_base_dispatch(s->base);
+    join_rest_threads(s);
+    if (rc < 0)
         return cl_err_set(err, CL_E_INTERNAL, "the event loop failed");
     return 0;
 }
@@ -423,10 +535,23 @@ void cl_serve_server_free(cl_serve_server *s)
 {
     if (!s)
         return;
+    join_rest_threads(s);
     cl_serve_grpc_free(s->grpc);
-    if (s->rest)
-        evhttp_free(s->rest);
+    if (s->rest.http)
+        evhttp_free(s->rest.http);
+    for (unsigned i = 0; i < s->n_rt; i++)
+        if (s->rt[i].r.http)
+            evhttp_free(s->rt[i].r.http);
     cl_serve_pool_free(s->pool);
+    /* after the pool: its workers may deliver into these queues until they are joined */
+    for (unsigned i = 0; i < s->n_rt; i++) {
+        cl_serve_doneq_free(s->rt[i].r.doneq);
+        if (s->rt[i].stop_ev)
+            event_free(s->rt[i].stop_ev);
+        if (s->rt[i].r.base)
+            event_base_free(s->rt[i].r.base);
+    }
+    free(s->rt);
     if (s->grpc_fd >= 0)
         close(s->grpc_fd);
     if (s->rest_fd >= 0)

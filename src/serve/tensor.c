@@ -59,10 +59,9 @@ int64_t cl_serve_shape_elements(int ndim, const int64_t *dims)
     return n;
 }
 
-int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim,
-                         const int64_t *dims, size_t max_bytes, cl_err *err)
+int cl_serve_tensor_bytes(const char *name, cl_serve_dtype dtype, int ndim, const int64_t *dims, size_t max_bytes,
+                       size_t *bytes, cl_err *err)
 {
-    memset(t, 0, sizeof *t);
     size_t es = cl_serve_dtype_size(dtype);
     if (!es)
         return cl_err_set(err, CL_E_INVALID, "tensor '%s': unsupported dtype %d", name ? name : "", (int)dtype);
@@ -72,12 +71,19 @@ int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dt
     int64_t n = cl_serve_shape_elements(ndim, dims);
     if (n < 0 || (uint64_t)n > SIZE_MAX / es)
         return cl_err_set(err, CL_E_INVALID, "tensor '%s': invalid shape", name ? name : "");
-    size_t bytes = (size_t)n * es;
-    if (max_bytes && bytes > max_bytes)
+    *bytes = (size_t)n * es;
+    if (max_bytes && *bytes > max_bytes)
         return cl_err_set(err, CL_E_INVALID, "tensor '%s' would need %zu bytes, above the limit of %zu",
-                          name ? name : "", bytes, max_bytes);
+                          name ? name : "", *bytes, max_bytes);
+    return 0;
+}
+
+/* Fills in a checked tensor around data (taken over; NULL: allocated zero-filled here). */
+static int tensor_fill(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim, const int64_t *dims,
+                       size_t bytes, void *data, cl_err *err)
+{
     t->name = strdup(name ? name : "");
-    t->data = calloc(1, bytes ? bytes : 1);
+    t->data = data ? data : calloc(1, bytes ? bytes : 1);
     if (!t->name || !t->data) {
         cl_serve_tensor_clear(t);
         return cl_err_set(err, CL_E_NOMEM, "out of memory for tensor '%s'", name ? name : "");
@@ -88,6 +94,31 @@ int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dt
         t->dims[i] = dims[i];
     t->nbytes = bytes;
     return 0;
+}
+
+int cl_serve_tensor_init(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim,
+                         const int64_t *dims, size_t max_bytes, cl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    size_t bytes;
+    if (cl_serve_tensor_bytes(name, dtype, ndim, dims, max_bytes, &bytes, err) != 0)
+        return -1;
+    return tensor_fill(t, name, dtype, ndim, dims, bytes, NULL, err);
+}
+
+int cl_serve_tensor_adopt(cl_serve_tensor *t, const char *name, cl_serve_dtype dtype, int ndim, const int64_t *dims,
+                          size_t max_bytes, void **data, size_t len, cl_err *err)
+{
+    memset(t, 0, sizeof *t);
+    size_t bytes;
+    if (cl_serve_tensor_bytes(name, dtype, ndim, dims, max_bytes, &bytes, err) != 0)
+        return -1;
+    if (len != bytes || !bytes)
+        return cl_err_set(err, CL_E_INVALID, "tensor '%s': %zu bytes of data, the shape and dtype need %zu",
+                          name ? name : "", len, bytes);
+    void *d = *data;
+    *data = NULL;
+    return tensor_fill(t, name, dtype, ndim, dims, bytes, d, err);
 }
 
 int cl_serve_tensor_init_strings(cl_serve_tensor *t, const char *name, int ndim, const int64_t *dims,

@@ -10,6 +10,7 @@ trap '[[ -n $srv ]] && kill $srv 2>/dev/null; rm -rf "$WORK"' EXIT
 
 expect "no TLS and no --plaintext" 2 "no TLS configuration: give --ssl_config_file" -- "$CLOISTER" serve --allow-empty
 expect "no model" 2 "no model to serve" -- "$CLOISTER" serve --plaintext
+expect "REST threads out of range" 2 "rest_api_num_threads" -- "$CLOISTER" serve --plaintext --allow-empty --rest_api_num_threads 0
 expect "ssl config and PEM files together" 2 "either --ssl_config_file or --tls-cert" -- \
   "$CLOISTER" serve --ssl_config_file a --tls-cert b --tls-key c --allow-empty
 expect "same port twice" 2 "must differ" -- "$CLOISTER" serve --plaintext --allow-empty --port 9000 --rest_api_port 9000
@@ -44,15 +45,18 @@ s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
 "$CLOISTER" serve --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" --allow-empty \
-  --enable_batching --batching_parameters_file batch.cfg >serve.log 2>&1 &
+  --enable_batching --batching_parameters_file batch.cfg --rest_api_num_threads 3 >serve.log 2>&1 &
 srv=$!
 for ((i = 0; i < 50; i++)); do grep -q "serving:" serve.log && break; sleep 0.1; done
 C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 --cert tls/client/cert.pem --key tls/client/key.pem"
-expect "started with mutual TLS" 0 "serving: gRPC 127.0.0.1:$gp, REST 127.0.0.1:$rp \(mutual TLS\)" -- cat serve.log
+expect "started with mutual TLS, REST on 3 event loops" 0 \
+  "serving: gRPC 127.0.0.1:$gp, REST 127.0.0.1:$rp on 3 threads \(mutual TLS\)" -- cat serve.log
 expect "batching parameters from the file" 0 "batching up to 8 rows within 500 us" -- cat serve.log
 expect "REST over mTLS: unknown model is 404 with a JSON error" 0 '^\{"error":"Could not find any versions of model m"\}$' -- \
   $C "https://localhost:$rp/v1/models/m"
 expect "metrics served" 0 "cloister_serve_model_versions 0" -- $C "https://localhost:$rp/monitoring/prometheus/metrics"
+expect "12 connections in a row, whichever REST loop takes them, all answered" 0 "^12$" -- \
+  bash -c "for i in \$(seq 12); do $C https://localhost:$rp/v1/models/m; echo; done | grep -c 'Could not find any versions'"
 check "REST refuses a client without a certificate" bash -c "! curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 https://localhost:$rp/v1/models/m"
 expect "gRPC port speaks TLS with ALPN h2" 0 "ALPN protocol: h2" -- \
   bash -c "timeout 10 openssl s_client -connect 127.0.0.1:$gp -alpn h2 -CAfile tls/ca_cert.pem -cert tls/client/cert.pem -key tls/client/key.pem </dev/null 2>&1"
