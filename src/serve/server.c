@@ -1,9 +1,8 @@
 /* server.c — cl_serve_server: the main event loop that carries the gRPC front end and the first REST
  * listener, further REST event loops on their own threads (rest_threads; each listens on the same
  * port with SO_REUSEPORT, and the kernel hands each new connection to one of them), the listening
- * sockets, TLS
- * contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown (stop
- * accepting, GOAWAY to gRPC clients, let queued and running requests finish within
+ * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown
+ * (stop accepting, GOAWAY to gRPC clients, let queued and running requests finish within
  * request_timeout_ms, then stop every loop and return from cl_serve_server_run).
  * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
  * loop's evhttp belongs to its thread; the rest belongs to the thread that runs the main loop. The
@@ -224,8 +223,10 @@ char *cl_serve_metrics_render(cl_serve_server *s)
 
 /* A listening socket; with reuseport, further sockets may bind the same port (each REST loop has its
  * own, and the kernel spreads new connections over them: loops sharing one socket would not share
- * the work, since whichever wakes first accepts a whole burst). */
-static int listen_on(const char *host, int port, bool reuseport, int *bound, cl_err *err)
+ * the work, since whichever wakes first accepts a whole burst). reuseport == 1 is the first socket
+ * of a port: a port another server already listens on is refused even if that server allowed
+ * sharing (SO_REUSEPORT would otherwise let two servers of one user split its connections). */
+static int listen_on(const char *host, int port, int reuseport, int *bound, cl_err *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
@@ -243,6 +244,21 @@ static int listen_on(const char *host, int port, bool reuseport, int *bound, cl_
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport == 1 && port != 0) {
+        /* the probe has no SO_REUSEPORT: it cannot bind while anyone listens there */
+        int probe = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0) {
+            setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            int busy = bind(probe, ai->ai_addr, ai->ai_addrlen), e = errno;
+            close(probe);
+            if (busy != 0 && e == EADDRINUSE) {
+                close(fd);
+                freeaddrinfo(ai);
+                return cl_err_errno(err, CL_E_IO, e, "cannot listen on %s:%d (another process uses this port; "
+                                    "choose another)", host, port);
+            }
+        }
+    }
     if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
         int e = errno;
         close(fd);
@@ -367,7 +383,7 @@ static int rest_threads_new(cl_serve_server *s, unsigned n, cl_err *err)
         if (!(t->r.base = new_base()) || !(t->r.doneq = cl_serve_doneq_new(s->pool, t->r.base, err)) ||
             !(t->stop_ev = event_new(t->r.base, -1, 0, rest_thread_stop, &t->r)))
             return cl_err_set(err, CL_E_NOMEM, "cannot create REST event loop %u", i + 2);
-        int port, fd = listen_on(s->cfg.host, s->rest_port, true, &port, err);
+        int port, fd = listen_on(s->cfg.host, s->rest_port, 2, &port, err);
         if (fd < 0)
             return -1;
         if (cl_serve_rest_listen(&t->r, fd, s->rest_ctx, err) != 0) {
@@ -452,7 +468,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, &s->cfg.batching, err)))
         goto fail;
     if (cfg->grpc_port >= 0) {
-        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, false, &s->grpc_port, err)) < 0)
+        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, 0, &s->grpc_port, err)) < 0)
             goto fail;
         if (!(s->grpc = cl_serve_grpc_listen(s, s->base, s->grpc_fd, s->grpc_ctx, err)))
             goto fail;

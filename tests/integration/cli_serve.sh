@@ -55,6 +55,9 @@ expect "batching parameters from the file" 0 "batching up to 8 rows within 500 u
 expect "REST over mTLS: unknown model is 404 with a JSON error" 0 '^\{"error":"Could not find any versions of model m"\}$' -- \
   $C "https://localhost:$rp/v1/models/m"
 expect "metrics served" 0 "cloister_serve_model_versions 0" -- $C "https://localhost:$rp/monitoring/prometheus/metrics"
+expect "a second server on the same REST port is refused, though the first shares it among its loops" 1 \
+  "another process uses this port" -- timeout 20 "$CLOISTER" serve --plaintext --allow-empty --host 127.0.0.1 --port 0 \
+  --rest_api_port "$rp" --rest_api_num_threads 2
 expect "12 connections in a row, whichever REST loop takes them, all answered" 0 "^12$" -- \
   bash -c "for i in \$(seq 12); do $C https://localhost:$rp/v1/models/m; echo; done | grep -c 'Could not find any versions'"
 check "REST refuses a client without a certificate" bash -c "! curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 https://localhost:$rp/v1/models/m"
