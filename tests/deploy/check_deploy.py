@@ -306,7 +306,10 @@ def check_manifest(man, cloister, serve_opts):
     check("gramine: OMP_NUM_THREADS = --engine-threads (the host's CPU count must not size OpenMP)",
           eng > 0 and envs.get("OMP_NUM_THREADS") == str(eng))
     check("gramine: OMP_WAIT_POLICY = passive", envs.get("OMP_WAIT_POLICY") == "passive")
-    need = 1 + workers * eng + 1 + 4 + 2 + 3  # loop, workers x OpenMP, poller, seal, provisioning, Gramine
+    rest = int(one(flags, "--rest_api_num_threads") or 0)
+    check("gramine: --rest_api_num_threads pinned (its default follows the CPU count, the host's in Gramine)",
+          rest > 0)
+    need = rest + workers * eng + 1 + 4 + 2 + 3  # loops, workers x OpenMP, poller, seal, provisioning, Gramine
     threads = sgx.get("max_threads", sgx.get("thread_num", 4))
     check(f"gramine: sgx.max_threads ({threads}) >= the server's threads ({need})", threads >= need)
     esz = size_bytes(sgx.get("enclave_size", "256M"))
