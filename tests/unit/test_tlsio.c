@@ -200,34 +200,47 @@ out:
 
 /* ---------------------------------------------------------------- fixtures */
 
-static SSL_CTX *server_ctx(char **dir_out)
+/* TLS material shared by the tests: a server context from `cloister tls init` files (ALPN h2), and
+ * a client context that offers h2 and skips verification (the transport is under test, not PKI). */
+static struct {
+    char *dir;
+    SSL_CTX *server, *client;
+} tls;
+
+static int tls_setup(void **state)
 {
-    char *dir = tu_tmpdir();
-    char *sub = tu_path(dir, "tls");
+    (void)state;
+    tls.dir = tu_tmpdir();
+    char *sub = tu_path(tls.dir, "tls");
     cl_pki_tls_init_options o = {.dir = sub, .server_name = "localhost", .keytype = CL_PKI_EC_P256};
     cl_err err = {0};
-    assert_int_equal(cl_pki_tls_init(&o, &err), 0);
     char *cert = tu_path(sub, "server/cert.pem"), *key = tu_path(sub, "server/key.pem");
     cl_serve_ssl_config c;
-    assert_int_equal(cl_serve_ssl_config_from_files(cert, key, NULL, false, &c, &err), 0);
-    SSL_CTX *ctx = cl_serve_tls_ctx(&c, "h2", &err);
-    assert_non_null(ctx);
-    cl_serve_ssl_config_clear(&c);
+    int ok = cl_pki_tls_init(&o, &err) == 0 && cl_serve_ssl_config_from_files(cert, key, NULL, false, &c, &err) == 0;
+    if (ok) {
+        tls.server = cl_serve_tls_ctx(&c, "h2", &err);
+        cl_serve_ssl_config_clear(&c);
+    }
     free(cert);
     free(key);
     free(sub);
-    *dir_out = dir;
-    return ctx;
+    static const unsigned char alpn[] = "\x02h2";
+    tls.client = SSL_CTX_new(TLS_client_method());
+    if (tls.client) {
+        SSL_CTX_set_verify(tls.client, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_alpn_protos(tls.client, alpn, sizeof alpn - 1);
+    }
+    return tls.server && tls.client ? 0 : -1;
 }
 
-static SSL_CTX *client_ctx(void)
+static int tls_teardown(void **state)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    assert_non_null(ctx);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL); /* the transport is under test, not the PKI */
-    static const unsigned char alpn[] = "\x02h2";
-    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
-    return ctx;
+    (void)state;
+    SSL_CTX_free(tls.server);
+    SSL_CTX_free(tls.client);
+    tu_rmrf(tls.dir);
+    free(tls.dir);
+    return 0;
 }
 
 /* Runs one connection: the io on one end of a socketpair, the peer thread on the other. */
@@ -285,78 +298,55 @@ static void test_clear_out_backpressure(void **state)
 static void test_tls_in(void **state)
 {
     (void)state;
-    char *dir;
-    SSL_CTX *sctx = server_ctx(&dir), *cctx = client_ctx();
     side s = {0};
-    peer p = {.job = SEND_IN, .ctx = cctx};
-    run(&s, &p, sctx, false);
+    peer p = {.job = SEND_IN, .ctx = tls.client};
+    run(&s, &p, tls.server, false);
     assert_true(p.ok);
     assert_int_equal(s.ready, 1);
     assert_int_equal(s.received, IN_BYTES);
     assert_true(s.in_order);
     assert_int_equal(s.closed, 1);
     assert_false(s.tls_failure);
-    SSL_CTX_free(sctx);
-    SSL_CTX_free(cctx);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 static void test_tls_echo(void **state)
 {
     (void)state;
-    char *dir;
-    SSL_CTX *sctx = server_ctx(&dir), *cctx = client_ctx();
     side s = {.echo = true};
-    peer p = {.job = ECHO, .ctx = cctx};
-    run(&s, &p, sctx, false);
+    peer p = {.job = ECHO, .ctx = tls.client};
+    run(&s, &p, tls.server, false);
     assert_true(p.ok);
     assert_int_equal(p.got, IN_BYTES);
     assert_int_equal(s.received, IN_BYTES);
     assert_true(s.drained >= 1); /* the echo outran the peer, which reads only after sending */
     assert_int_equal(s.closed, 1);
-    SSL_CTX_free(sctx);
-    SSL_CTX_free(cctx);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 static void test_tls_out_backpressure(void **state)
 {
     (void)state;
-    char *dir;
-    SSL_CTX *sctx = server_ctx(&dir), *cctx = client_ctx();
     side s = {.out_on_ready = true};
-    peer p = {.job = READ_OUT, .ctx = cctx};
-    run(&s, &p, sctx, false);
+    peer p = {.job = READ_OUT, .ctx = tls.client};
+    run(&s, &p, tls.server, false);
     assert_true(p.ok);
     assert_int_equal(p.got, OUT_BYTES);
     assert_int_equal(s.ready, 1);
     assert_int_equal(s.drained, 1);
     assert_int_equal(s.closed, 1);
-    SSL_CTX_free(sctx);
-    SSL_CTX_free(cctx);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 static void test_tls_garbage(void **state)
 {
     (void)state;
-    char *dir;
-    SSL_CTX *sctx = server_ctx(&dir);
     side s = {0};
     peer p = {.job = GARBAGE};
-    run(&s, &p, sctx, false);
+    run(&s, &p, tls.server, false);
     assert_true(p.ok);
     assert_int_equal(s.ready, 0);
     assert_int_equal(s.received, 0);
     assert_int_equal(s.closed, 1);
     assert_true(s.tls_failure);
     assert_non_null(strstr(s.why, "http request"));
-    SSL_CTX_free(sctx);
-    tu_rmrf(dir);
-    free(dir);
 }
 
 int main(void)
@@ -366,5 +356,5 @@ int main(void)
         cmocka_unit_test(test_tls_in),    cmocka_unit_test(test_tls_echo),
         cmocka_unit_test(test_tls_out_backpressure), cmocka_unit_test(test_tls_garbage),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tls_setup, tls_teardown);
 }
