@@ -43,19 +43,28 @@ void cl_strbuf_str(cl_strbuf *b, const char *s) { cl_strbuf_put(b, s, strlen(s))
 
 void cl_strbuf_fmt(cl_strbuf *b, const char *fmt, ...)
 {
+    /* format straight into the free space; only when it does not fit, grow and format again
+     * (formatting a float costs more than the copy this saves: JSON bodies are mostly numbers) */
+    if (!reserve(b, 63))
+        return;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
     if (n < 0) {
+        b->p[b->len] = '\0';
         b->failed = true;
         return;
     }
-    if (!reserve(b, (size_t)n))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if ((size_t)n >= b->cap - b->len) {
+        if (!reserve(b, (size_t)n)) {
+            b->p[b->len] = '\0';
+            return;
+        }
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
 }
 
