@@ -146,8 +146,9 @@ char *cl_strbuf_take(cl_strbuf *b, size_t *len);
 
 /* ---------------------------------------------------------------- files */
 
-/* Reads a whole regular file (at most max_size bytes) into malloc()ed memory; *out must be freed by
- * the caller. A trailing NUL is added (not counted in *len) so text can be used as a C string. */
+/* Reads a whole regular file, or a pipe to its end (`/dev/stdin`), at most max_size bytes, into
+ * malloc()ed memory; *out must be freed by the caller. A trailing NUL is added (not counted in *len)
+ * so text can be used as a C string. */
 int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err);
 
 /* Atomic output: bytes are written to a temporary file beside `path` and only renamed to `path`

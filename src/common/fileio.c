@@ -80,6 +80,45 @@ ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset)
     return (ssize_t)got;
 }
 
+/* cl_file_read for a stream: reads until end of input, refusing more than max_size bytes. */
+static int read_stream(int fd, const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err)
+{
+    size_t cap = max_size < 4096 ? max_size + 1 : 4096, have = 0;
+    uint8_t *buf = malloc(cap + 1);
+    for (;;) {
+        if (!buf)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory reading '%s'", path);
+        if (have == cap) {
+            if (cap > max_size) {
+                free(buf);
+                return cl_err_set(err, CL_E_INVALID, "'%s' carries more than the %zu bytes allowed", path,
+                                  max_size);
+            }
+            cap = cap > max_size / 2 ? max_size + 1 : cap * 2;
+            uint8_t *nb = realloc(buf, cap + 1);
+            if (!nb)
+                free(buf);
+            buf = nb;
+            continue;
+        }
+        ssize_t n = read(fd, buf + have, cap - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            free(buf);
+            return cl_err_errno(err, CL_E_IO, e, "cannot read '%s'", path);
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+    }
+    buf[have] = '\0';
+    *out = buf;
+    *len = have;
+    return 0;
+}
+
 int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err)
 {
     *out = NULL;
@@ -93,9 +132,15 @@ int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, 
         close(fd);
         return cl_err_errno(err, CL_E_IO, e, "cannot stat '%s'", path);
     }
+    if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode)) {
+        /* a pipe (`--file /dev/stdin`): no size to trust, so read up to one byte past the limit */
+        int rc = read_stream(fd, path, max_size, out, len, err);
+        close(fd);
+        return rc;
+    }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return cl_err_set(err, CL_E_IO, "'%s' is not a regular file", path);
+        return cl_err_set(err, CL_E_IO, "'%s' is not a regular file or a pipe", path);
     }
     if ((uint64_t)st.st_size > max_size) {
         close(fd);

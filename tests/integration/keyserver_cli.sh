@@ -34,6 +34,11 @@ printf 'the-model-key-value' > "$T/value"
 [[ -f $T/ks.db.master-key ]] || fail "no master key created beside the database"
 if "$CL" keyserver secret put --db "$T/ks.db" --name model-key --file "$T/value" 2>/dev/null; then
   fail "put replaced a secret without --force"; fi
+# from a pipe, so the value never sits in a file
+printf 'piped-value' | "$CL" keyserver secret put --db "$T/ks.db" --name piped --file /dev/stdin 2>/dev/null ||
+  fail "secret put --file /dev/stdin refused a pipe"
+"$CL" keyserver secret list --db "$T/ks.db" | grep -q '^piped ' || fail "list does not show the piped secret"
+"$CL" keyserver secret rm --db "$T/ks.db" --name piped 2>/dev/null
 "$CL" keyserver secret list --db "$T/ks.db" | grep -q '^model-key ' || fail "list does not show model-key"
 if grep -q 'the-model-key-value' "$T/ks.db"; then fail "secret stored in clear"; fi
 "$CL" keyserver secret rm --db "$T/ks.db" --name spare 2>/dev/null

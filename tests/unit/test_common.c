@@ -361,6 +361,27 @@ static void test_atomic_files(void **state)
     assert_int_equal(err.code, CL_E_INVALID);
     assert_int_equal(cl_file_read(dir, 10, &buf, &n, &err), -1);
     assert_non_null(strstr(err.msg, "not a regular file"));
+    /* a pipe (as with `--file /dev/stdin`) is read to its end, within the same limit */
+    for (int over = 0; over <= 1; over++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        const char *msg = over ? "0123456789a" : "secret";
+        assert_int_equal(write(fds[1], msg, strlen(msg)), (ssize_t)strlen(msg));
+        close(fds[1]);
+        char fdpath[64];
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fds[0]);
+        if (!over) {
+            assert_int_equal(cl_file_read(fdpath, 10, &buf, &n, &err), 0);
+            assert_int_equal(n, 6);
+            assert_string_equal((char *)buf, "secret");
+            free(buf);
+        } else {
+            assert_int_equal(cl_file_read(fdpath, 10, &buf, &n, &err), -1);
+            assert_int_equal(err.code, CL_E_INVALID);
+            assert_non_null(strstr(err.msg, "more than the 10 bytes"));
+        }
+        close(fds[0]);
+    }
     char *nodir = tu_path(dir, "missing/x");
     assert_int_equal(cl_file_write_atomic(nodir, "x", 1, 0600, false, &err), -1);
     assert_int_equal(err.code, CL_E_IO);
