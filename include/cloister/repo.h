@@ -51,9 +51,11 @@ typedef struct cl_repo_options {
 
 typedef struct cl_repo cl_repo;
 
-/* Creates the repository and loads the latest loadable version of every model. Fails if a model
- * has no version directory at all, or if none of its versions loads (the message says why for the
- * newest one). Model names must be unique and valid ([A-Za-z0-9._-], 1-128 characters). */
+/* Creates the repository and loads the newest version of every model. Fails if a model has no
+ * version directory at all, or if its newest version does not load (the message says why): at
+ * start-up an older version is never served silently in place of the one deployed; only later
+ * polls keep the previous version serving when a new one fails. Model names must be unique and
+ * valid ([A-Za-z0-9._-], 1-128 characters). */
 cl_repo *cl_repo_new(const cl_repo_options *opts, cl_err *err);
 /* Stops polling (if started) and frees the repository; the registry keeps what is loaded. */
 void cl_repo_free(cl_repo *r);
