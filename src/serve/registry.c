@@ -283,6 +283,10 @@ static int run_backend(cl_serve_model *m, const cl_serve_tensor *ordered, cl_ser
     return rc;
 }
 
+/* Per-call arrays of inputs live on the stack up to this many (the common case: one or two inputs),
+ * sparing each request's run a few small allocations. */
+#define FEW_INPUTS 4
+
 /* cl_serve_model_run once image inputs are decoded. */
 static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
                        size_t *n_outputs, cl_err *err)
@@ -291,11 +295,14 @@ static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
     *outputs = NULL;
     *n_outputs = 0;
     size_t n = sig->n_inputs ? sig->n_inputs : 1;
-    size_t *idx = calloc(n, sizeof *idx);
-    cl_serve_tensor *ordered = calloc(n, sizeof *ordered);
+    size_t idx_s[FEW_INPUTS];
+    cl_serve_tensor ordered_s[FEW_INPUTS];
+    bool few = n <= FEW_INPUTS;
+    size_t *idx = few ? idx_s : calloc(n, sizeof *idx);
+    cl_serve_tensor *ordered = few ? ordered_s : calloc(n, sizeof *ordered);
     if (!idx || !ordered) {
-        free(idx);
-        free(ordered);
+        free(few ? NULL : idx);
+        free(few ? NULL : ordered);
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     }
     int rc = match_inputs(sig, inputs, n_inputs, idx, false, err);
@@ -304,8 +311,10 @@ static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
             ordered[k] = inputs[idx[k]]; /* shallow: the backend reads, never frees */
         rc = run_backend(m, ordered, outputs, n_outputs, err);
     }
-    free(idx);
-    free(ordered);
+    if (!few) {
+        free(idx);
+        free(ordered);
+    }
     return rc;
 }
 
@@ -344,8 +353,10 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
 {
     *outputs = NULL;
     *n_outputs = 0;
-    cl_serve_tensor *decoded = calloc(n_inputs ? n_inputs : 1, sizeof *decoded);
-    cl_serve_tensor *view = calloc(n_inputs ? n_inputs : 1, sizeof *view);
+    cl_serve_tensor decoded_s[FEW_INPUTS] = {0}, view_s[FEW_INPUTS];
+    bool few = n_inputs <= FEW_INPUTS;
+    cl_serve_tensor *decoded = few ? decoded_s : calloc(n_inputs, sizeof *decoded);
+    cl_serve_tensor *view = few ? view_s : calloc(n_inputs, sizeof *view);
     int rc = decoded && view ? cl_serve_model_decode_images(m, inputs, n_inputs, decoded, err)
                              : cl_err_set(err, CL_E_NOMEM, "out of memory");
     if (rc >= 0) {
@@ -355,7 +366,9 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
     }
     for (size_t i = 0; decoded && i < n_inputs; i++)
         cl_serve_tensor_clear(&decoded[i]);
-    free(decoded);
-    free(view);
+    if (!few) {
+        free(decoded);
+        free(view);
+    }
     return rc < 0 ? -1 : 0;
 }
