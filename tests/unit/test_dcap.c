@@ -8,7 +8,10 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include "attest/dcap_internal.h"
@@ -412,6 +415,69 @@ static void test_issuer_chain_swapped(void **state)
     vec_free(&v);
 }
 
+/* A self-made signer with a valid signature over the exact text: only the issuer chain check stops it. */
+static void forge_signed(vec *v, const char *doc_field, const char *sig_field, const char *chain_field)
+{
+    X509 *real = root_ca();
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    assert_non_null(k);
+    assert_non_null(cert);
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 7);
+    X509_NAME *name = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"Intel SGX TCB Signing", -1, -1, 0);
+    X509_set_subject_name(cert, name);
+    X509_set_issuer_name(cert, X509_get_subject_name(real));
+    X509_gmtime_adj(X509_getm_notBefore(cert), -100L * 365 * 86400);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 100L * 365 * 86400);
+    X509_set_pubkey(cert, k);
+    assert_true(X509_sign(cert, k, EVP_sha256()) > 0);
+    const char *text = col_field(v, doc_field);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    uint8_t der[128];
+    size_t der_len = sizeof der;
+    assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, k), 1);
+    assert_int_equal(EVP_DigestSign(md, der, &der_len, (const uint8_t *)text, strlen(text)), 1);
+    const uint8_t *dp = der;
+    ECDSA_SIG *sig = d2i_ECDSA_SIG(NULL, &dp, (long)der_len);
+    assert_non_null(sig);
+    uint8_t raw[64];
+    assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_r(sig), raw, 32), 32);
+    assert_int_equal(BN_bn2binpad(ECDSA_SIG_get0_s(sig), raw + 32, 32), 32);
+    char hex[129];
+    cl_hex_encode(raw, 64, hex);
+    col_set(v, sig_field, hex);
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(b, cert);
+    char *pem;
+    long n = BIO_get_mem_data(b, &pem);
+    char *chain = strndup(pem, (size_t)n);
+    col_set(v, chain_field, chain);
+    free(chain);
+    BIO_free(b);
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX_free(md);
+    X509_NAME_free(name);
+    X509_free(cert);
+    X509_free(real);
+    EVP_PKEY_free(k);
+}
+
+static void test_untrusted_collateral_signer(void **state)
+{
+    (void)state;
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    forge_signed(&v, "tcb_info", "tcb_info_signature", "tcb_info_issuer_chain");
+    expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "TCB info issuer chain does not verify");
+    vec_free(&v);
+    vec_load(&v, "tdx_quote", "tdx_quote_collateral.json");
+    forge_signed(&v, "qe_identity", "qe_identity_signature", "qe_identity_issuer_chain");
+    expect_fail(&v, TDX_FROM + 1000, CL_E_AUTH, "QE identity issuer chain does not verify");
+    vec_free(&v);
+}
+
 static void test_collateral_of_other_platform(void **state)
 {
     (void)state;
@@ -641,10 +707,27 @@ static void test_tcb_info_rules_tdx(void **state)
         assert_int_equal(tcb_match(&p, from, to, &plat, &mod, &r, &err), -1);
         assert_non_null(strstr(err.msg, "MRSIGNERSEAM"));
     }
-    /* a TDX component above the TD's TEE_TCB_SVN in the matching level: no level matches any more */
-    assert_int_equal(tcb_match(&p, "\"tdxtcbcomponents\":[{\"svn\":", "\"tdxtcbcomponents\":[{\"svn\":2", &plat, &mod,
-                               &r, &err),
-                     major > 0 ? 0 : -1);
+    /* this TD: TEE_TCB_SVN = 06 01 03 00..; level 1 (UpToDate) needs TDX components 05 00 02 00..,
+     * level 2 (OutOfDate) the same with a lower PCESVN */
+    assert_int_equal(major, 1);
+    /* with a module major version > 0, components 0 and 1 are judged by the module identity, not here */
+    assert_int_equal(tcb_match(&p, "\"tdxtcbcomponents\":[{\"svn\":5", "\"tdxtcbcomponents\":[{\"svn\":25", &plat,
+                               &mod, &r, &err),
+                     0);
+    assert_int_equal(plat, CL_DCAP_UP_TO_DATE);
+    /* component 2 above the TD's in level 1: the TD falls to level 2 */
+    assert_int_equal(tcb_match(&p, "{\"svn\":2,\"category\":\"OS/VMM\",\"type\":\"TDX Late Microcode Update\"}",
+                               "{\"svn\":4,\"category\":\"OS/VMM\",\"type\":\"TDX Late Microcode Update\"}", &plat,
+                               &mod, &r, &err),
+                     0);
+    assert_int_equal(plat, CL_DCAP_OUT_OF_DATE);
+    /* the module identity TDX_01 level for the module SVN (TEE_TCB_SVN[0] = 6) */
+    assert_int_equal(tcb_match(&p, "{\"tcb\":{\"isvsvn\":4},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"UpToDate\"}",
+                               "{\"tcb\":{\"isvsvn\":7},\"tcbDate\":\"2024-03-13T00:00:00Z\",\"tcbStatus\":\"UpToDate\"}", &plat,
+                               &mod, &r, &err),
+                     0);
+    assert_int_equal(mod, CL_DCAP_OUT_OF_DATE);
+    assert_int_equal(plat, CL_DCAP_UP_TO_DATE);
     parsed_free(&p);
 }
 
@@ -777,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_tdx_quote_tampering),
         cmocka_unit_test(test_collateral_tampering),
         cmocka_unit_test(test_issuer_chain_swapped),
+        cmocka_unit_test(test_untrusted_collateral_signer),
         cmocka_unit_test(test_collateral_of_other_platform),
         cmocka_unit_test(test_collateral_format),
         cmocka_unit_test(test_qe_identity_rules),
