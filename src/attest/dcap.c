@@ -281,12 +281,35 @@ static int verify_chain(X509 *leaf, STACK_OF(X509) *untrusted, X509 *root, const
                "%s does not verify to the Intel SGX Root CA at Unix time %lld: %s (certificate %d of the "
                "chain)%s",
                what, (long long)now, X509_verify_cert_error_string(e), depth,
-               expired ? "; fetch fresh collateral from Intel PCS/PCCS" : "");
+               e == X509_V_ERR_CRL_HAS_EXPIRED || e == X509_V_ERR_CRL_NOT_YET_VALID
+                   ? "; fetch fresh collateral (CRLs) from Intel PCS/PCCS"
+                   : "");
 out:
     ERR_clear_error();
     X509_STORE_CTX_free(ctx);
     X509_STORE_free(st);
     return rc;
+}
+
+/* The certificate plays the role Intel issued it for (subject/issuer common names), so that a key
+ * that chains to the root for another purpose (e.g. a platform's PCK key) cannot sign collateral. */
+int cl_dcap_check_role(X509 *cert, cl_dcap_role role, cl_err *err)
+{
+    char cn[128] = "", issuer[128] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+    X509_NAME_get_text_by_NID(X509_get_issuer_name(cert), NID_commonName, issuer, sizeof issuer);
+    ERR_clear_error();
+    if (role == CL_DCAP_ROLE_PCK) {
+        if (strcmp(cn, "Intel SGX PCK Certificate") != 0 ||
+            (strcmp(issuer, "Intel SGX PCK Processor CA") != 0 && strcmp(issuer, "Intel SGX PCK Platform CA") != 0))
+            return cl_err_set(err, CL_E_AUTH, "DCAP: the quote's leaf certificate ('%s' issued by '%s') is not an "
+                              "Intel SGX PCK certificate", cn, issuer);
+        return 0;
+    }
+    if (strcmp(cn, "Intel SGX TCB Signing") != 0 || strcmp(issuer, "Intel SGX Root CA") != 0)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the collateral signer ('%s' issued by '%s') is not the Intel "
+                          "SGX TCB Signing certificate", cn, issuer);
+    return 0;
 }
 
 /* 1: valid, 0: invalid, -1: error (err set). */
@@ -540,7 +563,8 @@ static int check_signed_doc(const char *what, const char *text, const uint8_t si
     char label[64];
     snprintf(label, sizeof label, "the %s issuer chain", what);
     X509 *signer = sk_X509_value(chain, 0);
-    if (verify_chain(signer, chain, root, col, now, label, err) != 0)
+    if (verify_chain(signer, chain, root, col, now, label, err) != 0 ||
+        cl_dcap_check_role(signer, CL_DCAP_ROLE_TCB_SIGNER, err) != 0)
         return -1;
     EVP_PKEY *key = X509_get0_pubkey(signer);
     if (!key)
@@ -830,7 +854,8 @@ int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509
     X509 *leaf = sk_X509_value(chain, 0);
 
     /* 1. PCK chain to the root, with CRLs */
-    if (verify_chain(leaf, chain, root, col, now, "the PCK certificate chain", err) != 0)
+    if (verify_chain(leaf, chain, root, col, now, "the PCK certificate chain", err) != 0 ||
+        cl_dcap_check_role(leaf, CL_DCAP_ROLE_PCK, err) != 0)
         goto out;
     pck_info pi;
     if (pck_extension(leaf, &pi, err) != 0)

@@ -19,6 +19,9 @@ enum {
 };
 extern const char *const cl_dcap_status_names[CL_DCAP_STATUS_COUNT];
 
+typedef enum cl_dcap_role { CL_DCAP_ROLE_PCK, CL_DCAP_ROLE_TCB_SIGNER } cl_dcap_role;
+/* The certificate's subject/issuer names are those of Intel's PCK certificate or TCB signing one. */
+int cl_dcap_check_role(X509 *cert, cl_dcap_role role, cl_err *err);
 /* issueDate <= now <= nextUpdate of a TCB info / QE identity JSON text (CL_E_EXPIRED otherwise). */
 int cl_dcap_check_dates(const char *what, const char *json_text, int64_t now, cl_err *err);
 /* The QE report (384 bytes, inside the quote) and the PCK leaf certificate (caller frees) of a quote. */

@@ -407,11 +407,16 @@ static void test_collateral_tampering(void **state)
 static void test_issuer_chain_swapped(void **state)
 {
     (void)state;
-    /* the TCB info checked with the QE identity's signer (a valid Intel chain, but the wrong key) */
+    /* the TCB info checked under the PCK CA's chain (a valid Intel chain, but not the TCB signer) */
     vec v;
     vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
     col_set(&v, "tcb_info_issuer_chain", col_field(&v, "pck_crl_issuer_chain"));
-    expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "TCB info signature does not verify");
+    expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "is not the Intel SGX TCB Signing certificate");
+    vec_free(&v);
+    /* the QE identity and TCB info signers are the same certificate: swapping them is harmless */
+    vec_load(&v, "tdx_quote", "tdx_quote_collateral.json");
+    col_set(&v, "tcb_info_issuer_chain", col_field(&v, "qe_identity_issuer_chain"));
+    expect_ok(&v, TDX_FROM + 1000, "UpToDate");
     vec_free(&v);
 }
 
@@ -731,6 +736,55 @@ static void test_tcb_info_rules_tdx(void **state)
     parsed_free(&p);
 }
 
+static void test_signer_roles(void **state)
+{
+    (void)state;
+    parsed p;
+    parsed_load(&p, "sgx_quote", "sgx_quote_collateral.json");
+    cl_err err = {0};
+    assert_int_equal(cl_dcap_check_role(p.leaf, CL_DCAP_ROLE_PCK, &err), 0);
+    /* a platform's PCK key chains to the Intel root but must not sign TCB info or QE identity */
+    assert_int_equal(cl_dcap_check_role(p.leaf, CL_DCAP_ROLE_TCB_SIGNER, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    /* the TCB signing certificate is not a PCK certificate */
+    X509 *root = root_ca();
+    assert_int_equal(cl_dcap_check_role(root, CL_DCAP_ROLE_PCK, &err), -1);
+    assert_int_equal(cl_dcap_check_role(root, CL_DCAP_ROLE_TCB_SIGNER, &err), -1);
+    X509_free(root);
+    /* through the verifier: the TCB info "signed" under the quote's own PCK chain */
+    const uint8_t *pem = (const uint8_t *)memmem(p.v.quote, p.v.quote_len, "-----BEGIN", 10);
+    assert_non_null(pem);
+    char *chain = strndup((const char *)pem, p.v.quote_len - (size_t)(pem - p.v.quote));
+    col_set(&p.v, "tcb_info_issuer_chain", chain);
+    free(chain);
+    expect_fail(&p.v, SGX_FROM + 1000, CL_E_AUTH, "is not the Intel SGX TCB Signing certificate");
+    /* the quote's certification data (not covered by the quote signature) replaced by the TCB
+     * signing chain: it verifies to the root, but it is not a PCK certificate */
+    cl_attest_quote q;
+    cl_err e2 = {0};
+    assert_int_equal(cl_attest_quote_parse(p.v.quote, p.v.quote_len, &q, &e2), 0);
+    vec f;
+    vec_load(&f, "sgx_quote", "sgx_quote_collateral.json");
+    const char *tcb_chain = col_field(&f, "tcb_info_issuer_chain");
+    size_t head = (size_t)(q.cert_data - p.v.quote) - 6; /* up to the certification data type */
+    size_t n = head + 6 + strlen(tcb_chain);
+    uint8_t *forged = malloc(n);
+    assert_non_null(forged);
+    memcpy(forged, p.v.quote, head + 2);
+    uint32_t cl = (uint32_t)strlen(tcb_chain), sl = (uint32_t)(n - q.signed_len - 4);
+    for (int i = 0; i < 4; i++) {
+        forged[head + 2 + i] = (uint8_t)(cl >> (8 * i));
+        forged[q.signed_len + i] = (uint8_t)(sl >> (8 * i));
+    }
+    memcpy(forged + head + 6, tcb_chain, strlen(tcb_chain));
+    free(f.quote);
+    f.quote = forged;
+    f.quote_len = n;
+    expect_fail(&f, SGX_FROM + 1000, CL_E_AUTH, "is not an Intel SGX PCK certificate");
+    vec_free(&f);
+    parsed_free(&p);
+}
+
 static void test_converge(void **state)
 {
     (void)state;
@@ -866,6 +920,7 @@ int main(void)
         cmocka_unit_test(test_qe_identity_rules),
         cmocka_unit_test(test_tcb_info_rules_sgx),
         cmocka_unit_test(test_tcb_info_rules_tdx),
+        cmocka_unit_test(test_signer_roles),
         cmocka_unit_test(test_converge),
         cmocka_unit_test(test_backend),
         cmocka_unit_test(test_tdx_backend),
