@@ -58,9 +58,10 @@ typedef struct cl_dcap_result {
  *     PCESVN and for TDX the TEE TCB SVN and the TDX module identity);
  *  6. QE identity: issuer chain, signature, dates, MRSIGNER/ISVPRODID/MISCSELECT/ATTRIBUTES, ISVSVN level.
  * Returns 0 with out filled (statuses other than Revoked are reported, not judged: that is the
- * policy's job), or -1: CL_E_AUTH for a bad signature, an untrusted, revoked or expired chain, expired
- * collateral or a Revoked TCB; CL_E_DENIED when no TCB level matches; CL_E_FORMAT/CL_E_UNSUPPORTED for
- * evidence or collateral it cannot read. */
+ * policy's job), or -1: CL_E_AUTH for a bad signature, an untrusted or revoked chain, a certificate in
+ * the wrong role or a Revoked TCB; CL_E_EXPIRED for a certificate, CRL, TCB info or QE identity not
+ * valid at now; CL_E_DENIED when no TCB level matches; CL_E_INVALID for collateral of another platform
+ * or TEE; CL_E_FORMAT/CL_E_UNSUPPORTED for evidence or collateral it cannot read. */
 int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509 *root_ca, int64_t now_unix,
                    cl_dcap_result *out, cl_err *err);
 

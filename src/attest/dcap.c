@@ -580,6 +580,17 @@ static int check_signed_doc(const char *what, const char *text, const uint8_t si
 
 /* ---------------------------------------------------------------- TCB info */
 
+/* 16 components, each with an svn in 0..255 */
+static bool comps_ok(const cJSON *comps)
+{
+    if (!cJSON_IsArray(comps) || cJSON_GetArraySize(comps) != 16)
+        return false;
+    for (int i = 0; i < 16; i++)
+        if (jint(cJSON_GetArrayItem(comps, i), "svn", 255) < 0)
+            return false;
+    return true;
+}
+
 static bool svns_ge(const cJSON *comps, const uint8_t have[16], int start)
 {
     if (cJSON_GetArraySize(comps) != 16)
@@ -669,10 +680,15 @@ static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_
     if (memcmp(pceid, pi->pceid, 2) != 0)
         return cl_err_set(err, CL_E_INVALID, "DCAP: the TCB info's PCE ID does not match the PCK certificate's");
 
-    const uint8_t *body = q->signed_data + q->signed_len - (q->body_kind == CL_QUOTE_BODY_TD15 ? 648 : 584);
     *module_status = 0;
-    if (tdx && tdx_module_check(tcb, body, q->tee_tcb_svn, module_status, out, err) != 0)
-        return -1;
+    if (tdx) {
+        size_t body_len = q->body_kind == CL_QUOTE_BODY_TD15 ? 648 : 584; /* TD report body, ends the signed data */
+        if (q->body_kind == CL_QUOTE_BODY_SGX || q->signed_len < 48 + body_len)
+            return cl_err_set(err, CL_E_FORMAT, "DCAP: a TDX quote without a TD report body");
+        if (tdx_module_check(tcb, q->signed_data + q->signed_len - body_len, q->tee_tcb_svn, module_status, out,
+                             err) != 0)
+            return -1;
+    }
 
     int tdx_start = tdx && q->tee_tcb_svn[1] > 0 ? 2 : 0;
     const cJSON *levels = cJSON_GetObjectItemCaseSensitive(tcb, "tcbLevels"), *lv;
@@ -684,7 +700,7 @@ static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_
         long pcesvn = jint(t, "pcesvn", 65535);
         const cJSON *sgx = cJSON_GetObjectItemCaseSensitive(t, "sgxtcbcomponents");
         const cJSON *tdxc = cJSON_GetObjectItemCaseSensitive(t, "tdxtcbcomponents");
-        if (pcesvn < 0 || cJSON_GetArraySize(sgx) != 16 || (tdx && cJSON_GetArraySize(tdxc) != 16))
+        if (pcesvn < 0 || !comps_ok(sgx) || (tdx && !comps_ok(tdxc)))
             return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info has a malformed tcbLevel");
         if (!svns_ge(sgx, pi->comp, 0) || pi->pcesvn < (unsigned long)pcesvn)
             continue;

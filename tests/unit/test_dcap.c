@@ -673,6 +673,11 @@ static void test_tcb_info_rules_sgx(void **state)
                                &plat, &mod, &r, &err),
                      0);
     assert_true(plat == CL_DCAP_OUT_OF_DATE || plat == CL_DCAP_OUT_OF_DATE_CONFIGURATION_NEEDED);
+    /* a malformed level is an error, not a level to skip */
+    assert_int_equal(tcb_match(&p, "{\"svn\":11}", "{\"svn\":-1}", &plat, &mod, &r, &err), -1);
+    assert_int_equal(err.code, CL_E_FORMAT);
+    assert_int_equal(tcb_match(&p, "{\"svn\":11}", "{\"svn\":256}", &plat, &mod, &r, &err), -1);
+    assert_int_equal(tcb_match(&p, "{\"svn\":11}", "{\"svm\":11}", &plat, &mod, &r, &err), -1);
     /* unknown status names fail closed */
     assert_int_equal(tcb_match(&p, "\"tcbStatus\":\"ConfigurationAndSWHardeningNeeded\"",
                                "\"tcbStatus\":\"ConfigurationAndSWHardeningNeedeX\"", &plat, &mod, &r, &err),
