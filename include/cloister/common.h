@@ -44,6 +44,7 @@ typedef enum cl_status {
     CL_E_UNSUPPORTED, /* feature or operator not supported */
     CL_E_DENIED,      /* a policy refused the request */
     CL_E_INTERNAL,    /* a bug: please report */
+    CL_E_EXPIRED,     /* a certificate, CRL or signed document is not valid at the given time */
 } cl_status;
 
 #define CL_ERR_MSG_MAX 512

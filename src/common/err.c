@@ -100,7 +100,7 @@ const char *cl_status_name(cl_status code)
         [CL_E_VERSION] = "version", [CL_E_KEY] = "key",         [CL_E_KEY_ID] = "key-id",
         [CL_E_AUTH] = "auth",     [CL_E_TRUNCATED] = "truncated", [CL_E_TRAILING] = "trailing",
         [CL_E_CRYPTO] = "crypto", [CL_E_UNSUPPORTED] = "unsupported", [CL_E_DENIED] = "denied",
-        [CL_E_INTERNAL] = "internal",
+        [CL_E_INTERNAL] = "internal", [CL_E_EXPIRED] = "expired",
     };
     if ((unsigned)code < CL_ARRAY_LEN(names) && names[code])
         return names[code];

@@ -1,0 +1,1032 @@
+/* dcap.c — offline Intel DCAP quote verification (cloister/dcap.h): collateral loading, the PCK
+ * chain and CRL checks (OpenSSL X509_STORE at a given time), QE report and quote signatures, TCB info
+ * and QE identity (signatures over the exact served text, validity dates, TCB level matching for SGX
+ * and TDX), and the cl_attest_backend_fn adapter. Owns nothing global; all state is per call. */
+#include "dcap_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/asn1.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/objects.h>
+#include <openssl/params.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
+
+#define COLLATERAL_MAX (1024 * 1024)
+#define QE_REPORT_LEN 384
+#define CERT_TYPE_PCK_CHAIN 5
+#define SGX_EXT_OID "1.2.840.113741.1.13.1"
+
+/* Intel's QE vendor id 939A7233-F79C-4CA9-940A-0DB3957F0607 */
+static const uint8_t k_intel_qe_vendor[16] = {0x93, 0x9A, 0x72, 0x33, 0xF7, 0x9C, 0x4C, 0xA9,
+                                              0x94, 0x0A, 0x0D, 0xB3, 0x95, 0x7F, 0x06, 0x07};
+
+const char *const cl_dcap_status_names[CL_DCAP_STATUS_COUNT] = {
+    "UpToDate",  "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked"};
+#define k_statuses cl_dcap_status_names
+
+struct cl_dcap_collateral {
+    STACK_OF(X509) *pck_crl_chain, *tcb_chain, *qe_chain;
+    X509_CRL *root_crl, *pck_crl;
+    char *tcb_info, *qe_identity; /* exact signed text */
+    uint8_t tcb_sig[64], qe_sig[64];
+    cJSON *tcb_json, *qe_json; /* parsed from the text above (read only, never re-serialised) */
+};
+
+/* ---------------------------------------------------------------- collateral */
+
+void cl_dcap_collateral_free(cl_dcap_collateral *c)
+{
+    if (!c)
+        return;
+    sk_X509_pop_free(c->pck_crl_chain, X509_free);
+    sk_X509_pop_free(c->tcb_chain, X509_free);
+    sk_X509_pop_free(c->qe_chain, X509_free);
+    X509_CRL_free(c->root_crl);
+    X509_CRL_free(c->pck_crl);
+    free(c->tcb_info);
+    free(c->qe_identity);
+    cJSON_Delete(c->tcb_json);
+    cJSON_Delete(c->qe_json);
+    free(c);
+}
+
+static const char *field_str(const cJSON *o, const char *name, cl_err *err)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!cJSON_IsString(f) || !f->valuestring || !f->valuestring[0]) {
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: field '%s' is missing or not a non-empty string", name);
+        return NULL;
+    }
+    return f->valuestring;
+}
+
+/* A PEM chain (at least one certificate); the first one is the leaf. */
+static STACK_OF(X509) *pem_chain(const char *pem, const char *what, cl_err *err)
+{
+    BIO *b = BIO_new_mem_buf(pem, (int)strlen(pem));
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    if (!b || !sk) {
+        BIO_free(b);
+        sk_X509_free(sk);
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    X509 *x;
+    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(sk, x)) {
+            X509_free(x);
+            break;
+        }
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    if (sk_X509_num(sk) == 0) {
+        sk_X509_free(sk);
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' holds no PEM certificate", what);
+        return NULL;
+    }
+    return sk;
+}
+
+static X509_CRL *hex_crl(const char *hex, const char *what, cl_err *err)
+{
+    size_t n = strlen(hex);
+    if (n % 2 || n == 0) {
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not hex", what);
+        return NULL;
+    }
+    uint8_t *der = malloc(n / 2);
+    if (!der) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    X509_CRL *crl = NULL;
+    if (cl_hex_decode(hex, n, der, n / 2) != 0) {
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not hex", what);
+    } else {
+        const unsigned char *p = der;
+        crl = d2i_X509_CRL(NULL, &p, (long)(n / 2));
+        if (!crl)
+            cl_err_ssl(err, CL_E_FORMAT, "DCAP collateral: '%s' is not a DER CRL", what);
+        else if (p != der + n / 2) {
+            X509_CRL_free(crl);
+            crl = NULL;
+            cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' has bytes after the CRL", what);
+        }
+    }
+    free(der);
+    return crl;
+}
+
+static int hex_sig(const char *hex, uint8_t out[64], const char *what, cl_err *err)
+{
+    if (cl_hex_decode(hex, strlen(hex), out, 64) != 0)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not 128 hex digits (raw r||s)", what);
+    return 0;
+}
+
+static int signed_json(const char *text, const char *what, char **copy, cJSON **parsed, cl_err *err)
+{
+    *copy = strdup(text);
+    if (!*copy)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    *parsed = cJSON_Parse(text);
+    if (!cJSON_IsObject(*parsed))
+        return cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not a JSON object", what);
+    return 0;
+}
+
+cl_dcap_collateral *cl_dcap_collateral_load_buffer(const char *json, size_t len, cl_err *err)
+{
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral is not a JSON object");
+        return NULL;
+    }
+    cl_dcap_collateral *c = calloc(1, sizeof(*c));
+    int rc = -1;
+    const char *s;
+    if (!c) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (!(s = field_str(root, "pck_crl_issuer_chain", err)) ||
+        !(c->pck_crl_chain = pem_chain(s, "pck_crl_issuer_chain", err)))
+        goto out;
+    if (!(s = field_str(root, "tcb_info_issuer_chain", err)) ||
+        !(c->tcb_chain = pem_chain(s, "tcb_info_issuer_chain", err)))
+        goto out;
+    if (!(s = field_str(root, "qe_identity_issuer_chain", err)) ||
+        !(c->qe_chain = pem_chain(s, "qe_identity_issuer_chain", err)))
+        goto out;
+    if (!(s = field_str(root, "root_ca_crl", err)) || !(c->root_crl = hex_crl(s, "root_ca_crl", err)))
+        goto out;
+    if (!(s = field_str(root, "pck_crl", err)) || !(c->pck_crl = hex_crl(s, "pck_crl", err)))
+        goto out;
+    if (!(s = field_str(root, "tcb_info_signature", err)) || hex_sig(s, c->tcb_sig, "tcb_info_signature", err))
+        goto out;
+    if (!(s = field_str(root, "qe_identity_signature", err)) ||
+        hex_sig(s, c->qe_sig, "qe_identity_signature", err))
+        goto out;
+    if (!(s = field_str(root, "tcb_info", err)) || signed_json(s, "tcb_info", &c->tcb_info, &c->tcb_json, err))
+        goto out;
+    if (!(s = field_str(root, "qe_identity", err)) ||
+        signed_json(s, "qe_identity", &c->qe_identity, &c->qe_json, err))
+        goto out;
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    if (rc != 0) {
+        cl_dcap_collateral_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+cl_dcap_collateral *cl_dcap_collateral_load(const char *path, cl_err *err)
+{
+    uint8_t *buf;
+    size_t len;
+    if (cl_file_read(path, COLLATERAL_MAX, &buf, &len, err) != 0) {
+        cl_err_prefix(err, "DCAP collateral");
+        return NULL;
+    }
+    cl_dcap_collateral *c = cl_dcap_collateral_load_buffer((const char *)buf, len, err);
+    free(buf);
+    if (!c)
+        cl_err_prefix(err, "'%s'", path);
+    return c;
+}
+
+X509 *cl_dcap_root_ca_load(const char *path, cl_err *err)
+{
+    uint8_t *buf;
+    size_t len;
+    if (cl_file_read(path, 64 * 1024, &buf, &len, err) != 0)
+        return NULL;
+    const unsigned char *p = buf;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    if (!x) {
+        BIO *b = BIO_new_mem_buf(buf, (int)len);
+        x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+    }
+    free(buf);
+    if (!x)
+        cl_err_ssl(err, CL_E_FORMAT, "'%s' is not a DER or PEM certificate (the Intel SGX Root CA)", path);
+    ERR_clear_error();
+    return x;
+}
+
+/* ---------------------------------------------------------------- crypto helpers */
+
+/* Validity periods are inclusive at both ends (valid through notAfter / nextUpdate, as Intel's
+ * documents are); OpenSSL treats the exact end second as expired, so that one second is let through
+ * here. Anything else OpenSSL reports stays an error. */
+static int verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+    if (ok)
+        return ok;
+    int e = X509_STORE_CTX_get_error(ctx);
+    const time_t *now = X509_STORE_CTX_get_app_data(ctx);
+    const ASN1_TIME *end = NULL;
+    if (e == X509_V_ERR_CERT_HAS_EXPIRED && X509_STORE_CTX_get_current_cert(ctx))
+        end = X509_get0_notAfter(X509_STORE_CTX_get_current_cert(ctx));
+    else if (e == X509_V_ERR_CRL_HAS_EXPIRED && X509_STORE_CTX_get0_current_crl(ctx))
+        end = X509_CRL_get0_nextUpdate(X509_STORE_CTX_get0_current_crl(ctx));
+    if (end && now && ASN1_TIME_cmp_time_t(end, *now) == 0)
+        return 1;
+    return 0;
+}
+
+/* Checks a chain ending at root_ca with both CRLs at time now. */
+static int verify_chain(X509 *leaf, STACK_OF(X509) *untrusted, X509 *root, const cl_dcap_collateral *col,
+                        int64_t now, const char *what, cl_err *err)
+{
+    X509_STORE *st = X509_STORE_new();
+    X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+    int rc = -1;
+    if (!st || !ctx || X509_STORE_add_cert(st, root) != 1 || X509_STORE_add_crl(st, col->root_crl) != 1 ||
+        X509_STORE_add_crl(st, col->pck_crl) != 1 || X509_STORE_CTX_init(ctx, st, leaf, untrusted) != 1) {
+        cl_err_ssl(err, CL_E_CRYPTO, "%s: cannot set up certificate verification", what);
+        goto out;
+    }
+    time_t t = (time_t)now;
+    X509_STORE_CTX_set_app_data(ctx, &t);
+    X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
+    X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
+    X509_VERIFY_PARAM_set_time(param, t);
+    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (X509_verify_cert(ctx) == 1) {
+        rc = 0;
+        goto out;
+    }
+    int e = X509_STORE_CTX_get_error(ctx), depth = X509_STORE_CTX_get_error_depth(ctx);
+    bool expired = e == X509_V_ERR_CERT_HAS_EXPIRED || e == X509_V_ERR_CERT_NOT_YET_VALID ||
+                   e == X509_V_ERR_CRL_HAS_EXPIRED || e == X509_V_ERR_CRL_NOT_YET_VALID;
+    cl_err_set(err, expired ? CL_E_EXPIRED : CL_E_AUTH,
+               "%s does not verify to the Intel SGX Root CA at Unix time %lld: %s (certificate %d of the "
+               "chain)%s",
+               what, (long long)now, X509_verify_cert_error_string(e), depth,
+               e == X509_V_ERR_CRL_HAS_EXPIRED || e == X509_V_ERR_CRL_NOT_YET_VALID
+                   ? "; fetch fresh collateral (CRLs) from Intel PCS/PCCS"
+                   : "");
+out:
+    ERR_clear_error();
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(st);
+    return rc;
+}
+
+/* The certificate plays the role Intel issued it for (subject/issuer common names), so that a key
+ * that chains to the root for another purpose (e.g. a platform's PCK key) cannot sign collateral. */
+int cl_dcap_check_role(X509 *cert, cl_dcap_role role, cl_err *err)
+{
+    char cn[128] = "", issuer[128] = "";
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+    X509_NAME_get_text_by_NID(X509_get_issuer_name(cert), NID_commonName, issuer, sizeof issuer);
+    ERR_clear_error();
+    if (role == CL_DCAP_ROLE_PCK) {
+        if (strcmp(cn, "Intel SGX PCK Certificate") != 0 ||
+            (strcmp(issuer, "Intel SGX PCK Processor CA") != 0 && strcmp(issuer, "Intel SGX PCK Platform CA") != 0))
+            return cl_err_set(err, CL_E_AUTH, "DCAP: the quote's leaf certificate ('%s' issued by '%s') is not an "
+                              "Intel SGX PCK certificate", cn, issuer);
+        return 0;
+    }
+    if (strcmp(cn, "Intel SGX TCB Signing") != 0 || strcmp(issuer, "Intel SGX Root CA") != 0)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the collateral signer ('%s' issued by '%s') is not the Intel "
+                          "SGX TCB Signing certificate", cn, issuer);
+    return 0;
+}
+
+/* 1: valid, 0: invalid, -1: error (err set). */
+static int verify_raw_sig(EVP_PKEY *key, const uint8_t sig[64], const void *msg, size_t len, cl_err *err)
+{
+    ECDSA_SIG *s = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *ss = BN_bin2bn(sig + 32, 32, NULL);
+    uint8_t der[80], *dp = der;
+    int der_len = -1;
+    if (s && r && ss && ECDSA_SIG_set0(s, r, ss)) {
+        r = ss = NULL;
+        der_len = i2d_ECDSA_SIG(s, &dp);
+    }
+    BN_free(r);
+    BN_free(ss);
+    ECDSA_SIG_free(s);
+    if (der_len <= 0) {
+        cl_err_ssl(err, CL_E_CRYPTO, "cannot encode an ECDSA signature");
+        return -1;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+             EVP_DigestVerify(md, der, (size_t)der_len, msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+    return ok ? 1 : 0;
+}
+
+static EVP_PKEY *p256_from_raw(const uint8_t raw[64], cl_err *err)
+{
+    uint8_t pt[65];
+    pt[0] = 0x04;
+    memcpy(pt + 1, raw, 64);
+    char group[] = "prime256v1";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
+        OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_PKEY *key = NULL;
+    EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    if (!pc || EVP_PKEY_fromdata_init(pc) != 1 || EVP_PKEY_fromdata(pc, &key, EVP_PKEY_PUBLIC_KEY, params) != 1) {
+        EVP_PKEY_free(key);
+        key = NULL;
+        cl_err_ssl(err, CL_E_AUTH, "DCAP: the quote's attestation key is not a P-256 point");
+    }
+    EVP_PKEY_CTX_free(pc);
+    ERR_clear_error();
+    return key;
+}
+
+/* ---------------------------------------------------------------- PCK certificate extension */
+
+typedef struct pck_info {
+    uint8_t comp[16];
+    unsigned pcesvn;
+    uint8_t fmspc[6];
+    uint8_t pceid[2];
+    bool have_tcb, have_fmspc, have_pceid;
+} pck_info;
+
+static STACK_OF(ASN1_TYPE) *seq_of(const ASN1_TYPE *t)
+{
+    if (!t || t->type != V_ASN1_SEQUENCE)
+        return NULL;
+    const unsigned char *p = t->value.sequence->data;
+    return d2i_ASN1_SEQUENCE_ANY(NULL, &p, t->value.sequence->length);
+}
+
+/* An (OID, value) pair; *oid receives the dotted text. */
+static const ASN1_TYPE *pair(STACK_OF(ASN1_TYPE) *sk, char *oid, size_t oid_len)
+{
+    if (sk_ASN1_TYPE_num(sk) != 2)
+        return NULL;
+    const ASN1_TYPE *o = sk_ASN1_TYPE_value(sk, 0);
+    if (o->type != V_ASN1_OBJECT || OBJ_obj2txt(oid, (int)oid_len, o->value.object, 1) <= 0)
+        return NULL;
+    return sk_ASN1_TYPE_value(sk, 1);
+}
+
+static int parse_tcb_seq(const ASN1_TYPE *t, pck_info *pi)
+{
+    STACK_OF(ASN1_TYPE) *sk = seq_of(t);
+    if (!sk)
+        return -1;
+    unsigned seen = 0;
+    int rc = 0;
+    for (int i = 0; i < sk_ASN1_TYPE_num(sk) && rc == 0; i++) {
+        STACK_OF(ASN1_TYPE) *ps = seq_of(sk_ASN1_TYPE_value(sk, i));
+        char oid[64];
+        const ASN1_TYPE *v = ps ? pair(ps, oid, sizeof oid) : NULL;
+        const char *pre = SGX_EXT_OID ".2.";
+        if (!v || strncmp(oid, pre, strlen(pre)) != 0) {
+            rc = -1;
+        } else {
+            int n = atoi(oid + strlen(pre));
+            if (n >= 1 && n <= 17) {
+                long x = v->type == V_ASN1_INTEGER ? ASN1_INTEGER_get(v->value.integer) : -1;
+                if (x < 0 || x > (n == 17 ? 65535 : 255))
+                    rc = -1;
+                else if (n == 17)
+                    pi->pcesvn = (unsigned)x;
+                else
+                    pi->comp[n - 1] = (uint8_t)x;
+                seen |= 1u << n;
+            }
+        }
+        sk_ASN1_TYPE_pop_free(ps, ASN1_TYPE_free);
+    }
+    sk_ASN1_TYPE_pop_free(sk, ASN1_TYPE_free);
+    if (rc == 0 && seen != 0x3FFFEu)
+        rc = -1; /* all of components 1..16 and PCESVN are required */
+    return rc;
+}
+
+static int pck_extension(X509 *leaf, pck_info *pi, cl_err *err)
+{
+    memset(pi, 0, sizeof(*pi));
+    ASN1_OBJECT *obj = OBJ_txt2obj(SGX_EXT_OID, 1);
+    int idx = obj ? X509_get_ext_by_OBJ(leaf, obj, -1) : -1;
+    ASN1_OBJECT_free(obj);
+    if (idx < 0)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: the PCK certificate has no SGX extension (%s)", SGX_EXT_OID);
+    ASN1_OCTET_STRING *data = X509_EXTENSION_get_data(X509_get_ext(leaf, idx));
+    const unsigned char *p = ASN1_STRING_get0_data(data);
+    STACK_OF(ASN1_TYPE) *sk = d2i_ASN1_SEQUENCE_ANY(NULL, &p, ASN1_STRING_length(data));
+    int rc = sk ? 0 : -1;
+    for (int i = 0; sk && i < sk_ASN1_TYPE_num(sk) && rc == 0; i++) {
+        STACK_OF(ASN1_TYPE) *ps = seq_of(sk_ASN1_TYPE_value(sk, i));
+        char oid[64];
+        const ASN1_TYPE *v = ps ? pair(ps, oid, sizeof oid) : NULL;
+        if (!v) {
+            rc = -1;
+        } else if (!strcmp(oid, SGX_EXT_OID ".2")) {
+            rc = parse_tcb_seq(v, pi);
+            pi->have_tcb = rc == 0;
+        } else if (!strcmp(oid, SGX_EXT_OID ".3")) {
+            if (v->type != V_ASN1_OCTET_STRING || ASN1_STRING_length(v->value.octet_string) != 2)
+                rc = -1;
+            else
+                memcpy(pi->pceid, ASN1_STRING_get0_data(v->value.octet_string), 2);
+            pi->have_pceid = rc == 0;
+        } else if (!strcmp(oid, SGX_EXT_OID ".4")) {
+            if (v->type != V_ASN1_OCTET_STRING || ASN1_STRING_length(v->value.octet_string) != 6)
+                rc = -1;
+            else
+                memcpy(pi->fmspc, ASN1_STRING_get0_data(v->value.octet_string), 6);
+            pi->have_fmspc = rc == 0;
+        }
+        sk_ASN1_TYPE_pop_free(ps, ASN1_TYPE_free);
+    }
+    sk_ASN1_TYPE_pop_free(sk, ASN1_TYPE_free);
+    ERR_clear_error();
+    if (rc != 0 || !pi->have_tcb || !pi->have_fmspc || !pi->have_pceid)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: the PCK certificate's SGX extension is malformed or lacks "
+                          "TCB, PCE-ID or FMSPC");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- JSON helpers */
+
+static int parse_time(const char *s, int64_t *out)
+{
+    struct tm tm = {0};
+    int n = 0;
+    if (!s || strlen(s) != 20 ||
+        sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+               &tm.tm_sec, &n) != 6 ||
+        n != 20 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+        tm.tm_min > 59 || tm.tm_sec > 60)
+        return -1;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(f) ? f->valuestring : NULL;
+}
+
+/* An integer field in [0, max]; -1 when missing or out of range. */
+static long jint(const cJSON *o, const char *name, long max)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!cJSON_IsNumber(f) || f->valuedouble < 0 || f->valuedouble > (double)max ||
+        f->valuedouble != (double)(long)f->valuedouble)
+        return -1;
+    return (long)f->valuedouble;
+}
+
+static int jhex(const cJSON *o, const char *name, uint8_t *out, size_t len)
+{
+    const char *s = jstr(o, name);
+    return s && cl_hex_decode(s, strlen(s), out, len) == 0 ? 0 : -1;
+}
+
+static int status_index(const char *s)
+{
+    for (size_t i = 0; s && i < CL_ARRAY_LEN(k_statuses); i++)
+        if (!strcmp(s, k_statuses[i]))
+            return (int)i;
+    return -1;
+}
+
+static void add_advisories(cl_dcap_result *out, const cJSON *level)
+{
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(level, "advisoryIDs"), *id;
+    cJSON_ArrayForEach(id, ids)
+    {
+        if (!cJSON_IsString(id) || out->n_advisories == CL_DCAP_MAX_ADVISORIES)
+            continue;
+        bool dup = false;
+        for (size_t i = 0; i < out->n_advisories && !dup; i++)
+            dup = !strcmp(out->advisories[i], id->valuestring);
+        if (!dup)
+            snprintf(out->advisories[out->n_advisories++], sizeof out->advisories[0], "%s", id->valuestring);
+    }
+}
+
+static int check_dates(const char *what, const cJSON *doc, int64_t now, cl_err *err)
+{
+    int64_t issued, next;
+    if (parse_time(jstr(doc, "issueDate"), &issued) != 0 || parse_time(jstr(doc, "nextUpdate"), &next) != 0)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: %s has no valid issueDate/nextUpdate", what);
+    if (now < issued)
+        return cl_err_set(err, CL_E_EXPIRED, "DCAP: %s is not valid yet at Unix time %lld (issueDate %s)", what,
+                          (long long)now, jstr(doc, "issueDate"));
+    if (now > next)
+        return cl_err_set(err, CL_E_EXPIRED, "DCAP: %s expired at %s (verification time is Unix %lld); fetch "
+                          "fresh collateral from Intel PCS/PCCS", what, jstr(doc, "nextUpdate"), (long long)now);
+    return 0;
+}
+
+int cl_dcap_check_dates(const char *what, const char *json_text, int64_t now, cl_err *err)
+{
+    cJSON *doc = cJSON_Parse(json_text);
+    int rc = cJSON_IsObject(doc) ? check_dates(what, doc, now, err)
+                                 : cl_err_set(err, CL_E_FORMAT, "DCAP: %s is not a JSON object", what);
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Signature (by the issuer chain's leaf), chain and validity dates of a signed collateral document. */
+static int check_signed_doc(const char *what, const char *text, const uint8_t sig[64], const cJSON *doc,
+                            STACK_OF(X509) *chain, X509 *root, const cl_dcap_collateral *col, int64_t now,
+                            cl_err *err)
+{
+    char label[64];
+    snprintf(label, sizeof label, "the %s issuer chain", what);
+    X509 *signer = sk_X509_value(chain, 0);
+    if (verify_chain(signer, chain, root, col, now, label, err) != 0 ||
+        cl_dcap_check_role(signer, CL_DCAP_ROLE_TCB_SIGNER, err) != 0)
+        return -1;
+    EVP_PKEY *key = X509_get0_pubkey(signer);
+    if (!key)
+        return cl_err_ssl(err, CL_E_FORMAT, "DCAP: the %s signing certificate has no usable key", what);
+    int v = verify_raw_sig(key, sig, text, strlen(text), err);
+    if (v < 0)
+        return -1;
+    if (v == 0)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the %s signature does not verify (the collateral was altered "
+                          "or does not belong together)", what);
+    return check_dates(what, doc, now, err);
+}
+
+/* ---------------------------------------------------------------- TCB info */
+
+/* 16 components, each with an svn in 0..255 */
+static bool comps_ok(const cJSON *comps)
+{
+    if (!cJSON_IsArray(comps) || cJSON_GetArraySize(comps) != 16)
+        return false;
+    for (int i = 0; i < 16; i++)
+        if (jint(cJSON_GetArrayItem(comps, i), "svn", 255) < 0)
+            return false;
+    return true;
+}
+
+static bool svns_ge(const cJSON *comps, const uint8_t have[16], int start)
+{
+    if (cJSON_GetArraySize(comps) != 16)
+        return false;
+    for (int i = start; i < 16; i++) {
+        long want = jint(cJSON_GetArrayItem(comps, i), "svn", 255);
+        if (want < 0 || have[i] < want)
+            return false;
+    }
+    return true;
+}
+
+/* The TDX module identity (Intel's TdxModuleCheck): for TEE_TCB_SVN[1] (module major version) > 0 the
+ * identity "TDX_<version>" and its level for TEE_TCB_SVN[0]; otherwise the tdxModule entry. */
+static int tdx_module_check(const cJSON *tcb, const uint8_t *body, const uint8_t tee_svn[16], int *status,
+                            cl_dcap_result *out, cl_err *err)
+{
+    const uint8_t *mrsigner_seam = body + 64, *seam_attr = body + 112;
+    const cJSON *ident = NULL;
+    char id[16];
+    *status = 0; /* UpToDate */
+    if (tee_svn[1] == 0) {
+        ident = cJSON_GetObjectItemCaseSensitive(tcb, "tdxModule");
+        snprintf(id, sizeof id, "tdxModule");
+    } else {
+        snprintf(id, sizeof id, "TDX_%02X", tee_svn[1]);
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(tcb, "tdxModuleIdentities"), *it;
+        cJSON_ArrayForEach(it, ids)
+        {
+            const char *s = jstr(it, "id");
+            if (s && !strcmp(s, id))
+                ident = it;
+        }
+    }
+    if (!cJSON_IsObject(ident))
+        return cl_err_set(err, CL_E_DENIED, "DCAP: TCB info has no TDX module identity %s for this TD", id);
+    uint8_t mrs[48], attr[8], mask[8];
+    if (jhex(ident, "mrsigner", mrs, 48) || jhex(ident, "attributes", attr, 8) ||
+        jhex(ident, "attributesMask", mask, 8))
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info TDX module identity %s is malformed", id);
+    if (memcmp(mrs, mrsigner_seam, 48) != 0)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the TD's MRSIGNERSEAM does not match TDX module identity %s", id);
+    for (int i = 0; i < 8; i++)
+        if ((seam_attr[i] & mask[i]) != (attr[i] & mask[i]))
+            return cl_err_set(err, CL_E_AUTH, "DCAP: the TD's SEAM attributes do not match TDX module identity %s",
+                              id);
+    if (tee_svn[1] == 0)
+        return 0;
+    const cJSON *levels = cJSON_GetObjectItemCaseSensitive(ident, "tcbLevels"), *lv;
+    cJSON_ArrayForEach(lv, levels)
+    {
+        long isvsvn = jint(cJSON_GetObjectItemCaseSensitive(lv, "tcb"), "isvsvn", 255);
+        if (isvsvn < 0)
+            return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info TDX module identity %s has a malformed level", id);
+        if (tee_svn[0] >= isvsvn) {
+            *status = status_index(jstr(lv, "tcbStatus"));
+            if (*status < 0)
+                return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown TDX module TCB status '%s'",
+                                  jstr(lv, "tcbStatus") ? jstr(lv, "tcbStatus") : "(none)");
+            add_advisories(out, lv);
+            return 0;
+        }
+    }
+    return cl_err_set(err, CL_E_DENIED, "DCAP: the TDX module SVN %u (identity %s) is below every TCB level: the "
+                      "TDX module must be updated", tee_svn[0], id);
+}
+
+static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_info *pi, int *status,
+                          int *module_status, cl_dcap_result *out, cl_err *err)
+{
+    bool tdx = q->tee_type == CL_QUOTE_TEE_TDX;
+    const char *id = jstr(tcb, "id");
+    if (!id || strcmp(id, tdx ? "TDX" : "SGX") != 0)
+        return cl_err_set(err, CL_E_INVALID, "DCAP: the TCB info is for '%s', the quote is %s (wrong collateral)",
+                          id ? id : "(no id)", tdx ? "TDX" : "SGX");
+    if (jint(tcb, "version", 1000) != 3)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: TCB info version %ld is not supported (3 is)",
+                          jint(tcb, "version", 1000));
+    if (jint(tcb, "tcbType", 1000) != 0)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: TCB info tcbType is not 0");
+    uint8_t fmspc[6], pceid[2];
+    if (jhex(tcb, "fmspc", fmspc, 6) || jhex(tcb, "pceId", pceid, 2))
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info has no valid fmspc/pceId");
+    if (memcmp(fmspc, pi->fmspc, 6) != 0)
+        return cl_err_set(err, CL_E_INVALID, "DCAP: the TCB info is for FMSPC %s, the platform's is %s (wrong "
+                          "collateral)", jstr(tcb, "fmspc"), out->fmspc_hex);
+    if (memcmp(pceid, pi->pceid, 2) != 0)
+        return cl_err_set(err, CL_E_INVALID, "DCAP: the TCB info's PCE ID does not match the PCK certificate's");
+
+    *module_status = 0;
+    if (tdx) {
+        size_t body_len = q->body_kind == CL_QUOTE_BODY_TD15 ? 648 : 584; /* TD report body, ends the signed data */
+        if (q->body_kind == CL_QUOTE_BODY_SGX || q->signed_len < 48 + body_len)
+            return cl_err_set(err, CL_E_FORMAT, "DCAP: a TDX quote without a TD report body");
+        if (tdx_module_check(tcb, q->signed_data + q->signed_len - body_len, q->tee_tcb_svn, module_status, out,
+                             err) != 0)
+            return -1;
+    }
+
+    int tdx_start = tdx && q->tee_tcb_svn[1] > 0 ? 2 : 0;
+    const cJSON *levels = cJSON_GetObjectItemCaseSensitive(tcb, "tcbLevels"), *lv;
+    if (!cJSON_IsArray(levels))
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info has no tcbLevels");
+    cJSON_ArrayForEach(lv, levels)
+    {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(lv, "tcb");
+        long pcesvn = jint(t, "pcesvn", 65535);
+        const cJSON *sgx = cJSON_GetObjectItemCaseSensitive(t, "sgxtcbcomponents");
+        const cJSON *tdxc = cJSON_GetObjectItemCaseSensitive(t, "tdxtcbcomponents");
+        if (pcesvn < 0 || !comps_ok(sgx) || (tdx && !comps_ok(tdxc)))
+            return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info has a malformed tcbLevel");
+        if (!svns_ge(sgx, pi->comp, 0) || pi->pcesvn < (unsigned long)pcesvn)
+            continue;
+        if (tdx && !svns_ge(tdxc, q->tee_tcb_svn, tdx_start))
+            continue;
+        *status = status_index(jstr(lv, "tcbStatus"));
+        if (*status < 0)
+            return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown TCB status '%s' in TCB info",
+                              jstr(lv, "tcbStatus") ? jstr(lv, "tcbStatus") : "(none)");
+        snprintf(out->platform_tcb_status, sizeof out->platform_tcb_status, "%s", k_statuses[*status]);
+        add_advisories(out, lv);
+        return 0;
+    }
+    return cl_err_set(err, CL_E_DENIED, "DCAP: the platform's TCB (FMSPC %s, PCESVN %u) is below every TCB level "
+                      "in the TCB info: the platform's microcode/BIOS%s must be updated",
+                      out->fmspc_hex, pi->pcesvn, tdx ? " or TDX module" : "");
+}
+
+/* ---------------------------------------------------------------- QE identity */
+
+static int check_qe_identity(const cl_attest_quote *q, const cJSON *qe, const uint8_t *rep, int *status,
+                             cl_dcap_result *out, cl_err *err)
+{
+    bool tdx = q->tee_type == CL_QUOTE_TEE_TDX;
+    const char *id = jstr(qe, "id");
+    if (!id || strcmp(id, tdx ? "TD_QE" : "QE") != 0)
+        return cl_err_set(err, CL_E_INVALID, "DCAP: the QE identity is for '%s', the quote needs '%s' (wrong "
+                          "collateral)", id ? id : "(no id)", tdx ? "TD_QE" : "QE");
+    if (jint(qe, "version", 1000) != 2)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: QE identity version %ld is not supported (2 is)",
+                          jint(qe, "version", 1000));
+    uint8_t mrsigner[32], misc[4], misc_mask[4], attr[16], attr_mask[16];
+    long prod = jint(qe, "isvprodid", 65535);
+    if (jhex(qe, "mrsigner", mrsigner, 32) || jhex(qe, "miscselect", misc, 4) ||
+        jhex(qe, "miscselectMask", misc_mask, 4) || jhex(qe, "attributes", attr, 16) ||
+        jhex(qe, "attributesMask", attr_mask, 16) || prod < 0)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: the QE identity is malformed");
+    if (memcmp(rep + 128, mrsigner, 32) != 0)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the QE report's MRSIGNER is not Intel's quoting enclave signer");
+    unsigned rep_prod = (unsigned)(rep[256] | rep[257] << 8), rep_svn = (unsigned)(rep[258] | rep[259] << 8);
+    if (rep_prod != (unsigned long)prod)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the QE report's ISVPRODID %u is not the QE identity's %ld",
+                          rep_prod, prod);
+    /* MISCSELECT is a little-endian uint32 in the report, a big-endian hex number in the identity */
+    for (int i = 0; i < 4; i++)
+        if ((rep[16 + i] & misc_mask[3 - i]) != (misc[3 - i] & misc_mask[3 - i]))
+            return cl_err_set(err, CL_E_AUTH, "DCAP: the QE report's MISCSELECT does not match the QE identity");
+    for (int i = 0; i < 16; i++)
+        if ((rep[48 + i] & attr_mask[i]) != (attr[i] & attr_mask[i]))
+            return cl_err_set(err, CL_E_AUTH, "DCAP: the QE report's ATTRIBUTES do not match the QE identity");
+    const cJSON *levels = cJSON_GetObjectItemCaseSensitive(qe, "tcbLevels"), *lv;
+    cJSON_ArrayForEach(lv, levels)
+    {
+        long svn = jint(cJSON_GetObjectItemCaseSensitive(lv, "tcb"), "isvsvn", 65535);
+        if (svn < 0)
+            return cl_err_set(err, CL_E_FORMAT, "DCAP: the QE identity has a malformed tcbLevel");
+        if (rep_svn < (unsigned long)svn)
+            continue;
+        *status = status_index(jstr(lv, "tcbStatus"));
+        if (*status < 0)
+            return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown QE TCB status '%s'",
+                              jstr(lv, "tcbStatus") ? jstr(lv, "tcbStatus") : "(none)");
+        snprintf(out->qe_tcb_status, sizeof out->qe_tcb_status, "%s", k_statuses[*status]);
+        add_advisories(out, lv);
+        return 0;
+    }
+    return cl_err_set(err, CL_E_DENIED, "DCAP: the quoting enclave's ISVSVN %u is below every QE identity TCB "
+                      "level", rep_svn);
+}
+
+/* ---------------------------------------------------------------- verification */
+
+/* The QE report, its signature, the QE authentication data and the PCK chain inside the quote. */
+typedef struct qe_parts {
+    const uint8_t *report, *report_sig, *auth;
+    size_t auth_len;
+    const uint8_t *pck;
+    size_t pck_len;
+} qe_parts;
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static int qe_parts_get(const cl_attest_quote *q, qe_parts *qp, cl_err *err)
+{
+    /* cl_attest_quote_parse checked all these lengths */
+    if (q->version == 3) {
+        qp->report = q->attest_key + 64;
+        qp->report_sig = qp->report + QE_REPORT_LEN;
+        qp->auth_len = le16(qp->report_sig + 64);
+        qp->auth = qp->report_sig + 66;
+        if (q->cert_type != CERT_TYPE_PCK_CHAIN)
+            return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: certification data type %u is not supported (only 5, "
+                              "a PCK certificate chain)", q->cert_type);
+        qp->pck = q->cert_data;
+        qp->pck_len = q->cert_len;
+        return 0;
+    }
+    if (!q->cert_data || q->cert_len < QE_REPORT_LEN + 64 + 2)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: the QE report certification data is truncated");
+    qp->report = q->cert_data;
+    qp->report_sig = qp->report + QE_REPORT_LEN;
+    qp->auth_len = le16(qp->report_sig + 64);
+    qp->auth = qp->report_sig + 66;
+    const uint8_t *inner = qp->auth + qp->auth_len;
+    size_t used = (size_t)(inner - q->cert_data);
+    if (q->cert_len - used < 6)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: the QE report certification data is truncated");
+    uint16_t type = le16(inner);
+    uint32_t len = (uint32_t)inner[2] | (uint32_t)inner[3] << 8 | (uint32_t)inner[4] << 16 | (uint32_t)inner[5] << 24;
+    if (type != CERT_TYPE_PCK_CHAIN)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: inner certification data type %u is not supported (only "
+                          "5, a PCK certificate chain)", type);
+    if (len > q->cert_len - used - 6)
+        return cl_err_set(err, CL_E_FORMAT, "DCAP: the PCK certificate chain is truncated");
+    qp->pck = inner + 6;
+    qp->pck_len = len;
+    return 0;
+}
+
+static STACK_OF(X509) *quote_pck_chain(const qe_parts *qp, cl_err *err)
+{
+    if (qp->pck_len == 0 || qp->pck_len > INT32_MAX) {
+        cl_err_set(err, CL_E_FORMAT, "DCAP: the quote carries no PCK certificate chain");
+        return NULL;
+    }
+    BIO *b = BIO_new_mem_buf(qp->pck, (int)qp->pck_len);
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    X509 *x;
+    while (b && sk && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+        if (!sk_X509_push(sk, x)) {
+            X509_free(x);
+            break;
+        }
+    ERR_clear_error();
+    BIO_free(b);
+    if (sk_X509_num(sk) <= 0) {
+        sk_X509_free(sk);
+        cl_err_set(err, CL_E_FORMAT, "DCAP: the quote's PCK certificate chain holds no PEM certificate");
+        return NULL;
+    }
+    return sk;
+}
+
+int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509 *root, int64_t now,
+                   cl_dcap_result *out, cl_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!q || !col || !root)
+        return cl_err_set(err, CL_E_INVALID, "DCAP: quote, collateral and root CA are required");
+    if (q->att_key_type != 2 || !q->signature || !q->attest_key)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: only ECDSA-P256 quotes are supported");
+    if (memcmp(q->qe_vendor_id, k_intel_qe_vendor, 16) != 0)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: the quote was not made by Intel's quoting enclave "
+                          "(unknown QE vendor id)");
+    bool tdx = q->tee_type == CL_QUOTE_TEE_TDX;
+    snprintf(out->evidence_type, sizeof out->evidence_type, tdx ? "tdx-dcap" : "sgx-dcap");
+    out->debug = q->debug;
+
+    qe_parts qp = {0};
+    if (qe_parts_get(q, &qp, err) != 0)
+        return -1;
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, err);
+    if (!chain)
+        return -1;
+    EVP_PKEY *ak = NULL;
+    int rc = -1, v;
+    X509 *leaf = sk_X509_value(chain, 0);
+
+    /* 1. PCK chain to the root, with CRLs */
+    if (verify_chain(leaf, chain, root, col, now, "the PCK certificate chain", err) != 0 ||
+        cl_dcap_check_role(leaf, CL_DCAP_ROLE_PCK, err) != 0)
+        goto out;
+    pck_info pi;
+    if (pck_extension(leaf, &pi, err) != 0)
+        goto out;
+    memcpy(out->fmspc, pi.fmspc, 6);
+    for (int i = 0; i < 6; i++)
+        snprintf(out->fmspc_hex + 2 * i, 3, "%02X", pi.fmspc[i]);
+
+    /* 2. QE report signed by the PCK key */
+    EVP_PKEY *pck_key = X509_get0_pubkey(leaf);
+    if (!pck_key) {
+        cl_err_ssl(err, CL_E_FORMAT, "DCAP: the PCK certificate has no usable key");
+        goto out;
+    }
+    if ((v = verify_raw_sig(pck_key, qp.report_sig, qp.report, QE_REPORT_LEN, err)) <= 0) {
+        if (v == 0)
+            cl_err_set(err, CL_E_AUTH, "DCAP: the QE report is not signed by the PCK certificate's key");
+        goto out;
+    }
+
+    /* 3. the QE report binds the attestation key */
+    uint8_t h[32];
+    unsigned hl = 0;
+    EVP_MD_CTX *hc = EVP_MD_CTX_new();
+    int hok = hc && EVP_DigestInit_ex(hc, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(hc, q->attest_key, 64) == 1 &&
+              EVP_DigestUpdate(hc, qp.auth, qp.auth_len) == 1 && EVP_DigestFinal_ex(hc, h, &hl) == 1 && hl == 32;
+    EVP_MD_CTX_free(hc);
+    if (!hok) {
+        cl_err_ssl(err, CL_E_CRYPTO, "DCAP: SHA-256 failed");
+        goto out;
+    }
+    static const uint8_t zero[32];
+    if (memcmp(qp.report + 320, h, 32) != 0 || memcmp(qp.report + 352, zero, 32) != 0) {
+        cl_err_set(err, CL_E_AUTH, "DCAP: the QE report does not vouch for the quote's attestation key");
+        goto out;
+    }
+
+    /* 4. the quote signed by the attestation key */
+    if (!(ak = p256_from_raw(q->attest_key, err)))
+        goto out;
+    if ((v = verify_raw_sig(ak, q->signature, q->signed_data, q->signed_len, err)) <= 0) {
+        if (v == 0)
+            cl_err_set(err, CL_E_AUTH, "DCAP: the quote signature does not verify with its attestation key");
+        goto out;
+    }
+
+    /* 5. TCB info */
+    if (check_signed_doc("TCB info", col->tcb_info, col->tcb_sig, col->tcb_json, col->tcb_chain, root, col, now,
+                         err) != 0)
+        goto out;
+    int plat = 0, module = 0;
+    if (check_tcb_info(q, col->tcb_json, &pi, &plat, &module, out, err) != 0)
+        goto out;
+
+    /* 6. QE identity */
+    if (check_signed_doc("QE identity", col->qe_identity, col->qe_sig, col->qe_json, col->qe_chain, root, col,
+                         now, err) != 0)
+        goto out;
+    int qe = 0;
+    if (check_qe_identity(q, col->qe_json, qp.report, &qe, out, err) != 0)
+        goto out;
+
+    if (cl_dcap_converge(plat, qe, module, out, err) != 0)
+        goto out;
+    rc = 0;
+out:
+    EVP_PKEY_free(ak);
+    sk_X509_pop_free(chain, X509_free);
+    ERR_clear_error();
+    if (rc != 0) {
+        char et[16];
+        memcpy(et, out->evidence_type, sizeof et);
+        memset(out, 0, sizeof(*out));
+        memcpy(out->evidence_type, et, sizeof et);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- status convergence */
+
+int cl_dcap_converge(int plat, int qe, int module, cl_dcap_result *out, cl_err *err)
+{
+    if (plat < 0 || plat >= CL_DCAP_STATUS_COUNT || qe < 0 || qe >= CL_DCAP_STATUS_COUNT || module < 0 ||
+        module >= CL_DCAP_STATUS_COUNT)
+        return cl_err_set(err, CL_E_INTERNAL, "DCAP: TCB status out of range");
+    if (plat == CL_DCAP_REVOKED || qe == CL_DCAP_REVOKED || module == CL_DCAP_REVOKED)
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the %s TCB is Revoked",
+                          plat == CL_DCAP_REVOKED ? "platform" : qe == CL_DCAP_REVOKED ? "quoting enclave"
+                                                                                         : "TDX module");
+    /* Intel's convergence: an out-of-date QE or TDX module makes an otherwise current platform out of date */
+    int st = plat;
+    if (qe == CL_DCAP_OUT_OF_DATE || module == CL_DCAP_OUT_OF_DATE) {
+        if (plat == CL_DCAP_UP_TO_DATE || plat == CL_DCAP_SW_HARDENING_NEEDED)
+            st = CL_DCAP_OUT_OF_DATE;
+        else if (plat == CL_DCAP_CONFIGURATION_NEEDED || plat == CL_DCAP_CONFIGURATION_AND_SW_HARDENING_NEEDED)
+            st = CL_DCAP_OUT_OF_DATE_CONFIGURATION_NEEDED;
+    }
+    snprintf(out->tcb_status, sizeof out->tcb_status, "%s", k_statuses[st]);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- test entry points (dcap_internal.h) */
+
+int cl_dcap_quote_qe(const cl_attest_quote *q, const uint8_t **qe_report, X509 **pck_leaf, cl_err *err)
+{
+    qe_parts qp = {0};
+    if (qe_parts_get(q, &qp, err) != 0)
+        return -1;
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, err);
+    if (!chain)
+        return -1;
+    *qe_report = qp.report;
+    *pck_leaf = sk_X509_shift(chain);
+    sk_X509_pop_free(chain, X509_free);
+    return 0;
+}
+
+int cl_dcap_match_tcb_info(const cl_attest_quote *q, const char *tcb_json, X509 *leaf, int *plat, int *module,
+                           cl_dcap_result *out, cl_err *err)
+{
+    pck_info pi;
+    if (pck_extension(leaf, &pi, err) != 0)
+        return -1;
+    for (int i = 0; i < 6; i++)
+        snprintf(out->fmspc_hex + 2 * i, 3, "%02X", pi.fmspc[i]);
+    cJSON *doc = cJSON_Parse(tcb_json);
+    int rc = cJSON_IsObject(doc) ? check_tcb_info(q, doc, &pi, plat, module, out, err)
+                                 : cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info is not a JSON object");
+    cJSON_Delete(doc);
+    return rc;
+}
+
+int cl_dcap_match_qe_identity(const cl_attest_quote *q, const char *qe_json, const uint8_t *qe_report, int *st,
+                              cl_dcap_result *out, cl_err *err)
+{
+    cJSON *doc = cJSON_Parse(qe_json);
+    int rc = cJSON_IsObject(doc) ? check_qe_identity(q, doc, qe_report, st, out, err)
+                                 : cl_err_set(err, CL_E_FORMAT, "DCAP: QE identity is not a JSON object");
+    cJSON_Delete(doc);
+    return rc;
+}
+
+int cl_dcap_backend_verify(void *ctx, const cl_attest_quote *q, cl_attest_claims *claims, cl_err *err)
+{
+    const cl_dcap_backend *b = ctx;
+    if (!b || !b->root_ca || !b->col)
+        return cl_err_set(err, CL_E_INVALID, "DCAP back end: no root CA or collateral configured");
+    int64_t now = b->now_unix ? b->now_unix : (int64_t)time(NULL);
+    cl_dcap_result r;
+    if (cl_dcap_verify(q, b->col, b->root_ca, now, &r, err) != 0)
+        return -1;
+    int st = status_index(r.tcb_status);
+    if (st < 0 || st == CL_DCAP_REVOKED || !r.evidence_type[0]) /* fail closed */
+        return cl_err_set(err, CL_E_AUTH, "DCAP back end: TCB status '%s' is not acceptable", r.tcb_status);
+    snprintf(claims->evidence_type, sizeof claims->evidence_type, "%s", r.evidence_type);
+    snprintf(claims->tcb_status, sizeof claims->tcb_status, "%s", r.tcb_status);
+    return 0;
+}
