@@ -1,5 +1,5 @@
 /* test_dcap.c — unit tests of offline DCAP quote verification (src/attest/dcap.c) against the real
- * Intel quotes and collateral in tests/vectors/dcap: the expected outcomes, both edges of each
+ * Intel quotes and collateral in tests/data/dcap-qvl: the expected outcomes, both edges of each
  * collateral validity window, and one tampering per check so that breaking any check fails a test. */
 #include "testutil.h"
 
@@ -19,7 +19,7 @@
 #include "cloister/dcap.h"
 
 #ifndef CLOISTER_DCAP_VECTORS
-#error "CLOISTER_DCAP_VECTORS must point at tests/vectors/dcap"
+#error "CLOISTER_DCAP_VECTORS must point at tests/data/dcap-qvl"
 #endif
 
 #define SGX_FROM 1750330571
