@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # attest_cli.sh — `cloister attest`: measure with sim evidence (MRENCLAVE = SHA-256 of the binary),
 # measure with the gramine and tsm providers against directories laid out like /dev/attestation and
-# configfs-tsm (holding real DCAP quotes), inspect, sim-init refusing to overwrite.
+# configfs-tsm (holding real DCAP quotes), inspect, sim-init refusing to overwrite, verify (offline DCAP
+# with the real quotes' collateral).
 # Usage: attest_cli.sh /path/to/cloister
 set -euo pipefail
 CL=${1:?usage: attest_cli.sh CLOISTER}
@@ -72,4 +73,28 @@ if "$CL" attest inspect "$T/short" 2>/dev/null; then fail "inspect accepted a tr
 [[ $(stat -c %a "$T/sim/sim_qe_key.pem") == 600 ]] || fail "sim key not 0600"
 if "$CL" attest sim-init --dir "$T/sim" 2>/dev/null; then fail "sim-init overwrote without --force"; fi
 "$CL" attest sim-init --dir "$T/sim" --force 2>/dev/null || fail "sim-init --force"
+# verify: offline DCAP verification of the real quotes with their collateral, inside and outside the
+# collateral's validity window, and the outdated TDX platform refused
+ROOT=$DATA/Intel_SGX_Provisioning_Certification_RootCA.der
+"$CL" attest verify --dcap-collateral "$DATA/sgx_quote_collateral.json" --dcap-root-ca "$ROOT" --at 1751000000 \
+  "$DATA/sgx_quote" > "$T/v.out" || fail "verify refused the SGX quote inside its window"
+grep -q 'tcb_status  ConfigurationAndSWHardeningNeeded' "$T/v.out" || fail "verify: wrong SGX TCB status"
+grep -q 'advisories  INTEL-SA-00289 INTEL-SA-00615' "$T/v.out" || fail "verify: SGX advisories missing"
+"$CL" attest verify --dcap-collateral "$DATA/tdx_quote_collateral.json" --dcap-root-ca "$ROOT" --at 1751000000 \
+  "$DATA/tdx_quote" > "$T/t.out" || fail "verify refused the TDX quote inside its window"
+grep -q 'evidence    tdx-dcap' "$T/t.out" || fail "verify: TDX evidence type"
+set +e
+"$CL" attest verify --dcap-collateral "$DATA/sgx_quote_collateral.json" --dcap-root-ca "$ROOT" --at 1753000000 \
+  "$DATA/sgx_quote" > /dev/null 2> "$T/v.err"
+rc=$?
+"$CL" attest verify --dcap-collateral "$DATA/tdx_quote_outdated_collateral.json" --dcap-root-ca "$ROOT" \
+  --at 1772000000 "$DATA/tdx_quote_outdated" > /dev/null 2> "$T/o.err"
+rc2=$?
+"$CL" attest verify --dcap-collateral "$DATA/sgx_quote_collateral.json" --at 1751000000 "$DATA/sgx_quote" \
+  > /dev/null 2>&1
+rc3=$?
+set -e
+[[ $rc == 1 ]] && grep -q 'fetch fresh collateral' "$T/v.err" || fail "verify accepted expired collateral (rc $rc)"
+[[ $rc2 == 1 ]] && grep -q 'below every TCB level' "$T/o.err" || fail "verify accepted an outdated TDX platform"
+[[ $rc3 == 2 ]] || fail "verify without --dcap-root-ca is a usage error (rc $rc3)"
 echo "attest_cli: OK"
