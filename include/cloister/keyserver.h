@@ -102,6 +102,12 @@ typedef struct cl_keyserver_config {
     const char *master_key_file; /* default: db_file + ".master-key" */
     const char *const *trust_sim_certs; /* simulated quoting keys to trust (INSECURE) */
     size_t trust_sim_count;
+    /* Real SGX/TDX evidence: DCAP collateral files (dcap.h; one per platform FMSPC, each tried in turn)
+     * and the Intel SGX Root CA they chain to (required with them). Loaded at start; a restart picks
+     * up refreshed collateral. Without them, real quotes are refused. */
+    const char *const *dcap_collateral_files;
+    size_t dcap_collateral_count;
+    const char *dcap_root_ca_file;
     cl_attest_verifier *verifier; /* optional, borrowed: replaces the built-in verifier */
     int threads;                 /* worker threads (default 32) */
     int io_timeout_ms;           /* per-read/write timeout (default 10000) */

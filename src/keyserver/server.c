@@ -5,6 +5,8 @@
  * audited before anything is sent. Also the SIGHUP/SIGTERM loop of `cloister keyserver serve`. */
 #include "ks_internal.h"
 
+#include "cloister/dcap.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -45,6 +47,11 @@ struct cl_keyserver {
     SSL_CTX *ctx;
     cl_attest_verifier *verifier;
     bool own_verifier;
+    /* DCAP back ends of the own verifier: one per collateral file, all with one root */
+    X509 *dcap_root;
+    cl_dcap_collateral **dcap_col;
+    cl_dcap_backend *dcap_ctx;
+    size_t dcap_count;
     cl_ratls_verify_ctx vctx;
     cl_store *store;
     pthread_mutex_t pol_lock;
@@ -555,6 +562,34 @@ static int listen_on(cl_keyserver *ks, const char *spec, cl_err *err)
     return 0;
 }
 
+/* Loads the DCAP collateral files and adds a verifier back end for each (they outlive the verifier:
+ * ks_free frees them after it). */
+static int dcap_setup(cl_keyserver *ks, const cl_keyserver_config *cfg, cl_err *err)
+{
+    if (!cfg->dcap_collateral_count)
+        return cfg->dcap_root_ca_file ? cl_err_set(err, CL_E_INVALID, "an Intel root CA was given without DCAP "
+                                                   "collateral (--dcap-collateral FILE)") : 0;
+    if (!cfg->dcap_root_ca_file)
+        return cl_err_set(err, CL_E_INVALID, "DCAP collateral needs the Intel SGX Root CA it chains to "
+                          "(--dcap-root-ca FILE)");
+    if (!(ks->dcap_root = cl_dcap_root_ca_load(cfg->dcap_root_ca_file, err)))
+        return -1;
+    ks->dcap_col = calloc(cfg->dcap_collateral_count, sizeof *ks->dcap_col);
+    ks->dcap_ctx = calloc(cfg->dcap_collateral_count, sizeof *ks->dcap_ctx);
+    if (!ks->dcap_col || !ks->dcap_ctx)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < cfg->dcap_collateral_count; i++) {
+        if (!(ks->dcap_col[i] = cl_dcap_collateral_load(cfg->dcap_collateral_files[i], err)))
+            return -1;
+        ks->dcap_count++;
+        ks->dcap_ctx[i] = (cl_dcap_backend){.root_ca = ks->dcap_root, .col = ks->dcap_col[i]};
+        if (cl_attest_verifier_add_backend(ks->verifier, "dcap", cl_dcap_backend_verify, &ks->dcap_ctx[i], err) != 0)
+            return -1;
+        CL_INFO("keyserver", "DCAP: verifying real SGX/TDX quotes with collateral %s", cfg->dcap_collateral_files[i]);
+    }
+    return 0;
+}
+
 static void ks_free(cl_keyserver *ks)
 {
     if (ks->listen_fd >= 0)
@@ -562,6 +597,11 @@ static void ks_free(cl_keyserver *ks)
     SSL_CTX_free(ks->ctx);
     if (ks->own_verifier)
         cl_attest_verifier_free(ks->verifier);
+    for (size_t i = 0; i < ks->dcap_count; i++)
+        cl_dcap_collateral_free(ks->dcap_col[i]);
+    free(ks->dcap_col);
+    free(ks->dcap_ctx);
+    X509_free(ks->dcap_root);
     cl_store_close(ks->store);
     policy_release(ks->policy);
     free(ks->policy_file);
@@ -630,6 +670,8 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
         for (size_t i = 0; i < cfg->trust_sim_count; i++)
             if (cl_attest_verifier_trust_sim_file(ks->verifier, cfg->trust_sim_certs[i], err) != 0)
                 goto fail;
+        if (dcap_setup(ks, cfg, err) != 0)
+            goto fail;
     }
     ks->vctx.verifier = ks->verifier;
     ks->vctx.policy = policy_cb;

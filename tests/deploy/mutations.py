@@ -35,6 +35,8 @@ MUTATIONS = [
     (T, "sys.enable_sigterm_injection = true", "sys.enable_sigterm_injection = false", "SIGTERM"),
     (T, 'loader.env.OMP_NUM_THREADS = "{{ engine_threads }}"', 'loader.env.OMP_NUM_THREADS = "64"', "OMP_NUM_THREADS"),
     (T, "sgx.max_threads = 48", "sgx.max_threads = 8", "sgx.max_threads"),
+    (KS, "            - --dcap-collateral\n            - /etc/cloister/dcap/collateral.json\n", "",
+     "verifies the enclaves' real quotes"),
     (T, '  "--rest_api_num_threads", "2",\n', "", "--rest_api_num_threads pinned"),
     (T, '{ path = "/tmp", type = "tmpfs" }', '{ path = "/tmp", uri = "file:/tmp" }', "/tmp is an in-enclave tmpfs"),
     (T, "{{ keyserver }}\"\n\nfs.mounts", "other:4433\"\n\nfs.mounts", "secret_prov asks the same key server"),

@@ -56,10 +56,20 @@ PY
 echo '{"version": 1, "identities": [{"secrets": []}]}' > "$T/bad.json"
 if "$CL" keyserver policy check "$T/bad.json" 2>/dev/null; then fail "policy check accepted an invalid policy"; fi
 
-# serve
+# serve (sim evidence for the flows below; DCAP collateral loaded beside it for real quotes)
+DCAP=$(cd "$(dirname "$0")/../data/dcap-qvl" && pwd)
+ksrv() { timeout 20 "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
+  --policy "$T/policy.json" --db "$T/ks.db" --threads 2 "$@"; }
+if ksrv --dcap-collateral "$DCAP/sgx_quote_collateral.json" 2> "$T/dcap1.log"; then
+  fail "serve started with DCAP collateral but no root CA"; fi
+grep -q -- '--dcap-root-ca' "$T/dcap1.log" || fail "the missing DCAP root CA is not named: $(cat "$T/dcap1.log")"
+if ksrv --dcap-collateral "$T/value" --dcap-root-ca "$DCAP/Intel_SGX_Provisioning_Certification_RootCA.der" \
+  2> "$T/dcap2.log"; then fail "serve started with unreadable DCAP collateral"; fi
+grep -qi 'collateral' "$T/dcap2.log" || fail "bad DCAP collateral not explained: $(cat "$T/dcap2.log")"
 CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
   --policy "$T/policy.json" --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" --threads 4 --pid-file "$T/ks.pid" \
-  2> "$T/server.log" &
+  --dcap-collateral "$DCAP/sgx_quote_collateral.json" --dcap-collateral "$DCAP/tdx_quote_collateral.json" \
+  --dcap-root-ca "$DCAP/Intel_SGX_Provisioning_Certification_RootCA.der" 2> "$T/server.log" &
 SERVER_PID=$!
 PORT=
 for _ in $(seq 100); do
@@ -69,6 +79,7 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 [[ -n $PORT ]] || fail "server did not start"
+[[ $(grep -c 'DCAP: verifying real SGX/TDX quotes' "$T/server.log") == 2 ]] || fail "DCAP collateral not loaded"
 
 prov() {
   timeout 30 "$CL" provision --keyserver "127.0.0.1:$PORT" --ca "$T/ca.pem" --sim-key "$T/sim/sim_qe_key.pem" \
