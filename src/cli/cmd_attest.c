@@ -121,8 +121,10 @@ static int inspect(int argc, char **argv)
     const cl_cmd_usage usage = {"cloister attest inspect QUOTE...",
                                 "Parses SGX/TDX quotes (v3, v4, v5) and prints their fields. Verifies nothing."};
     int rc = cl_cli_parse(argc, argv, &usage, NULL, 0, &files);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cl_strlist_free(&files); /* what was collected before the error */
         return rc;
+    }
     rc = files.count ? CL_EXIT_OK : CL_EXIT_USAGE;
     if (!files.count)
         fprintf(stderr, "cloister attest inspect: name at least one quote file\n");
@@ -175,8 +177,10 @@ static int verify(int argc, char **argv)
                                 "CRLs, QE report,\nquote signature, TCB info and QE identity. Prints the claims and "
                                 "TCB status; exits 1 if any quote fails."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), &files);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cl_strlist_free(&files); /* what was collected before the error */
         return rc;
+    }
     cl_err err = {0};
     cl_dcap_collateral *col = NULL;
     X509 *root = NULL;
