@@ -10,6 +10,9 @@ extern const uint8_t cl_attest_sim_vendor_id[16];
 /* certification data type of sim quotes (not an Intel type) */
 #define CL_ATTEST_SIM_CERT_TYPE 0xC15A
 
+/* Checks a raw ECDSA-P256/SHA-256 signature (r || s, 32 bytes each, as in quotes and Intel's
+ * collateral) over msg. 1: valid, 0: invalid, -1: cannot encode or verify (OpenSSL failure). */
+int cl_attest_verify_raw_sig(EVP_PKEY *key, const uint8_t sig[64], const void *msg, size_t len);
 /* The uncompressed P-256 public point of key as x||y (64 bytes). */
 int cl_attest_p256_raw_pub(EVP_PKEY *key, uint8_t out[64], cl_err *err);
 /* Reads a (pseudo-)file of unknown size, at most max bytes. *out malloc()ed. */

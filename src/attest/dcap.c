@@ -3,6 +3,7 @@
  * and QE identity (signatures over the exact served text, validity dates, TCB level matching for SGX
  * and TDX), and the cl_attest_backend_fn adapter. Owns nothing global; all state is per call. */
 #include "dcap_internal.h"
+#include "attest_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,27 +316,10 @@ int cl_dcap_check_role(X509 *cert, cl_dcap_role role, cl_err *err)
 /* 1: valid, 0: invalid, -1: error (err set). */
 static int verify_raw_sig(EVP_PKEY *key, const uint8_t sig[64], const void *msg, size_t len, cl_err *err)
 {
-    ECDSA_SIG *s = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *ss = BN_bin2bn(sig + 32, 32, NULL);
-    uint8_t der[80], *dp = der;
-    int der_len = -1;
-    if (s && r && ss && ECDSA_SIG_set0(s, r, ss)) {
-        r = ss = NULL;
-        der_len = i2d_ECDSA_SIG(s, &dp);
-    }
-    BN_free(r);
-    BN_free(ss);
-    ECDSA_SIG_free(s);
-    if (der_len <= 0) {
-        cl_err_ssl(err, CL_E_CRYPTO, "cannot encode an ECDSA signature");
-        return -1;
-    }
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-             EVP_DigestVerify(md, der, (size_t)der_len, msg, len) == 1;
-    EVP_MD_CTX_free(md);
-    ERR_clear_error();
-    return ok ? 1 : 0;
+    int ok = cl_attest_verify_raw_sig(key, sig, msg, len);
+    if (ok < 0)
+        cl_err_ssl(err, CL_E_CRYPTO, "cannot check an ECDSA signature");
+    return ok;
 }
 
 static EVP_PKEY *p256_from_raw(const uint8_t raw[64], cl_err *err)

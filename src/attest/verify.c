@@ -101,30 +101,40 @@ static int verify_sim(const cl_attest_verifier *v, const cl_attest_quote *q, cl_
     if (k == v->sim_count)
         return cl_err_set(err, CL_E_AUTH, "sim evidence is signed by an untrusted simulated quoting key%s",
                           v->sim_count ? "" : " (this verifier trusts no sim key; see --trust-sim)");
-    ECDSA_SIG *sig = ECDSA_SIG_new();
-    BIGNUM *r = BN_bin2bn(q->signature, 32, NULL), *s = BN_bin2bn(q->signature + 32, 32, NULL);
-    uint8_t der[80], *dp = der;
-    int der_len = -1;
-    if (sig && r && s && ECDSA_SIG_set0(sig, r, s)) {
-        r = s = NULL;
-        der_len = i2d_ECDSA_SIG(sig, &dp);
-    }
-    BN_free(r);
-    BN_free(s);
-    ECDSA_SIG_free(sig);
-    if (der_len <= 0)
-        return cl_err_ssl(err, CL_E_CRYPTO, "sim evidence: cannot decode the signature");
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    int ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, v->sim_keys[k]) == 1 &&
-             EVP_DigestVerify(md, der, (size_t)der_len, q->signed_data, q->signed_len) == 1;
-    EVP_MD_CTX_free(md);
-    ERR_clear_error();
+    int ok = cl_attest_verify_raw_sig(v->sim_keys[k], q->signature, q->signed_data, q->signed_len);
+    if (ok < 0)
+        return cl_err_ssl(err, CL_E_CRYPTO, "sim evidence: cannot check the signature");
     if (!ok)
         return cl_err_set(err, CL_E_AUTH, "sim evidence: the quote signature does not verify");
     snprintf(c->evidence_type, sizeof c->evidence_type, "sim");
     snprintf(c->tcb_status, sizeof c->tcb_status, "UpToDate");
     c->insecure = true;
     return 0;
+}
+
+int cl_attest_verify_raw_sig(EVP_PKEY *key, const uint8_t sig[64], const void *msg, size_t len)
+{
+    ECDSA_SIG *s = ECDSA_SIG_new();
+    BIGNUM *r = BN_bin2bn(sig, 32, NULL), *ss = BN_bin2bn(sig + 32, 32, NULL);
+    uint8_t der[80], *dp = der; /* a P-256 signature is at most 72 bytes of DER */
+    int der_len = -1;
+    if (s && r && ss && ECDSA_SIG_set0(s, r, ss)) {
+        r = ss = NULL;
+        der_len = i2d_ECDSA_SIG(s, &dp);
+    }
+    BN_free(r);
+    BN_free(ss);
+    ECDSA_SIG_free(s);
+    if (der_len <= 0)
+        return -1;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md)
+        return -1;
+    int ok = EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+             EVP_DigestVerify(md, der, (size_t)der_len, msg, len) == 1;
+    EVP_MD_CTX_free(md);
+    ERR_clear_error();
+    return ok;
 }
 
 int cl_attest_verify(const cl_attest_verifier *v, const uint8_t *quote, size_t len, cl_attest_claims *c,
