@@ -12,7 +12,6 @@
 
 #include <cjson/cJSON.h>
 #include <openssl/asn1.h>
-#include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
