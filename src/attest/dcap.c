@@ -515,6 +515,17 @@ static void add_advisories(cl_dcap_result *out, const cJSON *level)
     }
 }
 
+/* The first matching TCB level of a platform, QE or TDX module: its status (index into k_statuses)
+ * and advisories. An unknown status name fails closed. */
+static int take_level(const cJSON *lv, const char *what, int *status, cl_dcap_result *out, cl_err *err)
+{
+    const char *name = jstr(lv, "tcbStatus");
+    if ((*status = status_index(name)) < 0)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown %s TCB status '%s'", what, name ? name : "(none)");
+    add_advisories(out, lv);
+    return 0;
+}
+
 static int check_dates(const char *what, const cJSON *doc, int64_t now, cl_err *err)
 {
     int64_t issued, next;
@@ -628,14 +639,8 @@ static int tdx_module_check(const cJSON *tcb, const uint8_t *body, const uint8_t
         long isvsvn = jint(cJSON_GetObjectItemCaseSensitive(lv, "tcb"), "isvsvn", 255);
         if (isvsvn < 0)
             return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info TDX module identity %s has a malformed level", id);
-        if (tee_svn[0] >= isvsvn) {
-            *status = status_index(jstr(lv, "tcbStatus"));
-            if (*status < 0)
-                return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown TDX module TCB status '%s'",
-                                  jstr(lv, "tcbStatus") ? jstr(lv, "tcbStatus") : "(none)");
-            add_advisories(out, lv);
-            return 0;
-        }
+        if (tee_svn[0] >= isvsvn)
+            return take_level(lv, "TDX module", status, out, err);
     }
     return cl_err_set(err, CL_E_DENIED, "DCAP: the TDX module SVN %u (identity %s) is below every TCB level: the "
                       "TDX module must be updated", tee_svn[0], id);
@@ -689,12 +694,9 @@ static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_
             continue;
         if (tdx && !svns_ge(tdxc, q->tee_tcb_svn, tdx_start))
             continue;
-        *status = status_index(jstr(lv, "tcbStatus"));
-        if (*status < 0)
-            return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown TCB status '%s' in TCB info",
-                              jstr(lv, "tcbStatus") ? jstr(lv, "tcbStatus") : "(none)");
+        if (take_level(lv, "platform", status, out, err) != 0)
+            return -1;
         snprintf(out->platform_tcb_status, sizeof out->platform_tcb_status, "%s", k_statuses[*status]);
-        add_advisories(out, lv);
         return 0;
     }
     return cl_err_set(err, CL_E_DENIED, "DCAP: the platform's TCB (FMSPC %s, PCESVN %u) is below every TCB level "
@@ -742,12 +744,9 @@ static int check_qe_identity(const cl_attest_quote *q, const cJSON *qe, const ui
             return cl_err_set(err, CL_E_FORMAT, "DCAP: the QE identity has a malformed tcbLevel");
         if (rep_svn < (unsigned long)svn)
             continue;
-        *status = status_index(jstr(lv, "tcbStatus"));
-        if (*status < 0)
-            return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: unknown QE TCB status '%s'",
-                              jstr(lv, "tcbStatus") ? jstr(lv, "tcbStatus") : "(none)");
+        if (take_level(lv, "QE", status, out, err) != 0)
+            return -1;
         snprintf(out->qe_tcb_status, sizeof out->qe_tcb_status, "%s", k_statuses[*status]);
-        add_advisories(out, lv);
         return 0;
     }
     return cl_err_set(err, CL_E_DENIED, "DCAP: the quoting enclave's ISVSVN %u is below every QE identity TCB "
