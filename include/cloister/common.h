@@ -151,6 +151,10 @@ char *cl_strbuf_take(cl_strbuf *b, size_t *len);
  * malloc()ed memory; *out must be freed by the caller. A trailing NUL is added (not counted in *len)
  * so text can be used as a C string. */
 int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err);
+/* Reads fd to its end (a pipe, or a pseudo-file whose size stat() does not tell), refusing more than
+ * max_size bytes; the buffer grows with what arrives. NUL-terminated like cl_file_read; `path` names
+ * the source in messages. */
+int cl_fd_read_all(int fd, const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err);
 
 /* Atomic output: bytes are written to a temporary file beside `path` and only renamed to `path`
  * by cl_atomic_commit(), after fsync. cl_atomic_abort() (or a failed commit) removes the temporary

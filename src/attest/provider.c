@@ -67,25 +67,9 @@ int cl_attest_read_file(const char *path, size_t max, uint8_t **out, size_t *len
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return cl_err_errno(err, CL_E_IO, errno, "cannot open '%s'", path);
-    uint8_t *buf = malloc(max + 1);
-    if (!buf) {
-        close(fd);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory reading '%s'", path);
-    }
-    ssize_t n = cl_read_full(fd, buf, max + 1);
-    int e = errno;
+    int rc = cl_fd_read_all(fd, path, max, out, len, err);
     close(fd);
-    if (n < 0) {
-        free(buf);
-        return cl_err_errno(err, CL_E_IO, e, "cannot read '%s'", path);
-    }
-    if ((size_t)n > max) {
-        free(buf);
-        return cl_err_set(err, CL_E_FORMAT, "'%s' is larger than %zu bytes", path, max);
-    }
-    *out = buf;
-    *len = (size_t)n;
-    return 0;
+    return rc;
 }
 
 int cl_attest_write_file(const char *path, const void *buf, size_t len, cl_err *err)

@@ -80,9 +80,10 @@ ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset)
     return (ssize_t)got;
 }
 
-/* cl_file_read for a stream: reads until end of input, refusing more than max_size bytes. */
-static int read_stream(int fd, const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err)
+int cl_fd_read_all(int fd, const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err)
 {
+    *out = NULL;
+    *len = 0;
     size_t cap = max_size < 4096 ? max_size + 1 : 4096, have = 0;
     uint8_t *buf = malloc(cap + 1);
     for (;;) {
@@ -134,7 +135,7 @@ int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, 
     }
     if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode)) {
         /* a pipe (`--file /dev/stdin`): no size to trust, so read up to one byte past the limit */
-        int rc = read_stream(fd, path, max_size, out, len, err);
+        int rc = cl_fd_read_all(fd, path, max_size, out, len, err);
         close(fd);
         return rc;
     }
