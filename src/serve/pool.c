@@ -268,13 +268,17 @@ static void deliver(cl_serve_pool *p, cl_serve_call **calls, unsigned n)
         cl_serve_doneq *q = c->doneq ? c->doneq : p->main_q;
         c->next = NULL;
         pthread_mutex_lock(&q->mu);
+        bool was_empty = !q->head;
         if (q->tail)
             q->tail->next = c;
         else
             q->head = c;
         q->tail = c;
         pthread_mutex_unlock(&q->mu);
-        event_active(q->ev, EV_READ, 0);
+        /* a non-empty queue already has its event pending (on_done empties it under the lock), so a
+         * batch wakes its loop once, not once per call */
+        if (was_empty)
+            event_active(q->ev, EV_READ, 0);
     }
 }
 
