@@ -223,10 +223,12 @@ char *cl_serve_metrics_render(cl_serve_server *s)
 
 /* A listening socket; with reuseport, further sockets may bind the same port (each REST loop has its
  * own, and the kernel spreads new connections over them: loops sharing one socket would not share
- * the work, since whichever wakes first accepts a whole burst). reuseport == 1 is the first socket
- * of a port: a port another server already listens on is refused even if that server allowed
- * sharing (SO_REUSEPORT would otherwise let two servers of one user split its connections). */
-static int listen_on(const char *host, int port, int reuseport, int *bound, cl_err *err)
+ * the work, since whichever wakes first accepts a whole burst). For the first socket of a shared
+ * port, a port another server already listens on is refused even if that server allowed sharing
+ * (SO_REUSEPORT would otherwise let two servers of one user split its connections). */
+typedef enum { PORT_OWN, PORT_SHARED_FIRST, PORT_SHARED_MORE } port_use;
+
+static int listen_on(const char *host, int port, port_use use, int *bound, cl_err *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
@@ -244,7 +246,7 @@ static int listen_on(const char *host, int port, int reuseport, int *bound, cl_e
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (reuseport == 1 && port != 0) {
+    if (use == PORT_SHARED_FIRST && port != 0) {
         /* the probe has no SO_REUSEPORT: it cannot bind while anyone listens there */
         int probe = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (probe >= 0) {
@@ -259,7 +261,7 @@ static int listen_on(const char *host, int port, int reuseport, int *bound, cl_e
             }
         }
     }
-    if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    if (use != PORT_OWN && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
         int e = errno;
         close(fd);
         freeaddrinfo(ai);
@@ -383,7 +385,7 @@ static int rest_threads_new(cl_serve_server *s, unsigned n, cl_err *err)
         if (!(t->r.base = new_base()) || !(t->r.doneq = cl_serve_doneq_new(s->pool, t->r.base, err)) ||
             !(t->stop_ev = event_new(t->r.base, -1, 0, rest_thread_stop, &t->r)))
             return cl_err_set(err, CL_E_NOMEM, "cannot create REST event loop %u", i + 2);
-        int port, fd = listen_on(s->cfg.host, s->rest_port, 2, &port, err);
+        int port, fd = listen_on(s->cfg.host, s->rest_port, PORT_SHARED_MORE, &port, err);
         if (fd < 0)
             return -1;
         if (cl_serve_rest_listen(&t->r, fd, s->rest_ctx, err) != 0) {
@@ -468,14 +470,15 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, &s->cfg.batching, err)))
         goto fail;
     if (cfg->grpc_port >= 0) {
-        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, 0, &s->grpc_port, err)) < 0)
+        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, PORT_OWN, &s->grpc_port, err)) < 0)
             goto fail;
         if (!(s->grpc = cl_serve_grpc_listen(s, s->base, s->grpc_fd, s->grpc_ctx, err)))
             goto fail;
         s->grpc_fd = -1; /* the listener owns it */
     }
     if (cfg->rest_port >= 0) {
-        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, s->cfg.rest_threads > 1, &s->rest_port, err)) < 0)
+        port_use use = s->cfg.rest_threads > 1 ? PORT_SHARED_FIRST : PORT_OWN;
+        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, use, &s->rest_port, err)) < 0)
             goto fail;
         s->rest.srv = s;
         s->rest.base = s->base;
