@@ -138,8 +138,9 @@ int cl_client_get_status(cl_client_conn *conn, const char *model, int64_t versio
 /* Splits "HOST:PORT" / "[v6]:PORT" (port required, 1..65535). */
 int cl_client_split_hostport(const char *s, char *host, size_t host_size, int *port, cl_err *err);
 
-/* A length-prefixed gRPC message (uncompressed); *out malloc()ed. */
-int cl_client_grpc_frame(const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len, cl_err *err);
+/* The 5-byte header of a gRPC message of len bytes (not compressed, big-endian length); the message
+ * follows it. Fails above 4 GiB. */
+int cl_client_grpc_frame_header(uint8_t hdr[5], size_t len, cl_err *err);
 /* The one message of a unary response body, which must fill `len` exactly. Compressed messages and
  * messages above max_len are refused. */
 int cl_client_grpc_unframe(const uint8_t *buf, size_t len, size_t max_len, const uint8_t **msg, size_t *msg_len,

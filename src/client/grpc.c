@@ -24,8 +24,7 @@
 
 /* ---------------------------------------------------------------- framing and status */
 
-/* The 5-byte message header: not compressed, big-endian length. */
-static int put_prefix(uint8_t *b, size_t len, cl_err *err)
+int cl_client_grpc_frame_header(uint8_t b[5], size_t len, cl_err *err)
 {
     if (len > 0xffffffffu)
         return cl_err_set(err, CL_E_INVALID, "a gRPC message cannot exceed 4 GiB (this one has %zu bytes)", len);
@@ -34,22 +33,6 @@ static int put_prefix(uint8_t *b, size_t len, cl_err *err)
     b[2] = (uint8_t)(len >> 16);
     b[3] = (uint8_t)(len >> 8);
     b[4] = (uint8_t)len;
-    return 0;
-}
-
-int cl_client_grpc_frame(const uint8_t *msg, size_t len, uint8_t **out, size_t *out_len, cl_err *err)
-{
-    uint8_t hdr[GRPC_PREFIX];
-    if (put_prefix(hdr, len, err) != 0)
-        return -1;
-    uint8_t *b = malloc(len + GRPC_PREFIX);
-    if (!b)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory framing a %zu-byte request", len);
-    memcpy(b, hdr, GRPC_PREFIX);
-    if (len)
-        memcpy(b + GRPC_PREFIX, msg, len);
-    *out = b;
-    *out_len = len + GRPC_PREFIX;
     return 0;
 }
 
@@ -544,7 +527,7 @@ static uint8_t *pack_framed(const ProtobufCMessage *m, size_t *len, cl_err *err)
         cl_err_set(err, CL_E_NOMEM, "out of memory for a %zu-byte request", n);
         return NULL;
     }
-    if (put_prefix(b, n, err) != 0) {
+    if (cl_client_grpc_frame_header(b, n, err) != 0) {
         free(b);
         return NULL;
     }
