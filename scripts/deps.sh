@@ -5,7 +5,7 @@
 # Runs apt-get only when something is missing, so repeated `make` calls are fast and offline.
 set -euo pipefail
 
-build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev libnghttp2-dev
+build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev libnghttp2-dev libhttp-parser-dev
             libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsqlite3-dev
             libjpeg62-turbo-dev libpng-dev libcjson-dev libcmocka-dev) # cmocka: the tests are configured with every build
 test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin

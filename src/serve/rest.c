@@ -1,91 +1,219 @@
-/* rest.c — the REST front end (TF Serving's HTTP/JSON API) on libevent's evhttp, over TLS through
- * OpenSSL bufferevents (or plain HTTP when explicitly allowed):
+/* rest.c — the REST front end (TF Serving's HTTP/JSON API): HTTP/1.1 with keep-alive and pipelining,
+ * parsed by http-parser (Node's parser, Debian's libhttp-parser), over the tlsio.c transport (TLS, or
+ * plain HTTP when explicitly allowed):
  *   GET  /v1/models/{name}[/versions/{v}]            model status
  *   GET  /v1/models/{name}[/versions/{v}]/metadata   signature_def
  *   POST /v1/models/{name}[/versions/{v}]:predict    row ("instances") or columnar ("inputs") format
  *   GET  /monitoring/prometheus/metrics              Prometheus text format
  * Errors are {"error": "..."} with TF Serving's HTTP status for the canonical code; a full worker
- * queue answers 429. evhttp enforces the body limit (413) and the read/write timeout.
+ * queue answers 429.
  *
- * Each REST event loop (cl_serve_rest_loop; server.c runs one or more) has its own evhttp and
- * listening socket on the REST port. A cheap model runs right in the loop (cl_serve_pool_run_inline);
- * other calls go to the worker pool and come back through the loop's completion queue.
+ * Why not libevent's evhttp (which served REST before): measured on the REST benchmark, evhttp over
+ * OpenSSL bufferevents made two reads per request (TLS record header, then body: read-ahead would
+ * stall those bufferevents on pipelined records), re-armed its events twice, and allocated its
+ * request, header list and buffers per request. Here a request costs one read and one write.
  *
- * Ownership: a loop's thread owns its requests. While a :predict call is in the worker pool, the
- * connection's close callback points at the call, so a client that disconnects only clears
- * call->owner and the call frees itself when it comes back. */
+ * Limits: request line and headers HEAD_MAX bytes (431), body max_request_bytes (413, refused as soon
+ * as the declared length is known, before `Expect: 100-continue` is answered); a TLS handshake or a
+ * request not complete within request_timeout_ms of its first byte, and a connection idle for that
+ * long after a response, is closed.
+ *
+ * Ownership: a loop's thread owns its connections and their requests. Requests on one connection are
+ * answered in order: while one is in the worker pool, input behind it waits (up to PEND_MAX bytes,
+ * then reading pauses). A connection that goes away while its call is in the pool clears
+ * call->owner, and the call frees itself when it comes back. */
 #include "serve_int.h"
 
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
+#include <strings.h>
+#include <time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <http_parser.h>
 
-static void reply(struct evhttp_request *req, int http, const char *ctype, char *body, size_t len)
+#define HEAD_MAX ((size_t)16384)/* request line and headers */
+#define PEND_MAX (256u << 10)  /* input held behind a running request before reading pauses */
+#define BODY_KEEP (64u << 10)  /* body buffer kept for the connection's next request */
+
+struct cl_serve_rest_conn {
+    cl_serve_rest_loop *loop;
+    cl_serve_io *io;
+    struct cl_serve_rest_conn *prev, *next;
+    char peer[64];
+    http_parser hp;
+    /* the request being read */
+    char *url;
+    size_t url_len, url_cap;
+    size_t head_bytes;
+    char field[8]; /* the header name being read, when it may still be "Expect" */
+    size_t field_len;
+    bool in_value, expect_field, expect_continue;
+    uint8_t *body;
+    size_t body_len, body_cap;
+    int fail_http; /* set by a parser callback that refused the request */
+    char fail_msg[160];
+    /* the request being answered */
+    bool keep_alive, head_only, http10;
+    bool reading;  /* between a request's first byte and its end */
+    bool busy;     /* its call is in the worker pool */
+    bool closing;  /* close once the output is written */
+    cl_serve_call *call;
+    uint8_t *pend; /* input behind the running request */
+    size_t pend_len, pend_cap;
+    bool paused;   /* reading paused: pend is full */
+    uint64_t deadline_ns; /* 0: none (a call is running) */
+};
+typedef struct cl_serve_rest_conn rconn;
+
+static int feed(rconn *c, const uint8_t *p, size_t n);
+static int settle(rconn *c);
+
+/* ---------------------------------------------------------------- connections */
+
+static void conn_free(rconn *c)
 {
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", ctype);
-    struct evbuffer *b = evbuffer_new();
-    if (b && body)
-        evbuffer_add(b, body, len);
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
-    evhttp_send_reply(req, http, http == 200 ? "OK" : "Error", b);
-    /* evhttp queues the head and the body as separate buffer chains, and the OpenSSL bufferevent
-     * writes each chain as its own TLS record and syscall: join them (a small copy) so a response
-     * is one record and one write */
-    if (bev)
-        evbuffer_pullup(bufferevent_get_output(bev), -1);
-    if (b)
-        evbuffer_free(b);
-    free(body);
+    cl_serve_rest_loop *l = c->loop;
+    if (c->call)
+        c->call->owner = NULL; /* the call frees itself when it comes back */
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    cl_serve_io_free(c->io);
+    free(c->url);
+    free(c->body);
+    free(c->pend);
+    free(c);
 }
 
-static void reply_error(cl_serve_server *srv, struct evhttp_request *req, cl_serve_rpc rpc, const char *model,
-                        uint64_t start, cl_serve_code code, int http, const char *msg)
+/* A buffer of *cap bytes grown to hold need bytes (doubling); -1 when out of memory. */
+static int grow(void *pp, size_t *cap, size_t need)
 {
-    cl_serve_metrics_record(srv, CL_API_REST, rpc, model, code, cl_now_ns() - start);
-    char *body = cl_serve_json_error(msg);
-    reply(req, http ? http : cl_serve_code_http(code), "application/json", body, body ? strlen(body) : 0);
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 256;
+    while (n < need)
+        n = n > SIZE_MAX / 2 ? need : n * 2;
+    void *q = realloc(*(void **)pp, n);
+    if (!q)
+        return -1;
+    *(void **)pp = q;
+    *cap = n;
+    return 0;
 }
 
-static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+static const char *http_date(cl_serve_rest_loop *l)
 {
-    cl_serve_call *c = arg;
-    c->owner = NULL;
-}
-
-static void rest_call_done(cl_serve_call *c)
-{
-    struct evhttp_request *req = c->owner;
-    if (!req) {
-        /* the client went away while the model ran */
-        cl_serve_metrics_record(c->srv, CL_API_REST, CL_RPC_PREDICT, cl_serve_model_name(c->model), CL_SC_CANCELLED,
-                                cl_now_ns() - c->start_ns);
-        cl_serve_call_free(c);
-        return;
+    time_t now = time(NULL);
+    if (now != l->date_at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(l->date, sizeof l->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        l->date_at = now;
     }
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+    return l->date;
+}
+
+static const char *reason(int http)
+{
+    switch (http) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 501: return "Not Implemented";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return http < 500 ? "Error" : "Internal Server Error";
+    }
+}
+
+/* Queues a response (written by the next flush) and takes over body. After it the connection waits
+ * for its next request, or closes (closing) when the client or the server's shutdown asked for it. */
+static void reply(rconn *c, int http, const char *ctype, char *body, size_t len)
+{
+    if (!c->keep_alive || c->loop->stopping)
+        c->closing = true;
+    char head[320];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nDate: %s\r\n%s\r\n",
+                     http, reason(http), ctype, len, http_date(c->loop),
+                     c->closing ? "Connection: close\r\n" : c->http10 ? "Connection: keep-alive\r\n" : "");
+    if (cl_serve_io_write(c->io, head, (size_t)n) != 0 || (!c->head_only && len && cl_serve_io_write(c->io, body, len) != 0))
+        c->closing = true; /* out of memory: the client sees the connection end */
+    free(body);
+    c->deadline_ns = cl_now_ns() + (uint64_t)cl_serve_srv_config(c->loop->srv)->request_timeout_ms * 1000000ull;
+}
+
+static void reply_error(rconn *c, cl_serve_rpc rpc, const char *model, uint64_t start, cl_serve_code code, int http,
+                        const char *msg)
+{
+    cl_serve_metrics_record(c->loop->srv, CL_API_REST, rpc, model, code, cl_now_ns() - start);
+    char *body = cl_serve_json_error(msg);
+    reply(c, http ? http : cl_serve_code_http(code), "application/json", body, body ? strlen(body) : 0);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+/* Encodes a finished :predict call into the response. */
+static void predict_reply(rconn *c, cl_serve_call *call)
+{
     char *body = NULL;
     size_t len = 0;
-    cl_serve_code code = c->st.code;
+    cl_serve_code code = call->st.code;
     if (code == CL_SC_OK)
-        code = cl_serve_json_predict_response(c, &body, &len);
-    const char *model = cl_serve_model_name(c->model);
+        code = cl_serve_json_predict_response(call, &body, &len);
+    const char *model = cl_serve_model_name(call->model);
     if (code != CL_SC_OK) {
-        reply_error(c->srv, req, CL_RPC_PREDICT, model, c->start_ns, code, 0, c->st.msg);
+        reply_error(c, CL_RPC_PREDICT, model, call->start_ns, code, 0, call->st.msg);
     } else {
-        cl_serve_metrics_record(c->srv, CL_API_REST, CL_RPC_PREDICT, model, CL_SC_OK, cl_now_ns() - c->start_ns);
-        reply(req, 200, "application/json", body, len);
+        cl_serve_metrics_record(c->loop->srv, CL_API_REST, CL_RPC_PREDICT, model, CL_SC_OK,
+                                cl_now_ns() - call->start_ns);
+        reply(c, 200, "application/json", body, len);
     }
-    cl_serve_call_free(c);
+    cl_serve_call_free(call);
+}
+
+/* A call back from the worker pool, on the loop thread. */
+static void rest_call_done(cl_serve_call *call)
+{
+    rconn *c = call->owner;
+    if (!c) {
+        /* the client went away while the model ran */
+        cl_serve_metrics_record(call->srv, CL_API_REST, CL_RPC_PREDICT, cl_serve_model_name(call->model),
+                                CL_SC_CANCELLED, cl_now_ns() - call->start_ns);
+        cl_serve_call_free(call);
+        return;
+    }
+    c->call = NULL;
+    c->busy = false;
+    predict_reply(c, call);
+    /* the input that waited behind this request, if any */
+    uint8_t *p = c->pend;
+    size_t n = c->pend_len;
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (c->paused) {
+        c->paused = false;
+        cl_serve_io_set_reading(c->io, true);
+    }
+    int rc = n && !c->closing ? feed(c, p, n) : 0;
+    free(p);
+    if (rc == 0 && settle(c) == 0)
+        cl_serve_io_flush(c->io);
 }
 
 /* Parses /v1/models/NAME[/versions/V][/metadata | :predict]. Returns the rpc or -1; `name` gets the
@@ -136,40 +264,36 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
     return -1;
 }
 
-static void on_request(struct evhttp_request *req, void *arg)
+/* Answers a complete request (or hands its call to the worker pool: busy). */
+static void handle(rconn *c, const char *path, int method)
 {
-    cl_serve_rest_loop *loop = arg;
+    cl_serve_rest_loop *loop = c->loop;
     cl_serve_server *srv = loop->srv;
     uint64_t start = cl_now_ns();
     const cl_serve_config *cfg = cl_serve_srv_config(srv);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    enum evhttp_cmd_type method = evhttp_request_get_command(req);
     cl_serve_status st = {0};
-    if (!path)
-        path = "";
     if (strcmp(path, "/monitoring/prometheus/metrics") == 0) {
-        if (method != EVHTTP_REQ_GET)
-            return reply_error(srv, req, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
+        if (method != HTTP_GET)
+            return reply_error(c, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
         char *m = cl_serve_metrics_render(srv);
-        return reply(req, m ? 200 : 500, "text/plain; version=0.0.4", m, m ? strlen(m) : 0);
+        return reply(c, m ? 200 : 500, "text/plain; version=0.0.4", m, m ? strlen(m) : 0);
     }
     if (strncmp(path, "/v1/models/", 11) != 0)
-        return reply_error(srv, req, CL_RPC_STATUS, "", start, CL_SC_NOT_FOUND, 404,
+        return reply_error(c, CL_RPC_STATUS, "", start, CL_SC_NOT_FOUND, 404,
                            "Malformed request: unknown path; the API is under /v1/models/NAME");
     char name[256];
     int64_t version;
     bool label;
     int rpc = route(path, name, sizeof name, &version, &label, &st);
     if (rpc < 0)
-        return reply_error(srv, req, CL_RPC_STATUS, "", start, st.code, 404, st.msg);
+        return reply_error(c, CL_RPC_STATUS, "", start, st.code, 404, st.msg);
     if (label)
-        return reply_error(srv, req, (cl_serve_rpc)rpc, name, start, CL_SC_UNIMPLEMENTED, 0,
+        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_UNIMPLEMENTED, 0,
                            "version labels are not supported by cloister yet; use /versions/N or the latest "
                            "version");
     bool want_post = rpc == CL_RPC_PREDICT;
-    if ((want_post && method != EVHTTP_REQ_POST) || (!want_post && method != EVHTTP_REQ_GET))
-        return reply_error(srv, req, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 405,
+    if ((want_post && method != HTTP_POST) || (!want_post && method != HTTP_GET))
+        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 405,
                            want_post ? "Malformed request: :predict needs POST" : "Malformed request: use GET");
     cl_serve_registry *reg = cl_serve_srv_registry(srv);
     if (rpc == CL_RPC_STATUS) {
@@ -179,7 +303,7 @@ static void on_request(struct evhttp_request *req, void *arg)
             n = CL_ARRAY_LEN(vs);
         if (n == 0) {
             cl_serve_st_set(&st, CL_SC_NOT_FOUND, "Could not find any versions of model %s", name);
-            return reply_error(srv, req, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
+            return reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
         }
         if (version > 0) {
             size_t i = 0;
@@ -188,98 +312,418 @@ static void on_request(struct evhttp_request *req, void *arg)
             if (i == n) {
                 cl_serve_st_set(&st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s", (long long)version,
                                 name);
-                return reply_error(srv, req, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
+                return reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
             }
             vs[0] = version;
             n = 1;
         }
         char *body = cl_serve_json_status(vs, n);
         cl_serve_metrics_record(srv, CL_API_REST, CL_RPC_STATUS, name, CL_SC_OK, cl_now_ns() - start);
-        return reply(req, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
+        return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
     }
     cl_err err = {0};
     cl_serve_model *m = cl_serve_registry_get(reg, name, version, &err);
     if (!m)
-        return reply_error(srv, req, (cl_serve_rpc)rpc, name, start, CL_SC_NOT_FOUND, 0, err.msg);
+        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_NOT_FOUND, 0, err.msg);
     if (rpc == CL_RPC_METADATA) {
         char *body = cl_serve_json_metadata(m);
         cl_serve_model_release(m);
         cl_serve_metrics_record(srv, CL_API_REST, CL_RPC_METADATA, name, CL_SC_OK, cl_now_ns() - start);
-        return reply(req, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
+        return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
     }
-    cl_serve_call *c = cl_serve_call_new(srv, CL_API_REST, CL_RPC_PREDICT);
-    if (!c) {
+    cl_serve_call *call = cl_serve_call_new(srv, CL_API_REST, CL_RPC_PREDICT);
+    if (!call) {
         cl_serve_model_release(m);
-        return reply_error(srv, req, CL_RPC_PREDICT, name, start, CL_SC_RESOURCE_EXHAUSTED, 0, "out of memory");
+        return reply_error(c, CL_RPC_PREDICT, name, start, CL_SC_RESOURCE_EXHAUSTED, 0, "out of memory");
     }
-    c->model = m;
-    c->start_ns = start;
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *body = (const char *)evbuffer_pullup(in, -1);
-    cl_serve_code code = cl_serve_json_predict_parse(body ? body : "", len, cfg->max_request_bytes, c);
+    call->model = m;
+    call->start_ns = start;
+    cl_serve_code code = cl_serve_json_predict_parse(c->body ? (const char *)c->body : "", c->body_len,
+                                                     cfg->max_request_bytes, call);
     if (code != CL_SC_OK) {
-        reply_error(srv, req, CL_RPC_PREDICT, name, start, code, 0, c->st.msg);
-        cl_serve_call_free(c);
+        reply_error(c, CL_RPC_PREDICT, name, start, code, 0, call->st.msg);
+        cl_serve_call_free(call);
         return;
     }
-    evbuffer_drain(in, len);
-    c->owner = req;
-    c->done = rest_call_done;
-    c->doneq = loop->doneq;
-    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), c, cl_serve_srv_inline_ns(srv))) {
-        rest_call_done(c);
-        return;
-    }
-    if (cl_serve_pool_submit(cl_serve_srv_pool(srv), c) != 0) {
-        reply_error(srv, req, CL_RPC_PREDICT, name, start, CL_SC_UNAVAILABLE, 429,
+    call->owner = c;
+    call->done = rest_call_done;
+    call->doneq = loop->doneq;
+    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
+        return predict_reply(c, call);
+    if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
+        reply_error(c, CL_RPC_PREDICT, name, start, CL_SC_UNAVAILABLE, 429,
                     "the server is at capacity (request queue full); retry later");
-        cl_serve_call_free(c);
+        cl_serve_call_free(call);
         return;
     }
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), on_conn_close, c);
+    c->call = call;
+    c->busy = true;
 }
 
-static struct bufferevent *tls_bev(struct event_base *base, void *arg)
+/* The request just parsed: its path out of the URL, then handle. */
+static void dispatch(rconn *c)
 {
-    SSL *ssl = SSL_new(arg);
-    if (!ssl)
-        return NULL;
-    struct bufferevent *bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                             BEV_OPT_CLOSE_ON_FREE);
-    if (!bev) {
-        SSL_free(ssl);
-        return NULL;
+    c->reading = false;
+    c->deadline_ns = 0;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    int method = c->hp.method;
+    if (!c->url_len || http_parser_parse_url(c->url, c->url_len, method == HTTP_CONNECT, &u) != 0 ||
+        !(u.field_set & (1 << UF_PATH))) {
+        c->keep_alive = false;
+        return reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, 400,
+                           "Malformed request: the request target is not a path");
     }
-    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    return bev;
+    /* the URL buffer has room for a terminator (on_url keeps one byte spare) */
+    char *path = c->url + u.field_data[UF_PATH].off;
+    path[u.field_data[UF_PATH].len] = '\0';
+    handle(c, path, method);
+    if (c->body_cap > BODY_KEEP) {
+        free(c->body);
+        c->body = NULL;
+        c->body_cap = 0;
+    }
+}
+
+/* ---------------------------------------------------------------- HTTP parsing */
+
+static int refuse(rconn *c, int http, const char *fmt, ...) CL_PRINTF(3, 4);
+static int refuse(rconn *c, int http, const char *fmt, ...)
+{
+    c->fail_http = http;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->fail_msg, sizeof c->fail_msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int on_message_begin(http_parser *hp)
+{
+    rconn *c = hp->data;
+    c->reading = true;
+    c->url_len = c->head_bytes = c->body_len = c->field_len = 0;
+    c->in_value = c->expect_field = c->expect_continue = false;
+    c->deadline_ns = cl_now_ns() + (uint64_t)cl_serve_srv_config(c->loop->srv)->request_timeout_ms * 1000000ull;
+    return 0;
+}
+
+static int count_head(rconn *c, size_t n)
+{
+    c->head_bytes += n;
+    if (c->head_bytes > HEAD_MAX)
+        return refuse(c, 431, "the request line and headers are larger than %zu bytes (%zu so far)", HEAD_MAX,
+                      c->head_bytes);
+    return 0;
+}
+
+static int on_url(http_parser *hp, const char *p, size_t n)
+{
+    rconn *c = hp->data;
+    if (count_head(c, n) != 0)
+        return -1;
+    if (grow(&c->url, &c->url_cap, c->url_len + n + 1) != 0)
+        return refuse(c, 503, "out of memory for a request of %zu bytes", c->url_len + n);
+    memcpy(c->url + c->url_len, p, n);
+    c->url_len += n;
+    return 0;
+}
+
+/* Only one header matters here, Expect; names and values may arrive in pieces. */
+static int on_header_field(http_parser *hp, const char *p, size_t n)
+{
+    rconn *c = hp->data;
+    if (count_head(c, n) != 0)
+        return -1;
+    if (c->in_value) {
+        c->in_value = false;
+        c->field_len = 0;
+    }
+    if (c->field_len + n <= sizeof c->field)
+        memcpy(c->field + c->field_len, p, n);
+    c->field_len += n;
+    return 0;
+}
+
+static int on_header_value(http_parser *hp, const char *p, size_t n)
+{
+    rconn *c = hp->data;
+    if (count_head(c, n) != 0)
+        return -1;
+    if (!c->in_value) {
+        c->in_value = true;
+        c->expect_field = c->field_len == 6 && strncasecmp(c->field, "expect", 6) == 0;
+        c->field_len = 0; /* now the value's length */
+    }
+    if (c->expect_field) {
+        /* "100-continue", compared as it arrives */
+        static const char want[] = "100-continue";
+        bool ok = c->field_len + n <= sizeof want - 1 && strncasecmp(want + c->field_len, p, n) == 0;
+        c->field_len += n;
+        c->expect_continue = ok && c->field_len == sizeof want - 1;
+        if (!ok)
+            c->expect_field = false;
+    }
+    return 0;
+}
+
+static int on_headers_complete(http_parser *hp)
+{
+    rconn *c = hp->data;
+    size_t max = cl_serve_srv_config(c->loop->srv)->max_request_bytes;
+    if (hp->content_length != ULLONG_MAX && hp->content_length > max)
+        return refuse(c, 413, "request body of %zu bytes refused: the server's limit is %zu bytes (--max_request_bytes)",
+                      (size_t)hp->content_length, max);
+    if (hp->content_length != ULLONG_MAX && hp->content_length > c->body_cap &&
+        grow(&c->body, &c->body_cap, (size_t)hp->content_length) != 0)
+        return refuse(c, 503, "out of memory for a request body of %zu bytes", (size_t)hp->content_length);
+    if (c->expect_continue && hp->http_minor >= 1) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        cl_serve_io_write(c->io, cont, sizeof cont - 1);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *hp, const char *p, size_t n)
+{
+    rconn *c = hp->data;
+    size_t max = cl_serve_srv_config(c->loop->srv)->max_request_bytes;
+    if (n > max - c->body_len)
+        return refuse(c, 413, "request body of more than %zu bytes refused: the server's limit is %zu bytes "
+                      "(--max_request_bytes)", c->body_len + n, max);
+    if (grow(&c->body, &c->body_cap, c->body_len + n) != 0)
+        return refuse(c, 503, "out of memory for a request body of %zu bytes", c->body_len + n);
+    memcpy(c->body + c->body_len, p, n);
+    c->body_len += n;
+    return 0;
+}
+
+static int on_message_complete(http_parser *hp)
+{
+    rconn *c = hp->data;
+    c->keep_alive = http_should_keep_alive(hp) && !hp->upgrade;
+    c->http10 = hp->http_major == 1 && hp->http_minor == 0;
+    c->head_only = hp->method == HTTP_HEAD;
+    http_parser_pause(hp, 1); /* feed() answers it before parsing on */
+    return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* Keeps input that arrives while a request runs; pauses reading when too much waits. */
+static int pend_add(rconn *c, const uint8_t *p, size_t n)
+{
+    if (grow(&c->pend, &c->pend_cap, c->pend_len + n) != 0) {
+        c->closing = true;
+        return 0;
+    }
+    memcpy(c->pend + c->pend_len, p, n);
+    c->pend_len += n;
+    if (c->pend_len >= PEND_MAX && !c->paused) {
+        c->paused = true;
+        cl_serve_io_set_reading(c->io, false);
+    }
+    return 0;
+}
+
+/* Parses input and answers the requests in it, in order. Stops at a request that went to the worker
+ * pool (the rest waits in pend) and after a response that ends the connection. 0 always (the
+ * connection stays; settle() decides whether it closes). */
+static int feed(rconn *c, const uint8_t *p, size_t n)
+{
+    while (n > 0 && !c->closing) {
+        if (c->busy)
+            return pend_add(c, p, n);
+        size_t used = http_parser_execute(&c->hp, &parser_settings, (const char *)p, n);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->hp);
+        p += used;
+        n -= used;
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->hp, 0);
+            dispatch(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            c->keep_alive = false;
+            c->head_only = false;
+            if (c->fail_http)
+                reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, c->fail_http, c->fail_msg);
+            else
+                reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, 400,
+                            http_errno_description(e));
+            return 0;
+        }
+        if (c->hp.upgrade) {
+            /* no protocol upgrades here: what follows the request is not HTTP */
+            c->closing = true;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* After input or a response: a closing connection is freed once its output is written. Returns -1
+ * when the connection was freed. */
+static int settle(rconn *c)
+{
+    if (!c->closing)
+        return 0;
+    if (cl_serve_io_flush(c->io) != 0)
+        return -1; /* io_closed freed it */
+    if (cl_serve_io_pending(c->io) == 0) {
+        conn_free(c);
+        return -1;
+    }
+    return 0; /* io_drained frees it */
+}
+
+/* ---------------------------------------------------------------- transport callbacks */
+
+static int io_ready(cl_serve_io *io, void *arg)
+{
+    (void)io;
+    (void)arg;
+    return 0;
+}
+
+static int io_data(cl_serve_io *io, const uint8_t *p, size_t n, void *arg)
+{
+    (void)io;
+    rconn *c = arg;
+    if (c->closing)
+        return 0; /* input after the last response is dropped */
+    if (c->busy || c->pend_len)
+        pend_add(c, p, n);
+    else
+        feed(c, p, n);
+    return settle(c);
+}
+
+static void io_drained(cl_serve_io *io, void *arg)
+{
+    (void)io;
+    rconn *c = arg;
+    if (c->closing)
+        conn_free(c);
+}
+
+static void io_closed(cl_serve_io *io, bool tls_failure, const char *why, void *arg)
+{
+    (void)io;
+    rconn *c = arg;
+    /* a failed handshake is worth telling (e.g. a client without a certificate under mTLS); a client
+     * that just went away is not */
+    if (tls_failure)
+        CL_INFO(CL_SERVE_MOD, "rest %s: TLS: %s", c->peer, why);
+    else
+        CL_DEBUG(CL_SERVE_MOD, "rest %s: connection ended: %s", c->peer, why);
+    conn_free(c);
+}
+
+static const cl_serve_io_cbs io_cbs = {io_ready, io_data, io_drained, io_closed};
+
+/* ---------------------------------------------------------------- the loop's listener */
+
+/* Closes connections past their deadline: a handshake or request not complete, or idle. */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cl_serve_rest_loop *l = arg;
+    uint64_t now = cl_now_ns();
+    for (rconn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->deadline_ns || now < c->deadline_ns)
+            continue;
+        if (c->reading)
+            CL_INFO(CL_SERVE_MOD, "rest %s: request not received within %u ms; closing the connection", c->peer,
+                    cl_serve_srv_config(l->srv)->request_timeout_ms);
+        else
+            CL_DEBUG(CL_SERVE_MOD, "rest %s: idle for %u ms; closing", c->peer,
+                     cl_serve_srv_config(l->srv)->request_timeout_ms);
+        conn_free(c);
+    }
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)lev;
+    (void)salen;
+    cl_serve_rest_loop *l = arg;
+    rconn *c = calloc(1, sizeof *c);
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->loop = l;
+    cl_serve_peer_name(sa, c->peer, sizeof c->peer);
+    http_parser_init(&c->hp, HTTP_REQUEST);
+    c->hp.data = c;
+    c->keep_alive = true;
+    c->deadline_ns = cl_now_ns() + (uint64_t)cl_serve_srv_config(l->srv)->request_timeout_ms * 1000000ull;
+    cl_err err = {0};
+    if (!(c->io = cl_serve_io_new(l->base, fd, l->ctx, &io_cbs, c, &err))) {
+        CL_WARN(CL_SERVE_MOD, "rest %s: %s", c->peer, err.msg);
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    c->next = l->conns;
+    if (l->conns)
+        l->conns->prev = c;
+    l->conns = c;
 }
 
 int cl_serve_rest_listen(cl_serve_rest_loop *l, int fd, SSL_CTX *ctx, cl_err *err)
 {
     const cl_serve_config *cfg = cl_serve_srv_config(l->srv);
-    struct evhttp *http = evhttp_new(l->base);
-    if (!http)
-        return cl_err_set(err, CL_E_NOMEM, "cannot create the REST server");
-    if (ctx)
-        evhttp_set_bevcb(http, tls_bev, ctx);
-    /* every method reaches on_request, so a wrong one gets a JSON error rather than evhttp's HTML */
-    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
-                                         EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
-    evhttp_set_max_body_size(http, (ev_ssize_t)cfg->max_request_bytes);
-    evhttp_set_max_headers_size(http, 16384);
-    struct timeval tv = {cfg->request_timeout_ms / 1000, (cfg->request_timeout_ms % 1000) * 1000};
-    evhttp_set_timeout_tv(http, &tv);
-    evhttp_set_gencb(http, on_request, l);
-    /* Accepted sockets inherit TCP_NODELAY from the listener on Linux: without it, a response written
-     * as headers then body waits for the client's delayed ACK (~40 ms) on keep-alive connections. */
-    int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (!(l->sock = evhttp_accept_socket_with_handle(http, fd))) {
-        evhttp_free(http);
+    unsigned tick = cfg->request_timeout_ms / 4 < 10 ? 10 : cfg->request_timeout_ms / 4;
+    struct timeval tv = {tick / 1000, (tick % 1000) * 1000};
+    l->ctx = ctx;
+    if (!(l->tick = event_new(l->base, -1, EV_PERSIST, on_tick, l)) || event_add(l->tick, &tv) != 0)
+        return cl_err_set(err, CL_E_NOMEM, "cannot create the REST connection timer");
+    /* Accepted sockets inherit TCP_NODELAY from the listener on Linux */
+    cl_serve_set_nodelay(fd);
+    if (!(l->lev = evconnlistener_new(l->base, on_accept, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd)))
         return cl_err_set(err, CL_E_IO, "cannot accept REST connections");
-    }
-    l->http = http;
     return 0;
+}
+
+void cl_serve_rest_shutdown(cl_serve_rest_loop *l)
+{
+    if (l->stopping)
+        return;
+    l->stopping = true;
+    if (l->lev) {
+        evconnlistener_free(l->lev);
+        l->lev = NULL;
+    }
+    /* connections between requests close now; the others after their response */
+    for (rconn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->busy && !c->reading && !c->pend_len) {
+            c->closing = true;
+            settle(c);
+        }
+    }
+}
+
+void cl_serve_rest_free(cl_serve_rest_loop *l)
+{
+    while (l->conns)
+        conn_free(l->conns);
+    if (l->lev)
+        evconnlistener_free(l->lev);
+    if (l->tick)
+        event_free(l->tick);
+    l->lev = NULL;
+    l->tick = NULL;
 }

@@ -13,6 +13,8 @@
 #define CLOISTER_SERVE_INT_H
 
 #include <stdatomic.h>
+#include <time.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 #include <openssl/ssl.h>
@@ -166,12 +168,16 @@ int cl_serve_io_write(cl_serve_io *io, const void *p, size_t n);
 int cl_serve_io_flush(cl_serve_io *io);
 /* Bytes queued and not yet written. */
 size_t cl_serve_io_pending(const cl_serve_io *io);
+/* Stops or resumes reading (back-pressure); input OpenSSL already holds is delivered on resume. */
+void cl_serve_io_set_reading(cl_serve_io *io, bool on);
 SSL *cl_serve_io_ssl(cl_serve_io *io);
 void cl_serve_io_free(cl_serve_io *io);
+/* "host:port" of a peer address, for logs. */
+void cl_serve_peer_name(const struct sockaddr *sa, char *buf, size_t cap);
+/* TCP_NODELAY on a socket (a listener passes it on to the sockets it accepts, on Linux). */
+void cl_serve_set_nodelay(int fd);
 
 /* ---- server (server.c), for the front ends */
-struct evhttp;
-struct evhttp_bound_socket;
 typedef struct cl_serve_grpc_listener cl_serve_grpc_listener;
 cl_serve_registry *cl_serve_srv_registry(cl_serve_server *s);
 const cl_serve_config *cl_serve_srv_config(cl_serve_server *s);
@@ -190,15 +196,29 @@ cl_serve_grpc_listener *cl_serve_grpc_listen(cl_serve_server *s, struct event_ba
 void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l);
 void cl_serve_grpc_free(cl_serve_grpc_listener *l);
 
-/* rest.c: one evhttp per REST event loop, each accepting on its own socket bound to the REST port. */
+/* rest.c: one HTTP/1.1 listener per REST event loop, each accepting on its own socket bound to the
+ * REST port. The struct belongs to the loop's thread. */
+struct evconnlistener;
+typedef struct cl_serve_rest_conn cl_serve_rest_conn;
 typedef struct cl_serve_rest_loop {
     cl_serve_server *srv;
     struct event_base *base;
-    cl_serve_doneq *doneq;            /* where its calls return; NULL on the main loop (the pool's own) */
-    struct evhttp *http;              /* set by cl_serve_rest_listen */
-    struct evhttp_bound_socket *sock; /* NULL once it stopped accepting */
+    cl_serve_doneq *doneq;        /* where its calls return; NULL on the main loop (the pool's own) */
+    /* set by cl_serve_rest_listen: */
+    SSL_CTX *ctx;                 /* NULL: plain HTTP */
+    struct evconnlistener *lev;   /* NULL once it stopped accepting */
+    struct event *tick;           /* closes connections past their deadline */
+    cl_serve_rest_conn *conns;
+    bool stopping;
+    time_t date_at;               /* the Date header, formatted once a second */
+    char date[40];
 } cl_serve_rest_loop;
-/* Starts accepting on fd (taken over on success). The loop struct must outlive the evhttp. */
+/* Starts accepting on fd (taken over on success; on failure the caller still owns it, and
+ * cl_serve_rest_free releases what was set up). The loop struct must outlive its connections. */
 int cl_serve_rest_listen(cl_serve_rest_loop *l, int fd, SSL_CTX *ctx, cl_err *err);
+/* Stops accepting; connections between requests close, the others after their current response. */
+void cl_serve_rest_shutdown(cl_serve_rest_loop *l);
+/* Closes every connection (calls still in the pool are disowned) and the listener. */
+void cl_serve_rest_free(cl_serve_rest_loop *l);
 
 #endif

@@ -5,7 +5,7 @@
  * (stop accepting, GOAWAY to gRPC clients, let queued and running requests finish within
  * request_timeout_ms, then stop every loop and return from cl_serve_server_run).
  * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
- * loop's evhttp belongs to its thread; the rest belongs to the thread that runs the main loop. The
+ * loop's connections belong to its thread; the rest belongs to the thread that runs the main loop. The
  * process ignores SIGPIPE once a server exists (writes to vanished clients must fail with EPIPE,
  * not kill the server). */
 #include "serve_int.h"
@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <event2/thread.h>
 
 #define METRIC_MAX 256
@@ -301,14 +300,10 @@ static void exit_loops(cl_serve_server *s)
     event_base_loopexit(s->base, NULL);
 }
 
-/* On a REST thread, from on_stop: no new connections there. */
+/* On a REST thread, from on_stop: no new connections there, idle ones close. */
 static void rest_thread_stop(evutil_socket_t fd, short what, void *arg)
 {
-    cl_serve_rest_loop *r = arg;
-    if (r->http && r->sock) {
-        evhttp_del_accept_socket(r->http, r->sock);
-        r->sock = NULL;
-    }
+    cl_serve_rest_shutdown(arg);
 }
 
 static void *rest_thread_main(void *arg)
@@ -358,7 +353,7 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 }
 
 /* An event loop whose epoll changes are applied once per iteration, so an event disabled and
- * re-enabled within one iteration (evhttp pausing reads while it answers) costs no epoll_ctl. */
+ * re-enabled within one iteration costs no epoll_ctl. */
 static struct event_base *new_base(void)
 {
     struct event_config *ec = event_config_new();
@@ -486,7 +481,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
             goto fail;
         if (cl_serve_rest_listen(&s->rest, s->rest_fd, s->rest_ctx, err) != 0)
             goto fail;
-        s->rest_fd = -1; /* evhttp owns it */
+        s->rest_fd = -1; /* the listener owns it */
     }
     s->stop_ev = event_new(s->base, -1, 0, on_stop, s);
     if (!s->stop_ev) {
@@ -556,11 +551,10 @@ void cl_serve_server_free(cl_serve_server *s)
         return;
     join_rest_threads(s);
     cl_serve_grpc_free(s->grpc);
-    if (s->rest.http)
-        evhttp_free(s->rest.http);
+    if (s->rest.srv)
+        cl_serve_rest_free(&s->rest);
     for (unsigned i = 0; i < s->n_rt; i++)
-        if (s->rt[i].r.http)
-            evhttp_free(s->rt[i].r.http);
+        cl_serve_rest_free(&s->rt[i].r);
     cl_serve_pool_free(s->pool);
     /* after the pool: its workers may deliver into these queues until they are joined */
     for (unsigned i = 0; i < s->n_rt; i++) {

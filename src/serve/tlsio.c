@@ -1,4 +1,4 @@
-/* tlsio.c — the gRPC connections' transport: a non-blocking socket on the loop thread, with TLS
+/* tlsio.c — the connections' transport (gRPC and REST): a non-blocking socket on the loop thread, with TLS
  * (OpenSSL) or, when explicitly allowed, in clear. It exists for the number of syscalls, which are
  * what a large request costs on a virtual machine:
  *   - reads take everything the socket has, up to READ_AHEAD bytes per syscall: OpenSSL reads ahead
@@ -15,7 +15,10 @@
  * so); after `closed` the io must be freed by the callee and is not touched again here. */
 #include "serve_int.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +36,7 @@
 struct cl_serve_io {
     int fd;
     SSL *ssl; /* NULL in clear */
-    bool ready, closed;
+    bool ready, closed, paused;
     struct event *rev, *wev;
     struct evbuffer *plain; /* TLS: plaintext queued for the next flush */
     struct evbuffer *out;   /* bytes for the socket */
@@ -248,6 +251,8 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         /* what arrived before the end is still delivered */
         if (have && io->cbs->data(io, buf, have, io->arg) != 0)
             return; /* freed */
+        if (io->paused)
+            break; /* what OpenSSL still holds is read on resume */
         if (stop < 0) {
             io_close(io, tls, why);
             return;
@@ -312,7 +317,40 @@ fail:
     return NULL;
 }
 
+void cl_serve_io_set_reading(cl_serve_io *io, bool on)
+{
+    if (io->closed || io->paused == !on)
+        return;
+    io->paused = !on;
+    if (!on) {
+        event_del(io->rev);
+        return;
+    }
+    event_add(io->rev, NULL);
+    event_active(io->rev, EV_READ, 0); /* OpenSSL may hold records the socket no longer signals */
+}
+
 SSL *cl_serve_io_ssl(cl_serve_io *io) { return io->ssl; }
+
+void cl_serve_peer_name(const struct sockaddr *sa, char *buf, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+        port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    }
+    snprintf(buf, cap, "%s:%d", host, port);
+}
+
+void cl_serve_set_nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
 
 void cl_serve_io_free(cl_serve_io *io)
 {

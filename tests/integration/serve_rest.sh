@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # serve_rest.sh — the REST API end to end with curl over TLS and mutual TLS: model status, metadata,
 # :predict in the row and columnar formats, {"error": ...} bodies with TF Serving's HTTP codes, the
-# body size limit, a stalled client cut by the timeout, Prometheus metrics; the bounded worker queue
+# body size limit, a stalled client cut by the timeout, Prometheus metrics, HTTP/1.1 connection
+# handling on the wire (http1_wire.py: pipelining, split records, chunked, 100-continue, HEAD, 1.0,
+# refusals that close, idle close, a client gone mid-request); the bounded worker queue
 # (a full queue answers 429 on REST and UNAVAILABLE on gRPC) and graceful shutdown on SIGTERM (the
 # request in flight completes).
 # Usage: serve_rest.sh CLOISTER SERVE_TESTD PROTO_DIR
@@ -42,6 +44,25 @@ expect "stalled HTTP client is cut" 0 "closed by the server" -- client "$rest_RE
 expect "metrics count REST requests by model and status" 0 ':tensorflow:serving:request_count\{model_name="adder",API="predict",entrypoint="REST",status="OK"\} 2' -- \
   c "$U/monitoring/prometheus/metrics"
 expect "metrics have latency histograms" 0 ':tensorflow:serving:request_latency_bucket\{API="predict",entrypoint="REST",le="\+Inf"\} [0-9]+' -- \
+  c "$U/monitoring/prometheus/metrics"
+# HTTP/1.1 connection handling on the wire (raw TLS sockets; see http1_wire.py)
+WIRE=$(readlink -f "$(dirname "$0")/http1_wire.py")
+wire() { $PY "$WIRE" "$rest_REST" tls1/ca_cert.pem "$1"; }
+expect "http/1.1: pipelined requests are answered in order (one runs in the pool)" 0 "answered in order" -- wire pipelined
+expect "http/1.1: input beyond what is buffered waits behind a running request" 0 "all 6 answered" -- wire pipelined_large
+expect "http/1.1: a request split across TLS records, or byte by byte" 0 "both answered" -- wire split
+expect "http/1.1: chunked request body" 0 "answered" -- wire chunked
+expect "http/1.1: Expect: 100-continue" 0 "100 Continue, then the answer" -- wire continue
+expect "http/1.1: HEAD has no body" 0 "no body" -- wire head
+expect "http/1.0: keep-alive only when asked" 0 "kept alive when asked" -- wire http10
+expect "http/1.1: Connection: close" 0 "then closed" -- wire close
+expect "http/1.1: malformed request is 400, then closed" 0 "^400 " -- wire malformed
+expect "http/1.1: headers over 16 KB are 431" 0 "^431 .*16384 bytes" -- wire headers_too_large
+expect "http/1.1: declared body over the limit is 413 before it is sent" 0 "^413 .*limit is 65536 bytes" -- wire too_large
+expect "http/1.1: chunked body over the limit is 413" 0 "^413 .*limit is 65536 bytes" -- wire chunked_too_large
+expect "http/1.1: an idle keep-alive connection is closed" 0 "idle connection closed" -- wire idle
+expect "http/1.1: a client gone mid-request does not disturb the server" 0 "did not disturb" -- wire gone
+expect "  ... and is counted as CANCELLED" 0 'model_name="sleepy",API="predict",entrypoint="REST",status="CANCELLED"\} 1' -- \
   c "$U/monitoring/prometheus/metrics"
 
 # ---- REST under mutual TLS

@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""http1_wire.py — the REST server's HTTP/1.1 connection handling, checked on the wire with raw TLS
+sockets (what curl never does): pipelined requests answered in order (also behind a request that
+runs in the worker pool, and behind more input than the server buffers), a request split across
+TLS records or sent byte by byte, chunked bodies, Expect: 100-continue, HEAD, HTTP/1.0 with and
+without keep-alive, Connection: close, and the refusals (400 malformed, 431 headers too large, 413
+body too large by declared length or by chunks) that end the connection. Each run performs one
+check and exits 0 only if the server behaved.
+
+The server is serve_testd with --max-bytes 65536 --timeout-ms 1500 (serve_rest.sh), whose models
+are affine (x [-1,4]), adder (a, b int32) and sleepy (sleeps x ms in the worker pool).
+
+usage: http1_wire.py PORT CA CHECK
+"""
+import json
+import socket
+import ssl
+import sys
+import time
+
+port, ca, check = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+
+def connect():
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15))
+    return s
+
+
+class Reader:
+    """Reads HTTP/1.1 responses off a socket (Content-Length bodies only, as the server sends)."""
+
+    def __init__(self, s):
+        self.s, self.buf = s, b""
+
+    def fill(self):
+        d = self.s.recv(65536)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def response(self, head_only=False):
+        while b"\r\n\r\n" not in self.buf:
+            self.fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        hdrs = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
+        n = 0 if head_only or status == 100 else int(hdrs["content-length"])
+        while len(self.buf) < n:
+            self.fill()
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return status, hdrs, body
+
+    def closed(self, within=10):
+        """True when the server closes the connection (EOF, or a reset) within `within` seconds."""
+        self.s.settimeout(within)
+        try:
+            while True:
+                if not self.s.recv(65536):
+                    return True
+        except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+
+def req(method, path, body=None, headers=(), version="HTTP/1.1"):
+    h = ["%s %s %s" % (method, path, version), "Host: localhost"] + list(headers)
+    if body is not None:
+        h.append("Content-Length: %d" % len(body))
+    return ("\r\n".join(h) + "\r\n\r\n").encode() + (body or b"")
+
+
+def predict(model, obj, **kw):
+    return req("POST", "/v1/models/%s:predict" % model, json.dumps(obj).encode(), **kw)
+
+
+def expect(cond, what):
+    if not cond:
+        print("FAIL:", what)
+        sys.exit(1)
+
+
+def ok_json(resp, want):
+    status, _, body = resp
+    expect(status == 200, "status %d, body %r" % (status, body[:200]))
+    got = json.loads(body)
+    expect(got == want, "got %r, want %r" % (got, want))
+
+
+s = connect()
+r = Reader(s)
+if check == "pipelined":
+    # three requests in one write; the middle one sleeps 300 ms in the worker pool
+    s.sendall(req("GET", "/v1/models/adder") + predict("sleepy", {"instances": [300]}) +
+              predict("adder", {"inputs": {"a": [1, 2], "b": [3, 4]}}))
+    st, _, body = r.response()
+    expect(st == 200 and b'"state":"AVAILABLE"' in body, "first answer %d %r" % (st, body))
+    ok_json(r.response(), {"predictions": [300]})
+    ok_json(r.response(), {"outputs": [4, 6]})
+    s.sendall(predict("adder", {"inputs": {"a": [5], "b": [6]}}))
+    ok_json(r.response(), {"outputs": [11]})
+    print("3 pipelined requests answered in order, then a fourth on the same connection")
+elif check == "pipelined_large":
+    # more input behind a running request than the server holds (it stops reading, then resumes)
+    pad = b" " * 60000
+    body = b'{"inputs": {"a": [%d], "b": [1]}' + pad + b"}"
+    s.sendall(predict("sleepy", {"instances": [300]}))
+    reqs = b"".join(req("POST", "/v1/models/adder:predict", body % i) for i in range(6))
+    s.sendall(reqs)
+    ok_json(r.response(), {"predictions": [300]})
+    for i in range(6):
+        ok_json(r.response(), {"outputs": [i + 1]})
+    print("360 KB pipelined behind a running request: all 6 answered in order")
+elif check == "split":
+    # headers and body as separate TLS records, written back to back, then a request byte by byte
+    m = predict("adder", {"inputs": {"a": [7], "b": [8]}})
+    head, body = m.split(b"\r\n\r\n", 1)
+    s.sendall(head + b"\r\n\r\n")
+    s.sendall(body)
+    ok_json(r.response(), {"outputs": [15]})
+    for b in predict("adder", {"inputs": {"a": [1], "b": [1]}}):
+        s.sendall(bytes([b]))
+    ok_json(r.response(), {"outputs": [2]})
+    print("split into two records, and into one record per byte: both answered")
+elif check == "chunked":
+    body = json.dumps({"inputs": {"a": [10, 20], "b": [1, 2]}}).encode()
+    parts = [body[:5], body[5:17], body[17:]]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    s.sendall(req("POST", "/v1/models/adder:predict", None, ["Transfer-Encoding: chunked"]) + chunks)
+    ok_json(r.response(), {"outputs": [11, 22]})
+    print("chunked body of 3 chunks answered")
+elif check == "continue":
+    body = json.dumps({"inputs": {"a": [2], "b": [2]}}).encode()
+    s.sendall(req("POST", "/v1/models/adder:predict", None, ["Expect: 100-continue", "Content-Length: %d" % len(body)]))
+    st, _, _ = r.response()
+    expect(st == 100, "want 100 Continue before the body, got %d" % st)
+    s.sendall(body)
+    ok_json(r.response(), {"outputs": [4]})
+    print("100 Continue, then the answer")
+elif check == "head":
+    s.sendall(req("HEAD", "/v1/models/adder"))
+    st, h, body = r.response(head_only=True)
+    expect(st == 405 and int(h["content-length"]) > 0, "HEAD answered %d %r" % (st, h))
+    # had a body been sent after the head, it would be read as the next response's status line
+    s.sendall(req("GET", "/v1/models/adder"))
+    st, _, body = r.response()
+    expect(st == 200 and b"AVAILABLE" in body, "after HEAD: %d %r" % (st, body))
+    print("HEAD: 405 with Content-Length and no body; the connection goes on")
+elif check == "http10":
+    s.sendall(req("GET", "/v1/models/adder", version="HTTP/1.0", headers=["Connection: keep-alive"]))
+    st, h, _ = r.response()
+    expect(st == 200 and h.get("connection", "").lower() == "keep-alive", "1.0 keep-alive: %d %r" % (st, h))
+    s.sendall(req("GET", "/v1/models/adder", version="HTTP/1.0"))
+    st, h, _ = r.response()
+    expect(st == 200 and h.get("connection", "").lower() == "close", "1.0 without keep-alive: %d %r" % (st, h))
+    expect(r.closed(), "the server kept an HTTP/1.0 connection open without keep-alive")
+    print("HTTP/1.0: kept alive when asked, closed otherwise")
+elif check == "close":
+    s.sendall(req("GET", "/v1/models/adder", headers=["Connection: close"]) + req("GET", "/v1/models/adder"))
+    st, h, _ = r.response()
+    expect(st == 200 and h.get("connection") == "close", "Connection: close answered %d %r" % (st, h))
+    expect("date" in h, "no Date header: %r" % h)
+    expect(r.closed() and not r.buf, "the server answered past Connection: close (%r)" % r.buf[:100])
+    print("Connection: close: answered once, then closed")
+elif check in ("malformed", "headers_too_large", "too_large", "chunked_too_large"):
+    want = {"malformed": 400, "headers_too_large": 431, "too_large": 413, "chunked_too_large": 413}[check]
+    if check == "malformed":
+        s.sendall(b"HELLO / HTTP/1.1\r\n\r\n")
+    elif check == "headers_too_large":
+        s.sendall(req("GET", "/v1/models/adder", headers=["X-Pad: " + "a" * 20000]))
+    elif check == "too_large":
+        # declared too large: refused before any of the body is sent
+        s.sendall(req("POST", "/v1/models/adder:predict", None, ["Content-Length: 1000000000"]))
+    else:
+        s.sendall(req("POST", "/v1/models/adder:predict", None, ["Transfer-Encoding: chunked"]))
+        s.sendall(b"".join(b"4000\r\n" + b" " * 0x4000 + b"\r\n" for _ in range(5)))
+    st, h, body = r.response()
+    expect(st == want, "want %d, got %d %r" % (want, st, body))
+    msg = json.loads(body)["error"]
+    expect(msg, "empty error message")
+    expect(h.get("connection") == "close", "no Connection: close on %d: %r" % (st, h))
+    expect(r.closed(), "the connection stayed open after %d" % st)
+    print("%d (%s), then closed" % (st, msg))
+elif check == "idle":
+    s.sendall(req("GET", "/v1/models/adder"))
+    st, _, _ = r.response()
+    t0 = time.time()
+    expect(st == 200 and r.closed(within=10), "an idle keep-alive connection stayed open")
+    print("idle connection closed after %.1f s" % (time.time() - t0))
+elif check == "gone":
+    # the client leaves while its request runs in the worker pool; the server carries on
+    s.sendall(predict("sleepy", {"instances": [400]}))
+    time.sleep(0.1)
+    s.close()
+    time.sleep(0.6)
+    s2 = connect()
+    r2 = Reader(s2)
+    s2.sendall(predict("adder", {"inputs": {"a": [1], "b": [2]}}))
+    ok_json(r2.response(), {"outputs": [3]})
+    print("a client that left mid-request did not disturb the next one")
+else:
+    print("unknown check", check)
+    sys.exit(2)
