@@ -114,6 +114,8 @@ void cl_engine_free(cl_engine_model *m)
     free(m->prof_ns);
     eng_model_free_ir(m);
     eng_buf_pool_flush();
+    for (int i = 0; i < m->n_plain; i++)
+        dnnl_primitive_destroy(m->plain[i].prim);
     if (m->dnnl)
         dnnl_engine_destroy(m->dnnl);
     pthread_mutex_destroy(&m->lock);
@@ -220,6 +222,46 @@ static dnnl_format_tag_t plain_tag(int rank)
     return tags[rank];
 }
 
+/* The reorder from layout smd to the plain pmd: from the model's cache, or made and cached. Runs of
+ * a model use a cached one concurrently, which oneDNN allows. When the cache is full it is made for
+ * this call only (*owned: the caller destroys it). NULL when oneDNN cannot make it. */
+static dnnl_primitive_t plain_reorder(cl_engine_model *m, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *pmd,
+                                      bool *owned)
+{
+    *owned = false;
+    pthread_mutex_lock(&m->lock);
+    for (int i = 0; i < m->n_plain; i++)
+        if (dnnl_memory_desc_equal(&m->plain[i].md, smd)) {
+            dnnl_primitive_t p = m->plain[i].prim;
+            pthread_mutex_unlock(&m->lock);
+            return p;
+        }
+    pthread_mutex_unlock(&m->lock);
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_primitive_t prim = NULL;
+    if (dnnl_reorder_primitive_desc_create(&pd, smd, m->dnnl, pmd, m->dnnl, NULL) == dnnl_success)
+        (void)dnnl_primitive_create(&prim, pd);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (!prim)
+        return NULL;
+    pthread_mutex_lock(&m->lock);
+    dnnl_primitive_t keep = prim;
+    for (int i = 0; i < m->n_plain && keep == prim; i++)
+        if (dnnl_memory_desc_equal(&m->plain[i].md, smd))
+            keep = m->plain[i].prim; /* another run made it meanwhile */
+    if (keep == prim && m->n_plain < (int)CL_ARRAY_LEN(m->plain)) {
+        m->plain[m->n_plain].md = *smd;
+        m->plain[m->n_plain++].prim = prim;
+    } else if (keep == prim) {
+        *owned = true;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (keep != prim)
+        dnnl_primitive_destroy(prim);
+    return keep;
+}
+
 int eng_make_plain(eng_run *r, eng_tensor *t, cl_err *err)
 {
     if (!t->blocked)
@@ -235,29 +277,23 @@ int eng_make_plain(eng_run *r, eng_tensor *t, cl_err *err)
         dd[i] = t->rank ? t->dims[i] : 1;
     dnnl_memory_desc_init_by_tag(&pmd, rank, dd, dnnl_f32, plain_tag(rank));
     dnnl_memory_t src = NULL, dst = NULL;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_t prim = NULL;
-    dnnl_status_t s = dnnl_memory_create(&src, &t->md, r->m->dnnl, t->data);
+    bool owned;
+    dnnl_primitive_t prim = plain_reorder(r->m, &t->md, &pmd, &owned);
+    dnnl_status_t s = prim ? dnnl_memory_create(&src, &t->md, r->m->dnnl, t->data) : dnnl_out_of_memory;
     if (s == dnnl_success)
         s = dnnl_memory_create(&dst, &pmd, r->m->dnnl, p.data);
-    if (s == dnnl_success)
-        s = dnnl_reorder_primitive_desc_create(&pd, &t->md, r->m->dnnl, &pmd, r->m->dnnl, NULL);
-    if (s == dnnl_success)
-        s = dnnl_primitive_create(&prim, pd);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}};
         s = dnnl_primitive_execute(prim, r->stream, 2, args);
         if (s == dnnl_success)
             s = dnnl_stream_wait(r->stream);
     }
-    if (prim)
-        dnnl_primitive_destroy(prim);
-    if (pd)
-        dnnl_primitive_desc_destroy(pd);
     if (src)
         dnnl_memory_destroy(src);
     if (dst)
         dnnl_memory_destroy(dst);
+    if (owned)
+        dnnl_primitive_destroy(prim);
     if (s != dnnl_success) {
         eng_tensor_free(&p);
         return eng_dnnl_fail(err, s, NULL, "reorder to plain layout");

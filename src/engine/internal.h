@@ -123,6 +123,13 @@ struct cl_engine_model {
     bool direct_conv;     /* cl_engine_options.direct_conv */
     dnnl_engine_t dnnl;
     pthread_mutex_t lock; /* guards lazy kernel state */
+    /* reorders blocked -> plain by source layout (eng_make_plain), made once: entries are only added
+     * (under lock) and live until the model is freed */
+    struct {
+        dnnl_memory_desc_t md;
+        dnnl_primitive_t prim;
+    } plain[16];
+    int n_plain;
     uint64_t *prof_ns;    /* per node, when CLOISTER_ENGINE_PROFILE=1 */
     /* name -> value index hash table */
     int *hash;

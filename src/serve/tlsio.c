@@ -37,6 +37,8 @@ struct cl_serve_io {
     int fd;
     SSL *ssl; /* NULL in clear */
     bool ready, closed, paused;
+    bool dry;    /* the last read from the socket returned less than asked: it had no more */
+    bool in_eof; /* the socket reached its end (for OpenSSL's BIO_eof) */
     struct event *rev, *wev;
     struct evbuffer *plain; /* TLS: plaintext queued for the next flush */
     struct evbuffer *out;   /* bytes for the socket */
@@ -69,11 +71,49 @@ static int out_create(BIO *b)
     return 1;
 }
 
+/* The input BIO: read() on the socket, noting a short read (the socket had no more), so a read pass
+ * can end without one more read that would only say EAGAIN. */
+static BIO_METHOD *in_method;
+
+static int in_read(BIO *b, char *p, int n)
+{
+    cl_serve_io *io = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (n <= 0)
+        return 0;
+    ssize_t got;
+    do
+        got = read(io->fd, p, (size_t)n);
+    while (got < 0 && errno == EINTR);
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        io->dry = true;
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    if (got == 0)
+        io->in_eof = true;
+    io->dry = got >= 0 && got < n;
+    return (int)got;
+}
+
+static long in_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    cl_serve_io *io = BIO_get_data(b);
+    return cmd == BIO_CTRL_FLUSH ? 1 : cmd == BIO_CTRL_EOF ? io->in_eof : 0;
+}
+
 static void out_method_init(void)
 {
     BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cloister evbuffer sink");
     if (m && BIO_meth_set_write(m, out_write) && BIO_meth_set_ctrl(m, out_ctrl) && BIO_meth_set_create(m, out_create))
         out_method = m;
+    else
+        BIO_meth_free(m);
+    m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cloister socket source");
+    if (m && BIO_meth_set_read(m, in_read) && BIO_meth_set_ctrl(m, in_ctrl) && BIO_meth_set_create(m, out_create))
+        in_method = m;
     else
         BIO_meth_free(m);
 }
@@ -108,7 +148,8 @@ static int ssl_failed(cl_serve_io *io, int rc, char *why, size_t cap, bool *tls)
     if (e == SSL_ERROR_WANT_READ)
         return 0;
     int err = errno;
-    *tls = e == SSL_ERROR_SSL;
+    /* a client that just closes its socket, without TLS's close_notify, has only gone away */
+    *tls = e == SSL_ERROR_SSL && ERR_GET_REASON(ERR_peek_error()) != SSL_R_UNEXPECTED_EOF_WHILE_READING;
     if (*tls)
         tls_error(why, cap);
     ERR_clear_error();
@@ -195,8 +236,9 @@ static int handshake(cl_serve_io *io)
     return -1;
 }
 
-/* Reads into buf until it is full, the input runs dry (*stop = 1) or the connection ends (*stop =
- * -1, why/tls set). Returns the bytes read. */
+/* Reads into buf until it is full, the input runs dry (*stop = 1: EAGAIN, or a short read from the
+ * socket with nothing left in OpenSSL; level-triggered epoll reports what arrives after it) or the
+ * connection ends (*stop = -1, why/tls set). Returns the bytes read. */
 static size_t read_some(cl_serve_io *io, uint8_t *buf, size_t cap, int *stop, char *why, size_t why_cap, bool *tls)
 {
     size_t have = 0;
@@ -208,6 +250,10 @@ static size_t read_some(cl_serve_io *io, uint8_t *buf, size_t cap, int *stop, ch
             int rc = SSL_read_ex(io->ssl, buf + have, cap - have, &got);
             if (rc == 1) {
                 have += got;
+                if (io->dry && !SSL_has_pending(io->ssl)) {
+                    *stop = 1; /* the socket had no more: no read just to hear EAGAIN */
+                    break;
+                }
                 continue;
             }
             *stop = ssl_failed(io, rc, why, why_cap, tls) == 0 ? 1 : -1;
@@ -216,6 +262,10 @@ static size_t read_some(cl_serve_io *io, uint8_t *buf, size_t cap, int *stop, ch
         ssize_t got = read(io->fd, buf + have, cap - have);
         if (got > 0) {
             have += (size_t)got;
+            if (have < cap) {
+                *stop = 1; /* a short read: the socket had no more */
+                break;
+            }
         } else if (got < 0 && errno == EINTR) {
             continue;
         } else if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -290,7 +340,7 @@ cl_serve_io *cl_serve_io_new(struct event_base *base, int fd, SSL_CTX *ctx, cons
         goto fail;
     if (ctx) {
         pthread_once(&out_once, out_method_init);
-        BIO *rb = BIO_new_socket(fd, BIO_NOCLOSE);
+        BIO *rb = in_method ? BIO_new(in_method) : NULL;
         BIO *wb = out_method ? BIO_new(out_method) : NULL;
         io->ssl = SSL_new(ctx);
         if (!rb || !wb || !io->ssl) {
@@ -298,6 +348,7 @@ cl_serve_io *cl_serve_io_new(struct event_base *base, int fd, SSL_CTX *ctx, cons
             BIO_free(wb);
             goto fail;
         }
+        BIO_set_data(rb, io);
         BIO_set_data(wb, io->out);
         SSL_set_bio(io->ssl, rb, wb);
         SSL_set_accept_state(io->ssl);
