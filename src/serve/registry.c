@@ -4,7 +4,7 @@
  * inputs are decoded first, by imagein.c).
  * Thread-safe: one mutex guards the table; the refcount is atomic, so a version replaced or
  * removed while requests run on it is destroyed by whichever request finishes last. */
-#include "cloister/serve.h"
+#include "serve_int.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -46,6 +46,7 @@ static void model_unref(cl_serve_model *m)
 
 cl_serve_registry *cl_serve_registry_new(cl_err *err)
 {
+    cl_serve_json_init(); /* a serving process starts here, before its threads */
     cl_serve_registry *r = calloc(1, sizeof *r);
     if (!r) {
         cl_err_set(err, CL_E_NOMEM, "out of memory");

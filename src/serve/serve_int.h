@@ -115,6 +115,9 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
                                  size_t *out_len, cl_serve_status *st);
 
 /* ---- JSON (jsonconv.c), TF Serving's REST formats. */
+/* Sets cJSON's allocator hooks (the parse arena) once per process; call before threads use cJSON.
+ * Without it parsing works the same, on malloc. */
+void cl_serve_json_init(void);
 /* :predict body -> inputs (matched to the model's signature) and c->json_format. */
 cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c);
 /* outputs -> response body (malloc()ed, NUL-terminated). */

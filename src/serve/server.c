@@ -290,6 +290,7 @@ static void evthread_init(void)
 {
     evthread_rc = evthread_use_pthreads();
     signal(SIGPIPE, SIG_IGN);
+    cl_serve_json_init();
 }
 
 /* Ends every loop after its current iteration (event_base_loopexit is thread-safe). */
