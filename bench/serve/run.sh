@@ -7,6 +7,8 @@
 #
 # The two are measured alternately, ROUNDS times, and the best round of each counts: on a shared
 # machine a noisy neighbour then hurts both alike (single runs of nginx alone varied 25k-46k req/s).
+# Each round also reports the servers' CPU time per request (from /proc, nginx's workers included),
+# which a neighbour disturbs less than req/s.
 #
 # Usage: bench/serve/run.sh BUILD_DIR [SECONDS] [CONNECTIONS] [ROUNDS]
 #   PERF_SERVE=1 also records a perf profile of the server under load to /tmp/perf-serve.data.
@@ -71,21 +73,45 @@ wrk.method = "GET"
 LUA
 
 rps() { sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p'; }
+reqs() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p'; }
+# cpu_ticks PID — CPU time (user + system, clock ticks) of a process and its children's processes
+# (nginx's workers), all threads included
+cpu_ticks() {
+  local p t=0
+  for p in "$1" $(pgrep -P "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# us_per_req TICKS_BEFORE TICKS_AFTER REQUESTS — server CPU per request in microseconds
+us_per_req() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", (b - a) / hz * 1e6 / n}'; }
 best() { awk -v a="$1" -v b="$2" 'BEGIN{print (b == "" || a + 0 > b + 0) ? a : b}'; }
+lowest() { awk -v a="$1" -v b="$2" 'BEGIN{print (b == "" || a + 0 < b + 0) ? a : b}'; }
 echo "bench/serve: wrk -t2 -c$conns -d${secs}s, TLS 1.3 keep-alive, $(nproc) cores shared by server and wrk, $rounds rounds"
 c_best="" n_best="" c_errors=0
 for ((r = 1; r <= rounds; r++)); do
   [[ -n ${PERF_SERVE:-} && $r == 1 ]] && { perf record -g -o /tmp/perf-serve.data -p "${pids[0]}" -- sleep 4 >/dev/null 2>&1 & }
+  t0=$(cpu_ticks "${pids[0]}")
   c_out=$(wrk -t2 -c"$conns" -d"${secs}s" -s post.lua "https://127.0.0.1:$rest/v1/models/digits:predict")
+  t1=$(cpu_ticks "${pids[0]}")
+  n0=$(cpu_ticks "${pids[1]}")
   n_out=$(wrk -t2 -c"$conns" -d"${secs}s" -s get.lua "https://127.0.0.1:$nport/answer.json")
+  n1=$(cpu_ticks "${pids[1]}")
+  c_us=$(us_per_req "$t0" "$t1" "$(reqs <<<"$c_out")")
+  n_us=$(us_per_req "$n0" "$n1" "$(reqs <<<"$n_out")")
   c_rps=$(rps <<<"$c_out")
   n_rps=$(rps <<<"$n_out")
   c_non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\)/\1/p' <<<"$c_out")
   c_errors=$((c_errors + ${c_non2xx:-0}))
-  printf 'round %d: cloister REST :predict (digits) %8.0f req/s (latency %s), nginx static response %8.0f req/s (latency %s)\n' \
-    "$r" "$c_rps" "$(awk '/Latency/{print $2}' <<<"$c_out")" "$n_rps" "$(awk '/Latency/{print $2}' <<<"$n_out")"
+  printf 'round %d: cloister REST :predict (digits) %8.0f req/s (latency %s, server CPU %s us/req), nginx static response %8.0f req/s (latency %s, server CPU %s us/req)\n' \
+    "$r" "$c_rps" "$(awk '/Latency/{print $2}' <<<"$c_out")" "$c_us" "$n_rps" "$(awk '/Latency/{print $2}' <<<"$n_out")" "$n_us"
+  c_cpu_best=$(lowest "$c_us" "${c_cpu_best:-}")
+  n_cpu_best=$(lowest "$n_us" "${n_cpu_best:-}")
   c_best=$(best "$c_rps" "$c_best")
   n_best=$(best "$n_rps" "$n_best")
 done
 printf 'best: cloister %.0f req/s (non-2xx responses in all rounds: %d), nginx %.0f req/s\n' "$c_best" "$c_errors" "$n_best"
 python3 -c "print(f'ratio cloister/nginx: {$c_best/$n_best:.2f}  (goal >= 0.50)')"
+# steadier than req/s on a shared machine: what each server spends per request (lowest round)
+printf 'server CPU per request (lowest round): cloister %s us, nginx %s us; nginx/cloister = %s\n' "$c_cpu_best" "$n_cpu_best" \
+  "$(awk -v c="$c_cpu_best" -v n="$n_cpu_best" 'BEGIN{printf "%.2f", n / c}')"

@@ -114,8 +114,10 @@ void cl_engine_free(cl_engine_model *m)
     free(m->prof_ns);
     eng_model_free_ir(m);
     eng_buf_pool_flush();
-    for (int i = 0; i < m->n_plain; i++)
+    for (int i = 0; i < m->n_plain; i++) {
+        eng_mem_set_free(&m->plain[i].mems);
         dnnl_primitive_destroy(m->plain[i].prim);
+    }
     if (m->dnnl)
         dnnl_engine_destroy(m->dnnl);
     pthread_mutex_destroy(&m->lock);
@@ -222,17 +224,58 @@ static dnnl_format_tag_t plain_tag(int rank)
     return tags[rank];
 }
 
+bool eng_mem_take(eng_mem_set *s)
+{
+    return !atomic_flag_test_and_set_explicit(&s->busy, memory_order_acquire);
+}
+
+void eng_mem_release(eng_mem_set *s, bool held)
+{
+    if (held)
+        atomic_flag_clear_explicit(&s->busy, memory_order_release);
+}
+
+dnnl_status_t eng_mem(dnnl_engine_t eng, eng_mem_set *s, bool held, int i, const dnnl_memory_desc_t *md, void *p,
+                      dnnl_memory_t *out)
+{
+    if (!held)
+        return dnnl_memory_create(out, md, eng, p);
+    if (s->m[i]) {
+        *out = s->m[i];
+        return dnnl_memory_set_data_handle(s->m[i], p);
+    }
+    dnnl_status_t st = dnnl_memory_create(&s->m[i], md, eng, p);
+    *out = st == dnnl_success ? s->m[i] : NULL;
+    return st;
+}
+
+void eng_mem_done(bool held, dnnl_memory_t m)
+{
+    if (!held && m)
+        dnnl_memory_destroy(m);
+}
+
+void eng_mem_set_free(eng_mem_set *s)
+{
+    for (int i = 0; i < ENG_MEM_SLOTS; i++)
+        if (s->m[i])
+            dnnl_memory_destroy(s->m[i]);
+    memset(s->m, 0, sizeof s->m);
+}
+
 /* The reorder from layout smd to the plain pmd: from the model's cache, or made and cached. Runs of
  * a model use a cached one concurrently, which oneDNN allows. When the cache is full it is made for
  * this call only (*owned: the caller destroys it). NULL when oneDNN cannot make it. */
 static dnnl_primitive_t plain_reorder(cl_engine_model *m, const dnnl_memory_desc_t *smd, const dnnl_memory_desc_t *pmd,
-                                      bool *owned)
+                                      bool *owned, eng_mem_set **mems)
 {
     *owned = false;
+    *mems = NULL;
     pthread_mutex_lock(&m->lock);
     for (int i = 0; i < m->n_plain; i++)
         if (dnnl_memory_desc_equal(&m->plain[i].md, smd)) {
             dnnl_primitive_t p = m->plain[i].prim;
+            *mems = &m->plain[i].mems;
             pthread_mutex_unlock(&m->lock);
             return p;
         }
@@ -248,10 +291,13 @@ static dnnl_primitive_t plain_reorder(cl_engine_model *m, const dnnl_memory_desc
     pthread_mutex_lock(&m->lock);
     dnnl_primitive_t keep = prim;
     for (int i = 0; i < m->n_plain && keep == prim; i++)
-        if (dnnl_memory_desc_equal(&m->plain[i].md, smd))
+        if (dnnl_memory_desc_equal(&m->plain[i].md, smd)) {
             keep = m->plain[i].prim; /* another run made it meanwhile */
+            *mems = &m->plain[i].mems;
+        }
     if (keep == prim && m->n_plain < (int)CL_ARRAY_LEN(m->plain)) {
         m->plain[m->n_plain].md = *smd;
+        *mems = &m->plain[m->n_plain].mems;
         m->plain[m->n_plain++].prim = prim;
     } else if (keep == prim) {
         *owned = true;
@@ -278,20 +324,22 @@ int eng_make_plain(eng_run *r, eng_tensor *t, cl_err *err)
     dnnl_memory_desc_init_by_tag(&pmd, rank, dd, dnnl_f32, plain_tag(rank));
     dnnl_memory_t src = NULL, dst = NULL;
     bool owned;
-    dnnl_primitive_t prim = plain_reorder(r->m, &t->md, &pmd, &owned);
-    dnnl_status_t s = prim ? dnnl_memory_create(&src, &t->md, r->m->dnnl, t->data) : dnnl_out_of_memory;
+    eng_mem_set *mems;
+    dnnl_primitive_t prim = plain_reorder(r->m, t->md, &pmd, &owned, &mems);
+    bool held = mems && eng_mem_take(mems);
+    dnnl_status_t s = prim ? eng_mem(r->m->dnnl, mems, held, 0, t->md, t->data, &src) : dnnl_out_of_memory;
     if (s == dnnl_success)
-        s = dnnl_memory_create(&dst, &pmd, r->m->dnnl, p.data);
+        s = eng_mem(r->m->dnnl, mems, held, 1, &pmd, p.data, &dst);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}};
         s = dnnl_primitive_execute(prim, r->stream, 2, args);
         if (s == dnnl_success)
             s = dnnl_stream_wait(r->stream);
     }
-    if (src)
-        dnnl_memory_destroy(src);
-    if (dst)
-        dnnl_memory_destroy(dst);
+    eng_mem_done(held, src);
+    eng_mem_done(held, dst);
+    if (mems)
+        eng_mem_release(mems, held);
     if (owned)
         dnnl_primitive_destroy(prim);
     if (s != dnnl_success) {

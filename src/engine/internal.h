@@ -13,16 +13,41 @@
 
 #include <pthread.h>
 
+#include <stdatomic.h>
+
 #include <dnnl.h>
 
 #include "cloister/engine.h"
 
 #define ENG_MOD "engine"
 
+/* ---------------------------------------------------------------- reusable memory objects
+ * oneDNN wants a memory object (layout + pointer) per primitive argument; making and destroying
+ * them each run was a fifth of a small model's run time. A mem_set keeps one object per argument
+ * slot of a cached primitive: a run that finds the set free takes it and only sets the data
+ * pointers; a concurrent run of the same primitive makes its own objects as before. A slot is always
+ * used with the same layout. Zero-initialised (calloc) is a free, empty set. */
+#define ENG_MEM_SLOTS 8
+typedef struct eng_mem_set {
+    atomic_flag busy;
+    dnnl_memory_t m[ENG_MEM_SLOTS];
+} eng_mem_set;
+/* Takes the set for this run: true when it was free (then eng_mem_release it). */
+bool eng_mem_take(eng_mem_set *s);
+void eng_mem_release(eng_mem_set *s, bool held);
+/* The memory object for slot i with layout md over p: the set's when held (made on first use), else
+ * a new one that eng_mem_done destroys. */
+dnnl_status_t eng_mem(dnnl_engine_t eng, eng_mem_set *s, bool held, int i, const dnnl_memory_desc_t *md, void *p,
+                      dnnl_memory_t *out);
+void eng_mem_done(bool held, dnnl_memory_t m);
+void eng_mem_set_free(eng_mem_set *s);
+
 /* ---------------------------------------------------------------- tensors */
 
 /* A tensor during a run (or a constant). Plain row-major unless `blocked`, in which case the data
- * is fp32 in the oneDNN layout `md` (same logical dims). */
+ * is fp32 in the oneDNN layout *md (same logical dims). md points into the cached primitive entry
+ * that made the tensor, which lives as long as the model (a layout is ~700 bytes: a copy in every
+ * tensor made each run's value table 20 KB to clear for a small model). */
 typedef struct eng_tensor {
     cl_engine_dtype dtype;
     int rank;
@@ -32,7 +57,7 @@ typedef struct eng_tensor {
     bool owned;   /* data is ours to free (eng_tensor_free) */
     bool secure;  /* data is in secure memory (model weights and other constants) */
     bool blocked;
-    dnnl_memory_desc_t md;
+    const dnnl_memory_desc_t *md; /* when blocked */
     int refs;     /* consumers still to run in this run */
 } eng_tensor;
 
@@ -128,6 +153,7 @@ struct cl_engine_model {
     struct {
         dnnl_memory_desc_t md;
         dnnl_primitive_t prim;
+        eng_mem_set mems; /* 0: source, 1: plain destination */
     } plain[16];
     int n_plain;
     uint64_t *prof_ns;    /* per node, when CLOISTER_ENGINE_PROFILE=1 */

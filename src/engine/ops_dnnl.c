@@ -34,6 +34,7 @@ typedef struct prim_entry {
     dnnl_memory_desc_t *keys; /* extra key layouts (Concat: every input; binary: the second input) */
     int n_keys;
     int variant;              /* kernel-specific part of the key */
+    eng_mem_set mems;         /* the arguments' memory objects (slots: see each kernel) */
 } prim_entry;
 
 typedef struct prim_cache {
@@ -42,6 +43,7 @@ typedef struct prim_cache {
 
 static void free_entry(prim_entry *e)
 {
+    eng_mem_set_free(&e->mems);
     if (e->prim)
         dnnl_primitive_destroy(e->prim);
     if (e->pd)
@@ -101,7 +103,7 @@ static void plain_md(dnnl_memory_desc_t *md, int rank, const int64_t *dims)
 static void tensor_md(const eng_tensor *t, dnnl_memory_desc_t *md)
 {
     if (t->blocked)
-        *md = t->md;
+        *md = *t->md;
     else
         plain_md(md, t->rank, t->dims);
 }
@@ -119,16 +121,17 @@ static prim_entry *cache_find(prim_cache *c, const eng_tensor *x, const dnnl_mem
     return NULL;
 }
 
-/* One reorder src->dst (both memories created on the fly). */
+/* One reorder src->dst. Its memory objects come from slots i0 and i0 + 1 of mems when held, else
+ * are made for the call (mems may be NULL then). */
 static dnnl_status_t do_reorder(eng_run *r, const dnnl_memory_desc_t *smd, void *sp, const dnnl_memory_desc_t *dmd,
-                                void *dp, dnnl_primitive_t cached)
+                                void *dp, dnnl_primitive_t cached, eng_mem_set *mems, bool held, int i0)
 {
     dnnl_memory_t src = NULL, dst = NULL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_primitive_t prim = cached;
-    dnnl_status_t s = dnnl_memory_create(&src, smd, r->m->dnnl, sp);
+    dnnl_status_t s = eng_mem(r->m->dnnl, mems, held, i0, smd, sp, &src);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&dst, dmd, r->m->dnnl, dp);
+        s = eng_mem(r->m->dnnl, mems, held, i0 + 1, dmd, dp, &dst);
     if (s == dnnl_success && !prim) {
         s = dnnl_reorder_primitive_desc_create(&pd, smd, r->m->dnnl, dmd, r->m->dnnl, NULL);
         if (s == dnnl_success)
@@ -144,10 +147,8 @@ static dnnl_status_t do_reorder(eng_run *r, const dnnl_memory_desc_t *smd, void 
         dnnl_primitive_destroy(prim);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    if (src)
-        dnnl_memory_destroy(src);
-    if (dst)
-        dnnl_memory_destroy(dst);
+    eng_mem_done(held, src);
+    eng_mem_done(held, dst);
     return s;
 }
 
@@ -390,7 +391,7 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
         } else {
             dnnl_memory_desc_t wplain;
             dnnl_memory_desc_init_by_tag(&wplain, wr, wd, dnnl_f32, plain_tag(wr));
-            s = do_reorder(r, &wplain, w->data, &e->wei_md, e->wei, NULL);
+            s = do_reorder(r, &wplain, w->data, &e->wei_md, e->wei, NULL, NULL, false, 0);
         }
     }
     if (s != dnnl_success) {
@@ -517,14 +518,19 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         pthread_mutex_unlock(&r->m->lock);
         e = e2;
     }
+    /* memory object slots: 0 source, 1 weights, 2 destination, 3 bias, 4 scratchpad, 5-6 the source
+     * reorder */
+    bool held = eng_mem_take(&e->mems);
     /* source in the primitive's layout */
     void *src = x->data, *tmp_src = NULL, *dst = NULL, *scratch = NULL;
     dnnl_status_t s = dnnl_success;
     if (e->src_reorder) {
         tmp_src = alloc_md(&e->src_md);
-        if (!tmp_src)
+        if (!tmp_src) {
+            eng_mem_release(&e->mems, held);
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
-        s = do_reorder(r, &in_md, x->data, &e->src_md, tmp_src, e->src_reorder);
+        }
+        s = do_reorder(r, &in_md, x->data, &e->src_md, tmp_src, e->src_reorder, &e->mems, held, 5);
         src = tmp_src;
     }
     /* destination: with a residual sum it must start as the residual, in dst layout */
@@ -542,7 +548,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
             else if (dnnl_memory_desc_equal(&sum_md, &e->dst_md))
                 memcpy(dst, sum->data, dnnl_memory_desc_get_size(&e->dst_md));
             else
-                s = do_reorder(r, &sum_md, sum->data, &e->dst_md, dst, NULL);
+                s = do_reorder(r, &sum_md, sum->data, &e->dst_md, dst, NULL, NULL, false, 0);
         }
     } else if (s == dnnl_success) {
         dst = alloc_md(&e->dst_md);
@@ -566,25 +572,26 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
             for (int i = 0; i < e->wplain_rank; i++)
                 wd[i] = e->wplain_dims[i];
             dnnl_memory_desc_init_by_tag(&wplain, e->wplain_rank, wd, dnnl_f32, plain_tag(e->wplain_rank));
-            s = do_reorder(r, &wplain, w->data, &e->wei_md, tmp_wei, NULL);
+            s = do_reorder(r, &wplain, w->data, &e->wei_md, tmp_wei, NULL, NULL, false, 0);
         }
         wei = tmp_wei;
     }
     dnnl_memory_t ms = NULL, mw = NULL, mb = NULL, md = NULL, msc = NULL;
+    dnnl_engine_t eng = r->m->dnnl;
     if (s == dnnl_success)
-        s = dnnl_memory_create(&ms, &e->src_md, r->m->dnnl, src);
+        s = eng_mem(eng, &e->mems, held, 0, &e->src_md, src, &ms);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&mw, &e->wei_md, r->m->dnnl, wei);
+        s = eng_mem(eng, &e->mems, held && wei == e->wei, 1, &e->wei_md, wei, &mw);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&md, &e->dst_md, r->m->dnnl, dst);
+        s = eng_mem(eng, &e->mems, held, 2, &e->dst_md, dst, &md);
     if (s == dnnl_success && b) {
         dnnl_memory_desc_t bmd;
         dnnl_dims_t bd = {e->out_dims[1]};
         dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
-        s = dnnl_memory_create(&mb, &bmd, r->m->dnnl, b->data);
+        s = eng_mem(eng, &e->mems, held, 3, &bmd, b->data, &mb);
     }
     if (s == dnnl_success && scratch)
-        s = dnnl_memory_create(&msc, &e->scratch_md, r->m->dnnl, scratch);
+        s = eng_mem(eng, &e->mems, held, 4, &e->scratch_md, scratch, &msc);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_WEIGHTS, mw}, {DNNL_ARG_DST, md}};
         int na = 3;
@@ -596,11 +603,12 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
         if (s == dnnl_success)
             s = dnnl_stream_wait(r->stream);
     }
-    if (ms) dnnl_memory_destroy(ms);
-    if (mw) dnnl_memory_destroy(mw);
-    if (md) dnnl_memory_destroy(md);
-    if (mb) dnnl_memory_destroy(mb);
-    if (msc) dnnl_memory_destroy(msc);
+    eng_mem_done(held, ms);
+    eng_mem_done(held && wei == e->wei, mw);
+    eng_mem_done(held, md);
+    eng_mem_done(held, mb);
+    eng_mem_done(held, msc);
+    eng_mem_release(&e->mems, held);
     eng_buf_free(tmp_src);
     eng_buf_free(tmp_wei);
     eng_buf_free(scratch);
@@ -625,7 +633,7 @@ static int run_conv(eng_run *r, eng_node *n, cl_err *err)
     dnnl_memory_desc_t pmd;
     plain_md(&pmd, y->rank, y->dims);
     y->blocked = !dnnl_memory_desc_equal(&pmd, &e->dst_md);
-    y->md = e->dst_md;
+    y->md = &e->dst_md;
     return bsum ? add_broadcast(r, n, y, bsum, err) : 0;
 }
 
@@ -755,21 +763,23 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
             s = dnnl_out_of_memory;
     }
     dnnl_memory_t ms = NULL, md = NULL, msc = NULL;
+    bool held = eng_mem_take(&e->mems); /* slots: 0 source, 1 destination, 2 scratchpad */
     if (s == dnnl_success)
-        s = dnnl_memory_create(&ms, &e->src_md, r->m->dnnl, x->data);
+        s = eng_mem(r->m->dnnl, &e->mems, held, 0, &e->src_md, x->data, &ms);
     if (s == dnnl_success)
-        s = dnnl_memory_create(&md, &e->dst_md, r->m->dnnl, dst);
+        s = eng_mem(r->m->dnnl, &e->mems, held, 1, &e->dst_md, dst, &md);
     if (s == dnnl_success && scratch)
-        s = dnnl_memory_create(&msc, &e->scratch_md, r->m->dnnl, scratch);
+        s = eng_mem(r->m->dnnl, &e->mems, held, 2, &e->scratch_md, scratch, &msc);
     if (s == dnnl_success) {
         dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ms}, {DNNL_ARG_DST, md}, {DNNL_ARG_SCRATCHPAD, msc}};
         s = dnnl_primitive_execute(e->prim, r->stream, msc ? 3 : 2, args);
         if (s == dnnl_success)
             s = dnnl_stream_wait(r->stream);
     }
-    if (ms) dnnl_memory_destroy(ms);
-    if (md) dnnl_memory_destroy(md);
-    if (msc) dnnl_memory_destroy(msc);
+    eng_mem_done(held, ms);
+    eng_mem_done(held, md);
+    eng_mem_done(held, msc);
+    eng_mem_release(&e->mems, held);
     eng_buf_free(scratch);
     if (s != dnnl_success) {
         eng_buf_free(dst);
@@ -789,7 +799,7 @@ static int run_pool(eng_run *r, eng_node *n, cl_err *err)
     dnnl_memory_desc_t pmd;
     plain_md(&pmd, y->rank, y->dims);
     y->blocked = !dnnl_memory_desc_equal(&pmd, &e->dst_md);
-    y->md = e->dst_md;
+    y->md = &e->dst_md;
     return 0;
 }
 
@@ -881,16 +891,17 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
         args[na] = (dnnl_exec_arg_t){ids[i], mems[na]};
         na++;
     }
+    /* the destination and scratchpad have the entry's layouts: set slots 0 and 1 */
+    bool held = eng_mem_take(&e->mems);
+    dnnl_memory_t mdst = NULL, msc = NULL;
     if (s == dnnl_success) {
-        s = dnnl_memory_create(&mems[na], &e->dst_md, r->m->dnnl, dst);
-        args[na] = (dnnl_exec_arg_t){DNNL_ARG_DST, mems[na]};
-        na++;
+        s = eng_mem(r->m->dnnl, &e->mems, held, 0, &e->dst_md, dst, &mdst);
+        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_DST, mdst};
     }
     if (s == dnnl_success && dnnl_memory_desc_get_size(&e->scratch_md)) {
         scratch = alloc_md(&e->scratch_md);
-        s = scratch ? dnnl_memory_create(&mems[na], &e->scratch_md, r->m->dnnl, scratch) : dnnl_out_of_memory;
-        args[na] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, mems[na]};
-        na++;
+        s = scratch ? eng_mem(r->m->dnnl, &e->mems, held, 1, &e->scratch_md, scratch, &msc) : dnnl_out_of_memory;
+        args[na++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, msc};
     }
     if (s == dnnl_success)
         s = dnnl_primitive_execute(e->prim, r->stream, na, args);
@@ -899,6 +910,9 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
     for (int i = 0; i < MAXA; i++)
         if (mems[i])
             dnnl_memory_destroy(mems[i]);
+    eng_mem_done(held, mdst);
+    eng_mem_done(held, msc);
+    eng_mem_release(&e->mems, held);
     eng_buf_free(scratch);
     if (s != dnnl_success) {
         eng_buf_free(dst);
@@ -918,7 +932,7 @@ static int exec_to_output(eng_run *r, eng_node *n, prim_entry *e, int nargs, con
     dnnl_memory_desc_t pmd;
     plain_md(&pmd, rank, dims);
     y->blocked = !dnnl_memory_desc_equal(&pmd, &e->dst_md);
-    y->md = e->dst_md;
+    y->md = &e->dst_md;
     return 0;
 }
 
@@ -1048,7 +1062,7 @@ static int run_eltwise(eng_run *r, eng_node *n, cl_err *err)
     } else {
         return eng_ref_unary(r, n, err);
     }
-    dnnl_memory_desc_t md = x->md;
+    dnnl_memory_desc_t md = *x->md;
     pthread_mutex_lock(&r->m->lock);
     prim_cache *c = node_cache(r, n, err);
     prim_entry *e = c ? cache_find_keys(c, &md, 1, 0) : NULL;
@@ -1092,7 +1106,7 @@ static int run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
     if (!ok)
         return eng_ref_binary(r, n, err);
     dnnl_memory_desc_t keys[2];
-    keys[0] = a->md;
+    keys[0] = *a->md;
     tensor_md(b, &keys[1]);
     dnnl_alg_kind_t alg = add ? dnnl_binary_add : mul ? dnnl_binary_mul
                           : strcmp(n->op_type, "Sub") == 0 ? dnnl_binary_sub : dnnl_binary_div;
