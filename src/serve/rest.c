@@ -19,8 +19,9 @@
  * long after a response, is closed.
  *
  * Ownership: a loop's thread owns its connections and their requests. Requests on one connection are
- * answered in order: while one is in the worker pool, input behind it waits (up to PEND_MAX bytes,
- * then reading pauses). A connection that goes away while its call is in the pool clears
+ * answered in order: while one is in the worker pool, or while more than OUT_MAX bytes of responses
+ * wait for the client to read them, input behind it waits (up to PEND_MAX bytes, then reading
+ * pauses). A connection that goes away while its call is in the pool clears
  * call->owner, and the call frees itself when it comes back. */
 #include "serve_int.h"
 
@@ -38,6 +39,7 @@
 
 #define HEAD_MAX ((size_t)16384)/* request line and headers */
 #define PEND_MAX (256u << 10)  /* input held behind a running request before reading pauses */
+#define OUT_MAX (256u << 10)   /* unwritten output past which input waits (a client not reading) */
 #define BODY_KEEP (64u << 10)  /* body buffer kept for the connection's next request */
 
 struct cl_serve_rest_conn {
@@ -201,18 +203,8 @@ static void rest_call_done(cl_serve_call *call)
     c->call = NULL;
     c->busy = false;
     predict_reply(c, call);
-    /* the input that waited behind this request, if any */
-    uint8_t *p = c->pend;
-    size_t n = c->pend_len;
-    c->pend = NULL;
-    c->pend_len = c->pend_cap = 0;
-    if (c->paused) {
-        c->paused = false;
-        cl_serve_io_set_reading(c->io, true);
-    }
-    int rc = n && !c->closing ? feed(c, p, n) : 0;
-    free(p);
-    if (rc == 0 && settle(c) == 0)
+    /* settle parses the input that waited behind this request, if any */
+    if (settle(c) == 0)
         cl_serve_io_flush(c->io);
 }
 
@@ -535,12 +527,13 @@ static int pend_add(rconn *c, const uint8_t *p, size_t n)
 }
 
 /* Parses input and answers the requests in it, in order. Stops at a request that went to the worker
- * pool (the rest waits in pend) and after a response that ends the connection. 0 always (the
+ * pool or when OUT_MAX bytes of output wait to be written (the rest waits in pend), and after a
+ * response that ends the connection. 0 always (the
  * connection stays; settle() decides whether it closes). */
 static int feed(rconn *c, const uint8_t *p, size_t n)
 {
     while (n > 0 && !c->closing) {
-        if (c->busy)
+        if (c->busy || cl_serve_io_pending(c->io) >= OUT_MAX)
             return pend_add(c, p, n);
         size_t used = http_parser_execute(&c->hp, &parser_settings, (const char *)p, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->hp);
@@ -570,19 +563,40 @@ static int feed(rconn *c, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* After input or a response: a closing connection is freed once its output is written. Returns -1
- * when the connection was freed. */
+/* After input, a response or written output: a closing connection is freed once its output is
+ * written; input that waited (behind a call, or behind output the client had not read) is parsed
+ * once neither holds it back, with reading resumed. Returns -1 when the connection was freed. */
 static int settle(rconn *c)
 {
-    if (!c->closing)
-        return 0;
-    if (cl_serve_io_flush(c->io) != 0)
-        return -1; /* io_closed freed it */
-    if (cl_serve_io_pending(c->io) == 0) {
-        conn_free(c);
-        return -1;
+    for (;;) {
+        if (c->closing) {
+            if (cl_serve_io_flush(c->io) != 0)
+                return -1; /* io_closed freed it */
+            if (cl_serve_io_pending(c->io) == 0) {
+                conn_free(c);
+                return -1;
+            }
+            return 0; /* io_drained frees it */
+        }
+        if (c->busy || !c->pend_len)
+            return 0;
+        if (cl_serve_io_pending(c->io) >= OUT_MAX) {
+            if (cl_serve_io_flush(c->io) != 0)
+                return -1;
+            if (cl_serve_io_pending(c->io) >= OUT_MAX)
+                return 0; /* io_drained goes on */
+        }
+        uint8_t *p = c->pend;
+        size_t n = c->pend_len;
+        c->pend = NULL;
+        c->pend_len = c->pend_cap = 0;
+        if (c->paused) {
+            c->paused = false;
+            cl_serve_io_set_reading(c->io, true);
+        }
+        feed(c, p, n);
+        free(p);
     }
-    return 0; /* io_drained frees it */
 }
 
 /* ---------------------------------------------------------------- transport callbacks */
@@ -613,6 +627,8 @@ static void io_drained(cl_serve_io *io, void *arg)
     rconn *c = arg;
     if (c->closing)
         conn_free(c);
+    else if (c->pend_len && !c->busy && settle(c) == 0)
+        cl_serve_io_flush(c->io); /* input waited for this output to be written */
 }
 
 static void io_closed(cl_serve_io *io, bool tls_failure, const char *why, void *arg)

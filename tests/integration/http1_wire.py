@@ -3,8 +3,9 @@
 sockets (what curl never does): pipelined requests answered in order (also behind a request that
 runs in the worker pool, and behind more input than the server buffers), a request split across
 TLS records or sent byte by byte, chunked bodies, Expect: 100-continue, HEAD, HTTP/1.0 with and
-without keep-alive, Connection: close, and the refusals (400 malformed, 431 headers too large, 413
-body too large by declared length or by chunks) that end the connection. Each run performs one
+without keep-alive, Connection: close, a client that does not read its responses (back-pressure),
+and the refusals (400 malformed, 431 headers too large, 413 body too large by declared length or by
+chunks) that end the connection. Each run performs one
 check and exits 0 only if the server behaved.
 
 The server is serve_testd with --max-bytes 65536 --timeout-ms 1500 (serve_rest.sh), whose models
@@ -13,6 +14,8 @@ are affine (x [-1,4]), adder (a, b int32) and sleepy (sleeps x ms in the worker 
 usage: http1_wire.py PORT CA CHECK
 """
 import json
+import re
+import select
 import socket
 import ssl
 import sys
@@ -89,6 +92,80 @@ def ok_json(resp, want):
     got = json.loads(body)
     expect(got == want, "got %r, want %r" % (got, want))
 
+
+def adder_status_count():
+    """The server's count of answered GET /v1/models/adder (asked on a connection of its own)."""
+    s2 = connect()
+    r2 = Reader(s2)
+    s2.sendall(req("GET", "/monitoring/prometheus/metrics"))
+    _, _, body = r2.response()
+    s2.close()
+    m = re.search(rb'request_count\{model_name="adder",API="status",entrypoint="REST",status="OK"\} (\d+)', body)
+    return int(m.group(1)) if m else 0
+
+
+if check == "slow_reader":
+    # A client that pipelines requests and does not read the responses: the server must stop
+    # answering (and reading) once its unwritten output is large, not buffer responses without
+    # bound, and answer the rest once the client reads. TLS over memory BIOs, so that the socket
+    # can be written without blocking and read later.
+    before = adder_status_count()
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(inc, out)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=15)
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(out.read())
+            d = raw.recv(65536)
+            expect(d, "handshake: connection closed")
+            inc.write(d)
+    raw.sendall(out.read())
+    n = 5000  # each pair: ~10 KB of metrics, then a model status
+    tls.write((req("GET", "/monitoring/prometheus/metrics") + req("GET", "/v1/models/adder")) * n)
+    data = out.read()
+    raw.setblocking(False)
+    sent, t0 = 0, time.time()
+    while sent < len(data) and time.time() - t0 < 1:
+        if select.select([], [raw], [], 0.1)[1]:
+            try:
+                sent += raw.send(data[sent:sent + 65536])
+            except BlockingIOError:
+                pass
+    time.sleep(0.3)  # all within the idle timeout (1.5 s) that starts at the last response
+    answered = adder_status_count() - before
+    expect(answered < n // 2, "%d of %d requests answered while their responses were not read "
+           "(%d of %d bytes of requests taken)" % (answered, n, sent, len(data)))
+    # now read: everything sent is answered, in order
+    raw.setblocking(True)
+    plain, got, want = b"", 0, 2 * n
+    while got < want:
+        while sent < len(data) and select.select([], [raw], [], 0)[1]:
+            sent += raw.send(data[sent:sent + 65536])
+        if not select.select([raw], [], [], 10)[0]:
+            expect(False, "stalled after %d of %d responses" % (got, want))
+        d = raw.recv(1 << 20)
+        expect(d, "connection closed after %d of %d responses" % (got, want))
+        inc.write(d)
+        try:
+            while True:
+                plain += tls.read(1 << 20)
+        except ssl.SSLWantReadError:
+            pass
+        while b"\r\n\r\n" in plain:
+            head, rest = plain.split(b"\r\n\r\n", 1)
+            cl = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            if len(rest) < cl:
+                break
+            expect(head.startswith(b"HTTP/1.1 200"), "response %d: %r" % (got, head[:100]))
+            expect((b"AVAILABLE" in rest[:cl]) == (got % 2 == 1), "response %d out of order" % got)
+            plain, got = rest[cl:], got + 1
+    print("%d of %d requests answered while the client did not read; all %d once it did" % (answered, n, want))
+    sys.exit(0)
 
 s = connect()
 r = Reader(s)
