@@ -14,6 +14,7 @@ are affine (x [-1,4]), adder (a, b int32) and sleepy (sleeps x ms in the worker 
 usage: http1_wire.py PORT CA CHECK
 """
 import json
+import os
 import re
 import select
 import socket
@@ -267,6 +268,14 @@ elif check == "idle":
     t0 = time.time()
     expect(st == 200 and r.closed(within=10), "an idle keep-alive connection stayed open")
     print("idle connection closed after %.1f s" % (time.time() - t0))
+elif check == "half_close":
+    # the request and the client's FIN (shutdown of its sending side) arrive together: the answer,
+    # computed before the end is seen, still goes out
+    s.sendall(req("GET", "/v1/models/adder", version="HTTP/1.0"))
+    socket.socket(fileno=os.dup(s.fileno())).shutdown(socket.SHUT_WR)
+    st, _, body = r.response()
+    expect(st == 200 and b"AVAILABLE" in body, "answered %d %r" % (st, body))
+    print("request then FIN: answered")
 elif check == "gone":
     # the client leaves while its request runs in the worker pool; the server carries on
     s.sendall(predict("sleepy", {"instances": [400]}))

@@ -62,6 +62,7 @@ expect "http/1.1: headers over 16 KB are 431" 0 "^431 .*16384 bytes" -- wire hea
 expect "http/1.1: declared body over the limit is 413 before it is sent" 0 "^413 .*limit is 65536 bytes" -- wire too_large
 expect "http/1.1: chunked body over the limit is 413" 0 "^413 .*limit is 65536 bytes" -- wire chunked_too_large
 expect "http/1.1: an idle keep-alive connection is closed" 0 "idle connection closed" -- wire idle
+expect "http/1.0: a request sent with the client's FIN is answered" 0 "answered" -- wire half_close
 expect "http/1.1: a client gone mid-request does not disturb the server" 0 "did not disturb" -- wire gone
 expect "  ... and is counted as CANCELLED" 0 'model_name="sleepy",API="predict",entrypoint="REST",status="CANCELLED"\} 1' -- \
   c "$U/monitoring/prometheus/metrics"
