@@ -555,7 +555,7 @@ static int shape_from_pb(const Tensorflow__TensorShapeProto *sh, int *ndim, int6
 /* Fills a tensor from a TensorProto (tensor_content, or the typed *_val fields). */
 static int tensor_from_pb(const char *name, const Tensorflow__TensorProto *tp, cl_serve_tensor *t, cl_err *err)
 {
-    int ndim;
+    int ndim = 0;
     int64_t dims[CL_SERVE_MAX_DIMS];
     if (shape_from_pb(tp->tensor_shape, &ndim, dims, name, err) != 0)
         return -1;

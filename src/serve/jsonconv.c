@@ -305,7 +305,7 @@ static cl_serve_code columnar_input(const cJSON *v, const cl_serve_tensor_spec *
         return c;
     if (is_b64(first_leaf(v))) {
         const cJSON **leaves;
-        size_t cap, n = 0;
+        size_t cap = 0, n = 0;
         if ((c = leaves_alloc(ndim, dims, max_bytes, spec->name, &leaves, &cap, st)) != CL_SC_OK)
             return c;
         c = json_collect_b64(v, leaves, cap, &n, spec->name, st);

@@ -41,6 +41,7 @@
 #define PEND_MAX (256u << 10)  /* input held behind a running request before reading pauses */
 #define OUT_MAX (256u << 10)   /* unwritten output past which input waits (a client not reading) */
 #define BODY_KEEP (64u << 10)  /* body buffer kept for the connection's next request */
+#define BODY_RESERVE ((size_t)1 << 20) /* reserved at most for a declared body before it arrives */
 
 struct cl_serve_rest_conn {
     cl_serve_rest_loop *loop;
@@ -466,8 +467,11 @@ static int on_headers_complete(http_parser *hp)
     if (hp->content_length != ULLONG_MAX && hp->content_length > max)
         return refuse(c, 413, "request body of %zu bytes refused: the server's limit is %zu bytes (--max_request_bytes)",
                       (size_t)hp->content_length, max);
-    if (hp->content_length != ULLONG_MAX && hp->content_length > c->body_cap &&
-        grow(&c->body, &c->body_cap, (size_t)hp->content_length) != 0)
+    /* room for the declared body, up to BODY_RESERVE: a client that only sends headers must not make
+     * the server reserve the full limit (the rest grows as the body arrives) */
+    size_t want = hp->content_length == ULLONG_MAX ? 0
+                  : hp->content_length < BODY_RESERVE ? (size_t)hp->content_length : BODY_RESERVE;
+    if (want > c->body_cap && grow(&c->body, &c->body_cap, want) != 0)
         return refuse(c, 503, "out of memory for a request body of %zu bytes", (size_t)hp->content_length);
     if (c->expect_continue && hp->http_minor >= 1) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";

@@ -304,6 +304,9 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         if (io->paused)
             break; /* what OpenSSL still holds is read on resume */
         if (stop < 0) {
+            /* a peer that half-closed still gets what was answered to its last input */
+            if (!tls && cl_serve_io_flush(io) != 0)
+                return; /* the flush failed: closed (and freed) already */
             io_close(io, tls, why);
             return;
         }
