@@ -33,7 +33,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <event2/http.h>
 #include <event2/listener.h>
 #include <http_parser.h>
 
@@ -209,6 +208,29 @@ static void rest_call_done(cl_serve_call *call)
         cl_serve_io_flush(c->io);
 }
 
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The n bytes at p with %XX escapes decoded (a malformed escape stays as it is), into out (room for
+ * n + 1 bytes), NUL-terminated. */
+static void percent_decode(char *out, const char *p, size_t n)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n && (hi = hex_value(p[i + 1])) >= 0 &&
+            (lo = hex_value(p[i + 2])) >= 0) {
+            out[o++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o++] = p[i];
+        }
+    }
+    out[o] = '\0';
+}
+
 /* Parses /v1/models/NAME[/versions/V][/metadata | :predict]. Returns the rpc or -1; `name` gets the
  * decoded model name. */
 static int route(const char *path, char *name, size_t name_cap, int64_t *version, bool *label, cl_serve_status *st)
@@ -219,13 +241,7 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
         cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: missing or too long model name");
         return -1;
     }
-    memcpy(name, p, (size_t)(end - p));
-    name[end - p] = '\0';
-    char *dec = evhttp_uridecode(name, 0, NULL);
-    if (dec) {
-        snprintf(name, name_cap, "%s", dec);
-        free(dec);
-    }
+    percent_decode(name, p, (size_t)(end - p));
     p = end;
     *version = 0;
     *label = false;
@@ -497,7 +513,7 @@ static int on_body(http_parser *hp, const char *p, size_t n)
 static int on_message_complete(http_parser *hp)
 {
     rconn *c = hp->data;
-    c->keep_alive = http_should_keep_alive(hp) && !hp->upgrade;
+    c->keep_alive = http_should_keep_alive(hp) && !hp->upgrade; /* no upgrades: what follows is not HTTP */
     c->http10 = hp->http_major == 1 && hp->http_minor == 0;
     c->head_only = hp->method == HTTP_HEAD;
     http_parser_pause(hp, 1); /* feed() answers it before parsing on */
@@ -556,11 +572,6 @@ static int feed(rconn *c, const uint8_t *p, size_t n)
             else
                 reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, 400,
                             http_errno_description(e));
-            return 0;
-        }
-        if (c->hp.upgrade) {
-            /* no protocol upgrades here: what follows the request is not HTTP */
-            c->closing = true;
             return 0;
         }
     }

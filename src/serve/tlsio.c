@@ -4,7 +4,8 @@
  *   - reads take everything the socket has, up to READ_AHEAD bytes per syscall: OpenSSL reads ahead
  *     into its record buffer, and the loop drains it with SSL_read until OpenSSL asks for more
  *     (libevent's OpenSSL bufferevents read one record per wake-up with two syscalls, header and
- *     body: 74 reads and 37 epoll waits for one 600 KB image tensor);
+ *     body: 74 reads and 37 epoll waits for one 600 KB image tensor); a pass ends on a short read
+ *     (our own input BIO notes it) rather than on one more read that only says EAGAIN;
  *   - writes are coalesced: plaintext queued between flushes is encrypted into full 16 KB records
  *     (a response's HEADERS, DATA and trailers frames share one record), and the records go into an
  *     evbuffer (a small custom BIO) written with one writev per flush, not one write per record.

@@ -21,6 +21,7 @@ U=https://localhost:$rest_REST
 c() { curl -sS --max-time 20 --cacert tls1/ca_cert.pem --resolve "localhost:$rest_REST:127.0.0.1" -w '\n%{http_code}\n' "$@"; }
 
 expect "status of all versions" 0 '^\{"model_version_status":\[\{"version":"2","state":"AVAILABLE","status":\{"error_code":"OK","error_message":""\}\},\{"version":"1",' -- c "$U/v1/models/affine"
+expect "status by a percent-encoded model name" 0 '"state":"AVAILABLE"' -- c "$U/v1/models/ad%64er"
 expect "status of one version" 0 '"version":"1","state":"AVAILABLE"' -- c "$U/v1/models/affine/versions/1"
 expect "status of a missing version is 404" 0 '^\{"error":"Could not find version 7 of model affine"\}$' -- c "$U/v1/models/affine/versions/7"
 check "  ... with HTTP 404" bash -c "[[ \$(curl -s -o /dev/null -w '%{http_code}' --cacert tls1/ca_cert.pem --resolve localhost:$rest_REST:127.0.0.1 $U/v1/models/affine/versions/7) == 404 ]]"
