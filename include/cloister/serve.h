@@ -279,7 +279,7 @@ typedef struct cl_serve_config {
     cl_serve_batching batching;   /* zero: no batching */
     /* A request whose model typically runs within this many microseconds (without batching and
      * encoded images) runs on the event loop thread itself, saving the two thread hand-offs that
-     * cost more than such a model; 0: default 50; negative: never. */
+     * cost more than such a model; 0: default 200; negative: never. */
     long inline_max_us;
     /* REST event loops, each on its own thread, sharing the port (the first one is the main loop,
      * which also carries gRPC); 0: one per CPU, at most 4. */

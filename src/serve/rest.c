@@ -16,7 +16,7 @@
  * Limits: request line and headers HEAD_MAX bytes (431), body max_request_bytes (413, refused as soon
  * as the declared length is known, before `Expect: 100-continue` is answered); a TLS handshake or a
  * request not complete within request_timeout_ms of its first byte, and a connection idle for that
- * long after a response, is closed.
+ * long after a response, is closed. A refusal ends the connection with a lingering close (finish()).
  *
  * Ownership: a loop's thread owns its connections and their requests. Requests on one connection are
  * answered in order: while one is in the worker pool, or while more than OUT_MAX bytes of responses
@@ -41,6 +41,7 @@
 #define OUT_MAX (256u << 10)   /* unwritten output past which input waits (a client not reading) */
 #define BODY_KEEP (64u << 10)  /* body buffer kept for the connection's next request */
 #define BODY_RESERVE ((size_t)1 << 20) /* reserved at most for a declared body before it arrives */
+#define LINGER_MS 2000u /* after a refusal, how long input is still read (and dropped) before closing */
 
 struct cl_serve_rest_conn {
     cl_serve_rest_loop *loop;
@@ -64,6 +65,8 @@ struct cl_serve_rest_conn {
     bool reading;  /* between a request's first byte and its end */
     bool busy;     /* its call is in the worker pool */
     bool closing;  /* close once the output is written */
+    bool linger;   /* closing after a refusal mid-request: the client may still be sending */
+    bool lingering; /* the answer is out and our side shut: input is read and dropped until EOF */
     cl_serve_call *call;
     uint8_t *pend; /* input behind the running request */
     size_t pend_len, pend_cap;
@@ -567,6 +570,7 @@ static int feed(rconn *c, const uint8_t *p, size_t n)
         if (e != HPE_OK) {
             c->keep_alive = false;
             c->head_only = false;
+            c->linger = true;
             if (c->fail_http)
                 reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, c->fail_http, c->fail_msg);
             else
@@ -578,6 +582,31 @@ static int feed(rconn *c, const uint8_t *p, size_t n)
     return 0;
 }
 
+/* A closing connection whose output is written: freed, or after a refusal mid-request, its side shut
+ * and its input drained for up to LINGER_MS, so a client still sending the refused body reads the
+ * answer instead of a reset (closing with unread input makes the kernel send one). Returns -1 when
+ * the connection was freed. */
+static int finish(rconn *c)
+{
+    if (!c->linger) {
+        conn_free(c);
+        return -1;
+    }
+    if (cl_serve_io_shutdown_write(c->io) != 0)
+        return -1; /* io_closed freed it */
+    c->lingering = true;
+    free(c->pend);
+    c->pend = NULL;
+    c->pend_len = c->pend_cap = 0;
+    if (c->paused) {
+        c->paused = false;
+        cl_serve_io_set_reading(c->io, true);
+    }
+    unsigned ms = cl_serve_srv_config(c->loop->srv)->request_timeout_ms;
+    c->deadline_ns = cl_now_ns() + (uint64_t)(ms < LINGER_MS ? ms : LINGER_MS) * 1000000ull;
+    return 0;
+}
+
 /* After input, a response or written output: a closing connection is freed once its output is
  * written; input that waited (behind a call, or behind output the client had not read) is parsed
  * once neither holds it back, with reading resumed. Returns -1 when the connection was freed. */
@@ -585,13 +614,13 @@ static int settle(rconn *c)
 {
     for (;;) {
         if (c->closing) {
+            if (c->lingering)
+                return 0;
             if (cl_serve_io_flush(c->io) != 0)
                 return -1; /* io_closed freed it */
-            if (cl_serve_io_pending(c->io) == 0) {
-                conn_free(c);
-                return -1;
-            }
-            return 0; /* io_drained frees it */
+            if (cl_serve_io_pending(c->io) == 0)
+                return finish(c);
+            return 0; /* io_drained finishes it */
         }
         if (c->busy || !c->pend_len)
             return 0;
@@ -641,7 +670,7 @@ static void io_drained(cl_serve_io *io, void *arg)
     (void)io;
     rconn *c = arg;
     if (c->closing)
-        conn_free(c);
+        (void)finish(c);
     else if (c->pend_len && !c->busy && settle(c) == 0)
         cl_serve_io_flush(c->io); /* input waited for this output to be written */
 }
@@ -674,7 +703,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         next = c->next;
         if (!c->deadline_ns || now < c->deadline_ns)
             continue;
-        if (c->reading)
+        if (c->lingering)
+            CL_DEBUG(CL_SERVE_MOD, "rest %s: still sending after its refusal; closing", c->peer);
+        else if (c->reading)
             CL_INFO(CL_SERVE_MOD, "rest %s: request not received within %u ms; closing the connection", c->peer,
                     cl_serve_srv_config(l->srv)->request_timeout_ms);
         else

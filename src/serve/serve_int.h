@@ -171,6 +171,9 @@ int cl_serve_io_write(cl_serve_io *io, const void *p, size_t n);
 int cl_serve_io_flush(cl_serve_io *io);
 /* Bytes queued and not yet written. */
 size_t cl_serve_io_pending(const cl_serve_io *io);
+/* Ends our side: TLS close_notify, what is queued, then the socket's write half (reading goes on).
+ * -1 when the connection ended meanwhile (`closed` has run). */
+int cl_serve_io_shutdown_write(cl_serve_io *io);
 /* Stops or resumes reading (back-pressure); input OpenSSL already holds is delivered on resume. */
 void cl_serve_io_set_reading(cl_serve_io *io, bool on);
 SSL *cl_serve_io_ssl(cl_serve_io *io);

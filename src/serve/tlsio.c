@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -370,6 +371,22 @@ fail:
     io->fd = -1; /* the caller still owns fd */
     cl_serve_io_free(io);
     return NULL;
+}
+
+int cl_serve_io_shutdown_write(cl_serve_io *io)
+{
+    if (io->closed)
+        return -1;
+    if (io->ssl) {
+        ERR_clear_error();
+        (void)SSL_shutdown(io->ssl); /* close_notify into the output */
+        ERR_clear_error();
+    }
+    if (cl_serve_io_flush(io) != 0)
+        return -1;
+    if (!cl_serve_io_pending(io))
+        (void)shutdown(io->fd, SHUT_WR); /* (a socket too full for close_notify just stays open) */
+    return 0;
 }
 
 void cl_serve_io_set_reading(cl_serve_io *io, bool on)

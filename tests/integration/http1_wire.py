@@ -5,8 +5,8 @@ runs in the worker pool, and behind more input than the server buffers), a reque
 TLS records or sent byte by byte, chunked bodies, Expect: 100-continue, HEAD, HTTP/1.0 with and
 without keep-alive, Connection: close, a client that does not read its responses (back-pressure),
 and the refusals (400 malformed, 431 headers too large, 413 body too large by declared length or by
-chunks) that end the connection. Each run performs one
-check and exits 0 only if the server behaved.
+chunks) that end the connection, readable by a client that was still sending. Each run performs
+one check and exits 0 only if the server behaved.
 
 The server is serve_testd with --max-bytes 65536 --timeout-ms 1500 (serve_rest.sh), whose models
 are affine (x [-1,4]), adder (a, b int32) and sleepy (sleeps x ms in the worker pool).
@@ -262,6 +262,22 @@ elif check in ("malformed", "headers_too_large", "too_large", "chunked_too_large
     expect(h.get("connection") == "close", "no Connection: close on %d: %r" % (st, h))
     expect(r.closed(), "the connection stayed open after %d" % st)
     print("%d (%s), then closed" % (st, msg))
+elif check == "refused_while_sending":
+    # a body over the limit sent at once, without Expect: the answer must arrive, not a reset (the
+    # server drains what is still coming before it closes)
+    body = b'{"inputs": {"a": [1], "b": [1]}' + b" " * 300000 + b"}"
+    s.sendall(req("POST", "/v1/models/adder:predict", None, ["Content-Length: %d" % len(body)]))
+    try:
+        s.sendall(body)
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError) as e:
+        expect(False, "the server reset the connection while the body was sent: %r" % e)
+    try:
+        st, h, b = r.response()
+    except (ConnectionResetError, ssl.SSLError, EOFError) as e:
+        expect(False, "no answer, the connection ended with %r" % e)
+    expect(st == 413 and h.get("connection") == "close", "want 413 with Connection: close, got %d %r" % (st, h))
+    expect(r.closed(), "the connection stayed open after the 413")
+    print("413 read after sending the whole refused body, then closed")
 elif check == "idle":
     s.sendall(req("GET", "/v1/models/adder"))
     st, _, _ = r.response()

@@ -62,6 +62,7 @@ expect "http/1.1: malformed request is 400, then closed" 0 "^400 " -- wire malfo
 expect "http/1.1: headers over 16 KB are 431" 0 "^431 .*16384 bytes" -- wire headers_too_large
 expect "http/1.1: declared body over the limit is 413 before it is sent" 0 "^413 .*limit is 65536 bytes" -- wire too_large
 expect "http/1.1: chunked body over the limit is 413" 0 "^413 .*limit is 65536 bytes" -- wire chunked_too_large
+expect "http/1.1: a client still sending a refused body reads the 413" 0 "413 read after sending" -- wire refused_while_sending
 expect "http/1.1: an idle keep-alive connection is closed" 0 "idle connection closed" -- wire idle
 expect "http/1.0: a request sent with the client's FIN is answered" 0 "answered" -- wire half_close
 expect "http/1.1: a client gone mid-request does not disturb the server" 0 "did not disturb" -- wire gone

@@ -184,18 +184,31 @@ uint8_t *tm_png(const uint8_t *px, uint32_t w, uint32_t h, int channels, size_t 
     return m.data;
 }
 
+int tm_register(cl_serve_registry *reg, const char *name, int64_t version, cl_err *err)
+{
+    static const struct {
+        const char *name;
+        cl_serve_backend b;
+    } models[] = {
+        {"affine", {&affine_sig, affine_run, NULL, NULL}},
+        {"adder", {&adder_sig, adder_run, NULL, NULL}},
+        {"sleepy", {&sleepy_sig, sleepy_run, NULL, NULL}},
+        {"vision", {&vision_sig, vision_run, NULL, NULL}},
+    };
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        if (strcmp(models[i].name, name) == 0) {
+            cl_serve_backend b = models[i].b;
+            return cl_serve_registry_add(reg, name, version, &b, err);
+        }
+    return cl_err_set(err, CL_E_INVALID, "no test model named '%s'", name);
+}
+
 int tm_register_all(cl_serve_registry *reg, int64_t version, bool two_versions, cl_err *err)
 {
-    cl_serve_backend affine = {&affine_sig, affine_run, NULL, NULL};
-    cl_serve_backend adder = {&adder_sig, adder_run, NULL, NULL};
-    cl_serve_backend sleepy = {&sleepy_sig, sleepy_run, NULL, NULL};
-    cl_serve_backend vision = {&vision_sig, vision_run, NULL, NULL};
-    if (cl_serve_registry_add(reg, "affine", version, &affine, err) != 0 ||
-        cl_serve_registry_add(reg, "adder", version, &adder, err) != 0 ||
-        cl_serve_registry_add(reg, "sleepy", version, &sleepy, err) != 0 ||
-        cl_serve_registry_add(reg, "vision", version, &vision, err) != 0)
+    if (tm_register(reg, "affine", version, err) != 0 || tm_register(reg, "adder", version, err) != 0 ||
+        tm_register(reg, "sleepy", version, err) != 0 || tm_register(reg, "vision", version, err) != 0)
         return -1;
-    if (two_versions && cl_serve_registry_add(reg, "affine", version + 1, &affine, err) != 0)
+    if (two_versions && tm_register(reg, "affine", version + 1, err) != 0)
         return -1;
     return 0;
 }

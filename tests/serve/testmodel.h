@@ -13,6 +13,8 @@
 
 #include "cloister/serve.h"
 
+/* Registers one of the four models by name as version `version`. */
+int tm_register(cl_serve_registry *reg, const char *name, int64_t version, cl_err *err);
 /* Registers the four models as version `version` (and "affine" also as version+1 when two_versions). */
 int tm_register_all(cl_serve_registry *reg, int64_t version, bool two_versions, cl_err *err);
 /* The affine model's weights, for tests that compute expected values. */
