@@ -83,6 +83,7 @@ static int settle(rconn *c);
 static void conn_free(rconn *c)
 {
     cl_serve_rest_loop *l = c->loop;
+    atomic_fetch_sub_explicit(&l->n_conns, 1, memory_order_relaxed);
     if (c->call)
         c->call->owner = NULL; /* the call frees itself when it comes back */
     if (c->prev)
@@ -742,6 +743,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     if (l->conns)
         l->conns->prev = c;
     l->conns = c;
+    atomic_fetch_add_explicit(&l->n_conns, 1, memory_order_relaxed);
 }
 
 int cl_serve_rest_listen(cl_serve_rest_loop *l, int fd, SSL_CTX *ctx, cl_err *err)

@@ -215,6 +215,7 @@ typedef struct cl_serve_rest_loop {
     struct evconnlistener *lev;   /* NULL once it stopped accepting */
     struct event *tick;           /* closes connections past their deadline */
     cl_serve_rest_conn *conns;
+    atomic_uint n_conns;          /* open connections (read by the main loop while draining) */
     bool stopping;
     time_t date_at;               /* the Date header, formatted once a second */
     char date[40];

@@ -2,8 +2,9 @@
  * listener, further REST event loops on their own threads (rest_threads; each listens on the same
  * port with SO_REUSEPORT, and the kernel hands each new connection to one of them), the listening
  * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown
- * (stop accepting, GOAWAY to gRPC clients, let queued and running requests finish within
- * request_timeout_ms, then stop every loop and return from cl_serve_server_run).
+ * (stop accepting, GOAWAY to gRPC clients, let queued and running requests, and REST requests still
+ * arriving, finish within request_timeout_ms, then stop every loop and return from
+ * cl_serve_server_run).
  * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
  * loop's connections belong to its thread; the rest belongs to the thread that runs the main loop. The
  * process ignores SIGPIPE once a server exists (writes to vanished clients must fail with EPIPE,
@@ -315,12 +316,23 @@ static void *rest_thread_main(void *arg)
     return NULL;
 }
 
+/* REST connections still open on any loop: while stopping, each closes after its current request
+ * (one still arriving included) and its answer are done. */
+static unsigned rest_conns(cl_serve_server *s)
+{
+    unsigned n = atomic_load_explicit(&s->rest.n_conns, memory_order_relaxed);
+    for (unsigned i = 0; i < s->n_rt; i++)
+        n += atomic_load_explicit(&s->rt[i].r.n_conns, memory_order_relaxed);
+    return n;
+}
+
 static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     cl_serve_server *s = arg;
     uint64_t now = cl_now_ns();
-    if (cl_serve_pool_inflight(s->pool) == 0) {
-        /* give the loop a moment to write the last responses out */
+    unsigned calls = cl_serve_pool_inflight(s->pool), conns = rest_conns(s);
+    if (calls == 0 && conns == 0) {
+        /* give the loop a moment to write the last gRPC responses out */
         if (!s->drained_at_ns)
             s->drained_at_ns = now;
         if (now - s->drained_at_ns < 200000000ull)
@@ -328,9 +340,11 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
         CL_INFO(CL_SERVE_MOD, "all requests finished; stopping");
         exit_loops(s);
     } else if (now > s->stop_deadline_ns) {
-        CL_WARN(CL_SERVE_MOD, "%u request(s) still running after %u ms; stopping anyway",
-                cl_serve_pool_inflight(s->pool), s->cfg.request_timeout_ms);
+        CL_WARN(CL_SERVE_MOD, "%u request(s) still running and %u REST connection(s) open after %u ms; stopping "
+                "anyway", calls, conns, s->cfg.request_timeout_ms);
         exit_loops(s);
+    } else {
+        s->drained_at_ns = 0;
     }
 }
 

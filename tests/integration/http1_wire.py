@@ -11,7 +11,7 @@ one check and exits 0 only if the server behaved.
 The server is serve_testd with --max-bytes 65536 --timeout-ms 1500 (serve_rest.sh), whose models
 are affine (x [-1,4]), adder (a, b int32) and sleepy (sleeps x ms in the worker pool).
 
-usage: http1_wire.py PORT CA CHECK
+usage: http1_wire.py PORT CA CHECK [MARKER_FILE]
 """
 import json
 import os
@@ -278,6 +278,18 @@ elif check == "refused_while_sending":
     expect(st == 413 and h.get("connection") == "close", "want 413 with Connection: close, got %d %r" % (st, h))
     expect(r.closed(), "the connection stayed open after the 413")
     print("413 read after sending the whole refused body, then closed")
+elif check == "late_body":
+    # the head of a request, a marker file (the caller then stops the server), the body 2 s later:
+    # a stopping server still answers a request that was arriving, then closes
+    body = json.dumps({"inputs": {"a": [1], "b": [2]}}).encode()
+    s.sendall(req("POST", "/v1/models/adder:predict", None, ["Content-Length: %d" % len(body)]))
+    open(sys.argv[4], "w").close()
+    time.sleep(2)
+    s.sendall(body)
+    st, h, b = r.response()
+    ok_json((st, h, b), {"outputs": [3]})
+    expect(h.get("connection") == "close", "a stopping server should close after answering: %r" % h)
+    print("answered after the server began to stop, then closed")
 elif check == "idle":
     s.sendall(req("GET", "/v1/models/adder"))
     st, _, _ = r.response()
