@@ -693,8 +693,18 @@ void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l)
             nghttp2_submit_goaway(c->ngh, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ngh),
                                   NGHTTP2_NO_ERROR, NULL, 0);
             conn_flush(c);
+        } else {
+            conn_free(c); /* still in its TLS handshake: nothing asked yet */
         }
     }
+}
+
+unsigned cl_serve_grpc_conns(const cl_serve_grpc_listener *l)
+{
+    unsigned n = 0;
+    for (const gconn *c = l ? l->conns : NULL; c; c = c->next)
+        n++;
+    return n;
 }
 
 void cl_serve_grpc_free(cl_serve_grpc_listener *l)

@@ -198,8 +198,11 @@ char *cl_serve_metrics_render(cl_serve_server *s);
 /* grpc.c */
 cl_serve_grpc_listener *cl_serve_grpc_listen(cl_serve_server *s, struct event_base *base, int fd, SSL_CTX *ctx,
                                              cl_err *err);
-/* Stops accepting, sends GOAWAY on every connection. */
+/* Stops accepting, sends GOAWAY on every connection; each closes once its streams are answered
+ * and its output written. */
 void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l);
+/* Connections still open (for graceful shutdown). Main loop thread. */
+unsigned cl_serve_grpc_conns(const cl_serve_grpc_listener *l);
 void cl_serve_grpc_free(cl_serve_grpc_listener *l);
 
 /* rest.c: one HTTP/1.1 listener per REST event loop, each accepting on its own socket bound to the

@@ -2,7 +2,7 @@
  * listener, further REST event loops on their own threads (rest_threads; each listens on the same
  * port with SO_REUSEPORT, and the kernel hands each new connection to one of them), the listening
  * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown
- * (stop accepting, GOAWAY to gRPC clients, let queued and running requests, and REST requests still
+ * (stop accepting, GOAWAY to gRPC clients, let queued and running requests, and requests still
  * arriving, finish within request_timeout_ms, then stop every loop and return from
  * cl_serve_server_run).
  * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
@@ -67,7 +67,7 @@ struct cl_serve_server {
     struct event *stop_ev, *drain_ev, *sig_term, *sig_int;
     bool stopping;
     const char *tls_mode; /* for the start-up line; cfg.tls is not kept (the caller may free it) */
-    uint64_t stop_deadline_ns, drained_at_ns;
+    uint64_t stop_deadline_ns;
     pthread_mutex_t mmu;
     metric metrics[METRIC_MAX];
     size_t n_metrics;
@@ -317,7 +317,9 @@ static void *rest_thread_main(void *arg)
 }
 
 /* REST connections still open on any loop: while stopping, each closes after its current request
- * (one still arriving included) and its answer are done. */
+ * (one still arriving included) and its answer are done. gRPC connections do the same after GOAWAY
+ * (cl_serve_grpc_conns). A connection closes only once its output is written, so when none is
+ * left every answer is out. */
 static unsigned rest_conns(cl_serve_server *s)
 {
     unsigned n = atomic_load_explicit(&s->rest.n_conns, memory_order_relaxed);
@@ -330,21 +332,14 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 {
     cl_serve_server *s = arg;
     uint64_t now = cl_now_ns();
-    unsigned calls = cl_serve_pool_inflight(s->pool), conns = rest_conns(s);
+    unsigned calls = cl_serve_pool_inflight(s->pool), conns = rest_conns(s) + cl_serve_grpc_conns(s->grpc);
     if (calls == 0 && conns == 0) {
-        /* give the loop a moment to write the last gRPC responses out */
-        if (!s->drained_at_ns)
-            s->drained_at_ns = now;
-        if (now - s->drained_at_ns < 200000000ull)
-            return;
         CL_INFO(CL_SERVE_MOD, "all requests finished; stopping");
         exit_loops(s);
     } else if (now > s->stop_deadline_ns) {
-        CL_WARN(CL_SERVE_MOD, "%u request(s) still running and %u REST connection(s) open after %u ms; stopping "
-                "anyway", calls, conns, s->cfg.request_timeout_ms);
+        CL_WARN(CL_SERVE_MOD, "%u request(s) still running and %u connection(s) open after %u ms; stopping anyway",
+                calls, conns, s->cfg.request_timeout_ms);
         exit_loops(s);
-    } else {
-        s->drained_at_ns = 0;
     }
 }
 

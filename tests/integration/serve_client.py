@@ -263,6 +263,53 @@ elif check == "stalled_request":
     took = time.time() - t0
     print("connection closed by the server after %.1f s" % took)
     sys.exit(0 if took < 20 else 1)
+elif check == "late_grpc":
+    # A raw HTTP/2 client that sends a Predict's HEADERS, touches a marker file (the caller then stops
+    # the server), and its DATA 2 s later: a stopping server (GOAWAY sent) must still answer the
+    # stream with a PredictResponse, then close. argv[6]: the marker file.
+    def lit(name, value):
+        n, v = name.encode(), value.encode()
+        return b"\x00" + bytes([len(n)]) + n + bytes([len(v)]) + v
+    sock = socket.create_connection(tuple([addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])]), timeout=30)
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    ctx.set_alpn_protocols(["h2"])
+    sock = ctx.wrap_socket(sock)
+    hdrs = (lit(":method", "POST") + lit(":scheme", "https") + lit(":path", "/tensorflow.serving.PredictionService/Predict")
+            + lit(":authority", "localhost") + lit("content-type", "application/grpc") + lit("te", "trailers"))
+    frame = lambda typ, flags, sid, payload: struct.pack(">I", len(payload))[1:] + bytes([typ, flags]) + struct.pack(">I", sid) + payload
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + frame(1, 4, 1, hdrs))
+    open(sys.argv[6], "w").close()
+    time.sleep(2)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "adder"
+    req.inputs["a"].CopyFrom(tensor(np.array([1], dtype=np.int32), types_pb2.DT_INT32))
+    req.inputs["b"].CopyFrom(tensor(np.array([2], dtype=np.int32), types_pb2.DT_INT32))
+    msg = req.SerializeToString()
+    sock.sendall(frame(0, 1, 1, b"\x00" + struct.pack(">I", len(msg)) + msg))
+    buf, data, goaway = b"", b"", False
+    try:
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                break
+            buf += d
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    while len(buf) >= 9:
+        n = int.from_bytes(buf[:3], "big")
+        typ, sid, payload = buf[3], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF, buf[9:9 + n]
+        buf = buf[9 + n:]
+        goaway |= typ == 7
+        if typ == 0 and sid == 1:
+            data += payload
+    if not goaway or len(data) < 5:
+        print("no answer on the stream (GOAWAY seen: %s, %d bytes of DATA)" % (goaway, len(data)))
+        sys.exit(1)
+    resp = predict_pb2.PredictResponse.FromString(data[5:5 + int.from_bytes(data[1:5], "big")])
+    got = to_np(resp.outputs["sum"]).tolist()
+    print("answered after GOAWAY:", got)
+    sys.exit(0 if got == [3] else 1)
 elif check == "stalled_http":
     # an HTTP/1.1 client that sends half a request line and then nothing
     sock = socket.create_connection((addr.rsplit(":", 1)[0], int(addr.rsplit(":", 1)[1])), timeout=30)

@@ -110,10 +110,13 @@ expect "the queued request completed" 0 '^\{"predictions":\[3000\]\}' -- cat q2.
 # ---- graceful shutdown: SIGTERM while a request runs; it completes, then the server exits 0
 start_server stop --ssl-config tls1/ssl.cfg --timeout-ms 5000 || { finish; exit 1; }
 S="curl -sS --max-time 20 --cacert tls1/ca_cert.pem --resolve localhost:$stop_REST:127.0.0.1"
-# and a request still arriving: its head first, its body 2 s later (after the running one is done)
+# and requests still arriving, REST and gRPC: their heads first, their bodies 2 s later (after the
+# running one is done)
 $PY "$WIRE" "$stop_REST" tls1/ca_cert.pem late_body late.marker >late.out 2>&1 &
 late=$!
-for ((i = 0; i < 100; i++)); do [[ -e late.marker ]] && break; sleep 0.1; done
+client "$stop_GRPC" tls1/ca_cert.pem - - late_grpc late-grpc.marker >late-grpc.out 2>&1 &
+late_grpc=$!
+for ((i = 0; i < 100; i++)); do [[ -e late.marker && -e late-grpc.marker ]] && break; sleep 0.1; done
 $S -d '{"instances": [1000]}' "https://localhost:$stop_REST/v1/models/sleepy:predict" >s1.out 2>&1 &
 s1=$!
 check "request in flight before SIGTERM" wait_inflight "$stop_REST" 1
@@ -121,7 +124,9 @@ kill -TERM "$stop_PID"
 wait $s1
 check "request in flight at SIGTERM completed" grep -q '^{"predictions":\[1000\]}' s1.out
 wait $late
-expect "a request still arriving at SIGTERM is answered" 0 "answered after the server began to stop" -- cat late.out
+expect "a REST request still arriving at SIGTERM is answered" 0 "answered after the server began to stop" -- cat late.out
+wait $late_grpc
+expect "a gRPC request still arriving at SIGTERM is answered" 0 "answered after GOAWAY: \[3\]" -- cat late-grpc.out
 wait "$stop_PID"
 stop_rc=$?
 check "server exited 0 after draining" test "$stop_rc" -eq 0
