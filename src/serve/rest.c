@@ -158,6 +158,8 @@ static void reply(rconn *c, int http, const char *ctype, char *body, size_t len)
     int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nDate: %s\r\n%s\r\n",
                      http, reason(http), ctype, len, http_date(c->loop),
                      c->closing ? "Connection: close\r\n" : c->http10 ? "Connection: keep-alive\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof head)
+        n = 0, c->closing = true; /* cannot happen with the fixed strings above; never send a cut head */
     if (cl_serve_io_write(c->io, head, (size_t)n) != 0 || (!c->head_only && len && cl_serve_io_write(c->io, body, len) != 0))
         c->closing = true; /* out of memory: the client sees the connection end */
     free(body);
