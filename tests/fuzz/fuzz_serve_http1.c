@@ -2,7 +2,7 @@
  * tlsio.c, in clear): request framing by http-parser, pipelining, chunked bodies, Expect, HEAD,
  * HTTP/1.0, the size limits, and the hand-off of :predict calls to the worker pool and back.
  *
- * A real server runs on a thread of this process (plain HTTP on 127.0.0.1, the test models affine,
+ * A real server runs on a thread of this process (plain HTTP on 127.0.0.2, the test models affine,
  * adder and vision; not "sleepy", whose sleeps would only slow the fuzzer; 64 KB request limit, one
  * worker, inline runs off so calls take the pool path). Each input is sent on a new connection, in
  * pieces of the size its first byte picks (0: all at once); then the client half-closes and reads
@@ -26,6 +26,11 @@
 #include "cloister/serve.h"
 #include "testmodel.h"
 
+/* 127.0.0.2, not .1: the fuzzer's many short connections leave their ports in TIME_WAIT for a minute,
+ * and on .2 those do not collide with the ports other tests bind on 127.0.0.1 */
+#define HOST "127.0.0.2"
+#define HOST_ADDR 0x7f000002u
+
 static int port;
 
 static void *server_main(void *arg)
@@ -47,7 +52,7 @@ static void start_server(void)
         fprintf(stderr, "fuzz_serve_http1: %s\n", err.msg);
         abort();
     }
-    cl_serve_config cfg = {.host = "127.0.0.1", .grpc_port = -1, .rest_port = 0, .allow_plaintext = true,
+    cl_serve_config cfg = {.host = HOST, .grpc_port = -1, .rest_port = 0, .allow_plaintext = true,
                            .max_request_bytes = 1 << 16, .request_timeout_ms = 5000, .workers = 1,
                            .queue_limit = 4, .inline_max_us = -1, .rest_threads = 1};
     cl_serve_server *srv = cl_serve_server_new(&cfg, reg, &err);
@@ -123,9 +128,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data++;
     size--;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+    struct sockaddr_in self = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(HOST_ADDR)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(HOST_ADDR)};
+    if (fd < 0 || bind(fd, (struct sockaddr *)&self, sizeof self) != 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
         abort();
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
