@@ -448,7 +448,8 @@ static int on_url(http_parser *hp, const char *p, size_t n)
 static int on_header_field(http_parser *hp, const char *p, size_t n)
 {
     rconn *c = hp->data;
-    if (count_head(c, n) != 0)
+    /* a header line also has ": " and CRLF around its name and value */
+    if (count_head(c, n + (c->in_value || c->field_len == 0 ? 4 : 0)) != 0)
         return -1;
     if (c->in_value) {
         c->in_value = false;

@@ -243,12 +243,16 @@ elif check == "close":
     expect("date" in h, "no Date header: %r" % h)
     expect(r.closed() and not r.buf, "the server answered past Connection: close (%r)" % r.buf[:100])
     print("Connection: close: answered once, then closed")
-elif check in ("malformed", "headers_too_large", "too_large", "chunked_too_large"):
-    want = {"malformed": 400, "headers_too_large": 431, "too_large": 413, "chunked_too_large": 413}[check]
+elif check in ("malformed", "headers_too_large", "many_headers", "too_large", "chunked_too_large"):
+    want = {"malformed": 400, "headers_too_large": 431, "many_headers": 431, "too_large": 413,
+            "chunked_too_large": 413}[check]
     if check == "malformed":
         s.sendall(b"HELLO / HTTP/1.1\r\n\r\n")
     elif check == "headers_too_large":
         s.sendall(req("GET", "/v1/models/adder", headers=["X-Pad: " + "a" * 20000]))
+    elif check == "many_headers":
+        # 2,000 short header lines: 16 KB once their ": " and CRLF count too
+        s.sendall(req("GET", "/v1/models/adder", headers=["X-%d: b" % i for i in range(2000)]))
     elif check == "too_large":
         # declared too large: refused before any of the body is sent
         s.sendall(req("POST", "/v1/models/adder:predict", None, ["Content-Length: 1000000000"]))

@@ -60,6 +60,7 @@ expect "http/1.1: Connection: close" 0 "then closed" -- wire close
 expect "http/1.1: a client that does not read its responses is not answered without bound" 0 "all 10000 once it did" -- wire slow_reader
 expect "http/1.1: malformed request is 400, then closed" 0 "^400 " -- wire malformed
 expect "http/1.1: headers over 16 KB are 431" 0 "^431 .*16384 bytes" -- wire headers_too_large
+expect "http/1.1: many short headers over 16 KB are 431 too" 0 "^431 .*16384 bytes" -- wire many_headers
 expect "http/1.1: declared body over the limit is 413 before it is sent" 0 "^413 .*limit is 65536 bytes" -- wire too_large
 expect "http/1.1: chunked body over the limit is 413" 0 "^413 .*limit is 65536 bytes" -- wire chunked_too_large
 expect "http/1.1: a client still sending a refused body reads the 413" 0 "413 read after sending" -- wire refused_while_sending
