@@ -36,7 +36,7 @@
 #include <event2/listener.h>
 #include <http_parser.h>
 
-#define HEAD_MAX ((size_t)16384)/* request line and headers */
+#define HEAD_MAX ((size_t)16384) /* request line and headers */
 #define PEND_MAX (256u << 10)  /* input held behind a running request before reading pauses */
 #define OUT_MAX (256u << 10)   /* unwritten output past which input waits (a client not reading) */
 #define BODY_KEEP (64u << 10)  /* body buffer kept for the connection's next request */
