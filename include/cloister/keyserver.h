@@ -124,6 +124,10 @@ int cl_keyserver_port(const cl_keyserver *ks);
 /* Re-reads the policy file. An invalid file installs the deny-all policy (fail-closed) and returns -1.
  * Connections keep the policy they started with. */
 int cl_keyserver_reload_policy(cl_keyserver *ks, cl_err *err);
+/* Re-reads the DCAP collateral files (all or none). When one cannot be loaded, the collateral loaded
+ * before stays in use (it is public data; once past its nextUpdate, quotes are refused) and -1 is
+ * returned. A handshake verifies against the set it started with. 0 without DCAP collateral. */
+int cl_keyserver_reload_dcap(cl_keyserver *ks, cl_err *err);
 /* Installs a parsed policy (ownership passes to the server); NULL installs deny-all. */
 void cl_keyserver_set_policy(cl_keyserver *ks, cl_policy *p);
 /* Stops accepting, finishes connections in progress, frees everything. */

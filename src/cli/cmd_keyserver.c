@@ -46,7 +46,7 @@ static int serve(int argc, char **argv)
         {"trust-sim", CL_ARG_LIST, &trust, "CERT", "accept sim evidence signed by this simulated quoting key "
                                                    "(INSECURE: development only)", false},
         {"dcap-collateral", CL_ARG_LIST, &dcap, "FILE", "verify real SGX/TDX quotes with this Intel DCAP "
-                                                        "collateral (one file per platform; docs/attest.md)", false},
+                                                        "collateral (one file per platform; docs/attest.md); SIGHUP reloads it", false},
         {"dcap-root-ca", CL_ARG_STRING, &dcap_root, "FILE", "the Intel SGX Root CA the collateral chains to (DER "
                                                             "or PEM)", false},
         {"threads", CL_ARG_LONG, &threads, "N", "worker threads (default 32)", false, 1, 1024},
@@ -61,7 +61,8 @@ static int serve(int argc, char **argv)
         "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE [--listen HOST:PORT]",
         "Serves secrets over TLS 1.3 to clients that present an RA-TLS certificate whose evidence verifies and\n"
         "matches the policy. Speaks cloister's protocol and Gramine's secret_prov v1. Every release and denial\n"
-        "goes to the audit log. SIGHUP reloads the policy (an invalid one denies everything); SIGTERM stops."};
+        "goes to the audit log. SIGHUP reloads the policy (an invalid one denies everything) and the DCAP\n"
+        "collateral (a bad file keeps the collateral in use); SIGTERM stops."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0) {
         cl_strlist_free(&trust);
@@ -302,8 +303,9 @@ static int reload(int argc, char **argv)
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "the --pid-file of the running server", true},
     };
     const cl_cmd_usage usage = {"cloister keyserver reload --pid-file FILE",
-                                "Asks a running key server to reload its policy (sends SIGHUP). Connections in\n"
-                                "progress are not disturbed; an invalid policy makes the server deny everything."};
+                                "Asks a running key server to reload its policy and DCAP collateral (sends\n"
+                                "SIGHUP). Connections in progress are not disturbed; an invalid policy makes the\n"
+                                "server deny everything; a bad collateral file keeps the collateral in use."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
@@ -324,7 +326,7 @@ static int reload(int argc, char **argv)
         cl_err_errno(&err, CL_E_IO, errno, "cannot signal process %ld (is the server running?)", pid);
         return cl_cli_fail(argv[0], &err);
     }
-    fprintf(stderr, "cloister keyserver reload: asked process %ld to reload its policy\n", pid);
+    fprintf(stderr, "cloister keyserver reload: asked process %ld to reload its policy and collateral\n", pid);
     return CL_EXIT_OK;
 }
 
@@ -378,7 +380,7 @@ int cl_cmd_keyserver(int argc, char **argv)
         {"secret", secret, "put|list|rm secrets"},
         {"policy", policy, "check a policy file"},
         {"audit", audit, "show or --verify the audit log"},
-        {"reload", reload, "make a running server reload its policy"},
+        {"reload", reload, "make a running server reload its policy and DCAP collateral"},
     };
     return dispatch("keyserver", subs, CL_ARRAY_LEN(subs), argc, argv);
 }

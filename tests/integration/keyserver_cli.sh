@@ -66,9 +66,11 @@ grep -q -- '--dcap-root-ca' "$T/dcap1.log" || fail "the missing DCAP root CA is 
 if ksrv --dcap-collateral "$T/value" --dcap-root-ca "$DCAP/Intel_SGX_Provisioning_Certification_RootCA.der" \
   2> "$T/dcap2.log"; then fail "serve started with unreadable DCAP collateral"; fi
 grep -qi 'collateral' "$T/dcap2.log" || fail "bad DCAP collateral not explained: $(cat "$T/dcap2.log")"
+cp "$DCAP/sgx_quote_collateral.json" "$T/sgx_col.json"
+cp "$DCAP/tdx_quote_collateral.json" "$T/tdx_col.json"
 CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
   --policy "$T/policy.json" --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" --threads 4 --pid-file "$T/ks.pid" \
-  --dcap-collateral "$DCAP/sgx_quote_collateral.json" --dcap-collateral "$DCAP/tdx_quote_collateral.json" \
+  --dcap-collateral "$T/sgx_col.json" --dcap-collateral "$T/tdx_col.json" \
   --dcap-root-ca "$DCAP/Intel_SGX_Provisioning_Certification_RootCA.der" 2> "$T/server.log" &
 SERVER_PID=$!
 PORT=
@@ -104,6 +106,15 @@ cp "$T/policy.good" "$T/policy.json"
 "$CL" keyserver reload --pid-file "$T/ks.pid" 2>/dev/null || fail "keyserver reload failed"
 for _ in $(seq 100); do [[ $(grep -c 'policy reloaded' "$T/server.log") -ge 2 ]] && break; sleep 0.05; done
 prov --secret model-key --out "$T/got6" 2>/dev/null || fail "restored policy does not serve"
+# SIGHUP also reloads the DCAP collateral: all files or none; a bad file keeps the collateral in use
+[[ $(grep -c 'DCAP collateral reloaded from 2 file(s)' "$T/server.log") -ge 2 ]] || fail "SIGHUP did not reload the DCAP collateral"
+echo '{"tcb_info": ' > "$T/tdx_col.json"
+"$CL" keyserver reload --pid-file "$T/ks.pid" 2>/dev/null || fail "keyserver reload failed"
+for _ in $(seq 100); do grep -q 'DCAP collateral reload failed, still verifying with the collateral loaded before' "$T/server.log" && break; sleep 0.05; done
+grep -q 'DCAP collateral reload failed, still verifying with the collateral loaded before: .*tdx_col.json' "$T/server.log" ||
+  fail "a bad collateral file on reload is not reported with its name: $(grep -i 'dcap' "$T/server.log" | tail -2)"
+kill -0 "$SERVER_PID" 2>/dev/null || fail "the server died on a bad collateral reload"
+prov --secret model-key --out "$T/got7" 2>/dev/null || fail "the server stopped serving after a bad collateral reload"
 
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || fail "server did not stop cleanly"; SERVER_PID=
 
