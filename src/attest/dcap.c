@@ -408,6 +408,15 @@ static int parse_tcb_seq(const ASN1_TYPE *t, pck_info *pi)
     return rc;
 }
 
+/* An OCTET STRING of exactly n bytes into out; -1 for anything else. */
+static int octets(const ASN1_TYPE *v, uint8_t *out, int n)
+{
+    if (v->type != V_ASN1_OCTET_STRING || ASN1_STRING_length(v->value.octet_string) != n)
+        return -1;
+    memcpy(out, ASN1_STRING_get0_data(v->value.octet_string), (size_t)n);
+    return 0;
+}
+
 static int pck_extension(X509 *leaf, pck_info *pi, cl_err *err)
 {
     memset(pi, 0, sizeof(*pi));
@@ -430,16 +439,10 @@ static int pck_extension(X509 *leaf, pck_info *pi, cl_err *err)
             rc = parse_tcb_seq(v, pi);
             pi->have_tcb = rc == 0;
         } else if (!strcmp(oid, SGX_EXT_OID ".3")) {
-            if (v->type != V_ASN1_OCTET_STRING || ASN1_STRING_length(v->value.octet_string) != 2)
-                rc = -1;
-            else
-                memcpy(pi->pceid, ASN1_STRING_get0_data(v->value.octet_string), 2);
+            rc = octets(v, pi->pceid, sizeof pi->pceid);
             pi->have_pceid = rc == 0;
         } else if (!strcmp(oid, SGX_EXT_OID ".4")) {
-            if (v->type != V_ASN1_OCTET_STRING || ASN1_STRING_length(v->value.octet_string) != 6)
-                rc = -1;
-            else
-                memcpy(pi->fmspc, ASN1_STRING_get0_data(v->value.octet_string), 6);
+            rc = octets(v, pi->fmspc, sizeof pi->fmspc);
             pi->have_fmspc = rc == 0;
         }
         sk_ASN1_TYPE_pop_free(ps, ASN1_TYPE_free);
