@@ -61,17 +61,12 @@ static void arena_free(void *p)
     free(p);
 }
 
+static bool arena_ready;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
 static void arena_init(void)
 {
     cJSON_Hooks h = {arena_malloc, arena_free};
     cJSON_InitHooks(&h);
-}
-
-static bool arena_ready;
-static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
-static void arena_set_ready(void)
-{
-    arena_init();
     arena_ready = true;
 }
 #endif
@@ -79,7 +74,7 @@ static void arena_set_ready(void)
 void cl_serve_json_init(void)
 {
 #if ARENA_BYTES
-    pthread_once(&arena_once, arena_set_ready);
+    pthread_once(&arena_once, arena_init);
 #endif
 }
 

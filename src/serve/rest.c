@@ -75,7 +75,7 @@ struct cl_serve_rest_conn {
 };
 typedef struct cl_serve_rest_conn rconn;
 
-static int feed(rconn *c, const uint8_t *p, size_t n);
+static void feed(rconn *c, const uint8_t *p, size_t n);
 static int settle(rconn *c);
 
 /* ---------------------------------------------------------------- connections */
@@ -537,12 +537,13 @@ static const http_parser_settings parser_settings = {
     .on_message_complete = on_message_complete,
 };
 
-/* Keeps input that arrives while a request runs; pauses reading when too much waits. */
-static int pend_add(rconn *c, const uint8_t *p, size_t n)
+/* Keeps input that arrives while a request runs; pauses reading when too much waits. Out of memory
+ * ends the connection (closing). */
+static void pend_add(rconn *c, const uint8_t *p, size_t n)
 {
     if (grow(&c->pend, &c->pend_cap, c->pend_len + n) != 0) {
         c->closing = true;
-        return 0;
+        return;
     }
     memcpy(c->pend + c->pend_len, p, n);
     c->pend_len += n;
@@ -550,18 +551,18 @@ static int pend_add(rconn *c, const uint8_t *p, size_t n)
         c->paused = true;
         cl_serve_io_set_reading(c->io, false);
     }
-    return 0;
 }
 
 /* Parses input and answers the requests in it, in order. Stops at a request that went to the worker
  * pool or when OUT_MAX bytes of output wait to be written (the rest waits in pend), and after a
- * response that ends the connection. 0 always (the
- * connection stays; settle() decides whether it closes). */
-static int feed(rconn *c, const uint8_t *p, size_t n)
+ * response that ends the connection. The connection stays; settle() decides whether it closes. */
+static void feed(rconn *c, const uint8_t *p, size_t n)
 {
     while (n > 0 && !c->closing) {
-        if (c->busy || cl_serve_io_pending(c->io) >= OUT_MAX)
-            return pend_add(c, p, n);
+        if (c->busy || cl_serve_io_pending(c->io) >= OUT_MAX) {
+            pend_add(c, p, n);
+            return;
+        }
         size_t used = http_parser_execute(&c->hp, &parser_settings, (const char *)p, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->hp);
         p += used;
@@ -580,10 +581,9 @@ static int feed(rconn *c, const uint8_t *p, size_t n)
             else
                 reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, 400,
                             http_errno_description(e));
-            return 0;
+            return;
         }
     }
-    return 0;
 }
 
 /* A closing connection whose output is written: freed, or after a refusal mid-request, its side shut
