@@ -96,9 +96,12 @@ typedef struct meas_ctx {
     size_t *n;
 } meas_ctx;
 
+/* Every append checks the total, not only one array's size: a field given twice adds to its list. */
 static int add_meas(void *vctx, const char *s, const char *path, cl_err *err)
 {
     meas_ctx *m = vctx;
+    if (*m->n >= MAX_MEAS)
+        return cl_err_set(err, CL_E_FORMAT, "policy: %s: more than %d measurements in all", path, MAX_MEAS);
     if (strlen(s) != 64 || cl_hex_decode(s, 64, m->arr[*m->n], 32) != 0)
         return cl_err_set(err, CL_E_FORMAT, "policy: %s: '%s' is not 64 hex digits", path, s);
     (*m->n)++;
@@ -116,6 +119,8 @@ typedef struct name_ctx {
 static int add_name(void *vctx, const char *s, const char *path, cl_err *err)
 {
     name_ctx *c = vctx;
+    if (*c->n >= MAX_LIST)
+        return cl_err_set(err, CL_E_FORMAT, "policy: %s: more than %d entries in all", path, MAX_LIST);
     size_t k = 0;
     while (k < c->n_allowed && strcmp(c->allowed[k], s) != 0)
         k++;

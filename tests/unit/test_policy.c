@@ -137,6 +137,47 @@ static void test_invalid_policies_rejected(void **state)
     assert_non_null(strstr(err.msg, "identities[0].min_isv_svm"));
 }
 
+/* A field given more than once adds to its list: 33 entries over repeats overflowed the fixed arrays
+ * (a crash in policy check, the key server and its SIGHUP reload). Every list is bounded in all. */
+static void test_repeated_fields_bounded(void **state)
+{
+    (void)state;
+    static const char *const fields[] = {"mrenclave", "mrsigner", "evidence_types", "tcb_statuses"};
+    for (size_t f = 0; f < CL_ARRAY_LEN(fields); f++) {
+        for (int total = 32; total <= 200; total += 168) {
+            cl_strbuf b = {0};
+            cl_strbuf_str(&b, "{\"version\": 1, \"identities\": [{\"secrets\": [\"a\"], \"isv_prod_id\": 0");
+            if (f != 0)
+                cl_strbuf_str(&b, ", \"mrenclave\": \"815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6\"");
+            for (int i = 0; i < total; i++) {
+                cl_strbuf_fmt(&b, ", \"%s\": ", fields[f]);
+                if (f < 2)
+                    cl_strbuf_fmt(&b, "\"%064x\"", i + 1);
+                else if (f == 2)
+                    cl_strbuf_str(&b, "\"sim\"");
+                else
+                    cl_strbuf_str(&b, "\"UpToDate\"");
+            }
+            cl_strbuf_str(&b, "}]}");
+            assert_false(b.failed);
+            cl_err err = {0};
+            cl_policy *p = cl_policy_parse(b.p, b.len, &err);
+            if (total <= 32 && f < 2) {
+                /* 32 in all is the limit for measurements */
+                if (!p)
+                    fail_msg("%s x%d refused: %s", fields[f], total, err.msg);
+            } else if (total > 32) {
+                if (p)
+                    fail_msg("%s x%d accepted", fields[f], total);
+                assert_int_equal(err.code, CL_E_FORMAT);
+                assert_non_null(strstr(err.msg, fields[f]));
+            }
+            cl_policy_free(p);
+            free(b.p);
+        }
+    }
+}
+
 static void test_empty_policy_denies(void **state)
 {
     (void)state;
@@ -160,6 +201,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_documented_example),
         cmocka_unit_test(test_invalid_policies_rejected),
+        cmocka_unit_test(test_repeated_fields_bounded),
         cmocka_unit_test(test_empty_policy_denies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
