@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cloister/common.h"
+#include "cloister/json.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -403,6 +404,65 @@ static void test_log_levels(void **state)
     cl_log_set_level(CL_LOG_INFO);
 }
 
+/* The strict reader refuses what a lenient one resolves silently, and says where. */
+static void test_json_strict(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"{\"a\": 1, \"a\": 2}", "duplicate"},          /* repeated key: first or last would win */
+        {"{\"a\": {\"b\": 1, \"b\": 1}}", "duplicate"}, /* at any depth */
+        {"{\"a\": 1} {\"a\": 2}", "end of file"},       /* a second object */
+        {"{\"a\": 1}x", "end of file"},                 /* trailing garbage */
+        {"{\"a\": \"x\\u0000y\"}", "\\u0000"},          /* NUL would cut the C string */
+        {"{\"a\": \"\xff\"}", "decode byte"},            /* invalid UTF-8 */
+        {"{\"a\": 99999999999999999999999}", "too big"}, /* integer overflow */
+        {"{\"a\": 1,}", "'}'"},                         /* trailing comma */
+        {"[1, 2]", "object"},                             /* not an object */
+        {"", "end of file"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        cl_err err = {0};
+        json_t *j = cl_json_parse(bad[i].text, strlen(bad[i].text), "doc", &err);
+        if (j)
+            fail_msg("accepted: %s", bad[i].text);
+        assert_int_equal(err.code, CL_E_FORMAT);
+        if (!strstr(err.msg, bad[i].why) || strncmp(err.msg, "doc: ", 5) != 0)
+            fail_msg("'%s': message '%s' lacks '%s'", bad[i].text, err.msg, bad[i].why);
+    }
+    /* the position is given */
+    cl_err err = {0};
+    const char *two_lines = "{\"a\": 1,\n \"a\": 2}";
+    assert_null(cl_json_parse(two_lines, strlen(two_lines), "p.json", &err));
+    assert_non_null(strstr(err.msg, "p.json: line 2, column"));
+    /* a NUL byte in the buffer (not escaped) is refused as well */
+    assert_null(cl_json_parse("{\"a\": 1}\0{}", 11, "doc", &err));
+
+    const char *good = "{\"n\": 7, \"r\": 7.5, \"s\": \"x\", \"b\": true, \"big\": 70000}";
+    json_t *j = cl_json_parse(good, strlen(good), "doc", &err);
+    assert_non_null(j);
+    long long n;
+    const char *str;
+    bool b;
+    assert_int_equal(cl_json_get_int(json_object_get(j, "n"), "doc", "n", 0, 10, &n, &err), 0);
+    assert_int_equal(n, 7);
+    assert_int_equal(cl_json_get_int(json_object_get(j, "r"), "doc", "r", 0, 10, &n, &err), -1); /* a real */
+    assert_int_equal(cl_json_get_int(json_object_get(j, "s"), "doc", "s", 0, 10, &n, &err), -1);
+    assert_int_equal(cl_json_get_int(json_object_get(j, "big"), "doc", "big", 0, 65535, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "doc: big must be an integer from 0 to 65535"));
+    assert_int_equal(cl_json_get_str(json_object_get(j, "s"), "doc", "s", 1, &str, &err), 0);
+    assert_string_equal(str, "x");
+    assert_int_equal(cl_json_get_str(json_object_get(j, "n"), "doc", "n", 0, &str, &err), -1);
+    assert_int_equal(cl_json_get_bool(json_object_get(j, "b"), "doc", "b", &b, &err), 0);
+    assert_true(b);
+    assert_int_equal(cl_json_get_bool(json_object_get(j, "n"), "doc", "n", &b, &err), -1);
+    static const char *const known[] = {"n", "r", "s", "b", NULL};
+    assert_int_equal(cl_json_check_keys(j, "doc", "top", known, &err), -1);
+    assert_non_null(strstr(err.msg, "doc: top.big: unknown field"));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -411,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_strbuf),
+        cmocka_unit_test(test_json_strict),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }
