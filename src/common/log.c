@@ -45,11 +45,20 @@ void cl_log(cl_log_level level, const char *module, const char *fmt, ...)
 {
     if (level < cl_log_get_level() || level >= CL_LOG_OFF)
         return;
-    char msg[1024];
-    va_list ap;
+    char buf[1024], *msg = buf;
+    va_list ap, again;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_copy(again, ap);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    /* a line is never cut (an audit line names every secret of a request): longer ones are allocated */
+    if (n >= (int)sizeof buf && (msg = malloc((size_t)n + 1)) != NULL)
+        vsnprintf(msg, (size_t)n + 1, fmt, again);
+    else if (n >= (int)sizeof buf)
+        msg = buf; /* out of memory: the first 1023 bytes, marked */
+    va_end(again);
+    if (msg == buf && n >= (int)sizeof buf)
+        memcpy(buf + sizeof buf - 4, "...", 4);
 
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -59,6 +68,8 @@ void cl_log(cl_log_level level, const char *module, const char *fmt, ...)
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
     fprintf(stderr, "%s.%03ldZ %-5s [%s] %s\n", when, ts.tv_nsec / 1000000L, level_names[level],
             module ? module : "-", msg);
+    if (msg != buf)
+        free(msg);
 }
 
 uint64_t cl_now_ns(void)

@@ -402,6 +402,31 @@ static void test_log_levels(void **state)
     cl_log_set_level(CL_LOG_ERROR);
     assert_int_equal(cl_log_get_level(), CL_LOG_ERROR);
     cl_log_set_level(CL_LOG_INFO);
+
+    /* a long line is written whole (an audit line names every secret of a request) */
+    char tmpl[] = "/tmp/cloister-log-XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    char *long_msg = malloc(5001);
+    memset(long_msg, 'x', 5000);
+    long_msg[4999] = 'E';
+    long_msg[5000] = 0;
+    CL_INFO("test", "%s", long_msg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    uint8_t *got;
+    size_t len;
+    cl_err err = {0};
+    assert_int_equal(cl_file_read(tmpl, 1 << 20, &got, &len, &err), 0);
+    assert_non_null(memmem(got, len, long_msg, 5000));
+    free(got);
+    free(long_msg);
+    close(fd);
+    unlink(tmpl);
 }
 
 /* The strict reader refuses what a lenient one resolves silently, and says where. */
