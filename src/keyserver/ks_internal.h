@@ -1,11 +1,28 @@
-/* ks_internal.h — helpers shared by the keyserver module's server and client (not a public
- * interface): exact-length TLS reads and writes, big-endian integers, socket timeouts. */
+/* ks_internal.h — what the keyserver module's files share (not a public interface): the attested
+ * connection server.c hands to release.c, exact-length TLS reads and writes, big-endian integers. */
 #ifndef CLOISTER_KS_INTERNAL_H
 #define CLOISTER_KS_INTERNAL_H
 
 #include <openssl/ssl.h>
 
 #include "cloister/keyserver.h"
+
+/* An attested connection: set up by server.c (peer, policy snapshot, claims and decision from the
+ * handshake), read and answered by release.c. Everything it points to outlives it. */
+typedef struct ks_conn {
+    cl_store *store;
+    struct policy_ref *pol;  /* server.c's reference that keeps `policy` alive */
+    const cl_policy *policy; /* the snapshot this connection is decided by */
+    char peer[64];
+    bool have_claims;
+    cl_attest_claims claims;
+    cl_policy_decision decision;
+} ks_conn;
+
+/* release.c: reads one request from an attested connection and answers it (audited). */
+void ks_serve_request(ks_conn *c, SSL *ssl);
+/* release.c: audits a refused connection (decision "deny") with its reason. */
+void ks_audit_refusal(ks_conn *c, const char *protocol, const char *reason);
 
 /* 0 when all n bytes moved; -1 otherwise (*ssl_error gets SSL_get_error's value, or 0 at EOF). */
 int cl_ks_ssl_read_full(SSL *ssl, void *buf, size_t n, int *ssl_error);
