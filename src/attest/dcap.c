@@ -10,7 +10,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
+#include "cloister/json.h"
 #include <openssl/asn1.h>
 #include <openssl/core_names.h>
 #include <openssl/ec.h>
@@ -36,201 +36,6 @@ const char *const cl_dcap_status_names[CL_DCAP_STATUS_COUNT] = {
     "OutOfDate", "OutOfDateConfigurationNeeded", "Revoked"};
 #define k_statuses cl_dcap_status_names
 
-struct cl_dcap_collateral {
-    STACK_OF(X509) *pck_crl_chain, *tcb_chain, *qe_chain;
-    X509_CRL *root_crl, *pck_crl;
-    char *tcb_info, *qe_identity; /* exact signed text */
-    uint8_t tcb_sig[64], qe_sig[64];
-    cJSON *tcb_json, *qe_json; /* parsed from the text above (read only, never re-serialised) */
-};
-
-/* ---------------------------------------------------------------- collateral */
-
-void cl_dcap_collateral_free(cl_dcap_collateral *c)
-{
-    if (!c)
-        return;
-    sk_X509_pop_free(c->pck_crl_chain, X509_free);
-    sk_X509_pop_free(c->tcb_chain, X509_free);
-    sk_X509_pop_free(c->qe_chain, X509_free);
-    X509_CRL_free(c->root_crl);
-    X509_CRL_free(c->pck_crl);
-    free(c->tcb_info);
-    free(c->qe_identity);
-    cJSON_Delete(c->tcb_json);
-    cJSON_Delete(c->qe_json);
-    free(c);
-}
-
-static const char *field_str(const cJSON *o, const char *name, cl_err *err)
-{
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!cJSON_IsString(f) || !f->valuestring || !f->valuestring[0]) {
-        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: field '%s' is missing or not a non-empty string", name);
-        return NULL;
-    }
-    return f->valuestring;
-}
-
-/* A PEM chain (at least one certificate); the first one is the leaf. */
-static STACK_OF(X509) *pem_chain(const char *pem, const char *what, cl_err *err)
-{
-    BIO *b = BIO_new_mem_buf(pem, (int)strlen(pem));
-    STACK_OF(X509) *sk = sk_X509_new_null();
-    if (!b || !sk) {
-        BIO_free(b);
-        sk_X509_free(sk);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        return NULL;
-    }
-    X509 *x;
-    while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
-        if (!sk_X509_push(sk, x)) {
-            X509_free(x);
-            break;
-        }
-    }
-    ERR_clear_error();
-    BIO_free(b);
-    if (sk_X509_num(sk) == 0) {
-        sk_X509_free(sk);
-        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' holds no PEM certificate", what);
-        return NULL;
-    }
-    return sk;
-}
-
-static X509_CRL *hex_crl(const char *hex, const char *what, cl_err *err)
-{
-    size_t n = strlen(hex);
-    if (n % 2 || n == 0) {
-        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not hex", what);
-        return NULL;
-    }
-    uint8_t *der = malloc(n / 2);
-    if (!der) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        return NULL;
-    }
-    X509_CRL *crl = NULL;
-    if (cl_hex_decode(hex, n, der, n / 2) != 0) {
-        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not hex", what);
-    } else {
-        const unsigned char *p = der;
-        crl = d2i_X509_CRL(NULL, &p, (long)(n / 2));
-        if (!crl)
-            cl_err_ssl(err, CL_E_FORMAT, "DCAP collateral: '%s' is not a DER CRL", what);
-        else if (p != der + n / 2) {
-            X509_CRL_free(crl);
-            crl = NULL;
-            cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' has bytes after the CRL", what);
-        }
-    }
-    free(der);
-    return crl;
-}
-
-static int hex_sig(const char *hex, uint8_t out[64], const char *what, cl_err *err)
-{
-    if (cl_hex_decode(hex, strlen(hex), out, 64) != 0)
-        return cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not 128 hex digits (raw r||s)", what);
-    return 0;
-}
-
-static int signed_json(const char *text, const char *what, char **copy, cJSON **parsed, cl_err *err)
-{
-    *copy = strdup(text);
-    if (!*copy)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
-    *parsed = cJSON_Parse(text);
-    if (!cJSON_IsObject(*parsed))
-        return cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not a JSON object", what);
-    return 0;
-}
-
-cl_dcap_collateral *cl_dcap_collateral_load_buffer(const char *json, size_t len, cl_err *err)
-{
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        cl_err_set(err, CL_E_FORMAT, "DCAP collateral is not a JSON object");
-        return NULL;
-    }
-    cl_dcap_collateral *c = calloc(1, sizeof(*c));
-    int rc = -1;
-    const char *s;
-    if (!c) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        goto out;
-    }
-    if (!(s = field_str(root, "pck_crl_issuer_chain", err)) ||
-        !(c->pck_crl_chain = pem_chain(s, "pck_crl_issuer_chain", err)))
-        goto out;
-    if (!(s = field_str(root, "tcb_info_issuer_chain", err)) ||
-        !(c->tcb_chain = pem_chain(s, "tcb_info_issuer_chain", err)))
-        goto out;
-    if (!(s = field_str(root, "qe_identity_issuer_chain", err)) ||
-        !(c->qe_chain = pem_chain(s, "qe_identity_issuer_chain", err)))
-        goto out;
-    if (!(s = field_str(root, "root_ca_crl", err)) || !(c->root_crl = hex_crl(s, "root_ca_crl", err)))
-        goto out;
-    if (!(s = field_str(root, "pck_crl", err)) || !(c->pck_crl = hex_crl(s, "pck_crl", err)))
-        goto out;
-    if (!(s = field_str(root, "tcb_info_signature", err)) || hex_sig(s, c->tcb_sig, "tcb_info_signature", err))
-        goto out;
-    if (!(s = field_str(root, "qe_identity_signature", err)) ||
-        hex_sig(s, c->qe_sig, "qe_identity_signature", err))
-        goto out;
-    if (!(s = field_str(root, "tcb_info", err)) || signed_json(s, "tcb_info", &c->tcb_info, &c->tcb_json, err))
-        goto out;
-    if (!(s = field_str(root, "qe_identity", err)) ||
-        signed_json(s, "qe_identity", &c->qe_identity, &c->qe_json, err))
-        goto out;
-    rc = 0;
-out:
-    cJSON_Delete(root);
-    if (rc != 0) {
-        cl_dcap_collateral_free(c);
-        return NULL;
-    }
-    return c;
-}
-
-cl_dcap_collateral *cl_dcap_collateral_load(const char *path, cl_err *err)
-{
-    uint8_t *buf;
-    size_t len;
-    if (cl_file_read(path, COLLATERAL_MAX, &buf, &len, err) != 0) {
-        cl_err_prefix(err, "DCAP collateral");
-        return NULL;
-    }
-    cl_dcap_collateral *c = cl_dcap_collateral_load_buffer((const char *)buf, len, err);
-    free(buf);
-    if (!c)
-        cl_err_prefix(err, "'%s'", path);
-    return c;
-}
-
-X509 *cl_dcap_root_ca_load(const char *path, cl_err *err)
-{
-    uint8_t *buf;
-    size_t len;
-    if (cl_file_read(path, 64 * 1024, &buf, &len, err) != 0)
-        return NULL;
-    const unsigned char *p = buf;
-    X509 *x = d2i_X509(NULL, &p, (long)len);
-    if (!x) {
-        BIO *b = BIO_new_mem_buf(buf, (int)len);
-        x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
-        BIO_free(b);
-    }
-    free(buf);
-    if (!x)
-        cl_err_ssl(err, CL_E_FORMAT, "'%s' is not a DER or PEM certificate (the Intel SGX Root CA)", path);
-    ERR_clear_error();
-    return x;
-}
-
 /* ---------------------------------------------------------------- crypto helpers */
 
 /* Validity periods are inclusive at both ends (valid through notAfter / nextUpdate, as Intel's
@@ -249,6 +54,30 @@ static int verify_cb(int ok, X509_STORE_CTX *ctx)
         end = X509_CRL_get0_nextUpdate(X509_STORE_CTX_get0_current_crl(ctx));
     if (end && now && ASN1_TIME_cmp_time_t(end, *now) == 0)
         return 1;
+    return 0;
+}
+
+/* After a successful verification: the path ends at the pinned root itself, every certificate the
+ * chain carries is on that path (no stray certificates), and any root (self-issued certificate) it
+ * carries is the pinned one byte for byte, not merely one with its name or key. */
+static int check_path(X509_STORE_CTX *ctx, STACK_OF(X509) *supplied, X509 *root, const char *what, cl_err *err)
+{
+    STACK_OF(X509) *path = X509_STORE_CTX_get0_chain(ctx);
+    int n = sk_X509_num(path);
+    if (n < 2 || X509_cmp(sk_X509_value(path, n - 1), root) != 0)
+        return cl_err_set(err, CL_E_AUTH, "%s does not end at the pinned Intel SGX Root CA", what);
+    for (int i = 0; i < sk_X509_num(supplied); i++) {
+        X509 *x = sk_X509_value(supplied, i);
+        if (X509_NAME_cmp(X509_get_subject_name(x), X509_get_issuer_name(x)) == 0 && X509_cmp(x, root) != 0)
+            return cl_err_set(err, CL_E_AUTH, "%s carries a root certificate (certificate %d) that is not the "
+                              "pinned Intel SGX Root CA", what, i);
+        bool on_path = false;
+        for (int j = 0; j < n && !on_path; j++)
+            on_path = X509_cmp(x, sk_X509_value(path, j)) == 0;
+        if (!on_path)
+            return cl_err_set(err, CL_E_AUTH, "%s carries a certificate (certificate %d) that is not on its path "
+                              "to the Intel SGX Root CA", what, i);
+    }
     return 0;
 }
 
@@ -271,7 +100,7 @@ static int verify_chain(X509 *leaf, STACK_OF(X509) *untrusted, X509 *root, const
     X509_VERIFY_PARAM_set_time(param, t);
     X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     if (X509_verify_cert(ctx) == 1) {
-        rc = 0;
+        rc = check_path(ctx, untrusted, root, what, err);
         goto out;
     }
     int e = X509_STORE_CTX_get_error(ctx), depth = X509_STORE_CTX_get_error_depth(ctx);
@@ -309,6 +138,24 @@ int cl_dcap_check_role(X509 *cert, cl_dcap_role role, cl_err *err)
     if (strcmp(cn, "Intel SGX TCB Signing") != 0 || strcmp(issuer, "Intel SGX Root CA") != 0)
         return cl_err_set(err, CL_E_AUTH, "DCAP: the collateral signer ('%s' issued by '%s') is not the Intel "
                           "SGX TCB Signing certificate", cn, issuer);
+    return 0;
+}
+
+/* The PCK CRL issuer chain verifies to the pinned root and its leaf (the PCK Processor or Platform
+ * CA) issued the PCK CRL (OpenSSL checks the CRL against the quote's own chain; this checks the chain
+ * served with the CRL, so a stray or substituted one is refused too). */
+static int check_pck_crl_chain(const cl_dcap_collateral *col, X509 *root, int64_t now, cl_err *err)
+{
+    X509 *ca = sk_X509_value(col->pck_crl_chain, 0);
+    if (verify_chain(ca, col->pck_crl_chain, root, col, now, "the PCK CRL issuer chain", err) != 0)
+        return -1;
+    EVP_PKEY *k = X509_get0_pubkey(ca);
+    if (X509_NAME_cmp(X509_CRL_get_issuer(col->pck_crl), X509_get_subject_name(ca)) != 0 || !k ||
+        X509_CRL_verify(col->pck_crl, k) != 1) {
+        ERR_clear_error();
+        return cl_err_set(err, CL_E_AUTH, "DCAP: the PCK CRL is not signed by the first certificate of its issuer "
+                          "chain");
+    }
     return 0;
 }
 
@@ -457,7 +304,7 @@ static int pck_extension(X509 *leaf, pck_info *pi, cl_err *err)
 
 /* ---------------------------------------------------------------- JSON helpers */
 
-static int parse_time(const char *s, int64_t *out)
+int cl_dcap_parse_time(const char *s, int64_t *out)
 {
     struct tm tm = {0};
     int n = 0;
@@ -473,23 +320,22 @@ static int parse_time(const char *s, int64_t *out)
     return 0;
 }
 
-static const char *jstr(const cJSON *o, const char *name)
+static const char *jstr(const json_t *o, const char *name)
 {
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
-    return cJSON_IsString(f) ? f->valuestring : NULL;
+    const json_t *f = json_object_get(o, name);
+    return json_is_string(f) ? json_string_value(f) : NULL;
 }
 
-/* An integer field in [0, max]; -1 when missing or out of range. */
-static long jint(const cJSON *o, const char *name, long max)
+/* An integer field (a JSON integer, not a real) in [0, max]; -1 when missing or out of range. */
+static long jint(const json_t *o, const char *name, long max)
 {
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!cJSON_IsNumber(f) || f->valuedouble < 0 || f->valuedouble > (double)max ||
-        f->valuedouble != (double)(long)f->valuedouble)
+    const json_t *f = json_object_get(o, name);
+    if (!json_is_integer(f) || json_integer_value(f) < 0 || json_integer_value(f) > max)
         return -1;
-    return (long)f->valuedouble;
+    return (long)json_integer_value(f);
 }
 
-static int jhex(const cJSON *o, const char *name, uint8_t *out, size_t len)
+static int jhex(const json_t *o, const char *name, uint8_t *out, size_t len)
 {
     const char *s = jstr(o, name);
     return s && cl_hex_decode(s, strlen(s), out, len) == 0 ? 0 : -1;
@@ -503,24 +349,25 @@ static int status_index(const char *s)
     return -1;
 }
 
-static void add_advisories(cl_dcap_result *out, const cJSON *level)
+static void add_advisories(cl_dcap_result *out, const json_t *level)
 {
-    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(level, "advisoryIDs"), *id;
-    cJSON_ArrayForEach(id, ids)
+    const json_t *ids = json_object_get(level, "advisoryIDs"), *id;
+    size_t k;
+    json_array_foreach(ids, k, id)
     {
-        if (!cJSON_IsString(id) || out->n_advisories == CL_DCAP_MAX_ADVISORIES)
+        if (!json_is_string(id) || out->n_advisories == CL_DCAP_MAX_ADVISORIES)
             continue;
         bool dup = false;
         for (size_t i = 0; i < out->n_advisories && !dup; i++)
-            dup = !strcmp(out->advisories[i], id->valuestring);
+            dup = !strcmp(out->advisories[i], json_string_value(id));
         if (!dup)
-            snprintf(out->advisories[out->n_advisories++], sizeof out->advisories[0], "%s", id->valuestring);
+            snprintf(out->advisories[out->n_advisories++], sizeof out->advisories[0], "%s", json_string_value(id));
     }
 }
 
 /* The first matching TCB level of a platform, QE or TDX module: its status (index into k_statuses)
  * and advisories. An unknown status name fails closed. */
-static int take_level(const cJSON *lv, const char *what, int *status, cl_dcap_result *out, cl_err *err)
+static int take_level(const json_t *lv, const char *what, int *status, cl_dcap_result *out, cl_err *err)
 {
     const char *name = jstr(lv, "tcbStatus");
     if ((*status = status_index(name)) < 0)
@@ -529,10 +376,10 @@ static int take_level(const cJSON *lv, const char *what, int *status, cl_dcap_re
     return 0;
 }
 
-static int check_dates(const char *what, const cJSON *doc, int64_t now, cl_err *err)
+static int check_dates(const char *what, const json_t *doc, int64_t now, cl_err *err)
 {
     int64_t issued, next;
-    if (parse_time(jstr(doc, "issueDate"), &issued) != 0 || parse_time(jstr(doc, "nextUpdate"), &next) != 0)
+    if (cl_dcap_parse_time(jstr(doc, "issueDate"), &issued) != 0 || cl_dcap_parse_time(jstr(doc, "nextUpdate"), &next) != 0)
         return cl_err_set(err, CL_E_FORMAT, "DCAP: %s has no valid issueDate/nextUpdate", what);
     if (now < issued)
         return cl_err_set(err, CL_E_EXPIRED, "DCAP: %s is not valid yet at Unix time %lld (issueDate %s)", what,
@@ -545,15 +392,14 @@ static int check_dates(const char *what, const cJSON *doc, int64_t now, cl_err *
 
 int cl_dcap_check_dates(const char *what, const char *json_text, int64_t now, cl_err *err)
 {
-    cJSON *doc = cJSON_Parse(json_text);
-    int rc = cJSON_IsObject(doc) ? check_dates(what, doc, now, err)
-                                 : cl_err_set(err, CL_E_FORMAT, "DCAP: %s is not a JSON object", what);
-    cJSON_Delete(doc);
+    json_t *doc = cl_json_parse(json_text, strlen(json_text), what, err);
+    int rc = doc ? check_dates(what, doc, now, err) : -1;
+    json_decref(doc);
     return rc;
 }
 
 /* Signature (by the issuer chain's leaf), chain and validity dates of a signed collateral document. */
-static int check_signed_doc(const char *what, const char *text, const uint8_t sig[64], const cJSON *doc,
+static int check_signed_doc(const char *what, const char *text, const uint8_t sig[64], const json_t *doc,
                             STACK_OF(X509) *chain, X509 *root, const cl_dcap_collateral *col, int64_t now,
                             cl_err *err)
 {
@@ -578,22 +424,22 @@ static int check_signed_doc(const char *what, const char *text, const uint8_t si
 /* ---------------------------------------------------------------- TCB info */
 
 /* 16 components, each with an svn in 0..255 */
-static bool comps_ok(const cJSON *comps)
+static bool comps_ok(const json_t *comps)
 {
-    if (!cJSON_IsArray(comps) || cJSON_GetArraySize(comps) != 16)
+    if (!json_is_array(comps) || json_array_size(comps) != 16)
         return false;
-    for (int i = 0; i < 16; i++)
-        if (jint(cJSON_GetArrayItem(comps, i), "svn", 255) < 0)
+    for (size_t i = 0; i < 16; i++)
+        if (jint(json_array_get(comps, i), "svn", 255) < 0)
             return false;
     return true;
 }
 
-static bool svns_ge(const cJSON *comps, const uint8_t have[16], int start)
+static bool svns_ge(const json_t *comps, const uint8_t have[16], int start)
 {
-    if (cJSON_GetArraySize(comps) != 16)
+    if (json_array_size(comps) != 16)
         return false;
     for (int i = start; i < 16; i++) {
-        long want = jint(cJSON_GetArrayItem(comps, i), "svn", 255);
+        long want = jint(json_array_get(comps, (size_t)i), "svn", 255);
         if (want < 0 || have[i] < want)
             return false;
     }
@@ -602,27 +448,28 @@ static bool svns_ge(const cJSON *comps, const uint8_t have[16], int start)
 
 /* The TDX module identity (Intel's TdxModuleCheck): for TEE_TCB_SVN[1] (module major version) > 0 the
  * identity "TDX_<version>" and its level for TEE_TCB_SVN[0]; otherwise the tdxModule entry. */
-static int tdx_module_check(const cJSON *tcb, const uint8_t *body, const uint8_t tee_svn[16], int *status,
+static int tdx_module_check(const json_t *tcb, const uint8_t *body, const uint8_t tee_svn[16], int *status,
                             cl_dcap_result *out, cl_err *err)
 {
     const uint8_t *mrsigner_seam = body + 64, *seam_attr = body + 112;
-    const cJSON *ident = NULL;
+    const json_t *ident = NULL;
     char id[16];
     *status = 0; /* UpToDate */
     if (tee_svn[1] == 0) {
-        ident = cJSON_GetObjectItemCaseSensitive(tcb, "tdxModule");
+        ident = json_object_get(tcb, "tdxModule");
         snprintf(id, sizeof id, "tdxModule");
     } else {
         snprintf(id, sizeof id, "TDX_%02X", tee_svn[1]);
-        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(tcb, "tdxModuleIdentities"), *it;
-        cJSON_ArrayForEach(it, ids)
+        const json_t *ids = json_object_get(tcb, "tdxModuleIdentities"), *it;
+        size_t k;
+        json_array_foreach(ids, k, it)
         {
             const char *s = jstr(it, "id");
             if (s && !strcmp(s, id))
                 ident = it;
         }
     }
-    if (!cJSON_IsObject(ident))
+    if (!json_is_object(ident))
         return cl_err_set(err, CL_E_DENIED, "DCAP: TCB info has no TDX module identity %s for this TD", id);
     uint8_t mrs[48], attr[8], mask[8];
     if (jhex(ident, "mrsigner", mrs, 48) || jhex(ident, "attributes", attr, 8) ||
@@ -636,10 +483,11 @@ static int tdx_module_check(const cJSON *tcb, const uint8_t *body, const uint8_t
                               id);
     if (tee_svn[1] == 0)
         return 0;
-    const cJSON *levels = cJSON_GetObjectItemCaseSensitive(ident, "tcbLevels"), *lv;
-    cJSON_ArrayForEach(lv, levels)
+    const json_t *levels = json_object_get(ident, "tcbLevels"), *lv;
+    size_t k;
+    json_array_foreach(levels, k, lv)
     {
-        long isvsvn = jint(cJSON_GetObjectItemCaseSensitive(lv, "tcb"), "isvsvn", 255);
+        long isvsvn = jint(json_object_get(lv, "tcb"), "isvsvn", 255);
         if (isvsvn < 0)
             return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info TDX module identity %s has a malformed level", id);
         if (tee_svn[0] >= isvsvn)
@@ -649,7 +497,7 @@ static int tdx_module_check(const cJSON *tcb, const uint8_t *body, const uint8_t
                       "TDX module must be updated", tee_svn[0], id);
 }
 
-static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_info *pi, int *status,
+static int check_tcb_info(const cl_attest_quote *q, const json_t *tcb, const pck_info *pi, int *status,
                           int *module_status, cl_dcap_result *out, cl_err *err)
 {
     bool tdx = q->tee_type == CL_QUOTE_TEE_TDX;
@@ -682,15 +530,16 @@ static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_
     }
 
     int tdx_start = tdx && q->tee_tcb_svn[1] > 0 ? 2 : 0;
-    const cJSON *levels = cJSON_GetObjectItemCaseSensitive(tcb, "tcbLevels"), *lv;
-    if (!cJSON_IsArray(levels))
+    const json_t *levels = json_object_get(tcb, "tcbLevels"), *lv;
+    if (!json_is_array(levels))
         return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info has no tcbLevels");
-    cJSON_ArrayForEach(lv, levels)
+    size_t k;
+    json_array_foreach(levels, k, lv)
     {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(lv, "tcb");
+        const json_t *t = json_object_get(lv, "tcb");
         long pcesvn = jint(t, "pcesvn", 65535);
-        const cJSON *sgx = cJSON_GetObjectItemCaseSensitive(t, "sgxtcbcomponents");
-        const cJSON *tdxc = cJSON_GetObjectItemCaseSensitive(t, "tdxtcbcomponents");
+        const json_t *sgx = json_object_get(t, "sgxtcbcomponents");
+        const json_t *tdxc = json_object_get(t, "tdxtcbcomponents");
         if (pcesvn < 0 || !comps_ok(sgx) || (tdx && !comps_ok(tdxc)))
             return cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info has a malformed tcbLevel");
         if (!svns_ge(sgx, pi->comp, 0) || pi->pcesvn < (unsigned long)pcesvn)
@@ -709,7 +558,7 @@ static int check_tcb_info(const cl_attest_quote *q, const cJSON *tcb, const pck_
 
 /* ---------------------------------------------------------------- QE identity */
 
-static int check_qe_identity(const cl_attest_quote *q, const cJSON *qe, const uint8_t *rep, int *status,
+static int check_qe_identity(const cl_attest_quote *q, const json_t *qe, const uint8_t *rep, int *status,
                              cl_dcap_result *out, cl_err *err)
 {
     bool tdx = q->tee_type == CL_QUOTE_TEE_TDX;
@@ -739,10 +588,11 @@ static int check_qe_identity(const cl_attest_quote *q, const cJSON *qe, const ui
     for (int i = 0; i < 16; i++)
         if ((rep[48 + i] & attr_mask[i]) != (attr[i] & attr_mask[i]))
             return cl_err_set(err, CL_E_AUTH, "DCAP: the QE report's ATTRIBUTES do not match the QE identity");
-    const cJSON *levels = cJSON_GetObjectItemCaseSensitive(qe, "tcbLevels"), *lv;
-    cJSON_ArrayForEach(lv, levels)
+    const json_t *levels = json_object_get(qe, "tcbLevels"), *lv;
+    size_t k;
+    json_array_foreach(levels, k, lv)
     {
-        long svn = jint(cJSON_GetObjectItemCaseSensitive(lv, "tcb"), "isvsvn", 65535);
+        long svn = jint(json_object_get(lv, "tcb"), "isvsvn", 65535);
         if (svn < 0)
             return cl_err_set(err, CL_E_FORMAT, "DCAP: the QE identity has a malformed tcbLevel");
         if (rep_svn < (unsigned long)svn)
@@ -858,6 +708,8 @@ int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509
     if (verify_chain(leaf, chain, root, col, now, "the PCK certificate chain", err) != 0 ||
         cl_dcap_check_role(leaf, CL_DCAP_ROLE_PCK, err) != 0)
         goto out;
+    if (check_pck_crl_chain(col, root, now, err) != 0)
+        goto out;
     pck_info pi;
     if (pck_extension(leaf, &pi, err) != 0)
         goto out;
@@ -935,6 +787,52 @@ out:
     return rc;
 }
 
+/* ---------------------------------------------------------------- for the collateral sources */
+
+int cl_dcap_quote_platform(const cl_attest_quote *q, char tee[4], char fmspc_hex[13], char ca[10], cl_err *err)
+{
+    if (q->att_key_type != 2 || !q->attest_key)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "DCAP: only ECDSA-P256 quotes are supported");
+    qe_parts qp = {0};
+    if (qe_parts_get(q, &qp, err) != 0)
+        return -1;
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, err);
+    if (!chain)
+        return -1;
+    X509 *leaf = sk_X509_value(chain, 0);
+    pck_info pi;
+    int rc = pck_extension(leaf, &pi, err);
+    if (rc == 0) {
+        char issuer[128] = "";
+        X509_NAME_get_text_by_NID(X509_get_issuer_name(leaf), NID_commonName, issuer, sizeof issuer);
+        ERR_clear_error();
+        snprintf(tee, 4, "%s", q->tee_type == CL_QUOTE_TEE_TDX ? "TDX" : "SGX");
+        for (int i = 0; i < 6; i++)
+            snprintf(fmspc_hex + 2 * i, 3, "%02X", pi.fmspc[i]);
+        if (!strcmp(issuer, "Intel SGX PCK Processor CA"))
+            snprintf(ca, 10, "processor");
+        else if (!strcmp(issuer, "Intel SGX PCK Platform CA"))
+            snprintf(ca, 10, "platform");
+        else
+            rc = cl_err_set(err, CL_E_AUTH, "DCAP: the quote's PCK certificate is issued by '%s', not by an Intel "
+                            "SGX PCK Processor or Platform CA", issuer);
+    }
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
+int cl_dcap_collateral_check(const cl_dcap_collateral *col, X509 *root, int64_t now, cl_err *err)
+{
+    if (check_pck_crl_chain(col, root, now, err) != 0)
+        return -1;
+    if (check_signed_doc("TCB info", col->tcb_info, col->tcb_sig, col->tcb_json, col->tcb_chain, root, col, now,
+                         err) != 0 ||
+        check_signed_doc("QE identity", col->qe_identity, col->qe_sig, col->qe_json, col->qe_chain, root, col, now,
+                         err) != 0)
+        return -1;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- status convergence */
 
 int cl_dcap_converge(int plat, int qe, int module, cl_dcap_result *out, cl_err *err)
@@ -982,20 +880,18 @@ int cl_dcap_match_tcb_info(const cl_attest_quote *q, const char *tcb_json, X509 
         return -1;
     for (int i = 0; i < 6; i++)
         snprintf(out->fmspc_hex + 2 * i, 3, "%02X", pi.fmspc[i]);
-    cJSON *doc = cJSON_Parse(tcb_json);
-    int rc = cJSON_IsObject(doc) ? check_tcb_info(q, doc, &pi, plat, module, out, err)
-                                 : cl_err_set(err, CL_E_FORMAT, "DCAP: TCB info is not a JSON object");
-    cJSON_Delete(doc);
+    json_t *doc = cl_json_parse(tcb_json, strlen(tcb_json), "DCAP: TCB info", err);
+    int rc = doc ? check_tcb_info(q, doc, &pi, plat, module, out, err) : -1;
+    json_decref(doc);
     return rc;
 }
 
 int cl_dcap_match_qe_identity(const cl_attest_quote *q, const char *qe_json, const uint8_t *qe_report, int *st,
                               cl_dcap_result *out, cl_err *err)
 {
-    cJSON *doc = cJSON_Parse(qe_json);
-    int rc = cJSON_IsObject(doc) ? check_qe_identity(q, doc, qe_report, st, out, err)
-                                 : cl_err_set(err, CL_E_FORMAT, "DCAP: QE identity is not a JSON object");
-    cJSON_Delete(doc);
+    json_t *doc = cl_json_parse(qe_json, strlen(qe_json), "DCAP: QE identity", err);
+    int rc = doc ? check_qe_identity(q, doc, qe_report, st, out, err) : -1;
+    json_decref(doc);
     return rc;
 }
 

@@ -1,11 +1,40 @@
-/* dcap_internal.h — pieces of src/attest/dcap.c exposed to the unit tests only (not a public
- * interface): the steps of cl_dcap_verify that judge collateral content, callable on unsigned JSON
- * so each rule can be tested with a mutated document. Never call them to make trust decisions:
- * they check no signature. TCB statuses are indexes into cl_dcap_status_names. */
+/* dcap_internal.h — what the DCAP sources share (dcap.c: verification; dcap_collateral.c: the
+ * collateral formats; dcap_source.c and pccs.c: where collateral comes from), not a public interface;
+ * and pieces of dcap.c exposed to the unit tests: the steps of cl_dcap_verify that judge collateral
+ * content, callable on unsigned JSON so each rule can be tested with a mutated document. Never call
+ * those to make trust decisions: they check no signature. TCB statuses are indexes into
+ * cl_dcap_status_names. */
 #ifndef CLOISTER_DCAP_INTERNAL_H
 #define CLOISTER_DCAP_INTERNAL_H
 
+#include <jansson.h>
+
 #include "cloister/dcap.h"
+
+/* A loaded collateral set. Nothing in it is trusted until cl_dcap_verify checks it. */
+struct cl_dcap_collateral {
+    STACK_OF(X509) *pck_crl_chain, *tcb_chain, *qe_chain;
+    X509_CRL *root_crl, *pck_crl;
+    char *tcb_info, *qe_identity; /* exact signed text */
+    uint8_t tcb_sig[64], qe_sig[64];
+    json_t *tcb_json, *qe_json; /* parsed from the text above (read only, never re-serialised) */
+    cl_dcap_collateral_info info;
+};
+
+/* The TEE ("SGX"/"TDX"), FMSPC (upper-case hex) and PCK CA ("processor"/"platform") a quote's PCK
+ * certificate names: which collateral it needs. Verifies nothing. */
+int cl_dcap_quote_platform(const cl_attest_quote *q, char tee[4], char fmspc_hex[13], char ca[10], cl_err *err);
+/* Everything cl_dcap_verify checks of the collateral alone at `now`: the PCK CRL issuer chain and its
+ * CRL, the TCB info and QE identity issuer chains, signatures and dates (roots pinned as there). */
+int cl_dcap_collateral_check(const cl_dcap_collateral *col, X509 *root, int64_t now, cl_err *err);
+
+/* The collateral of one platform from a PCCS / PCS (pccs.c): the four answers fetched within
+ * cfg->pccs_timeout_ms in all, then cl_dcap_collateral_from_pccs. Checks nothing else. */
+cl_dcap_collateral *cl_pccs_fetch(const cl_dcap_config *cfg, X509 *root, const char *tee, const char *fmspc_hex,
+                                  const char *ca, cl_err *err);
+
+/* "YYYY-MM-DDThh:mm:ssZ" (Intel's dates) to Unix time; -1 if malformed. */
+int cl_dcap_parse_time(const char *s, int64_t *out);
 
 enum {
     CL_DCAP_UP_TO_DATE = 0,

@@ -904,6 +904,534 @@ static void test_tdx_backend(void **state)
     cl_dcap_collateral_free(col);
 }
 
+
+/* ---------------------------------------------------------------- pinned root in every chain */
+
+static char *pem_of(X509 *x)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    PEM_write_bio_X509(b, x);
+    char *p;
+    long n = BIO_get_mem_data(b, &p);
+    char *out = strndup(p, (size_t)n);
+    BIO_free(b);
+    return out;
+}
+
+/* A self-signed impostor with the Intel root's subject (and its own key). */
+static X509 *impostor_root(EVP_PKEY **key)
+{
+    X509 *real = root_ca();
+    *key = EVP_EC_gen("P-256");
+    X509 *fake = X509_new();
+    X509_set_version(fake, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(fake), 99);
+    X509_set_subject_name(fake, X509_get_subject_name(real));
+    X509_set_issuer_name(fake, X509_get_subject_name(real));
+    X509_gmtime_adj(X509_getm_notBefore(fake), -100L * 365 * 86400);
+    X509_gmtime_adj(X509_getm_notAfter(fake), 100L * 365 * 86400);
+    X509_set_pubkey(fake, *key);
+    assert_true(X509_sign(fake, *key, EVP_sha256()) > 0);
+    X509_free(real);
+    return fake;
+}
+
+/* The PEM chain with its last certificate (the root) replaced by `root_pem`. */
+static char *chain_with_root(const char *chain, const char *root_pem)
+{
+    const char *last = NULL, *p = chain;
+    while ((p = strstr(p, "-----BEGIN CERTIFICATE-----")) != NULL)
+        last = p++;
+    assert_non_null(last);
+    size_t head = (size_t)(last - chain);
+    char *out = malloc(head + strlen(root_pem) + 1);
+    memcpy(out, chain, head);
+    strcpy(out + head, root_pem);
+    return out;
+}
+
+/* The SGX v3 quote with its certification data (the PCK chain, not covered by the quote signature)
+ * replaced by `chain`. */
+static void quote_set_chain(vec *v, const char *chain)
+{
+    cl_attest_quote q;
+    cl_err err = {0};
+    assert_int_equal(cl_attest_quote_parse(v->quote, v->quote_len, &q, &err), 0);
+    assert_int_equal(q.version, 3);
+    size_t head = (size_t)(q.cert_data - v->quote) - 6, n = head + 6 + strlen(chain);
+    uint8_t *forged = malloc(n);
+    memcpy(forged, v->quote, head + 2);
+    uint32_t cl = (uint32_t)strlen(chain), sl = (uint32_t)(n - q.signed_len - 4);
+    for (int i = 0; i < 4; i++) {
+        forged[head + 2 + i] = (uint8_t)(cl >> (8 * i));
+        forged[q.signed_len + i] = (uint8_t)(sl >> (8 * i));
+    }
+    memcpy(forged + head + 6, chain, strlen(chain));
+    free(v->quote);
+    v->quote = forged;
+    v->quote_len = n;
+}
+
+static char *quote_chain(vec *v)
+{
+    cl_attest_quote q;
+    cl_err err = {0};
+    assert_int_equal(cl_attest_quote_parse(v->quote, v->quote_len, &q, &err), 0);
+    return strndup((const char *)q.cert_data, q.cert_len);
+}
+
+static void test_root_pinned_in_every_chain(void **state)
+{
+    (void)state;
+    EVP_PKEY *k;
+    X509 *fake = impostor_root(&k);
+    char *fake_pem = pem_of(fake);
+    /* the quote's PCK chain carrying an impostor root (OpenSSL alone ignores it: the path still ends
+     * at the trusted root) */
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    char *qc = quote_chain(&v), *bad = chain_with_root(qc, fake_pem);
+    quote_set_chain(&v, qc);
+    expect_ok(&v, SGX_FROM + 1000, "ConfigurationAndSWHardeningNeeded"); /* the re-encoding itself is harmless */
+    quote_set_chain(&v, bad);
+    expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "not the pinned Intel SGX Root CA");
+    free(bad);
+    /* a stray extra certificate after the root */
+    X509 *real = root_ca();
+    char *real_pem = pem_of(real);
+    size_t n = strlen(qc) + strlen(fake_pem) + 1;
+    bad = malloc(n);
+    snprintf(bad, n, "%s%s", qc, fake_pem);
+    quote_set_chain(&v, bad);
+    expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "not the pinned Intel SGX Root CA");
+    free(bad);
+    vec_free(&v);
+    /* the issuer chains of the collateral: TCB info, QE identity, PCK CRL */
+    const char *fields[] = {"tcb_info_issuer_chain", "qe_identity_issuer_chain", "pck_crl_issuer_chain"};
+    for (size_t i = 0; i < 3; i++) {
+        vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+        bad = chain_with_root(col_field(&v, fields[i]), fake_pem);
+        col_set(&v, fields[i], bad);
+        expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "not the pinned Intel SGX Root CA");
+        free(bad);
+        /* the same chain ending at the real root passes */
+        bad = chain_with_root(col_field(&v, fields[i]), real_pem);
+        col_set(&v, fields[i], bad);
+        expect_ok(&v, SGX_FROM + 1000, "ConfigurationAndSWHardeningNeeded");
+        free(bad);
+        vec_free(&v);
+    }
+    /* a PCK CRL issuer chain of the other CA (valid Intel chain, but not the CRL's issuer) */
+    vec w;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    vec_load(&w, "tdx_quote", "tdx_quote_collateral.json");
+    col_set(&v, "pck_crl_issuer_chain", col_field(&w, "pck_crl_issuer_chain"));
+    expect_fail(&v, SGX_FROM + 1000, CL_E_AUTH, "PCK CRL is not signed by the first certificate of its issuer");
+    vec_free(&v);
+    vec_free(&w);
+    free(real_pem);
+    X509_free(real);
+    free(qc);
+    free(fake_pem);
+    X509_free(fake);
+    EVP_PKEY_free(k);
+}
+
+/* ---------------------------------------------------------------- strict JSON */
+
+static void test_collateral_strict_json(void **state)
+{
+    (void)state;
+    size_t n;
+    char *text = (char *)read_vec("sgx_quote_collateral.json", &n);
+    cl_err err = {0};
+    cl_dcap_collateral *col = cl_dcap_collateral_load_buffer(text, n, &err);
+    assert_non_null(col);
+    cl_dcap_collateral_free(col);
+    /* a repeated key: two readers would take different values */
+    char *end = strrchr(text, '}');
+    assert_non_null(end);
+    size_t head = (size_t)(end - text);
+    char buf[32768];
+    assert_true(n + 200 < sizeof buf);
+    snprintf(buf, sizeof buf, "%.*s,\"pck_crl\":\"00\"}", (int)head, text);
+    assert_null(cl_dcap_collateral_load_buffer(buf, strlen(buf), &err));
+    assert_int_equal(err.code, CL_E_FORMAT);
+    assert_non_null(strstr(err.msg, "line"));
+    /* trailing data, a second object */
+    snprintf(buf, sizeof buf, "%s {}", text);
+    assert_null(cl_dcap_collateral_load_buffer(buf, strlen(buf), &err));
+    assert_int_equal(err.code, CL_E_FORMAT);
+    /* an unknown field (a typo) */
+    snprintf(buf, sizeof buf, "%.*s,\"pck_crl_issuer\":\"x\"}", (int)head, text);
+    assert_null(cl_dcap_collateral_load_buffer(buf, strlen(buf), &err));
+    assert_non_null(strstr(err.msg, "unknown field"));
+    free(text);
+    /* a repeated key inside the signed TCB info text */
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    const char *tcb = col_field(&v, "tcb_info");
+    char *dup = malloc(strlen(tcb) + 32);
+    sprintf(dup, "{\"id\":\"SGX\",%s", tcb + 1);
+    col_set(&v, "tcb_info", dup);
+    char *t2 = cJSON_PrintUnformatted(v.col);
+    assert_null(cl_dcap_collateral_load_buffer(t2, strlen(t2), &err));
+    assert_int_equal(err.code, CL_E_FORMAT);
+    assert_non_null(strstr(err.msg, "tcb_info"));
+    free(t2);
+    free(dup);
+    vec_free(&v);
+}
+
+/* ---------------------------------------------------------------- PCCS answers */
+
+typedef struct answers {
+    char *tcb, *qe, *tcb_chain, *qe_chain, *crl_chain;
+    uint8_t *crl, *root_crl;
+    size_t crl_len, root_crl_len;
+} answers;
+
+static char *pct_encode(const char *s)
+{
+    char *o = malloc(strlen(s) * 3 + 1), *p = o;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+            c == '_' || c == '~')
+            *p++ = (char)c;
+        else
+            p += sprintf(p, "%%%02X", c);
+    }
+    *p = 0;
+    return o;
+}
+
+static uint8_t *unhex(const char *h, size_t *len)
+{
+    *len = strlen(h) / 2;
+    uint8_t *b = malloc(*len);
+    assert_int_equal(cl_hex_decode(h, strlen(h), b, *len), 0);
+    return b;
+}
+
+/* The vector's collateral as a PCCS serves it (bodies as Intel's PCS formats them); tcb_fmt varies
+ * the TCB info body (printf format of the text and the signature). */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void answers_make(answers *a, vec *v, const char *tcb_fmt)
+{
+    const char *fmt = tcb_fmt ? tcb_fmt : "{\"tcbInfo\":%s,\"signature\":\"%s\"}";
+    a->tcb = malloc(strlen(col_field(v, "tcb_info")) + 256);
+    sprintf(a->tcb, fmt, col_field(v, "tcb_info"), col_field(v, "tcb_info_signature"));
+    a->qe = malloc(strlen(col_field(v, "qe_identity")) + 256);
+    sprintf(a->qe, "{\"enclaveIdentity\":%s,\"signature\":\"%s\"}", col_field(v, "qe_identity"),
+            col_field(v, "qe_identity_signature"));
+    a->tcb_chain = pct_encode(col_field(v, "tcb_info_issuer_chain"));
+    a->qe_chain = pct_encode(col_field(v, "qe_identity_issuer_chain"));
+    a->crl_chain = pct_encode(col_field(v, "pck_crl_issuer_chain"));
+    a->crl = unhex(col_field(v, "pck_crl"), &a->crl_len);
+    a->root_crl = (uint8_t *)strdup(col_field(v, "root_ca_crl")); /* PCCS /rootcacrl: hex */
+    a->root_crl_len = strlen((char *)a->root_crl);
+}
+#pragma GCC diagnostic pop
+
+static void answers_free(answers *a)
+{
+    free(a->tcb);
+    free(a->qe);
+    free(a->tcb_chain);
+    free(a->qe_chain);
+    free(a->crl_chain);
+    free(a->crl);
+    free(a->root_crl);
+}
+
+static cl_dcap_collateral *answers_load(const answers *a, cl_err *err)
+{
+    cl_dcap_pccs_answers p = {a->tcb, strlen(a->tcb), a->tcb_chain, strlen(a->tcb_chain), a->qe, strlen(a->qe),
+                              a->qe_chain, strlen(a->qe_chain), a->crl, a->crl_len, a->crl_chain,
+                              strlen(a->crl_chain), a->root_crl, a->root_crl_len};
+    return cl_dcap_collateral_from_pccs(&p, err);
+}
+
+static int verify_with(vec *v, cl_dcap_collateral *col, int64_t now, cl_dcap_result *r, cl_err *err)
+{
+    cl_attest_quote q;
+    assert_int_equal(cl_attest_quote_parse(v->quote, v->quote_len, &q, err), 0);
+    X509 *root = root_ca();
+    int rc = cl_dcap_verify(&q, col, root, now, r, err);
+    X509_free(root);
+    return rc;
+}
+
+static void test_pccs_answers(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *quote, *col, *status;
+        int64_t at;
+    } cases[] = {{"sgx_quote", "sgx_quote_collateral.json", "ConfigurationAndSWHardeningNeeded", SGX_FROM + 10},
+                 {"tdx_quote", "tdx_quote_collateral.json", "UpToDate", TDX_FROM + 10}};
+    for (size_t i = 0; i < 2; i++) {
+        vec v;
+        vec_load(&v, cases[i].quote, cases[i].col);
+        /* as served, and with the members swapped and spaced: the signed span is found either way */
+        const char *fmts[] = {NULL, "{ \"signature\" : \"%2$s\" ,\n \"tcbInfo\" :\t%1$s }\r\n"};
+        for (size_t f = 0; f < 2; f++) {
+            answers a;
+            answers_make(&a, &v, fmts[f]);
+            cl_err err = {0};
+            cl_dcap_collateral *col = answers_load(&a, &err);
+            if (!col)
+                fail_msg("%s: %s", cases[i].col, err.msg);
+            const cl_dcap_collateral_info *in = cl_dcap_collateral_info_get(col);
+            assert_string_equal(in->tee, i ? "TDX" : "SGX");
+            assert_string_equal(in->ca, i ? "platform" : "processor");
+            assert_true(in->next_update > in->issued);
+            cl_dcap_result r;
+            if (verify_with(&v, col, cases[i].at, &r, &err) != 0)
+                fail_msg("%s: %s", cases[i].col, err.msg);
+            assert_string_equal(r.tcb_status, cases[i].status);
+            /* the cache format round-trips byte for byte where it matters */
+            size_t len;
+            char *json = cl_dcap_collateral_to_json(col, &len);
+            cl_dcap_collateral *back = cl_dcap_collateral_load_buffer(json, len, &err);
+            assert_non_null(back);
+            assert_int_equal(verify_with(&v, back, cases[i].at, &r, &err), 0);
+            cl_dcap_collateral_free(back);
+            free(json);
+            cl_dcap_collateral_free(col);
+            answers_free(&a);
+        }
+        vec_free(&v);
+    }
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    answers a;
+    cl_err err = {0};
+    cl_dcap_result r;
+    /* re-serialised (pretty) TCB info: same JSON value, other bytes: the signature fails */
+    cJSON *t = cJSON_Parse(col_field(&v, "tcb_info"));
+    char *pretty = cJSON_Print(t);
+    cJSON_Delete(t);
+    char *orig = strdup(col_field(&v, "tcb_info"));
+    col_set(&v, "tcb_info", pretty);
+    answers_make(&a, &v, NULL);
+    cl_dcap_collateral *col = answers_load(&a, &err);
+    assert_non_null(col);
+    assert_int_equal(verify_with(&v, col, SGX_FROM + 10, &r, &err), -1);
+    assert_non_null(strstr(err.msg, "TCB info signature does not verify"));
+    cl_dcap_collateral_free(col);
+    answers_free(&a);
+    free(pretty);
+    col_set(&v, "tcb_info", orig);
+    free(orig);
+    /* malformed answers, each refused with what is wrong */
+    const struct {
+        const char *fmt, *needle;
+    } bad[] = {
+        {"{\"tcbInfo\":%s,\"signature\":\"%s\",\"signature\":\"00\"}", "duplicate"},
+        {"{\"tcbInfo\":%s,\"signature\":\"%s\"} x", "line"},
+        {"{\"tcbInfo\":%s,\"signature\":\"%s\",\"extra\":1}", "unknown field"},
+        {"{\"tcbinfo\":%s,\"signature\":\"%s\"}", "unknown field"},
+        {"{\"tcbInfo\":[%s],\"signature\":\"%s\"}", "must be an object"},
+        {"{\"tcbInfo\":%s,\"signature\":\"%.100s\"}", "128 hex"},
+        {"[%s,\"%s\"]", "object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        answers_make(&a, &v, bad[i].fmt);
+        cl_err_clear(&err);
+        assert_null(answers_load(&a, &err));
+        assert_int_equal(err.code, CL_E_FORMAT);
+        if (!strstr(err.msg, bad[i].needle))
+            fail_msg("case %zu: '%s' not in: %s", i, bad[i].needle, err.msg);
+        answers_free(&a);
+    }
+    /* a bad issuer chain header: a broken %-escape, no certificate, missing */
+    answers_make(&a, &v, NULL);
+    a.tcb_chain[10] = '%';
+    a.tcb_chain[11] = 'Z';
+    assert_null(answers_load(&a, &err));
+    assert_non_null(strstr(err.msg, "%-escape"));
+    strcpy(a.tcb_chain, "garbage");
+    assert_null(answers_load(&a, &err));
+    assert_non_null(strstr(err.msg, "no PEM certificate"));
+    a.tcb_chain[0] = 0;
+    assert_null(answers_load(&a, &err));
+    assert_non_null(strstr(err.msg, "missing"));
+    answers_free(&a);
+    /* CRLs in DER, PEM or hex are all read; anything else is not */
+    answers_make(&a, &v, NULL);
+    a.crl[0] ^= 0xFF;
+    assert_null(answers_load(&a, &err));
+    assert_non_null(strstr(err.msg, "PCK CRL"));
+    answers_free(&a);
+    vec_free(&v);
+}
+
+/* ---------------------------------------------------------------- collateral sources */
+
+static cl_dcap_source *source(const char *const *files, size_t n, const char *cache, const char *url, int64_t now,
+                              int64_t max_age, cl_err *err)
+{
+    char *root = vec_path("Intel_SGX_Provisioning_Certification_RootCA.der");
+    cl_dcap_config cfg = {.root_ca_file = root, .collateral_files = files, .collateral_count = n, .cache_dir = cache,
+                          .pccs_url = url, .pccs_timeout_ms = 2000, .now_unix = now, .max_age_s = max_age};
+    cl_dcap_source *s = cl_dcap_source_new(&cfg, err);
+    free(root);
+    return s;
+}
+
+static int source_verify(cl_dcap_source *s, const char *quote, cl_dcap_result *r, cl_err *err)
+{
+    size_t len;
+    uint8_t *buf = read_vec(quote, &len);
+    cl_attest_quote q;
+    assert_int_equal(cl_attest_quote_parse(buf, len, &q, err), 0);
+    int rc = cl_dcap_source_verify(s, &q, r, err);
+    free(buf);
+    return rc;
+}
+
+static void test_source_files(void **state)
+{
+    (void)state;
+    /* more than 4 files (the key server refused a fifth before): each quote finds its own */
+    char *dir = tu_tmpdir();
+    const char *names[] = {"sgx_quote_collateral.json", "tdx_quote_collateral.json",
+                           "tdx_quote_outdated_collateral.json"};
+    char *files[7];
+    for (int i = 0; i < 7; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "c%d.json", i);
+        files[i] = tu_path(dir, name);
+        size_t n;
+        uint8_t *b = read_vec(names[i % 3], &n);
+        tu_write_file(files[i], b, n);
+        free(b);
+    }
+    cl_err err = {0};
+    cl_dcap_source *s = source((const char *const *)files, 7, NULL, NULL, SGX_FROM + 100, 0, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    cl_dcap_result r;
+    if (source_verify(s, "sgx_quote", &r, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(r.tcb_status, "ConfigurationAndSWHardeningNeeded");
+    assert_int_equal(source_verify(s, "tdx_quote", &r, &err), 0);
+    assert_string_equal(r.tcb_status, "UpToDate");
+    cl_dcap_source_set_time(s, OLD_FROM + 100);
+    assert_int_equal(source_verify(s, "tdx_quote_outdated", &r, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    /* the TDX quotes' platforms differ (FMSPC B0C06F000000 vs 90C06F000000): only the SGX file left */
+    cl_dcap_source_free(s);
+    s = source((const char *const *)files, 1, NULL, NULL, TDX_FROM + 100, 0, &err);
+    assert_int_equal(source_verify(s, "tdx_quote", &r, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_non_null(strstr(err.msg, "FMSPC B0C06F000000"));
+    /* max age: the SGX collateral was issued at 1750327278 (its QE identity), SGX_FROM - 3293 */
+    cl_dcap_source_free(s);
+    s = source((const char *const *)files, 1, NULL, NULL, SGX_FROM + 7200, 7200, &err);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), -1);
+    assert_int_equal(err.code, CL_E_EXPIRED);
+    assert_non_null(strstr(err.msg, "--collateral-max-age"));
+    cl_dcap_source_set_time(s, SGX_FROM + 600);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), 0);
+    /* reload is all or none: a broken file keeps the set in use */
+    tu_write_file(files[0], "{}", 2);
+    assert_int_equal(cl_dcap_source_reload(s, &err), -1);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), 0);
+    cl_dcap_source_free(s);
+    /* option checks */
+    assert_null(source(NULL, 0, NULL, NULL, 0, 0, &err));
+    assert_non_null(strstr(err.msg, "--pccs-url"));
+    assert_null(source(NULL, 0, NULL, "http://pccs", 0, 0, &err));
+    assert_non_null(strstr(err.msg, "https"));
+    assert_null(source((const char *const *)files + 1, 1, dir, NULL, 0, 0, &err));
+    assert_non_null(strstr(err.msg, "only used with --pccs-url"));
+    for (int i = 0; i < 7; i++)
+        free(files[i]);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* The on-disk cache while the PCCS is down (nothing listens on the port): used until its nextUpdate,
+ * then refused; a tampered cache file is never used. Fixed clock. */
+static void test_source_cache_outage(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    answers a;
+    answers_make(&a, &v, NULL);
+    cl_err err = {0};
+    cl_dcap_collateral *col = answers_load(&a, &err);
+    assert_non_null(col);
+    size_t len;
+    char *json = cl_dcap_collateral_to_json(col, &len);
+    char *path = tu_path(dir, "SGX-00A067110000-processor.json");
+    tu_write_file(path, json, len);
+    const char *down = "https://127.0.0.1:9/";
+    cl_dcap_source *s = source(NULL, 0, dir, down, SGX_FROM + 100, 0, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    cl_dcap_result r;
+    if (source_verify(s, "sgx_quote", &r, &err) != 0)
+        fail_msg("%s", err.msg);
+    cl_dcap_source_stats st;
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.cache_reads, 1);
+    assert_int_equal(st.fetches, 0); /* not due: nextUpdate is a month away */
+    /* within a day of nextUpdate: a refresh is tried, fails, and the cache is still used */
+    cl_dcap_source_set_time(s, SGX_TO - 3600);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), 0);
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 1);
+    assert_int_equal(st.fetch_failures, 1);
+    /* after nextUpdate: refused */
+    cl_dcap_source_set_time(s, SGX_TO + 1);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), -1);
+    assert_int_equal(err.code, CL_E_IO);
+    print_message("after nextUpdate, PCCS down: %s\n", err.msg);
+    cl_dcap_source_free(s);
+    /* a tampered cache: one byte of the signed TCB info changed */
+    char *at = strstr(json, "\\\"pcesvn\\\":13");
+    assert_non_null(at);
+    at[strlen("\\\"pcesvn\\\":1")] = '4';
+    tu_write_file(path, json, len);
+    s = source(NULL, 0, dir, down, SGX_FROM + 100, 0, &err);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), -1);
+    assert_int_equal(err.code, CL_E_IO); /* the cache was not used; the PCCS is down */
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.cache_reads, 0);
+    cl_dcap_source_free(s);
+    /* a cache file of another platform under this platform's name */
+    vec w;
+    vec_load(&w, "tdx_quote", "tdx_quote_collateral.json");
+    answers b;
+    answers_make(&b, &w, NULL);
+    cl_dcap_collateral *other = answers_load(&b, &err);
+    free(json);
+    json = cl_dcap_collateral_to_json(other, &len);
+    tu_write_file(path, json, len);
+    s = source(NULL, 0, dir, down, TDX_FROM + 100, 0, &err);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), -1);
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.cache_reads, 0);
+    cl_dcap_source_free(s);
+    cl_dcap_collateral_free(other);
+    answers_free(&b);
+    vec_free(&w);
+    free(json);
+    free(path);
+    cl_dcap_collateral_free(col);
+    answers_free(&a);
+    vec_free(&v);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -929,6 +1457,11 @@ int main(void)
         cmocka_unit_test(test_converge),
         cmocka_unit_test(test_backend),
         cmocka_unit_test(test_tdx_backend),
+        cmocka_unit_test(test_root_pinned_in_every_chain),
+        cmocka_unit_test(test_collateral_strict_json),
+        cmocka_unit_test(test_pccs_answers),
+        cmocka_unit_test(test_source_files),
+        cmocka_unit_test(test_source_cache_outage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
