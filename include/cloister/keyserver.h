@@ -14,6 +14,7 @@
 
 #include "cloister/attest.h"
 #include "cloister/common.h"
+#include "cloister/dcap.h"
 #include "cloister/policy.h"
 #include "cloister/ratls.h"
 
@@ -102,12 +103,10 @@ typedef struct cl_keyserver_config {
     const char *master_key_file; /* default: db_file + ".master-key" */
     const char *const *trust_sim_certs; /* simulated quoting keys to trust (INSECURE) */
     size_t trust_sim_count;
-    /* Real SGX/TDX evidence: DCAP collateral files (dcap.h; one per platform FMSPC, each tried in turn)
-     * and the Intel SGX Root CA they chain to (required with them). Loaded at start; a restart picks
-     * up refreshed collateral. Without them, real quotes are refused. */
-    const char *const *dcap_collateral_files;
-    size_t dcap_collateral_count;
-    const char *dcap_root_ca_file;
+    /* Real SGX/TDX evidence: where DCAP collateral comes from (dcap.h: files, one per platform, and/or
+     * a PCCS; the Intel SGX Root CA). Borrowed during cl_keyserver_start only. NULL: real quotes are
+     * refused. */
+    const cl_dcap_config *dcap;
     cl_attest_verifier *verifier; /* optional, borrowed: replaces the built-in verifier */
     int threads;                 /* worker threads (default 32) */
     int io_timeout_ms;           /* per-read/write timeout (default 10000) */
@@ -124,9 +123,10 @@ int cl_keyserver_port(const cl_keyserver *ks);
 /* Re-reads the policy file. An invalid file installs the deny-all policy (fail-closed) and returns -1.
  * Connections keep the policy they started with. */
 int cl_keyserver_reload_policy(cl_keyserver *ks, cl_err *err);
-/* Re-reads the DCAP collateral files (all or none). When one cannot be loaded, the collateral loaded
- * before stays in use (it is public data; once past its nextUpdate, quotes are refused) and -1 is
- * returned. A handshake verifies against the set it started with. 0 without DCAP collateral. */
+/* Re-reads the DCAP collateral files (all or none) and forgets PCCS collateral held in memory (it is
+ * fetched, or read from the cache, again on next use). When a file cannot be loaded, the collateral
+ * loaded before stays in use (it is public data; once past its nextUpdate, quotes are refused) and -1
+ * is returned. A handshake verifies against the collateral it started with. 0 without DCAP. */
 int cl_keyserver_reload_dcap(cl_keyserver *ks, cl_err *err);
 /* Installs a parsed policy (ownership passes to the server); NULL installs deny-all. */
 void cl_keyserver_set_policy(cl_keyserver *ks, cl_policy *p);

@@ -37,6 +37,26 @@ void cl_progress_finish(cl_progress *p);
  * cl_progress with only .label set is started by its first callback, which brings the total. */
 void cl_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
+/* ---- the DCAP collateral options (dcap_opts.c), shared by keyserver serve, attest verify and the
+ * clients' --attest */
+#include "cloister/dcap.h"
+
+typedef struct cl_cli_dcap_args {
+    const char *root, *pccs_url, *pccs_ca, *cache;
+    cl_strlist files;
+    long api_version, timeout_ms, max_age, refresh;
+    cl_dcap_config cfg; /* filled by cl_cli_dcap_config */
+} cl_cli_dcap_args;
+
+#define CL_CLI_DCAP_OPTS 9
+/* Writes the CL_CLI_DCAP_OPTS option table entries to opts. */
+size_t cl_cli_dcap_opts(cl_cli_dcap_args *a, cl_opt *opts);
+/* Whether any of them was given. */
+bool cl_cli_dcap_given(const cl_cli_dcap_args *a);
+/* The configuration they make (pointing into a and argv), or NULL when none was given. */
+const cl_dcap_config *cl_cli_dcap_config(cl_cli_dcap_args *a, int64_t now_unix);
+void cl_cli_dcap_free(cl_cli_dcap_args *a);
+
 /* ---- shared by `cloister predict` and `cloister bench` (client_common.c) */
 #include "cloister/client.h"
 
@@ -44,11 +64,13 @@ void cl_progress_cb(void *ctx, uint64_t done, uint64_t total);
 typedef struct cl_cli_client_args {
     const char *server, *ca, *cert, *key, *server_name, *attest;
     cl_strlist trust_sim;
+    cl_cli_dcap_args dcap; /* with --attest: real SGX/TDX evidence */
     long timeout_ms;
     bool rest, plaintext;
     /* built by cl_cli_client_open */
     cl_policy *policy;
     cl_attest_verifier *verifier;
+    cl_dcap_source *dcap_source;
     cl_client *client;
 } cl_cli_client_args;
 
@@ -73,7 +95,7 @@ typedef struct cl_cli_inputs {
 } cl_cli_inputs;
 
 /* Appends the option table entries (at most CL_CLI_CLIENT_OPTS / CL_CLI_INPUT_OPTS) to opts. */
-#define CL_CLI_CLIENT_OPTS 11
+#define CL_CLI_CLIENT_OPTS (11 + CL_CLI_DCAP_OPTS)
 #define CL_CLI_INPUT_OPTS 10
 size_t cl_cli_client_opts(cl_cli_client_args *a, cl_opt *opts);
 size_t cl_cli_input_opts(cl_cli_input_args *a, cl_opt *opts, bool with_random);

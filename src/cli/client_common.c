@@ -1,5 +1,5 @@
 /* client_common.c — what `cloister predict` and `cloister bench` share: the connection options
- * (server, --rest, TLS, --attest with --trust-sim) and the input options (--image, --image-bytes,
+ * (server, --rest, TLS, --attest with --trust-sim and the DCAP collateral options) and the input options (--image, --image-bytes,
  * --input x.npy, --random, normalisation), turned into a cl_client and a request's tensors. Parsing and
  * wiring only: the work is done by the client, image and engine (.npy) modules. */
 #include <errno.h>
@@ -36,7 +36,7 @@ size_t cl_cli_client_opts(cl_cli_client_args *a, cl_opt *o)
     for (size_t i = 0; i < CL_ARRAY_LEN(t); i++)
         if (t[i].dest)
             o[n++] = t[i];
-    return n;
+    return n + cl_cli_dcap_opts(&a->dcap, o + n);
 }
 
 size_t cl_cli_input_opts(cl_cli_input_args *a, cl_opt *o, bool with_random)
@@ -78,8 +78,14 @@ int cl_cli_client_open(cl_cli_client_args *a, cl_err *err)
         for (size_t i = 0; i < a->trust_sim.count; i++)
             if (cl_attest_verifier_trust_sim_file(a->verifier, a->trust_sim.items[i], err) != 0)
                 return cl_err_prefix(err, "--trust-sim %s", a->trust_sim.items[i]);
-    } else if (a->trust_sim.count) {
-        return cl_err_set(err, CL_E_INVALID, "--trust-sim is only used with --attest POLICY.json");
+        const cl_dcap_config *dc = cl_cli_dcap_config(&a->dcap, 0);
+        if (dc && (!(a->dcap_source = cl_dcap_source_new(dc, err)) ||
+                   cl_attest_verifier_add_backend(a->verifier, "dcap", cl_dcap_source_backend, a->dcap_source,
+                                                  err) != 0))
+            return -1;
+    } else if (a->trust_sim.count || cl_cli_dcap_given(&a->dcap)) {
+        return cl_err_set(err, CL_E_INVALID, "%s only used with --attest POLICY.json",
+                          a->trust_sim.count ? "--trust-sim is" : "the DCAP collateral options are");
     }
     cl_client_options o = {.server = a->server, .rest = a->rest, .plaintext = a->plaintext, .ca_file = a->ca,
                            .cert_file = a->cert, .key_file = a->key, .server_name = a->server_name,
@@ -93,10 +99,13 @@ void cl_cli_client_close(cl_cli_client_args *a)
 {
     cl_client_free(a->client);
     cl_attest_verifier_free(a->verifier);
+    cl_dcap_source_free(a->dcap_source);
     cl_policy_free(a->policy);
     cl_strlist_free(&a->trust_sim);
+    cl_cli_dcap_free(&a->dcap);
     a->client = NULL;
     a->verifier = NULL;
+    a->dcap_source = NULL;
     a->policy = NULL;
 }
 

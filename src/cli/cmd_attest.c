@@ -1,6 +1,6 @@
 /* cmd_attest.c — `cloister attest measure|sim-init|inspect|verify`: the identity this binary presents
  * (as a policy-ready JSON snippet), creation of simulated quoting keys, a quote dump for debugging,
- * and offline DCAP verification of a quote against collateral files. */
+ * and DCAP verification of quotes with collateral from files or a PCCS (the shared collateral options). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,38 +163,42 @@ static int inspect(int argc, char **argv)
 
 static int verify(int argc, char **argv)
 {
-    const char *col_file = NULL, *root_file = NULL;
     long at = 0;
     cl_strlist files = {0};
-    const cl_opt opts[] = {
-        {"dcap-collateral", CL_ARG_STRING, &col_file, "FILE", "collateral JSON for the quote's platform (CRLs, "
-                                                               "TCB info, QE identity; docs/attest.md)", true},
-        {"dcap-root-ca", CL_ARG_STRING, &root_file, "FILE", "Intel SGX Root CA certificate (DER or PEM)", true},
+    cl_cli_dcap_args dcap = {0};
+    cl_opt opts[CL_CLI_DCAP_OPTS + 1] = {
         {"at", CL_ARG_LONG, &at, "UNIX", "verify as of this Unix time (default: now)", false, 1, 1L << 40},
     };
-    const cl_cmd_usage usage = {"cloister attest verify --dcap-collateral FILE --dcap-root-ca FILE [--at UNIX] QUOTE...",
-                                "Verifies SGX/TDX quotes offline with Intel DCAP collateral: certificate chains and "
-                                "CRLs, QE report,\nquote signature, TCB info and QE identity. Prints the claims and "
-                                "TCB status; exits 1 if any quote fails."};
-    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), &files);
+    size_t n = 1 + cl_cli_dcap_opts(&dcap, opts + 1);
+    const cl_cmd_usage usage = {"cloister attest verify --dcap-root-ca FILE (--dcap-collateral FILE... | --pccs-url URL "
+                                "[--collateral-cache DIR]) [--at UNIX] QUOTE...",
+                                "Verifies SGX/TDX quotes with Intel DCAP collateral, from files (the one for each "
+                                "quote's platform)\nor fetched from a PCCS / Intel PCS: certificate chains and CRLs, "
+                                "QE report, quote signature, TCB\ninfo and QE identity. Prints the claims and TCB "
+                                "status; exits 1 if any quote fails."};
+    int rc = cl_cli_parse(argc, argv, &usage, opts, n, &files);
     if (rc >= 0) {
         cl_strlist_free(&files); /* what was collected before the error */
+        cl_cli_dcap_free(&dcap);
         return rc;
     }
     cl_err err = {0};
-    cl_dcap_collateral *col = NULL;
-    X509 *root = NULL;
-    if (!files.count) {
+    int64_t now = at ? (int64_t)at : (int64_t)time(NULL);
+    const cl_dcap_config *cfg = cl_cli_dcap_config(&dcap, now);
+    cl_dcap_source *src = NULL;
+    if (!files.count || !cfg) {
+        fprintf(stderr, "cloister attest verify: %s\n", !files.count ? "name at least one quote file"
+                                                                     : "give --dcap-root-ca and --dcap-collateral or "
+                                                                       "--pccs-url (see --help)");
         cl_strlist_free(&files);
-        fprintf(stderr, "cloister attest verify: name at least one quote file\n");
+        cl_cli_dcap_free(&dcap);
         return CL_EXIT_USAGE;
     }
-    if (!(col = cl_dcap_collateral_load(col_file, &err)) || !(root = cl_dcap_root_ca_load(root_file, &err))) {
-        cl_dcap_collateral_free(col);
+    if (!(src = cl_dcap_source_new(cfg, &err))) {
         cl_strlist_free(&files);
-        return cl_cli_fail(argv[0], &err);
+        cl_cli_dcap_free(&dcap);
+        return err.code == CL_E_INVALID ? cl_cli_usage_error(argv[0], &err) : cl_cli_fail(argv[0], &err);
     }
-    int64_t now = at ? (int64_t)at : (int64_t)time(NULL);
     rc = CL_EXIT_OK;
     for (size_t i = 0; i < files.count; i++) {
         uint8_t *buf = NULL;
@@ -202,7 +206,7 @@ static int verify(int argc, char **argv)
         cl_attest_quote q;
         cl_dcap_result r;
         if (cl_file_read(files.items[i], CL_ATTEST_QUOTE_MAX, &buf, &len, &err) != 0 ||
-            cl_attest_quote_parse(buf, len, &q, &err) != 0 || cl_dcap_verify(&q, col, root, now, &r, &err) != 0) {
+            cl_attest_quote_parse(buf, len, &q, &err) != 0 || cl_dcap_source_verify(src, &q, &r, &err) != 0) {
             fprintf(stderr, "cloister attest verify: %s: %s\n", files.items[i], err.msg);
             free(buf);
             rc = CL_EXIT_FAIL;
@@ -217,8 +221,14 @@ static int verify(int argc, char **argv)
         printf("%s\n", r.n_advisories ? "" : " none");
         free(buf);
     }
-    X509_free(root);
-    cl_dcap_collateral_free(col);
+    cl_dcap_source_stats st;
+    cl_dcap_source_stats_get(src, &st);
+    if (cfg->pccs_url)
+        fprintf(stderr, "cloister attest verify: collateral: %llu fetch(es) from %s, %llu failed; %llu cache read(s), "
+                "%llu write(s)\n", (unsigned long long)st.fetches, cfg->pccs_url, (unsigned long long)st.fetch_failures,
+                (unsigned long long)st.cache_reads, (unsigned long long)st.cache_writes);
+    cl_dcap_source_free(src);
+    cl_cli_dcap_free(&dcap);
     cl_strlist_free(&files);
     return rc;
 }
@@ -229,7 +239,7 @@ int cl_cmd_attest(int argc, char **argv)
         {"measure", measure, "print this binary's identity as a policy snippet"},
         {"sim-init", sim_init, "create a simulated quoting key (INSECURE)"},
         {"inspect", inspect, "parse and print SGX/TDX quotes"},
-        {"verify", verify, "verify SGX/TDX quotes offline with Intel DCAP collateral"},
+        {"verify", verify, "verify SGX/TDX quotes with Intel DCAP collateral (files or a PCCS)"},
     };
     if (argc >= 2) {
         for (size_t i = 0; i < CL_ARRAY_LEN(subs); i++) {

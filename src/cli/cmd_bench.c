@@ -122,8 +122,12 @@ int cl_cmd_bench(int argc, char **argv)
         "requests of batch B in total. Prints throughput (requests/s, items/s), latency (mean, p50, p90, p99,\n"
         "max) and failed requests by status code. Exit 1 if any measured request failed."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, n, NULL);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cl_cli_client_close(&ca);
+        cl_strlist_free(&ia.images);
+        cl_strlist_free(&ia.npys);
         return rc;
+    }
     cl_err err = {0};
     cl_client_conn *conn = NULL;
     cl_cli_inputs in = {0};

@@ -32,8 +32,9 @@ static cl_store *open_store(const char *cmd, const char *db, const char *mk_path
 static int serve(int argc, char **argv)
 {
     const char *listen = "0.0.0.0:4433", *cert = NULL, *key = NULL, *policy = NULL, *db = NULL, *mk = NULL,
-               *pid_file = NULL, *dcap_root = NULL;
-    cl_strlist trust = {0}, dcap = {0};
+               *pid_file = NULL;
+    cl_strlist trust = {0};
+    cl_cli_dcap_args dcap = {0};
     long threads = 32, timeout = 10000, conn_timeout = 30000;
     bool tls12 = false;
     const cl_opt opts[] = {
@@ -45,10 +46,6 @@ static int serve(int argc, char **argv)
         {"master-key", CL_ARG_STRING, &mk, "FILE", "master key file (default DB.master-key)", false},
         {"trust-sim", CL_ARG_LIST, &trust, "CERT", "accept sim evidence signed by this simulated quoting key "
                                                    "(INSECURE: development only)", false},
-        {"dcap-collateral", CL_ARG_LIST, &dcap, "FILE", "verify real SGX/TDX quotes with this Intel DCAP "
-                                                        "collateral (one file per platform; docs/attest.md); SIGHUP reloads it", false},
-        {"dcap-root-ca", CL_ARG_STRING, &dcap_root, "FILE", "the Intel SGX Root CA the collateral chains to (DER "
-                                                            "or PEM)", false},
         {"threads", CL_ARG_LONG, &threads, "N", "worker threads (default 32)", false, 1, 1024},
         {"io-timeout-ms", CL_ARG_LONG, &timeout, "MS", "per-read/write timeout (default 10000)", false, 100,
          600000},
@@ -57,22 +54,26 @@ static int serve(int argc, char **argv)
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
         {"allow-tls12", CL_ARG_FLAG, &tls12, NULL, "also accept TLS 1.2 (Gramine < 1.8 secret_prov clients)", false},
     };
+    cl_opt all[CL_ARRAY_LEN(opts) + CL_CLI_DCAP_OPTS];
+    memcpy(all, opts, sizeof opts);
+    size_t nopts = CL_ARRAY_LEN(opts) + cl_cli_dcap_opts(&dcap, all + CL_ARRAY_LEN(opts));
     const cl_cmd_usage usage = {
-        "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE [--listen HOST:PORT]",
+        "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE [--listen HOST:PORT]\n"
+        "                         [--dcap-root-ca FILE (--dcap-collateral FILE... | --pccs-url URL ...)]",
         "Serves secrets over TLS 1.3 to clients that present an RA-TLS certificate whose evidence verifies and\n"
         "matches the policy. Speaks cloister's protocol and Gramine's secret_prov v1. Every release and denial\n"
-        "goes to the audit log. SIGHUP reloads the policy (an invalid one denies everything) and the DCAP\n"
-        "collateral (a bad file keeps the collateral in use); SIGTERM stops."};
-    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
+        "goes to the audit log. Real SGX/TDX quotes are verified with Intel DCAP collateral from files or a\n"
+        "PCCS (docs/attest.md). SIGHUP reloads the policy (an invalid one denies everything) and the DCAP\n"
+        "collateral files (a bad file keeps the collateral in use); SIGTERM stops."};
+    int rc = cl_cli_parse(argc, argv, &usage, all, nopts, NULL);
     if (rc >= 0) {
         cl_strlist_free(&trust);
-        cl_strlist_free(&dcap);
+        cl_cli_dcap_free(&dcap);
         return rc;
     }
     cl_keyserver_config cfg = {.listen = listen, .cert_file = cert, .key_file = key, .policy_file = policy,
                                .db_file = db, .master_key_file = mk, .trust_sim_certs = trust.items,
-                               .trust_sim_count = trust.count, .dcap_collateral_files = dcap.items,
-                               .dcap_collateral_count = dcap.count, .dcap_root_ca_file = dcap_root,
+                               .trust_sim_count = trust.count, .dcap = cl_cli_dcap_config(&dcap, 0),
                                .threads = (int)threads,
                                .io_timeout_ms = (int)timeout, .connection_timeout_ms = (int)conn_timeout,
                                .allow_tls12 = tls12};
@@ -82,7 +83,7 @@ static int serve(int argc, char **argv)
         int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
         if (cl_file_write_atomic(pid_file, pid, (size_t)n, 0644, true, &err) != 0) {
             cl_strlist_free(&trust);
-            cl_strlist_free(&dcap);
+            cl_cli_dcap_free(&dcap);
             return cl_cli_fail(argv[0], &err);
         }
     }
@@ -90,7 +91,7 @@ static int serve(int argc, char **argv)
     if (pid_file)
         unlink(pid_file);
     cl_strlist_free(&trust);
-    cl_strlist_free(&dcap);
+    cl_cli_dcap_free(&dcap);
     return rc == 0 ? CL_EXIT_OK : cl_cli_fail(argv[0], &err);
 }
 

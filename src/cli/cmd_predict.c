@@ -141,12 +141,18 @@ int cl_cmd_predict(int argc, char **argv)
         "area resize, pixels scaled to [0,1] (--scale, --mean, --std to change). --image-bytes sends the encoded\n"
         "files instead, as a DT_STRING tensor, for servers that decode images themselves.\n"
         "--attest POLICY.json: the server must present an RA-TLS certificate whose evidence verifies (sim evidence\n"
-        "only with --trust-sim CERT) and matches the policy; otherwise nothing is sent.\n"
+        "only with --trust-sim CERT; real SGX/TDX quotes with --dcap-root-ca and --dcap-collateral or --pccs-url,\n"
+        "the key server's collateral options) and matches the policy; otherwise nothing is sent.\n"
         "Exit status: 0 success, 1 the request failed (the server's error is printed), 2 usage error."};
     cl_strlist positional = {0};
     int rc = cl_cli_parse(argc, argv, &usage, opts, n, &positional);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cl_cli_client_close(&ca);
+        cl_strlist_free(&ia.images);
+        cl_strlist_free(&ia.npys);
+        cl_strlist_free(&positional);
         return rc;
+    }
     cl_err err = {0};
     cl_client_conn *conn = NULL;
     cl_cli_inputs in = {0};

@@ -47,13 +47,10 @@ struct cl_keyserver {
     SSL_CTX *ctx;
     cl_attest_verifier *verifier;
     bool own_verifier;
-    /* DCAP back ends of the own verifier: one per collateral file (dcap_slots), all with one root,
-     * verifying against the collateral set in use (dcap, under pol_lock; SIGHUP reloads it) */
-    X509 *dcap_root;
-    char **dcap_files;
-    size_t dcap_count;
-    struct dcap_slot *dcap_slots;
-    struct dcap_set *dcap;
+    /* the DCAP back end of the own verifier: collateral files and/or a PCCS (SIGHUP reloads) */
+    cl_dcap_source *dcap;
+    size_t dcap_files;
+    bool dcap_pccs;
     cl_ratls_verify_ctx vctx;
     cl_store *store;
     pthread_mutex_t pol_lock;
@@ -347,108 +344,38 @@ static int listen_on(cl_keyserver *ks, const char *spec, cl_err *err)
 }
 
 /* ---------------------------------------------------------------- DCAP collateral
- * The collateral files are loaded as one set, swapped whole when SIGHUP reloads them (Intel's CRLs
- * and TCB information are refreshed about monthly). A handshake holds the set it verifies against,
- * so a reload never frees collateral in use. */
-typedef struct dcap_set {
-    atomic_int refs;
-    size_t n;
-    cl_dcap_collateral **col;
-} dcap_set;
-
-typedef struct dcap_slot {
-    cl_keyserver *ks;
-    size_t i; /* which collateral file */
-} dcap_slot;
-
-static void dcap_release(dcap_set *d)
-{
-    if (d && atomic_fetch_sub(&d->refs, 1) == 1) {
-        for (size_t i = 0; i < d->n; i++)
-            cl_dcap_collateral_free(d->col[i]);
-        free(d->col);
-        free(d);
-    }
-}
-
-/* Every file or nothing. */
-static dcap_set *dcap_load(char *const *files, size_t n, cl_err *err)
-{
-    dcap_set *d = calloc(1, sizeof *d);
-    if (!d || !(d->col = calloc(n, sizeof *d->col))) {
-        free(d);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        return NULL;
-    }
-    atomic_init(&d->refs, 1);
-    for (; d->n < n; d->n++)
-        if (!(d->col[d->n] = cl_dcap_collateral_load(files[d->n], err))) {
-            dcap_release(d);
-            return NULL;
-        }
-    return d;
-}
-
-/* A cl_attest_backend_fn for collateral file ds->i of the set in use. */
-static int dcap_slot_verify(void *ctx, const cl_attest_quote *q, cl_attest_claims *claims, cl_err *err)
-{
-    dcap_slot *ds = ctx;
-    cl_keyserver *ks = ds->ks;
-    pthread_mutex_lock(&ks->pol_lock);
-    dcap_set *d = ks->dcap;
-    atomic_fetch_add(&d->refs, 1);
-    pthread_mutex_unlock(&ks->pol_lock);
-    cl_dcap_backend b = {.root_ca = ks->dcap_root, .col = d->col[ds->i]};
-    int rc = cl_dcap_backend_verify(&b, q, claims, err);
-    dcap_release(d);
-    return rc;
-}
-
+ * The collateral source (cloister/dcap.h: files chosen per platform, and/or a PCCS fetched on
+ * demand and cached). SIGHUP reloads the files all or none; a handshake keeps the collateral it
+ * verifies with, so a reload never frees collateral in use. */
 int cl_keyserver_reload_dcap(cl_keyserver *ks, cl_err *err)
 {
-    if (!ks->dcap_count)
+    if (!ks->dcap)
         return 0;
-    dcap_set *d = dcap_load(ks->dcap_files, ks->dcap_count, err);
-    if (!d) {
+    if (cl_dcap_source_reload(ks->dcap, err) != 0) {
         CL_ERROR("keyserver", "DCAP collateral reload failed, still verifying with the collateral loaded before: %s",
                  err ? err->msg : "?");
         return -1;
     }
-    pthread_mutex_lock(&ks->pol_lock);
-    dcap_set *old = ks->dcap;
-    ks->dcap = d;
-    pthread_mutex_unlock(&ks->pol_lock);
-    dcap_release(old);
-    CL_INFO("keyserver", "DCAP collateral reloaded from %zu file(s)", ks->dcap_count);
+    CL_INFO("keyserver", "DCAP collateral reloaded from %zu file(s)%s", ks->dcap_files,
+            ks->dcap_pccs ? "; PCCS collateral is fetched again on next use" : "");
     return 0;
 }
 
-/* Loads the DCAP collateral files and adds a verifier back end for each (the slots and the set
- * outlive the verifier: ks_free frees them after it). */
+/* Creates the collateral source and its verifier back end (freed after the verifier: ks_free). */
 static int dcap_setup(cl_keyserver *ks, const cl_keyserver_config *cfg, cl_err *err)
 {
-    if (!cfg->dcap_collateral_count)
-        return cfg->dcap_root_ca_file ? cl_err_set(err, CL_E_INVALID, "an Intel root CA was given without DCAP "
-                                                   "collateral (--dcap-collateral FILE)") : 0;
-    if (!cfg->dcap_root_ca_file)
-        return cl_err_set(err, CL_E_INVALID, "DCAP collateral needs the Intel SGX Root CA it chains to "
-                          "(--dcap-root-ca FILE)");
-    if (!(ks->dcap_root = cl_dcap_root_ca_load(cfg->dcap_root_ca_file, err)))
+    if (!cfg->dcap)
+        return 0;
+    if (!(ks->dcap = cl_dcap_source_new(cfg->dcap, err)) ||
+        cl_attest_verifier_add_backend(ks->verifier, "dcap", cl_dcap_source_backend, ks->dcap, err) != 0)
         return -1;
-    size_t n = cfg->dcap_collateral_count;
-    if (!(ks->dcap_files = calloc(n, sizeof *ks->dcap_files)) || !(ks->dcap_slots = calloc(n, sizeof *ks->dcap_slots)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
-    for (; ks->dcap_count < n; ks->dcap_count++)
-        if (!(ks->dcap_files[ks->dcap_count] = strdup(cfg->dcap_collateral_files[ks->dcap_count])))
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
-    if (!(ks->dcap = dcap_load(ks->dcap_files, n, err)))
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        ks->dcap_slots[i] = (dcap_slot){ks, i};
-        if (cl_attest_verifier_add_backend(ks->verifier, "dcap", dcap_slot_verify, &ks->dcap_slots[i], err) != 0)
-            return -1;
-        CL_INFO("keyserver", "DCAP: verifying real SGX/TDX quotes with collateral %s", ks->dcap_files[i]);
-    }
+    ks->dcap_files = cfg->dcap->collateral_count;
+    ks->dcap_pccs = cfg->dcap->pccs_url != NULL;
+    for (size_t i = 0; i < cfg->dcap->collateral_count; i++)
+        CL_INFO("keyserver", "DCAP: verifying real SGX/TDX quotes with collateral %s", cfg->dcap->collateral_files[i]);
+    if (cfg->dcap->pccs_url)
+        CL_INFO("keyserver", "DCAP: verifying real SGX/TDX quotes with collateral from %s (cache %s)",
+                cfg->dcap->pccs_url, cfg->dcap->cache_dir ? cfg->dcap->cache_dir : "in memory only");
     return 0;
 }
 
@@ -459,12 +386,7 @@ static void ks_free(cl_keyserver *ks)
     SSL_CTX_free(ks->ctx);
     if (ks->own_verifier)
         cl_attest_verifier_free(ks->verifier);
-    dcap_release(ks->dcap);
-    for (size_t i = 0; i < ks->dcap_count; i++)
-        free(ks->dcap_files[i]);
-    free(ks->dcap_files);
-    free(ks->dcap_slots);
-    X509_free(ks->dcap_root);
+    cl_dcap_source_free(ks->dcap);
     cl_store_close(ks->store);
     policy_release(ks->policy);
     free(ks->policy_file);
@@ -655,7 +577,7 @@ int cl_keyserver_run(const cl_keyserver_config *cfg, cl_err *err)
     if (!ks)
         return -1;
     CL_INFO("keyserver", "listening on port %d (TLS 1.3, RA-TLS clients only); SIGHUP reloads the policy%s",
-            ks->port, ks->dcap_count ? " and the DCAP collateral" : "");
+            ks->port, ks->dcap ? " and the DCAP collateral" : "");
     for (;;) {
         int sig = 0;
         if (sigwait(&set, &sig) != 0)
