@@ -188,6 +188,21 @@ cl_dcap_collateral *cl_pccs_fetch(const cl_dcap_config *cfg, X509 *root, const c
     }
     memcpy(base, cfg->pccs_url, bl);
     base[bl] = 0;
+    /* a qcnl-style URL (https://pccs:8081/sgx/certification/v4/) names the base and the version */
+    static const char *const suffixes[] = {"/sgx/certification/v3", "/sgx/certification/v4", "/tdx/certification/v4"};
+    for (size_t i = 0; i < CL_ARRAY_LEN(suffixes); i++) {
+        size_t sl = strlen(suffixes[i]);
+        if (bl > sl && !strcmp(base + bl - sl, suffixes[i])) {
+            base[bl - sl] = 0;
+            if (!cfg->pccs_api_version)
+                v = suffixes[i][sl - 1] - '0';
+            break;
+        }
+    }
+    if (tdx && v < 4) {
+        cl_err_set(err, CL_E_UNSUPPORTED, "TDX collateral needs PCCS/PCS API v4 (--pccs-api-version 4)");
+        return NULL;
+    }
     int timeout = cfg->pccs_timeout_ms > 0 ? cfg->pccs_timeout_ms : 5000;
     cl_dcap_config c2 = *cfg;
     c2.pccs_timeout_ms = timeout;
