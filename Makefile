@@ -28,6 +28,7 @@ bench: build
 	@scripts/deps.sh bench
 	@build/bench/bench_seal
 	@build/bench/bench_keyserver
+	@build/bench/bench_dcap tests/data/dcap-qvl
 	@bench/engine/run.sh build
 	@bench/serve/run.sh build
 	@bench/serve/grpc_latency.sh build

@@ -1,10 +1,12 @@
 /* dcap.c — offline Intel DCAP quote verification (cloister/dcap.h): collateral loading, the PCK
  * chain and CRL checks (OpenSSL X509_STORE at a given time), QE report and quote signatures, TCB info
  * and QE identity (signatures over the exact served text, validity dates, TCB level matching for SGX
- * and TDX), and the cl_attest_backend_fn adapter. Owns nothing global; all state is per call. */
+ * and TDX), and the cl_attest_backend_fn adapter. Global state: a cache of parsed PCK chains (by hash);
+ * per collateral, memos of the checks whose outcome only the time window can change. */
 #include "dcap_internal.h"
 #include "attest_internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -655,16 +657,36 @@ static int qe_parts_get(const cl_attest_quote *q, qe_parts *qp, cl_err *err)
     return 0;
 }
 
-static STACK_OF(X509) *quote_pck_chain(const qe_parts *qp, cl_err *err)
+/* Parsed PCK chains by the SHA-256 of their PEM bytes: a platform presents the same chain in every
+ * quote, and decoding three certificates costs more than the rest of a verification. Parsing is a
+ * function of the bytes, so the cache changes no outcome; entries are shared read-only (up-ref'ed). */
+#define PCK_PARSE_CACHE 64
+static struct {
+    uint8_t h[32];
+    STACK_OF(X509) *chain;
+} g_pck_cache[PCK_PARSE_CACHE];
+static size_t g_pck_next;
+static pthread_mutex_t g_pck_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static STACK_OF(X509) *quote_pck_chain(const qe_parts *qp, uint8_t h[32], cl_err *err)
 {
     if (qp->pck_len == 0 || qp->pck_len > INT32_MAX) {
         cl_err_set(err, CL_E_FORMAT, "DCAP: the quote carries no PCK certificate chain");
         return NULL;
     }
+    SHA256(qp->pck, qp->pck_len, h);
+    STACK_OF(X509) *sk = NULL;
+    pthread_mutex_lock(&g_pck_lock);
+    for (size_t i = 0; i < PCK_PARSE_CACHE && !sk; i++)
+        if (g_pck_cache[i].chain && !memcmp(g_pck_cache[i].h, h, 32))
+            sk = X509_chain_up_ref(g_pck_cache[i].chain);
+    pthread_mutex_unlock(&g_pck_lock);
+    if (sk)
+        return sk;
     BIO *b = BIO_new_mem_buf(qp->pck, (int)qp->pck_len);
-    STACK_OF(X509) *sk = sk_X509_new_null();
+    sk = sk_X509_new_null();
     X509 *x;
-    while (b && sk && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
+    while (b && sk && sk_X509_num(sk) < 8 && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
         if (!sk_X509_push(sk, x)) {
             X509_free(x);
             break;
@@ -676,8 +698,80 @@ static STACK_OF(X509) *quote_pck_chain(const qe_parts *qp, cl_err *err)
         cl_err_set(err, CL_E_FORMAT, "DCAP: the quote's PCK certificate chain holds no PEM certificate");
         return NULL;
     }
+    STACK_OF(X509) *keep = X509_chain_up_ref(sk);
+    if (keep) {
+        pthread_mutex_lock(&g_pck_lock);
+        size_t slot = g_pck_next++ % PCK_PARSE_CACHE;
+        STACK_OF(X509) *old = g_pck_cache[slot].chain;
+        memcpy(g_pck_cache[slot].h, h, 32);
+        g_pck_cache[slot].chain = keep;
+        pthread_mutex_unlock(&g_pck_lock);
+        sk_X509_pop_free(old, X509_free);
+    }
     return sk;
 }
+
+static int64_t asn1_unix(const ASN1_TIME *t)
+{
+    struct tm tm;
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+        return -1;
+    return (int64_t)timegm(&tm);
+}
+
+/* Step 1 (the quote's PCK chain to the root with both CRLs, and the leaf's role), remembered per
+ * collateral like collateral_ok: for one chain (by hash), root and set of CRLs the outcome is the
+ * same at any time inside the window where every certificate of the path and both CRLs are valid. */
+static int pck_chain_ok(const cl_dcap_collateral *ccol, STACK_OF(X509) *chain, const uint8_t h[32], X509 *root,
+                        int64_t now, cl_err *err)
+{
+    cl_dcap_collateral *col = (cl_dcap_collateral *)ccol; /* the memo only */
+    bool hit = false;
+    pthread_mutex_lock(&col->memo_lock);
+    for (size_t i = 0; i < CL_ARRAY_LEN(col->pck_memo) && !hit; i++)
+        hit = col->pck_memo[i].root && !memcmp(col->pck_memo[i].h, h, 32) && X509_cmp(col->pck_memo[i].root, root) == 0 &&
+              now >= col->pck_memo[i].lo && now <= col->pck_memo[i].hi;
+    pthread_mutex_unlock(&col->memo_lock);
+    if (hit)
+        return 0;
+    X509 *leaf = sk_X509_value(chain, 0);
+    if (verify_chain(leaf, chain, root, col, now, "the PCK certificate chain", err) != 0 ||
+        cl_dcap_check_role(leaf, CL_DCAP_ROLE_PCK, err) != 0)
+        return -1;
+    int64_t lo = INT64_MIN, hi = INT64_MAX, a, b;
+    for (int i = 0; i <= sk_X509_num(chain); i++) {
+        X509 *x = i < sk_X509_num(chain) ? sk_X509_value(chain, i) : root;
+        a = asn1_unix(X509_get0_notBefore(x));
+        b = asn1_unix(X509_get0_notAfter(x));
+        if (a < 0 || b < 0)
+            return 0; /* verified now; not remembered */
+        lo = a > lo ? a : lo;
+        hi = b < hi ? b : hi;
+    }
+    X509_CRL *crls[2] = {col->root_crl, col->pck_crl};
+    for (int i = 0; i < 2; i++) {
+        a = asn1_unix(X509_CRL_get0_lastUpdate(crls[i]));
+        b = asn1_unix(X509_CRL_get0_nextUpdate(crls[i]));
+        if (a < 0 || b < 0)
+            return 0;
+        lo = a > lo ? a : lo;
+        hi = b < hi ? b : hi;
+    }
+    if (now < lo || now > hi || X509_up_ref(root) != 1)
+        return 0;
+    pthread_mutex_lock(&col->memo_lock);
+    size_t slot = col->pck_memo_next++ % CL_ARRAY_LEN(col->pck_memo);
+    X509 *old = col->pck_memo[slot].root;
+    memcpy(col->pck_memo[slot].h, h, 32);
+    col->pck_memo[slot].lo = lo;
+    col->pck_memo[slot].hi = hi;
+    col->pck_memo[slot].root = root;
+    pthread_mutex_unlock(&col->memo_lock);
+    X509_free(old);
+    return 0;
+}
+
+static int collateral_ok(const cl_dcap_collateral *ccol, X509 *root, int64_t now, cl_err *err);
 
 int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509 *root, int64_t now,
                    cl_dcap_result *out, cl_err *err)
@@ -697,7 +791,8 @@ int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509
     qe_parts qp = {0};
     if (qe_parts_get(q, &qp, err) != 0)
         return -1;
-    STACK_OF(X509) *chain = quote_pck_chain(&qp, err);
+    uint8_t chain_hash[32];
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, chain_hash, err);
     if (!chain)
         return -1;
     EVP_PKEY *ak = NULL;
@@ -705,10 +800,9 @@ int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509
     X509 *leaf = sk_X509_value(chain, 0);
 
     /* 1. PCK chain to the root, with CRLs */
-    if (verify_chain(leaf, chain, root, col, now, "the PCK certificate chain", err) != 0 ||
-        cl_dcap_check_role(leaf, CL_DCAP_ROLE_PCK, err) != 0)
+    if (pck_chain_ok(col, chain, chain_hash, root, now, err) != 0)
         goto out;
-    if (check_pck_crl_chain(col, root, now, err) != 0)
+    if (collateral_ok(col, root, now, err) != 0)
         goto out;
     pck_info pi;
     if (pck_extension(leaf, &pi, err) != 0)
@@ -755,18 +849,12 @@ int cl_dcap_verify(const cl_attest_quote *q, const cl_dcap_collateral *col, X509
         goto out;
     }
 
-    /* 5. TCB info */
-    if (check_signed_doc("TCB info", col->tcb_info, col->tcb_sig, col->tcb_json, col->tcb_chain, root, col, now,
-                         err) != 0)
-        goto out;
+    /* 5. TCB info (its signature, chain and dates: collateral_ok above) */
     int plat = 0, module = 0;
     if (check_tcb_info(q, col->tcb_json, &pi, &plat, &module, out, err) != 0)
         goto out;
 
-    /* 6. QE identity */
-    if (check_signed_doc("QE identity", col->qe_identity, col->qe_sig, col->qe_json, col->qe_chain, root, col,
-                         now, err) != 0)
-        goto out;
+    /* 6. QE identity (likewise) */
     int qe = 0;
     if (check_qe_identity(q, col->qe_json, qp.report, &qe, out, err) != 0)
         goto out;
@@ -789,6 +877,30 @@ out:
 
 /* ---------------------------------------------------------------- for the collateral sources */
 
+/* cl_dcap_collateral_check, done once per collateral and root: its result holds at any time inside
+ * the collateral's own validity window [lo, hi] (signatures and revocation do not depend on the time;
+ * every certificate, CRL and document of it is valid throughout that window), so later verifications
+ * inside the window only compare the time. Outside it, or with another root, it is checked again. */
+static int collateral_ok(const cl_dcap_collateral *ccol, X509 *root, int64_t now, cl_err *err)
+{
+    cl_dcap_collateral *col = (cl_dcap_collateral *)ccol; /* the memo only */
+    pthread_mutex_lock(&col->memo_lock);
+    bool hit = col->memo_root && X509_cmp(col->memo_root, root) == 0 && now >= col->lo && now <= col->hi;
+    pthread_mutex_unlock(&col->memo_lock);
+    if (hit)
+        return 0;
+    if (cl_dcap_collateral_check(col, root, now, err) != 0)
+        return -1;
+    if (now >= col->lo && now <= col->hi && X509_up_ref(root) == 1) {
+        pthread_mutex_lock(&col->memo_lock);
+        X509 *old = col->memo_root;
+        col->memo_root = root;
+        pthread_mutex_unlock(&col->memo_lock);
+        X509_free(old);
+    }
+    return 0;
+}
+
 int cl_dcap_quote_platform(const cl_attest_quote *q, char tee[4], char fmspc_hex[13], char ca[10], cl_err *err)
 {
     if (q->att_key_type != 2 || !q->attest_key)
@@ -796,7 +908,8 @@ int cl_dcap_quote_platform(const cl_attest_quote *q, char tee[4], char fmspc_hex
     qe_parts qp = {0};
     if (qe_parts_get(q, &qp, err) != 0)
         return -1;
-    STACK_OF(X509) *chain = quote_pck_chain(&qp, err);
+    uint8_t chain_hash[32];
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, chain_hash, err);
     if (!chain)
         return -1;
     X509 *leaf = sk_X509_value(chain, 0);
@@ -863,7 +976,8 @@ int cl_dcap_quote_qe(const cl_attest_quote *q, const uint8_t **qe_report, X509 *
     qe_parts qp = {0};
     if (qe_parts_get(q, &qp, err) != 0)
         return -1;
-    STACK_OF(X509) *chain = quote_pck_chain(&qp, err);
+    uint8_t chain_hash[32];
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, chain_hash, err);
     if (!chain)
         return -1;
     *qe_report = qp.report;

@@ -6,6 +6,7 @@
  * Nothing here trusts anything: cl_dcap_verify (dcap.c) checks it all. */
 #include "dcap_internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +37,21 @@ void cl_dcap_collateral_free(cl_dcap_collateral *c)
     free(c->qe_identity);
     json_decref(c->tcb_json);
     json_decref(c->qe_json);
+    X509_free(c->memo_root);
+    for (size_t i = 0; i < CL_ARRAY_LEN(c->pck_memo); i++)
+        X509_free(c->pck_memo[i].root);
+    pthread_mutex_destroy(&c->memo_lock);
     free(c);
+}
+
+static cl_dcap_collateral *collateral_new(cl_err *err)
+{
+    cl_dcap_collateral *c = calloc(1, sizeof(*c));
+    if (!c)
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+    else
+        pthread_mutex_init(&c->memo_lock, NULL);
+    return c;
 }
 
 const cl_dcap_collateral_info *cl_dcap_collateral_info_get(const cl_dcap_collateral *c) { return &c->info; }
@@ -191,6 +206,35 @@ static void fill_info(cl_dcap_collateral *c)
     }
     in->issued = issued == INT64_MAX ? 0 : issued;
     in->next_update = next == INT64_MAX ? 0 : next;
+    /* the validity window of every part the collateral check looks at (an unreadable date: empty) */
+    int64_t lo = INT64_MIN, hi = INT64_MAX;
+    for (int i = 0; i < 2; i++) {
+        int64_t a = -1, b = -1;
+        if (cl_dcap_parse_time(json_string_value(json_object_get(docs[i], "issueDate")), &a) != 0 ||
+            cl_dcap_parse_time(json_string_value(json_object_get(docs[i], "nextUpdate")), &b) != 0)
+            lo = INT64_MAX;
+        lo = a > lo ? a : lo;
+        hi = b < hi ? b : hi;
+    }
+    for (int i = 0; i < 2; i++) {
+        int64_t a = asn1_unix(X509_CRL_get0_lastUpdate(crls[i])), b = asn1_unix(X509_CRL_get0_nextUpdate(crls[i]));
+        if (a < 0 || b < 0)
+            lo = INT64_MAX;
+        lo = a > lo ? a : lo;
+        hi = b < hi ? b : hi;
+    }
+    STACK_OF(X509) *chains[3] = {c->tcb_chain, c->qe_chain, c->pck_crl_chain};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < sk_X509_num(chains[k]); i++) {
+            X509 *x = sk_X509_value(chains[k], i);
+            int64_t a = asn1_unix(X509_get0_notBefore(x)), b = asn1_unix(X509_get0_notAfter(x));
+            if (a < 0 || b < 0)
+                lo = INT64_MAX;
+            lo = a > lo ? a : lo;
+            hi = b < hi ? b : hi;
+        }
+    c->lo = lo;
+    c->hi = hi;
 }
 
 /* ---------------------------------------------------------------- the collateral JSON file */
@@ -210,13 +254,11 @@ cl_dcap_collateral *cl_dcap_collateral_load_buffer(const char *json, size_t len,
     json_t *root = cl_json_parse(json, len, "DCAP collateral", err);
     if (!root)
         return NULL;
-    cl_dcap_collateral *c = calloc(1, sizeof(*c));
+    cl_dcap_collateral *c = collateral_new(err);
     int rc = -1;
     const char *s;
-    if (!c) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+    if (!c)
         goto out;
-    }
     if (cl_json_check_keys(root, "DCAP collateral", "", k_fields, err) != 0)
         goto out;
     if (!(s = field_str(root, "pck_crl_issuer_chain", err)) ||
@@ -457,11 +499,9 @@ static STACK_OF(X509) *header_chain(const char *v, size_t n, const char *what, c
 
 cl_dcap_collateral *cl_dcap_collateral_from_pccs(const cl_dcap_pccs_answers *a, cl_err *err)
 {
-    cl_dcap_collateral *c = calloc(1, sizeof(*c));
-    if (!c) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+    cl_dcap_collateral *c = collateral_new(err);
+    if (!c)
         return NULL;
-    }
     int rc = -1;
     if (!a->tcb_info || !a->qe_identity || !a->pck_crl || !a->root_crl) {
         cl_err_set(err, CL_E_FORMAT, "DCAP collateral: a PCCS answer is missing");

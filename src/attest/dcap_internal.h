@@ -7,6 +7,8 @@
 #ifndef CLOISTER_DCAP_INTERNAL_H
 #define CLOISTER_DCAP_INTERNAL_H
 
+#include <pthread.h>
+
 #include <jansson.h>
 
 #include "cloister/dcap.h"
@@ -19,6 +21,17 @@ struct cl_dcap_collateral {
     uint8_t tcb_sig[64], qe_sig[64];
     json_t *tcb_json, *qe_json; /* parsed from the text above (read only, never re-serialised) */
     cl_dcap_collateral_info info;
+    /* the window in which every certificate, CRL and document of it is valid (inclusive), and the memo
+     * of cl_dcap_collateral_check: it passed with memo_root (up-ref'ed) at a time inside the window */
+    int64_t lo, hi;
+    pthread_mutex_t memo_lock;
+    X509 *memo_root;
+    struct {
+        uint8_t h[32];   /* SHA-256 of a quote's PCK chain (PEM) that verified with this collateral */
+        int64_t lo, hi;  /* while every certificate of its path and both CRLs are valid */
+        X509 *root;      /* up-ref'ed; NULL: empty */
+    } pck_memo[16];
+    size_t pck_memo_next;
 };
 
 /* The TEE ("SGX"/"TDX"), FMSPC (upper-case hex) and PCK CA ("processor"/"platform") a quote's PCK
