@@ -157,8 +157,8 @@ void cl_dcap_source_free(cl_dcap_source *s);
 int cl_dcap_source_reload(cl_dcap_source *s, cl_err *err);
 /* The test clock (0: the real one). */
 void cl_dcap_source_set_time(cl_dcap_source *s, int64_t now_unix);
-/* Verifies q with the collateral for its TEE, FMSPC and PCK CA: a matching file, else the cached or
- * fetched PCCS collateral (fetched when missing or within refresh_s of nextUpdate; a failed fetch
+/* Verifies q with the collateral for its TEE, FMSPC and PCK CA: a matching file (when it has expired
+ * and a PCCS is configured, the PCCS instead), else the cached or fetched PCCS collateral (fetched when missing or within refresh_s of nextUpdate; a failed fetch
  * keeps the cached collateral, which is then used until its nextUpdate). CL_E_INVALID when no file
  * matches and no PCCS is configured, CL_E_IO when the PCCS cannot be reached (or answers badly) and
  * nothing usable is cached; otherwise as cl_dcap_verify, plus CL_E_EXPIRED for collateral issued

@@ -440,8 +440,8 @@ int cl_dcap_source_verify(cl_dcap_source *s, const cl_attest_quote *q, cl_dcap_r
                             (long long)s->cfg.max_age_s);
     }
     fileset_release(f);
-    if (rc != 1)
-        return rc;
+    if (rc == 0 || (rc != 1 && !(s->cfg.pccs_url && err && err->code == CL_E_EXPIRED)))
+        return rc; /* an expired file gives way to the PCCS */
     if (!s->cfg.pccs_url)
         return cl_err_set(err, CL_E_INVALID, "DCAP: no collateral for this platform (%s, FMSPC %s, PCK CA %s): give "
                           "--dcap-collateral FILE for it, or --pccs-url", tee, fmspc, ca);

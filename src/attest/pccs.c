@@ -3,8 +3,10 @@
  * the PCK CRL of the platform's CA, the root CA CRL, and the issuer chain headers. HTTPS only, no
  * redirects, answers limited in size, and the four requests bounded together by one deadline (a
  * fetch may run inside a TLS handshake). Whatever comes back is only parsed here
- * (cl_dcap_collateral_from_pccs); it is verified by its users. Thread-safe: each fetch has its own
- * curl handle; curl_global_init runs once. */
+ * (cl_dcap_collateral_from_pccs); it is verified by its users. libcurl is loaded with dlopen on the
+ * first fetch, so the binary (and the model server's enclave, which never fetches collateral) does not
+ * load it and its dependencies. Thread-safe: each fetch has its own curl handle; loading and
+ * curl_global_init run once. */
 #include "dcap_internal.h"
 
 #include <pthread.h>
@@ -13,16 +15,55 @@
 #include <string.h>
 #include <strings.h>
 
+#define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <openssl/x509v3.h>
 
 #define ANSWER_MAX (4u << 20)  /* a PCK CRL of a large CA is a few hundred KB */
 #define HEADER_MAX (64u << 10) /* an issuer chain header: two certificates, percent-encoded */
 #define INTEL_PCS_HOST "api.trustedservices.intel.com"
 
+static struct {
+    CURLcode (*global_init)(long);
+    CURL *(*easy_init)(void);
+    CURLcode (*setopt)(CURL *, CURLoption, ...);
+    CURLcode (*perform)(CURL *);
+    CURLcode (*getinfo)(CURL *, CURLINFO, ...);
+    void (*cleanup)(CURL *);
+    const char *(*strerror)(CURLcode);
+} g_curl;
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
 static CURLcode g_curl_init = CURLE_FAILED_INIT;
-static void curl_init_once(void) { g_curl_init = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static char g_curl_error[256];
+
+static void curl_init_once(void)
+{
+    void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(g_curl_error, sizeof g_curl_error, "cannot load libcurl.so.4 (Debian package libcurl4): %s",
+                 dlerror());
+        return;
+    }
+    /* POSIX: a function pointer may be converted from dlsym's void * */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpedantic"
+    *(void **)&g_curl.global_init = dlsym(h, "curl_global_init");
+    *(void **)&g_curl.easy_init = dlsym(h, "curl_easy_init");
+    *(void **)&g_curl.setopt = dlsym(h, "curl_easy_setopt");
+    *(void **)&g_curl.perform = dlsym(h, "curl_easy_perform");
+    *(void **)&g_curl.getinfo = dlsym(h, "curl_easy_getinfo");
+    *(void **)&g_curl.cleanup = dlsym(h, "curl_easy_cleanup");
+    *(void **)&g_curl.strerror = dlsym(h, "curl_easy_strerror");
+#pragma GCC diagnostic pop
+    if (!g_curl.global_init || !g_curl.easy_init || !g_curl.setopt || !g_curl.perform || !g_curl.getinfo ||
+        !g_curl.cleanup || !g_curl.strerror) {
+        snprintf(g_curl_error, sizeof g_curl_error, "libcurl.so.4 lacks the easy interface");
+        return;
+    }
+    if ((g_curl_init = g_curl.global_init(CURL_GLOBAL_DEFAULT)) != CURLE_OK)
+        snprintf(g_curl_error, sizeof g_curl_error, "cannot initialise libcurl: %s", g_curl.strerror(g_curl_init));
+}
 
 typedef struct answer {
     uint8_t *body;
@@ -94,38 +135,38 @@ static int get(const cl_dcap_config *cfg, const char *url, uint64_t deadline_ns,
         return cl_err_set(err, CL_E_IO, "PCCS %s: no time left (--pccs-timeout-ms %d for the whole fetch)", url,
                           cfg->pccs_timeout_ms);
     long left_ms = (long)((deadline_ns - now) / 1000000) + 1;
-    CURL *h = curl_easy_init();
+    CURL *h = g_curl.easy_init();
     if (!h)
         return cl_err_set(err, CL_E_NOMEM, "cannot create an HTTP client");
     char ebuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left_ms);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ANSWER_MAX);
+    g_curl.setopt(h, CURLOPT_URL, url);
+    g_curl.setopt(h, CURLOPT_NOSIGNAL, 1L);
+    g_curl.setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+    g_curl.setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    g_curl.setopt(h, CURLOPT_TIMEOUT_MS, left_ms);
+    g_curl.setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left_ms);
+    g_curl.setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    g_curl.setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    g_curl.setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ANSWER_MAX);
     if (cfg->pccs_ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, cfg->pccs_ca_file);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, a);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "cloister");
-    CURLcode rc = curl_easy_perform(h);
+        g_curl.setopt(h, CURLOPT_CAINFO, cfg->pccs_ca_file);
+    g_curl.setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    g_curl.setopt(h, CURLOPT_WRITEDATA, a);
+    g_curl.setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    g_curl.setopt(h, CURLOPT_HEADERDATA, a);
+    g_curl.setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+    g_curl.setopt(h, CURLOPT_USERAGENT, "cloister");
+    CURLcode rc = g_curl.perform(h);
     long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(h);
+    g_curl.getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    g_curl.cleanup(h);
     if (rc == CURLE_OPERATION_TIMEDOUT)
         return cl_err_set(err, CL_E_IO, "PCCS %s: timed out (--pccs-timeout-ms %d for the whole fetch)", url,
                           cfg->pccs_timeout_ms);
     if (a->too_big || rc == CURLE_FILESIZE_EXCEEDED)
         return cl_err_set(err, CL_E_IO, "PCCS %s: the answer is larger than %u bytes", url, ANSWER_MAX);
     if (rc != CURLE_OK)
-        return cl_err_set(err, CL_E_IO, "PCCS %s: %s", url, ebuf[0] ? ebuf : curl_easy_strerror(rc));
+        return cl_err_set(err, CL_E_IO, "PCCS %s: %s", url, ebuf[0] ? ebuf : g_curl.strerror(rc));
     if (status != 200)
         return cl_err_set(err, CL_E_IO, "PCCS %s: HTTP status %ld%s", url, status,
                           status == 404 ? " (not found: is this FMSPC known to the PCCS, and the API version right?)"
@@ -169,7 +210,7 @@ cl_dcap_collateral *cl_pccs_fetch(const cl_dcap_config *cfg, X509 *root, const c
 {
     pthread_once(&g_curl_once, curl_init_once);
     if (g_curl_init != CURLE_OK) {
-        cl_err_set(err, CL_E_IO, "cannot initialise libcurl");
+        cl_err_set(err, CL_E_IO, "PCCS client: %s", g_curl_error);
         return NULL;
     }
     bool tdx = !strcmp(tee, "TDX");

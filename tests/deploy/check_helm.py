@@ -166,6 +166,13 @@ def main():
         pvc = vk[("PersistentVolumeClaim", "cloister-keyserver-db")]["spec"]["resources"]["requests"]["storage"]
         check("keyserver.storage sizes the database volume", pvc == "5Gi", pvc)
 
+    r, pv = render(tool, "cloister", *policy_opt, "--set", "keyserver.pccsUrl=https://pccs.example:8081")
+    args = container(pv, "cloister-keyserver")["args"] if pv else []
+    want_args = ["--pccs-url", "https://pccs.example:8081", "--collateral-cache", "/var/lib/cloister/collateral"]
+    check("keyserver.pccsUrl adds --pccs-url and a collateral cache on the database volume",
+          r.returncode == 0 and any(args[i:i + 4] == want_args for i in range(len(args))), str(args))
+    check("without keyserver.pccsUrl no PCCS is used", "--pccs-url" not in container(chart, "cloister-keyserver")["args"])
+
     other = os.path.join(work, "other-policy.json")
     pol = json.load(open(POLICY))
     pol["comment"] = "another policy"
