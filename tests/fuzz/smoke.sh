@@ -2,11 +2,11 @@
 # smoke.sh — a short libFuzzer run of one target, seeded from its committed corpus. New inputs go to
 # a temporary directory, so the committed corpus is never modified. Crashes fail the test and
 # leave the reproducer in the current directory (crash-*).
-# Usage: smoke.sh FUZZ_BINARY CORPUS_DIR [RUNS] [SECONDS]
+# Usage: smoke.sh FUZZ_BINARY CORPUS_DIR [RUNS] [SECONDS]   (FUZZ_MAX_LEN: longest input, default 4096)
 set -u
 bin=$1 corpus=$2 runs=${3:-200000} secs=${4:-30}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-"$bin" -runs="$runs" -max_total_time="$secs" -seed=1 -max_len=4096 -print_final_stats=1 "$scratch" "$corpus" 2>&1 |
+"$bin" -runs="$runs" -max_total_time="$secs" -seed=1 -max_len="${FUZZ_MAX_LEN:-4096}" -print_final_stats=1 "$scratch" "$corpus" 2>&1 |
   grep -E "^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)"
 exit "${PIPESTATUS[0]}"
