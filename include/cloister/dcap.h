@@ -141,8 +141,8 @@ typedef struct cl_dcap_config {
     int pccs_timeout_ms;      /* bound on one whole collateral fetch (0: 5000) */
     const char *cache_dir;    /* on-disk cache of fetched collateral (NULL: memory only) */
     int64_t max_age_s;        /* refuse collateral issued longer ago than this (0: no limit beyond nextUpdate) */
-    int64_t refresh_s;        /* fetch anew this long before nextUpdate (0: 86400); and retry a failed
-                                 fetch at most every refresh_s / 24 */
+    int64_t refresh_s;        /* fetch anew this long before nextUpdate (0: 86400); a failed fetch is
+                                 retried after min(refresh_s / 24, 60) s */
     int64_t now_unix;         /* test clock (0: time(NULL)) */
 } cl_dcap_config;
 

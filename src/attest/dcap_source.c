@@ -258,6 +258,14 @@ static int64_t stale_at(const cl_dcap_source *s, const cl_dcap_collateral_info *
     return t;
 }
 
+/* A failed fetch is tried again after this long (in the source's clock): once a minute at most, so
+ * that an outage costs each handshake nothing once a fetch has failed. */
+static int64_t retry_s(const cl_dcap_source *s)
+{
+    int64_t r = s->cfg.refresh_s / 24;
+    return r < 60 ? r : 60;
+}
+
 /* Fetched or cached collateral is used only when it is, on its own, valid now and for this platform. */
 static int check_platform(cl_dcap_source *s, const cl_dcap_collateral *col, const char *tee, const char *fmspc,
                           const char *ca, int64_t now, cl_err *err)
@@ -354,9 +362,8 @@ static ref *pccs_collateral(cl_dcap_source *s, const char *tee, const char *fmsp
                 margin = life / 2; /* short-lived collateral is not fetched on every use */
         }
         bool due = !have || now >= stale_at(s, cl_dcap_collateral_info_get(have->col)) - margin;
-        int64_t retry = s->cfg.refresh_s / 24;
-        bool backoff = sl->last_failure && now - sl->last_failure < retry && now >= sl->last_failure;
-        if (due && !sl->fetching && !(backoff && usable)) {
+        bool backoff = sl->last_failure && now - sl->last_failure < retry_s(s) && now >= sl->last_failure;
+        if (due && !sl->fetching && !backoff) {
             sl->fetching = true;
             pthread_mutex_unlock(&s->lock);
             atomic_fetch_add(&s->fetches, 1);
@@ -400,18 +407,18 @@ static ref *pccs_collateral(cl_dcap_source *s, const char *tee, const char *fmsp
             break;
         }
         if (usable || !sl->fetching)
-            break;
+            break; /* what is in hand, or nothing: a fetch failed less than retry_s ago */
         pthread_cond_wait(&s->fetched, &s->lock); /* another thread is fetching what we lack */
         sl = &s->slots[idx];
     }
-    ref *r = sl->r;
+    ref *r = sl->r && now <= stale_at(s, cl_dcap_collateral_info_get(sl->r->col)) ? sl->r : NULL;
     if (r)
         atomic_fetch_add(&r->refs, 1);
     int64_t last_failure = sl->last_failure;
     pthread_mutex_unlock(&s->lock);
     if (!r)
-        cl_err_set(err, CL_E_IO, "no DCAP collateral for %s from %s (the last fetch%s failed; retried after %lld s)",
-                   key, s->cfg.pccs_url, last_failure ? "" : " has not", (long long)(s->cfg.refresh_s / 24));
+        cl_err_set(err, CL_E_IO, "no usable DCAP collateral for %s: the last fetch from %s failed %lld s ago (retried "
+                   "after %lld s)", key, s->cfg.pccs_url, (long long)(now - last_failure), (long long)retry_s(s));
     return r;
 }
 

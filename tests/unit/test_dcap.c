@@ -1389,6 +1389,15 @@ static void test_source_cache_outage(void **state)
     cl_dcap_source_stats_get(s, &st);
     assert_int_equal(st.fetches, 1);
     assert_int_equal(st.fetch_failures, 1);
+    /* a failed fetch is not retried for a minute: handshakes meanwhile do not wait for the PCCS */
+    cl_dcap_source_set_time(s, SGX_TO - 3590);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), 0);
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 1);
+    cl_dcap_source_set_time(s, SGX_TO - 3500);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), 0);
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 2);
     /* after nextUpdate: refused */
     cl_dcap_source_set_time(s, SGX_TO + 1);
     assert_int_equal(source_verify(s, "sgx_quote", &r, &err), -1);
@@ -1405,6 +1414,13 @@ static void test_source_cache_outage(void **state)
     assert_int_equal(err.code, CL_E_IO); /* the cache was not used; the PCCS is down */
     cl_dcap_source_stats_get(s, &st);
     assert_int_equal(st.cache_reads, 0);
+    assert_int_equal(st.fetches, 1);
+    /* nothing in hand and a fetch failed 10 s ago: refused at once, without asking the PCCS */
+    cl_dcap_source_set_time(s, SGX_FROM + 110);
+    assert_int_equal(source_verify(s, "sgx_quote", &r, &err), -1);
+    assert_non_null(strstr(err.msg, "failed 10 s ago"));
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 1);
     cl_dcap_source_free(s);
     /* a cache file of another platform under this platform's name */
     vec w;
