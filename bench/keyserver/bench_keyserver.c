@@ -102,11 +102,14 @@ static void fill_record(cl_audit_record *r, int i)
     r->isv_prod_id = 0;
     r->isv_svn = 2;
     r->debug = 0;
-    snprintf(r->identities, sizeof r->identities, "model-server");
-    snprintf(r->secrets, sizeof r->secrets, "model-key=released");
+    r->identities = strdup("model-server");
+    r->secrets = strdup("model-key=released");
+    r->claims = strdup("{\"mrenclave\":\"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\",\"mrsigner\":"
+                       "\"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc\",\"isv_prod_id\":0,"
+                       "\"min_isv_svn\":2,\"allow_debug\":false,\"evidence_types\":[\"sim\"]}");
 }
 
-static void clear_record(cl_audit_record *r) { (void)r; }
+static void clear_record(cl_audit_record *r) { cl_audit_record_clear(r); }
 
 /* Peak VmLck of this process, sampled every 2 ms while the clients run. */
 static long vmlck_kb(void)
