@@ -32,6 +32,13 @@ typedef struct ks_conn {
     cl_policy_decision decision;
 } ks_conn;
 
+/* release.c: parses a native request ("CLKS1\0" already read) from `rd` (0 when all n bytes were read):
+ * 0 with *count names, or -1 with what is wrong in `detail` and the names parsed before it (*parsed).
+ * `names` holds CL_KS_MAX_NAMES entries. */
+#define KS_DETAIL_MAX 160
+typedef int (*ks_read_fn)(void *ctx, void *buf, size_t n);
+int ks_parse_native_request(ks_read_fn rd, void *ctx, char names[][CL_POLICY_MAX_SECRET_NAME + 1], size_t *count,
+                            size_t *parsed, char detail[KS_DETAIL_MAX]);
 /* release.c: reads one request from an attested connection and answers it (audited). */
 void ks_serve_request(ks_conn *c, SSL *ssl);
 /* release.c: audits a refused connection (decision "deny") with its reason, whole. */

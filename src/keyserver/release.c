@@ -217,20 +217,66 @@ typedef struct item {
     bool granted; /* by the policy and present in the store, within the limits */
 } item;
 
-static void native_bad_request(conn *c, SSL *ssl, cl_audit_record *r, bool filled, const item *items, size_t n,
-                               const char *fmt, ...) CL_PRINTF(7, 8);
+static void detail_fmt(char *detail, size_t size, const char *fmt, ...) CL_PRINTF(3, 4);
+static void detail_fmt(char *detail, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, size, fmt, ap); /* the formats below are short: never cut */
+    va_end(ap);
+}
 
-static void native_bad_request(conn *c, SSL *ssl, cl_audit_record *r, bool filled, const item *items, size_t n,
-                               const char *fmt, ...)
+int ks_parse_native_request(ks_read_fn rd, void *ctx, char names[][CL_POLICY_MAX_SECRET_NAME + 1], size_t *count,
+                            size_t *parsed, char detail[KS_DETAIL_MAX])
+{
+    uint8_t hdr[2];
+    *count = *parsed = 0;
+    if (rd(ctx, hdr, 2) != 0) {
+        detail_fmt(detail, KS_DETAIL_MAX, "it ends before its name count");
+        return -1;
+    }
+    size_t n_names = cl_ks_get16(hdr);
+    if (n_names == 0 || n_names > CL_KS_MAX_NAMES) {
+        detail_fmt(detail, KS_DETAIL_MAX, "%zu names (1 to %d may be asked for)", n_names, CL_KS_MAX_NAMES);
+        return -1;
+    }
+    *count = n_names;
+    for (size_t i = 0; i < n_names; i++) {
+        uint8_t n = 0;
+        bool got = rd(ctx, &n, 1) == 0;
+        if (!got || n == 0 || n > CL_POLICY_MAX_SECRET_NAME) {
+            detail_fmt(detail, KS_DETAIL_MAX, "name %zu of %zu is %s", i + 1, n_names,
+                       !got ? "missing (the request ends early)" : n == 0 ? "empty" : "longer than 128 bytes");
+            return -1;
+        }
+        char name[CL_POLICY_MAX_SECRET_NAME + 1];
+        if (rd(ctx, name, n) != 0) {
+            detail_fmt(detail, KS_DETAIL_MAX, "name %zu of %zu is cut short", i + 1, n_names);
+            return -1;
+        }
+        name[n] = 0;
+        if (memchr(name, 0, n) || !cl_policy_secret_name_valid(name)) {
+            detail_fmt(detail, KS_DETAIL_MAX, "name %zu of %zu is not a valid secret name", i + 1, n_names);
+            return -1;
+        }
+        memcpy(names[i], name, (size_t)n + 1);
+        *parsed = i + 1;
+    }
+    return 0;
+}
+
+static int ssl_reader(void *ctx, void *buf, size_t n)
+{
+    int se;
+    return cl_ks_ssl_read_full(ctx, buf, n, &se);
+}
+
+static void native_bad_request(conn *c, SSL *ssl, cl_audit_record *r, bool filled,
+                               char names[][CL_POLICY_MAX_SECRET_NAME + 1], size_t n, const char *detail)
 {
     cl_strbuf sec = {0}, why = {0};
     for (size_t i = 0; i < n; i++)
-        add(&sec, items[i].name, "=", "denied");
-    char detail[160]; /* the formats above are short: never cut */
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
+        add(&sec, names[i], "=", "denied");
     cl_strbuf_str(&why, "malformed native request: ");
     cl_strbuf_str(&why, detail);
     audit(c, r, filled, take(&sec), take(&why));
@@ -246,44 +292,23 @@ static void serve_native(conn *c, SSL *ssl)
     item *items = NULL;
     uint8_t *out = NULL;
     bool out_secure = false;
-    size_t reserved = 0, count = 0, granted = 0;
-    uint8_t hdr[2];
-    int se;
-    if (cl_ks_ssl_read_full(ssl, hdr, 2, &se) != 0) {
-        native_bad_request(c, ssl, &r, filled, NULL, 0, "it ends before its name count");
+    size_t reserved = 0, count = 0, granted = 0, parsed;
+    char (*names)[CL_POLICY_MAX_SECRET_NAME + 1] = calloc(CL_KS_MAX_NAMES, sizeof(*names));
+    char detail[KS_DETAIL_MAX];
+    if (!names) {
+        audit(c, &r, false, NULL, NULL);
         goto done;
     }
-    count = cl_ks_get16(hdr);
-    if (count == 0 || count > CL_KS_MAX_NAMES) {
-        native_bad_request(c, ssl, &r, filled, NULL, 0, "%zu names (1 to %d may be asked for)", count,
-                           CL_KS_MAX_NAMES);
+    if (ks_parse_native_request(ssl_reader, ssl, names, &count, &parsed, detail) != 0) {
+        native_bad_request(c, ssl, &r, filled, names, parsed, detail);
         goto done;
     }
     if (!(items = calloc(count, sizeof(*items)))) {
         audit(c, &r, false, NULL, NULL);
         goto done;
     }
-    for (size_t i = 0; i < count; i++) {
-        uint8_t n = 0;
-        bool got = cl_ks_ssl_read_full(ssl, &n, 1, &se) == 0;
-        if (!got || n == 0 || n > CL_POLICY_MAX_SECRET_NAME) {
-            native_bad_request(c, ssl, &r, filled, items, i, "name %zu of %zu is %s", i + 1, count,
-                               !got ? "missing (the request ends early)" : n == 0 ? "empty" : "longer than 128 bytes");
-            goto done;
-        }
-        char name[CL_POLICY_MAX_SECRET_NAME + 1];
-        if (cl_ks_ssl_read_full(ssl, name, n, &se) != 0) {
-            native_bad_request(c, ssl, &r, filled, items, i, "name %zu of %zu is cut short", i + 1, count);
-            goto done;
-        }
-        name[n] = 0;
-        if (memchr(name, 0, n) || !cl_policy_secret_name_valid(name)) {
-            native_bad_request(c, ssl, &r, filled, items, i, "name %zu of %zu is not a valid secret name", i + 1,
-                               count);
-            goto done;
-        }
-        memcpy(items[i].name, name, (size_t)n + 1);
-    }
+    for (size_t i = 0; i < count; i++)
+        memcpy(items[i].name, names[i], sizeof items[i].name);
 
     /* decide every name (policy, store, per-connection limit) without decrypting anything */
     cl_strbuf sec = {0}, why = {0};
@@ -406,6 +431,7 @@ done:
         free(out);
     ks_budget_release(b, reserved);
     free(items);
+    free(names);
     cl_audit_record_clear(&r);
 }
 

@@ -321,7 +321,8 @@ static int man_load(cl_store *s, const state *x, cl_err *err)
 /* Writes `m` (sorted here) as the manifest and its digest into *x (the caller stores the state). */
 static int man_store(cl_store *s, mentry *m, size_t n, state *x, cl_err *err)
 {
-    qsort(m, n, sizeof(*m), man_cmp);
+    if (n)
+        qsort(m, n, sizeof(*m), man_cmp);
     cl_strbuf b = {0};
     man_encode(m, n, &b);
     size_t len = 0;
@@ -798,7 +799,8 @@ int cl_store_put(cl_store *s, const char *name, const uint8_t *value, size_t len
         cl_err_set(err, CL_E_NOMEM, "out of memory");
         goto fail;
     }
-    memcpy(m, s->man, s->man_n * sizeof(*m));
+    if (s->man_n)
+        memcpy(m, s->man, s->man_n * sizeof(*m));
     mentry *e = cur ? &m[cur - s->man] : &m[n - 1];
     snprintf(e->name, sizeof e->name, "%s", name);
     e->version = version;
