@@ -56,7 +56,9 @@ struct cl_store {
     sqlite3 *db;
     pthread_mutex_t lock;
     uint8_t *keys; /* secure memory: enc | check | audit | state */
-    EVP_MAC *hmac; /* fetched once */
+    EVP_MAC *hmac;           /* fetched once */
+    EVP_MAC_CTX *audit_base; /* HMAC-SHA-256 keyed with the audit key, duplicated per record */
+    sqlite3_stmt *cache[4]; /* the statements of every release and audit append, prepared once */
     /* the manifest, as last verified against the keyed state (cache keyed by its digest) */
     mentry *man;
     size_t man_n;
@@ -146,13 +148,34 @@ static int exec(cl_store *s, const char *sql, cl_err *err, const char *what)
 
 static void rollback(cl_store *s) { sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); }
 
+enum { ST_META_GET, ST_META_PUT, ST_AUDIT_INSERT, ST_SECRET_GET };
+
+/* a cached statement, ready to bind (cached_done resets it) */
+static int cached(cl_store *s, int i, const char *sql, sqlite3_stmt **st)
+{
+    if (!s->cache[i] && sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->cache[i], NULL) != SQLITE_OK) {
+        *st = NULL;
+        return -1;
+    }
+    *st = s->cache[i];
+    return 0;
+}
+
+static void cached_done(sqlite3_stmt *st)
+{
+    if (st) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
 /* meta(key) as a blob: 0 and a malloc()ed copy, 1 when absent, -1 on errors */
 static int meta_get(cl_store *s, const char *key, uint8_t **val, size_t *len, cl_err *err)
 {
     *val = NULL;
     *len = 0;
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key=?", -1, &st, NULL) != SQLITE_OK)
+    if (cached(s, ST_META_GET, "SELECT value FROM meta WHERE key=?", &st) != 0)
         return db_err(s, err, "reading meta");
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st), result = 1;
@@ -170,7 +193,7 @@ static int meta_get(cl_store *s, const char *key, uint8_t **val, size_t *len, cl
     } else if (rc != SQLITE_DONE) {
         result = db_err(s, err, "reading meta");
     }
-    sqlite3_finalize(st);
+    cached_done(st);
     return result;
 }
 
@@ -178,13 +201,14 @@ static int meta_put(cl_store *s, const char *key, const void *val, size_t len, c
 {
     sqlite3_stmt *st = NULL;
     int result = 0;
-    if (sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1, &st, NULL) != SQLITE_OK)
+    if (cached(s, ST_META_PUT, "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET "
+               "value=excluded.value", &st) != 0)
         return db_err(s, err, "writing meta");
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, len ? val : "", (int)len, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         result = db_err(s, err, "writing meta");
-    sqlite3_finalize(st);
+    cached_done(st);
     return result;
 }
 
@@ -408,10 +432,8 @@ static int open_value(cl_store *s, const char *name, int64_t version, const uint
 static int audit_mac(const cl_store *s, const uint8_t prev[32], const char *const f[AUDIT_FIELDS],
                      const size_t len[AUDIT_FIELDS], uint8_t out[32])
 {
-    EVP_MAC_CTX *c = EVP_MAC_CTX_new(s->hmac);
-    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
-    int ok = c && EVP_MAC_init(c, s->keys + K_AUDIT, 32, params) &&
-             EVP_MAC_update(c, (const uint8_t *)AUDIT_LABEL, sizeof AUDIT_LABEL) && EVP_MAC_update(c, prev, 32);
+    EVP_MAC_CTX *c = EVP_MAC_CTX_dup(s->audit_base);
+    int ok = c && EVP_MAC_update(c, (const uint8_t *)AUDIT_LABEL, sizeof AUDIT_LABEL) && EVP_MAC_update(c, prev, 32);
     for (int i = 0; ok && i < AUDIT_FIELDS; i++) {
         uint8_t l[4] = {(uint8_t)(len[i] >> 24), (uint8_t)(len[i] >> 16), (uint8_t)(len[i] >> 8), (uint8_t)len[i]};
         ok = EVP_MAC_update(c, l, 4) && (len[i] == 0 || EVP_MAC_update(c, (const uint8_t *)f[i], len[i]));
@@ -480,8 +502,11 @@ void cl_store_close(cl_store *s)
 {
     if (!s)
         return;
+    for (size_t i = 0; i < CL_ARRAY_LEN(s->cache); i++)
+        sqlite3_finalize(s->cache[i]);
     sqlite3_close(s->db);
     cl_secmem_free(s->keys);
+    EVP_MAC_CTX_free(s->audit_base);
     EVP_MAC_free(s->hmac);
     free(s->man);
     pthread_mutex_destroy(&s->lock);
@@ -720,8 +745,10 @@ cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_K
     s->keys = cl_secmem_alloc(K_LEN, err);
     if (!s->keys || derive_keys(s, master, err) != 0)
         goto fail;
-    if (!(s->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) {
-        cl_err_ssl(err, CL_E_CRYPTO, "HMAC is not available");
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0), OSSL_PARAM_construct_end()};
+    if (!(s->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) || !(s->audit_base = EVP_MAC_CTX_new(s->hmac)) ||
+        !EVP_MAC_init(s->audit_base, s->keys + K_AUDIT, 32, params)) {
+        cl_err_ssl(err, CL_E_CRYPTO, "HMAC-SHA-256 is not available");
         goto fail;
     }
     if (sqlite3_open_v2(db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -835,7 +862,7 @@ static int fetch(cl_store *s, const char *name, uint8_t **alloc, uint8_t *buf, s
     if (state_load(s, &x, err) != 0 || man_load(s, &x, err) != 0)
         goto out;
     const mentry *want = man_find(s, name);
-    if (sqlite3_prepare_v2(s->db, "SELECT value, version FROM secrets WHERE name=?", -1, &st, NULL) != SQLITE_OK) {
+    if (cached(s, ST_SECRET_GET, "SELECT value, version FROM secrets WHERE name=?", &st) != 0) {
         db_err(s, err, "reading a secret");
         goto out;
     }
@@ -891,7 +918,7 @@ static int fetch(cl_store *s, const char *name, uint8_t **alloc, uint8_t *buf, s
     *len = n;
     result = 0;
 out:
-    sqlite3_finalize(st);
+    cached_done(st);
     sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
     return result;
 }
@@ -1125,8 +1152,8 @@ int cl_audit_append(cl_store *s, cl_audit_record *r, cl_err *err)
         goto fail;
     }
     cl_hex_encode(mac, 32, r->hash);
-    if (sqlite3_prepare_v2(s->db, "INSERT INTO audit(" AUDIT_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK) {
+    if (cached(s, ST_AUDIT_INSERT, "INSERT INTO audit(" AUDIT_COLS ") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+               &st) != 0) {
         db_err(s, err, "audit");
         goto fail;
     }
@@ -1159,7 +1186,7 @@ int cl_audit_append(cl_store *s, cl_audit_record *r, cl_err *err)
 fail:
     rollback(s);
 unlock:
-    sqlite3_finalize(st);
+    cached_done(st);
     pthread_mutex_unlock(&s->lock);
     return result;
 }
