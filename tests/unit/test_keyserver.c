@@ -1,7 +1,11 @@
 /* test_keyserver.c — end-to-end tests of the key server with the provisioning client, in process on
  * 127.0.0.1 with an ephemeral port: the allow/deny matrix of issue 3 (one test per case), Gramine's
  * secret_prov v1 protocol spoken byte for byte by a raw client, 100 concurrent clients, the encrypted
- * store and the audit hash chain (an edited or removed row is detected). */
+ * store; and issue 10: audit records that name every secret whole (with the claims), every request
+ * after verification audited, the keyed audit chain and checkpoint against an attacker who has the
+ * database but not the master key (edits with the plain chain recomputed, deletions, truncation,
+ * reordering, insertion), secrets bound to versions in the keyed state (older copies restored),
+ * the migration of a first-format database, no implicit master key, and bounded locked memory. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
