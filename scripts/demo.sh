@@ -46,7 +46,11 @@ cp "$root/models/digits/1/preprocess.json" models/digits/1/ # not secret: lets c
 echo "The deployment holds only the sealed model (and its image preprocessing, which is not secret):"
 ls -l models/digits/1
 run "$cloister" attest sim-init --dir sim 2>/dev/null
-run "$cloister" keyserver secret put --db keyserver.db --name digits-key --file model.key
+echo "The key server's master key is kept apart from its database (here: another directory):"
+mkdir -p owner
+run "$cloister" keygen --out owner/keyserver-master.key
+run "$cloister" keyserver secret put --db keyserver.db --master-key owner/keyserver-master.key --name digits-key \
+  --file model.key
 echo "The policy: only this exact server build (its measurement) may receive digits-key:"
 "$cloister" attest measure --name model-server 2>/dev/null > identity.json
 python3 - <<'PY'
@@ -58,7 +62,8 @@ print(json.dumps(ident, indent=2))
 PY
 run "$cloister" keyserver policy check policy.json
 CLOISTER_LOG=info "$cloister" keyserver serve --listen 127.0.0.1:0 --cert tls/server/cert.pem --key tls/server/key.pem \
-  --policy policy.json --db keyserver.db --trust-sim sim/sim_qe_cert.pem 2> keyserver.log &
+  --policy policy.json --db keyserver.db --master-key owner/keyserver-master.key --trust-sim sim/sim_qe_cert.pem \
+  2> keyserver.log &
 pids+=($!)
 ks_port=$(wait_for keyserver.log 'listening on port ([0-9]+)' "${pids[-1]}")
 echo "key server listening on 127.0.0.1:$ks_port (TLS 1.3, RA-TLS client certificates required)"
@@ -76,7 +81,7 @@ pids+=($!)
 wait_for server.log '(serving): gRPC' "${pids[-1]}" >/dev/null
 grep -E "INSECURE|received|loaded|serving" server.log | sed 's/^[^ ]* //'
 echo "The key server's audit log:"
-"$cloister" keyserver audit --db keyserver.db | tail -3
+"$cloister" keyserver audit --db keyserver.db --master-key owner/keyserver-master.key | tail -3
 
 step "3. A client classifies sample images (cloister predict, mutual TLS)"
 ln -s "$root/models/digits/samples" samples
@@ -97,7 +102,8 @@ import json
 p = json.load(open("policy.json")); p["identities"][0]["mrenclave"] = "00" * 32
 json.dump(p, open("policy-other.json", "w"))'
 CLOISTER_LOG=info "$cloister" keyserver serve --listen 127.0.0.1:0 --cert tls/server/cert.pem --key tls/server/key.pem \
-  --policy policy-other.json --db keyserver.db --trust-sim sim/sim_qe_cert.pem 2> keyserver2.log &
+  --policy policy-other.json --db keyserver.db --master-key owner/keyserver-master.key \
+  --trust-sim sim/sim_qe_cert.pem 2> keyserver2.log &
 pids+=($!)
 ks2_port=$(wait_for keyserver2.log 'listening on port ([0-9]+)' "${pids[-1]}")
 if "$cloister" serve --host 127.0.0.1 --port "$(free_port)" --rest_api_port "$(free_port)" --ssl_config_file tls/ssl.cfg \
@@ -116,6 +122,9 @@ if "$cloister" serve --host 127.0.0.1 --port "$(free_port)" --rest_api_port "$(f
   echo "demo: the tampered model should have been refused" >&2; exit 1
 fi
 grep -v INSECURE tampered.log | sed 's/^[^ ]* //'
+echo "Every release and refusal is in the key server's audit log, chained with a MAC under a key derived from"
+echo "the master key (edits, removals and insertions show); keep the head elsewhere to also see a rollback:"
+run "$cloister" keyserver audit --db keyserver.db --master-key owner/keyserver-master.key --verify
 
 printf '\n\033[1mdemo complete.\033[0m The model key never left the key server except to an attested server;\n'
 printf 'the model existed in plaintext only in that server'"'"'s locked memory.\n'

@@ -1,11 +1,13 @@
 /* cloister/keyserver.h — the interface of the keyserver module: the secret store (SQLite, values
- * encrypted under a master key kept outside the database), the hash-chained audit log, the key
+ * encrypted under a master key kept outside the database, each bound to a version counter kept in a
+ * keyed state), the HMAC-chained audit log with its keyed checkpoint, the key
  * server (TLS 1.3, RA-TLS client authentication, cloister's native protocol and Gramine's
  * secret_prov v1 protocol, policy reload without dropping connections) and the provisioning client
  * (`cloister provision`, and the model server at start-up).
  *
  * Ownership: handles returned by the _open and _start functions belong to the caller. Secret values returned to the
- * caller are in secure memory (cl_secmem_*), released with the matching *_free function.
+ * caller are in secure memory (cl_secmem_*), released with the matching *_free function. An audit
+ * record owns its variable-length strings (cl_audit_record_clear frees them).
  * Thread-safety: a cl_store may be shared by threads (it serializes access internally; audit appends
  * are atomic with respect to the hash chain). A cl_keyserver runs its own threads; its functions may
  * be called from any one thread. cl_provision_fetch is thread-safe given distinct results. */
@@ -31,23 +33,40 @@ extern "C" {
 /* Loads the 32-byte master key file (the format of `cloister keygen`); with create, makes a new one
  * (mode 0600) when the file does not exist. */
 int cl_store_master_key_load(const char *path, bool create, uint8_t key[CL_KS_MASTER_KEY_LEN], cl_err *err);
-/* The default master key path for a database: DB + ".master-key". malloc()ed. */
-char *cl_store_master_key_default_path(const char *db_path);
+/* The environment variable that names the master key file when no explicit path is given. */
+#define CL_KS_MASTER_KEY_ENV "CLOISTER_MASTER_KEY_FILE"
+/* The master key path: `path` when not NULL, otherwise $CLOISTER_MASTER_KEY_FILE. There is no default
+ * (in particular none beside the database): without either, NULL with CL_E_INVALID saying how to give
+ * one. malloc()ed. */
+char *cl_store_master_key_path(const char *path, cl_err *err);
 
 /* ---------------------------------------------------------------- store */
 
 typedef struct cl_store cl_store;
 
 /* Opens (creating if needed) the database. The first open with a key records a key check value;
- * later opens with another key fail with CL_E_KEY. */
+ * later opens with another key fail with CL_E_KEY. A database written by an earlier cloister (schema 1:
+ * unversioned secrets, plain SHA-256 audit chain) is migrated in one transaction: every secret is
+ * re-encrypted with a version, and the audit chain, verified in its old form first, is re-chained with
+ * the keyed MAC (see docs/keyserver.md); a broken old chain or a secret that does not decrypt stops the
+ * migration with nothing changed. */
 cl_store *cl_store_open(const char *db_path, const uint8_t master_key[CL_KS_MASTER_KEY_LEN], cl_err *err);
 void cl_store_close(cl_store *s);
 
-/* Stores (replacing when `replace`) a secret value. */
+/* Stores (replacing when `replace`) a secret value under the next version of the store's keyed
+ * state. */
 int cl_store_put(cl_store *s, const char *name, const uint8_t *value, size_t len, bool replace, cl_err *err);
 /* Fetches a secret into secure memory. Returns 0 and *value (cl_secmem_free) or, when no such
- * secret exists, 1 with *value NULL; -1 on errors (CL_E_AUTH if the stored value fails to decrypt). */
+ * secret exists, 1 with *value NULL; -1 on errors: CL_E_AUTH if the stored value fails to decrypt, or
+ * if the row is not the version the keyed state records (an older copy restored into the database, a
+ * row added or removed outside cloister). */
 int cl_store_get(cl_store *s, const char *name, uint8_t **value, size_t *len, cl_err *err);
+/* Like cl_store_get, into the caller's buffer (e.g. locked memory it already holds): fails with
+ * CL_E_INVALID, before decrypting, when the value is longer than `cap`. */
+int cl_store_get_into(cl_store *s, const char *name, uint8_t *buf, size_t cap, size_t *len, cl_err *err);
+/* Whether a secret exists, and its length, with the same version checks as cl_store_get but without
+ * decrypting it: 0, 1 (no such secret), -1. */
+int cl_store_stat(cl_store *s, const char *name, size_t *len, cl_err *err);
 /* Deletes a secret; CL_E_INVALID if it does not exist. */
 int cl_store_delete(cl_store *s, const char *name, cl_err *err);
 
@@ -55,9 +74,13 @@ typedef struct cl_store_entry {
     const char *name;
     size_t length;
     int64_t created, updated; /* Unix seconds */
+    int64_t version;          /* the store-wide version counter when it was last stored */
 } cl_store_entry;
 typedef int (*cl_store_list_fn)(void *ctx, const cl_store_entry *e);
 int cl_store_list(cl_store *s, cl_store_list_fn fn, void *ctx, cl_err *err);
+/* Checks every secret row against the keyed state (without decrypting): 0 and *count, or -1 with
+ * CL_E_AUTH naming the first secret that was restored, added or removed outside cloister. */
+int cl_store_verify(cl_store *s, int64_t *count, cl_err *err);
 
 /* ---------------------------------------------------------------- audit */
 
@@ -65,7 +88,7 @@ typedef struct cl_audit_record {
     int64_t seq;             /* filled by append */
     char time[32];           /* filled by append: UTC ISO 8601 with milliseconds */
     char peer[64];           /* "ip:port" */
-    char protocol[16];       /* "native", "secret_prov", "tls" */
+    char protocol[16];       /* "native", "secret_prov", "tls", "unknown" */
     char decision[16];       /* "release", "deny", "partial" */
     char evidence_type[16];  /* "" when no evidence was verified */
     bool insecure;           /* sim evidence */
@@ -73,22 +96,34 @@ typedef struct cl_audit_record {
     char mrenclave[65], mrsigner[65];
     int isv_prod_id, isv_svn; /* -1 when unknown */
     int debug;                /* -1 when unknown */
-    char identities[256];     /* policy identities that matched */
-    char secrets[1024];       /* "name=released,other=denied" */
-    char reason[1024];        /* full reason for denials */
-    char prev_hash[65], hash[65]; /* filled by append */
+    /* Owned (malloc()ed) and of any length; NULL reads as "". Records handed to a cl_audit_list_fn
+     * always have them set; they are freed after the callback returns (cl_audit_record_copy keeps one). */
+    char *identities;         /* policy identities that matched, comma-separated */
+    char *secrets;            /* "name=released; other=denied", every name of the request */
+    char *reason;             /* why each secret was denied, or the request refused */
+    char *claims;             /* the verified claims as JSON (cl_attest_claims_json), "" when none */
+    char prev_hash[65], hash[65]; /* filled by append: HMAC-SHA-256 chain, hex */
 } cl_audit_record;
 
-/* Appends a record, filling seq, time, prev_hash and hash (SHA-256 over the previous hash and every
- * field, see docs/keyserver.md). */
+/* Frees the owned strings and sets them to NULL. */
+void cl_audit_record_clear(cl_audit_record *r);
+/* A deep copy (dst's strings are overwritten, not freed). */
+int cl_audit_record_copy(cl_audit_record *dst, const cl_audit_record *src, cl_err *err);
+
+/* Appends a record, filling seq, time, prev_hash and hash (HMAC-SHA-256 under a key derived from the
+ * master key, over the previous MAC and every field, see docs/keyserver.md) and advancing the keyed
+ * checkpoint. CL_E_INVALID when a fixed-size field is not NUL-terminated within its array; CL_E_AUTH
+ * (and nothing appended) when the checkpoint does not verify or rows were inserted beyond it. */
 int cl_audit_append(cl_store *s, cl_audit_record *r, cl_err *err);
 
 typedef int (*cl_audit_list_fn)(void *ctx, const cl_audit_record *r);
 /* The last `limit` records (0: all) in order. */
 int cl_audit_list(cl_store *s, int64_t limit, cl_audit_list_fn fn, void *ctx, cl_err *err);
-/* Recomputes the chain. Returns 0 if intact (count and head hash filled), -1 with CL_E_AUTH naming the
- * first bad record if a record was edited, inserted or removed (removal of the newest records is only
- * detectable by comparing the head hash with one recorded elsewhere). */
+/* Recomputes the keyed chain and checks it against the keyed checkpoint. Returns 0 if intact (count
+ * and head MAC filled), -1 with CL_E_AUTH naming what is wrong: an edited, inserted, reordered or
+ * removed record, the newest records removed (or all of them), a missing or edited checkpoint. A
+ * rollback of the whole database to an older copy cannot be seen from the database alone: compare
+ * the head with one recorded elsewhere. */
 int cl_audit_verify(cl_store *s, int64_t *count, char head_hash[65], cl_err *err);
 
 /* ---------------------------------------------------------------- server */
@@ -100,7 +135,7 @@ typedef struct cl_keyserver_config {
     const char *policy_file;     /* release policy (docs/policy.md); required unless `policy` */
     cl_policy *policy;           /* or a parsed policy (ownership passes to the server) */
     const char *db_file;         /* SQLite store */
-    const char *master_key_file; /* default: db_file + ".master-key" */
+    const char *master_key_file; /* required, or $CLOISTER_MASTER_KEY_FILE; never a default beside db_file */
     const char *const *trust_sim_certs; /* simulated quoting keys to trust (INSECURE) */
     size_t trust_sim_count;
     /* Real SGX/TDX evidence: where DCAP collateral comes from (dcap.h: files, one per platform, and/or
@@ -112,7 +147,18 @@ typedef struct cl_keyserver_config {
     int io_timeout_ms;           /* per-read/write timeout (default 10000) */
     int connection_timeout_ms;   /* whole-connection deadline, then it is cut off (default 30000) */
     bool allow_tls12;            /* also accept TLS 1.2 (Gramine < 1.8 secret_prov clients: mbedTLS < 3.6) */
+    /* Locked memory for secret values on their way out. A request holds at most one buffer of at most
+     * locked_memory_per_connection bytes (secrets are decrypted and sent one buffer at a time, after
+     * the audit); all requests in flight together hold at most locked_memory_total. A request that
+     * would exceed the total waits up to 2 s, then is refused (audited; native clients are told to
+     * retry); a secret larger than the per-connection limit is denied (audited). */
+    size_t locked_memory_per_connection; /* default CL_KS_LOCKED_PER_CONNECTION */
+    size_t locked_memory_total;          /* default CL_KS_LOCKED_TOTAL; at least the per-connection limit */
 } cl_keyserver_config;
+
+#define CL_KS_LOCKED_PER_CONNECTION ((size_t)CL_KS_SECRET_MAX + 64 * 1024)
+#define CL_KS_LOCKED_TOTAL ((size_t)32 << 20)
+#define CL_KS_LOCKED_MIN ((size_t)16 * 1024) /* smallest per-connection limit */
 
 typedef struct cl_keyserver cl_keyserver;
 
@@ -130,6 +176,9 @@ int cl_keyserver_reload_policy(cl_keyserver *ks, cl_err *err);
 int cl_keyserver_reload_dcap(cl_keyserver *ks, cl_err *err);
 /* Installs a parsed policy (ownership passes to the server); NULL installs deny-all. */
 void cl_keyserver_set_policy(cl_keyserver *ks, cl_policy *p);
+/* Locked memory held for releases now, and the most held at once since start (bytes, as reserved:
+ * page-rounded, secure-memory header pages included). */
+void cl_keyserver_locked_memory(const cl_keyserver *ks, size_t *in_use, size_t *peak);
 /* Stops accepting, finishes connections in progress, frees everything. */
 void cl_keyserver_stop(cl_keyserver *ks);
 /* Serves until SIGINT/SIGTERM; SIGHUP reloads the policy. For the CLI. */
@@ -138,6 +187,10 @@ int cl_keyserver_run(const cl_keyserver_config *cfg, cl_err *err);
 /* ---------------------------------------------------------------- wire protocols */
 
 #define CL_KS_MAGIC "CLKS1" /* sent with its NUL: 6 bytes */
+/* native response status: 0 handled, 2 malformed request, 3 busy (locked-memory budget; retry) */
+#define CL_KS_STATUS_OK 0
+#define CL_KS_STATUS_MALFORMED 2
+#define CL_KS_STATUS_BUSY 3
 #define CL_KS_MAX_NAMES 64
 #define CL_SECRET_PROV_REQUEST "SECRET_PROVISION_RA_TLS_REQUEST_V1"   /* sent with its NUL */
 #define CL_SECRET_PROV_RESPONSE "SECRET_PROVISION_RA_TLS_RESPONSE_V1:" /* sent with its NUL */

@@ -13,17 +13,21 @@
 #include "cli.h"
 #include "cloister/keyserver.h"
 
-/* Opens the store with the master key (created on first use when `create`). */
-static cl_store *open_store(const char *cmd, const char *db, const char *mk_path, bool create)
+#define MK_HELP "the store's master key file, or $" CL_KS_MASTER_KEY_ENV " (required; keep it on other storage " \
+                "than the database)"
+
+/* Opens the store with the master key (--master-key or $CLOISTER_MASTER_KEY_FILE; created on first
+ * use when `create`). */
+static cl_store *open_store(const char *cmd, const char *db, const char *mk_opt, bool create)
 {
     cl_err err = {0};
-    char *def = mk_path ? NULL : cl_store_master_key_default_path(db);
-    uint8_t *mk = cl_secmem_alloc(CL_KS_MASTER_KEY_LEN, &err);
+    char *path = cl_store_master_key_path(mk_opt, &err);
+    uint8_t *mk = path ? cl_secmem_alloc(CL_KS_MASTER_KEY_LEN, &err) : NULL;
     cl_store *s = NULL;
-    if (mk && cl_store_master_key_load(mk_path ? mk_path : def, create, mk, &err) == 0)
+    if (mk && cl_store_master_key_load(path, create, mk, &err) == 0)
         s = cl_store_open(db, mk, &err);
     cl_secmem_free(mk);
-    free(def);
+    free(path);
     if (!s)
         cl_cli_fail(cmd, &err);
     return s;
@@ -36,6 +40,7 @@ static int serve(int argc, char **argv)
     cl_strlist trust = {0};
     cl_cli_dcap_args dcap = {0};
     long threads = 32, timeout = 10000, conn_timeout = 30000;
+    long locked_conn = (long)(CL_KS_LOCKED_PER_CONNECTION / 1024), locked_total = (long)(CL_KS_LOCKED_TOTAL / 1024);
     bool tls12 = false;
     const cl_opt opts[] = {
         {"listen", CL_ARG_STRING, &listen, "HOST:PORT", "address to listen on (default 0.0.0.0:4433)", false},
@@ -43,7 +48,7 @@ static int serve(int argc, char **argv)
         {"key", CL_ARG_STRING, &key, "FILE", "server private key, PEM", true},
         {"policy", CL_ARG_STRING, &policy, "FILE", "release policy (docs/policy.md); SIGHUP reloads it", true},
         {"db", CL_ARG_STRING, &db, "FILE", "secret store and audit log (SQLite)", true},
-        {"master-key", CL_ARG_STRING, &mk, "FILE", "master key file (default DB.master-key)", false},
+        {"master-key", CL_ARG_STRING, &mk, "FILE", MK_HELP, false},
         {"trust-sim", CL_ARG_LIST, &trust, "CERT", "accept sim evidence signed by this simulated quoting key "
                                                    "(INSECURE: development only)", false},
         {"threads", CL_ARG_LONG, &threads, "N", "worker threads (default 32)", false, 1, 1024},
@@ -51,6 +56,12 @@ static int serve(int argc, char **argv)
          600000},
         {"connection-timeout-ms", CL_ARG_LONG, &conn_timeout, "MS", "whole-connection deadline (default 30000)",
          false, 100, 3600000},
+        {"locked-memory-per-connection", CL_ARG_LONG, &locked_conn, "KIB", "locked memory one release may hold for "
+         "secret values (default 1088 KiB: one 1 MiB secret; a larger secret is denied)", false,
+         (long)(CL_KS_LOCKED_MIN / 1024), 1L << 30},
+        {"locked-memory-total", CL_ARG_LONG, &locked_total, "KIB", "locked memory all releases in flight may hold "
+         "(default 32768 KiB; a release that would exceed it waits 2 s, then is refused: native clients retry)",
+         false, (long)(CL_KS_LOCKED_MIN / 1024), 1L << 30},
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
         {"allow-tls12", CL_ARG_FLAG, &tls12, NULL, "also accept TLS 1.2 (Gramine < 1.8 secret_prov clients)", false},
     };
@@ -58,8 +69,8 @@ static int serve(int argc, char **argv)
     memcpy(all, opts, sizeof opts);
     size_t nopts = CL_ARRAY_LEN(opts) + cl_cli_dcap_opts(&dcap, all + CL_ARRAY_LEN(opts));
     const cl_cmd_usage usage = {
-        "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE [--listen HOST:PORT]\n"
-        "                         [--dcap-root-ca FILE (--dcap-collateral FILE... | --pccs-url URL ...)]",
+        "cloister keyserver serve --cert CERT --key KEY --policy POLICY.json --db FILE --master-key FILE\n"
+        "                         [--listen HOST:PORT] [--dcap-root-ca FILE (--dcap-collateral FILE... | --pccs-url URL ...)]",
         "Serves secrets over TLS 1.3 to clients that present an RA-TLS certificate whose evidence verifies and\n"
         "matches the policy. Speaks cloister's protocol and Gramine's secret_prov v1. Every release and denial\n"
         "goes to the audit log. Real SGX/TDX quotes are verified with Intel DCAP collateral from files or a\n"
@@ -76,7 +87,9 @@ static int serve(int argc, char **argv)
                                .trust_sim_count = trust.count, .dcap = cl_cli_dcap_config(&dcap, 0),
                                .threads = (int)threads,
                                .io_timeout_ms = (int)timeout, .connection_timeout_ms = (int)conn_timeout,
-                               .allow_tls12 = tls12};
+                               .allow_tls12 = tls12,
+                               .locked_memory_per_connection = (size_t)locked_conn * 1024,
+                               .locked_memory_total = (size_t)locked_total * 1024};
     cl_err err = {0};
     if (pid_file) {
         char pid[32];
@@ -103,12 +116,13 @@ static int secret_put(int argc, char **argv)
         {"db", CL_ARG_STRING, &db, "FILE", "the key server database", true},
         {"name", CL_ARG_STRING, &name, "NAME", "secret name (A-Z a-z 0-9 . _ : / -)", true},
         {"file", CL_ARG_STRING, &file, "FILE", "file holding the value (at most 1 MiB)", true},
-        {"master-key", CL_ARG_STRING, &mk, "FILE", "master key file (default DB.master-key; created if missing)",
-         false},
+        {"master-key", CL_ARG_STRING, &mk, "FILE", MK_HELP "; created if missing", false},
         {"force", CL_ARG_FLAG, &force, NULL, "replace an existing secret", false},
     };
-    const cl_cmd_usage usage = {"cloister keyserver secret put --db FILE --name NAME --file VALUE",
-                                "Stores a secret, encrypted under the master key (which never enters the database)."};
+    const cl_cmd_usage usage = {"cloister keyserver secret put --db FILE --master-key FILE --name NAME --file VALUE",
+                                "Stores a secret, encrypted under the master key (which never enters the database),\n"
+                                "as the next version of the store's keyed state (an older copy restored into the\n"
+                                "database is refused)."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
@@ -142,9 +156,10 @@ static int list_cb(void *ctx, const cl_store_entry *e)
     gmtime_r(&t, &tm);
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
     if (json)
-        printf("{\"name\":\"%s\",\"length\":%zu,\"updated\":\"%s\"}\n", e->name, e->length, when);
+        printf("{\"name\":\"%s\",\"length\":%zu,\"updated\":\"%s\",\"version\":%lld}\n", e->name, e->length, when,
+               (long long)e->version);
     else
-        printf("%-40s %8zu bytes  updated %s\n", e->name, e->length, when);
+        printf("%-40s %8zu bytes  updated %s  version %lld\n", e->name, e->length, when, (long long)e->version);
     return 0;
 }
 
@@ -154,10 +169,11 @@ static int secret_list(int argc, char **argv)
     bool json = false;
     const cl_opt opts[] = {
         {"db", CL_ARG_STRING, &db, "FILE", "the key server database", true},
-        {"master-key", CL_ARG_STRING, &mk, "FILE", "master key file (default DB.master-key)", false},
+        {"master-key", CL_ARG_STRING, &mk, "FILE", MK_HELP, false},
         {"json", CL_ARG_FLAG, &json, NULL, "one JSON object per line", false},
     };
-    const cl_cmd_usage usage = {"cloister keyserver secret list --db FILE", "Lists secret names and sizes (never values)."};
+    const cl_cmd_usage usage = {"cloister keyserver secret list --db FILE --master-key FILE",
+                                "Lists secret names, sizes and versions (never values)."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
@@ -176,9 +192,10 @@ static int secret_rm(int argc, char **argv)
     const cl_opt opts[] = {
         {"db", CL_ARG_STRING, &db, "FILE", "the key server database", true},
         {"name", CL_ARG_STRING, &name, "NAME", "secret to delete", true},
-        {"master-key", CL_ARG_STRING, &mk, "FILE", "master key file (default DB.master-key)", false},
+        {"master-key", CL_ARG_STRING, &mk, "FILE", MK_HELP, false},
     };
-    const cl_cmd_usage usage = {"cloister keyserver secret rm --db FILE --name NAME", "Deletes a secret."};
+    const cl_cmd_usage usage = {"cloister keyserver secret rm --db FILE --master-key FILE --name NAME",
+                                "Deletes a secret."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
@@ -249,6 +266,13 @@ static int audit_cb(void *ctx, const cl_audit_record *r)
     cJSON_AddStringToObject(o, "identities", r->identities);
     cJSON_AddStringToObject(o, "secrets", r->secrets);
     cJSON_AddStringToObject(o, "reason", r->reason);
+    cJSON *claims = r->claims[0] ? cJSON_Parse(r->claims) : NULL;
+    if (claims)
+        cJSON_AddItemToObject(o, "claims", claims);
+    else if (r->claims[0])
+        cJSON_AddStringToObject(o, "claims", r->claims); /* as recorded */
+    else
+        cJSON_AddNullToObject(o, "claims");
     cJSON_AddStringToObject(o, "prev_hash", r->prev_hash);
     cJSON_AddStringToObject(o, "hash", r->hash);
     char *t = cJSON_PrintUnformatted(o);
@@ -259,37 +283,75 @@ static int audit_cb(void *ctx, const cl_audit_record *r)
     return 0;
 }
 
+typedef struct head_search {
+    const char *head;
+    int64_t seq;
+} head_search;
+
+static int head_cb(void *ctx, const cl_audit_record *r)
+{
+    head_search *h = ctx;
+    if (strcmp(r->hash, h->head) == 0) {
+        h->seq = r->seq;
+        return 1;
+    }
+    return 0;
+}
+
 static int audit(int argc, char **argv)
 {
-    const char *db = NULL, *mk = NULL;
+    const char *db = NULL, *mk = NULL, *expect_head = NULL;
     bool verify = false, json = false;
     long limit = 50;
     const cl_opt opts[] = {
         {"db", CL_ARG_STRING, &db, "FILE", "the key server database", true},
-        {"master-key", CL_ARG_STRING, &mk, "FILE", "master key file (default DB.master-key)", false},
-        {"verify", CL_ARG_FLAG, &verify, NULL, "recompute the hash chain; exit 1 if it is broken", false},
+        {"master-key", CL_ARG_STRING, &mk, "FILE", MK_HELP, false},
+        {"verify", CL_ARG_FLAG, &verify, NULL, "check the keyed chain, its checkpoint and the secrets' versions; exit 1 "
+                                               "if anything was changed", false},
+        {"expect-head", CL_ARG_STRING, &expect_head, "HEX", "with --verify: also fail unless the log contains this "
+         "head (printed by an earlier --verify and kept elsewhere): detects a rollback to an older copy", false},
         {"limit", CL_ARG_LONG, &limit, "N", "show the last N records (default 50; 0: all)", false, 0, 1L << 40},
         {"json", CL_ARG_FLAG, &json, NULL, "one JSON object per line", false},
     };
     const cl_cmd_usage usage = {
-        "cloister keyserver audit --db FILE [--verify] [--limit N] [--json]",
-        "Shows the audit log (every release and denial), or with --verify checks its hash chain and prints\n"
-        "the head hash: record it elsewhere to also detect removal of the newest records."};
+        "cloister keyserver audit --db FILE --master-key FILE [--verify [--expect-head HEX]] [--limit N] [--json]",
+        "Shows the audit log (every release and denial), or with --verify checks its HMAC chain against the keyed\n"
+        "checkpoint (an edited, inserted, reordered or removed record, the newest records or all of them removed)\n"
+        "and every secret's version, and prints the head. A rollback of the whole database to an older copy is\n"
+        "only visible against a head recorded elsewhere: keep the printed head, and pass it to --expect-head."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
+    if (expect_head && !verify) {
+        fprintf(stderr, "%s: --expect-head needs --verify\n", argv[0]);
+        return CL_EXIT_USAGE;
+    }
+    if (expect_head && strlen(expect_head) != 64) {
+        fprintf(stderr, "%s: --expect-head takes the 64 hex digits printed by --verify\n", argv[0]);
+        return CL_EXIT_USAGE;
+    }
     cl_store *s = open_store(argv[0], db, mk, false);
     if (!s)
         return CL_EXIT_FAIL;
     cl_err err = {0};
     if (verify) {
-        int64_t count;
+        int64_t count, secrets;
         char head[65];
+        head_search hs = {expect_head, 0};
         rc = cl_audit_verify(s, &count, head, &err);
+        if (rc == 0)
+            rc = cl_store_verify(s, &secrets, &err);
+        if (rc == 0 && expect_head && cl_audit_list(s, 0, head_cb, &hs, &err) == 0 && hs.seq == 0)
+            rc = cl_err_set(&err, CL_E_AUTH, "the log does not contain head %s: the database was rolled back to a "
+                            "copy older than the one that head was recorded from (or it is another database)",
+                            expect_head);
         cl_store_close(s);
         if (rc != 0)
             return cl_cli_fail(argv[0], &err);
         printf("audit log intact: %lld records, head %s\n", (long long)count, head);
+        if (expect_head)
+            printf("the expected head is record %lld\n", (long long)hs.seq);
+        printf("secrets intact: %lld, each at the version the keyed state records\n", (long long)secrets);
         return CL_EXIT_OK;
     }
     rc = cl_audit_list(s, limit, audit_cb, &json, &err);

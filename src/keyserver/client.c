@@ -161,7 +161,12 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
         cl_err_set(err, CL_E_FORMAT, "%s: not a cloister key server response", server);
         goto out;
     }
-    if (hdr[6] != 0) {
+    if (hdr[6] == CL_KS_STATUS_BUSY) {
+        /* its locked-memory budget is held by other releases: worth another round */
+        cl_err_set(err, CL_E_IO, "%s is busy (its locked memory for releases is in use)", server);
+        goto out;
+    }
+    if (hdr[6] != CL_KS_STATUS_OK) {
         cl_err_set(err, CL_E_INVALID, "%s rejected the request as malformed", server);
         goto out;
     }

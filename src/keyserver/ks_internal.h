@@ -7,10 +7,23 @@
 
 #include "cloister/keyserver.h"
 
+/* release.c: the server-wide budget of locked memory that releases reserve their buffer from.
+ * Thread-safe. per_conn/total 0 take the defaults of keyserver.h; a reservation that would exceed the
+ * total waits up to wait_ms (-1: 2000) for others to finish, then fails. */
+typedef struct ks_budget ks_budget;
+ks_budget *ks_budget_new(size_t per_conn, size_t total, int wait_ms, cl_err *err);
+void ks_budget_free(ks_budget *b);
+/* 0 and n bytes reserved, or -1 (*in_use, when not NULL, says how much was held) */
+int ks_budget_reserve(ks_budget *b, size_t n, size_t *in_use);
+void ks_budget_release(ks_budget *b, size_t n);
+void ks_budget_stats(ks_budget *b, size_t *in_use, size_t *peak);
+
 /* An attested connection: set up by server.c (peer, policy snapshot, claims and decision from the
- * handshake), read and answered by release.c. Everything it points to outlives it. */
+ * handshake, the server's budget), read and answered by release.c. Everything it points to outlives
+ * it. */
 typedef struct ks_conn {
     cl_store *store;
+    ks_budget *budget;       /* the server's; NULL: a process-wide one with the default limits */
     struct policy_ref *pol;  /* server.c's reference that keeps `policy` alive */
     const cl_policy *policy; /* the snapshot this connection is decided by */
     char peer[64];
@@ -19,9 +32,16 @@ typedef struct ks_conn {
     cl_policy_decision decision;
 } ks_conn;
 
+/* release.c: parses a native request ("CLKS1\0" already read) from `rd` (0 when all n bytes were read):
+ * 0 with *count names, or -1 with what is wrong in `detail` and the names parsed before it (*parsed).
+ * `names` holds CL_KS_MAX_NAMES entries. */
+#define KS_DETAIL_MAX 160
+typedef int (*ks_read_fn)(void *ctx, void *buf, size_t n);
+int ks_parse_native_request(ks_read_fn rd, void *ctx, char names[][CL_POLICY_MAX_SECRET_NAME + 1], size_t *count,
+                            size_t *parsed, char detail[KS_DETAIL_MAX]);
 /* release.c: reads one request from an attested connection and answers it (audited). */
 void ks_serve_request(ks_conn *c, SSL *ssl);
-/* release.c: audits a refused connection (decision "deny") with its reason. */
+/* release.c: audits a refused connection (decision "deny") with its reason, whole. */
 void ks_audit_refusal(ks_conn *c, const char *protocol, const char *reason);
 
 /* 0 when all n bytes moved; -1 otherwise (*ssl_error gets SSL_get_error's value, or 0 at EOF). */

@@ -53,6 +53,7 @@ struct cl_keyserver {
     bool dcap_pccs;
     cl_ratls_verify_ctx vctx;
     cl_store *store;
+    ks_budget *budget; /* locked memory for releases (release.c) */
     pthread_mutex_t pol_lock;
     policy_ref *policy;
     char *policy_file;
@@ -216,7 +217,7 @@ static void handshake_failed(conn *c, SSL *ssl)
 
 static void handle(cl_keyserver *ks, int fd, const struct sockaddr_storage *sa)
 {
-    conn c = {.store = ks->store};
+    conn c = {.store = ks->store, .budget = ks->budget};
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (sa->ss_family == AF_INET) {
@@ -388,6 +389,7 @@ static void ks_free(cl_keyserver *ks)
         cl_attest_verifier_free(ks->verifier);
     cl_dcap_source_free(ks->dcap);
     cl_store_close(ks->store);
+    ks_budget_free(ks->budget);
     policy_release(ks->policy);
     free(ks->policy_file);
     free(ks->threads);
@@ -467,9 +469,12 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
         cl_err_set(err, CL_E_INVALID, "a database is required (--db FILE)");
         goto fail;
     }
-    mk_path = cfg->master_key_file ? strdup(cfg->master_key_file) : cl_store_master_key_default_path(cfg->db_file);
+    if (!(mk_path = cl_store_master_key_path(cfg->master_key_file, err)))
+        goto fail;
     mk = cl_secmem_alloc(CL_KS_MASTER_KEY_LEN, err);
-    if (!mk_path || !mk || cl_store_master_key_load(mk_path, false, mk, err) != 0)
+    if (!mk || cl_store_master_key_load(mk_path, false, mk, err) != 0)
+        goto fail;
+    if (!(ks->budget = ks_budget_new(cfg->locked_memory_per_connection, cfg->locked_memory_total, -1, err)))
         goto fail;
     if (!(ks->store = cl_store_open(cfg->db_file, mk, err)))
         goto fail;
@@ -551,6 +556,11 @@ fail:
 }
 
 int cl_keyserver_port(const cl_keyserver *ks) { return ks->port; }
+
+void cl_keyserver_locked_memory(const cl_keyserver *ks, size_t *in_use, size_t *peak)
+{
+    ks_budget_stats(ks->budget, in_use, peak);
+}
 
 void cl_keyserver_stop(cl_keyserver *ks)
 {

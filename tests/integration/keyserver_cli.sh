@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# keyserver_cli.sh — end-to-end test of the key server through the CLI: sim quoting key, secret
-# put/list/rm, policy check, serve on 127.0.0.1 (ephemeral port), provision (granted, denied),
-# SIGHUP policy reload revoking and restoring access, audit listing, --verify and tamper detection.
+# keyserver_cli.sh — end-to-end test of the key server through the CLI: the master key only where it
+# is named (--master-key or CLOISTER_MASTER_KEY_FILE), sim quoting key, secret put/list/rm, policy
+# check, serve on 127.0.0.1 (ephemeral port), provision (granted, denied), SIGHUP policy reload revoking
+# and restoring access, audit listing, --verify against edits (with the plain chain recomputed),
+# removals and a rollback (--expect-head), and the migration of a database of the first format.
 # Usage: keyserver_cli.sh /path/to/cloister
 set -euo pipefail
 CL=${1:?usage: keyserver_cli.sh CLOISTER}
@@ -27,19 +29,23 @@ openssl x509 -req -in "$T/server.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcrea
 "$CL" attest sim-init --dir "$T/sim" 2>/dev/null
 [[ -f $T/sim/sim_qe_key.pem && -f $T/sim/sim_qe_cert.pem ]] || fail "sim-init wrote nothing"
 
-# secrets
+# secrets; the master key is never looked for beside the database
 printf 'the-model-key-value' > "$T/value"
-"$CL" keyserver secret put --db "$T/ks.db" --name model-key --file "$T/value" 2>/dev/null
+if "$CL" keyserver secret put --db "$T/ks.db" --name model-key --file "$T/value" 2> "$T/nokey.log"; then
+  fail "secret put ran without a master key"; fi
+grep -q -- '--master-key FILE or set CLOISTER_MASTER_KEY_FILE' "$T/nokey.log" || fail "no clear error: $(cat "$T/nokey.log")"
+mkdir -p "$T/owner"
+"$CL" keyserver secret put --db "$T/ks.db" --master-key "$T/owner/master.key" --name model-key --file "$T/value" 2>/dev/null
+[[ -f $T/owner/master.key && ! -e $T/ks.db.master-key ]] || fail "the master key is not where --master-key says"
+[[ $(stat -c %a "$T/owner/master.key") == 600 ]] || fail "the master key is not mode 0600"
+export CLOISTER_MASTER_KEY_FILE=$T/owner/master.key
 "$CL" keyserver secret put --db "$T/ks.db" --name spare --file "$T/value" 2>/dev/null
-[[ -f $T/ks.db.master-key ]] || fail "no master key created beside the database"
-if "$CL" keyserver secret put --db "$T/ks.db" --name model-key --file "$T/value" 2>/dev/null; then
-  fail "put replaced a secret without --force"; fi
 # from a pipe, so the value never sits in a file
 printf 'piped-value' | "$CL" keyserver secret put --db "$T/ks.db" --name piped --file /dev/stdin 2>/dev/null ||
   fail "secret put --file /dev/stdin refused a pipe"
 "$CL" keyserver secret list --db "$T/ks.db" | grep -q '^piped ' || fail "list does not show the piped secret"
 "$CL" keyserver secret rm --db "$T/ks.db" --name piped 2>/dev/null
-"$CL" keyserver secret list --db "$T/ks.db" | grep -q '^model-key ' || fail "list does not show model-key"
+"$CL" keyserver secret list --db "$T/ks.db" | grep -q '^model-key .* version 1$' || fail "list does not show model-key v1"
 if grep -q 'the-model-key-value' "$T/ks.db"; then fail "secret stored in clear"; fi
 "$CL" keyserver secret rm --db "$T/ks.db" --name spare 2>/dev/null
 if "$CL" keyserver secret list --db "$T/ks.db" | grep -q spare; then fail "rm did not delete"; fi
@@ -123,12 +129,109 @@ kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || fail "server did not stop cleanl
 grep -q ' release ' "$T/audit.txt" || fail "no release in the audit log"
 grep -q 'debug enclave not allowed' "$T/audit.txt" || fail "the debug denial is not audited"
 grep -q 'secret_prov' "$T/audit.txt" || fail "the secret_prov release is not audited"
-"$CL" keyserver audit --db "$T/ks.db" --verify | grep -q 'audit log intact' || fail "audit --verify failed"
+"$CL" keyserver audit --db "$T/ks.db" --json --limit 1 | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+assert r["claims"]["evidence_types"] == ["sim"], r' || fail "the audit record does not hold the verified claims"
+"$CL" keyserver audit --db "$T/ks.db" --verify > "$T/verify.txt" || fail "audit --verify failed"
+grep -q 'audit log intact' "$T/verify.txt" || fail "audit --verify says: $(cat "$T/verify.txt")"
+HEAD=$(sed -n 's/.*head \([0-9a-f]\{64\}\).*/\1/p' "$T/verify.txt")
+[[ -n $HEAD ]] || fail "audit --verify prints no head"
+"$CL" keyserver audit --db "$T/ks.db" --verify --expect-head "$HEAD" >/dev/null || fail "--expect-head refused the head"
+cp "$T/ks.db" "$T/ks.db.copy"
+
+# attacks by someone who has the database but not the master key (sqlite3 from Python)
+attack() { # attack NAME SQL [recompute]: on a copy; audit --verify must fail
+  cp "$T/ks.db.copy" "$T/attacked.db"
+  python3 - "$T/attacked.db" "$2" "${3:-}" <<'PY'
+import hashlib, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.executescript(sys.argv[2])
+if sys.argv[3]:  # the plain SHA-256 chain of the first format, recomputed from the first row
+    prev = "0" * 64
+    cols = ("seq, time, peer, protocol, decision, evidence_type, insecure, evidence_sha256, mrenclave, mrsigner, "
+            "isv_prod_id, isv_svn, debug, identities, secrets, reason")
+    for row in db.execute(f"SELECT {cols} FROM audit ORDER BY seq").fetchall():
+        h = hashlib.sha256((prev + "\n" + "\x1f".join(str(c) for c in row)).encode()).hexdigest()
+        db.execute("UPDATE audit SET prev_hash=?, hash=? WHERE seq=?", (prev, h, row[0]))
+        prev = h
+db.commit()
+PY
+  if "$CL" keyserver audit --db "$T/attacked.db" --verify > "$T/attack.log" 2>&1; then
+    fail "audit --verify missed: $1"; fi
+  grep -q 'audit log broken\|keyed state' "$T/attack.log" || fail "$1: unclear: $(cat "$T/attack.log")"
+}
+attack "an edited row" "UPDATE audit SET decision='release' WHERE decision='deny' AND seq=(SELECT MIN(seq) FROM audit WHERE decision='deny')"
+attack "an edited row, chain recomputed" "UPDATE audit SET decision='release' WHERE decision='deny'" recompute
+attack "the newest rows removed" "DELETE FROM audit WHERE seq > (SELECT MAX(seq) - 2 FROM audit)"
+attack "every row removed" "DELETE FROM audit"
+attack "a row inserted, chain recomputed" "INSERT INTO audit SELECT MAX(seq) + 1, time, peer, protocol, 'release', evidence_type, insecure, evidence_sha256, mrenclave, mrsigner, isv_prod_id, isv_svn, debug, identities, secrets, reason, prev_hash, hash, claims FROM audit" recompute
+attack "the checkpoint removed" "DELETE FROM meta WHERE key='state'"
+
+# a rollback to an older copy of the whole database verifies alone, not against a later head
+CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
+  --policy "$T/policy.json" --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" --threads 2 2> "$T/server.log" &
+SERVER_PID=$!
+PORT=
+for _ in $(seq 100); do
+  PORT=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$T/server.log" | head -1)
+  [[ -n $PORT ]] && break
+  sleep 0.05
+done
+[[ -n $PORT ]] || fail "server did not start again"
+prov --secret model-key --out "$T/got8" 2>/dev/null || fail "provision after restart failed"
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || fail "server did not stop cleanly"; SERVER_PID=
+NEWHEAD=$("$CL" keyserver audit --db "$T/ks.db" --verify | sed -n 's/.*head \([0-9a-f]\{64\}\).*/\1/p')
+[[ -n $NEWHEAD && $NEWHEAD != "$HEAD" ]] || fail "the head did not move with a new record"
+cp "$T/ks.db.copy" "$T/ks.db"; rm -f "$T/ks.db-wal" "$T/ks.db-shm"
+"$CL" keyserver audit --db "$T/ks.db" --verify >/dev/null || fail "the older copy does not verify on its own"
+if "$CL" keyserver audit --db "$T/ks.db" --verify --expect-head "$NEWHEAD" 2> "$T/rollback.log"; then
+  fail "--expect-head missed a rollback"; fi
+grep -q 'rolled back' "$T/rollback.log" || fail "rollback not explained: $(cat "$T/rollback.log")"
+
+# an older ciphertext of a secret restored into the database is refused
 python3 - "$T/ks.db" <<'PY'
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
-db.execute("UPDATE audit SET decision='release' WHERE decision='deny' AND seq=(SELECT MIN(seq) FROM audit WHERE decision='deny')")
+db.execute("CREATE TABLE saved AS SELECT * FROM secrets WHERE name='model-key'")
 db.commit()
 PY
-if "$CL" keyserver audit --db "$T/ks.db" --verify 2>/dev/null; then fail "audit --verify missed an edited row"; fi
+printf 'a-newer-value' | "$CL" keyserver secret put --db "$T/ks.db" --name model-key --file /dev/stdin --force 2>/dev/null
+python3 - "$T/ks.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.executescript("DELETE FROM secrets WHERE name='model-key'; INSERT INTO secrets SELECT * FROM saved; DROP TABLE saved")
+PY
+if "$CL" keyserver audit --db "$T/ks.db" --verify 2> "$T/older.log"; then fail "audit --verify missed an older secret"; fi
+grep -q "secret 'model-key' in the database is version 1.*older copy" "$T/older.log" ||
+  fail "the older secret is not named: $(cat "$T/older.log")"
+
+# a database of the first format (written by cloister before issue 10) is migrated, nothing lost
+FIX=$(cd "$(dirname "$0")/../data/keyserver-v1" && pwd)
+mkdir -p "$T/v1"
+cp "$FIX/ks.db" "$FIX/master.key" "$T/v1/"
+chmod 600 "$T/v1/master.key"
+"$CL" keyserver audit --db "$T/v1/ks.db" --master-key "$T/v1/master.key" --verify > "$T/v1.txt" 2>&1 ||
+  fail "the first-format database does not migrate: $(cat "$T/v1.txt")"
+grep -q 'audit log intact: 4 records' "$T/v1.txt" || fail "migration lost audit records: $(cat "$T/v1.txt")"
+grep -q 'secrets intact: 3' "$T/v1.txt" || fail "migration lost secrets: $(cat "$T/v1.txt")"
+"$CL" keyserver audit --db "$T/v1/ks.db" --master-key "$T/v1/master.key" --limit 0 > "$T/v1-audit.txt"
+grep -q 'spare: not granted by the policy' "$T/v1-audit.txt" && grep -q 'debug enclave not allowed' "$T/v1-audit.txt" ||
+  fail "migrated audit records lost their content: $(cat "$T/v1-audit.txt")"
+"$CL" keyserver secret list --db "$T/v1/ks.db" --master-key "$T/v1/master.key" > "$T/v1-list.txt"
+[[ $(grep -c 'version [123]$' "$T/v1-list.txt") == 3 ]] || fail "migrated secrets: $(cat "$T/v1-list.txt")"
+CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
+  --policy "$T/policy.json" --db "$T/v1/ks.db" --master-key "$T/v1/master.key" --trust-sim "$T/sim/sim_qe_cert.pem" \
+  --threads 2 2> "$T/server.log" &
+SERVER_PID=$!
+PORT=
+for _ in $(seq 100); do
+  PORT=$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$T/server.log" | head -1)
+  [[ -n $PORT ]] && break
+  sleep 0.05
+done
+[[ -n $PORT ]] || fail "server did not start on the migrated database"
+prov --secret model-key --out "$T/got9" 2>/dev/null || fail "provision from the migrated database failed"
+cmp -s "$T/value" "$T/got9" || fail "the migrated secret's value differs"
+kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || fail "server did not stop cleanly"; SERVER_PID=
 echo "keyserver_cli: OK"

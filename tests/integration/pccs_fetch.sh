@@ -156,8 +156,8 @@ openssl x509 -req -in "$T/ks.csr" -CA "$T/ca.pem" -CAkey "$T/ca.key" -CAcreatese
   -extfile "$T/ext.cnf" -out "$T/ks.pem" 2>/dev/null
 "$CL" attest measure --name t 2>/dev/null | python3 -c 'import json,sys; i=json.load(sys.stdin); i["secrets"]=[]; print(json.dumps({"version":1,"identities":[i]}))' > "$T/kspol.json"
 printf 'v' > "$T/value"
-"$CL" keyserver secret put --db "$T/ks.db" --name k --file "$T/value" 2>/dev/null
-CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/ks.pem" --key "$T/ks.key" --policy "$T/kspol.json" \
+"$CL" keyserver secret put --db "$T/ks.db" --master-key "$T/ks.mk" --name k --file "$T/value" 2>/dev/null
+CLOISTER_LOG=info "$CL" keyserver serve --master-key "$T/ks.mk" --listen 127.0.0.1:0 --cert "$T/ks.pem" --key "$T/ks.key" --policy "$T/kspol.json" \
   --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" --dcap-root-ca "$ROOT" --pccs-url "$URL" --pccs-ca "$T/ca.pem" \
   --collateral-cache "$T/kscache" --collateral-max-age 2592000 2> "$T/ks.log" &
 KS_PID=$!

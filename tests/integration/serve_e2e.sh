@@ -32,6 +32,8 @@ mkdir -p models/digits/1
 "$CLOISTER" seal --key model.key --key-id digits-key --in "$ROOT/models/digits/1/model.onnx" \
   --out models/digits/1/model.onnx.sealed 2>/dev/null
 cp "$ROOT/models/digits/1/preprocess.json" models/digits/1/ # not secret: how images become the input
+export CLOISTER_MASTER_KEY_FILE=$PWD/owner/master.key # the key server's master key, apart from ks.db
+mkdir -p owner
 "$CLOISTER" keyserver secret put --db ks.db --name digits-key --file model.key 2>/dev/null
 "$CLOISTER" attest measure --name model-server 2>/dev/null > identity.json
 python3 - <<'PY'

@@ -1,7 +1,11 @@
 /* test_keyserver.c — end-to-end tests of the key server with the provisioning client, in process on
  * 127.0.0.1 with an ephemeral port: the allow/deny matrix of issue 3 (one test per case), Gramine's
  * secret_prov v1 protocol spoken byte for byte by a raw client, 100 concurrent clients, the encrypted
- * store and the audit hash chain (an edited or removed row is detected). */
+ * store; and issue 10: audit records that name every secret whole (with the claims), every request
+ * after verification audited, the keyed audit chain and checkpoint against an attacker who has the
+ * database but not the master key (edits with the plain chain recomputed, deletions, truncation,
+ * reordering, insertion), secrets bound to versions in the keyed state (older copies restored),
+ * the migration of a first-format database, no implicit master key, and bounded locked memory. */
 #include "testutil.h"
 
 #include <arpa/inet.h>
@@ -12,6 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
@@ -19,6 +25,7 @@
 #include <sqlite3.h>
 
 #include "cloister/keyserver.h"
+#include "keyserver/ks_internal.h"
 
 typedef struct env {
     char *dir, *db, *mk, *policy, *ca, *cert, *key, *sim_cert;
@@ -141,7 +148,7 @@ static int group_setup(void **state)
     write_default_policy();
     const char *trust[] = {E->sim_cert};
     cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
-                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk, .trust_sim_certs = trust,
                               .trust_sim_count = 1, .threads = 16, .io_timeout_ms = 5000};
     E->ks = cl_keyserver_start(&kc, &err);
     if (!E->ks)
@@ -214,7 +221,10 @@ static int fetch(const sim_opts *so, const char *const *names, size_t n, cl_prov
 /* The newest audit record. */
 static int last_cb(void *ctx, const cl_audit_record *r)
 {
-    *(cl_audit_record *)ctx = *r;
+    cl_audit_record *dst = ctx;
+    cl_audit_record_clear(dst);
+    cl_err err = {0};
+    assert_int_equal(cl_audit_record_copy(dst, r, &err), 0);
     return 0;
 }
 
@@ -226,6 +236,7 @@ static cl_audit_record *last_audit(void)
     assert_int_equal(cl_store_master_key_load(E->mk, false, mk, &err), 0);
     cl_store *s = cl_store_open(E->db, mk, &err);
     assert_non_null(s);
+    cl_audit_record_clear(&r);
     memset(&r, 0, sizeof r);
     assert_int_equal(cl_audit_list(s, 1, last_cb, &r, &err), 0);
     cl_store_close(s);
@@ -584,7 +595,7 @@ static void test_tls12_only_when_allowed(void **state)
     cl_err err = {0};
     const char *trust[] = {E->sim_cert};
     cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
-                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk, .trust_sim_certs = trust,
                               .trust_sim_count = 1, .threads = 2, .allow_tls12 = true};
     cl_keyserver *ks = cl_keyserver_start(&kc, &err);
     if (!ks)
@@ -659,7 +670,7 @@ static void test_trickling_client_is_cut_off(void **state)
     cl_err err = {0};
     const char *trust[] = {E->sim_cert};
     cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
-                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk, .trust_sim_certs = trust,
                               .trust_sim_count = 1, .threads = 1, .io_timeout_ms = 400,
                               .connection_timeout_ms = 800};
     cl_log_level saved = cl_log_get_level();
@@ -882,6 +893,912 @@ static void test_audit_chain_detects_tampering(void **state)
     cl_store_close(s);
 }
 
+
+/* ---- issue 10: audit completeness, keyed chain, anti-rollback, master key */
+
+/* The hostile request of issue 10: eight long bogus names, then a real one. The real one is released
+ * and the audit row (and the log line) names all nine, whole. */
+static void test_audit_names_every_secret_whole(void **state)
+{
+    (void)state;
+    char bogus[8][CL_POLICY_MAX_SECRET_NAME + 1];
+    const char *names[9];
+    for (int i = 0; i < 8; i++) {
+        memset(bogus[i], 'a' + i, CL_POLICY_MAX_SECRET_NAME);
+        bogus[i][CL_POLICY_MAX_SECRET_NAME] = 0;
+        names[i] = bogus[i];
+    }
+    names[8] = "model-key";
+    /* capture the server's log line */
+    char *log_path = tu_path(E->dir, "hostile.log");
+    fflush(stderr);
+    int saved_fd = dup(2);
+    FILE *lf = fopen(log_path, "w");
+    assert_non_null(lf);
+    dup2(fileno(lf), 2);
+    cl_log_level saved = cl_log_get_level();
+    cl_log_set_level(CL_LOG_INFO);
+    sim_opts so = {.svn = 2};
+    cl_provision_result res;
+    cl_err err = {0};
+    int rc = fetch(&so, names, 9, &res, &err);
+    cl_audit_record *r = last_audit();
+    fflush(stderr);
+    cl_log_set_level(saved);
+    dup2(saved_fd, 2);
+    close(saved_fd);
+    fclose(lf);
+    assert_int_equal(rc, -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_int_equal(res.count, 9);
+    assert_true(res.secrets[8].granted);
+    cl_provision_result_free(&res);
+    assert_string_equal(r->decision, "partial");
+    for (int i = 0; i < 8; i++) {
+        char want[CL_POLICY_MAX_SECRET_NAME + 32];
+        memset(want, 0, sizeof want);
+        snprintf(want, sizeof want, "%.128s=denied", bogus[i]);
+        if (!strstr(r->secrets, want))
+            fail_msg("audit secrets do not name bogus secret %d whole: %.80s...", i, r->secrets);
+        snprintf(want, sizeof want, "%.128s: not granted", bogus[i]);
+        if (!strstr(r->reason, want))
+            fail_msg("audit reason does not name bogus secret %d whole", i);
+    }
+    if (!strstr(r->secrets, "model-key=released"))
+        fail_msg("the audit row hides the release of model-key: ...%s", r->secrets + strlen(r->secrets) - 40);
+    size_t n;
+    char *log = (char *)tu_read_file(log_path, &n);
+    char *line = strstr(log, "partial ");
+    assert_non_null(line);
+    char *eol = strchr(line, '\n');
+    assert_non_null(eol);
+    *eol = 0;
+    if (!strstr(line, "model-key=released") || !strstr(line, bogus[7]))
+        fail_msg("the log line is cut: %zu bytes", strlen(line));
+    free(log);
+    free(log_path);
+}
+
+/* ---- an attacker who has the database file but not the master key */
+
+static sqlite3 *attack_open(const char *base, const char *path)
+{
+    /* each attack starts from a copy of the pristine database */
+    size_t n;
+    uint8_t *raw = tu_read_file(base, &n);
+    tu_write_file(path, raw, n);
+    free(raw);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(path, &db3), SQLITE_OK);
+    return db3;
+}
+
+static void attack_exec(sqlite3 *db3, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db3, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("attack SQL failed: %s: %s", sql, msg ? msg : "?");
+}
+
+/* What the attacker can compute: the plain SHA-256 chain of the first audit format, over the
+ * columns seq..reason as text, from the first row on. */
+static void attack_rehash(sqlite3 *db3, int64_t from)
+{
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db3, "SELECT seq, time, peer, protocol, decision, evidence_type, insecure, "
+                                        "evidence_sha256, mrenclave, mrsigner, isv_prod_id, isv_svn, debug, identities, "
+                                        "secrets, reason FROM audit ORDER BY seq", -1, &st, NULL), SQLITE_OK);
+    char prev[65];
+    memset(prev, '0', 64);
+    prev[64] = 0;
+    int64_t seqs[64];
+    char hashes[64][65], prevs[64][65];
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && n < 64) {
+        if (sqlite3_column_int64(st, 0) < from) {
+            /* rows before the edit keep their hash: the chain continues from it */
+            sqlite3_stmt *h;
+            assert_int_equal(sqlite3_prepare_v2(db3, "SELECT hash FROM audit WHERE seq=?", -1, &h, NULL), SQLITE_OK);
+            sqlite3_bind_int64(h, 1, sqlite3_column_int64(st, 0));
+            assert_int_equal(sqlite3_step(h), SQLITE_ROW);
+            snprintf(prev, sizeof prev, "%.64s", (const char *)sqlite3_column_text(h, 0));
+            sqlite3_finalize(h);
+            continue;
+        }
+        EVP_MD_CTX *c = EVP_MD_CTX_new();
+        assert_non_null(c);
+        assert_int_equal(EVP_DigestInit_ex(c, EVP_sha256(), NULL), 1);
+        EVP_DigestUpdate(c, prev, 64);
+        EVP_DigestUpdate(c, "\n", 1);
+        for (int i = 0; i < 16; i++) {
+            if (i)
+                EVP_DigestUpdate(c, "\x1f", 1);
+            const unsigned char *t = sqlite3_column_text(st, i);
+            EVP_DigestUpdate(c, t ? (const char *)t : "", t ? strlen((const char *)t) : 0);
+        }
+        uint8_t h[32];
+        EVP_DigestFinal_ex(c, h, NULL);
+        EVP_MD_CTX_free(c);
+        seqs[n] = sqlite3_column_int64(st, 0);
+        memcpy(prevs[n], prev, 65);
+        cl_hex_encode(h, 32, hashes[n]);
+        memcpy(prev, hashes[n], 65);
+        n++;
+    }
+    sqlite3_finalize(st);
+    for (int i = 0; i < n; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "UPDATE audit SET prev_hash='%.64s', hash='%.64s' WHERE seq=%lld", prevs[i], hashes[i],
+                 (long long)seqs[i]);
+        attack_exec(db3, sql);
+    }
+}
+
+/* Runs one attack (SQL, then, unless rehash_from is 0, the plain chain recomputed from that record on)
+ * and expects audit verification to fail naming `expect` (NULL: any CL_E_AUTH). */
+static void expect_attack_detected(const char *base, const char *what, const char *sql, int64_t rehash_from,
+                                   const uint8_t *mk, const char *expect)
+{
+    char *path = tu_path(E->dir, "attacked.db");
+    sqlite3 *db3 = attack_open(base, path);
+    attack_exec(db3, sql);
+    if (rehash_from > 0)
+        attack_rehash(db3, rehash_from);
+    sqlite3_close(db3);
+    cl_err err = {0};
+    cl_store *s = cl_store_open(path, mk, &err);
+    if (!s)
+        fail_msg("%s: the store does not open: %s", what, err.msg);
+    int64_t count = -1;
+    char head[65];
+    int rc = cl_audit_verify(s, &count, head, &err);
+    cl_store_close(s);
+    if (rc == 0)
+        fail_msg("%s: audit --verify passed (%lld records)", what, (long long)count);
+    assert_int_equal(err.code, CL_E_AUTH);
+    if (expect && !strstr(err.msg, expect))
+        fail_msg("%s: '%s' does not say '%s'", what, err.msg, expect);
+    unlink(path);
+    free(path);
+}
+
+static void test_audit_chain_is_keyed(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *base = tu_path(E->dir, "keyed.db");
+    uint8_t mk[32] = {5};
+    cl_store *s = cl_store_open(base, mk, &err);
+    assert_non_null(s);
+    for (int i = 0; i < 6; i++) {
+        cl_audit_record r = {.isv_prod_id = 1, .isv_svn = i, .debug = 0};
+        snprintf(r.peer, sizeof r.peer, "10.0.0.%d:4000", i);
+        snprintf(r.decision, sizeof r.decision, "%s", i % 2 ? "deny" : "release");
+        snprintf(r.protocol, sizeof r.protocol, "native");
+        assert_int_equal(cl_audit_append(s, &r, &err), 0);
+    }
+    int64_t count;
+    char head[65];
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), 0);
+    assert_int_equal(count, 6);
+    cl_store_close(s);
+
+    expect_attack_detected(base, "edit + recomputed plain chain", "UPDATE audit SET decision='release' WHERE seq=2",
+                           2, mk, "record 2: its content was changed");
+    expect_attack_detected(base, "edit without recomputing", "UPDATE audit SET reason='nothing' WHERE seq=4", 0, mk,
+                           "record 4");
+    expect_attack_detected(base, "deletion + renumbering + recomputed chain",
+                           "DELETE FROM audit WHERE seq=3; UPDATE audit SET seq=seq-1 WHERE seq>3", 3, mk, "record 3");
+    expect_attack_detected(base, "deletion in the middle", "DELETE FROM audit WHERE seq=3", 0, mk,
+                           "record 3 is missing");
+    expect_attack_detected(base, "truncation of the newest records", "DELETE FROM audit WHERE seq>=5", 0, mk,
+                           "newest records were removed");
+    expect_attack_detected(base, "deletion of all records", "DELETE FROM audit", 0, mk, "newest records were removed");
+    expect_attack_detected(base, "reordering + recomputed chain",
+                           "UPDATE audit SET seq=100 WHERE seq=2; UPDATE audit SET seq=2 WHERE seq=3;"
+                           "UPDATE audit SET seq=3 WHERE seq=100",
+                           2, mk, "record 2");
+    expect_attack_detected(base, "insertion at the end + recomputed chain",
+                           "CREATE TEMP TABLE t AS SELECT * FROM audit WHERE seq=6; UPDATE t SET seq=7, "
+                           "peer='6.6.6.6:6'; INSERT INTO audit SELECT * FROM t",
+                           7, mk, "record 7");
+    expect_attack_detected(base, "insertion in the middle + renumbering + recomputed chain",
+                           "CREATE TEMP TABLE t AS SELECT * FROM audit WHERE seq=3; UPDATE t SET seq=4, "
+                           "decision='release'; UPDATE audit SET seq=seq+100 WHERE seq>=4; "
+                           "UPDATE audit SET seq=seq-99 WHERE seq>=104; INSERT INTO audit SELECT * FROM t",
+                           4, mk, "record 4");
+    /* the keyed checkpoint itself */
+    expect_attack_detected(base, "checkpoint deleted, newest records removed",
+                           "DELETE FROM meta WHERE key='state'; DELETE FROM audit WHERE seq>=5", 0, mk,
+                           "keyed state is missing");
+    {
+        /* the checkpoint's count and head set to those of record 4, then the newer records removed */
+        char *path = tu_path(E->dir, "attacked.db");
+        sqlite3 *db3 = attack_open(base, path);
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db3, "SELECT value FROM meta WHERE key='state'", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        uint8_t blob[112];
+        assert_int_equal(sqlite3_column_bytes(st, 0), (int)sizeof blob);
+        memcpy(blob, sqlite3_column_blob(st, 0), sizeof blob);
+        sqlite3_finalize(st);
+        blob[7] = 4;
+        assert_int_equal(sqlite3_prepare_v2(db3, "SELECT hash FROM audit WHERE seq=4", -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(cl_hex_decode((const char *)sqlite3_column_text(st, 0), 64, blob + 8, 32), 0);
+        sqlite3_finalize(st);
+        assert_int_equal(sqlite3_prepare_v2(db3, "UPDATE meta SET value=? WHERE key='state'", -1, &st, NULL), SQLITE_OK);
+        sqlite3_bind_blob(st, 1, blob, sizeof blob, SQLITE_STATIC);
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_finalize(st);
+        attack_exec(db3, "DELETE FROM audit WHERE seq>=5");
+        sqlite3_close(db3);
+        cl_store *a = cl_store_open(path, mk, &err);
+        assert_non_null(a);
+        int64_t n;
+        char h[65];
+        assert_int_equal(cl_audit_verify(a, &n, h, &err), -1);
+        assert_int_equal(err.code, CL_E_AUTH);
+        assert_non_null(strstr(err.msg, "does not verify"));
+        /* and nothing more can be appended on top of it (which would launder the removal) */
+        cl_audit_record r = {.isv_prod_id = -1, .isv_svn = -1, .debug = -1};
+        assert_int_equal(cl_audit_append(a, &r, &err), -1);
+        assert_int_equal(err.code, CL_E_AUTH);
+        cl_store_close(a);
+        unlink(path);
+        free(path);
+    }
+    /* the MACs are keyed: another master key cannot recompute (nor verify) them */
+    uint8_t other[32] = {6};
+    cl_store *o = cl_store_open(base, other, &err);
+    assert_null(o);
+    assert_int_equal(err.code, CL_E_KEY);
+    free(base);
+}
+
+static void test_older_secret_restored_is_refused(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *db = tu_path(E->dir, "rollback.db");
+    uint8_t mk[32] = {6};
+    cl_store *s = cl_store_open(db, mk, &err);
+    assert_non_null(s);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"old-value", 9, false, &err), 0);
+    assert_int_equal(cl_store_put(s, "b", (const uint8_t *)"b-value", 7, false, &err), 0);
+    cl_store_close(s);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "CREATE TABLE saved AS SELECT * FROM secrets WHERE name='a'");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"new-value", 9, true, &err), 0);
+    cl_store_close(s);
+    /* the older row (ciphertext and every column) is put back */
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "DELETE FROM secrets WHERE name='a'; INSERT INTO secrets SELECT * FROM saved");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    uint8_t *v = NULL;
+    size_t len;
+    int rc = cl_store_get(s, "a", &v, &len, &err);
+    if (rc == 0) {
+        fail_msg("an older ciphertext restored into the database was served: '%.*s'", (int)len, (const char *)v);
+    }
+    assert_int_equal(rc, -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    if (!strstr(err.msg, "older"))
+        fail_msg("unclear error: %s", err.msg);
+    /* the other secret is still served */
+    assert_int_equal(cl_store_get(s, "b", &v, &len, &err), 0);
+    assert_memory_equal(v, "b-value", 7);
+    cl_secmem_free(v);
+    cl_store_close(s);
+    free(db);
+}
+
+/* No master key is looked for beside the database: the server needs an explicit path. */
+static void test_master_key_is_never_implicit(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    const char *trust[] = {E->sim_cert};
+    unsetenv("CLOISTER_MASTER_KEY_FILE");
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 1};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (ks) {
+        cl_keyserver_stop(ks);
+        fail_msg("the server found a master key beside the database without being told where it is");
+    }
+    if (!strstr(err.msg, "--master-key") || !strstr(err.msg, "CLOISTER_MASTER_KEY_FILE"))
+        fail_msg("unclear error: %s", err.msg);
+    /* the environment variable names it */
+    setenv("CLOISTER_MASTER_KEY_FILE", E->mk, 1);
+    ks = cl_keyserver_start(&kc, &err);
+    unsetenv("CLOISTER_MASTER_KEY_FILE");
+    if (!ks)
+        fail_msg("%s", err.msg);
+    cl_keyserver_stop(ks);
+}
+
+/* ---- migration of a database of the first format (schema 1), replicated here byte for byte:
+ * its tables, key check value, secrets sealed with AAD "cloister/keyserver/secret/v1\0" ‖ name, and
+ * the plain SHA-256 audit chain */
+
+static void v1_seal(const uint8_t mk[32], const char *name, const char *value, uint8_t *blob, size_t *blob_len)
+{
+    uint8_t key[32];
+    unsigned int kl = 32;
+    assert_non_null(HMAC(EVP_sha256(), mk, 32, (const uint8_t *)"cloister/keyserver/enc/v1", 25, key, &kl));
+    size_t n = strlen(value);
+    tu_fill_random(blob, 12, (uint64_t)n + 1);
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int l;
+    static const char aad[] = "cloister/keyserver/secret/v1";
+    assert_int_equal(EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, blob), 1);
+    assert_int_equal(EVP_EncryptUpdate(c, NULL, &l, (const uint8_t *)aad, sizeof aad), 1);
+    assert_int_equal(EVP_EncryptUpdate(c, NULL, &l, (const uint8_t *)name, (int)strlen(name)), 1);
+    if (n)
+        assert_int_equal(EVP_EncryptUpdate(c, blob + 12, &l, (const uint8_t *)value, (int)n), 1);
+    assert_int_equal(EVP_EncryptFinal_ex(c, blob + 12 + n, &l), 1);
+    assert_int_equal(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, blob + 12 + n), 1);
+    EVP_CIPHER_CTX_free(c);
+    *blob_len = 12 + n + 16;
+}
+
+static void make_v1_db(const char *path, const uint8_t mk[32], bool break_chain)
+{
+    unlink(path);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(path, &db3), SQLITE_OK);
+    attack_exec(db3, "PRAGMA journal_mode=WAL;"
+                     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+                     "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL, length INTEGER NOT NULL,"
+                     " created INTEGER NOT NULL, updated INTEGER NOT NULL);"
+                     "CREATE TABLE audit (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, peer TEXT NOT NULL,"
+                     " protocol TEXT NOT NULL, decision TEXT NOT NULL, evidence_type TEXT NOT NULL, insecure INTEGER NOT NULL,"
+                     " evidence_sha256 TEXT NOT NULL, mrenclave TEXT NOT NULL, mrsigner TEXT NOT NULL,"
+                     " isv_prod_id INTEGER NOT NULL, isv_svn INTEGER NOT NULL, debug INTEGER NOT NULL, identities TEXT NOT NULL,"
+                     " secrets TEXT NOT NULL, reason TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);");
+    uint8_t check[32];
+    unsigned int cl = 32;
+    assert_non_null(HMAC(EVP_sha256(), mk, 32, (const uint8_t *)"cloister/keyserver/check/v1", 27, check, &cl));
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db3, "INSERT INTO meta VALUES('key_check', ?)", -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_blob(st, 1, check, 32, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    const char *secrets[][2] = {{"model-key", "MODEL-KEY-0123456789abcdef"}, {"empty", ""}, {"tls-key", "TLS-KEY"}};
+    for (int i = 0; i < 3; i++) {
+        uint8_t blob[128];
+        size_t n;
+        v1_seal(mk, secrets[i][0], secrets[i][1], blob, &n);
+        assert_int_equal(sqlite3_prepare_v2(db3, "INSERT INTO secrets VALUES(?, ?, ?, 1700000000, 1700000000)", -1, &st,
+                                            NULL), SQLITE_OK);
+        sqlite3_bind_text(st, 1, secrets[i][0], -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, blob, (int)n, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, (int)strlen(secrets[i][1]));
+        assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+        sqlite3_finalize(st);
+    }
+    attack_exec(db3, "INSERT INTO audit VALUES(1, '2025-01-01T00:00:00.000Z', '127.0.0.1:1000', 'native', 'release', "
+                     "'sim', 1, 'aa', 'bb', 'cc', 0, 2, 0, 'model-server', 'model-key=released', '', '', '');"
+                     "INSERT INTO audit VALUES(2, '2025-01-01T00:00:01.000Z', '127.0.0.1:1001', 'tls', 'deny', "
+                     "'sim', 1, 'aa', 'bb', 'cc', 0, 1, 0, '', '', 'min_isv_svn 1 below minimum 2', '', '');"
+                     "INSERT INTO audit VALUES(3, '2025-01-01T00:00:02.000Z', '127.0.0.1:1002', 'secret_prov', "
+                     "'release', 'sim', 1, 'aa', 'bb', 'cc', 0, 2, 0, 'model-server', 'model-key=released', '', '', '');");
+    attack_rehash(db3, 1);
+    if (break_chain)
+        attack_exec(db3, "UPDATE audit SET decision='release' WHERE seq=2");
+    sqlite3_close(db3);
+}
+
+static int collect_cb(void *ctx, const cl_audit_record *r)
+{
+    cl_strbuf *b = ctx;
+    cl_strbuf_fmt(b, "%lld|%s|%s|%s|%s|%s|%s\n", (long long)r->seq, r->time, r->peer, r->protocol, r->decision,
+                  r->secrets, r->reason);
+    return 0;
+}
+
+static void test_migration_from_first_format(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *db = tu_path(E->dir, "v1.db");
+    uint8_t mk[32] = {8};
+    make_v1_db(db, mk, false);
+    /* another key is refused before anything changes */
+    uint8_t wrong[32] = {9};
+    assert_null(cl_store_open(db, wrong, &err));
+    assert_int_equal(err.code, CL_E_KEY);
+
+    cl_store *s = cl_store_open(db, mk, &err);
+    if (!s)
+        fail_msg("the first format does not open: %s", err.msg);
+    uint8_t *v;
+    size_t len;
+    assert_int_equal(cl_store_get(s, "model-key", &v, &len, &err), 0);
+    assert_int_equal(len, 26);
+    assert_memory_equal(v, "MODEL-KEY-0123456789abcdef", 26);
+    cl_secmem_free(v);
+    assert_int_equal(cl_store_get(s, "empty", &v, &len, &err), 0);
+    assert_int_equal(len, 0);
+    cl_secmem_free(v);
+    assert_int_equal(cl_store_get(s, "tls-key", &v, &len, &err), 0);
+    assert_memory_equal(v, "TLS-KEY", 7);
+    cl_secmem_free(v);
+    int64_t count, nsecrets;
+    char head[65];
+    if (cl_audit_verify(s, &count, head, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(count, 3);
+    assert_int_equal(cl_store_verify(s, &nsecrets, &err), 0);
+    assert_int_equal(nsecrets, 3);
+    /* every record kept, field for field */
+    cl_strbuf b = {0};
+    assert_int_equal(cl_audit_list(s, 0, collect_cb, &b, &err), 0);
+    char *text = cl_strbuf_take(&b, NULL);
+    assert_string_equal(text,
+                        "1|2025-01-01T00:00:00.000Z|127.0.0.1:1000|native|release|model-key=released|\n"
+                        "2|2025-01-01T00:00:01.000Z|127.0.0.1:1001|tls|deny||min_isv_svn 1 below minimum 2\n"
+                        "3|2025-01-01T00:00:02.000Z|127.0.0.1:1002|secret_prov|release|model-key=released|\n");
+    free(text);
+    /* and the log goes on */
+    cl_audit_record r = {.isv_prod_id = -1, .isv_svn = -1, .debug = -1};
+    snprintf(r.decision, sizeof r.decision, "deny");
+    assert_int_equal(cl_audit_append(s, &r, &err), 0);
+    assert_int_equal(r.seq, 4);
+    cl_store_close(s);
+    /* the migrated database is of the new schema: reopening changes nothing */
+    s = cl_store_open(db, mk, &err);
+    assert_non_null(s);
+    assert_int_equal(cl_audit_verify(s, &count, head, &err), 0);
+    assert_int_equal(count, 4);
+    cl_store_close(s);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_prepare_v2(db3, "SELECT value FROM meta WHERE key='schema'", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "2");
+    sqlite3_finalize(st);
+    sqlite3_close(db3);
+
+    /* a first-format database whose chain is already broken is not migrated (that would bless the
+     * edit): refused, and left as it was */
+    make_v1_db(db, mk, true);
+    assert_null(cl_store_open(db, mk, &err));
+    assert_int_equal(err.code, CL_E_AUTH);
+    if (!strstr(err.msg, "cannot migrate") || !strstr(err.msg, "record 2") || !strstr(err.msg, "nothing was changed"))
+        fail_msg("unclear error: %s", err.msg);
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db3, "SELECT COUNT(*) FROM meta WHERE key='schema'", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_prepare_v2(db3, "SELECT COUNT(*) FROM pragma_table_info('secrets') WHERE name='version'",
+                                        -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db3);
+    free(db);
+}
+
+/* ---- more restorations an attacker with the database can try */
+
+static void test_secret_rows_are_bound_to_the_keyed_state(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *db = tu_path(E->dir, "bound.db");
+    uint8_t mk[32] = {10};
+    cl_store *s = cl_store_open(db, mk, &err);
+    assert_non_null(s);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"one", 3, false, &err), 0);
+    assert_int_equal(cl_store_put(s, "b", (const uint8_t *)"bee", 3, false, &err), 0);
+    cl_store_close(s);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "CREATE TABLE saved AS SELECT * FROM secrets");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"two", 3, true, &err), 0);
+    assert_int_equal(cl_store_delete(s, "b", &err), 0);
+    cl_store_close(s);
+
+    uint8_t *v;
+    size_t len;
+    /* the older ciphertext with its version column set to the current version: does not decrypt */
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "UPDATE secrets SET value=(SELECT value FROM saved WHERE name='a') WHERE name='a'");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_get(s, "a", &v, &len, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_non_null(strstr(err.msg, "does not decrypt"));
+    /* storing it again repairs it */
+    assert_int_equal(cl_store_put(s, "a", (const uint8_t *)"three", 5, true, &err), 0);
+    assert_int_equal(cl_store_get(s, "a", &v, &len, &err), 0);
+    assert_memory_equal(v, "three", 5);
+    cl_secmem_free(v);
+    cl_store_close(s);
+    /* a deleted secret put back from the older copy */
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "INSERT INTO secrets SELECT * FROM saved WHERE name='b'");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_get(s, "b", &v, &len, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_non_null(strstr(err.msg, "not in the store's keyed state"));
+    int64_t n;
+    assert_int_equal(cl_store_verify(s, &n, &err), -1);
+    assert_non_null(strstr(err.msg, "'b'"));
+    /* a secret removed outside cloister is reported, not just missing */
+    cl_store_close(s);
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "DELETE FROM secrets WHERE name='b'; DELETE FROM secrets WHERE name='a'");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_stat(s, "a", &len, &err), -1);
+    assert_non_null(strstr(err.msg, "deleted outside cloister"));
+    assert_int_equal(cl_store_stat(s, "never-stored", &len, &err), 1);
+    /* the older list of versions put back with the older rows: the keyed state no longer matches it */
+    cl_store_close(s);
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "CREATE TABLE saved_meta AS SELECT * FROM meta WHERE key='manifest'");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_put(s, "c", (const uint8_t *)"c", 1, false, &err), 0);
+    cl_store_close(s);
+    assert_int_equal(sqlite3_open(db, &db3), SQLITE_OK);
+    attack_exec(db3, "UPDATE meta SET value=(SELECT value FROM saved_meta) WHERE key='manifest'");
+    sqlite3_close(db3);
+    s = cl_store_open(db, mk, &err);
+    assert_int_equal(cl_store_get(s, "c", &v, &len, &err), -1);
+    assert_int_equal(err.code, CL_E_AUTH);
+    assert_non_null(strstr(err.msg, "does not match the keyed state"));
+    cl_store_close(s);
+    free(db);
+}
+
+/* ---- every decision after verification is audited */
+
+/* An attested raw TLS session: sends `req` (then close_notify when `close_after`), reads the answer
+ * (at most cap bytes) and returns its length, or -1 if the handshake failed. */
+static int raw_session(int port, const void *req, size_t n, bool close_after, uint8_t *resp, size_t cap)
+{
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    int got = -1;
+    if (SSL_connect(ssl) == 1) {
+        if (n)
+            assert_int_equal(SSL_write(ssl, req, (int)n), (int)n);
+        if (close_after)
+            SSL_shutdown(ssl);
+        got = 0;
+        for (int r; (size_t)got < cap && (r = SSL_read(ssl, resp + got, (int)(cap - (size_t)got))) > 0;)
+            got += r;
+    }
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    cl_ratls_identity_free(id);
+    return got;
+}
+
+static void expect_audited(int64_t before, const char *protocol, const char *decision, const char *secrets,
+                           const char *reason)
+{
+    cl_audit_record *r = audit_after(before);
+    assert_int_equal(r->seq, before + 1); /* exactly one record */
+    assert_string_equal(r->protocol, protocol);
+    assert_string_equal(r->decision, decision);
+    if (secrets && strcmp(r->secrets, secrets) != 0)
+        fail_msg("audit secrets '%s', expected '%s'", r->secrets, secrets);
+    if (!strstr(r->reason, reason))
+        fail_msg("audit reason '%s' does not say '%s'", r->reason, reason);
+    assert_string_equal(r->identities, "model-server");
+    assert_non_null(strstr(r->claims, "\"evidence_types\":[\"sim\"]"));
+}
+
+static void test_every_request_is_audited(void **state)
+{
+    (void)state;
+    int port = cl_keyserver_port(E->ks);
+    uint8_t resp[256];
+    int64_t before = last_audit()->seq;
+    /* an unknown request */
+    static const char junk[35] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_true(raw_session(port, junk, sizeof junk, false, resp, sizeof resp) >= 0);
+    expect_audited(before, "unknown", "deny", "", "unknown request");
+    /* the connection closed after the attested handshake, no request */
+    before = last_audit()->seq;
+    assert_true(raw_session(port, NULL, 0, true, resp, sizeof resp) >= 0);
+    expect_audited(before, "unknown", "deny", "", "no request");
+    /* malformed native requests: answered with status 2, and audited with what was wrong */
+    static const uint8_t zero[] = {'C', 'L', 'K', 'S', '1', 0, 0, 0};
+    before = last_audit()->seq;
+    assert_int_equal(raw_session(port, zero, sizeof zero, false, resp, sizeof resp), 9);
+    assert_int_equal(resp[6], CL_KS_STATUS_MALFORMED);
+    expect_audited(before, "native", "deny", "", "malformed native request: 0 names");
+    static const uint8_t badname[] = {'C', 'L', 'K', 'S', '1', 0, 0, 2, 9, 'm', 'o', 'd', 'e', 'l', '-', 'k', 'e', 'y',
+                                      4, 'b', 'a', 'd', '!'};
+    before = last_audit()->seq;
+    assert_int_equal(raw_session(port, badname, sizeof badname, false, resp, sizeof resp), 9);
+    expect_audited(before, "native", "deny", "model-key=denied", "name 2 of 2 is not a valid secret name");
+    static const uint8_t cut[] = {'C', 'L', 'K', 'S', '1', 0, 0, 3, 9, 'm', 'o', 'd', 'e', 'l', '-', 'k', 'e', 'y'};
+    before = last_audit()->seq;
+    assert_int_equal(raw_session(port, cut, sizeof cut, true, resp, sizeof resp), 9);
+    expect_audited(before, "native", "deny", "model-key=denied", "name 2 of 3 is missing");
+
+    /* secret_prov: the identity's secret is not in the store */
+    char mre[65], buf[1024];
+    cl_hex_encode(E->exe, 32, mre);
+    snprintf(buf, sizeof buf, "{\"version\": 1, \"identities\": [{\"name\": \"model-server\", \"mrenclave\": \"%s\","
+             " \"evidence_types\": \"sim\", \"secrets\": [\"model-key\", \"rolled-back\", \"not-stored\"], "
+             "\"secret_prov\": \"not-stored\"}]}", mre);
+    write_policy(buf);
+    cl_err err = {0};
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+    before = last_audit()->seq;
+    assert_int_equal(raw_session(port, CL_SECRET_PROV_REQUEST, sizeof CL_SECRET_PROV_REQUEST, false, resp, sizeof resp), 0);
+    expect_audited(before, "secret_prov", "deny", "not-stored=denied", "not-stored: granted but not in the store");
+
+    /* a store error: an older copy of a granted secret restored into the live database */
+    uint8_t mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, false, mk, &err), 0);
+    cl_store *s = cl_store_open(E->db, mk, &err);
+    assert_non_null(s);
+    assert_int_equal(cl_store_put(s, "rolled-back", (const uint8_t *)"v1", 2, false, &err), 0);
+    cl_store_close(s);
+    sqlite3 *db3;
+    assert_int_equal(sqlite3_open(E->db, &db3), SQLITE_OK);
+    attack_exec(db3, "CREATE TABLE saved_rb AS SELECT * FROM secrets WHERE name='rolled-back'");
+    sqlite3_close(db3);
+    s = cl_store_open(E->db, mk, &err);
+    assert_int_equal(cl_store_put(s, "rolled-back", (const uint8_t *)"v2", 2, true, &err), 0);
+    cl_store_close(s);
+    assert_int_equal(sqlite3_open(E->db, &db3), SQLITE_OK);
+    attack_exec(db3, "DELETE FROM secrets WHERE name='rolled-back'; INSERT INTO secrets SELECT * FROM saved_rb;"
+                     "DROP TABLE saved_rb");
+    sqlite3_close(db3);
+    const char *names[] = {"model-key", "rolled-back"};
+    sim_opts so = {.svn = 2};
+    cl_provision_result res;
+    before = last_audit()->seq;
+    assert_int_equal(fetch(&so, names, 2, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_true(res.secrets[0].granted);
+    assert_false(res.secrets[1].granted);
+    cl_provision_result_free(&res);
+    expect_audited(before, "native", "partial", "model-key=released; rolled-back=denied",
+                   "rolled-back: secret 'rolled-back' in the database is version");
+    assert_non_null(strstr(last_audit()->reason, "older copy"));
+    /* repaired by storing it again */
+    s = cl_store_open(E->db, mk, &err);
+    assert_int_equal(cl_store_put(s, "rolled-back", (const uint8_t *)"v3", 2, true, &err), 0);
+    cl_store_close(s);
+    assert_int_equal(fetch(&so, names, 2, &res, &err), 0);
+    assert_memory_equal(res.secrets[1].value, "v3", 2);
+    cl_provision_result_free(&res);
+}
+
+/* ---- bounded locked memory */
+
+static void test_budget_reservations(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    assert_null(ks_budget_new(1024, 1 << 20, 100, &err));
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_null(ks_budget_new(64 * 1024, 64 * 1024, 100, &err)); /* one buffer and its header page do not fit */
+    assert_int_equal(err.code, CL_E_INVALID);
+    ks_budget *b = ks_budget_new(16 * 1024, 64 * 1024, 100, &err);
+    assert_non_null(b);
+    size_t in_use, peak;
+    assert_int_equal(ks_budget_reserve(b, 40 * 1024, &in_use), 0);
+    uint64_t t0 = cl_now_ns();
+    assert_int_equal(ks_budget_reserve(b, 30 * 1024, &in_use), -1); /* waits 100 ms, then gives up */
+    uint64_t ms = (cl_now_ns() - t0) / 1000000;
+    assert_true(ms >= 90);
+    assert_int_equal(in_use, 40 * 1024);
+    t0 = cl_now_ns();
+    assert_int_equal(ks_budget_reserve(b, 65 * 1024, NULL), -1); /* can never fit: no wait */
+    assert_true((cl_now_ns() - t0) / 1000000 < 50);
+    ks_budget_release(b, 40 * 1024);
+    assert_int_equal(ks_budget_reserve(b, 30 * 1024, NULL), 0);
+    assert_int_equal(ks_budget_reserve(b, 34 * 1024, NULL), 0);
+    ks_budget_stats(b, &in_use, &peak);
+    assert_int_equal(in_use, 64 * 1024);
+    assert_int_equal(peak, 64 * 1024);
+    ks_budget_release(b, 64 * 1024);
+    ks_budget_stats(b, &in_use, &peak);
+    assert_int_equal(in_use, 0);
+    ks_budget_free(b);
+}
+
+static long vmlck_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmLck: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+typedef struct slow_reader {
+    int port;
+    uint8_t req[8 + 64 * 6];
+    size_t req_len;
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+    cl_ratls_identity *id;
+} slow_reader;
+
+/* connects with a tiny receive buffer and sends the request, reading nothing yet */
+static void slow_start(slow_reader *sr)
+{
+    sim_opts so = {.svn = 2};
+    cl_err err = {0};
+    sr->id = make_identity(&so);
+    sr->ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(sr->ctx, E->ca, NULL);
+    SSL_CTX_set_verify(sr->ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(sr->id, sr->ctx, &err), 0);
+    sr->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(sr->fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sr->port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(sr->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    sr->ssl = SSL_new(sr->ctx);
+    SSL_set_fd(sr->ssl, sr->fd);
+    assert_int_equal(SSL_connect(sr->ssl), 1);
+    assert_int_equal(SSL_write(sr->ssl, sr->req, (int)sr->req_len), (int)sr->req_len);
+}
+
+static size_t slow_finish(slow_reader *sr)
+{
+    size_t got = 0;
+    uint8_t buf[65536];
+    for (int r; (r = SSL_read(sr->ssl, buf, sizeof buf)) > 0;)
+        got += (size_t)r;
+    SSL_free(sr->ssl);
+    close(sr->fd);
+    SSL_CTX_free(sr->ctx);
+    cl_ratls_identity_free(sr->id);
+    return got;
+}
+
+/* The attack of issue 10 (an authorised client asking for 64 large secrets and reading slowly) holds
+ * one buffer of locked memory, not 64; the server's total is bounded, and a request that would exceed
+ * it is refused (audited) and told to retry; a secret over the per-connection limit is denied. */
+static void test_locked_memory_is_bounded(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    enum { HALF = 400 * 1024, BIG = 600 * 1024 };
+    uint8_t mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, false, mk, &err), 0);
+    cl_store *s = cl_store_open(E->db, mk, &err);
+    uint8_t *val = calloc(1, BIG);
+    tu_fill_random(val, BIG, 42);
+    assert_int_equal(cl_store_put(s, "half", val, HALF, true, &err), 0);
+    assert_int_equal(cl_store_put(s, "big", val, BIG, true, &err), 0);
+    cl_store_close(s);
+    char mre[65], buf[1024];
+    cl_hex_encode(E->exe, 32, mre);
+    snprintf(buf, sizeof buf, "{\"version\": 1, \"identities\": [{\"name\": \"model-server\", \"mrenclave\": \"%s\","
+             " \"evidence_types\": \"sim\", \"secrets\": [\"model-key\", \"half\", \"big\"]}]}", mre);
+    write_policy(buf);
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk,
+                              .trust_sim_certs = trust, .trust_sim_count = 1, .threads = 4, .io_timeout_ms = 20000,
+                              .locked_memory_per_connection = 512 * 1024, .locked_memory_total = 640 * 1024};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    int port = cl_keyserver_port(ks);
+    char server[64];
+    snprintf(server, sizeof server, "127.0.0.1:%d", port);
+
+    /* 64 x "half" (25 MiB to send) to a client that does not read: the server blocks in the middle */
+    slow_reader sr = {.port = port};
+    memcpy(sr.req, "CLKS1", 6);
+    sr.req[6] = 0;
+    sr.req[7] = 64;
+    sr.req_len = 8;
+    for (int i = 0; i < 64; i++) {
+        sr.req[sr.req_len++] = 4;
+        memcpy(sr.req + sr.req_len, "half", 4);
+        sr.req_len += 4;
+    }
+    long base_kb = vmlck_kb();
+    slow_start(&sr);
+    size_t in_use = 0, peak = 0;
+    for (int i = 0; i < 500 && in_use == 0; i++) {
+        usleep(10000);
+        cl_keyserver_locked_memory(ks, &in_use, &peak);
+    }
+    assert_true(in_use > 0);
+    assert_true(in_use <= 512 * 1024 + 8192); /* one buffer and its header page */
+    usleep(200000);                            /* let it write what the socket takes */
+    long held_kb = vmlck_kb() - base_kb;
+    if (held_kb > 2048)
+        fail_msg("the slow client pins %ld KiB of locked memory", held_kb);
+
+    /* another release would exceed the total: it waits, then is refused (audited) as busy */
+    int64_t before = last_audit()->seq;
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *id = make_identity(&so);
+    const char *half[] = {"half"}, *servers[] = {server};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                              .names = half, .name_count = 1, .attempts = 1, .timeout_ms = 10000};
+    cl_provision_result res;
+    uint64_t t0 = cl_now_ns();
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_true((cl_now_ns() - t0) / 1000000 >= 1900);
+    assert_int_equal(err.code, CL_E_IO); /* retried by the client, not a denial */
+    assert_non_null(strstr(err.msg, "busy"));
+    cl_provision_result_free(&res);
+    cl_audit_record *r = last_audit();
+    assert_true(r->seq > before);
+    assert_string_equal(r->decision, "deny");
+    assert_string_equal(r->secrets, "half=denied");
+    assert_non_null(strstr(r->reason, "locked-memory budget is in use"));
+
+    /* the slow client gets all 64, whole */
+    size_t got = slow_finish(&sr);
+    assert_int_equal(got, 9 + 64 * (size_t)(1 + 4 + 1 + 4 + HALF));
+    for (int i = 0; i < 300; i++) {
+        cl_keyserver_locked_memory(ks, &in_use, &peak);
+        if (in_use == 0)
+            break;
+        usleep(10000);
+    }
+    assert_int_equal(in_use, 0);
+    assert_true(peak <= 640 * 1024);
+    /* now it fits */
+    if (cl_provision_fetch(&o, &res, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(res.secrets[0].len, HALF);
+    assert_memory_equal(res.secrets[0].value, val, HALF);
+    cl_provision_result_free(&res);
+    /* a secret larger than the per-connection limit is denied, and audited */
+    const char *big[] = {"big"};
+    o.names = big;
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    cl_provision_result_free(&res);
+    r = last_audit();
+    assert_string_equal(r->secrets, "big=denied");
+    assert_non_null(strstr(r->reason, "exceed the per-connection locked-memory limit"));
+    cl_ratls_identity_free(id);
+    cl_keyserver_stop(ks);
+    free(val);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -904,6 +1821,15 @@ int main(void)
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),
         cmocka_unit_test(test_store_encryption_and_master_key),
         cmocka_unit_test(test_audit_chain_detects_tampering),
+        cmocka_unit_test_setup(test_audit_names_every_secret_whole, reset),
+        cmocka_unit_test(test_audit_chain_is_keyed),
+        cmocka_unit_test(test_older_secret_restored_is_refused),
+        cmocka_unit_test(test_master_key_is_never_implicit),
+        cmocka_unit_test(test_migration_from_first_format),
+        cmocka_unit_test(test_secret_rows_are_bound_to_the_keyed_state),
+        cmocka_unit_test_setup(test_every_request_is_audited, reset),
+        cmocka_unit_test(test_budget_reservations),
+        cmocka_unit_test_setup_teardown(test_locked_memory_is_bounded, reset, reset),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
