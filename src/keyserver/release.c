@@ -30,7 +30,7 @@ static void audit_fill(conn *c, cl_audit_record *r, const char *protocol, const 
         r->isv_svn = c->claims.isv_svn;
         r->debug = c->claims.debug;
     }
-    snprintf(r->identities, sizeof r->identities, "%s", c->decision.identities);
+    snprintf(r->identities, sizeof r->identities, "%s", c->decision.identities ? c->decision.identities : "");
 }
 
 static int audit(conn *c, cl_audit_record *r)

@@ -21,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(c.mr_enclave, i == 0 ? 0 : 0x33, 32);
         c.isv_svn = (uint16_t)(i * 30000);
         c.debug = i == 2;
-        cl_policy_decision d;
+        cl_policy_decision d = {0};
         int rc = cl_policy_evaluate(p, &c, &d);
         bool any = cl_policy_grants(p, &c, "a");
         const char *sp = cl_policy_secret_prov(p, &c);
@@ -29,6 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (rc != 0 && (any || sp)) /* nothing is granted to claims no identity matches */
             abort();
+        cl_policy_decision_clear(&d);
     }
     cl_policy_free(p);
     return 0;
