@@ -37,6 +37,22 @@ void cl_progress_finish(cl_progress *p);
  * cl_progress with only .label set is started by its first callback, which brings the total. */
 void cl_progress_cb(void *ctx, uint64_t done, uint64_t total);
 
+/* ---- the sim provider's TDX mode (cmd_attest.c; `attest measure` and `provision`) */
+#include "cloister/attest.h"
+
+/* --sim-tdx, --sim-mrtd HEX and --sim-rtmr I=HEX (repeatable) into a provider configuration; the
+ * values live in `store`, which must outlive cfg. CL_E_INVALID for bad values or MRTD/RTMRs without
+ * --sim-tdx. */
+typedef struct cl_cli_sim_tdx {
+    bool tdx;
+    const char *mrtd;
+    cl_strlist rtmrs;
+    uint8_t store[5][CL_TDX_MEAS_LEN];
+} cl_cli_sim_tdx;
+#define CL_CLI_SIM_TDX_OPTS 3
+size_t cl_cli_sim_tdx_opts(cl_cli_sim_tdx *a, cl_opt *opts);
+int cl_cli_sim_tdx_apply(cl_cli_sim_tdx *a, cl_attest_provider_config *cfg, cl_err *err);
+
 /* ---- shared by `cloister predict` and `cloister bench` (client_common.c) */
 #include "cloister/client.h"
 
