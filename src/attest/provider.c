@@ -504,7 +504,9 @@ int cl_attest_provider_quote(cl_attest_provider *p, const uint8_t rd[CL_ATTEST_R
     if (cl_attest_quote_parse(*quote, *quote_len, &q, err) != 0 ||
         (memcmp(q.report_data, rd, 64) != 0 &&
          cl_err_set(err, CL_E_AUTH, "the quote's report_data is not the one requested "
-                                    "(another process using the same attestation device?)"))) {
+                                    "(another process using the same attestation device?)")) ||
+        (p->kind == CL_ATTEST_TSM && q.tee_type != CL_QUOTE_TEE_TDX &&
+         cl_err_set(err, CL_E_FORMAT, "the tdx_guest report is not a TDX quote (TEE type 0x%x)", q.tee_type))) {
         cl_err_prefix(err, "%s evidence", cl_attest_kind_name(p->kind));
         free(*quote);
         *quote = NULL;

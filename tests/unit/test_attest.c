@@ -442,6 +442,17 @@ static void test_tsm_provider(void **state)
     free(in);
     assert_true(tu_file_exists(entry)); /* an entry we did not create is left alone */
 
+    /* the tdx_guest provider answering with something that is not a TD quote (an SGX one) */
+    size_t slen;
+    uint8_t *sgx = load_vector("sgx_quote", &slen);
+    memcpy(sgx + 48 + 320, rd, 64);
+    tu_write_file(outblob, sgx, slen);
+    assert_int_equal(cl_attest_provider_quote(p, rd, &got, &got_len, &err), -1);
+    assert_non_null(strstr(err.msg, "not a TDX quote"));
+    assert_null(got);
+    free(sgx);
+    tu_write_file(outblob, quote, qlen);
+
     tu_write_file(prov, "sev_guest\n", 10);
     assert_int_equal(cl_attest_provider_quote(p, rd, &got, &got_len, &err), -1);
     assert_int_equal(err.code, CL_E_UNSUPPORTED);
