@@ -706,6 +706,8 @@ static void test_empty_policy_denies(void **state)
     p = cl_policy_deny_all();
     assert_int_equal(cl_policy_evaluate(p, &c, &d), -1);
     assert_int_equal(cl_policy_evaluate(NULL, &c, &d), -1);
+    assert_string_equal(d.reason, "the policy is empty: nothing is allowed");
+    cl_policy_decision_clear(&d);
     cl_policy_free(p);
 }
 
