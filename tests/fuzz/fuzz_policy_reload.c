@@ -61,8 +61,15 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-/* the key server keeps running until the process ends; its files go then */
-static void cleanup(void) { nftw(G.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS); }
+/* The key server runs until the process ends. At exit it is stopped (its workers may still be finishing
+ * the last connection) before OpenSSL's own exit handler runs, then its files go. */
+static void cleanup(void)
+{
+    cl_keyserver_stop(G.ks);
+    for (size_t i = 0; i < 2; i++)
+        cl_ratls_identity_free(G.clients[i].id);
+    nftw(G.dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
 
 static void make_client(client *c, EVP_PKEY *qe_key, cl_attest_verifier *v, bool tdx)
 {
@@ -93,7 +100,6 @@ static void setup(void)
     snprintf(G.dir, sizeof G.dir, "%s/cloister-fuzz-reload-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (strlen(G.dir) > 50 || !mkdtemp(G.dir))
         die("mkdtemp", NULL);
-    atexit(cleanup);
     cl_err err = {0};
     /* TLS: a CA and the key server's certificate for 127.0.0.1 */
     EVP_PKEY *ca_key = cl_pki_keygen(CL_PKI_EC_P256, &err), *srv_key = cl_pki_keygen(CL_PKI_EC_P256, &err);
@@ -158,6 +164,7 @@ static void setup(void)
     cl_attest_verifier_free(v);
     EVP_PKEY_free(qe_key);
     X509_free(qe_cert);
+    atexit(cleanup); /* after OpenSSL registered its handler, so this one runs first */
 }
 
 /* Asks the running key server for "a" as client c; aborts if the answer is not what `p` says. */
