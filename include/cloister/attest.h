@@ -43,6 +43,9 @@ typedef enum cl_quote_body_kind {
 /* SGX attributes.flags bits (first byte of attributes) */
 #define CL_SGX_FLAG_DEBUG 0x02
 #define CL_SGX_FLAG_MODE64 0x04
+/* TDX TD attributes: byte 0 bit 0 is TUD.DEBUG (the host can read and change the TD's state) */
+#define CL_TDX_ATTR_DEBUG 0x01
+#define CL_TDX_MEAS_LEN 48 /* MRTD, RTMRs, MRCONFIGID, ...: SHA-384 sized */
 
 /* A parsed Intel quote (v3 SGX; v4 SGX/TDX; v5 TDX). All multi-byte integers are little-endian on
  * the wire and converted here. Pointers point into the buffer given to cl_attest_quote_parse. */
@@ -63,12 +66,18 @@ typedef struct cl_attest_quote {
     uint8_t mr_signer[32];
     uint16_t isv_prod_id;
     uint16_t isv_svn;
-    /* TD report body (TD10/TD15) */
+    /* TD report body (TD10/TD15), every field in wire order (Intel TDX DCAP quote layout) */
     uint8_t tee_tcb_svn[16];
-    uint8_t mr_seam[48];
-    uint8_t td_attributes[8];
-    uint8_t mr_td[48];
-    uint8_t rtmr[4][48];
+    uint8_t mr_seam[48];         /* the TDX module's measurement */
+    uint8_t mr_signer_seam[48];  /* its signer (zero for Intel's module) */
+    uint8_t seam_attributes[8];
+    uint8_t td_attributes[8];    /* byte 0 bit 0: TUD.DEBUG */
+    uint8_t xfam[8];
+    uint8_t mr_td[48];           /* the TD's initial contents (firmware) */
+    uint8_t mr_config_id[48], mr_owner[48], mr_owner_config[48];
+    uint8_t rtmr[4][48];         /* run-time measurement registers RTMR0..RTMR3 */
+    uint8_t tee_tcb_svn2[16];    /* TD15 only (zero for TD10) */
+    uint8_t mr_servicetd[48];    /* TD15 only */
     /* both */
     uint8_t report_data[CL_ATTEST_REPORT_DATA_LEN];
     bool debug; /* SGX DEBUG attribute, or TDX TUD.DEBUG */
@@ -118,6 +127,12 @@ typedef struct cl_attest_provider_config {
     uint16_t sim_isv_prod_id;
     uint16_t sim_isv_svn;
     bool sim_debug;
+    /* sim TDX mode: present a trust domain (a v4 quote with a TD 1.0 body, tee_type TDX) instead of
+     * an enclave. MRTD = SHA-384 of /proc/self/exe unless given; RTMRs zero unless given; sim_debug
+     * sets TUD.DEBUG. Just as INSECURE as the SGX sim. */
+    bool sim_tdx;
+    const uint8_t *sim_mrtd;    /* 48 bytes */
+    const uint8_t *sim_rtmr[4]; /* 48 bytes each; NULL: zero */
 } cl_attest_provider_config;
 
 typedef struct cl_attest_provider cl_attest_provider;
@@ -130,10 +145,16 @@ cl_attest_kind cl_attest_provider_kind(const cl_attest_provider *p);
 int cl_attest_provider_quote(cl_attest_provider *p, const uint8_t report_data[CL_ATTEST_REPORT_DATA_LEN],
                              uint8_t **quote, size_t *quote_len, cl_err *err);
 
-/* The identity a sim provider with this configuration presents (MRENCLAVE etc.), without signing. */
+/* The identity a sim provider with this configuration presents (MRENCLAVE etc., or with sim_tdx the
+ * TD report fields and body_kind CL_QUOTE_BODY_TD10), without signing. */
 int cl_attest_sim_identity(const cl_attest_provider_config *cfg, cl_attest_quote *out, cl_err *err);
 /* SHA-256 of a file (used for the sim MRENCLAVE of /proc/self/exe). */
 int cl_attest_file_sha256(const char *path, uint8_t out[32], cl_err *err);
+/* SHA-384 of a file (the sim MRTD of /proc/self/exe). */
+int cl_attest_file_sha384(const char *path, uint8_t out[CL_TDX_MEAS_LEN], cl_err *err);
+/* One RTMR extend as the TDX module does it (TDG.MR.RTMR.EXTEND):
+ * rtmr = SHA-384(rtmr || digest). An RTMR starts as 48 zero bytes at TD creation. */
+int cl_attest_rtmr_extend(uint8_t rtmr[CL_TDX_MEAS_LEN], const uint8_t digest[CL_TDX_MEAS_LEN], cl_err *err);
 
 /* Creates a simulated quoting key (ECDSA P-256) and a self-signed certificate for it, written to
  * dir/sim_qe_key.pem (0600) and dir/sim_qe_cert.pem. Refuses to overwrite unless force. */
@@ -143,20 +164,45 @@ int cl_attest_sim_qe_generate(EVP_PKEY **key, X509 **cert, cl_err *err);
 
 /* ---------------------------------------------------------------- verification */
 
-/* What verified evidence says about the attester. */
+/* The identity of a TDX trust domain, from its TD report body (all zero in SGX claims). Matching a
+ * TD needs MRTD (the firmware) and RTMR0..3 (what the firmware and the guest measured after it:
+ * configuration, kernel, initrd and command line, application); docs/attest.md, "TDX". */
+typedef struct cl_attest_tdx_identity {
+    uint8_t mr_td[CL_TDX_MEAS_LEN];
+    uint8_t rtmr[4][CL_TDX_MEAS_LEN];
+    uint8_t mr_config_id[CL_TDX_MEAS_LEN]; /* set by the host at TD creation (zero if unused) */
+    uint8_t mr_owner[CL_TDX_MEAS_LEN];
+    uint8_t mr_owner_config[CL_TDX_MEAS_LEN];
+    uint8_t td_attributes[8];              /* as in the quote; CL_TDX_ATTR_DEBUG in byte 0 */
+    uint8_t xfam[8];                       /* as in the quote (little-endian bit mask) */
+    uint8_t mr_seam[CL_TDX_MEAS_LEN];      /* the TDX module */
+    uint8_t mr_signer_seam[CL_TDX_MEAS_LEN];
+    uint8_t seam_attributes[8];
+    uint8_t tee_tcb_svn[16];
+    bool td15;                             /* TD 1.5 body: the two fields below are set */
+    uint8_t tee_tcb_svn2[16];
+    uint8_t mr_servicetd[CL_TDX_MEAS_LEN];
+} cl_attest_tdx_identity;
+
+/* What verified evidence says about the attester. tee_type says which identity is filled: SGX
+ * (mr_enclave, mr_signer, isv_prod_id, isv_svn) or TDX (tdx); the other is all zero. */
 typedef struct cl_attest_claims {
     char evidence_type[16]; /* "sim", "sgx-dcap", "tdx-dcap", ... */
     bool insecure;          /* true for sim evidence */
-    uint32_t tee_type;
-    uint8_t mr_enclave[32]; /* SGX; for TDX the first 32 bytes of MRTD */
-    uint8_t mr_signer[32];
-    uint16_t isv_prod_id;
-    uint16_t isv_svn;
-    bool debug;
+    uint32_t tee_type;      /* CL_QUOTE_TEE_SGX or CL_QUOTE_TEE_TDX */
+    uint8_t mr_enclave[32]; /* SGX only */
+    uint8_t mr_signer[32];  /* SGX only */
+    uint16_t isv_prod_id;   /* SGX only */
+    uint16_t isv_svn;       /* SGX only */
+    cl_attest_tdx_identity tdx; /* TDX only */
+    bool debug;             /* SGX DEBUG attribute or TDX TUD.DEBUG */
     char tcb_status[48];    /* "UpToDate", "OutOfDate", ... as reported by the verifier */
     uint8_t report_data[CL_ATTEST_REPORT_DATA_LEN];
     uint8_t evidence_sha256[32]; /* SHA-256 of the whole quote, for audit */
 } cl_attest_claims;
+
+/* The TDX identity of a parsed TD quote (zero for an SGX quote). */
+void cl_attest_tdx_identity_from_quote(const cl_attest_quote *q, cl_attest_tdx_identity *out);
 
 /* A verifier back end: checks the quote's signatures and fills claims->evidence_type (a name the
  * policy knows: "sgx-dcap", "tdx-dcap") and claims->tcb_status (Intel's names: "UpToDate", ...);
@@ -181,8 +227,12 @@ int cl_attest_verifier_add_backend(cl_attest_verifier *v, const char *name, cl_a
 int cl_attest_verify(const cl_attest_verifier *v, const uint8_t *quote, size_t len, cl_attest_claims *claims,
                      cl_err *err);
 
-/* Claims as a policy-ready JSON object (malloc()ed text): mrenclave, mrsigner, isv_prod_id,
- * isv_svn, debug, evidence_type. */
+/* Claims as a policy-ready JSON object (malloc()ed text), with policy field names: for SGX
+ * mrenclave, mrsigner, isv_prod_id, min_isv_svn; for TDX mrtd, rtmr0..rtmr3, mrconfigid, mrowner,
+ * mrownerconfig, xfam, td_attributes, mrseam, mrsignerseam, and (not policy fields; they describe
+ * the TDX module's version) seam_attributes, tee_tcb_svn and for a TD 1.5 body tee_tcb_svn2 and
+ * mrservicetd; then allow_debug and evidence_types. Measurements are lower-case hex. NULL when out
+ * of memory. */
 char *cl_attest_claims_json(const cl_attest_claims *c, bool pretty);
 
 #ifdef __cplusplus

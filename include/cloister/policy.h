@@ -2,7 +2,8 @@
  * which secrets. A policy is JSON (schema and a complete example in docs/policy.md); it is
  * fail-closed: an empty policy, or one that does not parse or validate, grants nothing.
  *
- * Ownership: cl_policy objects are immutable once parsed and belong to the caller (cl_policy_free).
+ * Ownership: cl_policy objects are immutable once parsed and belong to the caller (cl_policy_free);
+ * so do decisions (cl_policy_decision_clear) and the text of cl_policy_describe (free).
  * Thread-safety: all functions taking a const cl_policy * may run concurrently on the same policy;
  * to reload, build a new policy and swap pointers under the caller's own lock (see keyserver). */
 #ifndef CLOISTER_POLICY_H
@@ -17,26 +18,41 @@ extern "C" {
 
 #define CL_POLICY_MAX_IDENTITIES 256
 #define CL_POLICY_MAX_SECRET_NAME 128
+#define CL_POLICY_MAX_NAME 63          /* identity name */
+#define CL_POLICY_MAX_MEASUREMENTS 32  /* values of one measurement list (mrenclave, mrtd, rtmr1, ...) */
+#define CL_POLICY_MAX_SECRETS 1024     /* secrets of one identity */
+#define CL_POLICY_MAX_FILE (4 << 20)   /* a policy file's size */
 
 typedef struct cl_policy cl_policy;
 
-/* Parses and validates a policy. Unknown fields, wrong types, bad hex and out-of-range numbers are
- * errors (CL_E_FORMAT) that name the JSON path, e.g. "identities[1].min_isv_svn". */
+/* Parses and validates a policy with the strict JSON reader (cloister/json.h: repeated keys,
+ * trailing data, \u0000 and bad UTF-8 refused with line and column). Unknown fields, wrong types,
+ * bad hex, out-of-range numbers, lists longer than their bound and identities that would match too
+ * much (a TDX identity without MRTD or without a decision for each RTMR, SGX and TDX fields mixed)
+ * are errors (CL_E_FORMAT; CL_E_VERSION for another version) that name the JSON path, e.g.
+ * "identities[1].rtmr2". Every list append checks its bound. */
 cl_policy *cl_policy_parse(const char *json, size_t len, cl_err *err);
 cl_policy *cl_policy_load(const char *path, cl_err *err);
 /* A policy with no identities: denies everything. */
 cl_policy *cl_policy_deny_all(void);
 void cl_policy_free(cl_policy *p);
 size_t cl_policy_identity_count(const cl_policy *p);
+/* A human-readable summary, one line per identity (its kind, evidence types, what it pins, its
+ * secrets), plus warnings for RTMRs left at "any". malloc()ed; NULL when out of memory. */
+char *cl_policy_describe(const cl_policy *p);
 
+/* A decision owns its two strings (nothing is ever cut). Start from {0}; cl_policy_evaluate releases
+ * what a decision held before filling it again; cl_policy_decision_clear releases it for good. */
 typedef struct cl_policy_decision {
-    bool allowed;               /* at least one identity matched */
-    char identities[256];       /* names of the matching identities, comma-separated */
-    char reason[768];           /* when denied: why each identity did not match */
+    bool allowed;      /* at least one identity matched */
+    char *identities;  /* names of the matching identities, comma-separated ("" when none) */
+    char *reason;      /* when denied: why each identity did not match ("" when allowed) */
 } cl_policy_decision;
 
+void cl_policy_decision_clear(cl_policy_decision *d);
+
 /* Matches verified claims against every identity. Returns 0 if at least one matched, -1 if not
- * (with d->reason). */
+ * (with d->reason). When memory runs out it denies (-1) with both strings NULL. */
 int cl_policy_evaluate(const cl_policy *p, const cl_attest_claims *c, cl_policy_decision *d);
 /* Whether some identity matching `c` lists `secret`. */
 bool cl_policy_grants(const cl_policy *p, const cl_attest_claims *c, const char *secret);

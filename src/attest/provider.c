@@ -1,6 +1,7 @@
-/* provider.c — evidence providers: `sim` (a software quoting key signing SGX v3-layout quotes;
- * INSECURE, for development and tests), `gramine` (/dev/attestation pseudo-files) and `tsm` (Linux
- * configfs-tsm reports for TDX guests), plus creation of simulated quoting keys. */
+/* provider.c — evidence providers: `sim` (a software quoting key signing SGX v3-layout quotes, or
+ * TDX v4 quotes in its TDX mode; INSECURE, for development and tests), `gramine` (/dev/attestation
+ * pseudo-files) and `tsm` (Linux configfs-tsm reports for TDX guests), plus creation of simulated
+ * quoting keys and the measurement helpers (file digests, RTMR extend). */
 #include "attest_internal.h"
 
 #include <errno.h>
@@ -24,6 +25,7 @@ const uint8_t cl_attest_sim_vendor_id[16] = {'C', 'L', 'O', 'I', 'S', 'T', 'E', 
                                              '-', 'S', 'I', 'M', '-', 'Q', 'E', '!'};
 
 #define SIM_SIGNER_LABEL "cloister simulated signer"
+#define SIM_SEAM_LABEL "cloister simulated TDX module"
 #define GRAMINE_ROOT_DEFAULT "/dev/attestation"
 #define TSM_ROOT_DEFAULT "/sys/kernel/config/tsm/report"
 
@@ -96,15 +98,15 @@ static char *path_join(const char *a, const char *b)
     return p;
 }
 
-int cl_attest_file_sha256(const char *path, uint8_t out[32], cl_err *err)
+static int file_digest(const char *path, const EVP_MD *alg, uint8_t *out, cl_err *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return cl_err_errno(err, CL_E_IO, errno, "cannot open '%s' to measure it", path);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     int rc = -1;
-    if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
-        cl_err_ssl(err, CL_E_CRYPTO, "SHA-256 init failed");
+    if (!md || !EVP_DigestInit_ex(md, alg, NULL)) {
+        cl_err_ssl(err, CL_E_CRYPTO, "%s init failed", EVP_MD_get0_name(alg));
         goto out;
     }
     uint8_t buf[65536];
@@ -118,13 +120,37 @@ int cl_attest_file_sha256(const char *path, uint8_t out[32], cl_err *err)
         }
         if (n == 0)
             break;
-        EVP_DigestUpdate(md, buf, (size_t)n);
+        if (!EVP_DigestUpdate(md, buf, (size_t)n)) {
+            cl_err_ssl(err, CL_E_CRYPTO, "%s failed", EVP_MD_get0_name(alg));
+            goto out;
+        }
     }
-    rc = EVP_DigestFinal_ex(md, out, NULL) ? 0 : cl_err_ssl(err, CL_E_CRYPTO, "SHA-256 failed");
+    rc = EVP_DigestFinal_ex(md, out, NULL) ? 0 : cl_err_ssl(err, CL_E_CRYPTO, "%s failed", EVP_MD_get0_name(alg));
 out:
     EVP_MD_CTX_free(md);
     close(fd);
     return rc;
+}
+
+int cl_attest_file_sha256(const char *path, uint8_t out[32], cl_err *err)
+{
+    return file_digest(path, EVP_sha256(), out, err);
+}
+
+int cl_attest_file_sha384(const char *path, uint8_t out[CL_TDX_MEAS_LEN], cl_err *err)
+{
+    return file_digest(path, EVP_sha384(), out, err);
+}
+
+int cl_attest_rtmr_extend(uint8_t rtmr[CL_TDX_MEAS_LEN], const uint8_t digest[CL_TDX_MEAS_LEN], cl_err *err)
+{
+    uint8_t in[2 * CL_TDX_MEAS_LEN];
+    memcpy(in, rtmr, CL_TDX_MEAS_LEN);
+    memcpy(in + CL_TDX_MEAS_LEN, digest, CL_TDX_MEAS_LEN);
+    unsigned int n = 0;
+    if (!EVP_Digest(in, sizeof in, rtmr, &n, EVP_sha384(), NULL) || n != CL_TDX_MEAS_LEN)
+        return cl_err_ssl(err, CL_E_CRYPTO, "SHA-384 failed");
+    return 0;
 }
 
 int cl_attest_p256_raw_pub(EVP_PKEY *key, uint8_t out[64], cl_err *err)
@@ -154,6 +180,29 @@ static void put32le(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] =
 int cl_attest_sim_identity(const cl_attest_provider_config *cfg, cl_attest_quote *q, cl_err *err)
 {
     memset(q, 0, sizeof(*q));
+    q->debug = cfg->sim_debug;
+    if (cfg->sim_tdx) {
+        q->tee_type = CL_QUOTE_TEE_TDX;
+        q->body_kind = CL_QUOTE_BODY_TD10;
+        if (cfg->sim_mrtd)
+            memcpy(q->mr_td, cfg->sim_mrtd, CL_TDX_MEAS_LEN);
+        else if (cl_attest_file_sha384("/proc/self/exe", q->mr_td, err) != 0)
+            return cl_err_prefix(err, "sim MRTD");
+        for (int i = 0; i < 4; i++)
+            if (cfg->sim_rtmr[i])
+                memcpy(q->rtmr[i], cfg->sim_rtmr[i], CL_TDX_MEAS_LEN);
+        q->td_attributes[0] = cfg->sim_debug ? CL_TDX_ATTR_DEBUG : 0;
+        q->td_attributes[3] = 0x10; /* SEPT_VE_DISABLE, as Linux guests set it */
+        q->xfam[0] = 0xe7;          /* x87, SSE, AVX, AVX-512 state */
+        q->xfam[1] = 0x02;
+        q->xfam[2] = 0x06;
+        q->tee_tcb_svn[0] = 1;      /* a made-up TDX module version 1.1 */
+        q->tee_tcb_svn[1] = 1;
+        SHA384((const uint8_t *)SIM_SEAM_LABEL, strlen(SIM_SEAM_LABEL), q->mr_seam);
+        return 0;
+    }
+    q->tee_type = CL_QUOTE_TEE_SGX;
+    q->body_kind = CL_QUOTE_BODY_SGX;
     if (cfg->sim_mrenclave)
         memcpy(q->mr_enclave, cfg->sim_mrenclave, 32);
     else if (cl_attest_file_sha256("/proc/self/exe", q->mr_enclave, err) != 0)
@@ -164,38 +213,66 @@ int cl_attest_sim_identity(const cl_attest_provider_config *cfg, cl_attest_quote
         SHA256((const uint8_t *)SIM_SIGNER_LABEL, strlen(SIM_SIGNER_LABEL), q->mr_signer);
     q->isv_prod_id = cfg->sim_isv_prod_id;
     q->isv_svn = cfg->sim_isv_svn;
-    q->debug = cfg->sim_debug;
     q->attributes[0] = 0x01 | CL_SGX_FLAG_MODE64 | (cfg->sim_debug ? CL_SGX_FLAG_DEBUG : 0); /* INIT|MODE64 */
     q->attributes[8] = 0x03;                                                                 /* XFRM x87|SSE */
     return 0;
 }
 
-#define SIM_QUOTE_LEN (48 + 384 + 4 + 64 + 64 + 384 + 64 + 2 + 2 + 4)
+/* sim quotes: an SGX v3 quote (QE report, its signature and QE auth data left zero, then the sim
+ * certification data type), or a TDX v4 quote whose type-6 certification data holds a zero QE
+ * report and the sim type as its inner certification data. Both are signed over header and body. */
+#define SIM_SGX_QUOTE_LEN (48 + 384 + 4 + 64 + 64 + 384 + 64 + 2 + 2 + 4)
+#define SIM_TDX_CERT_LEN (384 + 64 + 2 + 2 + 4)
+#define SIM_TDX_QUOTE_LEN (48 + 584 + 4 + 64 + 64 + 2 + 4 + SIM_TDX_CERT_LEN)
+
+static void sim_td_body(const cl_attest_quote *id, const uint8_t rd[64], uint8_t *b)
+{
+    memcpy(b, id->tee_tcb_svn, 16);
+    memcpy(b + 16, id->mr_seam, 48);
+    memcpy(b + 64, id->mr_signer_seam, 48);
+    memcpy(b + 112, id->seam_attributes, 8);
+    memcpy(b + 120, id->td_attributes, 8);
+    memcpy(b + 128, id->xfam, 8);
+    memcpy(b + 136, id->mr_td, 48);
+    memcpy(b + 184, id->mr_config_id, 48);
+    memcpy(b + 232, id->mr_owner, 48);
+    memcpy(b + 280, id->mr_owner_config, 48);
+    for (int i = 0; i < 4; i++)
+        memcpy(b + 328 + 48 * i, id->rtmr[i], 48);
+    memcpy(b + 520, rd, 64);
+}
 
 static int sim_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out, size_t *out_len, cl_err *err)
 {
-    uint8_t *q = calloc(1, SIM_QUOTE_LEN);
+    bool tdx = p->sim_id.tee_type == CL_QUOTE_TEE_TDX;
+    size_t len = tdx ? SIM_TDX_QUOTE_LEN : SIM_SGX_QUOTE_LEN, body_len = tdx ? 584 : 384;
+    uint8_t *q = calloc(1, len);
     if (!q)
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
-    put16le(q, 3);
+    put16le(q, tdx ? 4 : 3);
     put16le(q + 2, 2);
+    put32le(q + 4, p->sim_id.tee_type);
     memcpy(q + 12, cl_attest_sim_vendor_id, 16);
     uint8_t *b = q + 48;
-    memcpy(b + 48, p->sim_id.attributes, 16);
-    memcpy(b + 64, p->sim_id.mr_enclave, 32);
-    memcpy(b + 128, p->sim_id.mr_signer, 32);
-    put16le(b + 256, p->sim_id.isv_prod_id);
-    put16le(b + 258, p->sim_id.isv_svn);
-    memcpy(b + 320, rd, 64);
-    uint8_t *s = q + 48 + 384;
-    put32le(s, SIM_QUOTE_LEN - 48 - 384 - 4);
+    if (tdx) {
+        sim_td_body(&p->sim_id, rd, b);
+    } else {
+        memcpy(b + 48, p->sim_id.attributes, 16);
+        memcpy(b + 64, p->sim_id.mr_enclave, 32);
+        memcpy(b + 128, p->sim_id.mr_signer, 32);
+        put16le(b + 256, p->sim_id.isv_prod_id);
+        put16le(b + 258, p->sim_id.isv_svn);
+        memcpy(b + 320, rd, 64);
+    }
+    uint8_t *s = q + 48 + body_len;
+    put32le(s, (uint32_t)(len - 48 - body_len - 4));
     s += 4;
     /* signature over header + body, raw r||s */
     uint8_t der[80];
     size_t der_len = sizeof der;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (!md || !EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, p->sim_key) ||
-        !EVP_DigestSign(md, der, &der_len, q, 48 + 384)) {
+        !EVP_DigestSign(md, der, &der_len, q, 48 + body_len)) {
         EVP_MD_CTX_free(md);
         free(q);
         return cl_err_ssl(err, CL_E_CRYPTO, "sim quote signing failed");
@@ -211,11 +288,19 @@ static int sim_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out,
     }
     ECDSA_SIG_free(sig);
     memcpy(s + 64, p->sim_pub, 64);
-    /* QE report (384), QE report signature (64), QE auth data length 0: left zero */
-    put16le(s + 128 + 384 + 64 + 2, CL_ATTEST_SIM_CERT_TYPE);
-    /* certification data length 0 */
+    if (tdx) {
+        /* certification data type 6 of SIM_TDX_CERT_LEN bytes: QE report (384), its signature (64)
+         * and QE auth data length 0 left zero, then the sim type with no data */
+        put16le(s + 128, 6);
+        put32le(s + 130, SIM_TDX_CERT_LEN);
+        put16le(s + 134 + 384 + 64 + 2, CL_ATTEST_SIM_CERT_TYPE);
+    } else {
+        /* QE report (384), QE report signature (64), QE auth data length 0: left zero */
+        put16le(s + 128 + 384 + 64 + 2, CL_ATTEST_SIM_CERT_TYPE);
+        /* certification data length 0 */
+    }
     *out = q;
-    *out_len = SIM_QUOTE_LEN;
+    *out_len = len;
     return 0;
 }
 
@@ -419,7 +504,9 @@ int cl_attest_provider_quote(cl_attest_provider *p, const uint8_t rd[CL_ATTEST_R
     if (cl_attest_quote_parse(*quote, *quote_len, &q, err) != 0 ||
         (memcmp(q.report_data, rd, 64) != 0 &&
          cl_err_set(err, CL_E_AUTH, "the quote's report_data is not the one requested "
-                                    "(another process using the same attestation device?)"))) {
+                                    "(another process using the same attestation device?)")) ||
+        (p->kind == CL_ATTEST_TSM && q.tee_type != CL_QUOTE_TEE_TDX &&
+         cl_err_set(err, CL_E_FORMAT, "the tdx_guest report is not a TDX quote (TEE type 0x%x)", q.tee_type))) {
         cl_err_prefix(err, "%s evidence", cl_attest_kind_name(p->kind));
         free(*quote);
         *quote = NULL;

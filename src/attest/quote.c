@@ -65,16 +65,27 @@ static void parse_sgx_body(const uint8_t *b, cl_attest_quote *q)
     q->debug = (q->attributes[0] & CL_SGX_FLAG_DEBUG) != 0;
 }
 
-static void parse_td_body(const uint8_t *b, cl_attest_quote *q)
+/* The TD report body: TD 1.0 is 584 bytes; TD 1.5 appends TEE_TCB_SVN2 and MRSERVICETD (648). */
+static void parse_td_body(const uint8_t *b, bool td15, cl_attest_quote *q)
 {
     memcpy(q->tee_tcb_svn, b, 16);
     memcpy(q->mr_seam, b + 16, 48);
+    memcpy(q->mr_signer_seam, b + 64, 48);
+    memcpy(q->seam_attributes, b + 112, 8);
     memcpy(q->td_attributes, b + 120, 8);
+    memcpy(q->xfam, b + 128, 8);
     memcpy(q->mr_td, b + 136, 48);
+    memcpy(q->mr_config_id, b + 184, 48);
+    memcpy(q->mr_owner, b + 232, 48);
+    memcpy(q->mr_owner_config, b + 280, 48);
     for (int i = 0; i < 4; i++)
         memcpy(q->rtmr[i], b + 328 + 48 * i, 48);
     memcpy(q->report_data, b + 520, 64);
-    q->debug = (q->td_attributes[0] & 0x01) != 0; /* TUD.DEBUG */
+    if (td15) {
+        memcpy(q->tee_tcb_svn2, b + 584, 16);
+        memcpy(q->mr_servicetd, b + 600, 48);
+    }
+    q->debug = (q->td_attributes[0] & CL_TDX_ATTR_DEBUG) != 0; /* TUD.DEBUG */
 }
 
 /* QE report certification data (type 6): QE report, its signature, QE auth data, inner cert data. */
@@ -153,7 +164,7 @@ int cl_attest_quote_parse(const uint8_t *buf, size_t len, cl_attest_quote *q, cl
     if (q->body_kind == CL_QUOTE_BODY_SGX)
         parse_sgx_body(body, q);
     else
-        parse_td_body(body, q);
+        parse_td_body(body, q->body_kind == CL_QUOTE_BODY_TD15, q);
     q->signed_data = buf;
     q->signed_len = r.off;
 

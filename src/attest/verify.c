@@ -1,5 +1,6 @@
 /* verify.c — the evidence verifier: parses a quote, routes it to the sim back end (trusted
- * simulated quoting keys) or to registered back ends (DCAP in a later issue), and fills claims.
+ * simulated quoting keys; SGX and TDX sim quotes) or to registered back ends (DCAP), and fills
+ * claims (the SGX identity, or the full TDX identity of a TD).
  * Also renders claims as policy-ready JSON. Configure from one thread, then verify from many. */
 #include "attest_internal.h"
 
@@ -91,9 +92,25 @@ int cl_attest_verifier_add_backend(cl_attest_verifier *v, const char *name, cl_a
     return 0;
 }
 
+/* The inner certification data type of a v4 quote's type-6 (QE report) certification data, which
+ * the parser checked adds up; -1 if absent. */
+static int inner_cert_type(const cl_attest_quote *q)
+{
+    size_t off = 384 + 64;
+    if (q->cert_type != 6 || q->cert_len < off + 2)
+        return -1;
+    size_t auth = (size_t)(q->cert_data[off] | q->cert_data[off + 1] << 8);
+    off += 2 + auth;
+    if (q->cert_len < off + 2)
+        return -1;
+    return q->cert_data[off] | q->cert_data[off + 1] << 8;
+}
+
 static int verify_sim(const cl_attest_verifier *v, const cl_attest_quote *q, cl_attest_claims *c, cl_err *err)
 {
-    if (q->version != 3 || q->body_kind != CL_QUOTE_BODY_SGX || q->cert_type != CL_ATTEST_SIM_CERT_TYPE)
+    bool sgx = q->version == 3 && q->body_kind == CL_QUOTE_BODY_SGX && q->cert_type == CL_ATTEST_SIM_CERT_TYPE;
+    bool tdx = q->version == 4 && q->body_kind == CL_QUOTE_BODY_TD10 && inner_cert_type(q) == CL_ATTEST_SIM_CERT_TYPE;
+    if (!sgx && !tdx)
         return cl_err_set(err, CL_E_FORMAT, "sim evidence: malformed sim quote");
     size_t k = 0;
     while (k < v->sim_count && memcmp(v->sim_raw[k], q->attest_key, 64) != 0)
@@ -170,7 +187,7 @@ int cl_attest_verify(const cl_attest_verifier *v, const uint8_t *quote, size_t l
         c->isv_prod_id = q.isv_prod_id;
         c->isv_svn = q.isv_svn;
     } else {
-        memcpy(c->mr_enclave, q.mr_td, 32);
+        cl_attest_tdx_identity_from_quote(&q, &c->tdx);
     }
     c->debug = q.debug;
     memcpy(c->report_data, q.report_data, 64);
@@ -178,22 +195,71 @@ int cl_attest_verify(const cl_attest_verifier *v, const uint8_t *quote, size_t l
     return 0;
 }
 
+void cl_attest_tdx_identity_from_quote(const cl_attest_quote *q, cl_attest_tdx_identity *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (q->body_kind != CL_QUOTE_BODY_TD10 && q->body_kind != CL_QUOTE_BODY_TD15)
+        return;
+    memcpy(t->mr_td, q->mr_td, sizeof t->mr_td);
+    memcpy(t->rtmr, q->rtmr, sizeof t->rtmr);
+    memcpy(t->mr_config_id, q->mr_config_id, sizeof t->mr_config_id);
+    memcpy(t->mr_owner, q->mr_owner, sizeof t->mr_owner);
+    memcpy(t->mr_owner_config, q->mr_owner_config, sizeof t->mr_owner_config);
+    memcpy(t->td_attributes, q->td_attributes, sizeof t->td_attributes);
+    memcpy(t->xfam, q->xfam, sizeof t->xfam);
+    memcpy(t->mr_seam, q->mr_seam, sizeof t->mr_seam);
+    memcpy(t->mr_signer_seam, q->mr_signer_seam, sizeof t->mr_signer_seam);
+    memcpy(t->seam_attributes, q->seam_attributes, sizeof t->seam_attributes);
+    memcpy(t->tee_tcb_svn, q->tee_tcb_svn, sizeof t->tee_tcb_svn);
+    t->td15 = q->body_kind == CL_QUOTE_BODY_TD15;
+    memcpy(t->tee_tcb_svn2, q->tee_tcb_svn2, sizeof t->tee_tcb_svn2);
+    memcpy(t->mr_servicetd, q->mr_servicetd, sizeof t->mr_servicetd);
+}
+
+/* Adds "key": "<hex of n bytes>"; false when out of memory. */
+static bool add_hex(cJSON *o, const char *key, const uint8_t *b, size_t n)
+{
+    char hex[2 * CL_TDX_MEAS_LEN + 1];
+    cl_hex_encode(b, n, hex);
+    return cJSON_AddStringToObject(o, key, hex) != NULL;
+}
+
 char *cl_attest_claims_json(const cl_attest_claims *c, bool pretty)
 {
-    char mre[65], mrs[65];
-    cl_hex_encode(c->mr_enclave, 32, mre);
-    cl_hex_encode(c->mr_signer, 32, mrs);
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    cJSON_AddStringToObject(o, "mrenclave", mre);
-    cJSON_AddStringToObject(o, "mrsigner", mrs);
-    cJSON_AddNumberToObject(o, "isv_prod_id", c->isv_prod_id);
-    cJSON_AddNumberToObject(o, "min_isv_svn", c->isv_svn);
-    cJSON_AddBoolToObject(o, "allow_debug", c->debug);
-    cJSON *types = cJSON_AddArrayToObject(o, "evidence_types");
-    if (types)
-        cJSON_AddItemToArray(types, cJSON_CreateString(c->evidence_type));
+    bool ok = true;
+    if (c->tee_type == CL_QUOTE_TEE_TDX) {
+        const cl_attest_tdx_identity *t = &c->tdx;
+        ok = add_hex(o, "mrtd", t->mr_td, CL_TDX_MEAS_LEN);
+        for (int i = 0; i < 4 && ok; i++) {
+            char key[8];
+            snprintf(key, sizeof key, "rtmr%d", i);
+            ok = add_hex(o, key, t->rtmr[i], CL_TDX_MEAS_LEN);
+        }
+        ok = ok && add_hex(o, "mrconfigid", t->mr_config_id, CL_TDX_MEAS_LEN) &&
+             add_hex(o, "mrowner", t->mr_owner, CL_TDX_MEAS_LEN) &&
+             add_hex(o, "mrownerconfig", t->mr_owner_config, CL_TDX_MEAS_LEN) && add_hex(o, "xfam", t->xfam, 8) &&
+             add_hex(o, "td_attributes", t->td_attributes, 8) && add_hex(o, "mrseam", t->mr_seam, CL_TDX_MEAS_LEN) &&
+             add_hex(o, "mrsignerseam", t->mr_signer_seam, CL_TDX_MEAS_LEN) &&
+             add_hex(o, "seam_attributes", t->seam_attributes, 8) && add_hex(o, "tee_tcb_svn", t->tee_tcb_svn, 16);
+        if (ok && t->td15)
+            ok = add_hex(o, "tee_tcb_svn2", t->tee_tcb_svn2, 16) &&
+                 add_hex(o, "mrservicetd", t->mr_servicetd, CL_TDX_MEAS_LEN);
+    } else {
+        ok = add_hex(o, "mrenclave", c->mr_enclave, 32) && add_hex(o, "mrsigner", c->mr_signer, 32) &&
+             cJSON_AddNumberToObject(o, "isv_prod_id", c->isv_prod_id) &&
+             cJSON_AddNumberToObject(o, "min_isv_svn", c->isv_svn);
+    }
+    ok = ok && cJSON_AddBoolToObject(o, "allow_debug", c->debug);
+    cJSON *types = ok ? cJSON_AddArrayToObject(o, "evidence_types") : NULL;
+    cJSON *type = types ? cJSON_CreateString(c->evidence_type) : NULL;
+    if (!type || !cJSON_AddItemToArray(types, type)) {
+        cJSON_Delete(type);
+        cJSON_Delete(o);
+        return NULL;
+    }
     char *text = pretty ? cJSON_Print(o) : cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;

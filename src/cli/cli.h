@@ -57,6 +57,22 @@ bool cl_cli_dcap_given(const cl_cli_dcap_args *a);
 const cl_dcap_config *cl_cli_dcap_config(cl_cli_dcap_args *a, int64_t now_unix);
 void cl_cli_dcap_free(cl_cli_dcap_args *a);
 
+/* ---- the sim provider's TDX mode (cmd_attest.c; `attest measure` and `provision`) */
+#include "cloister/attest.h"
+
+/* --sim-tdx, --sim-mrtd HEX and --sim-rtmr I=HEX (repeatable) into a provider configuration; the
+ * values live in `store`, which must outlive cfg. CL_E_INVALID for bad values or MRTD/RTMRs without
+ * --sim-tdx. */
+typedef struct cl_cli_sim_tdx {
+    bool tdx;
+    const char *mrtd;
+    cl_strlist rtmrs;
+    uint8_t store[5][CL_TDX_MEAS_LEN];
+} cl_cli_sim_tdx;
+#define CL_CLI_SIM_TDX_OPTS 3
+size_t cl_cli_sim_tdx_opts(cl_cli_sim_tdx *a, cl_opt *opts);
+int cl_cli_sim_tdx_apply(cl_cli_sim_tdx *a, cl_attest_provider_config *cfg, cl_err *err);
+
 /* ---- shared by `cloister predict` and `cloister bench` (client_common.c) */
 #include "cloister/client.h"
 

@@ -114,7 +114,13 @@ void cl_cli_print_attested(const char *cmd, const cl_client_conn *conn)
     const cl_attest_claims *c = cl_client_conn_claims(conn);
     if (!c)
         return;
-    char mr[65];
+    char mr[2 * CL_TDX_MEAS_LEN + 1];
+    if (c->tee_type == CL_QUOTE_TEE_TDX) {
+        cl_hex_encode(c->tdx.mr_td, CL_TDX_MEAS_LEN, mr);
+        fprintf(stderr, "cloister %s: server attested (%s evidence%s, TDX): mrtd %.16s...; it matches the policy\n",
+                cmd, c->evidence_type, c->insecure ? ", INSECURE" : "", mr);
+        return;
+    }
     cl_hex_encode(c->mr_enclave, 32, mr);
     fprintf(stderr, "cloister %s: server attested (%s evidence%s): mrenclave %.16s..., isv_svn %u; it matches the "
             "policy\n", cmd, c->evidence_type, c->insecure ? ", INSECURE" : "", mr, c->isv_svn);

@@ -1,62 +1,124 @@
-/* cmd_attest.c — `cloister attest measure|sim-init|inspect|verify`: the identity this binary presents
- * (as a policy-ready JSON snippet), creation of simulated quoting keys, a quote dump for debugging,
- * and DCAP verification of quotes with collateral from files or a PCCS (the shared collateral options). */
+/* cmd_attest.c — `cloister attest measure|sim-init|inspect|verify|rtmr`: the identity this binary
+ * presents (as a policy-ready JSON snippet; SGX or TDX), creation of simulated quoting keys, a quote
+ * dump for debugging, DCAP verification of quotes with collateral from files or a PCCS (the shared
+ * collateral options), and the replay of SHA-384 digests into an expected TDX RTMR value. Also the
+ * sim TDX options shared with provision. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
 #include "cli.h"
 #include "cloister/attest.h"
 #include "cloister/dcap.h"
+#include "cloister/json.h"
+
+size_t cl_cli_sim_tdx_opts(cl_cli_sim_tdx *a, cl_opt *o)
+{
+    const cl_opt t[CL_CLI_SIM_TDX_OPTS] = {
+        {"sim-tdx", CL_ARG_FLAG, &a->tdx, NULL, "sim: present a TDX trust domain instead of an SGX enclave", false},
+        {"sim-mrtd", CL_ARG_STRING, &a->mrtd, "HEX", "sim TDX: MRTD to present (96 hex digits; default SHA-384 of "
+                                                     "this executable)", false},
+        {"sim-rtmr", CL_ARG_LIST, &a->rtmrs, "I=HEX", "sim TDX: RTMR I (0-3) to present (default zero; repeat)", false},
+    };
+    for (size_t i = 0; i < CL_CLI_SIM_TDX_OPTS; i++)
+        o[i] = t[i];
+    return CL_CLI_SIM_TDX_OPTS;
+}
+
+int cl_cli_sim_tdx_apply(cl_cli_sim_tdx *a, cl_attest_provider_config *cfg, cl_err *err)
+{
+    if (!a->tdx && (a->mrtd || a->rtmrs.count))
+        return cl_err_set(err, CL_E_INVALID, "--sim-mrtd and --sim-rtmr need --sim-tdx");
+    cfg->sim_tdx = a->tdx;
+    if (a->mrtd) {
+        if (cl_hex_decode(a->mrtd, strlen(a->mrtd), a->store[4], CL_TDX_MEAS_LEN) != 0)
+            return cl_err_set(err, CL_E_INVALID, "--sim-mrtd: '%s' is not 96 hex digits", a->mrtd);
+        cfg->sim_mrtd = a->store[4];
+    }
+    for (size_t i = 0; i < a->rtmrs.count; i++) {
+        const char *v = a->rtmrs.items[i];
+        if (v[0] < '0' || v[0] > '3' || v[1] != '=' ||
+            cl_hex_decode(v + 2, strlen(v + 2), a->store[v[0] - '0'], CL_TDX_MEAS_LEN) != 0)
+            return cl_err_set(err, CL_E_INVALID, "--sim-rtmr: '%s' is not I=HEX (I from 0 to 3, 96 hex digits)", v);
+        cfg->sim_rtmr[v[0] - '0'] = a->store[v[0] - '0'];
+    }
+    return 0;
+}
+
+/* The claims a quote would give, for the policy snippet (what verification would fill in). */
+static void claims_from_quote(const cl_attest_quote *q, const char *evidence_type, cl_attest_claims *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->tee_type = q->body_kind == CL_QUOTE_BODY_SGX ? CL_QUOTE_TEE_SGX : CL_QUOTE_TEE_TDX;
+    if (q->body_kind == CL_QUOTE_BODY_SGX) {
+        memcpy(c->mr_enclave, q->mr_enclave, 32);
+        memcpy(c->mr_signer, q->mr_signer, 32);
+        c->isv_prod_id = q->isv_prod_id;
+        c->isv_svn = q->isv_svn;
+    } else {
+        cl_attest_tdx_identity_from_quote(q, &c->tdx);
+    }
+    c->debug = q->debug;
+    snprintf(c->evidence_type, sizeof c->evidence_type, "%s", evidence_type);
+}
 
 static int measure(int argc, char **argv)
 {
     const char *evidence = "sim", *root = NULL, *name = NULL;
     long prod = 0, svn = 0;
     bool debug = false;
-    const cl_opt opts[] = {
+    cl_cli_sim_tdx tdx = {0};
+    cl_opt opts[6 + CL_CLI_SIM_TDX_OPTS] = {
         {"evidence", CL_ARG_STRING, &evidence, "sim|gramine|tsm", "evidence provider (default sim)", false},
         {"attest-root", CL_ARG_STRING, &root, "DIR", "gramine: /dev/attestation; tsm: configfs-tsm report dir", false},
         {"name", CL_ARG_STRING, &name, "NAME", "identity name to put in the snippet", false},
         {"sim-isv-prod-id", CL_ARG_LONG, &prod, "N", "sim: ISV_PROD_ID to present", false, 0, 65535},
         {"sim-isv-svn", CL_ARG_LONG, &svn, "N", "sim: ISV_SVN to present", false, 0, 65535},
-        {"sim-debug", CL_ARG_FLAG, &debug, NULL, "sim: present a debug enclave", false},
+        {"sim-debug", CL_ARG_FLAG, &debug, NULL, "sim: present a debug enclave (or TD)", false},
     };
+    size_t nopts = 6 + cl_cli_sim_tdx_opts(&tdx, opts + 6);
     const cl_cmd_usage usage = {
         "cloister attest measure [--evidence sim|gramine|tsm]",
-        "Prints the identity (MRENCLAVE, MRSIGNER, ISV_PROD_ID, ISV_SVN, debug) this cloister binary presents,\n"
-        "as a JSON identity ready to paste into a key server policy (add its \"secrets\"). With sim evidence\n"
-        "MRENCLAVE is the SHA-256 of this executable, so every build has its own."};
-    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
-    if (rc >= 0)
+        "Prints the identity this cloister binary presents as a JSON identity ready to paste into a key server\n"
+        "policy (add its \"secrets\"): MRENCLAVE, MRSIGNER, ISV_PROD_ID, ISV_SVN for an SGX enclave; MRTD,\n"
+        "RTMR0-3, MRCONFIGID, MROWNER, MROWNERCONFIG, XFAM, TD attributes and the TDX module's MRSEAM and\n"
+        "MRSIGNERSEAM for a TDX trust domain (--evidence tsm). Replace an RTMR you do not want to pin by \"any\"\n"
+        "(docs/policy.md). With sim evidence MRENCLAVE (or, with --sim-tdx, MRTD) is the hash of this executable."};
+    int rc = cl_cli_parse(argc, argv, &usage, opts, nopts, NULL);
+    if (rc >= 0) {
+        cl_strlist_free(&tdx.rtmrs);
         return rc;
+    }
     cl_err err = {0};
     cl_attest_kind kind;
-    if (cl_attest_kind_parse(evidence, &kind, &err) != 0)
+    cl_attest_claims c;
+    cl_attest_quote q;
+    if (cl_attest_kind_parse(evidence, &kind, &err) != 0) {
+        cl_strlist_free(&tdx.rtmrs);
         return cl_cli_usage_error(argv[0], &err);
-    cl_attest_claims c = {0};
+    }
     if (kind == CL_ATTEST_SIM) {
         cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM, .sim_isv_prod_id = (uint16_t)prod,
                                          .sim_isv_svn = (uint16_t)svn, .sim_debug = debug};
-        cl_attest_quote q;
+        rc = cl_cli_sim_tdx_apply(&tdx, &cfg, &err);
+        cl_strlist_free(&tdx.rtmrs);
+        if (rc != 0)
+            return cl_cli_usage_error(argv[0], &err);
         if (cl_attest_sim_identity(&cfg, &q, &err) != 0)
             return cl_cli_fail(argv[0], &err);
-        memcpy(c.mr_enclave, q.mr_enclave, 32);
-        memcpy(c.mr_signer, q.mr_signer, 32);
-        c.isv_prod_id = q.isv_prod_id;
-        c.isv_svn = q.isv_svn;
-        c.debug = q.debug;
-        snprintf(c.evidence_type, sizeof c.evidence_type, "sim");
+        claims_from_quote(&q, "sim", &c);
         fprintf(stderr, "cloister attest measure: sim evidence is INSECURE (development only)\n");
     } else {
+        cl_strlist_free(&tdx.rtmrs);
+        if (tdx.tdx || tdx.mrtd) {
+            fprintf(stderr, "cloister attest measure: --sim-* options need --evidence sim\n");
+            return CL_EXIT_USAGE;
+        }
         cl_attest_provider_config cfg = {.kind = kind, .root = root};
         cl_attest_provider *p = cl_attest_provider_new(&cfg, &err);
         uint8_t rd[CL_ATTEST_REPORT_DATA_LEN] = {0}, *quote = NULL;
         size_t len = 0;
-        cl_attest_quote q;
         if (!p || cl_attest_provider_quote(p, rd, &quote, &len, &err) != 0 ||
             cl_attest_quote_parse(quote, len, &q, &err) != 0) {
             cl_attest_provider_free(p);
@@ -64,31 +126,29 @@ static int measure(int argc, char **argv)
             return cl_cli_fail(argv[0], &err);
         }
         cl_attest_provider_free(p);
-        free(quote);
-        memcpy(c.mr_enclave, q.body_kind == CL_QUOTE_BODY_SGX ? q.mr_enclave : q.mr_td, 32);
-        memcpy(c.mr_signer, q.mr_signer, 32);
-        c.isv_prod_id = q.isv_prod_id;
-        c.isv_svn = q.isv_svn;
-        c.debug = q.debug;
-        snprintf(c.evidence_type, sizeof c.evidence_type, "%s",
-                 q.tee_type == CL_QUOTE_TEE_TDX ? "tdx-dcap" : "sgx-dcap");
+        claims_from_quote(&q, q.tee_type == CL_QUOTE_TEE_TDX ? "tdx-dcap" : "sgx-dcap", &c);
+        free(quote); /* q's pointers are not used below */
     }
-    char *json = cl_attest_claims_json(&c, true);
-    cJSON *o = json ? cJSON_Parse(json) : NULL;
-    free(json);
-    if (!o) {
-        err.code = CL_E_NOMEM;
-        snprintf(err.msg, sizeof err.msg, "out of memory");
+    char *text = cl_attest_claims_json(&c, false);
+    json_t *o = text ? cl_json_parse(text, strlen(text), "claims", &err) : NULL;
+    free(text);
+    /* the TDX module's version fields are in the claims but are no policy fields */
+    static const char *const not_policy[] = {"seam_attributes", "tee_tcb_svn", "tee_tcb_svn2", "mrservicetd"};
+    for (size_t i = 0; o && i < CL_ARRAY_LEN(not_policy); i++)
+        json_object_del(o, not_policy[i]);
+    int bad = !o;
+    if (!bad && name) /* json_string() is NULL for a name that is not UTF-8; set_new refuses NULL */
+        bad = json_object_set_new(o, "name", json_string(name));
+    if (!bad)
+        bad = json_object_set_new(o, "secrets", json_array());
+    text = bad ? NULL : json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    if (!text) {
+        cl_err_set(&err, CL_E_NOMEM, "out of memory (or a name that is not UTF-8)");
         return cl_cli_fail(argv[0], &err);
     }
-    if (name)
-        cJSON_AddItemToObject(o, "name", cJSON_CreateString(name));
-    cJSON_AddItemToObject(o, "secrets", cJSON_CreateArray());
-    char *text = cJSON_Print(o);
-    if (text)
-        puts(text);
-    cJSON_free(text);
-    cJSON_Delete(o);
+    puts(text);
+    free(text);
     return CL_EXIT_OK;
 }
 
@@ -149,8 +209,21 @@ static int inspect(int argc, char **argv)
             printf("  mrenclave   %s\n  mrsigner    %s\n  isv_prod_id %u\n  isv_svn     %u\n", h1, h2,
                    q.isv_prod_id, q.isv_svn);
         } else {
-            cl_hex_encode(q.mr_td, 48, h1);
-            printf("  mrtd        %s\n  body        TDX %s\n", h1, q.body_kind == CL_QUOTE_BODY_TD15 ? "1.5" : "1.0");
+            printf("  body        TDX %s\n", q.body_kind == CL_QUOTE_BODY_TD15 ? "1.5" : "1.0");
+            const struct { const char *name; const uint8_t *v; size_t n; } f[] = {
+                {"tee_tcb_svn", q.tee_tcb_svn, 16}, {"mrseam", q.mr_seam, 48},
+                {"mrsignerseam", q.mr_signer_seam, 48}, {"seam_attributes", q.seam_attributes, 8},
+                {"td_attributes", q.td_attributes, 8}, {"xfam", q.xfam, 8}, {"mrtd", q.mr_td, 48},
+                {"mrconfigid", q.mr_config_id, 48}, {"mrowner", q.mr_owner, 48},
+                {"mrownerconfig", q.mr_owner_config, 48}, {"rtmr0", q.rtmr[0], 48}, {"rtmr1", q.rtmr[1], 48},
+                {"rtmr2", q.rtmr[2], 48}, {"rtmr3", q.rtmr[3], 48}, {"tee_tcb_svn2", q.tee_tcb_svn2, 16},
+                {"mrservicetd", q.mr_servicetd, 48}};
+            for (size_t k = 0; k < CL_ARRAY_LEN(f); k++) {
+                if (k >= 14 && q.body_kind != CL_QUOTE_BODY_TD15)
+                    break;
+                cl_hex_encode(f[k].v, f[k].n, h1);
+                printf("  %-15s %s\n", f[k].name, h1);
+            }
         }
         printf("  debug       %s\n  report_data %s\n  cert data   type %u, %zu bytes\n  length      %zu (+%zu "
                "bytes of zero padding)\n",
@@ -233,6 +306,105 @@ static int verify(int argc, char **argv)
     return rc;
 }
 
+/* Reads SHA-384 digests (96 hex digits), one a line; blank lines and lines starting with '#' are skipped. */
+static int read_digests(const char *path, cl_strbuf *all, cl_err *err)
+{
+    uint8_t *buf;
+    size_t len;
+    if (cl_file_read(path, 16 << 20, &buf, &len, err) != 0)
+        return -1;
+    char *save = NULL;
+    for (char *line = strtok_r((char *)buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+            line[--n] = 0;
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (*line && *line != '#') {
+            cl_strbuf_str(all, line);
+            cl_strbuf_put(all, "\n", 1);
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+static int rtmr(int argc, char **argv)
+{
+    const char *from = NULL, *file = NULL;
+    bool steps = false;
+    cl_strlist digests = {0};
+    const cl_opt opts[] = {
+        {"from", CL_ARG_STRING, &from, "HEX", "start from this RTMR value (default 48 zero bytes, as at TD creation)",
+         false},
+        {"digests", CL_ARG_STRING, &file, "FILE", "read the digests from FILE (one a line, '#' comments), before "
+                                                  "those given as arguments", false},
+        {"steps", CL_ARG_FLAG, &steps, NULL, "print the value after each extend (stderr)", false},
+    };
+    const cl_cmd_usage usage = {
+        "cloister attest rtmr [--from HEX] [--digests FILE] [DIGEST...]",
+        "Replays SHA-384 digests (96 hex digits each, in the order they were measured) into the value a TDX\n"
+        "RTMR ends with: RTMR = SHA-384(RTMR || digest) for each, from 48 zero bytes. Prints the result (hex),\n"
+        "ready for an \"rtmrN\" list of a policy. docs/attest.md, \"TDX\", says which events go into which RTMR."};
+    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), &digests);
+    if (rc >= 0) {
+        cl_strlist_free(&digests);
+        return rc;
+    }
+    cl_err err = {0};
+    cl_strbuf all = {0};
+    cl_strbuf_put(&all, "", 0);
+    if (file && read_digests(file, &all, &err) != 0) {
+        free(all.p);
+        cl_strlist_free(&digests);
+        return cl_cli_fail(argv[0], &err);
+    }
+    for (size_t i = 0; i < digests.count; i++) {
+        cl_strbuf_str(&all, digests.items[i]);
+        cl_strbuf_put(&all, "\n", 1);
+    }
+    cl_strlist_free(&digests);
+    char *text = cl_strbuf_take(&all, NULL);
+    uint8_t reg[CL_TDX_MEAS_LEN] = {0}, d[CL_TDX_MEAS_LEN];
+    rc = CL_EXIT_OK;
+    if (!text) {
+        cl_err_set(&err, CL_E_NOMEM, "out of memory");
+        rc = cl_cli_fail(argv[0], &err);
+    } else if (from && cl_hex_decode(from, strlen(from), reg, CL_TDX_MEAS_LEN) != 0) {
+        cl_err_set(&err, CL_E_INVALID, "--from: '%s' is not 96 hex digits", from);
+        rc = cl_cli_usage_error(argv[0], &err);
+    } else if (!text[0]) {
+        fprintf(stderr, "cloister attest rtmr: give at least one digest (arguments or --digests FILE)\n");
+        rc = CL_EXIT_USAGE;
+    }
+    size_t k = 0;
+    char *save = NULL;
+    for (char *line = rc == CL_EXIT_OK ? strtok_r(text, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+        k++;
+        if (cl_hex_decode(line, strlen(line), d, CL_TDX_MEAS_LEN) != 0) {
+            cl_err_set(&err, CL_E_INVALID, "digest %zu: '%.100s' is not a SHA-384 digest (96 hex digits)", k, line);
+            rc = cl_cli_usage_error(argv[0], &err);
+            break;
+        }
+        if (cl_attest_rtmr_extend(reg, d, &err) != 0) {
+            rc = cl_cli_fail(argv[0], &err);
+            break;
+        }
+        if (steps) {
+            char hex[2 * CL_TDX_MEAS_LEN + 1];
+            cl_hex_encode(reg, CL_TDX_MEAS_LEN, hex);
+            fprintf(stderr, "after %zu: %s\n", k, hex);
+        }
+    }
+    free(text);
+    if (rc == CL_EXIT_OK) {
+        char hex[2 * CL_TDX_MEAS_LEN + 1];
+        cl_hex_encode(reg, CL_TDX_MEAS_LEN, hex);
+        puts(hex);
+    }
+    return rc;
+}
+
 int cl_cmd_attest(int argc, char **argv)
 {
     static const struct { const char *name; int (*fn)(int, char **); const char *help; } subs[] = {
@@ -240,6 +412,7 @@ int cl_cmd_attest(int argc, char **argv)
         {"sim-init", sim_init, "create a simulated quoting key (INSECURE)"},
         {"inspect", inspect, "parse and print SGX/TDX quotes"},
         {"verify", verify, "verify SGX/TDX quotes with Intel DCAP collateral (files or a PCCS)"},
+        {"rtmr", rtmr, "replay SHA-384 digests into the value a TDX RTMR ends with"},
     };
     if (argc >= 2) {
         for (size_t i = 0; i < CL_ARRAY_LEN(subs); i++) {

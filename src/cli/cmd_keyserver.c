@@ -215,7 +215,10 @@ static int policy_check(int argc, char **argv)
 {
     cl_strlist files = {0};
     const cl_cmd_usage usage = {"cloister keyserver policy check FILE",
-                                "Validates a release policy (docs/policy.md). Exit 0 if valid, 1 if not."};
+                                "Validates a release policy (docs/policy.md) and summarises each identity (SGX or\n"
+                                "TDX, what it pins, warnings for sim evidence, debug and RTMRs left at \"any\").\n"
+                                "Exit 0 if valid, 1 if not, naming the JSON path (or line and column) of the first\n"
+                                "problem."};
     int rc = cl_cli_parse(argc, argv, &usage, NULL, 0, &files);
     if (rc >= 0)
         return rc;
@@ -233,6 +236,10 @@ static int policy_check(int argc, char **argv)
     size_t n = cl_policy_identity_count(p);
     printf("%s: valid, %zu identit%s%s\n", files.items[0], n, n == 1 ? "y" : "ies",
            n ? "" : " (denies everything)");
+    char *text = cl_policy_describe(p);
+    if (text)
+        fputs(text, stdout);
+    free(text);
     cl_policy_free(p);
     cl_strlist_free(&files);
     return CL_EXIT_OK;

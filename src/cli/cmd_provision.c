@@ -14,7 +14,8 @@ int cl_cmd_provision(int argc, char **argv)
                *out_dir = NULL, *server_name = NULL;
     long attempts = 5, backoff = 200, timeout = 10000, prod = 0, svn = 0;
     bool debug = false, secret_prov = false, force = false;
-    const cl_opt opts[] = {
+    cl_cli_sim_tdx tdx = {0};
+    cl_opt opts[17 + CL_CLI_SIM_TDX_OPTS] = {
         {"keyserver", CL_ARG_LIST, &servers, "HOST:PORT", "key server (repeat for fail-over, tried in order)", true},
         {"ca", CL_ARG_STRING, &ca, "CA.pem", "CA that issued the key server's certificate", true},
         {"server-name", CL_ARG_STRING, &server_name, "NAME", "name to check in its certificate (default HOST)", false},
@@ -39,7 +40,8 @@ int cl_cmd_provision(int argc, char **argv)
         "cloister provision --keyserver HOST:PORT --ca CA.pem [--evidence sim] --secret NAME --out FILE",
         "Creates a fresh RA-TLS identity (key + certificate carrying evidence bound to it), connects to the key\n"
         "server(s) with retries and backoff, and writes the granted secrets. Exit 1 if anything is denied."};
-    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
+    size_t nopts = 17 + cl_cli_sim_tdx_opts(&tdx, opts + 17);
+    int rc = cl_cli_parse(argc, argv, &usage, opts, nopts, NULL);
     cl_err err = {0};
     cl_attest_provider *prov = NULL;
     cl_ratls_identity *id = NULL;
@@ -65,6 +67,10 @@ int cl_cmd_provision(int argc, char **argv)
     cl_attest_provider_config pc = {.kind = kind, .root = root, .sim_qe_key_file = sim_key,
                                     .sim_isv_prod_id = (uint16_t)prod, .sim_isv_svn = (uint16_t)svn,
                                     .sim_debug = debug};
+    if (cl_cli_sim_tdx_apply(&tdx, &pc, &err) != 0) {
+        rc = cl_cli_usage_error(argv[0], &err);
+        goto done;
+    }
     if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err))) {
         cl_cli_fail(argv[0], &err);
         goto done;
@@ -108,5 +114,6 @@ done:
     cl_attest_provider_free(prov);
     cl_strlist_free(&servers);
     cl_strlist_free(&names);
+    cl_strlist_free(&tdx.rtmrs);
     return rc;
 }

@@ -59,10 +59,13 @@ static int attest_policy(void *arg, SSL *ssl, const cl_attest_claims *claims, cl
 {
     (void)ssl;
     const cl_client *c = arg;
-    cl_policy_decision d;
+    cl_policy_decision d = {0};
+    int rc = 0;
     if (cl_policy_evaluate(c->policy, claims, &d) != 0)
-        return cl_err_set(err, CL_E_DENIED, "the server's attested identity does not match the policy: %s", d.reason);
-    return 0;
+        rc = cl_err_set(err, CL_E_DENIED, "the server's attested identity does not match the policy: %s",
+                        d.reason ? d.reason : "out of memory");
+    cl_policy_decision_clear(&d);
+    return rc;
 }
 
 /* OpenSSL writes to sockets with write(), so a server that closes first would kill the process with

@@ -1,5 +1,5 @@
-/* spec.c — preprocessing declarations (a model version's preprocess.json): the strict JSON parser and
- * validator of cl_image_spec, and applying a spec to one encoded image (decode under its limits, then
+/* spec.c — preprocessing declarations (a model version's preprocess.json): the validator of
+ * cl_image_spec on the strict JSON reader (cloister/json.h), and applying a spec to one encoded image (decode under its limits, then
  * cl_image_to_tensor). The schema is documented in docs/serve.md, "Image inputs". Thread-safe (no
  * shared state). */
 #include "cloister/image.h"
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
+#include "cloister/json.h"
 
 #define SPEC_MAX_FILE (64 * 1024)
 
@@ -18,22 +18,21 @@ static const char *const known_keys[] = {"input", "color", "width", "height", "r
 #define KEYS_HELP "input, color, width, height, resize, shorter_side, filter, scale, mean, std, layout, " \
                   "max_pixels, max_batch, convert_color"
 
-/* An integer in [lo, hi] (JSON number without a fraction). */
-static int get_uint(const cJSON *v, const char *key, uint32_t lo, uint32_t hi, uint32_t *out, cl_err *err)
+/* An integer in [lo, hi] (a JSON integer: 8.0 or 8e0 are refused, as they would be by a schema). */
+static int get_uint(const json_t *v, const char *key, uint32_t lo, uint32_t hi, uint32_t *out, cl_err *err)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
-        v->valuedouble > hi)
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
         return cl_err_set(err, CL_E_FORMAT, "\"%s\" must be an integer from %u to %u", key, lo, hi);
-    *out = (uint32_t)v->valuedouble;
+    *out = (uint32_t)json_integer_value(v);
     return 0;
 }
 
 /* One of `names` (matched exactly); *out is its index. */
-static int get_choice(const cJSON *v, const char *key, const char *const *names, size_t n, int *out, cl_err *err)
+static int get_choice(const json_t *v, const char *key, const char *const *names, size_t n, int *out, cl_err *err)
 {
-    if (cJSON_IsString(v))
+    if (json_is_string(v))
         for (size_t i = 0; i < n; i++)
-            if (strcmp(v->valuestring, names[i]) == 0) {
+            if (strcmp(json_string_value(v), names[i]) == 0) {
                 *out = (int)i;
                 return 0;
             }
@@ -43,52 +42,52 @@ static int get_choice(const cJSON *v, const char *key, const char *const *names,
     return cl_err_set(err, CL_E_FORMAT, "\"%s\" must be one of %s", key, allowed);
 }
 
-/* A list of exactly `n` finite numbers; with `positive`, each above 0. */
-static int get_floats(const cJSON *v, const char *key, uint32_t n, bool positive, double *out, cl_err *err)
+/* A finite JSON number (integer or real). */
+static bool get_number(const json_t *v, double *out)
 {
-    if (!cJSON_IsArray(v) || (uint32_t)cJSON_GetArraySize(v) != n)
+    if (!json_is_number(v) || !isfinite(json_number_value(v)))
+        return false;
+    *out = json_number_value(v);
+    return true;
+}
+
+/* A list of exactly `n` finite numbers; with `positive`, each above 0. */
+static int get_floats(const json_t *v, const char *key, uint32_t n, bool positive, double *out, cl_err *err)
+{
+    if (!json_is_array(v) || json_array_size(v) != n)
         return cl_err_set(err, CL_E_FORMAT, "\"%s\" must be a list of %u number%s (one per channel of \"color\")",
                           key, n, n == 1 ? "" : "s");
-    uint32_t i = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, v)
-    {
-        if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) || (positive && !(e->valuedouble > 0)))
+    for (uint32_t i = 0; i < n; i++)
+        if (!get_number(json_array_get(v, i), &out[i]) || (positive && !(out[i] > 0)))
             return cl_err_set(err, CL_E_FORMAT, "\"%s\"[%u] must be a finite number%s", key, i,
                               positive ? " above 0" : "");
-        out[i++] = e->valuedouble;
-    }
     return 0;
 }
 
-static int spec_from_json(const cJSON *root, cl_image_spec *s, cl_err *err)
+static int spec_from_json(const json_t *root, cl_image_spec *s, cl_err *err)
 {
-    if (!cJSON_IsObject(root))
-        return cl_err_set(err, CL_E_FORMAT, "the preprocessing declaration must be a JSON object");
-    const cJSON *e;
-    cJSON_ArrayForEach(e, root)
+    const char *key;
+    json_t *e;
+    json_object_foreach((json_t *)root, key, e)
     {
         size_t k = 0;
-        while (k < CL_ARRAY_LEN(known_keys) && strcmp(e->string, known_keys[k]) != 0)
+        while (k < CL_ARRAY_LEN(known_keys) && strcmp(key, known_keys[k]) != 0)
             k++;
         if (k == CL_ARRAY_LEN(known_keys))
-            return cl_err_set(err, CL_E_FORMAT, "unknown key \"%.64s\" (known: " KEYS_HELP ")", e->string);
-        for (const cJSON *d = root->child; d != e; d = d->next)
-            if (strcmp(d->string, e->string) == 0)
-                return cl_err_set(err, CL_E_FORMAT, "key \"%s\" is given twice", e->string);
+            return cl_err_set(err, CL_E_FORMAT, "unknown key \"%.64s\" (known: " KEYS_HELP ")", key);
     }
-#define ITEM(k) cJSON_GetObjectItemCaseSensitive(root, k)
+#define ITEM(k) json_object_get(root, k)
     static const char *const required[] = {"input", "color", "width", "height", "layout"};
     for (size_t i = 0; i < CL_ARRAY_LEN(required); i++)
         if (!ITEM(required[i]))
             return cl_err_set(err, CL_E_FORMAT, "\"%s\" is missing (required: input, color, width, height, layout)",
                               required[i]);
 
-    const cJSON *in = ITEM("input");
-    if (!cJSON_IsString(in) || !in->valuestring[0] || strlen(in->valuestring) >= sizeof s->input)
+    const json_t *in = ITEM("input");
+    if (!json_is_string(in) || !json_string_length(in) || json_string_length(in) >= sizeof s->input)
         return cl_err_set(err, CL_E_FORMAT, "\"input\" must be the name of a model input (1 to %zu characters)",
                           sizeof s->input - 1);
-    snprintf(s->input, sizeof s->input, "%s", in->valuestring);
+    snprintf(s->input, sizeof s->input, "%s", json_string_value(in));
 
     static const char *const colors[] = {"GRAY", "RGB"};
     int color;
@@ -124,12 +123,10 @@ static int spec_from_json(const cJSON *root, cl_image_spec *s, cl_err *err)
     p->resize = filter == 0 ? CL_IMAGE_RESIZE_BILINEAR : CL_IMAGE_RESIZE_AREA;
 
     p->scale = 1.0;
-    const cJSON *sc = ITEM("scale");
-    if (sc && (!cJSON_IsNumber(sc) || !isfinite(sc->valuedouble) || !(sc->valuedouble > 0)))
+    const json_t *sc = ITEM("scale");
+    if (sc && (!get_number(sc, &p->scale) || !(p->scale > 0)))
         return cl_err_set(err, CL_E_FORMAT, "\"scale\" must be a finite number above 0 (e.g. 0.00392156862745098 "
                           "for 1/255)");
-    if (sc)
-        p->scale = sc->valuedouble;
     for (uint32_t c = 0; c < 3; c++) {
         p->mean[c] = 0;
         p->std[c] = 1;
@@ -148,11 +145,11 @@ static int spec_from_json(const cJSON *root, cl_image_spec *s, cl_err *err)
                                       err) != 0)
         return -1;
     s->convert_color = true;
-    const cJSON *cc = ITEM("convert_color");
-    if (cc && !cJSON_IsBool(cc))
+    const json_t *cc = ITEM("convert_color");
+    if (cc && !json_is_boolean(cc))
         return cl_err_set(err, CL_E_FORMAT, "\"convert_color\" must be true or false");
     if (cc)
-        s->convert_color = cJSON_IsTrue(cc);
+        s->convert_color = json_is_true(cc);
 #undef ITEM
     uint64_t bytes = (uint64_t)s->max_batch * cl_image_spec_len(s) * sizeof(float);
     if (bytes > CL_IMAGE_SPEC_MAX_TENSOR_BYTES)
@@ -165,13 +162,12 @@ static int spec_from_json(const cJSON *root, cl_image_spec *s, cl_err *err)
 int cl_image_spec_parse(const char *json, size_t len, cl_image_spec *out, cl_err *err)
 {
     memset(out, 0, sizeof *out);
-    const char *end = NULL; /* where parsing stopped (not cJSON's global error pointer: thread-safe) */
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
+    /* the strict reader: repeated keys, trailing data, \u0000 and bad UTF-8 are refused with a position */
+    json_t *root = cl_json_parse(json, len, "preprocessing declaration", err);
     if (!root)
-        return cl_err_set(err, CL_E_FORMAT, "not valid JSON (near byte %zu)",
-                          end && end >= json && end <= json + len ? (size_t)(end - json) : (size_t)0);
+        return -1;
     int rc = spec_from_json(root, out, err);
-    cJSON_Delete(root);
+    json_decref(root);
     if (rc != 0)
         memset(out, 0, sizeof *out);
     return rc;

@@ -198,7 +198,8 @@ static int policy_cb(void *arg, SSL *ssl, const cl_attest_claims *claims, cl_err
     c->claims = *claims;
     c->have_claims = true;
     if (cl_policy_evaluate(c->policy, claims, &c->decision) != 0)
-        return cl_err_set(err, CL_E_DENIED, "policy: no identity matched: %s", c->decision.reason);
+        return cl_err_set(err, CL_E_DENIED, "policy: no identity matched: %s",
+                          c->decision.reason ? c->decision.reason : "out of memory");
     return 0;
 }
 
@@ -212,7 +213,10 @@ static void handshake_failed(conn *c, SSL *ssl)
         CL_DEBUG("keyserver", "%s: TLS handshake failed", c->peer);
         return;
     }
-    ks_audit_refusal(c, "tls", no_cert ? "no client certificate (RA-TLS required)" : why->msg);
+    /* a policy refusal is audited with the decision's whole reason (the error message is bounded) */
+    bool denied = !no_cert && c->have_claims && !c->decision.allowed && c->decision.reason;
+    ks_audit_refusal(c, "tls", no_cert ? "no client certificate (RA-TLS required)" : denied ? c->decision.reason
+                                                                                            : why->msg);
 }
 
 static void handle(cl_keyserver *ks, int fd, const struct sockaddr_storage *sa)
@@ -257,6 +261,7 @@ static void handle(cl_keyserver *ks, int fd, const struct sockaddr_storage *sa)
 out:
     ERR_clear_error();
     SSL_free(ssl);
+    cl_policy_decision_clear(&c.decision);
     policy_release(c.pol); /* the caller closes fd */
 }
 

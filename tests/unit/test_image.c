@@ -404,11 +404,19 @@ static void test_spec_refusals(void **state)
     static const struct {
         const char *json, *msg;
     } cases[] = {
-        {"", "not valid JSON"},
-        {"{" BASE, "not valid JSON"},
-        {"[1]", "must be a JSON object"},
+        {"", "preprocessing declaration: line 1, column 0"},
+        {"{" BASE, "preprocessing declaration: line 1, column 64: '}' expected"},
+        {"[1]", "expected a JSON object"},
         {"{" BASE ",\"colour\":\"RGB\"}", "unknown key \"colour\" (known: input, color"},
-        {"{" BASE ",\"width\":9}", "\"width\" is given twice"},
+        {"{" BASE ",\"width\":9}", "duplicate object key near '\"width\"'"},
+        /* what the lenient reader let through: data after the object, "\u0000" cutting a name, bad
+         * UTF-8, an integer too large to hold, a real where an integer belongs */
+        {"{" BASE "} {}", "line 1, column 67: end of file expected"},
+        {"{" BASE "}x", "line 1"},
+        {"{\"input\":\"x\\u0000y\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\\u0000"},
+        {"{\"input\":\"\xc3\x28\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "unable to decode byte 0xc3"},
+        {"{" BASE ",\"max_batch\":123456789012345678901234567890}", "too big"},
+        {"{\"input\":\"x\",\"color\":\"GRAY\",\"width\":8.0,\"height\":8,\"layout\":\"NCHW\"}", "\"width\" must be"},
         {"{\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\"input\" is missing"},
         {"{\"input\":\"x\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}", "\"color\" is missing"},
         {"{\"input\":\"x\",\"color\":\"GRAY\",\"height\":8,\"layout\":\"NCHW\"}", "\"width\" is missing"},

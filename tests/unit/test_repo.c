@@ -302,7 +302,7 @@ static void test_image_preprocessing(void **state)
     static const struct {
         const char *json, *msg;
     } bad[] = {
-        {"{\"input\": \"image\"", "preprocess.json: not valid JSON"},
+        {"{\"input\": \"image\"", "preprocess.json: preprocessing declaration: line 1, column 17"},
         {"{\"input\":\"pixels\",\"color\":\"GRAY\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}",
          "\"input\": \"pixels\" is not an input of the model (its inputs: 'image')"},
         {"{\"input\":\"image\",\"color\":\"RGB\",\"width\":8,\"height\":8,\"layout\":\"NCHW\"}",
