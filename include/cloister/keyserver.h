@@ -109,15 +109,24 @@ typedef struct cl_keyserver_config {
     size_t dcap_collateral_count;
     const char *dcap_root_ca_file;
     cl_attest_verifier *verifier; /* optional, borrowed: replaces the built-in verifier */
-    int threads;                 /* worker threads (default 32) */
-    int io_timeout_ms;           /* per-read/write timeout (default 10000) */
-    int connection_timeout_ms;   /* whole-connection deadline, then it is cut off (default 30000) */
+    int threads;                 /* worker threads running requests (default 32) */
+    int io_timeout_ms;           /* per-read/write timeout of a request (default 10000) */
+    int connection_timeout_ms;   /* whole-connection deadline from accept, then it is cut off (default 30000) */
     bool allow_tls12;            /* also accept TLS 1.2 (Gramine < 1.8 secret_prov clients: mbedTLS < 3.6) */
+    /* Connections are accepted and handshaken on event loops, without a worker (docs/keyserver.md). */
+    int handshake_threads;       /* event loops (default: online CPUs, at most 16) */
+    int handshake_timeout_ms;    /* deadline from accept to the end of the handshake (default 5000) */
+    int max_handshakes;          /* connections in their handshake at once (default 4096, lowered to fit
+                                    RLIMIT_NOFILE); when all are taken, the oldest is closed for a new one */
+    int max_handshakes_per_source; /* of those, from one IPv4 address or IPv6 /64 (default 64); more are refused */
+    int queue;                   /* handshaken connections waiting for a worker (default 8 per worker);
+                                    when full, a new one is refused (audited) */
 } cl_keyserver_config;
 
 typedef struct cl_keyserver cl_keyserver;
 
-/* Loads everything, binds, and starts the worker threads. */
+/* Loads everything, binds, and starts the event loops and worker threads. Raises the soft RLIMIT_NOFILE
+ * to the hard limit (process-wide; logged). */
 cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err);
 /* The bound TCP port. */
 int cl_keyserver_port(const cl_keyserver *ks);
@@ -130,6 +139,20 @@ int cl_keyserver_reload_policy(cl_keyserver *ks, cl_err *err);
 int cl_keyserver_reload_dcap(cl_keyserver *ks, cl_err *err);
 /* Installs a parsed policy (ownership passes to the server); NULL installs deny-all. */
 void cl_keyserver_set_policy(cl_keyserver *ks, cl_policy *p);
+/* What the network side has done since start, and holds now. */
+typedef struct cl_keyserver_stats {
+    uint64_t accepted;          /* TCP connections accepted */
+    uint64_t handshaken;        /* handshakes completed and handed to a worker */
+    uint64_t handshake_failed;  /* handshakes that failed (bad TLS, no/invalid evidence, policy, ...) */
+    uint64_t timed_out;         /* closed at the handshake deadline */
+    uint64_t refused_source;    /* refused at accept: the source already had its limit in handshakes */
+    uint64_t evicted;           /* oldest handshake closed to admit a new connection (all slots taken) */
+    uint64_t refused_busy;      /* handshaken, but the worker queue was full */
+    unsigned in_handshake;      /* connections in their handshake now */
+    unsigned queued;            /* handshaken connections waiting for a worker now */
+    unsigned max_handshakes, max_handshakes_per_source; /* the limits in effect */
+} cl_keyserver_stats;
+void cl_keyserver_get_stats(cl_keyserver *ks, cl_keyserver_stats *st);
 /* Stops accepting, finishes connections in progress, frees everything. */
 void cl_keyserver_stop(cl_keyserver *ks);
 /* Serves until SIGINT/SIGTERM; SIGHUP reloads the policy. For the CLI. */

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "cloister/keyserver.h"
+#include "cloister/pki.h"
 
 typedef struct env {
     char *dir, *db, *mk, *policy, *ca, *cert, *key, *sim_cert;
@@ -595,6 +596,119 @@ static void test_tls12_only_when_allowed(void **state)
     assert_memory_equal(buf + 41, "MODEL-KEY-0123456789abcdef", 26);
 }
 
+/* ---- refusals after the evidence verified are audited */
+
+/* A stolen (or replayed) RA-TLS certificate: genuine, verifying evidence for key A, presented by a
+ * client that holds only key B, so its CertificateVerify cannot verify. The client's OpenSSL checks
+ * that certificate and key match when they are installed; the certificate object is given key B's
+ * public key for that and A's again before the handshake (an X509 is re-encoded from its fields, so
+ * what goes on the wire is exactly the genuine certificate). */
+static void test_stolen_certificate_is_audited(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *victim = make_identity(&so); /* allowed by the policy */
+    X509 *genuine = cl_ratls_identity_cert(victim);
+    EVP_PKEY *b = EVP_EC_gen("P-256");
+    X509 *copy = X509_dup(genuine);
+    assert_non_null(copy);
+    assert_int_equal(X509_set_pubkey(copy, b), 1);
+    cl_ratls_identity *thief = cl_ratls_identity_wrap(b, copy, &err);
+    const char *servers[] = {E->server}, *names[] = {"model-key"};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = thief,
+                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
+    cl_provision_client *c = cl_provision_client_new(&o, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_int_equal(X509_set_pubkey(copy, X509_get0_pubkey(genuine)), 1);
+    uint8_t *d1 = NULL, *d2 = NULL;
+    int n1 = i2d_X509(genuine, &d1), n2 = i2d_X509(copy, &d2);
+    assert_true(n1 > 0 && n1 == n2 && memcmp(d1, d2, (size_t)n1) == 0);
+    OPENSSL_free(d1);
+    OPENSSL_free(d2);
+
+    int64_t before = last_audit()->seq;
+    cl_provision_result res;
+    assert_int_equal(cl_provision_client_fetch(c, &res, &err), -1);
+    assert_int_equal(res.count, 0);
+    cl_provision_result_free(&res);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->protocol, "tls");
+    assert_string_equal(r->decision, "deny");
+    if (!strstr(r->reason, "after the evidence verified") || !strstr(r->reason, "bad signature"))
+        fail_msg("audit reason: %s", r->reason);
+    char mre[65];
+    cl_hex_encode(E->exe, 32, mre);
+    assert_string_equal(r->mrenclave, mre); /* the record names the evidence that was presented */
+    assert_string_equal(r->evidence_type, "sim");
+    assert_string_equal(r->secrets, "");
+    /* and the owner of the key still gets its secret */
+    assert_int_equal(fetch_with(victim, names, 1, &res, &err), 0);
+    cl_provision_result_free(&res);
+    cl_provision_client_free(c);
+    cl_ratls_identity_free(thief);
+    X509_free(copy);
+    EVP_PKEY_free(b);
+    cl_ratls_identity_free(victim);
+}
+
+/* Verified evidence that no identity of the policy matches: refused in the handshake, audited with the
+ * claims and the policy's reason. */
+static void test_policy_refusal_is_audited(void **state)
+{
+    (void)state;
+    uint8_t other[32] = {0x42};
+    sim_opts so = {.svn = 2, .mrenclave = other};
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    cl_err err = {0};
+    int64_t before = last_audit()->seq;
+    assert_int_equal(fetch(&so, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    cl_provision_result_free(&res);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->protocol, "tls");
+    assert_string_equal(r->decision, "deny");
+    assert_non_null(strstr(r->reason, "policy: no identity matched"));
+    char mre[65];
+    cl_hex_encode(other, 32, mre);
+    assert_string_equal(r->mrenclave, mre);
+    assert_int_equal(r->isv_svn, 2);
+}
+
+/* The key server's TLS private key is in OpenSSL's secure heap (locked, not in core dumps) once the
+ * process has one (`cloister keyserver serve` sets it up before loading anything): the heap grows by
+ * exactly what the key and a TLS context take (OpenSSL keeps its session ticket keys there) when the
+ * server starts, and shrinks back when it stops. */
+static void test_tls_key_in_secure_heap(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    assert_int_equal(cl_secure_heap_init(1 << 20, &err), 0);
+    size_t base = cl_secure_heap_used();
+    EVP_PKEY *k = cl_pki_key_load(E->key, &err);
+    assert_non_null(k);
+    size_t key_bytes = cl_secure_heap_used() - base;
+    assert_true(key_bytes >= 32); /* at least the P-256 scalar */
+    EVP_PKEY_free(k);
+    assert_int_equal(cl_secure_heap_used(), base);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    size_t ctx_bytes = cl_secure_heap_used() - base;
+    SSL_CTX_free(ctx);
+
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 1, .handshake_threads = 1};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    assert_int_equal(cl_secure_heap_used() - base, key_bytes + ctx_bytes);
+    cl_keyserver_stop(ks);
+    assert_int_equal(cl_secure_heap_used(), base);
+}
+
 /* ---- client fail-over and backoff */
 
 static void test_client_failover_and_backoff(void **state)
@@ -899,6 +1013,9 @@ int main(void)
         cmocka_unit_test_setup(test_reload_does_not_disturb_connections, reset),
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
         cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
+        cmocka_unit_test_setup(test_stolen_certificate_is_audited, reset),
+        cmocka_unit_test_setup(test_policy_refusal_is_audited, reset),
+        cmocka_unit_test_setup(test_tls_key_in_secure_heap, reset),
         cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
         cmocka_unit_test_setup(test_trickling_client_is_cut_off, reset),
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),
