@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,7 +83,7 @@ typedef struct pend {
     int fd;
     SSL *ssl;
     struct event *io, *timer;
-    short waiting;  /* EV_READ or EV_WRITE: what `io` is set up for */
+    short waiting;  /* what `io` is set up for: EV_READ or EV_WRITE, edge-triggered before the ClientHello */
     bool draining;  /* the handshake failed: reading what the client still sends, then closing */
     size_t drained;
     uint64_t accepted_ns;
@@ -657,13 +658,58 @@ static void handshake_step(pend *p)
         handshake_failed(p, e);
 }
 
+/* The TLS object is made once the client's first record (its ClientHello) has arrived whole: until
+ * then a connection costs a few hundred bytes instead of OpenSSL's ~45 KiB of buffers, which is what
+ * a client trickling a ClientHello would otherwise hold until the deadline. 1: go on, 0: wait, -1:
+ * close (not TLS, or gone). */
+static int first_record(pend *p)
+{
+    uint8_t h[5];
+    ssize_t n = recv(p->fd, h, sizeof h, MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (n <= 0)
+        return -1;
+    if (h[0] != 0x16 || (n >= 2 && h[1] != 0x03)) /* a handshake record, TLS 1.x */
+        return -1;
+    if (n < 5)
+        return 0;
+    size_t len = (size_t)h[3] << 8 | h[4];
+    if (len == 0 || len > 16384)
+        return -1;
+    int avail = 0;
+    if (ioctl(p->fd, FIONREAD, &avail) != 0)
+        return -1;
+    return (size_t)avail >= 5 + len ? 1 : 0;
+}
+
 static void on_io(evutil_socket_t fd, short what, void *arg)
 {
     pend *p = arg;
-    if (p->draining)
+    if (p->draining) {
         drain(p);
-    else
-        handshake_step(p);
+        return;
+    }
+    if (!p->ssl) {
+        int r = what & EV_CLOSED ? -1 : first_record(p); /* a half-close ends it: no ClientHello will come */
+        if (r == 0)
+            return; /* edge-triggered: woken again when more arrives */
+        if (r < 0) {
+            CL_DEBUG("keyserver", "%s: not a TLS client, or gone before its ClientHello", p->c.peer);
+            count(p->loop->ks, C_FAILED);
+            pend_free(p);
+            return;
+        }
+        cl_keyserver *ks = p->loop->ks;
+        if (!(p->ssl = SSL_new(ks->ctx)) || !SSL_set_fd(p->ssl, p->fd) ||
+            !SSL_set_ex_data(p->ssl, g_conn_idx, &p->c)) {
+            CL_ERROR("keyserver", "%s: cannot set up a TLS connection (out of memory?)", p->c.peer);
+            pend_free(p);
+            return;
+        }
+        SSL_set_accept_state(p->ssl);
+    }
+    handshake_step(p);
 }
 
 /* Closes a connection still in its handshake (deadline, or evicted for a newer one); audited when
@@ -719,12 +765,14 @@ static void refuse(int fd)
     close(fd);
 }
 
-/* A new connection: admitted within the limits, with its policy snapshot, waiting for its ClientHello. */
+/* A new connection: admitted within the limits, with its policy snapshot, waiting for its ClientHello
+ * (the TLS object comes with it, in on_io). */
 static void conn_open(hs_loop *l, int fd, const struct sockaddr_storage *sa)
 {
     cl_keyserver *ks = l->ks;
     pend *p = calloc(1, sizeof *p);
-    if (!p || !(p->io = event_new(l->base, fd, EV_READ, on_io, p)) ||
+    /* edge-triggered while the first record is incomplete: bytes left unread do not wake the loop again */
+    if (!p || !(p->io = event_new(l->base, fd, EV_READ | EV_CLOSED | EV_PERSIST | EV_ET, on_io, p)) ||
         !(p->timer = evtimer_new(l->base, on_deadline, p))) {
         CL_ERROR("keyserver", "cannot accept a connection: out of memory");
         if (p && p->io)
@@ -735,7 +783,7 @@ static void conn_open(hs_loop *l, int fd, const struct sockaddr_storage *sa)
     }
     p->loop = l;
     p->fd = fd;
-    p->waiting = EV_READ;
+    p->waiting = EV_READ | EV_CLOSED | EV_PERSIST | EV_ET;
     src_key_of(sa, &p->src);
     int rc = hs_admit(ks, p);
     if (rc != ADMIT_OK) {
@@ -755,13 +803,10 @@ static void conn_open(hs_loop *l, int fd, const struct sockaddr_storage *sa)
     peer_name(sa, p->c.peer, sizeof p->c.peer);
     p->c.pol = policy_acquire(ks);
     p->c.policy = p->c.pol->p;
-    if (!(p->ssl = SSL_new(ks->ctx)) || !SSL_set_fd(p->ssl, fd) || !SSL_set_ex_data(p->ssl, g_conn_idx, &p->c) ||
-        evtimer_add(p->timer, l->hs_tv) != 0 || event_add(p->io, NULL) != 0) {
-        CL_ERROR("keyserver", "%s: cannot set up a TLS connection (out of memory?)", p->c.peer);
+    if (evtimer_add(p->timer, l->hs_tv) != 0 || event_add(p->io, NULL) != 0) {
+        CL_ERROR("keyserver", "%s: cannot wait for the connection (out of memory?)", p->c.peer);
         pend_free(p);
-        return;
     }
-    SSL_set_accept_state(p->ssl);
 }
 
 static void on_resume(evutil_socket_t fd, short what, void *arg)

@@ -819,6 +819,45 @@ static void test_trickling_client_is_cut_off(void **state)
     cl_log_set_level(saved);
 }
 
+/* Until its first TLS record has arrived whole, a connection holds no TLS object; something that is
+ * not TLS, or a client that half-closes before its ClientHello is complete, is closed at once instead
+ * of at the handshake deadline (5 s here). */
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void test_not_tls_closed_at_once(void **state)
+{
+    (void)state;
+    int port = cl_keyserver_port(E->ks);
+    char buf[64];
+    int fd = raw_connect(port);
+    uint64_t t0 = cl_now_ns();
+    assert_int_equal(send(fd, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 18);
+    assert_true(recv(fd, buf, sizeof buf, 0) <= 0);
+    assert_true(cl_now_ns() - t0 < 2000000000ull);
+    close(fd);
+    /* half of a ClientHello record, then a half-close */
+    fd = raw_connect(port);
+    t0 = cl_now_ns();
+    static const uint8_t part[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00};
+    assert_int_equal(send(fd, part, sizeof part, MSG_NOSIGNAL), (ssize_t)sizeof part);
+    shutdown(fd, SHUT_WR);
+    assert_true(recv(fd, buf, sizeof buf, 0) <= 0);
+    assert_true(cl_now_ns() - t0 < 2000000000ull);
+    close(fd);
+    cl_keyserver_stats st;
+    cl_keyserver_get_stats(E->ks, &st);
+    assert_true(st.accepted >= 2 && st.handshake_failed >= 2);
+}
+
 /* ---- concurrency */
 
 typedef struct worker_arg {
@@ -1016,6 +1055,7 @@ int main(void)
         cmocka_unit_test_setup(test_stolen_certificate_is_audited, reset),
         cmocka_unit_test_setup(test_policy_refusal_is_audited, reset),
         cmocka_unit_test_setup(test_tls_key_in_secure_heap, reset),
+        cmocka_unit_test_setup(test_not_tls_closed_at_once, reset),
         cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
         cmocka_unit_test_setup(test_trickling_client_is_cut_off, reset),
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),
