@@ -1,5 +1,5 @@
-/* cloister/common.h — the interface of the common module: errors, logging, secure memory, file
- * helpers, hex and argument parsing. Every other module of libcloister builds on these.
+/* cloister/common.h — the interface of the common module: errors, logging, secure memory (and OpenSSL's
+ * secure heap), process hygiene, file helpers, hex and argument parsing. Every other module of libcloister builds on these.
  *
  * Conventions used across libcloister:
  *   - Fallible functions return 0 on success and -1 on failure, and fill a caller-owned `cl_err`

@@ -1,14 +1,15 @@
 /* cloister/keyserver.h — the interface of the keyserver module: the secret store (SQLite, values
  * encrypted under a master key kept outside the database), the hash-chained audit log, the key
  * server (TLS 1.3, RA-TLS client authentication, cloister's native protocol and Gramine's
- * secret_prov v1 protocol, policy reload without dropping connections) and the provisioning client
+ * secret_prov v1 protocol, policy reload without dropping connections; connections accepted and
+ * handshaken on event loops within limits, requests run by worker threads) and the provisioning client
  * (`cloister provision`, and the model server at start-up).
  *
  * Ownership: handles returned by the _open and _start functions belong to the caller. Secret values returned to the
  * caller are in secure memory (cl_secmem_*), released with the matching *_free function.
  * Thread-safety: a cl_store may be shared by threads (it serializes access internally; audit appends
  * are atomic with respect to the hash chain). A cl_keyserver runs its own threads; its functions may
- * be called from any one thread. cl_provision_fetch is thread-safe given distinct results. */
+ * be called from any one thread (cl_keyserver_get_stats from any thread). cl_provision_fetch is thread-safe given distinct results. */
 #ifndef CLOISTER_KEYSERVER_H
 #define CLOISTER_KEYSERVER_H
 
