@@ -535,6 +535,58 @@ static void test_file_read_secure(void **state)
     free(dir);
 }
 
+/* Like lock_failure_child for OpenSSL's secure heap: with memlock at 64 KiB and no CAP_IPC_LOCK a 1 MiB
+ * heap cannot be locked, so setting it up fails with advice and leaves no heap behind; with unlocked
+ * memory allowed it is set up (unlocked) and usable. */
+static int heap_lock_failure_child(bool allow_unlocked)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    if (syscall(SYS_capget, &hdr, caps) != 0)
+        return 10;
+    caps[0].effective &= ~(1u << CAP_IPC_LOCK);
+    caps[0].permitted &= ~(1u << CAP_IPC_LOCK);
+    if (syscall(SYS_capset, &hdr, caps) != 0)
+        return 11;
+    struct rlimit low = {64 * 1024, 64 * 1024};
+    if (setrlimit(RLIMIT_MEMLOCK, &low) != 0)
+        return 12;
+    cl_log_set_level(CL_LOG_OFF);
+    cl_secmem_set_require_lock(!allow_unlocked);
+    cl_err err = {0};
+    int rc = cl_secure_heap_init(1 << 20, &err);
+    if (!allow_unlocked)
+        return rc == -1 && err.code == CL_E_NOMEM && strstr(err.msg, "RLIMIT_MEMLOCK is 64 KiB") &&
+                       strstr(err.msg, "--allow-unlocked-memory") && !CRYPTO_secure_malloc_initialized()
+                   ? 0
+                   : 13;
+    if (rc != 0 || !CRYPTO_secure_malloc_initialized())
+        return 14;
+    void *p = OPENSSL_secure_malloc(1000);
+    if (!p || !cl_secure_heap_holds(p))
+        return 15;
+    OPENSSL_secure_free(p);
+    return 0;
+}
+
+static void test_secure_heap_lock_failure(void **state)
+{
+    (void)state;
+#if CL_TEST_ASAN
+    skip(); /* AddressSanitizer replaces mlock() with a no-op that always succeeds */
+#endif
+    for (int allow = 0; allow < 2; allow++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            _exit(heap_lock_failure_child(allow));
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+}
+
 /* cl_process_harden: not dumpable, no core files (soft and hard), and OpenSSL's secure heap in place
  * (what OPENSSL_secure_malloc returns is inside it and counted). Last: it changes the process. */
 static void test_process_harden(void **state)
@@ -588,6 +640,7 @@ int main(void)
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_json_strict),
         cmocka_unit_test(test_file_read_secure),
+        cmocka_unit_test(test_secure_heap_lock_failure),
         cmocka_unit_test(test_process_harden),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
