@@ -765,8 +765,9 @@ static void test_client_failover_and_backoff(void **state)
     cl_ratls_identity_free(id);
 }
 
-/* A client that trickles bytes (each read succeeds before the I/O timeout) is cut off at the
- * connection deadline and the worker serves the next client. */
+/* A client that trickles bytes (each read succeeds before the I/O timeout) is cut off: in its
+ * handshake at the handshake deadline (here the connection deadline, which is shorter), in its
+ * request at the connection deadline, and the only worker serves the next client. */
 static void test_trickling_client_is_cut_off(void **state)
 {
     (void)state;
@@ -812,6 +813,36 @@ static void test_trickling_client_is_cut_off(void **state)
     cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
                               .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
     cl_provision_result res;
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
+    cl_provision_result_free(&res);
+
+    /* an attested client that trickles its request after the handshake holds the only worker until
+     * the connection deadline (the watchdog), then the worker is free again */
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    assert_int_equal(SSL_connect(ssl), 1);
+    t0 = cl_now_ns();
+    closed = false;
+    for (int i = 0; i < 50 && !closed; i++) {
+        if (SSL_write(ssl, "C", 1) != 1) /* "CLKS1\0..." one byte every 200 ms, never complete */
+            closed = true;
+        else if (recv(fd, &(uint8_t){0}, 1, MSG_DONTWAIT | MSG_PEEK) == 0)
+            closed = true;
+        else
+            usleep(200000);
+    }
+    ms = (cl_now_ns() - t0) / 1000000;
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    assert_true(closed);
+    assert_true(ms >= 500 && ms < 3000); /* 800 ms from accept, the handshake included */
     assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
     cl_provision_result_free(&res);
     cl_ratls_identity_free(id);
