@@ -1108,10 +1108,10 @@ static int dcap_setup(cl_keyserver *ks, const cl_keyserver_config *cfg, cl_err *
 static void stop_threads(cl_keyserver *ks)
 {
     atomic_store(&ks->stopping, true);
-    for (int i = 0; i < ks->nloops; i++)
+    for (int i = 0; ks->loops && i < ks->nloops; i++)
         if (ks->loops[i].started)
             event_active(ks->loops[i].stop_ev, EV_READ, 0);
-    for (int i = 0; i < ks->nloops; i++)
+    for (int i = 0; ks->loops && i < ks->nloops; i++)
         if (ks->loops[i].started) {
             pthread_join(ks->loops[i].thread, NULL);
             ks->loops[i].started = false;

@@ -141,9 +141,12 @@ static int group_setup(void **state)
 
     write_default_policy();
     const char *trust[] = {E->sim_cert};
+    /* every client here connects from 127.0.0.1, 100 at once in test_100_concurrent_clients: more than
+     * the default 64 handshakes per source */
     cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
                               .policy_file = E->policy, .db_file = E->db, .trust_sim_certs = trust,
-                              .trust_sim_count = 1, .threads = 16, .io_timeout_ms = 5000};
+                              .trust_sim_count = 1, .threads = 16, .io_timeout_ms = 5000,
+                              .max_handshakes_per_source = 256};
     E->ks = cl_keyserver_start(&kc, &err);
     if (!E->ks)
         fail_msg("%s", err.msg);
