@@ -28,6 +28,8 @@ bench: build
 	@scripts/deps.sh bench
 	@build/bench/bench_seal
 	@build/bench/bench_keyserver
+	@build/bench/bench_release
+	@build/bench/bench_release --secrets 8 --secret-size 1048576
 	@build/bench/bench_dcap tests/data/dcap-qvl
 	@bench/engine/run.sh build
 	@bench/serve/run.sh build

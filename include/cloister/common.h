@@ -1,5 +1,5 @@
-/* cloister/common.h — the interface of the common module: errors, logging, secure memory, file
- * helpers, hex and argument parsing. Every other module of libcloister builds on these.
+/* cloister/common.h — the interface of the common module: errors, logging, secure memory (and OpenSSL's
+ * secure heap), process hygiene, file helpers, hex and argument parsing. Every other module of libcloister builds on these.
  *
  * Conventions used across libcloister:
  *   - Fallible functions return 0 on success and -1 on failure, and fill a caller-owned `cl_err`
@@ -107,6 +107,18 @@ size_t cl_secmem_size(const void *p);
 /* Whether the block is locked in RAM. */
 bool cl_secmem_is_locked(const void *p);
 void cl_secmem_set_require_lock(bool require);
+/* OpenSSL's secure heap (CRYPTO_secure_malloc_init): once initialised, OpenSSL keeps private key
+ * material there (EC and RSA private components, X25519 keys, PEM/DER buffers of keys it decodes), in
+ * one mmap()ed arena that is mlock()ed, excluded from core dumps and fenced by guard pages. `bytes` is
+ * rounded up to a power of two; it counts against RLIMIT_MEMLOCK like cl_secmem (whose soft limit is
+ * raised to the hard one first). When the arena cannot be locked this fails with CL_E_NOMEM and the
+ * same advice as cl_secmem_alloc, unless cl_secmem_set_require_lock(false) was called (then it warns
+ * and keeps the unlocked arena). Once per process: later calls return the first call's result. */
+int cl_secure_heap_init(size_t bytes, cl_err *err);
+/* Bytes of the secure heap in use (0 when it is not initialised). */
+size_t cl_secure_heap_used(void);
+/* Whether p points into the secure heap. */
+bool cl_secure_heap_holds(const void *p);
 /* Zeroizes memory in a way the compiler cannot remove. */
 void cl_memzero(void *p, size_t n);
 /* Constant-time comparison; returns 0 when equal. */
@@ -151,6 +163,9 @@ char *cl_strbuf_take(cl_strbuf *b, size_t *len);
  * malloc()ed memory; *out must be freed by the caller. A trailing NUL is added (not counted in *len)
  * so text can be used as a C string. */
 int cl_file_read(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err);
+/* Like cl_file_read, but into secure memory (cl_secmem_free it): for files that hold private keys,
+ * so the key's text is never in ordinary heap or a stdio buffer. */
+int cl_file_read_secure(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err);
 /* Reads fd to its end (a pipe, or a pseudo-file whose size stat() does not tell), refusing more than
  * max_size bytes; the buffer grows with what arrives. NUL-terminated like cl_file_read; `path` names
  * the source in messages. */
@@ -232,6 +247,18 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
                   cl_strlist *positional, cl_err *err);
 void cl_args_print_help(const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts);
 void cl_strlist_free(cl_strlist *l);
+
+/* ---------------------------------------------------------------- process hygiene */
+
+/* For the long-running commands that hold keys (keyserver, serve), before they load any: the process
+ * is made non-dumpable (PR_SET_DUMPABLE 0: no core dump, no ptrace or /proc/PID/mem access by other
+ * processes of the same user), core files are disabled (RLIMIT_CORE 0, soft and hard), and OpenSSL's
+ * secure heap is set up with `secure_heap_bytes` (cl_secure_heap_init). */
+#define CL_SECURE_HEAP_DEFAULT (1u << 20)
+int cl_process_harden(size_t secure_heap_bytes, cl_err *err);
+/* Raises the soft RLIMIT_NOFILE to the hard limit. Returns the soft limit now in effect (and the one
+ * before in *before when not NULL); RLIM_INFINITY is reported as UINT64_MAX. */
+uint64_t cl_raise_nofile_limit(uint64_t *before);
 
 /* ---------------------------------------------------------------- time */
 

@@ -2,7 +2,8 @@
  * encrypted under a master key kept outside the database, each bound to a version counter kept in a
  * keyed state), the HMAC-chained audit log with its keyed checkpoint, the key
  * server (TLS 1.3, RA-TLS client authentication, cloister's native protocol and Gramine's
- * secret_prov v1 protocol, policy reload without dropping connections) and the provisioning client
+ * secret_prov v1 protocol, policy reload without dropping connections; connections accepted and
+ * handshaken on event loops within limits, requests run by worker threads) and the provisioning client
  * (`cloister provision`, and the model server at start-up).
  *
  * Ownership: handles returned by the _open and _start functions belong to the caller. Secret values returned to the
@@ -10,7 +11,7 @@
  * record owns its variable-length strings (cl_audit_record_clear frees them).
  * Thread-safety: a cl_store may be shared by threads (it serializes access internally; audit appends
  * are atomic with respect to the hash chain). A cl_keyserver runs its own threads; its functions may
- * be called from any one thread. cl_provision_fetch is thread-safe given distinct results. */
+ * be called from any one thread (cl_keyserver_get_stats from any thread). cl_provision_fetch is thread-safe given distinct results. */
 #ifndef CLOISTER_KEYSERVER_H
 #define CLOISTER_KEYSERVER_H
 
@@ -143,9 +144,9 @@ typedef struct cl_keyserver_config {
      * refused. */
     const cl_dcap_config *dcap;
     cl_attest_verifier *verifier; /* optional, borrowed: replaces the built-in verifier */
-    int threads;                 /* worker threads (default 32) */
-    int io_timeout_ms;           /* per-read/write timeout (default 10000) */
-    int connection_timeout_ms;   /* whole-connection deadline, then it is cut off (default 30000) */
+    int threads;                 /* worker threads running requests (default 32) */
+    int io_timeout_ms;           /* per-read/write timeout of a request (default 10000) */
+    int connection_timeout_ms;   /* whole-connection deadline from accept, then it is cut off (default 30000) */
     bool allow_tls12;            /* also accept TLS 1.2 (Gramine < 1.8 secret_prov clients: mbedTLS < 3.6) */
     /* Locked memory for secret values on their way out. A request holds at most one buffer of at most
      * locked_memory_per_connection bytes (secrets are decrypted and sent one buffer at a time, after
@@ -154,6 +155,14 @@ typedef struct cl_keyserver_config {
      * retry); a secret larger than the per-connection limit is denied (audited). */
     size_t locked_memory_per_connection; /* default CL_KS_LOCKED_PER_CONNECTION */
     size_t locked_memory_total;          /* default CL_KS_LOCKED_TOTAL; at least the per-connection limit */
+    /* Connections are accepted and handshaken on event loops, without a worker (docs/keyserver.md). */
+    int handshake_threads;       /* event loops (default: online CPUs, at most 16) */
+    int handshake_timeout_ms;    /* deadline from accept to the end of the handshake (default 5000) */
+    int max_handshakes;          /* connections in their handshake at once (default 4096, lowered to fit
+                                    RLIMIT_NOFILE); when all are taken, the oldest is closed for a new one */
+    int max_handshakes_per_source; /* of those, from one IPv4 address or IPv6 /64 (default 64); more are refused */
+    int queue;                   /* handshaken connections waiting for a worker (default 8 per worker);
+                                    when full, a new one is refused (audited) */
 } cl_keyserver_config;
 
 #define CL_KS_LOCKED_PER_CONNECTION ((size_t)CL_KS_SECRET_MAX + 64 * 1024)
@@ -162,7 +171,8 @@ typedef struct cl_keyserver_config {
 
 typedef struct cl_keyserver cl_keyserver;
 
-/* Loads everything, binds, and starts the worker threads. */
+/* Loads everything, binds, and starts the event loops and worker threads. Raises the soft RLIMIT_NOFILE
+ * to the hard limit (process-wide; logged). */
 cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err);
 /* The bound TCP port. */
 int cl_keyserver_port(const cl_keyserver *ks);
@@ -179,6 +189,20 @@ void cl_keyserver_set_policy(cl_keyserver *ks, cl_policy *p);
 /* Locked memory held for releases now, and the most held at once since start (bytes, as reserved:
  * page-rounded, secure-memory header pages included). */
 void cl_keyserver_locked_memory(const cl_keyserver *ks, size_t *in_use, size_t *peak);
+/* What the network side has done since start, and holds now. */
+typedef struct cl_keyserver_stats {
+    uint64_t accepted;          /* TCP connections accepted */
+    uint64_t handshaken;        /* handshakes completed and handed to a worker */
+    uint64_t handshake_failed;  /* handshakes that failed (bad TLS, no/invalid evidence, policy, ...) */
+    uint64_t timed_out;         /* closed at the handshake deadline */
+    uint64_t refused_source;    /* refused at accept: the source already had its limit in handshakes */
+    uint64_t evicted;           /* oldest handshake closed to admit a new connection (all slots taken) */
+    uint64_t refused_busy;      /* handshaken, but the worker queue was full */
+    unsigned in_handshake;      /* connections in their handshake now */
+    unsigned queued;            /* handshaken connections waiting for a worker now */
+    unsigned max_handshakes, max_handshakes_per_source; /* the limits in effect */
+} cl_keyserver_stats;
+void cl_keyserver_get_stats(cl_keyserver *ks, cl_keyserver_stats *st);
 /* Stops accepting, finishes connections in progress, frees everything. */
 void cl_keyserver_stop(cl_keyserver *ks);
 /* Serves until SIGINT/SIGTERM; SIGHUP reloads the policy. For the CLI. */

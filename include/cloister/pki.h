@@ -53,6 +53,12 @@ bool cl_pki_name_valid(const char *name);
 /* PEM encodings. The private key comes back in secure memory, NUL-terminated. */
 char *cl_pki_cert_pem(X509 *cert, size_t *len, cl_err *err);
 char *cl_pki_key_pem(EVP_PKEY *key, size_t *len, cl_err *err);
+/* A private key from a PEM file (unencrypted: PKCS#8, or the traditional EC/RSA forms), read into secure
+ * memory and decoded from there; with the secure heap set up (cl_secure_heap_init) the key's private
+ * material is kept in it. An encrypted key is refused (a server has no one to ask for the passphrase). */
+EVP_PKEY *cl_pki_key_load(const char *path, cl_err *err);
+/* The same from PEM text in memory (`what` names it in messages). */
+EVP_PKEY *cl_pki_key_from_pem(const char *pem, size_t len, const char *what, cl_err *err);
 
 typedef struct cl_pki_tls_init_options {
     const char *dir;

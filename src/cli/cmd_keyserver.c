@@ -39,7 +39,8 @@ static int serve(int argc, char **argv)
                *pid_file = NULL;
     cl_strlist trust = {0};
     cl_cli_dcap_args dcap = {0};
-    long threads = 32, timeout = 10000, conn_timeout = 30000;
+    long threads = 32, timeout = 10000, conn_timeout = 30000, hs_threads = 0, hs_timeout = 5000, max_hs = 4096,
+         max_hs_src = 64, queue = 0;
     long locked_conn = (long)(CL_KS_LOCKED_PER_CONNECTION / 1024), locked_total = (long)(CL_KS_LOCKED_TOTAL / 1024);
     bool tls12 = false;
     const cl_opt opts[] = {
@@ -62,6 +63,17 @@ static int serve(int argc, char **argv)
         {"locked-memory-total", CL_ARG_LONG, &locked_total, "KIB", "locked memory all releases in flight may hold "
          "(default 32768 KiB; a release that would exceed it waits 2 s, then is refused: native clients retry)",
          false, (long)(CL_KS_LOCKED_MIN / 1024), 1L << 30},
+        {"handshake-threads", CL_ARG_LONG, &hs_threads, "N", "event loops accepting connections and running their "
+                                                             "TLS handshakes (default: one per CPU, at most 16)", false, 1, 256},
+        {"handshake-timeout-ms", CL_ARG_LONG, &hs_timeout, "MS", "deadline from accept to the end of the TLS "
+                                                                 "handshake (default 5000)", false, 100, 600000},
+        {"max-handshakes", CL_ARG_LONG, &max_hs, "N", "connections in their handshake at once; when full the oldest "
+                                                      "is closed for a new one (default 4096, lowered to fit "
+                                                      "RLIMIT_NOFILE)", false, 16, 1000000},
+        {"max-handshakes-per-source", CL_ARG_LONG, &max_hs_src, "N", "of those, from one IPv4 address or IPv6 /64; "
+                                                                     "more are refused (default 64)", false, 1, 1000000},
+        {"queue", CL_ARG_LONG, &queue, "N", "handshaken connections waiting for a worker; more are refused "
+                                            "(default 8 per worker)", false, 1, 1000000},
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
         {"allow-tls12", CL_ARG_FLAG, &tls12, NULL, "also accept TLS 1.2 (Gramine < 1.8 secret_prov clients)", false},
     };
@@ -87,10 +99,18 @@ static int serve(int argc, char **argv)
                                .trust_sim_count = trust.count, .dcap = cl_cli_dcap_config(&dcap, 0),
                                .threads = (int)threads,
                                .io_timeout_ms = (int)timeout, .connection_timeout_ms = (int)conn_timeout,
-                               .allow_tls12 = tls12,
+                               .allow_tls12 = tls12, .handshake_threads = (int)hs_threads,
+                               .handshake_timeout_ms = (int)hs_timeout, .max_handshakes = (int)max_hs,
+                               .max_handshakes_per_source = (int)max_hs_src, .queue = (int)queue,
                                .locked_memory_per_connection = (size_t)locked_conn * 1024,
                                .locked_memory_total = (size_t)locked_total * 1024};
     cl_err err = {0};
+    /* before any key is read: not dumpable, no core files, OpenSSL's secure heap for private keys */
+    if (cl_process_harden(CL_SECURE_HEAP_DEFAULT, &err) != 0) {
+        cl_strlist_free(&trust);
+        cl_cli_dcap_free(&dcap);
+        return cl_cli_fail(argv[0], &err);
+    }
     if (pid_file) {
         char pid[32];
         int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());

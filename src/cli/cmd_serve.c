@@ -97,6 +97,9 @@ int cl_cmd_serve(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cl_err err = {0};
+    /* before any key or model is read: not dumpable, no core files, OpenSSL's secure heap for keys */
+    if (cl_process_harden(CL_SECURE_HEAP_DEFAULT, &err) != 0)
+        return cl_cli_fail("serve", &err);
     cl_serve_batching bat = {0};
     if ((batching_file || max_batch >= 0 || batch_timeout >= 0) && !batching) {
         fprintf(stderr, "cloister serve: --batching_parameters_file, --max_batch_size and --batch_timeout_micros "

@@ -266,3 +266,50 @@ int cl_file_write_atomic(const char *path, const void *buf, size_t len, unsigned
     }
     return cl_atomic_commit(&f, err);
 }
+
+int cl_file_read_secure(const char *path, size_t max_size, uint8_t **out, size_t *len, cl_err *err)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot open '%s'", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return cl_err_errno(err, CL_E_IO, e, "cannot stat '%s'", path);
+    }
+    bool stream = S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode);
+    if (!stream && !S_ISREG(st.st_mode)) {
+        close(fd);
+        return cl_err_set(err, CL_E_IO, "'%s' is not a regular file or a pipe", path);
+    }
+    if (!stream && (uint64_t)st.st_size > max_size) {
+        close(fd);
+        return cl_err_set(err, CL_E_INVALID, "'%s' is %lld bytes, more than the %zu allowed", path,
+                          (long long)st.st_size, max_size);
+    }
+    /* a pipe has no size to trust: room for the limit and one byte more, to tell "too long" */
+    size_t cap = stream ? max_size + 1 : (size_t)st.st_size;
+    uint8_t *buf = cl_secmem_alloc(cap + 1, err);
+    if (!buf) {
+        close(fd);
+        return cl_err_prefix(err, "reading '%s'", path);
+    }
+    ssize_t n = cl_read_full(fd, buf, cap);
+    int e = errno;
+    close(fd);
+    if (n < 0 || (!stream && (size_t)n != cap) || (stream && (size_t)n > max_size)) {
+        cl_secmem_free(buf);
+        if (n < 0)
+            return cl_err_errno(err, CL_E_IO, e, "cannot read '%s'", path);
+        if (stream)
+            return cl_err_set(err, CL_E_INVALID, "'%s' carries more than the %zu bytes allowed", path, max_size);
+        return cl_err_set(err, CL_E_IO, "'%s' changed size while being read", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = (size_t)n;
+    return 0;
+}

@@ -1,13 +1,15 @@
-/* secmem.c — locked, non-dumpable, zeroized-on-free memory for secrets and decrypted models.
+/* secmem.c — locked, non-dumpable, zeroized-on-free memory for secrets and decrypted models, and the
+ * set-up of OpenSSL's secure heap (where OpenSSL itself keeps private keys).
  *
  * Layout of one block (all page-aligned, one anonymous mapping):
  *   [ header page: magic, sizes, locked flag ][ data pages ... ][ guard page, PROT_NONE ]
  * The pointer handed out is the start of the data pages. The guard page turns a linear overrun into
  * a fault instead of a silent read of other memory. Thread-safe: the only shared state is the
- * require-lock switch and a warn-once flag, both atomics. */
+ * require-lock switch and a warn-once flag, both atomics, and the secure heap's one-time set-up. */
 #include "cloister/common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -154,3 +156,55 @@ void cl_secmem_free(void *p)
     cl_memzero(h, sizeof *h);
     munmap(h, map_len);
 }
+
+/* ---------------------------------------------------------------- OpenSSL's secure heap */
+
+static pthread_once_t g_sh_once = PTHREAD_ONCE_INIT;
+static atomic_size_t g_sh_bytes;
+static int g_sh_rc;
+static cl_err g_sh_err;
+
+static void secure_heap_setup(void)
+{
+    size_t size = 4096;
+    while (size < atomic_load(&g_sh_bytes) && size < ((size_t)1 << 30))
+        size <<= 1;
+    raise_memlock_limit();
+    /* minimum block 32 bytes: an X25519 or P-256 private key is one block */
+    int rc = CRYPTO_secure_malloc_init(size, 32);
+    if (rc == 0) {
+        g_sh_rc = cl_err_set(&g_sh_err, CL_E_NOMEM, "cannot set up OpenSSL's secure heap (%zu KiB)", size / 1024);
+        return;
+    }
+    if (rc == 2) { /* mapped, but not locked (or not fenced): the arena is usable */
+        struct rlimit rl = {0};
+        getrlimit(RLIMIT_MEMLOCK, &rl);
+        if (atomic_load(&g_require_lock)) {
+            CRYPTO_secure_malloc_done();
+            g_sh_rc = cl_err_set(&g_sh_err, CL_E_NOMEM,
+                                 "cannot lock OpenSSL's secure heap for private keys (%zu KiB) in RAM "
+                                 "(RLIMIT_MEMLOCK is %llu KiB): raise it (`ulimit -l`, LimitMEMLOCK, the "
+                                 "container runtime's memlock limit), grant CAP_IPC_LOCK, or allow unlocked "
+                                 "memory explicitly (--allow-unlocked-memory)",
+                                 size / 1024,
+                                 (unsigned long long)(rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur / 1024));
+            return;
+        }
+        CL_WARN("secmem", "OpenSSL's secure heap (%zu KiB) could not be locked in RAM; private keys may be "
+                "swapped to disk", size / 1024);
+    }
+    g_sh_rc = 0;
+}
+
+int cl_secure_heap_init(size_t bytes, cl_err *err)
+{
+    atomic_store(&g_sh_bytes, bytes); /* read by the first caller's once-function */
+    pthread_once(&g_sh_once, secure_heap_setup);
+    if (g_sh_rc != 0 && err)
+        *err = g_sh_err;
+    return g_sh_rc;
+}
+
+size_t cl_secure_heap_used(void) { return CRYPTO_secure_malloc_initialized() ? CRYPTO_secure_used() : 0; }
+
+bool cl_secure_heap_holds(const void *p) { return p && CRYPTO_secure_allocated(p); }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <openssl/bn.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -231,6 +232,42 @@ char *cl_pki_key_pem(EVP_PKEY *key, size_t *len, cl_err *err)
     }
     BIO_free(b); /* a secmem BIO cleanses its buffer */
     return out;
+}
+
+#define KEY_FILE_MAX (64u << 10)
+
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf; (void)size; (void)rwflag; (void)u;
+    return -1;
+}
+
+EVP_PKEY *cl_pki_key_from_pem(const char *pem, size_t len, const char *what, cl_err *err)
+{
+    if (len > INT32_MAX) {
+        cl_err_set(err, CL_E_INVALID, "%s is too large for a private key", what);
+        return NULL;
+    }
+    ERR_clear_error();
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL) : NULL;
+    BIO_free(b);
+    if (!key)
+        cl_err_ssl(err, CL_E_FORMAT, "%s is not an unencrypted PEM private key", what);
+    return key;
+}
+
+EVP_PKEY *cl_pki_key_load(const char *path, cl_err *err)
+{
+    uint8_t *pem = NULL;
+    size_t len = 0;
+    if (cl_file_read_secure(path, KEY_FILE_MAX, &pem, &len, err) != 0)
+        return NULL;
+    char what[300];
+    snprintf(what, sizeof what, "'%s'", path);
+    EVP_PKEY *key = cl_pki_key_from_pem((const char *)pem, len, what, err);
+    cl_secmem_free(pem);
+    return key;
 }
 
 /* ---------------------------------------------------------------- tls init */

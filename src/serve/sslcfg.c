@@ -215,32 +215,24 @@ int cl_serve_ssl_config_load(const char *path, cl_serve_ssl_config *out, cl_err 
     uint8_t *data = NULL;
     size_t len = 0;
     memset(out, 0, sizeof *out);
-    if (cl_file_read(path, SSL_CFG_MAX, &data, &len, err) != 0)
+    /* it holds the private key: read into secure memory */
+    if (cl_file_read_secure(path, SSL_CFG_MAX, &data, &len, err) != 0)
         return cl_err_prefix(err, "cannot read SSL config");
     int rc = cl_serve_ssl_config_parse((const char *)data, len, out, err);
-    cl_memzero(data, len);
-    free(data);
+    cl_secmem_free(data);
     if (rc != 0)
         cl_err_prefix(err, "%s", path);
     return rc;
 }
 
+/* A PEM file; a private key is read straight into secure memory. */
 static char *read_pem(const char *path, bool secret, cl_err *err)
 {
     uint8_t *data = NULL;
     size_t len = 0;
-    if (cl_file_read(path, SSL_CFG_MAX, &data, &len, err) != 0)
+    if ((secret ? cl_file_read_secure : cl_file_read)(path, SSL_CFG_MAX, &data, &len, err) != 0)
         return NULL;
-    char *out = secret ? cl_secmem_alloc(len + 1, err) : malloc(len + 1);
-    if (out) {
-        memcpy(out, data, len);
-        out[len] = '\0';
-    } else if (!secret) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-    }
-    cl_memzero(data, len);
-    free(data);
-    return out;
+    return (char *)data; /* NUL-terminated */
 }
 
 int cl_serve_ssl_config_from_files(const char *cert_path, const char *key_path, const char *ca_path,

@@ -6,6 +6,7 @@
  * A context is immutable once built and shared by all connections (OpenSSL makes that safe). */
 #include "serve_int.h"
 
+#include "cloister/pki.h"
 #include "cloister/ratls.h"
 
 #include <string.h>
@@ -90,11 +91,11 @@ SSL_CTX *cl_serve_tls_ctx_id(const cl_serve_ssl_config *cfg, const cl_ratls_iden
     }
     ERR_clear_error();
     BIO_free(bio);
-    bio = BIO_new_mem_buf(cfg->server_key, -1);
-    if (!bio || !(key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL))) {
-        cl_err_ssl(err, CL_E_FORMAT, "the server key is not an unencrypted PEM private key");
+    bio = NULL;
+    /* server_key is in secure memory; decoded, the key lives in OpenSSL's secure heap when it is set up */
+    if (!(key = cl_pki_key_from_pem(cfg->server_key ? cfg->server_key : "",
+                                    cfg->server_key ? strlen(cfg->server_key) : 0, "the server key", err)))
         goto fail;
-    }
     if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
         cl_err_ssl(err, CL_E_KEY, "the server key does not match the server certificate");
         goto fail;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <linux/capability.h>
 #include <sys/stat.h>
@@ -12,6 +13,8 @@
 #include "cloister/common.h"
 #include "cloister/json.h"
 #include "testutil.h"
+
+#include <openssl/crypto.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define CL_TEST_ASAN 1
@@ -488,6 +491,145 @@ static void test_json_strict(void **state)
     json_decref(j);
 }
 
+/* Key files are read straight into secure memory, from files and pipes, within the size limit. */
+static void test_file_read_secure(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "key.pem");
+    tu_write_file(path, "-----BEGIN PRIVATE KEY-----\n", 28);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(cl_file_read_secure(path, 1024, &buf, &len, &err), 0);
+    assert_int_equal(len, 28);
+    assert_memory_equal(buf, "-----BEGIN PRIVATE KEY-----\n", 29); /* NUL-terminated */
+    assert_true(cl_secmem_size(buf) == 29 && cl_secmem_is_locked(buf));
+    cl_secmem_free(buf);
+    assert_int_equal(cl_file_read_secure(path, 27, &buf, &len, &err), -1);
+    assert_non_null(strstr(err.msg, "more than the 27 allowed"));
+    assert_int_equal(cl_file_read_secure(dir, 1024, &buf, &len, &err), -1);
+    assert_int_equal(cl_file_read_secure("/nonexistent/key.pem", 1024, &buf, &len, &err), -1);
+    assert_int_equal(err.code, CL_E_IO);
+    /* a pipe: read to its end, refused past the limit */
+    for (int big = 0; big < 2; big++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        char fdpath[64];
+        snprintf(fdpath, sizeof fdpath, "/proc/self/fd/%d", fds[0]);
+        assert_int_equal(write(fds[1], "0123456789", 10), 10);
+        close(fds[1]);
+        int rc = cl_file_read_secure(fdpath, big ? 9 : 10, &buf, &len, &err);
+        close(fds[0]);
+        if (big) {
+            assert_int_equal(rc, -1);
+            assert_non_null(strstr(err.msg, "more than the 9 bytes allowed"));
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(len, 10);
+            assert_memory_equal(buf, "0123456789", 11);
+            cl_secmem_free(buf);
+        }
+    }
+    tu_rmrf(dir);
+    free(path);
+    free(dir);
+}
+
+/* Like lock_failure_child for OpenSSL's secure heap: with memlock at 64 KiB and no CAP_IPC_LOCK a 1 MiB
+ * heap cannot be locked, so setting it up fails with advice and leaves no heap behind; with unlocked
+ * memory allowed it is set up (unlocked) and usable. */
+static int heap_lock_failure_child(bool allow_unlocked)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct caps[2];
+    if (syscall(SYS_capget, &hdr, caps) != 0)
+        return 10;
+    caps[0].effective &= ~(1u << CAP_IPC_LOCK);
+    caps[0].permitted &= ~(1u << CAP_IPC_LOCK);
+    if (syscall(SYS_capset, &hdr, caps) != 0)
+        return 11;
+    struct rlimit low = {64 * 1024, 64 * 1024};
+    if (setrlimit(RLIMIT_MEMLOCK, &low) != 0)
+        return 12;
+    cl_log_set_level(CL_LOG_OFF);
+    cl_secmem_set_require_lock(!allow_unlocked);
+    cl_err err = {0};
+    int rc = cl_secure_heap_init(1 << 20, &err);
+    if (!allow_unlocked)
+        return rc == -1 && err.code == CL_E_NOMEM && strstr(err.msg, "RLIMIT_MEMLOCK is 64 KiB") &&
+                       strstr(err.msg, "--allow-unlocked-memory") && !CRYPTO_secure_malloc_initialized()
+                   ? 0
+                   : 13;
+    if (rc != 0 || !CRYPTO_secure_malloc_initialized())
+        return 14;
+    void *p = OPENSSL_secure_malloc(1000);
+    if (!p || !cl_secure_heap_holds(p))
+        return 15;
+    OPENSSL_secure_free(p);
+    return 0;
+}
+
+static void test_secure_heap_lock_failure(void **state)
+{
+    (void)state;
+#if CL_TEST_ASAN
+    skip(); /* AddressSanitizer replaces mlock() with a no-op that always succeeds */
+#endif
+    for (int allow = 0; allow < 2; allow++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+            _exit(heap_lock_failure_child(allow));
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+}
+
+/* cl_process_harden: not dumpable, no core files (soft and hard), and OpenSSL's secure heap in place
+ * (what OPENSSL_secure_malloc returns is inside it and counted). Last: it changes the process. */
+static void test_process_harden(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    assert_int_equal(cl_secure_heap_used(), 0); /* not set up yet */
+    assert_int_equal(cl_process_harden(CL_SECURE_HEAP_DEFAULT, &err), 0);
+    assert_int_equal(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_CORE, &rl), 0);
+    assert_true(rl.rlim_cur == 0 && rl.rlim_max == 0);
+    /* the kernel's view: /proc/self/limits shows core files disabled, soft and hard */
+    FILE *f = fopen("/proc/self/limits", "r");
+    assert_non_null(f);
+    char line[256];
+    unsigned long long soft = 1, hard = 1;
+    int found = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Max core file size", 18) == 0)
+            found = sscanf(line + 18, " %llu %llu", &soft, &hard);
+    fclose(f);
+    assert_int_equal(found, 2);
+    assert_true(soft == 0 && hard == 0);
+    size_t before = cl_secure_heap_used();
+    void *p = OPENSSL_secure_malloc(100);
+    assert_non_null(p);
+    assert_true(cl_secure_heap_holds(p));
+    assert_true(cl_secure_heap_used() >= before + 100);
+    OPENSSL_secure_free(p);
+    assert_int_equal(cl_secure_heap_used(), before);
+    void *q = OPENSSL_malloc(100);
+    assert_false(cl_secure_heap_holds(q));
+    OPENSSL_free(q);
+    /* once per process: a second call reports the first one's result */
+    assert_int_equal(cl_secure_heap_init(4096, &err), 0);
+    /* RLIMIT_NOFILE: raised to the hard limit */
+    uint64_t was = 0, now = cl_raise_nofile_limit(&was);
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    assert_true(now == (rl.rlim_max == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_max));
+    assert_true(rl.rlim_cur == rl.rlim_max && was <= now);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +639,9 @@ int main(void)
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_json_strict),
+        cmocka_unit_test(test_file_read_secure),
+        cmocka_unit_test(test_secure_heap_lock_failure),
+        cmocka_unit_test(test_process_harden),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

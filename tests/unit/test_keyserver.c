@@ -26,6 +26,7 @@
 
 #include "cloister/keyserver.h"
 #include "keyserver/ks_internal.h"
+#include "cloister/pki.h"
 
 typedef struct env {
     char *dir, *db, *mk, *policy, *ca, *cert, *key, *sim_cert;
@@ -147,9 +148,12 @@ static int group_setup(void **state)
 
     write_default_policy();
     const char *trust[] = {E->sim_cert};
+    /* every client here connects from 127.0.0.1, 100 at once in test_100_concurrent_clients: more than
+     * the default 64 handshakes per source */
     cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
                               .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk, .trust_sim_certs = trust,
-                              .trust_sim_count = 1, .threads = 16, .io_timeout_ms = 5000};
+                              .trust_sim_count = 1, .threads = 16, .io_timeout_ms = 5000,
+                              .max_handshakes_per_source = 256};
     E->ks = cl_keyserver_start(&kc, &err);
     if (!E->ks)
         fail_msg("%s", err.msg);
@@ -606,6 +610,119 @@ static void test_tls12_only_when_allowed(void **state)
     assert_memory_equal(buf + 41, "MODEL-KEY-0123456789abcdef", 26);
 }
 
+/* ---- refusals after the evidence verified are audited */
+
+/* A stolen (or replayed) RA-TLS certificate: genuine, verifying evidence for key A, presented by a
+ * client that holds only key B, so its CertificateVerify cannot verify. The client's OpenSSL checks
+ * that certificate and key match when they are installed; the certificate object is given key B's
+ * public key for that and A's again before the handshake (an X509 is re-encoded from its fields, so
+ * what goes on the wire is exactly the genuine certificate). */
+static void test_stolen_certificate_is_audited(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    sim_opts so = {.svn = 2};
+    cl_ratls_identity *victim = make_identity(&so); /* allowed by the policy */
+    X509 *genuine = cl_ratls_identity_cert(victim);
+    EVP_PKEY *b = EVP_EC_gen("P-256");
+    X509 *copy = X509_dup(genuine);
+    assert_non_null(copy);
+    assert_int_equal(X509_set_pubkey(copy, b), 1);
+    cl_ratls_identity *thief = cl_ratls_identity_wrap(b, copy, &err);
+    const char *servers[] = {E->server}, *names[] = {"model-key"};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = thief,
+                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
+    cl_provision_client *c = cl_provision_client_new(&o, &err);
+    if (!c)
+        fail_msg("%s", err.msg);
+    assert_int_equal(X509_set_pubkey(copy, X509_get0_pubkey(genuine)), 1);
+    uint8_t *d1 = NULL, *d2 = NULL;
+    int n1 = i2d_X509(genuine, &d1), n2 = i2d_X509(copy, &d2);
+    assert_true(n1 > 0 && n1 == n2 && memcmp(d1, d2, (size_t)n1) == 0);
+    OPENSSL_free(d1);
+    OPENSSL_free(d2);
+
+    int64_t before = last_audit()->seq;
+    cl_provision_result res;
+    assert_int_equal(cl_provision_client_fetch(c, &res, &err), -1);
+    assert_int_equal(res.count, 0);
+    cl_provision_result_free(&res);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->protocol, "tls");
+    assert_string_equal(r->decision, "deny");
+    if (!strstr(r->reason, "after the evidence verified") || !strstr(r->reason, "bad signature"))
+        fail_msg("audit reason: %s", r->reason);
+    char mre[65];
+    cl_hex_encode(E->exe, 32, mre);
+    assert_string_equal(r->mrenclave, mre); /* the record names the evidence that was presented */
+    assert_string_equal(r->evidence_type, "sim");
+    assert_string_equal(r->secrets, "");
+    /* and the owner of the key still gets its secret */
+    assert_int_equal(fetch_with(victim, names, 1, &res, &err), 0);
+    cl_provision_result_free(&res);
+    cl_provision_client_free(c);
+    cl_ratls_identity_free(thief);
+    X509_free(copy);
+    EVP_PKEY_free(b);
+    cl_ratls_identity_free(victim);
+}
+
+/* Verified evidence that no identity of the policy matches: refused in the handshake, audited with the
+ * claims and the policy's reason. */
+static void test_policy_refusal_is_audited(void **state)
+{
+    (void)state;
+    uint8_t other[32] = {0x42};
+    sim_opts so = {.svn = 2, .mrenclave = other};
+    const char *names[] = {"model-key"};
+    cl_provision_result res;
+    cl_err err = {0};
+    int64_t before = last_audit()->seq;
+    assert_int_equal(fetch(&so, names, 1, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    cl_provision_result_free(&res);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->protocol, "tls");
+    assert_string_equal(r->decision, "deny");
+    assert_non_null(strstr(r->reason, "policy: no identity matched"));
+    char mre[65];
+    cl_hex_encode(other, 32, mre);
+    assert_string_equal(r->mrenclave, mre);
+    assert_int_equal(r->isv_svn, 2);
+}
+
+/* The key server's TLS private key is in OpenSSL's secure heap (locked, not in core dumps) once the
+ * process has one (`cloister keyserver serve` sets it up before loading anything): the heap grows by
+ * exactly what the key and a TLS context take (OpenSSL keeps its session ticket keys there) when the
+ * server starts, and shrinks back when it stops. */
+static void test_tls_key_in_secure_heap(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    assert_int_equal(cl_secure_heap_init(1 << 20, &err), 0);
+    size_t base = cl_secure_heap_used();
+    EVP_PKEY *k = cl_pki_key_load(E->key, &err);
+    assert_non_null(k);
+    size_t key_bytes = cl_secure_heap_used() - base;
+    assert_true(key_bytes >= 32); /* at least the P-256 scalar */
+    EVP_PKEY_free(k);
+    assert_int_equal(cl_secure_heap_used(), base);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    size_t ctx_bytes = cl_secure_heap_used() - base;
+    SSL_CTX_free(ctx);
+
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk, .trust_sim_certs = trust,
+                              .trust_sim_count = 1, .threads = 1, .handshake_threads = 1};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    assert_int_equal(cl_secure_heap_used() - base, key_bytes + ctx_bytes);
+    cl_keyserver_stop(ks);
+    assert_int_equal(cl_secure_heap_used(), base);
+}
+
 /* ---- client fail-over and backoff */
 
 static void test_client_failover_and_backoff(void **state)
@@ -662,8 +779,9 @@ static void test_client_failover_and_backoff(void **state)
     cl_ratls_identity_free(id);
 }
 
-/* A client that trickles bytes (each read succeeds before the I/O timeout) is cut off at the
- * connection deadline and the worker serves the next client. */
+/* A client that trickles bytes (each read succeeds before the I/O timeout) is cut off: in its
+ * handshake at the handshake deadline (here the connection deadline, which is shorter), in its
+ * request at the connection deadline, and the only worker serves the next client. */
 static void test_trickling_client_is_cut_off(void **state)
 {
     (void)state;
@@ -711,9 +829,78 @@ static void test_trickling_client_is_cut_off(void **state)
     cl_provision_result res;
     assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
     cl_provision_result_free(&res);
+
+    /* an attested client that trickles its request after the handshake holds the only worker until
+     * the connection deadline (the watchdog), then the worker is free again */
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    assert_int_equal(SSL_connect(ssl), 1);
+    t0 = cl_now_ns();
+    closed = false;
+    for (int i = 0; i < 50 && !closed; i++) {
+        if (SSL_write(ssl, "C", 1) != 1) /* "CLKS1\0..." one byte every 200 ms, never complete */
+            closed = true;
+        else if (recv(fd, &(uint8_t){0}, 1, MSG_DONTWAIT | MSG_PEEK) == 0)
+            closed = true;
+        else
+            usleep(200000);
+    }
+    ms = (cl_now_ns() - t0) / 1000000;
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    assert_true(closed);
+    assert_true(ms >= 500 && ms < 3000); /* 800 ms from accept, the handshake included */
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), 0);
+    cl_provision_result_free(&res);
     cl_ratls_identity_free(id);
     cl_keyserver_stop(ks);
     cl_log_set_level(saved);
+}
+
+/* Until its first TLS record has arrived whole, a connection holds no TLS object; something that is
+ * not TLS, or a client that half-closes before its ClientHello is complete, is closed at once instead
+ * of at the handshake deadline (5 s here). */
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static void test_not_tls_closed_at_once(void **state)
+{
+    (void)state;
+    int port = cl_keyserver_port(E->ks);
+    char buf[64];
+    int fd = raw_connect(port);
+    uint64_t t0 = cl_now_ns();
+    assert_int_equal(send(fd, "GET / HTTP/1.1\r\n\r\n", 18, MSG_NOSIGNAL), 18);
+    assert_true(recv(fd, buf, sizeof buf, 0) <= 0);
+    assert_true(cl_now_ns() - t0 < 2000000000ull);
+    close(fd);
+    /* half of a ClientHello record, then a half-close */
+    fd = raw_connect(port);
+    t0 = cl_now_ns();
+    static const uint8_t part[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00};
+    assert_int_equal(send(fd, part, sizeof part, MSG_NOSIGNAL), (ssize_t)sizeof part);
+    shutdown(fd, SHUT_WR);
+    assert_true(recv(fd, buf, sizeof buf, 0) <= 0);
+    assert_true(cl_now_ns() - t0 < 2000000000ull);
+    close(fd);
+    cl_keyserver_stats st;
+    cl_keyserver_get_stats(E->ks, &st);
+    assert_true(st.accepted >= 2 && st.handshake_failed >= 2);
 }
 
 /* ---- concurrency */
@@ -1816,6 +2003,10 @@ int main(void)
         cmocka_unit_test_setup(test_reload_does_not_disturb_connections, reset),
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),
         cmocka_unit_test_setup(test_tls12_only_when_allowed, reset),
+        cmocka_unit_test_setup(test_stolen_certificate_is_audited, reset),
+        cmocka_unit_test_setup(test_policy_refusal_is_audited, reset),
+        cmocka_unit_test_setup(test_tls_key_in_secure_heap, reset),
+        cmocka_unit_test_setup(test_not_tls_closed_at_once, reset),
         cmocka_unit_test_setup(test_client_failover_and_backoff, reset),
         cmocka_unit_test_setup(test_trickling_client_is_cut_off, reset),
         cmocka_unit_test_setup(test_100_concurrent_clients, reset),

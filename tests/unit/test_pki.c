@@ -218,6 +218,49 @@ static void test_tls_init_one_way(void **state)
     free(dir);
 }
 
+/* Private keys from PEM files: read into secure memory and decoded there, into the secure heap
+ * when there is one; RSA too; encrypted or malformed keys are refused with a message. */
+static void test_key_load(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    char *dir = tu_tmpdir(), *path = tu_path(dir, "key.pem");
+    assert_int_equal(cl_secure_heap_init(1 << 20, &err), 0);
+    for (int t = 0; t < 2; t++) {
+        EVP_PKEY *k = cl_pki_keygen(t ? CL_PKI_RSA3072 : CL_PKI_EC_P256, &err);
+        assert_non_null(k);
+        size_t len;
+        char *pem = cl_pki_key_pem(k, &len, &err);
+        tu_write_file(path, pem, len);
+        cl_secmem_free(pem);
+        size_t base = cl_secure_heap_used();
+        EVP_PKEY *got = cl_pki_key_load(path, &err);
+        if (!got)
+            fail_msg("%s", err.msg);
+        assert_int_equal(EVP_PKEY_eq(k, got), 1);
+        assert_true(cl_secure_heap_used() >= base + (t ? 384 : 32)); /* RSA: d (3072 bits) at least */
+        EVP_PKEY_free(got);
+        assert_int_equal(cl_secure_heap_used(), base);
+        /* the same key under a passphrase: refused, nobody is asked for it */
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        assert_int_equal(PEM_write_PKCS8PrivateKey(f, k, EVP_aes_256_cbc(), NULL, 0, NULL, (void *)"pass"), 1);
+        fclose(f);
+        assert_null(cl_pki_key_load(path, &err));
+        assert_int_equal(err.code, CL_E_FORMAT);
+        assert_non_null(strstr(err.msg, "not an unencrypted PEM private key"));
+        EVP_PKEY_free(k);
+    }
+    tu_write_file(path, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", 58);
+    assert_null(cl_pki_key_load(path, &err));
+    assert_non_null(strstr(err.msg, path));
+    assert_null(cl_pki_key_load("/nonexistent.pem", &err));
+    assert_int_equal(err.code, CL_E_IO);
+    tu_rmrf(dir);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -225,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_tls_init_two_way),
         cmocka_unit_test(test_tls_init_one_way),
+        cmocka_unit_test(test_key_load),
     };
     return cmocka_run_group_tests_name("pki", tests, NULL, NULL);
 }

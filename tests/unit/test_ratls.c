@@ -331,6 +331,24 @@ static void test_tls_handshake(void **state)
     assert_int_equal(calls, 0);
 }
 
+/* With the secure heap set up, an identity's private key lives in it (generated there, freed with
+ * the identity). */
+static void test_identity_key_in_secure_heap(void **state)
+{
+    fx *f = *state;
+    cl_err err = {0};
+    assert_int_equal(cl_secure_heap_init(1 << 20, &err), 0);
+    size_t base = cl_secure_heap_used();
+    for (int i = 0; i < 2; i++) {
+        cl_ratls_identity_options o = {.curve = i ? "P-384" : "P-256"};
+        cl_ratls_identity *id = cl_ratls_identity_new(f->prov, &o, &err);
+        assert_non_null(id);
+        assert_true(cl_secure_heap_used() >= base + (i ? 48 : 32));
+        cl_ratls_identity_free(id);
+        assert_int_equal(cl_secure_heap_used(), base);
+    }
+}
+
 int main(void)
 {
     cl_log_set_level(CL_LOG_ERROR);
@@ -339,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_identity_and_verify, setup, teardown),
         cmocka_unit_test_setup_teardown(test_legacy_only_and_binding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tls_handshake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identity_key_in_secure_heap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

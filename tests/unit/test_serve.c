@@ -88,14 +88,22 @@ static void test_ssl_config_from_tls_init(void **state)
     assert_string_equal(c.server_cert, cert);
     assert_string_equal(c.custom_ca, ca);
     assert_true(c.client_verify);
+    assert_true(cl_secmem_is_locked(c.server_key));
+    /* with OpenSSL's secure heap (`cloister serve` sets it up first), the decoded key lives there: the
+     * context adds its session ticket keys (64 bytes) and at least the P-256 scalar, and gives them back */
+    assert_int_equal(cl_secure_heap_init(1 << 20, &err), 0);
+    size_t base = cl_secure_heap_used();
     SSL_CTX *ctx = cl_serve_tls_ctx(&c, "h2", &err);
     assert_non_null(ctx);
+    assert_true(cl_secure_heap_used() >= base + 64 + 32);
     SSL_CTX_free(ctx);
+    assert_int_equal(cl_secure_heap_used(), base);
 
     /* from files gives the same; a key that does not match the certificate is refused */
     cl_serve_ssl_config f;
     assert_int_equal(cl_serve_ssl_config_from_files(certp, keyp, cap, true, &f, &err), 0);
     assert_string_equal(f.server_key, c.server_key);
+    assert_true(cl_secmem_is_locked(f.server_key));
     cl_serve_ssl_config_clear(&f);
     char *ckeyp = tu_path(sub, "client/key.pem");
     assert_int_equal(cl_serve_ssl_config_from_files(certp, ckeyp, NULL, false, &f, &err), 0);
