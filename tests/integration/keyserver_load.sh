@@ -47,6 +47,7 @@ PY
 
 # start_server ARGS... — a key server on an ephemeral port of 127.0.0.1; sets SERVER_PID and PORT
 start_server() {
+  : > "$T/server.log" # before the background job opens it: the polling below must never read a missing file
   CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
     --policy "$T/policy.json" --db "$T/ks.db" --trust-sim "$T/sim/sim_qe_cert.pem" "$@" 2> "$T/server.log" &
   SERVER_PID=$!
