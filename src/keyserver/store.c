@@ -700,9 +700,11 @@ out:
     return result;
 }
 
-/* creates, checks the key of, or migrates the database; one write transaction */
-static int prepare(cl_store *s, const char *db_path, cl_err *err)
+/* creates (when `create`), checks the key of, or migrates the database; one write transaction */
+static int prepare(cl_store *s, const char *db_path, bool create, cl_err *err)
 {
+    if (!create && count_rows(s, "meta") < 0)
+        return cl_err_set(err, CL_E_FORMAT, "'%s' is not a key server database (it has no meta table)", db_path);
     if (exec(s, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)", err,
              "initialising") != 0 ||
         exec(s, "BEGIN IMMEDIATE", err, "initialising") != 0)
@@ -747,6 +749,12 @@ static int prepare(cl_store *s, const char *db_path, cl_err *err)
                            (long long)(secrets > 0 ? secrets : 0), (long long)(audit > 0 ? audit : 0));
                 goto fail;
             }
+            if (!create) {
+                cl_err_set(err, CL_E_AUTH, "database '%s' holds no key check value, schema or keyed state: it was "
+                           "never initialised, or every row of it was removed outside cloister (its audit log with "
+                           "them)", db_path);
+                goto fail;
+            }
             if (create_fresh(s, err) != 0)
                 goto fail;
         }
@@ -759,8 +767,14 @@ fail:
     return -1;
 }
 
-cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
+static cl_store *store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], bool create,
+                            cl_err *err)
 {
+    struct stat st;
+    if (!create && stat(db_path, &st) != 0) {
+        cl_err_errno(err, CL_E_IO, errno, "no database at '%s'", db_path);
+        return NULL;
+    }
     cl_store *s = calloc(1, sizeof(*s));
     if (!s) {
         cl_err_set(err, CL_E_NOMEM, "out of memory");
@@ -776,8 +790,8 @@ cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_K
         cl_err_ssl(err, CL_E_CRYPTO, "HMAC-SHA-256 is not available");
         goto fail;
     }
-    if (sqlite3_open_v2(db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                        NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(db_path, &s->db, SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
+                        SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
         cl_err_set(err, CL_E_IO, "cannot open database '%s': %s", db_path,
                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto fail;
@@ -785,12 +799,22 @@ cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_K
     chmod(db_path, 0600);
     sqlite3_busy_timeout(s->db, 5000);
     if (exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", err, "initialising") != 0 ||
-        prepare(s, db_path, err) != 0)
+        prepare(s, db_path, create, err) != 0)
         goto fail;
     return s;
 fail:
     cl_store_close(s);
     return NULL;
+}
+
+cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
+{
+    return store_open(db_path, master, true, err);
+}
+
+cl_store *cl_store_open_existing(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
+{
+    return store_open(db_path, master, false, err);
 }
 
 /* ---------------------------------------------------------------- secrets */

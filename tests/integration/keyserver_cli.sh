@@ -174,6 +174,14 @@ attack "a downgrade to the first format, releases rewritten as denials" "
   ALTER TABLE audit DROP COLUMN claims; DELETE FROM secrets; ALTER TABLE secrets DROP COLUMN version;
   DELETE FROM meta WHERE key!='key_check'" recompute
 attack "the schema row removed" "DELETE FROM meta WHERE key='schema'"
+attack "every row of every table removed" "DELETE FROM audit; DELETE FROM secrets; DELETE FROM meta"
+# the commands that read a store never make one: a wrong or missing path is not an intact empty log
+if "$CL" keyserver audit --db "$T/missing.db" --verify > "$T/missing.log" 2>&1; then
+  fail "audit --verify passed on a database that does not exist: $(cat "$T/missing.log")"; fi
+grep -q "no database at" "$T/missing.log" || fail "a missing database is not explained: $(cat "$T/missing.log")"
+[[ ! -e $T/missing.db ]] || fail "audit --verify created the database it was to verify"
+if "$CL" keyserver secret list --db "$T/missing.db" 2>/dev/null; then fail "secret list made a database"; fi
+[[ ! -e $T/missing.db ]] || fail "secret list created a database"
 
 # a rollback to an older copy of the whole database verifies alone, not against a later head
 CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \
