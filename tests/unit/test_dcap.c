@@ -1448,6 +1448,75 @@ static void test_source_cache_outage(void **state)
     free(dir);
 }
 
+/* A quote whose PCK chain does not verify to the pinned root (here: the genuine chain with its leaf's
+ * FMSPC changed, so the leaf's signature fails) names a platform no one vouched for: no collateral is
+ * fetched for it, so that such quotes, each naming another FMSPC, cannot make the verifier (inside a
+ * TLS handshake, on the key server's event loop) wait for a PCCS request each, nor grow its table of
+ * platforms. The genuine quote is still fetched for. */
+static void test_source_forged_platform_not_fetched(void **state)
+{
+    (void)state;
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    char *qc = quote_chain(&v);
+    /* the leaf is the chain's first certificate; its DER holds the FMSPC 00A067110000 once */
+    BIO *b = BIO_new_mem_buf(qc, (int)strlen(qc));
+    X509 *leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    assert_non_null(leaf);
+    uint8_t *der = NULL;
+    int n = i2d_X509(leaf, &der);
+    static const uint8_t real_fmspc[6] = {0x00, 0xA0, 0x67, 0x11, 0x00, 0x00};
+    uint8_t *at = NULL;
+    for (int i = 0; i + 6 <= n && !at; i++)
+        if (!memcmp(der + i, real_fmspc, 6))
+            at = der + i;
+    assert_non_null(at);
+    const char *rest = strstr(qc + 1, "-----BEGIN CERTIFICATE-----");
+    assert_non_null(rest);
+    cl_err err = {0};
+    cl_dcap_source *s = source(NULL, 0, NULL, "https://127.0.0.1:9/", SGX_FROM + 100, 0, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    cl_dcap_source_stats st;
+    for (int k = 0; k < 20; k++) {
+        at[5] = (uint8_t)(0x40 + k); /* another platform each time */
+        const uint8_t *p = der;
+        X509 *forged = d2i_X509(NULL, &p, n);
+        assert_non_null(forged);
+        char *fp = pem_of(forged), *chain = malloc(strlen(fp) + strlen(rest) + 1);
+        strcpy(chain, fp);
+        strcat(chain, rest);
+        quote_set_chain(&v, chain);
+        cl_attest_quote q;
+        assert_int_equal(cl_attest_quote_parse(v.quote, v.quote_len, &q, &err), 0);
+        cl_dcap_result r;
+        assert_int_equal(cl_dcap_source_verify(s, &q, &r, &err), -1);
+        assert_int_equal(err.code, CL_E_AUTH);
+        if (!strstr(err.msg, "PCK certificate chain does not verify"))
+            fail_msg("forged PCK certificate: %s", err.msg);
+        free(chain);
+        free(fp);
+        X509_free(forged);
+    }
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 0);
+    /* the genuine chain: fetched for (the PCCS is down) */
+    quote_set_chain(&v, qc);
+    cl_attest_quote q;
+    assert_int_equal(cl_attest_quote_parse(v.quote, v.quote_len, &q, &err), 0);
+    cl_dcap_result r;
+    assert_int_equal(cl_dcap_source_verify(s, &q, &r, &err), -1);
+    assert_int_equal(err.code, CL_E_IO);
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 1);
+    cl_dcap_source_free(s);
+    OPENSSL_free(der);
+    X509_free(leaf);
+    free(qc);
+    vec_free(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1478,6 +1547,7 @@ int main(void)
         cmocka_unit_test(test_pccs_answers),
         cmocka_unit_test(test_source_files),
         cmocka_unit_test(test_source_cache_outage),
+        cmocka_unit_test(test_source_forged_platform_not_fetched),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
