@@ -52,6 +52,10 @@ typedef struct cl_store cl_store;
  * the keyed MAC (see docs/keyserver.md); a broken old chain or a secret that does not decrypt stops the
  * migration with nothing changed. */
 cl_store *cl_store_open(const char *db_path, const uint8_t master_key[CL_KS_MASTER_KEY_LEN], cl_err *err);
+/* Like cl_store_open, for the commands that read a store (audit, list, rm): never creates one. A
+ * missing file fails (CL_E_IO), and so does a database with no key check, schema or keyed state
+ * (CL_E_AUTH: never initialised, or emptied outside cloister), which cl_store_open would initialise. */
+cl_store *cl_store_open_existing(const char *db_path, const uint8_t master_key[CL_KS_MASTER_KEY_LEN], cl_err *err);
 void cl_store_close(cl_store *s);
 
 /* Stores (replacing when `replace`) a secret value under the next version of the store's keyed

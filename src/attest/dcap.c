@@ -83,15 +83,17 @@ static int check_path(X509_STORE_CTX *ctx, STACK_OF(X509) *supplied, X509 *root,
     return 0;
 }
 
-/* Checks a chain ending at root_ca with both CRLs at time now. */
+/* Checks a chain ending at root_ca at time now, with both CRLs of `col` (none when col is NULL: only
+ * to decide whether a platform is worth fetching collateral for). */
 static int verify_chain(X509 *leaf, STACK_OF(X509) *untrusted, X509 *root, const cl_dcap_collateral *col,
                         int64_t now, const char *what, cl_err *err)
 {
     X509_STORE *st = X509_STORE_new();
     X509_STORE_CTX *ctx = X509_STORE_CTX_new();
     int rc = -1;
-    if (!st || !ctx || X509_STORE_add_cert(st, root) != 1 || X509_STORE_add_crl(st, col->root_crl) != 1 ||
-        X509_STORE_add_crl(st, col->pck_crl) != 1 || X509_STORE_CTX_init(ctx, st, leaf, untrusted) != 1) {
+    if (!st || !ctx || X509_STORE_add_cert(st, root) != 1 ||
+        (col && (X509_STORE_add_crl(st, col->root_crl) != 1 || X509_STORE_add_crl(st, col->pck_crl) != 1)) ||
+        X509_STORE_CTX_init(ctx, st, leaf, untrusted) != 1) {
         cl_err_ssl(err, CL_E_CRYPTO, "%s: cannot set up certificate verification", what);
         goto out;
     }
@@ -100,7 +102,8 @@ static int verify_chain(X509 *leaf, STACK_OF(X509) *untrusted, X509 *root, const
     X509_STORE_CTX_set_verify_cb(ctx, verify_cb);
     X509_VERIFY_PARAM *param = X509_STORE_CTX_get0_param(ctx);
     X509_VERIFY_PARAM_set_time(param, t);
-    X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (col)
+        X509_VERIFY_PARAM_set_flags(param, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     if (X509_verify_cert(ctx) == 1) {
         rc = check_path(ctx, untrusted, root, what, err);
         goto out;
@@ -930,6 +933,24 @@ int cl_dcap_quote_platform(const cl_attest_quote *q, char tee[4], char fmspc_hex
             rc = cl_err_set(err, CL_E_AUTH, "DCAP: the quote's PCK certificate is issued by '%s', not by an Intel "
                             "SGX PCK Processor or Platform CA", issuer);
     }
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
+int cl_dcap_quote_pck_chain_check(const cl_attest_quote *q, X509 *root, int64_t now, cl_err *err)
+{
+    qe_parts qp = {0};
+    if (qe_parts_get(q, &qp, err) != 0)
+        return -1;
+    uint8_t h[32];
+    STACK_OF(X509) *chain = quote_pck_chain(&qp, h, err);
+    if (!chain)
+        return -1;
+    X509 *leaf = sk_X509_value(chain, 0);
+    int rc = verify_chain(leaf, chain, root, NULL, now, "the PCK certificate chain", err) == 0 &&
+                     cl_dcap_check_role(leaf, CL_DCAP_ROLE_PCK, err) == 0
+                 ? 0
+                 : -1;
     sk_X509_pop_free(chain, X509_free);
     return rc;
 }

@@ -104,26 +104,36 @@ static bool all_hex(const uint8_t *s, size_t n)
     return n > 0 && n % 2 == 0;
 }
 
-/* A CRL in DER, PEM, or hex of the DER (PCCS answers use all three); nothing may follow it. */
+/* A CRL in DER, exactly n bytes. */
+static X509_CRL *crl_der(const uint8_t *buf, size_t n, const char *what, cl_err *err)
+{
+    const unsigned char *p = buf;
+    X509_CRL *crl = d2i_X509_CRL(NULL, &p, (long)n);
+    ERR_clear_error();
+    if (crl && p != buf + n) {
+        X509_CRL_free(crl);
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' has bytes after the CRL", what);
+        return NULL;
+    }
+    if (!crl)
+        cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is not a CRL (DER, PEM or hex)", what);
+    return crl;
+}
+
+/* A CRL in DER, PEM, or hex of the DER (PCCS answers use all three); nothing may follow it. Only the
+ * text forms may end with white space: the DER ends with its signature, whose last byte is any value. */
 static X509_CRL *crl_any(const uint8_t *buf, size_t n, const char *what, cl_err *err)
 {
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        n--;
     if (n == 0 || n > COLLATERAL_MAX) {
         cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' is empty or too large", what);
         return NULL;
     }
+    if (buf[0] == 0x30) /* DER: a SEQUENCE */
+        return crl_der(buf, n, what, err);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        n--;
     X509_CRL *crl = NULL;
-    if (buf[0] == 0x30) { /* DER: a SEQUENCE */
-        const unsigned char *p = buf;
-        crl = d2i_X509_CRL(NULL, &p, (long)n);
-        if (crl && p != buf + n) {
-            X509_CRL_free(crl);
-            ERR_clear_error();
-            cl_err_set(err, CL_E_FORMAT, "DCAP collateral: '%s' has bytes after the CRL", what);
-            return NULL;
-        }
-    } else if (n > 10 && memcmp(buf, "-----BEGIN", 10) == 0) {
+    if (n > 10 && memcmp(buf, "-----BEGIN", 10) == 0) {
         BIO *b = BIO_new_mem_buf(buf, (int)n);
         crl = b ? PEM_read_bio_X509_CRL(b, NULL, NULL, NULL) : NULL;
         BIO_free(b);
@@ -134,7 +144,7 @@ static X509_CRL *crl_any(const uint8_t *buf, size_t n, const char *what, cl_err 
             return NULL;
         }
         if (cl_hex_decode((const char *)buf, n, der, n / 2) == 0 && der[0] == 0x30) {
-            crl = crl_any(der, n / 2, what, err); /* sets err when it is not one */
+            crl = crl_der(der, n / 2, what, err);
             free(der);
             return crl;
         }

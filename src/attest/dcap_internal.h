@@ -37,6 +37,10 @@ struct cl_dcap_collateral {
 /* The TEE ("SGX"/"TDX"), FMSPC (upper-case hex) and PCK CA ("processor"/"platform") a quote's PCK
  * certificate names: which collateral it needs. Verifies nothing. */
 int cl_dcap_quote_platform(const cl_attest_quote *q, char tee[4], char fmspc_hex[13], char ca[10], cl_err *err);
+/* Whether the quote's PCK chain verifies to the pinned root at `now` (signatures, dates, path, the
+ * leaf's role; no CRLs: those come with the collateral) — the platform the quote names is vouched for
+ * by Intel, and worth fetching collateral for. Not a verification of the quote. */
+int cl_dcap_quote_pck_chain_check(const cl_attest_quote *q, X509 *root, int64_t now, cl_err *err);
 /* Everything cl_dcap_verify checks of the collateral alone at `now`: the PCK CRL issuer chain and its
  * CRL, the TCB info and QE identity issuer chains, signatures and dates (roots pinned as there). */
 int cl_dcap_collateral_check(const cl_dcap_collateral *col, X509 *root, int64_t now, cl_err *err);

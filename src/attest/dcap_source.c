@@ -22,6 +22,7 @@
 #include <time.h>
 
 #define DEFAULT_REFRESH_S 86400
+#define MAX_PLATFORMS 4096 /* platforms (TEE, FMSPC, PCK CA) collateral is fetched and kept for */
 
 typedef struct ref {
     atomic_int refs;
@@ -230,16 +231,29 @@ int cl_dcap_source_reload(cl_dcap_source *s, cl_err *err)
 
 /* ---------------------------------------------------------------- PCCS collateral */
 
-static slot *slot_get(cl_dcap_source *s, const char *key)
+static slot *slot_find(cl_dcap_source *s, const char *key)
 {
     for (size_t i = 0; i < s->n_slots; i++)
         if (!strcmp(s->slots[i].key, key))
             return &s->slots[i];
+    return NULL;
+}
+
+/* A new platform's slot (only for a quote whose PCK chain verified: see pccs_collateral). */
+static slot *slot_add(cl_dcap_source *s, const char *key, cl_err *err)
+{
+    if (s->n_slots == MAX_PLATFORMS) {
+        cl_err_set(err, CL_E_DENIED, "DCAP: collateral is kept for at most %d platforms (TEE, FMSPC, PCK CA), and "
+                   "that many are known", MAX_PLATFORMS);
+        return NULL;
+    }
     if (s->n_slots == s->cap_slots) {
         size_t cap = s->cap_slots ? s->cap_slots * 2 : 8;
         slot *n = realloc(s->slots, cap * sizeof *n);
-        if (!n)
+        if (!n) {
+            cl_err_set(err, CL_E_NOMEM, "out of memory");
             return NULL;
+        }
         s->slots = n;
         s->cap_slots = cap;
     }
@@ -325,18 +339,29 @@ static void cache_write(cl_dcap_source *s, const char *key, const cl_dcap_collat
     free(text);
 }
 
-/* The PCCS collateral for a platform (a reference, or NULL with err). Called without the lock. */
-static ref *pccs_collateral(cl_dcap_source *s, const char *tee, const char *fmspc, const char *ca, int64_t now,
-                            cl_err *err)
+/* The PCCS collateral for the platform of quote `q` (a reference, or NULL with err). Called without
+ * the lock. Nothing is fetched, and no platform added, for a quote whose PCK chain does not verify to
+ * the pinned root: the platform it names (its FMSPC) is the quote's own unverified claim, and a fetch
+ * runs inside a TLS handshake, so forged quotes naming a new FMSPC each would otherwise cost a PCCS
+ * request each (a key server's handshake loop waiting on it) and a slot each. */
+static ref *pccs_collateral(cl_dcap_source *s, const cl_attest_quote *q, const char *tee, const char *fmspc,
+                            const char *ca, int64_t now, cl_err *err)
 {
     char key[32];
     snprintf(key, sizeof key, "%s-%s-%s", tee, fmspc, ca);
+    bool vouched = false; /* q's PCK chain verified to the root */
     pthread_mutex_lock(&s->lock);
-    slot *sl = slot_get(s, key);
+    slot *sl = slot_find(s, key);
     if (!sl) {
         pthread_mutex_unlock(&s->lock);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        return NULL;
+        if (cl_dcap_quote_pck_chain_check(q, s->root, now, err) != 0)
+            return NULL;
+        vouched = true;
+        pthread_mutex_lock(&s->lock);
+        if (!(sl = slot_find(s, key)) && !(sl = slot_add(s, key, err))) {
+            pthread_mutex_unlock(&s->lock);
+            return NULL;
+        }
     }
     size_t idx = (size_t)(sl - s->slots); /* slots may move while the lock is released */
     if (!sl->r && !sl->disk_tried && s->cache_dir) {
@@ -363,6 +388,23 @@ static ref *pccs_collateral(cl_dcap_source *s, const char *tee, const char *fmsp
         }
         bool due = !have || now >= stale_at(s, cl_dcap_collateral_info_get(have->col)) - margin;
         bool backoff = sl->last_failure && now - sl->last_failure < retry_s(s) && now >= sl->last_failure;
+        if (due && !sl->fetching && !backoff && !vouched) {
+            pthread_mutex_unlock(&s->lock);
+            cl_err ce = {0};
+            int ok = cl_dcap_quote_pck_chain_check(q, s->root, now, &ce);
+            pthread_mutex_lock(&s->lock);
+            sl = &s->slots[idx];
+            if (ok != 0) { /* not fetched for: what is in hand, if anything (which refuses q anyway) */
+                if (sl->r && now <= stale_at(s, cl_dcap_collateral_info_get(sl->r->col)))
+                    break;
+                pthread_mutex_unlock(&s->lock);
+                if (err)
+                    *err = ce;
+                return NULL;
+            }
+            vouched = true;
+            continue; /* the state may have changed meanwhile */
+        }
         if (due && !sl->fetching && !backoff) {
             sl->fetching = true;
             pthread_mutex_unlock(&s->lock);
@@ -452,7 +494,7 @@ int cl_dcap_source_verify(cl_dcap_source *s, const cl_attest_quote *q, cl_dcap_r
     if (!s->cfg.pccs_url)
         return cl_err_set(err, CL_E_INVALID, "DCAP: no collateral for this platform (%s, FMSPC %s, PCK CA %s): give "
                           "--dcap-collateral FILE for it, or --pccs-url", tee, fmspc, ca);
-    ref *r = pccs_collateral(s, tee, fmspc, ca, now, err);
+    ref *r = pccs_collateral(s, q, tee, fmspc, ca, now, err);
     if (!r)
         return -1;
     const cl_dcap_collateral_info *in = cl_dcap_collateral_info_get(r->col);

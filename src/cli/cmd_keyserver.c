@@ -16,8 +16,8 @@
 #define MK_HELP "the store's master key file, or $" CL_KS_MASTER_KEY_ENV " (required; keep it on other storage " \
                 "than the database)"
 
-/* Opens the store with the master key (--master-key or $CLOISTER_MASTER_KEY_FILE; created on first
- * use when `create`). */
+/* Opens the store with the master key (--master-key or $CLOISTER_MASTER_KEY_FILE); with `create`, both
+ * are created on first use, without it neither (a command that reads a store never makes one). */
 static cl_store *open_store(const char *cmd, const char *db, const char *mk_opt, bool create)
 {
     cl_err err = {0};
@@ -25,7 +25,7 @@ static cl_store *open_store(const char *cmd, const char *db, const char *mk_opt,
     uint8_t *mk = path ? cl_secmem_alloc(CL_KS_MASTER_KEY_LEN, &err) : NULL;
     cl_store *s = NULL;
     if (mk && cl_store_master_key_load(path, create, mk, &err) == 0)
-        s = cl_store_open(db, mk, &err);
+        s = create ? cl_store_open(db, mk, &err) : cl_store_open_existing(db, mk, &err);
     cl_secmem_free(mk);
     free(path);
     if (!s)

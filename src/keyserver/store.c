@@ -35,7 +35,9 @@
 #define AUDIT_FIELDS 17
 
 /* the derived keys, in one block of secure memory */
-enum { K_ENC = 0, K_CHECK = 32, K_AUDIT = 64, K_STATE = 96, K_LEN = 128 };
+/* K_CHECK1 is the first format's key check: a schema-2 database never holds it (K_CHECK2 instead), so
+ * one cannot be made to pass as the first format, whose unkeyed chain anyone can recompute */
+enum { K_ENC = 0, K_CHECK1 = 32, K_AUDIT = 64, K_STATE = 96, K_CHECK2 = 128, K_LEN = 160 };
 
 /* The keyed state row (meta 'state'): audit checkpoint and secrets manifest digest, MAC'd. */
 typedef struct state {
@@ -516,8 +518,9 @@ void cl_store_close(cl_store *s)
 static int derive_keys(cl_store *s, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
 {
     static const char *labels[] = {"cloister/keyserver/enc/v1", "cloister/keyserver/check/v1",
-                                   "cloister/keyserver/audit/v1", "cloister/keyserver/state/v1"};
-    for (int i = 0; i < 4; i++) {
+                                   "cloister/keyserver/audit/v1", "cloister/keyserver/state/v1",
+                                   "cloister/keyserver/check/v2"};
+    for (int i = 0; i < 5; i++) {
         unsigned int n = 32;
         if (!HMAC(EVP_sha256(), master, CL_KS_MASTER_KEY_LEN, (const uint8_t *)labels[i], strlen(labels[i]),
                   s->keys + 32 * i, &n))
@@ -526,19 +529,32 @@ static int derive_keys(cl_store *s, const uint8_t master[CL_KS_MASTER_KEY_LEN], 
     return 0;
 }
 
-static int check_key(cl_store *s, const char *db_path, cl_err *err)
+/* The key check of a database that claims schema `schema` (1: the first format, 2: this one). A
+ * schema-2 database holds K_CHECK2 only: the first format's value (K_CHECK1) in it means it was
+ * written before the two were told apart, and it is replaced (*upgrade). A database that claims the
+ * first format but holds K_CHECK2 had its schema taken away outside cloister: refused, since
+ * migrating it would re-chain, under the keyed MAC, a history anyone can rewrite in the first format. */
+static int check_key(cl_store *s, const char *db_path, int schema, bool *upgrade, cl_err *err)
 {
     uint8_t *b;
     size_t n;
+    *upgrade = false;
     int rc = meta_get(s, "key_check", &b, &n, err);
     if (rc != 0)
         return rc < 0 ? -1 : cl_err_set(err, CL_E_AUTH, "database '%s' has no key check value (its meta table was "
                                         "edited outside cloister)", db_path);
-    bool match = n == 32 && cl_memeq_ct(b, s->keys + K_CHECK, 32) == 0;
+    bool v1 = n == 32 && cl_memeq_ct(b, s->keys + K_CHECK1, 32) == 0;
+    bool v2 = n == 32 && cl_memeq_ct(b, s->keys + K_CHECK2, 32) == 0;
     free(b);
-    if (!match)
+    if (schema == 1 && v2)
+        return cl_err_set(err, CL_E_AUTH, "database '%s' claims the first format (no schema), but its key check is "
+                          "that of schema %d: its schema was removed outside cloister (a downgrade to the unkeyed "
+                          "first format, whose audit chain anyone can rewrite); refusing it (restore a backup)",
+                          db_path, SCHEMA_VERSION);
+    if (!v1 && !v2)
         return cl_err_set(err, CL_E_KEY, "the master key does not belong to database '%s' (wrong --master-key?)",
                           db_path);
+    *upgrade = schema != 1 && v1;
     return 0;
 }
 
@@ -553,7 +569,7 @@ static int write_schema(cl_store *s, cl_err *err)
 static int create_fresh(cl_store *s, cl_err *err)
 {
     if (exec(s, k_tables_v2, err, "creating the tables") != 0 ||
-        meta_put(s, "key_check", s->keys + K_CHECK, 32, err) != 0)
+        meta_put(s, "key_check", s->keys + K_CHECK2, 32, err) != 0)
         return -1;
     state x = {0};
     return man_store(s, NULL, 0, &x, err) == 0 && state_store(s, &x, err) == 0 ? write_schema(s, err) : -1;
@@ -669,7 +685,8 @@ static int migrate_v1(cl_store *s, const char *db_path, cl_err *err)
         db_err(s, err, "migrating the audit log");
         goto out;
     }
-    if (man_store(s, m, n, &x, err) != 0 || state_store(s, &x, err) != 0 || write_schema(s, err) != 0)
+    if (man_store(s, m, n, &x, err) != 0 || state_store(s, &x, err) != 0 || write_schema(s, err) != 0 ||
+        meta_put(s, "key_check", s->keys + K_CHECK2, 32, err) != 0)
         goto out;
     CL_INFO("keyserver", "migrated database '%s' to schema %d: %zu secret(s) re-encrypted with versions, %lld audit "
             "record(s) re-chained with the keyed MAC", db_path, SCHEMA_VERSION, n, (long long)x.audit_count);
@@ -683,9 +700,11 @@ out:
     return result;
 }
 
-/* creates, checks the key of, or migrates the database; one write transaction */
-static int prepare(cl_store *s, const char *db_path, cl_err *err)
+/* creates (when `create`), checks the key of, or migrates the database; one write transaction */
+static int prepare(cl_store *s, const char *db_path, bool create, cl_err *err)
 {
+    if (!create && count_rows(s, "meta") < 0)
+        return cl_err_set(err, CL_E_FORMAT, "'%s' is not a key server database (it has no meta table)", db_path);
     if (exec(s, "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)", err,
              "initialising") != 0 ||
         exec(s, "BEGIN IMMEDIATE", err, "initialising") != 0)
@@ -704,15 +723,23 @@ static int prepare(cl_store *s, const char *db_path, cl_err *err)
                        "newer cloister?)", db_path, v, SCHEMA_VERSION);
             goto fail;
         }
-        if (check_key(s, db_path, err) != 0)
+        bool upgrade;
+        if (check_key(s, db_path, 2, &upgrade, err) != 0)
             goto fail;
+        if (upgrade) {
+            if (meta_put(s, "key_check", s->keys + K_CHECK2, 32, err) != 0)
+                goto fail;
+            CL_INFO("keyserver", "database '%s': key check value replaced by schema %d's own", db_path,
+                    SCHEMA_VERSION);
+        }
     } else {
         rc = meta_get(s, "key_check", &b, &n, err);
         if (rc < 0)
             goto fail;
         free(b);
         if (rc == 0) { /* schema 1: written by the first format */
-            if (check_key(s, db_path, err) != 0 || migrate_v1(s, db_path, err) != 0)
+            bool upgrade;
+            if (check_key(s, db_path, 1, &upgrade, err) != 0 || migrate_v1(s, db_path, err) != 0)
                 goto fail;
         } else {
             int64_t secrets = count_rows(s, "secrets"), audit = count_rows(s, "audit");
@@ -720,6 +747,12 @@ static int prepare(cl_store *s, const char *db_path, cl_err *err)
                 cl_err_set(err, CL_E_AUTH, "database '%s' holds %lld secret(s) and %lld audit record(s) but no key "
                            "check value or schema (its meta table was emptied outside cloister)", db_path,
                            (long long)(secrets > 0 ? secrets : 0), (long long)(audit > 0 ? audit : 0));
+                goto fail;
+            }
+            if (!create) {
+                cl_err_set(err, CL_E_AUTH, "database '%s' holds no key check value, schema or keyed state: it was "
+                           "never initialised, or every row of it was removed outside cloister (its audit log with "
+                           "them)", db_path);
                 goto fail;
             }
             if (create_fresh(s, err) != 0)
@@ -734,8 +767,14 @@ fail:
     return -1;
 }
 
-cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
+static cl_store *store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], bool create,
+                            cl_err *err)
 {
+    struct stat st;
+    if (!create && stat(db_path, &st) != 0) {
+        cl_err_errno(err, CL_E_IO, errno, "no database at '%s'", db_path);
+        return NULL;
+    }
     cl_store *s = calloc(1, sizeof(*s));
     if (!s) {
         cl_err_set(err, CL_E_NOMEM, "out of memory");
@@ -751,8 +790,8 @@ cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_K
         cl_err_ssl(err, CL_E_CRYPTO, "HMAC-SHA-256 is not available");
         goto fail;
     }
-    if (sqlite3_open_v2(db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                        NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(db_path, &s->db, SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) |
+                        SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
         cl_err_set(err, CL_E_IO, "cannot open database '%s': %s", db_path,
                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
         goto fail;
@@ -760,12 +799,22 @@ cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_K
     chmod(db_path, 0600);
     sqlite3_busy_timeout(s->db, 5000);
     if (exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", err, "initialising") != 0 ||
-        prepare(s, db_path, err) != 0)
+        prepare(s, db_path, create, err) != 0)
         goto fail;
     return s;
 fail:
     cl_store_close(s);
     return NULL;
+}
+
+cl_store *cl_store_open(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
+{
+    return store_open(db_path, master, true, err);
+}
+
+cl_store *cl_store_open_existing(const char *db_path, const uint8_t master[CL_KS_MASTER_KEY_LEN], cl_err *err)
+{
+    return store_open(db_path, master, false, err);
 }
 
 /* ---------------------------------------------------------------- secrets */

@@ -159,7 +159,7 @@ db.commit()
 PY
   if "$CL" keyserver audit --db "$T/attacked.db" --verify > "$T/attack.log" 2>&1; then
     fail "audit --verify missed: $1"; fi
-  grep -q 'audit log broken\|keyed state' "$T/attack.log" || fail "$1: unclear: $(cat "$T/attack.log")"
+  grep -q 'audit log broken\|keyed state\|downgrade' "$T/attack.log" || fail "$1: unclear: $(cat "$T/attack.log")"
 }
 attack "an edited row" "UPDATE audit SET decision='release' WHERE decision='deny' AND seq=(SELECT MIN(seq) FROM audit WHERE decision='deny')"
 attack "an edited row, chain recomputed" "UPDATE audit SET decision='release' WHERE decision='deny'" recompute
@@ -167,6 +167,21 @@ attack "the newest rows removed" "DELETE FROM audit WHERE seq > (SELECT MAX(seq)
 attack "every row removed" "DELETE FROM audit"
 attack "a row inserted, chain recomputed" "INSERT INTO audit SELECT MAX(seq) + 1, time, peer, protocol, 'release', evidence_type, insecure, evidence_sha256, mrenclave, mrsigner, isv_prod_id, isv_svn, debug, identities, secrets, reason, prev_hash, hash, claims FROM audit" recompute
 attack "the checkpoint removed" "DELETE FROM meta WHERE key='state'"
+# a downgrade to the first format (its plain chain recomputed, the schema-2 columns and meta rows
+# removed, the secrets given up) would be migrated, and its rewritten history blessed by the keyed MAC
+attack "a downgrade to the first format, releases rewritten as denials" "
+  UPDATE audit SET decision='deny', secrets=replace(secrets, '=released', '=denied') WHERE decision!='deny';
+  ALTER TABLE audit DROP COLUMN claims; DELETE FROM secrets; ALTER TABLE secrets DROP COLUMN version;
+  DELETE FROM meta WHERE key!='key_check'" recompute
+attack "the schema row removed" "DELETE FROM meta WHERE key='schema'"
+attack "every row of every table removed" "DELETE FROM audit; DELETE FROM secrets; DELETE FROM meta"
+# the commands that read a store never make one: a wrong or missing path is not an intact empty log
+if "$CL" keyserver audit --db "$T/missing.db" --verify > "$T/missing.log" 2>&1; then
+  fail "audit --verify passed on a database that does not exist: $(cat "$T/missing.log")"; fi
+grep -q "no database at" "$T/missing.log" || fail "a missing database is not explained: $(cat "$T/missing.log")"
+[[ ! -e $T/missing.db ]] || fail "audit --verify created the database it was to verify"
+if "$CL" keyserver secret list --db "$T/missing.db" 2>/dev/null; then fail "secret list made a database"; fi
+[[ ! -e $T/missing.db ]] || fail "secret list created a database"
 
 # a rollback to an older copy of the whole database verifies alone, not against a later head
 CLOISTER_LOG=info "$CL" keyserver serve --listen 127.0.0.1:0 --cert "$T/server.pem" --key "$T/server.key" \

@@ -1269,6 +1269,79 @@ static void test_pccs_answers(void **state)
     vec_free(&v);
 }
 
+/* A CRL signed (by a throwaway key) until its DER ends with `last`: an ECDSA signature ends the DER,
+ * so about 1 CRL in 85 that Intel issues ends with one of 0x0a, 0x0d, 0x20. */
+static uint8_t *crl_ending_with(uint8_t last, size_t *len)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509_CRL *crl = X509_CRL_new();
+    X509_NAME *n = X509_NAME_new();
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"Intel SGX PCK Processor CA", -1, -1, 0);
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, n);
+    ASN1_TIME *t = ASN1_TIME_set(NULL, (time_t)SGX_FROM);
+    X509_CRL_set1_lastUpdate(crl, t);
+    X509_CRL_set1_nextUpdate(crl, t);
+    uint8_t *der = NULL;
+    int dl = 0;
+    for (int i = 0; i < 100000; i++) {
+        assert_true(X509_CRL_sign(crl, k, EVP_sha256()) > 0);
+        OPENSSL_free(der);
+        der = NULL;
+        dl = i2d_X509_CRL(crl, &der);
+        if (dl > 0 && der[dl - 1] == last)
+            break;
+    }
+    assert_int_equal(der[dl - 1], last);
+    uint8_t *out = malloc((size_t)dl);
+    memcpy(out, der, (size_t)dl);
+    *len = (size_t)dl;
+    OPENSSL_free(der);
+    ASN1_TIME_free(t);
+    X509_NAME_free(n);
+    X509_CRL_free(crl);
+    EVP_PKEY_free(k);
+    return out;
+}
+
+/* A CRL is read whole whatever its last byte: only the text forms (PEM, hex) may end with white
+ * space. The DER form lost a last byte of 0x0a, 0x0d or 0x20 (taken for a line end), so such a CRL
+ * was "not a CRL", from a PCCS (DER) and from a collateral file or the cache (hex of the DER). */
+static void test_crl_last_byte(void **state)
+{
+    (void)state;
+    static const uint8_t ends[] = {0x0a, 0x0d, 0x20};
+    for (size_t i = 0; i < sizeof ends; i++) {
+        size_t n;
+        uint8_t *der = crl_ending_with(ends[i], &n);
+        vec v;
+        vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+        answers a;
+        answers_make(&a, &v, NULL);
+        free(a.crl);
+        a.crl = der;
+        a.crl_len = n;
+        cl_err err = {0};
+        cl_dcap_collateral *col = answers_load(&a, &err);
+        if (!col)
+            fail_msg("a DER CRL ending with 0x%02x: %s", ends[i], err.msg);
+        cl_dcap_collateral_free(col);
+        /* the same CRL as hex in a collateral file */
+        char *hex = malloc(2 * n + 1);
+        cl_hex_encode(der, n, hex);
+        col_set(&v, "pck_crl", hex);
+        char *json = cJSON_PrintUnformatted(v.col);
+        col = cl_dcap_collateral_load_buffer(json, strlen(json), &err);
+        if (!col)
+            fail_msg("a hex CRL ending with 0x%02x: %s", ends[i], err.msg);
+        cl_dcap_collateral_free(col);
+        free(json);
+        free(hex);
+        answers_free(&a);
+        vec_free(&v);
+    }
+}
+
 /* ---------------------------------------------------------------- collateral sources */
 
 static cl_dcap_source *source(const char *const *files, size_t n, const char *cache, const char *url, int64_t now,
@@ -1448,6 +1521,75 @@ static void test_source_cache_outage(void **state)
     free(dir);
 }
 
+/* A quote whose PCK chain does not verify to the pinned root (here: the genuine chain with its leaf's
+ * FMSPC changed, so the leaf's signature fails) names a platform no one vouched for: no collateral is
+ * fetched for it, so that such quotes, each naming another FMSPC, cannot make the verifier (inside a
+ * TLS handshake, on the key server's event loop) wait for a PCCS request each, nor grow its table of
+ * platforms. The genuine quote is still fetched for. */
+static void test_source_forged_platform_not_fetched(void **state)
+{
+    (void)state;
+    vec v;
+    vec_load(&v, "sgx_quote", "sgx_quote_collateral.json");
+    char *qc = quote_chain(&v);
+    /* the leaf is the chain's first certificate; its DER holds the FMSPC 00A067110000 once */
+    BIO *b = BIO_new_mem_buf(qc, (int)strlen(qc));
+    X509 *leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    BIO_free(b);
+    assert_non_null(leaf);
+    uint8_t *der = NULL;
+    int n = i2d_X509(leaf, &der);
+    static const uint8_t real_fmspc[6] = {0x00, 0xA0, 0x67, 0x11, 0x00, 0x00};
+    uint8_t *at = NULL;
+    for (int i = 0; i + 6 <= n && !at; i++)
+        if (!memcmp(der + i, real_fmspc, 6))
+            at = der + i;
+    assert_non_null(at);
+    const char *rest = strstr(qc + 1, "-----BEGIN CERTIFICATE-----");
+    assert_non_null(rest);
+    cl_err err = {0};
+    cl_dcap_source *s = source(NULL, 0, NULL, "https://127.0.0.1:9/", SGX_FROM + 100, 0, &err);
+    if (!s)
+        fail_msg("%s", err.msg);
+    cl_dcap_source_stats st;
+    for (int k = 0; k < 20; k++) {
+        at[5] = (uint8_t)(0x40 + k); /* another platform each time */
+        const uint8_t *p = der;
+        X509 *forged = d2i_X509(NULL, &p, n);
+        assert_non_null(forged);
+        char *fp = pem_of(forged), *chain = malloc(strlen(fp) + strlen(rest) + 1);
+        strcpy(chain, fp);
+        strcat(chain, rest);
+        quote_set_chain(&v, chain);
+        cl_attest_quote q;
+        assert_int_equal(cl_attest_quote_parse(v.quote, v.quote_len, &q, &err), 0);
+        cl_dcap_result r;
+        assert_int_equal(cl_dcap_source_verify(s, &q, &r, &err), -1);
+        assert_int_equal(err.code, CL_E_AUTH);
+        if (!strstr(err.msg, "PCK certificate chain does not verify"))
+            fail_msg("forged PCK certificate: %s", err.msg);
+        free(chain);
+        free(fp);
+        X509_free(forged);
+    }
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 0);
+    /* the genuine chain: fetched for (the PCCS is down) */
+    quote_set_chain(&v, qc);
+    cl_attest_quote q;
+    assert_int_equal(cl_attest_quote_parse(v.quote, v.quote_len, &q, &err), 0);
+    cl_dcap_result r;
+    assert_int_equal(cl_dcap_source_verify(s, &q, &r, &err), -1);
+    assert_int_equal(err.code, CL_E_IO);
+    cl_dcap_source_stats_get(s, &st);
+    assert_int_equal(st.fetches, 1);
+    cl_dcap_source_free(s);
+    OPENSSL_free(der);
+    X509_free(leaf);
+    free(qc);
+    vec_free(&v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1477,7 +1619,9 @@ int main(void)
         cmocka_unit_test(test_collateral_strict_json),
         cmocka_unit_test(test_pccs_answers),
         cmocka_unit_test(test_source_files),
+        cmocka_unit_test(test_crl_last_byte),
         cmocka_unit_test(test_source_cache_outage),
+        cmocka_unit_test(test_source_forged_platform_not_fetched),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
