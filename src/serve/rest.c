@@ -586,15 +586,18 @@ static void feed(rconn *c, const uint8_t *p, size_t n)
     }
 }
 
-/* A closing connection whose output is written: freed, or after a refusal mid-request, its side shut
+/* A closing connection whose output is written: closed (TLS close_notify, then the socket), or after a
+ * refusal mid-request, its side shut
  * and its input drained for up to LINGER_MS, so a client still sending the refused body reads the
  * answer instead of a reset (closing with unread input makes the kernel send one). Returns -1 when
  * the connection was freed. */
 static int finish(rconn *c)
 {
     if (!c->linger) {
-        conn_free(c);
-        return -1;
+        /* TLS's close_notify first: the client sees the end of the connection, not a truncation */
+        if (cl_serve_io_shutdown_write(c->io) == 0)
+            conn_free(c);
+        return -1; /* freed here, or by io_closed when the connection ended meanwhile */
     }
     if (cl_serve_io_shutdown_write(c->io) != 0)
         return -1; /* io_closed freed it */

@@ -209,6 +209,27 @@ char *cl_serve_metrics_render(cl_serve_server *s)
                    (unsigned long long)rows, (unsigned long long)cum);
         }
     }
+    /* TLS handshakes by port, from OpenSSL's counters of each context (full and resumed), and the
+     * sessions held for resumption (tls.c: session_policy) */
+    const struct { const char *port; SSL_CTX *ctx; } tls[] = {{"grpc", s->grpc_ctx}, {"rest", s->rest_ctx}};
+    if (s->grpc_ctx || s->rest_ctx)
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_tls_handshakes TLS handshakes completed, by port and whether the "
+                   "session was resumed.\n# TYPE cloister_serve_tls_handshakes counter\n");
+    for (size_t i = 0; i < CL_ARRAY_LEN(tls); i++) {
+        if (!tls[i].ctx)
+            continue;
+        long good = SSL_CTX_sess_accept_good(tls[i].ctx), hits = SSL_CTX_sess_hits(tls[i].ctx);
+        cl_strbuf_fmt(&b, "cloister_serve_tls_handshakes{port=\"%s\",session=\"new\"} %ld\n"
+                   "cloister_serve_tls_handshakes{port=\"%s\",session=\"resumed\"} %ld\n", tls[i].port,
+                   good > hits ? good - hits : 0, tls[i].port, hits);
+    }
+    if (s->grpc_ctx || s->rest_ctx)
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_tls_sessions_cached TLS sessions held for resumption, by port.\n"
+                   "# TYPE cloister_serve_tls_sessions_cached gauge\n");
+    for (size_t i = 0; i < CL_ARRAY_LEN(tls); i++)
+        if (tls[i].ctx)
+            cl_strbuf_fmt(&b, "cloister_serve_tls_sessions_cached{port=\"%s\"} %ld\n", tls[i].port,
+                       SSL_CTX_sess_number(tls[i].ctx));
     cl_strbuf_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
                "full.\n# TYPE cloister_serve_metric_series_dropped counter\ncloister_serve_metric_series_dropped "
                "%llu\n", (unsigned long long)dropped);
