@@ -131,6 +131,12 @@ done:
     return rc;
 }
 
+/* The engine's measured working memory of a run (cl_serve_backend.memory). */
+static size_t engine_backend_memory(void *ctx, size_t input_bytes)
+{
+    return cl_engine_memory_estimate(((engine_backend *)ctx)->model, input_bytes);
+}
+
 /* Describes one engine input/output as a serving tensor spec; the name is borrowed from the model. */
 static int io_spec(const cl_engine_io_info *io, const char *what, cl_serve_tensor_spec *spec, cl_err *err)
 {
@@ -173,7 +179,7 @@ static int engine_backend_new(cl_engine_model *m, cl_serve_backend *out, cl_err 
     b->sig = (cl_serve_signature){.name = "serving_default", .method_name = "tensorflow/serving/predict",
                                   .inputs = b->inputs, .n_inputs = ni, .outputs = b->outputs, .n_outputs = no};
     *out = (cl_serve_backend){.signature = &b->sig, .run = engine_backend_run, .destroy = engine_backend_destroy,
-                              .ctx = b};
+                              .ctx = b, .memory = engine_backend_memory};
     return 0;
 fail:
     b->model = NULL; /* stays the caller's on failure */

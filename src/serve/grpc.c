@@ -290,9 +290,10 @@ static void dispatch(gstream *s)
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
         return answer(s, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
+        /* a full queue (UNAVAILABLE) or the memory limits (RESOURCE_EXHAUSTED), with the reason */
+        respond(s, call->st.code, call->st.msg, NULL, 0);
         cl_serve_call_free(call);
-        return respond(s, CL_SC_UNAVAILABLE, "the server is at capacity (request queue full); retry later", NULL,
-                       0);
+        return;
     }
     s->call = call;
 }

@@ -366,8 +366,8 @@ static void handle(rconn *c, const char *path, int method)
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
         return predict_reply(c, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
-        reply_error(c, CL_RPC_PREDICT, name, start, CL_SC_UNAVAILABLE, 429,
-                    "the server is at capacity (request queue full); retry later");
+        /* a full queue or the memory budget: 429 with the reason, to be retried */
+        reply_error(c, CL_RPC_PREDICT, name, start, call->st.code, 429, call->st.msg);
         cl_serve_call_free(call);
         return;
     }
