@@ -233,6 +233,7 @@ typedef struct cl_serve_rest_loop {
     SSL_CTX *ctx;                 /* NULL: plain HTTP */
     struct evconnlistener *lev;   /* NULL once it stopped accepting */
     struct event *tick;           /* closes connections past their deadline */
+    struct event *grace;          /* after shutdown began: closes the connections still idle */
     cl_serve_rest_conn *conns;
     atomic_uint n_conns;          /* open connections (read by the main loop while draining) */
     bool stopping;
