@@ -60,10 +60,15 @@ if rows:
     rss = [r[1] for r in rows]
     fds = [r[2] for r in rows]
     thr = [r[3] for r in rows]
-    start = next((i for i, x in enumerate(t) if x >= 0.2 * t[-1]), 0)
-    grow = (rss[-1] - rss[start]) / rss[start] * 100 if rss[start] else 0
-    print(f"server RSS: {rss[0]:.0f} MiB at start, {rss[start]:.0f} at {t[start]:.0f} s, {rss[-1]:.0f} at the end "
-          f"({grow:+.1f} % from 20 % of the run to its end), peak {max(rss):.0f}")
+    # under load only (the samples after SIGTERM show the stop), medians of two windows: 20-30 % of the
+    # run and its last 10 %, so one sample does not make the trend
+    def median(lo, hi):
+        v = sorted(r for x, r in zip(t, rss) if lo <= x < hi)
+        return v[len(v) // 2] if v else rss[-1]
+    early, late = median(0.2 * seconds, 0.3 * seconds), median(0.9 * seconds, seconds)
+    grow = (late - early) / early * 100 if early else 0
+    print(f"server RSS: {rss[0]:.0f} MiB at start, {early:.0f} at 20-30 % of the run, {late:.0f} in its last 10 % "
+          f"({grow:+.1f} %), peak {max(rss):.0f} (medians of the samples under load)")
     print(f"open fds: {min(fds)}-{max(fds)} (last {fds[-1]}); threads: {min(thr)}-{max(thr)} (last {thr[-1]})")
     try:
         import matplotlib
