@@ -50,7 +50,7 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
  * Without a session id context OpenSSL refuses every resumption under client verification (alert
  * 80, "session id context uninitialized"). */
 #define SESSION_LIFETIME_S 300
-#define SESSION_CACHE_MAX 4096
+#define SESSION_CACHE_MAX 1024
 
 static int session_policy(SSL_CTX *ctx, const cl_serve_ssl_config *cfg, const char *alpn, cl_err *err)
 {
