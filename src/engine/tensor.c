@@ -3,6 +3,7 @@
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,8 +121,9 @@ void cl_engine_tensor_release(cl_engine_tensor *t)
 #define TCACHE_MAX ((size_t)8 << 20)
 
 typedef struct pool_buf {
-    size_t size; /* of the data; mapped buffers (size >= MAP_MIN) span size + POOL_HDR rounded to pages */
+    size_t size; /* of the data; mapped buffers (size >= MAP_MIN) span map_len(size) from `color` bytes before */
     struct pool_buf *next;
+    unsigned color;
     bool counted; /* taken by the measured run active on this thread, not given back yet */
 } pool_buf;
 
@@ -172,16 +174,21 @@ static pthread_key_t tcache_key;
 static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 static bool tcache_key_ok;
 
+/* A mapping is one page longer than its buffer needs, and the buffer starts at a rotating multiple of
+ * 64 bytes into it: buffers that all began at the same offset in a page compete for the same cache
+ * sets (a convolution reads one while it writes another at equal offsets). */
 static size_t map_len(size_t size)
 {
     size_t page = 4096;
-    return (size + POOL_HDR + page - 1) & ~(page - 1);
+    return ((size + POOL_HDR + page - 1) & ~(page - 1)) + page;
 }
+
+static atomic_uint map_colors;
 
 static void buf_release(pool_buf *b)
 {
     if (b->size >= MAP_MIN)
-        munmap(b, map_len(b->size));
+        munmap((char *)b - b->color, map_len(b->size));
     else
         free(b);
 }
@@ -255,7 +262,9 @@ void *eng_buf_alloc(size_t size)
                                               : MAP_FAILED;
         if (p == MAP_FAILED)
             return NULL;
-        b = p;
+        unsigned color = (atomic_fetch_add(&map_colors, 1) * 7u % 63u) * 64u;
+        b = (pool_buf *)((char *)p + color);
+        b->color = color;
     } else if (!(b = aligned_alloc(64, size + POOL_HDR))) {
         return NULL;
     }
