@@ -4,11 +4,14 @@
 #   make test       release build + ASan/UBSan/libFuzzer build, all tests; ends with "N passed, N failed"
 #   make demo       the main job, end to end (scripts/demo.sh)
 #   make bench      benchmarks against their peers (bench/)
+#   make soak       the mixed gRPC + REST soak against the sanitizer build (bench/soak; SOAK_SECONDS=600)
 #   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo bench check-models clean
+SOAK_SECONDS ?= 600
+
+.PHONY: all build test demo bench soak check-models clean
 
 all: build
 
@@ -35,6 +38,12 @@ bench: build
 	@bench/serve/run.sh build
 	@bench/serve/grpc_latency.sh build
 	@bench/client/run.sh build
+
+soak:
+	@scripts/deps.sh bench
+	@CC=clang cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOISTER_SANITIZE=ON -DCLOISTER_FUZZ=ON >/dev/null
+	@cmake --build build-asan -j $(JOBS) --target cloister_cli -- -s --no-print-directory
+	@bench/soak/run.sh build-asan $(SOAK_SECONDS)
 
 check-models: build
 	@scripts/deps.sh bench

@@ -75,7 +75,9 @@ const cl_attest_claims *cl_client_conn_claims(const cl_client_conn *conn);
 cl_serve_code cl_client_conn_last_code(const cl_client_conn *conn);
 
 /* A connection whose transport failed (server closed it, GOAWAY, timeout) is reconnected by the
- * next call. */
+ * next call. false after such a failure, or when that reconnection failed (nothing listening), until a
+ * call gets through again: a caller retrying in a loop should wait before the next call then. */
+bool cl_client_conn_up(const cl_client_conn *conn);
 
 /* ---------------------------------------------------------------- calls */
 

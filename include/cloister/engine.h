@@ -12,7 +12,10 @@
  *     memory (common.h), so loading needs RLIMIT_MEMLOCK for about twice the weights, unless the
  *     process allowed unlocked memory (cl_secmem_set_require_lock(false)).
  *   - Activation buffers are recycled through a process-wide pool (at most 1 GiB of free buffers is
- *     kept); the pool is emptied whenever a model is freed.
+ *     kept, cl_engine_set_pool_limit); the pool is emptied whenever a model is freed and by
+ *     cl_engine_release_memory. Each thread also keeps up to 8 MiB of its own.
+ *   - The working memory of a run (activations, scratchpads, output copies) is measured on every run;
+ *     cl_engine_memory_estimate says what a run of a given input size is expected to need.
  * Thread-safety: a loaded model is immutable from the caller's point of view: any number of threads
  * may call cl_engine_run() on the same model concurrently (per-shape execution plans are created on
  * first use under an internal lock and then shared read-only). cl_engine_free() must not race with
@@ -117,6 +120,19 @@ size_t cl_engine_num_nodes(const cl_engine_model *m);
  * graph for these inputs), CL_E_UNSUPPORTED, CL_E_NOMEM, CL_E_INTERNAL. */
 int cl_engine_run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_inputs, cl_engine_tensor *outputs,
                   size_t n_outputs, cl_err *err);
+
+/* Working memory (bytes) a run whose inputs total `input_bytes` is expected to need beyond its inputs:
+ * activations, kernel scratchpads and the output copies, as measured. The load-time warm-up (unless
+ * no_warmup) measures batch 1 and, when an input's batch dimension is dynamic, batch 2, giving a line
+ * fixed + slope * input_bytes; every later run that needed more raises it. 0 while nothing has been
+ * measured (no warm-up and no run yet). Thread-safe. */
+size_t cl_engine_memory_estimate(const cl_engine_model *m, size_t input_bytes);
+/* The most bytes of free activation buffers the process-wide pool keeps for reuse (default 1 GiB);
+ * what is above a new, lower limit is freed now. Thread-safe. */
+void cl_engine_set_pool_limit(size_t bytes);
+/* Frees the pool's free buffers and the calling thread's own (memory kept for reuse, e.g. after a
+ * burst of large batches); buffers in use are untouched. Thread-safe. */
+void cl_engine_release_memory(void);
 
 /* ---------------------------------------------------------------- .npy files (for the CLI/tests) */
 

@@ -30,6 +30,12 @@ typedef struct cl_image {
 int cl_image_decode(const uint8_t *data, size_t len, uint32_t channels, uint32_t max_pixels, cl_image *out,
                     cl_err *err);
 void cl_image_free(cl_image *img);
+/* Reads only the header of a JPEG or PNG image (recognised by signature): its width and height, no pixel
+ * decoded. CL_E_FORMAT when it is neither or its header is damaged. */
+int cl_image_probe(const uint8_t *data, size_t len, uint32_t *width, uint32_t *height, cl_err *err);
+/* The most memory cl_image_decode and cl_image_to_tensor need at once for an image of width x height
+ * decoded to `channels` and resized to `out_width` columns (its pixel buffers), in bytes. */
+size_t cl_image_decode_bytes(uint32_t width, uint32_t height, uint32_t channels, uint32_t out_width);
 
 typedef enum cl_image_layout {
     CL_IMAGE_NCHW = 0, /* planes: C x H x W (PyTorch, ONNX convention) */

@@ -129,13 +129,18 @@ typedef struct cl_serve_signature {
  * anything else as INTERNAL.
  *
  * destroy() is called once, when the last request using this version has finished after the
- * version was removed or replaced (or the registry was freed). */
+ * version was removed or replaced (or the registry was freed).
+ *
+ * memory() (optional, thread-safe) says how many bytes one run() is expected to need beyond its
+ * inputs (activations, scratch, outputs) when its inputs total `input_bytes`; 0 when unknown. The
+ * server budgets requests with it (cl_serve_config.request_memory_bytes). */
 typedef struct cl_serve_backend {
     const cl_serve_signature *signature;
     int (*run)(void *ctx, const cl_serve_tensor *inputs, size_t n_inputs, cl_serve_tensor **outputs,
                size_t *n_outputs, cl_err *err);
     void (*destroy)(void *ctx);
     void *ctx;
+    size_t (*memory)(void *ctx, size_t input_bytes);
 } cl_serve_backend;
 
 /* The set of served models. Versions are positive integers; a request without a version gets the
@@ -192,6 +197,13 @@ int cl_serve_model_order_inputs(const cl_serve_model *m, cl_serve_tensor *inputs
 int cl_serve_model_run_ordered(cl_serve_model *m, const cl_serve_tensor *inputs, cl_serve_tensor **outputs,
                                size_t *n_outputs, cl_err *err);
 void cl_serve_model_release(cl_serve_model *m);
+/* The backend's memory() estimate for a run on `input_bytes` of (decoded) inputs; 0 when it has none. */
+size_t cl_serve_model_memory(const cl_serve_model *m, size_t input_bytes);
+/* Bytes that decoding the encoded images among `inputs` takes: the float batches it makes (also in
+ * *batches when not NULL) and the largest single image's decode buffers, from the images' headers; 0
+ * when there are none. Images whose header cannot be read count nothing: decoding refuses them. */
+size_t cl_serve_model_decode_bytes(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
+                                   size_t *batches);
 
 /* ---------------------------------------------------------------- TLS configuration */
 
@@ -289,6 +301,21 @@ typedef struct cl_serve_config {
      * ports instead of tls's certificate and key. tls may then be NULL; if given, its custom_ca and
      * client_verify still apply (mutual TLS). */
     const struct cl_ratls_identity *ratls_identity;
+    /* Memory (docs/serve.md "Memory"). A request may use at most request_memory_bytes: its inputs as
+     * received and decoded, its outputs, and the working memory of one model run as the backend's
+     * memory() estimates it. A request above it whose model takes a dynamic batch runs in pieces of
+     * as many rows as fit; one that cannot fit even one row, or cannot be split, is refused with
+     * RESOURCE_EXHAUSTED (HTTP 429). All requests in flight (queued or running) together hold at most
+     * memory_budget_bytes; a request beyond it is refused the same way, to be retried. 0: the
+     * defaults, 256 MiB and 1 GiB; SIZE_MAX: no limit. */
+    size_t request_memory_bytes;
+    size_t memory_budget_bytes;
+    /* Memory kept for reuse is given back to the system after a burst: once requests held more than
+     * 64 MiB together (or a model version was added or removed, or the server started) and then no
+     * request ran for release_idle_ms, the server calls release_memory (NULL: none; cloister serve
+     * passes cl_engine_release_memory) and malloc_trim. 0: default 1000 ms. */
+    unsigned release_idle_ms;
+    void (*release_memory)(void);
 } cl_serve_config;
 
 /* The server. cl_serve_server_run() runs the event loop in the calling thread until

@@ -1,9 +1,13 @@
 /* cmd_bench.c — `cloister bench`: load generation against a TF Serving server (as the seeds'
  * resnet_client_grpc.py -batch -cnum -loop): C threads, each with its own connection, send warm-up
  * requests, then together N Predict requests of batch B; prints throughput (requests/s and items/s),
- * latency (mean, p50, p90, p99, max) and errors by status code. Exit 1 if any measured request failed. */
+ * latency (mean, p50, p90, p99, max) and errors by status code. Exit 1 if any measured request failed.
+ * A connection that cannot be made (or breaks) is tried again after a delay that doubles from 10 ms
+ * to 1 s, so a server that went away is not hammered with connection attempts; a thread that could
+ * not reach the server for --max-unreachable-s stops, and its requests count as not sent. */
 #include <pthread.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +17,7 @@ typedef struct bench_shared {
     cl_client *client;
     const cl_client_request *req;
     long warmup;
+    long max_unreachable_ms;
     pthread_barrier_t start;
 } bench_shared;
 
@@ -26,6 +31,7 @@ typedef struct bench_worker {
     long other_errors;
     cl_err first_err;
     bool connect_failed;
+    long not_sent; /* given up: the server was unreachable for too long */
     uint64_t t0, t1;
 } bench_worker;
 
@@ -39,11 +45,29 @@ static void count_error(bench_worker *w, cl_serve_code code, const cl_err *err)
         w->first_err = *err;
 }
 
+/* Waiting before the next attempt when the server could not be reached: 10 ms, doubling to 1 s, each
+ * wait a random 50-100 % of that so the threads do not come back in step. */
+typedef struct backoff {
+    unsigned ms;
+    uint64_t down_since; /* 0: up */
+    unsigned seed;
+} backoff;
+
+static void backoff_wait(backoff *b)
+{
+    b->ms = b->ms ? (b->ms >= 500 ? 1000 : b->ms * 2) : 10;
+    unsigned ms = b->ms / 2 + (unsigned)rand_r(&b->seed) % (b->ms / 2 + 1);
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
 static void *bench_run(void *arg)
 {
     bench_worker *w = arg;
     bench_shared *sh = w->sh;
     cl_err err = {0};
+    backoff bo = {.seed = (unsigned)(uintptr_t)w ^ (unsigned)cl_now_ns()};
     cl_client_conn *conn = cl_client_connect(sh->client, &err);
     if (!conn) {
         w->connect_failed = true;
@@ -57,8 +81,20 @@ static void *bench_run(void *arg)
     pthread_barrier_wait(&sh->start);
     w->t0 = cl_now_ns();
     for (long i = 0; i < w->requests; i++) {
-        if (!conn) {
-            count_error(w, CL_SC_UNAVAILABLE, &w->first_err);
+        bool down = !conn || !cl_client_conn_up(conn);
+        if (down) {
+            uint64_t now = cl_now_ns();
+            if (!bo.down_since)
+                bo.down_since = now;
+            else if (now - bo.down_since >= (uint64_t)sh->max_unreachable_ms * 1000000u) {
+                w->not_sent = w->requests - i;
+                break;
+            }
+            if (i > 0 || !conn)
+                backoff_wait(&bo);
+        }
+        if (!conn && !(conn = cl_client_connect(sh->client, &err))) {
+            count_error(w, CL_SC_UNAVAILABLE, &err);
             continue;
         }
         cl_client_response r;
@@ -66,8 +102,12 @@ static void *bench_run(void *arg)
         if (cl_client_predict(conn, sh->req, &r, &err) == 0) {
             w->lat_ns[w->ok++] = cl_now_ns() - s;
             cl_client_response_clear(&r);
+            bo.ms = 0;
+            bo.down_since = 0;
         } else {
             count_error(w, cl_client_conn_last_code(conn), &err);
+            if (cl_client_conn_up(conn)) /* the server answered: it is reachable */
+                bo.ms = 0, bo.down_since = 0;
         }
     }
     w->t1 = cl_now_ns();
@@ -98,7 +138,7 @@ int cl_cmd_bench(int argc, char **argv)
     cl_cli_client_args ca = {0};
     cl_cli_input_args ia = {0};
     const char *model = NULL, *signature = NULL;
-    long version = 0, batch = 1, conc = 1, requests = 100, warmup = 5;
+    long version = 0, batch = 1, conc = 1, requests = 100, warmup = 5, max_unreachable_s = 10;
     cl_opt opts[CL_CLI_CLIENT_OPTS + CL_CLI_INPUT_OPTS + 8];
     size_t n = cl_cli_client_opts(&ca, opts);
     const cl_opt own[] = {
@@ -110,6 +150,10 @@ int cl_cmd_bench(int argc, char **argv)
         {"requests", CL_ARG_LONG, &requests, "N", "measured requests in total (default 100)", false, 1, 100000000},
         {"warmup", CL_ARG_LONG, &warmup, "W", "unmeasured requests per connection first (default 5)", false, 0,
          1000000},
+        {"max-unreachable-s", CL_ARG_LONG, &max_unreachable_s, "S", "a connection that cannot reach the server for "
+                                                                   "this long stops; its requests count as not sent "
+                                                                   "(default 10; reconnection waits double from "
+                                                                   "10 ms to 1 s)", false, 1, 86400},
     };
     memcpy(opts + n, own, sizeof own);
     n += CL_ARRAY_LEN(own);
@@ -158,6 +202,7 @@ int cl_cmd_bench(int argc, char **argv)
     sh.client = ca.client;
     sh.req = &req;
     sh.warmup = warmup;
+    sh.max_unreachable_ms = max_unreachable_s * 1000;
     ws = calloc((size_t)conc, sizeof *ws);
     all = calloc((size_t)requests, sizeof *all);
     if (!ws || !all || pthread_barrier_init(&sh.start, NULL, (unsigned)conc) != 0) {
@@ -188,7 +233,7 @@ int cl_cmd_bench(int argc, char **argv)
     for (long i = 0; i < conc; i++)
         pthread_join(ws[i].tid, NULL);
     uint64_t t0 = UINT64_MAX, t1 = 0;
-    long ok = 0, failed = 0, connect_failed = 0;
+    long ok = 0, failed = 0, connect_failed = 0, not_sent = 0;
     long errors[17] = {0}, other = 0;
     const cl_err *first = NULL;
     size_t nlat = 0;
@@ -199,6 +244,7 @@ int cl_cmd_bench(int argc, char **argv)
             t1 = ws[i].t1;
         ok += ws[i].ok;
         connect_failed += ws[i].connect_failed;
+        not_sent += ws[i].not_sent;
         for (int c = 0; c <= 16; c++) {
             errors[c] += ws[i].errors[c];
             failed += ws[i].errors[c];
@@ -227,10 +273,13 @@ int cl_cmd_bench(int argc, char **argv)
     if (other)
         printf("  other %ld", other);
     printf("\n");
+    if (not_sent)
+        printf("not sent: %ld (the server was unreachable for %ld s)\n", not_sent, max_unreachable_s);
     fflush(stdout);
-    if (failed) {
-        fprintf(stderr, "cloister bench: %ld of %ld requests failed%s; first error: %s\n", failed, requests,
-                connect_failed ? " (some connections could not be made)" : "", first ? first->msg : "?");
+    if (failed || not_sent) {
+        fprintf(stderr, "cloister bench: %ld of %ld requests failed%s%s; first error: %s\n", failed + not_sent,
+                requests, connect_failed ? " (some connections could not be made)" : "",
+                not_sent ? " or were not sent" : "", first ? first->msg : "?");
         goto out;
     }
     rc = CL_EXIT_OK;

@@ -130,7 +130,7 @@ int cl_cmd_inspect(int argc, char **argv)
         cl_err err = {0};
         cl_seal_header h;
         if (cl_seal_header_read_file(files.items[i], &h, &err) != 0) {
-            fprintf(stderr, "cloister inspect: %s: %s\n", files.items[i], err.msg);
+            fprintf(stderr, "cloister inspect: %s\n", err.msg); /* it names the file */
             rc = CL_EXIT_FAIL;
             continue;
         }

@@ -16,7 +16,8 @@
 int cl_cmd_serve(int argc, char **argv)
 {
     long port = 8500, rest_port = 8501, max_bytes = 64L << 20, timeout_ms = 30000, workers = 2, queue = 64,
-         inline_us = 200, rest_threads = 0;
+         inline_us = 200, rest_threads = 0, request_mem_mb = 256, budget_mb = 1024, release_idle_ms = 1000,
+         engine_pool_mb = 128;
     const char *host = NULL, *ssl_cfg = NULL, *cert = NULL, *key = NULL, *ca = NULL;
     const char *model_name = NULL, *model_base = NULL, *model_cfg = NULL, *keyserver_ca = NULL, *evidence = "sim",
                *attest_root = NULL, *sim_key = getenv("CLOISTER_SIM_QE_KEY"), *keyserver_name = NULL;
@@ -66,6 +67,21 @@ int cl_cmd_serve(int argc, char **argv)
         {"request_timeout_ms", CL_ARG_LONG, &timeout_ms, "MS", "a TLS handshake or request not received within "
                                                                 "this is cut (default 30000)", false, 100, 3600000},
         {"workers", CL_ARG_LONG, &workers, "N", "threads running models (default 2)", false, 1, 1024},
+        {"max_request_memory_mb", CL_ARG_LONG, &request_mem_mb, "MB", "memory one request may use: inputs, outputs "
+                                                                      "and the model's working memory; larger "
+                                                                      "batches run in pieces, what cannot fit gets "
+                                                                      "RESOURCE_EXHAUSTED / HTTP 429 (default 256; "
+                                                                      "0: no limit)", false, 0, 1L << 22},
+        {"memory_budget_mb", CL_ARG_LONG, &budget_mb, "MB", "memory all requests in flight may hold together; beyond "
+                                                            "it new ones get RESOURCE_EXHAUSTED / HTTP 429 (default "
+                                                            "1024; 0: no limit)", false, 0, 1L << 22},
+        {"engine_pool_mb", CL_ARG_LONG, &engine_pool_mb, "MB", "free activation buffers the engine keeps for reuse "
+                                                               "(default 128; beyond, freed buffers go back to the "
+                                                               "system at once)", false, 0, 1L << 20},
+        {"memory_release_idle_ms", CL_ARG_LONG, &release_idle_ms, "MS", "after a burst, give memory kept for reuse "
+                                                                        "back to the system once no request ran for "
+                                                                        "this long (default 1000)", false, 1,
+         3600000},
         {"queue", CL_ARG_LONG, &queue, "N", "requests waiting for a worker before new ones get UNAVAILABLE / HTTP "
                                            "429 (default 64)", false, 1, 1000000},
         {"rest_api_num_threads", CL_ARG_LONG, &rest_threads, "N", "event loops (threads) serving REST (default: "
@@ -273,7 +289,11 @@ int cl_cmd_serve(int argc, char **argv)
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
                            .workers = (unsigned)workers, .queue_limit = (unsigned)queue, .batching = bat,
                            .inline_max_us = inline_us ? inline_us : -1, .rest_threads = (unsigned)rest_threads,
+                           .request_memory_bytes = request_mem_mb ? (size_t)request_mem_mb << 20 : SIZE_MAX,
+                           .memory_budget_bytes = budget_mb ? (size_t)budget_mb << 20 : SIZE_MAX,
+                           .release_idle_ms = (unsigned)release_idle_ms, .release_memory = cl_engine_release_memory,
                            .handle_signals = true};
+    cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
     cl_serve_ssl_config_clear(&tls);

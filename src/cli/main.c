@@ -66,13 +66,18 @@ static const command *find(const char *name)
  * serves blocks that size with a fresh mmap() each time, so every request page-faults its buffers in
  * again: 1.6 ms per 600 KB measured on the development VM, about 5 ms per ResNet-50 gRPC request
  * (and page faults cost more still inside an SGX enclave). Freed memory is kept for reuse instead,
- * unless the user tuned malloc through the environment. */
+ * unless the user tuned malloc through the environment: blocks below 4 MiB come from the heap, and
+ * the heap keeps up to 256 MiB of free space. Blocks from 4 MiB up (a batch of 7 or more images, a
+ * model file being loaded) still get their own mapping, given back when freed: kept in the heap,
+ * blocks of varying sizes left holes no later block fit, and a burst of odd batch sizes grew the
+ * heap by gigabytes (the engine maps its own large buffers for the same reason, tensor.c). What the
+ * heap keeps is given back when `cloister serve` is idle after a burst (serve's on_release_tick). */
 static void keep_freed_memory(void)
 {
     const char *t = getenv("GLIBC_TUNABLES");
     if ((t && strstr(t, "glibc.malloc.")) || getenv("MALLOC_MMAP_THRESHOLD_") || getenv("MALLOC_TRIM_THRESHOLD_"))
         return;
-    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 

@@ -373,6 +373,11 @@ const cl_attest_claims *cl_client_conn_claims(const cl_client_conn *conn)
     return conn && conn->attested ? &conn->claims : NULL;
 }
 
+bool cl_client_conn_up(const cl_client_conn *conn)
+{
+    return conn && !conn->broken && conn->fd >= 0;
+}
+
 cl_serve_code cl_client_conn_last_code(const cl_client_conn *conn)
 {
     return conn ? conn->last_code : CL_SC_UNKNOWN;

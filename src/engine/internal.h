@@ -74,6 +74,12 @@ void eng_tensor_free(eng_tensor *t);
 void *eng_buf_alloc(size_t size);
 void eng_buf_free(void *p);
 void eng_buf_pool_flush(void);
+/* Measuring a run's working memory on the calling thread (tensor.c): begin counts every buffer taken
+ * until end, which returns the peak of what was held at once; add counts n more bytes (the outputs,
+ * which are malloc()ed). */
+void eng_run_mem_begin(void);
+void eng_run_mem_add(size_t n);
+size_t eng_run_mem_end(void);
 /* Reads element i of any numeric tensor as double / int64. */
 double eng_get_f(const eng_tensor *t, int64_t i);
 int64_t eng_get_i(const eng_tensor *t, int64_t i);
@@ -133,6 +139,13 @@ typedef struct eng_value {
     int graph_output;     /* index in the signature, -1 */
 } eng_value;
 
+/* Working memory measured for runs whose inputs total between 2^k and 2^(k+1) bytes (exec.c). */
+#define ENG_MEM_CLASSES 48
+typedef struct eng_mem_point {
+    size_t in;   /* the largest input seen in the class, bytes */
+    size_t peak; /* the largest working memory of a run in the class, bytes */
+} eng_mem_point;
+
 struct cl_engine_model {
     eng_value *values;
     size_t n_values, cap_values;
@@ -157,6 +170,9 @@ struct cl_engine_model {
     } plain[16];
     int n_plain;
     uint64_t *prof_ns;    /* per node, when CLOISTER_ENGINE_PROFILE=1 */
+    /* the working memory of runs, measured (exec.c: plan_record), by size class of their inputs */
+    pthread_mutex_t mem_lock;
+    eng_mem_point mem[ENG_MEM_CLASSES];
     /* name -> value index hash table */
     int *hash;
     size_t hash_cap;

@@ -3,10 +3,12 @@
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "engine/internal.h"
 
@@ -92,7 +94,7 @@ void cl_engine_tensor_release(cl_engine_tensor *t)
 }
 
 /* ---------------------------------------------------------------- buffer pool
- * Tensor buffers are recycled: freed buffers are kept (up to POOL_MAX bytes) and handed out again
+ * Tensor buffers are recycled: freed buffers are kept (up to pool_max bytes) and handed out again
  * for the same size, so steady-state runs do not mmap/munmap and page-fault their activations on
  * every operator. Each buffer has a 64-byte header holding its size.
  *
@@ -101,20 +103,65 @@ void cl_engine_tensor_release(cl_engine_tensor *t)
  * model server runs small models on several event-loop threads at once, where one shared lock for
  * every operator's buffers was contended (futex waits in the REST benchmark's profile). A thread's
  * own buffers are freed when it exits; eng_buf_pool_flush empties the shared pool and the calling
- * thread's own. Thread-safe. */
+ * thread's own. The shared pool keeps at most pool_max bytes (cl_engine_set_pool_limit). Thread-safe.
+ *
+ * A run's working memory is measured here too (eng_run_mem_*): while a run is active on a thread,
+ * every buffer it takes is counted (its header says so) until it is given back, and the high-water
+ * mark is the run's peak: activations, kernel scratchpads and the output copies (eng_run_mem_add). */
 #define POOL_HDR 64
-#define POOL_MAX ((size_t)1 << 30)
+#define POOL_MAX_DEFAULT ((size_t)1 << 30)
+/* Buffers from this size up are mapped from the kernel directly (and unmapped when the pool does
+ * not keep them), not taken from malloc's heap: activations of varying sizes (a batch of another
+ * size) never fit the holes the last ones left, so the heap grew by every new size (measured:
+ * ResNet-18 at batches 1..48 in turn, 2.9 GB of heap, 30 MB of it in use, with glibc's default
+ * settings; 5.7 GB with cloister's). A mapping comes back zero-filled and page-faults in on first
+ * use, which the pool spares steady-state runs. */
+#define MAP_MIN ((size_t)1 << 20)
 #define TCACHE_BUFS 32
 #define TCACHE_MAX ((size_t)8 << 20)
 
 typedef struct pool_buf {
-    size_t size;
+    size_t size; /* of the data; mapped buffers (size >= MAP_MIN) span map_len(size) from `color` bytes before */
     struct pool_buf *next;
+    unsigned color;
+    bool counted; /* taken by the measured run active on this thread, not given back yet */
 } pool_buf;
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pool_buf *pool_head;
 static size_t pool_bytes;
+static size_t pool_max = POOL_MAX_DEFAULT; /* under pool_lock */
+
+typedef struct run_mem {
+    bool active;
+    size_t live, peak;
+} run_mem;
+static _Thread_local run_mem rm;
+
+static void run_mem_take(size_t n)
+{
+    rm.live += n;
+    if (rm.live > rm.peak)
+        rm.peak = rm.live;
+}
+
+void eng_run_mem_begin(void)
+{
+    rm = (run_mem){.active = true};
+}
+
+void eng_run_mem_add(size_t n)
+{
+    if (rm.active)
+        run_mem_take(n);
+}
+
+size_t eng_run_mem_end(void)
+{
+    size_t peak = rm.peak;
+    rm = (run_mem){0};
+    return peak;
+}
 
 typedef struct tcache {
     pool_buf *head;
@@ -127,11 +174,30 @@ static pthread_key_t tcache_key;
 static pthread_once_t tcache_once = PTHREAD_ONCE_INIT;
 static bool tcache_key_ok;
 
+/* A mapping is one page longer than its buffer needs, and the buffer starts at a rotating multiple of
+ * 64 bytes into it: buffers that all began at the same offset in a page compete for the same cache
+ * sets (a convolution reads one while it writes another at equal offsets). */
+static size_t map_len(size_t size)
+{
+    size_t page = 4096;
+    return ((size + POOL_HDR + page - 1) & ~(page - 1)) + page;
+}
+
+static atomic_uint map_colors;
+
+static void buf_release(pool_buf *b)
+{
+    if (b->size >= MAP_MIN)
+        munmap((char *)b - b->color, map_len(b->size));
+    else
+        free(b);
+}
+
 static void free_list(pool_buf *b)
 {
     while (b) {
         pool_buf *nx = b->next;
-        free(b);
+        buf_release(b);
         b = nx;
     }
 }
@@ -162,6 +228,15 @@ static pool_buf *take(pool_buf **head, size_t size)
     return NULL;
 }
 
+/* The buffer handed out, counted when a measured run is active on this thread. */
+static void *buf_out(pool_buf *b)
+{
+    b->counted = rm.active;
+    if (rm.active)
+        run_mem_take(b->size);
+    return (char *)b + POOL_HDR;
+}
+
 void *eng_buf_alloc(size_t size)
 {
     size = (size + 63) & ~(size_t)63;
@@ -171,20 +246,30 @@ void *eng_buf_alloc(size_t size)
     if (b) {
         tc.bytes -= size;
         tc.n--;
-        return (char *)b + POOL_HDR;
+        return buf_out(b);
     }
     pthread_mutex_lock(&pool_lock);
     if ((b = take(&pool_head, size)) != NULL)
         pool_bytes -= size;
     pthread_mutex_unlock(&pool_lock);
     if (b)
-        return (char *)b + POOL_HDR;
+        return buf_out(b);
     if (size > SIZE_MAX - POOL_HDR)
         return NULL;
-    if (!(b = aligned_alloc(64, size + POOL_HDR)))
+    if (size >= MAP_MIN) {
+        void *p = size <= SIZE_MAX - 2 * 4096 ? mmap(NULL, map_len(size), PROT_READ | PROT_WRITE,
+                                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                                              : MAP_FAILED;
+        if (p == MAP_FAILED)
+            return NULL;
+        unsigned color = (atomic_fetch_add(&map_colors, 1) * 7u % 63u) * 64u;
+        b = (pool_buf *)((char *)p + color);
+        b->color = color;
+    } else if (!(b = aligned_alloc(64, size + POOL_HDR))) {
         return NULL;
+    }
     b->size = size;
-    return (char *)b + POOL_HDR;
+    return buf_out(b);
 }
 
 void eng_buf_free(void *p)
@@ -192,6 +277,9 @@ void eng_buf_free(void *p)
     if (!p)
         return;
     pool_buf *b = (pool_buf *)((char *)p - POOL_HDR);
+    if (b->counted && rm.active)
+        rm.live -= b->size < rm.live ? b->size : rm.live;
+    b->counted = false;
     if (tc.n < TCACHE_BUFS && b->size <= TCACHE_MAX - tc.bytes) {
         if (!tc.registered) {
             pthread_once(&tcache_once, tcache_key_init);
@@ -206,14 +294,15 @@ void eng_buf_free(void *p)
         }
     }
     pthread_mutex_lock(&pool_lock);
-    if (pool_bytes + b->size <= POOL_MAX) {
+    if (pool_bytes + b->size <= pool_max) {
         b->next = pool_head;
         pool_head = b;
         pool_bytes += b->size;
         b = NULL;
     }
     pthread_mutex_unlock(&pool_lock);
-    free(b);
+    if (b)
+        buf_release(b);
 }
 
 void eng_buf_pool_flush(void)
@@ -225,6 +314,27 @@ void eng_buf_pool_flush(void)
     pool_bytes = 0;
     pthread_mutex_unlock(&pool_lock);
     free_list(b);
+}
+
+void cl_engine_release_memory(void)
+{
+    eng_buf_pool_flush();
+}
+
+void cl_engine_set_pool_limit(size_t bytes)
+{
+    pool_buf *drop = NULL;
+    pthread_mutex_lock(&pool_lock);
+    pool_max = bytes;
+    while (pool_head && pool_bytes > pool_max) {
+        pool_buf *b = pool_head;
+        pool_head = b->next;
+        pool_bytes -= b->size;
+        b->next = drop;
+        drop = b;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    free_list(drop);
 }
 
 static int tensor_alloc(eng_tensor *t, bool secure, cl_err *err);

@@ -213,6 +213,69 @@ static int decode_png(const uint8_t *data, size_t len, uint32_t channels, uint32
     return 0;
 }
 
+/* The header only: the decoders' own header readers, no pixel decoded, nothing kept. */
+static int probe_jpeg(const uint8_t *data, size_t len, uint32_t *w, uint32_t *h, cl_err *err)
+{
+    struct jpeg_decompress_struct cinfo;
+    jpeg_err je;
+    cinfo.err = jpeg_std_error(&je.mgr);
+    je.mgr.error_exit = jpeg_error_exit;
+    je.mgr.emit_message = jpeg_quiet;
+    if (setjmp(je.jump)) {
+        jpeg_destroy_decompress(&cinfo);
+        return cl_err_set(err, CL_E_FORMAT, "corrupt JPEG: %s", je.msg);
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)len);
+    jpeg_read_header(&cinfo, TRUE);
+    *w = cinfo.image_width;
+    *h = cinfo.image_height;
+    jpeg_destroy_decompress(&cinfo);
+    return 0;
+}
+
+static int probe_png(const uint8_t *data, size_t len, uint32_t *w, uint32_t *h, cl_err *err)
+{
+    char msg[200] = "unknown error";
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, msg, png_on_error, png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_read_struct(&png, NULL, NULL);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory starting a PNG decoder");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return cl_err_set(err, CL_E_FORMAT, "corrupt PNG: %s", msg);
+    }
+    png_src src = {data, len, 0};
+    png_set_read_fn(png, &src, png_read_mem);
+    png_read_info(png, info);
+    *w = png_get_image_width(png, info);
+    *h = png_get_image_height(png, info);
+    png_destroy_read_struct(&png, &info, NULL);
+    return 0;
+}
+
+int cl_image_probe(const uint8_t *data, size_t len, uint32_t *width, uint32_t *height, cl_err *err)
+{
+    *width = *height = 0;
+    static const uint8_t png_sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    if (len >= 8 && memcmp(data, png_sig, 8) == 0)
+        return probe_png(data, len, width, height, err);
+    if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff)
+        return probe_jpeg(data, len, width, height, err);
+    return cl_err_set(err, CL_E_FORMAT, "not a JPEG or PNG image (%zu bytes)", len);
+}
+
+size_t cl_image_decode_bytes(uint32_t width, uint32_t height, uint32_t channels, uint32_t out_width)
+{
+    /* PNG: the rows as decoded (at most 3 bytes a pixel once 16-bit samples and alpha are stripped)
+     * and the converted pixels; JPEG: the pixels. Then the resize's horizontal pass: one float per
+     * source row, output column and channel. */
+    size_t px = (size_t)width * height;
+    return px * 3 + px * channels + (size_t)height * sizeof(void *) + (size_t)height * out_width * channels * 4;
+}
+
 int cl_image_decode(const uint8_t *data, size_t len, uint32_t channels, uint32_t max_pixels, cl_image *out,
                     cl_err *err)
 {

@@ -131,6 +131,12 @@ done:
     return rc;
 }
 
+/* The engine's measured working memory of a run (cl_serve_backend.memory). */
+static size_t engine_backend_memory(void *ctx, size_t input_bytes)
+{
+    return cl_engine_memory_estimate(((engine_backend *)ctx)->model, input_bytes);
+}
+
 /* Describes one engine input/output as a serving tensor spec; the name is borrowed from the model. */
 static int io_spec(const cl_engine_io_info *io, const char *what, cl_serve_tensor_spec *spec, cl_err *err)
 {
@@ -173,7 +179,7 @@ static int engine_backend_new(cl_engine_model *m, cl_serve_backend *out, cl_err 
     b->sig = (cl_serve_signature){.name = "serving_default", .method_name = "tensorflow/serving/predict",
                                   .inputs = b->inputs, .n_inputs = ni, .outputs = b->outputs, .n_outputs = no};
     *out = (cl_serve_backend){.signature = &b->sig, .run = engine_backend_run, .destroy = engine_backend_destroy,
-                              .ctx = b};
+                              .ctx = b, .memory = engine_backend_memory};
     return 0;
 fail:
     b->model = NULL; /* stays the caller's on failure */
@@ -373,6 +379,10 @@ typedef struct repo_model {
     int64_t current; /* version being served; 0 none */
     failed_version failed[MAX_VERSIONS_TRACKED];
     size_t n_failed;
+    /* the last poll error logged, when, and how many polls repeated it since (cl_repo_poll) */
+    char last_error[CL_ERR_MSG_MAX];
+    uint64_t last_error_ms;
+    unsigned repeated;
 } repo_model;
 
 struct cl_repo {
@@ -540,6 +550,43 @@ fail:
     return NULL;
 }
 
+static uint64_t poll_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The same poll error again and again (a model directory that vanished is seen at every poll) is
+ * logged once, then once every POLL_ERROR_REPEAT_MS with how often it recurred; its end is logged. */
+#define POLL_ERROR_REPEAT_MS 300000u
+
+static void poll_report(repo_model *m, int rc, const cl_err *err)
+{
+    uint64_t now = poll_clock_ms();
+    if (rc >= 0) {
+        if (m->last_error[0] && m->repeated) /* a condition that lasted (not one failed version) is over */
+            CL_INFO(LOG, "model '%s': polls succeed again (after %u polls with: %s)", m->name, m->repeated + 1,
+                    m->last_error);
+        m->last_error[0] = '\0';
+        m->repeated = 0;
+        return;
+    }
+    if (m->last_error[0] && strcmp(m->last_error, err->msg) == 0 && now - m->last_error_ms < POLL_ERROR_REPEAT_MS) {
+        m->repeated++;
+        return;
+    }
+    bool again = m->last_error[0] && strcmp(m->last_error, err->msg) == 0;
+    if (again)
+        CL_ERROR(LOG, "model '%s': still: %s (%u more polls in %u s); version %lld keeps serving", m->name, err->msg,
+                 m->repeated, (unsigned)((now - m->last_error_ms) / 1000), (long long)m->current);
+    else
+        CL_ERROR(LOG, "model '%s': %s; version %lld keeps serving", m->name, err->msg, (long long)m->current);
+    snprintf(m->last_error, sizeof m->last_error, "%s", err->msg);
+    m->last_error_ms = now;
+    m->repeated = 0;
+}
+
 int cl_repo_poll(cl_repo *r)
 {
     int loaded = 0;
@@ -549,9 +596,7 @@ int cl_repo_poll(cl_repo *r)
         int rc = repo_model_refresh(r, &r->models[i], &err);
         if (rc > 0)
             loaded++;
-        else if (rc < 0)
-            CL_ERROR(LOG, "model '%s': %s; version %lld keeps serving", r->models[i].name, err.msg,
-                     (long long)r->models[i].current);
+        poll_report(&r->models[i], rc, &err);
     }
     pthread_mutex_unlock(&r->lock);
     return loaded;

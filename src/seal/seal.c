@@ -273,6 +273,10 @@ int cl_seal_header_read_file(const char *path, cl_seal_header *h, cl_err *err)
     close(fd);
     if (rc == 0)
         rc = check_size(h, size, err);
+    /* an empty, truncated or damaged file: the message names it (a server's log line is about one of
+     * many version files) */
+    if (rc != 0 && err && !strstr(err->msg, path))
+        cl_err_prefix(err, "'%s'", path);
     return rc;
 }
 

@@ -8,7 +8,8 @@
  * Limits: a request body above max_request_bytes is refused with RESOURCE_EXHAUSTED as soon as it
  * is known (declared length or bytes received); a TLS handshake, or a request stream, not complete
  * within request_timeout_ms gets its connection closed (slow or stalled clients cannot hold
- * resources); an idle connection is closed after CONN_IDLE_MS.
+ * resources), and so does a connection whose client has not sent the HTTP/2 preface (and SETTINGS)
+ * within request_timeout_ms of connecting; an idle connection is closed after CONN_IDLE_MS.
  *
  * Ownership: everything here belongs to the loop thread. A stream that has a call in the worker
  * pool is not freed with it: the call's owner is cleared and the call frees itself when it comes
@@ -62,6 +63,7 @@ struct gconn {
     size_t buffered; /* request bytes held by all streams */
     uint64_t closing_since_ns;
     bool closing;
+    bool heard; /* a frame arrived: the client sent the HTTP/2 preface and its SETTINGS */
     char peer[64];
     gconn *prev, *next;
 };
@@ -290,9 +292,10 @@ static void dispatch(gstream *s)
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
         return answer(s, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
+        /* a full queue (UNAVAILABLE) or the memory limits (RESOURCE_EXHAUSTED), with the reason */
+        respond(s, call->st.code, call->st.msg, NULL, 0);
         cl_serve_call_free(call);
-        return respond(s, CL_SC_UNAVAILABLE, "the server is at capacity (request queue full); retry later", NULL,
-                       0);
+        return;
     }
     s->call = call;
 }
@@ -426,6 +429,7 @@ static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t id, const 
 
 static int on_frame_recv(nghttp2_session *ngh, const nghttp2_frame *frame, void *user)
 {
+    ((gconn *)user)->heard = true;
     if ((frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
@@ -598,6 +602,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
                     cfg->request_timeout_ms);
             conn_free(c);
         }
+        return;
+    }
+    if (!c->heard && !c->closing && now - c->created_ns > limit) {
+        /* connected (and TLS done) but never spoke HTTP/2: not a client we owe 5 idle minutes */
+        CL_INFO(CL_SERVE_MOD, "grpc %s: no HTTP/2 preface within %u ms of connecting; closing", c->peer,
+                cfg->request_timeout_ms);
+        conn_free(c);
         return;
     }
     if (c->closing && now - c->closing_since_ns > limit) {

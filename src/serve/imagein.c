@@ -71,6 +71,37 @@ static int decode_one(const cl_serve_tensor_spec *ts, const cl_serve_tensor *t, 
     return 0;
 }
 
+size_t cl_serve_model_decode_bytes(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
+                                   size_t *batches_out)
+{
+    const cl_serve_signature *sig = cl_serve_model_signature(m);
+    size_t batches = 0, one = 0; /* the float batches, and the largest image's decode buffers */
+    for (size_t i = 0; i < n_inputs; i++) {
+        const cl_serve_tensor *t = &inputs[i];
+        if (t->dtype != CL_SERVE_DT_STRING || t->ndim != 1)
+            continue;
+        size_t k = 0;
+        while (k < sig->n_inputs && strcmp(sig->inputs[k].name, t->name) != 0)
+            k++;
+        if (k == sig->n_inputs || !sig->inputs[k].image)
+            continue;
+        const cl_image_spec *img = sig->inputs[k].image;
+        batches += (size_t)t->dims[0] * cl_image_spec_len(img) * sizeof(float);
+        const cl_serve_string *el = t->data;
+        for (int64_t j = 0; j < t->dims[0]; j++) {
+            uint32_t w, h;
+            if (cl_image_probe(el[j].data, el[j].len, &w, &h, NULL) != 0 || (uint64_t)w * h > img->max_pixels)
+                continue; /* decoding refuses it before allocating */
+            size_t b = cl_image_decode_bytes(w, h, img->pre.channels, img->pre.width);
+            if (b > one)
+                one = b;
+        }
+    }
+    if (batches_out)
+        *batches_out = batches;
+    return batches + one;
+}
+
 int cl_serve_model_decode_images(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
                                  cl_serve_tensor *decoded, cl_err *err)
 {

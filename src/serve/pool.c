@@ -15,11 +15,20 @@
  * encoded images are matched by image count and decoded by the worker once the batch is gathered
  * (outside the lock); one whose images fail is answered with its error and leaves the batch.
  *
+ * Memory (docs/serve.md "Memory"): a call is admitted with its share of the budget: its inputs (as
+ * received and as decoded), its outputs and the working memory of one model run as the backend
+ * estimates it. A call above the per-request limit whose model takes a dynamic batch runs in pieces
+ * of as many rows as fit (run_pieces); one that cannot is refused with RESOURCE_EXHAUSTED, as is a
+ * call that would take the calls in flight above the total. The share is given back when the call's
+ * run ends (its inputs are freed then too; only its outputs wait for the loop to encode them).
+ *
  * Thread-safety: submit/inflight/queued/stats/free from the loop thread; one mutex guards the
- * queue and the open batches; workers touch a call only after taking it from the queue or batch. */
+ * queue and the open batches; workers touch a call only after taking it from the queue or batch; the
+ * memory counters are atomic. */
 #include "serve_int.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -33,6 +42,7 @@ typedef struct batch {
     cl_serve_call **calls;      /* [max_batch] */
     unsigned n;
     int64_t rows;
+    size_t in_bytes;    /* the members' inputs as the backend sees them */
     struct batch *next; /* in the pool's list of open batches */
 } batch;
 
@@ -60,6 +70,10 @@ struct cl_serve_pool {
     batch *open;
     atomic_ullong batch_hist[CL_SERVE_BATCH_BUCKETS + 1];
     atomic_ullong batch_rows_sum;
+    /* memory */
+    size_t mem_req, mem_total; /* limits; SIZE_MAX: none */
+    atomic_size_t mem_held, mem_peak;
+    atomic_ullong mem_refused[2];
 };
 
 cl_serve_call *cl_serve_call_new(cl_serve_server *srv, cl_serve_api api, cl_serve_rpc rpc)
@@ -126,7 +140,7 @@ static bool model_batchable(const cl_serve_model *m)
  * alone, through cl_serve_model_run, which reports any problem with its inputs). */
 static int64_t prepare(const cl_serve_pool *p, cl_serve_call *c)
 {
-    if (!p->bat.max_batch_size || !model_batchable(c->model))
+    if (!p->bat.max_batch_size || c->run_rows || !model_batchable(c->model))
         return -1;
     cl_err err = {0};
     if (cl_serve_model_order_inputs(c->model, c->inputs, c->n_inputs, &err) != 0)
@@ -138,6 +152,10 @@ static int64_t prepare(const cl_serve_pool *p, cl_serve_call *c)
 static bool fits(const cl_serve_pool *p, const batch *b, const cl_serve_call *c, int64_t rows)
 {
     if (rows < 1 || c->model != b->model || b->rows + rows > (int64_t)p->bat.max_batch_size)
+        return false;
+    /* one model run within the per-request limit: the batch's inputs, copied, and its working memory */
+    size_t in = b->in_bytes + c->run_in;
+    if (p->mem_req != SIZE_MAX && in + cl_serve_model_memory(b->model, in) > p->mem_req)
         return false;
     for (size_t k = 0; k < c->n_inputs; k++) {
         const cl_serve_tensor *x = &c->inputs[k], *y = &b->first->inputs[k];
@@ -154,6 +172,7 @@ static void batch_add(batch *b, cl_serve_call *c, int64_t rows)
 {
     b->calls[b->n++] = c;
     b->rows += rows;
+    b->in_bytes += c->run_in;
 }
 
 /* Runs a batch of n >= 2 calls as one model call and splits the outputs. */
@@ -242,13 +261,186 @@ static int decode_call(cl_serve_call *c)
     return 0;
 }
 
+/* Rows the call's inputs share in their first dimension (an input of encoded images counts them);
+ * -1 when they do not all have one, or differ. Inputs in any order. */
+static int64_t shared_rows(const cl_serve_call *c)
+{
+    int64_t rows = -1;
+    for (size_t k = 0; k < c->n_inputs; k++) {
+        const cl_serve_tensor *t = &c->inputs[k];
+        if (t->ndim < 1 || t->dims[0] < 1 || (rows >= 0 && t->dims[0] != rows))
+            return -1;
+        rows = t->dims[0];
+    }
+    return rows;
+}
+
+/* A call above the per-request memory limit, run c->run_rows rows at a time: images decoded first,
+ * each piece a view of the inputs' rows, the outputs put together row by row. */
+static void run_pieces(cl_serve_call *c)
+{
+    cl_err err = {0};
+    if (decode_call(c) != 0)
+        return; /* its error is set */
+    int64_t rows = shared_rows(c), k = c->run_rows;
+    cl_serve_tensor *view = NULL, *out = NULL, *all = NULL;
+    size_t nin = c->n_inputs, nout = 0, nall = 0;
+    int rc = cl_serve_model_order_inputs(c->model, c->inputs, nin, &err);
+    if (rc == 0 && (rows < 1 || !(view = calloc(nin ? nin : 1, sizeof *view))))
+        rc = cl_err_set(&err, rows < 1 ? CL_E_INTERNAL : CL_E_NOMEM, rows < 1 ? "the inputs lost their batch "
+                        "dimension" : "out of memory");
+    for (int64_t start = 0; rc == 0 && start < rows; start += k) {
+        int64_t n = rows - start < k ? rows - start : k;
+        for (size_t i = 0; i < nin; i++) {
+            size_t row = c->inputs[i].nbytes / (size_t)rows;
+            view[i] = c->inputs[i]; /* shallow: rows [start, start + n) */
+            view[i].dims[0] = n;
+            view[i].data = (uint8_t *)c->inputs[i].data + (size_t)start * row;
+            view[i].nbytes = (size_t)n * row;
+        }
+        if ((rc = cl_serve_model_run_ordered(c->model, view, &out, &nout, &err)) != 0)
+            break;
+        if (start && nout != nall)
+            rc = cl_err_set(&err, CL_E_INTERNAL, "the model gave %zu outputs for one piece of the request and %zu "
+                            "for another", nall, nout);
+        if (!all && !(all = calloc(nout ? nout : 1, sizeof *all)))
+            rc = cl_err_set(&err, CL_E_NOMEM, "out of memory");
+        for (size_t o = 0; rc == 0 && o < nout; o++) {
+            if (out[o].ndim < 1 || out[o].dims[0] != n || (start && (o >= nall || out[o].nbytes / (size_t)n !=
+                                                                      all[o].nbytes / (size_t)rows))) {
+                rc = cl_err_set(&err, CL_E_INTERNAL, "model output '%s' does not keep the batch dimension, so "
+                                "the request (%lld rows) cannot run in pieces of %lld within the per-request "
+                                "memory limit; send fewer rows", out[o].name, (long long)rows, (long long)k);
+                break;
+            }
+            if (!start) {
+                int64_t dims[CL_SERVE_MAX_DIMS];
+                memcpy(dims, out[o].dims, sizeof dims);
+                dims[0] = rows;
+                if ((rc = cl_serve_tensor_init(&all[o], out[o].name, out[o].dtype, out[o].ndim, dims, 0, &err)) != 0)
+                    break;
+                nall = o + 1;
+            }
+            memcpy((uint8_t *)all[o].data + (size_t)start * (out[o].nbytes / (size_t)n), out[o].data, out[o].nbytes);
+        }
+        cl_serve_tensors_free(out, nout);
+        out = NULL;
+        if (rc == 0 && !start && nall != nout)
+            rc = cl_err_set(&err, CL_E_NOMEM, "out of memory");
+    }
+    free(view);
+    if (rc != 0) {
+        cl_serve_tensors_free(all, nall);
+        cl_serve_st_from_err(&c->st, &err);
+        return;
+    }
+    c->outputs = all;
+    c->n_outputs = nall;
+    c->st.code = CL_SC_OK;
+}
+
 static void run_one(cl_serve_call *c)
 {
     cl_err err = {0};
-    if (cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err) != 0)
+    int64_t rows = c->run_rows ? shared_rows(c) : 0;
+    if (c->run_rows && rows > c->run_rows)
+        run_pieces(c);
+    else if (cl_serve_model_run(c->model, c->inputs, c->n_inputs, &c->outputs, &c->n_outputs, &err) != 0)
         cl_serve_st_from_err(&c->st, &err);
     else
         c->st.code = CL_SC_OK;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+static size_t add_sat(size_t a, size_t b) { return a > SIZE_MAX - b ? SIZE_MAX : a + b; }
+
+static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
+
+/* Output bytes the signature promises for `rows` rows; dimensions it leaves open count nothing (the
+ * backend's working memory includes its outputs while it runs). */
+static size_t output_bytes(const cl_serve_signature *sig, int64_t rows)
+{
+    size_t total = 0;
+    for (size_t o = 0; o < sig->n_outputs; o++) {
+        const cl_serve_tensor_spec *ts = &sig->outputs[o];
+        if (ts->ndim < 0)
+            continue;
+        size_t n = cl_serve_dtype_size(ts->dtype);
+        for (int d = 0; n && d < ts->ndim; d++) {
+            int64_t v = ts->dims[d] >= 0 ? ts->dims[d] : d == 0 && rows > 0 ? rows : 0;
+            n = v && n <= SIZE_MAX / (size_t)v ? n * (size_t)v : 0;
+        }
+        total = add_sat(total, n);
+    }
+    return total;
+}
+
+/* Admits the call under the memory limits: decides how many rows a model run takes (c->run_rows) and
+ * takes the call's share of the budget (c->mem_held). -1 with c->st set when it is refused. */
+static int admit(cl_serve_pool *p, cl_serve_call *c)
+{
+    c->run_rows = 0;
+    c->mem_held = 0;
+    size_t in = 0, strings = 0, decoded = 0;
+    for (size_t i = 0; i < c->n_inputs; i++) {
+        in = add_sat(in, c->inputs[i].nbytes);
+        if (c->inputs[i].dtype == CL_SERVE_DT_STRING)
+            strings = add_sat(strings, c->inputs[i].nbytes);
+    }
+    /* a budget already full refuses at once, before the images' headers are read */
+    if (in > p->mem_total - (atomic_load(&p->mem_held) < p->mem_total ? atomic_load(&p->mem_held) : p->mem_total))
+        goto over_budget;
+    size_t decode = strings ? cl_serve_model_decode_bytes(c->model, c->inputs, c->n_inputs, &decoded) : 0;
+    c->run_in = add_sat(in - strings, decoded);
+    int64_t rows = shared_rows(c);
+    size_t hold = add_sat(add_sat(in, decode), output_bytes(cl_serve_model_signature(c->model), rows));
+    size_t copy = p->bat.max_batch_size ? c->run_in : 0; /* a batch copies its members' inputs */
+    size_t work = cl_serve_model_memory(c->model, c->run_in);
+    size_t share = add_sat(add_sat(hold, copy), work);
+    if (share > p->mem_req) {
+        /* in pieces: the largest number of rows whose run fits beside what the call holds anyway */
+        bool splittable = rows > 1 && model_batchable(c->model);
+        int64_t lo = 0, hi = splittable ? rows - 1 : 0;
+        size_t per_row = rows > 0 ? c->run_in / (size_t)rows : 0;
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo + 1) / 2;
+            if (add_sat(hold, cl_serve_model_memory(c->model, per_row * (size_t)mid)) <= p->mem_req)
+                lo = mid;
+            else
+                hi = mid - 1;
+        }
+        if (lo < 1) {
+            atomic_fetch_add(&p->mem_refused[0], 1);
+            size_t one = splittable ? cl_serve_model_memory(c->model, per_row) : work;
+            cl_serve_st_set(&c->st, CL_SC_RESOURCE_EXHAUSTED, "the request needs %.1f MiB (inputs %.1f MiB%s, "
+                            "outputs %.1f MiB, model working memory %.1f MiB%s), more than the %.1f MiB one request "
+                            "may use (--max_request_memory_mb): send fewer or smaller inputs", mib(add_sat(hold, one)),
+                            mib(in), decode ? " and decoded images" : "", mib(hold - in - decode), mib(one),
+                            splittable ? " for one row" : "", mib(p->mem_req));
+            return -1;
+        }
+        c->run_rows = lo;
+        work = cl_serve_model_memory(c->model, per_row * (size_t)lo);
+        share = add_sat(hold, work);
+    }
+    size_t before = atomic_fetch_add(&p->mem_held, share);
+    if (share > p->mem_total - (before < p->mem_total ? before : p->mem_total)) {
+        atomic_fetch_sub(&p->mem_held, share);
+        in = share;
+    over_budget:
+        atomic_fetch_add(&p->mem_refused[1], 1);
+        cl_serve_st_set(&c->st, CL_SC_RESOURCE_EXHAUSTED, "the server's memory for requests is in use (%.1f MiB "
+                        "held by requests in flight, this one needs %.1f MiB or more, the budget is %.1f MiB: "
+                        "--memory_budget_mb); retry later", mib(atomic_load(&p->mem_held)), mib(in),
+                        mib(p->mem_total));
+        return -1;
+    }
+    size_t now = before + share, peak = atomic_load(&p->mem_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&p->mem_peak, &peak, now)) {
+    }
+    c->mem_held = share;
+    return 0;
 }
 
 static void record_batch(cl_serve_pool *p, int64_t rows)
@@ -260,11 +452,24 @@ static void record_batch(cl_serve_pool *p, int64_t rows)
     atomic_fetch_add(&p->batch_rows_sum, (unsigned long long)rows);
 }
 
+/* The end of a call's run: its inputs are no longer needed, and its share of the memory budget goes
+ * back (the outputs, much smaller for the models this is about, are encoded by the loop soon). */
+static void run_done(cl_serve_pool *p, cl_serve_call *c)
+{
+    for (size_t i = 0; i < c->n_inputs; i++)
+        cl_serve_tensor_clear(&c->inputs[i]);
+    if (c->mem_held) {
+        atomic_fetch_sub(&p->mem_held, c->mem_held);
+        c->mem_held = 0;
+    }
+}
+
 /* Hands finished calls to the loop threads they came from. */
 static void deliver(cl_serve_pool *p, cl_serve_call **calls, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         cl_serve_call *c = calls[i];
+        run_done(p, c);
         cl_serve_doneq *q = c->doneq ? c->doneq : p->main_q;
         c->next = NULL;
         pthread_mutex_lock(&q->mu);
@@ -434,6 +639,7 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->batch_cv, NULL);
     p->limit = queue_limit;
+    p->mem_req = p->mem_total = SIZE_MAX;
     if (bat && bat->max_batch_size >= 2)
         p->bat = *bat;
     atomic_init(&p->inflight, 0);
@@ -456,12 +662,44 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
     return p;
 }
 
+void cl_serve_pool_set_memory(cl_serve_pool *p, size_t request_bytes, size_t total_bytes)
+{
+    p->mem_req = request_bytes;
+    p->mem_total = total_bytes;
+}
+
+size_t cl_serve_pool_memory_held(cl_serve_pool *p) { return atomic_load(&p->mem_held); }
+
+size_t cl_serve_pool_memory_peak(cl_serve_pool *p, bool reset)
+{
+    return reset ? atomic_exchange(&p->mem_peak, atomic_load(&p->mem_held)) : atomic_load(&p->mem_peak);
+}
+
+void cl_serve_pool_memory_refused(cl_serve_pool *p, uint64_t out[2])
+{
+    out[0] = atomic_load(&p->mem_refused[0]);
+    out[1] = atomic_load(&p->mem_refused[1]);
+}
+
+/* A call the queue cannot take: its share goes back, and it says why. */
+static int refuse_full(cl_serve_pool *p, cl_serve_call *c)
+{
+    if (c->mem_held) {
+        atomic_fetch_sub(&p->mem_held, c->mem_held);
+        c->mem_held = 0;
+    }
+    cl_serve_st_set(&c->st, CL_SC_UNAVAILABLE, "the server is at capacity (request queue full); retry later");
+    return -1;
+}
+
 int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c)
 {
+    if (admit(p, c) != 0)
+        return -1;
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
-        return -1;
+        return refuse_full(p, c);
     }
     c->next = NULL;
     /* a worker gathering a batch for this model takes the call directly */
@@ -480,7 +718,7 @@ int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c)
     }
     if (p->queued >= p->limit) {
         pthread_mutex_unlock(&p->mu);
-        return -1;
+        return refuse_full(p, c);
     }
     if (p->tail)
         p->tail->next = c;
@@ -504,7 +742,10 @@ bool cl_serve_pool_run_inline(cl_serve_pool *p, cl_serve_call *c, uint64_t max_n
     /* Calls waiting in the queue do not hold it back: it takes no worker from them. (Waiting for an
      * empty queue would let a burst that arrived before the model was measured keep every later
      * call on the workers for as long as the load lasts.) */
-    run_one(c);
+    if (admit(p, c) == 0) {
+        run_one(c);
+        run_done(p, c);
+    }
     return true;
 }
 

@@ -200,6 +200,10 @@ const char *cl_serve_model_name(const cl_serve_model *m) { return m->name; }
 int64_t cl_serve_model_version(const cl_serve_model *m) { return m->version; }
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m) { return m->backend.signature; }
 void cl_serve_model_release(cl_serve_model *m) { model_unref(m); }
+size_t cl_serve_model_memory(const cl_serve_model *m, size_t input_bytes)
+{
+    return m->backend.memory ? m->backend.memory(m->backend.ctx, input_bytes) : 0;
+}
 
 /* Matches inputs to the signature: idx[k] is the index in `inputs` of signature input k. Every
  * signature input must be present exactly once with the right dtype and a compatible shape; with

@@ -42,6 +42,7 @@
 #define BODY_KEEP (64u << 10)  /* body buffer kept for the connection's next request */
 #define BODY_RESERVE ((size_t)1 << 20) /* reserved at most for a declared body before it arrives */
 #define LINGER_MS 2000u /* after a refusal, how long input is still read (and dropped) before closing */
+#define STOP_GRACE_MS 1000u /* at shutdown, how long an idle keep-alive connection may still bring a request */
 
 struct cl_serve_rest_conn {
     cl_serve_rest_loop *loop;
@@ -366,8 +367,8 @@ static void handle(rconn *c, const char *path, int method)
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
         return predict_reply(c, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
-        reply_error(c, CL_RPC_PREDICT, name, start, CL_SC_UNAVAILABLE, 429,
-                    "the server is at capacity (request queue full); retry later");
+        /* a full queue or the memory budget: 429 with the reason, to be retried */
+        reply_error(c, CL_RPC_PREDICT, name, start, call->st.code, 429, call->st.msg);
         cl_serve_call_free(call);
         return;
     }
@@ -586,15 +587,18 @@ static void feed(rconn *c, const uint8_t *p, size_t n)
     }
 }
 
-/* A closing connection whose output is written: freed, or after a refusal mid-request, its side shut
+/* A closing connection whose output is written: closed (TLS close_notify, then the socket), or after a
+ * refusal mid-request, its side shut
  * and its input drained for up to LINGER_MS, so a client still sending the refused body reads the
  * answer instead of a reset (closing with unread input makes the kernel send one). Returns -1 when
  * the connection was freed. */
 static int finish(rconn *c)
 {
     if (!c->linger) {
-        conn_free(c);
-        return -1;
+        /* TLS's close_notify first: the client sees the end of the connection, not a truncation */
+        if (cl_serve_io_shutdown_write(c->io) == 0)
+            conn_free(c);
+        return -1; /* freed here, or by io_closed when the connection ended meanwhile */
     }
     if (cl_serve_io_shutdown_write(c->io) != 0)
         return -1; /* io_closed freed it */
@@ -764,6 +768,37 @@ int cl_serve_rest_listen(cl_serve_rest_loop *l, int fd, SSL_CTX *ctx, cl_err *er
     return 0;
 }
 
+/* STOP_GRACE_MS after shutdown began: the connections still between requests are closed the way a
+ * client can tell from a lost request: TLS close_notify and FIN, then what it still sends is read and
+ * dropped (a lingering close: no reset), so its HTTP library sees the connection end before any
+ * response and retries elsewhere. */
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cl_serve_rest_loop *l = arg;
+    uint64_t now = cl_now_ns();
+    bool lingering = false;
+    for (rconn *c = l->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->lingering && c->deadline_ns && now >= c->deadline_ns) {
+            conn_free(c); /* the client did not close its side either */
+        } else if (!c->busy && !c->reading && !c->pend_len && !c->closing) {
+            c->closing = true;
+            c->linger = true;
+            if (settle(c) == 0)
+                lingering = true;
+        } else {
+            lingering |= c->lingering;
+        }
+    }
+    /* the lingering ones end when their clients close, or at their deadline (checked here: the
+     * loop's tick may be seconds away) */
+    struct timeval tv = {0, 100000};
+    if (lingering && l->grace)
+        evtimer_add(l->grace, &tv);
+}
+
 void cl_serve_rest_shutdown(cl_serve_rest_loop *l)
 {
     if (l->stopping)
@@ -773,14 +808,15 @@ void cl_serve_rest_shutdown(cl_serve_rest_loop *l)
         evconnlistener_free(l->lev);
         l->lev = NULL;
     }
-    /* connections between requests close now; the others after their response */
-    for (rconn *c = l->conns, *next; c; c = next) {
-        next = c->next;
-        if (!c->busy && !c->reading && !c->pend_len) {
-            c->closing = true;
-            settle(c);
-        }
-    }
+    /* Connections busy with a request close after its response (Connection: close). Those between
+     * requests may be carrying one the client wrote just now, which closing them at once would lose
+     * (a keep-alive client cannot know): for STOP_GRACE_MS they are still read, and a request that
+     * arrives is answered with Connection: close; then on_grace closes the rest cleanly. */
+    unsigned ms = cl_serve_srv_config(l->srv)->request_timeout_ms;
+    ms = ms < STOP_GRACE_MS ? ms : STOP_GRACE_MS;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (!(l->grace = evtimer_new(l->base, on_grace, l)) || evtimer_add(l->grace, &tv) != 0)
+        on_grace(-1, 0, l);
 }
 
 void cl_serve_rest_free(cl_serve_rest_loop *l)
@@ -791,6 +827,9 @@ void cl_serve_rest_free(cl_serve_rest_loop *l)
         evconnlistener_free(l->lev);
     if (l->tick)
         event_free(l->tick);
+    if (l->grace)
+        event_free(l->grace);
     l->lev = NULL;
     l->tick = NULL;
+    l->grace = NULL;
 }

@@ -60,6 +60,11 @@ struct cl_serve_call {
     struct cl_serve_doneq *doneq; /* the loop it returns to; NULL: the pool's own (the main loop) */
     void (*done)(cl_serve_call *c); /* encodes and sends the result, then frees the call */
     cl_serve_call *next;
+    /* memory (pool.c): the share of the pool's budget the call holds from admission until its run
+     * ends, and the rows per model run (0: all at once) */
+    size_t mem_held;
+    int64_t run_rows;
+    size_t run_in; /* bytes of input the backend sees (images decoded) */
 };
 
 cl_serve_call *cl_serve_call_new(cl_serve_server *srv, cl_serve_api api, cl_serve_rpc rpc);
@@ -76,12 +81,23 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
 typedef struct cl_serve_doneq cl_serve_doneq;
 cl_serve_doneq *cl_serve_doneq_new(cl_serve_pool *p, struct event_base *base, cl_err *err);
 void cl_serve_doneq_free(cl_serve_doneq *q);
-/* Queues a call; -1 when the queue is full (the call is untouched and still the caller's). */
+/* The memory limits (cl_serve_config.request_memory_bytes, memory_budget_bytes; SIZE_MAX: none, the
+ * default of a new pool), set before any call is submitted. */
+void cl_serve_pool_set_memory(cl_serve_pool *p, size_t request_bytes, size_t total_bytes);
+/* Admits the call under the memory limits (its share of the budget, and in how many rows at a time
+ * it runs) and queues it. -1 when it is refused: c->st says why (UNAVAILABLE: the queue is full;
+ * RESOURCE_EXHAUSTED: memory), and the call is otherwise untouched and still the caller's. */
 int cl_serve_pool_submit(cl_serve_pool *p, cl_serve_call *c);
 /* Runs the call right here, on the calling (loop) thread, and returns true when that is cheaper than a
  * hand-off: batching off, no encoded images, and the model's typical run time (see
- * cl_serve_model_typical_ns) at most max_ns (0: never). Otherwise returns false and does nothing. */
+ * cl_serve_model_typical_ns) at most max_ns (0: never); c->st then holds the result (a refusal by the
+ * memory limits included). Otherwise returns false and does nothing. */
 bool cl_serve_pool_run_inline(cl_serve_pool *p, cl_serve_call *c, uint64_t max_ns);
+/* Memory held by the calls in flight now, and the most held at once since the last call (reset). */
+size_t cl_serve_pool_memory_held(cl_serve_pool *p);
+size_t cl_serve_pool_memory_peak(cl_serve_pool *p, bool reset);
+/* Requests refused by the memory limits so far: [0] per request, [1] the total budget. */
+void cl_serve_pool_memory_refused(cl_serve_pool *p, uint64_t out[2]);
 /* Calls queued or running (for graceful shutdown). */
 unsigned cl_serve_pool_inflight(cl_serve_pool *p);
 /* Calls waiting for a worker (not yet running, not in an open batch). */
@@ -217,6 +233,7 @@ typedef struct cl_serve_rest_loop {
     SSL_CTX *ctx;                 /* NULL: plain HTTP */
     struct evconnlistener *lev;   /* NULL once it stopped accepting */
     struct event *tick;           /* closes connections past their deadline */
+    struct event *grace;          /* after shutdown began: closes the connections still idle */
     cl_serve_rest_conn *conns;
     atomic_uint n_conns;          /* open connections (read by the main loop while draining) */
     bool stopping;

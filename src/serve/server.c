@@ -4,7 +4,8 @@
  * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown
  * (stop accepting, GOAWAY to gRPC clients, let queued and running requests, and requests still
  * arriving, finish within request_timeout_ms, then stop every loop and return from
- * cl_serve_server_run).
+ * cl_serve_server_run), and giving memory kept for reuse back to the system after a burst
+ * (on_release_tick).
  * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
  * loop's connections belong to its thread; the rest belongs to the thread that runs the main loop. The
  * process ignores SIGPIPE once a server exists (writes to vanished clients must fail with EPIPE,
@@ -21,6 +22,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <malloc.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -64,7 +67,12 @@ struct cl_serve_server {
     rest_thread *rt;         /* the other REST loops */
     unsigned n_rt;
     cl_serve_pool *pool;
-    struct event *stop_ev, *drain_ev, *sig_term, *sig_int;
+    struct event *stop_ev, *drain_ev, *sig_term, *sig_int, *release_ev;
+    /* memory release after bursts (main loop): something may have left freed memory behind since the
+     * last release; when calls were last seen running; the model versions at the last look */
+    bool release_pending;
+    uint64_t busy_ns;
+    size_t versions_seen;
     bool stopping;
     const char *tls_mode; /* for the start-up line; cfg.tls is not kept (the caller may free it) */
     uint64_t stop_deadline_ns;
@@ -208,6 +216,42 @@ char *cl_serve_metrics_render(cl_serve_server *s)
             cl_strbuf_fmt(&b, "cloister_serve_batch_size_sum %llu\ncloister_serve_batch_size_count %llu\n",
                    (unsigned long long)rows, (unsigned long long)cum);
         }
+    }
+    /* TLS handshakes by port, from OpenSSL's counters of each context (full and resumed), and the
+     * sessions held for resumption (tls.c: session_policy) */
+    const struct { const char *port; SSL_CTX *ctx; } tls[] = {{"grpc", s->grpc_ctx}, {"rest", s->rest_ctx}};
+    if (s->grpc_ctx || s->rest_ctx)
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_tls_handshakes TLS handshakes completed, by port and whether the "
+                   "session was resumed.\n# TYPE cloister_serve_tls_handshakes counter\n");
+    for (size_t i = 0; i < CL_ARRAY_LEN(tls); i++) {
+        if (!tls[i].ctx)
+            continue;
+        long good = SSL_CTX_sess_accept_good(tls[i].ctx), hits = SSL_CTX_sess_hits(tls[i].ctx);
+        cl_strbuf_fmt(&b, "cloister_serve_tls_handshakes{port=\"%s\",session=\"new\"} %ld\n"
+                   "cloister_serve_tls_handshakes{port=\"%s\",session=\"resumed\"} %ld\n", tls[i].port,
+                   good > hits ? good - hits : 0, tls[i].port, hits);
+    }
+    if (s->grpc_ctx || s->rest_ctx)
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_tls_sessions_cached TLS sessions held for resumption, by port.\n"
+                   "# TYPE cloister_serve_tls_sessions_cached gauge\n");
+    for (size_t i = 0; i < CL_ARRAY_LEN(tls); i++)
+        if (tls[i].ctx)
+            cl_strbuf_fmt(&b, "cloister_serve_tls_sessions_cached{port=\"%s\"} %ld\n", tls[i].port,
+                       SSL_CTX_sess_number(tls[i].ctx));
+    if (s->pool) {
+        uint64_t refused[2];
+        cl_serve_pool_memory_refused(s->pool, refused);
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_memory_held_bytes Memory held by requests in flight (their share of "
+                   "--memory_budget_mb).\n# TYPE cloister_serve_memory_held_bytes gauge\n"
+                   "cloister_serve_memory_held_bytes %zu\n"
+                   "# HELP cloister_serve_memory_budget_bytes The memory requests in flight may hold together.\n"
+                   "# TYPE cloister_serve_memory_budget_bytes gauge\ncloister_serve_memory_budget_bytes %zu\n"
+                   "# HELP cloister_serve_memory_refused Requests refused by the memory limits, by limit.\n"
+                   "# TYPE cloister_serve_memory_refused counter\n"
+                   "cloister_serve_memory_refused{limit=\"request\"} %llu\n"
+                   "cloister_serve_memory_refused{limit=\"budget\"} %llu\n",
+                   cl_serve_pool_memory_held(s->pool), s->cfg.memory_budget_bytes, (unsigned long long)refused[0],
+                   (unsigned long long)refused[1]);
     }
     cl_strbuf_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
                "full.\n# TYPE cloister_serve_metric_series_dropped counter\ncloister_serve_metric_series_dropped "
@@ -407,6 +451,57 @@ static unsigned default_rest_threads(void)
     return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
+/* ---------------------------------------------------------------- memory after bursts
+ * glibc keeps freed memory for reuse (src/cli/main.c asks it to: fresh pages cost a page fault each,
+ * ~1.6 ms per 600 KB tensor on the development VM), and the engine keeps freed activation buffers in its
+ * pool; under steady load that is what makes requests cheap. After a burst it is memory the process no
+ * longer needs: once requests held more than RELEASE_MIN together (or the server started, or a model
+ * version came or went), and then no call ran for release_idle_ms, the backends' pools are emptied
+ * (cfg.release_memory) and malloc_trim gives free heap pages back. Costs the next request its page
+ * faults, once per idle period. */
+#define RELEASE_MIN ((size_t)64 << 20)
+
+static long rss_mib(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
+static void on_release_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    cl_serve_server *s = arg;
+    uint64_t now = cl_now_ns();
+    if (cl_serve_pool_memory_peak(s->pool, true) > RELEASE_MIN)
+        s->release_pending = true;
+    size_t versions = 0;
+    cl_serve_registry_foreach(s->reg, count_models, &versions);
+    if (versions != s->versions_seen) {
+        s->versions_seen = versions;
+        s->release_pending = true;
+    }
+    if (cl_serve_pool_inflight(s->pool) || cl_serve_pool_memory_held(s->pool)) {
+        s->busy_ns = now;
+        return;
+    }
+    if (!s->release_pending || now - s->busy_ns < (uint64_t)s->cfg.release_idle_ms * 1000000ull)
+        return;
+    s->release_pending = false;
+    long before = rss_mib();
+    if (s->cfg.release_memory)
+        s->cfg.release_memory();
+    malloc_trim(0);
+    CL_DEBUG(CL_SERVE_MOD, "idle after a burst: memory kept for reuse given back (RSS %ld -> %ld MiB)", before,
+             rss_mib());
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     CL_INFO(CL_SERVE_MOD, "received %s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -450,6 +545,12 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
         s->cfg.inline_max_us = 200;
     if (!s->cfg.rest_threads)
         s->cfg.rest_threads = default_rest_threads();
+    if (!s->cfg.request_memory_bytes)
+        s->cfg.request_memory_bytes = (size_t)256 << 20;
+    if (!s->cfg.memory_budget_bytes)
+        s->cfg.memory_budget_bytes = (size_t)1 << 30;
+    if (!s->cfg.release_idle_ms)
+        s->cfg.release_idle_ms = 1000;
     s->reg = reg;
     s->grpc_fd = s->rest_fd = -1;
     s->grpc_port = s->rest_port = -1;
@@ -474,6 +575,15 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     s->cfg.ratls_identity = NULL;
     if (!(s->pool = cl_serve_pool_new(s->base, s->cfg.workers, s->cfg.queue_limit, &s->cfg.batching, err)))
         goto fail;
+    cl_serve_pool_set_memory(s->pool, s->cfg.request_memory_bytes, s->cfg.memory_budget_bytes);
+    s->release_pending = true; /* what loading left behind */
+    s->busy_ns = cl_now_ns();
+    unsigned rtick = s->cfg.release_idle_ms / 4 < 10 ? 10 : s->cfg.release_idle_ms / 4;
+    struct timeval rtv = {rtick / 1000, (rtick % 1000) * 1000};
+    if (!(s->release_ev = event_new(s->base, -1, EV_PERSIST, on_release_tick, s)) || event_add(s->release_ev, &rtv) != 0) {
+        cl_err_set(err, CL_E_NOMEM, "cannot create the memory release timer");
+        goto fail;
+    }
     if (cfg->grpc_port >= 0) {
         if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, PORT_OWN, &s->grpc_port, err)) < 0)
             goto fail;
@@ -581,6 +691,8 @@ void cl_serve_server_free(cl_serve_server *s)
         close(s->rest_fd);
     if (s->drain_ev)
         event_free(s->drain_ev);
+    if (s->release_ev)
+        event_free(s->release_ev);
     if (s->stop_ev)
         event_free(s->stop_ev);
     if (s->sig_term)

@@ -2,8 +2,10 @@
  * a cl_serve_ssl_config (PEM in memory; the key never touches a file) or an RA-TLS identity
  * (--attested-tls: a fresh key and a certificate carrying attestation evidence), mutual TLS when
  * client_verify is set (a client without a certificate signed by custom_ca fails the handshake),
- * and ALPN pinned to one protocol per port ("h2" for gRPC, "http/1.1" for REST).
- * A context is immutable once built and shared by all connections (OpenSSL makes that safe). */
+ * ALPN pinned to one protocol per port ("h2" for gRPC, "http/1.1" for REST), and the session
+ * resumption policy (session_policy below; docs/serve.md "TLS sessions").
+ * A context is immutable once built and shared by all connections (OpenSSL makes that safe; its
+ * session cache has its own lock). */
 #include "serve_int.h"
 
 #include "cloister/pki.h"
@@ -12,6 +14,7 @@
 #include <string.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
@@ -34,6 +37,42 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     /* gRPC requires h2: refuse a client that does not offer it. An HTTP/1.1 client that offers only
      * h2 is also refused; one that sends no ALPN at all never gets here and uses HTTP/1.1. */
     return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* Session resumption. Resumed sessions are kept in the server, never in the client: OpenSSL's
+ * session cache of this context (one per port; the REST event loops share the REST port's), at most
+ * SESSION_CACHE_MAX sessions, each for SESSION_LIFETIME_S. SSL_OP_NO_TICKET turns off stateless
+ * tickets: TLS 1.2 resumes by session id, and TLS 1.3's tickets are only ids into the same cache
+ * (OpenSSL's stateful tickets, used once and replaced). So there is no ticket key: a resumption secret
+ * lives only in this process, for at most the lifetime, and nothing a client holds can be decrypted
+ * later with a key taken from the server. A session records the verified client certificate; the
+ * session id context binds it to this port's protocol and client verification (the CA list and
+ * whether a certificate is required), so a session is resumed only where the same check admitted it.
+ * Without a session id context OpenSSL refuses every resumption under client verification (alert
+ * 80, "session id context uninitialized"). */
+#define SESSION_LIFETIME_S 300
+#define SESSION_CACHE_MAX 1024
+
+static int session_policy(SSL_CTX *ctx, const cl_serve_ssl_config *cfg, const char *alpn, cl_err *err)
+{
+    unsigned char sid[EVP_MAX_MD_SIZE];
+    unsigned sid_len = 0;
+    const char *ca = cfg->custom_ca ? cfg->custom_ca : "";
+    const char *verify = cfg->client_verify ? "client_verify" : "";
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    bool ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(md, "cloister serve", 15) == 1 && EVP_DigestUpdate(md, alpn, strlen(alpn) + 1) == 1 &&
+              EVP_DigestUpdate(md, verify, strlen(verify) + 1) == 1 && EVP_DigestUpdate(md, ca, strlen(ca)) == 1 &&
+              EVP_DigestFinal_ex(md, sid, &sid_len) == 1;
+    EVP_MD_CTX_free(md);
+    if (!ok || sid_len > SSL_MAX_SID_CTX_LENGTH || SSL_CTX_set_session_id_context(ctx, sid, sid_len) != 1)
+        return cl_err_ssl(err, CL_E_CRYPTO, "cannot set the TLS session id context");
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, SESSION_CACHE_MAX);
+    SSL_CTX_set_timeout(ctx, SESSION_LIFETIME_S);
+    SSL_CTX_set_num_tickets(ctx, 1);
+    return 0;
 }
 
 SSL_CTX *cl_serve_tls_ctx(const cl_serve_ssl_config *cfg, const char *alpn, cl_err *err)
@@ -126,6 +165,8 @@ verify:
     if (cfg->client_verify)
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, (void *)alpn);
+    if (session_policy(ctx, cfg, alpn, err) != 0)
+        goto fail;
     BIO_free(bio);
     X509_free(cert);
     EVP_PKEY_free(key);

@@ -3,7 +3,8 @@
 # contradictory options; honest refusals (exit 1) for what this build cannot do yet (loading models
 # needs the engine, key release needs the key server); and a real start with --allow-empty over
 # mutual TLS from `cloister tls init`'s ssl.cfg on free loopback ports: REST and gRPC answer, metrics
-# are served, SIGTERM stops it with exit 0.
+# are served, SIGTERM stops it with exit 0; polling: empty and truncated sealed versions are logged
+# naming their file, a vanished model directory once (not at every poll) and its return.
 source "$(dirname "$0")/lib.sh"
 srv=""
 trap '[[ -n $srv ]] && kill $srv 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -69,5 +70,38 @@ rc=$?
 srv=""
 check "SIGTERM: exit 0" test $rc -eq 0
 expect "SIGTERM: stopped message" 0 "cloister serve: stopped" -- cat serve.log
+
+# ---- polling: bad new versions are logged naming their file; a vanished model directory is logged
+# once, not at every poll, and its return too
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p dm/1 && cp "$ROOT/models/digits/1/model.onnx" dm/1/
+"$CLOISTER" keygen --out poll.key >/dev/null 2>&1
+"$CLOISTER" seal --key poll.key --key-id poll --in dm/1/model.onnx --out whole.sealed >/dev/null 2>&1
+read -r gp rp < <(/usr/bin/python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+"$CLOISTER" serve --plaintext --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" --model_name dm \
+  --model_base_path "$WORK/dm" --file_system_poll_wait_seconds 1 >poll.log 2>&1 &
+srv=$!
+for ((i = 0; i < 100; i++)); do grep -q "serving:" poll.log && break; sleep 0.1; done
+# wait_log PATTERN — until poll.log has a line matching it (at most 10 s)
+wait_log() { for ((i = 0; i < 100; i++)); do grep -Eq -- "$1" poll.log && return 0; sleep 0.1; done; return 1; }
+mkdir dm/2 && : >dm/2/model.onnx.sealed
+expect "an empty sealed version is logged with its file" 0 "" -- \
+  wait_log "model 'dm': '$WORK/dm/2/model.onnx.sealed': not a cloister sealed file.*version 1 keeps serving"
+mkdir dm/3 && head -c 40 whole.sealed >dm/3/model.onnx.sealed
+expect "a truncated sealed version is logged with its file" 0 "" -- \
+  wait_log "model 'dm': '$WORK/dm/3/model.onnx.sealed': truncated: the file ends inside the sealed header; version 1 keeps serving"
+mv dm dm.away
+sleep 3.5
+expect "a vanished model directory is logged once in 3.5 s of polls every second" 0 "^1$" -- \
+  grep -c "cannot read model base path '$WORK/dm'" poll.log
+mv dm.away dm
+expect "  ... and when it is back" 0 "" -- wait_log "model 'dm': polls succeed again \(after [3-9] polls with: cannot read model base path"
+kill -TERM $srv
+wait $srv
+srv=""
 
 finish

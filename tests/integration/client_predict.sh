@@ -175,6 +175,25 @@ expect "bench over REST: queue full -> HTTP 429 counted, exit 1" 1 "RESOURCE_EXH
   "$CLOISTER" bench --server "127.0.0.1:$busy_REST" --rest --plaintext --model sleepy --input x=sleep.npy \
   --concurrency 4 --requests 8 --warmup 0
 
+# a server that shuts down mid-run (SIGTERM): bench backs off its reconnection attempts (10 ms doubling to 1 s)
+# instead of counting thousands of refused connections a second, and stops after --max-unreachable-s
+for api in grpc rest; do
+  start_server gone --plaintext || { finish; exit 1; }
+  if [[ $api == grpc ]]; then port=$gone_GRPC rest=(); else port=$gone_REST rest=(--rest); fi
+  "$CLOISTER" bench --server "127.0.0.1:$port" "${rest[@]}" --plaintext --model affine --random --batch 1 \
+    --concurrency 2 --requests 1000000 --warmup 0 --max-unreachable-s 2 >gone.out 2>&1 &
+  bench=$!
+  sleep 1
+  kill -TERM "$gone_PID"
+  SECONDS=0
+  wait "$bench"
+  rc=$? took=$SECONDS
+  expect "bench $api: a server stopped mid-run: exit 1, requests not sent after 2 s unreachable" 0 \
+    "^not sent: [0-9]+ \(the server was unreachable for 2 s\)" -- bash -c "((rc = $rc, rc == 1)) && cat gone.out"
+  expect "  ... and few failed attempts (backed off), within seconds" 0 "^ok" -- bash -c "
+    n=\$(sed -n 's/^errors: \([0-9]*\).*/\1/p' gone.out); ((n >= 1 && n < 200 && $took <= 8)) && echo ok || echo \"errors \$n in $took s\""
+done
+
 # --image-bytes on the wire: a Python gRPC server and an HTTP server record what arrives
 if check "python stubs from the protos" make_py; then
   BYTES_G=$(free_port)

@@ -11,7 +11,11 @@ one check and exits 0 only if the server behaved.
 The server is serve_testd with --max-bytes 65536 --timeout-ms 1500 (serve_rest.sh), whose models
 are affine (x [-1,4]), adder (a, b int32) and sleepy (sleeps x ms in the worker pool).
 
-usage: http1_wire.py PORT CA CHECK [MARKER_FILE]
+At shutdown (idle_at_stop, given the server's pid): requests written onto idle keep-alive connections
+just after SIGTERM are answered with Connection: close, and a connection that stays idle is then
+closed cleanly (EOF, not a reset).
+
+usage: http1_wire.py PORT CA CHECK [MARKER_FILE | SERVER_PID]
 """
 import json
 import os
@@ -294,6 +298,40 @@ elif check == "late_body":
     ok_json((st, h, b), {"outputs": [3]})
     expect(h.get("connection") == "close", "a stopping server should close after answering: %r" % h)
     print("answered after the server began to stop, then closed")
+elif check == "idle_at_stop":
+    # keep-alive connections that have had an answer, idle when the server is told to stop; a client
+    # writes its next request on them right after (as a busy client does): each is answered
+    import signal
+    conns = [s] + [connect() for _ in range(3)]
+    readers = [r] + [Reader(x) for x in conns[1:]]
+    for x, rd in zip(conns, readers):
+        x.sendall(req("GET", "/v1/models/adder"))
+        expect(rd.response()[0] == 200, "the first request was not answered")
+    quiet = connect()
+    rq = Reader(quiet)
+    quiet.sendall(req("GET", "/v1/models/adder"))
+    expect(rq.response()[0] == 200, "the first request was not answered")
+    os.kill(int(sys.argv[4]), signal.SIGTERM)
+    time.sleep(0.1)
+    for i, (x, rd) in enumerate(zip(conns, readers)):
+        try:
+            x.sendall(predict("adder", {"inputs": {"a": [i], "b": [2]}}))
+            st, h, b = rd.response()
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLError, EOFError) as e:
+            expect(False, "connection %d: the request written after SIGTERM got no answer (%r)" % (i, e))
+        ok_json((st, h, b), {"outputs": [i + 2]})
+        expect(h.get("connection") == "close", "connection %d: no Connection: close from a stopping server" % i)
+        expect(rd.closed(within=5), "connection %d stayed open after its last answer" % i)
+    # the one that stays idle: closed cleanly soon after (TLS close_notify and FIN, not a reset)
+    quiet.settimeout(5)
+    t0 = time.time()
+    try:
+        end = quiet.recv(65536)
+    except (ConnectionResetError, ssl.SSLError) as e:
+        expect(False, "the idle connection was reset (%r)" % e)
+    expect(end == b"", "the idle connection got %r" % end[:100])
+    print("4 requests written after SIGTERM answered with Connection: close; the idle connection closed "
+          "cleanly after %.1f s" % (time.time() - t0))
 elif check == "idle":
     s.sendall(req("GET", "/v1/models/adder"))
     st, _, _ = r.response()

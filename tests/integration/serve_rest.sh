@@ -5,7 +5,8 @@
 # handling on the wire (http1_wire.py: pipelining, split records, chunked, 100-continue, HEAD, 1.0,
 # refusals that close, idle close, a client gone mid-request); the bounded worker queue
 # (a full queue answers 429 on REST and UNAVAILABLE on gRPC) and graceful shutdown on SIGTERM (the
-# request in flight completes).
+# request in flight completes; requests written onto idle keep-alive connections just after are
+# answered, and idle connections closed cleanly).
 # Usage: serve_rest.sh CLOISTER SERVE_TESTD PROTO_DIR
 source "$(dirname "$0")/lib.sh"
 TESTD=$(readlink -f "$2")
@@ -107,6 +108,14 @@ expect "full queue answers UNAVAILABLE on gRPC" 3 "UNAVAILABLE: the server is at
 wait $q1 $q2
 expect "the running request completed" 0 '^\{"predictions":\[4000\]\}' -- cat q1.out
 expect "the queued request completed" 0 '^\{"predictions":\[3000\]\}' -- cat q2.out
+
+# ---- SIGTERM with idle keep-alive connections: requests written onto them just after are answered
+start_server idle --ssl-config tls1/ssl.cfg || { finish; exit 1; }
+expect "requests written onto idle keep-alive connections just after SIGTERM are answered" 0 \
+  "4 requests written after SIGTERM answered with Connection: close; the idle connection closed cleanly" -- \
+  $PY "$WIRE" "$idle_REST" tls1/ca_cert.pem idle_at_stop "$idle_PID"
+wait "$idle_PID"
+check "  ... and the server exited 0" test $? -eq 0
 
 # ---- graceful shutdown: SIGTERM while a request runs; it completes, then the server exits 0
 start_server stop --ssl-config tls1/ssl.cfg --timeout-ms 5000 || { finish; exit 1; }

@@ -66,8 +66,17 @@ static void check_model(const char *dir, const char *name, bool direct)
     free(buf);
     cl_engine_tensor x = read_npy(dir, name, ".input.npy"), ref = read_npy(dir, name, ".output.npy");
     cl_engine_tensor y = {0};
+    /* the warm-up measured a run at batch 1: its working memory holds at least the activations of the
+     * first layer, more than the input; larger inputs are estimated in proportion until measured */
+    size_t row_in = x.nbytes / (size_t)x.dims[0], est1 = cl_engine_memory_estimate(m, row_in);
+    if (est1 <= row_in || cl_engine_memory_estimate(m, 4 * row_in) < 4 * est1)
+        fail_msg("%s: working memory estimated %zu bytes at batch 1 (input %zu), %zu at batch 4", name, est1, row_in,
+                 cl_engine_memory_estimate(m, 4 * row_in));
     if (cl_engine_run(m, &x, 1, &y, 1, &err) != 0)
         fail_msg("%s: %s", name, err.msg);
+    /* measured now: at least what batch 1 needed */
+    if (cl_engine_memory_estimate(m, x.nbytes) < est1)
+        fail_msg("%s: working memory of batch %lld estimated below batch 1's", name, (long long)x.dims[0]);
     assert_int_equal(y.dtype, CL_ENGINE_DT_FLOAT);
     assert_int_equal(y.rank, ref.rank);
     for (int i = 0; i < y.rank; i++)
@@ -90,6 +99,10 @@ static void check_model(const char *dir, const char *name, bool direct)
     e = max_err(y1.data, ref.data, row, &range);
     if (!(e <= 1e-4 * range))
         fail_msg("%s (batch 1): max abs error %g exceeds 1e-4 of the output range %g", name, e, range);
+    cl_engine_tensor_release(&y1);
+    cl_engine_release_memory(); /* the pool's free buffers go; the model runs on */
+    if (cl_engine_run(m, &x1, 1, &y1, 1, &err) != 0)
+        fail_msg("%s (after the pool was emptied): %s", name, err.msg);
     cl_engine_tensor_release(&y1);
     cl_engine_tensor_release(&y);
     cl_engine_tensor_release(&x);

@@ -7,6 +7,7 @@
  * runs a call on the loop thread instead. The backends are the deterministic test models of
  * tests/serve/testmodel.c. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1108,6 +1109,168 @@ static void test_pool_inline(void **state)
     cl_serve_registry_free(r);
 }
 
+/* ---- memory limits (pool.c): a backend that says each byte of input needs 1000 bytes of working memory
+ * and keeps count of the rows it was given per run: y[i] = the sum of row i of x [-1,4] (sleeping x[0][0]
+ * milliseconds first, so a call can be kept running). */
+static const cl_serve_tensor_spec rows_in[] = {{"x", CL_SERVE_DT_FLOAT, 2, {-1, 4}}};
+static const cl_serve_tensor_spec rows_out[] = {{"y", CL_SERVE_DT_FLOAT, 1, {-1}}};
+static const cl_serve_signature rows_sig = {"serving_default", "tensorflow/serving/predict", rows_in, 1, rows_out, 1};
+static atomic_int rows_max, rows_total, rows_runs;
+
+static int rows_run(void *ctx, const cl_serve_tensor *in, size_t n, cl_serve_tensor **out, size_t *n_out, cl_err *err)
+{
+    (void)ctx;
+    (void)n;
+    int64_t r = in[0].dims[0];
+    const float *x = in[0].data;
+    if (x[0] > 0) {
+        struct timespec ts = {0, (long)x[0] * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    int prev = atomic_load(&rows_max);
+    while (r > prev && !atomic_compare_exchange_weak(&rows_max, &prev, (int)r)) {
+    }
+    atomic_fetch_add(&rows_total, (int)r);
+    atomic_fetch_add(&rows_runs, 1);
+    *out = calloc(1, sizeof **out);
+    if (!*out || cl_serve_tensor_init(*out, "y", CL_SERVE_DT_FLOAT, 1, &r, 0, err) != 0) {
+        free(*out);
+        return -1;
+    }
+    for (int64_t i = 0; i < r; i++)
+        ((float *)(*out)->data)[i] = x[4 * i] + x[4 * i + 1] + x[4 * i + 2] + x[4 * i + 3];
+    *n_out = 1;
+    return 0;
+}
+
+static size_t rows_memory(void *ctx, size_t input_bytes)
+{
+    (void)ctx;
+    return 1000 * input_bytes;
+}
+
+static cl_serve_call *rows_call(cl_serve_registry *r, int64_t rows, float sleep_ms)
+{
+    cl_serve_call *c = cl_serve_call_new(NULL, CL_API_GRPC, CL_RPC_PREDICT);
+    int64_t d[2] = {rows, 4};
+    cl_err err = {0};
+    assert_non_null(c->model = cl_serve_registry_get(r, "rows", 0, &err));
+    c->inputs = calloc(1, sizeof *c->inputs);
+    c->n_inputs = 1;
+    assert_int_equal(cl_serve_tensor_init(&c->inputs[0], "x", CL_SERVE_DT_FLOAT, 2, d, 0, &err), 0);
+    float *x = c->inputs[0].data;
+    for (int64_t i = 0; i < 4 * rows; i++)
+        x[i] = (float)i;
+    x[0] = sleep_ms;
+    c->done = cl_serve_call_free;
+    return c;
+}
+
+static cl_serve_call *done_call;
+static void keep_done(cl_serve_call *c) { done_call = c; }
+
+/* Runs the loop until a call submitted with done = keep_done comes back. */
+static cl_serve_call *wait_done(struct event_base *base)
+{
+    done_call = NULL;
+    for (int i = 0; i < 1000 && !done_call; i++)
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), nanosleep(&(struct timespec){0, 2000000}, NULL);
+    assert_non_null(done_call);
+    return done_call;
+}
+
+/* A call above the per-request limit runs in pieces (its rows in order), one that cannot fit a row is
+ * refused, and one beyond the total budget is refused until the memory held is given back. */
+static void test_pool_memory(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *r = cl_serve_registry_new(&err);
+    cl_serve_backend b = {&rows_sig, rows_run, NULL, NULL, rows_memory};
+    assert_int_equal(cl_serve_registry_add(r, "rows", 1, &b, &err), 0);
+    struct event_base *base = event_base_new();
+    cl_serve_pool *p = cl_serve_pool_new(base, 1, 8, NULL, &err);
+    assert_non_null(p);
+    /* 64 KiB per request: 40 rows hold 640 bytes of input and 160 of output, and a run of k rows needs
+     * 16000 k bytes: 4 rows at a time */
+    cl_serve_pool_set_memory(p, 64 << 10, 100 << 10);
+    cl_serve_call *c = rows_call(r, 40, 0);
+    c->done = keep_done;
+    assert_int_equal(cl_serve_pool_submit(p, c), 0);
+    assert_int_equal(c->run_rows, 4);
+    c = wait_done(base);
+    assert_int_equal(c->st.code, CL_SC_OK);
+    assert_int_equal(atomic_load(&rows_max), 4);
+    assert_int_equal(atomic_load(&rows_total), 40);
+    assert_int_equal(atomic_load(&rows_runs), 10);
+    assert_int_equal(c->n_outputs, 1);
+    assert_int_equal(c->outputs[0].ndim, 1);
+    assert_int_equal(c->outputs[0].dims[0], 40);
+    for (int i = 0; i < 40; i++) /* row i of x is 4i .. 4i+3 (x[0] = 0 here) */
+        assert_float_equal(((float *)c->outputs[0].data)[i], (float)(16 * i + 6), 0);
+    assert_int_equal(c->n_inputs, 1);
+    assert_null(c->inputs[0].data); /* freed when the run ended */
+    assert_int_equal(cl_serve_pool_memory_held(p), 0);
+    cl_serve_call_free(c);
+
+    /* 8 KiB per request: not even one row (16000 bytes) fits */
+    cl_serve_pool_set_memory(p, 8 << 10, 100 << 10);
+    c = rows_call(r, 3, 0);
+    assert_int_equal(cl_serve_pool_submit(p, c), -1);
+    assert_int_equal(c->st.code, CL_SC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(c->st.msg, "for one row"));
+    assert_non_null(strstr(c->st.msg, "--max_request_memory_mb"));
+    cl_serve_call_free(c);
+    uint64_t refused[2];
+    cl_serve_pool_memory_refused(p, refused);
+    assert_int_equal(refused[0], 1);
+
+    /* 80 KiB in all: a call holding ~48 KiB runs for 300 ms; another of the same size is refused
+     * meanwhile, and admitted once the first is done */
+    cl_serve_pool_set_memory(p, 64 << 10, 80 << 10);
+    c = rows_call(r, 3, 300.0f);
+    c->done = keep_done;
+    assert_int_equal(cl_serve_pool_submit(p, c), 0);
+    size_t held = cl_serve_pool_memory_held(p);
+    assert_true(held > 40000 && held <= 64 << 10);
+    cl_serve_call *d = rows_call(r, 3, 0);
+    assert_int_equal(cl_serve_pool_submit(p, d), -1);
+    assert_int_equal(d->st.code, CL_SC_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(d->st.msg, "--memory_budget_mb"));
+    cl_serve_call_free(d);
+    cl_serve_pool_memory_refused(p, refused);
+    assert_int_equal(refused[1], 1);
+    assert_true(cl_serve_pool_memory_peak(p, false) >= held);
+    c = wait_done(base);
+    assert_int_equal(c->st.code, CL_SC_OK);
+    cl_serve_call_free(c);
+    assert_int_equal(cl_serve_pool_memory_held(p), 0);
+    d = rows_call(r, 3, 0);
+    d->done = keep_done;
+    assert_int_equal(cl_serve_pool_submit(p, d), 0);
+    d = wait_done(base);
+    assert_int_equal(d->st.code, CL_SC_OK);
+    cl_serve_call_free(d);
+
+    /* a full queue says so, and gives the share back */
+    cl_serve_pool_free(p);
+    p = cl_serve_pool_new(base, 1, 1, NULL, &err);
+    cl_serve_pool_set_memory(p, 64 << 10, 1 << 20);
+    assert_int_equal(cl_serve_pool_submit(p, rows_call(r, 1, 200.0f)), 0);
+    for (int i = 0; i < 200 && cl_serve_pool_queued(p); i++)
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    assert_int_equal(cl_serve_pool_submit(p, rows_call(r, 1, 0)), 0);
+    held = cl_serve_pool_memory_held(p);
+    c = rows_call(r, 1, 0);
+    assert_int_equal(cl_serve_pool_submit(p, c), -1);
+    assert_int_equal(c->st.code, CL_SC_UNAVAILABLE);
+    assert_int_equal(cl_serve_pool_memory_held(p), held);
+    cl_serve_call_free(c);
+    cl_serve_pool_free(p);
+    event_base_free(base);
+    cl_serve_registry_free(r);
+}
+
 int main(void)
 {
     cl_secmem_set_require_lock(false);
@@ -1118,7 +1281,7 @@ int main(void)
         cmocka_unit_test(test_pb_predict),        cmocka_unit_test(test_pb_metadata_status),
         cmocka_unit_test(test_json),              cmocka_unit_test(test_grpc_framing),
         cmocka_unit_test(test_batching_parse),    cmocka_unit_test(test_order_inputs),
-        cmocka_unit_test(test_pool_inline),
+        cmocka_unit_test(test_pool_inline),       cmocka_unit_test(test_pool_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
