@@ -167,6 +167,12 @@ typedef struct cl_keyserver_config {
     int max_handshakes_per_source; /* of those, from one IPv4 address or IPv6 /64 (default 64); more are refused */
     int queue;                   /* handshaken connections waiting for a worker (default 8 per worker);
                                     when full, a new one is refused (audited) */
+    /* Refusals of clients whose evidence never verified (or who sent no certificate) can be caused by
+     * anyone who can connect, so they are recorded one by one at most this many per second (a burst of
+     * ten seconds' worth); the others are counted and summarised in one audit record every 10 s, naming
+     * the sources. Default 10; negative: every one is recorded. Refusals after the evidence verified
+     * are always recorded one by one. */
+    int audit_unverified_per_second;
 } cl_keyserver_config;
 
 #define CL_KS_LOCKED_PER_CONNECTION ((size_t)CL_KS_SECRET_MAX + 64 * 1024)

@@ -40,7 +40,7 @@ static int serve(int argc, char **argv)
     cl_strlist trust = {0};
     cl_cli_dcap_args dcap = {0};
     long threads = 32, timeout = 10000, conn_timeout = 30000, hs_threads = 0, hs_timeout = 5000, max_hs = 4096,
-         max_hs_src = 64, queue = 0;
+         max_hs_src = 64, queue = 0, audit_unverified = 10;
     long locked_conn = (long)(CL_KS_LOCKED_PER_CONNECTION / 1024), locked_total = (long)(CL_KS_LOCKED_TOTAL / 1024);
     bool tls12 = false;
     const cl_opt opts[] = {
@@ -72,6 +72,9 @@ static int serve(int argc, char **argv)
                                                       "RLIMIT_NOFILE)", false, 16, 1000000},
         {"max-handshakes-per-source", CL_ARG_LONG, &max_hs_src, "N", "of those, from one IPv4 address or IPv6 /64; "
                                                                      "more are refused (default 64)", false, 1, 1000000},
+        {"audit-unverified-per-second", CL_ARG_LONG, &audit_unverified, "N", "refusals of clients whose evidence "
+         "never verified recorded one by one per second (anyone can cause them); the rest are summarised in one "
+         "record every 10 s (default 10; -1: record every one)", false, -1, 1000000},
         {"queue", CL_ARG_LONG, &queue, "N", "handshaken connections waiting for a worker; more are refused "
                                             "(default 8 per worker)", false, 1, 1000000},
         {"pid-file", CL_ARG_STRING, &pid_file, "FILE", "write the process id here (for keyserver reload)", false},
@@ -102,6 +105,7 @@ static int serve(int argc, char **argv)
                                .allow_tls12 = tls12, .handshake_threads = (int)hs_threads,
                                .handshake_timeout_ms = (int)hs_timeout, .max_handshakes = (int)max_hs,
                                .max_handshakes_per_source = (int)max_hs_src, .queue = (int)queue,
+                               .audit_unverified_per_second = (int)audit_unverified,
                                .locked_memory_per_connection = (size_t)locked_conn * 1024,
                                .locked_memory_total = (size_t)locked_total * 1024};
     cl_err err = {0};

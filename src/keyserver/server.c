@@ -167,6 +167,18 @@ struct cl_keyserver {
     size_t q_cap, q_head, q_n, q_conns, q_audits;
     bool q_closed;
 
+    /* records of refusals whose evidence never verified: a token bucket (unv_rate per second, ten
+     * seconds' burst; 0: no limit), the rest counted by source and summarised (under unv_lock) */
+    pthread_mutex_t unv_lock;
+    double unv_rate, unv_tokens;
+    uint64_t unv_last_ns, unv_since_ns, unv_suppressed;
+    struct {
+        char peer[64];
+        uint64_t n;
+    } unv_top[8];
+    size_t unv_ntop;
+    uint64_t unv_other; /* suppressed from sources beyond the eight named */
+
     atomic_uint_fast64_t count[C_COUNT];
     uint64_t reported[C_COUNT], reported_ns; /* loop 0 only */
     atomic_uint_fast64_t emfile_logged_ns;
@@ -603,6 +615,79 @@ static void drain(pend *p)
     pend_free(p);
 }
 
+/* ---------------------------------------------------------------- records of unverified refusals */
+
+/* Whether the refusal of a client whose evidence never verified may be recorded now; if not, it is
+ * counted for the next summary. */
+static bool unverified_admit(cl_keyserver *ks, const char *peer)
+{
+    if (ks->unv_rate <= 0)
+        return true;
+    uint64_t now = cl_now_ns();
+    pthread_mutex_lock(&ks->unv_lock);
+    double burst = 10 * ks->unv_rate;
+    ks->unv_tokens += (double)(now - ks->unv_last_ns) / 1e9 * ks->unv_rate;
+    if (ks->unv_tokens > burst)
+        ks->unv_tokens = burst;
+    ks->unv_last_ns = now;
+    bool ok = ks->unv_tokens >= 1;
+    if (ok) {
+        ks->unv_tokens -= 1;
+    } else {
+        if (!ks->unv_suppressed++)
+            ks->unv_since_ns = now;
+        /* the source, without its port: one host's connections count together */
+        char host[64];
+        snprintf(host, sizeof host, "%s", peer);
+        char *colon = strrchr(host, ':');
+        if (colon)
+            *colon = 0;
+        size_t i = 0;
+        while (i < ks->unv_ntop && strcmp(ks->unv_top[i].peer, host) != 0)
+            i++;
+        if (i < ks->unv_ntop) {
+            ks->unv_top[i].n++;
+        } else if (ks->unv_ntop < CL_ARRAY_LEN(ks->unv_top)) {
+            snprintf(ks->unv_top[ks->unv_ntop].peer, sizeof ks->unv_top[0].peer, "%s", host);
+            ks->unv_top[ks->unv_ntop++].n = 1;
+        } else {
+            ks->unv_other++;
+        }
+    }
+    pthread_mutex_unlock(&ks->unv_lock);
+    return ok;
+}
+
+/* Writes one record summarising the refusals not recorded one by one since the last summary (from
+ * loop 0's tick, and at stop). */
+static void unverified_summary(cl_keyserver *ks)
+{
+    pthread_mutex_lock(&ks->unv_lock);
+    uint64_t n = ks->unv_suppressed, other = ks->unv_other, secs = (cl_now_ns() - ks->unv_since_ns) / 1000000000u;
+    cl_strbuf b = {0};
+    if (n) {
+        cl_strbuf_fmt(&b, "%llu refusal(s) of clients whose evidence did not verify (or who sent no client certificate) "
+                      "in the last %llu s were not recorded one by one (more than %.0f a second): ",
+                      (unsigned long long)n, (unsigned long long)secs + 1, ks->unv_rate);
+        for (size_t i = 0; i < ks->unv_ntop; i++)
+            cl_strbuf_fmt(&b, "%s%s x%llu", i ? ", " : "", ks->unv_top[i].peer, (unsigned long long)ks->unv_top[i].n);
+        if (other)
+            cl_strbuf_fmt(&b, ", other sources x%llu", (unsigned long long)other);
+    }
+    ks->unv_suppressed = ks->unv_other = 0;
+    ks->unv_ntop = 0;
+    pthread_mutex_unlock(&ks->unv_lock);
+    if (!n)
+        return;
+    char *reason = cl_strbuf_take(&b, NULL);
+    ks_conn c = {.store = ks->store, .budget = ks->budget};
+    snprintf(c.peer, sizeof c.peer, "%s", "(summary)");
+    CL_WARN("keyserver", "%s", reason ? reason : "refusals not recorded one by one (out of memory describing them)");
+    ks_audit_refusal(&c, "tls", reason ? reason : "refusals of unverified clients were not recorded one by one "
+                     "(out of memory describing them)");
+    free(reason);
+}
+
 static void handshake_failed(pend *p, int ssl_error)
 {
     cl_keyserver *ks = p->loop->ks;
@@ -615,7 +700,9 @@ static void handshake_failed(pend *p, int ssl_error)
         ossl = ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN ? "the client closed the connection"
                                                                                     : "unknown TLS error";
     count(ks, C_FAILED);
-    if (why && p->c.have_claims && !p->c.decision.allowed && p->c.decision.reason)
+    if ((why || no_cert) && !p->c.have_claims && !unverified_admit(ks, p->c.peer))
+        CL_DEBUG("keyserver", "%s: refused (evidence did not verify); counted for the next audit summary", p->c.peer);
+    else if (why && p->c.have_claims && !p->c.decision.allowed && p->c.decision.reason)
         audit_later(p, "policy: no identity matched: %s", p->c.decision.reason); /* whole, unlike why->msg */
     else if (why) /* the evidence did not verify */
         audit_later(p, "%s", why->msg);
@@ -875,6 +962,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     cl_keyserver *ks = ((hs_loop *)arg)->ks;
     uint64_t now = cl_now_ns(), d[C_COUNT];
+    pthread_mutex_lock(&ks->unv_lock);
+    bool summary_due = ks->unv_suppressed && now - ks->unv_since_ns >= REPORT_EVERY_NS;
+    pthread_mutex_unlock(&ks->unv_lock);
+    if (summary_due)
+        unverified_summary(ks);
     bool any = false;
     for (int i = 0; i < C_COUNT; i++) {
         d[i] = atomic_load_explicit(&ks->count[i], memory_order_relaxed) - ks->reported[i];
@@ -1122,6 +1214,7 @@ static void ks_free(cl_keyserver *ks)
     free(ks->q);
     if (ks->locks_ready) {
         pthread_mutex_destroy(&ks->hs_lock);
+        pthread_mutex_destroy(&ks->unv_lock);
         pthread_mutex_destroy(&ks->q_lock);
         pthread_cond_destroy(&ks->q_cv);
     }
@@ -1162,6 +1255,9 @@ static int set_limits(cl_keyserver *ks, const cl_keyserver_config *cfg, cl_err *
     }
     ks->max_hs = (unsigned)(want > UINT32_MAX ? UINT32_MAX : want);
     ks->max_hs_src = cfg->max_handshakes_per_source > 0 ? (unsigned)cfg->max_handshakes_per_source : 64;
+    ks->unv_rate = cfg->audit_unverified_per_second < 0 ? 0 : cfg->audit_unverified_per_second ? cfg->audit_unverified_per_second : 10;
+    ks->unv_tokens = 10 * ks->unv_rate;
+    ks->unv_last_ns = cl_now_ns();
     if (ks->max_hs_src > ks->max_hs)
         ks->max_hs_src = ks->max_hs;
     if (nofile == before)
@@ -1180,6 +1276,7 @@ static int set_limits(cl_keyserver *ks, const cl_keyserver_config *cfg, cl_err *
 static int setup_network(cl_keyserver *ks, cl_err *err)
 {
     pthread_mutex_init(&ks->hs_lock, NULL);
+    pthread_mutex_init(&ks->unv_lock, NULL);
     pthread_mutex_init(&ks->q_lock, NULL);
     pthread_cond_init(&ks->q_cv, NULL);
     ks->locks_ready = true;
@@ -1391,6 +1488,7 @@ void cl_keyserver_stop(cl_keyserver *ks)
     if (!ks)
         return;
     stop_threads(ks);
+    unverified_summary(ks); /* what the last seconds left uncounted in the log */
     ks_free(ks);
 }
 

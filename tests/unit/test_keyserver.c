@@ -691,6 +691,91 @@ static void test_policy_refusal_is_audited(void **state)
     assert_int_equal(r->isv_svn, 2);
 }
 
+/* Refusals of clients whose evidence never verified can be caused by anyone who can connect (one
+ * host made 250 audit rows a second with junk evidence): they are recorded one by one up to a rate
+ * (a burst of ten seconds' worth), and the rest are summarised in one record naming the source, so
+ * every refusal is accounted for; a refusal after the evidence verified is always recorded whole. */
+static int after_cb(void *ctx, const cl_audit_record *r)
+{
+    cl_strbuf *b = ctx;
+    cl_strbuf_fmt(b, "%s|%s\n", r->peer, r->reason);
+    return 0;
+}
+
+static void test_unverified_refusals_are_rate_limited(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    int64_t before = last_audit()->seq;
+    const char *trust[] = {E->sim_cert};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk,
+                              .trust_sim_certs = trust, .trust_sim_count = 1, .threads = 2, .handshake_threads = 1,
+                              .audit_unverified_per_second = 1};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    char server[32];
+    snprintf(server, sizeof server, "127.0.0.1:%d", cl_keyserver_port(ks));
+    EVP_PKEY *k;
+    X509 *c;
+    assert_int_equal(cl_attest_sim_qe_generate(&k, &c, &err), 0);
+    sim_opts junk = {.svn = 5, .qe_key = k};
+    cl_ratls_identity *forger = make_identity(&junk);
+    uint8_t other[32] = {0x42};
+    sim_opts denied = {.svn = 2, .mrenclave = other};
+    cl_ratls_identity *verified = make_identity(&denied);
+    const char *servers[] = {server}, *names[] = {"model-key"};
+    enum { N = 30 };
+    uint64_t t0 = cl_now_ns();
+    for (int i = 0; i <= N; i++) {
+        cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca,
+                                  .identity = i < N ? forger : verified, .names = names, .name_count = 1,
+                                  .attempts = 1, .timeout_ms = 5000};
+        cl_provision_result res;
+        assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+        cl_provision_result_free(&res);
+    }
+    double secs = (double)(cl_now_ns() - t0) / 1e9;
+    usleep(300000); /* the last refusals are written by the workers */
+    cl_keyserver_stop(ks); /* writes the summary of what was not recorded one by one */
+
+    uint8_t mk[32];
+    assert_int_equal(cl_store_master_key_load(E->mk, false, mk, &err), 0);
+    cl_store *st = cl_store_open(E->db, mk, &err);
+    assert_non_null(st);
+    cl_strbuf b = {0};
+    assert_int_equal(cl_audit_list(st, last_audit()->seq - before, after_cb, &b, &err), 0);
+    cl_store_close(st);
+    assert_false(b.failed);
+    int one_by_one = 0, policy = 0;
+    long summarised = -1;
+    for (char *line = b.p, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = 0;
+        if (strstr(line, "untrusted simulated quoting key"))
+            one_by_one++;
+        else if (strstr(line, "policy: no identity matched"))
+            policy++;
+        else if (!strncmp(line, "(summary)|", 10)) {
+            assert_int_equal(summarised, -1); /* one summary */
+            summarised = strtol(line + 10, NULL, 10);
+            assert_non_null(strstr(line, "127.0.0.1 x")); /* it names the source */
+        }
+    }
+    free(b.p);
+    /* a burst of 10, then 1 a second; every refusal accounted for; the verified client's refusal whole */
+    if (one_by_one < 10 || one_by_one > 10 + (int)secs + 1 || summarised <= 0 || one_by_one + summarised != N ||
+        policy != 1)
+        fail_msg("%d recorded one by one, %ld summarised, %d policy refusals, in %.1f s", one_by_one, summarised,
+                 policy, secs);
+    cl_ratls_identity_free(forger);
+    cl_ratls_identity_free(verified);
+    EVP_PKEY_free(k);
+    X509_free(c);
+}
+
 /* The key server's TLS private key is in OpenSSL's secure heap (locked, not in core dumps) once the
  * process has one (`cloister keyserver serve` sets it up before loading anything): the heap grows by
  * exactly what the key and a TLS context take (OpenSSL keeps its session ticket keys there) when the
@@ -2020,6 +2105,7 @@ int main(void)
         cmocka_unit_test(test_secret_rows_are_bound_to_the_keyed_state),
         cmocka_unit_test_setup(test_every_request_is_audited, reset),
         cmocka_unit_test(test_budget_reservations),
+        cmocka_unit_test(test_unverified_refusals_are_rate_limited),
         cmocka_unit_test_setup_teardown(test_locked_memory_is_bounded, reset, reset),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
