@@ -20,72 +20,16 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "cloister/keyserver.h"
+#include "ks_env.h"
 
-static char g_dir[] = "/tmp/cloister-bench-ks-XXXXXX";
-static char g_server[64], g_ca[300];
-static EVP_PKEY *g_qe_key;
-static atomic_bool g_stop;
-static atomic_long g_ok, g_fail;
-static atomic_llong g_client_cpu_ns;
-static bool g_fresh;
 static int g_nsecrets = 1, g_port;
 static size_t g_secret_size = 32;
 static atomic_long g_vmlck_peak_kb;
 static atomic_bool g_sampling;
 
-_Noreturn static void die(const char *what, const cl_err *err)
-{
-    fprintf(stderr, "bench_release: %s: %s\n", what, err ? err->msg : "");
-    exit(1);
-}
-
-static X509 *issue(EVP_PKEY *key, const char *cn, X509 *ca, EVP_PKEY *ca_key, const char *san)
-{
-    X509 *c = X509_new();
-    X509_set_version(c, 2);
-    ASN1_INTEGER_set(X509_get_serialNumber(c), ca ? 2 : 1);
-    X509_NAME *n = X509_NAME_new();
-    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const uint8_t *)cn, -1, -1, 0);
-    X509_set_subject_name(c, n);
-    X509_set_issuer_name(c, ca ? X509_get_subject_name(ca) : n);
-    X509_NAME_free(n);
-    X509_gmtime_adj(X509_getm_notBefore(c), -300);
-    X509_gmtime_adj(X509_getm_notAfter(c), 86400);
-    X509_set_pubkey(c, key);
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, ca ? ca : c, c, NULL, NULL, 0);
-    X509_EXTENSION *e = X509V3_EXT_conf(NULL, &ctx, san ? "subjectAltName" : "basicConstraints",
-                                        san ? san : "critical,CA:TRUE");
-    X509_add_ext(c, e, -1);
-    X509_EXTENSION_free(e);
-    X509_sign(c, ca_key ? ca_key : key, EVP_sha256());
-    return c;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0)
-        die(path, NULL);
-}
-
-static cl_ratls_identity *identity(void)
-{
-    cl_err err = {0};
-    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM, .sim_qe_key = g_qe_key};
-    cl_attest_provider *p = cl_attest_provider_new(&cfg, &err);
-    cl_ratls_identity *id = p ? cl_ratls_identity_new(p, NULL, &err) : NULL;
-    cl_attest_provider_free(p);
-    if (!id)
-        die("identity", &err);
-    return id;
-}
 
 /* a typical release record (the audit API of this version) */
 static void fill_record(cl_audit_record *r, int i)
@@ -166,11 +110,11 @@ out:
 static void *raw_client(void *arg)
 {
     (void)arg;
-    cl_ratls_identity *id = identity();
+    cl_ratls_identity *id = ks_identity();
     cl_err err = {0};
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (!ctx || SSL_CTX_load_verify_locations(ctx, g_ca, NULL) != 1 || cl_ratls_identity_use(id, ctx, &err) != 0)
-        die("raw client", &err);
+    if (!ctx || SSL_CTX_load_verify_locations(ctx, g_path[KS_CA], NULL) != 1 || cl_ratls_identity_use(id, ctx, &err) != 0)
+        ks_die("raw client", &err);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
     uint8_t req[8 + 64 * 16];
     memcpy(req, "CLKS1", 6);
@@ -185,7 +129,7 @@ static void *raw_client(void *arg)
     size_t size = 9 + (size_t)g_nsecrets * (16 + 6 + g_secret_size) + 1;
     uint8_t *buf = malloc(size);
     if (!buf)
-        die("out of memory", NULL);
+        ks_die("out of memory", NULL);
     while (!atomic_load(&g_stop)) {
         if (raw_fetch(ctx, req, o, buf, size) == 0)
             atomic_fetch_add(&g_ok, 1);
@@ -211,7 +155,7 @@ static void bench_audit(const char *dir, int n)
     cl_err err = {0};
     cl_store *s = cl_store_open(db, mk, &err);
     if (!s)
-        die("audit store", &err);
+        ks_die("audit store", &err);
     struct timespec c0, c1;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
     uint64_t t0 = cl_now_ns();
@@ -219,7 +163,7 @@ static void bench_audit(const char *dir, int n)
         cl_audit_record r;
         fill_record(&r, i);
         if (cl_audit_append(s, &r, &err) != 0)
-            die("audit append", &err);
+            ks_die("audit append", &err);
         clear_record(&r);
     }
     double append_s = (double)(cl_now_ns() - t0) / 1e9;
@@ -229,7 +173,7 @@ static void bench_audit(const char *dir, int n)
     char head[65];
     t0 = cl_now_ns();
     if (cl_audit_verify(s, &count, head, &err) != 0)
-        die("audit verify", &err);
+        ks_die("audit verify", &err);
     double verify_s = (double)(cl_now_ns() - t0) / 1e9;
     cl_store_close(s);
     printf("bench_release: audit: %d appends in %.2f s = %.0f appends/s (%.1f us each, %.1f us of CPU); verifying "
@@ -244,43 +188,6 @@ static void bench_audit(const char *dir, int n)
     }
 }
 
-static void *client(void *arg)
-{
-    (void)arg;
-    /* the server does the full work for every release; the client reuses its TLS context (and, unless
-     * --fresh-identity, its RA-TLS identity) so that it does not dominate the shared CPUs */
-    cl_ratls_identity *id = identity();
-    const char *servers[] = {g_server}, *names[] = {"model-key"};
-    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = g_ca, .identity = id,
-                              .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 10000};
-    cl_err err = {0};
-    cl_provision_client *c = g_fresh ? NULL : cl_provision_client_new(&o, &err);
-    if (!g_fresh && !c)
-        die("client", &err);
-    while (!atomic_load(&g_stop)) {
-        cl_provision_result res;
-        int rc;
-        if (g_fresh) {
-            cl_ratls_identity *fresh = identity();
-            o.identity = fresh;
-            rc = cl_provision_fetch(&o, &res, &err);
-            cl_ratls_identity_free(fresh);
-        } else {
-            rc = cl_provision_client_fetch(c, &res, &err);
-        }
-        if (rc == 0 && res.count == 1 && res.secrets[0].len == 32)
-            atomic_fetch_add(&g_ok, 1);
-        else
-            atomic_fetch_add(&g_fail, 1);
-        cl_provision_result_free(&res);
-    }
-    cl_provision_client_free(c);
-    cl_ratls_identity_free(id);
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    atomic_fetch_add(&g_client_cpu_ns, (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
-    return NULL;
-}
 
 int main(int argc, char **argv)
 {
@@ -314,73 +221,18 @@ int main(int argc, char **argv)
     }
     bool raw = g_nsecrets > 1 || g_secret_size != 32;
     cl_log_set_level(CL_LOG_ERROR);
+    g_prog = "bench_release";
     cl_err err = {0};
-    if (!mkdtemp(g_dir))
-        die("mkdtemp", NULL);
-    char path[7][300];
-    const char *names[] = {"ca.pem", "server.pem", "server.key", "sim.pem", "policy.json", "ks.db", "ks.db.master-key"};
-    for (int i = 0; i < 7; i++)
-        snprintf(path[i], sizeof path[i], "%s/%s", g_dir, names[i]);
-    snprintf(g_ca, sizeof g_ca, "%s", path[0]);
+    ks_env_setup(raw ? g_nsecrets : 0, g_secret_size);
     bench_audit(g_dir, audit_records);
 
-    EVP_PKEY *ca_key = EVP_EC_gen("P-256"), *srv_key = EVP_EC_gen("P-256");
-    X509 *ca = issue(ca_key, "bench CA", NULL, NULL, NULL), *srv = issue(srv_key, "127.0.0.1", ca, ca_key, "IP:127.0.0.1");
-    FILE *f = fopen(path[0], "w");
-    PEM_write_X509(f, ca);
-    fclose(f);
-    f = fopen(path[1], "w");
-    PEM_write_X509(f, srv);
-    fclose(f);
-    f = fopen(path[2], "w");
-    PEM_write_PrivateKey(f, srv_key, NULL, NULL, 0, NULL, NULL);
-    fclose(f);
-    X509 *qe_cert;
-    if (cl_attest_sim_qe_generate(&g_qe_key, &qe_cert, &err) != 0)
-        die("sim key", &err);
-    f = fopen(path[3], "w");
-    PEM_write_X509(f, qe_cert);
-    fclose(f);
-
-    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM};
-    cl_attest_quote q;
-    if (cl_attest_sim_identity(&cfg, &q, &err) != 0)
-        die("measure", &err);
-    char mre[65];
-    cl_hex_encode(q.mr_enclave, 32, mre);
-    cl_strbuf pol = {0};
-    cl_strbuf_fmt(&pol, "{\"version\": 1, \"identities\": [{\"name\": \"bench\", \"mrenclave\": \"%s\", "
-                  "\"evidence_types\": [\"sim\"], \"secrets\": [\"model-key\"", mre);
-    for (int i = 0; raw && i < g_nsecrets; i++)
-        cl_strbuf_fmt(&pol, ", \"secret-%d\"", i);
-    cl_strbuf_str(&pol, "]}]}");
-    char *policy = cl_strbuf_take(&pol, NULL);
-    if (!policy)
-        die("out of memory", NULL);
-    write_file(path[4], policy);
-    free(policy);
-    uint8_t mk[32], value[32] = {1};
-    cl_store *s = NULL;
-    if (cl_store_master_key_load(path[6], true, mk, &err) != 0 || !(s = cl_store_open(path[5], mk, &err)) ||
-        cl_store_put(s, "model-key", value, sizeof value, false, &err) != 0)
-        die("store", &err);
-    uint8_t *big = calloc(1, g_secret_size);
-    for (int i = 0; raw && big && i < g_nsecrets; i++) {
-        char name[24];
-        snprintf(name, sizeof name, "secret-%d", i);
-        if (cl_store_put(s, name, big, g_secret_size, false, &err) != 0)
-            die("store", &err);
-    }
-    free(big);
-    cl_store_close(s);
-
-    const char *trust[] = {path[3]};
-    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = path[1], .key_file = path[2],
-                              .policy_file = path[4], .db_file = path[5], .master_key_file = path[6],
+    const char *trust[] = {g_path[KS_SIM]};
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = g_path[KS_CERT], .key_file = g_path[KS_KEY],
+                              .policy_file = g_path[KS_POLICY], .db_file = g_path[KS_DB], .master_key_file = g_path[KS_MK],
                               .trust_sim_certs = trust, .trust_sim_count = 1, .threads = threads};
     cl_keyserver *ks = cl_keyserver_start(&kc, &err);
     if (!ks)
-        die("server", &err);
+        ks_die("server", &err);
     g_port = cl_keyserver_port(ks);
     snprintf(g_server, sizeof g_server, "127.0.0.1:%d", g_port);
 
@@ -393,7 +245,7 @@ int main(int argc, char **argv)
     atomic_store(&g_vmlck_peak_kb, vmlck_kb());
     pthread_create(&samp, NULL, sampler, NULL);
     for (int i = 0; i < clients; i++)
-        pthread_create(&t[i], NULL, raw ? raw_client : client, NULL);
+        pthread_create(&t[i], NULL, raw ? raw_client : ks_client, NULL);
     sleep((unsigned)seconds);
     atomic_store(&g_stop, true);
     for (int i = 0; i < clients; i++)
@@ -425,19 +277,6 @@ int main(int argc, char **argv)
            cpus);
 
     free(t);
-    X509_free(ca);
-    X509_free(srv);
-    X509_free(qe_cert);
-    EVP_PKEY_free(ca_key);
-    EVP_PKEY_free(srv_key);
-    EVP_PKEY_free(g_qe_key);
-    for (int i = 0; i < 7; i++)
-        unlink(path[i]);
-    char wal[320];
-    snprintf(wal, sizeof wal, "%s-wal", path[5]);
-    unlink(wal);
-    snprintf(wal, sizeof wal, "%s-shm", path[5]);
-    unlink(wal);
-    rmdir(g_dir);
+    ks_env_cleanup();
     return bad == 0 ? 0 : 1;
 }
