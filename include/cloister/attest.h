@@ -219,7 +219,8 @@ void cl_attest_verifier_free(cl_attest_verifier *v);
  * once. Without it, sim evidence is refused. */
 int cl_attest_verifier_trust_sim(cl_attest_verifier *v, X509 *qe_cert, cl_err *err);
 int cl_attest_verifier_trust_sim_file(cl_attest_verifier *v, const char *pem_path, cl_err *err);
-/* Adds a back end for real evidence (e.g. DCAP: cl_dcap_source_backend). `ctx` is borrowed. */
+/* Adds a back end for real evidence (DCAP: dcap.h, cl_dcap_backend_verify or cl_dcap_source_backend).
+ * `ctx` is borrowed. */
 int cl_attest_verifier_add_backend(cl_attest_verifier *v, const char *name, cl_attest_backend_fn fn, void *ctx,
                                    cl_err *err);
 /* Parses and verifies a quote: the sim back end for sim quotes, otherwise each added back end in

@@ -134,7 +134,9 @@ void cl_net_set_timeouts(int fd, int ms);
 /* Connects to host:port, trying every address getaddrinfo gives, each within timeout_ms, and returns
  * a blocking socket (close-on-exec) with cl_net_set_timeouts(timeout_ms) applied. On failure returns
  * -1 with err set ("cannot resolve 'HOST': ..." or "cannot connect to HOST:PORT: <reason>") and, when
- * sys_errno is not NULL, the last connect error there (0 when the name did not resolve). */
+ * sys_errno is not NULL, the last connect error there (0 when the name did not resolve). A name that
+ * does not exist (EAI_NONAME, EAI_NODATA) is CL_E_INVALID; a resolver that could not answer
+ * (EAI_AGAIN, ...) and connection failures are CL_E_IO. */
 int cl_net_connect(const char *host, int port, int timeout_ms, int *sys_errno, cl_err *err);
 
 /* ---------------------------------------------------------------- growing strings */

@@ -215,7 +215,8 @@ typedef struct cl_keyserver_stats {
 void cl_keyserver_get_stats(cl_keyserver *ks, cl_keyserver_stats *st);
 /* Stops accepting, finishes connections in progress, frees everything. */
 void cl_keyserver_stop(cl_keyserver *ks);
-/* Serves until SIGINT/SIGTERM; SIGHUP reloads the policy. For the CLI. */
+/* Serves until SIGINT/SIGTERM; SIGHUP reloads the policy and the DCAP collateral
+ * (cl_keyserver_reload_policy, cl_keyserver_reload_dcap). For the CLI. */
 int cl_keyserver_run(const cl_keyserver_config *cfg, cl_err *err);
 
 /* ---------------------------------------------------------------- wire protocols */
@@ -254,13 +255,24 @@ typedef struct cl_provision_options {
     size_t name_count;
     bool secret_prov;            /* speak Gramine's secret_prov v1 instead (one unnamed secret) */
     int attempts;                /* rounds over the server list (default 5) */
-    int backoff_ms;              /* first delay between rounds (default 200), doubling, max 5000 */
+    int backoff_ms;              /* first delay between rounds (default 200); see cl_provision_backoff_ms */
     int timeout_ms;              /* connect and I/O timeout (default 10000) */
 } cl_provision_options;
 
+/* The retry schedule. Delays between rounds double from backoff_ms up to CL_KS_BACKOFF_CAP_MS (or
+ * backoff_ms when that is larger), each shortened at random by up to half; no delay is longer than the
+ * cap. A server whose name does not exist (EAI_NONAME) is not asked again; one whose resolver cannot
+ * answer (EAI_AGAIN) is retried with the others for CL_KS_RESOLVE_RETRY_MS, then dropped too; when no
+ * server is left, the fetch fails at once. */
+#define CL_KS_BACKOFF_CAP_MS 5000
+#define CL_KS_RESOLVE_RETRY_MS 30000
+/* The delay before round `round` (1 = the first retry) with the given random byte (0..255). */
+int cl_provision_backoff_ms(int first_ms, int round, uint8_t random_byte);
+
 /* Connects, retrying with backoff on network and TLS errors, and returns what the server granted.
  * Returns 0 only if every requested secret was granted; CL_E_DENIED (no retry) if the server refused
- * the attestation or some secret (the result still lists what was granted). */
+ * the attestation or some secret (the result still lists what was granted). The servers' HOST:PORT
+ * syntax, the CA file and the names are checked before anything is sent. */
 int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err);
 void cl_provision_result_free(cl_provision_result *res);
 

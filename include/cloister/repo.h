@@ -47,6 +47,12 @@ typedef struct cl_repo_options {
     cl_repo_key_fn key_fn; /* NULL: sealed models cannot be opened (a clear error says so) */
     void *key_arg;
     int engine_threads;    /* cl_engine_options.threads */
+    /* Called by cl_repo_new once every check that needs no key has passed and before the first sealed
+     * model is opened, with the distinct key ids the sealed models need (not called when none is
+     * sealed); non-zero fails cl_repo_new. `cloister serve` fetches the keys here, so a key is
+     * released only to a server whose every local check has passed. NULL: keys come from key_fn. */
+    int (*before_sealed)(void *arg, char *const *key_ids, size_t n, cl_err *err);
+    void *before_sealed_arg;
 } cl_repo_options;
 
 typedef struct cl_repo cl_repo;
@@ -55,16 +61,26 @@ typedef struct cl_repo cl_repo;
  * version directory at all, or if its newest version does not load (the message says why): at
  * start-up an older version is never served silently in place of the one deployed; only later
  * polls keep the previous version serving when a new one fails. Model names must be unique and
- * valid ([A-Za-z0-9._-], 1-128 characters). */
+ * valid ([A-Za-z0-9._-], 1-128 characters). The order: every model's newest version is checked
+ * without keys (exists, not both plain and sealed, sealed header readable with a key id that is a key
+ * server secret name, a key source configured, preprocess.json parses) and the plain models are
+ * loaded; then before_sealed; then the sealed models are opened. */
 cl_repo *cl_repo_new(const cl_repo_options *opts, cl_err *err);
 /* Stops polling (if started) and frees the repository; the registry keeps what is loaded. */
 void cl_repo_free(cl_repo *r);
 
 /* Rescans every base path once: a version newer than the one served is loaded and swapped in, and
  * the older one is removed from the registry (in-flight requests finish on it). Versions that fail
- * to load are logged and remembered (not retried until their files change). Returns the number of
- * versions newly loaded. */
+ * to load are logged and remembered (not retried until their files change), except those that
+ * failed for want of their key (the key source denied it or could not reach the key server): those
+ * are retried at the polls after cl_repo_key_retry_delay_s, while the registry lists them as LOADING
+ * with the last attempt's code and message (GetModelStatus). Returns the number of versions newly
+ * loaded. */
 int cl_repo_poll(cl_repo *r);
+/* The wait before retrying a version whose key could not be had, after `tries` failed attempts: the
+ * poll interval (at least 1 s) doubled per attempt, at most CL_REPO_KEY_RETRY_MAX_S. */
+#define CL_REPO_KEY_RETRY_MAX_S 300
+unsigned cl_repo_key_retry_delay_s(unsigned poll_seconds, unsigned tries);
 /* Polls every `seconds` seconds on a background thread until cl_repo_free. */
 int cl_repo_start_polling(cl_repo *r, unsigned seconds, cl_err *err);
 
@@ -73,16 +89,20 @@ int cl_repo_start_polling(cl_repo *r, unsigned seconds, cl_err *err);
 int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed, cl_err *err);
 
 /* The distinct key ids of the sealed models that would be loaded (the latest version of each
- * model), so a server can ask the key server for exactly those. *ids is a malloc()ed array of
- * malloc()ed strings; free with cl_repo_key_ids_free. */
+ * model), so a server can ask the key server for exactly those. A key id that is not a key server
+ * secret name (a file sealed by an earlier release) is an error naming the file. *ids is a malloc()ed
+ * array of malloc()ed strings; free with cl_repo_key_ids_free. */
 int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char ***ids, size_t *n_ids, cl_err *err);
 void cl_repo_key_ids_free(char **ids, size_t n_ids);
 
 /* ---------------------------------------------------------------- keys from the key server */
 
-/* A key source backed by the key server: keys are fetched with RA-TLS (cl_provision_fetch, with its
- * retries and back-off) and cached in secure memory. cl_repo_keysource_get is a cl_repo_key_fn:
- * a key id not fetched yet (a new sealed version found by polling) is fetched on demand.
+/* A key source backed by the key server: keys are fetched with RA-TLS (cl_provision_fetch) and
+ * cached in secure memory. cl_repo_keysource_new checks the options (server syntax, the CA file)
+ * without contacting anyone. cl_repo_keysource_prefetch makes the options' rounds of retries and
+ * back-off; cl_repo_keysource_get is a cl_repo_key_fn: a key id not fetched yet (a new sealed version
+ * found by polling) is fetched on demand in one round over the servers (the repository retries it at
+ * later polls). Denied keys are not cached, so asking again reaches the key server.
  * The options are copied; what they point to (servers, CA path, identity) is borrowed and must
  * outlive the source. Their `names` are ignored. Thread-safe. */
 typedef struct cl_repo_keysource cl_repo_keysource;

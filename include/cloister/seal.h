@@ -41,8 +41,14 @@ int cl_seal_key_parse(const uint8_t *buf, size_t len, uint8_t key[CL_SEAL_KEY_LE
 int cl_seal_key_load(const char *path, uint8_t key[CL_SEAL_KEY_LEN], cl_err *err);
 /* Writes 32 raw bytes with mode 0600, atomically; refuses to overwrite an existing file. */
 int cl_seal_key_save(const char *path, const uint8_t key[CL_SEAL_KEY_LEN], cl_err *err);
-/* A key id may hold 1..255 characters from [A-Za-z0-9._:/@+-]. */
+/* Whether `key_id` may name the key of a new sealed file: the key server's secret-name rule
+ * (cl_policy_secret_name_valid: 1..128 characters from [A-Za-z0-9._:/-]), so the key of every model
+ * sealed can be stored in the key server and provisioned under that name. Opening a file accepts the
+ * wider alphabet of the format (1..255 of [A-Za-z0-9._:/@+-], docs/sealed-format.md), so files sealed
+ * by earlier releases still open with `cloister unseal`/`run`. */
 bool cl_seal_key_id_valid(const char *key_id);
+#define CL_SEAL_KEY_ID_RULE                                                                                     \
+    "a key id must be a key server secret name: 1-128 characters from A-Z a-z 0-9 . _ : / -"
 
 /* ---------------------------------------------------------------- header */
 

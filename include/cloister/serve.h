@@ -143,6 +143,34 @@ typedef struct cl_serve_backend {
     size_t (*memory)(void *ctx, size_t input_bytes);
 } cl_serve_backend;
 
+/* ---------------------------------------------------------------- status codes */
+
+/* Canonical codes (tensorflow.error.Code == gRPC status codes). */
+typedef enum cl_serve_code {
+    CL_SC_OK = 0,
+    CL_SC_CANCELLED = 1,
+    CL_SC_UNKNOWN = 2,
+    CL_SC_INVALID_ARGUMENT = 3,
+    CL_SC_DEADLINE_EXCEEDED = 4,
+    CL_SC_NOT_FOUND = 5,
+    CL_SC_ALREADY_EXISTS = 6,
+    CL_SC_PERMISSION_DENIED = 7,
+    CL_SC_RESOURCE_EXHAUSTED = 8,
+    CL_SC_FAILED_PRECONDITION = 9,
+    CL_SC_ABORTED = 10,
+    CL_SC_OUT_OF_RANGE = 11,
+    CL_SC_UNIMPLEMENTED = 12,
+    CL_SC_INTERNAL = 13,
+    CL_SC_UNAVAILABLE = 14,
+    CL_SC_DATA_LOSS = 15,
+    CL_SC_UNAUTHENTICATED = 16,
+} cl_serve_code;
+
+/* "OK", "INVALID_ARGUMENT", ... */
+const char *cl_serve_code_name(cl_serve_code c);
+/* TF Serving's mapping of a code to an HTTP status (400, 404, 429, 503, ...). */
+int cl_serve_code_http(cl_serve_code c);
+
 /* The set of served models. Versions are positive integers; a request without a version gets the
  * highest loaded version (TF Serving's "latest" policy). Labels are not supported yet.
  * All functions are thread-safe; a version can be replaced or removed while requests run on it
@@ -167,6 +195,22 @@ int cl_serve_registry_remove(cl_serve_registry *r, const char *name, int64_t ver
 cl_serve_model *cl_serve_registry_get(cl_serve_registry *r, const char *name, int64_t version, cl_err *err);
 /* Versions of a model, highest first, into out[0..max); returns the total count (0: unknown model). */
 size_t cl_serve_registry_versions(cl_serve_registry *r, const char *name, int64_t *out, size_t max);
+/* What GetModelStatus reports for one version: a loaded version is AVAILABLE (code OK); a version the
+ * model repository is still trying to load (e.g. its key was not released yet) is LOADING, with the
+ * code and message of its last attempt. */
+typedef struct cl_serve_version_status {
+    int64_t version;
+    bool available;
+    cl_serve_code code;
+    char message[384];
+} cl_serve_version_status;
+/* Replaces the model's list of versions being loaded (n may be 0: none). A version added with
+ * cl_serve_registry_add is no longer listed as loading. */
+int cl_serve_registry_set_loading(cl_serve_registry *r, const char *name, const cl_serve_version_status *loading,
+                                  size_t n, cl_err *err);
+/* The loaded and loading versions of a model, highest first, into out[0..max); returns the total
+ * (0: nothing known of that model). */
+size_t cl_serve_registry_status(cl_serve_registry *r, const char *name, cl_serve_version_status *out, size_t max);
 /* Model names, for metrics and listing: calls fn for each (name, version) under the registry lock. */
 void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const char *name, int64_t version),
                                void *arg);
@@ -227,34 +271,6 @@ int cl_serve_ssl_config_from_files(const char *cert_path, const char *key_path, 
                                    bool client_verify, cl_serve_ssl_config *out, cl_err *err);
 void cl_serve_ssl_config_clear(cl_serve_ssl_config *c);
 
-/* ---------------------------------------------------------------- status codes */
-
-/* Canonical codes (tensorflow.error.Code == gRPC status codes). */
-typedef enum cl_serve_code {
-    CL_SC_OK = 0,
-    CL_SC_CANCELLED = 1,
-    CL_SC_UNKNOWN = 2,
-    CL_SC_INVALID_ARGUMENT = 3,
-    CL_SC_DEADLINE_EXCEEDED = 4,
-    CL_SC_NOT_FOUND = 5,
-    CL_SC_ALREADY_EXISTS = 6,
-    CL_SC_PERMISSION_DENIED = 7,
-    CL_SC_RESOURCE_EXHAUSTED = 8,
-    CL_SC_FAILED_PRECONDITION = 9,
-    CL_SC_ABORTED = 10,
-    CL_SC_OUT_OF_RANGE = 11,
-    CL_SC_UNIMPLEMENTED = 12,
-    CL_SC_INTERNAL = 13,
-    CL_SC_UNAVAILABLE = 14,
-    CL_SC_DATA_LOSS = 15,
-    CL_SC_UNAUTHENTICATED = 16,
-} cl_serve_code;
-
-/* "OK", "INVALID_ARGUMENT", ... */
-const char *cl_serve_code_name(cl_serve_code c);
-/* TF Serving's mapping of a code to an HTTP status (400, 404, 429, 503, ...). */
-int cl_serve_code_http(cl_serve_code c);
-
 /* ---------------------------------------------------------------- server */
 
 /* Dynamic batching (TF Serving's --enable_batching / --batching_parameters_file): requests for the
@@ -297,6 +313,10 @@ typedef struct cl_serve_config {
      * which also carries gRPC); 0: one per CPU, at most 4. */
     unsigned rest_threads;
     bool handle_signals;          /* stop gracefully on SIGTERM / SIGINT */
+    /* Bind the ports in cl_serve_server_new (so a port in use is reported there) but listen() only in
+     * cl_serve_server_run: until then connections are refused, as if nothing ran. `cloister serve`
+     * creates its server before it fetches model keys, so every local check precedes the key release. */
+    bool listen_in_run;
     /* Attested TLS: present this RA-TLS identity (ratls.h; borrowed, must outlive server_new) on both
      * ports instead of tls's certificate and key. tls may then be NULL; if given, its custom_ca and
      * client_verify still apply (mutual TLS). */
@@ -324,7 +344,8 @@ typedef struct cl_serve_config {
  * The registry must outlive the server; the config's TLS material is copied into the TLS context. */
 typedef struct cl_serve_server cl_serve_server;
 
-/* Creates the listeners (so ports are bound when this returns). */
+/* Creates the TLS contexts (checking the certificate, key and CA), the worker pool and the listeners
+ * (so ports are bound when this returns, and listening unless cfg->listen_in_run). */
 cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_registry *reg, cl_err *err);
 /* Port actually bound (useful with port 0), or -1 when that listener is disabled. */
 int cl_serve_server_grpc_port(const cl_serve_server *s);

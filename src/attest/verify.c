@@ -1,5 +1,5 @@
 /* verify.c — the evidence verifier: parses a quote, routes it to the sim back end (trusted
- * simulated quoting keys; SGX and TDX sim quotes) or to registered back ends (DCAP), and fills
+ * simulated quoting keys; SGX and TDX sim quotes) or to registered back ends (DCAP, dcap.h), and fills
  * claims (the SGX identity, or the full TDX identity of a TD).
  * Also renders claims as policy-ready JSON. Configure from one thread, then verify from many. */
 #include "attest_internal.h"

@@ -7,6 +7,21 @@
 #include "cli.h"
 #include "cloister/keyserver.h"
 
+/* Where a secret goes: --out, or DIR/NAME with '/' as '_' (name NULL: the secret_prov secret). */
+static void output_path(const char *out, const char *out_dir, const char *name, char *path, size_t size)
+{
+    if (out) {
+        snprintf(path, size, "%s", out);
+        return;
+    }
+    char safe[CL_POLICY_MAX_SECRET_NAME + 1];
+    snprintf(safe, sizeof safe, "%s", name ? name : "secret_prov");
+    for (char *p = safe; *p; p++)
+        if (*p == '/')
+            *p = '_';
+    snprintf(path, size, "%s/%s", out_dir, safe);
+}
+
 int cl_cmd_provision(int argc, char **argv)
 {
     cl_strlist servers = {0}, names = {0};
@@ -31,9 +46,14 @@ int cl_cmd_provision(int argc, char **argv)
         {"out", CL_ARG_STRING, &out, "FILE", "write the (single) secret here, mode 0600", false},
         {"out-dir", CL_ARG_STRING, &out_dir, "DIR", "write each secret to DIR/NAME ('/' becomes '_')", false},
         {"force", CL_ARG_FLAG, &force, NULL, "overwrite existing output files", false},
-        {"attempts", CL_ARG_LONG, &attempts, "N", "rounds over the key servers (default 5)", false, 1, 1000},
-        {"backoff-ms", CL_ARG_LONG, &backoff, "MS", "first delay between rounds, doubling (default 200)", false, 1,
-         60000},
+        {"attempts", CL_ARG_LONG, &attempts, "N", "rounds over the key servers while they cannot be reached "
+                                                  "(default 5: with the default backoff at most 3 s of delays in "
+                                                  "all, plus up to --timeout-ms per connection attempt); a name "
+                                                  "that does not resolve is not retried, a resolver that does not "
+                                                  "answer for 30 s at most", false, 1, 1000},
+        {"backoff-ms", CL_ARG_LONG, &backoff, "MS", "first delay between rounds (default 200), doubling each round "
+                                                    "up to 5 s (or MS if larger), each delay shortened at random "
+                                                    "by up to half", false, 1, 60000},
         {"timeout-ms", CL_ARG_LONG, &timeout, "MS", "connect and I/O timeout (default 10000)", false, 100, 600000},
     };
     const cl_cmd_usage usage = {
@@ -46,6 +66,8 @@ int cl_cmd_provision(int argc, char **argv)
     cl_attest_provider *prov = NULL;
     cl_ratls_identity *id = NULL;
     cl_provision_result res = {0};
+    cl_atomic_file *files = NULL;
+    size_t expect = 0;
     if (rc >= 0)
         goto done;
     rc = CL_EXIT_USAGE;
@@ -53,7 +75,7 @@ int cl_cmd_provision(int argc, char **argv)
         fprintf(stderr, "cloister provision: give --secret NAME (one or more), or --secret-prov alone\n");
         goto done;
     }
-    size_t expect = secret_prov ? 1 : names.count;
+    expect = secret_prov ? 1 : names.count;
     if ((out && out_dir) || (!out && !out_dir) || (out && expect != 1)) {
         fprintf(stderr, "cloister provision: use --out FILE for one secret, or --out-dir DIR\n");
         goto done;
@@ -64,6 +86,38 @@ int cl_cmd_provision(int argc, char **argv)
         goto done;
     }
     rc = CL_EXIT_FAIL;
+    /* Every local check before the key server is contacted, so nothing is released that cannot be
+     * written: the output files are opened now (an existing one without --force, a missing or
+     * unwritable directory, two secrets mapped to one file are refused here), and committed after. */
+    if (!(files = calloc(expect, sizeof *files))) {
+        cl_err_set(&err, CL_E_NOMEM, "out of memory");
+        cl_cli_fail(argv[0], &err);
+        goto done;
+    }
+    for (size_t i = 0; i < expect; i++)
+        files[i].fd = -1;
+    for (size_t i = 0; i < expect; i++) {
+        char path[4096];
+        output_path(out, out_dir, secret_prov ? NULL : names.items[i], path, sizeof path);
+        for (size_t j = 0; j < i; j++) {
+            if (files[j].path && strcmp(files[j].path, path) == 0) {
+                cl_err_set(&err, CL_E_INVALID, "--secret '%s' and --secret '%s' would both be written to %s%s",
+                           names.items[j], names.items[i], path,
+                           strcmp(names.items[j], names.items[i]) == 0 ? "" : " ('/' becomes '_')");
+                rc = cl_cli_usage_error(argv[0], &err);
+                goto done;
+            }
+        }
+        if (cl_atomic_open(&files[i], path, 0600, force, &err) != 0) {
+            if (err.code == CL_E_EXISTS) {
+                char msg[sizeof err.msg];
+                memcpy(msg, err.msg, sizeof msg);
+                cl_err_set(&err, CL_E_EXISTS, "%.400s (nothing was asked of the key server; --force overwrites)", msg);
+            }
+            cl_cli_fail(argv[0], &err);
+            goto done;
+        }
+    }
     cl_attest_provider_config pc = {.kind = kind, .root = root, .sim_qe_key_file = sim_key,
                                     .sim_isv_prod_id = (uint16_t)prod, .sim_isv_svn = (uint16_t)svn,
                                     .sim_debug = debug};
@@ -81,22 +135,17 @@ int cl_cmd_provision(int argc, char **argv)
                               .backoff_ms = (int)backoff, .timeout_ms = (int)timeout};
     int frc = cl_provision_fetch(&o, &res, &err);
     /* write what was granted, even when something else was denied */
-    for (size_t i = 0; i < res.count; i++) {
+    for (size_t i = 0; i < res.count && i < expect; i++) {
         if (!res.secrets[i].granted)
             continue;
-        char path[4096];
-        if (out) {
-            snprintf(path, sizeof path, "%s", out);
-        } else {
-            char safe[CL_POLICY_MAX_SECRET_NAME + 1];
-            snprintf(safe, sizeof safe, "%s", res.secrets[i].name);
-            for (char *p = safe; *p; p++)
-                if (*p == '/')
-                    *p = '_';
-            snprintf(path, sizeof path, "%s/%s", out_dir, safe);
-        }
         cl_err werr = {0};
-        if (cl_file_write_atomic(path, res.secrets[i].value, res.secrets[i].len, 0600, force, &werr) != 0) {
+        if (cl_atomic_write(&files[i], res.secrets[i].value, res.secrets[i].len, &werr) != 0) {
+            cl_cli_fail(argv[0], &werr);
+            goto done;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s", files[i].path);
+        if (cl_atomic_commit(&files[i], &werr) != 0) {
             cl_cli_fail(argv[0], &werr);
             goto done;
         }
@@ -109,6 +158,9 @@ int cl_cmd_provision(int argc, char **argv)
     }
     rc = CL_EXIT_OK;
 done:
+    for (size_t i = 0; files && i < expect; i++)
+        cl_atomic_abort(&files[i]); /* what was not committed: the temporary files go */
+    free(files);
     cl_provision_result_free(&res);
     cl_ratls_identity_free(id);
     cl_attest_provider_free(prov);

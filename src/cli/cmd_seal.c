@@ -37,7 +37,8 @@ int cl_cmd_seal(int argc, char **argv)
     const cl_opt opts[] = {
         {"key", CL_ARG_STRING, &key_path, "FILE", "wrap key file (from cloister keygen)", true},
         {"key-id", CL_ARG_STRING, &key_id, "NAME", "name of the key, recorded in the header; the server asks "
-                                                     "the key server for this name", true},
+                                                     "the key server for this name (1-128 of A-Z a-z 0-9 . _ : / -, "
+                                                     "as `keyserver secret put --name`)", true},
         {"in", CL_ARG_STRING, &in, "FILE", "plaintext input file", true},
         {"out", CL_ARG_STRING, &out, "FILE", "sealed output file", true},
         {"content-type", CL_ARG_STRING, &ctype, "TYPE", "recorded content type (default from the extension)", false},
@@ -53,6 +54,12 @@ int cl_cmd_seal(int argc, char **argv)
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
+    if (!cl_seal_key_id_valid(key_id)) {
+        cl_err err = {0};
+        cl_err_set(&err, CL_E_INVALID, "--key-id '%s': %s (the model server asks the key server for the key by "
+                   "this name, and `keyserver secret put` takes no other)", key_id, CL_SEAL_KEY_ID_RULE);
+        return cl_cli_usage_error("seal", &err);
+    }
     uint8_t *key = load_key("seal", key_path);
     if (!key)
         return CL_EXIT_FAIL;

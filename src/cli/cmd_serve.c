@@ -1,8 +1,10 @@
 /* cmd_serve.c — `cloister serve`: the TF Serving-compatible model server (gRPC on --port, REST on
- * --rest_api_port, TLS or mutual TLS from --ssl_config_file or PEM files). Parsing and wiring only:
- * with --keyserver it attests (RA-TLS identity from the chosen evidence provider) and fetches the
- * keys of the sealed models (repo keysource), loads the models (repo: engine-backed backends, sealed
- * ones decrypted in locked memory), polls for new versions, then runs the serve module's server.
+ * --rest_api_port, TLS or mutual TLS from --ssl_config_file or PEM files). Parsing and wiring only, in
+ * an order that puts every local check first: flags, model config, TLS material, the attestation
+ * identity, the server (TLS contexts, ports bound, not listening yet), the key server options, the
+ * model directories and plain models (repo); only then, with --keyserver, does it attest to the key
+ * server and fetch the keys of the sealed models (repo keysource), open those (decrypted in locked
+ * memory), start polling for new versions and run the serve module's server (listening from here).
  * --allow-empty starts a server with no models, to check ports, TLS and metrics. --attested-tls presents
  * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate. */
 #include <stdio.h>
@@ -12,6 +14,19 @@
 #include "cli.h"
 #include "cloister/repo.h"
 #include "cloister/serve.h"
+
+/* cl_repo_options.before_sealed: the model keys from the key server, in one exchange, once every
+ * local check has passed. */
+static int fetch_model_keys(void *arg, char *const *key_ids, size_t n, cl_err *err)
+{
+    cl_repo_keysource *keys = arg;
+    if (!keys) /* cl_repo_new refuses sealed models without a key source before this */
+        return cl_err_set(err, CL_E_KEY, "sealed models need --keyserver");
+    if (cl_repo_keysource_prefetch(keys, key_ids, n, err) != 0)
+        return cl_err_prefix(err, "the key server did not release the model keys, so nothing was started");
+    CL_INFO("serve", "attested to the key server: received %zu model key%s", n, n == 1 ? "" : "s");
+    return 0;
+}
 
 int cl_cmd_serve(int argc, char **argv)
 {
@@ -54,10 +69,16 @@ int cl_cmd_serve(int argc, char **argv)
         {"keyserver-ca", CL_ARG_STRING, &keyserver_ca, "FILE", "CA of the key server's certificate", false},
         {"keyserver-name", CL_ARG_STRING, &keyserver_name, "NAME", "name to check in its certificate (default HOST)",
          false},
-        {"keyserver-attempts", CL_ARG_LONG, &ks_attempts, "N", "rounds over the key servers while they are "
-                                                               "unreachable (default 30)", false, 1, 100000},
-        {"keyserver-backoff-ms", CL_ARG_LONG, &ks_backoff, "MS", "first delay between rounds, doubling up to 5 s "
-                                                                 "(default 200)", false, 1, 60000},
+        {"keyserver-attempts", CL_ARG_LONG, &ks_attempts, "N", "rounds over the key servers while they cannot be "
+                                                               "reached (default 30: with the default backoff at "
+                                                               "most 126.2 s of delays in all, plus up to 10 s per "
+                                                               "connection attempt); a name that does not resolve "
+                                                               "is not retried, a resolver that does not answer "
+                                                               "for 30 s at most", false, 1, 100000},
+        {"keyserver-backoff-ms", CL_ARG_LONG, &ks_backoff, "MS", "first delay between rounds (default 200), "
+                                                                 "doubling each round up to 5 s (or MS if larger), "
+                                                                 "each delay shortened at random by up to half",
+         false, 1, 60000},
         {"evidence", CL_ARG_STRING, &evidence, "sim|gramine|tsm", "attestation evidence provider (default sim: "
                                                                   "INSECURE, development only)", false},
         {"attest-root", CL_ARG_STRING, &attest_root, "DIR", "gramine/tsm: where the attestation files are", false},
@@ -195,7 +216,10 @@ int cl_cmd_serve(int argc, char **argv)
         return cl_cli_usage_error("serve", &err);
     }
 
-    /* Everything below is released at `out`. */
+    /* Everything below is released at `out`. Every local check comes first (flags above; then the
+     * model config, TLS material, attestation provider, ports, key server options, model directories
+     * and plain models); the key server is contacted only after all of them passed, so a key is
+     * released only to a server that will use it. */
     rc = CL_EXIT_FAIL;
     cl_repo_model_config one = {model_name, model_base}, *models = NULL;
     size_t n_models = 0;
@@ -205,84 +229,51 @@ int cl_cmd_serve(int argc, char **argv)
     cl_repo *repo = NULL;
     cl_serve_registry *reg = NULL;
     cl_serve_server *srv = NULL;
-    char **key_ids = NULL;
-    size_t n_key_ids = 0;
     cl_serve_ssl_config tls = {0};
     if (model_cfg && cl_repo_config_load(model_cfg, &models, &n_models, &err) != 0)
         goto out;
     const cl_repo_model_config *mlist = models ? models : &one;
     size_t mcount = models ? n_models : (model_base ? 1 : 0);
 
-    /* 1. Attest and fetch the keys of the sealed models, before anything listens. */
-    if (mcount && cl_repo_key_ids(mlist, mcount, &key_ids, &n_key_ids, &err) != 0)
-        goto out;
-    if (keyservers.count) {
-        cl_attest_provider_config pc = {.kind = kind, .root = attest_root, .sim_qe_key_file = sim_key};
-        if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err)))
-            goto out;
-        cl_provision_options po = {.servers = keyservers.items, .server_count = keyservers.count,
-                                   .ca_file = keyserver_ca, .server_name = keyserver_name, .identity = id,
-                                   .attempts = (int)ks_attempts, .backoff_ms = (int)ks_backoff};
-        if (!(keys = cl_repo_keysource_new(&po, &err)))
-            goto out;
-        if (cl_repo_keysource_prefetch(keys, key_ids, n_key_ids, &err) != 0) {
-            cl_err_prefix(&err, "the key server did not release the model keys, so nothing was started");
-            goto out;
-        }
-        if (n_key_ids)
-            CL_INFO("serve", "attested to the key server: received %zu model key%s", n_key_ids,
-                    n_key_ids == 1 ? "" : "s");
-    } else if (n_key_ids) {
-        cl_err_set(&err, CL_E_KEY, "model key '%s' is needed for a sealed model: start the server with "
-                   "--keyserver HOST:PORT --keyserver-ca CA.pem (and --evidence)", key_ids[0]);
-        goto out;
-    }
-
-    /* 2. Load the models. */
-    if (!(reg = cl_serve_registry_new(&err)))
-        goto out;
-    if (mcount) {
-        cl_repo_options ro = {.registry = reg, .models = mlist, .n_models = mcount,
-                              .key_fn = keys ? cl_repo_keysource_get : NULL, .key_arg = keys,
-                              .engine_threads = (int)engine_threads};
-        if (!(repo = cl_repo_new(&ro, &err)))
-            goto out;
-        if (poll_seconds > 0 && cl_repo_start_polling(repo, (unsigned)poll_seconds, &err) != 0)
-            goto out;
-    }
-
-    /* 3. Serve. */
+    /* 1. TLS material. */
     if (ssl_cfg && cl_serve_ssl_config_load(ssl_cfg, &tls, &err) != 0)
         goto out;
     if (cert && cl_serve_ssl_config_from_files(cert, key, ca, client_verify, &tls, &err) != 0)
         goto out;
     bool have_tls = ssl_cfg || cert;
-    if (attested) {
-        /* a fresh RA-TLS identity (the key server's one when there is one: same key, same evidence) */
-        if (!id) {
-            cl_attest_provider_config pc = {.kind = kind, .root = attest_root, .sim_qe_key_file = sim_key};
-            if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err))) {
-                cl_err_prefix(&err, "--attested-tls");
-                goto out;
-            }
+    if (attested && !ssl_cfg && ca) {
+        uint8_t *pem = NULL;
+        size_t len;
+        if (cl_file_read(ca, 1 << 20, &pem, &len, &err) != 0) {
+            cl_err_prefix(&err, "--tls-ca");
+            goto out;
         }
+        tls.custom_ca = (char *)pem;
+        tls.client_verify = client_verify;
+        have_tls = true;
+    }
+
+    /* 2. The RA-TLS identity: one for the key server and --attested-tls (same key, same evidence). */
+    if (keyservers.count || attested) {
+        cl_attest_provider_config pc = {.kind = kind, .root = attest_root, .sim_qe_key_file = sim_key};
+        if (!(prov = cl_attest_provider_new(&pc, &err)) || !(id = cl_ratls_identity_new(prov, NULL, &err))) {
+            if (!keyservers.count)
+                cl_err_prefix(&err, "--attested-tls");
+            goto out;
+        }
+    }
+    if (attested) {
         if (ssl_cfg)
             CL_INFO("serve", "--attested-tls: the certificate and key of %s are not used (client_verify and custom_ca "
                     "are)", ssl_cfg);
-        if (!ssl_cfg && ca) {
-            uint8_t *pem = NULL;
-            size_t len;
-            if (cl_file_read(ca, 1 << 20, &pem, &len, &err) != 0) {
-                cl_err_prefix(&err, "--tls-ca");
-                goto out;
-            }
-            tls.custom_ca = (char *)pem;
-            tls.client_verify = client_verify;
-            have_tls = true;
-        }
         CL_INFO("serve", "attested TLS: presenting a fresh RA-TLS certificate with %s evidence",
                 cl_attest_kind_name(kind));
     }
+
+    /* 3. The server: TLS contexts (certificate, key and CA checked), worker pool, ports bound. It
+     * listens only once it runs, after the models are loaded. */
+    if (!(reg = cl_serve_registry_new(&err)))
+        goto out;
     cl_serve_config cfg = {.host = host, .grpc_port = port ? (int)port : -1, .rest_port = rest_port ? (int)rest_port : -1,
                            .tls = have_tls ? &tls : NULL, .ratls_identity = attested ? id : NULL,
                            .allow_plaintext = plaintext,
@@ -292,13 +283,37 @@ int cl_cmd_serve(int argc, char **argv)
                            .request_memory_bytes = request_mem_mb ? (size_t)request_mem_mb << 20 : SIZE_MAX,
                            .memory_budget_bytes = budget_mb ? (size_t)budget_mb << 20 : SIZE_MAX,
                            .release_idle_ms = (unsigned)release_idle_ms, .release_memory = cl_engine_release_memory,
-                           .handle_signals = true};
+                           .handle_signals = true, .listen_in_run = true};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
     cl_serve_ssl_config_clear(&tls);
     if (!srv)
         goto out;
+
+    /* 4. The key server's options (servers, CA file), checked without contacting it. */
+    if (keyservers.count) {
+        cl_provision_options po = {.servers = keyservers.items, .server_count = keyservers.count,
+                                   .ca_file = keyserver_ca, .server_name = keyserver_name, .identity = id,
+                                   .attempts = (int)ks_attempts, .backoff_ms = (int)ks_backoff};
+        if (!(keys = cl_repo_keysource_new(&po, &err)))
+            goto out;
+    }
+
+    /* 5. The models: model directories, sealed headers and plain models first; then the keys of the
+     * sealed ones from the key server (before_sealed), then the sealed models. */
+    if (mcount) {
+        cl_repo_options ro = {.registry = reg, .models = mlist, .n_models = mcount,
+                              .key_fn = keys ? cl_repo_keysource_get : NULL, .key_arg = keys,
+                              .engine_threads = (int)engine_threads, .before_sealed = fetch_model_keys,
+                              .before_sealed_arg = keys};
+        if (!(repo = cl_repo_new(&ro, &err)))
+            goto out;
+        if (poll_seconds > 0 && cl_repo_start_polling(repo, (unsigned)poll_seconds, &err) != 0)
+            goto out;
+    }
+
+    /* 6. Serve. */
     if (allow_empty && !mcount)
         CL_WARN("serve", "no models loaded (--allow-empty): every model request answers NOT_FOUND");
     if (cl_serve_server_run(srv, &err) != 0)
@@ -315,7 +330,6 @@ out:
     cl_repo_keysource_free(keys);
     cl_ratls_identity_free(id);
     cl_attest_provider_free(prov);
-    cl_repo_key_ids_free(key_ids, n_key_ids);
     cl_repo_config_free(models, n_models);
     cl_strlist_free(&keyservers);
     return rc;

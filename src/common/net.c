@@ -36,7 +36,10 @@ int cl_net_connect(const char *host, int port, int timeout_ms, int *sys_errno, c
     char ports[8];
     snprintf(ports, sizeof ports, "%d", port);
     int g = getaddrinfo(host, ports, &hints, &res);
-    if (g != 0)
+    if (g == EAI_NONAME || g == EAI_NODATA) /* the name does not exist: asking again will not help */
+        return cl_err_set(err, CL_E_INVALID, "cannot resolve '%s': %s (no such host: check the name)", host,
+                          gai_strerror(g));
+    if (g != 0) /* EAI_AGAIN and the like: the resolver could not answer now */
         return cl_err_set(err, CL_E_IO, "cannot resolve '%s': %s", host, gai_strerror(g));
     int fd = -1, last = 0;
     for (ai = res; ai && fd < 0; ai = ai->ai_next) {

@@ -47,18 +47,33 @@ static bool peer_refused(SSL *ssl, char *why, size_t size)
     return false;
 }
 
-/* One attempt against one server. Returns 0, or -1 with err (CL_E_DENIED: do not retry). */
+/* Why an attempt at one server failed, for the retry loop. */
+typedef enum {
+    TRY_RETRY,      /* network, TLS or a busy server: worth another round */
+    TRY_NO_NAME,    /* its name does not exist (EAI_NONAME): never retried */
+    TRY_NAME_AGAIN, /* the resolver could not answer (EAI_AGAIN): retried for CL_KS_RESOLVE_RETRY_MS */
+} try_failure;
+
+/* One attempt against one server. Returns 0, or -1 with err (CL_E_DENIED: do not retry) and *why. */
 static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_options *o, cl_provision_result *res,
-                      cl_err *err)
+                      try_failure *why_failed, cl_err *err)
 {
     char host[256];
     int port;
+    *why_failed = TRY_RETRY;
     if (cl_keyserver_split_hostport(server, host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
         return -1;
     int timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
-    int fd = cl_net_connect(host, port, timeout, NULL, err);
-    if (fd < 0)
+    int sys_errno = 0;
+    cl_err cerr = {0};
+    int fd = cl_net_connect(host, port, timeout, &sys_errno, &cerr);
+    if (fd < 0) {
+        if (sys_errno == 0) /* the name did not resolve */
+            *why_failed = cerr.code == CL_E_INVALID ? TRY_NO_NAME : TRY_NAME_AGAIN;
+        if (err)
+            *err = cerr;
         return -1;
+    }
     int rc = -1, se = 0;
     uint8_t *req = NULL;
     SSL *ssl = SSL_new(ctx);
@@ -258,6 +273,12 @@ cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_e
             return NULL;
         }
     }
+    for (size_t i = 0; i < o->server_count; i++) {
+        char host[256];
+        int port;
+        if (cl_keyserver_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+            return NULL;
+    }
     struct sigaction sa;
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
@@ -293,32 +314,97 @@ void cl_provision_client_free(cl_provision_client *c)
     free(c);
 }
 
+/* The delay before round `round` (1, 2, ...): the first delay doubled each round up to the cap
+ * (CL_KS_BACKOFF_CAP_MS, or the first delay when that is larger), then shortened by a random part of
+ * up to half (jitter, so that many servers restarted together do not retry in step). */
+int cl_provision_backoff_ms(int first_ms, int round, uint8_t random_byte)
+{
+    long cap = first_ms > CL_KS_BACKOFF_CAP_MS ? first_ms : CL_KS_BACKOFF_CAP_MS, d = first_ms;
+    for (int i = 1; i < round && d < cap; i++)
+        d *= 2;
+    if (d > cap)
+        d = cap;
+    return (int)(d - d * random_byte / 512);
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 int cl_provision_client_fetch(cl_provision_client *c, cl_provision_result *res, cl_err *err)
 {
     memset(res, 0, sizeof(*res));
     const cl_provision_options *o = &c->o;
     int attempts = o->attempts > 0 ? o->attempts : 5;
     int backoff = o->backoff_ms > 0 ? o->backoff_ms : 200;
-    int rc = -1;
-    for (int round = 0; round < attempts && rc != 0; round++) {
+    cl_err last = {0};
+    /* per server: 0 in use; otherwise its name does not resolve (never asked again) */
+    bool *dead = calloc(o->server_count, sizeof *dead);
+    uint64_t *again_since = calloc(o->server_count, sizeof *again_since);
+    if (!dead || !again_since) {
+        free(dead);
+        free(again_since);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    size_t n_dead = 0;
+    int rc = -1, round = 0;
+    for (; round < attempts && rc != 0 && n_dead < o->server_count; round++) {
         if (round > 0) {
             uint8_t r = 0;
             RAND_bytes(&r, 1);
-            int delay = backoff + backoff * r / 512; /* up to +50% jitter */
-            CL_WARN("provision", "attempt %d failed (%s); retrying in %d ms", round, err ? err->msg : "?", delay);
+            int delay = cl_provision_backoff_ms(backoff, round, r);
+            CL_WARN("provision", "round %d of %d failed (%s); retrying in %d ms", round, attempts, last.msg, delay);
             struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000L};
             nanosleep(&ts, NULL);
-            backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
         }
         for (size_t i = 0; i < o->server_count && rc != 0; i++) {
-            rc = try_server(c->ctx, o->servers[i], o, res, err);
-            if (rc != 0 && err && err->code == CL_E_DENIED)
+            if (dead[i])
+                continue;
+            try_failure why = TRY_RETRY;
+            rc = try_server(c->ctx, o->servers[i], o, res, &why, &last);
+            if (rc == 0)
+                break;
+            if (last.code == CL_E_DENIED) {
+                if (err)
+                    *err = last;
+                free(dead);
+                free(again_since);
                 return -1;
+            }
+            if (why == TRY_NAME_AGAIN) {
+                uint64_t now = mono_ms();
+                if (!again_since[i])
+                    again_since[i] = now ? now : 1;
+                else if (now - again_since[i] >= CL_KS_RESOLVE_RETRY_MS)
+                    why = TRY_NO_NAME;
+                if (why == TRY_NO_NAME)
+                    cl_err_prefix(&last, "the resolver has not answered for %d s", CL_KS_RESOLVE_RETRY_MS / 1000);
+            } else {
+                again_since[i] = 0;
+            }
+            if (why == TRY_NO_NAME) {
+                dead[i] = true;
+                n_dead++;
+                if (n_dead < o->server_count)
+                    CL_WARN("provision", "key server %s is not asked again: %s", o->servers[i], last.msg);
+            }
         }
     }
-    if (rc != 0)
-        cl_err_prefix(err, "no key server could be used after %d rounds", attempts);
-    return rc;
+    free(dead);
+    free(again_since);
+    if (rc == 0)
+        return 0;
+    if (err)
+        *err = last;
+    if (n_dead == o->server_count)
+        cl_err_prefix(err, "%s", o->server_count == 1 ? "the key server's name does not resolve"
+                                                      : "no key server's name resolves");
+    else
+        cl_err_prefix(err, "no key server could be used after %d round%s", round, round == 1 ? "" : "s");
+    return -1;
 }
 
 int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err)

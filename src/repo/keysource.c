@@ -7,6 +7,8 @@
 
 #include "cloister/repo.h"
 
+#include <openssl/x509_vfy.h>
+
 typedef struct cached_key {
     char *key_id;
     uint8_t *key; /* CL_SEAL_KEY_LEN bytes of secure memory */
@@ -28,6 +30,20 @@ cl_repo_keysource *cl_repo_keysource_new(const cl_provision_options *o, cl_err *
     if (o->secret_prov) {
         cl_err_set(err, CL_E_INVALID, "model keys are fetched by name: the secret_prov protocol (one unnamed "
                                       "secret) cannot be used for them");
+        return NULL;
+    }
+    /* the local checks, before anyone is contacted */
+    for (size_t i = 0; i < o->server_count; i++) {
+        char host[256];
+        int port;
+        if (cl_keyserver_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+            return NULL;
+    }
+    X509_STORE *store = X509_STORE_new();
+    bool ca_ok = store && X509_STORE_load_file(store, o->ca_file) == 1;
+    X509_STORE_free(store);
+    if (!ca_ok) {
+        cl_err_ssl(err, CL_E_FORMAT, "cannot load the key server's CA file '%s' (PEM certificates)", o->ca_file);
         return NULL;
     }
     cl_repo_keysource *ks = calloc(1, sizeof *ks);
@@ -89,11 +105,14 @@ static int remember(cl_repo_keysource *ks, const cl_secret *s, cl_err *err)
     return 0;
 }
 
-int cl_repo_keysource_prefetch(cl_repo_keysource *ks, char *const *key_ids, size_t n, cl_err *err)
+/* One exchange for these key ids, in `rounds` rounds over the servers at most (0: the options'). */
+static int fetch(cl_repo_keysource *ks, char *const *key_ids, size_t n, int rounds, cl_err *err)
 {
     if (n == 0)
         return 0;
     cl_provision_options o = ks->opts;
+    if (rounds > 0)
+        o.attempts = rounds;
     o.names = (const char *const *)key_ids;
     o.name_count = n;
     cl_provision_result res = {0};
@@ -107,6 +126,11 @@ int cl_repo_keysource_prefetch(cl_repo_keysource *ks, char *const *key_ids, size
     return rc;
 }
 
+int cl_repo_keysource_prefetch(cl_repo_keysource *ks, char *const *key_ids, size_t n, cl_err *err)
+{
+    return fetch(ks, key_ids, n, 0, err);
+}
+
 int cl_repo_keysource_get(void *arg, const char *key_id, uint8_t key[CL_SEAL_KEY_LEN], cl_err *err)
 {
     cl_repo_keysource *ks = arg;
@@ -118,7 +142,7 @@ int cl_repo_keysource_get(void *arg, const char *key_id, uint8_t key[CL_SEAL_KEY
     if (k)
         return 0;
     char *ids[1] = {(char *)key_id};
-    if (cl_repo_keysource_prefetch(ks, ids, 1, err) != 0)
+    if (fetch(ks, ids, 1, 1, err) != 0) /* one round: the repository retries at later polls */
         return -1;
     pthread_mutex_lock(&ks->lock);
     k = find(ks, key_id);

@@ -7,6 +7,7 @@
  * cl_serve_backend (engine_backend_* is the adapter); repo_model_refresh decides what to load for one
  * model; cl_repo_poll and the polling thread drive it. */
 #include "cloister/repo.h"
+#include "cloister/policy.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -218,9 +219,12 @@ static int attach_preprocess(engine_backend *b, const char *pp_path, cl_err *err
                       pp_path, b->image.input, names);
 }
 
-int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
-                         cl_serve_backend *out, cl_err *err)
+/* cl_repo_load_backend; *key_failed tells whether it failed for want of the key (the key source
+ * could not supply it: denied, or the key server unreachable), which a later poll retries. */
+static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
+                        cl_serve_backend *out, bool *key_failed, cl_err *err)
 {
+    *key_failed = false;
     uint8_t *buf = NULL;
     size_t len = 0;
     char pp_path[4200];
@@ -239,6 +243,7 @@ int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, v
         if (!key)
             return -1;
         int rc = key_fn(key_arg, h.key_id, key, err);
+        *key_failed = rc != 0;
         if (rc == 0)
             rc = cl_seal_open_file(path, key, h.key_id, &buf, &len, NULL, err);
         cl_secmem_free(key);
@@ -267,6 +272,24 @@ int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, v
         return -1;
     }
     return 0;
+}
+
+int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
+                         cl_serve_backend *out, cl_err *err)
+{
+    bool key_failed;
+    return load_backend(path, sealed, key_fn, key_arg, engine_threads, out, &key_failed, err);
+}
+
+/* A sealed file's key id must be a name the key server can hold (files sealed before the key id
+ * alphabet was the secret-name alphabet may hold others). */
+static int check_key_id(const char *path, const char *key_id, cl_err *err)
+{
+    if (cl_policy_secret_name_valid(key_id))
+        return 0;
+    return cl_err_set(err, CL_E_INVALID, "'%s' is sealed for key id '%s', which is not a key server secret name "
+                      "(1-128 of A-Z a-z 0-9 . _ : / -), so no key server can release its key: unseal it and seal it "
+                      "again with a valid --key-id", path, key_id);
 }
 
 /* ---------------------------------------------------------------- versions on disk */
@@ -370,8 +393,16 @@ int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed
 
 /* ---------------------------------------------------------------- the repository */
 
+/* A version that failed to load, by the identity of its files: not tried again until they change,
+ * except when it failed for want of its key (key_wait): then it is tried again on the schedule of
+ * cl_repo_key_retry_delay_s, since the key server's policy may grant it later. */
 typedef struct failed_version {
     int64_t version, mtime_ns, size, pp_mtime_ns, pp_size;
+    bool key_wait;
+    unsigned tries;      /* failed attempts for want of the key */
+    uint64_t next_ms;    /* CLOCK_MONOTONIC: not tried again before */
+    cl_serve_code code;  /* of the last attempt, for GetModelStatus */
+    char msg[384];
 } failed_version;
 
 typedef struct repo_model {
@@ -401,21 +432,84 @@ struct cl_repo {
     unsigned poll_seconds;
 };
 
-static bool skip_failed(void *arg, const version_file *vf)
+static uint64_t now_ms(void)
 {
-    const repo_model *m = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+unsigned cl_repo_key_retry_delay_s(unsigned poll_seconds, unsigned tries)
+{
+    uint64_t d = poll_seconds ? poll_seconds : 1;
+    for (unsigned i = 1; i < tries && d < CL_REPO_KEY_RETRY_MAX_S; i++)
+        d *= 2;
+    return d > CL_REPO_KEY_RETRY_MAX_S ? CL_REPO_KEY_RETRY_MAX_S : (unsigned)d;
+}
+
+static failed_version *find_failure(repo_model *m, const version_file *vf)
+{
     for (size_t i = 0; i < m->n_failed; i++)
         if (m->failed[i].version == vf->version && m->failed[i].mtime_ns == vf->mtime_ns &&
             m->failed[i].size == vf->size && m->failed[i].pp_mtime_ns == vf->pp_mtime_ns &&
             m->failed[i].pp_size == vf->pp_size)
-            return true;
-    return false;
+            return &m->failed[i];
+    return NULL;
 }
 
-static void remember_failure(repo_model *m, const version_file *vf)
+/* Skips versions that failed, unless a key wait is due. */
+static bool skip_failed(void *arg, const version_file *vf)
 {
-    size_t i = m->n_failed < MAX_VERSIONS_TRACKED ? m->n_failed++ : MAX_VERSIONS_TRACKED - 1;
-    m->failed[i] = (failed_version){vf->version, vf->mtime_ns, vf->size, vf->pp_mtime_ns, vf->pp_size};
+    const failed_version *f = find_failure(arg, vf);
+    return f && !(f->key_wait && now_ms() >= f->next_ms);
+}
+
+static failed_version *remember_failure(repo_model *m, const version_file *vf)
+{
+    failed_version *f = find_failure(m, vf);
+    if (!f) {
+        f = &m->failed[m->n_failed < MAX_VERSIONS_TRACKED ? m->n_failed++ : MAX_VERSIONS_TRACKED - 1];
+        *f = (failed_version){vf->version, vf->mtime_ns, vf->size, vf->pp_mtime_ns, vf->pp_size};
+    }
+    return f;
+}
+
+static void forget_failure(repo_model *m, const version_file *vf)
+{
+    failed_version *f = find_failure(m, vf);
+    if (f)
+        *f = m->failed[--m->n_failed];
+}
+
+static cl_serve_code key_failure_code(cl_status s)
+{
+    return s == CL_E_DENIED ? CL_SC_PERMISSION_DENIED : s == CL_E_IO ? CL_SC_UNAVAILABLE : CL_SC_UNKNOWN;
+}
+
+/* Tells the registry which versions above the one served wait for their key (GetModelStatus shows
+ * them as LOADING): those whose files are still there, unchanged. */
+static void publish_waiting(cl_repo *r, repo_model *m)
+{
+    cl_serve_version_status st[MAX_VERSIONS_TRACKED];
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_failed; i++) {
+        const failed_version *f = &m->failed[i];
+        if (!f->key_wait || f->version <= m->current)
+            continue;
+        char name[32];
+        snprintf(name, sizeof name, "%lld", (long long)f->version);
+        version_file vf;
+        if (!version_probe(m->base_path, name, &vf) || vf.mtime_ns != f->mtime_ns || vf.size != f->size)
+            continue;
+        st[n] = (cl_serve_version_status){.version = f->version, .code = f->code};
+        if (snprintf(st[n].message, sizeof st[n].message, "%s", f->msg) < 0)
+            st[n].message[0] = '\0';
+        n++;
+    }
+    cl_err err = {0};
+    if (cl_serve_registry_set_loading(r->registry, m->name, st, n, &err) != 0)
+        CL_WARN(LOG, "model '%s': %s (GetModelStatus does not show the versions waiting for a key)", m->name,
+                err.msg);
 }
 
 /* Loads the newest version above the current one, if any. Returns 1 if a version was swapped in,
@@ -424,38 +518,101 @@ static int repo_model_refresh(cl_repo *r, repo_model *m, cl_err *err)
 {
     version_file vf;
     int found = newest_version(m->base_path, m->current, skip_failed, m, &vf, err);
-    if (found <= 0)
+    if (found <= 0) {
+        if (found == 0)
+            publish_waiting(r, m);
         return found;
+    }
     cl_serve_backend b;
     int rc;
+    bool key_failed = false;
     if (vf.ambiguous)
         rc = cl_err_set(err, CL_E_INVALID, "version %lld of model '%s' has both %s and %s: remove one",
                         (long long)vf.version, m->name, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
     else
-        rc = cl_repo_load_backend(vf.path, vf.sealed, r->key_fn, r->key_arg, r->engine_threads, &b, err);
+        rc = load_backend(vf.path, vf.sealed, r->key_fn, r->key_arg, r->engine_threads, &b, &key_failed, err);
     if (rc == 0 && cl_serve_registry_add(r->registry, m->name, vf.version, &b, err) != 0) {
         b.destroy(b.ctx);
         rc = -1;
     }
     if (rc != 0) {
-        remember_failure(m, &vf);
+        failed_version *f = remember_failure(m, &vf);
+        f->key_wait = key_failed && r->key_fn;
+        if (f->key_wait) {
+            f->tries++;
+            unsigned delay = cl_repo_key_retry_delay_s(r->poll_seconds, f->tries);
+            f->next_ms = now_ms() + (uint64_t)delay * 1000;
+            f->code = key_failure_code(err->code);
+            cl_err_prefix(err, "version %lld", (long long)vf.version);
+            /* the message is cut if it has to be: the return values say so, and are not needed */
+            if (snprintf(f->msg, sizeof f->msg, "%s; its key is asked for again in %u s", err->msg, delay) < 0)
+                f->msg[0] = '\0';
+            if (snprintf(err->msg, sizeof err->msg, "%s (attempt %u; retried with backoff up to every %u s while the "
+                         "files are unchanged)", f->msg, f->tries, CL_REPO_KEY_RETRY_MAX_S) < 0)
+                err->msg[0] = '\0';
+        }
+        publish_waiting(r, m);
         return -1;
     }
+    failed_version *f = find_failure(m, &vf);
+    unsigned tries = f ? f->tries : 0;
+    forget_failure(m, &vf);
     int64_t old = m->current;
     m->current = vf.version;
     if (old > 0)
         cl_serve_registry_remove(r->registry, m->name, old); /* requests on it finish first */
+    publish_waiting(r, m);
     const cl_image_spec *img = NULL;
     for (size_t i = 0; i < b.signature->n_inputs && !img; i++)
         img = b.signature->inputs[i].image;
-    char imgs[200] = "";
+    char imgs[200] = "", retried[80] = "";
     if (img)
         snprintf(imgs, sizeof imgs, "; input '%s' takes %s images (%s, %ux%u)", img->input,
                  img->pre.channels == 1 ? "greyscale" : "RGB", CL_REPO_PREPROCESS_NAME, img->pre.width,
                  img->pre.height);
-    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s", m->name, (long long)vf.version, vf.path,
-            vf.sealed ? " (sealed, decrypted in locked memory)" : "", imgs);
+    if (tries)
+        snprintf(retried, sizeof retried, " (its key arrived after %u failed attempt%s)", tries, tries == 1 ? "" : "s");
+    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s%s", m->name, (long long)vf.version, vf.path,
+            vf.sealed ? " (sealed, decrypted in locked memory)" : "", imgs, retried);
     return 1;
+}
+
+/* The checks of a model's newest version that need no key: it exists, is not ambiguous, and when sealed
+ * its header is readable, its key id can be asked of the key server, a key source is configured, and
+ * its preprocess.json (if any) parses (the plain ones are checked whole when they load). */
+static int check_newest(const cl_repo *r, const repo_model *m, bool *sealed, char key_id[CL_SEAL_KEY_ID_MAX + 1],
+                        cl_err *err)
+{
+    version_file vf;
+    int found = newest_version(m->base_path, 0, NULL, NULL, &vf, err);
+    if (found < 0)
+        return -1;
+    if (found == 0)
+        return cl_err_set(err, CL_E_IO,
+                          "no model version under '%s': expected <version>/%s or <version>/%s (version a "
+                          "positive integer)",
+                          m->base_path, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
+    if (vf.ambiguous)
+        return cl_err_set(err, CL_E_INVALID, "version %lld has both %s and %s: remove one", (long long)vf.version,
+                          CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
+    *sealed = vf.sealed;
+    if (!vf.sealed)
+        return 0;
+    cl_seal_header h;
+    if (cl_seal_header_read_file(vf.path, &h, err) != 0 || check_key_id(vf.path, h.key_id, err) != 0)
+        return -1;
+    if (!r->key_fn)
+        return cl_err_set(err, CL_E_KEY, "model key '%s' is needed for a sealed model: start the server with "
+                          "--keyserver HOST:PORT --keyserver-ca CA.pem (and --evidence) to open %s", h.key_id,
+                          vf.path);
+    char pp[4200];
+    struct stat st;
+    sibling_path(vf.path, CL_REPO_PREPROCESS_NAME, pp, sizeof pp);
+    cl_image_spec spec;
+    if (lstat(pp, &st) == 0 && cl_image_spec_load(pp, &spec, err) != 0)
+        return -1;
+    snprintf(key_id, CL_SEAL_KEY_ID_MAX + 1, "%s", h.key_id);
+    return 0;
 }
 
 static bool model_name_valid(const char *s)
@@ -501,6 +658,9 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
                                       "--model_config_file");
         return NULL;
     }
+    bool *sealed = NULL;
+    char **ids = NULL;
+    size_t n_ids = 0;
     cl_repo *r = calloc(1, sizeof *r);
     if (!r || !(r->models = calloc(o->n_models, sizeof *r->models))) {
         free(r);
@@ -535,17 +695,44 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
             goto fail;
         }
     }
+    /* 1. Everything that needs no key: the version directories, the sealed headers and their key ids,
+     * preprocess.json, the plain models (loaded). */
+    sealed = calloc(r->n_models, sizeof *sealed);
+    ids = calloc(r->n_models, sizeof *ids);
+    if (!sealed || !ids) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto fail;
+    }
     for (size_t i = 0; i < r->n_models; i++) {
         repo_model *m = &r->models[i];
-        int64_t v;
-        bool sealed;
-        if (cl_repo_latest_version(m->base_path, &v, &sealed, err) != 0 || repo_model_refresh(r, m, err) < 0) {
+        char key_id[CL_SEAL_KEY_ID_MAX + 1];
+        if (check_newest(r, m, &sealed[i], key_id, err) != 0 || (!sealed[i] && repo_model_refresh(r, m, err) < 0)) {
             cl_err_prefix(err, "model '%s'", m->name);
             goto fail;
         }
+        bool dup = !sealed[i];
+        for (size_t j = 0; j < n_ids && !dup; j++)
+            dup = strcmp(ids[j], key_id) == 0;
+        if (!dup && !(ids[n_ids++] = strdup(key_id))) {
+            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            goto fail;
+        }
     }
+    /* 2. The keys (the key server is contacted only now), then the sealed models. */
+    if (n_ids && o->before_sealed && o->before_sealed(o->before_sealed_arg, ids, n_ids, err) != 0)
+        goto fail;
+    for (size_t i = 0; i < r->n_models; i++) {
+        if (sealed[i] && repo_model_refresh(r, &r->models[i], err) < 0) {
+            cl_err_prefix(err, "model '%s'", r->models[i].name);
+            goto fail;
+        }
+    }
+    free(sealed);
+    cl_repo_key_ids_free(ids, n_ids);
     return r;
 fail:
+    free(sealed);
+    cl_repo_key_ids_free(ids, n_ids);
     cl_repo_free(r);
     return NULL;
 }
@@ -661,7 +848,7 @@ int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char **
         if (found == 0 || !vf.sealed)
             continue;
         cl_seal_header h;
-        if (cl_seal_header_read_file(vf.path, &h, err) != 0) {
+        if (cl_seal_header_read_file(vf.path, &h, err) != 0 || check_key_id(vf.path, h.key_id, err) != 0) {
             cl_repo_key_ids_free(out, n);
             return cl_err_prefix(err, "model '%s' version %lld", models[i].name, (long long)vf.version);
         }

@@ -5,6 +5,7 @@
  * schedule; chunk_crypt is the only place a chunk is encrypted or decrypted; unsealer_* holds the
  * ordered checks every opening path goes through. Derived keys live in secure memory. */
 #include "cloister/seal.h"
+#include "cloister/policy.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -86,21 +87,29 @@ int cl_seal_key_save(const char *path, const uint8_t key[CL_SEAL_KEY_LEN], cl_er
     return cl_file_write_atomic(path, key, CL_SEAL_KEY_LEN, 0600, false, err);
 }
 
+/* The characters the format allows in a key id (docs/sealed-format.md): what files sealed before the
+ * key id alphabet became the key server's secret-name alphabet may hold, so they can still be opened. */
 static bool key_id_char(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            strchr("._:/@+-", c) != NULL;
 }
 
-bool cl_seal_key_id_valid(const char *key_id)
+static bool key_id_format_valid(const char *key_id)
 {
-    size_t n = key_id ? strlen(key_id) : 0;
+    size_t n = strlen(key_id);
     if (n == 0 || n > CL_SEAL_KEY_ID_MAX)
         return false;
     for (size_t i = 0; i < n; i++)
         if (!key_id_char((unsigned char)key_id[i]))
             return false;
     return true;
+}
+
+bool cl_seal_key_id_valid(const char *key_id)
+{
+    /* one alphabet with the key server's secret names, so every sealed model can be provisioned */
+    return key_id && cl_policy_secret_name_valid(key_id);
 }
 
 static bool content_type_valid(const char *ct, size_t n)
@@ -216,7 +225,7 @@ int cl_seal_header_parse(const uint8_t *buf, size_t len, cl_seal_header *h, cl_e
         return cl_err_set(err, CL_E_TRUNCATED, "truncated: the file ends inside the sealed header");
     memcpy(h->key_id, buf + FIXED_LEN, kid);
     h->key_id[kid] = '\0';
-    if (!cl_seal_key_id_valid(h->key_id))
+    if (!key_id_format_valid(h->key_id))
         return cl_err_set(err, CL_E_FORMAT, "corrupted header: the key id has invalid characters");
     size_t ct = buf[FIXED_LEN + kid];
     if (ct > CL_SEAL_CONTENT_TYPE_MAX)
@@ -351,7 +360,7 @@ static int sealer_begin(sealer *s, uint64_t plaintext_len, const uint8_t key[CL_
     memset(s, 0, sizeof *s);
     if (!o || !cl_seal_key_id_valid(o->key_id))
         return cl_err_set(err, CL_E_INVALID,
-                          "the key id must be 1-255 characters from A-Z a-z 0-9 . _ : / @ + -");
+                          CL_SEAL_KEY_ID_RULE);
     const char *ct = o->content_type ? o->content_type : "application/octet-stream";
     if (strlen(ct) > CL_SEAL_CONTENT_TYPE_MAX || !content_type_valid(ct, strlen(ct)))
         return cl_err_set(err, CL_E_INVALID, "the content type must be 0-64 printable ASCII characters without spaces");

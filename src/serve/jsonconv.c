@@ -627,13 +627,18 @@ char *cl_serve_json_metadata(const cl_serve_model *m)
     return cl_strbuf_take(&b, NULL);
 }
 
-char *cl_serve_json_status(const int64_t *versions, size_t n)
+char *cl_serve_json_status(const cl_serve_version_status *versions, size_t n)
 {
     cl_strbuf b = {0};
     cl_strbuf_str(&b, "{\"model_version_status\":[");
-    for (size_t i = 0; i < n; i++)
-        cl_strbuf_fmt(&b, "%s{\"version\":\"%lld\",\"state\":\"AVAILABLE\",", i ? "," : "", (long long)versions[i]),
-            cl_strbuf_str(&b, "\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}");
+    for (size_t i = 0; i < n; i++) {
+        const cl_serve_version_status *v = &versions[i];
+        cl_strbuf_fmt(&b, "%s{\"version\":\"%lld\",\"state\":\"%s\",\"status\":{\"error_code\":\"%s\","
+                      "\"error_message\":", i ? "," : "", (long long)v->version, v->available ? "AVAILABLE" : "LOADING",
+                      cl_serve_code_name(v->code));
+        cl_strbuf_json_string(&b, v->message);
+        cl_strbuf_str(&b, "}}");
+    }
     cl_strbuf_str(&b, "]}");
     return cl_strbuf_take(&b, NULL);
 }

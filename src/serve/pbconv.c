@@ -544,7 +544,7 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
     cl_serve_code code = CL_SC_OK;
     bag b = {0};
     const Tensorflow__Serving__ModelSpec *ms = req->model_spec;
-    int64_t versions[64];
+    static _Thread_local cl_serve_version_status versions[64];
     size_t n = 0;
     if (!ms || !ms->name || !*ms->name) {
         code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing ModelSpec");
@@ -555,7 +555,7 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         code = cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet");
         goto out;
     }
-    n = cl_serve_registry_versions(reg, ms->name, versions, CL_ARRAY_LEN(versions));
+    n = cl_serve_registry_status(reg, ms->name, versions, CL_ARRAY_LEN(versions));
     if (n > CL_ARRAY_LEN(versions))
         n = CL_ARRAY_LEN(versions);
     if (n == 0) {
@@ -564,7 +564,7 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
     }
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version) {
         size_t i = 0;
-        while (i < n && versions[i] != ms->version->value)
+        while (i < n && versions[i].version != ms->version->value)
             i++;
         if (i == n) {
             code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s",
@@ -583,8 +583,12 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
             break;
         tensorflow__serving__model_version_status__init(vs);
         tensorflow__serving__status_proto__init(sp);
-        vs->version = versions[i];
-        vs->state = TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE;
+        vs->version = versions[i].version;
+        vs->state = versions[i].available ? TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE
+                                          : TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__LOADING;
+        sp->error_code = (Tensorflow__Error__Code)versions[i].code;
+        if (versions[i].message[0])
+            sp->error_message = versions[i].message;
         vs->status = sp;
         resp.model_version_status[resp.n_model_version_status++] = vs;
     }

@@ -28,11 +28,33 @@ typedef struct entry {
     cl_serve_model *m;
 } entry;
 
+/* A version not loaded yet that the repository keeps trying (GetModelStatus shows it as LOADING). */
+typedef struct loading_entry {
+    char *name;
+    cl_serve_version_status st;
+} loading_entry;
+
 struct cl_serve_registry {
     pthread_mutex_t mu;
     entry *v;
     size_t n, cap;
+    loading_entry *loading;
+    size_t n_loading;
 };
+
+/* Drops the loading notes of `name` (every version when version is 0). Called with mu held. */
+static void drop_loading(cl_serve_registry *r, const char *name, int64_t version)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->n_loading; i++) {
+        loading_entry *e = &r->loading[i];
+        if (strcmp(e->name, name) == 0 && (version == 0 || e->st.version == version))
+            free(e->name);
+        else
+            r->loading[k++] = *e;
+    }
+    r->n_loading = k;
+}
 
 static void model_unref(cl_serve_model *m)
 {
@@ -63,6 +85,9 @@ void cl_serve_registry_free(cl_serve_registry *r)
     for (size_t i = 0; i < r->n; i++)
         model_unref(r->v[i].m);
     free(r->v);
+    for (size_t i = 0; i < r->n_loading; i++)
+        free(r->loading[i].name);
+    free(r->loading);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -116,6 +141,7 @@ int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t versio
         }
         r->v[r->n++].m = m;
     }
+    drop_loading(r, name, version);
     pthread_mutex_unlock(&r->mu);
     model_unref(old);
     return 0;
@@ -183,6 +209,65 @@ size_t cl_serve_registry_versions(cl_serve_registry *r, const char *name, int64_
             out[j] = v;
         n++;
     }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+int cl_serve_registry_set_loading(cl_serve_registry *r, const char *name, const cl_serve_version_status *loading,
+                                  size_t n, cl_err *err)
+{
+    pthread_mutex_lock(&r->mu);
+    drop_loading(r, name, 0);
+    int rc = 0;
+    if (n) {
+        loading_entry *grown = realloc(r->loading, (r->n_loading + n) * sizeof *grown);
+        if (grown)
+            r->loading = grown;
+        for (size_t i = 0; grown && i < n; i++) {
+            char *copy = strdup(name);
+            if (!copy) {
+                grown = NULL;
+                break;
+            }
+            loading_entry *e = &r->loading[r->n_loading++];
+            e->name = copy;
+            e->st = loading[i];
+            e->st.available = false;
+        }
+        if (!grown)
+            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+/* Inserts st into out[0..max) (highest version first, *n entries so far). */
+static void status_insert(cl_serve_version_status *out, size_t max, size_t *n, const cl_serve_version_status *st)
+{
+    size_t k = *n < max ? *n : max, j = k;
+    while (j > 0 && out[j - 1].version < st->version) {
+        if (j < max)
+            out[j] = out[j - 1];
+        j--;
+    }
+    if (j < max)
+        out[j] = *st;
+    (*n)++;
+}
+
+size_t cl_serve_registry_status(cl_serve_registry *r, const char *name, cl_serve_version_status *out, size_t max)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n; i++) {
+        if (strcmp(r->v[i].m->name, name) != 0)
+            continue;
+        cl_serve_version_status st = {.version = r->v[i].m->version, .available = true, .code = CL_SC_OK};
+        status_insert(out, max, &n, &st);
+    }
+    for (size_t i = 0; i < r->n_loading; i++)
+        if (strcmp(r->loading[i].name, name) == 0)
+            status_insert(out, max, &n, &r->loading[i].st);
     pthread_mutex_unlock(&r->mu);
     return n;
 }

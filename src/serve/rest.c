@@ -313,8 +313,8 @@ static void handle(rconn *c, const char *path, int method)
                            want_post ? "Malformed request: :predict needs POST" : "Malformed request: use GET");
     cl_serve_registry *reg = cl_serve_srv_registry(srv);
     if (rpc == CL_RPC_STATUS) {
-        int64_t vs[64];
-        size_t n = cl_serve_registry_versions(reg, name, vs, CL_ARRAY_LEN(vs));
+        static _Thread_local cl_serve_version_status vs[64];
+        size_t n = cl_serve_registry_status(reg, name, vs, CL_ARRAY_LEN(vs));
         if (n > CL_ARRAY_LEN(vs))
             n = CL_ARRAY_LEN(vs);
         if (n == 0) {
@@ -323,14 +323,14 @@ static void handle(rconn *c, const char *path, int method)
         }
         if (version > 0) {
             size_t i = 0;
-            while (i < n && vs[i] != version)
+            while (i < n && vs[i].version != version)
                 i++;
             if (i == n) {
                 cl_serve_st_set(&st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s", (long long)version,
                                 name);
                 return reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
             }
-            vs[0] = version;
+            vs[0] = vs[i];
             n = 1;
         }
         char *body = cl_serve_json_status(vs, n);

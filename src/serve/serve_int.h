@@ -139,8 +139,9 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
 /* outputs -> response body (malloc()ed, NUL-terminated). */
 cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_t *out_len);
 char *cl_serve_json_metadata(const cl_serve_model *m);
-/* model_version_status for the given versions (all AVAILABLE). */
-char *cl_serve_json_status(const int64_t *versions, size_t n);
+/* model_version_status for the given versions (AVAILABLE, or LOADING with the last attempt's code and
+ * message). */
+char *cl_serve_json_status(const cl_serve_version_status *versions, size_t n);
 /* {"error": msg} */
 char *cl_serve_json_error(const char *msg);
 

@@ -64,6 +64,10 @@ struct cl_serve_server {
     SSL_CTX *grpc_ctx, *rest_ctx;
     cl_serve_grpc_listener *grpc;
     cl_serve_rest_loop rest; /* on the main loop */
+    /* with cfg.listen_in_run: the bound sockets (owned by their listeners) that cl_serve_server_run
+     * still has to listen() on */
+    int unlistened[2 + 64];
+    unsigned n_unlistened;
     rest_thread *rt;         /* the other REST loops */
     unsigned n_rt;
     cl_serve_pool *pool;
@@ -271,8 +275,9 @@ char *cl_serve_metrics_render(cl_serve_server *s)
  * port, a port another server already listens on is refused even if that server allowed sharing
  * (SO_REUSEPORT would otherwise let two servers of one user split its connections). */
 typedef enum { PORT_OWN, PORT_SHARED_FIRST, PORT_SHARED_MORE } port_use;
+#define LISTEN_BACKLOG 511
 
-static int listen_on(const char *host, int port, port_use use, int *bound, cl_err *err)
+static int listen_on(const char *host, int port, port_use use, bool defer, int *bound, cl_err *err)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV};
@@ -311,7 +316,7 @@ static int listen_on(const char *host, int port, port_use use, int *bound, cl_er
         freeaddrinfo(ai);
         return cl_err_errno(err, CL_E_IO, e, "cannot share port %d between REST event loops", port);
     }
-    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 511) != 0) {
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || (!defer && listen(fd, LISTEN_BACKLOG) != 0)) {
         int e = errno;
         close(fd);
         freeaddrinfo(ai);
@@ -434,9 +439,10 @@ static int rest_threads_new(cl_serve_server *s, unsigned n, cl_err *err)
         if (!(t->r.base = new_base()) || !(t->r.doneq = cl_serve_doneq_new(s->pool, t->r.base, err)) ||
             !(t->stop_ev = event_new(t->r.base, -1, 0, rest_thread_stop, &t->r)))
             return cl_err_set(err, CL_E_NOMEM, "cannot create REST event loop %u", i + 2);
-        int port, fd = listen_on(s->cfg.host, s->rest_port, PORT_SHARED_MORE, &port, err);
+        int port, fd = listen_on(s->cfg.host, s->rest_port, PORT_SHARED_MORE, s->cfg.listen_in_run, &port, err);
         if (fd < 0)
             return -1;
+        s->unlistened[s->n_unlistened++] = fd;
         if (cl_serve_rest_listen(&t->r, fd, s->rest_ctx, err) != 0) {
             close(fd);
             return -1;
@@ -551,6 +557,8 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
         s->cfg.memory_budget_bytes = (size_t)1 << 30;
     if (!s->cfg.release_idle_ms)
         s->cfg.release_idle_ms = 1000;
+    if (s->cfg.rest_threads > 64)
+        s->cfg.rest_threads = 64;
     s->reg = reg;
     s->grpc_fd = s->rest_fd = -1;
     s->grpc_port = s->rest_port = -1;
@@ -585,16 +593,19 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
         goto fail;
     }
     if (cfg->grpc_port >= 0) {
-        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, PORT_OWN, &s->grpc_port, err)) < 0)
+        if ((s->grpc_fd = listen_on(s->cfg.host, cfg->grpc_port, PORT_OWN, s->cfg.listen_in_run, &s->grpc_port,
+                                    err)) < 0)
             goto fail;
+        s->unlistened[s->n_unlistened++] = s->grpc_fd;
         if (!(s->grpc = cl_serve_grpc_listen(s, s->base, s->grpc_fd, s->grpc_ctx, err)))
             goto fail;
         s->grpc_fd = -1; /* the listener owns it */
     }
     if (cfg->rest_port >= 0) {
         port_use use = s->cfg.rest_threads > 1 ? PORT_SHARED_FIRST : PORT_OWN;
-        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, use, &s->rest_port, err)) < 0)
+        if ((s->rest_fd = listen_on(s->cfg.host, cfg->rest_port, use, s->cfg.listen_in_run, &s->rest_port, err)) < 0)
             goto fail;
+        s->unlistened[s->n_unlistened++] = s->rest_fd;
         s->rest.srv = s;
         s->rest.base = s->base;
         if (rest_threads_new(s, s->cfg.rest_threads, err) != 0)
@@ -636,6 +647,13 @@ static void join_rest_threads(cl_serve_server *s)
 
 int cl_serve_server_run(cl_serve_server *s, cl_err *err)
 {
+    /* the ports were bound by cl_serve_server_new; connections are taken from here on */
+    for (unsigned i = 0; i < s->n_unlistened; i++)
+        if (s->cfg.listen_in_run && listen(s->unlistened[i], LISTEN_BACKLOG) != 0)
+            return cl_err_errno(err, CL_E_IO, errno, "cannot listen on %s:%d%s", s->cfg.host,
+                                i == 0 && s->grpc_port >= 0 ? s->grpc_port : s->rest_port,
+                                errno == EADDRINUSE ? " (another process took this port meanwhile)" : "");
+    s->n_unlistened = 0;
     char bat[96] = "";
     if (s->cfg.batching.max_batch_size >= 2)
         snprintf(bat, sizeof bat, ", batching up to %u rows within %u us", s->cfg.batching.max_batch_size,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # cli_seal.sh — `cloister keygen|seal|unseal|inspect` end to end: exit codes, messages, file modes,
 # and that no failure leaves an output or temporary file behind.
-source "$(dirname "$0")/lib.sh"
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/lib.sh"
 
 expect "help lists commands" 0 "seal" -- "$CLOISTER" help
 expect "unknown command is a usage error" 2 "unknown command 'frobnicate'" -- "$CLOISTER" frobnicate
@@ -26,6 +27,21 @@ expect "seal refuses to overwrite" 1 "already exists" -- \
   "$CLOISTER" seal --key model.key --key-id resnet50 --in model.onnx --out model.onnx.sealed
 expect "seal --force overwrites" 0 "" -- \
   "$CLOISTER" seal --key model.key --key-id resnet50 --in model.onnx --out model.onnx.sealed --force
+# one alphabet for key ids and the key server's secret names (what `keyserver secret put` refuses)
+expect "a key id the key server cannot store is refused" 2 "a key id must be a key server secret name" -- \
+  "$CLOISTER" seal --key model.key --key-id 'a+b@c' --in model.onnx --out plus.sealed
+check "a refused key id leaves no output" test ! -e plus.sealed
+expect "secret put refuses the same name" 1 "not a valid secret name" -- \
+  env CLOISTER_MASTER_KEY_FILE="$WORK/mk" "$CLOISTER" keyserver secret put --db ks.db --name 'a+b@c' --file model.key
+expect "a key id of 129 characters is refused (secret names have at most 128)" 2 "1-128 characters" -- \
+  "$CLOISTER" seal --key model.key --key-id "$(printf 'k%.0s' $(seq 129))" --in model.onnx --out long.sealed
+expect "a key id of 128 characters is sealed" 0 "sealed 5000000 bytes" -- \
+  "$CLOISTER" seal --key model.key --key-id "$(printf 'k%.0s' $(seq 128))" --in model.onnx --out long.sealed
+LEGACY=$HERE/../data/sealed-v1-keyid
+cp "$LEGACY/key" legacy.key && chmod 600 legacy.key
+expect "a file sealed before with '+' and '@' in its key id still opens" 0 "wrote 56 bytes" -- \
+  "$CLOISTER" unseal --key legacy.key --in "$LEGACY/plain.txt.sealed" --out legacy.txt
+check "and its plaintext is intact" cmp legacy.txt "$LEGACY/plain.txt"
 expect "inspect" 0 "key id: +resnet50" -- "$CLOISTER" inspect model.onnx.sealed
 expect "inspect --json" 0 '"key_id":"resnet50".*"content_type":"application/x-onnx".*"plaintext_length":5000000' -- \
   "$CLOISTER" inspect --json model.onnx.sealed
@@ -76,7 +92,7 @@ expect "unreadable key" 1 "cannot read key file" -- \
 head -c 16 /dev/urandom > short.key
 expect "malformed key" 1 "32 raw bytes or 64 hex digits" -- \
   "$CLOISTER" seal --key short.key --key-id a --in model.onnx --out x11
-expect "invalid key id" 1 "key id must be" -- \
+expect "invalid key id (a usage error)" 2 "key id must be" -- \
   "$CLOISTER" seal --key model.key --key-id "has space" --in model.onnx --out x12
 expect "chunk size out of range" 2 "from 64 to" -- \
   "$CLOISTER" seal --key model.key --key-id a --chunk-size 10 --in model.onnx --out x13

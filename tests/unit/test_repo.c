@@ -436,6 +436,199 @@ static void test_polling_thread(void **state)
     free(base);
 }
 
+/* before_sealed: what it saw of the registry when called, and whether to refuse */
+typedef struct hook {
+    cl_serve_registry *reg;
+    int calls;
+    size_t n_ids;
+    char first_id[64];
+    bool plain_loaded; /* the plain model was in the registry already */
+    bool refuse;
+} hook;
+
+static int before_sealed(void *arg, char *const *ids, size_t n, cl_err *err)
+{
+    hook *h = arg;
+    h->calls++;
+    h->n_ids = n;
+    snprintf(h->first_id, sizeof h->first_id, "%s", n ? ids[0] : "");
+    int64_t v;
+    h->plain_loaded = cl_serve_registry_versions(h->reg, "plain", &v, 1) == 1;
+    return h->refuse ? cl_err_set(err, CL_E_DENIED, "the key server refused") : 0;
+}
+
+/* Every check that needs no key runs before before_sealed (where `cloister serve` contacts the key
+ * server): a plain model that does not load, a sealed header that is not readable, an ambiguous version,
+ * a bad preprocess.json, a key id no key server can hold, no key source; only then the keys. */
+static void test_local_checks_before_keys(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    char *plain = tu_tmpdir(), *sealed = tu_tmpdir();
+    put_version(plain, 1, false, model_bytes, model_len);
+    put_version(sealed, 1, true, model_bytes, model_len);
+    keys k = {.key = model_key};
+    hook h = {.reg = reg};
+    cl_repo_model_config mc[2] = {{"sealed", sealed}, {"plain", plain}};
+    cl_repo_options o = {.registry = reg, .models = mc, .n_models = 2, .key_fn = key_source, .key_arg = &k,
+                         .engine_threads = 1, .before_sealed = before_sealed, .before_sealed_arg = &h};
+    /* all well: the plain model (listed second) is loaded before the keys are asked for */
+    cl_repo *r = cl_repo_new(&o, &err);
+    if (!r)
+        fail_msg("%s", err.msg);
+    assert_int_equal(h.calls, 1);
+    assert_int_equal(h.n_ids, 1);
+    assert_string_equal(h.first_id, "digits-key");
+    assert_true(h.plain_loaded);
+    assert_int_equal(k.calls, 1); /* the sealed model opened after the hook */
+    cl_repo_free(r);
+    cl_serve_registry_free(reg);
+
+    /* each local mistake fails cl_repo_new without the hook being called */
+    char path[1100];
+    struct {
+        const char *what, *msg;
+    } cases[] = {
+        {"plain model broken", "cannot load model"},
+        {"sealed header broken", "not a cloister sealed file"},
+        {"ambiguous version", "has both model.onnx and model.onnx.sealed"},
+        {"preprocess.json broken", "preprocess.json"},
+        {"no key source", "needed for a sealed model: start the server with --keyserver"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
+        char *p2 = tu_tmpdir(), *s2 = tu_tmpdir();
+        put_version(p2, 1, false, model_bytes, model_len);
+        put_version(s2, 1, true, model_bytes, model_len);
+        if (i == 0) {
+            snprintf(path, sizeof path, "%s/1/%s", p2, CL_REPO_PLAIN_NAME);
+            tu_write_file(path, "not onnx", 8);
+        } else if (i == 1) {
+            snprintf(path, sizeof path, "%s/1/%s", s2, CL_REPO_SEALED_NAME);
+            tu_write_file(path, "not sealed at all, not at all", 29);
+        } else if (i == 2) {
+            put_version(s2, 1, false, model_bytes, model_len);
+        } else if (i == 3) {
+            snprintf(path, sizeof path, "%s/1/%s", s2, CL_REPO_PREPROCESS_NAME);
+            tu_write_file(path, "{\"input\": ", 10);
+        }
+        reg = cl_serve_registry_new(&err);
+        h = (hook){.reg = reg};
+        k.calls = 0;
+        cl_repo_model_config m2[2] = {{"sealed", s2}, {"plain", p2}};
+        o.models = m2;
+        o.registry = reg;
+        o.key_fn = i == 4 ? NULL : key_source;
+        assert_null(cl_repo_new(&o, &err));
+        if (!strstr(err.msg, cases[i].msg))
+            fail_msg("%s: '%s' lacks '%s'", cases[i].what, err.msg, cases[i].msg);
+        assert_int_equal(h.calls, 0);
+        assert_int_equal(k.calls, 0);
+        cl_serve_registry_free(reg);
+        tu_rmrf(p2);
+        tu_rmrf(s2);
+        free(p2);
+        free(s2);
+    }
+    /* the hook's refusal fails the start, and no sealed model is opened */
+    reg = cl_serve_registry_new(&err);
+    h = (hook){.reg = reg, .refuse = true};
+    k.calls = 0;
+    o.models = mc;
+    o.registry = reg;
+    o.key_fn = key_source;
+    assert_null(cl_repo_new(&o, &err));
+    assert_non_null(strstr(err.msg, "the key server refused"));
+    assert_int_equal(k.calls, 0);
+    cl_serve_registry_free(reg);
+
+    /* a file sealed for a key id no key server can hold (the fixture from an earlier release) */
+    char *legacy = tu_tmpdir();
+    snprintf(path, sizeof path, "%s/1", legacy);
+    mkdir(path, 0700);
+    size_t len;
+    char src[1024];
+    snprintf(src, sizeof src, "%s/tests/data/sealed-v1-keyid/plain.txt.sealed", CLOISTER_SOURCE_DIR);
+    uint8_t *bytes = tu_read_file(src, &len);
+    snprintf(path, sizeof path, "%s/1/%s", legacy, CL_REPO_SEALED_NAME);
+    tu_write_file(path, bytes, len);
+    free(bytes);
+    cl_repo_model_config lm = {"legacy", legacy};
+    char **ids;
+    size_t n_ids;
+    assert_int_equal(cl_repo_key_ids(&lm, 1, &ids, &n_ids, &err), -1);
+    assert_non_null(strstr(err.msg, "sealed for key id 'owner+team@models/v1', which is not a key server secret name"));
+    reg = cl_serve_registry_new(&err);
+    h = (hook){.reg = reg};
+    o.models = &lm;
+    o.n_models = 1;
+    o.registry = reg;
+    assert_null(cl_repo_new(&o, &err));
+    assert_non_null(strstr(err.msg, "seal it again with a valid --key-id"));
+    assert_int_equal(h.calls, 0);
+    cl_serve_registry_free(reg);
+    tu_rmrf(legacy);
+    free(legacy);
+    tu_rmrf(plain);
+    tu_rmrf(sealed);
+    free(plain);
+    free(sealed);
+}
+
+/* A version whose key is denied is retried at the polls (not only when its files change): LOADING with
+ * PERMISSION_DENIED meanwhile, loaded once the key source grants it. */
+static void test_denied_key_retried(void **state)
+{
+    (void)state;
+    char *base = tu_tmpdir();
+    put_version(base, 1, false, model_bytes, model_len);
+    cl_err err = {0};
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    keys k = {.key = model_key, .deny = true};
+    cl_repo_model_config mc = {"digits", base};
+    cl_repo_options o = {.registry = reg, .models = &mc, .n_models = 1, .key_fn = key_source, .key_arg = &k,
+                         .engine_threads = 1};
+    cl_repo *r = cl_repo_new(&o, &err);
+    assert_non_null(r);
+    put_version(base, 2, true, model_bytes, model_len);
+    cl_log_set_level(CL_LOG_OFF);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(k.calls, 1);
+    cl_serve_version_status st[4];
+    assert_int_equal(cl_serve_registry_status(reg, "digits", st, 4), 2);
+    assert_int_equal(st[0].version, 2);
+    assert_false(st[0].available);
+    assert_int_equal(st[0].code, CL_SC_PERMISSION_DENIED);
+    assert_non_null(strstr(st[0].message, "key server denied 'digits-key'"));
+    assert_non_null(strstr(st[0].message, "its key is asked for again in 1 s"));
+    assert_true(st[1].available);
+    /* not before its time (1 s without a polling thread) */
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(k.calls, 1);
+    /* still denied after the wait: asked again, the next wait doubles */
+    struct timespec ts = {1, 100000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(cl_repo_poll(r), 0);
+    assert_int_equal(k.calls, 2);
+    assert_int_equal(cl_serve_registry_status(reg, "digits", st, 4), 2);
+    assert_non_null(strstr(st[0].message, "asked for again in 2 s"));
+    /* granted: loaded at the first poll after the wait, nothing LOADING any more */
+    k.deny = false;
+    ts.tv_sec = 2;
+    nanosleep(&ts, NULL);
+    assert_int_equal(cl_repo_poll(r), 1);
+    cl_log_set_level(CL_LOG_INFO);
+    assert_int_equal(k.calls, 3);
+    assert_int_equal(predict_all(reg), 2);
+    assert_int_equal(cl_serve_registry_status(reg, "digits", st, 4), 1);
+    assert_true(st[0].available);
+    assert_int_equal(st[0].version, 2);
+    cl_repo_free(r);
+    cl_serve_registry_free(reg);
+    tu_rmrf(base);
+    free(base);
+}
+
 static void test_configuration_errors(void **state)
 {
     (void)state;
@@ -540,6 +733,8 @@ int main(void)
         cmocka_unit_test(test_image_preprocessing), cmocka_unit_test(test_swap_under_load),
         cmocka_unit_test(test_polling_thread),
         cmocka_unit_test(test_configuration_errors),
+        cmocka_unit_test(test_local_checks_before_keys),
+        cmocka_unit_test(test_denied_key_retried),
         cmocka_unit_test(test_model_config_file),
     };
     return cmocka_run_group_tests_name("repo", tests, setup, teardown);

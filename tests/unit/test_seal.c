@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cloister/policy.h"
 #include "cloister/seal.h"
 #include "testutil.h"
 
@@ -390,7 +391,17 @@ static void test_keys(void **state)
     free(dir);
     free(p);
 
-    assert_true(cl_seal_key_id_valid("resnet50/v1@prod"));
+    assert_true(cl_seal_key_id_valid("resnet50/v1:prod-2.a_b"));
+    /* one alphabet with the key server's secret names: what `secret put` refuses, seal refuses */
+    const char *ids[] = {"a+b@c", "resnet50/v1@prod", "x+y", "resnet50", "a/b:c.d_e-f"};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        assert_int_equal(cl_seal_key_id_valid(ids[i]), cl_policy_secret_name_valid(ids[i]));
+    char id129[130];
+    memset(id129, 'k', 129);
+    id129[129] = 0;
+    assert_false(cl_seal_key_id_valid(id129)); /* the format allows 255; a secret name 128 */
+    id129[128] = 0;
+    assert_true(cl_seal_key_id_valid(id129));
     assert_false(cl_seal_key_id_valid(""));
     assert_false(cl_seal_key_id_valid("has space"));
     assert_false(cl_seal_key_id_valid("quote\""));

@@ -454,6 +454,22 @@ static void test_pb_metadata_status(void **state)
     assert_int_equal(sr->model_version_status[0]->state, TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE);
     tensorflow__serving__get_model_status_response__free_unpacked(sr, NULL);
     free(out);
+    /* a version the repository keeps trying (its key not released yet) is LOADING with the reason */
+    cl_serve_version_status waiting = {.version = 3, .code = CL_SC_PERMISSION_DENIED};
+    snprintf(waiting.message, sizeof waiting.message, "key 'k2' not released");
+    assert_int_equal(cl_serve_registry_set_loading(r, "affine", &waiting, 1, &err), 0);
+    assert_int_equal(cl_serve_pb_status(r, buf, len, &out, &olen, &st), CL_SC_OK);
+    sr = tensorflow__serving__get_model_status_response__unpack(NULL, olen, out);
+    assert_int_equal(sr->n_model_version_status, 3);
+    assert_int_equal(sr->model_version_status[0]->version, 3);
+    assert_int_equal(sr->model_version_status[0]->state, TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__LOADING);
+    assert_int_equal(sr->model_version_status[0]->status->error_code, TENSORFLOW__ERROR__CODE__PERMISSION_DENIED);
+    assert_string_equal(sr->model_version_status[0]->status->error_message, "key 'k2' not released");
+    assert_int_equal(sr->model_version_status[1]->state, TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE);
+    assert_int_equal(sr->model_version_status[1]->status->error_code, TENSORFLOW__ERROR__CODE__OK);
+    tensorflow__serving__get_model_status_response__free_unpacked(sr, NULL);
+    free(out);
+    assert_int_equal(cl_serve_registry_set_loading(r, "affine", NULL, 0, &err), 0);
     ms.name = "nope";
     len = protobuf_c_message_pack(&sreq.base, buf);
     assert_int_equal(cl_serve_pb_status(r, buf, len, &out, &olen, &st), CL_SC_NOT_FOUND);
@@ -560,12 +576,33 @@ static void test_json(void **state)
                                "{\"size\":\"4\",\"name\":\"\"}],\"unknown_rank\":false}"));
     free(md);
     cl_serve_model_release(m);
-    int64_t vs[2] = {2, 1};
+    cl_serve_version_status vs[2] = {{.version = 2, .available = true}, {.version = 1, .available = true}};
     char *s = cl_serve_json_status(vs, 2);
     assert_string_equal(s, "{\"model_version_status\":[{\"version\":\"2\",\"state\":\"AVAILABLE\",\"status\":{"
                            "\"error_code\":\"OK\",\"error_message\":\"\"}},{\"version\":\"1\",\"state\":\"AVAILABLE\","
                            "\"status\":{\"error_code\":\"OK\",\"error_message\":\"\"}}]}");
     free(s);
+    /* a version the repository is still trying to load is LOADING, with its last attempt's code */
+    cl_serve_version_status waiting = {.version = 7, .code = CL_SC_PERMISSION_DENIED};
+    snprintf(waiting.message, sizeof waiting.message, "key \"k\" not released; retried");
+    assert_int_equal(cl_serve_registry_set_loading(r, "affine", &waiting, 1, &err), 0);
+    cl_serve_version_status got[4];
+    size_t ng = cl_serve_registry_status(r, "affine", got, 4);
+    assert_true(ng >= 2);
+    assert_int_equal(got[0].version, 7);
+    assert_false(got[0].available);
+    assert_true(got[1].available);
+    s = cl_serve_json_status(got, 1);
+    assert_string_equal(s, "{\"model_version_status\":[{\"version\":\"7\",\"state\":\"LOADING\",\"status\":{"
+                           "\"error_code\":\"PERMISSION_DENIED\",\"error_message\":\"key \\\"k\\\" not released; "
+                           "retried\"}}]}");
+    free(s);
+    assert_int_equal(cl_serve_registry_versions(r, "affine", NULL, 0), ng - 1); /* not a loaded version */
+    assert_int_equal(cl_serve_registry_set_loading(r, "affine", NULL, 0, &err), 0);
+    assert_int_equal(cl_serve_registry_status(r, "affine", got, 4), ng - 1);
+    assert_int_equal(cl_serve_registry_set_loading(r, "other", &waiting, 1, &err), 0);
+    assert_int_equal(cl_serve_registry_status(r, "other", got, 4), 1); /* known only as loading */
+    assert_null(cl_serve_registry_get(r, "other", 0, &err));
     s = cl_serve_json_error("bad \"thing\"\n");
     assert_string_equal(s, "{\"error\":\"bad \\\"thing\\\"\\u000a\"}");
     free(s);
