@@ -104,4 +104,14 @@ kill -TERM $srv
 wait $srv
 srv=""
 
+# ---- the start-up line for a server without gRPC (it said "gRPC off0") and with one worker
+"$CLOISTER" serve --plaintext --allow-empty --host 127.0.0.1 --port 0 --rest_api_port "$rp" --workers 1 >off.log 2>&1 &
+srv=$!
+for ((i = 0; i < 100; i++)); do grep -q "serving:" off.log && break; sleep 0.1; done
+expect "no gRPC port: 'gRPC off', one worker" 0 "serving: gRPC off, REST 127.0.0.1:$rp on [0-9]+ threads? \(PLAINTEXT, not for production\), 1 worker, queue" -- \
+  cat off.log
+kill -TERM $srv
+wait $srv
+srv=""
+
 finish
