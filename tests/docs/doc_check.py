@@ -129,7 +129,7 @@ def parse(path, rel):
 def complete(text):
     """Whether bash parses text as whole commands (no open quote, brace, heredoc...)."""
     r = subprocess.run(["bash", "-n", "-c", text], stdin=subprocess.DEVNULL, capture_output=True)
-    return r.returncode == 0
+    return r.returncode == 0 and b"here-document" not in r.stderr  # an open heredoc is only a warning
 
 
 def commands(block):

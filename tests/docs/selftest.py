@@ -61,7 +61,9 @@ check("runs_in_order", {"a.md": """\
     # A
     ~~~sh
     x=41; cd "$(mktemp -d)"
-    echo hello > f.txt
+    cat > f.txt <<EOF
+    hello
+    EOF
     ~~~
     ~~~console
     $ echo $((x + 1)) "$(cat f.txt)" 0.50001
@@ -74,7 +76,7 @@ check("runs_in_order", {"a.md": """\
     ~~~json
     {"not": "a command"}
     ~~~
-    """}, 0, ["a.md: 2 run, 1 skipped: ok", "skipped a.md:11: needs a GPU", "1 skipped, 0 document(s) failed"])
+    """}, 0, ["a.md: 2 run, 1 skipped: ok", "skipped a.md:13: needs a GPU", "1 skipped, 0 document(s) failed"])
 
 # a failing command: the file, its line, the command, its status and its standard error
 check("failing_command", {"b.md": """\

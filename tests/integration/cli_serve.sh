@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cli_serve.sh — `cloister serve` from the command line: usage errors (exit 2) for missing TLS, model or
-# contradictory options; honest refusals (exit 1) for what this build cannot do yet (loading models
-# needs the engine, key release needs the key server); and a real start with --allow-empty over
+# contradictory options; refusals (exit 1) naming what is missing (a model base path, a simulated
+# quoting key, an SSL config file) or malformed; and a real start with --allow-empty over
 # mutual TLS from `cloister tls init`'s ssl.cfg on free loopback ports: REST and gRPC answer, metrics
 # are served, SIGTERM stops it with exit 0; polling: empty and truncated sealed versions are logged
 # naming their file, a vanished model directory once (not at every poll) and its return; the start-up
