@@ -1,6 +1,9 @@
-# Makefile — the user's entry points. The real build is CMake (CMakeLists.txt); every target first
-# runs scripts/deps.sh, which installs missing Debian packages (and nothing when all are there).
-#   make            build (release) into build/
+# Makefile — the user's entry points. The real build is CMake (CMakeLists.txt). `make` only builds: a
+# missing Debian package stops it with the list and `make deps`, which installs them (scripts/deps.sh;
+# apt-get, as root or through sudo). test, demo, bench, soak and check-models install what they miss.
+#   make            build (release) into build/; never installs packages
+#   make deps       install the missing Debian packages for building (DEPS=test|demo|bench|all: more)
+#   make install    install the `cloister` command into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make test       release build + ASan/UBSan/libFuzzer build, all tests; ends with "N passed, N failed"
 #   make demo       the main job, end to end (scripts/demo.sh)
 #   make bench      benchmarks against their peers (bench/)
@@ -8,17 +11,33 @@
 #   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
+DEPS ?= build
 
 SOAK_SECONDS ?= 600
 
-.PHONY: all build test demo bench soak check-models clean
+.PHONY: all build deps install test demo bench soak check-models clean
 
 all: build
 
+# `make` (build, install) only checks for the build's packages; the goals that install what they miss
+# and build first (demo, bench, check-models) let the build install them too
+ifneq ($(filter demo bench check-models,$(MAKECMDGOALS)),)
+BUILD_DEPS := scripts/deps.sh build
+else
+BUILD_DEPS := scripts/deps.sh --check build
+endif
+
 build:
-	@scripts/deps.sh build
+	@$(BUILD_DEPS)
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build build -j $(JOBS) -- -s --no-print-directory
+
+deps:
+	@scripts/deps.sh $(DEPS)
+
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
 
 test:
 	@scripts/test.sh

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # scripts/deps.sh — installs the Debian packages cloister needs, and only the missing ones.
 #
-# Usage: scripts/deps.sh [build|test|demo|bench|all]   (default: test)
+# Usage: scripts/deps.sh [--check] [build|test|demo|bench|all]   (default: test)
 # Runs apt-get only when something is missing, so repeated `make` calls are fast and offline.
+# --check installs nothing: it lists what is missing, says how to install it and exits 1 (`make`).
 set -euo pipefail
+check_only=0
+if [[ ${1:-} == --check ]]; then check_only=1; shift; fi
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev libnghttp2-dev libhttp-parser-dev
             libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsqlite3-dev
@@ -35,6 +38,12 @@ for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
 done
 ((${#missing[@]})) || exit 0
+if ((check_only)); then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "install them with 'make deps' (scripts/deps.sh ${1:-test}: apt-get, as root or through sudo)," \
+       "or 'sudo apt-get install ${missing[*]}'" >&2
+  exit 1
+fi
 
 echo "deps.sh: installing missing Debian packages: ${missing[*]}" >&2
 SUDO=""

@@ -218,8 +218,9 @@ int cl_cmd_bench(int argc, char **argv)
         ws[i].lat_ns = all + off;
         off += (size_t)ws[i].requests;
     }
-    fprintf(stderr, "cloister bench: %ld connection%s (%s), batch %lld, %ld requests after %ld warm-up each\n", conc,
-            conc == 1 ? "" : "s", ca.rest ? "REST" : "gRPC", (long long)items, requests, warmup);
+    fprintf(stderr, "cloister bench: %ld connection%s (%s), batch %lld, %ld request%s after %ld warm-up each\n", conc,
+            conc == 1 ? "" : "s", ca.rest ? "REST" : "gRPC", (long long)items, requests, requests == 1 ? "" : "s",
+            warmup);
     long started = 0;
     for (; started < conc; started++)
         if (pthread_create(&ws[started].tid, NULL, bench_run, &ws[started]) != 0)

@@ -306,7 +306,8 @@ int cl_keyserver_reload_policy(cl_keyserver *ks, cl_err *err)
         cl_keyserver_set_policy(ks, NULL);
         return -1;
     }
-    CL_INFO("keyserver", "policy reloaded from %s (%zu identities)", ks->policy_file, cl_policy_identity_count(p));
+    size_t n_ids = cl_policy_identity_count(p);
+    CL_INFO("keyserver", "policy reloaded from %s (%zu identit%s)", ks->policy_file, n_ids, n_ids == 1 ? "y" : "ies");
     cl_keyserver_set_policy(ks, p);
     return 0;
 }

@@ -658,10 +658,14 @@ int cl_serve_server_run(cl_serve_server *s, cl_err *err)
     if (s->cfg.batching.max_batch_size >= 2)
         snprintf(bat, sizeof bat, ", batching up to %u rows within %u us", s->cfg.batching.max_batch_size,
                  s->cfg.batching.batch_timeout_us);
-    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d on %u thread%s (%s), %u workers, queue %u%s",
-            s->grpc_port >= 0 ? s->cfg.host : "", s->grpc_port >= 0 ? ":" : "off", s->grpc_port >= 0 ? s->grpc_port : 0,
-            s->rest_port >= 0 ? s->cfg.host : "", s->rest_port >= 0 ? ":" : "off", s->rest_port >= 0 ? s->rest_port : 0,
-            s->n_rt + 1, s->n_rt ? "s" : "", s->tls_mode, s->cfg.workers, s->cfg.queue_limit, bat);
+    char grpc_at[96] = "off", rest_at[96] = "off";
+    if (s->grpc_port >= 0)
+        snprintf(grpc_at, sizeof grpc_at, "%s:%d", s->cfg.host, s->grpc_port);
+    if (s->rest_port >= 0)
+        snprintf(rest_at, sizeof rest_at, "%s:%d", s->cfg.host, s->rest_port);
+    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s, REST %s on %u thread%s (%s), %u worker%s, queue %u%s", grpc_at, rest_at,
+            s->n_rt + 1, s->n_rt ? "s" : "", s->tls_mode, s->cfg.workers, s->cfg.workers == 1 ? "" : "s",
+            s->cfg.queue_limit, bat);
     for (unsigned i = 0; i < s->n_rt; i++) {
         int rc = pthread_create(&s->rt[i].thread, NULL, rest_thread_main, &s->rt[i]);
         if (rc != 0) {

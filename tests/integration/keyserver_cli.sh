@@ -112,6 +112,8 @@ cp "$T/policy.good" "$T/policy.json"
 "$CL" keyserver reload --pid-file "$T/ks.pid" 2>/dev/null || fail "keyserver reload failed"
 for _ in $(seq 100); do [[ $(grep -c 'policy reloaded' "$T/server.log") -ge 2 ]] && break; sleep 0.05; done
 prov --secret model-key --out "$T/got6" 2>/dev/null || fail "restored policy does not serve"
+grep -q 'policy reloaded from .* (0 identities)$' "$T/server.log" || fail "the empty policy's reload is not logged as 0 identities"
+grep -q 'policy reloaded from .* (1 identity)$' "$T/server.log" || fail "the restored policy's reload is not logged as 1 identity"
 # SIGHUP also reloads the DCAP collateral: all files or none; a bad file keeps the collateral in use
 [[ $(grep -c 'DCAP collateral reloaded from 2 file(s)' "$T/server.log") -ge 2 ]] || fail "SIGHUP did not reload the DCAP collateral"
 echo '{"tcb_info": ' > "$T/tdx_col.json"
