@@ -431,16 +431,20 @@ def plot_seal(recs, plots):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.6))
     vals = [r.get("value") if _num(r.get("value")) else math.nan for r in rs]
-    bars = ax.bar(range(len(rs)), vals, 0.6, color=CLOISTER, label="cloister")
+    ref = [r["metric"].startswith("ceiling") for r in rs]
+    bars = ax.bar(range(len(rs)), vals, 0.6, color=["tab:gray" if x else CLOISTER for x in ref])
+    bars[ref.index(False) if False in ref else 0].set_label("cloister")
+    if True in ref:
+        bars[ref.index(True)].set_label("plain copy, no crypto (the I/O ceiling of file -> file)")
     _bar_labels(ax, bars, "{:,.0f}")
     peer = next((r for r in rs if _num(r.get("peer_value"))), None)
     if peer:
         ax.axhline(peer["peer_value"], color=PEER, ls="--", label=f"{peer['peer']}: {peer['peer_value']:,.0f} MB/s")
-        if peer.get("goal"):
-            m = GOAL_RE.match(peer["goal"])
-            if m:
-                ax.axhline(peer["peer_value"] * float(m.group(2)), color="tab:red", ls=":",
-                           label=f"goal: {peer['goal']} of the peer")
+        goal = next((r for r in rs if r.get("goal") and _num(r.get("peer_value"))), None)
+        m = GOAL_RE.match(goal["goal"]) if goal else None
+        if m:
+            ax.axhline(goal["peer_value"] * float(m.group(2)), color="tab:red", ls=":",
+                       label=f"goal: ratio {goal['goal']} (the streaming paths)")
     ax.set_xticks(range(len(rs)))
     ax.set_xticklabels([r["metric"].replace(": ", ":\n").replace(" -> ", " →\n") for r in rs], fontsize=7)
     ax.set_ylabel("MB/s (higher is better)")
@@ -458,6 +462,9 @@ def plot_soak(rows, summary, plots):
                           (ax[2], 3, "threads", "tab:green")):
         a.plot(t, [r[i] for r in rows], color=col)
         a.set_ylabel(yl)
+        if i > 1:
+            from matplotlib.ticker import MaxNLocator
+            a.yaxis.set_major_locator(MaxNLocator(integer=True))
         if summary.get("seconds"):
             a.axvline(summary["seconds"], color="gray", ls=":", lw=1)
     ax[2].set_xlabel("seconds since the server started (dotted: end of the load, then SIGTERM)")
@@ -674,7 +681,8 @@ def render(report_dir, results_dir, soak_dir):
     else:
         s = summary
         w(f"Soak of {s.get('date', 'an unrecorded date')} (commit `{(s.get('git_commit') or '?')[:12]}`), "
-          f"{fmt(s.get('seconds'), 's')} against `{s.get('build', '?')}`; from [{soak_dir}]({soak_dir}).\n")
+          f"{fmt(s.get('seconds'), 's')} against `{s.get('build', '?')}`; from "
+          f"[{soak_dir}]({os.path.relpath(soak_dir, report_dir)}).\n")
         w("| stream | rounds | ok | failed | errors by status | worst round p99 |\n| --- | ---: | ---: | ---: | --- | ---: |")
         for name, st in (s.get("streams") or {}).items():
             errs = ", ".join(f"{k} {v}" for k, v in sorted((st.get("errors") or {}).items())) or "none"
