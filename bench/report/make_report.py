@@ -401,7 +401,9 @@ def plot_latency(by_bench, plots):
         if r.get("model", "?") not in models:
             models.append(r.get("model", "?"))
     plt = _plt()
-    fig, ax = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4), squeeze=False)
+    per = max(sum(1 for r in lats if r.get("model", "?") == m) + any(
+        _num(r.get("reference_value")) for r in lats if r.get("model", "?") == m) for m in models)
+    fig, ax = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4 + 0.18 * per), squeeze=False)
     ks = ["p50", "p90", "p99", "max"]
     for a, m in zip(ax[0], models):
         for r in [r for r in lats if r.get("model", "?") == m]:
@@ -415,12 +417,12 @@ def plot_latency(by_bench, plots):
         a.set_yscale("log")
         from matplotlib.ticker import FuncFormatter
         a.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        a.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        a.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
         a.tick_params(axis="y", which="minor", labelsize=7)
         a.set_xlabel("percentile of the measured requests")
         a.set_ylabel(f"latency ({lats[0].get('unit', 'ms')}, log scale)")
         a.set_title(f"cloister bench latency percentiles: {m}", fontsize=9)
-        a.legend(fontsize=7, loc="best")
+        a.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     return _save(fig, plots, "latency.png")
 
 
