@@ -469,9 +469,9 @@ def plot_soak(rows, summary, plots):
             a.yaxis.set_major_locator(MaxNLocator(integer=True))
         if summary.get("seconds"):
             a.axvline(summary["seconds"], color="gray", ls=":", lw=1)
-    ax[2].set_xlabel("seconds since the server started (dotted: end of the load, then SIGTERM)")
+    ax[2].set_xlabel("seconds since the server was up (dotted: the soak's set duration, where the load stops; then SIGTERM)")
     ok, bad = summary.get("total_ok"), summary.get("total_failed")
-    ax[0].set_title(f"soak: cloister serve under mixed gRPC + REST load"
+    ax[0].set_title("soak: cloister serve under mixed gRPC + REST load"
                     + (f" ({ok:,} requests ok, {bad:,} failed)" if _num(ok) and _num(bad) else ""), fontsize=9)
     return _save(fig, plots, "soak.png")
 
