@@ -45,7 +45,8 @@ BENCHES = [
     ("dcap", "DCAP quote verification (bench/attest/bench_dcap)",
      "verifications with cached collateral vs the goal (1 ms) and the floor of two ECDSA checks"),
     ("engine", "Engine vs ONNX Runtime (bench/engine/run.sh)",
-     "batch-1 latency and batch-8 throughput per model vs onnxruntime-node, same file, same threads"),
+     "batch-1 latency and batch-8 throughput per model vs onnxruntime-node, same file, same threads (the goals, "
+     "from issue 4, are set for ResNet-50)"),
     ("serve-rest", "REST over TLS vs nginx (bench/serve/run.sh)",
      "`cloister serve` REST :predict requests per second vs nginx serving a static body over TLS"),
     ("serve-grpc", "gRPC end to end vs engine only (bench/serve/grpc_latency.sh)",
