@@ -6,7 +6,8 @@
 #   make install    install the `cloister` command into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make test       release build + ASan/UBSan/libFuzzer build, all tests; ends with "N passed, N failed"
 #   make demo       the main job, end to end (scripts/demo.sh)
-#   make bench      benchmarks against their peers (bench/)
+#   make bench      benchmarks against their peers (bench/run_all.sh): text as they run, then a report with
+#                   plots in bench/report/report.md (BENCH_REPORT=DIR elsewhere; BENCH_QUICK=1 short runs)
 #   make soak       the mixed gRPC + REST soak against the sanitizer build (bench/soak; SOAK_SECONDS=600)
 #   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
 #   make clean
@@ -15,6 +16,7 @@ PREFIX ?= /usr/local
 DEPS ?= build
 
 SOAK_SECONDS ?= 600
+BENCH_REPORT ?= bench/report
 
 .PHONY: all build deps install test demo bench soak check-models clean
 
@@ -48,15 +50,7 @@ demo: build
 
 bench: build
 	@scripts/deps.sh bench
-	@build/bench/bench_seal
-	@build/bench/bench_keyserver
-	@build/bench/bench_release
-	@build/bench/bench_release --secrets 8 --secret-size 1048576
-	@build/bench/bench_dcap tests/data/dcap-qvl
-	@bench/engine/run.sh build
-	@bench/serve/run.sh build
-	@bench/serve/grpc_latency.sh build
-	@bench/client/run.sh build
+	@bench/run_all.sh build $(BENCH_REPORT)
 
 soak:
 	@scripts/deps.sh bench
