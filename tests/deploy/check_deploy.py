@@ -21,16 +21,20 @@ chart, the Dockerfiles) for what can be checked without SGX, Gramine, Docker or 
             renders it;
   helm      the same object checks on the chart's output from the real `helm template` (defaults,
             deploy/k8s/policy.json as the policy, the kustomization's namespace);
+  docs      the `kubectl create secret|configmap` commands of docs/deploy.md and deploy/gramine/README.md,
+            run by the real kubectl (--dry-run=client -o json: offline) on stand-in files, make every
+            Secret and ConfigMap the pods mount, with the keys the containers read;
   images    deploy/Dockerfile installs the package of every library the binary loads (Debian).
 
 helm and kubectl are the real ones, from tests/deploy/tools/setup.py ($CLOISTER_DEPLOY_BIN overrides).
 Prints one line per check and ends with `N passed, N failed`; exits 1 on any failure.
-CHECK_DEPLOY_FAST=1 skips the two slow parts (kubectl kustomize, dpkg); tests/deploy/mutations.py uses
-it (the chart is still rendered: helm takes ~0.1 s).
+CHECK_DEPLOY_FAST=1 skips the slow parts (kubectl kustomize, the docs' commands, dpkg); tests/deploy/mutations.py
+uses it (the chart is still rendered: helm takes ~0.1 s).
 """
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -759,6 +763,98 @@ def check_kubectl(bindir, docs, kust):
               str(refs))
 
 
+# ---------------------------------------------------------------------------------------------- docs
+DOCS_WITH_COMMANDS = ("docs/deploy.md", "deploy/gramine/README.md")
+
+
+def doc_commands(rel):
+    """`kubectl ... create secret|configmap ...` command lines of a document's shell blocks, continuation
+    lines joined."""
+    text = open(os.path.join(ROOT, rel)).read()
+    out = []
+    for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", text, re.M | re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = line.strip()
+            if re.match(r"kubectl (-n \S+ )?create (secret|configmap) ", line):
+                out.append(line.split(" #")[0].strip())
+    return out
+
+
+def check_doc_objects(bindir, docs, ns):
+    """The docs' own commands that create the Secrets and ConfigMaps, run by the real kubectl with
+    --dry-run=client -o json (that much works without an API server) on stand-in files (a real
+    certificate and key for `secret tls`, which kubectl checks): every Secret and ConfigMap the
+    Deployments mount is made by one of them (or by the kustomization), in the namespace, with every
+    key the containers read (their flags' file paths under the mount, a volume's items, a subPath)."""
+    if os.environ.get("CHECK_DEPLOY_FAST"):
+        note("CHECK_DEPLOY_FAST: the docs' kubectl create commands not run")
+        return
+    made = {}
+    with tempfile.TemporaryDirectory() as work:
+        key, cert = os.path.join(work, "stand-in-key.pem"), os.path.join(work, "stand-in-cert.pem")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-subj", "/CN=cloister-keyserver", "-days", "1", "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if not check("docs: a stand-in certificate for `kubectl create secret tls` (openssl)", r.returncode == 0,
+                     r.stderr.strip()[:300]):
+            return
+
+        def stand_in(path, pem):
+            local = os.path.join(work, "files", path.lstrip("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            shutil.copy(pem, local) if pem else open(local, "wb").write(b"\x30\x82stand-in")
+            return local
+
+        for rel in DOCS_WITH_COMMANDS:
+            for line in doc_commands(rel):
+                args = shlex.split(line)[1:]
+                for i, a in enumerate(args):
+                    if args[i - 1] in ("--cert", "--key") and i > 0:
+                        args[i] = stand_in(a, cert if args[i - 1] == "--cert" else key)
+                    elif a.startswith("--from-file="):
+                        k, _, path = a[len("--from-file="):].rpartition("=")
+                        args[i] = "--from-file=" + (k + "=" if k else "") + stand_in(path, None)
+                r = subprocess.run([os.path.join(bindir, "kubectl"), *args, "--dry-run=client", "-o", "json"],
+                                   capture_output=True, text=True, timeout=60, env=tool_env(work))
+                what = re.match(r"kubectl (?:-n \S+ )?(create (?:secret \S+|configmap) \S+)", line).group(1)
+                if not check(f"docs: `kubectl {what} ...` ({rel}) runs (kubectl --dry-run=client)",
+                             r.returncode == 0, r.stderr.strip()[:300]):
+                    continue
+                o = json.loads(r.stdout)
+                made[(o["kind"], o["metadata"]["name"])] = (o["metadata"].get("namespace"), rel,
+                                                           set(o.get("data", {})) | set(o.get("binaryData", {})))
+    check("docs: the commands were found", len(made) >= 3, str(sorted(made)))
+    generated = {"cloister-keyserver-policy"}  # the kustomization's configMapGenerator (the chart's template)
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        spec = pod_spec(dep)
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"]:
+            paths = [a for a in (c.get("command") or []) + (c.get("args") or []) if a.startswith("/")]
+            if dep["metadata"]["name"] == "cloister-serve":
+                paths.append(_SERVE_SSL_CFG[0])
+            for vm in c.get("volumeMounts", []):
+                v = vols.get(vm["name"], {})
+                kind, name = (("Secret", v["secret"]["secretName"]) if "secret" in v else
+                              ("ConfigMap", v["configMap"]["name"]) if "configMap" in v else (None, None))
+                if not kind or name in generated:
+                    continue
+                src = v.get("secret") or v.get("configMap")
+                items = {it["path"]: it["key"] for it in src.get("items", [])}
+                if "subPath" in vm:
+                    need = {items.get(vm["subPath"], vm["subPath"])}
+                else:
+                    rel_paths = [os.path.relpath(p, vm["mountPath"]) for p in paths if under(p, vm["mountPath"])]
+                    need = {items.get(p, p) for p in rel_paths} | set(items.values())
+                got = made.get((kind, name))
+                check(f"docs: {kind} {name} (mounted at {vm['mountPath']} by {dep['metadata']['name']}) is made by a "
+                      f"command in the docs, in namespace {ns}, with the keys read from it ({', '.join(sorted(need))})",
+                      got is not None and got[0] == ns and need <= got[2],
+                      "no command makes it" if got is None else f"namespace {got[0]}, keys {sorted(got[2])} ({got[1]})")
+
+
+_SERVE_SSL_CFG = ["/etc/cloister/tls/ssl.cfg"]  # set from the manifest's --ssl_config_file in run_all
+
+
 # -------------------------------------------------------------------------------------------- images
 def check_images(facts):
     df = open(os.path.join(ROOT, "deploy", "Dockerfile")).read()
@@ -823,6 +919,8 @@ def run_all(cloister, serve_opts, ks_opts):
         if check("tools: the real helm and kubectl are installed (tests/deploy/tools/setup.py)", bindir is not None, why):
             if kust is not None:
                 check_kubectl(bindir, docs, kust)
+                _SERVE_SSL_CFG[0] = facts["ssl_cfg"]
+                check_doc_objects(bindir, docs, kust.get("namespace"))
             check_helm_objects(bindir, kust.get("namespace", "cloister") if kust else "cloister", facts, ks_opts)
         check_images(facts)
 

@@ -109,12 +109,18 @@ MUTATIONS = [
      "    limits:\n      cpu: \"4\"\n      memory: 1Gi\n      sgx.intel.com/epc: 2Gi", "helm: the EPC request covers"),
     (HT + "_helpers.tpl", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false",
      "helm: cloister-serve/serve: non-root"),
+    # the docs' commands that create what the pods mount (run by the real kubectl, --dry-run=client)
+    ("gramine/README.md", "--from-file=ssl.cfg=/etc/cloister/tls/ssl.cfg", "--from-file=tls.cfg=/etc/cloister/tls/ssl.cfg",
+     "Secret cloister-serving-tls-encrypted (mounted at"),
+    ("gramine/README.md", "kubectl -n cloister create secret generic cloister-serving-tls-encrypted",
+     "kubectl create secret generic cloister-serving-tls-encrypted", "in namespace cloister, with the keys read"),
 ]
 
 
-def run(root, cloister, bindir, helm):
-    """check_deploy.py (and for a chart mutation check_helm.py too) on the copy: (rc, stdout)."""
-    env = dict(os.environ, CHECK_DEPLOY_FAST="1", CLOISTER_DEPLOY_BIN=bindir)
+def run(root, cloister, bindir, helm, fast=True):
+    """check_deploy.py (and for a chart mutation check_helm.py too) on the copy: (rc, stdout). fast: with
+    CHECK_DEPLOY_FAST (a mutation of the docs needs the slow part: their kubectl commands)."""
+    env = dict(os.environ, CLOISTER_DEPLOY_BIN=bindir, **({"CHECK_DEPLOY_FAST": "1"} if fast else {}))
     here = os.path.join(root, "tests", "deploy")
     r = subprocess.run([sys.executable, os.path.join(here, "check_deploy.py"), cloister],
                        capture_output=True, text=True, env=env, timeout=120)
@@ -147,6 +153,8 @@ def main():
             os.makedirs(os.path.join(root, "tests", "deploy"))
             for f in ("check_deploy.py", "check_helm.py"):
                 shutil.copy(os.path.join(HERE, f), os.path.join(root, "tests", "deploy"))
+            os.makedirs(os.path.join(root, "docs"))
+            shutil.copy(os.path.join(ROOT, "docs", "deploy.md"), os.path.join(root, "docs"))
             if m is None:
                 rc, out = run(root, cloister, bindir, True)
                 ok = rc == 0
@@ -161,7 +169,7 @@ def main():
                     failed += 1
                     continue
                 open(path, "w").write(text.replace(old, new))
-                rc, out = run(root, cloister, bindir, f.startswith("helm/"))
+                rc, out = run(root, cloister, bindir, f.startswith("helm/"), fast=not f.endswith(".md"))
                 fails = [l for l in out.splitlines() if l.startswith("FAIL")]
                 ok = rc != 0 and any(expect in l for l in fails)
                 print(f"{'ok  ' if ok else 'FAIL'} mutation {i} ({f}: {old.strip()[:40]!r}) is caught by "
