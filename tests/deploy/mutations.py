@@ -169,7 +169,10 @@ def main():
                     failed += 1
                     continue
                 open(path, "w").write(text.replace(old, new))
-                rc, out = run(root, cloister, bindir, f.startswith("helm/"), fast=not f.endswith(".md"))
+                # a chart mutation expected to be caught by check_deploy.py's object checks of the helm
+                # template output ("helm: ...") needs only that; the others need check_helm.py too
+                rc, out = run(root, cloister, bindir, f.startswith("helm/") and not expect.startswith("helm: "),
+                              fast=not f.endswith(".md"))
                 fails = [l for l in out.splitlines() if l.startswith("FAIL")]
                 ok = rc != 0 and any(expect in l for l in fails)
                 print(f"{'ok  ' if ok else 'FAIL'} mutation {i} ({f}: {old.strip()[:40]!r}) is caught by "
