@@ -28,8 +28,8 @@ chart, the Dockerfiles) for what can be checked without SGX, Gramine, Docker or 
 
 helm and kubectl are the real ones, from tests/deploy/tools/setup.py ($CLOISTER_DEPLOY_BIN overrides).
 Prints one line per check and ends with `N passed, N failed`; exits 1 on any failure.
-CHECK_DEPLOY_FAST=1 skips the slow parts (kubectl kustomize, the docs' commands, dpkg); tests/deploy/mutations.py
-uses it (the chart is still rendered: helm takes ~0.1 s).
+CHECK_DEPLOY_FAST=1 skips the slow parts (kubectl kustomize, the docs' commands, dpkg), CHECK_DEPLOY_HELM=0
+the chart; tests/deploy/mutations.py uses the first always and the second for mutations outside the chart.
 """
 import json
 import os
@@ -44,6 +44,9 @@ import tomllib
 import jinja2
 import jinja2.meta
 import yaml
+
+# libyaml's parser where python3-yaml has it (Debian's does): the pure-Python one was half of a run
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRAMINE_DIR = os.path.join(ROOT, "deploy", "gramine")
@@ -420,7 +423,7 @@ def load_k8s():
     files = [f for f in files if f != "kustomization.yaml"] + ["kustomization.yaml"] * ("kustomization.yaml" in files)
     for f in files:
         try:
-            for d in yaml.safe_load_all(open(os.path.join(K8S_DIR, f))):
+            for d in yaml.load_all(open(os.path.join(K8S_DIR, f)), Loader=YAML_LOADER):
                 if d is not None and f != "kustomization.yaml":
                     d["__file"] = f
                     docs.append(d)
@@ -464,7 +467,7 @@ def mount_for(container, volumes, path):
 
 def check_k8s(files, docs, cloister, ks_opts, facts):
     kust_path = os.path.join(K8S_DIR, "kustomization.yaml")
-    kust = yaml.safe_load(open(kust_path)) if os.path.exists(kust_path) else {}
+    kust = yaml.load(open(kust_path), Loader=YAML_LOADER) if os.path.exists(kust_path) else {}
     check("k8s: kustomization.yaml exists", bool(kust))
     res = kust.get("resources", [])
     others = [f for f in files if f != "kustomization.yaml"]
@@ -725,7 +728,7 @@ def check_helm_objects(bindir, ns, facts, ks_opts):
     if not check(f"helm: the real `helm template` renders deploy/helm/cloister into namespace {ns}",
                  r.returncode == 0, r.stderr.strip()[:500]):
         return
-    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    docs = [d for d in yaml.load_all(r.stdout, Loader=YAML_LOADER) if d]
     wrong_ns = [d["metadata"]["name"] for d in docs if d["metadata"].get("namespace") != ns]
     check("helm: every object names the release namespace", not wrong_ns, str(wrong_ns))
     policy_cms = {d["metadata"]["name"]: sorted(d.get("data", {})) for d in docs if d["kind"] == "ConfigMap"}
@@ -748,7 +751,7 @@ def check_kubectl(bindir, docs, kust):
           r.stderr.strip()[:500])
     if r.returncode != 0:
         return
-    out = [d for d in yaml.safe_load_all(r.stdout) if d]
+    out = [d for d in yaml.load_all(r.stdout, Loader=YAML_LOADER) if d]
     gens = kust.get("configMapGenerator", [])
     check("kubectl: it renders every object plus the generated ConfigMaps", len(out) == len(docs) + len(gens),
           f"{len(out)} vs {len(docs)} + {len(gens)}")
@@ -921,7 +924,10 @@ def run_all(cloister, serve_opts, ks_opts):
                 check_kubectl(bindir, docs, kust)
                 _SERVE_SSL_CFG[0] = facts["ssl_cfg"]
                 check_doc_objects(bindir, docs, kust.get("namespace"))
-            check_helm_objects(bindir, kust.get("namespace", "cloister") if kust else "cloister", facts, ks_opts)
+            if os.environ.get("CHECK_DEPLOY_HELM", "1") != "0":
+                check_helm_objects(bindir, kust.get("namespace", "cloister") if kust else "cloister", facts, ks_opts)
+            else:
+                note("CHECK_DEPLOY_HELM=0: the chart not rendered")
         check_images(facts)
 
 

@@ -19,6 +19,7 @@ tests/deploy/tools/setup.py; no cluster: nothing here contacts an API server).
   secrets   no Secret objects and no key material in the chart.
 
 deploy.check (check_deploy.py) runs its object checks on the chart's `helm template` output as well.
+CHECK_HELM_FAST=1 (tests/deploy/mutations.py) skips the `helm lint` runs of the schema refusals.
 Prints one line per check and ends with `N passed, N failed`; exits 1 on any failure.
 """
 import copy
@@ -30,6 +31,9 @@ import subprocess
 import sys
 
 import yaml
+
+# libyaml's parser where python3-yaml has it (Debian's does): the pure-Python one was half of a run
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -71,7 +75,7 @@ class Tools:
 
     def template(self, ns="cloister", *opts):
         r = self.run("helm", "template", "cloister", CHART, "--namespace", ns, *opts)
-        docs = [d for d in yaml.safe_load_all(r.stdout) if d] if r.returncode == 0 else []
+        docs = [d for d in yaml.load_all(r.stdout, Loader=YAML_LOADER) if d] if r.returncode == 0 else []
         return r, docs
 
 
@@ -195,7 +199,8 @@ def main():
           r.stderr.strip())
     k = t.run("kubectl", "kustomize", K8S_DIR)
     check("`kubectl kustomize deploy/k8s` renders", k.returncode == 0, k.stderr.strip()[:500])
-    kust_docs, hashed = unhash_policy([d for d in yaml.safe_load_all(k.stdout) if d] if k.returncode == 0 else [])
+    kust_docs, hashed = unhash_policy([d for d in yaml.load_all(k.stdout, Loader=YAML_LOADER) if d]
+                                      if k.returncode == 0 else [])
     check("kustomize names the policy ConfigMap by a hash of its content", len(hashed) == 1, str(hashed))
     kust = [d for d in kust_docs if d["kind"] != "Namespace"]
     ck, kk = by_key(chart), by_key(kust)
@@ -208,7 +213,7 @@ def main():
     want = hashlib.sha256(open(POLICY).read().encode()).hexdigest()
     check("the key server's pod template carries the policy's sha256 (a new policy restarts it)",
           ann.get("checksum/policy") == want, str(ann))
-    values = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+    values = yaml.load(open(os.path.join(CHART, "values.yaml")), Loader=YAML_LOADER)
     mk = re.search(r"^KEYSERVER \?= (\S+)$", open(MAKEFILE).read(), re.M)
     check("the chart's enclave.keyserver is the KEYSERVER deploy/gramine signs the enclave with",
           mk is not None and values["enclave"]["keyserver"] == mk.group(1),
@@ -274,7 +279,7 @@ def main():
         r, _ = t.template(ns, *policy_opt, *opts)
         check(f"helm template refuses {what}, saying \"{msg}\"", r.returncode != 0 and msg in r.stderr,
               f"rc={r.returncode}: {r.stderr.strip()[:400]}")
-        if schema:
+        if schema and not os.environ.get("CHECK_HELM_FAST"):
             r = t.run("helm", "lint", "--strict", CHART, "--namespace", ns, *policy_opt, *opts)
             check(f"helm lint --strict refuses {what}", r.returncode != 0 and msg in r.stdout,
                   f"rc={r.returncode}: {r.stdout.strip()[-300:]}")

@@ -117,10 +117,12 @@ MUTATIONS = [
 ]
 
 
-def run(root, cloister, bindir, helm, fast=True):
-    """check_deploy.py (and for a chart mutation check_helm.py too) on the copy: (rc, stdout). fast: with
-    CHECK_DEPLOY_FAST (a mutation of the docs needs the slow part: their kubectl commands)."""
-    env = dict(os.environ, CLOISTER_DEPLOY_BIN=bindir, **({"CHECK_DEPLOY_FAST": "1"} if fast else {}))
+def run(root, cloister, bindir, chart, helm, fast=True):
+    """check_deploy.py (rendering the chart only when chart is set; for helm, check_helm.py too) on the
+    copy: (rc, stdout). fast: with CHECK_DEPLOY_FAST (a mutation of the docs needs the slow part, their
+    kubectl commands)."""
+    env = dict(os.environ, CLOISTER_DEPLOY_BIN=bindir, CHECK_HELM_FAST="1", CHECK_DEPLOY_HELM="1" if chart else "0",
+               **({"CHECK_DEPLOY_FAST": "1"} if fast else {}))
     here = os.path.join(root, "tests", "deploy")
     r = subprocess.run([sys.executable, os.path.join(here, "check_deploy.py"), cloister],
                        capture_output=True, text=True, env=env, timeout=120)
@@ -156,7 +158,7 @@ def main():
             os.makedirs(os.path.join(root, "docs"))
             shutil.copy(os.path.join(ROOT, "docs", "deploy.md"), os.path.join(root, "docs"))
             if m is None:
-                rc, out = run(root, cloister, bindir, True)
+                rc, out = run(root, cloister, bindir, True, True)
                 ok = rc == 0
                 print(f"{'ok  ' if ok else 'FAIL'} the unmodified deploy/ passes check_deploy.py and check_helm.py" +
                       ("" if ok else ": " + "; ".join(l for l in out.splitlines() if l.startswith("FAIL"))))
@@ -171,7 +173,8 @@ def main():
                 open(path, "w").write(text.replace(old, new))
                 # a chart mutation expected to be caught by check_deploy.py's object checks of the helm
                 # template output ("helm: ...") needs only that; the others need check_helm.py too
-                rc, out = run(root, cloister, bindir, f.startswith("helm/") and not expect.startswith("helm: "),
+                chart = f.startswith("helm/")
+                rc, out = run(root, cloister, bindir, chart, chart and not expect.startswith("helm: "),
                               fast=not f.endswith(".md"))
                 fails = [l for l in out.splitlines() if l.startswith("FAIL")]
                 ok = rc != 0 and any(expect in l for l in fails)
