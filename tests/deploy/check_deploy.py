@@ -45,7 +45,7 @@ import jinja2
 import jinja2.meta
 import yaml
 
-# libyaml's parser where python3-yaml has it (Debian's does): the pure-Python one was half of a run
+# libyaml's parser where python3-yaml has it (Debian's does): the pure-Python one took a third of a run
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -783,12 +783,13 @@ def doc_commands(rel):
     return out
 
 
-def check_doc_objects(bindir, docs, ns):
+def check_doc_objects(bindir, docs, ns, ssl_cfg):
     """The docs' own commands that create the Secrets and ConfigMaps, run by the real kubectl with
     --dry-run=client -o json (that much works without an API server) on stand-in files (a real
     certificate and key for `secret tls`, which kubectl checks): every Secret and ConfigMap the
     Deployments mount is made by one of them (or by the kustomization), in the namespace, with every
-    key the containers read (their flags' file paths under the mount, a volume's items, a subPath)."""
+    key the containers read (their flags' file paths under the mount, a volume's items, a subPath; the
+    model server's are in the manifest: ssl_cfg is its --ssl_config_file)."""
     if os.environ.get("CHECK_DEPLOY_FAST"):
         note("CHECK_DEPLOY_FAST: the docs' kubectl create commands not run")
         return
@@ -834,7 +835,7 @@ def check_doc_objects(bindir, docs, ns):
         for c in spec["containers"]:
             paths = [a for a in (c.get("command") or []) + (c.get("args") or []) if a.startswith("/")]
             if dep["metadata"]["name"] == "cloister-serve":
-                paths.append(_SERVE_SSL_CFG[0])
+                paths.append(ssl_cfg)
             for vm in c.get("volumeMounts", []):
                 v = vols.get(vm["name"], {})
                 kind, name = (("Secret", v["secret"]["secretName"]) if "secret" in v else
@@ -853,9 +854,6 @@ def check_doc_objects(bindir, docs, ns):
                       f"command in the docs, in namespace {ns}, with the keys read from it ({', '.join(sorted(need))})",
                       got is not None and got[0] == ns and need <= got[2],
                       "no command makes it" if got is None else f"namespace {got[0]}, keys {sorted(got[2])} ({got[1]})")
-
-
-_SERVE_SSL_CFG = ["/etc/cloister/tls/ssl.cfg"]  # set from the manifest's --ssl_config_file in run_all
 
 
 # -------------------------------------------------------------------------------------------- images
@@ -922,8 +920,7 @@ def run_all(cloister, serve_opts, ks_opts):
         if check("tools: the real helm and kubectl are installed (tests/deploy/tools/setup.py)", bindir is not None, why):
             if kust is not None:
                 check_kubectl(bindir, docs, kust)
-                _SERVE_SSL_CFG[0] = facts["ssl_cfg"]
-                check_doc_objects(bindir, docs, kust.get("namespace"))
+                check_doc_objects(bindir, docs, kust.get("namespace"), facts["ssl_cfg"])
             if os.environ.get("CHECK_DEPLOY_HELM", "1") != "0":
                 check_helm_objects(bindir, kust.get("namespace", "cloister") if kust else "cloister", facts, ks_opts)
             else:
