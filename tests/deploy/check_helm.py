@@ -32,7 +32,7 @@ import sys
 
 import yaml
 
-# libyaml's parser where python3-yaml has it (Debian's does): the pure-Python one took a third of a run
+# libyaml's parser where python3-yaml has it (Debian's does)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
