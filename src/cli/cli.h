@@ -93,8 +93,11 @@ typedef struct cl_cli_client_args {
 /* Input options: images (decoded and preprocessed here, or sent encoded), .npy files, random data. */
 typedef struct cl_cli_input_args {
     cl_strlist images, npys;
-    bool image_bytes, random;
-    const char *mean, *std, *scale, *resize, *size, *input_name;
+    bool image_bytes, random, center_crop;
+    const char *mean, *std, *scale, *resize, *size, *input_name, *preprocess;
+    long shorter_side;
+    long seed; /* --random (set the default, 1, before parsing) */
+    long dim;  /* --random: the size of dynamic dimensions besides the batch */
 } cl_cli_input_args;
 
 /* What a request is built from; owned, released by cl_cli_inputs_clear. */
@@ -112,7 +115,7 @@ typedef struct cl_cli_inputs {
 
 /* Appends the option table entries (at most CL_CLI_CLIENT_OPTS / CL_CLI_INPUT_OPTS) to opts. */
 #define CL_CLI_CLIENT_OPTS (11 + CL_CLI_DCAP_OPTS)
-#define CL_CLI_INPUT_OPTS 10
+#define CL_CLI_INPUT_OPTS 15
 size_t cl_cli_client_opts(cl_cli_client_args *a, cl_opt *opts);
 size_t cl_cli_input_opts(cl_cli_input_args *a, cl_opt *opts, bool with_random);
 /* Loads the policy and sim trust, creates the client. */

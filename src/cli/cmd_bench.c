@@ -136,7 +136,7 @@ static double pct_ms(const uint64_t *v, size_t n, double p)
 int cl_cmd_bench(int argc, char **argv)
 {
     cl_cli_client_args ca = {0};
-    cl_cli_input_args ia = {0};
+    cl_cli_input_args ia = {.seed = 1};
     const char *model = NULL, *signature = NULL;
     long version = 0, batch = 1, conc = 1, requests = 100, warmup = 5, max_unreachable_s = 10;
     cl_opt opts[CL_CLI_CLIENT_OPTS + CL_CLI_INPUT_OPTS + 8];
