@@ -37,6 +37,7 @@ bench: build
 	@bench/engine/run.sh build
 	@bench/serve/run.sh build
 	@bench/serve/grpc_latency.sh build
+	@bench/serve/omp_wait.sh build
 	@bench/client/run.sh build
 
 soak:

@@ -13,7 +13,8 @@ test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            python3-jinja2 python3-yaml # jinja2, yaml: tests/deploy (the Gramine manifest template, the k8s manifests)
            golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev # tests/deploy/helmrender: the Helm chart
            nginx-light # tests/integration/serve_tls_sessions.sh: a reverse proxy resuming its upstream TLS sessions
-           iproute2 util-linux) # ip, unshare: the doc check and serve_keys run in namespaces of their own
+           iproute2 util-linux # ip, unshare: the doc check and serve_keys run in namespaces of their own
+           python3-torchvision python3-pil python-matplotlib-data) # client_torchvision: torchvision's eval transform, a Debian-shipped photo
 demo_pkgs=(openssl curl python3)
 bench_pkgs=(nodejs npm hyperfine wrk nginx-light python3-torch python3-torchvision # torch: full-size models for bench/engine and make check-models
             python3-matplotlib) # bench/soak: the RSS, fd and thread curves

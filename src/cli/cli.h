@@ -21,6 +21,14 @@ int cl_cli_usage_error(const char *cmd, const cl_err *err);
 int cl_cli_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,
                  cl_strlist *positional);
 
+/* `cloister serve --omp-wait-policy passive|active|runtime-default` (main.c): whether a value is one of
+ * those, and, called by main before the subcommand runs, setting OMP_WAIT_POLICY for `serve` (passive
+ * unless the option or the environment says otherwise; runtime-default removes it) and re-executing the
+ * program once when that changes it, since libgomp reads the variable only when it is loaded. Returns
+ * only when nothing had to change or the re-execution failed (a warning is printed). */
+bool cl_cli_omp_wait_valid(const char *policy);
+void cl_cli_omp_wait_policy(int argc, char **argv, int cmd);
+
 /* A progress bar on stderr, drawn only when stderr is a terminal and total >= min_total.
  * Not thread-safe. */
 typedef struct cl_progress {

@@ -286,13 +286,16 @@ static int random_images(const cl_serve_tensor_spec *s, int64_t n, uint32_t w, u
     if (in->bytes_name)
         return cl_err_set(err, CL_E_UNSUPPORTED, "--random: the model has two DT_STRING inputs ('%s', '%s'); only "
                           "one can be sent as images", in->bytes_name, s->name);
-    if (s->ndim > 1 || (s->ndim == 1 && s->dims[0] > 0 && s->dims[0] != n && n != 1))
+    if (s->ndim == 0 || s->ndim > 1 || (s->ndim == 1 && s->dims[0] > 0 && s->dims[0] != n && n != 1))
         return cl_err_set(err, CL_E_UNSUPPORTED, "--random: DT_STRING input '%s' is not a batch of encoded images "
                           "(shape [N]); use --input or --image", s->name);
     if (s->ndim == 1 && s->dims[0] > 0)
         n = s->dims[0];
     if ((uint64_t)w * h > CL_IMAGE_MAX_PIXELS_DEFAULT)
         return cl_err_set(err, CL_E_INVALID, "--size %ux%u: too large for random images", w, h);
+    if ((uint64_t)n * w * h * 3 > ((uint64_t)1 << 30)) /* noise does not compress: about 3 bytes a pixel */
+        return cl_err_set(err, CL_E_INVALID, "--random: %lld images of %ux%u would be more than 1 GiB of PNG; use a "
+                          "smaller --batch or --size", (long long)n, w, h);
     in->bytes = calloc((size_t)n, sizeof *in->bytes);
     in->bytes_len = calloc((size_t)n, sizeof *in->bytes_len);
     in->bytes_name = strdup(s->name);

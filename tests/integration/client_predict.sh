@@ -162,6 +162,9 @@ expect "--size with --random must be WxH" 2 "--size must be WIDTHxHEIGHT" -- \
   "$CLOISTER" bench "${G[@]}" --random --size 32 --requests 1
 expect "--dim without --random is a usage error" 2 "--dim applies to --random" -- \
   "$CLOISTER" bench "${G[@]}" --input image=four.npy --dim 3 --requests 1
+expect "bench's plan in the singular for one request and one warm-up" 0 \
+  "^cloister bench: 1 connection \(gRPC\), batch 1, 1 request after 1 warm-up request on each connection$" -- \
+  "$CLOISTER" bench "${G[@]}" --input image=four.npy --requests 1 --warmup 1
 expect "bench with --input (batch-1 tensor repeated to --batch)" 0 "items/s" -- \
   "$CLOISTER" bench "${G[@]}" --input image=four.npy --batch 16 --requests 10 --warmup 0
 expect "bench counts a failing request and exits 1" 1 "10 of 10 requests failed; first error: NOT_FOUND" -- \
