@@ -45,6 +45,7 @@ if [[ -n $quick ]]; then
     "engine|ENGINE_MODELS='$models' $here/engine/run.sh $build 2 1"
     "serve-rest|$here/serve/run.sh $build 2 16 1"
     "serve-grpc|$here/serve/grpc_latency.sh $build 2 1 10"
+    "serve-omp|$here/serve/omp_wait.sh $build 1 10"
     "client|$here/client/run.sh $build 300"
   )
 else
@@ -57,6 +58,7 @@ else
     "engine|ENGINE_MODELS='$models' $here/engine/run.sh $build"
     "serve-rest|$here/serve/run.sh $build"
     "serve-grpc|$here/serve/grpc_latency.sh $build"
+    "serve-omp|$here/serve/omp_wait.sh $build"
     "client|$here/client/run.sh $build"
   )
 fi

@@ -51,6 +51,9 @@ BENCHES = [
      "`cloister serve` REST :predict requests per second vs nginx serving a static body over TLS"),
     ("serve-grpc", "gRPC end to end vs engine only (bench/serve/grpc_latency.sh)",
      "ResNet-50 batch 1 through `cloister serve` (gRPC, mutual TLS) vs `cloister run` on the same input"),
+    ("serve-omp", "OpenMP wait policy of `cloister serve` (bench/serve/omp_wait.sh)",
+     "ResNet-50 batch 1 over gRPC with the default passive waiting vs libgomp's own default and vs active "
+     "spinning, alone and beside busy processes (median of the rounds; no goal)"),
     ("client", "cloister bench vs Python grpcio (bench/client/run.sh)",
      "requests per second of two gRPC clients of the same server"),
 ]

@@ -39,7 +39,7 @@ int cl_cmd_serve(int argc, char **argv)
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
     bool client_verify = false, plaintext = false, allow_empty = false, batching = false, attested = false;
-    const char *batching_file = NULL;
+    const char *batching_file = NULL, *omp_wait = NULL;
     long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
@@ -119,6 +119,10 @@ int cl_cmd_serve(int argc, char **argv)
                                                                      "batch what is already queued)", false, 0,
          10000000},
         {"allow-empty", CL_ARG_FLAG, &allow_empty, NULL, "start with no models (to check ports, TLS, metrics)", false},
+        {"omp-wait-policy", CL_ARG_STRING, &omp_wait, "passive|active|runtime-default",
+         "how the engine's OpenMP threads wait for work: passive sleeps at once, active spins, runtime-default "
+         "spins briefly (libgomp's own; OMP_WAIT_POLICY unset). Default passive, or OMP_WAIT_POLICY from the "
+         "environment (docs/serve.md)", false},
     };
     const cl_cmd_usage usage = {
         "cloister serve (--ssl_config_file FILE | --tls-cert FILE --tls-key FILE [--tls-ca FILE --client-verify] |\n"
@@ -133,6 +137,15 @@ int cl_cmd_serve(int argc, char **argv)
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
+    /* main.c applied it (cl_cli_omp_wait_policy) before the OpenMP runtime started */
+    if (omp_wait && !cl_cli_omp_wait_valid(omp_wait)) {
+        fprintf(stderr, "cloister serve: --omp-wait-policy must be passive, active or runtime-default, not '%s'\n",
+                omp_wait);
+        return CL_EXIT_USAGE;
+    }
+    const char *omp_env = getenv("OMP_WAIT_POLICY");
+    CL_INFO("serve", "the engine's OpenMP threads wait %s (OMP_WAIT_POLICY%s)",
+            omp_env ? omp_env : "spinning briefly, then sleeping", omp_env ? "" : " unset: libgomp's default");
     cl_err err = {0};
     /* before any key or model is read: not dumpable, no core files, OpenSSL's secure heap for keys */
     if (cl_process_harden(CL_SECURE_HEAP_DEFAULT, &err) != 0)

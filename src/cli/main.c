@@ -1,8 +1,12 @@
-/* main.c — entry point of the `cloister` CLI: global options, subcommand dispatch, help. */
+/* main.c — entry point of the `cloister` CLI: global options, process-wide settings made before a
+ * subcommand runs (malloc tuning, the OpenMP wait policy of `serve`), subcommand dispatch, help. */
+#include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -81,6 +85,54 @@ static void keep_freed_memory(void)
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
+bool cl_cli_omp_wait_valid(const char *policy)
+{
+    return strcasecmp(policy, "passive") == 0 || strcasecmp(policy, "active") == 0 ||
+           strcmp(policy, "runtime-default") == 0;
+}
+
+/* `cloister serve` shares the cores with its own network and worker threads. With libgomp's default
+ * (OMP_WAIT_POLICY unset) a thread that finished its part of a parallel region spins for 300,000
+ * iterations before it sleeps (OMP_WAIT_POLICY=active: 30 billion, i.e. it keeps spinning), taking the
+ * cores from the threads that read requests and write answers, and from other processes; passive
+ * waiting sleeps at once. libgomp reads OMP_WAIT_POLICY in its constructor, which runs when the library
+ * is loaded, before main: so the variable is set (or, for runtime-default, removed) here and the program
+ * re-executes itself (same pid, same arguments, /proc/self/exe) once, a few milliseconds at start. An
+ * explicit --omp-wait-policy wins over the environment, the environment over the default (passive). */
+void cl_cli_omp_wait_policy(int argc, char **argv, int cmd)
+{
+    if (strcmp(argv[cmd], "serve") != 0)
+        return;
+    const char *want = NULL, *have = getenv("OMP_WAIT_POLICY");
+    for (int i = cmd + 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--omp-wait-policy") == 0)
+            want = argv[i + 1];
+    if (want && !cl_cli_omp_wait_valid(want))
+        return; /* `serve` refuses it */
+    if (!want) {
+        if (have)
+            return;
+        want = "passive";
+    }
+    bool unset = strcmp(want, "runtime-default") == 0;
+    if (unset ? !have : have && strcasecmp(have, want) == 0)
+        return;
+    char *saved = have ? strdup(have) : NULL;
+    if ((unset ? unsetenv("OMP_WAIT_POLICY") : setenv("OMP_WAIT_POLICY", want, 1)) != 0) {
+        free(saved);
+        return;
+    }
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "cloister serve: cannot re-execute /proc/self/exe to apply --omp-wait-policy %s (%s); the "
+            "engine's OpenMP threads wait as the runtime started (set OMP_WAIT_POLICY in the environment)\n", want,
+            strerror(errno));
+    if (saved)
+        setenv("OMP_WAIT_POLICY", saved, 1);
+    else
+        unsetenv("OMP_WAIT_POLICY");
+    free(saved);
+}
+
 int main(int argc, char **argv)
 {
     keep_freed_memory();
@@ -130,5 +182,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "cloister: unknown command '%s' (see cloister help)\n", argv[i]);
         return CL_EXIT_USAGE;
     }
+    cl_cli_omp_wait_policy(argc, argv, i);
     return c->fn(argc - i, argv + i);
 }

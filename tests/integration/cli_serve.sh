@@ -27,6 +27,19 @@ expect "sim evidence needs a simulated quoting key" 1 "needs a simulated quoting
 expect "unknown evidence provider" 2 "sim|gramine|tsm|unknown" -- \
   "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1 --keyserver-ca x --evidence sgx
 expect "missing ssl config file" 1 "cannot read SSL config" -- "$CLOISTER" serve --ssl_config_file nope.cfg --allow-empty
+# the engine's OpenMP wait policy: passive unless the environment or --omp-wait-policy says otherwise (set before
+# libgomp starts: the process re-executes itself with the variable)
+expect "OpenMP threads wait passively by default" 2 "OpenMP threads wait passive \(OMP_WAIT_POLICY\)" -- \
+  env -u OMP_WAIT_POLICY CLOISTER_LOG=info "$CLOISTER" serve --plaintext
+expect "  ... OMP_WAIT_POLICY from the environment is kept" 2 "OpenMP threads wait active \(OMP_WAIT_POLICY\)" -- \
+  env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext
+expect "  ... --omp-wait-policy wins over the environment" 2 "OpenMP threads wait passive \(OMP_WAIT_POLICY\)" -- \
+  env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy passive
+expect "  ... runtime-default removes it: libgomp's own brief spinning" 2 \
+  "OpenMP threads wait spinning briefly, then sleeping \(OMP_WAIT_POLICY unset: libgomp's default\)" -- \
+  env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy runtime-default
+expect "  ... an unknown policy is a usage error" 2 "--omp-wait-policy must be passive, active or runtime-default, not 'busy'" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --omp-wait-policy busy
 
 check "tls init" "$CLOISTER" tls init --dir tls --server-name localhost --client-name client --san 127.0.0.1
 sed 's/client_verify: true/client_verify: tru/' tls/ssl.cfg >bad.cfg
@@ -54,6 +67,8 @@ for ((i = 0; i < 50; i++)); do grep -q "serving:" serve.log && break; sleep 0.1;
 C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 --cert tls/client/cert.pem --key tls/client/key.pem"
 expect "started with mutual TLS, REST on 3 event loops" 0 \
   "serving: gRPC 127.0.0.1:$gp, REST 127.0.0.1:$rp on 3 threads \(mutual TLS\)" -- cat serve.log
+check "  ... the server process (same pid after re-executing) started with OMP_WAIT_POLICY=passive" \
+  grep -qx OMP_WAIT_POLICY=passive <(tr '\0' '\n' </proc/$srv/environ)
 expect "batching parameters from the file" 0 "batching up to 8 rows within 500 us" -- cat serve.log
 expect "REST over mTLS: unknown model is 404 with a JSON error" 0 '^\{"error":"Could not find any versions of model m"\}$' -- \
   $C "https://localhost:$rp/v1/models/m"
