@@ -90,7 +90,7 @@ def main():
                         valid += 1
         rows = [l for l in md.splitlines() if re.match(r"^\| `[a-z-]+` \| ", l)]
         check(len(rows) == valid, f"summary rows = valid figure records ({len(rows)} vs {valid})")
-        check("6 of 9 benchmarks ran" in md and "goals: 3 met, 3 not met" in md,
+        check("6 of 10 benchmarks ran" in md and "goals: 3 met, 3 not met" in md,
               "summary line counts benches and goals")
 
         # benches without results: not run, with the reason
@@ -140,9 +140,9 @@ def main():
         os.makedirs(os.path.join(empty, "results"))
         p = subprocess.run([sys.executable, renderer, empty], capture_output=True, text=True, timeout=120)
         md = open(os.path.join(empty, "report.md")).read()
-        check(p.returncode == 0 and md.count(": not run — ") == 9 and "0 of 9 benchmarks ran" in md
+        check(p.returncode == 0 and md.count(": not run — ") == 10 and "0 of 10 benchmarks ran" in md
               and not os.path.exists(os.path.join(empty, "plots")) and "were not recorded" in md,
-              "empty results: nine benches not run, no plots, machine not recorded")
+              "empty results: ten benches not run, no plots, machine not recorded")
 
         # --machine: this machine, as JSON
         mj = os.path.join(tmp, "machine.json")
