@@ -222,10 +222,13 @@ int cl_keyserver_run(const cl_keyserver_config *cfg, cl_err *err);
 /* ---------------------------------------------------------------- wire protocols */
 
 #define CL_KS_MAGIC "CLKS1" /* sent with its NUL: 6 bytes */
-/* native response status: 0 handled, 2 malformed request, 3 busy (locked-memory budget; retry) */
+/* native response status: 0 handled, 2 malformed request, 3 busy (locked-memory budget; retry), 4 denied:
+ * the client's evidence did not verify or the policy matched no identity; the two bytes that follow
+ * are a cl_policy_deny reason code (big-endian) and nothing else is sent (docs/keyserver.md) */
 #define CL_KS_STATUS_OK 0
 #define CL_KS_STATUS_MALFORMED 2
 #define CL_KS_STATUS_BUSY 3
+#define CL_KS_STATUS_DENIED 4
 #define CL_KS_MAX_NAMES 64
 #define CL_SECRET_PROV_REQUEST "SECRET_PROVISION_RA_TLS_REQUEST_V1"   /* sent with its NUL */
 #define CL_SECRET_PROV_RESPONSE "SECRET_PROVISION_RA_TLS_RESPONSE_V1:" /* sent with its NUL */
@@ -246,6 +249,8 @@ typedef struct cl_provision_result {
 } cl_provision_result;
 
 typedef struct cl_provision_options {
+    const cl_stop *stop;         /* optional: once raised, every wait (connect, TLS I/O, backoff) ends and the
+                                    fetch fails at once (cl_stop_raised tells the caller why) */
     const char *const *servers;  /* "HOST:PORT", tried in order, round after round */
     size_t server_count;
     const char *ca_file;         /* CA that issued the key servers' certificates */
