@@ -276,8 +276,9 @@ int cl_provision_backoff_ms(int first_ms, int round, uint8_t random_byte);
 
 /* Connects, retrying with backoff on network and TLS errors, and returns what the server granted.
  * Returns 0 only if every requested secret was granted; CL_E_DENIED (no retry) if the server refused
- * the attestation or some secret (the result still lists what was granted). The servers' HOST:PORT
- * syntax, the CA file and the names are checked before anything is sent. */
+ * the attestation (the message names the denial frame's reason code, docs/keyserver.md "Denial") or
+ * some secret (the result still lists what was granted). With o->stop raised, fails at once. The
+ * servers' HOST:PORT syntax, the CA file and the names are checked before anything is sent. */
 int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err);
 void cl_provision_result_free(cl_provision_result *res);
 

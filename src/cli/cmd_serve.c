@@ -182,7 +182,8 @@ int cl_cmd_serve(int argc, char **argv)
         "Serves models with TensorFlow Serving's APIs: gRPC (tensorflow.serving.PredictionService Predict and\n"
         "GetModelMetadata, ModelService GetModelStatus) on --port and REST (/v1/models/...) on --rest_api_port,\n"
         "both over TLS or mutual TLS, with Prometheus metrics at /monitoring/prometheus/metrics on the REST port.\n"
-        "SIGTERM stops accepting connections and lets requests in flight finish.\n"
+        "SIGTERM stops accepting connections and lets requests in flight finish; during the start-up (or a key\n"
+        "fetch of the version poller) it ends the wait for the key server at once.\n"
         "Models: DIR/<version>/model.onnx or model.onnx.sealed, latest version served, new versions swapped in.\n"
         "Sealed models need --keyserver: the server attests to it (RA-TLS) and receives their keys at start-up."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
