@@ -45,8 +45,8 @@ typedef struct stop_watcher {
 static void *watch_main(void *arg)
 {
     stop_watcher *w = arg;
-    while (cl_net_wait(-1, 0, -1, g_stop) >= 0) { /* returns -1 once the token is raised */
-    }
+    while (!cl_stop_raised(g_stop))
+        cl_net_wait(-1, 0, 1000, g_stop); /* ends at once when the token is raised */
     if (g_signal) {
         CL_INFO("serve", "received %s: stopping", signal_name());
         cl_serve_server_stop(w->srv);

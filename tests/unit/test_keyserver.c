@@ -512,6 +512,81 @@ static void test_denial_reason_is_the_closest_identity(void **state)
     expect_denied_handshake(&so, "'b': TCB status", "tcb_status_not_allowed", "TCB status");
 }
 
+/* Evidence failures found by a (DCAP) back end are told by kind too: a back end that reports the
+ * collateral out of date (CL_E_EXPIRED) or unobtainable (CL_E_IO) gives collateral_unavailable, one
+ * that finds the TCB below every level (CL_E_DENIED) tcb_status_not_allowed, a bad signature
+ * (CL_E_AUTH) evidence_invalid. The "real" quote is a sim quote with another QE vendor id, so that the
+ * verifier hands it to the test back end. */
+static int test_backend(void *ctx, const cl_attest_quote *q, cl_attest_claims *claims, cl_err *err)
+{
+    (void)q;
+    (void)claims;
+    cl_status code = *(const cl_status *)ctx;
+    return cl_err_set(err, code, "test back end: failing with %s", cl_status_name(code));
+}
+
+static void test_backend_failures_are_told_by_kind(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_status mode = CL_E_EXPIRED;
+    cl_attest_verifier *v = cl_attest_verifier_new(&err);
+    assert_non_null(v);
+    assert_int_equal(cl_attest_verifier_add_backend(v, "test", test_backend, &mode, &err), 0);
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk,
+                              .verifier = v, .threads = 2};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    char server[64];
+    snprintf(server, sizeof server, "127.0.0.1:%d", cl_keyserver_port(ks));
+    /* a quote bound to key k, with a vendor id that is not the sim one */
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM, .sim_qe_key = E->qe_key, .sim_isv_svn = 5};
+    cl_attest_provider *p = cl_attest_provider_new(&cfg, &err);
+    uint8_t rd[64] = {0}, *quote;
+    size_t qlen;
+    assert_int_equal(cl_ratls_spki_sha256(k, rd, &err), 0);
+    assert_int_equal(cl_attest_provider_quote(p, rd, &quote, &qlen, &err), 0);
+    memcpy(quote + 12, "NOT-THE-SIM-QE!!", 16); /* SGX quote header: qe_vendor_id at offset 12 */
+    X509 *cert = cl_ratls_cert_build(k, quote, qlen, NULL, 0, 1, &err);
+    assert_non_null(cert);
+    cl_ratls_identity *id = cl_ratls_identity_wrap(k, cert, &err);
+    assert_non_null(id);
+    const struct {
+        cl_status code;
+        const char *reason;
+    } cases[] = {{CL_E_EXPIRED, "collateral_unavailable"},
+                 {CL_E_IO, "collateral_unavailable"},
+                 {CL_E_DENIED, "tcb_status_not_allowed"},
+                 {CL_E_AUTH, "evidence_invalid"}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
+        mode = cases[i].code;
+        const char *servers[] = {server}, *names[] = {"model-key"};
+        cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                                  .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
+        cl_provision_result res;
+        assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+        assert_int_equal(err.code, CL_E_DENIED);
+        char want[64];
+        snprintf(want, sizeof want, "(reason: %s: ", cases[i].reason);
+        if (!strstr(err.msg, want))
+            fail_msg("back end failing with %s: want %s, got: %s", cl_status_name(cases[i].code), cases[i].reason,
+                     err.msg);
+        if (strstr(err.msg, "test back end"))
+            fail_msg("the key server's own error text reached the client: %s", err.msg);
+        cl_provision_result_free(&res);
+    }
+    cl_keyserver_stop(ks);
+    cl_ratls_identity_free(id);
+    X509_free(cert);
+    free(quote);
+    cl_attest_provider_free(p);
+    EVP_PKEY_free(k);
+    cl_attest_verifier_free(v);
+}
+
 /* A raw native client with this identity: handshake, request; returns the SSL (its fd in *fd). */
 static SSL *raw_native(const cl_ratls_identity *id, SSL_CTX **ctx_out, int *fd_out, const void *req, size_t len)
 {
@@ -2263,6 +2338,7 @@ int main(void)
         cmocka_unit_test_setup(test_evidence_type_not_allowed, reset),
         cmocka_unit_test_setup(test_tcb_status_not_allowed, reset),
         cmocka_unit_test_setup(test_denial_reason_is_the_closest_identity, reset),
+        cmocka_unit_test_setup(test_backend_failures_are_told_by_kind, reset),
         cmocka_unit_test_setup(test_denied_client_gets_the_frame_and_nothing_else, reset),
         cmocka_unit_test_setup(test_denied_secret_prov_client_is_closed, reset),
         cmocka_unit_test_setup(test_policy_edit_revokes_identity, reset),
