@@ -139,9 +139,10 @@ void cl_net_set_timeouts(int fd, int ms);
  * (EAI_AGAIN, ...) and connection failures are CL_E_IO. */
 int cl_net_connect(const char *host, int port, int timeout_ms, int *sys_errno, cl_err *err);
 typedef struct cl_stop cl_stop; /* below */
-/* Like cl_net_connect, but the connect also ends (CL_E_IO "stopped ...", *sys_errno ECANCELED) when
- * `stop` (may be NULL) is raised, and the socket is returned NON-blocking, without socket timeouts, for
- * callers that wait with cl_net_wait. */
+/* Like cl_net_connect, but the name lookup and the connect also end (CL_E_IO "stopped ...", *sys_errno
+ * ECANCELED) when `stop` (may be NULL) is raised, and the socket is returned NON-blocking, without
+ * socket timeouts, for callers that wait with cl_net_wait. With a token, the lookup runs on a detached
+ * thread of its own (getaddrinfo cannot be interrupted), which a stop leaves to finish by itself. */
 int cl_net_connect_stop(const char *host, int port, int timeout_ms, const cl_stop *stop, int *sys_errno,
                         cl_err *err);
 

@@ -1,6 +1,6 @@
 /* net.c — the TCP client plumbing shared by the key server's provisioning client and the TF
  * Serving client: connecting with a timeout, per-socket I/O timeouts, address literals, and the stop
- * token (an eventfd) that ends sleeps, connects and socket waits at shutdown. */
+ * token (an eventfd) that ends sleeps, name lookups, connects and socket waits at shutdown. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -8,9 +8,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -134,6 +136,92 @@ bool cl_stop_sleep(const cl_stop *s, int ms)
 
 /* ---------------------------------------------------------------- connecting */
 
+/* getaddrinfo that ends when `stop` is raised: the lookup runs on a detached thread (the resolver
+ * cannot be interrupted) and whichever of the two finishes last frees the job. Returns getaddrinfo's
+ * value, or EAI_CANCELED when stopped. */
+typedef struct resolve_job {
+    pthread_mutex_t lock;
+    int refs; /* the caller and the thread */
+    int done; /* eventfd: written when the lookup has finished */
+    int rc;
+    struct addrinfo hints, *res;
+    char *host, port[8];
+} resolve_job;
+
+static void resolve_job_unref(resolve_job *j)
+{
+    pthread_mutex_lock(&j->lock);
+    bool last = --j->refs == 0;
+    pthread_mutex_unlock(&j->lock);
+    if (!last)
+        return;
+    if (j->res)
+        freeaddrinfo(j->res);
+    close(j->done);
+    pthread_mutex_destroy(&j->lock);
+    free(j->host);
+    free(j);
+}
+
+static void *resolve_main(void *arg)
+{
+    resolve_job *j = arg;
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(j->host, j->port, &j->hints, &res);
+    pthread_mutex_lock(&j->lock);
+    j->rc = rc;
+    j->res = rc == 0 ? res : NULL;
+    pthread_mutex_unlock(&j->lock);
+    uint64_t one = 1;
+    ssize_t w = write(j->done, &one, sizeof one);
+    (void)w;
+    resolve_job_unref(j);
+    return NULL;
+}
+
+static int resolve(const char *host, const char *port, const struct addrinfo *hints, const cl_stop *stop,
+                   struct addrinfo **res)
+{
+    *res = NULL;
+    if (!stop || cl_net_is_ip(host)) /* an address literal needs no resolver */
+        return getaddrinfo(host, port, hints, res);
+    resolve_job *j = calloc(1, sizeof *j);
+    if (!j || !(j->host = strdup(host))) {
+        free(j);
+        return EAI_MEMORY;
+    }
+    snprintf(j->port, sizeof j->port, "%s", port);
+    j->hints = *hints;
+    j->refs = 2;
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_attr_t attr;
+    pthread_t t;
+    int e = -1;
+    if ((j->done = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) >= 0 && pthread_attr_init(&attr) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        e = pthread_create(&t, &attr, resolve_main, j);
+        pthread_attr_destroy(&attr);
+    }
+    if (e != 0) { /* no thread: resolve here, uninterruptibly */
+        if (j->done >= 0)
+            close(j->done);
+        pthread_mutex_destroy(&j->lock);
+        free(j->host);
+        free(j);
+        return getaddrinfo(host, port, hints, res);
+    }
+    int w = cl_net_wait(j->done, POLLIN, -1, stop);
+    pthread_mutex_lock(&j->lock);
+    int rc = w > 0 ? j->rc : EAI_CANCELED;
+    if (w > 0) {
+        *res = j->res; /* now the caller's */
+        j->res = NULL;
+    }
+    pthread_mutex_unlock(&j->lock);
+    resolve_job_unref(j); /* when stopped, the thread frees the job (and its answer) when it is done */
+    return rc;
+}
+
 static int connect_to(const char *host, int port, int timeout_ms, const cl_stop *stop, bool blocking, int *sys_errno,
                       cl_err *err)
 {
@@ -142,7 +230,12 @@ static int connect_to(const char *host, int port, int timeout_ms, const cl_stop 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res, *ai;
     char ports[8];
     snprintf(ports, sizeof ports, "%d", port);
-    int g = getaddrinfo(host, ports, &hints, &res);
+    int g = resolve(host, ports, &hints, stop, &res);
+    if (g == EAI_CANCELED) {
+        if (sys_errno)
+            *sys_errno = ECANCELED;
+        return cl_err_set(err, CL_E_IO, "stopped while resolving '%s' (shutdown)", host);
+    }
     if (g == EAI_NONAME || g == EAI_NODATA) /* the name does not exist: asking again will not help */
         return cl_err_set(err, CL_E_INVALID, "cannot resolve '%s': %s (no such host: check the name)", host,
                           gai_strerror(g));

@@ -3,8 +3,9 @@
 # model server is stopped while it waits for a key server that is gone (killed: connections refused)
 # or hung (SIGSTOP: connections accepted by the kernel, nothing answered), and must exit within 5 s
 # (Kubernetes' grace period is 30 s) with the status and message of its state:
-#   1. at start-up, inside the first key fetch (not listening yet): a non-zero exit saying that the
-#      stop came during the key fetch and nothing was started;
+#   1. at start-up, inside the first key fetch (not listening yet), in its backoff, its TLS handshake
+#      or its name lookup (a DNS server that never answers): a non-zero exit saying that the stop came
+#      during the key fetch and nothing was started;
 #   2. while serving, with the version poller inside the key fetch of a new sealed version: exit 0,
 #      "stopped", and no sanitizer report (model keys are freed and zeroized on that path).
 # Each case prints the time it took (the figure the issue measured at 151-156 s).
@@ -125,6 +126,38 @@ sleep 1.5
 stop_within start-hung.log nonzero "SIGTERM.*while .*key server.*nothing was started" \
   "start-up, key server hung: SIGTERM during the TLS handshake ends it at once"
 kill -KILL "$KS_PID"; wait "$KS_PID" 2>/dev/null
+
+# a key server name whose DNS server never answers (a black hole on 127.0.0.1:53, resolver timeout
+# 30 s): SIGTERM inside the name lookup (needs a mount namespace for /etc/resolv.conf, and port 53)
+if unshare -m true 2>/dev/null && python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("127.0.0.1", 53))' 2>/dev/null; then
+  python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+while True:
+    s.recvfrom(4096)  # and never answer
+' &
+  DNS_PID=$!
+  PIDS+=($DNS_PID)
+  printf 'nameserver 127.0.0.1\noptions timeout:30 attempts:1\n' >resolv.blackhole
+  sleep 0.3
+  KS_SAVED=$KS
+  KS=keys.example.com:4433
+  read -r GP RP < <(free_ports)
+  unshare -m bash -c 'mount --bind "$0" /etc/resolv.conf && shift && exec "$@"' "$WORK/resolv.blackhole" _ \
+    "$CLOISTER" serve --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$GP" --rest_api_port "$RP" \
+    --model_name digits --model_base_path models/digits --keyserver "$KS" --keyserver-ca tls/ca_cert.pem \
+    --evidence sim --sim-key sim/sim_qe_key.pem --engine-threads 1 2>start-dns.log &
+  SERVE_PID=$!
+  PIDS+=($SERVE_PID)
+  KS=$KS_SAVED
+  sleep 1.5
+  stop_within start-dns.log nonzero "SIGTERM.*while .*key server.*nothing was started" \
+    "start-up, the key server's name lookup hangs: SIGTERM ends it at once"
+  kill "$DNS_PID" 2>/dev/null; wait "$DNS_PID" 2>/dev/null
+else
+  echo "skip the name lookup case: it needs 'unshare -m' and port 53"
+fi
 
 # --- 2. serving: SIGTERM while the poller fetches the key of a new version
 add_version() { # add_version N: version N sealed under digits-key-2 (not fetched at start-up)
