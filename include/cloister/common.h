@@ -138,6 +138,29 @@ void cl_net_set_timeouts(int fd, int ms);
  * does not exist (EAI_NONAME, EAI_NODATA) is CL_E_INVALID; a resolver that could not answer
  * (EAI_AGAIN, ...) and connection failures are CL_E_IO. */
 int cl_net_connect(const char *host, int port, int timeout_ms, int *sys_errno, cl_err *err);
+typedef struct cl_stop cl_stop; /* below */
+/* Like cl_net_connect, but the name lookup and the connect also end (CL_E_IO "stopped ...", *sys_errno
+ * ECANCELED) when `stop` (may be NULL) is raised, and the socket is returned NON-blocking, without
+ * socket timeouts, for callers that wait with cl_net_wait. With a token, the lookup runs on a detached
+ * thread of its own (getaddrinfo cannot be interrupted), which a stop leaves to finish by itself. */
+int cl_net_connect_stop(const char *host, int port, int timeout_ms, const cl_stop *stop, int *sys_errno,
+                        cl_err *err);
+
+/* A stop token: raised once (at shutdown), it ends every wait made through it: cl_stop_sleep,
+ * cl_net_wait, cl_net_connect_stop, and the provisioning client's I/O and backoff. Raising is
+ * async-signal-safe (a signal handler may call it); the rest is thread-safe. NULL is a token that is
+ * never raised. */
+cl_stop *cl_stop_new(cl_err *err);
+void cl_stop_free(cl_stop *s);
+void cl_stop_raise(cl_stop *s);
+bool cl_stop_raised(const cl_stop *s);
+/* A file descriptor that becomes readable once the token is raised (for poll/event loops); -1 for NULL. */
+int cl_stop_fd(const cl_stop *s);
+/* Sleeps ms milliseconds, or until the token is raised: true when it was (then at once). */
+bool cl_stop_sleep(const cl_stop *s, int ms);
+/* Waits up to timeout_ms (-1: no limit) for `events` (POLLIN, POLLOUT) on fd: 1 ready, 0 timed out,
+ * -1 the token was raised (or poll failed). */
+int cl_net_wait(int fd, short events, int timeout_ms, const cl_stop *stop);
 
 /* ---------------------------------------------------------------- growing strings */
 
