@@ -58,8 +58,12 @@ measure() {
   local c0 c1 out
   c0=$(cpu "${spid[$1]}")
   out=$("$cloister" bench --server "localhost:${grpc[$1]}" "${tls[@]}" --model m --input x.npy --batch 1 \
-    --concurrency "$2" --requests "$n" --warmup 3 2>/dev/null |
+    --concurrency "$2" --requests "$n" --warmup 3 2>"bench-$1.err" |
     awk '/^throughput:/ {t = $2} /^latency ms:/ {p50 = $6; p90 = $8} END {print p50, p90, t}')
+  if [[ $out != [0-9]* ]]; then
+    echo "omp_wait.sh: cloister bench against the $1 server failed: $(tail -3 "bench-$1.err")" >&2
+    return 1
+  fi
   sleep 0.3 # spinning after the last request is counted too
   c1=$(cpu "${spid[$1]}")
   echo "$out $(awk -v a="$c0" -v b="$c1" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {print (b - a) * 1000 / hz / (n + 3)}')"
