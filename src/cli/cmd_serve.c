@@ -6,7 +6,8 @@
  * server and fetch the keys of the sealed models (repo keysource), open those (decrypted in locked
  * memory), start polling for new versions and run the serve module's server (listening from here).
  * --allow-empty starts a server with no models, to check ports, TLS and metrics. --attested-tls presents
- * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate. */
+ * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate.
+ * --access_log opens the access log (a file appended to, or stderr) among the local checks. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ int cl_cmd_serve(int argc, char **argv)
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
     bool client_verify = false, plaintext = false, allow_empty = false, batching = false, attested = false;
-    const char *batching_file = NULL;
+    const char *batching_file = NULL, *access_log_path = NULL;
     long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
@@ -119,6 +120,11 @@ int cl_cmd_serve(int argc, char **argv)
                                                                      "batch what is already queued)", false, 0,
          10000000},
         {"allow-empty", CL_ARG_FLAG, &allow_empty, NULL, "start with no models (to check ports, TLS, metrics)", false},
+        {"access_log", CL_ARG_STRING, &access_log_path, "FILE|stderr", "one line per request on either API (method, "
+                                                                      "model, version, status, latency, bytes, peer, "
+                                                                      "client certificate; no tensor contents), "
+                                                                      "appended to FILE, in the --log-format "
+                                                                      "(default: none)", false},
     };
     const cl_cmd_usage usage = {
         "cloister serve (--ssl_config_file FILE | --tls-cert FILE --tls-key FILE [--tls-ca FILE --client-verify] |\n"
@@ -215,6 +221,13 @@ int cl_cmd_serve(int argc, char **argv)
         cl_strlist_free(&keyservers);
         return cl_cli_usage_error("serve", &err);
     }
+    /* the access log is opened here, with the other local checks, before any key is asked for */
+    cl_log_sink *access_log = NULL;
+    if (access_log_path && !(access_log = cl_log_sink_open(access_log_path, &err))) {
+        cl_strlist_free(&keyservers);
+        cl_err_prefix(&err, "--access_log");
+        return cl_cli_fail("serve", &err);
+    }
 
     /* Everything below is released at `out`. Every local check comes first (flags above; then the
      * model config, TLS material, attestation provider, ports, key server options, model directories
@@ -283,7 +296,9 @@ int cl_cmd_serve(int argc, char **argv)
                            .request_memory_bytes = request_mem_mb ? (size_t)request_mem_mb << 20 : SIZE_MAX,
                            .memory_budget_bytes = budget_mb ? (size_t)budget_mb << 20 : SIZE_MAX,
                            .release_idle_ms = (unsigned)release_idle_ms, .release_memory = cl_engine_release_memory,
-                           .handle_signals = true, .listen_in_run = true};
+                           .handle_signals = true, .listen_in_run = true, .access_log = access_log,
+                           .build_version = CLOISTER_VERSION, .build_engine_isa = cl_engine_cpu_isa(),
+                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none"};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
@@ -318,7 +333,7 @@ int cl_cmd_serve(int argc, char **argv)
         CL_WARN("serve", "no models loaded (--allow-empty): every model request answers NOT_FOUND");
     if (cl_serve_server_run(srv, &err) != 0)
         goto out;
-    fprintf(stderr, "cloister serve: stopped\n");
+    cl_cli_say(CL_LOG_INFO, "serve", "stopped");
     rc = CL_EXIT_OK;
 out:
     if (rc != CL_EXIT_OK)
@@ -332,5 +347,6 @@ out:
     cl_attest_provider_free(prov);
     cl_repo_config_free(models, n_models);
     cl_strlist_free(&keyservers);
+    cl_log_sink_close(access_log);
     return rc;
 }
