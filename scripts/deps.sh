@@ -13,7 +13,9 @@ test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            python3-jinja2 python3-yaml # jinja2, yaml: tests/deploy (the Gramine manifest template, the k8s manifests)
            golang-go golang-github-masterminds-sprig-dev golang-github-ghodss-yaml-dev # tests/deploy/helmrender: the Helm chart
            nginx-light # tests/integration/serve_tls_sessions.sh: a reverse proxy resuming its upstream TLS sessions
-           iproute2 util-linux) # ip, unshare: the doc check and serve_keys run in namespaces of their own
+           iproute2 util-linux # ip, unshare: the doc check and serve_keys run in namespaces of their own
+           prometheus) # serve_prometheus.sh scrapes the server, promtool checks the metrics (serve_logs); on a
+                       # systemd host the package also enables its own service on :9090 (systemctl disable --now prometheus)
 demo_pkgs=(openssl curl python3)
 bench_pkgs=(nodejs npm hyperfine wrk nginx-light python3-torch python3-torchvision # torch: full-size models for bench/engine and make check-models
             python3-matplotlib) # bench/soak: the RSS, fd and thread curves

@@ -250,6 +250,9 @@ ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset);
 
 /* ---------------------------------------------------------------- encoding */
 
+/* The length (1-4) of the UTF-8 sequence at p, of which `left` bytes (at least 1) are there; 0 when it is
+ * not one (a stray continuation byte, a truncated or overlong form, a surrogate, above U+10FFFF). */
+size_t cl_utf8_seq_len(const unsigned char *p, size_t left);
 /* Lower-case hex of `len` bytes into `out` (2*len+1 bytes). */
 void cl_hex_encode(const uint8_t *in, size_t len, char *out);
 /* Decodes exactly out_len bytes from a hex string of exactly 2*out_len digits. */

@@ -219,33 +219,6 @@ static void timestamp(char out[32])
     snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000L);
 }
 
-/* The length of the UTF-8 sequence at p (left bytes remain), or 0 when it is not one (overlong
- * forms, surrogates and code points above U+10FFFF included). */
-static size_t utf8_len(const unsigned char *p, size_t left)
-{
-    unsigned c = p[0], cp, min;
-    size_t n;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2, min = 0x80;
-    else if ((c & 0xf0) == 0xe0)
-        n = 3, min = 0x800;
-    else if (c >= 0xf0 && c <= 0xf4)
-        n = 4, min = 0x10000;
-    else
-        return 0;
-    if (left < n)
-        return 0;
-    cp = c & (0x3fu >> (n - 1));
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3fu);
-    }
-    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
-}
-
 /* A text value is quoted when it holds anything but printable ASCII without spaces, quotes or '=';
  * then quotes and backslashes are escaped, control characters and bytes that are not UTF-8 too. */
 static void text_value(line *l, const char *s)
@@ -270,7 +243,7 @@ static void text_value(line *l, const char *s)
             line_put(l, (const char *)p, 1);
         } else {
             /* UTF-8 as it is, any other byte escaped */
-            size_t k = utf8_len(p, strlen((const char *)p));
+            size_t k = cl_utf8_seq_len(p, strlen((const char *)p));
             if (k == 0) {
                 line_fmt(l, "\\x%02x", *p);
             } else {
@@ -295,7 +268,7 @@ static json_t *json_text(const char *s)
     if (!copy)
         return NULL;
     for (size_t i = 0; i < n;) {
-        size_t k = utf8_len((const unsigned char *)s + i, n - i);
+        size_t k = cl_utf8_seq_len((const unsigned char *)s + i, n - i);
         if (k == 0) {
             copy[i++] = '?';
         } else {

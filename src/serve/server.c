@@ -220,20 +220,29 @@ void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r)
     pthread_mutex_unlock(&s->mmu);
 }
 
-/* Prometheus label values escape backslash, quote and newline. */
+/* Prometheus label values escape backslash, quote and newline, and must be UTF-8: a byte that is
+ * not part of a UTF-8 sequence (a model name a client sent) becomes '?'. */
 static void label_escape(const char *in, char *out, size_t cap)
 {
-    size_t o = 0;
-    for (; *in && o + 3 < cap; in++) {
+    size_t o = 0, left = strlen(in);
+    while (*in && o + 5 < cap) {
+        size_t k = cl_utf8_seq_len((const unsigned char *)in, left);
         if (*in == '\\' || *in == '"') {
             out[o++] = '\\';
             out[o++] = *in;
         } else if (*in == '\n') {
             out[o++] = '\\';
             out[o++] = 'n';
+        } else if (k == 0) {
+            out[o++] = '?';
         } else {
-            out[o++] = *in;
+            memcpy(out + o, in, k);
+            o += k;
+            in += k - 1;
+            left -= k - 1;
         }
+        in++;
+        left--;
     }
     out[o] = '\0';
 }

@@ -594,6 +594,18 @@ static void test_log_long_and_sink(void **state)
     rmdir(dir);
     free(long_msg);
 
+    /* the UTF-8 check behind both formats' escaping (and the metrics' label values) */
+    static const struct {
+        const char *s;
+        size_t want;
+    } seqs[] = {{"a", 1}, {"\xc3\xa9", 2}, {"\xe2\x82\xac", 3}, {"\xf0\x9f\x98\x80", 4},
+                {"\xc0\x80", 0} /* overlong NUL */, {"\xe0\x80\xaf", 0} /* overlong '/' */,
+                {"\xed\xa0\x80", 0} /* surrogate */, {"\xf4\x90\x80\x80", 0} /* above U+10FFFF */,
+                {"\xe2\x82", 0} /* truncated */, {"\x80", 0} /* stray continuation */, {"\xff", 0}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(seqs); i++)
+        if (cl_utf8_seq_len((const unsigned char *)seqs[i].s, strlen(seqs[i].s)) != seqs[i].want)
+            fail_msg("UTF-8 sequence %zu: want %zu", i, seqs[i].want);
+
     cl_log_format fmt;
     assert_int_equal(cl_log_parse_format("json", &fmt), 0);
     assert_int_equal(fmt, CL_LOG_JSON);
