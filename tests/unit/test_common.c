@@ -474,7 +474,7 @@ static void log_hostile(void *arg)
     (void)arg;
     /* a message and values with quotes, a newline, a tab, a control byte and bytes that are not UTF-8 */
     cl_log_field f[] = {CL_LOGF_S("model", "a\"b\nc\td\x01" "e\xff\xfe"), CL_LOGF_I("version", -3),
-                        CL_LOGF_U("bytes", 18446744073709551615ull), CL_LOGF_R("latency_ms", 1.25),
+                        CL_LOGF_U("bytes", 1ull << 40), CL_LOGF_R("latency_ms", 1.25),
                         CL_LOGF_S("absent", NULL), CL_LOGF_S("plain", "127.0.0.1:80"), CL_LOGF_S("empty", "")};
     cl_log_fields(CL_LOG_WARN, "mod\"x", f, CL_ARRAY_LEN(f), "line one\nline \"two\" \xc3\xa9 \xff");
     cl_log_fields(CL_LOG_DEBUG, "test", f, 1, "below the level: not written");
@@ -516,7 +516,7 @@ static void test_log_formats(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "msg")), "line one\nline \"two\" \xc3\xa9 ?");
     assert_string_equal(json_string_value(json_object_get(j, "model")), "a\"b\nc\td\x01" "e??");
     assert_int_equal(json_integer_value(json_object_get(j, "version")), -3);
-    assert_true(json_is_integer(json_object_get(j, "bytes"))); /* clamped to what JSON integers hold here */
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 1ll << 40);
     assert_true(json_real_value(json_object_get(j, "latency_ms")) == 1.25);
     json_decref(j);
     free(out);
@@ -527,7 +527,7 @@ static void test_log_formats(void **state)
     /* the message itself is written as given (it is the program's), the fields are escaped */
     assert_non_null(strstr(out, "] line one\nline \"two\""));
     assert_non_null(strstr(out, " model=\"a\\\"b\\nc\\td\\x01e\\xff\\xfe\""));
-    assert_non_null(strstr(out, " version=-3 bytes=18446744073709551615 latency_ms=1.25 plain=127.0.0.1:80 empty=\"\"\n"));
+    assert_non_null(strstr(out, " version=-3 bytes=1099511627776 latency_ms=1.25 plain=127.0.0.1:80 empty=\"\"\n"));
     assert_null(strstr(out, "absent"));
     assert_null(strstr(out, "below the level"));
     free(out);
