@@ -200,4 +200,7 @@ expect "  ... no client certificate without TLS, and the predict line" 0 \
 expect "  ... two requests, two lines" 0 "^2$" -- grep -c "\[access\]" text.log
 expect "  ... no tensor value in it" 1 "" -- grep -qF 7654321 text.log
 
+# in the sanitizer build: no report from the servers
+expect "no sanitizer or crash report" 1 "" -- grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:|Segmentation|Aborted" serve.log text.log
+
 finish

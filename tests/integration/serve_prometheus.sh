@@ -104,4 +104,11 @@ names = sorted(x['metric']['__name__'] for x in r)
 assert len(names) == 7, names
 print('ok', names)\""
 
+kill -TERM "${pids[0]}"
+wait "${pids[0]}"
+rc=$?
+check "cloister serve: SIGTERM, exit 0" test $rc -eq 0
+# in the sanitizer build: no report from the server
+expect "no sanitizer or crash report" 1 "" -- grep -Eq "AddressSanitizer|LeakSanitizer|runtime error:|Segmentation|Aborted" serve.log
+
 finish
