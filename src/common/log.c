@@ -63,9 +63,12 @@ static void warn_env(const char *var, const char *value, const char *what, const
 {
     if (atomic_load(&g_level) > CL_LOG_WARN)
         return;
-    char msg[400];
-    snprintf(msg, sizeof msg, "%s='%.200s' is not a log %s: use %s (ignored; logging %s)", var, value, what, valid,
-             using);
+    char shown[201], msg[400];
+    size_t n = 0;
+    for (; value[n] && n < sizeof shown - 1; n++) /* one line, whatever the variable holds */
+        shown[n] = (unsigned char)value[n] < 0x20 || value[n] == 0x7f ? '?' : value[n];
+    shown[n] = '\0';
+    snprintf(msg, sizeof msg, "%s='%s' is not a log %s: use %s (ignored; logging %s)", var, shown, what, valid, using);
     emit_msg(2, CL_LOG_WARN, "log", NULL, 0, msg, (cl_log_format)atomic_load(&g_format));
 }
 
@@ -112,8 +115,8 @@ cl_log_format cl_log_get_format(void)
 
 /* ---------------------------------------------------------------- building a line */
 
-/* A line: in a stack buffer while it fits, on the heap beyond. Out of memory keeps what fits in the
- * stack buffer, marked with "..." (failed). */
+/* A line: in a stack buffer while it fits, on the heap beyond. Out of memory (failed) stops it
+ * growing: what was built is written, marked with "...". */
 typedef struct line {
     char *p;
     size_t len, cap;
