@@ -4,7 +4,8 @@
  * status (tensor_content and typed *_val inputs, round trips through protobuf-c), the REST JSON
  * formats and gRPC message framing; image inputs (DT_STRING / {"b64": ...} of encoded images decoded
  * and preprocessed before the model runs, their metadata and every refusal); when the worker pool
- * runs a call on the loop thread instead. The backends are the deterministic test models of
+ * runs a call on the loop thread instead; the metrics and the access-log lines of finished requests.
+ * The backends are the deterministic test models of
  * tests/serve/testmodel.c. */
 #include <math.h>
 #include <stdatomic.h>
