@@ -234,22 +234,31 @@ static void line_write(int fd, line *l)
         (void)!write(fd, "...\n", 4);
 }
 
-/* RFC 3339 UTC with milliseconds: 2026-12-03T05:33:46.123Z (24 characters and a NUL). */
+/* RFC 3339 UTC with milliseconds: 2026-12-03T05:33:46.123Z (24 characters and a NUL). The date and
+ * time of the current second are kept per thread: gmtime_r takes glibc's time-zone lock, which the
+ * threads writing access-log lines would otherwise take for every line. */
 static void timestamp(char out[32])
 {
+    static _Thread_local time_t sec = -1;
+    static _Thread_local char cached[32] = "0000-00-00T00:00:00.000Z";
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    int v[] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-               (int)(ts.tv_nsec / 1000000L)};
-    v[0] = v[0] < 0 ? 0 : v[0] > 9999 ? 9999 : v[0]; /* RFC 3339 has four digits */
-    static const char tmpl[] = "0000-00-00T00:00:00.000Z";
-    static const int at[] = {3, 6, 9, 12, 15, 18, 22}; /* last digit of each part */
-    memcpy(out, tmpl, sizeof tmpl);
-    for (size_t i = 0; i < 7; i++)
-        for (int k = at[i], x = v[i]; x; k--, x /= 10)
-            out[k] = (char)('0' + x % 10);
+    if (ts.tv_sec != sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        int v[] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+        v[0] = v[0] < 0 ? 0 : v[0] > 9999 ? 9999 : v[0]; /* RFC 3339 has four digits */
+        static const int at[] = {3, 6, 9, 12, 15, 18}; /* the last digit of each part */
+        for (size_t i = 0; i < 6; i++) {
+            int x = v[i];
+            for (int k = at[i], d = i ? 2 : 4; d > 0; k--, d--, x /= 10)
+                cached[k] = (char)('0' + x % 10);
+        }
+        sec = ts.tv_sec;
+    }
+    memcpy(out, cached, 25);
+    for (int k = 22, x = (int)(ts.tv_nsec / 1000000L), d = 3; d > 0; k--, d--, x /= 10)
+        out[k] = (char)('0' + x % 10);
 }
 
 /* A text value is quoted when it holds anything but printable ASCII without spaces, quotes or '=';
@@ -314,9 +323,21 @@ static json_t *json_text(const char *s)
     return j;
 }
 
-/* A JSON string literal of s, escaped by jansson (json_text: bytes that are not UTF-8 become '?'). */
+/* A JSON string literal of s, escaped by jansson (json_text: bytes that are not UTF-8 become '?').
+ * A string of printable ASCII without quotes or backslashes needs no escaping and is copied as it is:
+ * most are (names, paths, addresses), and jansson's string, dump and free cost more than the rest of
+ * the line. */
 static void json_put_string(line *l, const char *s)
 {
+    size_t n = 0;
+    while (s[n] >= 0x20 && s[n] < 0x7f && s[n] != '"' && s[n] != '\\')
+        n++;
+    if (s[n] == '\0') {
+        line_put(l, "\"", 1);
+        line_put(l, s, n);
+        line_put(l, "\"", 1);
+        return;
+    }
     json_t *j = json_text(s);
     if (!j) {
         l->failed = true;
