@@ -58,7 +58,7 @@ best() { awk -v a="$1" -v b="$2" 'BEGIN{print (b == "" || a + 0 > b + 0) ? a : b
 lowest() { awk -v a="$1" -v b="$2" 'BEGIN{print (b == "" || a + 0 < b + 0) ? a : b}'; }
 
 echo "bench/serve/access_log: wrk -t2 -c$conns -d${secs}s, REST :predict (digits) over TLS keep-alive, $(nproc) cores, $rounds rounds, $format lines"
-declare -A best_rps best_us
+declare -A best_rps best_us all_rps all_us
 for ((r = 1; r <= rounds; r++)); do
   line="round $r:"
   for name in off on; do
@@ -72,6 +72,8 @@ for ((r = 1; r <= rounds; r++)); do
     non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\)/\1/p' <<<"$out")
     best_rps[$name]=$(best "$x" "${best_rps[$name]:-}")
     best_us[$name]=$(lowest "$us" "${best_us[$name]:-}")
+    all_rps[$name]+="$x,"
+    all_us[$name]+="$us,"
     line+=$(printf ' access log %-3s %8.0f req/s (%s us CPU/req, non-2xx %s);' "$name" "$x" "$us" "${non2xx:-0}")
   done
   echo "$line"
@@ -80,7 +82,11 @@ if [[ -f $log ]]; then
   lines=$(wc -l <"$log")
   echo "access log: $lines lines, $(($(stat -c %s "$log") / (lines > 0 ? lines : 1))) bytes a line"
 fi
+# the medians of the rounds too: one lucky or unlucky round moves the best a lot on a shared machine
 python3 -c "
+import statistics as st
 on, off = ${best_rps[on]}, ${best_rps[off]}
 print(f'best: without {off:.0f} req/s, with {on:.0f} req/s; ratio with/without {on / off:.3f}')
-print(f'server CPU per request (lowest round): without ${best_us[off]} us, with ${best_us[on]} us; ratio with/without {${best_us[on]} / ${best_us[off]}:.3f}')"
+print(f'server CPU per request (lowest round): without ${best_us[off]} us, with ${best_us[on]} us; ratio with/without {${best_us[on]} / ${best_us[off]}:.3f}')
+ro, rf, uo, uf = (st.median([float(x) for x in v.split(',') if x]) for v in ('${all_rps[on]}', '${all_rps[off]}', '${all_us[on]}', '${all_us[off]}'))
+print(f'medians of the rounds: {rf:.0f} vs {ro:.0f} req/s (ratio with/without {ro / rf:.3f}); CPU {uf:.1f} vs {uo:.1f} us/req (ratio {uo / uf:.3f})')"
