@@ -18,7 +18,9 @@ test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            nginx-light # tests/integration/serve_tls_sessions.sh: a reverse proxy resuming its upstream TLS sessions
            iproute2 util-linux # ip, unshare: the doc check and serve_keys run in namespaces of their own
            python3-matplotlib # tests/bench: the benchmark report's plots (bench/report/make_report.py)
-           python3-torchvision python3-pil python-matplotlib-data) # client_torchvision: torchvision's eval transform, a Debian-shipped photo
+           python3-torchvision python3-pil python-matplotlib-data # client_torchvision: torchvision's eval transform, a Debian-shipped photo
+           prometheus) # serve_prometheus.sh scrapes the server, promtool checks the metrics (serve_logs); on a
+                       # systemd host the package also enables its own service on :9090 (systemctl disable --now prometheus)
 demo_pkgs=(openssl curl python3)
 bench_pkgs=(wrk nginx-light python3-torch python3-torchvision # torch: full-size models for bench/engine and make check-models
             python3-matplotlib) # bench/report and bench/soak: the plots

@@ -13,6 +13,8 @@
 # Usage: bench/serve/run.sh BUILD_DIR [SECONDS] [CONNECTIONS] [ROUNDS]
 #   PERF_SERVE=1 also records a perf profile of the server under load to /tmp/perf-serve.data.
 #   With $CLOISTER_BENCH_OUT set, the figures also go to serve-rest.jsonl there (bench/lib.sh).
+#   SERVE_ARGS="..." adds options to `cloister serve` (e.g. "--access_log access.log --log-format json";
+#   bench/serve/access_log.sh compares a server with and without the access log directly).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -40,7 +42,7 @@ rest=$(port)
 grpc=$(port)
 OMP_WAIT_POLICY=passive CLOISTER_LOG=warn "$cloister" serve --host 127.0.0.1 --port "$grpc" --rest_api_port "$rest" \
   --ssl_config_file tls/ssl.cfg --model_name digits --model_base_path "$root/models/digits" \
-  --engine-threads 1 --workers 2 --file_system_poll_wait_seconds 0 2> serve.log &
+  --engine-threads 1 --workers 2 --file_system_poll_wait_seconds 0 ${SERVE_ARGS:-} 2> serve.log &
 pids+=($!)
 for _ in $(seq 100); do curl -sk "https://127.0.0.1:$rest/v1/models/digits" >/dev/null 2>&1 && break; sleep 0.1; done
 answer=$(curl -sS --cacert tls/ca_cert.pem -d @"$body" "https://localhost:$rest/v1/models/digits:predict")

@@ -16,6 +16,10 @@ enum { CL_EXIT_OK = 0, CL_EXIT_FAIL = 1, CL_EXIT_USAGE = 2 };
  * CL_E_INVALID errors raised by argument parsing). */
 int cl_cli_fail(const char *cmd, const cl_err *err);
 int cl_cli_usage_error(const char *cmd, const cl_err *err);
+/* "cloister <cmd>: <message>" on stderr; with --log-format json a JSON log line instead (module
+ * "cli", field "command"), written whatever the log level. cl_cli_fail and cl_cli_usage_error print
+ * through it. */
+void cl_cli_say(cl_log_level level, const char *cmd, const char *fmt, ...) CL_PRINTF(3, 4);
 
 /* Parses a subcommand's options; returns -1 to continue, or the exit code to return now. */
 int cl_cli_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,

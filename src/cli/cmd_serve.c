@@ -9,7 +9,8 @@
  * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate.
  * SIGTERM/SIGINT raise one stop token that every wait of the start-up and of the key fetches (the
  * key source's connects, TLS I/O and backoff, the version poller) ends on; a watcher thread then stops
- * the server (it drains requests in flight), or the start-up ends with a non-zero status. */
+ * the server (it drains requests in flight), or the start-up ends with a non-zero status.
+ * --access_log opens the access log (a file appended to, or stderr) among the local checks. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -94,7 +95,7 @@ int cl_cmd_serve(int argc, char **argv)
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
     bool client_verify = false, plaintext = false, allow_empty = false, batching = false, attested = false;
-    const char *batching_file = NULL, *omp_wait = NULL;
+    const char *batching_file = NULL, *omp_wait = NULL, *access_log_path = NULL;
     long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
@@ -178,6 +179,11 @@ int cl_cmd_serve(int argc, char **argv)
          "how the engine's OpenMP threads wait for work: passive sleeps at once, active spins, runtime-default "
          "spins briefly (libgomp's own; OMP_WAIT_POLICY unset). Default passive, or OMP_WAIT_POLICY from the "
          "environment (docs/serve.md)", false},
+        {"access_log", CL_ARG_STRING, &access_log_path, "FILE|stderr", "one line per request on either API (method, "
+                                                                      "model, version, status, latency, bytes, peer, "
+                                                                      "client certificate; no tensor contents), "
+                                                                      "appended to FILE, in the --log-format "
+                                                                      "(default: none)", false},
     };
     const cl_cmd_usage usage = {
         "cloister serve (--ssl_config_file FILE | --tls-cert FILE --tls-key FILE [--tls-ca FILE --client-verify] |\n"
@@ -285,6 +291,13 @@ int cl_cmd_serve(int argc, char **argv)
         cl_strlist_free(&keyservers);
         return cl_cli_usage_error("serve", &err);
     }
+    /* the access log is opened here, with the other local checks, before any key is asked for */
+    cl_log_sink *access_log = NULL;
+    if (access_log_path && !(access_log = cl_log_sink_open(access_log_path, &err))) {
+        cl_strlist_free(&keyservers);
+        cl_err_prefix(&err, "--access_log");
+        return cl_cli_fail("serve", &err);
+    }
 
     /* Everything below is released at `out`. Every local check comes first (flags above; then the
      * model config, TLS material, attestation provider, ports, key server options, model directories
@@ -358,7 +371,10 @@ int cl_cmd_serve(int argc, char **argv)
                            .request_memory_bytes = request_mem_mb ? (size_t)request_mem_mb << 20 : SIZE_MAX,
                            .memory_budget_bytes = budget_mb ? (size_t)budget_mb << 20 : SIZE_MAX,
                            .release_idle_ms = (unsigned)release_idle_ms, .release_memory = cl_engine_release_memory,
-                           .handle_signals = false /* ours: the stop token and its watcher */, .listen_in_run = true};
+                           .handle_signals = false /* ours: the stop token and its watcher */, .listen_in_run = true,
+                           .access_log = access_log, .build_version = CLOISTER_VERSION,
+                           .build_engine_isa = cl_engine_cpu_isa(),
+                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none"};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
@@ -404,7 +420,7 @@ int cl_cmd_serve(int argc, char **argv)
         CL_WARN("serve", "no models loaded (--allow-empty): every model request answers NOT_FOUND");
     if (cl_serve_server_run(srv, &err) != 0)
         goto out;
-    fprintf(stderr, "cloister serve: stopped\n");
+    cl_cli_say(CL_LOG_INFO, "serve", "stopped");
     rc = CL_EXIT_OK;
 out:
     if (rc != CL_EXIT_OK) {
@@ -425,6 +441,7 @@ out:
     cl_attest_provider_free(prov);
     cl_repo_config_free(models, n_models);
     cl_strlist_free(&keyservers);
+    cl_log_sink_close(access_log);
     if (g_stop) {
         handle_stop_signals(false, NULL);
         cl_stop_free(g_stop);

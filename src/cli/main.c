@@ -2,6 +2,7 @@
  * subcommand runs (malloc tuning, the OpenMP wait policy of `serve`), subcommand dispatch, help. */
 #include <errno.h>
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,8 @@ static void print_help(FILE *out)
 {
     fprintf(out,
             "cloister %s — confidential model serving\n\n"
-            "usage: cloister [--log-level debug|info|warn|error] [--allow-unlocked-memory] <command> [options]\n"
+            "usage: cloister [--log-level debug|info|warn|error|off] [--log-format text|json] [--allow-unlocked-memory]\n"
+            "                <command> [options]   (--log-level and --log-format also after the command)\n"
             "       cloister help <command>   (or: cloister <command> --help)\n\n"
             "commands:\n",
             CLOISTER_VERSION);
@@ -34,15 +36,32 @@ static void print_help(FILE *out)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
+void cl_cli_say(cl_log_level level, const char *cmd, const char *fmt, ...)
+{
+    char msg[CL_ERR_MSG_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cl_log_sink *s = cl_log_get_format() == CL_LOG_JSON ? cl_log_sink_open("stderr", NULL) : NULL;
+    if (s) {
+        cl_log_field f[] = {CL_LOGF_S("command", cmd)};
+        cl_log_sink_write(s, level, "cli", f, 1, "%s", msg);
+        cl_log_sink_close(s);
+    } else {
+        fprintf(stderr, "cloister %s: %s\n", cmd, msg);
+    }
+}
+
 int cl_cli_fail(const char *cmd, const cl_err *err)
 {
-    fprintf(stderr, "cloister %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
+    cl_cli_say(CL_LOG_ERROR, cmd, "%s", err->msg[0] ? err->msg : "failed");
     return CL_EXIT_FAIL;
 }
 
 int cl_cli_usage_error(const char *cmd, const cl_err *err)
 {
-    fprintf(stderr, "cloister %s: %s\n", cmd, err->msg);
+    cl_cli_say(CL_LOG_ERROR, cmd, "%s", err->msg);
     return CL_EXIT_USAGE;
 }
 
@@ -155,6 +174,13 @@ int main(int argc, char **argv)
                 return CL_EXIT_USAGE;
             }
             cl_log_set_level(level);
+        } else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc) {
+            cl_log_format format;
+            if (cl_log_parse_format(argv[++i], &format) != 0) {
+                fprintf(stderr, "cloister: unknown log format '%s' (text, json)\n", argv[i]);
+                return CL_EXIT_USAGE;
+            }
+            cl_log_set_format(format);
         } else {
             fprintf(stderr, "cloister: unknown option '%s' (see cloister --help)\n", argv[i]);
             return CL_EXIT_USAGE;

@@ -5,6 +5,7 @@
  * reordered once per chosen layout into oneDNN's preferred blocked format. Outputs stay in the
  * primitive's (blocked) layout; exec.c converts to plain only where a consumer needs it.
  * Scratchpads are user-managed and allocated per execution so concurrent runs never share them.
+ * cl_engine_cpu_isa names the instruction set oneDNN dispatches to (for the server's metrics).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -83,6 +84,23 @@ static dnnl_format_tag_t conv_act_tag(int64_t channels)
     if (block && channels % block == 0)
         return block == 16 ? dnnl_aBcd16b : dnnl_aBcd8b;
     return dnnl_format_tag_any;
+}
+
+const char *cl_engine_cpu_isa(void)
+{
+    static const struct {
+        dnnl_cpu_isa_t isa;
+        const char *name;
+    } names[] = {{dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"}, {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"},
+                 {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"}, {dnnl_cpu_isa_avx512_core, "avx512_core"},
+                 {dnnl_cpu_isa_avx512_mic_4ops, "avx512_mic_4ops"}, {dnnl_cpu_isa_avx512_mic, "avx512_mic"},
+                 {dnnl_cpu_isa_avx2_vnni, "avx2_vnni"}, {dnnl_cpu_isa_avx2, "avx2"}, {dnnl_cpu_isa_avx, "avx"},
+                 {dnnl_cpu_isa_sse41, "sse41"}};
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (isa == names[i].isa)
+            return names[i].name;
+    return "unknown";
 }
 
 static dnnl_format_tag_t plain_tag(int rank)
