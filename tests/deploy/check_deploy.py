@@ -775,7 +775,10 @@ def doc_commands(rel):
     lines joined."""
     text = open(os.path.join(ROOT, rel)).read()
     out = []
-    for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", text, re.M | re.S):
+    # every fenced block in turn (a ```text block's closing fence is not an opening one), the shell ones read
+    for lang, block in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S):
+        if lang not in ("", "sh", "bash", "console"):
+            continue
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
             line = line.strip()
             if re.match(r"kubectl (-n \S+ )?create (secret|configmap) ", line):
