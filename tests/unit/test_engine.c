@@ -14,6 +14,7 @@
 #include "testutil.h"
 
 #include "cloister/engine.h"
+#include "engine/internal.h" /* the operator table (test_op_table) */
 #include "onnx.pb-c.h"
 
 /* ---------------------------------------------------------------- building models */
@@ -558,6 +559,42 @@ static void test_operator_opset_range(void **state)
     arena_free();
 }
 
+/* The one operator table: each name once (a second entry would never be found), every descriptor
+ * runnable and consistent, found by eng_op_find inside its opset range and refused outside it. */
+static void test_op_table(void **state)
+{
+    assert_true(eng_ops_count >= 117);
+    for (size_t i = 0; i < eng_ops_count; i++) {
+        const eng_op *op = &eng_ops[i];
+        for (size_t j = i + 1; j < eng_ops_count; j++)
+            if (strcmp(op->name, eng_ops[j].name) == 0)
+                fail_msg("operator '%s' is in the table twice", op->name);
+        if (!op->run)
+            fail_msg("operator '%s' has no kernel", op->name);
+        if (op->since < 1 || op->since > op->until || op->until > 18)
+            fail_msg("operator '%s': opset range %d..%d", op->name, op->since, op->until);
+        if (op->min_in < 0 || (op->max_in >= 0 && op->max_in < op->min_in) || op->min_out < 1 ||
+            op->max_out < op->min_out)
+            fail_msg("operator '%s': arity %d..%d -> %d..%d", op->name, op->min_in, op->max_in, op->min_out,
+                     op->max_out);
+        if (!(op->consumes & ENG_LAYOUT_ANY) || !(op->produces & ENG_LAYOUT_ANY))
+            fail_msg("operator '%s' declares no layout", op->name);
+        if ((op->produces & ENG_LAYOUT_BLOCKED) && !op->free_state)
+            fail_msg("operator '%s' makes blocked outputs (oneDNN primitives) but frees no kernel state", op->name);
+        cl_err err = {0};
+        if (eng_op_find(op->name, op->until, "n", &err) != op || eng_op_find(op->name, op->since, "n", &err) != op)
+            fail_msg("operator '%s' is not found in its opset range: %s", op->name, err.msg);
+        if (op->since > 1) {
+            assert_null(eng_op_find(op->name, op->since - 1, "n", &err));
+            assert_int_equal(err.code, CL_E_UNSUPPORTED);
+        }
+    }
+    cl_err err = {0};
+    assert_null(eng_op_find("Conv2D", 13, "n", &err)); /* names are exact, case included */
+    assert_null(eng_op_find("conv", 13, "n", &err));
+    assert_non_null(strstr(err.msg, "unsupported operator 'conv' (node 'n', opset 13)"));
+}
+
 /* Attributes decoded at load are the ones the kernels use. */
 static void test_attributes_applied(void **state)
 {
@@ -1080,6 +1117,7 @@ int main(void)
         cmocka_unit_test(test_graph_errors),
         cmocka_unit_test(test_bad_attributes),
         cmocka_unit_test(test_operator_opset_range),
+        cmocka_unit_test(test_op_table),
         cmocka_unit_test(test_attributes_applied),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_signature_and_run),
