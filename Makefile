@@ -1,24 +1,45 @@
-# Makefile — the user's entry points. The real build is CMake (CMakeLists.txt); every target first
-# runs scripts/deps.sh, which installs missing Debian packages (and nothing when all are there).
-#   make            build (release) into build/
+# Makefile — the user's entry points. The real build is CMake (CMakeLists.txt). `make` only builds: a
+# missing Debian package stops it with the list and `make deps`, which installs them (scripts/deps.sh;
+# apt-get, as root or through sudo). test, demo, bench, soak and check-models install what they miss.
+#   make            build (release) into build/; never installs packages
+#   make deps       install the missing Debian packages for building (DEPS=test|demo|bench|all: more)
+#   make install    install the `cloister` command into $(DESTDIR)$(PREFIX)/bin (PREFIX=/usr/local)
 #   make test       release build + ASan/UBSan/libFuzzer build, all tests; ends with "N passed, N failed"
 #   make demo       the main job, end to end (scripts/demo.sh)
-#   make bench      benchmarks against their peers (bench/)
+#   make bench      benchmarks against their peers (bench/run_all.sh): text as they run, then a report with
+#                   plots in bench/report/report.md (BENCH_REPORT=DIR elsewhere; BENCH_QUICK=1 short runs)
 #   make soak       the mixed gRPC + REST soak against the sanitizer build (bench/soak; SOAK_SECONDS=600)
 #   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
+DEPS ?= build
 
 SOAK_SECONDS ?= 600
+BENCH_REPORT ?= bench/report
 
-.PHONY: all build test demo bench soak check-models clean
+.PHONY: all build deps install test demo bench soak check-models clean
 
 all: build
 
+# `make` (build, install) only checks for the build's packages; the goals that install what they miss
+# and build first (demo, bench, check-models) let the build install them too
+ifneq ($(filter demo bench check-models,$(MAKECMDGOALS)),)
+BUILD_DEPS := scripts/deps.sh build
+else
+BUILD_DEPS := scripts/deps.sh --check build
+endif
+
 build:
-	@scripts/deps.sh build
+	@$(BUILD_DEPS)
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build build -j $(JOBS) -- -s --no-print-directory
+
+deps:
+	@scripts/deps.sh $(DEPS)
+
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
 
 test:
 	@scripts/test.sh
@@ -29,15 +50,7 @@ demo: build
 
 bench: build
 	@scripts/deps.sh bench
-	@build/bench/bench_seal
-	@build/bench/bench_keyserver
-	@build/bench/bench_release
-	@build/bench/bench_release --secrets 8 --secret-size 1048576
-	@build/bench/bench_dcap tests/data/dcap-qvl
-	@bench/engine/run.sh build
-	@bench/serve/run.sh build
-	@bench/serve/grpc_latency.sh build
-	@bench/client/run.sh build
+	@bench/run_all.sh build $(BENCH_REPORT)
 
 soak:
 	@scripts/deps.sh bench

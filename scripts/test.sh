@@ -16,12 +16,12 @@ run_build() { # run_build DIR CMAKE-ARGS...
   local dir=$1
   shift
   echo "== configure and build $dir"
-  if ! cmake -S . -B "$dir" "$@" >"$dir.configure.log" 2>&1; then
-    cat "$dir.configure.log"; failed=$((failed + 1)); return
+  if ! cmake -S . -B "$dir" "$@" >"$dir/configure.log" 2>&1; then
+    cat "$dir/configure.log"; failed=$((failed + 1)); return
   fi
-  if ! cmake --build "$dir" -j "$jobs" >"$dir.build.log" 2>&1; then
-    grep -E -A5 "error|Error" "$dir.build.log" | head -60
-    echo "build of $dir failed (full log: $dir.build.log)"; failed=$((failed + 1)); return
+  if ! cmake --build "$dir" -j "$jobs" >"$dir/build.log" 2>&1; then
+    grep -E -A5 "error|Error" "$dir/build.log" | head -60
+    echo "build of $dir failed (full log: $dir/build.log)"; failed=$((failed + 1)); return
   fi
   echo "== tests in $dir"
   local log="$dir/ctest.log"
@@ -39,11 +39,12 @@ run_build() { # run_build DIR CMAKE-ARGS...
 }
 
 mkdir -p build build-asan
-run_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# warnings are errors here (CLOISTER_WERROR; off by default for users building with other compilers)
+run_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLOISTER_WERROR=ON
 if command -v clang >/dev/null; then
-  CC=clang run_build build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOISTER_SANITIZE=ON -DCLOISTER_FUZZ=ON
+  CC=clang run_build build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOISTER_SANITIZE=ON -DCLOISTER_FUZZ=ON -DCLOISTER_WERROR=ON
 else
-  run_build build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOISTER_SANITIZE=ON
+  run_build build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOISTER_SANITIZE=ON -DCLOISTER_WERROR=ON
 fi
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

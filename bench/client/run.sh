@@ -7,6 +7,8 @@
 # client's requests/s and the ratio. Not a test: nothing fails on speed.
 #
 # Usage: bench/client/run.sh BUILD_DIR [REQUESTS]
+#   With $CLOISTER_BENCH_OUT set, the figures and cloister bench's percentiles also go to client.jsonl
+#   there (bench/lib.sh).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -60,11 +62,17 @@ print(f"{(n // conc) * conc / (time.perf_counter() - t):.1f}")
 PY
 
 printf '%-28s %14s %14s %8s\n' "gRPC mTLS, digits" "cloister req/s" "grpcio req/s" "ratio"
+bench_emit client kind=config text="$n requests per client and setting (20 warm-up), both clients against the same cloister serve (digits demo model, 1 engine thread, 2 workers, gRPC over mutual TLS); peer: Python grpcio $($PY -c 'import grpc; print(grpc.__version__)' 2>/dev/null), one channel per thread; $(nproc) cores shared by client and server"
 for batch in 1 32; do
   for conc in 1 2; do
-    c=$("$cloister" bench --server "localhost:$grpc" "${mtls[@]}" --model digits --image "$sample" --batch "$batch" \
-      --concurrency "$conc" --requests "$n" --warmup 20 2>/dev/null | sed -n -E 's/^throughput: ([0-9.]+) req\/s.*/\1/p')
+    out=$("$cloister" bench --server "localhost:$grpc" "${mtls[@]}" --model digits --image "$sample" --batch "$batch" \
+      --concurrency "$conc" --requests "$n" --warmup 20 2>/dev/null || true)
+    c=$(sed -n -E 's/^throughput: ([0-9.]+) req\/s.*/\1/p' <<<"$out")
     p=$(PYTHONPATH="$work/py" $PY pyclient.py "localhost:$grpc" "$batch" "$conc" "$n")
-    printf '%-28s %14s %14s %7.2fx\n' "batch $batch, $conc connection(s)" "$c" "$p" "$($PY -c "print($c / $p)")"
+    ratio=$($PY -c "print($c / $p)")
+    printf '%-28s %14s %14s %7.2fx\n' "batch $batch, $conc connection(s)" "$c" "$p" "$ratio"
+    bench_emit client metric="requests/s, batch $batch, $conc connection(s)" model=digits value:="$c" unit=req/s \
+      peer="Python grpcio client" peer_value:="$p" ratio_of=cloister/grpcio ratio:="$ratio"
+    bench_emit_latency client "cloister bench, batch $batch, $conc connection(s)" digits "$(grep '^latency ms:' <<<"$out")"
   done
 done

@@ -7,10 +7,12 @@
  * load and server share the machine, so the figures are lower bounds for the server alone.
  * Usage: bench_keyserver [--seconds N] [--rounds N] [--clients N] [--threads N] [--handshake-threads N]
  *                        [--slowloris N] [--sources N] [--fresh-identity]
- * (--seconds per phase, default 3; --rounds of unloaded + loaded phases, default 3). */
+ * (--seconds per phase, default 3; --rounds of unloaded + loaded phases, default 3).
+ * With $CLOISTER_BENCH_OUT set, the figures also go to keyserver.jsonl there (bench_out.h). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -26,6 +28,7 @@
 
 #include <openssl/crypto.h>
 
+#include "bench_out.h"
 #include "cloister/keyserver.h"
 #include "ks_env.h"
 
@@ -182,6 +185,10 @@ static void phase_add(phase *sum, const phase *ph)
 static void print_phase(const char *name, const phase *ph, double other_cpu)
 {
     double server_cpu = ph->cpu - ph->client_cpu - other_cpu;
+    char metric[96];
+    snprintf(metric, sizeof metric, "server CPU per release (%s)", name);
+    bench_out_figure("keyserver", &(bench_figure){.metric = metric, .value = ph->ok ? server_cpu * 1e6 / (double)ph->ok : NAN,
+                                                  .unit = "us", .better = "lower"});
     printf("bench_keyserver: %-9s %6ld attested releases in %.2f s = %5.0f releases/s (%ld failed); server CPU %.0f us "
            "per release; %u..%u connections in their handshake\n",
            name, ph->ok, ph->secs, (double)ph->ok / ph->secs, ph->bad,
@@ -295,6 +302,18 @@ int main(int argc, char **argv)
     double r0 = (double)unloaded.ok / unloaded.secs, r1 = (double)loaded.ok / loaded.secs;
     printf("bench_keyserver: ratio slowloris/unloaded = %.2f (goal >= 0.80: %s)\n", r0 > 0 ? r1 / r0 : 0.0,
            r0 > 0 && r1 / r0 >= 0.80 ? "met" : "NOT met");
+    bench_out_config("keyserver", "%d client threads%s, %d workers, %u handshake slots, %ld CPUs shared by clients, load "
+                     "and server; %d rounds of %d s unloaded + %d s under %d slowloris connections from %d addresses",
+                     clients, g_fresh ? " (fresh RA-TLS identity per request)" : "", threads, st.max_handshakes, cpus, rounds,
+                     seconds, seconds, slow_n, sources);
+    bench_out_figure("keyserver", &(bench_figure){.metric = "attested releases/s, unloaded", .value = r0, .unit = "releases/s",
+                                                  .note = "the peer of the loaded figure below"});
+    bench_out_figure("keyserver", &(bench_figure){.metric = "attested releases/s under slowloris", .value = r1,
+                                                  .unit = "releases/s", .peer = "the same server unloaded (same run)",
+                                                  .peer_value = r0, .ratio_of = "slowloris/unloaded",
+                                                  .ratio = r0 > 0 ? r1 / r0 : NAN, .goal = ">= 0.80"});
+    bench_out_figure("keyserver", &(bench_figure){.metric = "RSS per slow connection in its handshake", .value = (double)rss_per,
+                                                  .unit = "bytes", .better = "lower"});
     long bad = unloaded.bad + loaded.bad;
 
     ks_env_cleanup();

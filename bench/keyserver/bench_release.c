@@ -7,7 +7,10 @@
  * read the answer into ordinary memory, so VmLck is the server's). Clients and server share the
  * machine, so the figure is a lower bound for the server alone.
  * Usage: bench_release [--seconds N] [--clients N] [--threads N] [--fresh-identity] [--secrets N]
- *                        [--secret-size BYTES] [--audit-records N] */
+ *                        [--secret-size BYTES] [--audit-records N]
+ * With $CLOISTER_BENCH_OUT set, the figures also go there (bench_out.h): to release.jsonl, or with --secrets or
+ * --secret-size to release-secrets.jsonl. */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,10 +25,12 @@
 
 #include <openssl/ssl.h>
 
+#include "bench_out.h"
 #include "cloister/keyserver.h"
 #include "ks_env.h"
 
 static int g_nsecrets = 1, g_port;
+static const char *g_bench = "release"; /* the results file (bench_out.h) */
 static size_t g_secret_size = 32;
 static atomic_long g_vmlck_peak_kb;
 static atomic_bool g_sampling;
@@ -180,6 +185,9 @@ static void bench_audit(const char *dir, int n)
            "%lld records took %.1f ms (%.2f us per record)\n",
            n, append_s, n / append_s, append_s * 1e6 / n, append_cpu * 1e6 / n, (long long)count, verify_s * 1e3,
            verify_s * 1e6 / (double)count);
+    bench_out_figure(g_bench, &(bench_figure){.metric = "audit appends/s", .value = n / append_s, .unit = "appends/s"});
+    bench_out_figure(g_bench, &(bench_figure){.metric = "audit chain verification per record",
+                                              .value = verify_s * 1e6 / (double)count, .unit = "us", .better = "lower"});
     const char *suffix[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {
         char p[320];
@@ -220,6 +228,8 @@ int main(int argc, char **argv)
         return 2;
     }
     bool raw = g_nsecrets > 1 || g_secret_size != 32;
+    if (raw)
+        g_bench = "release-secrets";
     cl_log_set_level(CL_LOG_ERROR);
     g_prog = "bench_release";
     cl_err err = {0};
@@ -275,6 +285,17 @@ int main(int argc, char **argv)
            cpu, client_cpu, server_cpu, ok ? server_cpu * 1e6 / (double)ok : 0.0,
            server_cpu > 0 ? (double)ok / server_cpu : 0.0, server_cpu > 0 ? (double)ok / server_cpu * (double)cpus : 0.0,
            cpus);
+    bench_out_config(g_bench, "%d s, %d client threads%s, %d server threads, %ld CPUs shared by clients and server; each "
+                     "release: %d secret(s) of %zu bytes; %d audit records appended first", seconds, clients,
+                     g_fresh ? " (fresh RA-TLS identity per request)" : "", threads, cpus, g_nsecrets, g_secret_size,
+                     audit_records);
+    bench_out_figure(g_bench, &(bench_figure){.metric = "attested releases/s", .value = (double)ok / secs, .unit = "releases/s",
+                                              .note = bad ? "some releases failed (see the log)" : NULL});
+    bench_out_figure(g_bench, &(bench_figure){.metric = "server CPU per release", .value = ok ? server_cpu * 1e6 / (double)ok : NAN,
+                                              .unit = "us", .better = "lower"});
+    bench_out_figure(g_bench, &(bench_figure){.metric = "peak locked memory (VmLck)",
+                                              .value = (double)atomic_load(&g_vmlck_peak_kb) / 1024.0, .unit = "MiB",
+                                              .better = "lower"});
 
     free(t);
     ks_env_cleanup();

@@ -8,15 +8,18 @@
  *
  * Usage: bench_seal [--size MiB] [--dir DIR] [--repeat N] [--only SUBSTRING]
  *   --dir defaults to /dev/shm when it exists, so the figures measure cloister's streaming pipeline
- *   (read, encrypt, write) rather than the disk; the final fsync is included. */
+ *   (read, encrypt, write) rather than the disk; the final fsync is included.
+ * With $CLOISTER_BENCH_OUT set, the same figures also go to seal.jsonl there (bench_out.h). */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bench_out.h"
 #include "cloister/seal.h"
 
 static double openssl_speed_mbs(void)
@@ -167,16 +170,25 @@ int main(int argc, char **argv)
     printf("bench_seal: %ld MiB, files in %s, best of %d, chunk %u bytes\n", mib, dir, repeat, CL_SEAL_CHUNK_DEFAULT);
     double peer = openssl_speed_mbs();
     printf("%-34s %9.0f MB/s\n", "peer: openssl speed aes-256-gcm 16K", peer);
+    bench_out_config("seal", "%ld MiB, files in %s, best of %d, chunk %u bytes; peer: openssl speed -evp aes-256-gcm "
+                     "-bytes 16384 (one core)", mib, dir, repeat, CL_SEAL_CHUNK_DEFAULT);
+    const char *peer_name = "openssl speed aes-256-gcm 16K";
+    double peer_j = peer > 0 ? peer : NAN; /* the report shows a peer that did not run as "no figure" */
     double copy_mbs = (double)j.len / 1e6 / best_of(repeat, run_plain_copy, &j);
     printf("%-34s %9.0f MB/s   ratio %.2f  (no crypto: the I/O ceiling for file -> file)\n",
            "ceiling: plain copy file -> file", copy_mbs, peer > 0 ? copy_mbs / peer : 0);
+    bench_out_figure("seal", &(bench_figure){.metric = "ceiling: plain copy file -> file", .value = copy_mbs, .unit = "MB/s",
+                                             .peer = peer_name, .peer_value = peer_j, .ratio_of = "cloister/openssl",
+                                             .ratio = copy_mbs / peer_j,
+                                             .note = "no crypto: the I/O ceiling for file -> file"});
     struct {
         const char *name;
         double (*fn)(void *);
+        const char *note;
     } runs[] = {
-        {"seal file -> file", run_seal_file},
-        {"open file -> locked memory", run_open_locked},
-        {"unseal file -> file", run_unseal_file},
+        {"seal file -> file", run_seal_file, NULL},
+        {"open file -> locked memory", run_open_locked, "what the server does"},
+        {"unseal file -> file", run_unseal_file, NULL},
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(runs); i++) {
         if (only && !strstr(runs[i].name, only))
@@ -184,6 +196,10 @@ int main(int argc, char **argv)
         double t = best_of(repeat, runs[i].fn, &j);
         double mbs = (double)j.len / 1e6 / t;
         printf("%-34s %9.0f MB/s   ratio %.2f\n", runs[i].name, mbs, peer > 0 ? mbs / peer : 0);
+        bench_out_figure("seal", &(bench_figure){.metric = runs[i].name, .value = mbs, .unit = "MB/s", .peer = peer_name,
+                                                 .peer_value = peer_j, .ratio_of = "cloister/openssl",
+                                                 .ratio = mbs / peer_j, .goal = ">= 0.80",
+                                                 .note = runs[i].note});
     }
     unlink(in);
     unlink(sealed);

@@ -12,6 +12,9 @@
 #
 # Usage: bench/serve/run.sh BUILD_DIR [SECONDS] [CONNECTIONS] [ROUNDS]
 #   PERF_SERVE=1 also records a perf profile of the server under load to /tmp/perf-serve.data.
+#   With $CLOISTER_BENCH_OUT set, the figures also go to serve-rest.jsonl there (bench/lib.sh).
+#   SERVE_ARGS="..." adds options to `cloister serve` (e.g. "--access_log access.log --log-format json";
+#   bench/serve/access_log.sh compares a server with and without the access log directly).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -39,7 +42,7 @@ rest=$(port)
 grpc=$(port)
 OMP_WAIT_POLICY=passive CLOISTER_LOG=warn "$cloister" serve --host 127.0.0.1 --port "$grpc" --rest_api_port "$rest" \
   --ssl_config_file tls/ssl.cfg --model_name digits --model_base_path "$root/models/digits" \
-  --engine-threads 1 --workers 2 --file_system_poll_wait_seconds 0 2> serve.log &
+  --engine-threads 1 --workers 2 --file_system_poll_wait_seconds 0 ${SERVE_ARGS:-} 2> serve.log &
 pids+=($!)
 for _ in $(seq 100); do curl -sk "https://127.0.0.1:$rest/v1/models/digits" >/dev/null 2>&1 && break; sleep 0.1; done
 answer=$(curl -sS --cacert tls/ca_cert.pem -d @"$body" "https://localhost:$rest/v1/models/digits:predict")
@@ -88,6 +91,7 @@ us_per_req() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEG
 best() { awk -v a="$1" -v b="$2" 'BEGIN{print (b == "" || a + 0 > b + 0) ? a : b}'; }
 lowest() { awk -v a="$1" -v b="$2" 'BEGIN{print (b == "" || a + 0 < b + 0) ? a : b}'; }
 echo "bench/serve: wrk -t2 -c$conns -d${secs}s, TLS 1.3 keep-alive, $(nproc) cores shared by server and wrk, $rounds rounds"
+bench_emit serve-rest kind=config text="wrk -t2 -c$conns -d${secs}s, TLS 1.3 keep-alive, $(nproc) cores shared by server and wrk, $rounds alternating rounds, best of each; cloister: REST :predict on the digits demo model (1 engine thread, 2 workers); peer: $(nginx -v 2>&1 | sed 's/^nginx version: //') (2 workers) serving a static body of the same size"
 c_best="" n_best="" c_errors=0
 for ((r = 1; r <= rounds; r++)); do
   [[ -n ${PERF_SERVE:-} && $r == 1 ]] && { perf record -g -o /tmp/perf-serve.data -p "${pids[0]}" -- sleep 4 >/dev/null 2>&1 & }
@@ -115,3 +119,10 @@ python3 -c "print(f'ratio cloister/nginx: {$c_best/$n_best:.2f}  (goal >= 0.50)'
 # steadier than req/s on a shared machine: what each server spends per request (lowest round)
 printf 'server CPU per request (lowest round): cloister %s us, nginx %s us; nginx/cloister = %s\n' "$c_cpu_best" "$n_cpu_best" \
   "$(awk -v c="$c_cpu_best" -v n="$n_cpu_best" 'BEGIN{printf "%.2f", n / c}')"
+ratio=$(awk -v c="$c_best" -v n="$n_best" 'BEGIN{printf "%.2f", c / n}')
+cpu_ratio=$(awk -v c="$c_cpu_best" -v n="$n_cpu_best" 'BEGIN{printf "%.2f", n / c}')
+bench_emit serve-rest metric="REST :predict requests/s (best round)" model=digits value:="$c_best" unit=req/s \
+  peer="nginx, static response over TLS" peer_value:="$n_best" ratio_of=cloister/nginx ratio:="$ratio" goal=">= 0.50" \
+  note="non-2xx responses in all rounds: $c_errors"
+bench_emit serve-rest metric="server CPU per request (lowest round)" model=digits value:="$c_cpu_best" unit=us better=lower \
+  peer="nginx, static response over TLS" peer_value:="$n_cpu_best" ratio_of=nginx/cloister ratio:="$cpu_ratio"

@@ -1,17 +1,26 @@
 #!/usr/bin/python3
 """bench/soak/report.py — the soak's report (bench/soak/run.sh): requests and errors by status per load
 stream (from the `cloister bench` rounds in STREAM.log), the server's RSS, fd and thread curves
-(samples.csv: t, rss_kb, fds, threads) summed up, and soak.png with the three curves.
+(samples.csv: t, rss_kb, fds, threads) summed up, and soak.png with the three curves. The same figures go
+to soak.json for the benchmark report (bench/report/make_report.py).
 
-usage: report.py OUT_DIR SECONDS SERVER_EXIT_CODE STOP_SECONDS SANITIZER_LOGS
+usage: report.py OUT_DIR SECONDS SERVER_EXIT_CODE STOP_SECONDS SANITIZER_LOGS [BUILD_DIR]
 """
 import csv
+import datetime
+import json
 import os
 import re
+import subprocess
 import sys
 
 out, seconds, rc, stop_s, sanitizer = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 streams = ["grpc-digits", "rest-digits", "grpc-r18", "rest-r18"]
+commit = subprocess.run(["git", "-C", os.path.dirname(os.path.abspath(__file__)), "rev-parse", "HEAD"],
+                        capture_output=True, text=True).stdout.strip()
+summary = {"seconds": seconds, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+           "git_commit": commit or None, "build": sys.argv[6] if len(sys.argv) > 6 else None, "streams": {},
+           "stop_exit": rc, "stop_seconds": float(stop_s), "sanitizer": sanitizer}
 
 print(f"soak: {seconds:.0f} s, four load streams over mutual TLS against one attested server")
 total_ok = total_failed = 0
@@ -43,8 +52,11 @@ for s in streams:
         errors_all[k] = errors_all.get(k, 0) + v
     errs = ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"
     p99 = f", worst round p99 {max(lat):.1f} ms" if lat else ""
+    summary["streams"][s] = {"rounds": rounds, "ok": ok, "failed": failed, "errors": errors, "not_sent": not_sent,
+                             "worst_p99_ms": max(lat) if lat else None}
     print(f"  {s:12s} {rounds:4d} rounds, {ok:8d} ok, {failed:6d} failed (errors: {errs}"
           f"{f'; not sent {not_sent}' if not_sent else ''}){p99}")
+summary.update(total_ok=total_ok, total_failed=total_failed, errors=errors_all)
 print(f"  total        {total_ok} ok, {total_failed} failed"
       f" ({', '.join(f'{k} {v}' for k, v in sorted(errors_all.items())) or 'no errors'})")
 
@@ -70,6 +82,8 @@ if rows:
     print(f"server RSS: {rss[0]:.0f} MiB at start, {early:.0f} at 20-30 % of the run, {late:.0f} in its last 10 % "
           f"({grow:+.1f} %), peak {max(rss):.0f} (medians of the samples under load)")
     print(f"open fds: {min(fds)}-{max(fds)} (last {fds[-1]}); threads: {min(thr)}-{max(thr)} (last {thr[-1]})")
+    summary.update(rss_start_mib=rss[0], rss_early_mib=early, rss_late_mib=late, rss_growth_pct=grow,
+                   rss_peak_mib=max(rss), fds_min=min(fds), fds_max=max(fds), threads_min=min(thr), threads_max=max(thr))
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -91,3 +105,5 @@ if rows:
 else:
     print("server RSS: no samples")
 print(f"stop: SIGTERM -> exit {rc} in {stop_s} s; sanitizer reports: {sanitizer}")
+with open(os.path.join(out, "soak.json"), "w") as f:
+    json.dump(summary, f, indent=1)

@@ -6,8 +6,9 @@
 # connections every round) run until the time is up while the server's RSS, open file descriptors and
 # threads are sampled every second. Then SIGTERM: the server must exit 0 within 30 s and no sanitizer
 # report may appear in any log. Prints requests and errors by status per stream, the curves' figures
-# (RSS growth from 20 % of the run to its end), and writes samples.csv, streams.txt, report.txt and
-# soak.png (RSS, fds, threads over time; python3-matplotlib) into the output directory.
+# (RSS growth from 20 % of the run to its end), and writes samples.csv, streams.txt, report.txt,
+# soak.json (the figures, for the benchmark report: bench/report/make_report.py) and soak.png (RSS,
+# fds, threads over time; python3-matplotlib) into the output directory.
 #
 # Usage: bench/soak/run.sh [BUILD_DIR] [SECONDS]     (defaults: build-asan, $SOAK_SECONDS or 600)
 #   SOAK_OUT=DIR  where the report goes (default BUILD_DIR/soak)
@@ -144,5 +145,5 @@ wait "$sampler" 2>/dev/null || true
 cp server.log keyserver.log "$out/"
 for s in grpc-digits rest-digits grpc-r18 rest-r18; do cp "$s.log" "$out/"; done
 sanitizer=$(grep -lE "AddressSanitizer|LeakSanitizer|runtime error:" ./*.log 2>/dev/null | sort -u | tr '\n' ' ' || true)
-/usr/bin/python3 "$here/report.py" "$out" "$seconds" "$rc" "$stop_s" "${sanitizer:-none}" | tee "$out/report.txt"
+/usr/bin/python3 "$here/report.py" "$out" "$seconds" "$rc" "$stop_s" "${sanitizer:-none}" "$build" | tee "$out/report.txt"
 [[ $rc -eq 0 && -z $sanitizer ]]

@@ -180,13 +180,19 @@ double cl_client_tensor_value(const cl_serve_tensor *t, size_t i);
 
 /* How images become a model input. Defaults (zero-initialised): pixels scaled by 1/255, mean 0,
  * std 1 (values in [0, 1]); size, channels and layout taken from the input's signature shape;
- * area resize. */
+ * area resize to that size (aspect ratio not kept). */
 typedef struct cl_client_image_opts {
     float scale;       /* 0: 1/255 */
     float mean[3];
     float std[3];      /* 0: 1 */
     cl_image_resize resize;
     uint32_t width, height; /* only needed when the signature leaves them dynamic */
+    cl_image_fit fit;       /* CL_IMAGE_FIT_CROP: keep the aspect ratio and take the centre */
+    uint32_t shorter_side;  /* with CROP: the shorter side before cropping; torchvision's
+                             * Resize(shorter_side) + CenterCrop */
+    double crop_fraction;   /* with CROP and no shorter_side: the crop's larger side is this fraction of the
+                             * shorter side (0.875: torchvision's ImageNet eval, 224 of 256); 0: the image
+                             * is resized just to cover the input size */
 } cl_client_image_opts;
 
 /* From an input spec of rank 4 ([N,C,H,W] with C in {1,3}: NCHW; [N,H,W,C]: NHWC) and dtype

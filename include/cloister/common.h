@@ -77,13 +77,61 @@ typedef enum cl_log_level {
     CL_LOG_OFF,
 } cl_log_level;
 
-/* Log lines go to stderr as "<time> <level> [<module>] message". The level is process-wide; it
- * starts at INFO, or at the value of CLOISTER_LOG (debug|info|warn|error|off). Thread-safe. */
+/* Log lines go to stderr, one line each, never cut and never interleaved with another thread's.
+ * Two formats, chosen process-wide:
+ *   text (default)  "<time> <level> [<module>] message key=value key=\"quoted value\" ..."
+ *   json            {"time":"<time>","level":"<level>","module":"<module>","msg":"message",key:value,...}
+ * <time> is RFC 3339 UTC with milliseconds (2026-12-03T05:33:46.123Z). The level starts at INFO, or
+ * at the value of CLOISTER_LOG (debug|info|warn|error|off); the format at text, or at the value of
+ * CLOISTER_LOG_FORMAT (text|json). An unknown value in either is ignored with one warning naming
+ * the valid ones (at the first log line, or when the CLI has parsed its options). Setting the level
+ * or format explicitly (--log-level, --log-format) overrides the environment. Thread-safe. */
 void cl_log_set_level(cl_log_level level);
 cl_log_level cl_log_get_level(void);
 /* Parses "debug", "info", ... Returns -1 on an unknown name. */
 int cl_log_parse_level(const char *name, cl_log_level *out);
+typedef enum cl_log_format { CL_LOG_TEXT = 0, CL_LOG_JSON } cl_log_format;
+void cl_log_set_format(cl_log_format format);
+cl_log_format cl_log_get_format(void);
+/* Parses "text" or "json". Returns -1 on an unknown name. */
+int cl_log_parse_format(const char *name, cl_log_format *out);
 void cl_log(cl_log_level level, const char *module, const char *fmt, ...) CL_PRINTF(3, 4);
+
+/* Structured fields of a log line: in JSON, members after "msg" (strings escaped by jansson, bytes
+ * that are not UTF-8 replaced by '?'; numbers as numbers); in text, key=value after the message,
+ * values quoted with \" \\ \n \t \xNN escapes when they hold anything but printable ASCII without
+ * spaces, quotes or '='. Keys are the caller's constants (not "time", "level", "module", "msg"). A
+ * string field whose value is NULL is left out. */
+typedef enum cl_log_field_type { CL_LOGF_STR, CL_LOGF_INT, CL_LOGF_UINT, CL_LOGF_REAL } cl_log_field_type;
+typedef struct cl_log_field {
+    const char *key;
+    cl_log_field_type type;
+    union {
+        const char *s;
+        long long i;
+        unsigned long long u;
+        double d;
+    } v;
+} cl_log_field;
+#define CL_LOGF_S(k, val) ((cl_log_field){.key = (k), .type = CL_LOGF_STR, .v.s = (val)})
+#define CL_LOGF_I(k, val) ((cl_log_field){.key = (k), .type = CL_LOGF_INT, .v.i = (long long)(val)})
+#define CL_LOGF_U(k, val) ((cl_log_field){.key = (k), .type = CL_LOGF_UINT, .v.u = (unsigned long long)(val)})
+#define CL_LOGF_R(k, val) ((cl_log_field){.key = (k), .type = CL_LOGF_REAL, .v.d = (double)(val)})
+/* cl_log with fields. */
+void cl_log_fields(cl_log_level level, const char *module, const cl_log_field *fields, size_t n_fields,
+                   const char *fmt, ...) CL_PRINTF(5, 6);
+
+/* A log of its own (the serve module's access log): lines in the process-wide format, written
+ * whatever the level, each with one write(2) to a file opened for appending (so `logrotate
+ * copytruncate` works and lines from several threads and processes never interleave) or to stderr.
+ * Thread-safe; close it only when no thread writes to it any more. */
+typedef struct cl_log_sink cl_log_sink;
+/* path "stderr" or "-": standard error; otherwise a file, created with mode 0640 if missing and
+ * appended to. Fails with an actionable message (a directory, no permission, ...). */
+cl_log_sink *cl_log_sink_open(const char *path, cl_err *err);
+void cl_log_sink_close(cl_log_sink *s);
+void cl_log_sink_write(cl_log_sink *s, cl_log_level level, const char *module, const cl_log_field *fields,
+                       size_t n_fields, const char *fmt, ...) CL_PRINTF(6, 7);
 #define CL_DEBUG(mod, ...) cl_log(CL_LOG_DEBUG, mod, __VA_ARGS__)
 #define CL_INFO(mod, ...) cl_log(CL_LOG_INFO, mod, __VA_ARGS__)
 #define CL_WARN(mod, ...) cl_log(CL_LOG_WARN, mod, __VA_ARGS__)
@@ -138,6 +186,29 @@ void cl_net_set_timeouts(int fd, int ms);
  * does not exist (EAI_NONAME, EAI_NODATA) is CL_E_INVALID; a resolver that could not answer
  * (EAI_AGAIN, ...) and connection failures are CL_E_IO. */
 int cl_net_connect(const char *host, int port, int timeout_ms, int *sys_errno, cl_err *err);
+typedef struct cl_stop cl_stop; /* below */
+/* Like cl_net_connect, but the name lookup and the connect also end (CL_E_IO "stopped ...", *sys_errno
+ * ECANCELED) when `stop` (may be NULL) is raised, and the socket is returned NON-blocking, without
+ * socket timeouts, for callers that wait with cl_net_wait. With a token, the lookup runs on a detached
+ * thread of its own (getaddrinfo cannot be interrupted), which a stop leaves to finish by itself. */
+int cl_net_connect_stop(const char *host, int port, int timeout_ms, const cl_stop *stop, int *sys_errno,
+                        cl_err *err);
+
+/* A stop token: raised once (at shutdown), it ends every wait made through it: cl_stop_sleep,
+ * cl_net_wait, cl_net_connect_stop, and the provisioning client's I/O and backoff. Raising is
+ * async-signal-safe (a signal handler may call it); the rest is thread-safe. NULL is a token that is
+ * never raised. */
+cl_stop *cl_stop_new(cl_err *err);
+void cl_stop_free(cl_stop *s);
+void cl_stop_raise(cl_stop *s);
+bool cl_stop_raised(const cl_stop *s);
+/* A file descriptor that becomes readable once the token is raised (for poll/event loops); -1 for NULL. */
+int cl_stop_fd(const cl_stop *s);
+/* Sleeps ms milliseconds, or until the token is raised: true when it was (then at once). */
+bool cl_stop_sleep(const cl_stop *s, int ms);
+/* Waits up to timeout_ms (-1: no limit) for `events` (POLLIN, POLLOUT) on fd: 1 ready, 0 timed out,
+ * -1 the token was raised (or poll failed). */
+int cl_net_wait(int fd, short events, int timeout_ms, const cl_stop *stop);
 
 /* ---------------------------------------------------------------- growing strings */
 
@@ -202,6 +273,9 @@ ssize_t cl_pread_full(int fd, void *buf, size_t len, uint64_t offset);
 
 /* ---------------------------------------------------------------- encoding */
 
+/* The length (1-4) of the UTF-8 sequence at p, of which `left` bytes (at least 1) are there; 0 when it is
+ * not one (a stray continuation byte, a truncated or overlong form, a surrogate, above U+10FFFF). */
+size_t cl_utf8_seq_len(const unsigned char *p, size_t left);
 /* Lower-case hex of `len` bytes into `out` (2*len+1 bytes). */
 void cl_hex_encode(const uint8_t *in, size_t len, char *out);
 /* Decodes exactly out_len bytes from a hex string of exactly 2*out_len digits. */
@@ -244,7 +318,10 @@ typedef struct cl_cmd_usage {
 
 /* Parses argv (argv[0] is the subcommand name). Returns 0 on success, 1 if --help was printed
  * (caller exits 0), -1 on a usage error (message in err; caller exits 2). Positional arguments
- * are refused unless `positional` is non-NULL, in which case they are collected there. */
+ * are refused unless `positional` is non-NULL, in which case they are collected there. Every
+ * table also takes --log-level LEVEL and --log-format text|json (the global options of
+ * `cloister`, accepted after the command's name too), which set the process-wide log level and
+ * format as they are parsed. */
 int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,
                   cl_strlist *positional, cl_err *err);
 void cl_args_print_help(const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts);

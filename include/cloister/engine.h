@@ -133,6 +133,9 @@ void cl_engine_set_pool_limit(size_t bytes);
 /* Frees the pool's free buffers and the calling thread's own (memory kept for reuse, e.g. after a
  * burst of large batches); buffers in use are untouched. Thread-safe. */
 void cl_engine_release_memory(void);
+/* The instruction set oneDNN runs its kernels with on this CPU ("avx512_core", "avx2", "sse41", ...;
+ * for the server's build-info metric). Thread-safe. */
+const char *cl_engine_cpu_isa(void);
 
 /* ---------------------------------------------------------------- .npy files (for the CLI/tests) */
 

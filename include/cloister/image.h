@@ -1,5 +1,5 @@
 /* cloister/image.h — the interface of the image module: decoding JPEG and PNG from memory (libjpeg-turbo,
- * libpng), turning an image into a model's input tensor (resize or centre crop, scale, normalise, layout),
+ * libpng) and encoding PNG, turning an image into a model's input tensor (resize or centre crop, scale, normalise, layout),
  * and the declarations of that preprocessing that model versions carry (preprocess.json, cl_image_spec).
  * Used by the server (image bytes sent by clients are decoded inside the TEE) and by the clients.
  *
@@ -30,6 +30,10 @@ typedef struct cl_image {
 int cl_image_decode(const uint8_t *data, size_t len, uint32_t channels, uint32_t max_pixels, cl_image *out,
                     cl_err *err);
 void cl_image_free(cl_image *img);
+/* Encodes an 8-bit grey or RGB image as PNG into a malloc()ed buffer (for generated test and benchmark
+ * inputs: `cloister bench --random`). Errors: CL_E_INVALID (no pixels, channels other than 1 or 3),
+ * CL_E_NOMEM. */
+int cl_image_encode_png(const cl_image *img, uint8_t **out, size_t *out_len, cl_err *err);
 /* Reads only the header of a JPEG or PNG image (recognised by signature): its width and height, no pixel
  * decoded. CL_E_FORMAT when it is neither or its header is damaged. */
 int cl_image_probe(const uint8_t *data, size_t len, uint32_t *width, uint32_t *height, cl_err *err);
@@ -46,6 +50,9 @@ typedef enum cl_image_resize {
     CL_IMAGE_RESIZE_BILINEAR = 0, /* triangle filter, widened when shrinking (PIL/torchvision antialias) */
     CL_IMAGE_RESIZE_AREA,         /* when shrinking, each output is the exact area average of the input
                                    * pixels it covers (OpenCV INTER_AREA); bilinear when enlarging */
+    CL_IMAGE_RESIZE_PIL,          /* PIL's own bilinear resize of 8-bit images (Image.resize, BILINEAR), to
+                                   * the pixel: fixed-point weights, pixels rounded to 0..255 after each
+                                   * pass; what torchvision's Resize does to PIL images */
 } cl_image_resize;
 
 typedef enum cl_image_fit {

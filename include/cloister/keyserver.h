@@ -222,10 +222,13 @@ int cl_keyserver_run(const cl_keyserver_config *cfg, cl_err *err);
 /* ---------------------------------------------------------------- wire protocols */
 
 #define CL_KS_MAGIC "CLKS1" /* sent with its NUL: 6 bytes */
-/* native response status: 0 handled, 2 malformed request, 3 busy (locked-memory budget; retry) */
+/* native response status: 0 handled, 2 malformed request, 3 busy (locked-memory budget; retry), 4 denied:
+ * the client's evidence did not verify or the policy matched no identity; the two bytes that follow
+ * are a cl_policy_deny reason code (big-endian) and nothing else is sent (docs/keyserver.md) */
 #define CL_KS_STATUS_OK 0
 #define CL_KS_STATUS_MALFORMED 2
 #define CL_KS_STATUS_BUSY 3
+#define CL_KS_STATUS_DENIED 4
 #define CL_KS_MAX_NAMES 64
 #define CL_SECRET_PROV_REQUEST "SECRET_PROVISION_RA_TLS_REQUEST_V1"   /* sent with its NUL */
 #define CL_SECRET_PROV_RESPONSE "SECRET_PROVISION_RA_TLS_RESPONSE_V1:" /* sent with its NUL */
@@ -246,6 +249,8 @@ typedef struct cl_provision_result {
 } cl_provision_result;
 
 typedef struct cl_provision_options {
+    const cl_stop *stop;         /* optional: once raised, every wait (connect, TLS I/O, backoff) ends and the
+                                    fetch fails at once (cl_stop_raised tells the caller why) */
     const char *const *servers;  /* "HOST:PORT", tried in order, round after round */
     size_t server_count;
     const char *ca_file;         /* CA that issued the key servers' certificates */
@@ -271,8 +276,9 @@ int cl_provision_backoff_ms(int first_ms, int round, uint8_t random_byte);
 
 /* Connects, retrying with backoff on network and TLS errors, and returns what the server granted.
  * Returns 0 only if every requested secret was granted; CL_E_DENIED (no retry) if the server refused
- * the attestation or some secret (the result still lists what was granted). The servers' HOST:PORT
- * syntax, the CA file and the names are checked before anything is sent. */
+ * the attestation (the message names the denial frame's reason code, docs/keyserver.md "Denial") or
+ * some secret (the result still lists what was granted). With o->stop raised, fails at once. The
+ * servers' HOST:PORT syntax, the CA file and the names are checked before anything is sent. */
 int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err);
 void cl_provision_result_free(cl_provision_result *res);
 

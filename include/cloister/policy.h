@@ -43,8 +43,28 @@ char *cl_policy_describe(const cl_policy *p);
 
 /* A decision owns its two strings (nothing is ever cut). Start from {0}; cl_policy_evaluate releases
  * what a decision held before filling it again; cl_policy_decision_clear releases it for good. */
+/* Why a client was refused, as a short code the key server may tell it (docs/keyserver.md, "Denial"):
+ * the kind of check that failed, never the values the policy expects. Values are on the wire (16 bits):
+ * never renumber. For a policy refusal it is the failure of the identity that came closest (the later
+ * the check in the order evidence type, measurement, SVN, debug, TCB status, the closer). */
+typedef enum cl_policy_deny {
+    CL_DENY_NONE = 0,              /* not denied (or no reason known: "unspecified") */
+    CL_DENY_EVIDENCE_INVALID = 1,  /* the evidence did not verify (signature, quoting key, binding to the TLS key) */
+    CL_DENY_EVIDENCE_TYPE = 2,     /* no identity accepts this evidence type (sim, sgx-dcap, tdx-dcap) or TEE kind */
+    CL_DENY_MEASUREMENT = 3,       /* mrenclave, mrsigner, isv_prod_id or a TDX measurement is not one allowed */
+    CL_DENY_SVN = 4,               /* isv_svn below the identity's minimum */
+    CL_DENY_DEBUG = 5,             /* a debug enclave or TD where the identity does not allow debug */
+    CL_DENY_TCB_STATUS = 6,        /* the platform's TCB status is not one the identity accepts */
+    CL_DENY_COLLATERAL = 7,        /* the key server could not check the evidence: its collateral is missing or out of date */
+    CL_DENY_POLICY_EMPTY = 8,      /* the policy has no identity (deny-all: none loaded, or an invalid one) */
+} cl_policy_deny;
+#define CL_DENY_MAX CL_DENY_POLICY_EMPTY
+/* The code's name ("tcb_status_not_allowed"), "unspecified" for 0 and NULL for codes beyond CL_DENY_MAX. */
+const char *cl_policy_deny_name(unsigned code);
+
 typedef struct cl_policy_decision {
     bool allowed;      /* at least one identity matched */
+    cl_policy_deny deny; /* when denied: the closest identity's failed check (CL_DENY_NONE when allowed) */
     char *identities;  /* names of the matching identities, comma-separated ("" when none) */
     char *reason;      /* when denied: why each identity did not match ("" when allowed) */
 } cl_policy_decision;

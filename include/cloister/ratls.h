@@ -100,6 +100,11 @@ typedef struct cl_ratls_verify_ctx {
     const cl_attest_verifier *verifier;
     cl_ratls_policy_fn policy; /* may be NULL: any verified evidence is accepted */
     void *policy_arg;
+    /* false: a certificate whose evidence does not verify (or that the policy rejects) fails the
+     * handshake with a TLS alert. true: the failure is recorded (cl_ratls_peer_error) and the handshake
+     * completes anyway, with cl_ratls_peer_claims NULL, so that the caller can tell the peer why on the
+     * connection (the key server's denial frame) — and must then send it nothing else. */
+    bool complete_on_failure;
 } cl_ratls_verify_ctx;
 
 /* Requires the peer to present an RA-TLS certificate (servers: SSL_VERIFY_PEER |
@@ -107,8 +112,10 @@ typedef struct cl_ratls_verify_ctx {
  * SSL_CTX_set_cert_verify_callback. */
 int cl_ratls_ssl_ctx_require_peer(SSL_CTX *ctx, const cl_ratls_verify_ctx *vctx, cl_err *err);
 
-/* After a handshake on an SSL_CTX set up above: the peer's verified claims (NULL if verification did
- * not succeed) and, if it failed, why (NULL if the callback never ran, e.g. no certificate). */
+/* After a handshake on an SSL_CTX set up above: the peer's verified claims (NULL if verification or
+ * the policy did not succeed) and, if either failed, why (NULL if the callback never ran, e.g. no
+ * certificate). With complete_on_failure, a completed handshake is authorised only when
+ * cl_ratls_peer_claims is not NULL. */
 const cl_attest_claims *cl_ratls_peer_claims(const SSL *ssl);
 const cl_err *cl_ratls_peer_error(const SSL *ssl);
 

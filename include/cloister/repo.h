@@ -53,6 +53,10 @@ typedef struct cl_repo_options {
      * released only to a server whose every local check has passed. NULL: keys come from key_fn. */
     int (*before_sealed)(void *arg, char *const *key_ids, size_t n, cl_err *err);
     void *before_sealed_arg;
+    /* Optional, borrowed: the process's stop token (the one the key source's options carry). Once
+     * raised, the polling thread polls no more and a poll's failures are not recorded as failed
+     * versions (they were cut short by the stop, not refused); cl_repo_free still joins the thread. */
+    const cl_stop *stop;
 } cl_repo_options;
 
 typedef struct cl_repo cl_repo;
@@ -102,7 +106,8 @@ void cl_repo_key_ids_free(char **ids, size_t n_ids);
  * without contacting anyone. cl_repo_keysource_prefetch makes the options' rounds of retries and
  * back-off; cl_repo_keysource_get is a cl_repo_key_fn: a key id not fetched yet (a new sealed version
  * found by polling) is fetched on demand in one round over the servers (the repository retries it at
- * later polls). Denied keys are not cached, so asking again reaches the key server.
+ * later polls). Denied keys are not cached, so asking again reaches the key server. With the options'
+ * stop token raised, a fetch in progress ends at once (its connect, TLS I/O or backoff) and fails.
  * The options are copied; what they point to (servers, CA path, identity) is borrowed and must
  * outlive the source. Their `names` are ignored. Thread-safe. */
 typedef struct cl_repo_keysource cl_repo_keysource;

@@ -336,6 +336,13 @@ typedef struct cl_serve_config {
      * passes cl_engine_release_memory) and malloc_trim. 0: default 1000 ms. */
     unsigned release_idle_ms;
     void (*release_memory)(void);
+    /* The access log (docs/serve.md "Logs"): one line per request on either API, in the process's
+     * log format (cl_log_sink), with the API, method, model, version, status, latency, bytes in and
+     * out, the peer's address and the client certificate's subject; never tensor contents, headers
+     * or secrets. NULL: none (the default). Borrowed: it must outlive the server. */
+    cl_log_sink *access_log;
+    /* Labels of the cloister_build_info metric (NULL: "unknown"); borrowed, must outlive the server. */
+    const char *build_version, *build_engine_isa, *build_evidence;
 } cl_serve_config;
 
 /* The server. cl_serve_server_run() runs the event loop in the calling thread until

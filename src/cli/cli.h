@@ -16,10 +16,22 @@ enum { CL_EXIT_OK = 0, CL_EXIT_FAIL = 1, CL_EXIT_USAGE = 2 };
  * CL_E_INVALID errors raised by argument parsing). */
 int cl_cli_fail(const char *cmd, const cl_err *err);
 int cl_cli_usage_error(const char *cmd, const cl_err *err);
+/* "cloister <cmd>: <message>" on stderr; with --log-format json a JSON log line instead (module
+ * "cli", field "command"), written whatever the log level. cl_cli_fail and cl_cli_usage_error print
+ * through it. */
+void cl_cli_say(cl_log_level level, const char *cmd, const char *fmt, ...) CL_PRINTF(3, 4);
 
 /* Parses a subcommand's options; returns -1 to continue, or the exit code to return now. */
 int cl_cli_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,
                  cl_strlist *positional);
+
+/* `cloister serve --omp-wait-policy passive|active|runtime-default` (main.c): whether a value is one of
+ * those, and, called by main before the subcommand runs, setting OMP_WAIT_POLICY for `serve` (passive
+ * unless the option or the environment says otherwise; runtime-default removes it) and re-executing the
+ * program once when that changes it, since libgomp reads the variable only when it is loaded. Returns
+ * only when nothing had to change or the re-execution failed (a warning is printed). */
+bool cl_cli_omp_wait_valid(const char *policy);
+void cl_cli_omp_wait_policy(int argc, char **argv, int cmd);
 
 /* A progress bar on stderr, drawn only when stderr is a terminal and total >= min_total.
  * Not thread-safe. */
@@ -93,8 +105,11 @@ typedef struct cl_cli_client_args {
 /* Input options: images (decoded and preprocessed here, or sent encoded), .npy files, random data. */
 typedef struct cl_cli_input_args {
     cl_strlist images, npys;
-    bool image_bytes, random;
-    const char *mean, *std, *scale, *resize, *size, *input_name;
+    bool image_bytes, random, center_crop;
+    const char *mean, *std, *scale, *resize, *size, *input_name, *preprocess;
+    long shorter_side;
+    long seed; /* --random (set the default, 1, before parsing) */
+    long dim;  /* --random: the size of dynamic dimensions besides the batch */
 } cl_cli_input_args;
 
 /* What a request is built from; owned, released by cl_cli_inputs_clear. */
@@ -112,7 +127,7 @@ typedef struct cl_cli_inputs {
 
 /* Appends the option table entries (at most CL_CLI_CLIENT_OPTS / CL_CLI_INPUT_OPTS) to opts. */
 #define CL_CLI_CLIENT_OPTS (11 + CL_CLI_DCAP_OPTS)
-#define CL_CLI_INPUT_OPTS 10
+#define CL_CLI_INPUT_OPTS 15
 size_t cl_cli_client_opts(cl_cli_client_args *a, cl_opt *opts);
 size_t cl_cli_input_opts(cl_cli_input_args *a, cl_opt *opts, bool with_random);
 /* Loads the policy and sim trust, creates the client. */

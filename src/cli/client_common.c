@@ -48,20 +48,42 @@ size_t cl_cli_input_opts(cl_cli_input_args *a, cl_opt *o, bool with_random)
                                                             "that decode images)", false},
         {"input", CL_ARG_LIST, &a->npys, "[NAME=]X.npy", "an input tensor from a .npy file (repeat for several "
                                                          "inputs)", false},
-        {"random", CL_ARG_FLAG, &a->random, NULL, "random inputs in [0,1) of the model's input shapes", false},
+        {"random", CL_ARG_FLAG, &a->random, NULL, "random inputs valid for the model's signature: numbers of each "
+                                                  "input's dtype and shape, random PNG images for DT_STRING inputs",
+         false},
+        {"seed", CL_ARG_LONG, &a->seed, "N", "with --random: the seed (default 1; the same seed, the same inputs)",
+         false, 0, INT64_MAX},
+        {"dim", CL_ARG_LONG, &a->dim, "N", "with --random: the size of every dynamic dimension after the batch "
+                                           "(default: such inputs are refused)", false, 1, 1 << 20},
         {"input-name", CL_ARG_STRING, &a->input_name, "NAME", "the input the images go to (default: the model's only "
                                                               "image input)", false},
-        {"size", CL_ARG_STRING, &a->size, "WxH", "image size, when the model leaves it dynamic", false},
+        {"size", CL_ARG_STRING, &a->size, "WxH", "image size, when the model leaves it dynamic (with --random: the "
+                                                 "size of the PNG images, default 224x224)", false},
+        {"preprocess", CL_ARG_STRING, &a->preprocess, "torchvision", "torchvision's ImageNet eval transform: PIL "
+                                                                     "bilinear resize of the shorter side to 256 (for "
+                                                                     "224; 8/7 of the input size), centre crop, /255, "
+                                                                     "ImageNet mean and std (each can be changed by "
+                                                                     "its own option)", false},
+        {"resize", CL_ARG_STRING, &a->resize, "area|bilinear|pil", "resize filter (default area; pil: PIL's 8-bit "
+                                                                   "bilinear, as torchvision's Resize on PIL "
+                                                                   "images)", false},
+        {"center-crop", CL_ARG_FLAG, &a->center_crop, NULL, "keep the aspect ratio: resize to cover the input size, "
+                                                            "then take the centre (default: stretch)", false},
+        {"shorter-side", CL_ARG_LONG, &a->shorter_side, "S", "with a centre crop: resize the shorter side to S first "
+                                                             "(torchvision Resize(S) + CenterCrop; implies "
+                                                             "--center-crop)", false, 1, 65536},
         {"scale", CL_ARG_STRING, &a->scale, "S", "pixel scale before mean/std (default 1/255: pixels in [0,1])", false},
         {"mean", CL_ARG_STRING, &a->mean, "M[,M,M]", "per-channel mean subtracted after scaling (default 0)", false},
         {"std", CL_ARG_STRING, &a->std, "S[,S,S]", "per-channel divisor after the mean (default 1); ImageNet: --mean "
                                                    "0.485,0.456,0.406 --std 0.229,0.224,0.225", false},
-        {"resize", CL_ARG_STRING, &a->resize, "area|bilinear", "resize filter (default area)", false},
     };
     size_t n = 0;
-    for (size_t i = 0; i < CL_ARRAY_LEN(t); i++)
-        if (with_random || strcmp(t[i].name, "random") != 0)
+    for (size_t i = 0; i < CL_ARRAY_LEN(t); i++) {
+        bool random_only = strcmp(t[i].name, "random") == 0 || strcmp(t[i].name, "seed") == 0 ||
+                           strcmp(t[i].name, "dim") == 0;
+        if (with_random || !random_only)
             o[n++] = t[i];
+    }
     return n;
 }
 
@@ -237,53 +259,151 @@ out:
     return rc;
 }
 
-static int random_input(const cl_serve_tensor_spec *s, int64_t batch, cl_cli_inputs *in, cl_err *err)
+/* xorshift64*: a small seeded generator, so that --random inputs are the same from run to run */
+static uint64_t rnd_next(uint64_t *x)
 {
+    *x ^= *x >> 12, *x ^= *x << 25, *x ^= *x >> 27;
+    return *x * 0x2545f4914f6cdd1dull;
+}
+
+static double rnd_unit(uint64_t *x) { return (double)(rnd_next(x) >> 11) / 9007199254740992.0; }
+
+static int parse_size(const char *s, uint32_t *w, uint32_t *h, cl_err *err)
+{
+    unsigned a, b;
+    char extra;
+    if (sscanf(s, "%ux%u%c", &a, &b, &extra) != 2 || a == 0 || b == 0 || a > 65536 || b > 65536)
+        return cl_err_set(err, CL_E_INVALID, "--size must be WIDTHxHEIGHT, e.g. 224x224");
+    *w = a;
+    *h = b;
+    return 0;
+}
+
+/* n random RGB PNG images of w x h (noise: as costly to decode as a photo), one per batch element. */
+static int random_images(const cl_serve_tensor_spec *s, int64_t n, uint32_t w, uint32_t h, uint64_t *x,
+                         cl_cli_inputs *in, cl_err *err)
+{
+    if (in->bytes_name)
+        return cl_err_set(err, CL_E_UNSUPPORTED, "--random: the model has two DT_STRING inputs ('%s', '%s'); only "
+                          "one can be sent as images", in->bytes_name, s->name);
+    if (s->ndim == 0 || s->ndim > 1 || (s->ndim == 1 && s->dims[0] > 0 && s->dims[0] != n && n != 1))
+        return cl_err_set(err, CL_E_UNSUPPORTED, "--random: DT_STRING input '%s' is not a batch of encoded images "
+                          "(shape [N]); use --input or --image", s->name);
+    if (s->ndim == 1 && s->dims[0] > 0)
+        n = s->dims[0];
+    if ((uint64_t)w * h > CL_IMAGE_MAX_PIXELS_DEFAULT)
+        return cl_err_set(err, CL_E_INVALID, "--size %ux%u: too large for random images", w, h);
+    if ((uint64_t)n * w * h * 3 > ((uint64_t)1 << 30)) /* noise does not compress: about 3 bytes a pixel */
+        return cl_err_set(err, CL_E_INVALID, "--random: %lld images of %ux%u would be more than 1 GiB of PNG; use a "
+                          "smaller --batch or --size", (long long)n, w, h);
+    in->bytes = calloc((size_t)n, sizeof *in->bytes);
+    in->bytes_len = calloc((size_t)n, sizeof *in->bytes_len);
+    in->bytes_name = strdup(s->name);
+    cl_image img = {.width = w, .height = h, .channels = 3, .pixels = malloc((size_t)w * h * 3)};
+    if (!in->bytes || !in->bytes_len || !in->bytes_name || !img.pixels) {
+        free(img.pixels);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    for (int64_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < (size_t)w * h * 3; k += 8) {
+            uint64_t r = rnd_next(x);
+            for (size_t j = 0; j < 8 && k + j < (size_t)w * h * 3; j++)
+                img.pixels[k + j] = (uint8_t)(r >> (8 * j));
+        }
+        if (cl_image_encode_png(&img, &in->bytes[i], &in->bytes_len[i], err) != 0) {
+            free(img.pixels);
+            return -1;
+        }
+        in->n_bytes++;
+    }
+    free(img.pixels);
+    in->batch = n;
+    return 0;
+}
+
+/* Random values valid for input `s`: the dtype and shape the signature gives (the batch for a dynamic
+ * first dimension, --dim for other dynamic ones); floats in [0, 1), uint8 0..255, int8 -128..127, other
+ * integers 0..9 (valid indices for any dimension of 10 or more), bools false/true; encoded images for
+ * DT_STRING. */
+static int random_input(const cl_serve_tensor_spec *s, const cl_cli_input_args *a, int64_t batch, uint64_t *x,
+                        cl_cli_inputs *in, cl_err *err)
+{
+    if (s->dtype == CL_SERVE_DT_STRING) {
+        uint32_t w = 224, h = 224;
+        if (a->size && parse_size(a->size, &w, &h, err) != 0)
+            return -1;
+        return random_images(s, batch > 0 ? batch : 1, w, h, x, in, err);
+    }
     if (s->ndim < 0)
         return cl_err_set(err, CL_E_UNSUPPORTED, "--random: input '%s' has no fixed rank; use --input", s->name);
+    if (!cl_serve_dtype_size(s->dtype))
+        return cl_err_set(err, CL_E_UNSUPPORTED, "--random: input '%s' is %s, which cannot be generated", s->name,
+                          cl_serve_dtype_name(s->dtype));
     int64_t dims[CL_SERVE_MAX_DIMS];
     for (int d = 0; d < s->ndim; d++) {
         dims[d] = s->dims[d];
         if (dims[d] < 0 && d == 0)
             dims[d] = batch > 0 ? batch : 1;
+        else if (dims[d] < 0 && a->dim > 0)
+            dims[d] = a->dim;
         else if (dims[d] < 0)
-            return cl_err_set(err, CL_E_UNSUPPORTED, "--random: input '%s' has a dynamic dimension %d besides the "
-                              "batch; use --input", s->name, d);
+            return cl_err_set(err, CL_E_INVALID, "--random: input '%s' has a dynamic dimension %d besides the batch; "
+                              "give its size with --dim N", s->name, d);
     }
-    if (s->dtype == CL_SERVE_DT_STRING || !cl_serve_dtype_size(s->dtype))
-        return cl_err_set(err, CL_E_UNSUPPORTED, "--random: input '%s' is not numeric", s->name);
     cl_serve_tensor t;
     if (cl_serve_tensor_init(&t, s->name, s->dtype, s->ndim, dims, (size_t)1 << 31, err) != 0)
-        return -1;
+        return cl_err_prefix(err, "--random");
     size_t n = t.nbytes / cl_serve_dtype_size(t.dtype);
-    uint64_t x = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
     for (size_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        double v = (double)(x >> 11) / 9007199254740992.0;
+        double v = rnd_unit(x);
         switch (t.dtype) {
         case CL_SERVE_DT_FLOAT: ((float *)t.data)[i] = (float)v; break;
         case CL_SERVE_DT_DOUBLE: ((double *)t.data)[i] = v; break;
         case CL_SERVE_DT_UINT8: ((uint8_t *)t.data)[i] = (uint8_t)(v * 256); break;
-        default: break; /* integer inputs stay 0 */
+        case CL_SERVE_DT_INT8: ((int8_t *)t.data)[i] = (int8_t)((int)(v * 256) - 128); break;
+        case CL_SERVE_DT_INT32: ((int32_t *)t.data)[i] = (int32_t)(v * 10); break;
+        case CL_SERVE_DT_INT64: ((int64_t *)t.data)[i] = (int64_t)(v * 10); break;
+        case CL_SERVE_DT_BOOL: ((uint8_t *)t.data)[i] = v >= 0.5; break;
+        default: break;
         }
     }
-    if (s->ndim >= 1)
+    if (s->ndim >= 1 && (in->batch < 0 || in->batch == 1))
         in->batch = t.dims[0];
     return add_tensor(in, &t, err);
 }
+
+static const float imagenet_mean[3] = {0.485f, 0.456f, 0.406f}, imagenet_std[3] = {0.229f, 0.224f, 0.225f};
 
 static int image_opts(const cl_cli_input_args *a, cl_client_image_opts *o, cl_err *err)
 {
     memset(o, 0, sizeof *o);
     o->resize = CL_IMAGE_RESIZE_AREA;
+    if (a->preprocess) {
+        if (strcmp(a->preprocess, "torchvision") != 0)
+            return cl_err_set(err, CL_E_INVALID, "--preprocess knows 'torchvision' (ImageNet eval transform), not '%s'",
+                              a->preprocess);
+        o->resize = CL_IMAGE_RESIZE_PIL;
+        o->fit = CL_IMAGE_FIT_CROP;
+        o->crop_fraction = 0.875; /* the crop is 7/8 of the shorter side: 224 of 256 */
+        memcpy(o->mean, imagenet_mean, sizeof o->mean);
+        memcpy(o->std, imagenet_std, sizeof o->std);
+    }
     if (a->resize) {
         if (strcmp(a->resize, "area") == 0)
             o->resize = CL_IMAGE_RESIZE_AREA;
         else if (strcmp(a->resize, "bilinear") == 0)
             o->resize = CL_IMAGE_RESIZE_BILINEAR;
+        else if (strcmp(a->resize, "pil") == 0)
+            o->resize = CL_IMAGE_RESIZE_PIL;
         else
-            return cl_err_set(err, CL_E_INVALID, "--resize must be area or bilinear, not '%s'", a->resize);
+            return cl_err_set(err, CL_E_INVALID, "--resize must be area, bilinear or pil, not '%s'", a->resize);
     }
+    if (a->center_crop || a->shorter_side)
+        o->fit = CL_IMAGE_FIT_CROP;
+    if (a->shorter_side)
+        o->shorter_side = (uint32_t)a->shorter_side;
+    else if (a->center_crop)
+        o->crop_fraction = 0; /* just cover the input size */
     if (a->scale) {
         char *end;
         errno = 0;
@@ -300,14 +420,8 @@ static int image_opts(const cl_cli_input_args *a, cl_client_image_opts *o, cl_er
             if (o->std[i] == 0)
                 return cl_err_set(err, CL_E_INVALID, "--std values must not be 0");
     }
-    if (a->size) {
-        unsigned w, h;
-        char extra;
-        if (sscanf(a->size, "%ux%u%c", &w, &h, &extra) != 2 || w == 0 || h == 0 || w > 65536 || h > 65536)
-            return cl_err_set(err, CL_E_INVALID, "--size must be WIDTHxHEIGHT, e.g. 224x224");
-        o->width = w;
-        o->height = h;
-    }
+    if (a->size && parse_size(a->size, &o->width, &o->height, err) != 0)
+        return -1;
     return 0;
 }
 
@@ -322,8 +436,18 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
                                                      : "nothing to send: give --image FILE, --input X.npy or --random");
     if (a->image_bytes && !a->images.count)
         return cl_err_set(err, CL_E_INVALID, "--image-bytes goes with --image");
-    if (!a->images.count && (a->mean || a->std || a->scale || a->resize || a->size))
-        return cl_err_set(err, CL_E_INVALID, "--mean, --std, --scale, --resize and --size apply to --image");
+    if (!a->images.count && (a->mean || a->std || a->scale || a->resize || a->preprocess || a->center_crop ||
+                             a->shorter_side))
+        return cl_err_set(err, CL_E_INVALID, "--mean, --std, --scale, --resize, --preprocess, --center-crop and "
+                          "--shorter-side apply to --image");
+    if (a->size && !a->images.count && !a->random)
+        return cl_err_set(err, CL_E_INVALID, "--size applies to --image and --random");
+    if (!a->random && a->dim)
+        return cl_err_set(err, CL_E_INVALID, "--dim applies to --random");
+    if (a->image_bytes && (a->mean || a->std || a->scale || a->resize || a->preprocess || a->center_crop ||
+                           a->shorter_side))
+        return cl_err_set(err, CL_E_INVALID, "--image-bytes sends the files as they are: the preprocessing options "
+                          "do not apply (the server preprocesses)");
     cl_client_image_opts io;
     if (a->images.count && image_opts(a, &io, err) != 0)
         return -1;
@@ -342,8 +466,11 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
         have_md = true;
     }
     if (a->random) {
+        uint64_t x = 0x9e3779b97f4a7c15ull ^ ((uint64_t)a->seed * 0xbf58476d1ce4e5b9ull);
+        if (!x)
+            x = 1;
         for (size_t i = 0; i < md.n_inputs; i++)
-            if (random_input(&md.inputs[i], batch, in, err) != 0)
+            if (random_input(&md.inputs[i], a, batch, &x, in, err) != 0)
                 goto out;
     }
     for (size_t i = 0; i < a->npys.count; i++)

@@ -136,7 +136,7 @@ static double pct_ms(const uint64_t *v, size_t n, double p)
 int cl_cmd_bench(int argc, char **argv)
 {
     cl_cli_client_args ca = {0};
-    cl_cli_input_args ia = {0};
+    cl_cli_input_args ia = {.seed = 1};
     const char *model = NULL, *signature = NULL;
     long version = 0, batch = 1, conc = 1, requests = 100, warmup = 5, max_unreachable_s = 10;
     cl_opt opts[CL_CLI_CLIENT_OPTS + CL_CLI_INPUT_OPTS + 8];
@@ -218,8 +218,9 @@ int cl_cmd_bench(int argc, char **argv)
         ws[i].lat_ns = all + off;
         off += (size_t)ws[i].requests;
     }
-    fprintf(stderr, "cloister bench: %ld connection%s (%s), batch %lld, %ld requests after %ld warm-up each\n", conc,
-            conc == 1 ? "" : "s", ca.rest ? "REST" : "gRPC", (long long)items, requests, warmup);
+    fprintf(stderr, "cloister bench: %ld connection%s (%s), batch %lld, %ld request%s after %ld warm-up request%s "
+            "on each connection\n", conc, conc == 1 ? "" : "s", ca.rest ? "REST" : "gRPC", (long long)items, requests,
+            requests == 1 ? "" : "s", warmup, warmup == 1 ? "" : "s");
     long started = 0;
     for (; started < conc; started++)
         if (pthread_create(&ws[started].tid, NULL, bench_run, &ws[started]) != 0)
@@ -277,8 +278,8 @@ int cl_cmd_bench(int argc, char **argv)
         printf("not sent: %ld (the server was unreachable for %ld s)\n", not_sent, max_unreachable_s);
     fflush(stdout);
     if (failed || not_sent) {
-        fprintf(stderr, "cloister bench: %ld of %ld requests failed%s%s; first error: %s\n", failed + not_sent,
-                requests, connect_failed ? " (some connections could not be made)" : "",
+        fprintf(stderr, "cloister bench: %ld of %ld request%s failed%s%s; first error: %s\n", failed + not_sent,
+                requests, requests == 1 ? "" : "s", connect_failed ? " (some connections could not be made)" : "",
                 not_sent ? " or were not sent" : "", first ? first->msg : "?");
         goto out;
     }

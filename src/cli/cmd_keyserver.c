@@ -379,7 +379,7 @@ static int audit(int argc, char **argv)
         cl_store_close(s);
         if (rc != 0)
             return cl_cli_fail(argv[0], &err);
-        printf("audit log intact: %lld records, head %s\n", (long long)count, head);
+        printf("audit log intact: %lld record%s, head %s\n", (long long)count, count == 1 ? "" : "s", head);
         if (expect_head)
             printf("the expected head is record %lld\n", (long long)hs.seq);
         printf("secrets intact: %lld, each at the version the keyed state records\n", (long long)secrets);

@@ -76,8 +76,9 @@ int cl_cmd_seal(int argc, char **argv)
         return cl_cli_fail("seal", &err);
     if (cl_seal_header_read_file(out, &h, &err) != 0)
         return cl_cli_fail("seal", &err);
-    fprintf(stderr, "cloister seal: sealed %llu bytes into %s (key id '%s', %llu chunks)\n",
-            (unsigned long long)h.plaintext_len, out, h.key_id, (unsigned long long)h.chunk_count);
+    fprintf(stderr, "cloister seal: sealed %llu bytes into %s (key id '%s', %llu chunk%s)\n",
+            (unsigned long long)h.plaintext_len, out, h.key_id, (unsigned long long)h.chunk_count,
+            h.chunk_count == 1 ? "" : "s");
     return CL_EXIT_OK;
 }
 

@@ -6,7 +6,14 @@
  * server and fetch the keys of the sealed models (repo keysource), open those (decrypted in locked
  * memory), start polling for new versions and run the serve module's server (listening from here).
  * --allow-empty starts a server with no models, to check ports, TLS and metrics. --attested-tls presents
- * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate. */
+ * a fresh RA-TLS identity (evidence from --evidence) on both ports instead of a configured certificate.
+ * SIGTERM/SIGINT raise one stop token that every wait of the start-up and of the key fetches (the
+ * key source's connects, TLS I/O and backoff, the version poller) ends on; a watcher thread then stops
+ * the server (it drains requests in flight), or the start-up ends with a non-zero status.
+ * --access_log opens the access log (a file appended to, or stderr) among the local checks. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +22,51 @@
 #include "cloister/repo.h"
 #include "cloister/serve.h"
 
+/* SIGTERM and SIGINT, from the start on: the handler raises the stop token (async-signal-safe), which
+ * ends every wait of the start-up and of the key fetches (connects, TLS I/O, backoff: the key source's
+ * options carry it) and the version poller; a watcher thread logs the signal and stops the server. */
+static cl_stop *g_stop;
+static volatile sig_atomic_t g_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (!g_signal)
+        g_signal = sig;
+    cl_stop_raise(g_stop);
+}
+
+static const char *signal_name(void) { return g_signal == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+typedef struct stop_watcher {
+    pthread_t thread;
+    bool started;
+    cl_serve_server *srv;
+} stop_watcher;
+
+static void *watch_main(void *arg)
+{
+    stop_watcher *w = arg;
+    while (!cl_stop_raised(g_stop))
+        cl_net_wait(-1, 0, 1000, g_stop); /* ends at once when the token is raised */
+    if (g_signal) {
+        CL_INFO("serve", "received %s: stopping", signal_name());
+        cl_serve_server_stop(w->srv);
+    }
+    return NULL;
+}
+
+/* on: the handler above; off: the default action again */
+static int handle_stop_signals(bool on, cl_err *err)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on ? on_stop_signal : SIG_DFL;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        return cl_err_errno(err, CL_E_INTERNAL, errno, "cannot install the SIGTERM/SIGINT handlers");
+    return 0;
+}
+
 /* cl_repo_options.before_sealed: the model keys from the key server, in one exchange, once every
  * local check has passed. */
 static int fetch_model_keys(void *arg, char *const *key_ids, size_t n, cl_err *err)
@@ -22,8 +74,12 @@ static int fetch_model_keys(void *arg, char *const *key_ids, size_t n, cl_err *e
     cl_repo_keysource *keys = arg;
     if (!keys) /* cl_repo_new refuses sealed models without a key source before this */
         return cl_err_set(err, CL_E_KEY, "sealed models need --keyserver");
-    if (cl_repo_keysource_prefetch(keys, key_ids, n, err) != 0)
+    if (cl_repo_keysource_prefetch(keys, key_ids, n, err) != 0) {
+        if (cl_stop_raised(g_stop))
+            return cl_err_set(err, CL_E_IO, "stopped by %s while waiting for the key server for the model keys: "
+                              "nothing was started", signal_name());
         return cl_err_prefix(err, "the key server did not release the model keys, so nothing was started");
+    }
     CL_INFO("serve", "attested to the key server: received %zu model key%s", n, n == 1 ? "" : "s");
     return 0;
 }
@@ -39,7 +95,7 @@ int cl_cmd_serve(int argc, char **argv)
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
     bool client_verify = false, plaintext = false, allow_empty = false, batching = false, attested = false;
-    const char *batching_file = NULL;
+    const char *batching_file = NULL, *omp_wait = NULL, *access_log_path = NULL;
     long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
@@ -119,6 +175,15 @@ int cl_cmd_serve(int argc, char **argv)
                                                                      "batch what is already queued)", false, 0,
          10000000},
         {"allow-empty", CL_ARG_FLAG, &allow_empty, NULL, "start with no models (to check ports, TLS, metrics)", false},
+        {"omp-wait-policy", CL_ARG_STRING, &omp_wait, "passive|active|runtime-default",
+         "how the engine's OpenMP threads wait for work: passive sleeps at once, active spins, runtime-default "
+         "spins briefly (libgomp's own; OMP_WAIT_POLICY unset). Default passive, or OMP_WAIT_POLICY from the "
+         "environment (docs/serve.md)", false},
+        {"access_log", CL_ARG_STRING, &access_log_path, "FILE|stderr", "one line per request on either API (method, "
+                                                                      "model, version, status, latency, bytes, peer, "
+                                                                      "client certificate; no tensor contents), "
+                                                                      "appended to FILE, in the --log-format "
+                                                                      "(default: none)", false},
     };
     const cl_cmd_usage usage = {
         "cloister serve (--ssl_config_file FILE | --tls-cert FILE --tls-key FILE [--tls-ca FILE --client-verify] |\n"
@@ -127,16 +192,27 @@ int cl_cmd_serve(int argc, char **argv)
         "Serves models with TensorFlow Serving's APIs: gRPC (tensorflow.serving.PredictionService Predict and\n"
         "GetModelMetadata, ModelService GetModelStatus) on --port and REST (/v1/models/...) on --rest_api_port,\n"
         "both over TLS or mutual TLS, with Prometheus metrics at /monitoring/prometheus/metrics on the REST port.\n"
-        "SIGTERM stops accepting connections and lets requests in flight finish.\n"
+        "SIGTERM stops accepting connections and lets requests in flight finish; during the start-up (or a key\n"
+        "fetch of the version poller) it ends the wait for the key server at once.\n"
         "Models: DIR/<version>/model.onnx or model.onnx.sealed, latest version served, new versions swapped in.\n"
         "Sealed models need --keyserver: the server attests to it (RA-TLS) and receives their keys at start-up."};
     int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
     if (rc >= 0)
         return rc;
+    /* main.c applied it (cl_cli_omp_wait_policy) before the OpenMP runtime started */
+    if (omp_wait && !cl_cli_omp_wait_valid(omp_wait)) {
+        fprintf(stderr, "cloister serve: --omp-wait-policy must be passive, active or runtime-default, not '%s'\n",
+                omp_wait);
+        return CL_EXIT_USAGE;
+    }
+    const char *omp_env = getenv("OMP_WAIT_POLICY");
+    CL_INFO("serve", "the engine's OpenMP threads wait %s (OMP_WAIT_POLICY%s)",
+            omp_env ? omp_env : "spinning briefly, then sleeping", omp_env ? "" : " unset: libgomp's default");
     cl_err err = {0};
     /* before any key or model is read: not dumpable, no core files, OpenSSL's secure heap for keys */
     if (cl_process_harden(CL_SECURE_HEAP_DEFAULT, &err) != 0)
         return cl_cli_fail("serve", &err);
+
     cl_serve_batching bat = {0};
     if ((batching_file || max_batch >= 0 || batch_timeout >= 0) && !batching) {
         fprintf(stderr, "cloister serve: --batching_parameters_file, --max_batch_size and --batch_timeout_micros "
@@ -215,6 +291,13 @@ int cl_cmd_serve(int argc, char **argv)
         cl_strlist_free(&keyservers);
         return cl_cli_usage_error("serve", &err);
     }
+    /* the access log is opened here, with the other local checks, before any key is asked for */
+    cl_log_sink *access_log = NULL;
+    if (access_log_path && !(access_log = cl_log_sink_open(access_log_path, &err))) {
+        cl_strlist_free(&keyservers);
+        cl_err_prefix(&err, "--access_log");
+        return cl_cli_fail("serve", &err);
+    }
 
     /* Everything below is released at `out`. Every local check comes first (flags above; then the
      * model config, TLS material, attestation provider, ports, key server options, model directories
@@ -230,6 +313,11 @@ int cl_cmd_serve(int argc, char **argv)
     cl_serve_registry *reg = NULL;
     cl_serve_server *srv = NULL;
     cl_serve_ssl_config tls = {0};
+    stop_watcher watcher = {0};
+    /* 0. From here on SIGTERM/SIGINT raise the stop token: every later wait ends on it. */
+    g_signal = 0;
+    if (!(g_stop = cl_stop_new(&err)) || handle_stop_signals(true, &err) != 0)
+        goto out;
     if (model_cfg && cl_repo_config_load(model_cfg, &models, &n_models, &err) != 0)
         goto out;
     const cl_repo_model_config *mlist = models ? models : &one;
@@ -283,19 +371,29 @@ int cl_cmd_serve(int argc, char **argv)
                            .request_memory_bytes = request_mem_mb ? (size_t)request_mem_mb << 20 : SIZE_MAX,
                            .memory_budget_bytes = budget_mb ? (size_t)budget_mb << 20 : SIZE_MAX,
                            .release_idle_ms = (unsigned)release_idle_ms, .release_memory = cl_engine_release_memory,
-                           .handle_signals = true, .listen_in_run = true};
+                           .handle_signals = false /* ours: the stop token and its watcher */, .listen_in_run = true,
+                           .access_log = access_log, .build_version = CLOISTER_VERSION,
+                           .build_engine_isa = cl_engine_cpu_isa(),
+                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none"};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
     cl_serve_ssl_config_clear(&tls);
     if (!srv)
         goto out;
+    watcher.srv = srv;
+    int te = pthread_create(&watcher.thread, NULL, watch_main, &watcher);
+    if (te != 0) {
+        cl_err_errno(&err, CL_E_INTERNAL, te, "cannot start the thread that watches for SIGTERM");
+        goto out;
+    }
+    watcher.started = true;
 
     /* 4. The key server's options (servers, CA file), checked without contacting it. */
     if (keyservers.count) {
         cl_provision_options po = {.servers = keyservers.items, .server_count = keyservers.count,
                                    .ca_file = keyserver_ca, .server_name = keyserver_name, .identity = id,
-                                   .attempts = (int)ks_attempts, .backoff_ms = (int)ks_backoff};
+                                   .attempts = (int)ks_attempts, .backoff_ms = (int)ks_backoff, .stop = g_stop};
         if (!(keys = cl_repo_keysource_new(&po, &err)))
             goto out;
     }
@@ -306,23 +404,34 @@ int cl_cmd_serve(int argc, char **argv)
         cl_repo_options ro = {.registry = reg, .models = mlist, .n_models = mcount,
                               .key_fn = keys ? cl_repo_keysource_get : NULL, .key_arg = keys,
                               .engine_threads = (int)engine_threads, .before_sealed = fetch_model_keys,
-                              .before_sealed_arg = keys};
+                              .before_sealed_arg = keys, .stop = g_stop};
         if (!(repo = cl_repo_new(&ro, &err)))
             goto out;
         if (poll_seconds > 0 && cl_repo_start_polling(repo, (unsigned)poll_seconds, &err) != 0)
             goto out;
     }
 
-    /* 6. Serve. */
+    /* 6. Serve, unless a signal came during the start-up. */
+    if (cl_stop_raised(g_stop)) {
+        cl_err_set(&err, CL_E_IO, "stopped by %s during the start-up: nothing was started", signal_name());
+        goto out;
+    }
     if (allow_empty && !mcount)
         CL_WARN("serve", "no models loaded (--allow-empty): every model request answers NOT_FOUND");
     if (cl_serve_server_run(srv, &err) != 0)
         goto out;
-    fprintf(stderr, "cloister serve: stopped\n");
+    cl_cli_say(CL_LOG_INFO, "serve", "stopped");
     rc = CL_EXIT_OK;
 out:
-    if (rc != CL_EXIT_OK)
+    if (rc != CL_EXIT_OK) {
+        if (cl_stop_raised(g_stop) && !strstr(err.msg, "nothing was started"))
+            cl_err_prefix(&err, "stopped by %s during the start-up, nothing was started", signal_name());
         cl_cli_fail("serve", &err);
+    }
+    if (watcher.started) {
+        cl_stop_raise(g_stop); /* ends the watcher (it stops the server only for a signal) */
+        pthread_join(watcher.thread, NULL);
+    }
     cl_serve_ssl_config_clear(&tls);
     cl_serve_server_free(srv);
     cl_repo_free(repo); /* stops polling before the registry goes */
@@ -332,5 +441,11 @@ out:
     cl_attest_provider_free(prov);
     cl_repo_config_free(models, n_models);
     cl_strlist_free(&keyservers);
+    cl_log_sink_close(access_log);
+    if (g_stop) {
+        handle_stop_signals(false, NULL);
+        cl_stop_free(g_stop);
+        g_stop = NULL;
+    }
     return rc;
 }

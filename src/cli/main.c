@@ -1,8 +1,13 @@
-/* main.c — entry point of the `cloister` CLI: global options, subcommand dispatch, help. */
+/* main.c — entry point of the `cloister` CLI: global options, process-wide settings made before a
+ * subcommand runs (malloc tuning, the OpenMP wait policy of `serve`), subcommand dispatch, help. */
+#include <errno.h>
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -22,7 +27,8 @@ static void print_help(FILE *out)
 {
     fprintf(out,
             "cloister %s — confidential model serving\n\n"
-            "usage: cloister [--log-level debug|info|warn|error] [--allow-unlocked-memory] <command> [options]\n"
+            "usage: cloister [--log-level debug|info|warn|error|off] [--log-format text|json] [--allow-unlocked-memory]\n"
+            "                <command> [options]   (--log-level and --log-format also after the command)\n"
             "       cloister help <command>   (or: cloister <command> --help)\n\n"
             "commands:\n",
             CLOISTER_VERSION);
@@ -30,15 +36,32 @@ static void print_help(FILE *out)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
 }
 
+void cl_cli_say(cl_log_level level, const char *cmd, const char *fmt, ...)
+{
+    char msg[CL_ERR_MSG_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    cl_log_sink *s = cl_log_get_format() == CL_LOG_JSON ? cl_log_sink_open("stderr", NULL) : NULL;
+    if (s) {
+        cl_log_field f[] = {CL_LOGF_S("command", cmd)};
+        cl_log_sink_write(s, level, "cli", f, 1, "%s", msg);
+        cl_log_sink_close(s);
+    } else {
+        fprintf(stderr, "cloister %s: %s\n", cmd, msg);
+    }
+}
+
 int cl_cli_fail(const char *cmd, const cl_err *err)
 {
-    fprintf(stderr, "cloister %s: %s\n", cmd, err->msg[0] ? err->msg : "failed");
+    cl_cli_say(CL_LOG_ERROR, cmd, "%s", err->msg[0] ? err->msg : "failed");
     return CL_EXIT_FAIL;
 }
 
 int cl_cli_usage_error(const char *cmd, const cl_err *err)
 {
-    fprintf(stderr, "cloister %s: %s\n", cmd, err->msg);
+    cl_cli_say(CL_LOG_ERROR, cmd, "%s", err->msg);
     return CL_EXIT_USAGE;
 }
 
@@ -81,6 +104,54 @@ static void keep_freed_memory(void)
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
+bool cl_cli_omp_wait_valid(const char *policy)
+{
+    return strcasecmp(policy, "passive") == 0 || strcasecmp(policy, "active") == 0 ||
+           strcmp(policy, "runtime-default") == 0;
+}
+
+/* `cloister serve` shares the cores with its own network and worker threads. With libgomp's default
+ * (OMP_WAIT_POLICY unset) a thread that finished its part of a parallel region spins for 300,000
+ * iterations before it sleeps (OMP_WAIT_POLICY=active: 30 billion, i.e. it keeps spinning), taking the
+ * cores from the threads that read requests and write answers, and from other processes; passive
+ * waiting sleeps at once. libgomp reads OMP_WAIT_POLICY in its constructor, which runs when the library
+ * is loaded, before main: so the variable is set (or, for runtime-default, removed) here and the program
+ * re-executes itself (same pid, same arguments, /proc/self/exe) once, a few milliseconds at start. An
+ * explicit --omp-wait-policy wins over the environment, the environment over the default (passive). */
+void cl_cli_omp_wait_policy(int argc, char **argv, int cmd)
+{
+    if (strcmp(argv[cmd], "serve") != 0)
+        return;
+    const char *want = NULL, *have = getenv("OMP_WAIT_POLICY");
+    for (int i = cmd + 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--omp-wait-policy") == 0)
+            want = argv[i + 1];
+    if (want && !cl_cli_omp_wait_valid(want))
+        return; /* `serve` refuses it */
+    if (!want) {
+        if (have)
+            return;
+        want = "passive";
+    }
+    bool unset = strcmp(want, "runtime-default") == 0;
+    if (unset ? !have : have && strcasecmp(have, want) == 0)
+        return;
+    char *saved = have ? strdup(have) : NULL;
+    if ((unset ? unsetenv("OMP_WAIT_POLICY") : setenv("OMP_WAIT_POLICY", want, 1)) != 0) {
+        free(saved);
+        return;
+    }
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "cloister serve: cannot re-execute /proc/self/exe to apply --omp-wait-policy %s (%s); the "
+            "engine's OpenMP threads wait as the runtime started (set OMP_WAIT_POLICY in the environment)\n", want,
+            strerror(errno));
+    if (saved)
+        setenv("OMP_WAIT_POLICY", saved, 1);
+    else
+        unsetenv("OMP_WAIT_POLICY");
+    free(saved);
+}
+
 int main(int argc, char **argv)
 {
     keep_freed_memory();
@@ -103,6 +174,13 @@ int main(int argc, char **argv)
                 return CL_EXIT_USAGE;
             }
             cl_log_set_level(level);
+        } else if (strcmp(argv[i], "--log-format") == 0 && i + 1 < argc) {
+            cl_log_format format;
+            if (cl_log_parse_format(argv[++i], &format) != 0) {
+                fprintf(stderr, "cloister: unknown log format '%s' (text, json)\n", argv[i]);
+                return CL_EXIT_USAGE;
+            }
+            cl_log_set_format(format);
         } else {
             fprintf(stderr, "cloister: unknown option '%s' (see cloister --help)\n", argv[i]);
             return CL_EXIT_USAGE;
@@ -130,5 +208,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "cloister: unknown command '%s' (see cloister help)\n", argv[i]);
         return CL_EXIT_USAGE;
     }
+    cl_cli_omp_wait_policy(argc, argv, i);
     return c->fn(argc - i, argv + i);
 }

@@ -40,8 +40,8 @@ int cl_client_grpc_unframe(const uint8_t *buf, size_t len, size_t max_len, const
                            cl_err *err)
 {
     if (len < GRPC_PREFIX)
-        return cl_err_set(err, CL_E_TRUNCATED, "the gRPC response body has %zu bytes, fewer than a message header",
-                          len);
+        return cl_err_set(err, CL_E_TRUNCATED, "the gRPC response body has %zu byte%s, fewer than a message header",
+                          len, len == 1 ? "" : "s");
     if (buf[0] == 1)
         return cl_err_set(err, CL_E_UNSUPPORTED, "the server sent a compressed gRPC message (this client asks for "
                           "none)");
@@ -52,8 +52,8 @@ int cl_client_grpc_unframe(const uint8_t *buf, size_t len, size_t max_len, const
         return cl_err_set(err, CL_E_INVALID, "the gRPC response message has %u bytes, above the limit of %zu", n,
                           max_len);
     if ((size_t)n < len - GRPC_PREFIX)
-        return cl_err_set(err, CL_E_TRAILING, "the gRPC response carries %zu bytes after its message",
-                          len - GRPC_PREFIX - n);
+        return cl_err_set(err, CL_E_TRAILING, "the gRPC response carries %zu byte%s after its message",
+                          len - GRPC_PREFIX - n, len - GRPC_PREFIX - n == 1 ? "" : "s");
     if ((size_t)n > len - GRPC_PREFIX)
         return cl_err_set(err, CL_E_TRUNCATED, "the gRPC response message is cut short (%zu of %u bytes)",
                           len - GRPC_PREFIX, n);

@@ -183,6 +183,13 @@ int cl_client_image_preproc(const cl_serve_tensor_spec *spec, const cl_client_im
     p->height = (uint32_t)h;
     p->channels = (uint32_t)c;
     p->resize = o ? o->resize : CL_IMAGE_RESIZE_AREA;
+    p->fit = o ? o->fit : CL_IMAGE_FIT_STRETCH;
+    p->shorter_side = o && p->fit == CL_IMAGE_FIT_CROP ? o->shorter_side : 0;
+    if (p->fit == CL_IMAGE_FIT_CROP && !p->shorter_side && o->crop_fraction > 0 && o->crop_fraction <= 1)
+        p->shorter_side = (uint32_t)floor((double)(p->width > p->height ? p->width : p->height) / o->crop_fraction);
+    if (p->shorter_side && p->shorter_side < (p->width > p->height ? p->width : p->height))
+        return cl_err_set(err, CL_E_INVALID, "a shorter side of %u is smaller than the %ux%u centre crop that "
+                          "input '%s' takes", p->shorter_side, p->width, p->height, spec->name);
     if (spec->dtype == CL_SERVE_DT_UINT8) {
         p->scale = 1; /* raw 0..255 pixels */
         for (int i = 0; i < 3; i++)

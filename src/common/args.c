@@ -44,13 +44,15 @@ void cl_args_print_help(const cl_cmd_usage *usage, const cl_opt *opts, size_t no
                opts[i].required ? " (required)" : "",
                opts[i].kind == CL_ARG_LIST ? " (repeatable)" : "");
     }
+    printf("  %-28s %s\n", "--log-level LEVEL", "debug, info, warn, error or off (default info, or $CLOISTER_LOG)");
+    printf("  %-28s %s\n", "--log-format text|json", "log lines as text or JSON (default text, or $CLOISTER_LOG_FORMAT)");
     printf("  %-28s %s\n", "--help", "show this help");
 }
 
 int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts,
                   cl_strlist *positional, cl_err *err)
 {
-    struct option *lo = calloc(nopts + 2, sizeof *lo);
+    struct option *lo = calloc(nopts + 4, sizeof *lo);
     bool *seen = calloc(nopts + 1, sizeof *seen);
     int rc = -1;
     if (!lo || !seen) {
@@ -64,6 +66,9 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
     }
     lo[nopts].name = "help";
     lo[nopts].val = 'h';
+    /* the global logging options are also accepted after the command's name */
+    lo[nopts + 1] = (struct option){"log-level", required_argument, NULL, 'L'};
+    lo[nopts + 2] = (struct option){"log-format", required_argument, NULL, 'F'};
 
     optind = 0; /* GNU: full re-initialisation, so subcommands can parse more than once (tests) */
     opterr = 0;
@@ -76,6 +81,20 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
             cl_args_print_help(usage, opts, nopts);
             rc = 1;
             goto out;
+        }
+        if (c == 'L' || c == 'F') {
+            cl_log_level level;
+            cl_log_format format;
+            if (c == 'L' && cl_log_parse_level(optarg, &level) == 0) {
+                cl_log_set_level(level);
+            } else if (c == 'F' && cl_log_parse_format(optarg, &format) == 0) {
+                cl_log_set_format(format);
+            } else {
+                cl_err_set(err, CL_E_INVALID, c == 'L' ? "unknown log level '%s' (debug, info, warn, error, off)"
+                                                       : "unknown log format '%s' (text, json)", optarg);
+                goto out;
+            }
+            continue;
         }
         if (c == '?') {
             cl_err_set(err, CL_E_INVALID, "unknown option '%s' (see --help)", argv[optind - 1]);
@@ -139,6 +158,9 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
             goto out;
         }
     }
+    /* the options are known now: the environment's logging settings are read (and a bad value
+     * warned about) in the format the options chose */
+    (void)cl_log_get_level();
     rc = 0;
 out:
     free(lo);

@@ -1,5 +1,6 @@
-/* encoding.c — hex encoding and decoding (constant pattern of work per byte; used for keys) and strict
- * base64 decoding (image bytes in TF Serving's REST {"b64": ...} values). */
+/* encoding.c — hex encoding and decoding (constant pattern of work per byte; used for keys), strict
+ * base64 decoding (image bytes in TF Serving's REST {"b64": ...} values) and UTF-8 sequence checks
+ * (log lines and metric labels made from what a peer sent). */
 #include "cloister/common.h"
 
 void cl_hex_encode(const uint8_t *in, size_t len, char *out)
@@ -92,4 +93,29 @@ int cl_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t *out_len, 
         return cl_err_set(err, CL_E_FORMAT, "base64: the last character has bits set beyond the data");
     *out_len = o;
     return 0;
+}
+
+size_t cl_utf8_seq_len(const unsigned char *p, size_t left)
+{
+    unsigned c = p[0], cp, min;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if ((c & 0xf0) == 0xe0)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    if (left < n)
+        return 0;
+    cp = c & (0x3fu >> (n - 1));
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3fu);
+    }
+    return cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : n;
 }

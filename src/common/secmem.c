@@ -60,6 +60,12 @@ static void raise_memlock_limit(void)
 /* Locks a range. MLOCK_ONFAULT locks each page as it is first touched instead of faulting the whole
  * range in up front: a page is never present without being locked, and large buffers (models) are
  * populated by whichever threads fill them, in parallel. Falls back to plain mlock(). */
+/* The ways out of a locked-memory refusal, for both messages below. */
+#define MEMLOCK_FIXES                                                                                  \
+    "raise it (`ulimit -l unlimited`; systemd LimitMEMLOCK=infinity; docker --ulimit memlock=-1), grant " \
+    "CAP_IPC_LOCK (Kubernetes: securityContext capabilities add IPC_LOCK), or accept unlocked memory "    \
+    "(`cloister --allow-unlocked-memory COMMAND ...`)"
+
 static bool lock_range(void *p, size_t len)
 {
 #ifdef MLOCK_ONFAULT
@@ -118,10 +124,7 @@ void *cl_secmem_alloc(size_t size, cl_err *err)
         if (atomic_load(&g_require_lock)) {
             munmap(base, map_len);
             cl_err_errno(err, CL_E_NOMEM, e,
-                         "cannot lock %zu bytes in RAM (RLIMIT_MEMLOCK is %llu KiB): raise it "
-                         "(`ulimit -l unlimited`, or LimitMEMLOCK/securityContext in your service "
-                         "manager), grant CAP_IPC_LOCK, or allow unlocked memory explicitly "
-                         "(--allow-unlocked-memory)",
+                         "cannot lock %zu bytes in RAM (RLIMIT_MEMLOCK is %llu KiB): " MEMLOCK_FIXES,
                          size, (unsigned long long)(rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur / 1024));
             return NULL;
         }
@@ -183,9 +186,7 @@ static void secure_heap_setup(void)
             CRYPTO_secure_malloc_done();
             g_sh_rc = cl_err_set(&g_sh_err, CL_E_NOMEM,
                                  "cannot lock OpenSSL's secure heap for private keys (%zu KiB) in RAM "
-                                 "(RLIMIT_MEMLOCK is %llu KiB): raise it (`ulimit -l`, LimitMEMLOCK, the "
-                                 "container runtime's memlock limit), grant CAP_IPC_LOCK, or allow unlocked "
-                                 "memory explicitly (--allow-unlocked-memory)",
+                                 "(RLIMIT_MEMLOCK is %llu KiB): " MEMLOCK_FIXES,
                                  size / 1024,
                                  (unsigned long long)(rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur / 1024));
             return;

@@ -4,7 +4,9 @@
  * decode function sets its jump point before touching the data and frees everything it allocated
  * on the way out. Image dimensions are validated from the header before the pixel buffer is
  * allocated. The resampler is a separable triangle (bilinear) filter whose support grows with the
- * downscale factor, as in PIL's antialiased resize, or an exact area average (box) filter. */
+ * downscale factor, as in PIL's antialiased resize, or an exact area average (box) filter, both in float;
+ * or PIL's own 8-bit bilinear resize reproduced step by step (fixed-point weights, pixels rounded to 8 bits
+ * after each pass), which is what torchvision's Resize does to PIL images. */
 #include "cloister/image.h"
 
 #include <math.h>
@@ -213,6 +215,72 @@ static int decode_png(const uint8_t *data, size_t len, uint32_t channels, uint32
     return 0;
 }
 
+/* Encoding: libpng's writer into a growing memory buffer. */
+typedef struct png_sink {
+    uint8_t *data;
+    size_t len, cap;
+} png_sink;
+
+static void png_write_mem(png_structp png, png_bytep in, size_t n)
+{
+    png_sink *s = png_get_io_ptr(png);
+    if (s->len + n > s->cap) {
+        size_t cap = s->cap ? s->cap : 4096;
+        while (cap < s->len + n)
+            cap *= 2;
+        uint8_t *d = realloc(s->data, cap);
+        if (!d)
+            png_error(png, "out of memory");
+        s->data = d;
+        s->cap = cap;
+    }
+    memcpy(s->data + s->len, in, n);
+    s->len += n;
+}
+
+static void png_flush_mem(png_structp png) { (void)png; }
+
+int cl_image_encode_png(const cl_image *img, uint8_t **out, size_t *out_len, cl_err *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if ((img->channels != 1 && img->channels != 3) || !img->width || !img->height || !img->pixels)
+        return cl_err_set(err, CL_E_INVALID, "an image to encode needs pixels and 1 or 3 channels");
+    char msg[200] = "unknown error";
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, msg, png_on_error, png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    /* on the heap, and rows too: both are written between setjmp and a possible longjmp */
+    png_sink *sink = calloc(1, sizeof *sink);
+    png_bytep *rows = malloc(img->height * sizeof(png_bytep));
+    if (!info || !sink || !rows) {
+        png_destroy_write_struct(&png, info ? &info : NULL);
+        free(sink);
+        free(rows);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory starting a PNG encoder");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        free(rows);
+        free(sink->data);
+        free(sink);
+        return cl_err_set(err, CL_E_NOMEM, "cannot encode a PNG: %s", msg);
+    }
+    for (uint32_t y = 0; y < img->height; y++)
+        rows[y] = img->pixels + (size_t)y * img->width * img->channels;
+    png_set_write_fn(png, sink, png_write_mem, png_flush_mem);
+    png_set_IHDR(png, info, img->width, img->height, 8, img->channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_compression_level(png, 1);
+    png_set_rows(png, info, rows);
+    png_write_png(png, info, PNG_TRANSFORM_IDENTITY, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(rows);
+    *out = sink->data;
+    *out_len = sink->len;
+    free(sink);
+    return 0;
+}
+
 /* The header only: the decoders' own header readers, no pixel decoded, nothing kept. */
 static int probe_jpeg(const uint8_t *data, size_t len, uint32_t *w, uint32_t *h, cl_err *err)
 {
@@ -407,6 +475,137 @@ static int fit_geometry(const cl_image_preproc *p, uint32_t iw, uint32_t ih, uin
     return 0;
 }
 
+/* ---- PIL's 8-bit bilinear resize (Pillow's Resample.c: precompute_coeffs, normalize_coeffs_8bpc and the
+ * 8-bit horizontal and vertical passes), so that torchvision's Resize on a PIL image is matched to the
+ * pixel. Every expression is evaluated in the same order and precision as there: the weights in double,
+ * then fixed point with 22 fractional bits; each pass rounds (adds half, shifts) and clamps to 0..255. */
+#define PIL_PRECISION_BITS 22
+
+typedef struct pil_resample {
+    uint32_t taps;
+    uint32_t *first, *count;
+    int32_t *k; /* out x taps */
+} pil_resample;
+
+static void pil_resample_free(pil_resample *r)
+{
+    free(r->first);
+    free(r->count);
+    free(r->k);
+}
+
+/* Output i of `out` is output i + offset of PIL resizing `in` samples to `resized`. */
+static int pil_resample_init(pil_resample *r, uint32_t in, uint64_t resized, uint32_t out, uint64_t offset)
+{
+    double scale = (double)in / (double)resized, filterscale = scale < 1.0 ? 1.0 : scale;
+    double support = 1.0 * filterscale; /* the bilinear filter's support is 1 */
+    r->taps = (uint32_t)ceil(support) * 2 + 1;
+    r->first = calloc(out, sizeof *r->first);
+    r->count = calloc(out, sizeof *r->count);
+    r->k = calloc((size_t)out * r->taps, sizeof *r->k);
+    double *w = calloc(r->taps, sizeof *w);
+    if (!r->first || !r->count || !r->k || !w) {
+        free(w);
+        return -1;
+    }
+    double ss = 1.0 / filterscale;
+    for (uint32_t i = 0; i < out; i++) {
+        double center = ((double)((uint64_t)i + offset) + 0.5) * scale;
+        long xmin = (long)(center - support + 0.5), xmax = (long)(center + support + 0.5);
+        if (xmin < 0)
+            xmin = 0;
+        if (xmax > (long)in)
+            xmax = (long)in;
+        xmax -= xmin;
+        if (xmax > (long)r->taps) /* cannot happen: the window is at most 2 * support + 1 wide */
+            xmax = (long)r->taps;
+        double ww = 0.0;
+        for (long x = 0; x < xmax; x++) {
+            double t = ((double)(x + xmin) - center + 0.5) * ss;
+            if (t < 0.0)
+                t = -t;
+            w[x] = t < 1.0 ? 1.0 - t : 0.0;
+            ww += w[x];
+        }
+        int32_t *k = r->k + (size_t)i * r->taps;
+        for (long x = 0; x < xmax; x++) {
+            double v = ww != 0.0 ? w[x] / ww : w[x];
+            k[x] = (int32_t)(v < 0 ? -0.5 + v * (1 << PIL_PRECISION_BITS) : 0.5 + v * (1 << PIL_PRECISION_BITS));
+        }
+        r->first[i] = (uint32_t)xmin;
+        r->count[i] = (uint32_t)xmax;
+    }
+    free(w);
+    return 0;
+}
+
+static uint8_t pil_clip8(int64_t v)
+{
+    v >>= PIL_PRECISION_BITS;
+    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+/* Resizes and crops img into W x H x C 8-bit pixels (malloc()ed), horizontal pass first, as PIL does. */
+static uint8_t *pil_resize(const cl_image *img, const geometry *g, uint32_t W, uint32_t H)
+{
+    uint32_t C = img->channels, iw = img->width, ih = img->height;
+    pil_resample rx = {0}, ry = {0};
+    uint8_t *tmp = NULL, *out = NULL;
+    if (pil_resample_init(&rx, iw, g->rw, W, g->left) != 0 || pil_resample_init(&ry, ih, g->rh, H, g->top) != 0)
+        goto done;
+    /* only the source rows the vertical pass reads */
+    uint32_t y0 = ry.first[0], y1 = ry.first[H - 1] + ry.count[H - 1];
+    for (uint32_t y = 0; y < H; y++) {
+        if (ry.first[y] < y0)
+            y0 = ry.first[y];
+        if (ry.first[y] + ry.count[y] > y1)
+            y1 = ry.first[y] + ry.count[y];
+    }
+    tmp = malloc((size_t)(y1 - y0 ? y1 - y0 : 1) * W * C);
+    out = malloc((size_t)H * W * C);
+    if (!tmp || !out) {
+        free(out);
+        out = NULL;
+        goto done;
+    }
+    for (uint32_t y = y0; y < y1; y++) {
+        const uint8_t *src = img->pixels + (size_t)y * iw * C;
+        uint8_t *dst = tmp + (size_t)(y - y0) * W * C;
+        for (uint32_t x = 0; x < W; x++) {
+            const int32_t *k = rx.k + (size_t)x * rx.taps;
+            for (uint32_t c = 0; c < C; c++) {
+                int64_t acc = 1 << (PIL_PRECISION_BITS - 1);
+                for (uint32_t t = 0; t < rx.count[x]; t++)
+                    acc += (int64_t)src[(size_t)(rx.first[x] + t) * C + c] * k[t];
+                dst[(size_t)x * C + c] = pil_clip8(acc);
+            }
+        }
+    }
+    for (uint32_t y = 0; y < H; y++) {
+        const int32_t *k = ry.k + (size_t)y * ry.taps;
+        for (uint32_t x = 0; x < W; x++)
+            for (uint32_t c = 0; c < C; c++) {
+                int64_t acc = 1 << (PIL_PRECISION_BITS - 1);
+                for (uint32_t t = 0; t < ry.count[y]; t++)
+                    acc += (int64_t)tmp[((size_t)(ry.first[y] - y0 + t) * W + x) * C + c] * k[t];
+                out[((size_t)y * W + x) * C + c] = pil_clip8(acc);
+            }
+    }
+done:
+    free(tmp);
+    pil_resample_free(&rx);
+    pil_resample_free(&ry);
+    return out;
+}
+
+static void normalise(const cl_image_preproc *p, uint32_t W, uint32_t H, uint32_t x, uint32_t y, uint32_t c,
+                      double v, float *out)
+{
+    double scale = p->scale != 0 ? p->scale : 1.0, sd = p->std[c] != 0 ? p->std[c] : 1.0;
+    size_t idx = p->layout == CL_IMAGE_NCHW ? ((size_t)c * H + y) * W + x : ((size_t)y * W + x) * p->channels + c;
+    out[idx] = (float)((v * scale - p->mean[c]) / sd);
+}
+
 int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *out, cl_err *err)
 {
     if (p->channels != img->channels)
@@ -417,6 +616,17 @@ int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *ou
     geometry g;
     if (fit_geometry(p, iw, ih, W, H, &g, err) != 0)
         return -1;
+    if (p->resize == CL_IMAGE_RESIZE_PIL) {
+        uint8_t *px = pil_resize(img, &g, W, H);
+        if (!px)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory resizing an image to %ux%u", W, H);
+        for (uint32_t y = 0; y < H; y++)
+            for (uint32_t x = 0; x < W; x++)
+                for (uint32_t c = 0; c < C; c++)
+                    normalise(p, W, H, x, y, c, px[((size_t)y * W + x) * C + c], out);
+        free(px);
+        return 0;
+    }
     resample rx = {0}, ry = {0};
     float *tmp = malloc((size_t)ih * W * C * sizeof *tmp); /* after the horizontal pass */
     if (!tmp || resample_init(&rx, iw, g.rw, W, g.left, p->resize) != 0 ||
@@ -438,7 +648,6 @@ int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *ou
             }
         }
     }
-    double scale = p->scale != 0 ? p->scale : 1.0;
     for (uint32_t y = 0; y < H; y++) {
         const float *w = ry.w + (size_t)y * ry.taps;
         for (uint32_t x = 0; x < W; x++) {
@@ -446,10 +655,7 @@ int cl_image_to_tensor(const cl_image *img, const cl_image_preproc *p, float *ou
                 float acc = 0;
                 for (uint32_t t = 0; t < ry.taps && ry.first[y] + t < ih; t++)
                     acc += w[t] * tmp[((size_t)(ry.first[y] + t) * W + x) * C + c];
-                double sd = p->std[c] != 0 ? p->std[c] : 1.0;
-                float v = (float)(((double)acc * scale - p->mean[c]) / sd);
-                size_t idx = p->layout == CL_IMAGE_NCHW ? ((size_t)c * H + y) * W + x : ((size_t)y * W + x) * C + c;
-                out[idx] = v;
+                normalise(p, W, H, x, y, c, acc, out);
             }
         }
     }

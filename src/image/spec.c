@@ -116,11 +116,13 @@ static int spec_from_json(const json_t *root, cl_image_spec *s, cl_err *err)
         if (get_uint(ITEM("shorter_side"), "shorter_side", big, CL_IMAGE_SPEC_MAX_SIDE, &p->shorter_side, err) != 0)
             return cl_err_prefix(err, "the crop of %ux%u must fit in the resized image", p->width, p->height);
     }
-    static const char *const filters[] = {"bilinear", "area"};
+    static const char *const filters[] = {"bilinear", "area", "pil"};
+    static const cl_image_resize filter_kind[] = {CL_IMAGE_RESIZE_BILINEAR, CL_IMAGE_RESIZE_AREA,
+                                                  CL_IMAGE_RESIZE_PIL};
     int filter = 0;
-    if (ITEM("filter") && get_choice(ITEM("filter"), "filter", filters, 2, &filter, err) != 0)
+    if (ITEM("filter") && get_choice(ITEM("filter"), "filter", filters, 3, &filter, err) != 0)
         return -1;
-    p->resize = filter == 0 ? CL_IMAGE_RESIZE_BILINEAR : CL_IMAGE_RESIZE_AREA;
+    p->resize = filter_kind[filter];
 
     p->scale = 1.0;
     const json_t *sc = ITEM("scale");

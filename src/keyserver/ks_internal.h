@@ -39,6 +39,14 @@ typedef struct ks_conn {
 typedef int (*ks_read_fn)(void *ctx, void *buf, size_t n);
 int ks_parse_native_request(ks_read_fn rd, void *ctx, char names[][CL_POLICY_MAX_SECRET_NAME + 1], size_t *count,
                             size_t *parsed, char detail[KS_DETAIL_MAX]);
+/* client.c: reads a native response whose first KS_RESPONSE_HEAD bytes ("CLKS1\0", status, 16-bit
+ * count or reason code) are `head`, the rest from `rd`, for the `n_names` names asked. 0: every secret
+ * granted (in res, secure memory); 1: some denied (err CL_E_DENIED; res lists them all, the granted
+ * with values); -1: err says why (CL_E_DENIED for a denial frame, with its reason code turned into a
+ * message; CL_E_IO for a busy server), and res holds whatever was allocated (cl_provision_result_free). */
+#define KS_RESPONSE_HEAD 9
+int ks_read_native_response(const uint8_t head[KS_RESPONSE_HEAD], ks_read_fn rd, void *ctx, const char *server,
+                            const char *const *names, size_t n_names, cl_provision_result *res, cl_err *err);
 /* release.c: reads one request from an attested connection and answers it (audited). */
 void ks_serve_request(ks_conn *c, SSL *ssl);
 /* release.c: audits a refused connection (decision "deny") with its reason, whole. */

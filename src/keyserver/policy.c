@@ -457,8 +457,17 @@ static void why_hex(cl_strbuf *why, const char *field, const uint8_t *v, size_t 
     cl_strbuf_fmt(why, "%s %s not allowed", field, hex);
 }
 
-/* Whether `id` matches `c`; if not, the first failed check is described in `why` (when not NULL). */
-static bool check(const identity *id, const cl_attest_claims *c, cl_strbuf *why)
+const char *cl_policy_deny_name(unsigned code)
+{
+    static const char *const names[] = {"unspecified", "evidence_invalid", "evidence_type_not_allowed",
+                                        "measurement_mismatch", "svn_too_low", "debug_not_allowed",
+                                        "tcb_status_not_allowed", "collateral_unavailable", "policy_empty"};
+    return code < CL_ARRAY_LEN(names) ? names[code] : NULL;
+}
+
+/* Whether `id` matches `c` (CL_DENY_NONE); if not, the first failed check (its code, and described in
+ * `why` when not NULL). */
+static cl_policy_deny check(const identity *id, const cl_attest_claims *c, cl_strbuf *why)
 {
     size_t ev = 0;
     while (ev < N_EV && strcmp(k_evidence_types[ev], c->evidence_type) != 0)
@@ -466,13 +475,13 @@ static bool check(const identity *id, const cl_attest_claims *c, cl_strbuf *why)
     if (ev == N_EV || !(id->evidence & 1u << ev)) {
         if (why)
             cl_strbuf_fmt(why, "evidence type '%s' not accepted", c->evidence_type);
-        return false;
+        return CL_DENY_EVIDENCE_TYPE;
     }
     bool td = c->tee_type == CL_QUOTE_TEE_TDX;
     if (td != (id->kind == KIND_TDX)) {
         if (why)
             cl_strbuf_fmt(why, "%s evidence cannot match %s identity", td ? "TDX" : "SGX", td ? "an SGX" : "a TDX");
-        return false;
+        return CL_DENY_EVIDENCE_TYPE;
     }
     bool debug = c->debug;
     if (td) {
@@ -481,34 +490,34 @@ static bool check(const identity *id, const cl_attest_claims *c, cl_strbuf *why)
             const vlist *l = &id->tdx[i];
             if ((l->n || l->any) && !in_list(l, base + k_tdx[i].off)) {
                 why_hex(why, k_tdx[i].name, base + k_tdx[i].off, k_tdx[i].width);
-                return false;
+                return CL_DENY_MEASUREMENT;
             }
         }
         debug = debug || (c->tdx.td_attributes[0] & CL_TDX_ATTR_DEBUG);
     } else {
         if (id->mrenclave.n && !in_list(&id->mrenclave, c->mr_enclave)) {
             why_hex(why, "mrenclave", c->mr_enclave, 32);
-            return false;
+            return CL_DENY_MEASUREMENT;
         }
         if (id->mrsigner.n && !in_list(&id->mrsigner, c->mr_signer)) {
             why_hex(why, "mrsigner", c->mr_signer, 32);
-            return false;
+            return CL_DENY_MEASUREMENT;
         }
         if (id->isv_prod_id >= 0 && c->isv_prod_id != id->isv_prod_id) {
             if (why)
                 cl_strbuf_fmt(why, "isv_prod_id %u is not %ld", c->isv_prod_id, id->isv_prod_id);
-            return false;
+            return CL_DENY_MEASUREMENT;
         }
         if (c->isv_svn < id->min_isv_svn) {
             if (why)
                 cl_strbuf_fmt(why, "isv_svn %u below minimum %ld", c->isv_svn, id->min_isv_svn);
-            return false;
+            return CL_DENY_SVN;
         }
     }
     if (debug && !id->allow_debug) {
         if (why)
             cl_strbuf_fmt(why, "debug %s not allowed", td ? "TD (TUD.DEBUG)" : "enclave");
-        return false;
+        return CL_DENY_DEBUG;
     }
     size_t t = 0;
     while (t < N_TCB && strcmp(k_tcb_statuses[t], c->tcb_status) != 0)
@@ -516,9 +525,9 @@ static bool check(const identity *id, const cl_attest_claims *c, cl_strbuf *why)
     if (t == N_TCB || !(id->tcb & 1u << t)) {
         if (why)
             cl_strbuf_fmt(why, "TCB status '%s' not accepted", c->tcb_status);
-        return false;
+        return CL_DENY_TCB_STATUS;
     }
-    return true;
+    return CL_DENY_NONE;
 }
 
 int cl_policy_evaluate(const cl_policy *p, const cl_attest_claims *c, cl_policy_decision *d)
@@ -528,12 +537,18 @@ int cl_policy_evaluate(const cl_policy *p, const cl_attest_claims *c, cl_policy_
     cl_strbuf_put(&ids, "", 0); /* both strings exist even when empty */
     cl_strbuf_put(&why, "", 0);
     bool allowed = false;
-    if (!p || p->count == 0)
+    cl_policy_deny closest = CL_DENY_NONE;
+    if (!p || p->count == 0) {
         cl_strbuf_str(&why, "the policy is empty: nothing is allowed");
+        closest = CL_DENY_POLICY_EMPTY;
+    }
     for (size_t i = 0; p && i < p->count; i++) {
         size_t mark = why.len;
         cl_strbuf_fmt(&why, "%s'%s': ", why.len ? "; " : "", p->ids[i].name);
-        if (check(&p->ids[i], c, &why)) {
+        cl_policy_deny code = check(&p->ids[i], c, &why);
+        if (code > closest)
+            closest = code;
+        if (code == CL_DENY_NONE) {
             if (!why.failed) {
                 why.len = mark;
                 why.p[mark] = '\0';
@@ -553,13 +568,14 @@ int cl_policy_evaluate(const cl_policy *p, const cl_attest_claims *c, cl_policy_
         return -1;
     }
     d->allowed = allowed;
+    d->deny = allowed ? CL_DENY_NONE : closest;
     return allowed ? 0 : -1;
 }
 
 bool cl_policy_grants(const cl_policy *p, const cl_attest_claims *c, const char *secret)
 {
     for (size_t i = 0; p && i < p->count; i++) {
-        if (!check(&p->ids[i], c, NULL))
+        if (check(&p->ids[i], c, NULL) != CL_DENY_NONE)
             continue;
         for (size_t j = 0; j < p->ids[i].n_secrets; j++)
             if (!strcmp(p->ids[i].secrets[j], secret))
@@ -571,7 +587,7 @@ bool cl_policy_grants(const cl_policy *p, const cl_attest_claims *c, const char 
 const char *cl_policy_secret_prov(const cl_policy *p, const cl_attest_claims *c)
 {
     for (size_t i = 0; p && i < p->count; i++)
-        if (p->ids[i].secret_prov && check(&p->ids[i], c, NULL))
+        if (p->ids[i].secret_prov && check(&p->ids[i], c, NULL) == CL_DENY_NONE)
             return p->ids[i].secret_prov;
     return NULL;
 }

@@ -86,6 +86,14 @@ typedef struct pend {
     short waiting;  /* what `io` is set up for: EV_READ or EV_WRITE, edge-triggered before the ClientHello */
     bool draining;  /* the handshake failed: reading what the client still sends, then closing */
     size_t drained;
+    /* refused after a completed handshake (evidence or policy): read the request's first 6 bytes; a
+     * native client ("CLKS1\0") is sent the denial frame, anyone else nothing; then close */
+    bool denying;
+    uint8_t deny_in[6];
+    size_t deny_got;
+    uint8_t deny_out[9];
+    size_t deny_len; /* bytes of deny_out to send: 0 until the request's magic has been read */
+    cl_policy_deny deny;
     uint64_t accepted_ns;
     src_key src;
     ks_conn c;
@@ -306,7 +314,8 @@ int cl_keyserver_reload_policy(cl_keyserver *ks, cl_err *err)
         cl_keyserver_set_policy(ks, NULL);
         return -1;
     }
-    CL_INFO("keyserver", "policy reloaded from %s (%zu identities)", ks->policy_file, cl_policy_identity_count(p));
+    size_t n_ids = cl_policy_identity_count(p);
+    CL_INFO("keyserver", "policy reloaded from %s (%zu identit%s)", ks->policy_file, n_ids, n_ids == 1 ? "y" : "ies");
     cl_keyserver_set_policy(ks, p);
     return 0;
 }
@@ -688,7 +697,10 @@ static void unverified_summary(cl_keyserver *ks)
     free(reason);
 }
 
-static void handshake_failed(pend *p, int ssl_error)
+/* Audits a refused connection (evidence that did not verify, a policy that matched no identity, no
+ * certificate, a handshake that failed after the evidence verified): the same records whether the
+ * refusal is a TLS alert or a denial frame after the handshake. */
+static void audit_refused(pend *p, int ssl_error)
 {
     cl_keyserver *ks = p->loop->ks;
     const cl_err *why = cl_ratls_peer_error(p->ssl);
@@ -716,7 +728,91 @@ static void handshake_failed(pend *p, int ssl_error)
     else
         CL_DEBUG("keyserver", "%s: TLS handshake failed: %s", p->c.peer, ossl);
     ERR_clear_error();
+}
+
+static void handshake_failed(pend *p, int ssl_error)
+{
+    audit_refused(p, ssl_error);
     drain_start(p);
+}
+
+/* The reason code a refused client is told: the policy's (the check of the closest identity that
+ * failed), or the kind of evidence failure. Never the values the policy expects. */
+static cl_policy_deny deny_code(const pend *p)
+{
+    if (p->c.have_claims) /* the evidence verified; the policy matched no identity */
+        return p->c.decision.deny;
+    const cl_err *why = cl_ratls_peer_error(p->ssl);
+    if (!why)
+        return CL_DENY_NONE;
+    switch (why->code) {
+    case CL_E_DENIED: return CL_DENY_TCB_STATUS; /* DCAP: the TCB is below every level the collateral lists */
+    case CL_E_EXPIRED:
+    case CL_E_IO: return CL_DENY_COLLATERAL;    /* collateral out of date, or a PCCS that could not be asked */
+    default: return CL_DENY_EVIDENCE_INVALID;
+    }
+}
+
+/* Ends a refused connection: close_notify, then draining (nothing more is sent). */
+static void deny_close(pend *p)
+{
+    ERR_clear_error();
+    SSL_shutdown(p->ssl); /* non-blocking: sends close_notify if it can, never waits for the client's */
+    ERR_clear_error();
+    drain_start(p);
+}
+
+/* A refused connection after its handshake, on the loop, within the handshake deadline and slot: the
+ * request's first 6 bytes are read; a native request is answered with the denial frame ("CLKS1\0", 4,
+ * the 16-bit reason code), anything else (secret_prov, garbage) with nothing; then it is closed. */
+static void deny_step(pend *p)
+{
+    for (;;) {
+        ERR_clear_error();
+        int r, e;
+        if (p->deny_len == 0) {
+            r = SSL_read(p->ssl, p->deny_in + p->deny_got, (int)(sizeof p->deny_in - p->deny_got));
+            if (r > 0) {
+                p->deny_got += (size_t)r;
+                if (p->deny_got < sizeof p->deny_in)
+                    continue;
+                if (memcmp(p->deny_in, CL_KS_MAGIC, 6) != 0) {
+                    deny_close(p); /* not the native protocol: it is told nothing */
+                    return;
+                }
+                memcpy(p->deny_out, CL_KS_MAGIC, 6);
+                p->deny_out[6] = CL_KS_STATUS_DENIED;
+                cl_ks_put16(p->deny_out + 7, (uint16_t)p->deny);
+                p->deny_len = sizeof p->deny_out;
+                continue;
+            }
+        } else {
+            r = SSL_write(p->ssl, p->deny_out, (int)p->deny_len);
+            if (r > 0) {
+                deny_close(p);
+                return;
+            }
+        }
+        e = SSL_get_error(p->ssl, r);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+            set_waiting(p, e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE);
+            return;
+        }
+        CL_DEBUG("keyserver", "%s: refused, and gone before its denial", p->c.peer);
+        ERR_clear_error();
+        pend_free(p);
+        return;
+    }
+}
+
+/* The handshake completed, but the evidence did not verify or the policy matched no identity
+ * (complete_on_failure): audited as a refusal, then told why (deny_step). */
+static void deny_start(pend *p)
+{
+    audit_refused(p, SSL_ERROR_NONE);
+    p->denying = true;
+    p->deny = deny_code(p);
+    deny_step(p);
 }
 
 /* The handshake is done: to a worker. */
@@ -755,7 +851,10 @@ static void handshake_step(pend *p)
     ERR_clear_error();
     int r = SSL_do_handshake(p->ssl);
     if (r == 1) {
-        handoff(p);
+        if (cl_ratls_peer_claims(p->ssl) && p->c.have_claims && p->c.decision.allowed)
+            handoff(p);
+        else
+            deny_start(p);
         return;
     }
     int e = SSL_get_error(p->ssl, r);
@@ -797,6 +896,10 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
         drain(p);
         return;
     }
+    if (p->denying) {
+        deny_step(p);
+        return;
+    }
     if (!p->ssl) {
         int r = what & EV_CLOSED ? -1 : first_record(p); /* a half-close ends it: no ClientHello will come */
         if (r == 0)
@@ -823,7 +926,9 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
  * its evidence had verified. */
 static void pend_abort(pend *p, const char *why)
 {
-    if (p->c.have_claims)
+    if (p->denying) /* refused, and audited as such already */
+        CL_DEBUG("keyserver", "%s: refused; %s before its denial was sent", p->c.peer, why);
+    else if (p->c.have_claims)
         audit_later(p, "%s, after the evidence verified", why);
     else
         CL_DEBUG("keyserver", "%s: %s", p->c.peer, why);
@@ -1402,6 +1507,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
     ks->vctx.verifier = ks->verifier;
     ks->vctx.policy = policy_cb;
     ks->vctx.policy_arg = ks;
+    ks->vctx.complete_on_failure = true; /* refused clients are told why: the denial frame (deny_step) */
 
     /* store */
     if (!cfg->db_file) {

@@ -492,6 +492,10 @@ static int verify_cb(X509_STORE_CTX *sctx, void *arg)
     if (cl_ratls_verify_cert(cert, vctx->verifier, &st->claims, NULL, &st->err) != 0 ||
         (vctx->policy && vctx->policy(vctx->policy_arg, ssl, &st->claims, &st->err) != 0)) {
         st->failed = true;
+        if (vctx->complete_on_failure) { /* recorded: the caller refuses on the connection */
+            X509_STORE_CTX_set_error(sctx, X509_V_OK);
+            return 1;
+        }
         X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }

@@ -429,6 +429,7 @@ struct cl_repo {
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     bool stop;
+    const cl_stop *stop_token; /* the process's (cl_repo_options.stop) */
     unsigned poll_seconds;
 };
 
@@ -535,6 +536,8 @@ static int repo_model_refresh(cl_repo *r, repo_model *m, cl_err *err)
         b.destroy(b.ctx);
         rc = -1;
     }
+    if (rc != 0 && cl_stop_raised(r->stop_token))
+        return cl_err_prefix(err, "version %lld", (long long)vf.version); /* cut short: not remembered */
     if (rc != 0) {
         failed_version *f = remember_failure(m, &vf);
         f->key_wait = key_failed && r->key_fn;
@@ -671,6 +674,7 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
     r->key_fn = o->key_fn;
     r->key_arg = o->key_arg;
     r->engine_threads = o->engine_threads;
+    r->stop_token = o->stop;
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->stop_lock, NULL);
     pthread_cond_init(&r->stop_cond, NULL);
@@ -778,12 +782,15 @@ int cl_repo_poll(cl_repo *r)
 {
     int loaded = 0;
     pthread_mutex_lock(&r->lock);
-    for (size_t i = 0; i < r->n_models; i++) {
+    for (size_t i = 0; i < r->n_models && !cl_stop_raised(r->stop_token); i++) {
         cl_err err = {0};
         int rc = repo_model_refresh(r, &r->models[i], &err);
         if (rc > 0)
             loaded++;
-        poll_report(&r->models[i], rc, &err);
+        if (rc < 0 && cl_stop_raised(r->stop_token)) /* cut short by the shutdown: not a failure to report */
+            CL_INFO(LOG, "model '%s': stopping (%s)", r->models[i].name, err.msg);
+        else
+            poll_report(&r->models[i], rc, &err);
     }
     pthread_mutex_unlock(&r->lock);
     return loaded;
@@ -799,7 +806,7 @@ static void *poll_main(void *arg)
         pthread_mutex_lock(&r->stop_lock);
         while (!r->stop && pthread_cond_timedwait(&r->stop_cond, &r->stop_lock, &until) != ETIMEDOUT) {
         }
-        bool stop = r->stop;
+        bool stop = r->stop || cl_stop_raised(r->stop_token);
         pthread_mutex_unlock(&r->stop_lock);
         if (stop)
             return NULL;

@@ -44,7 +44,9 @@ typedef struct gstream {
     size_t len, cap;
     cl_serve_call *call;
     cl_serve_rpc rpc;
-    char model[128]; /* for metrics */
+    char model[128]; /* for the metrics and the access log */
+    int64_t version;  /* likewise: the version answering, or asked for (0: not known) */
+    size_t bytes_in;  /* DATA received */
     /* response */
     uint8_t *resp;
     size_t resp_len, resp_off;
@@ -64,6 +66,8 @@ struct gconn {
     uint64_t closing_since_ns;
     bool closing;
     bool heard; /* a frame arrived: the client sent the HTTP/2 preface and its SETTINGS */
+    bool subject_done; /* subject: the client certificate's, looked up once (for the access log) */
+    char subject[256];
     char peer[64];
     gconn *prev, *next;
 };
@@ -161,8 +165,23 @@ static ssize_t resp_read(nghttp2_session *ngh, int32_t id, uint8_t *buf, size_t 
     return (ssize_t)n;
 }
 
+/* The stream's request, answered with code and out bytes, to the metrics and the access log. */
+static void report(gstream *s, cl_serve_code code, size_t out)
+{
+    gconn *c = s->conn;
+    cl_serve_server *srv = c->l->srv;
+    if (cl_serve_access_logging(srv) && !c->subject_done) {
+        cl_serve_peer_subject(cl_serve_io_ssl(c->io), c->subject, sizeof c->subject);
+        c->subject_done = true;
+    }
+    cl_serve_request_info r = {.api = CL_API_GRPC, .rpc = s->rpc, .path = s->path, .model = s->model,
+                               .version = s->version, .code = code, .start_ns = s->start_ns,
+                               .bytes_in = s->bytes_in, .bytes_out = out, .peer = c->peer, .client = c->subject};
+    cl_serve_request_done(srv, &r);
+}
+
 /* Submits the response: a message (code OK, body = serialized protobuf, taken over) or a
- * trailers-only error. Records metrics. */
+ * trailers-only error. Records metrics and the access log. */
 static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *body, size_t body_len)
 {
     if (s->responded) {
@@ -170,10 +189,9 @@ static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *bo
         return;
     }
     s->responded = true;
-    cl_serve_server *srv = s->conn->l->srv;
-    cl_serve_metrics_record(srv, CL_API_GRPC, s->rpc, s->model, code, cl_now_ns() - s->start_ns);
     snprintf(s->status_str, sizeof s->status_str, "%d", (int)code);
     if (code != CL_SC_OK) {
+        report(s, code, 0);
         free(body);
         CL_DEBUG(CL_SERVE_MOD, "grpc %s %s: %s", s->path, cl_serve_code_name(code), msg ? msg : "");
         size_t ml = msg ? strlen(msg) : 0;
@@ -195,6 +213,7 @@ static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *bo
         respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
         return;
     }
+    report(s, CL_SC_OK, s->resp_len);
     s->resp[0] = 0;
     s->resp[1] = (uint8_t)(body_len >> 24);
     s->resp[2] = (uint8_t)(body_len >> 16);
@@ -218,6 +237,7 @@ static void answer(gstream *s, cl_serve_call *call)
     cl_serve_code code = call->st.code;
     if (code == CL_SC_OK)
         code = cl_serve_pb_predict_response(call, &out, &len);
+    s->version = cl_serve_model_version(call->model);
     respond(s, code, call->st.msg, out, len);
     cl_serve_call_free(call);
 }
@@ -228,8 +248,12 @@ static void grpc_call_done(cl_serve_call *call)
     gstream *s = call->owner;
     if (!s) {
         /* the client went away while the model ran */
-        cl_serve_metrics_record(call->srv, CL_API_GRPC, CL_RPC_PREDICT, cl_serve_model_name(call->model), CL_SC_CANCELLED,
-                                cl_now_ns() - call->start_ns);
+        cl_serve_request_info r = {.api = CL_API_GRPC, .rpc = CL_RPC_PREDICT,
+                                   .path = "/tensorflow.serving.PredictionService/Predict",
+                                   .model = cl_serve_model_name(call->model),
+                                   .version = cl_serve_model_version(call->model), .code = CL_SC_CANCELLED,
+                                   .start_ns = call->start_ns, .bytes_in = call->wire_in, .peer = call->peer};
+        cl_serve_request_done(call->srv, &r);
         cl_serve_call_free(call);
         return;
     }
@@ -261,10 +285,12 @@ static void dispatch(gstream *s)
     case CL_RPC_METADATA:
         st.code = cl_serve_pb_metadata(reg, msg, len, &out, &out_len, &st);
         snprintf(s->model, sizeof s->model, "%s", st.model);
+        s->version = st.version;
         return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_STATUS:
         st.code = cl_serve_pb_status(reg, msg, len, &out, &out_len, &st);
         snprintf(s->model, sizeof s->model, "%s", st.model);
+        s->version = st.version;
         return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_PREDICT:
         break;
@@ -276,6 +302,7 @@ static void dispatch(gstream *s)
         return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
     cl_serve_code code = cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call);
     snprintf(s->model, sizeof s->model, "%s", call->st.model);
+    s->version = call->st.version;
     if (code != CL_SC_OK) {
         respond(s, code, call->st.msg, NULL, 0);
         cl_serve_call_free(call);
@@ -288,6 +315,8 @@ static void dispatch(gstream *s)
     s->len = s->cap = 0;
     call->owner = s;
     call->done = grpc_call_done;
+    memcpy(call->peer, s->conn->peer, sizeof call->peer);
+    call->wire_in = s->bytes_in;
     /* inside nghttp2's receive callbacks: the response goes out with the flush after them */
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
         return answer(s, call);
@@ -378,6 +407,8 @@ static int on_data_chunk(nghttp2_session *ngh, uint8_t flags, int32_t id, const 
                          void *user)
 {
     gstream *s = nghttp2_session_get_stream_user_data(ngh, id);
+    if (s)
+        s->bytes_in += len;
     if (!s || s->too_big || s->responded)
         return 0;
     const cl_serve_config *cfg = cl_serve_srv_config(s->conn->l->srv);

@@ -303,8 +303,10 @@ static cl_serve_code spec_lookup(cl_serve_registry *reg, const Tensorflow__Servi
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version)
         version = ms->version->value;
     cl_err err = {0};
+    st->version = version;
     if (!(*out = cl_serve_registry_get(reg, ms->name, version, &err)))
         return cl_serve_st_set(st, CL_SC_NOT_FOUND, "%s", err.msg);
+    st->version = cl_serve_model_version(*out);
     const cl_serve_signature *sig = cl_serve_model_signature(*out);
     if (ms->signature_name && *ms->signature_name && strcmp(ms->signature_name, sig->name) != 0) {
         cl_serve_model_release(*out);
@@ -563,6 +565,7 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         goto out;
     }
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version) {
+        st->version = ms->version->value;
         size_t i = 0;
         while (i < n && versions[i].version != ms->version->value)
             i++;

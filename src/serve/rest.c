@@ -73,6 +73,15 @@ struct cl_serve_rest_conn {
     size_t pend_len, pend_cap;
     bool paused;   /* reading paused: pend is full */
     uint64_t deadline_ns; /* 0: none (a call is running) */
+    /* what the response being queued answers, for the metrics and the access log (reply() reports
+     * it and resets it): pointers valid until that reply */
+    const char *req_method, *req_path, *req_model;
+    cl_serve_rpc req_rpc; /* CL_RPC_COUNT: not counted in the metrics (a scrape) */
+    int64_t req_version;
+    cl_serve_code req_code;
+    uint64_t req_start;
+    bool subject_done; /* subject: the client certificate's, looked up once per connection */
+    char subject[256];
 };
 typedef struct cl_serve_rest_conn rconn;
 
@@ -149,10 +158,33 @@ static const char *reason(int http)
     }
 }
 
+/* The request being answered, to the metrics and the access log; then forgotten. */
+static void report(rconn *c, int http, size_t len)
+{
+    cl_serve_server *srv = c->loop->srv;
+    if (cl_serve_access_logging(srv) && !c->subject_done) {
+        cl_serve_peer_subject(cl_serve_io_ssl(c->io), c->subject, sizeof c->subject);
+        c->subject_done = true;
+    }
+    cl_serve_request_info r = {.api = CL_API_REST, .rpc = c->req_rpc, .method = c->req_method, .path = c->req_path,
+                               .model = c->req_model, .version = c->req_version, .code = c->req_code,
+                               .http_status = http, .start_ns = c->req_start ? c->req_start : cl_now_ns(),
+                               .bytes_in = c->body_len, .bytes_out = c->head_only ? 0 : len, .peer = c->peer,
+                               .client = c->subject};
+    cl_serve_request_done(srv, &r);
+    c->req_method = c->req_path = c->req_model = NULL;
+    c->req_rpc = CL_RPC_COUNT;
+    c->req_version = 0;
+    c->req_code = CL_SC_OK;
+    c->req_start = 0;
+}
+
 /* Queues a response (written by the next flush) and takes over body. After it the connection waits
- * for its next request, or closes (closing) when the client or the server's shutdown asked for it. */
+ * for its next request, or closes (closing) when the client or the server's shutdown asked for it.
+ * The request it answers (c->req_*) goes to the metrics and the access log. */
 static void reply(rconn *c, int http, const char *ctype, char *body, size_t len)
 {
+    report(c, http, len);
     if (!c->keep_alive || c->loop->stopping)
         c->closing = true;
     char head[320];
@@ -170,7 +202,10 @@ static void reply(rconn *c, int http, const char *ctype, char *body, size_t len)
 static void reply_error(rconn *c, cl_serve_rpc rpc, const char *model, uint64_t start, cl_serve_code code, int http,
                         const char *msg)
 {
-    cl_serve_metrics_record(c->loop->srv, CL_API_REST, rpc, model, code, cl_now_ns() - start);
+    c->req_rpc = rpc;
+    c->req_model = model;
+    c->req_start = start;
+    c->req_code = code;
     char *body = cl_serve_json_error(msg);
     reply(c, http ? http : cl_serve_code_http(code), "application/json", body, body ? strlen(body) : 0);
 }
@@ -186,11 +221,14 @@ static void predict_reply(rconn *c, cl_serve_call *call)
     if (code == CL_SC_OK)
         code = cl_serve_json_predict_response(call, &body, &len);
     const char *model = cl_serve_model_name(call->model);
+    c->req_version = cl_serve_model_version(call->model);
     if (code != CL_SC_OK) {
         reply_error(c, CL_RPC_PREDICT, model, call->start_ns, code, 0, call->st.msg);
     } else {
-        cl_serve_metrics_record(c->loop->srv, CL_API_REST, CL_RPC_PREDICT, model, CL_SC_OK,
-                                cl_now_ns() - call->start_ns);
+        c->req_rpc = CL_RPC_PREDICT;
+        c->req_model = model;
+        c->req_start = call->start_ns;
+        c->req_code = CL_SC_OK;
         reply(c, 200, "application/json", body, len);
     }
     cl_serve_call_free(call);
@@ -202,8 +240,12 @@ static void rest_call_done(cl_serve_call *call)
     rconn *c = call->owner;
     if (!c) {
         /* the client went away while the model ran */
-        cl_serve_metrics_record(call->srv, CL_API_REST, CL_RPC_PREDICT, cl_serve_model_name(call->model),
-                                CL_SC_CANCELLED, cl_now_ns() - call->start_ns);
+        cl_serve_request_info r = {.api = CL_API_REST, .rpc = CL_RPC_PREDICT, .method = "POST",
+                                   .model = cl_serve_model_name(call->model),
+                                   .version = cl_serve_model_version(call->model), .code = CL_SC_CANCELLED,
+                                   .http_status = 499, .start_ns = call->start_ns, .bytes_in = call->wire_in,
+                                   .peer = call->peer};
+        cl_serve_request_done(call->srv, &r);
         cl_serve_call_free(call);
         return;
     }
@@ -288,6 +330,9 @@ static void handle(rconn *c, const char *path, int method)
     uint64_t start = cl_now_ns();
     const cl_serve_config *cfg = cl_serve_srv_config(srv);
     cl_serve_status st = {0};
+    c->req_start = start;
+    c->req_path = path;
+    c->req_method = http_method_str((enum http_method)method);
     if (strcmp(path, "/monitoring/prometheus/metrics") == 0) {
         if (method != HTTP_GET)
             return reply_error(c, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
@@ -334,17 +379,22 @@ static void handle(rconn *c, const char *path, int method)
             n = 1;
         }
         char *body = cl_serve_json_status(vs, n);
-        cl_serve_metrics_record(srv, CL_API_REST, CL_RPC_STATUS, name, CL_SC_OK, cl_now_ns() - start);
+        c->req_rpc = CL_RPC_STATUS;
+        c->req_model = name;
+        c->req_version = version;
         return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
     }
     cl_err err = {0};
     cl_serve_model *m = cl_serve_registry_get(reg, name, version, &err);
+    c->req_version = version;
     if (!m)
         return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_NOT_FOUND, 0, err.msg);
+    c->req_version = cl_serve_model_version(m);
     if (rpc == CL_RPC_METADATA) {
         char *body = cl_serve_json_metadata(m);
         cl_serve_model_release(m);
-        cl_serve_metrics_record(srv, CL_API_REST, CL_RPC_METADATA, name, CL_SC_OK, cl_now_ns() - start);
+        c->req_rpc = CL_RPC_METADATA;
+        c->req_model = name;
         return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
     }
     cl_serve_call *call = cl_serve_call_new(srv, CL_API_REST, CL_RPC_PREDICT);
@@ -364,6 +414,8 @@ static void handle(rconn *c, const char *path, int method)
     call->owner = c;
     call->done = rest_call_done;
     call->doneq = loop->doneq;
+    memcpy(call->peer, c->peer, sizeof call->peer);
+    call->wire_in = c->body_len;
     if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
         return predict_reply(c, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
@@ -734,6 +786,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         return;
     }
     c->loop = l;
+    c->req_rpc = CL_RPC_COUNT;
     cl_serve_peer_name(sa, c->peer, sizeof c->peer);
     http_parser_init(&c->hp, HTTP_REQUEST);
     c->hp.data = c;

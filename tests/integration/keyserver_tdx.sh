@@ -82,15 +82,20 @@ cmp -s "$T/value" "$T/got" || fail "provisioned value differs"
 # each register that differs denies, and the audit record names it
 for r in 0 1 2 3; do
   args=(--sim-tdx --sim-rtmr "1=$R1" --sim-rtmr "2=$R2" --sim-rtmr "$r=$OTHER")
-  if prov --out "$T/no$r" "${args[@]}" 2>/dev/null; then fail "a TD with another RTMR$r got the secret"; fi
+  if prov --out "$T/no$r" "${args[@]}" 2>"$T/no$r.err"; then fail "a TD with another RTMR$r got the secret"; fi
+  grep -q "(reason: measurement_mismatch: " "$T/no$r.err" || fail "RTMR$r: the TD is not told why: $(cat "$T/no$r.err")"
+  if grep -q "$OTHER\|$R1" "$T/no$r.err"; then fail "the refusal tells the TD a measurement: $(cat "$T/no$r.err")"; fi
   for _ in $(seq 50); do audit_reason | grep -q "rtmr$r $OTHER not allowed" && break; sleep 0.05; done
   audit_reason | grep -q "rtmr$r $OTHER not allowed" || fail "the audit does not name rtmr$r: $(audit_reason)"
 done
 # shellcheck disable=SC2046
 if prov --out "$T/no-mrtd" $(td) --sim-mrtd "$OTHER" 2>/dev/null; then fail "a TD with another MRTD got the secret"; fi
 # shellcheck disable=SC2046
-if prov --out "$T/no-debug" $(td) --sim-debug 2>/dev/null; then fail "a debug TD got the secret"; fi
-if prov --out "$T/no-sgx" 2>/dev/null; then fail "an SGX enclave got the TD's secret"; fi
+if prov --out "$T/no-debug" $(td) --sim-debug 2>"$T/no-debug.err"; then fail "a debug TD got the secret"; fi
+# the debug bit is in the TD attributes, which the policy pins: a measurement that differs
+grep -q "(reason: measurement_mismatch: " "$T/no-debug.err" || fail "the debug TD is not told why: $(cat "$T/no-debug.err")"
+if prov --out "$T/no-sgx" 2>"$T/no-sgx.err"; then fail "an SGX enclave got the TD's secret"; fi
+grep -q "(reason: evidence_type_not_allowed: " "$T/no-sgx.err" || fail "the SGX enclave is not told why: $(cat "$T/no-sgx.err")"
 [[ ! -e $T/no0 && ! -e $T/no-mrtd && ! -e $T/no-debug && ! -e $T/no-sgx ]] || fail "a denied provision wrote a file"
 
 # "any" for RTMR2: another command line is accepted, another kernel still is not

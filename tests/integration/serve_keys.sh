@@ -262,6 +262,53 @@ if unshare -m true 2>/dev/null; then
 else
   echo "skip the resolver cases: 'unshare -m' is not permitted here (they need a mount namespace)"
 fi
+# --- 4. a server the key server's policy refuses is told why (a reason code, never the policy's values),
+# at start-up (nothing started), by `provision`, and in the log of the version poller
+python3 - <<'PY'
+import json
+ident = json.load(open("identity.json"))
+ident["mrenclave"] = "ab" * 32
+json.dump({"version": 1, "identities": [dict(ident, secrets=["digits-key", "digits-key-2"])]},
+          open("policy-other.json", "w"))
+PY
+reload_policy() { # reload_policy FILE: installs it and waits for the key server to have read it
+  local n
+  n=$(grep -c 'policy reloaded' ks.log)
+  cp "$1" policy.json
+  "$CLOISTER" keyserver reload --pid-file ks.pid 2>/dev/null
+  for _ in $(seq 200); do [[ $(grep -c 'policy reloaded' ks.log) -gt $n ]] && break; sleep 0.05; done
+}
+reload_policy policy-other.json
+read -r GP RP < <(free_ports)
+serve_args
+expect "serve refused by the policy: the reason, and nothing started" 1 \
+  "the key server's policy did not accept this server's evidence \(reason: measurement_mismatch: this server's measurement is not one the policy lists.*" -- \
+  "${SERVE[@]}" --ssl_config_file tls/ssl.cfg "${M[@]}" --keyserver-attempts 1
+check "not OpenSSL's alert" bash -c '! grep -q "alert" <<<"$0"' "$OUT"
+check "nor the policy's measurement" bash -c '! grep -q "abababab" <<<"$0"' "$OUT"
+check "and it said nothing was started" grep -q "nothing was started" <<<"$OUT"
+expect "provision refused by the policy: the reason, exit 1" 1 "reason: measurement_mismatch" -- \
+  "${PROV[@]}" --secret digits-key --out refused.key
+check "no file written" test ! -e refused.key
+reload_policy policy-both.json
+read -r GP RP < <(free_ports)
+serve_args
+"${SERVE[@]}" --ssl_config_file tls/ssl.cfg "${M[@]}" --file_system_poll_wait_seconds 1 2>serve4.log &
+S4=$!
+PIDS+=($S4)
+wait_for serve4.log '(serving): gRPC' $S4 >/dev/null || { echo "FAIL the server did not start"; cat serve4.log; FAILED=$((FAILED + 1)); }
+reload_policy policy-other.json
+mkdir -p models/digits/9.tmp
+"$CLOISTER" seal --key k1.key --key-id digits-key-9 --in "$ROOT/models/digits/1/model.onnx" \
+  --out models/digits/9.tmp/model.onnx.sealed 2>/dev/null
+mv models/digits/9.tmp models/digits/9
+wait_for serve4.log '(version 9: cannot open sealed model)' $S4 >/dev/null ||
+  { echo "FAIL the poller did not try version 9"; tail -5 serve4.log; FAILED=$((FAILED + 1)); }
+expect "the poller logs the reason of the refusal" 0 "version 9: .*policy did not accept this server's evidence \(reason: measurement_mismatch" -- \
+  cat serve4.log
+kill -TERM $S4; wait $S4
+rm -rf models/digits/9
+
 expect "serve --help states the real retry schedule" 0 "doubling each round up to 5 s.*shortened at random" -- \
   "$CLOISTER" serve --help
 finish

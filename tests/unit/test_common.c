@@ -239,6 +239,21 @@ static void test_args(void **state)
     assert_string_equal(pos.items[0], "file1");
     cl_strlist_free(&pos);
 
+    /* the global logging options are taken by every table, anywhere among its options */
+    char *logopts[] = {"cmd", "--log-level", "warn", "--name", "a", "--log-format=json", NULL};
+    assert_int_equal(parse(&p, 6, logopts, NULL, &err), 0);
+    assert_int_equal(cl_log_get_level(), CL_LOG_WARN);
+    assert_int_equal(cl_log_get_format(), CL_LOG_JSON);
+    cl_log_set_level(CL_LOG_INFO);
+    cl_log_set_format(CL_LOG_TEXT);
+    char *badlevel[] = {"cmd", "--name", "a", "--log-level", "verbose", NULL};
+    assert_int_equal(parse(&p, 5, badlevel, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "unknown log level 'verbose' (debug, info, warn, error, off)"));
+    assert_int_equal(cl_log_get_level(), CL_LOG_INFO);
+    char *badformat[] = {"cmd", "--name", "a", "--log-format", "yaml", NULL};
+    assert_int_equal(parse(&p, 5, badformat, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "unknown log format 'yaml' (text, json)"));
+
     /* --help short-circuits, even with required options missing */
     char *help[] = {"cmd", "--help", NULL};
     FILE *saved = stdout;
@@ -430,6 +445,172 @@ static void test_log_levels(void **state)
     free(long_msg);
     close(fd);
     unlink(tmpl);
+}
+
+/* Runs fn with fd 2 sent to a file; returns what was written (malloc()ed, NUL-terminated). */
+static char *capture_stderr(void (*fn)(void *), void *arg)
+{
+    char tmpl[] = "/tmp/cloister-log-XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    uint8_t *got;
+    size_t len;
+    cl_err err = {0};
+    assert_int_equal(cl_file_read(tmpl, 1 << 20, &got, &len, &err), 0);
+    unlink(tmpl);
+    return (char *)got;
+}
+
+static void log_hostile(void *arg)
+{
+    (void)arg;
+    /* a message and values with quotes, a newline, a tab, a control byte and bytes that are not UTF-8 */
+    cl_log_field f[] = {CL_LOGF_S("model", "a\"b\nc\td\x01" "e\xff\xfe"), CL_LOGF_I("version", -3),
+                        CL_LOGF_U("bytes", 1ull << 40), CL_LOGF_R("latency_ms", 1.25),
+                        CL_LOGF_S("absent", NULL), CL_LOGF_S("plain", "127.0.0.1:80"), CL_LOGF_S("empty", "")};
+    cl_log_fields(CL_LOG_WARN, "mod\"x", f, CL_ARRAY_LEN(f), "line one\nline \"two\" \xc3\xa9 \xff");
+    cl_log_fields(CL_LOG_DEBUG, "test", f, 1, "below the level: not written");
+}
+
+/* The JSON format: one valid JSON object a line whatever the message and values hold, the four keys
+ * first, fields typed; the text format: one line, values quoted and escaped where needed. */
+static void test_log_formats(void **state)
+{
+    (void)state;
+    cl_log_set_level(CL_LOG_INFO);
+    cl_log_set_format(CL_LOG_JSON);
+    assert_int_equal(cl_log_get_format(), CL_LOG_JSON);
+    char *out = capture_stderr(log_hostile, NULL);
+    size_t len = strlen(out);
+    assert_true(len > 0 && out[len - 1] == '\n');
+    assert_null(memchr(out, '\n', len - 1)); /* one line */
+    cl_err err = {0};
+    json_t *j = cl_json_parse(out, len, "line", &err); /* strict: valid UTF-8, no duplicates */
+    if (!j)
+        fail_msg("not a JSON line: %s: %s", err.msg, out);
+    const char *keys[] = {"time", "level", "module", "msg", "model", "version", "bytes", "latency_ms", "plain", "empty"};
+    const char *k;
+    json_t *v;
+    size_t i = 0;
+    json_object_foreach(j, k, v) {
+        assert_true(i < CL_ARRAY_LEN(keys));
+        assert_string_equal(k, keys[i]);
+        i++;
+    }
+    assert_int_equal(i, CL_ARRAY_LEN(keys)); /* "absent" (NULL) left out */
+    const char *t = json_string_value(json_object_get(j, "time"));
+    assert_non_null(t);
+    /* RFC 3339, UTC, milliseconds: 2026-12-03T05:33:46.123Z */
+    assert_int_equal(strlen(t), 24);
+    assert_true(t[4] == '-' && t[7] == '-' && t[10] == 'T' && t[13] == ':' && t[16] == ':' && t[19] == '.' && t[23] == 'Z');
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
+    assert_string_equal(json_string_value(json_object_get(j, "module")), "mod\"x");
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "line one\nline \"two\" \xc3\xa9 ?");
+    assert_string_equal(json_string_value(json_object_get(j, "model")), "a\"b\nc\td\x01" "e??");
+    assert_int_equal(json_integer_value(json_object_get(j, "version")), -3);
+    assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 1ll << 40);
+    assert_true(json_real_value(json_object_get(j, "latency_ms")) == 1.25);
+    json_decref(j);
+    free(out);
+
+    cl_log_set_format(CL_LOG_TEXT);
+    out = capture_stderr(log_hostile, NULL);
+    len = strlen(out);
+    /* the message itself is written as given (it is the program's), the fields are escaped */
+    assert_non_null(strstr(out, "] line one\nline \"two\""));
+    assert_non_null(strstr(out, " model=\"a\\\"b\\nc\\td\\x01e\\xff\\xfe\""));
+    assert_non_null(strstr(out, " version=-3 bytes=1099511627776 latency_ms=1.25 plain=127.0.0.1:80 empty=\"\"\n"));
+    assert_null(strstr(out, "absent"));
+    assert_null(strstr(out, "below the level"));
+    free(out);
+}
+
+static void log_long_json(void *arg)
+{
+    cl_log_fields(CL_LOG_INFO, "test", NULL, 0, "%s", (const char *)arg);
+}
+
+/* Long lines are written whole in JSON too, and a sink appends to its file whatever the level. */
+static void test_log_long_and_sink(void **state)
+{
+    (void)state;
+    char *long_msg = malloc(20001);
+    memset(long_msg, 'y', 20000);
+    long_msg[19999] = 'E';
+    long_msg[20000] = 0;
+    cl_log_set_format(CL_LOG_JSON);
+    char *out = capture_stderr(log_long_json, long_msg);
+    cl_err err = {0};
+    json_t *j = cl_json_parse(out, strlen(out), "line", &err);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), long_msg);
+    json_decref(j);
+    free(out);
+
+    char dir[] = "/tmp/cloister-sink-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    assert_int_equal(cl_file_write_atomic(path, (const uint8_t *)"earlier\n", 8, 0600, false, &err), 0);
+    cl_log_sink *s = cl_log_sink_open(path, &err);
+    assert_non_null(s);
+    cl_log_set_level(CL_LOG_ERROR); /* a sink writes whatever the level */
+    cl_log_field f[] = {CL_LOGF_S("peer", "127.0.0.1:1")};
+    cl_log_sink_write(s, CL_LOG_INFO, "access", f, 1, "request");
+    cl_log_sink_write(s, CL_LOG_INFO, "access", f, 1, "%s", long_msg);
+    cl_log_sink_close(s);
+    cl_log_set_level(CL_LOG_INFO);
+    uint8_t *got;
+    size_t len;
+    assert_int_equal(cl_file_read(path, 1 << 20, &got, &len, &err), 0);
+    assert_true(len > 8 && memcmp(got, "earlier\n", 8) == 0); /* appended, not truncated */
+    char *second = memchr(got + 8, '\n', len - 8);
+    assert_non_null(second);
+    j = cl_json_parse((char *)got + 8, (size_t)(second - (char *)got - 8 + 1), "line", &err);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "module")), "access");
+    assert_string_equal(json_string_value(json_object_get(j, "peer")), "127.0.0.1:1");
+    json_decref(j);
+    assert_non_null(memmem(got, len, long_msg, 20000));
+    free(got);
+    cl_log_set_format(CL_LOG_TEXT);
+
+    /* a directory, a file in a missing directory: refused with a message naming it */
+    assert_null(cl_log_sink_open(dir, &err));
+    assert_non_null(strstr(err.msg, "is a directory"));
+    snprintf(path, sizeof path, "%s/no/such.log", dir);
+    assert_null(cl_log_sink_open(path, &err));
+    assert_non_null(strstr(err.msg, path));
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    unlink(path);
+    rmdir(dir);
+    free(long_msg);
+
+    /* the UTF-8 check behind both formats' escaping (and the metrics' label values) */
+    static const struct {
+        const char *s;
+        size_t want;
+    } seqs[] = {{"a", 1}, {"\xc3\xa9", 2}, {"\xe2\x82\xac", 3}, {"\xf0\x9f\x98\x80", 4},
+                {"\xc0\x80", 0} /* overlong NUL */, {"\xe0\x80\xaf", 0} /* overlong '/' */,
+                {"\xed\xa0\x80", 0} /* surrogate */, {"\xf4\x90\x80\x80", 0} /* above U+10FFFF */,
+                {"\xe2\x82", 0} /* truncated */, {"\x80", 0} /* stray continuation */, {"\xff", 0}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(seqs); i++)
+        if (cl_utf8_seq_len((const unsigned char *)seqs[i].s, strlen(seqs[i].s)) != seqs[i].want)
+            fail_msg("UTF-8 sequence %zu: want %zu", i, seqs[i].want);
+
+    cl_log_format fmt;
+    assert_int_equal(cl_log_parse_format("json", &fmt), 0);
+    assert_int_equal(fmt, CL_LOG_JSON);
+    assert_int_equal(cl_log_parse_format("JSON", &fmt), -1);
+    assert_int_equal(cl_log_parse_format(NULL, &fmt), -1);
 }
 
 /* The strict reader refuses what a lenient one resolves silently, and says where. */
@@ -637,6 +818,7 @@ int main(void)
         cmocka_unit_test(test_args),         cmocka_unit_test(test_secmem),
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
+        cmocka_unit_test(test_log_formats),  cmocka_unit_test(test_log_long_and_sink),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_json_strict),
         cmocka_unit_test(test_file_read_secure),

@@ -294,6 +294,89 @@ static void test_downscale_averages(void **state)
     }
 }
 
+/* ---- PIL's 8-bit bilinear resize: the float filter's weights, but each pass rounds to 0..255 */
+static void test_resize_pil(void **state)
+{
+    (void)state;
+    uint8_t stripes[64];
+    for (int i = 0; i < 64; i++)
+        stripes[i] = (i % 2) ? 200 : 0;
+    cl_image img = {8, 8, 1, stripes, 1};
+    float out[16];
+    cl_image_preproc p = {.width = 4, .height = 4, .resize = CL_IMAGE_RESIZE_PIL, .channels = 1};
+    assert_int_equal(cl_image_to_tensor(&img, &p, out, NULL), 0);
+    /* halving: weights 1/8, 3/8, 3/8, 1/8 inside; at the edges the window is cut and renormalised:
+     * 200 * 3/7 = 85.71 and 200 * 4/7 = 114.29, which PIL (and so torchvision) rounds to 86 and 114 where the
+     * float filter keeps 85.71 */
+    const float want[4] = {86, 100, 100, 114};
+    for (int y = 0; y < 4; y++)
+        assert_memory_equal(out + 4 * y, want, sizeof want);
+    p.resize = CL_IMAGE_RESIZE_BILINEAR;
+    assert_int_equal(cl_image_to_tensor(&img, &p, out, NULL), 0);
+    assert_float_equal(out[0], 200.0f * 3 / 7, 1e-3);
+    /* the same size is the identity; enlarging 2 -> 3 interpolates and rounds: 0, 100, 200 */
+    uint8_t px[12] = {0, 200, 7, 9, 11, 13, 250, 3, 1, 2, 3, 4};
+    cl_image same = {4, 3, 1, px, 1};
+    cl_image_preproc q = {.width = 4, .height = 3, .resize = CL_IMAGE_RESIZE_PIL, .channels = 1};
+    float o12[12];
+    assert_int_equal(cl_image_to_tensor(&same, &q, o12, NULL), 0);
+    for (int i = 0; i < 12; i++)
+        assert_float_equal(o12[i], px[i], 0);
+    uint8_t two[2] = {0, 200};
+    cl_image wide = {2, 1, 1, two, 1};
+    cl_image_preproc r = {.width = 3, .height = 1, .resize = CL_IMAGE_RESIZE_PIL, .channels = 1};
+    float o3[3];
+    assert_int_equal(cl_image_to_tensor(&wide, &r, o3, NULL), 0);
+    /* output centres 1/3, 1, 5/3 in input pixels: 0, 100 and 200 (clamped windows) */
+    assert_float_equal(o3[0], 0, 0);
+    assert_float_equal(o3[1], 100, 0);
+    assert_float_equal(o3[2], 200, 0);
+    /* scale, mean, std and layout apply after the 8-bit pixels: RGB 1x1 -> 2x2 NCHW */
+    uint8_t rgb[3] = {51, 102, 255};
+    cl_image one = {1, 1, 3, rgb, 3};
+    cl_image_preproc s = {.width = 2, .height = 2, .resize = CL_IMAGE_RESIZE_PIL, .channels = 3, .scale = 1.0 / 255,
+                          .mean = {0.2, 0.4, 0.5}, .std = {0.5, 0.5, 0.25}};
+    float o[12];
+    assert_int_equal(cl_image_to_tensor(&one, &s, o, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_float_equal(o[i], 0, 1e-6);
+        assert_float_equal(o[4 + i], 0, 1e-6);
+        assert_float_equal(o[8 + i], 2, 1e-6);
+    }
+}
+
+/* ---- PNG encoding: what is encoded decodes to the same pixels */
+static void test_encode_png(void **state)
+{
+    (void)state;
+    for (uint32_t ch = 1; ch <= 3; ch += 2) {
+        uint8_t px[17 * 5 * 3];
+        for (size_t i = 0; i < sizeof px; i++)
+            px[i] = (uint8_t)(i * 37 + 11);
+        cl_image img = {17, 5, ch, px, ch};
+        uint8_t *png;
+        size_t len;
+        assert_int_equal(cl_image_encode_png(&img, &png, &len, NULL), 0);
+        assert_true(len > 8 && memcmp(png, "\x89PNG", 4) == 0);
+        cl_image back;
+        assert_int_equal(cl_image_decode(png, len, ch, 0, &back, NULL), 0);
+        assert_int_equal(back.width, 17);
+        assert_int_equal(back.height, 5);
+        assert_int_equal(back.source_channels, ch);
+        assert_memory_equal(back.pixels, px, (size_t)17 * 5 * ch);
+        cl_image_free(&back);
+        free(png);
+    }
+    cl_err err = {0};
+    uint8_t *png = (uint8_t *)"x";
+    size_t len = 1;
+    cl_image two = {1, 1, 2, (uint8_t *)"ab", 2};
+    assert_int_equal(cl_image_encode_png(&two, &png, &len, &err), -1);
+    assert_int_equal(err.code, CL_E_INVALID);
+    assert_null(png);
+    assert_int_equal(len, 0);
+}
+
 /* ---- centre crop (torchvision's Resize + CenterCrop geometry) */
 
 static void test_crop(void **state)
@@ -385,6 +468,11 @@ static void test_spec_parse(void **state)
     assert_true(s.convert_color);
     cl_image_spec_dims(&s, dims);
     assert_true(dims[0] == 1 && dims[1] == 6 && dims[2] == 8);
+    /* "filter": "pil": PIL's 8-bit resize, as torchvision's Resize on PIL images */
+    const char *pil = "{\"input\":\"image\",\"color\":\"RGB\",\"width\":8,\"height\":6,\"layout\":\"NCHW\","
+                      "\"filter\":\"pil\"}";
+    assert_int_equal(cl_image_spec_parse(pil, strlen(pil), &s, &err), 0);
+    assert_int_equal(s.pre.resize, CL_IMAGE_RESIZE_PIL);
 
     /* the demo model's declaration is valid and is what the model was trained on */
     char path[1024];
@@ -530,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_png_exact),        cmocka_unit_test(test_jpeg),
         cmocka_unit_test(test_refusals),         cmocka_unit_test(test_resize_and_layout),
         cmocka_unit_test(test_digit_samples_shrink_exactly), cmocka_unit_test(test_downscale_averages),
+        cmocka_unit_test(test_resize_pil),       cmocka_unit_test(test_encode_png),
         cmocka_unit_test(test_crop),             cmocka_unit_test(test_spec_parse),
         cmocka_unit_test(test_spec_refusals),    cmocka_unit_test(test_spec_apply),
     };

@@ -247,7 +247,8 @@ static cl_audit_record *last_audit(void)
     return &r;
 }
 
-/* A handshake refusal is audited by the server right after it sends the alert: wait for the record. */
+/* A refusal is audited by a worker while the loop sends the denial frame (or the alert): wait for the
+ * record. */
 static cl_audit_record *audit_after(int64_t seq)
 {
     cl_audit_record *r = last_audit();
@@ -259,7 +260,11 @@ static cl_audit_record *audit_after(int64_t seq)
     return r;
 }
 
-static void expect_denied_handshake(const sim_opts *so, const char *audit_reason)
+/* The client is refused with the reason code `wire_reason` (its name in the client's message, and the
+ * actionable words `says`), the audit record has the whole reason, and the client's message never the
+ * expected values (the policy's mrenclave is not in it). */
+static void expect_denied_handshake(const sim_opts *so, const char *audit_reason, const char *wire_reason,
+                                    const char *says)
 {
     const char *names[] = {"model-key"};
     cl_provision_result res;
@@ -268,6 +273,16 @@ static void expect_denied_handshake(const sim_opts *so, const char *audit_reason
     assert_int_equal(fetch(so, names, 1, &res, &err), -1);
     if (err.code != CL_E_DENIED)
         fail_msg("expected a denial, got: %s", err.msg);
+    char want[96];
+    snprintf(want, sizeof want, "(reason: %s: ", wire_reason);
+    if (!strstr(err.msg, want) || !strstr(err.msg, says))
+        fail_msg("the client's message does not give reason %s ('%s'): %s", wire_reason, says, err.msg);
+    if (strstr(err.msg, "alert"))
+        fail_msg("a TLS alert instead of the denial frame: %s", err.msg);
+    char mre[65];
+    cl_hex_encode(E->exe, 32, mre);
+    if (strstr(err.msg, mre) || strstr(err.msg, "0000000000000000000000000000000000000000000000000000000000000007"))
+        fail_msg("the client's message reveals a measurement of the policy: %s", err.msg);
     assert_int_equal(res.count, 0);
     cl_audit_record *r = audit_after(before);
     assert_string_equal(r->decision, "deny");
@@ -320,7 +335,7 @@ static void test_wrong_mrenclave(void **state)
     (void)state;
     uint8_t other[32] = {0xee};
     sim_opts so = {.svn = 5, .mrenclave = other};
-    expect_denied_handshake(&so, "mrenclave");
+    expect_denied_handshake(&so, "mrenclave", "measurement_mismatch", "the key server's policy did not accept this server's evidence");
 }
 
 static void test_wrong_mrsigner(void **state)
@@ -328,21 +343,21 @@ static void test_wrong_mrsigner(void **state)
     (void)state;
     uint8_t other[32] = {0x51};
     sim_opts so = {.svn = 5, .mrsigner = other};
-    expect_denied_handshake(&so, "mrsigner");
+    expect_denied_handshake(&so, "mrsigner", "measurement_mismatch", "measurement is not one the policy lists");
 }
 
 static void test_svn_below_minimum(void **state)
 {
     (void)state;
     sim_opts so = {.svn = 1};
-    expect_denied_handshake(&so, "below minimum");
+    expect_denied_handshake(&so, "below minimum", "svn_too_low", "below the policy's minimum");
 }
 
 static void test_debug_enclave_not_allowed(void **state)
 {
     (void)state;
     sim_opts so = {.svn = 5, .debug = true};
-    expect_denied_handshake(&so, "debug");
+    expect_denied_handshake(&so, "debug", "debug_not_allowed", "debug mode");
 }
 
 static void test_report_data_not_binding_key(void **state)
@@ -364,6 +379,8 @@ static void test_report_data_not_binding_key(void **state)
     int64_t before = last_audit()->seq;
     assert_int_equal(fetch_with(id, names, 1, &res, &err), -1);
     assert_int_equal(err.code, CL_E_DENIED);
+    if (!strstr(err.msg, "(reason: evidence_invalid: "))
+        fail_msg("%s", err.msg);
     assert_non_null(strstr(audit_after(before)->reason, "does not bind"));
     cl_ratls_identity_free(id);
     X509_free(cert);
@@ -381,7 +398,7 @@ static void test_untrusted_quoting_key(void **state)
     X509 *c;
     assert_int_equal(cl_attest_sim_qe_generate(&k, &c, &err), 0);
     sim_opts so = {.svn = 5, .qe_key = k};
-    expect_denied_handshake(&so, "untrusted simulated quoting key");
+    expect_denied_handshake(&so, "untrusted simulated quoting key", "evidence_invalid", "the key server could not verify this server's evidence");
     EVP_PKEY_free(k);
     X509_free(c);
 }
@@ -435,11 +452,244 @@ static void test_empty_policy(void **state)
     cl_err err = {0};
     assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
     sim_opts so = {.svn = 5};
-    expect_denied_handshake(&so, "policy is empty");
+    expect_denied_handshake(&so, "policy is empty", "policy_empty", "allows nothing");
     /* an invalid policy also denies everything */
     write_policy("{\"version\": 1, \"identities\": [{\"typo\": 1}]}");
     assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), -1);
-    expect_denied_handshake(&so, "policy is empty");
+    expect_denied_handshake(&so, "policy is empty", "policy_empty", "allows nothing");
+}
+
+/* One identity only, with this evidence type list and TCB status list (JSON arrays). */
+static void write_identity_policy(const char *evidence_types, const char *tcb_statuses)
+{
+    char mre[65], mrs[65], buf[1024];
+    cl_hex_encode(E->exe, 32, mre);
+    cl_hex_encode(E->signer, 32, mrs);
+    snprintf(buf, sizeof buf,
+             "{\"version\": 1, \"identities\": [{\"name\": \"model-server\", \"mrenclave\": \"%s\", \"mrsigner\": "
+             "\"%s\", \"evidence_types\": %s%s%s, \"secrets\": [\"model-key\"]}]}",
+             mre, mrs, evidence_types, tcb_statuses ? ", \"tcb_statuses\": " : "", tcb_statuses ? tcb_statuses : "");
+    write_policy(buf);
+    cl_err err = {0};
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+}
+
+static void test_evidence_type_not_allowed(void **state)
+{
+    (void)state;
+    write_identity_policy("[\"sgx-dcap\"]", NULL);
+    sim_opts so = {.svn = 5};
+    expect_denied_handshake(&so, "evidence type 'sim' not accepted", "evidence_type_not_allowed",
+                            "accepts this kind of evidence");
+}
+
+static void test_tcb_status_not_allowed(void **state)
+{
+    (void)state;
+    write_identity_policy("[\"sim\"]", "[\"SWHardeningNeeded\"]"); /* sim evidence is UpToDate */
+    sim_opts so = {.svn = 5};
+    expect_denied_handshake(&so, "TCB status", "tcb_status_not_allowed", "TCB status is not one the policy accepts");
+}
+
+/* The reason told is the closest identity's: one identity fails on the measurement, another (with
+ * this server's measurement) only on its TCB status. */
+static void test_denial_reason_is_the_closest_identity(void **state)
+{
+    (void)state;
+    char mre[65], buf[1024];
+    cl_hex_encode(E->exe, 32, mre);
+    snprintf(buf, sizeof buf,
+             "{\"version\": 1, \"identities\": ["
+             "{\"name\": \"a\", \"mrenclave\": \"%064d\", \"evidence_types\": [\"sim\"], \"secrets\": [\"x\"]},"
+             "{\"name\": \"b\", \"mrenclave\": \"%s\", \"evidence_types\": [\"sim\"], \"tcb_statuses\": "
+             "[\"OutOfDate\"], \"secrets\": [\"model-key\"]},"
+             "{\"name\": \"c\", \"mrenclave\": \"%064d\", \"evidence_types\": [\"sgx-dcap\"], \"secrets\": [\"y\"]}]}",
+             7, mre, 8);
+    write_policy(buf);
+    cl_err err = {0};
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+    sim_opts so = {.svn = 5};
+    expect_denied_handshake(&so, "'b': TCB status", "tcb_status_not_allowed", "TCB status");
+}
+
+/* Evidence failures found by a (DCAP) back end are told by kind too: a back end that reports the
+ * collateral out of date (CL_E_EXPIRED) or unobtainable (CL_E_IO) gives collateral_unavailable, one
+ * that finds the TCB below every level (CL_E_DENIED) tcb_status_not_allowed, a bad signature
+ * (CL_E_AUTH) evidence_invalid. The "real" quote is a sim quote with another QE vendor id, so that the
+ * verifier hands it to the test back end. */
+static int test_backend(void *ctx, const cl_attest_quote *q, cl_attest_claims *claims, cl_err *err)
+{
+    (void)q;
+    (void)claims;
+    cl_status code = *(const cl_status *)ctx;
+    return cl_err_set(err, code, "test back end: failing with %s", cl_status_name(code));
+}
+
+static void test_backend_failures_are_told_by_kind(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_status mode = CL_E_EXPIRED;
+    cl_attest_verifier *v = cl_attest_verifier_new(&err);
+    assert_non_null(v);
+    assert_int_equal(cl_attest_verifier_add_backend(v, "test", test_backend, &mode, &err), 0);
+    cl_keyserver_config kc = {.listen = "127.0.0.1:0", .cert_file = E->cert, .key_file = E->key,
+                              .policy_file = E->policy, .db_file = E->db, .master_key_file = E->mk,
+                              .verifier = v, .threads = 2};
+    cl_keyserver *ks = cl_keyserver_start(&kc, &err);
+    if (!ks)
+        fail_msg("%s", err.msg);
+    char server[64];
+    snprintf(server, sizeof server, "127.0.0.1:%d", cl_keyserver_port(ks));
+    /* a quote bound to key k, with a vendor id that is not the sim one */
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    cl_attest_provider_config cfg = {.kind = CL_ATTEST_SIM, .sim_qe_key = E->qe_key, .sim_isv_svn = 5};
+    cl_attest_provider *p = cl_attest_provider_new(&cfg, &err);
+    uint8_t rd[64] = {0}, *quote;
+    size_t qlen;
+    assert_int_equal(cl_ratls_spki_sha256(k, rd, &err), 0);
+    assert_int_equal(cl_attest_provider_quote(p, rd, &quote, &qlen, &err), 0);
+    memcpy(quote + 12, "NOT-THE-SIM-QE!!", 16); /* SGX quote header: qe_vendor_id at offset 12 */
+    X509 *cert = cl_ratls_cert_build(k, quote, qlen, NULL, 0, 1, &err);
+    assert_non_null(cert);
+    cl_ratls_identity *id = cl_ratls_identity_wrap(k, cert, &err);
+    assert_non_null(id);
+    const struct {
+        cl_status code;
+        const char *reason;
+    } cases[] = {{CL_E_EXPIRED, "collateral_unavailable"},
+                 {CL_E_IO, "collateral_unavailable"},
+                 {CL_E_DENIED, "tcb_status_not_allowed"},
+                 {CL_E_AUTH, "evidence_invalid"}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(cases); i++) {
+        mode = cases[i].code;
+        const char *servers[] = {server}, *names[] = {"model-key"};
+        cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                                  .names = names, .name_count = 1, .attempts = 1, .timeout_ms = 5000};
+        cl_provision_result res;
+        assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+        assert_int_equal(err.code, CL_E_DENIED);
+        char want[64];
+        snprintf(want, sizeof want, "(reason: %s: ", cases[i].reason);
+        if (!strstr(err.msg, want))
+            fail_msg("back end failing with %s: want %s, got: %s", cl_status_name(cases[i].code), cases[i].reason,
+                     err.msg);
+        if (strstr(err.msg, "test back end"))
+            fail_msg("the key server's own error text reached the client: %s", err.msg);
+        cl_provision_result_free(&res);
+    }
+    cl_keyserver_stop(ks);
+    cl_ratls_identity_free(id);
+    X509_free(cert);
+    free(quote);
+    cl_attest_provider_free(p);
+    EVP_PKEY_free(k);
+    cl_attest_verifier_free(v);
+}
+
+/* A raw native client with this identity: handshake, request; returns the SSL (its fd in *fd). */
+static SSL *raw_native(const cl_ratls_identity *id, SSL_CTX **ctx_out, int *fd_out, const void *req, size_t len)
+{
+    cl_err err = {0};
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, E->ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    assert_int_equal(cl_ratls_identity_use(id, ctx, &err), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cl_keyserver_port(E->ks))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    assert_int_equal(SSL_connect(ssl), 1);
+    assert_int_equal(SSL_write(ssl, req, (int)len), (int)len);
+    *ctx_out = ctx;
+    *fd_out = fd;
+    return ssl;
+}
+
+/* Everything the server still sends until it closes (at most `size` bytes). */
+static size_t read_rest(SSL *ssl, uint8_t *buf, size_t size)
+{
+    size_t got = 0;
+    for (int n; got < size && (n = SSL_read(ssl, buf + got, (int)(size - got))) > 0;)
+        got += (size_t)n;
+    return got;
+}
+
+/* Hostile: a refused client is sent the 9-byte denial frame and nothing else, whatever it sends after
+ * it (garbage, another request); the refusal is one audit record; a client whose first bytes are not
+ * the native magic is sent nothing at all. */
+static void test_denied_client_gets_the_frame_and_nothing_else(void **state)
+{
+    (void)state;
+    uint8_t other[32] = {0xee};
+    sim_opts so = {.svn = 5, .mrenclave = other};
+    cl_ratls_identity *id = make_identity(&so);
+    int64_t before = last_audit()->seq;
+    SSL_CTX *ctx;
+    int fd;
+    SSL *ssl = raw_native(id, &ctx, &fd, "CLKS1\0\0\1\11model-key", 18);
+    uint8_t buf[256];
+    size_t got = 0;
+    for (int n; got < 9 && (n = SSL_read(ssl, buf + got, (int)(9 - got))) > 0;)
+        got += (size_t)n;
+    assert_int_equal(got, 9);
+    assert_memory_equal(buf, "CLKS1\0\4\0\3", 9); /* denied, measurement_mismatch */
+    uint8_t junk[4096];
+    memset(junk, 0xa5, sizeof junk);
+    SSL_write(ssl, junk, sizeof junk);              /* may fail: the server has closed its side */
+    SSL_write(ssl, "CLKS1\0\0\1\11model-key", 18);
+    assert_int_equal(read_rest(ssl, buf, sizeof buf), 0);
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    cl_audit_record *r = audit_after(before);
+    assert_string_equal(r->decision, "deny");
+    assert_non_null(strstr(r->reason, "mrenclave"));
+    usleep(200000);
+    assert_int_equal(last_audit()->seq, before + 1); /* one record for the connection */
+
+    /* not the native protocol: no frame, nothing */
+    before = last_audit()->seq;
+    ssl = raw_native(id, &ctx, &fd, "GARBAGE-GARBAGE", 15);
+    assert_int_equal(read_rest(ssl, buf, sizeof buf), 0);
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    assert_string_equal(audit_after(before)->decision, "deny");
+
+    /* secret_prov: closed without a secret, as before */
+    before = last_audit()->seq;
+    ssl = raw_native(id, &ctx, &fd, "SECRET_PROVISION_RA_TLS_REQUEST_V1", 35);
+    assert_int_equal(read_rest(ssl, buf, sizeof buf), 0);
+    SSL_free(ssl);
+    close(fd);
+    SSL_CTX_free(ctx);
+    assert_string_equal(audit_after(before)->decision, "deny");
+    cl_ratls_identity_free(id);
+}
+
+/* The library client speaking secret_prov, refused: the connection is closed without a secret (that
+ * protocol has no denial message). */
+static void test_denied_secret_prov_client_is_closed(void **state)
+{
+    (void)state;
+    write_policy("{\"version\": 1, \"identities\": []}");
+    cl_err err = {0};
+    assert_int_equal(cl_keyserver_reload_policy(E->ks, &err), 0);
+    sim_opts so = {.svn = 5};
+    cl_ratls_identity *id = make_identity(&so);
+    const char *servers[] = {E->server};
+    cl_provision_options o = {.servers = servers, .server_count = 1, .ca_file = E->ca, .identity = id,
+                              .secret_prov = true, .attempts = 1};
+    cl_provision_result res;
+    assert_int_equal(cl_provision_fetch(&o, &res, &err), -1);
+    assert_int_equal(err.code, CL_E_DENIED);
+    assert_non_null(strstr(err.msg, "secret_prov denial"));
+    cl_ratls_identity_free(id);
 }
 
 static void test_policy_edit_revokes_identity(void **state)
@@ -2085,6 +2335,12 @@ int main(void)
         cmocka_unit_test_setup(test_client_without_certificate, reset),
         cmocka_unit_test_setup(test_unknown_secret_name, reset),
         cmocka_unit_test_setup(test_empty_policy, reset),
+        cmocka_unit_test_setup(test_evidence_type_not_allowed, reset),
+        cmocka_unit_test_setup(test_tcb_status_not_allowed, reset),
+        cmocka_unit_test_setup(test_denial_reason_is_the_closest_identity, reset),
+        cmocka_unit_test_setup(test_backend_failures_are_told_by_kind, reset),
+        cmocka_unit_test_setup(test_denied_client_gets_the_frame_and_nothing_else, reset),
+        cmocka_unit_test_setup(test_denied_secret_prov_client_is_closed, reset),
         cmocka_unit_test_setup(test_policy_edit_revokes_identity, reset),
         cmocka_unit_test_setup(test_reload_does_not_disturb_connections, reset),
         cmocka_unit_test_setup(test_gramine_secret_prov_protocol, reset),

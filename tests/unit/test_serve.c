@@ -4,7 +4,8 @@
  * status (tensor_content and typed *_val inputs, round trips through protobuf-c), the REST JSON
  * formats and gRPC message framing; image inputs (DT_STRING / {"b64": ...} of encoded images decoded
  * and preprocessed before the model runs, their metadata and every refusal); when the worker pool
- * runs a call on the loop thread instead. The backends are the deterministic test models of
+ * runs a call on the loop thread instead; the metrics and the access-log lines of finished requests.
+ * The backends are the deterministic test models of
  * tests/serve/testmodel.c. */
 #include <math.h>
 #include <stdatomic.h>
@@ -14,6 +15,7 @@
 
 #include <event2/event.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cloister/pki.h"
 #include "serve/serve_int.h"
@@ -1308,6 +1310,110 @@ static void test_pool_memory(void **state)
     cl_serve_registry_free(r);
 }
 
+/* ---------------------------------------------------------------- metrics and the access log */
+
+/* cl_serve_request_done on a server that never listens: the metrics it renders (counts by model and
+ * status, latency histograms by model with cumulative buckets from 0.1 ms, a model that is not served
+ * not a label of its own, label values escaped and made UTF-8, full tables counted as dropped, build
+ * info) and the access-log line it writes (every field, none for what is not known). */
+static void test_metrics_and_access_log(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cloister-metrics-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[64];
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    cl_err err = {0};
+    cl_log_sink *sink = cl_log_sink_open(path, &err);
+    assert_non_null(sink);
+    cl_serve_registry *reg = cl_serve_registry_new(&err);
+    assert_non_null(reg);
+    cl_serve_config cfg = {.host = "127.0.0.1", .grpc_port = 0, .rest_port = 0, .allow_plaintext = true,
+                           .listen_in_run = true, .access_log = sink, .build_version = "1.2.3",
+                           .build_engine_isa = "avx2", .build_evidence = "sim"};
+    cl_serve_server *srv = cl_serve_server_new(&cfg, reg, &err);
+    if (!srv)
+        fail_msg("server: %s", err.msg);
+    uint64_t now = cl_now_ns() - 200000; /* every request took at least 0.2 ms */
+    cl_serve_request_info ok = {.api = CL_API_REST, .rpc = CL_RPC_PREDICT, .method = "POST",
+                                .path = "/v1/models/m:predict", .model = "m", .version = 3, .code = CL_SC_OK,
+                                .http_status = 200, .start_ns = now, .bytes_in = 10, .bytes_out = 20,
+                                .peer = "127.0.0.1:9", .client = "CN=c"};
+    cl_serve_request_done(srv, &ok);
+    ok.code = CL_SC_INVALID_ARGUMENT;
+    ok.http_status = 400;
+    cl_serve_request_done(srv, &ok);
+    cl_serve_request_info nf = {.api = CL_API_GRPC, .rpc = CL_RPC_PREDICT, .model = "x\"y\nz\xff", .code = CL_SC_NOT_FOUND,
+                                .start_ns = now};
+    cl_serve_request_done(srv, &nf);
+    cl_serve_request_info scrape = {.api = CL_API_REST, .rpc = CL_RPC_COUNT, .method = "GET",
+                                    .path = "/monitoring/prometheus/metrics", .http_status = 200, .start_ns = now};
+    cl_serve_request_done(srv, &scrape);
+    char name[32];
+    for (int i = 0; i < 300; i++) { /* beyond both tables */
+        snprintf(name, sizeof name, "model-%d", i);
+        cl_serve_request_info r = {.api = CL_API_REST, .rpc = CL_RPC_STATUS, .model = name, .start_ns = now};
+        cl_serve_request_done(srv, &r);
+    }
+    char *m = cl_serve_metrics_render(srv);
+    assert_non_null(m);
+    assert_non_null(strstr(m, ":tensorflow:serving:request_count{model_name=\"m\",API=\"predict\",entrypoint=\"REST\","
+                              "status=\"OK\"} 1\n"));
+    assert_non_null(strstr(m, "status=\"INVALID_ARGUMENT\"} 1\n"));
+    /* the hostile name: escaped, and the stray byte made '?' */
+    assert_non_null(strstr(m, "{model_name=\"x\\\"y\\nz?\",API=\"predict\",entrypoint=\"GRPC\",status=\"NOT_FOUND\"} 1\n"));
+    /* both requests of m in one histogram: not within 0.1 ms, within 10 s */
+    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"predict\","
+                              "entrypoint=\"REST\",le=\"0.0001\"} 0\n"));
+    assert_non_null(strstr(m, "le=\"10\"} 2\n"));
+    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_count{model_name=\"m\",API=\"predict\","
+                              "entrypoint=\"REST\"} 2\n"));
+    /* the unknown model counts under model_name="" in the histograms */
+    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_count{model_name=\"\",API=\"predict\","
+                              "entrypoint=\"GRPC\"} 1\n"));
+    assert_null(strstr(m, "request_latency_count{model_name=\"x"));
+    /* the scrape is not counted; the tables are full: 256 request-count series (3 used before the
+     * 300 names: 47 dropped), 64 latency series (2 before: 238 dropped) */
+    assert_null(strstr(m, "API=\"metrics\""));
+    assert_non_null(strstr(m, "cloister_serve_metric_series_dropped_total{metric=\"request_count\"} 47\n"));
+    assert_non_null(strstr(m, "cloister_serve_metric_series_dropped_total{metric=\"request_latency\"} 238\n"));
+    assert_non_null(strstr(m, "cloister_build_info{version=\"1.2.3\",engine_isa=\"avx2\",evidence_provider=\"sim\"} 1\n"));
+    assert_non_null(strstr(m, "\nprocess_threads "));
+    assert_non_null(strstr(m, "\nprocess_open_fds "));
+    free(m);
+    cl_serve_server_free(srv);
+    cl_serve_registry_free(reg);
+    cl_log_sink_close(sink);
+
+    uint8_t *log;
+    size_t len;
+    assert_int_equal(cl_file_read(path, 1 << 20, &log, &len, &err), 0);
+    size_t lines = 0;
+    for (size_t i = 0; i < len; i++)
+        lines += log[i] == '\n';
+    assert_int_equal(lines, 304); /* one a request, the scrape included */
+    /* the first line, in the text format (the process default here) */
+    char *first = strtok((char *)log, "\n");
+    assert_non_null(first);
+    if (!strstr(first, "info  [access] request api=rest method=POST path=/v1/models/m:predict rpc=predict model=m "
+                       "version=3 status=OK http_status=200 latency_ms=") ||
+        !strstr(first, " bytes_in=10 bytes_out=20 peer=127.0.0.1:9 client=\"CN=c\""))
+        fail_msg("access line: %s", first);
+    strtok(NULL, "\n");
+    char *third = strtok(NULL, "\n");
+    /* nothing unknown is made up: no method, path, version, HTTP status, peer or client */
+    if (!strstr(third, "request api=grpc rpc=predict model=\"x\\\"y\\nz\\xff\" status=NOT_FOUND latency_ms=") ||
+        strstr(third, "version=") || strstr(third, "peer=") || strstr(third, "http_status="))
+        fail_msg("access line: %s", third);
+    char *fourth = strtok(NULL, "\n");
+    if (!strstr(fourth, "method=GET path=/monitoring/prometheus/metrics status=OK http_status=200") ||
+        strstr(fourth, "rpc="))
+        fail_msg("access line: %s", fourth);
+    free(log);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     cl_secmem_set_require_lock(false);
@@ -1319,6 +1425,7 @@ int main(void)
         cmocka_unit_test(test_json),              cmocka_unit_test(test_grpc_framing),
         cmocka_unit_test(test_batching_parse),    cmocka_unit_test(test_order_inputs),
         cmocka_unit_test(test_pool_inline),       cmocka_unit_test(test_pool_memory),
+        cmocka_unit_test(test_metrics_and_access_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

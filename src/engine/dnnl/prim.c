@@ -3,11 +3,29 @@
  * reusable memory objects), reorders, buffers for oneDNN layouts, and running a cached primitive into a
  * node's output (left in the primitive's layout; exec.c converts to plain only where a consumer needs
  * it). Scratchpads are user-managed and allocated per execution so concurrent runs never share them.
+ * cl_engine_cpu_isa names the instruction set oneDNN dispatches to (for the server's metrics).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/dnnl/dnnl.h"
+
+const char *cl_engine_cpu_isa(void)
+{
+    static const struct {
+        dnnl_cpu_isa_t isa;
+        const char *name;
+    } names[] = {{dnnl_cpu_isa_avx512_core_amx, "avx512_core_amx"}, {dnnl_cpu_isa_avx512_core_bf16, "avx512_core_bf16"},
+                 {dnnl_cpu_isa_avx512_core_vnni, "avx512_core_vnni"}, {dnnl_cpu_isa_avx512_core, "avx512_core"},
+                 {dnnl_cpu_isa_avx512_mic_4ops, "avx512_mic_4ops"}, {dnnl_cpu_isa_avx512_mic, "avx512_mic"},
+                 {dnnl_cpu_isa_avx2_vnni, "avx2_vnni"}, {dnnl_cpu_isa_avx2, "avx2"}, {dnnl_cpu_isa_avx, "avx"},
+                 {dnnl_cpu_isa_sse41, "sse41"}};
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (isa == names[i].isa)
+            return names[i].name;
+    return "unknown";
+}
 
 void eng_prim_entry_free(prim_entry *e)
 {
