@@ -10,17 +10,6 @@
 
 #include "engine/internal.h"
 
-const eng_op *eng_op_find(const char *name)
-{
-    for (size_t i = 0; i < eng_ops_dnnl_count; i++)
-        if (strcmp(eng_ops_dnnl[i].name, name) == 0)
-            return &eng_ops_dnnl[i];
-    for (size_t i = 0; i < eng_ops_basic_count; i++)
-        if (strcmp(eng_ops_basic[i].name, name) == 0)
-            return &eng_ops_basic[i];
-    return NULL;
-}
-
 int eng_dnnl_fail(cl_err *err, dnnl_status_t s, const eng_node *n, const char *what)
 {
     const char *why = s == dnnl_unimplemented ? "not implemented by oneDNN for these parameters"
@@ -41,6 +30,7 @@ void eng_model_free_ir(cl_engine_model *m)
         eng_node *n = &m->nodes[i];
         if (n->state && n->op && n->op->free_state)
             n->op->free_state(n->state);
+        free(n->attr);
         for (size_t k = 0; k < n->n_attrs; k++) {
             eng_attr *a = &n->attrs[k];
             free(a->name);
@@ -95,7 +85,7 @@ static void print_profile(cl_engine_model *m)
         uint64_t sum = 0;
         int cnt = 0;
         for (size_t j = i; j < m->n_nodes; j++)
-            if (m->prof_ns[j] && strcmp(m->nodes[j].op_type, m->nodes[i].op_type) == 0) {
+            if (m->prof_ns[j] && m->nodes[j].op == m->nodes[i].op) {
                 sum += m->prof_ns[j];
                 cnt++;
                 if (j != i)

@@ -1,8 +1,8 @@
-/* engine/graph.c — graph preparation after loading: the name table, attribute accessors,
- * topological order (with cycle and dangling-name detection), Constant nodes and constant folding
- * (any node whose inputs are all constants is executed once at load time), BatchNormalization
- * folded into the preceding Conv, Conv + Relu/Clip and residual Add (+Relu) fused into the Conv's
- * oneDNN post-ops, and removal of nodes whose outputs nobody uses.
+/* engine/graph.c — graph preparation after loading: the name table, topological order (with cycle and
+ * dangling-name detection), every node's prepare (its descriptor decodes and validates the attributes),
+ * Constant nodes and constant folding (any node whose inputs are all constants is executed once at load
+ * time), BatchNormalization folded into the preceding Conv, Conv + Relu/Clip and residual Add (+Relu)
+ * fused into the Conv's oneDNN post-ops, and removal of nodes whose outputs nobody uses.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/internal.h"
+#include "engine/ops/ops.h"
 
 /* ---------------------------------------------------------------- names */
 
@@ -90,44 +90,7 @@ int eng_value_get(cl_engine_model *m, const char *name, cl_err *err)
     return (int)m->n_values - 1;
 }
 
-/* ---------------------------------------------------------------- attributes */
-
-const eng_attr *eng_attr_find(const eng_node *n, const char *name)
-{
-    for (size_t i = 0; i < n->n_attrs; i++)
-        if (strcmp(n->attrs[i].name, name) == 0)
-            return &n->attrs[i];
-    return NULL;
-}
-
-int64_t eng_attr_i(const eng_node *n, const char *name, int64_t def)
-{
-    const eng_attr *a = eng_attr_find(n, name);
-    return a && a->type == ENG_ATTR_INT ? a->i : def;
-}
-
-float eng_attr_f(const eng_node *n, const char *name, float def)
-{
-    const eng_attr *a = eng_attr_find(n, name);
-    return a && a->type == ENG_ATTR_FLOAT ? a->f : def;
-}
-
-const char *eng_attr_s(const eng_node *n, const char *name, const char *def)
-{
-    const eng_attr *a = eng_attr_find(n, name);
-    return a && a->type == ENG_ATTR_STRING ? a->s : def;
-}
-
-const int64_t *eng_attr_ints(const eng_node *n, const char *name, size_t *count)
-{
-    const eng_attr *a = eng_attr_find(n, name);
-    if (!a || a->type != ENG_ATTR_INTS) {
-        *count = 0;
-        return NULL;
-    }
-    *count = a->n_ints;
-    return a->ints;
-}
+/* ---------------------------------------------------------------- errors */
 
 int eng_node_err(cl_err *err, cl_status code, const eng_node *n, const char *fmt, ...)
 {
@@ -275,10 +238,9 @@ static eng_tensor *tensor_dup(const eng_tensor *src, cl_err *err)
     return t;
 }
 
+/* A Constant node (its attribute checked by its prepare) becomes a constant value. */
 static int constant_node(cl_engine_model *m, eng_node *n, cl_err *err)
 {
-    if (n->n_attrs != 1)
-        return eng_node_err(err, CL_E_FORMAT, n, "needs exactly one value attribute");
     const eng_attr *a = &n->attrs[0];
     eng_tensor tmp = {0};
     const eng_tensor *src = &tmp;
@@ -357,11 +319,8 @@ static int fold_node(cl_engine_model *m, eng_node *n, cl_err *err)
 
 static bool foldable(const cl_engine_model *m, const eng_node *n)
 {
-    static const char *const never[] = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                                        "Bernoulli", "Multinomial"};
-    for (size_t i = 0; i < CL_ARRAY_LEN(never); i++)
-        if (strcmp(n->op_type, never[i]) == 0)
-            return false;
+    if (n->op->no_fold)
+        return false;
     int nconst = 0;
     for (int k = 0; k < n->n_in; k++) {
         if (n->in[k] < 0)
@@ -436,7 +395,7 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
     if (eng_numel(sc) != oc || eng_numel(bb) != oc || eng_numel(mean) != oc || eng_numel(var) != oc ||
         (b && eng_numel(b) != oc) || bn->n_out != 1 || oc <= 0)
         return 0;
-    float eps = eng_attr_f(bn, "epsilon", 1e-5f);
+    float eps = ((const eng_norm_attr *)bn->attr)->epsilon;
     eng_tensor *nw = tensor_dup(w, err);
     if (!nw)
         return -1;
@@ -492,11 +451,12 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
 /* Clip bounds when constant (opset >= 11 inputs, or attributes before). */
 static bool clip_bounds(const cl_engine_model *m, const eng_node *n, float *lo, float *hi)
 {
+    const eng_clip_attr *at = n->attr;
     *lo = -INFINITY;
     *hi = INFINITY;
-    if (m->opset < 11) {
-        *lo = eng_attr_f(n, "min", -INFINITY);
-        *hi = eng_attr_f(n, "max", INFINITY);
+    if (at->from_attrs) {
+        *lo = at->lo;
+        *hi = at->hi;
         return true;
     }
     for (int k = 1; k < n->n_in && k < 3; k++) {
@@ -692,19 +652,17 @@ static void remove_dead(cl_engine_model *m)
 
 int eng_graph_prepare(cl_engine_model *m, cl_err *err)
 {
-    /* Constant nodes become constants first. */
+    /* Every node's attributes decoded and validated (a bad one fails the load naming node and
+     * attribute); Constant nodes then become constants. */
     for (size_t i = 0; i < m->n_nodes; i++) {
         eng_node *n = &m->nodes[i];
-        if (strcmp(n->op_type, "Constant") == 0 && constant_node(m, n, err) != 0)
+        if (n->op->prepare && n->op->prepare(m, n, err) != 0)
+            return -1;
+        if (n->op->run == eng_run_never && constant_node(m, n, err) != 0)
             return -1;
     }
     if (topo_sort(m, err) != 0)
         return -1;
-    for (size_t i = 0; i < m->n_nodes; i++) {
-        eng_node *n = &m->nodes[i];
-        if (!n->dead && n->op->check && n->op->check(m, n, err) != 0)
-            return -1;
-    }
     for (size_t k = 0; k < m->n_outputs; k++) {
         eng_value *v = &m->values[m->out_val[k]];
         if (v->producer < 0 && !v->konst && v->graph_input < 0)

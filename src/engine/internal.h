@@ -1,12 +1,16 @@
-/* engine/internal.h — the engine's private interface shared by src/engine/ (all .c files): the graph IR built
- * by the ONNX loader (onnx.c), graph preparation (graph.c), the run-time tensors and the executor
- * (exec.c), and the operator kernels (ops_*.c). Nothing outside src/engine (and the engine's
- * tests) includes this file.
+/* engine/internal.h — the engine's private interface shared by src/engine/ (all .c files, ops/ and
+ * dnnl/ included): the graph IR built by the ONNX loader (onnx.c), graph preparation (graph.c), shape
+ * inference (shape.c), the run-time tensors and the executor (exec.c), and the operator descriptor every
+ * kernel family implements (eng_op; the one table is ops/table.c). Nothing outside src/engine (and the
+ * engine's tests) includes this file.
  *
- * Life cycle: onnx.c turns ModelProto bytes into a cl_engine_model (values + nodes, attributes
- * copied, initializers validated and copied); graph.c orders, folds and fuses; exec.c runs nodes in
- * order on per-run tensors. Per-node kernel state (oneDNN primitives per input shape) is created
- * lazily under model->lock and is read-only afterwards, so concurrent runs are safe.
+ * Life cycle: onnx.c turns ModelProto bytes into a cl_engine_model (values + nodes, attributes copied,
+ * initializers validated and copied) and binds every node to its descriptor (eng_op_find: the only
+ * lookup by name); graph.c calls each descriptor's prepare (attributes decoded and validated into the
+ * node's compiled attributes, n->attr), then orders, folds and fuses; shape.c runs each descriptor's
+ * infer; exec.c calls each descriptor's run in order on per-run tensors. Per-node kernel state (oneDNN
+ * primitives per input shape, n->state) is created lazily under model->lock and is read-only
+ * afterwards, so concurrent runs are safe.
  */
 #ifndef CLOISTER_ENGINE_INTERNAL_H
 #define CLOISTER_ENGINE_INTERNAL_H
@@ -127,6 +131,8 @@ typedef struct eng_node {
     float post_lo, post_hi;
     int sum_in;            /* input index (3) of the residual added before post2, -1 if none */
     eng_post_kind post2;   /* activation after the sum */
+    void *attr;            /* compiled attributes made by op->prepare (malloc'ed, freed with free();
+                              may point into attrs), NULL when the op has none */
     void *state;           /* kernel cache, see struct eng_op */
 } eng_node;
 
@@ -181,13 +187,34 @@ struct cl_engine_model {
 /* Value lookup / creation by name (graph.c). */
 int eng_value_find(const cl_engine_model *m, const char *name);
 int eng_value_get(cl_engine_model *m, const char *name, cl_err *err); /* creates if missing */
-/* Attribute helpers: return `def` when absent. */
+/* ---------------------------------------------------------------- attributes at load (ops/attr.c)
+ * For prepare functions only: kernels read their node's compiled attributes, never these. Each getter
+ * gives `def` when the attribute is absent and fails (CL_E_FORMAT, the message naming the node and the
+ * attribute) when it is present with another type or out of range. */
 const eng_attr *eng_attr_find(const eng_node *n, const char *name);
-int64_t eng_attr_i(const eng_node *n, const char *name, int64_t def);
-float eng_attr_f(const eng_node *n, const char *name, float def);
-const char *eng_attr_s(const eng_node *n, const char *name, const char *def);
-/* The ints of an attribute (NULL, 0 when absent). */
-const int64_t *eng_attr_ints(const eng_node *n, const char *name, size_t *count);
+int eng_attr_int(const eng_node *n, const char *name, int64_t def, int64_t *out, cl_err *err);
+/* The same, refused unless lo <= value <= hi. */
+int eng_attr_int_in(const eng_node *n, const char *name, int64_t def, int64_t lo, int64_t hi, int64_t *out,
+                    cl_err *err);
+int eng_attr_bool(const eng_node *n, const char *name, bool def, bool *out, cl_err *err); /* 0 or 1 */
+int eng_attr_float(const eng_node *n, const char *name, float def, float *out, cl_err *err);
+int eng_attr_str(const eng_node *n, const char *name, const char *def, const char **out, cl_err *err);
+/* A string attribute that must be one of choices[0..n_choices): its index (def_index when absent);
+ * another value is CL_E_UNSUPPORTED naming the accepted ones. */
+int eng_attr_choice(const eng_node *n, const char *name, int def_index, const char *const *choices,
+                    int n_choices, int *out, cl_err *err);
+/* ints / floats attributes: NULL and 0 when absent; more than max entries is refused. */
+int eng_attr_ints_max(const eng_node *n, const char *name, size_t max, const int64_t **out, size_t *count,
+                      cl_err *err);
+int eng_attr_floats_max(const eng_node *n, const char *name, size_t max, const float **out, size_t *count,
+                        cl_err *err);
+/* A tensor attribute (NULL when absent). */
+int eng_attr_tensor(const eng_node *n, const char *name, const eng_tensor **out, cl_err *err);
+/* "node 'x' (Op): attribute 'a' <message>" with code. */
+int eng_attr_err(cl_err *err, cl_status code, const eng_node *n, const char *attr, const char *fmt, ...)
+    CL_PRINTF(5, 6);
+/* Allocates n->attr (zeroed, size bytes); NULL after setting err. */
+void *eng_attr_alloc(eng_node *n, size_t size, cl_err *err);
 
 /* onnx.c */
 int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *err);
@@ -195,10 +222,36 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
 int eng_onnx_tensor_parse(const uint8_t *buf, size_t len, eng_tensor *out, char **name, cl_err *err);
 void eng_model_free_ir(cl_engine_model *m);
 
-/* graph.c: topological order, checks, constant folding, fusion. */
+/* graph.c: every node's prepare, topological order, constant folding, fusion. */
 int eng_graph_prepare(cl_engine_model *m, cl_err *err);
-/* shape.c: static shape inference over the prepared graph (load-time checks, signature shapes). */
+
+/* ---------------------------------------------------------------- shape inference (shape.c)
+ * Static shapes at load: from the declared input shapes (dynamic dims -1) and the constants, each
+ * descriptor's infer gives its outputs' element types and shapes. Ops without a rule (infer NULL) give
+ * "unknown" (rank -1) and are checked at run time. */
+#define ENG_DIM_UNKNOWN (-1)
+typedef struct eng_vshape {
+    cl_engine_dtype dt;
+    int rank; /* -1 unknown */
+    int64_t d[CL_ENGINE_MAX_RANK];
+} eng_vshape;
+/* in[k]: input k's shape (rank -1 for an omitted or unknown one), at least max(n_in, 4) entries;
+ * out[k]: preset to out[0] = {in[0].dt, rank -1}, the others unknown. An error fails the load. */
+typedef struct eng_infer_ctx {
+    const cl_engine_model *m;
+    const eng_node *n;
+    const eng_vshape *in;
+    eng_vshape *out;
+} eng_infer_ctx;
 int eng_shape_infer(cl_engine_model *m, cl_err *err);
+/* Numpy broadcast of a and b into o (rank -1 when either is unknown); incompatible dims are an error. */
+int eng_shape_broadcast(const eng_node *n, const eng_vshape *a, const eng_vshape *b, eng_vshape *o, cl_err *err);
+bool eng_shape_known(const eng_vshape *s);
+/* The constant tensor behind input k of n, or NULL. */
+const eng_tensor *eng_input_const(const cl_engine_model *m, const eng_node *n, int k);
+/* Shared rules: output 0 = input 0 (shape and type); numpy broadcast of all inputs. */
+int eng_infer_same(eng_infer_ctx *c, cl_err *err);
+int eng_infer_broadcast(eng_infer_ctx *c, cl_err *err);
 
 /* ---------------------------------------------------------------- execution */
 
@@ -229,27 +282,40 @@ int eng_dnnl_fail(cl_err *err, dnnl_status_t s, const eng_node *n, const char *w
 /* Errors with the node named: "node 'x' (Conv): ..." */
 int eng_node_err(cl_err *err, cl_status code, const eng_node *n, const char *fmt, ...) CL_PRINTF(4, 5);
 
+/* ---------------------------------------------------------------- operator descriptors
+ * One descriptor per ONNX operator of the default domain, all in one table (ops/table.c). A node is
+ * bound to its descriptor once, at load (eng_op_find); nothing looks an operator up by name at run time.
+ *   prepare  decodes and validates every attribute the op reads (eng_attr_*), so a bad attribute fails
+ *            the load naming node and attribute, and stores them as n->attr; may check inputs too
+ *   infer    the static shape rule (NULL: outputs unknown until run time)
+ *   run      the kernel: reads n->attr (and op->kind), never the raw attributes
+ *   consumes / produces: the layouts (eng_layout bits) the kernel takes without converting and may
+ *            leave its outputs in (a plain-only kernel has its blocked inputs reordered first). */
+typedef enum eng_layout {
+    ENG_LAYOUT_PLAIN = 1u << 0,   /* dense row-major */
+    ENG_LAYOUT_BLOCKED = 1u << 1, /* a oneDNN layout a primitive chose (channel-blocked nChw16c/8c...) */
+} eng_layout;
+#define ENG_LAYOUT_ANY (ENG_LAYOUT_PLAIN | ENG_LAYOUT_BLOCKED)
+
 typedef struct eng_op {
     const char *name;
+    int since, until;      /* the default-domain opsets this descriptor implements */
     int min_in, max_in;    /* -1 max: variadic */
     int min_out, max_out;
-    /* load-time check of attributes/inputs (may be NULL) */
-    int (*check)(cl_engine_model *m, eng_node *n, cl_err *err);
+    int kind;              /* which member of a kernel family (which unary function, reduction...) */
+    unsigned consumes, produces; /* eng_layout bits */
+    bool no_fold;          /* never folded into a constant at load */
+    int (*prepare)(cl_engine_model *m, eng_node *n, cl_err *err); /* may be NULL: no attributes */
+    int (*infer)(eng_infer_ctx *c, cl_err *err);                   /* may be NULL */
     int (*run)(eng_run *r, eng_node *n, cl_err *err);
-    void (*free_state)(void *state);
+    void (*free_state)(void *state);                               /* frees n->state (may be NULL) */
 } eng_op;
 
-const eng_op *eng_op_find(const char *name);
-/* Plain-C kernels (ops_basic.c) that the oneDNN kernels fall back to. */
-int eng_ref_unary(eng_run *r, eng_node *n, cl_err *err);
-int eng_ref_binary(eng_run *r, eng_node *n, cl_err *err);
-int eng_ref_concat(eng_run *r, eng_node *n, cl_err *err);
-int eng_ref_batchnorm(eng_run *r, eng_node *n, cl_err *err);
-int eng_ref_check_batchnorm(cl_engine_model *m, eng_node *n, cl_err *err);
-/* Kernels implemented in ops_basic.c / ops_dnnl.c (tables merged by eng_op_find). */
-extern const eng_op eng_ops_basic[];
-extern const size_t eng_ops_basic_count;
-extern const eng_op eng_ops_dnnl[];
-extern const size_t eng_ops_dnnl_count;
+/* The descriptor for op_type at this opset: NULL with CL_E_UNSUPPORTED set (naming the op, the node and
+ * the opset) when there is none. */
+const eng_op *eng_op_find(const char *op_type, int64_t opset, const char *node_name, cl_err *err);
+/* The table (ops/table.c; kept in name order for the reader, each name once). */
+extern const eng_op eng_ops[];
+extern const size_t eng_ops_count;
 
 #endif

@@ -398,10 +398,9 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, cl_err *er
         if (np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx") != 0)
             return cl_err_set(err, CL_E_UNSUPPORTED, "unsupported operator '%s' from domain '%s' (node '%s')",
                               n->op_type, np->domain, n->name);
-        n->op = eng_op_find(n->op_type);
+        n->op = eng_op_find(n->op_type, m->opset, n->name, err); /* bound once: no lookup at run time */
         if (!n->op)
-            return cl_err_set(err, CL_E_UNSUPPORTED, "unsupported operator '%s' (node '%s', opset %lld)",
-                              n->op_type, n->name, (long long)m->opset);
+            return -1;
         if ((int)np->n_input < n->op->min_in || (n->op->max_in >= 0 && (int)np->n_input > n->op->max_in))
             return eng_node_err(err, CL_E_FORMAT, n, "has %zu inputs (expected %d..%d)", np->n_input,
                                 n->op->min_in, n->op->max_in);

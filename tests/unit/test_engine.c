@@ -1,5 +1,6 @@
 /* test_engine.c — unit tests of the inference engine: the loader's validation (malformed,
- * truncated, hostile and unsupported models get errors, never crashes), the signature, execution
+ * truncated, hostile and unsupported models get errors, never crashes; every attribute of the wrong
+ * type or out of range is refused at load naming node and attribute), the signature, execution
  * of small graphs against values computed here, Conv+BN+Relu fusion against a naive convolution,
  * dynamic batch, concurrent runs on one model, and the .npy reader/writer.
  * Models are built in memory with the protobuf-c code generated from onnx.proto.
@@ -13,6 +14,7 @@
 #include "testutil.h"
 
 #include "cloister/engine.h"
+#include "engine/internal.h" /* the operator table (test_op_table) */
 #include "onnx.pb-c.h"
 
 /* ---------------------------------------------------------------- building models */
@@ -171,6 +173,28 @@ static void attr_ints(Onnx__NodeProto *n, const char *name, size_t cnt, const in
     memcpy(a->ints, v, sizeof(int64_t) * cnt);
 }
 
+static void attr_i(Onnx__NodeProto *n, const char *name, int64_t v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+    a->has_i = 1;
+    a->i = v;
+}
+
+static void attr_f(Onnx__NodeProto *n, const char *name, float v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT);
+    a->has_f = 1;
+    a->f = v;
+}
+
+static void attr_s(Onnx__NodeProto *n, const char *name, const char *v)
+{
+    Onnx__AttributeProto *a = attr(n, name, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING);
+    a->has_s = 1;
+    a->s.data = (uint8_t *)S(v);
+    a->s.len = strlen(v);
+}
+
 static uint8_t *mb_pack(mb *m, int64_t opset, size_t *len)
 {
     Onnx__ModelProto mp;
@@ -198,11 +222,11 @@ static int load(const uint8_t *buf, size_t len, cl_engine_model **m, cl_err *err
     return cl_engine_load(buf, len, &(cl_engine_options){.threads = 2}, m, err);
 }
 
-/* Packs, loads (expecting failure with `code` and `needle` in the message) and cleans up. */
-static void expect_load_error(mb *m, cl_status code, const char *needle)
+/* Packs (at `opset`), loads (expecting failure with `code` and `needle` in the message) and cleans up. */
+static void expect_load_error_at(mb *m, int64_t opset, cl_status code, const char *needle)
 {
     size_t len;
-    uint8_t *buf = mb_pack(m, 13, &len);
+    uint8_t *buf = mb_pack(m, opset, &len);
     cl_err err = {0};
     cl_engine_model *model = NULL;
     assert_int_equal(load(buf, len, &model, &err), -1);
@@ -211,6 +235,11 @@ static void expect_load_error(mb *m, cl_status code, const char *needle)
         fail_msg("expected %s with '%s', got %s: %s", cl_status_name(code), needle, cl_status_name(err.code), err.msg);
     free(buf);
     arena_free();
+}
+
+static void expect_load_error(mb *m, cl_status code, const char *needle)
+{
+    expect_load_error_at(m, 13, code, needle);
 }
 
 /* A model: y = Relu(Add(x[N,3], c[3])) */
@@ -372,6 +401,235 @@ static void test_graph_errors(void **state)
     mb_output(&m, "zzz", 1, 1, d);
     mb_node(&m, "Relu", "n1", "x", "y");
     expect_load_error(&m, CL_E_FORMAT, "graph output 'zzz'");
+}
+
+/* ---------------------------------------------------------------- attributes, checked at load */
+
+/* One node `op` named "nd" from x[1,4,6,6] to y (its attributes set by the caller). */
+static Onnx__NodeProto *one_node(mb *m, const char *op, const char *ins)
+{
+    mb_init(m);
+    const int64_t d[] = {1, 4, 6, 6};
+    mb_input(m, "x", 1, 4, d);
+    mb_output(m, "y", 1, 0, d);
+    m->outs[0]->type->tensor_type->shape = NULL; /* no declared shape */
+    return mb_node(m, op, "nd", ins, "y");
+}
+
+static void conv_weights(mb *m, int64_t oc)
+{
+    static float w[4 * 4 * 3 * 3];
+    const int64_t wd[] = {oc, 4, 3, 3};
+    mb_init_tensor(m, "w", 1, 4, wd, w, sizeof(float) * (size_t)(oc * 4 * 9));
+}
+
+static void resize_scales(mb *m)
+{
+    const float sc[4] = {1, 1, 2, 2};
+    mb_init_tensor(m, "s", 1, 1, (const int64_t[]){4}, sc, sizeof sc);
+}
+
+/* Every attribute of the wrong type, out of range or not implemented fails the load, the message naming
+ * the node and the attribute; none of these reaches a kernel. */
+static void test_bad_attributes(void **state)
+{
+    mb m;
+    Onnx__NodeProto *n;
+    /* wrong types */
+    n = one_node(&m, "LeakyRelu", "x");
+    attr_i(n, "alpha", 2);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (LeakyRelu): attribute 'alpha' must be a float, got an int");
+    n = one_node(&m, "Transpose", "x");
+    attr_f(n, "perm", 1.0f);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Transpose): attribute 'perm' must be ints, got a float");
+    n = one_node(&m, "Flatten", "x");
+    attr_s(n, "axis", "1");
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Flatten): attribute 'axis' must be an int, got a string");
+    n = one_node(&m, "Conv", "x,w");
+    conv_weights(&m, 4);
+    attr_s(n, "strides", "1,1");
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Conv): attribute 'strides' must be ints, got a string");
+    n = one_node(&m, "Resize", "x,-,s");
+    resize_scales(&m);
+    attr_i(n, "mode", 1);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Resize): attribute 'mode' must be a string, got an int");
+    n = one_node(&m, "ConstantOfShape", "x");
+    attr_f(n, "value", 0.0f);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (ConstantOfShape): attribute 'value' must be a tensor, got a float");
+
+    /* out of range */
+    n = one_node(&m, "Transpose", "x");
+    attr_ints(n, "perm", 4, (const int64_t[]){0, 1, 1, 3});
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Transpose): attribute 'perm' is not a permutation");
+    n = one_node(&m, "Conv", "x,w");
+    conv_weights(&m, 4);
+    attr_ints(n, "strides", 2, (const int64_t[]){0, 1});
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Conv): attribute 'strides' has the value 0, out of range");
+    n = one_node(&m, "Conv", "x,w");
+    conv_weights(&m, 4);
+    attr_ints(n, "pads", 4, (const int64_t[]){0, -1, 0, 0});
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Conv): attribute 'pads' has the value -1, out of range");
+    n = one_node(&m, "Conv", "x,w");
+    conv_weights(&m, 4);
+    attr_i(n, "group", 0);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Conv): attribute 'group' is 0, out of range");
+    n = one_node(&m, "Conv", "x,w");
+    conv_weights(&m, 4);
+    attr_ints(n, "strides", 2, (const int64_t[]){1, 1});
+    attr_ints(n, "pads", 6, (const int64_t[]){0, 0, 0, 0, 0, 0});
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Conv): attribute 'pads' has 6 entries where the other attributes "
+                      "imply 2 spatial dimensions");
+    n = one_node(&m, "Conv", "x,w");
+    conv_weights(&m, 4);
+    attr_ints(n, "dilations", 4, (const int64_t[]){1, 1, 1, 1});
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (Conv): attribute 'dilations' has 4 entries: at most 3 spatial");
+    n = one_node(&m, "MaxPool", "x");
+    attr_ints(n, "strides", 2, (const int64_t[]){1, 1});
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (MaxPool): attribute 'kernel_shape' with 1-3 entries is required");
+    n = one_node(&m, "Gemm", "x,x");
+    attr_i(n, "transA", 2);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Gemm): attribute 'transA' is 2, out of range (0..1)");
+    n = one_node(&m, "Softmax", "x");
+    attr_i(n, "axis", 100);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Softmax): attribute 'axis' is 100, out of range");
+    n = one_node(&m, "DepthToSpace", "x");
+    attr_i(n, "blocksize", 0);
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (DepthToSpace): attribute 'blocksize' is 0, out of range");
+    n = one_node(&m, "Concat", "x,x");
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Concat): attribute 'axis' is required");
+    n = one_node(&m, "Cast", "x");
+    expect_load_error(&m, CL_E_FORMAT, "node 'nd' (Cast): attribute 'to' is required");
+
+    /* values the engine does not implement */
+    n = one_node(&m, "Cast", "x");
+    attr_i(n, "to", 8);
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (Cast): attribute 'to' is 8 (string)");
+    n = one_node(&m, "Pad", "x,p");
+    mb_init_tensor(&m, "p", 7, 1, (const int64_t[]){8}, (const int64_t[8]){0}, 64);
+    attr_s(n, "mode", "wrap");
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (Pad): attribute 'mode' 'wrap' is not supported (supported: "
+                      "'constant', 'reflect', 'edge')");
+    n = one_node(&m, "Resize", "x,-,s");
+    resize_scales(&m);
+    attr_s(n, "coordinate_transformation_mode", "bogus");
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (Resize): attribute 'coordinate_transformation_mode' 'bogus'");
+    n = one_node(&m, "Resize", "x,-,s");
+    resize_scales(&m);
+    attr_i(n, "antialias", 1);
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (Resize): attribute 'antialias' is not supported");
+    n = one_node(&m, "AveragePool", "x");
+    attr_ints(n, "kernel_shape", 2, (const int64_t[]){2, 2});
+    attr_s(n, "auto_pad", "SAME_SIDEWAYS");
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (AveragePool): attribute 'auto_pad' 'SAME_SIDEWAYS'");
+    n = one_node(&m, "LRN", "x");
+    attr_i(n, "size", 4);
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (LRN): attribute 'size' 4 is not supported");
+    n = one_node(&m, "BitShift", "x,x");
+    attr_s(n, "direction", "UP");
+    expect_load_error(&m, CL_E_UNSUPPORTED, "node 'nd' (BitShift): attribute 'direction' 'UP' is not supported");
+    n = one_node(&m, "BatchNormalization", "x,x,x,x,x");
+    attr_i(n, "training_mode", 1);
+    expect_load_error_at(&m, 15, CL_E_UNSUPPORTED, "node 'nd' (BatchNormalization): training mode");
+
+    /* a bad attribute on a node whose output nobody uses still fails the load */
+    mb_init(&m);
+    const int64_t d[] = {2};
+    mb_input(&m, "x", 1, 1, d);
+    mb_output(&m, "y", 1, 1, d);
+    mb_node(&m, "Relu", "r", "x", "y");
+    n = mb_node(&m, "Elu", "dead", "x", "unused");
+    attr_ints(n, "alpha", 1, (const int64_t[]){1});
+    expect_load_error(&m, CL_E_FORMAT, "node 'dead' (Elu): attribute 'alpha' must be a float, got ints");
+}
+
+/* An operator outside the opsets its descriptor implements is refused at load with its name and node. */
+static void test_operator_opset_range(void **state)
+{
+    mb m;
+    one_node(&m, "HardSwish", "x");
+    expect_load_error_at(&m, 13, CL_E_UNSUPPORTED, "operator 'HardSwish' (node 'nd') is not supported at opset 13");
+    one_node(&m, "HardSwish", "x");
+    size_t len;
+    uint8_t *buf = mb_pack(&m, 14, &len);
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0);
+    cl_engine_free(model);
+    free(buf);
+    arena_free();
+}
+
+/* The one operator table: each name once (a second entry would never be found), every descriptor
+ * runnable and consistent, found by eng_op_find inside its opset range and refused outside it. */
+static void test_op_table(void **state)
+{
+    assert_true(eng_ops_count >= 117);
+    for (size_t i = 0; i < eng_ops_count; i++) {
+        const eng_op *op = &eng_ops[i];
+        for (size_t j = i + 1; j < eng_ops_count; j++)
+            if (strcmp(op->name, eng_ops[j].name) == 0)
+                fail_msg("operator '%s' is in the table twice", op->name);
+        if (!op->run)
+            fail_msg("operator '%s' has no kernel", op->name);
+        if (op->since < 1 || op->since > op->until || op->until > 18)
+            fail_msg("operator '%s': opset range %d..%d", op->name, op->since, op->until);
+        if (op->min_in < 0 || (op->max_in >= 0 && op->max_in < op->min_in) || op->min_out < 1 ||
+            op->max_out < op->min_out)
+            fail_msg("operator '%s': arity %d..%d -> %d..%d", op->name, op->min_in, op->max_in, op->min_out,
+                     op->max_out);
+        if (!(op->consumes & ENG_LAYOUT_ANY) || !(op->produces & ENG_LAYOUT_ANY))
+            fail_msg("operator '%s' declares no layout", op->name);
+        if ((op->produces & ENG_LAYOUT_BLOCKED) && !op->free_state)
+            fail_msg("operator '%s' makes blocked outputs (oneDNN primitives) but frees no kernel state", op->name);
+        cl_err err = {0};
+        if (eng_op_find(op->name, op->until, "n", &err) != op || eng_op_find(op->name, op->since, "n", &err) != op)
+            fail_msg("operator '%s' is not found in its opset range: %s", op->name, err.msg);
+        if (op->since > 1) {
+            assert_null(eng_op_find(op->name, op->since - 1, "n", &err));
+            assert_int_equal(err.code, CL_E_UNSUPPORTED);
+        }
+    }
+    cl_err err = {0};
+    assert_null(eng_op_find("Conv2D", 13, "n", &err)); /* names are exact, case included */
+    assert_null(eng_op_find("conv", 13, "n", &err));
+    assert_non_null(strstr(err.msg, "unsupported operator 'conv' (node 'n', opset 13)"));
+}
+
+/* Attributes decoded at load are the ones the kernels use. */
+static void test_attributes_applied(void **state)
+{
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {2, 3}, td[] = {3, 2};
+    mb_input(&m, "x", 1, 2, xd);
+    mb_output(&m, "y", 1, 2, td);
+    Onnx__NodeProto *lr = mb_node(&m, "LeakyRelu", "lr", "x", "l");
+    attr_f(lr, "alpha", 0.25f);
+    Onnx__NodeProto *tr = mb_node(&m, "Transpose", "tr", "l", "t");
+    attr_ints(tr, "perm", 2, (const int64_t[]){1, 0});
+    Onnx__NodeProto *cl = mb_node(&m, "Clip", "cl", "t", "y");
+    attr_f(cl, "min", -0.5f);
+    attr_f(cl, "max", 2.5f);
+    size_t len;
+    uint8_t *buf = mb_pack(&m, 10, &len); /* Clip with min/max attributes */
+    arena_free();
+    cl_err err = {0};
+    cl_engine_model *model = NULL;
+    assert_int_equal(load(buf, len, &model, &err), 0);
+    free(buf);
+    float x[6] = {-4, 1, 3, -1, 0, 8};
+    cl_engine_tensor in = {.dtype = CL_ENGINE_DT_FLOAT, .rank = 2, .dims = {2, 3}, .data = x, .nbytes = sizeof x};
+    cl_engine_tensor out = {0};
+    assert_int_equal(cl_engine_run(model, &in, 1, &out, 1, &err), 0);
+    assert_int_equal(out.rank, 2);
+    assert_int_equal(out.dims[0], 3);
+    assert_int_equal(out.dims[1], 2);
+    /* LeakyRelu(0.25): [-1, 1, 3, -0.25, 0, 8]; transposed: [-1, -0.25, 1, 0, 3, 8]; clipped to [-0.5, 2.5] */
+    const float want[6] = {-0.5f, -0.25f, 1, 0, 2.5f, 2.5f};
+    for (int i = 0; i < 6; i++)
+        assert_true(fabsf(((float *)out.data)[i] - want[i]) < 1e-6f);
+    cl_engine_tensor_release(&out);
+    cl_engine_free(model);
 }
 
 /* GraphProto -> NodeProto -> AttributeProto -> GraphProto ... nested far too deep. */
@@ -857,6 +1115,10 @@ int main(void)
         cmocka_unit_test(test_initializer_size_mismatch),
         cmocka_unit_test(test_absurd_dims),
         cmocka_unit_test(test_graph_errors),
+        cmocka_unit_test(test_bad_attributes),
+        cmocka_unit_test(test_operator_opset_range),
+        cmocka_unit_test(test_op_table),
+        cmocka_unit_test(test_attributes_applied),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_signature_and_run),
         cmocka_unit_test(test_conv_bn_relu_fused),
