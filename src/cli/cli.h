@@ -42,7 +42,7 @@ void cl_cli_omp_wait_policy(int argc, char **argv, int cmd);
  * the honoured ones, and returns -1 to go on. */
 #define CL_TFS_FLAGS 50
 typedef struct cl_tfs_flags {
-    long *timeout_ms, *engine_threads, *rest_threads; /* serve's values, set before the table is built */
+    long *timeout_ms, *engine_threads, *rest_threads, *max_bytes; /* serve's values, set before the table */
     bool given[CL_TFS_FLAGS], b[CL_TFS_FLAGS];
     long l[CL_TFS_FLAGS];
     const char *s[CL_TFS_FLAGS];

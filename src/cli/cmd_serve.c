@@ -203,7 +203,8 @@ int cl_cmd_serve(int argc, char **argv)
         "Differences on purpose (docs/serve.md has the table): TLS is required on both ports unless\n"
         "--plaintext; REST is served over the same TLS, on 8501 by default (TF: off unless --rest_api_port);\n"
         "--grpc_socket_path and --use_alts_credentials are refused; an unknown flag is an error (TF: ignored)."};
-    cl_tfs_flags tf = {.timeout_ms = &timeout_ms, .engine_threads = &engine_threads, .rest_threads = &rest_threads};
+    cl_tfs_flags tf = {.timeout_ms = &timeout_ms, .engine_threads = &engine_threads, .rest_threads = &rest_threads,
+                       .max_bytes = &max_bytes};
     cl_opt all[CL_ARRAY_LEN(opts) + CL_TFS_FLAGS];
     size_t nall = cl_tfs_flags_table(&tf, opts, CL_ARRAY_LEN(opts), all, CL_ARRAY_LEN(all));
     int rc = cl_cli_parse(argc, argv, &usage, all, nall, NULL);

@@ -73,8 +73,8 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
      "models are ONNX files run by cloister's engine, not TensorFlow platforms"},
     {"per_process_gpu_memory_fraction", CL_ARG_STRING, TFS_NO_EFFECT, "no GPU is used (CPU inference in the TEE)"},
     {"saved_model_tags", CL_ARG_STRING, TFS_NO_EFFECT, "models are ONNX files, not SavedModels with tags"},
-    {"grpc_channel_arguments", CL_ARG_STRING, TFS_NO_EFFECT,
-     "cloister's gRPC server is not gRPC core; the largest request is --max_request_bytes"},
+    {"grpc_channel_arguments", CL_ARG_STRING, TFS_HONOURED,
+     "grpc.max_receive_message_length=N sets --max_request_bytes (both APIs); other arguments are warned about"},
     {"grpc_max_threads", CL_ARG_LONG, TFS_NO_EFFECT,
      "gRPC is served by an event loop; models run on --workers threads"},
     {"enable_model_warmup", CL_ARG_BOOL, TFS_NO_EFFECT,
@@ -103,6 +103,47 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
      "responses carry typed value fields; TF's clients (tf.make_ndarray) read both forms"},
     {"response_compression_algorithm", CL_ARG_STRING, TFS_NO_EFFECT, "responses are not compressed"},
 };
+
+/* --grpc_channel_arguments "k=v,k=v": grpc.max_receive_message_length is the largest request (-1:
+ * cloister's largest, 2 GiB); every other argument gets a warning. Returns -1 to go on, or CL_EXIT_USAGE. */
+static int channel_arguments(const char *list, long *max_bytes)
+{
+    const char *p = list;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        char item[256];
+        if (n == 0 || n >= sizeof item) {
+            fprintf(stderr, "cloister serve: --grpc_channel_arguments: '%.*s' is not KEY=VALUE\n", (int)n, p);
+            return CL_EXIT_USAGE;
+        }
+        memcpy(item, p, n);
+        item[n] = '\0';
+        p += n + (p[n] == ',');
+        char *eq = strchr(item, '=');
+        if (!eq || eq == item) {
+            fprintf(stderr, "cloister serve: --grpc_channel_arguments: '%s' is not KEY=VALUE\n", item);
+            return CL_EXIT_USAGE;
+        }
+        *eq = '\0';
+        const char *value = eq + 1;
+        if (strcmp(item, "grpc.max_receive_message_length") == 0) {
+            char *end = NULL;
+            errno = 0;
+            long v = strtol(value, &end, 10);
+            if (errno || end == value || *end || (v != -1 && (v < 1024 || v > (1L << 31)))) {
+                fprintf(stderr, "cloister serve: --grpc_channel_arguments: grpc.max_receive_message_length wants "
+                                "1024 to 2147483648 bytes (or -1), not '%s'\n", value);
+                return CL_EXIT_USAGE;
+            }
+            *max_bytes = v == -1 ? 1L << 31 : v;
+            CL_INFO("serve", "largest request: %ld bytes (grpc.max_receive_message_length, both APIs)", *max_bytes);
+        } else {
+            CL_WARN("serve", "--grpc_channel_arguments: %s has no effect in cloister serve: its gRPC server is not "
+                    "gRPC core (only grpc.max_receive_message_length is honoured)", item);
+        }
+    }
+    return -1;
+}
 
 static const tfs_flag *find_flag(const char *name)
 {
@@ -142,6 +183,10 @@ size_t cl_tfs_flags_table(cl_tfs_flags *f, const cl_opt *opts, size_t nopts, cl_
             o.dest = f->engine_threads;
             o.min = 0;
             o.max = 1024;
+        } else if (strcmp(t->name, "grpc_channel_arguments") == 0) {
+            int rc = f->s[i] ? channel_arguments(f->s[i], f->max_bytes) : -1;
+            if (rc >= 0)
+                return rc;
         } else if (strcmp(t->name, "tensorflow_session_parallelism") == 0) {
             o.min = 0;
             o.max = 1024;
@@ -188,6 +233,10 @@ int cl_tfs_flags_apply(cl_tfs_flags *f)
                 }
             }
             CL_WARN("serve", "--%s has no effect in cloister serve: %s", t->name, t->why);
+        } else if (strcmp(t->name, "grpc_channel_arguments") == 0) {
+            int rc = f->s[i] ? channel_arguments(f->s[i], f->max_bytes) : -1;
+            if (rc >= 0)
+                return rc;
         } else if (strcmp(t->name, "tensorflow_session_parallelism") == 0) {
             size_t intra = 0;
             while (strcmp(g_flags[intra].name, "tensorflow_intra_op_parallelism") != 0)

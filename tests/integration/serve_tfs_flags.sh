@@ -3,7 +3,8 @@
 # entrypoint (TF's --flag=value spelling, mutual TLS from --ssl_config_file) starts and serves REST and
 # gRPC, prints one warning per flag without effect, honours --rest_api_num_threads (event loops in the
 # start-up line), --rest_api_timeout_in_ms (a slow TLS client is cut at about the given time, the last of
-# two values counting) and --tensorflow_intra_op_parallelism (the engine's threads, counted in
+# two values counting), --grpc_channel_arguments' grpc.max_receive_message_length (a larger body gets 413)
+# and --tensorflow_intra_op_parallelism (the engine's threads, counted in
 # /proc/PID/task); every one of TF Serving's 50 flags is accepted in one start (the refused ones with
 # TF's default value); boolean spellings and last-wins; --version; refusals (UNIX socket, ALTS, a bad
 # value) and typos named with the closest flag; other commands still refuse a repeated option.
@@ -49,7 +50,8 @@ read -r gp rp < <(free_ports)
 start tfs --enable_model_warmup=true --rest_api_num_threads=3 --tensorflow_intra_op_parallelism=2 \
   --tensorflow_inter_op_parallelism=2 --port="$gp" --rest_api_port="$rp" --model_name=digits \
   --model_base_path="$ROOT/models/digits" --ssl_config_file=tls/ssl.cfg --file_system_poll_wait_seconds=0 \
-  --rest_api_timeout_in_ms=60000 --rest_api_timeout_in_ms=700
+  --rest_api_timeout_in_ms=60000 --rest_api_timeout_in_ms=700 \
+  --grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.max_receive_message_length=4096
 C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0.0.1 --cert tls/client/cert.pem --key tls/client/key.pem"
 expect "TF Serving's command line: started, mutual TLS, REST on 3 event loops (--rest_api_num_threads=3)" 0 \
   "serving: gRPC 0.0.0.0:$gp, REST 0.0.0.0:$rp on 3 threads \(mutual TLS\)" -- cat tfs.log
@@ -63,6 +65,11 @@ expect "  ... one for --tensorflow_inter_op_parallelism" 0 "^1$" -- \
 check "  ... and none for the flags it honours" \
   bash -c '! grep -E "(rest_api_num_threads|intra_op|rest_api_timeout_in_ms|model_name|port|ssl_config_file) has no effect" tfs.log' 
 expect "  ... --tensorflow_intra_op_parallelism=2: the engine's threads" 0 "engine threads per model run: 2" -- cat tfs.log
+head -c 5000 /dev/zero | tr '\0' ' ' >big.json
+expect "  ... grpc.max_receive_message_length=4096: a 5000-byte body is refused (413)" 0 "^413 .*limit is 4096 bytes" -- \
+  bash -c "$C -o body.txt -w '%{http_code} ' -d @big.json https://localhost:$rp/v1/models/digits:predict; cat body.txt"
+expect "  ... other channel arguments are warned about, one line each" 0 "^1$" -- \
+  grep -c "warn .*--grpc_channel_arguments: grpc.max_connection_age_ms has no effect in cloister serve" tfs.log
 # a TLS client that sends half a request and waits: cut at the request timeout, the last value (700 ms)
 cat >slow.py <<'EOF'
 import socket, ssl, sys, time
@@ -110,7 +117,7 @@ NOEFFECT=(--rest_api_enable_cors_support=false --allow_version_labels_for_unavai
   --num_unload_threads=0 --max_num_load_retries=5 --load_retry_interval_micros=60000000
   --flush_filesystem_caches=true --tensorflow_session_config_file=none.pbtxt --tensorflow_inter_op_parallelism=0
   --platform_config_file=platform.cfg --per_process_gpu_memory_fraction=0.5 --saved_model_tags=serve,gpu
-  --grpc_channel_arguments=grpc.max_connection_age_ms=2000 --grpc_max_threads=8 --enable_model_warmup
+  --grpc_max_threads=8 --enable_model_warmup
   --num_request_iterations_for_warmup=3 --monitoring_config_file=monitoring.cfg
   --remove_unused_fields_from_bundle_metagraph=true --prefer_tflite_model=false --use_tflite_model=0
   --num_tflite_pools=2 --num_tflite_interpreters_per_pool=1 --enable_signature_method_name_check=false
@@ -125,7 +132,7 @@ start all --plaintext --port="$gp" --rest_api_port="$rp" --grpc_socket_path= \
   --use_alts_credentials=false --rest_api_num_threads=2 --rest_api_timeout_in_ms=30000 --enable_batching=false \
   --batching_parameters_file= --model_config_file=models.cfg --model_name=ignored --model_base_path= \
   --file_system_poll_wait_seconds=1 --tensorflow_session_parallelism=0 --tensorflow_intra_op_parallelism=0 \
-  --ssl_config_file= --version=false "${NOEFFECT[@]}"
+  --ssl_config_file= --version=false --grpc_channel_arguments= "${NOEFFECT[@]}"
 expect "all 50 TF Serving flags at once: the server starts" 0 "serving: gRPC 0.0.0.0:$gp" -- cat all.log
 expect "  ... and serves the config file's model (--model_name is ignored with a config file, as in TF)" 0 \
   '"logits"' -- curl -sS --max-time 10 -d @x.json "http://127.0.0.1:$rp/v1/models/digits:predict"
@@ -140,6 +147,7 @@ expect "--help lists every TF flag with what it does here" 0 "^50$" -- bash -c "
   for f in port grpc_socket_path rest_api_port rest_api_num_threads rest_api_timeout_in_ms enable_batching \
     batching_parameters_file model_config_file model_name model_base_path file_system_poll_wait_seconds \
     tensorflow_session_parallelism tensorflow_intra_op_parallelism use_alts_credentials ssl_config_file version \
+    grpc_channel_arguments \
     $(printf '%s ' "${NOEFFECT[@]%%=*}" | sed 's/--//g'); do
     \"$CLOISTER\" serve --help | grep -Eq -- \"^  --\$f[ =[]\" && echo \$f; done | sort -u | wc -l"
 
@@ -173,6 +181,8 @@ expect "--use_alts_credentials is refused with the reason" 2 "--use_alts_credent
   "$CLOISTER" serve --plaintext --allow-empty --use_alts_credentials
 expect "a GPU memory fraction that is not a fraction" 2 "--per_process_gpu_memory_fraction wants a number from 0 to 1, not '2'" -- \
   "$CLOISTER" serve --plaintext --allow-empty --per_process_gpu_memory_fraction=2
+expect "a channel argument that is not KEY=VALUE" 2 "--grpc_channel_arguments: 'foo' is not KEY=VALUE" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --grpc_channel_arguments=grpc.x=1,foo
 expect "a number flag with a word" 2 "option --grpc_max_threads wants a whole number" -- \
   "$CLOISTER" serve --plaintext --allow-empty --grpc_max_threads=many
 expect "a typo'd TF flag is refused, naming it and the closest flag" 2 \
