@@ -291,10 +291,15 @@ int cl_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t *out_len, 
 /* ---------------------------------------------------------------- argument parsing */
 
 /* A declarative option table for CLI subcommands, built on getopt_long. Each option writes into the
- * storage it points to: a `const char **` for CL_ARG_STRING, a `bool *` for CL_ARG_FLAG,
- * a `long *` for CL_ARG_LONG (the string is range-checked against min/max). Repeated
- * string options go into a `cl_strlist *` for CL_ARG_LIST. */
-typedef enum { CL_ARG_FLAG, CL_ARG_STRING, CL_ARG_LONG, CL_ARG_LIST } cl_arg_kind;
+ * storage it points to: a `const char **` for CL_ARG_STRING, a `bool *` for CL_ARG_FLAG and
+ * CL_ARG_BOOL, a `long *` for CL_ARG_LONG (the string is range-checked against min/max). Repeated
+ * string options go into a `cl_strlist *` for CL_ARG_LIST. CL_ARG_FLAG takes no value (`--x`);
+ * CL_ARG_BOOL is a boolean as TensorFlow's flag parser takes it: `--x` or `--x=true|false|1|0`.
+ * Values follow `--name=VALUE` or `--name VALUE` (not for CL_ARG_BOOL, whose value needs the `=`).
+ * An option given twice is an error unless it is a list or `last_wins` is set (the last one counts,
+ * as in TensorFlow's parser); with last_wins an empty string value leaves a CL_ARG_STRING option unset
+ * (TensorFlow's default for its string flags). `given`, when set, is set to true when it appears. */
+typedef enum { CL_ARG_FLAG, CL_ARG_STRING, CL_ARG_LONG, CL_ARG_LIST, CL_ARG_BOOL } cl_arg_kind;
 
 typedef struct cl_strlist {
     const char **items;
@@ -309,6 +314,8 @@ typedef struct cl_opt {
     const char *help;
     bool required;
     long min, max;       /* CL_ARG_LONG only */
+    bool last_wins;      /* given twice: the last value counts (else a usage error) */
+    bool *given;         /* optional: set to true when the option appears */
 } cl_opt;
 
 typedef struct cl_cmd_usage {
@@ -316,7 +323,8 @@ typedef struct cl_cmd_usage {
     const char *summary; /* one paragraph shown by --help */
 } cl_cmd_usage;
 
-/* Parses argv (argv[0] is the subcommand name). Returns 0 on success, 1 if --help was printed
+/* Parses argv (argv[0] is the subcommand name). An unknown option is refused naming it, with the
+ * closest option of the table suggested when one is near (a typo). Returns 0 on success, 1 if --help was printed
  * (caller exits 0), -1 on a usage error (message in err; caller exits 2). Positional arguments
  * are refused unless `positional` is non-NULL, in which case they are collected there. Every
  * table also takes --log-level LEVEL and --log-format text|json (the global options of

@@ -33,6 +33,24 @@ int cl_cli_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt 
 bool cl_cli_omp_wait_valid(const char *policy);
 void cl_cli_omp_wait_policy(int argc, char **argv, int cmd);
 
+/* TensorFlow Serving's flags for `cloister serve` (tfs_flags.c): every flag of tensorflow_model_server
+ * is accepted. cl_tfs_flags_table copies serve's own table into `out` (room for nopts + CL_TFS_FLAGS),
+ * makes TF's flags among them last-wins, and appends the TF flags serve does not declare, writing into
+ * `f` (and into the targets below for the ones that set serve's values). After parsing,
+ * cl_tfs_flags_apply prints --version (returns CL_EXIT_OK), refuses a flag that cannot be honoured
+ * safely (CL_EXIT_USAGE, message on stderr), warns once per flag given that has no effect here, maps
+ * the honoured ones, and returns -1 to go on. */
+#define CL_TFS_FLAGS 50
+typedef struct cl_tfs_flags {
+    long *timeout_ms, *engine_threads, *rest_threads, *max_bytes; /* serve's values, set before the table */
+    bool given[CL_TFS_FLAGS], b[CL_TFS_FLAGS];
+    long l[CL_TFS_FLAGS];
+    const char *s[CL_TFS_FLAGS];
+    char help[CL_TFS_FLAGS][256];
+} cl_tfs_flags;
+size_t cl_tfs_flags_table(cl_tfs_flags *f, const cl_opt *opts, size_t nopts, cl_opt *out, size_t cap);
+int cl_tfs_flags_apply(cl_tfs_flags *f);
+
 /* A progress bar on stderr, drawn only when stderr is a terminal and total >= min_total.
  * Not thread-safe. */
 typedef struct cl_progress {

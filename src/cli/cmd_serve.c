@@ -10,7 +10,8 @@
  * SIGTERM/SIGINT raise one stop token that every wait of the start-up and of the key fetches (the
  * key source's connects, TLS I/O and backoff, the version poller) ends on; a watcher thread then stops
  * the server (it drains requests in flight), or the start-up ends with a non-zero status.
- * --access_log opens the access log (a file appended to, or stderr) among the local checks. */
+ * --access_log opens the access log (a file appended to, or stderr) among the local checks.
+ * TF Serving's other flags (tfs_flags.c) join the table: honoured, or warned about, or refused. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -111,7 +112,7 @@ int cl_cmd_serve(int argc, char **argv)
                                                        "instead of a configured one; clients verify it with --attest",
          false},
         {"plaintext", CL_ARG_FLAG, &plaintext, NULL, "serve without TLS (h2c and http); never in production", false},
-        {"model_name", CL_ARG_STRING, &model_name, "NAME", "name of the served model", false},
+        {"model_name", CL_ARG_STRING, &model_name, "NAME", "name of the served model (default: default)", false},
         {"model_base_path", CL_ARG_STRING, &model_base, "DIR", "model directory: DIR/<version>/model.onnx[.sealed]",
          false},
         {"model_config_file", CL_ARG_STRING, &model_cfg, "FILE", "several models", false},
@@ -162,11 +163,12 @@ int cl_cmd_serve(int argc, char **argv)
         {"queue", CL_ARG_LONG, &queue, "N", "requests waiting for a worker before new ones get UNAVAILABLE / HTTP "
                                            "429 (default 64)", false, 1, 1000000},
         {"rest_api_num_threads", CL_ARG_LONG, &rest_threads, "N", "event loops (threads) serving REST (default: "
-                                                                  "one per CPU, at most 4)", false, 1, 64},
+                                                                  "one per CPU, at most 4; above 64: 64)", false, 1,
+         1000000},
         {"inline_max_us", CL_ARG_LONG, &inline_us, "US", "models that typically run within this long run on the "
                                                         "network thread, without a worker hand-off (default 200; 0: "
                                                         "never)", false, 0, 100000},
-        {"enable_batching", CL_ARG_FLAG, &batching, NULL, "run concurrent requests for a model as one batch (models "
+        {"enable_batching", CL_ARG_BOOL, &batching, NULL, "run concurrent requests for a model as one batch (models "
                                                           "whose inputs and outputs have a dynamic first dim)", false},
         {"batching_parameters_file", CL_ARG_STRING, &batching_file, "FILE", "TF Serving BatchingParameters text "
                                                                              "file", false},
@@ -195,9 +197,18 @@ int cl_cmd_serve(int argc, char **argv)
         "SIGTERM stops accepting connections and lets requests in flight finish; during the start-up (or a key\n"
         "fetch of the version poller) it ends the wait for the key server at once.\n"
         "Models: DIR/<version>/model.onnx or model.onnx.sealed, latest version served, new versions swapped in.\n"
-        "Sealed models need --keyserver: the server attests to it (RA-TLS) and receives their keys at start-up."};
-    int rc = cl_cli_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL);
-    if (rc >= 0)
+        "Sealed models need --keyserver: the server attests to it (RA-TLS) and receives their keys at start-up.\n"
+        "Every tensorflow_model_server flag is accepted (--flag=value or --flag value; booleans --flag or\n"
+        "--flag=true|false|1|0; repeated: the last counts); those marked 'TF Serving: no effect' only warn.\n"
+        "Differences on purpose (docs/serve.md has the table): TLS is required on both ports unless\n"
+        "--plaintext; REST is served over the same TLS, on 8501 by default (TF: off unless --rest_api_port);\n"
+        "--grpc_socket_path and --use_alts_credentials are refused; an unknown flag is an error (TF: ignored)."};
+    cl_tfs_flags tf = {.timeout_ms = &timeout_ms, .engine_threads = &engine_threads, .rest_threads = &rest_threads,
+                       .max_bytes = &max_bytes};
+    cl_opt all[CL_ARRAY_LEN(opts) + CL_TFS_FLAGS];
+    size_t nall = cl_tfs_flags_table(&tf, opts, CL_ARRAY_LEN(opts), all, CL_ARRAY_LEN(all));
+    int rc = cl_cli_parse(argc, argv, &usage, all, nall, NULL);
+    if (rc >= 0 || (rc = cl_tfs_flags_apply(&tf)) >= 0)
         return rc;
     /* main.c applied it (cl_cli_omp_wait_policy) before the OpenMP runtime started */
     if (omp_wait && !cl_cli_omp_wait_valid(omp_wait)) {
@@ -272,8 +283,10 @@ int cl_cmd_serve(int argc, char **argv)
         cl_err_set(&err, CL_E_INVALID, "--port and --rest_api_port must differ");
         return cl_cli_usage_error("serve", &err);
     }
-    if ((model_name != NULL) != (model_base != NULL)) {
-        cl_err_set(&err, CL_E_INVALID, "--model_name and --model_base_path go together");
+    if (model_base && !model_name)
+        model_name = "default"; /* TF Serving's default name */
+    if (model_name && !model_base && !model_cfg) { /* with a config file TF ignores both */
+        cl_err_set(&err, CL_E_INVALID, "--model_name needs --model_base_path (they go together)");
         return cl_cli_usage_error("serve", &err);
     }
     if (!model_base && !model_cfg && !allow_empty) {

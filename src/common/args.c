@@ -1,5 +1,7 @@
 /* args.c — declarative option tables for the CLI subcommands (on top of getopt_long): parsing,
- * range checks, required options, duplicate detection and generated --help text.
+ * range checks, required options, duplicate detection (or last-wins, per option), TensorFlow-style
+ * booleans (--x, --x=true|false|1|0), the closest option suggested for an unknown one, and
+ * generated --help text.
  * Not thread-safe (getopt keeps global state); only the CLI's main thread calls it. */
 #include "cloister/common.h"
 
@@ -28,6 +30,52 @@ static int strlist_push(cl_strlist *l, const char *s)
     return 0;
 }
 
+/* edit distance between a and b (at most 63 characters each are compared) */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strnlen(a, 63), lb = strnlen(b, 63), row[64];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+/* the option of the table nearest to the unknown `arg` ("--name" or "--name=value"), if it is near:
+ * at most a third of the name's length (and 3) edits away */
+static const char *closest_option(const char *arg, const cl_opt *opts, size_t nopts)
+{
+    char name[64];
+    while (*arg == '-')
+        arg++;
+    size_t n = strcspn(arg, "=");
+    if (n == 0 || n >= sizeof name)
+        return NULL;
+    memcpy(name, arg, n);
+    name[n] = '\0';
+    const char *best = NULL;
+    size_t best_d = n / 3 < 3 ? n / 3 : 3;
+    for (size_t i = 0; i < nopts; i++) {
+        size_t d = edit_distance(name, opts[i].name);
+        if (d <= best_d && (!best || d < best_d)) {
+            best = opts[i].name;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
 void cl_args_print_help(const cl_cmd_usage *usage, const cl_opt *opts, size_t nopts)
 {
     printf("usage: %s\n\n", usage->usage);
@@ -36,12 +84,12 @@ void cl_args_print_help(const cl_cmd_usage *usage, const cl_opt *opts, size_t no
     printf("options:\n");
     for (size_t i = 0; i < nopts; i++) {
         char left[64];
-        if (opts[i].metavar)
+        if (opts[i].metavar && opts[i].kind != CL_ARG_BOOL)
             snprintf(left, sizeof left, "--%s %s", opts[i].name, opts[i].metavar);
         else
             snprintf(left, sizeof left, "--%s", opts[i].name);
-        printf("  %-28s %s%s%s\n", left, opts[i].help ? opts[i].help : "",
-               opts[i].required ? " (required)" : "",
+        printf("  %-28s %s%s%s%s\n", left, opts[i].help ? opts[i].help : "",
+               opts[i].kind == CL_ARG_BOOL ? " (or =true|false)" : "", opts[i].required ? " (required)" : "",
                opts[i].kind == CL_ARG_LIST ? " (repeatable)" : "");
     }
     printf("  %-28s %s\n", "--log-level LEVEL", "debug, info, warn, error or off (default info, or $CLOISTER_LOG)");
@@ -61,7 +109,9 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
     }
     for (size_t i = 0; i < nopts; i++) {
         lo[i].name = opts[i].name;
-        lo[i].has_arg = opts[i].kind == CL_ARG_FLAG ? no_argument : required_argument;
+        lo[i].has_arg = opts[i].kind == CL_ARG_FLAG   ? no_argument
+                        : opts[i].kind == CL_ARG_BOOL ? optional_argument
+                                                      : required_argument;
         lo[i].val = 1000 + (int)i;
     }
     lo[nopts].name = "help";
@@ -97,7 +147,11 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
             continue;
         }
         if (c == '?') {
-            cl_err_set(err, CL_E_INVALID, "unknown option '%s' (see --help)", argv[optind - 1]);
+            const char *arg = argv[optind - 1], *near = closest_option(arg, opts, nopts);
+            if (strncmp(arg, "--", 2) == 0 && arg[2] && near)
+                cl_err_set(err, CL_E_INVALID, "unknown option '%s' (did you mean --%s? see --help)", arg, near);
+            else
+                cl_err_set(err, CL_E_INVALID, "unknown option '%s' (see --help)", arg);
             goto out;
         }
         if (c == ':') {
@@ -106,16 +160,33 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
         }
         size_t i = (size_t)(c - 1000);
         const cl_opt *o = &opts[i];
-        if (seen[i] && o->kind != CL_ARG_LIST) {
+        if (seen[i] && o->kind != CL_ARG_LIST && !o->last_wins) {
             cl_err_set(err, CL_E_INVALID, "option --%s given more than once", o->name);
             goto out;
         }
         seen[i] = true;
+        if (o->given)
+            *o->given = true;
         switch (o->kind) {
         case CL_ARG_FLAG:
             *(bool *)o->dest = true;
             break;
+        case CL_ARG_BOOL:
+            if (!optarg || strcmp(optarg, "true") == 0 || strcmp(optarg, "1") == 0) {
+                *(bool *)o->dest = true;
+            } else if (strcmp(optarg, "false") == 0 || strcmp(optarg, "0") == 0) {
+                *(bool *)o->dest = false;
+            } else {
+                cl_err_set(err, CL_E_INVALID, "option --%s wants true or false (or 1 or 0), not '%s'", o->name,
+                           optarg);
+                goto out;
+            }
+            break;
         case CL_ARG_STRING:
+            if (optarg[0] == '\0' && o->last_wins) { /* TF's flags: empty is the default, unset */
+                *(const char **)o->dest = NULL;
+                break;
+            }
             if (optarg[0] == '\0') {
                 cl_err_set(err, CL_E_INVALID, "option --%s needs a non-empty value", o->name);
                 goto out;

@@ -191,6 +191,71 @@ static int parse(parsed *p, int argc, char **argv, cl_strlist *pos, cl_err *err)
     return cl_args_parse(argc, argv, &usage, opts, CL_ARRAY_LEN(opts), pos, err);
 }
 
+/* TensorFlow-style options: booleans --x / --x=true|false|1|0, last-wins, empty string resets, `given`,
+ * and the closest option suggested for a typo */
+static void test_args_tf_style(void **state)
+{
+    (void)state;
+    bool b = false, b_given = false;
+    const char *s = "preset";
+    long n = 0;
+    const cl_opt opts[] = {
+        {"enable_thing", CL_ARG_BOOL, &b, NULL, "a TF bool", false, 0, 0, true, &b_given},
+        {"path", CL_ARG_STRING, &s, "P", "a TF string", false, 0, 0, true, NULL},
+        {"count", CL_ARG_LONG, &n, "N", "a TF number", false, 0, 100, true, NULL},
+        {"strict", CL_ARG_LONG, &n, "N", "not last-wins", false, 0, 100},
+    };
+    const cl_cmd_usage usage = {"test", NULL};
+    cl_err err = {0};
+    struct { const char *arg; int rc; bool want; } bools[] = {
+        {"--enable_thing", 0, true}, {"--enable_thing=true", 0, true}, {"--enable_thing=1", 0, true},
+        {"--enable_thing=false", 0, false}, {"--enable_thing=0", 0, false}, {"--enable_thing=yes", -1, false},
+        {"--enable_thing=", -1, false}, {"--enable_thing=TRUE", -1, false},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bools); i++) {
+        char *argv[] = {"cmd", (char *)bools[i].arg, NULL};
+        b = !bools[i].want;
+        b_given = false;
+        assert_int_equal(cl_args_parse(2, argv, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), bools[i].rc);
+        if (bools[i].rc == 0) {
+            assert_int_equal(b, bools[i].want);
+            assert_true(b_given);
+        } else {
+            assert_non_null(strstr(err.msg, "wants true or false (or 1 or 0)"));
+        }
+    }
+    /* a bool's value needs the '=': the next word is a positional argument, refused here */
+    char *spaced[] = {"cmd", "--enable_thing", "false", NULL};
+    assert_int_equal(cl_args_parse(3, spaced, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "unexpected argument 'false'"));
+
+    char *last[] = {"cmd", "--count=3", "--enable_thing", "--count", "7", "--enable_thing=false", "--path=a",
+                    "--path", "b", NULL};
+    assert_int_equal(cl_args_parse(9, last, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), 0);
+    assert_int_equal(n, 7);
+    assert_false(b);
+    assert_string_equal(s, "b");
+    char *reset[] = {"cmd", "--path=a", "--path=", NULL};
+    assert_int_equal(cl_args_parse(3, reset, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), 0);
+    assert_null(s);
+    char *strict[] = {"cmd", "--strict=1", "--strict=2", NULL};
+    assert_int_equal(cl_args_parse(3, strict, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "option --strict given more than once"));
+
+    char *typo[] = {"cmd", "--enable_thnig=true", NULL};
+    assert_int_equal(cl_args_parse(2, typo, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), -1);
+    assert_string_equal(err.msg, "unknown option '--enable_thnig=true' (did you mean --enable_thing? see --help)");
+    char *far[] = {"cmd", "--frobnicate", NULL};
+    assert_int_equal(cl_args_parse(2, far, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), -1);
+    assert_string_equal(err.msg, "unknown option '--frobnicate' (see --help)");
+    char *shortname[] = {"cmd", "--pth", NULL}; /* 3 letters: one edit allowed */
+    assert_int_equal(cl_args_parse(2, shortname, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), -1);
+    assert_string_equal(err.msg, "unknown option '--pth' (did you mean --path? see --help)");
+    char *dashes[] = {"cmd", "--", "x", NULL};
+    assert_int_equal(cl_args_parse(3, dashes, &usage, opts, CL_ARRAY_LEN(opts), NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "unexpected argument 'x'"));
+}
+
 static void test_args(void **state)
 {
     (void)state;
@@ -815,7 +880,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_errors),       cmocka_unit_test(test_hex), cmocka_unit_test(test_b64),
-        cmocka_unit_test(test_args),         cmocka_unit_test(test_secmem),
+        cmocka_unit_test(test_args), cmocka_unit_test(test_args_tf_style),         cmocka_unit_test(test_secmem),
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_log_formats),  cmocka_unit_test(test_log_long_and_sink),
