@@ -123,9 +123,11 @@ void cl_cli_omp_wait_policy(int argc, char **argv, int cmd)
     if (strcmp(argv[cmd], "serve") != 0)
         return;
     const char *want = NULL, *have = getenv("OMP_WAIT_POLICY");
-    for (int i = cmd + 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--omp-wait-policy") == 0)
-            want = argv[i + 1];
+    for (int i = cmd + 1; i < argc; i++) /* as getopt reads it: --omp-wait-policy V or --omp-wait-policy=V */
+        if (strcmp(argv[i], "--omp-wait-policy") == 0 && i + 1 < argc)
+            want = argv[++i];
+        else if (strncmp(argv[i], "--omp-wait-policy=", 18) == 0)
+            want = argv[i] + 18;
     if (want && !cl_cli_omp_wait_valid(want))
         return; /* `serve` refuses it */
     if (!want) {

@@ -35,6 +35,8 @@ expect "  ... OMP_WAIT_POLICY from the environment is kept" 2 "OpenMP threads wa
   env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext
 expect "  ... --omp-wait-policy wins over the environment" 2 "OpenMP threads wait passive \(OMP_WAIT_POLICY\)" -- \
   env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy passive
+expect "  ... --omp-wait-policy=V as getopt also reads it" 2 "OpenMP threads wait active \(OMP_WAIT_POLICY\)" -- \
+  env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy=active
 expect "  ... runtime-default removes it: libgomp's own brief spinning" 2 \
   "OpenMP threads wait spinning briefly, then sleeping \(OMP_WAIT_POLICY unset: libgomp's default\)" -- \
   env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy runtime-default
