@@ -224,7 +224,8 @@ typedef struct cl_strbuf {
 void cl_strbuf_put(cl_strbuf *b, const void *s, size_t n);
 void cl_strbuf_str(cl_strbuf *b, const char *s);
 void cl_strbuf_fmt(cl_strbuf *b, const char *fmt, ...) CL_PRINTF(2, 3);
-/* A JSON string literal: quotes, and \\, \" and \u00XX escapes for control characters. */
+/* A JSON string literal: quotes, and \\, \" and \u00XX escapes for control characters; each byte that does
+ * not belong to a well-formed UTF-8 sequence becomes U+FFFD, so the literal is always valid UTF-8. */
 void cl_strbuf_json_string(cl_strbuf *b, const char *s);
 /* The string (malloc()ed, NUL-terminated, length in *len when not NULL), or NULL after a failure
  * (then the buffer is freed). */

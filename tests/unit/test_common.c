@@ -122,6 +122,13 @@ static void test_strbuf(void **state)
     assert_int_equal(b.len, 3);
     assert_null(cl_strbuf_take(&b, &len));
     assert_null(b.p);
+    /* bytes that are not UTF-8 become U+FFFD; well-formed multibyte sequences are kept as they are */
+    cl_strbuf_json_string(&b, "m\xff\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xc3(\xed\xa0\x80\xc0\xaf\xe2\x82");
+    s = cl_strbuf_take(&b, &len);
+    assert_non_null(s);
+    assert_string_equal(s, "\"m\xef\xbf\xbd\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd("
+                           "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    free(s);
 }
 
 static void test_b64(void **state)
