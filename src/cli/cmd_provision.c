@@ -186,8 +186,8 @@ int cl_cmd_provision(int argc, char **argv)
             cl_cli_fail(argv[0], &werr);
             goto done;
         }
-        fprintf(stderr, "cloister provision: wrote '%s' (%zu bytes) to %s\n", res.secrets[i].name,
-                res.secrets[i].len, path);
+        fprintf(stderr, "cloister provision: wrote '%s' (%zu byte%s) to %s\n", res.secrets[i].name,
+                res.secrets[i].len, res.secrets[i].len == 1 ? "" : "s", path);
     }
     if (frc != 0) {
         cl_cli_fail(argv[0], &err);

@@ -101,7 +101,9 @@ cmp -s "$T/value" "$T/got" || fail "provisioned value differs"
 if prov --secret model-key --out "$T/got2" --sim-debug 2>"$T/debug.err"; then fail "a debug enclave got the secret"; fi
 grep -q "the key server's policy did not accept this server's evidence (reason: debug_not_allowed: " "$T/debug.err" ||
   fail "the debug denial does not say why: $(cat "$T/debug.err")"
-if prov --secret spare --out "$T/got3" 2>/dev/null; then fail "an unknown secret was released"; fi
+if prov --secret spare --out "$T/got3" 2>"$T/spare.err"; then fail "an unknown secret was released"; fi
+grep -q "denied 1 of 1 secret: 'spare' (reason: secret_not_granted: the policy does not grant it " "$T/spare.err" ||
+  fail "the denial of one secret is not worded for one: $(cat "$T/spare.err")"
 prov --secret-prov --out "$T/got4" 2>/dev/null || fail "secret_prov protocol failed"
 cmp -s "$T/value" "$T/got4" || fail "secret_prov value differs"
 
