@@ -113,6 +113,11 @@ int cl_cmd_provision(int argc, char **argv)
         goto done;
     }
     rc = CL_EXIT_FAIL;
+    /* SIGTERM/SIGINT from here on raise the stop token, before any temporary file exists */
+    if (!(g_stop = cl_stop_new(&err)) || handle_stop_signals(true, &err) != 0) {
+        cl_cli_fail(argv[0], &err);
+        goto done;
+    }
     /* Every local check before the key server is contacted, so nothing is released that cannot be
      * written: the output files are opened now (an existing one without --force, a missing or
      * unwritable directory, two secrets mapped to one file are refused here), and committed after. */
@@ -144,10 +149,6 @@ int cl_cmd_provision(int argc, char **argv)
             cl_cli_fail(argv[0], &err);
             goto done;
         }
-    }
-    if (!(g_stop = cl_stop_new(&err)) || handle_stop_signals(true, &err) != 0) {
-        cl_cli_fail(argv[0], &err);
-        goto done;
     }
     cl_attest_provider_config pc = {.kind = kind, .root = root, .sim_qe_key_file = sim_key,
                                     .sim_isv_prod_id = (uint16_t)prod, .sim_isv_svn = (uint16_t)svn,
