@@ -129,6 +129,10 @@ typedef struct cl_log_sink cl_log_sink;
 /* path "stderr" or "-": standard error; otherwise a file, created with mode 0640 if missing and
  * appended to. Fails with an actionable message (a directory, no permission, ...). */
 cl_log_sink *cl_log_sink_open(const char *path, cl_err *err);
+/* Opens the sink's path again (log rotation: the file was renamed or removed) and swaps it in
+ * atomically: safe while other threads write (each line goes whole to the old file or the new one).
+ * Nothing to do for stderr. On failure the sink keeps writing to the file it had. */
+int cl_log_sink_reopen(cl_log_sink *s, cl_err *err);
 void cl_log_sink_close(cl_log_sink *s);
 void cl_log_sink_write(cl_log_sink *s, cl_log_level level, const char *module, const cl_log_field *fields,
                        size_t n_fields, const char *fmt, ...) CL_PRINTF(6, 7);
@@ -224,7 +228,8 @@ typedef struct cl_strbuf {
 void cl_strbuf_put(cl_strbuf *b, const void *s, size_t n);
 void cl_strbuf_str(cl_strbuf *b, const char *s);
 void cl_strbuf_fmt(cl_strbuf *b, const char *fmt, ...) CL_PRINTF(2, 3);
-/* A JSON string literal: quotes, and \\, \" and \u00XX escapes for control characters. */
+/* A JSON string literal: quotes, and \\, \" and \u00XX escapes for control characters; each byte that does
+ * not belong to a well-formed UTF-8 sequence becomes U+FFFD, so the literal is always valid UTF-8. */
 void cl_strbuf_json_string(cl_strbuf *b, const char *s);
 /* The string (malloc()ed, NUL-terminated, length in *len when not NULL), or NULL after a failure
  * (then the buffer is freed). */

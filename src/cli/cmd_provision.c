@@ -1,11 +1,37 @@
 /* cmd_provision.c — `cloister provision`: obtains secrets from a key server with RA-TLS, exactly as
- * the model server does at start-up, and writes them to files (mode 0600) for scripts and tests. */
+ * the model server does at start-up, and writes them to files (mode 0600) for scripts and tests.
+ * SIGTERM/SIGINT raise a stop token that ends the key server wait at once (connect, TLS I/O, backoff);
+ * a signal before the secrets are written means none is written (the temporary files go). */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "cloister/keyserver.h"
+
+static cl_stop *g_stop;
+static volatile sig_atomic_t g_signal;
+
+static void on_stop_signal(int sig)
+{
+    if (!g_signal)
+        g_signal = sig;
+    cl_stop_raise(g_stop);
+}
+
+/* on: the handler above; off: the default action again */
+static int handle_stop_signals(bool on, cl_err *err)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on ? on_stop_signal : SIG_DFL;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        return cl_err_errno(err, CL_E_INTERNAL, errno, "cannot install the SIGTERM/SIGINT handlers");
+    return 0;
+}
 
 /* Where a secret goes: --out, or DIR/NAME with '/' as '_' (name NULL: the secret_prov secret). */
 static void output_path(const char *out, const char *out_dir, const char *name, char *path, size_t size)
@@ -59,7 +85,8 @@ int cl_cmd_provision(int argc, char **argv)
     const cl_cmd_usage usage = {
         "cloister provision --keyserver HOST:PORT --ca CA.pem [--evidence sim] --secret NAME --out FILE",
         "Creates a fresh RA-TLS identity (key + certificate carrying evidence bound to it), connects to the key\n"
-        "server(s) with retries and backoff, and writes the granted secrets. Exit 1 if anything is denied."};
+        "server(s) with retries and backoff, and writes the granted secrets. Exit 1 if anything is denied.\n"
+        "SIGTERM/SIGINT end the wait for the key server at once: exit 1, and no secret is written."};
     size_t nopts = 17 + cl_cli_sim_tdx_opts(&tdx, opts + 17);
     int rc = cl_cli_parse(argc, argv, &usage, opts, nopts, NULL);
     cl_err err = {0};
@@ -86,6 +113,11 @@ int cl_cmd_provision(int argc, char **argv)
         goto done;
     }
     rc = CL_EXIT_FAIL;
+    /* SIGTERM/SIGINT from here on raise the stop token, before any temporary file exists */
+    if (!(g_stop = cl_stop_new(&err)) || handle_stop_signals(true, &err) != 0) {
+        cl_cli_fail(argv[0], &err);
+        goto done;
+    }
     /* Every local check before the key server is contacted, so nothing is released that cannot be
      * written: the output files are opened now (an existing one without --force, a missing or
      * unwritable directory, two secrets mapped to one file are refused here), and committed after. */
@@ -132,8 +164,14 @@ int cl_cmd_provision(int argc, char **argv)
     cl_provision_options o = {.servers = servers.items, .server_count = servers.count, .ca_file = ca,
                               .server_name = server_name, .identity = id, .names = names.items,
                               .name_count = names.count, .secret_prov = secret_prov, .attempts = (int)attempts,
-                              .backoff_ms = (int)backoff, .timeout_ms = (int)timeout};
+                              .backoff_ms = (int)backoff, .timeout_ms = (int)timeout, .stop = g_stop};
     int frc = cl_provision_fetch(&o, &res, &err);
+    if (cl_stop_raised(g_stop)) { /* a signal during the fetch, or just after it: nothing is written */
+        cl_err_set(&err, CL_E_IO, "stopped by %s while waiting for the key server: no secret was written",
+                   g_signal == SIGINT ? "SIGINT" : "SIGTERM");
+        cl_cli_fail(argv[0], &err);
+        goto done;
+    }
     /* write what was granted, even when something else was denied */
     for (size_t i = 0; i < res.count && i < expect; i++) {
         if (!res.secrets[i].granted)
@@ -149,8 +187,8 @@ int cl_cmd_provision(int argc, char **argv)
             cl_cli_fail(argv[0], &werr);
             goto done;
         }
-        fprintf(stderr, "cloister provision: wrote '%s' (%zu bytes) to %s\n", res.secrets[i].name,
-                res.secrets[i].len, path);
+        fprintf(stderr, "cloister provision: wrote '%s' (%zu byte%s) to %s\n", res.secrets[i].name,
+                res.secrets[i].len, res.secrets[i].len == 1 ? "" : "s", path);
     }
     if (frc != 0) {
         cl_cli_fail(argv[0], &err);
@@ -161,11 +199,17 @@ done:
     for (size_t i = 0; files && i < expect; i++)
         cl_atomic_abort(&files[i]); /* what was not committed: the temporary files go */
     free(files);
-    cl_provision_result_free(&res);
+    cl_provision_result_free(&res); /* the secrets' memory is wiped as it is freed */
     cl_ratls_identity_free(id);
     cl_attest_provider_free(prov);
     cl_strlist_free(&servers);
     cl_strlist_free(&names);
     cl_strlist_free(&tdx.rtmrs);
+    if (g_stop) {
+        cl_err ignored = {0};
+        handle_stop_signals(false, &ignored);
+        cl_stop_free(g_stop);
+        g_stop = NULL;
+    }
     return rc;
 }

@@ -10,14 +10,18 @@
  * SIGTERM/SIGINT raise one stop token that every wait of the start-up and of the key fetches (the
  * key source's connects, TLS I/O and backoff, the version poller) ends on; a watcher thread then stops
  * the server (it drains requests in flight), or the start-up ends with a non-zero status.
- * --access_log opens the access log (a file appended to, or stderr) among the local checks.
+ * --access_log opens the access log (a file appended to, or stderr) among the local checks; SIGHUP
+ * reopens it (log rotation), on the watcher thread.
  * TF Serving's other flags (tfs_flags.c) join the table: honoured, or warned about, or refused. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cloister/repo.h"
@@ -38,17 +42,43 @@ static void on_stop_signal(int sig)
 
 static const char *signal_name(void) { return g_signal == SIGINT ? "SIGINT" : "SIGTERM"; }
 
+/* SIGHUP: a byte down this pipe wakes the watcher, which reopens the access log (write(2) is
+ * async-signal-safe; the reopen is not, so it is not done in the handler). */
+static int g_hup_pipe[2] = {-1, -1};
+
+static void on_hup_signal(int sig)
+{
+    (void)sig;
+    int e = errno;
+    (void)!write(g_hup_pipe[1], "h", 1); /* non-blocking: a full pipe already has a reopen pending */
+    errno = e;
+}
+
 typedef struct stop_watcher {
     pthread_t thread;
     bool started;
     cl_serve_server *srv;
+    cl_log_sink *access_log;
 } stop_watcher;
 
 static void *watch_main(void *arg)
 {
     stop_watcher *w = arg;
-    while (!cl_stop_raised(g_stop))
-        cl_net_wait(-1, 0, 1000, g_stop); /* ends at once when the token is raised */
+    while (!cl_stop_raised(g_stop)) {
+        /* ends at once when the token is raised */
+        if (cl_net_wait(g_hup_pipe[0], POLLIN, 1000, g_stop) != 1)
+            continue;
+        char drain[64];
+        while (read(g_hup_pipe[0], drain, sizeof drain) > 0) {
+        }
+        cl_err err = {0};
+        if (!w->access_log)
+            CL_INFO("serve", "received SIGHUP: no --access_log file to reopen");
+        else if (cl_log_sink_reopen(w->access_log, &err) != 0)
+            CL_WARN("serve", "received SIGHUP: %s (the access log goes on to the file it had)", err.msg);
+        else
+            CL_INFO("serve", "received SIGHUP: access log reopened");
+    }
     if (g_signal) {
         CL_INFO("serve", "received %s: stopping", signal_name());
         cl_serve_server_stop(w->srv);
@@ -65,6 +95,16 @@ static int handle_stop_signals(bool on, cl_err *err)
     sigemptyset(&sa.sa_mask);
     if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
         return cl_err_errno(err, CL_E_INTERNAL, errno, "cannot install the SIGTERM/SIGINT handlers");
+    if (on && g_hup_pipe[0] < 0 && pipe2(g_hup_pipe, O_NONBLOCK | O_CLOEXEC) != 0)
+        return cl_err_errno(err, CL_E_INTERNAL, errno, "cannot create the pipe for SIGHUP");
+    sa.sa_handler = on ? on_hup_signal : SIG_DFL;
+    if (sigaction(SIGHUP, &sa, NULL) != 0)
+        return cl_err_errno(err, CL_E_INTERNAL, errno, "cannot install the SIGHUP handler");
+    if (!on && g_hup_pipe[0] >= 0) {
+        close(g_hup_pipe[0]);
+        close(g_hup_pipe[1]);
+        g_hup_pipe[0] = g_hup_pipe[1] = -1;
+    }
     return 0;
 }
 
@@ -395,6 +435,7 @@ int cl_cmd_serve(int argc, char **argv)
     if (!srv)
         goto out;
     watcher.srv = srv;
+    watcher.access_log = access_log;
     int te = pthread_create(&watcher.thread, NULL, watch_main, &watcher);
     if (te != 0) {
         cl_err_errno(&err, CL_E_INTERNAL, te, "cannot start the thread that watches for SIGTERM");

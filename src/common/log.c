@@ -28,8 +28,9 @@ static const char *const level_names[] = {"debug", "info", "warn", "error", "off
 static const char *const format_names[] = {"text", "json"};
 
 struct cl_log_sink {
-    int fd;
-    bool own; /* opened here (closed with the sink) */
+    int fd;     /* the same number for the sink's life: a reopen swaps the file under it (dup3) */
+    bool own;   /* opened here (closed with the sink) */
+    char *path; /* when own: what a reopen opens again */
 };
 
 static void emit_msg(int fd, cl_log_level level, const char *module, const cl_log_field *fields, size_t n,
@@ -492,6 +493,26 @@ void cl_log_fields(cl_log_level level, const char *module, const cl_log_field *f
 
 /* ---------------------------------------------------------------- sinks */
 
+/* The file of a sink, opened to append (created 0640); -1 with an actionable message. */
+static int sink_open_file(const char *path, cl_err *err)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    if (fd < 0) {
+        int e = errno;
+        cl_err_errno(err, CL_E_IO, e, "cannot open log file '%s' for appending%s", path,
+                     e == EISDIR ? " (it is a directory: name a file in it)"
+                     : e == EACCES ? " (no permission: choose a path this user may write, or 'stderr')" : "");
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
+        close(fd);
+        cl_err_set(err, CL_E_INVALID, "log file '%s' is not a regular file, pipe or terminal", path);
+        return -1;
+    }
+    return fd;
+}
+
 cl_log_sink *cl_log_sink_open(const char *path, cl_err *err)
 {
     cl_log_sink *s = calloc(1, sizeof *s);
@@ -503,24 +524,35 @@ cl_log_sink *cl_log_sink_open(const char *path, cl_err *err)
         s->fd = 2;
         return s;
     }
-    s->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-    if (s->fd < 0) {
-        int e = errno;
+    if (!(s->path = strdup(path))) {
         free(s);
-        cl_err_errno(err, CL_E_IO, e, "cannot open log file '%s' for appending%s", path,
-                     e == EISDIR ? " (it is a directory: name a file in it)"
-                     : e == EACCES ? " (no permission: choose a path this user may write, or 'stderr')" : "");
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
         return NULL;
     }
-    struct stat st;
-    if (fstat(s->fd, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
-        close(s->fd);
+    if ((s->fd = sink_open_file(path, err)) < 0) {
+        free(s->path);
         free(s);
-        cl_err_set(err, CL_E_INVALID, "log file '%s' is not a regular file, pipe or terminal", path);
         return NULL;
     }
     s->own = true;
     return s;
+}
+
+int cl_log_sink_reopen(cl_log_sink *s, cl_err *err)
+{
+    if (!s || !s->own)
+        return 0;
+    int fd = sink_open_file(s->path, err);
+    if (fd < 0)
+        return -1;
+    /* dup3 closes the old file and puts the new one under the same number in one step: a write racing
+     * with it goes whole to one file or the other, and the number is never free for another open. */
+    int rc = dup3(fd, s->fd, O_CLOEXEC);
+    int e = errno;
+    close(fd);
+    if (rc < 0)
+        return cl_err_errno(err, CL_E_IO, e, "cannot reopen log file '%s'", s->path);
+    return 0;
 }
 
 void cl_log_sink_close(cl_log_sink *s)
@@ -529,6 +561,7 @@ void cl_log_sink_close(cl_log_sink *s)
         return;
     if (s->own)
         close(s->fd);
+    free(s->path);
     free(s);
 }
 

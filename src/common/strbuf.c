@@ -71,16 +71,26 @@ void cl_strbuf_fmt(cl_strbuf *b, const char *fmt, ...)
 void cl_strbuf_json_string(cl_strbuf *b, const char *s)
 {
     cl_strbuf_put(b, "\"", 1);
-    for (; *s; s++) {
+    size_t left = strlen(s);
+    while (left) {
         unsigned char ch = (unsigned char)*s;
+        size_t n = 1;
         if (ch == '"' || ch == '\\') {
             char e[2] = {'\\', (char)ch};
             cl_strbuf_put(b, e, 2);
         } else if (ch < 0x20) {
             cl_strbuf_fmt(b, "\\u%04x", ch);
-        } else {
+        } else if (ch < 0x80) {
             cl_strbuf_put(b, &ch, 1);
+        } else if ((n = cl_utf8_seq_len((const unsigned char *)s, left)) != 0) {
+            cl_strbuf_put(b, s, n);
+        } else {
+            /* Not UTF-8 (a stray byte echoed from a request): U+FFFD, so the body stays valid JSON. */
+            cl_strbuf_put(b, "\xef\xbf\xbd", 3);
+            n = 1;
         }
+        s += n;
+        left -= n;
     }
     cl_strbuf_put(b, "\"", 1);
 }

@@ -169,7 +169,8 @@ int ks_read_native_response(const uint8_t head[KS_RESPONSE_HEAD], ks_read_fn rd,
         return cl_err_set(err, CL_E_INVALID, "%s rejected the request as malformed", server);
     size_t count = cl_ks_get16(head + 7);
     if (count != n_names)
-        return cl_err_set(err, CL_E_FORMAT, "%s answered %zu secrets for %zu asked", server, count, n_names);
+        return cl_err_set(err, CL_E_FORMAT, "%s answered %zu secret%s for %zu asked", server, count,
+                          count == 1 ? "" : "s", n_names);
     if (!(res->secrets = calloc(count ? count : 1, sizeof(cl_secret))))
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     res->count = count;
@@ -201,8 +202,9 @@ int ks_read_native_response(const uint8_t head[KS_RESPONSE_HEAD], ks_read_fn rd,
         s->len = len;
     }
     if (denied) {
-        cl_err_set(err, CL_E_DENIED, "%s denied %zu of %zu secrets: %s (reason: secret_not_granted: the policy does "
-                   "not grant %s to this server's identity)", server, denied, count, denied_names,
+        cl_err_set(err, CL_E_DENIED, "%s denied %zu of %zu secret%s: %s (reason: secret_not_granted: the policy does "
+                   "not grant %s to this server's identity)", server, denied, count, count == 1 ? "" : "s",
+                   denied_names,
                    denied == 1 ? "it" : "them");
         return 1;
     }

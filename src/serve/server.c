@@ -374,14 +374,14 @@ char *cl_serve_metrics_render(cl_serve_server *s)
      * sessions held for resumption (tls.c: session_policy) */
     const struct { const char *port; SSL_CTX *ctx; } tls[] = {{"grpc", s->grpc_ctx}, {"rest", s->rest_ctx}};
     if (s->grpc_ctx || s->rest_ctx)
-        cl_strbuf_fmt(&b, "# HELP cloister_serve_tls_handshakes TLS handshakes completed, by port and whether the "
-                   "session was resumed.\n# TYPE cloister_serve_tls_handshakes counter\n");
+        cl_strbuf_fmt(&b, "# HELP cloister_serve_tls_handshakes_total TLS handshakes completed, by port and whether the "
+                   "session was resumed.\n# TYPE cloister_serve_tls_handshakes_total counter\n");
     for (size_t i = 0; i < CL_ARRAY_LEN(tls); i++) {
         if (!tls[i].ctx)
             continue;
         long good = SSL_CTX_sess_accept_good(tls[i].ctx), hits = SSL_CTX_sess_hits(tls[i].ctx);
-        cl_strbuf_fmt(&b, "cloister_serve_tls_handshakes{port=\"%s\",session=\"new\"} %ld\n"
-                   "cloister_serve_tls_handshakes{port=\"%s\",session=\"resumed\"} %ld\n", tls[i].port,
+        cl_strbuf_fmt(&b, "cloister_serve_tls_handshakes_total{port=\"%s\",session=\"new\"} %ld\n"
+                   "cloister_serve_tls_handshakes_total{port=\"%s\",session=\"resumed\"} %ld\n", tls[i].port,
                    good > hits ? good - hits : 0, tls[i].port, hits);
     }
     if (s->grpc_ctx || s->rest_ctx)
@@ -399,10 +399,10 @@ char *cl_serve_metrics_render(cl_serve_server *s)
                    "cloister_serve_memory_held_bytes %zu\n"
                    "# HELP cloister_serve_memory_budget_bytes The memory requests in flight may hold together.\n"
                    "# TYPE cloister_serve_memory_budget_bytes gauge\ncloister_serve_memory_budget_bytes %zu\n"
-                   "# HELP cloister_serve_memory_refused Requests refused by the memory limits, by limit.\n"
-                   "# TYPE cloister_serve_memory_refused counter\n"
-                   "cloister_serve_memory_refused{limit=\"request\"} %llu\n"
-                   "cloister_serve_memory_refused{limit=\"budget\"} %llu\n",
+                   "# HELP cloister_serve_memory_refused_total Requests refused by the memory limits, by limit.\n"
+                   "# TYPE cloister_serve_memory_refused_total counter\n"
+                   "cloister_serve_memory_refused_total{limit=\"request\"} %llu\n"
+                   "cloister_serve_memory_refused_total{limit=\"budget\"} %llu\n",
                    cl_serve_pool_memory_held(s->pool), s->cfg.memory_budget_bytes, (unsigned long long)refused[0],
                    (unsigned long long)refused[1]);
     }

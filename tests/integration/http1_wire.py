@@ -357,6 +357,35 @@ elif check == "gone":
     s2.sendall(predict("adder", {"inputs": {"a": [1], "b": [2]}}))
     ok_json(r2.response(), {"outputs": [3]})
     print("a client that left mid-request did not disturb the next one")
+elif check == "non_utf8":
+    # bytes that are not UTF-8 in a model name (raw or %-escaped) and in a JSON body's keys and
+    # strings: the error bodies that repeat them must still be strict UTF-8 JSON
+    hostile = [
+        req("GET", "/v1/models/adXder").replace(b"X", b"\xff"),  # a raw byte in the request line
+        req("GET", "/v1/models/ad%FFder%C3"),
+        req("GET", "/v1/models/x%ED%A0%80y/metadata"),
+        req("POST", "/v1/models/ad%FEder:predict", b'{"instances": [1]}'),
+        req("POST", "/v1/models/adder:predict", b'{"inputs": {"a\xff": [1], "b": [2]}}'),
+        req("POST", "/v1/models/adder:predict", b'{"instances": [{"a": 1, "b\xc3(": 2}]}'),
+        req("POST", "/v1/models/affine:predict", b'{"instances": ["\xf0\x9f\x98"]}'),
+        req("POST", "/v1/models/adder:predict", b'{"signature_name": "s\xe2\x82", "inputs": {"a": [1], "b": [2]}}'),
+    ]
+    n_bad = 0
+    for i, raw in enumerate(hostile):
+        s = connect()
+        r = Reader(s)
+        s.sendall(raw)
+        st, _, body = r.response()
+        s.close()
+        expect(400 <= st < 500, "request %d: status %d %r" % (i, st, body[:200]))
+        try:
+            got = json.loads(body.decode("utf-8", errors="strict"))
+        except (UnicodeDecodeError, ValueError) as e:
+            expect(False, "request %d: error body is not strict UTF-8 JSON (%s): %r" % (i, e, body[:200]))
+        expect(isinstance(got.get("error"), str), "request %d: no error message: %r" % (i, got))
+        n_bad += "\ufffd" in got["error"]
+    expect(n_bad >= 4, "only %d of %d error messages show the replaced bytes" % (n_bad, len(hostile)))
+    print("all %d error bodies are UTF-8 JSON (%d show U+FFFD)" % (len(hostile), n_bad))
 else:
     print("unknown check", check)
     sys.exit(2)

@@ -9,7 +9,9 @@ set -euo pipefail
 CL=${1:?usage: keyserver_cli.sh CLOISTER}
 T=$(mktemp -d "${TMPDIR:-/tmp}/cloister-kscli-XXXXXX")
 SERVER_PID=
+HUNG_PID=
 cleanup() {
+  if [[ -n $HUNG_PID ]]; then kill "$HUNG_PID" 2>/dev/null || true; fi
   if [[ -n $SERVER_PID ]]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
   rm -rf "$T"
 }
@@ -99,7 +101,9 @@ cmp -s "$T/value" "$T/got" || fail "provisioned value differs"
 if prov --secret model-key --out "$T/got2" --sim-debug 2>"$T/debug.err"; then fail "a debug enclave got the secret"; fi
 grep -q "the key server's policy did not accept this server's evidence (reason: debug_not_allowed: " "$T/debug.err" ||
   fail "the debug denial does not say why: $(cat "$T/debug.err")"
-if prov --secret spare --out "$T/got3" 2>/dev/null; then fail "an unknown secret was released"; fi
+if prov --secret spare --out "$T/got3" 2>"$T/spare.err"; then fail "an unknown secret was released"; fi
+grep -q "denied 1 of 1 secret: 'spare' (reason: secret_not_granted: the policy does not grant it " "$T/spare.err" ||
+  fail "the denial of one secret is not worded for one: $(cat "$T/spare.err")"
 prov --secret-prov --out "$T/got4" 2>/dev/null || fail "secret_prov protocol failed"
 cmp -s "$T/value" "$T/got4" || fail "secret_prov value differs"
 
@@ -128,6 +132,38 @@ kill -0 "$SERVER_PID" 2>/dev/null || fail "the server died on a bad collateral r
 prov --secret model-key --out "$T/got7" 2>/dev/null || fail "the server stopped serving after a bad collateral reload"
 
 kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || fail "server did not stop cleanly"; SERVER_PID=
+
+# SIGTERM while provision waits for a key server that does not answer (it accepts and stays silent) or
+# cannot be reached (backoff between rounds): it ends within 5 s, says why, fails, and writes nothing
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+print(s.getsockname()[1], flush=True)
+conns = []
+while True:
+    conns.append(s.accept()[0])' > "$T/hung.port" 2>/dev/null &
+HUNG_PID=$!
+for _ in $(seq 100); do [[ -s $T/hung.port ]] && break; sleep 0.05; done
+HUNG_PORT=$(cat "$T/hung.port")
+CLOSED_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+for what in "hung:$HUNG_PORT" "unreachable:$CLOSED_PORT"; do
+  mkdir "$T/sig-${what%%:*}"
+  "$CL" provision --keyserver "127.0.0.1:${what#*:}" --ca "$T/ca.pem" --sim-key "$T/sim/sim_qe_key.pem" \
+    --attempts 1000 --backoff-ms 60000 --timeout-ms 600000 --secret model-key \
+    --out "$T/sig-${what%%:*}/got" 2> "$T/sig-${what%%:*}.err" &
+  PROV_PID=$!
+  sleep 1
+  kill -0 "$PROV_PID" 2>/dev/null || fail "${what%%:*}: provision ended before SIGTERM: $(cat "$T/sig-${what%%:*}.err")"
+  kill -TERM "$PROV_PID"
+  for _ in $(seq 50); do kill -0 "$PROV_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$PROV_PID" 2>/dev/null; then kill -KILL "$PROV_PID"; fail "${what%%:*}: provision still runs 5 s after SIGTERM"; fi
+  rc=0; wait "$PROV_PID" || rc=$?
+  [[ $rc == 1 ]] || fail "${what%%:*}: provision stopped by SIGTERM exits $rc, not 1: $(cat "$T/sig-${what%%:*}.err")"
+  grep -q 'stopped by SIGTERM while waiting for the key server: no secret was written' "$T/sig-${what%%:*}.err" ||
+    fail "${what%%:*}: SIGTERM is not explained: $(cat "$T/sig-${what%%:*}.err")"
+  [[ -z $(ls -A "$T/sig-${what%%:*}") ]] || fail "${what%%:*}: SIGTERM left files behind: $(ls -A "$T/sig-${what%%:*}")"
+done
+kill "$HUNG_PID"; wait "$HUNG_PID" 2>/dev/null || true; HUNG_PID=
 
 # audit
 "$CL" keyserver audit --db "$T/ks.db" --limit 0 > "$T/audit.txt"

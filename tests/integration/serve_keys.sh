@@ -213,7 +213,7 @@ cp "$ROOT/models/digits/1/preprocess.json" models/digits/2.tmp/
 mv models/digits/2.tmp models/digits/2
 wait_for serve.log '(version 2: cannot open sealed model).*its key is asked for again in' $SERVE_PID >/dev/null ||
   { echo "FAIL the denied key is not reported"; tail -5 serve.log; FAILED=$((FAILED + 1)); }
-expect "the denial says when the key is asked for again" 0 "denied 1 of 1 secrets: 'digits-key-2'.*asked for again in 1 s \(attempt 1" -- \
+expect "the denial says when the key is asked for again" 0 "denied 1 of 1 secret: 'digits-key-2'.*asked for again in 1 s \(attempt 1" -- \
   cat serve.log
 wait_for serve.log '(attempt 2);' $SERVE_PID >/dev/null
 expect "and it is asked for again, with backoff" 0 "asked for again in 2 s \(attempt 2" -- cat serve.log

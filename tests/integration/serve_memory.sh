@@ -102,7 +102,7 @@ expect "  ... requests were answered" 0 "^ok" -- \
   $PY -c "import json,sys; r=json.loads(sys.argv[1]); print('ok' if r['codes'].get('200', 0) >= 2 else r)" "$out"
 expect "  ... and the ones beyond the budget refused with 429 and a JSON error, nothing else" 0 "^ok" -- \
   $PY -c "import json,sys; r=json.loads(sys.argv[1]); c=r['codes']; print('ok' if c.get('429', 0) >= 1 and set(c) <= {'200', '429'} and r['json_errors'] and 'memory_budget_mb' in r['first_refusal'] else r)" "$out"
-expect "  ... counted in the metrics by limit" 0 'cloister_serve_memory_refused\{limit="budget"\} [1-9]' -- \
+expect "  ... counted in the metrics by limit" 0 'cloister_serve_memory_refused_total\{limit="budget"\} [1-9]' -- \
   curl -sS --max-time 10 "http://127.0.0.1:$lim_REST/monitoring/prometheus/metrics"
 after=0
 for _ in $(seq 50); do

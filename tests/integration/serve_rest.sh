@@ -69,6 +69,7 @@ expect "http/1.1: a client still sending a refused body reads the 413" 0 "413 re
 expect "http/1.1: an idle keep-alive connection is closed" 0 "idle connection closed" -- wire idle
 expect "http/1.0: a request sent with the client's FIN is answered" 0 "answered" -- wire half_close
 expect "http/1.1: a client gone mid-request does not disturb the server" 0 "did not disturb" -- wire gone
+expect "error bodies stay UTF-8 JSON when the request has bytes that are not UTF-8" 0 "are UTF-8 JSON" -- wire non_utf8
 expect "  ... and is counted as CANCELLED" 0 'model_name="sleepy",API="predict",entrypoint="REST",status="CANCELLED"\} 1' -- \
   c "$U/monitoring/prometheus/metrics"
 

@@ -59,7 +59,7 @@ expect "a session of another server (one-way TLS) is not resumed under mutual TL
 metric() {
   curl -sS --max-time 10 --cacert tls2/ca_cert.pem --cert tls2/client/cert.pem --key tls2/client/key.pem \
     --resolve "localhost:$mtls_REST:127.0.0.1" "https://localhost:$mtls_REST/monitoring/prometheus/metrics" |
-    sed -n "s/^cloister_serve_tls_handshakes{port=\"rest\",session=\"$1\"} //p"
+    sed -n "s/^cloister_serve_tls_handshakes_total{port=\"rest\",session=\"$1\"} //p"
 }
 if ! command -v nginx >/dev/null; then
   echo "FAIL nginx is not installed (scripts/deps.sh test installs nginx-light)"; FAILED=$((FAILED + 1))

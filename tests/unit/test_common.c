@@ -1,4 +1,6 @@
 /* test_common.c — the common module: errors, hex, argument tables, secure memory, atomic files. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +124,13 @@ static void test_strbuf(void **state)
     assert_int_equal(b.len, 3);
     assert_null(cl_strbuf_take(&b, &len));
     assert_null(b.p);
+    /* bytes that are not UTF-8 become U+FFFD; well-formed multibyte sequences are kept as they are */
+    cl_strbuf_json_string(&b, "m\xff\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xc3(\xed\xa0\x80\xc0\xaf\xe2\x82");
+    s = cl_strbuf_take(&b, &len);
+    assert_non_null(s);
+    assert_string_equal(s, "\"m\xef\xbf\xbd\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xef\xbf\xbd("
+                           "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"");
+    free(s);
 }
 
 static void test_b64(void **state)
@@ -604,6 +613,90 @@ static void log_long_json(void *arg)
 }
 
 /* Long lines are written whole in JSON too, and a sink appends to its file whatever the level. */
+typedef struct sink_writer {
+    cl_log_sink *s;
+    int id, lines;
+    atomic_int *done;
+} sink_writer;
+
+static void *sink_writer_main(void *arg)
+{
+    sink_writer *w = arg;
+    for (int i = 0; i < w->lines; i++)
+        cl_log_sink_write(w->s, CL_LOG_INFO, "access", NULL, 0, "writer %d line %d %s", w->id, i,
+                          "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz-end");
+    atomic_fetch_add(w->done, 1);
+    return NULL;
+}
+
+/* Log rotation under load: the file renamed and the sink reopened while four threads write; every
+ * line is whole, in one of the files, exactly once. */
+static void test_log_sink_reopen(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cloister-reopen-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[96], rotated[96];
+    snprintf(path, sizeof path, "%s/access.log", dir);
+    cl_err err = {0};
+    cl_log_sink *s = cl_log_sink_open(path, &err);
+    assert_non_null(s);
+    enum { WRITERS = 4, LINES = 5000, MAX_ROTATIONS = 1000 };
+    sink_writer w[WRITERS];
+    pthread_t t[WRITERS];
+    atomic_int done = 0;
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (sink_writer){.s = s, .id = i, .lines = LINES, .done = &done};
+        assert_int_equal(pthread_create(&t[i], NULL, sink_writer_main, &w[i]), 0);
+    }
+    int rotations = 0; /* renamed and reopened while the writers write (at least once) */
+    do {
+        snprintf(rotated, sizeof rotated, "%s/access.log.%d", dir, rotations++);
+        assert_int_equal(rename(path, rotated), 0);
+        assert_int_equal(cl_log_sink_reopen(s, &err), 0);
+        usleep(200);
+    } while (atomic_load(&done) < WRITERS && rotations < MAX_ROTATIONS);
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(t[i], NULL);
+    cl_log_sink_close(s);
+    static unsigned char seen[WRITERS][LINES];
+    memset(seen, 0, sizeof seen);
+    size_t total = 0;
+    for (int r = 0; r <= rotations; r++) {
+        if (r < rotations)
+            snprintf(rotated, sizeof rotated, "%s/access.log.%d", dir, r);
+        else
+            snprintf(rotated, sizeof rotated, "%s", path); /* the file in use at the end */
+        uint8_t *got;
+        size_t len;
+        assert_int_equal(cl_file_read(rotated, 64 << 20, &got, &len, &err), 0);
+        char *p = (char *)got, *end = p + len;
+        while (p < end) {
+            char *nl = memchr(p, '\n', (size_t)(end - p));
+            assert_non_null(nl);
+            *nl = '\0';
+            const char *m = strstr(p, "writer ");
+            int id = -1, line = -1;
+            assert_non_null(m);
+            assert_int_equal(sscanf(m, "writer %d line %d", &id, &line), 2);
+            assert_true(id >= 0 && id < WRITERS && line >= 0 && line < LINES);
+            assert_non_null(strstr(m, "uvwxyz-end"));
+            assert_int_equal(seen[id][line]++, 0);
+            total++;
+            p = nl + 1;
+        }
+        free(got);
+        unlink(rotated);
+    }
+    rmdir(dir);
+    assert_int_equal(total, WRITERS * LINES);
+    /* stderr: nothing to reopen */
+    cl_log_sink *e = cl_log_sink_open("stderr", &err);
+    assert_non_null(e);
+    assert_int_equal(cl_log_sink_reopen(e, &err), 0);
+    cl_log_sink_close(e);
+}
+
 static void test_log_long_and_sink(void **state)
 {
     (void)state;
@@ -884,6 +977,7 @@ int main(void)
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),
         cmocka_unit_test(test_log_formats),  cmocka_unit_test(test_log_long_and_sink),
+        cmocka_unit_test(test_log_sink_reopen),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_json_strict),
         cmocka_unit_test(test_file_read_secure),
