@@ -26,12 +26,13 @@ int cl_cli_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt 
                  cl_strlist *positional);
 
 /* `cloister serve --omp-wait-policy passive|active|runtime-default` (main.c): whether a value is one of
- * those, and, called by main before the subcommand runs, setting OMP_WAIT_POLICY for `serve` (passive
- * unless the option or the environment says otherwise; runtime-default removes it) and re-executing the
- * program once when that changes it, since libgomp reads the variable only when it is loaded. Returns
- * only when nothing had to change or the re-execution failed (a warning is printed). */
+ * those, and, called by `serve` right after its options are parsed (before anything is opened or
+ * started), setting OMP_WAIT_POLICY to `want` (NULL: passive unless the environment sets it;
+ * runtime-default removes it) and re-executing the program once, with main's whole argv, when that
+ * changes it, since libgomp reads the variable only when it is loaded. Returns only when nothing had to
+ * change or the re-execution failed (a warning is printed). */
 bool cl_cli_omp_wait_valid(const char *policy);
-void cl_cli_omp_wait_policy(int argc, char **argv, int cmd);
+void cl_cli_omp_wait_policy(const char *want);
 
 /* TensorFlow Serving's flags for `cloister serve` (tfs_flags.c): every flag of tensorflow_model_server
  * is accepted. cl_tfs_flags_table copies serve's own table into `out` (room for nopts + CL_TFS_FLAGS),

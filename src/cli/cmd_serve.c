@@ -248,14 +248,17 @@ int cl_cmd_serve(int argc, char **argv)
     cl_opt all[CL_ARRAY_LEN(opts) + CL_TFS_FLAGS];
     size_t nall = cl_tfs_flags_table(&tf, opts, CL_ARRAY_LEN(opts), all, CL_ARRAY_LEN(all));
     int rc = cl_cli_parse(argc, argv, &usage, all, nall, NULL);
-    if (rc >= 0 || (rc = cl_tfs_flags_apply(&tf)) >= 0)
+    if (rc >= 0)
         return rc;
-    /* main.c applied it (cl_cli_omp_wait_policy) before the OpenMP runtime started */
     if (omp_wait && !cl_cli_omp_wait_valid(omp_wait)) {
         fprintf(stderr, "cloister serve: --omp-wait-policy must be passive, active or runtime-default, not '%s'\n",
                 omp_wait);
         return CL_EXIT_USAGE;
     }
+    /* before anything is opened, started or warned about: this may re-execute the program */
+    cl_cli_omp_wait_policy(omp_wait);
+    if ((rc = cl_tfs_flags_apply(&tf)) >= 0)
+        return rc;
     const char *omp_env = getenv("OMP_WAIT_POLICY");
     CL_INFO("serve", "the engine's OpenMP threads wait %s (OMP_WAIT_POLICY%s)",
             omp_env ? omp_env : "spinning briefly, then sleeping", omp_env ? "" : " unset: libgomp's default");

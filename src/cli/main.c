@@ -110,6 +110,9 @@ bool cl_cli_omp_wait_valid(const char *policy)
            strcmp(policy, "runtime-default") == 0;
 }
 
+/* main's argv, whole: what cl_cli_omp_wait_policy re-executes */
+static char **g_argv;
+
 /* `cloister serve` shares the cores with its own network and worker threads. With libgomp's default
  * (OMP_WAIT_POLICY unset) a thread that finished its part of a parallel region spins for 300,000
  * iterations before it sleeps (OMP_WAIT_POLICY=active: 30 billion, i.e. it keeps spinning), taking the
@@ -117,19 +120,11 @@ bool cl_cli_omp_wait_valid(const char *policy)
  * waiting sleeps at once. libgomp reads OMP_WAIT_POLICY in its constructor, which runs when the library
  * is loaded, before main: so the variable is set (or, for runtime-default, removed) here and the program
  * re-executes itself (same pid, same arguments, /proc/self/exe) once, a few milliseconds at start. An
- * explicit --omp-wait-policy wins over the environment, the environment over the default (passive). */
-void cl_cli_omp_wait_policy(int argc, char **argv, int cmd)
+ * explicit --omp-wait-policy (`want`, as the option parser read it) wins over the environment, the
+ * environment over the default (passive). */
+void cl_cli_omp_wait_policy(const char *want)
 {
-    if (strcmp(argv[cmd], "serve") != 0)
-        return;
-    const char *want = NULL, *have = getenv("OMP_WAIT_POLICY");
-    for (int i = cmd + 1; i < argc; i++) /* as getopt reads it: --omp-wait-policy V or --omp-wait-policy=V */
-        if (strcmp(argv[i], "--omp-wait-policy") == 0 && i + 1 < argc)
-            want = argv[++i];
-        else if (strncmp(argv[i], "--omp-wait-policy=", 18) == 0)
-            want = argv[i] + 18;
-    if (want && !cl_cli_omp_wait_valid(want))
-        return; /* `serve` refuses it */
+    const char *have = getenv("OMP_WAIT_POLICY");
     if (!want) {
         if (have)
             return;
@@ -143,7 +138,7 @@ void cl_cli_omp_wait_policy(int argc, char **argv, int cmd)
         free(saved);
         return;
     }
-    execv("/proc/self/exe", argv);
+    execv("/proc/self/exe", g_argv);
     fprintf(stderr, "cloister serve: cannot re-execute /proc/self/exe to apply --omp-wait-policy %s (%s); the "
             "engine's OpenMP threads wait as the runtime started (set OMP_WAIT_POLICY in the environment)\n", want,
             strerror(errno));
@@ -156,6 +151,7 @@ void cl_cli_omp_wait_policy(int argc, char **argv, int cmd)
 
 int main(int argc, char **argv)
 {
+    g_argv = argv;
     keep_freed_memory();
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -210,6 +206,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "cloister: unknown command '%s' (see cloister help)\n", argv[i]);
         return CL_EXIT_USAGE;
     }
-    cl_cli_omp_wait_policy(argc, argv, i);
     return c->fn(argc - i, argv + i);
 }

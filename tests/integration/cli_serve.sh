@@ -37,6 +37,8 @@ expect "  ... --omp-wait-policy wins over the environment" 2 "OpenMP threads wai
   env OMP_WAIT_POLICY=active CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy passive
 expect "  ... --omp-wait-policy=V as getopt also reads it" 2 "OpenMP threads wait active \(OMP_WAIT_POLICY\)" -- \
   env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy=active
+expect "  ... and an abbreviation getopt takes (--omp-wait active)" 2 "OpenMP threads wait active \(OMP_WAIT_POLICY\)" -- \
+  env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait active
 expect "  ... runtime-default removes it: libgomp's own brief spinning" 2 \
   "OpenMP threads wait spinning briefly, then sleeping \(OMP_WAIT_POLICY unset: libgomp's default\)" -- \
   env OMP_WAIT_POLICY=passive CLOISTER_LOG=info "$CLOISTER" serve --plaintext --omp-wait-policy runtime-default
