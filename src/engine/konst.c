@@ -14,7 +14,6 @@
  * (eng_conv_weights_plain). Nothing borrowed survives the load: the caller may free its buffer then.
  * Single-threaded: runs inside cl_engine_load before the model is returned.
  */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
