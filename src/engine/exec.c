@@ -258,12 +258,24 @@ int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts
     }
     if (m->threads > 0)
         omp_set_num_threads(m->threads);
-    if (eng_onnx_parse(m, buf, len, err) != 0 || eng_graph_prepare(m, err) != 0 || eng_shape_infer(m, err) != 0) {
+    /* each phase's time at debug level (CLOISTER_LOG=debug): where a slow load goes */
+    uint64_t t0 = cl_now_ns(), t1 = 0, t2 = 0, t3 = 0;
+    if (eng_onnx_parse(m, buf, len, err) != 0 || (t1 = cl_now_ns(), eng_graph_prepare(m, err)) != 0 ||
+        (t2 = cl_now_ns(), eng_shape_infer(m, err)) != 0) {
         cl_engine_free(m);
         return -1;
     }
+    t3 = cl_now_ns();
     if (!(opts && opts->no_warmup))
         warmup(m);
+    /* nothing may point into buf past this point (konst.c) */
+    if (eng_consts_after_load(m, err) != 0) {
+        cl_engine_free(m);
+        return -1;
+    }
+    CL_DEBUG(ENG_MOD, "load: parse %.1f ms, graph preparation (folding, fusion) %.1f ms, shapes %.1f ms, "
+             "warm-up %.1f ms", (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6,
+             (double)(cl_now_ns() - t3) / 1e6);
     const char *prof = getenv("CLOISTER_ENGINE_PROFILE");
     if (prof && prof[0] == '1')
         m->prof_ns = calloc(m->n_nodes + 1, sizeof *m->prof_ns);
