@@ -845,10 +845,15 @@ static int repo_model_refresh(cl_repo *r, repo_model *m, refresh_mode mode, cl_e
             loaded++;
             continue;
         }
-        *err = one;
+        if (rc == 0)
+            *err = one; /* the first failure is returned (cl_repo_poll logs it); later ones are logged here */
+        else
+            CL_ERROR(LOG, "model '%s': %s", m->cfg.name, one.msg);
         rc = -1;
-        if (mode != REFRESH_POLL || cl_stop_raised(r->stop_token))
+        if (mode != REFRESH_POLL || cl_stop_raised(r->stop_token)) {
+            *err = one;
             goto out;
+        }
     }
     if (mode == REFRESH_POLL) {
         for (size_t i = m->n_loaded; i-- > 0;) {
