@@ -172,7 +172,7 @@ const char *cl_serve_code_name(cl_serve_code c);
 int cl_serve_code_http(cl_serve_code c);
 
 /* The set of served models. Versions are positive integers; a request without a version gets the
- * highest loaded version (TF Serving's "latest" policy). Labels are not supported yet.
+ * highest loaded version (TF Serving's "latest" policy); a label names a version (set by the repository).
  * All functions are thread-safe; a version can be replaced or removed while requests run on it
  * (they keep the old one until they finish). */
 typedef struct cl_serve_registry cl_serve_registry;
@@ -211,6 +211,15 @@ int cl_serve_registry_set_loading(cl_serve_registry *r, const char *name, const 
 /* The loaded and loading versions of a model, highest first, into out[0..max); returns the total
  * (0: nothing known of that model). */
 size_t cl_serve_registry_status(cl_serve_registry *r, const char *name, cl_serve_version_status *out, size_t max);
+/* Version labels (TF Serving's version_labels): the model's label -> version map, replaced whole (n may
+ * be 0: none). A label may point at a version that is not loaded: a request through it then gets the
+ * version's "Servable not found" answer. */
+int cl_serve_registry_set_labels(cl_serve_registry *r, const char *name, const char *const *labels,
+                                 const int64_t *versions, size_t n, cl_err *err);
+/* The version `label` points at for model `name`; -1 with CL_E_INVALID and TF Serving's message
+ * "Unrecognized servable version label: LABEL" when there is no such label. */
+int cl_serve_registry_label(cl_serve_registry *r, const char *name, const char *label, int64_t *version,
+                            cl_err *err);
 /* Model names, for metrics and listing: calls fn for each (name, version) under the registry lock. */
 void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const char *name, int64_t version),
                                void *arg);
@@ -248,6 +257,13 @@ size_t cl_serve_model_memory(const cl_serve_model *m, size_t input_bytes);
  * when there are none. Images whose header cannot be read count nothing: decoding refuses them. */
 size_t cl_serve_model_decode_bytes(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
                                    size_t *batches);
+
+/* The inputs of a serialised tensorflow.serving.PredictRequest as tensors, converted as Predict
+ * converts them (same dtypes, at most max_bytes in all), for replaying logged requests (the model
+ * repository's warm-up). Free with cl_serve_tensors_free. CL_E_FORMAT / CL_E_INVALID naming the
+ * problem. */
+int cl_serve_pb_request_inputs(const uint8_t *msg, size_t len, size_t max_bytes, cl_serve_tensor **inputs,
+                               size_t *n_inputs, cl_err *err);
 
 /* ---------------------------------------------------------------- TLS configuration */
 
@@ -341,6 +357,12 @@ typedef struct cl_serve_config {
      * out, the peer's address and the client certificate's subject; never tensor contents, headers
      * or secrets. NULL: none (the default). Borrowed: it must outlive the server. */
     cl_log_sink *access_log;
+    /* ModelService/HandleReloadConfigRequest (NULL: UNIMPLEMENTED): called on the main loop thread with
+     * the serialised ReloadConfigRequest; returns 0, or -1 with *code and err saying why (the model
+     * repository's cl_repo_reload_request). The loop waits for it: requests on the main loop wait
+     * while the new configuration's models load. */
+    int (*reload_config)(void *arg, const uint8_t *msg, size_t len, cl_serve_code *code, cl_err *err);
+    void *reload_config_arg;
     /* Labels of the cloister_build_info metric (NULL: "unknown"); borrowed, must outlive the server. */
     const char *build_version, *build_engine_isa, *build_evidence;
 } cl_serve_config;

@@ -51,6 +51,8 @@ typedef struct cl_tfs_flags {
 } cl_tfs_flags;
 size_t cl_tfs_flags_table(cl_tfs_flags *f, const cl_opt *opts, size_t nopts, cl_opt *out, size_t cap);
 int cl_tfs_flags_apply(cl_tfs_flags *f);
+/* The value of a TF flag declared by tfs_flags.c (booleans as 0/1) when it was given; false if not. */
+bool cl_tfs_flag_value(const cl_tfs_flags *f, const char *name, long *value);
 
 /* A progress bar on stderr, drawn only when stderr is a terminal and total >= min_total.
  * Not thread-safe. */

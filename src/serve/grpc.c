@@ -3,6 +3,7 @@
  *   /tensorflow.serving.PredictionService/Predict           -> worker pool
  *   /tensorflow.serving.PredictionService/GetModelMetadata  -> answered on the loop thread
  *   /tensorflow.serving.ModelService/GetModelStatus         -> answered on the loop thread
+ *   /tensorflow.serving.ModelService/HandleReloadConfigRequest -> the config's reload hook, on the loop thread
  * with grpc-status / grpc-message trailers (trailers-only responses for errors).
  *
  * Limits: a request body above max_request_bytes is refused with RESOURCE_EXHAUSTED as soon as it
@@ -292,6 +293,9 @@ static void dispatch(gstream *s)
         snprintf(s->model, sizeof s->model, "%s", st.model);
         s->version = st.version;
         return respond(s, st.code, st.msg, out, out_len);
+    case CL_RPC_RELOAD: /* on the loop thread: requests on it wait while the new models load */
+        st.code = cl_serve_pb_reload(cfg, msg, len, &out, &out_len, &st);
+        return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_PREDICT:
         break;
     default:
@@ -382,6 +386,8 @@ static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uin
             s->rpc = CL_RPC_METADATA;
         else if (strcmp(s->path, "/tensorflow.serving.ModelService/GetModelStatus") == 0)
             s->rpc = CL_RPC_STATUS;
+        else if (strcmp(s->path, "/tensorflow.serving.ModelService/HandleReloadConfigRequest") == 0)
+            s->rpc = CL_RPC_RELOAD;
     } else if (IS("content-type")) {
         s->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                      (valuelen == 16 || value[16] == '+' || value[16] == ';');

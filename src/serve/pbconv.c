@@ -14,6 +14,7 @@
 #include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
 #include "tensorflow_serving/apis/get_model_status.pb-c.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
+#include "tensorflow_serving/apis/model_management.pb-c.h"
 
 cl_serve_code cl_serve_st_set(cl_serve_status *st, cl_serve_code code, const char *fmt, ...)
 {
@@ -297,12 +298,12 @@ static cl_serve_code spec_lookup(cl_serve_registry *reg, const Tensorflow__Servi
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing ModelSpec");
     snprintf(st->model, sizeof st->model, "%s", ms->name);
     int64_t version = 0;
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL)
-        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet; ask "
-                               "for a version number or for the latest version");
+    cl_err err = {0};
+    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL &&
+        cl_serve_registry_label(reg, ms->name, ms->version_label ? ms->version_label : "", &version, &err) != 0)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "%s", err.msg);
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version)
         version = ms->version->value;
-    cl_err err = {0};
     st->version = version;
     if (!(*out = cl_serve_registry_get(reg, ms->name, version, &err)))
         return cl_serve_st_set(st, CL_SC_NOT_FOUND, "%s", err.msg);
@@ -553,10 +554,15 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         goto out;
     }
     snprintf(st->model, sizeof st->model, "%s", ms->name);
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL) {
-        code = cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet");
+    int64_t want = 0;
+    cl_err err = {0};
+    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL &&
+        cl_serve_registry_label(reg, ms->name, ms->version_label ? ms->version_label : "", &want, &err) != 0) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "%s", err.msg);
         goto out;
     }
+    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version)
+        want = ms->version->value;
     n = cl_serve_registry_status(reg, ms->name, versions, CL_ARRAY_LEN(versions));
     if (n > CL_ARRAY_LEN(versions))
         n = CL_ARRAY_LEN(versions);
@@ -564,14 +570,14 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find any versions of model %s", ms->name);
         goto out;
     }
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version) {
-        st->version = ms->version->value;
+    if (want > 0) {
+        st->version = want;
         size_t i = 0;
-        while (i < n && versions[i].version != ms->version->value)
+        while (i < n && versions[i].version != want)
             i++;
         if (i == n) {
-            code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s",
-                                   (long long)ms->version->value, ms->name);
+            code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s", (long long)want,
+                                   ms->name);
             goto out;
         }
         versions[0] = versions[i];
@@ -601,4 +607,58 @@ out:
     bag_free(&b);
     tensorflow__serving__get_model_status_request__free_unpacked(req, NULL);
     return code;
+}
+
+/* ---------------------------------------------------------------- warm-up replays */
+
+int cl_serve_pb_request_inputs(const uint8_t *msg, size_t len, size_t max_bytes, cl_serve_tensor **inputs,
+                               size_t *n_inputs, cl_err *err)
+{
+    *inputs = NULL;
+    *n_inputs = 0;
+    Tensorflow__Serving__PredictRequest *req = tensorflow__serving__predict_request__unpack(NULL, len, msg);
+    if (!req)
+        return cl_err_set(err, CL_E_FORMAT, "not a valid PredictRequest protobuf");
+    cl_serve_tensor *t = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *t);
+    cl_serve_status st = {0};
+    size_t n = 0, budget = max_bytes;
+    int rc = t ? 0 : cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < req->n_inputs; i++) {
+        const Tensorflow__Serving__PredictRequest__InputsEntry *e = req->inputs[i];
+        if (!e->value)
+            rc = cl_err_set(err, CL_E_INVALID, "input '%s' has no tensor", e->key);
+        else if (tensor_from_pb(e->value, e->key, budget, &t[i], &st) != CL_SC_OK)
+            rc = cl_err_set(err, CL_E_INVALID, "%s", st.msg);
+        else {
+            n++;
+            budget = t[i].nbytes < budget ? budget - t[i].nbytes : 1;
+        }
+    }
+    tensorflow__serving__predict_request__free_unpacked(req, NULL);
+    if (rc != 0) {
+        cl_serve_tensors_free(t, n);
+        return -1;
+    }
+    *inputs = t;
+    *n_inputs = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- ModelService/HandleReloadConfigRequest */
+
+cl_serve_code cl_serve_pb_reload(const cl_serve_config *cfg, const uint8_t *msg, size_t len, uint8_t **out,
+                                 size_t *out_len, cl_serve_status *st)
+{
+    if (!cfg->reload_config)
+        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "this server has no model configuration to reload");
+    cl_serve_code code = CL_SC_OK;
+    cl_err err = {0};
+    if (cfg->reload_config(cfg->reload_config_arg, msg, len, &code, &err) != 0)
+        return cl_serve_st_set(st, code == CL_SC_OK ? CL_SC_UNKNOWN : code, "%s", err.msg);
+    Tensorflow__Serving__StatusProto sp = TENSORFLOW__SERVING__STATUS_PROTO__INIT;
+    Tensorflow__Serving__ReloadConfigResponse resp = TENSORFLOW__SERVING__RELOAD_CONFIG_RESPONSE__INIT;
+    resp.status = &sp;
+    if (!(*out = pack(&resp.base, out_len)))
+        return cl_serve_st_set(st, CL_SC_INTERNAL, "out of memory");
+    return CL_SC_OK;
 }

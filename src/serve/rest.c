@@ -1,9 +1,9 @@
 /* rest.c — the REST front end (TF Serving's HTTP/JSON API): HTTP/1.1 with keep-alive and pipelining,
  * parsed by http-parser (Node's parser, Debian's libhttp-parser), over the tlsio.c transport (TLS, or
  * plain HTTP when explicitly allowed):
- *   GET  /v1/models/{name}[/versions/{v}]            model status
- *   GET  /v1/models/{name}[/versions/{v}]/metadata   signature_def
- *   POST /v1/models/{name}[/versions/{v}]:predict    row ("instances") or columnar ("inputs") format
+ *   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
+ *   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature_def
+ *   POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    row ("instances") or columnar ("inputs") format
  *   GET  /monitoring/prometheus/metrics              Prometheus text format
  * Errors are {"error": "..."} with TF Serving's HTTP status for the canonical code; a full worker
  * queue answers 429.
@@ -282,7 +282,8 @@ static void percent_decode(char *out, const char *p, size_t n)
 
 /* Parses /v1/models/NAME[/versions/V][/metadata | :predict]. Returns the rpc or -1; `name` gets the
  * decoded model name. */
-static int route(const char *path, char *name, size_t name_cap, int64_t *version, bool *label, cl_serve_status *st)
+static int route(const char *path, char *name, size_t name_cap, int64_t *version, char *label, size_t label_cap,
+                 cl_serve_status *st)
 {
     const char *p = path + strlen("/v1/models/");
     const char *end = p + strcspn(p, "/:");
@@ -293,13 +294,19 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
     percent_decode(name, p, (size_t)(end - p));
     p = end;
     *version = 0;
-    *label = false;
+    label[0] = '\0';
     if (strncmp(p, "/versions/", 10) == 0 || strncmp(p, "/labels/", 8) == 0) {
-        *label = p[1] == 'l';
-        p += *label ? 8 : 10;
+        bool is_label = p[1] == 'l';
+        p += is_label ? 8 : 10;
         char *e = NULL;
-        if (*label) {
-            p += strcspn(p, "/:");
+        if (is_label) {
+            size_t n = strcspn(p, "/:");
+            if (n == 0 || n >= label_cap) {
+                cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: missing or too long version label");
+                return -1;
+            }
+            percent_decode(label, p, n);
+            p += n;
         } else {
             long long v = strtoll(p, &e, 10);
             if (e == p || v <= 0) {
@@ -317,7 +324,7 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
         return CL_RPC_METADATA;
     if (strcmp(p, ":predict") == 0)
         return CL_RPC_PREDICT;
-    cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: %s (supported: /v1/models/NAME[/versions/N]"
+    cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: %s (supported: /v1/models/NAME[/versions/N|/labels/L]"
                     "[/metadata|:predict])", path);
     return -1;
 }
@@ -344,14 +351,15 @@ static void handle(rconn *c, const char *path, int method)
                            "Malformed request: unknown path; the API is under /v1/models/NAME");
     char name[256];
     int64_t version;
-    bool label;
-    int rpc = route(path, name, sizeof name, &version, &label, &st);
+    char label[128];
+    int rpc = route(path, name, sizeof name, &version, label, sizeof label, &st);
     if (rpc < 0)
         return reply_error(c, CL_RPC_STATUS, "", start, st.code, 404, st.msg);
-    if (label)
-        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_UNIMPLEMENTED, 0,
-                           "version labels are not supported by cloister yet; use /versions/N or the latest "
-                           "version");
+    if (label[0]) { /* /labels/LABEL: the version it points at (TF: 400 for an unknown label) */
+        cl_err lerr = {0};
+        if (cl_serve_registry_label(cl_serve_srv_registry(srv), name, label, &version, &lerr) != 0)
+            return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 0, lerr.msg);
+    }
     bool want_post = rpc == CL_RPC_PREDICT;
     if ((want_post && method != HTTP_POST) || (!want_post && method != HTTP_GET))
         return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 405,

@@ -37,7 +37,7 @@ cl_serve_code cl_serve_st_set(cl_serve_status *st, cl_serve_code code, const cha
 cl_serve_code cl_serve_st_from_err(cl_serve_status *st, const cl_err *err);
 
 typedef enum { CL_API_GRPC = 0, CL_API_REST = 1 } cl_serve_api;
-typedef enum { CL_RPC_PREDICT = 0, CL_RPC_METADATA, CL_RPC_STATUS, CL_RPC_COUNT } cl_serve_rpc;
+typedef enum { CL_RPC_PREDICT = 0, CL_RPC_METADATA, CL_RPC_STATUS, CL_RPC_RELOAD, CL_RPC_COUNT } cl_serve_rpc;
 
 typedef struct cl_serve_server cl_serve_server;
 typedef struct cl_serve_call cl_serve_call;
@@ -132,6 +132,10 @@ cl_serve_code cl_serve_pb_predict_response(cl_serve_call *c, uint8_t **out, size
 cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
                                    size_t *out_len, cl_serve_status *st);
 cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
+                                 size_t *out_len, cl_serve_status *st);
+/* HandleReloadConfigRequest through the config's reload_config hook (UNIMPLEMENTED without one); on
+ * success *out is the serialised ReloadConfigResponse (status OK). */
+cl_serve_code cl_serve_pb_reload(const cl_serve_config *cfg, const uint8_t *msg, size_t len, uint8_t **out,
                                  size_t *out_len, cl_serve_status *st);
 
 /* ---- JSON (jsonconv.c), TF Serving's REST formats. */

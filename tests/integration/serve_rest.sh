@@ -37,7 +37,7 @@ expect "malformed JSON is 400" 0 '^\{"error":"JSON Parse error.*\}\.400\.$' -- b
 expect "wrong dtype is 400" 0 'is DT_INT32: 1.5 is not an integer' -- c -d '{"inputs": {"a": [1.5], "b": [1]}}' "$U/v1/models/adder:predict"
 expect "wrong shape is 400" 0 'the signature wants \[-1,4\].*400' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c -d '{\"inputs\": [[1,2,3]]}' $U/v1/models/affine:predict | tr '\n' ' '"
 expect "unknown model is 404" 0 'Servable not found for request: Latest\(nosuch\)' -- c -d '{"instances": [1]}' "$U/v1/models/nosuch:predict"
-expect "labels are 501 with a reason" 0 'version labels are not supported' -- c "$U/v1/models/affine/labels/stable"
+expect "an unknown label is 400 with TF's message" 0 'Unrecognized servable version label: stable.*400' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c $U/v1/models/affine/labels/stable | tr '\n' ' '"
 expect "wrong method is 405 with a JSON error" 0 '^\{"error":"Malformed request: use GET"\}.405.$' -- bash -c "$(declare -f c); U=$U rest_REST=$rest_REST; c -X DELETE $U/v1/models/affine | tr '\n' '.'"
 expect "unknown path is 404" 0 'Malformed request' -- c "$U/v2/x"
 head -c 70000 /dev/zero | tr '\0' ' ' >big.json
