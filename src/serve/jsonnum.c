@@ -1,0 +1,1 @@
+/* pbvals.c — placeholder */
