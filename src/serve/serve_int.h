@@ -157,6 +157,23 @@ cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_m
 /* Percent-encodes a grpc-message value (out has room for 3*strlen(in)+1). */
 void cl_serve_grpc_percent_encode(const char *in, char *out);
 
+/* ---- TensorProto values (pbvals.c), as TensorFlow reads them */
+struct Tensorflow__TensorProto;
+/* Bytes per element of a request dtype (tensorflow.DataType number), the model's dtypes and DT_HALF,
+ * DT_INT16, DT_UINT16, DT_UINT32, DT_UINT64; 0 for others. */
+size_t cl_serve_pb_wire_dtype_size(int dt);
+const char *cl_serve_pb_wire_dtype_name(int dt);
+/* IEEE 754 binary16 bits -> float (exact). */
+float cl_serve_half_to_float(uint16_t h);
+/* The non-string tensor of tp (shape already checked: ndim, dims), for the model input spec (NULL when
+ * the signature has no input of that name) which is arg[arg]: tensor_content of exactly the shape's
+ * bytes (taken over without a copy when the dtype is the model's), or the typed field with TensorFlow's
+ * rules (fewer values: the last repeated; none: zeros; more: refused). DT_HALF becomes the spec's
+ * DT_FLOAT/DT_DOUBLE, DT_INT16/UINT16/UINT32/UINT64 the spec's integer dtype (range-checked). */
+cl_serve_code cl_serve_pb_values(struct Tensorflow__TensorProto *tp, const char *name, const cl_serve_tensor_spec *spec,
+                                 size_t arg, int ndim, const int64_t *dims, size_t max_bytes, cl_serve_tensor *out,
+                                 cl_serve_status *st);
+
 /* ---- gRPC message compression (compress.c) */
 /* The algorithm a grpc-encoding value names (identity, deflate, gzip; case-insensitive): 0, or -1 when
  * unknown. */
