@@ -310,6 +310,17 @@ int cl_serve_batching_parse(const char *text, size_t len, cl_serve_batching *out
 
 struct cl_ratls_identity; /* ratls.h */
 
+/* gRPC message compression (grpc-encoding), numbered like gRPC's compression algorithms. */
+typedef enum cl_serve_compression {
+    CL_SERVE_COMPRESS_NONE = 0, /* "identity" */
+    CL_SERVE_COMPRESS_DEFLATE = 1,
+    CL_SERVE_COMPRESS_GZIP = 2,
+} cl_serve_compression;
+/* "identity", "deflate" or "gzip" (case-insensitive; "" and "none" are identity) -> *out; -1 for
+ * anything else (err names the accepted values). */
+int cl_serve_compression_parse(const char *name, cl_serve_compression *out, cl_err *err);
+const char *cl_serve_compression_name(cl_serve_compression c);
+
 typedef struct cl_serve_config {
     const char *host;             /* listen address (IPv4 or IPv6 literal); NULL: "0.0.0.0" */
     int grpc_port;                /* 0: pick a free port; -1: no gRPC listener */
@@ -365,6 +376,13 @@ typedef struct cl_serve_config {
     void *reload_config_arg;
     /* Labels of the cloister_build_info metric (NULL: "unknown"); borrowed, must outlive the server. */
     const char *build_version, *build_engine_isa, *build_evidence;
+    /* grpc.health.v1.Health (Check and Watch) on the gRPC port (TF Serving's
+     * --enable_grpc_healthcheck_service); false: those methods answer UNIMPLEMENTED. */
+    bool grpc_health;
+    /* gRPC responses are compressed with this when the client's grpc-accept-encoding lists it (TF
+     * Serving's --response_compression_algorithm); CL_SERVE_COMPRESS_NONE (the default): never.
+     * Compressed requests (gzip, deflate) are always accepted. */
+    cl_serve_compression response_compression;
 } cl_serve_config;
 
 /* The server. cl_serve_server_run() runs the event loop in the calling thread until

@@ -44,6 +44,8 @@ void cl_cli_omp_wait_policy(const char *want);
 #define CL_TFS_FLAGS 50
 typedef struct cl_tfs_flags {
     long *timeout_ms, *engine_threads, *rest_threads, *max_bytes; /* serve's values, set before the table */
+    bool *grpc_health;              /* --enable_grpc_healthcheck_service */
+    int *response_compression;      /* --response_compression_algorithm: a cl_serve_compression */
     bool given[CL_TFS_FLAGS], b[CL_TFS_FLAGS];
     long l[CL_TFS_FLAGS];
     const char *s[CL_TFS_FLAGS];

@@ -286,8 +286,11 @@ int cl_cmd_serve(int argc, char **argv)
         "Differences on purpose (docs/serve.md has the table): TLS is required on both ports unless\n"
         "--plaintext; REST is served over the same TLS, on 8501 by default (TF: off unless --rest_api_port);\n"
         "--grpc_socket_path and --use_alts_credentials are refused; an unknown flag is an error (TF: ignored)."};
+    bool grpc_health = false;
+    int response_compression = 0;
     cl_tfs_flags tf = {.timeout_ms = &timeout_ms, .engine_threads = &engine_threads, .rest_threads = &rest_threads,
-                       .max_bytes = &max_bytes};
+                       .max_bytes = &max_bytes, .grpc_health = &grpc_health,
+                       .response_compression = &response_compression};
     cl_opt all[CL_ARRAY_LEN(opts) + CL_TFS_FLAGS];
     size_t nall = cl_tfs_flags_table(&tf, opts, CL_ARRAY_LEN(opts), all, CL_ARRAY_LEN(all));
     int rc = cl_cli_parse(argc, argv, &usage, all, nall, NULL);
@@ -481,7 +484,9 @@ int cl_cmd_serve(int argc, char **argv)
                            .access_log = access_log, .build_version = CLOISTER_VERSION,
                            .reload_config = reload_config, .reload_config_arg = &repo,
                            .build_engine_isa = cl_engine_cpu_isa(),
-                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none"};
+                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none",
+                           .grpc_health = grpc_health,
+                           .response_compression = (cl_serve_compression)response_compression};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */

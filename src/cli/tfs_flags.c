@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cloister/serve.h"
 
 typedef enum {
     TFS_SERVE,     /* declared and honoured by cmd_serve.c's own table */
@@ -97,11 +98,12 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
     {"thread_pool_factory_config_file", CL_ARG_STRING, TFS_NO_EFFECT, "there are no TensorFlow thread pools"},
     {"mixed_precision", CL_ARG_STRING, TFS_NO_EFFECT, "the engine computes in float32"},
     {"skip_initialize_tpu", CL_ARG_BOOL, TFS_NO_EFFECT, "no TPU is used"},
-    {"enable_grpc_healthcheck_service", CL_ARG_BOOL, TFS_NO_EFFECT,
-     "grpc.health.v1 is not served yet (it answers UNIMPLEMENTED); REST GET /v1/models/NAME shows readiness"},
+    {"enable_grpc_healthcheck_service", CL_ARG_BOOL, TFS_HONOURED,
+     "serve grpc.health.v1.Health (Check, Watch) on the gRPC port: \"\" is SERVING while the server runs"},
     {"enable_serialization_as_tensor_content", CL_ARG_BOOL, TFS_NO_EFFECT,
      "responses carry typed value fields; TF's clients (tf.make_ndarray) read both forms"},
-    {"response_compression_algorithm", CL_ARG_STRING, TFS_NO_EFFECT, "responses are not compressed"},
+    {"response_compression_algorithm", CL_ARG_STRING, TFS_HONOURED,
+     "gRPC responses compressed with identity, deflate or gzip when the client accepts it"},
 };
 
 /* --grpc_channel_arguments "k=v,k=v": grpc.max_receive_message_length is the largest request (-1:
@@ -237,6 +239,21 @@ int cl_tfs_flags_apply(cl_tfs_flags *f)
             int rc = f->s[i] ? channel_arguments(f->s[i], f->max_bytes) : -1;
             if (rc >= 0)
                 return rc;
+        } else if (strcmp(t->name, "enable_grpc_healthcheck_service") == 0) {
+            *f->grpc_health = f->b[i];
+            if (f->b[i])
+                CL_INFO("serve", "gRPC health checking served (grpc.health.v1.Health: Check, Watch)");
+        } else if (strcmp(t->name, "response_compression_algorithm") == 0) {
+            cl_serve_compression alg = CL_SERVE_COMPRESS_NONE;
+            cl_err err = {0};
+            if (cl_serve_compression_parse(f->s[i], &alg, &err) != 0) {
+                fprintf(stderr, "cloister serve: --%s: %s\n", t->name, err.msg);
+                return CL_EXIT_USAGE;
+            }
+            *f->response_compression = (int)alg;
+            if (alg != CL_SERVE_COMPRESS_NONE)
+                CL_INFO("serve", "gRPC responses are compressed with %s for clients that accept it",
+                        cl_serve_compression_name(alg));
         } else if (strcmp(t->name, "tensorflow_session_parallelism") == 0) {
             size_t intra = 0;
             while (strcmp(g_flags[intra].name, "tensorflow_intra_op_parallelism") != 0)

@@ -17,6 +17,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "jsonnum.h"
+
 /* ---------------------------------------------------------------- parse arena
  * cJSON allocates one node per JSON value and a string per key. While a :predict body is parsed on
  * a thread, its allocations come from that thread's arena (bumped, never freed one by one, reset
@@ -95,6 +97,11 @@ static void arena_end(void)
 }
 
 /* ---------------------------------------------------------------- request parsing */
+
+/* The body being parsed on this thread when its number tokens were annotated (jsonnum.c: NaN,
+ * Infinity, exact int64); NULL otherwise. */
+static _Thread_local const char *nums_body;
+static _Thread_local size_t nums_len;
 
 /* Checks that every list at depth d has dims[d] elements and that scalars sit exactly at depth ndim. */
 static cl_serve_code json_check(const cJSON *v, int depth, int ndim, const int64_t *dims, const char *name,
@@ -259,6 +266,17 @@ static cl_serve_code json_fill(const cJSON *v, cl_serve_tensor *t, size_t *pos, 
                                : is_b64(v) ? "{\"b64\": ...} among numbers" : cJSON_IsObject(v) ? "an object"
                                : cJSON_IsBool(v) ? "a boolean" : "null");
     double d = v->valuedouble;
+    int64_t exact = 0;
+    cl_json_num_kind kind = cl_json_number(v, nums_body, nums_len, &exact);
+    if (kind == CL_JSON_NAN || kind == CL_JSON_INF || kind == CL_JSON_NINF)
+        d = kind == CL_JSON_NAN ? NAN : kind == CL_JSON_INF ? INFINITY : -INFINITY;
+    if (t->dtype == CL_SERVE_DT_INT64 && kind == CL_JSON_INT) {
+        ((int64_t *)t->data)[i] = exact; /* from the token's text: exact beyond 2^53 */
+        return CL_SC_OK;
+    }
+    if (t->dtype == CL_SERVE_DT_INT64 && kind == CL_JSON_INT_RANGE)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is DT_INT64: %.17g is out of its range",
+                               t->name, d);
     switch (t->dtype) {
     case CL_SERVE_DT_FLOAT: ((float *)t->data)[i] = (float)d; return CL_SC_OK;
     case CL_SERVE_DT_DOUBLE: ((double *)t->data)[i] = d; return CL_SC_OK;
@@ -412,11 +430,28 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
 {
     cl_serve_status *st = &c->st;
     const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    /* NaN, Infinity, -Infinity (TF Serving takes them; cJSON does not): parsed from a copy */
+    bool oom = false;
+    char *specials = cl_json_specials_copy(body, len, &oom);
+    if (oom)
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
     arena_begin();
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    bool has_specials = specials != NULL;
+    cJSON *root = cJSON_ParseWithLength(specials ? specials : body, len);
+    free(specials);
     if (!root) {
         arena_end();
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "JSON Parse error: the request body is not valid JSON");
+    }
+    /* the number tokens' text is looked at only when it can matter: specials, or DT_INT64 inputs */
+    bool int64_in = false;
+    for (size_t i = 0; i < sig->n_inputs; i++)
+        int64_in = int64_in || sig->inputs[i].dtype == CL_SERVE_DT_INT64;
+    nums_body = NULL;
+    if (has_specials || int64_in) {
+        cl_json_number_offsets(root, body, len);
+        nums_body = body;
+        nums_len = len;
     }
     cl_serve_code code = CL_SC_OK;
     if (!cJSON_IsObject(root)) {
@@ -474,6 +509,7 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
         budget = c->inputs[k].nbytes < budget ? budget - c->inputs[k].nbytes : 1;
     }
 out:
+    nums_body = NULL;
     cJSON_Delete(root);
     arena_end();
     return code;
@@ -487,12 +523,17 @@ static void put_scalar(cl_strbuf *b, const cl_serve_tensor *t, size_t i)
     case CL_SERVE_DT_FLOAT:
     case CL_SERVE_DT_DOUBLE: {
         double d = t->dtype == CL_SERVE_DT_FLOAT ? ((const float *)t->data)[i] : ((const double *)t->data)[i];
-        if (isnan(d))
+        if (isnan(d)) {
             cl_strbuf_str(b, "NaN");
-        else if (isinf(d))
+        } else if (isinf(d)) {
             cl_strbuf_str(b, d > 0 ? "Infinity" : "-Infinity");
-        else
-            cl_strbuf_fmt(b, t->dtype == CL_SERVE_DT_FLOAT ? "%.9g" : "%.17g", d);
+        } else {
+            /* the shortest form that reads back as the same value, as TF Serving writes it */
+            char num[40];
+            size_t n = t->dtype == CL_SERVE_DT_FLOAT ? cl_json_float(num, sizeof num, (float)d)
+                                                     : cl_json_double(num, sizeof num, d);
+            cl_strbuf_put(b, num, n);
+        }
         break;
     }
     case CL_SERVE_DT_INT32: cl_strbuf_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;

@@ -114,15 +114,16 @@ static cl_serve_code strings_from_pb(const Tensorflow__TensorProto *tp, const ch
     return CL_SC_OK;
 }
 
-/* The tensor of tp; a tensor_content buffer is taken over from tp (no copy of a large tensor). */
-static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *name, size_t max_bytes,
-                                    cl_serve_tensor *out, cl_serve_status *st)
+/* The tensor of tp; a tensor_content buffer is taken over from tp (no copy of a large tensor). spec is
+ * the model's input of that name (arg[arg]; NULL: none): the values are read by pbvals.c. */
+static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *name, const cl_serve_tensor_spec *spec,
+                                    size_t arg, size_t max_bytes, cl_serve_tensor *out, cl_serve_status *st)
 {
     cl_serve_dtype dt = (cl_serve_dtype)tp->dtype;
-    size_t es = cl_serve_dtype_size(dt);
-    if (!es && dt != CL_SERVE_DT_STRING)
+    if (!cl_serve_pb_wire_dtype_size((int)tp->dtype) && dt != CL_SERVE_DT_STRING)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': dtype %d is not supported (use DT_FLOAT, "
-                               "DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8 or DT_BOOL; DT_STRING for encoded "
+                               "DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8 or DT_BOOL, DT_HALF for float inputs, "
+                               "DT_INT16, DT_UINT16, DT_UINT32 or DT_UINT64 for integer inputs; DT_STRING for encoded "
                                "images)", name, (int)tp->dtype);
     if (!tp->tensor_shape || tp->tensor_shape->unknown_rank)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_shape is missing or of unknown rank",
@@ -140,64 +141,7 @@ static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *nam
     }
     if (dt == CL_SERVE_DT_STRING)
         return strings_from_pb(tp, name, (int)sh->n_dim, dims, max_bytes, out, st);
-    cl_err err = {0};
-    size_t need;
-    if (cl_serve_tensor_bytes(name, dt, (int)sh->n_dim, dims, max_bytes, &need, &err) != 0)
-        return cl_serve_st_from_err(st, &err);
-    if (tp->tensor_content.len) {
-        if (tp->tensor_content.len != need)
-            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_content has %zu bytes, the shape "
-                                   "and dtype need %zu", name, tp->tensor_content.len, need);
-        /* protobuf-c malloc()ed it (default allocator); the message is freed without it */
-        void *data = tp->tensor_content.data;
-        if (cl_serve_tensor_adopt(out, name, dt, (int)sh->n_dim, dims, max_bytes, &data, need, &err) != 0)
-            return cl_serve_st_from_err(st, &err);
-        tp->tensor_content.data = NULL;
-        tp->tensor_content.len = 0;
-        return CL_SC_OK;
-    }
-    if (cl_serve_tensor_init(out, name, dt, (int)sh->n_dim, dims, max_bytes, &err) != 0)
-        return cl_serve_st_from_err(st, &err);
-    size_t n = out->nbytes / es;
-    size_t have = 0;
-    const char *field = "";
-    switch (dt) {
-    case CL_SERVE_DT_FLOAT: have = tp->n_float_val, field = "float_val"; break;
-    case CL_SERVE_DT_DOUBLE: have = tp->n_double_val, field = "double_val"; break;
-    case CL_SERVE_DT_INT32: case CL_SERVE_DT_UINT8: case CL_SERVE_DT_INT8: have = tp->n_int_val, field = "int_val"; break;
-    case CL_SERVE_DT_INT64: have = tp->n_int64_val, field = "int64_val"; break;
-    case CL_SERVE_DT_BOOL: have = tp->n_bool_val, field = "bool_val"; break;
-    default: break;
-    }
-    /* Like TensorFlow: exactly one value per element, or a single value broadcast to all. */
-    if (have != n && !(have == 1 && n > 0)) {
-        cl_serve_tensor_clear(out);
-        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': %zu values in %s for a shape of %zu elements",
-                               name, have, field, n);
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t k = have == 1 ? 0 : i;
-        switch (dt) {
-        case CL_SERVE_DT_FLOAT: ((float *)out->data)[i] = tp->float_val[k]; break;
-        case CL_SERVE_DT_DOUBLE: ((double *)out->data)[i] = tp->double_val[k]; break;
-        case CL_SERVE_DT_INT32: ((int32_t *)out->data)[i] = tp->int_val[k]; break;
-        case CL_SERVE_DT_INT64: ((int64_t *)out->data)[i] = tp->int64_val[k]; break;
-        case CL_SERVE_DT_BOOL: ((uint8_t *)out->data)[i] = tp->bool_val[k] ? 1 : 0; break;
-        case CL_SERVE_DT_UINT8:
-        case CL_SERVE_DT_INT8: {
-            int32_t v = tp->int_val[k];
-            if (dt == CL_SERVE_DT_UINT8 ? (v < 0 || v > 255) : (v < -128 || v > 127)) {
-                cl_serve_tensor_clear(out);
-                return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': value %d out of range for %s", name,
-                                       v, cl_serve_dtype_name(dt));
-            }
-            ((uint8_t *)out->data)[i] = (uint8_t)v;
-            break;
-        }
-        default: break;
-        }
-    }
-    return CL_SC_OK;
+    return cl_serve_pb_values(tp, name, spec, arg, (int)sh->n_dim, dims, max_bytes, out, st);
 }
 
 static Tensorflow__TensorShapeProto *shape_to_pb(bag *b, int ndim, const int64_t *dims)
@@ -351,13 +295,18 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
         goto out;
     }
     size_t budget = max_bytes;
+    const cl_serve_signature *isig = cl_serve_model_signature(c->model);
     for (size_t i = 0; i < req->n_inputs; i++) {
         const Tensorflow__Serving__PredictRequest__InputsEntry *e = req->inputs[i];
         if (!e->value) {
             code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' has no tensor", e->key);
             goto out;
         }
-        code = tensor_from_pb(e->value, e->key, budget, &c->inputs[i], st);
+        size_t arg = 0;
+        while (arg < isig->n_inputs && strcmp(isig->inputs[arg].name, e->key) != 0)
+            arg++;
+        code = tensor_from_pb(e->value, e->key, arg < isig->n_inputs ? &isig->inputs[arg] : NULL, arg, budget,
+                              &c->inputs[i], st);
         if (code != CL_SC_OK)
             goto out;
         c->n_inputs++;
@@ -377,6 +326,13 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
                 code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "output tensor alias not found in signature: %s",
                                        req->output_filter[i]);
                 goto out;
+            }
+            for (size_t j = 0; j < i; j++) {
+                if (strcmp(req->output_filter[j], req->output_filter[i]) == 0) {
+                    code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "duplicate output tensor alias: %s",
+                                           req->output_filter[i]); /* TF Serving's words */
+                    goto out;
+                }
             }
             if (!(c->output_filter[i] = strdup(req->output_filter[i]))) {
                 code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");

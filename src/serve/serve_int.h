@@ -161,6 +161,57 @@ cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_m
 /* Percent-encodes a grpc-message value (out has room for 3*strlen(in)+1). */
 void cl_serve_grpc_percent_encode(const char *in, char *out);
 
+/* ---- TensorProto values (pbvals.c), as TensorFlow reads them */
+struct Tensorflow__TensorProto;
+/* Bytes per element of a request dtype (tensorflow.DataType number), the model's dtypes and DT_HALF,
+ * DT_INT16, DT_UINT16, DT_UINT32, DT_UINT64; 0 for others. */
+size_t cl_serve_pb_wire_dtype_size(int dt);
+const char *cl_serve_pb_wire_dtype_name(int dt);
+/* IEEE 754 binary16 bits -> float (exact). */
+float cl_serve_half_to_float(uint16_t h);
+/* The non-string tensor of tp (shape already checked: ndim, dims), for the model input spec (NULL when
+ * the signature has no input of that name) which is arg[arg]: tensor_content of exactly the shape's
+ * bytes (taken over without a copy when the dtype is the model's), or the typed field with TensorFlow's
+ * rules (fewer values: the last repeated; none: zeros; more: refused). DT_HALF becomes the spec's
+ * DT_FLOAT/DT_DOUBLE, DT_INT16/UINT16/UINT32/UINT64 the spec's integer dtype (range-checked). */
+cl_serve_code cl_serve_pb_values(struct Tensorflow__TensorProto *tp, const char *name, const cl_serve_tensor_spec *spec,
+                                 size_t arg, int ndim, const int64_t *dims, size_t max_bytes, cl_serve_tensor *out,
+                                 cl_serve_status *st);
+
+/* ---- gRPC message compression (compress.c) */
+/* The algorithm a grpc-encoding value names (identity, deflate, gzip; case-insensitive): 0, or -1 when
+ * unknown. */
+int cl_serve_grpc_encoding(const char *value, size_t len, cl_serve_compression *out);
+/* Whether a grpc-accept-encoding value (a comma-separated list) names alg. */
+bool cl_serve_grpc_accepts(const char *value, size_t len, cl_serve_compression alg);
+/* Inflates in[0..len) (deflate: zlib format; gzip) into a new malloc()ed buffer of at most max bytes:
+ * RESOURCE_EXHAUSTED as soon as the output would pass max (memory stays within max + 1 bytes), INTERNAL
+ * for corrupt or truncated data or bytes after the stream's end. */
+cl_serve_code cl_serve_inflate(cl_serve_compression alg, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                               size_t *out_len, cl_serve_status *st);
+/* Compresses in[0..len) with alg (not NONE) into a new malloc()ed buffer; -1 on failure. */
+int cl_serve_compress(cl_serve_compression alg, const uint8_t *in, size_t len, uint8_t **out, size_t *out_len);
+/* cl_serve_grpc_unframe, with the compressed flag honoured: `encoding` is the call's grpc-encoding
+ * (a cl_serve_compression, or -1 for a name this server does not know, given in encoding_name). A
+ * compressed message is inflated within max_msg into *owned (the caller frees it; NULL when the
+ * message was not compressed) and *msg points into it. Unknown encoding: UNIMPLEMENTED (the gRPC
+ * spec's answer); flagged compressed with identity encoding: INTERNAL. */
+cl_serve_code cl_serve_grpc_unframe_enc(const uint8_t *buf, size_t len, size_t max_msg, int encoding,
+                                        const char *encoding_name, uint8_t **owned, const uint8_t **msg,
+                                        size_t *msg_len, cl_serve_status *st);
+
+/* ---- gRPC health checking (health.c): grpc.health.v1 */
+typedef enum {
+    CL_HEALTH_UNKNOWN = 0,
+    CL_HEALTH_SERVING = 1,
+    CL_HEALTH_NOT_SERVING = 2,
+    CL_HEALTH_SERVICE_UNKNOWN = 3,
+} cl_serve_health_status;
+/* Decodes a HealthCheckRequest: *known is true for the service "" (the whole server), the only one. */
+cl_serve_code cl_serve_health_request(const uint8_t *msg, size_t len, bool *known, cl_serve_status *st);
+/* A serialized HealthCheckResponse (malloc()ed), NULL when out of memory. */
+uint8_t *cl_serve_health_response(cl_serve_health_status status, size_t *len);
+
 /* ---- TLS (tls.c) */
 /* A server context: TLS 1.2+, the config's certificate and key, client verification against
  * custom_ca when client_verify; ALPN chooses `alpn` ("h2" or "http/1.1") or fails the handshake. */

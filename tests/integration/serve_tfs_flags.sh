@@ -122,8 +122,7 @@ NOEFFECT=(--rest_api_enable_cors_support=false
   --num_tflite_pools=2 --num_tflite_interpreters_per_pool=1 --enable_signature_method_name_check=false
   --xla_cpu_compilation_enabled=false --xla_gpu_compilation_enabled=0 --enable_profiler=true
   --thread_pool_factory_config_file=pool.cfg --mixed_precision=bfloat16 --skip_initialize_tpu=true
-  --enable_grpc_healthcheck_service=true --enable_serialization_as_tensor_content=true
-  --response_compression_algorithm=gzip)
+  --enable_serialization_as_tensor_content=true)
 printf 'model_config_list {\n  config {\n    name: "digits"\n    base_path: "%s"\n    model_platform: "tensorflow"\n  }\n}\n' \
   "$ROOT/models/digits" >models.cfg
 read -r gp rp < <(free_ports)
@@ -133,7 +132,8 @@ start all --plaintext --port="$gp" --rest_api_port="$rp" --grpc_socket_path= \
   --file_system_poll_wait_seconds=1 --tensorflow_session_parallelism=0 --tensorflow_intra_op_parallelism=0 \
   --ssl_config_file= --version=false --grpc_channel_arguments= --allow_version_labels_for_unavailable_models=true \
   --model_config_file_poll_wait_seconds=60 --max_num_load_retries=5 --load_retry_interval_micros=60000000 \
-  --enable_model_warmup --num_request_iterations_for_warmup=3 "${NOEFFECT[@]}"
+  --enable_model_warmup --num_request_iterations_for_warmup=3 \
+  --enable_grpc_healthcheck_service=true --response_compression_algorithm=gzip "${NOEFFECT[@]}"
 expect "all 50 TF Serving flags at once: the server starts" 0 "serving: gRPC 0.0.0.0:$gp" -- cat all.log
 expect "  ... and serves the config file's model (--model_name is ignored with a config file, as in TF)" 0 \
   '"logits"' -- curl -sS --max-time 10 -d @x.json "http://127.0.0.1:$rp/v1/models/digits:predict"
@@ -143,13 +143,20 @@ for f in "${NOEFFECT[@]}"; do
   f=${f%%=*}
   grep -q -- "$f has no effect in cloister serve: " all.log || { echo "FAIL no warning for $f"; FAILED=$((FAILED + 1)); }
 done
+expect "  ... --enable_grpc_healthcheck_service=true serves grpc.health.v1" 0 "gRPC health checking served" -- cat all.log
+expect "  ... --response_compression_algorithm=gzip compresses gRPC responses" 0 \
+  "gRPC responses are compressed with gzip for clients that accept it" -- cat all.log
 check "  ... SIGTERM: exit 0" stop "$all_PID"
+expect "--response_compression_algorithm with an unknown algorithm is refused" 2 \
+  "response_compression_algorithm: unknown compression algorithm 'snappy' \\(use identity, deflate or gzip\\)" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --response_compression_algorithm=snappy
 expect "--help lists every TF flag with what it does here" 0 "^50$" -- bash -c "
   for f in port grpc_socket_path rest_api_port rest_api_num_threads rest_api_timeout_in_ms enable_batching \
     batching_parameters_file model_config_file model_name model_base_path file_system_poll_wait_seconds \
     tensorflow_session_parallelism tensorflow_intra_op_parallelism use_alts_credentials ssl_config_file version \
     grpc_channel_arguments allow_version_labels_for_unavailable_models model_config_file_poll_wait_seconds \
     max_num_load_retries load_retry_interval_micros enable_model_warmup num_request_iterations_for_warmup \
+    enable_grpc_healthcheck_service response_compression_algorithm \
     $(printf '%s ' "${NOEFFECT[@]%%=*}" | sed 's/--//g'); do
     \"$CLOISTER\" serve --help | grep -Eq -- \"^  --\$f[ =[]\" && echo \$f; done | sort -u | wc -l"
 
