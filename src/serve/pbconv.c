@@ -583,7 +583,7 @@ int cl_serve_pb_request_inputs(const uint8_t *msg, size_t len, size_t max_bytes,
         const Tensorflow__Serving__PredictRequest__InputsEntry *e = req->inputs[i];
         if (!e->value)
             rc = cl_err_set(err, CL_E_INVALID, "input '%s' has no tensor", e->key);
-        else if (tensor_from_pb(e->value, e->key, budget, &t[i], &st) != CL_SC_OK)
+        else if (tensor_from_pb(e->value, e->key, NULL, i, budget, &t[i], &st) != CL_SC_OK)
             rc = cl_err_set(err, CL_E_INVALID, "%s", st.msg);
         else {
             n++;
