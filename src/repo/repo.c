@@ -6,6 +6,7 @@
  * Reading guide: scan_versions/latest_version find what is on disk; load_backend turns one file into a
  * cl_serve_backend (engine_backend_* is the adapter); repo_model_refresh decides what to load for one
  * model; cl_repo_poll and the polling thread drive it. */
+#include "cloister/json.h"
 #include "cloister/repo.h"
 #include "cloister/policy.h"
 
@@ -630,6 +631,12 @@ static int check_newest(const cl_repo *r, const repo_model *m, bool *sealed, cha
     cl_image_spec spec;
     if (lstat(pp, &st) == 0 && cl_image_spec_load(pp, &spec, err) != 0)
         return -1;
+    /* signatures.json: its JSON now (strict reader); its fit to the model once the model is decrypted */
+    sibling_path(vf.path, CL_REPO_SIGNATURES_NAME, pp, sizeof pp);
+    json_t *sigs = lstat(pp, &st) == 0 ? cl_json_load(pp, CL_SERVE_SIGS_FILE_MAX, err) : NULL;
+    if (lstat(pp, &st) == 0 && !sigs)
+        return -1;
+    json_decref(sigs);
     snprintf(key_id, CL_SEAL_KEY_ID_MAX + 1, "%s", h.key_id);
     return 0;
 }
