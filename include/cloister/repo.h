@@ -33,6 +33,8 @@ extern "C" {
 /* Optional, beside the model file: the image preprocessing of one of the model's inputs (not secret;
  * cl_image_spec_parse, docs/serve.md "Image inputs"). */
 #define CL_REPO_PREPROCESS_NAME "preprocess.json"
+/* The signatures of a model version (docs/serve.md "Signatures"), beside its model file; optional. */
+#define CL_REPO_SIGNATURES_NAME "signatures.json"
 
 /* Supplies the wrap key for a sealed model's key id. Returns 0 with the key copied into `key`, or -1
  * with err set (e.g. CL_E_DENIED when the key server did not release it). */

@@ -118,6 +118,48 @@ typedef struct cl_serve_signature {
     size_t n_outputs;
 } cl_serve_signature;
 
+/* One named signature of a model version, declared over its backend's tensors (a signatures.json beside
+ * the model; docs/serve.md "Signatures"): `sig` names the inputs and outputs by their aliases (the names
+ * clients use), with the dtype, shape and image preprocessing of the backend tensor each one names;
+ * sig.inputs[k] is backend input input_of[k] (tensor name input_tensor[k]), sig.outputs[k] backend
+ * output output_of[k]. Every backend input has exactly one alias; outputs may be a subset. A
+ * classification signature may carry `labels` (n_labels strings): the label of score column j, or of
+ * class id j when its "classes" output holds integers. Everything is owned by whoever made it (a
+ * cl_serve_sigset) and must outlive the backend. */
+typedef struct cl_serve_sigdef {
+    cl_serve_signature sig;
+    const size_t *input_of, *output_of;
+    const char *const *input_tensor, *const *output_tensor;
+    const char *const *labels;
+    size_t n_labels;
+} cl_serve_sigdef;
+
+/* The method names of TF's SignatureDefs. */
+#define CL_SERVE_METHOD_PREDICT "tensorflow/serving/predict"
+#define CL_SERVE_METHOD_CLASSIFY "tensorflow/serving/classify"
+#define CL_SERVE_METHOD_REGRESS "tensorflow/serving/regress"
+#define CL_SERVE_DEFAULT_SIGNATURE "serving_default"
+
+/* A parsed signatures.json: the signatures of one model version (src/serve/signatures.c).
+ * Immutable once made: any thread may read it; free it once, after the last reader. */
+typedef struct cl_serve_sigset cl_serve_sigset;
+/* Limits of a signatures.json (refused beyond them). */
+#define CL_SERVE_SIGS_MAX 64          /* signatures per model version */
+#define CL_SERVE_SIG_NAME_MAX 128     /* bytes of a signature name, an alias or a label */
+#define CL_SERVE_SIG_LABELS_MAX 65536 /* labels of one classification signature */
+#define CL_SERVE_SIGS_FILE_MAX (4u << 20) /* bytes of the file */
+#define CL_SERVE_SIG_IO_MAX 64        /* inputs, outputs of one signature */
+#define CL_SERVE_EXAMPLE_VALUES_MAX (1 << 20) /* values one example feeds into one input */
+/* Parses signatures.json text (`what` names it in errors) against the backend's own signature `model`
+ * (its tensors, which the declarations must name and fit: see docs/serve.md). The result borrows
+ * nothing from text but keeps pointers into `model`'s specs (names, image specs): free it before them. */
+int cl_serve_sigset_parse(const char *text, size_t len, const char *what, const cl_serve_signature *model,
+                          cl_serve_sigset **out, cl_err *err);
+int cl_serve_sigset_load(const char *path, const cl_serve_signature *model, cl_serve_sigset **out, cl_err *err);
+/* The declared signatures, in file order. */
+const cl_serve_sigdef *cl_serve_sigset_defs(const cl_serve_sigset *s, size_t *n);
+void cl_serve_sigset_free(cl_serve_sigset *s);
+
 /* A loaded model version: the interface the engine implements.
  *
  * run() is called from worker threads, possibly concurrently for the same backend: it must be
@@ -141,6 +183,10 @@ typedef struct cl_serve_backend {
     void (*destroy)(void *ctx);
     void *ctx;
     size_t (*memory)(void *ctx, size_t input_bytes);
+    /* The signatures clients see (NULL / 0: only `signature`, under its own name): views over
+     * `signature`'s tensors, owned by the backend like `signature` is. */
+    const cl_serve_sigdef *sigdefs;
+    size_t n_sigdefs;
 } cl_serve_backend;
 
 /* ---------------------------------------------------------------- status codes */
@@ -227,6 +273,12 @@ void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const
 const char *cl_serve_model_name(const cl_serve_model *m);
 int64_t cl_serve_model_version(const cl_serve_model *m);
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m);
+/* The model's signatures as clients see them: its declared ones, or one identity view of
+ * cl_serve_model_signature (input_of etc. NULL) when it declares none. */
+size_t cl_serve_model_sig_count(const cl_serve_model *m);
+void cl_serve_model_sig_at(const cl_serve_model *m, size_t i, cl_serve_sigdef *out);
+/* The signature called `name` (NULL or "": "serving_default"); false when there is none. */
+bool cl_serve_model_sig_find(const cl_serve_model *m, const char *name, cl_serve_sigdef *out);
 /* Decodes the encoded images among a request's inputs, in the calling thread: decoded[i] (n_inputs
  * zeroed tensors, caller-allocated) receives the float batch made from inputs[i] when that is a
  * DT_STRING tensor given for an input with image preprocessing, and stays zeroed otherwise. DT_STRING

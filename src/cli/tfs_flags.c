@@ -90,7 +90,7 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
     {"num_tflite_pools", CL_ARG_LONG, TFS_NO_EFFECT, "TensorFlow Lite models are not supported"},
     {"num_tflite_interpreters_per_pool", CL_ARG_LONG, TFS_NO_EFFECT, "TensorFlow Lite models are not supported"},
     {"enable_signature_method_name_check", CL_ARG_BOOL, TFS_NO_EFFECT,
-     "ONNX models have no SignatureDef method names"},
+     "Classify, Regress and MultiInference always check the method_name of a signatures.json signature"},
     {"xla_cpu_compilation_enabled", CL_ARG_BOOL, TFS_NO_EFFECT, "there is no XLA JIT"},
     {"xla_gpu_compilation_enabled", CL_ARG_BOOL, TFS_NO_EFFECT, "there is no XLA JIT and no GPU"},
     {"enable_profiler", CL_ARG_BOOL, TFS_NO_EFFECT, "no profiler service is offered (it would expose the models' "

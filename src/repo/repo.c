@@ -6,6 +6,7 @@
  * Reading guide: scan_versions/latest_version find what is on disk; load_backend turns one file into a
  * cl_serve_backend (engine_backend_* is the adapter); repo_model_refresh decides what to load for one
  * model; cl_repo_poll and the polling thread drive it. */
+#include "cloister/json.h"
 #include "cloister/repo.h"
 #include "cloister/policy.h"
 
@@ -58,6 +59,7 @@ typedef struct engine_backend {
     cl_serve_signature sig;
     cl_serve_tensor_spec *inputs, *outputs;
     cl_image_spec image; /* the preprocessing of inputs[i].image, when one has it */
+    cl_serve_sigset *sigset; /* signatures.json, when there is one */
 } engine_backend;
 
 static void engine_backend_destroy(void *ctx)
@@ -66,6 +68,7 @@ static void engine_backend_destroy(void *ctx)
     if (!b)
         return;
     cl_engine_free(b->model);
+    cl_serve_sigset_free(b->sigset);
     free(b->inputs);
     free(b->outputs);
     free(b);
@@ -266,11 +269,16 @@ static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, vo
         cl_engine_free(m);
         return cl_err_prefix(err, "model '%s'", path);
     }
-    if (has_pp && attach_preprocess(out->ctx, pp_path, err) != 0) {
+    char sig_path[4200];
+    sibling_path(path, CL_REPO_SIGNATURES_NAME, sig_path, sizeof sig_path);
+    engine_backend *eb = out->ctx;
+    if ((has_pp && attach_preprocess(eb, pp_path, err) != 0) ||
+        (lstat(sig_path, &pst) == 0 && cl_serve_sigset_load(sig_path, &eb->sig, &eb->sigset, err) != 0)) {
         out->destroy(out->ctx);
         memset(out, 0, sizeof *out);
         return -1;
     }
+    out->sigdefs = cl_serve_sigset_defs(eb->sigset, &out->n_sigdefs);
     return 0;
 }
 
@@ -346,6 +354,12 @@ static bool version_probe(const char *base, const char *name, version_file *vf)
     bool has_pp = stat(pp, &spp) == 0;
     vf->pp_mtime_ns = has_pp ? (int64_t)spp.st_mtim.tv_sec * 1000000000 + spp.st_mtim.tv_nsec : -1;
     vf->pp_size = has_pp ? (int64_t)spp.st_size : -1;
+    /* signatures.json counts with preprocess.json: a version that failed is tried again when either changes */
+    snprintf(pp, sizeof pp, "%s/%s/%s", base, name, CL_REPO_SIGNATURES_NAME);
+    if (stat(pp, &spp) == 0) {
+        vf->pp_mtime_ns = vf->pp_mtime_ns * 31 + (int64_t)spp.st_mtim.tv_sec * 1000000000 + spp.st_mtim.tv_nsec;
+        vf->pp_size = vf->pp_size * 31 + (int64_t)spp.st_size + 1;
+    }
     return true;
 }
 
@@ -780,7 +794,10 @@ static int load_version(cl_repo *r, repo_model *m, const version_file *vf, cl_er
     const cl_image_spec *img = NULL;
     for (size_t i = 0; i < b.signature->n_inputs && !img; i++)
         img = b.signature->inputs[i].image;
-    char imgs[200] = "", retried[80] = "";
+    char imgs[200] = "", retried[80] = "", sigs[300] = "";
+    for (size_t i = 0; i < b.n_sigdefs && strlen(sigs) < sizeof sigs - 140; i++)
+        snprintf(sigs + strlen(sigs), sizeof sigs - strlen(sigs), "%s'%.100s'", i ? ", " : "; signatures ",
+                 b.sigdefs[i].sig.name);
     if (img)
         snprintf(imgs, sizeof imgs, "; input '%s' takes %s images (%s, %ux%u)", img->input,
                  img->pre.channels == 1 ? "greyscale" : "RGB", CL_REPO_PREPROCESS_NAME, img->pre.width,
@@ -789,8 +806,8 @@ static int load_version(cl_repo *r, repo_model *m, const version_file *vf, cl_er
         snprintf(retried, sizeof retried, " (its key arrived after %u failed attempt%s)", tries, tries == 1 ? "" : "s");
     else if (attempt)
         snprintf(retried, sizeof retried, " (after %u load retr%s)", attempt, attempt == 1 ? "y" : "ies");
-    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s%s", m->cfg.name, (long long)vf->version, vf->path,
-            vf->sealed ? " (sealed, decrypted in locked memory)" : "", imgs, retried);
+    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s%s%s", m->cfg.name, (long long)vf->version, vf->path,
+            vf->sealed ? " (sealed, decrypted in locked memory)" : "", imgs, sigs, retried);
     return 0;
 }
 
@@ -936,6 +953,14 @@ static int check_selected(const cl_repo *r, const repo_model *m, char ***ids, si
             rc = -1;
             break;
         }
+        /* signatures.json: its JSON now (strict reader); its fit to the model once the model is decrypted */
+        sibling_path(v->path, CL_REPO_SIGNATURES_NAME, pp, sizeof pp);
+        json_t *sigs = lstat(pp, &st) == 0 ? cl_json_load(pp, CL_SERVE_SIGS_FILE_MAX, err) : NULL;
+        if (lstat(pp, &st) == 0 && !sigs) {
+            rc = -1;
+            break;
+        }
+        json_decref(sigs);
         bool dup = false;
         for (size_t j = 0; j < *n_ids && !dup; j++)
             dup = strcmp((*ids)[j], h.key_id) == 0;

@@ -1,6 +1,7 @@
 /* grpc.c — the gRPC front end: HTTP/2 (nghttp2) over TLS (the tlsio.c transport) or, only when
  * explicitly allowed, cleartext h2c; gRPC message framing; dispatch of
  *   /tensorflow.serving.PredictionService/Predict           -> worker pool
+ *   /tensorflow.serving.PredictionService/Classify, Regress, MultiInference -> worker pool (classify.c)
  *   /tensorflow.serving.PredictionService/GetModelMetadata  -> answered on the loop thread
  *   /tensorflow.serving.ModelService/GetModelStatus         -> answered on the loop thread
  *   /tensorflow.serving.ModelService/HandleReloadConfigRequest -> the config's reload hook, on the loop thread
@@ -270,7 +271,8 @@ static void answer(gstream *s, cl_serve_call *call)
     size_t len = 0;
     cl_serve_code code = call->st.code;
     if (code == CL_SC_OK)
-        code = cl_serve_pb_predict_response(call, &out, &len);
+        code = call->rpc == CL_RPC_PREDICT ? cl_serve_pb_predict_response(call, &out, &len)
+                                           : cl_serve_pb_infer_response(call, &out, &len);
     s->version = cl_serve_model_version(call->model);
     respond(s, code, call->st.msg, out, len);
     cl_serve_call_free(call);
@@ -282,8 +284,9 @@ static void grpc_call_done(cl_serve_call *call)
     gstream *s = call->owner;
     if (!s) {
         /* the client went away while the model ran */
-        cl_serve_request_info r = {.api = CL_API_GRPC, .rpc = CL_RPC_PREDICT,
-                                   .path = "/tensorflow.serving.PredictionService/Predict",
+        cl_serve_request_info r = {.api = CL_API_GRPC, .rpc = call->rpc,
+                                   .path = call->rpc == CL_RPC_PREDICT ? "/tensorflow.serving.PredictionService/Predict"
+                                                                       : NULL,
                                    .model = cl_serve_model_name(call->model),
                                    .version = cl_serve_model_version(call->model), .code = CL_SC_CANCELLED,
                                    .start_ns = call->start_ns, .bytes_in = call->wire_in, .peer = call->peer};
@@ -393,14 +396,18 @@ static void dispatch_msg(gstream *s, const uint8_t *msg, size_t len)
         st.code = cl_serve_pb_reload(cfg, msg, len, &out, &out_len, &st);
         return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_PREDICT:
+    case CL_RPC_CLASSIFY:
+    case CL_RPC_REGRESS:
+    case CL_RPC_MULTI_INFERENCE:
         break;
     default:
         return respond(s, CL_SC_INTERNAL, "unknown rpc", NULL, 0);
     }
-    cl_serve_call *call = cl_serve_call_new(srv, CL_API_GRPC, CL_RPC_PREDICT);
+    cl_serve_call *call = cl_serve_call_new(srv, CL_API_GRPC, s->rpc);
     if (!call)
         return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-    cl_serve_code code = cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call);
+    cl_serve_code code = s->rpc == CL_RPC_PREDICT ? cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call)
+                                                  : cl_serve_pb_infer_parse(reg, msg, len, cfg->max_request_bytes, call);
     snprintf(s->model, sizeof s->model, "%s", call->st.model);
     s->version = call->st.version;
     if (code != CL_SC_OK) {
@@ -490,6 +497,12 @@ static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uin
                  strncmp(s->path, "/grpc.health.v1.Health/", 23) == 0 &&
                  (strcmp(s->path + 23, "Check") == 0 || strcmp(s->path + 23, "Watch") == 0))
             s->health = strcmp(s->path + 23, "Check") == 0 ? 1 : 2; /* rpc stays COUNT: not a model API */
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/Classify") == 0)
+            s->rpc = CL_RPC_CLASSIFY; /* Classify, Regress, MultiInference: classify.c */
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/Regress") == 0)
+            s->rpc = CL_RPC_REGRESS;
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/MultiInference") == 0)
+            s->rpc = CL_RPC_MULTI_INFERENCE;
     } else if (IS("grpc-encoding")) {
         cl_serve_compression alg;
         s->encoding = cl_serve_grpc_encoding((const char *)value, valuelen, &alg) == 0 ? (int)alg : -1;

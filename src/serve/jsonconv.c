@@ -429,7 +429,7 @@ static cl_serve_code row_inputs(const cJSON *instances, const cl_serve_signature
 cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c)
 {
     cl_serve_status *st = &c->st;
-    const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    const cl_serve_signature *sig = &c->sig.sig;
     /* NaN, Infinity, -Infinity (TF Serving takes them; cJSON does not): parsed from a copy */
     bool oom = false;
     char *specials = cl_json_specials_copy(body, len, &oom);
@@ -459,11 +459,12 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
         goto out;
     }
     const cJSON *sn = cJSON_GetObjectItemCaseSensitive(root, "signature_name");
-    if (sn && (!cJSON_IsString(sn) || strcmp(sn->valuestring, sig->name) != 0)) {
-        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Serving signature name: \"%s\" not found in signature "
-                               "def", cJSON_IsString(sn) ? sn->valuestring : "?");
+    if (sn && !cJSON_IsString(sn)) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "\"signature_name\" must be a string");
         goto out;
     }
+    if ((code = cl_serve_sig_resolve(c, sn ? sn->valuestring : NULL)) != CL_SC_OK)
+        goto out;
     const cJSON *inst = cJSON_GetObjectItemCaseSensitive(root, "instances");
     const cJSON *inp = cJSON_GetObjectItemCaseSensitive(root, "inputs");
     if ((inst != NULL) == (inp != NULL)) {
@@ -512,6 +513,8 @@ out:
     nums_body = NULL;
     cJSON_Delete(root);
     arena_end();
+    if (code == CL_SC_OK)
+        code = cl_serve_sig_inputs_to_model(c);
     return code;
 }
 
@@ -563,6 +566,9 @@ static void put_nested(cl_strbuf *b, const cl_serve_tensor *t, int d, size_t *po
 
 cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_t *out_len)
 {
+    cl_serve_code vc = cl_serve_sig_outputs_to_view(c);
+    if (vc != CL_SC_OK)
+        return vc;
     cl_strbuf b = {0};
     if (c->json_format == 1) {
         cl_strbuf_str(&b, "{\"outputs\":");
@@ -625,7 +631,7 @@ cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_
     return CL_SC_OK;
 }
 
-static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t n)
+static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t n, const char *const *tensors)
 {
     cl_strbuf_str(b, "{");
     for (size_t i = 0; i < n; i++) {
@@ -642,7 +648,7 @@ static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t
         for (int d = 0; d < ndim; d++)
             cl_strbuf_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)dims[d]);
         cl_strbuf_fmt(b, "],\"unknown_rank\":%s},\"name\":", ndim < 0 ? "true" : "false");
-        cl_strbuf_json_string(b, s[i].name);
+        cl_strbuf_json_string(b, tensors ? tensors[i] : s[i].name);
         cl_strbuf_str(b, "}");
     }
     cl_strbuf_str(b, "}");
@@ -650,21 +656,28 @@ static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t
 
 char *cl_serve_json_metadata(const cl_serve_model *m)
 {
-    const cl_serve_signature *sig = cl_serve_model_signature(m);
     cl_strbuf b = {0};
     cl_strbuf_str(&b, "{\"model_spec\":{\"name\":");
     cl_strbuf_json_string(&b, cl_serve_model_name(m));
     cl_strbuf_str(&b, ",\"signature_name\":\"\",\"version\":");
     cl_strbuf_fmt(&b, "\"%lld\"", (long long)cl_serve_model_version(m));
     cl_strbuf_str(&b, "},\"metadata\":{\"signature_def\":{\"signature_def\":{");
-    cl_strbuf_json_string(&b, sig->name);
-    cl_strbuf_str(&b, ":{\"inputs\":");
-    put_tensor_infos(&b, sig->inputs, sig->n_inputs);
-    cl_strbuf_str(&b, ",\"outputs\":");
-    put_tensor_infos(&b, sig->outputs, sig->n_outputs);
-    cl_strbuf_str(&b, ",\"method_name\":");
-    cl_strbuf_json_string(&b, sig->method_name ? sig->method_name : "tensorflow/serving/predict");
-    cl_strbuf_str(&b, "}}}}}");
+    for (size_t k = 0; k < cl_serve_model_sig_count(m); k++) {
+        cl_serve_sigdef d;
+        cl_serve_model_sig_at(m, k, &d);
+        const cl_serve_signature *sig = &d.sig;
+        if (k)
+            cl_strbuf_str(&b, ",");
+        cl_strbuf_json_string(&b, sig->name);
+        cl_strbuf_str(&b, ":{\"inputs\":");
+        put_tensor_infos(&b, sig->inputs, sig->n_inputs, d.input_tensor);
+        cl_strbuf_str(&b, ",\"outputs\":");
+        put_tensor_infos(&b, sig->outputs, sig->n_outputs, d.output_tensor);
+        cl_strbuf_str(&b, ",\"method_name\":");
+        cl_strbuf_json_string(&b, sig->method_name ? sig->method_name : CL_SERVE_METHOD_PREDICT);
+        cl_strbuf_str(&b, "}");
+    }
+    cl_strbuf_str(&b, "}}}}");
     return cl_strbuf_take(&b, NULL);
 }
 

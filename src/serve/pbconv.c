@@ -1,6 +1,7 @@
 /* pbconv.c — the gRPC side's protobuf work: TensorProto <-> cl_serve_tensor (tensor_content and the
  * typed *_val fields; string_val for DT_STRING inputs, e.g. encoded images), and the three RPCs' request parsing and response building (Predict,
- * GetModelMetadata with its Any-packed SignatureDefMap, GetModelStatus), on protobuf-c code generated
+ * GetModelMetadata with its Any-packed SignatureDefMap of every signature, GetModelStatus; Classify,
+ * Regress and MultiInference are classify.c's), on protobuf-c code generated
  * from proto/. Responses are assembled from short-lived allocations tracked in a `bag` and freed in
  * one go once serialized. Thread-safe (no shared state). */
 #include "serve_int.h"
@@ -252,17 +253,10 @@ static cl_serve_code spec_lookup(cl_serve_registry *reg, const Tensorflow__Servi
     if (!(*out = cl_serve_registry_get(reg, ms->name, version, &err)))
         return cl_serve_st_set(st, CL_SC_NOT_FOUND, "%s", err.msg);
     st->version = cl_serve_model_version(*out);
-    const cl_serve_signature *sig = cl_serve_model_signature(*out);
-    if (ms->signature_name && *ms->signature_name && strcmp(ms->signature_name, sig->name) != 0) {
-        cl_serve_model_release(*out);
-        *out = NULL;
-        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Serving signature name: \"%s\" not found in signature "
-                               "def", ms->signature_name);
-    }
-    return CL_SC_OK;
+    return CL_SC_OK; /* the signature is the RPC's to resolve (GetModelMetadata lists them all, as TF does) */
 }
 
-static Tensorflow__Serving__ModelSpec *spec_to_pb(bag *b, const cl_serve_model *m)
+static Tensorflow__Serving__ModelSpec *spec_to_pb(bag *b, const cl_serve_model *m, const char *signature)
 {
     Tensorflow__Serving__ModelSpec *ms = bag_alloc(b, sizeof *ms);
     Google__Protobuf__Int64Value *v = bag_alloc(b, sizeof *v);
@@ -272,7 +266,7 @@ static Tensorflow__Serving__ModelSpec *spec_to_pb(bag *b, const cl_serve_model *
     google__protobuf__int64_value__init(v);
     v->value = cl_serve_model_version(m);
     ms->name = bag_strdup(b, cl_serve_model_name(m));
-    ms->signature_name = bag_strdup(b, cl_serve_model_signature(m)->name);
+    ms->signature_name = bag_strdup(b, signature ? signature : "");
     ms->version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
     ms->version = v;
     return b->failed ? NULL : ms;
@@ -288,7 +282,7 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
     if (!req)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request is not a valid PredictRequest protobuf");
     cl_serve_code code = spec_lookup(reg, req->model_spec, &c->model, st);
-    if (code != CL_SC_OK)
+    if (code != CL_SC_OK || (code = cl_serve_sig_resolve(c, req->model_spec->signature_name)) != CL_SC_OK)
         goto out;
     if (!(c->inputs = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *c->inputs))) {
         code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
@@ -312,7 +306,9 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
         c->n_inputs++;
         budget = c->inputs[i].nbytes < budget ? budget - c->inputs[i].nbytes : 1;
     }
-    const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    if ((code = cl_serve_sig_inputs_to_model(c)) != CL_SC_OK)
+        goto out;
+    const cl_serve_signature *sig = &c->sig.sig;
     if (req->n_output_filter) {
         if (!(c->output_filter = calloc(req->n_output_filter, sizeof *c->output_filter))) {
             code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
@@ -358,9 +354,12 @@ static bool filtered_in(const cl_serve_call *c, const char *name)
 
 cl_serve_code cl_serve_pb_predict_response(cl_serve_call *c, uint8_t **out, size_t *out_len)
 {
+    cl_serve_code vc = cl_serve_sig_outputs_to_view(c);
+    if (vc != CL_SC_OK)
+        return vc;
     bag b = {0};
     Tensorflow__Serving__PredictResponse resp = TENSORFLOW__SERVING__PREDICT_RESPONSE__INIT;
-    resp.model_spec = spec_to_pb(&b, c->model);
+    resp.model_spec = spec_to_pb(&b, c->model, c->sig.sig.name);
     resp.outputs = bag_alloc(&b, sizeof *resp.outputs * (c->n_outputs ? c->n_outputs : 1));
     for (size_t i = 0; resp.outputs && i < c->n_outputs; i++) {
         if (!filtered_in(c, c->outputs[i].name))
@@ -431,37 +430,51 @@ cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, s
     }
     if ((code = spec_lookup(reg, req->model_spec, &m, st)) != CL_SC_OK)
         goto out;
-    const cl_serve_signature *sig = cl_serve_model_signature(m);
-
-    Tensorflow__SignatureDef sd = TENSORFLOW__SIGNATURE_DEF__INIT;
-    sd.method_name = (char *)(sig->method_name ? sig->method_name : "tensorflow/serving/predict");
-    sd.inputs = tensor_infos(&b, sig->inputs, sig->n_inputs);
-    sd.outputs = (Tensorflow__SignatureDef__OutputsEntry **)tensor_infos(&b, sig->outputs, sig->n_outputs);
-    for (size_t i = 0; sd.inputs && i < sig->n_inputs; i++) {
-        Tensorflow__SignatureDef__InputsEntry *e = bag_alloc(&b, sizeof *e);
-        if (!e)
+    /* every signature of the model, as TF lists a SavedModel's SignatureDefMap (the TensorInfo names the
+     * model's own tensor; the map key is the alias clients use) */
+    size_t n_sig = cl_serve_model_sig_count(m);
+    Tensorflow__Serving__SignatureDefMap__SignatureDefEntry **sdes = bag_alloc(&b, n_sig * sizeof *sdes);
+    for (size_t s_i = 0; sdes && s_i < n_sig; s_i++) {
+        cl_serve_sigdef d;
+        cl_serve_model_sig_at(m, s_i, &d);
+        const cl_serve_signature *sig = &d.sig;
+        Tensorflow__SignatureDef *sd = bag_alloc(&b, sizeof *sd);
+        Tensorflow__Serving__SignatureDefMap__SignatureDefEntry *sde = bag_alloc(&b, sizeof *sde);
+        if (!sd || !sde)
             break;
-        tensorflow__signature_def__inputs_entry__init(e);
-        e->key = bag_strdup(&b, sig->inputs[i].name);
-        e->value = tensor_info(&b, &sig->inputs[i]);
-        sd.inputs[sd.n_inputs++] = e;
+        tensorflow__signature_def__init(sd);
+        tensorflow__serving__signature_def_map__signature_def_entry__init(sde);
+        sd->method_name = bag_strdup(&b, sig->method_name ? sig->method_name : CL_SERVE_METHOD_PREDICT);
+        sd->inputs = tensor_infos(&b, sig->inputs, sig->n_inputs);
+        sd->outputs = (Tensorflow__SignatureDef__OutputsEntry **)tensor_infos(&b, sig->outputs, sig->n_outputs);
+        for (size_t i = 0; sd->inputs && i < sig->n_inputs; i++) {
+            Tensorflow__SignatureDef__InputsEntry *e = bag_alloc(&b, sizeof *e);
+            if (!e)
+                break;
+            tensorflow__signature_def__inputs_entry__init(e);
+            e->key = bag_strdup(&b, sig->inputs[i].name);
+            cl_serve_tensor_spec ts = sig->inputs[i];
+            ts.name = d.input_tensor ? d.input_tensor[i] : ts.name;
+            e->value = tensor_info(&b, &ts);
+            sd->inputs[sd->n_inputs++] = e;
+        }
+        for (size_t i = 0; sd->outputs && i < sig->n_outputs; i++) {
+            Tensorflow__SignatureDef__OutputsEntry *e = bag_alloc(&b, sizeof *e);
+            if (!e)
+                break;
+            tensorflow__signature_def__outputs_entry__init(e);
+            e->key = bag_strdup(&b, sig->outputs[i].name);
+            cl_serve_tensor_spec ts = sig->outputs[i];
+            ts.name = d.output_tensor ? d.output_tensor[i] : ts.name;
+            e->value = tensor_info(&b, &ts);
+            sd->outputs[sd->n_outputs++] = e;
+        }
+        sde->key = bag_strdup(&b, sig->name);
+        sde->value = sd;
+        sdes[s_i] = sde;
     }
-    for (size_t i = 0; sd.outputs && i < sig->n_outputs; i++) {
-        Tensorflow__SignatureDef__OutputsEntry *e = bag_alloc(&b, sizeof *e);
-        if (!e)
-            break;
-        tensorflow__signature_def__outputs_entry__init(e);
-        e->key = bag_strdup(&b, sig->outputs[i].name);
-        e->value = tensor_info(&b, &sig->outputs[i]);
-        sd.outputs[sd.n_outputs++] = e;
-    }
-    Tensorflow__Serving__SignatureDefMap__SignatureDefEntry sde =
-        TENSORFLOW__SERVING__SIGNATURE_DEF_MAP__SIGNATURE_DEF_ENTRY__INIT;
-    sde.key = (char *)sig->name;
-    sde.value = &sd;
-    Tensorflow__Serving__SignatureDefMap__SignatureDefEntry *sdes[1] = {&sde};
     Tensorflow__Serving__SignatureDefMap map = TENSORFLOW__SERVING__SIGNATURE_DEF_MAP__INIT;
-    map.n_signature_def = 1;
+    map.n_signature_def = n_sig;
     map.signature_def = sdes;
     size_t inner_len = 0;
     if (b.failed || !(inner = pack(&map.base, &inner_len))) {
@@ -478,7 +491,7 @@ cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, s
     me.value = &any;
     Tensorflow__Serving__GetModelMetadataResponse__MetadataEntry *mes[1] = {&me};
     Tensorflow__Serving__GetModelMetadataResponse resp = TENSORFLOW__SERVING__GET_MODEL_METADATA_RESPONSE__INIT;
-    resp.model_spec = spec_to_pb(&b, m);
+    resp.model_spec = spec_to_pb(&b, m, req->model_spec ? req->model_spec->signature_name : NULL);
     resp.n_metadata = 1;
     resp.metadata = mes;
     if (b.failed || !(*out = pack(&resp.base, out_len)))

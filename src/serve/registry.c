@@ -365,6 +365,36 @@ const char *cl_serve_model_name(const cl_serve_model *m) { return m->name; }
 int64_t cl_serve_model_version(const cl_serve_model *m) { return m->version; }
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m) { return m->backend.signature; }
 void cl_serve_model_release(cl_serve_model *m) { model_unref(m); }
+
+size_t cl_serve_model_sig_count(const cl_serve_model *m)
+{
+    return m->backend.n_sigdefs ? m->backend.n_sigdefs : 1;
+}
+
+void cl_serve_model_sig_at(const cl_serve_model *m, size_t i, cl_serve_sigdef *out)
+{
+    if (m->backend.n_sigdefs) {
+        *out = m->backend.sigdefs[i < m->backend.n_sigdefs ? i : 0];
+        return;
+    }
+    *out = (cl_serve_sigdef){.sig = *m->backend.signature};
+    if (!out->sig.name)
+        out->sig.name = CL_SERVE_DEFAULT_SIGNATURE;
+    if (!out->sig.method_name)
+        out->sig.method_name = CL_SERVE_METHOD_PREDICT;
+}
+
+bool cl_serve_model_sig_find(const cl_serve_model *m, const char *name, cl_serve_sigdef *out)
+{
+    if (!name || !*name)
+        name = CL_SERVE_DEFAULT_SIGNATURE;
+    for (size_t i = 0; i < cl_serve_model_sig_count(m); i++) {
+        cl_serve_model_sig_at(m, i, out);
+        if (strcmp(out->sig.name, name) == 0)
+            return true;
+    }
+    return false;
+}
 size_t cl_serve_model_memory(const cl_serve_model *m, size_t input_bytes)
 {
     return m->backend.memory ? m->backend.memory(m->backend.ctx, input_bytes) : 0;

@@ -37,7 +37,16 @@ cl_serve_code cl_serve_st_set(cl_serve_status *st, cl_serve_code code, const cha
 cl_serve_code cl_serve_st_from_err(cl_serve_status *st, const cl_err *err);
 
 typedef enum { CL_API_GRPC = 0, CL_API_REST = 1 } cl_serve_api;
-typedef enum { CL_RPC_PREDICT = 0, CL_RPC_METADATA, CL_RPC_STATUS, CL_RPC_RELOAD, CL_RPC_COUNT } cl_serve_rpc;
+typedef enum {
+    CL_RPC_PREDICT = 0,
+    CL_RPC_METADATA,
+    CL_RPC_STATUS,
+    CL_RPC_RELOAD,          /* HandleReloadConfigRequest (gRPC only) */
+    CL_RPC_CLASSIFY,        /* Classify, REST :classify (classify.c) */
+    CL_RPC_REGRESS,         /* Regress, REST :regress */
+    CL_RPC_MULTI_INFERENCE, /* MultiInference (gRPC only) */
+    CL_RPC_COUNT
+} cl_serve_rpc;
 
 typedef struct cl_serve_server cl_serve_server;
 typedef struct cl_serve_call cl_serve_call;
@@ -56,6 +65,9 @@ struct cl_serve_call {
     size_t n_output_filter;
     int json_format;              /* REST: 0 row (instances/predictions), 1 columnar (inputs/outputs) */
     cl_serve_status st;           /* set by the worker */
+    /* the signature the request named (resolved when the request is parsed; see cl_serve_sig_*) */
+    cl_serve_sigdef sig;
+    struct cl_serve_infer *infer; /* Classify / Regress / MultiInference: tasks and examples (classify.c), owned */
     /* loop thread only: */
     void *owner;                  /* stream or HTTP request; NULL once the client is gone */
     struct cl_serve_doneq *doneq; /* the loop it returns to; NULL: the pool's own (the main loop) */
@@ -137,6 +149,26 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
  * success *out is the serialised ReloadConfigResponse (status OK). */
 cl_serve_code cl_serve_pb_reload(const cl_serve_config *cfg, const uint8_t *msg, size_t len, uint8_t **out,
                                  size_t *out_len, cl_serve_status *st);
+
+/* ---- signatures on the Predict path (signatures.c): the request names a signature (NULL or "":
+ * serving_default) whose aliases its inputs and outputs use; the model runs on its own tensor names. */
+/* Sets c->sig from c->model; FAILED_PRECONDITION (TF's text) when the model has no such signature. */
+cl_serve_code cl_serve_sig_resolve(cl_serve_call *c, const char *name);
+/* Renames the request's inputs from aliases to the model's tensor names. */
+cl_serve_code cl_serve_sig_inputs_to_model(cl_serve_call *c);
+/* Replaces the model's outputs by the signature's (aliases; only the outputs it declares). */
+cl_serve_code cl_serve_sig_outputs_to_view(cl_serve_call *c);
+/* The model output behind alias `alias` of signature d among c->outputs, or NULL. */
+const cl_serve_tensor *cl_serve_sig_output(const cl_serve_call *c, const cl_serve_sigdef *d, const char *alias);
+
+/* ---- Classify / Regress / MultiInference (classify.c, examples in example.c). */
+/* ClassificationRequest / RegressionRequest / MultiInferenceRequest (by c->rpc) -> call. */
+cl_serve_code cl_serve_pb_infer_parse(cl_serve_registry *reg, const uint8_t *msg, size_t len, size_t max_bytes,
+                                      cl_serve_call *c);
+cl_serve_code cl_serve_pb_infer_response(cl_serve_call *c, uint8_t **out, size_t *out_len);
+/* REST :classify / :regress body (c->model set, c->rpc CLASSIFY or REGRESS) -> call. */
+cl_serve_code cl_serve_json_infer_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c);
+cl_serve_code cl_serve_json_infer_response(cl_serve_call *c, char **out, size_t *out_len);
 
 /* ---- JSON (jsonconv.c), TF Serving's REST formats. */
 /* Sets cJSON's allocator hooks (the parse arena) once per process; call before threads use cJSON.

@@ -561,8 +561,8 @@ static void test_json(void **state)
         {"affine", "{\"instances\": []}", "empty", CL_SC_INVALID_ARGUMENT},
         {"affine", "{\"inputs\": [[[[[[[[[1]]]]]]]]]}", "nested deeper", CL_SC_INVALID_ARGUMENT},
         {"affine", "{\"inputs\": {\"b64\": \"AA=A\"}}", "input 'x': base64: '=' at position 2", CL_SC_INVALID_ARGUMENT},
-        {"affine", "{\"signature_name\": \"other\", \"inputs\": [[1,2,3,4]]}", "\"other\" not found",
-         CL_SC_INVALID_ARGUMENT},
+        {"affine", "{\"signature_name\": \"other\", \"inputs\": [[1,2,3,4]]}", "Serving signature key \"other\" not found.",
+         CL_SC_FAILED_PRECONDITION}, /* TF Serving's code and text */
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
         c = json_call(r, bad[i].model, bad[i].body, bad[i].code);
