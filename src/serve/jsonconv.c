@@ -443,16 +443,7 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
         arena_end();
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "JSON Parse error: the request body is not valid JSON");
     }
-    /* the number tokens' text is looked at only when it can matter: specials, or DT_INT64 inputs */
-    bool int64_in = false;
-    for (size_t i = 0; i < sig->n_inputs; i++)
-        int64_in = int64_in || sig->inputs[i].dtype == CL_SERVE_DT_INT64;
     nums_body = NULL;
-    if (has_specials || int64_in) {
-        cl_json_number_offsets(root, body, len);
-        nums_body = body;
-        nums_len = len;
-    }
     cl_serve_code code = CL_SC_OK;
     if (!cJSON_IsObject(root)) {
         code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request body must be a JSON object");
@@ -465,6 +456,16 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
     }
     if ((code = cl_serve_sig_resolve(c, sn ? sn->valuestring : NULL)) != CL_SC_OK)
         goto out;
+    /* the number tokens' text is looked at only when it can matter: specials, or DT_INT64 inputs
+     * of the signature, known once it is resolved */
+    bool int64_in = false;
+    for (size_t i = 0; i < sig->n_inputs; i++)
+        int64_in = int64_in || sig->inputs[i].dtype == CL_SERVE_DT_INT64;
+    if (has_specials || int64_in) {
+        cl_json_number_offsets(root, body, len);
+        nums_body = body;
+        nums_len = len;
+    }
     const cJSON *inst = cJSON_GetObjectItemCaseSensitive(root, "instances");
     const cJSON *inp = cJSON_GetObjectItemCaseSensitive(root, "inputs");
     if ((inst != NULL) == (inp != NULL)) {

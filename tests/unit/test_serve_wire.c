@@ -381,7 +381,7 @@ static void test_rest_numbers(void **state)
     free(out);
     cl_serve_call_free(c);
     cl_serve_call_free(json_call(r, "affine", "{\"signature_name\": \"NaN Infinity\", \"inputs\": [[1,2,3,4]]}",
-                                 CL_SC_INVALID_ARGUMENT, "\"NaN Infinity\" not found"));
+                                 CL_SC_FAILED_PRECONDITION, "key \"NaN Infinity\" not found"));
     cl_serve_call_free(json_call(r, "affine", "{\"inputs\": [[NaNx, 1, 2, 3]]}", CL_SC_INVALID_ARGUMENT, "not valid JSON"));
     cl_serve_call_free(json_call(r, "affine", "{\"inputs\": [[nan, 1, 2, 3]]}", CL_SC_INVALID_ARGUMENT, "not valid JSON"));
     cl_serve_call_free(json_call(r, "adder", "{\"inputs\": {\"a\": [NaN], \"b\": [1]}}", CL_SC_INVALID_ARGUMENT,
