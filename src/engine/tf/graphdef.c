@@ -978,12 +978,13 @@ static const eng_tensor *in_const(ctx *c, const fnode *f, int k)
     return v >= 0 ? c->m->values[v].konst : NULL;
 }
 
-/* A constant integer vector input (axes, perm, begin...), at most max entries. */
+/* A constant integer input (axes, perm, begin...; rank <= 2, read flat: Pad's [rank, 2] paddings), at
+ * most max entries. */
 static int const_ints(ctx *c, const fnode *f, int k, int64_t *out, int max, int *n, cl_err *err)
 {
     const eng_tensor *t = in_const(c, f, k);
-    if (!t || (t->dtype != CL_ENGINE_DT_INT32 && t->dtype != CL_ENGINE_DT_INT64) || t->rank > 1)
-        return err_node(c, err, CL_E_UNSUPPORTED, "input %d must be a constant integer scalar or vector", k);
+    if (!t || (t->dtype != CL_ENGINE_DT_INT32 && t->dtype != CL_ENGINE_DT_INT64) || t->rank > 2)
+        return err_node(c, err, CL_E_UNSUPPORTED, "input %d must be a constant integer tensor (of rank 0 to 2)", k);
     int64_t cnt = eng_numel(t);
     if (cnt > max)
         return err_node(c, err, CL_E_UNSUPPORTED, "input %d has %lld entries (at most %d)", k, (long long)cnt, max);
