@@ -9,7 +9,7 @@ check_only=0
 if [[ ${1:-} == --check ]]; then check_only=1; shift; fi
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev libnghttp2-dev libhttp-parser-dev
-            libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsqlite3-dev
+            libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsnappy-dev libsqlite3-dev
             libjpeg62-turbo-dev libpng-dev zlib1g-dev libcjson-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev) # cmocka: the tests are configured with every build
 test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            protobuf-compiler python3-protobuf python3-grpcio python3-grpc-tools python3-numpy

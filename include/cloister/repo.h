@@ -35,6 +35,20 @@ extern "C" {
 #define CL_REPO_PREPROCESS_NAME "preprocess.json"
 /* The signatures of a model version (docs/serve.md "Signatures"), beside its model file; optional. */
 #define CL_REPO_SIGNATURES_NAME "signatures.json"
+/* TensorFlow (issue 16): a version directory may instead hold a SavedModel (saved_model.pb and
+ * variables/, each file plain or sealed on its own as NAME.sealed) or a frozen GraphDef (model.pb or
+ * model.pb.sealed). A legacy SessionBundle (export.meta) is found too, and refused when it loads. */
+#define CL_REPO_TF_SAVEDMODEL_NAME "saved_model.pb"
+#define CL_REPO_TF_FROZEN_NAME "model.pb"
+#define CL_REPO_TF_LEGACY_NAME "export.meta"
+
+/* A SavedModel directory's files in memory (repo/tfdir.c); secure[i]: f[i].data is in secure memory
+ * (it was sealed). Free with cl_repo_files_free. */
+typedef struct cl_repo_files {
+    cl_engine_file *f;
+    bool *secure;
+    size_t n;
+} cl_repo_files;
 
 /* Supplies the wrap key for a sealed model's key id. Returns 0 with the key copied into `key`, or -1
  * with err set (e.g. CL_E_DENIED when the key server did not release it). */
@@ -236,6 +250,13 @@ void cl_repo_config_free(cl_repo_model_config *models, size_t n_models);
  * On success the caller owns *out (hand it to cl_serve_registry_add). */
 int cl_repo_load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
                          cl_serve_backend *out, cl_err *err);
+
+/* Reads the SavedModel in `dir` (saved_model.pb, variables/variables.index, variables/variables.data-*,
+ * each plain or NAME.sealed, opened with key_fn; *key_failed (may be NULL) tells a failure for want of a
+ * key); a directory holding only export.meta gives that file, for the engine to refuse by name. */
+int cl_repo_savedmodel_read(const char *dir, cl_repo_key_fn key_fn, void *key_arg, cl_repo_files *out,
+                            bool *key_failed, cl_err *err);
+void cl_repo_files_free(cl_repo_files *files);
 
 #ifdef __cplusplus
 }

@@ -222,6 +222,35 @@ static int attach_preprocess(engine_backend *b, const char *pp_path, cl_err *err
                       pp_path, b->image.input, names);
 }
 
+/* A SavedModel version directory (the directory of `path`, its saved_model.pb): every file read into
+ * memory (sealed ones opened into secure memory only), loaded, then the files released. */
+static int load_savedmodel(const char *path, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
+                           const char *pp_path, cl_serve_backend *out, bool *key_failed, cl_err *err)
+{
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    cl_repo_files fs;
+    if (cl_repo_savedmodel_read(dir, key_fn, key_arg, &fs, key_failed, err) != 0)
+        return cl_err_prefix(err, "cannot load model '%s'", dir);
+    cl_engine_model *m = NULL;
+    cl_engine_options eo = {.threads = engine_threads};
+    int rc = cl_engine_load_files(fs.f, fs.n, &eo, &m, err);
+    cl_repo_files_free(&fs); /* sealed files zeroized: the plaintext now exists only inside the engine */
+    if (rc != 0)
+        return cl_err_prefix(err, "cannot load model '%s'", dir);
+    if (engine_backend_new(m, out, err) != 0) {
+        cl_engine_free(m);
+        return cl_err_prefix(err, "model '%s'", dir);
+    }
+    if (pp_path && attach_preprocess(out->ctx, pp_path, err) != 0) {
+        out->destroy(out->ctx);
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    return 0;
+}
+
 /* cl_repo_load_backend; *key_failed tells whether it failed for want of the key (the key source
  * could not supply it: denied, or the key server unreachable), which a later poll retries. */
 static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
@@ -234,6 +263,11 @@ static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, vo
     struct stat pst;
     sibling_path(path, CL_REPO_PREPROCESS_NAME, pp_path, sizeof pp_path);
     bool has_pp = lstat(pp_path, &pst) == 0;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strncmp(base, CL_REPO_TF_SAVEDMODEL_NAME, strlen(CL_REPO_TF_SAVEDMODEL_NAME)) == 0 ||
+        strcmp(base, CL_REPO_TF_LEGACY_NAME) == 0)
+        return load_savedmodel(path, key_fn, key_arg, engine_threads, has_pp ? pp_path : NULL, out, key_failed, err);
     if (sealed) {
         cl_seal_header h;
         if (cl_seal_header_read_file(path, &h, err) != 0)
@@ -336,10 +370,17 @@ static bool version_probe(const char *base, const char *name, version_file *vf)
     if (!parse_version(name, &vf->version))
         return false;
     char plain[4096], sealed[4096];
-    snprintf(plain, sizeof plain, "%s/%s/%s", base, name, CL_REPO_PLAIN_NAME);
-    snprintf(sealed, sizeof sealed, "%s/%s/%s", base, name, CL_REPO_SEALED_NAME);
     struct stat sp, ss;
-    bool has_plain = stat_file(plain, &sp), has_sealed = stat_file(sealed, &ss);
+    bool has_plain = false, has_sealed = false;
+    /* ONNX first, then TensorFlow: a SavedModel, a frozen GraphDef, a legacy export (refused at load) */
+    static const char *const kinds[] = {CL_REPO_PLAIN_NAME, CL_REPO_TF_SAVEDMODEL_NAME, CL_REPO_TF_FROZEN_NAME,
+                                        CL_REPO_TF_LEGACY_NAME};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0] && !has_plain && !has_sealed; k++) {
+        snprintf(plain, sizeof plain, "%s/%s/%s", base, name, kinds[k]);
+        snprintf(sealed, sizeof sealed, "%s/%s/%s.sealed", base, name, kinds[k]);
+        has_plain = stat_file(plain, &sp);
+        has_sealed = k < 3 && stat_file(sealed, &ss);
+    }
     if (!has_plain && !has_sealed)
         return false;
     vf->sealed = has_sealed;
