@@ -687,8 +687,10 @@ cl_serve_code cl_serve_json_infer_response(cl_serve_call *c, char **out, size_t 
     if (t->classify) {
         class_table ct;
         cl_serve_code code = class_table_make(c, t, &ct);
-        if (code != CL_SC_OK)
+        if (code != CL_SC_OK) {
+            free(b.p); /* the response begun above */
             return code;
+        }
         size_t k = (size_t)ct.k;
         for (size_t i = 0; i < n; i++) {
             cl_strbuf_str(&b, i ? ",[" : "[");

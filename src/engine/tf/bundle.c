@@ -167,7 +167,7 @@ static int block_entries(const uint8_t *b, size_t n, entry_fn fn, void *arg, cl_
             break;
         }
         size_t nk = shared + nonshared;
-        if (nk > kcap) {
+        if (nk > kcap || !key) {
             uint8_t *k2 = realloc(key, nk + 1);
             if (!k2) {
                 rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
