@@ -18,132 +18,29 @@
 #include "onnx.pb-c.h"
 
 #include "engine/internal.h"
+#include "engine/pbwire.h"
 
 #define MAX_PB_DEPTH 32
 
 /* ---------------------------------------------------------------- protobuf nesting pre-check */
 
-/* protobuf-c unpacks nested messages recursively with no depth limit; a hostile file could nest
- * GraphProto -> NodeProto -> AttributeProto -> GraphProto ... millions deep and overflow the stack.
- * This walker follows the wire format with the generated descriptors (iteratively per level,
- * recursing only into message fields, at most MAX_PB_DEPTH deep) and refuses such inputs. */
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+/* The wire format of [buf, buf+len) as message d, at most MAX_PB_DEPTH deep (eng_pb_walk: protobuf-c
+ * itself would recurse without a limit), in the ONNX loader's words. */
+static int pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, cl_err *err)
 {
-    uint64_t r = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, int depth,
-                    cl_err *err)
-{
-    if (depth > MAX_PB_DEPTH)
+    unsigned wt = 0;
+    switch (eng_pb_walk(d, buf, len, MAX_PB_DEPTH, &wt)) {
+    case ENG_PB_OK: return 0;
+    case ENG_PB_TOO_DEEP:
         return cl_err_set(err, CL_E_FORMAT, "ONNX model nests messages more than %d levels deep", MAX_PB_DEPTH);
-    while (p < end) {
-        uint64_t key, v;
-        if (read_varint(&p, end, &key) != 0)
-            return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
-        unsigned wt = key & 7;
-        uint64_t field = key >> 3;
-        switch (wt) {
-        case 0:
-            if (read_varint(&p, end, &v) != 0)
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
-            break;
-        case 1:
-            if (end - p < 8)
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
-            p += 8;
-            break;
-        case 5:
-            if (end - p < 4)
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
-            p += 4;
-            break;
-        case 2: {
-            if (read_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf field)");
-            const ProtobufCFieldDescriptor *fd =
-                field <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)field) : NULL;
-            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
-                pb_check((const ProtobufCMessageDescriptor *)fd->descriptor, p, p + v, depth + 1, err) != 0)
-                return -1;
-            p += v;
-            break;
-        }
-        default:
-            return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf wire type %u)", wt);
-        }
+    case ENG_PB_BAD_VARINT: return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
+    case ENG_PB_TRUNCATED: return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
+    case ENG_PB_TRUNCATED_FIELD:
+        return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf field)");
+    case ENG_PB_BAD_WIRE_TYPE:
+        return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf wire type %u)", wt);
     }
-    return 0;
-}
-
-/* ---------------------------------------------------------------- locked arena for protobuf-c
- * The unpacked ModelProto holds a copy of every weight of the (decrypted) model. protobuf-c
- * allocates it through this arena: chunks of secure memory (locked, not dumpable, zeroized when
- * released), bump-allocated, all released at once after the IR has been built. */
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t size, used;
-} arena_chunk;
-
-typedef struct pb_arena {
-    arena_chunk *head;
-    size_t next_size;
-    cl_err err; /* the first allocation failure */
-    bool failed;
-} pb_arena;
-
-static void *arena_alloc(void *data, size_t size)
-{
-    pb_arena *a = data;
-    size = (size + 15) & ~(size_t)15;
-    arena_chunk *c = a->head;
-    if (!c || c->size - c->used < size) {
-        size_t want = a->next_size;
-        if (want < size + sizeof *c + 16)
-            want = size + sizeof *c + 16;
-        c = cl_secmem_alloc(want, a->failed ? NULL : &a->err);
-        if (!c) {
-            a->failed = true;
-            return NULL;
-        }
-        c->size = want;
-        c->used = (sizeof *c + 15) & ~(size_t)15;
-        c->next = a->head;
-        a->head = c;
-        if (a->next_size < ((size_t)256 << 20))
-            a->next_size *= 2;
-    }
-    void *p = (char *)c + c->used;
-    c->used += size;
-    return p;
-}
-
-static void arena_free_one(void *data, void *p)
-{
-    (void)data;
-    (void)p; /* released with the whole arena */
-}
-
-static void arena_release(pb_arena *a)
-{
-    arena_chunk *c = a->head;
-    while (c) {
-        arena_chunk *nx = c->next;
-        cl_secmem_free(c);
-        c = nx;
-    }
-    a->head = NULL;
+    return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf)");
 }
 
 /* ---------------------------------------------------------------- initializers out of the model
@@ -177,24 +74,7 @@ static size_t put_varint(uint8_t *o, uint64_t v)
 /* One field at *p: its number, wire type, value span (wire type 2) and end; -1 if malformed. */
 static int next_field(const uint8_t **p, const uint8_t *end, uint64_t *field, unsigned *wt, pb_span *val)
 {
-    uint64_t key, v;
-    if (read_varint(p, end, &key) != 0)
-        return -1;
-    *field = key >> 3;
-    *wt = key & 7;
-    switch (*wt) {
-    case 0: return read_varint(p, end, &v);
-    case 1: if (end - *p < 8) return -1; *p += 8; return 0;
-    case 5: if (end - *p < 4) return -1; *p += 4; return 0;
-    case 2:
-        if (read_varint(p, end, &v) != 0 || v > (uint64_t)(end - *p))
-            return -1;
-        val->p = *p;
-        val->len = (size_t)v;
-        *p += v;
-        return 0;
-    default: return -1;
-    }
+    return eng_pb_field(p, end, field, wt, &val->p, &val->len);
 }
 
 /* Copies the fields of message [p, end) to out (NULL: measures only) except the length-delimited
@@ -356,7 +236,7 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const c
 
 int eng_onnx_tensor_parse(const uint8_t *buf, size_t len, eng_tensor *out, char **name, cl_err *err)
 {
-    if (pb_check(&onnx__tensor_proto__descriptor, buf, buf + len, 0, err) != 0)
+    if (pb_check(&onnx__tensor_proto__descriptor, buf, len, err) != 0)
         return -1;
     Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, len, buf);
     if (!tp)
@@ -642,7 +522,7 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
     if (len > CL_ENGINE_MAX_MODEL_BYTES)
         return cl_err_set(err, CL_E_FORMAT, "model is %zu bytes (at most %zu supported)", len,
                           CL_ENGINE_MAX_MODEL_BYTES);
-    if (pb_check(&onnx__model_proto__descriptor, buf, buf + len, 0, err) != 0)
+    if (pb_check(&onnx__model_proto__descriptor, buf, len, err) != 0)
         return -1;
     span_list inits = {0};
     ptrdiff_t slen = strip_model(buf, len, NULL, &inits);
@@ -652,21 +532,19 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
         return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf)");
     }
-    pb_arena arena = {.next_size = (size_t)slen + ((size_t)64 << 10)};
-    ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free_one, .allocator_data = &arena};
+    eng_pb_arena arena;
+    eng_pb_arena_init(&arena, (size_t)slen + ((size_t)64 << 10));
+    ProtobufCAllocator *alloc = &arena.alloc;
     /* the model without its initializers, in the arena (secure memory: it may hold Constant tensors) */
-    uint8_t *sbuf = alloc.alloc(&arena, (size_t)slen + 1);
+    uint8_t *sbuf = alloc->alloc(alloc->allocator_data, (size_t)slen + 1);
     Onnx__ModelProto *mp = NULL;
     if (sbuf && strip_model(buf, len, sbuf, NULL) == slen)
-        mp = onnx__model_proto__unpack(&alloc, (size_t)slen, sbuf);
+        mp = onnx__model_proto__unpack(alloc, (size_t)slen, sbuf);
     if (!mp) {
         free(inits.v);
-        arena_release(&arena);
-        if (arena.failed) {
-            if (err)
-                *err = arena.err;
+        eng_pb_arena_release(&arena);
+        if (eng_pb_arena_failed(&arena, err))
             return -1;
-        }
         return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf ModelProto did not parse)");
     }
     int rc = -1;
@@ -691,12 +569,12 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
                    "supported opset", (long long)m->opset);
         goto out;
     }
-    rc = parse_graph(m, mp->graph, &inits, &alloc, err);
+    rc = parse_graph(m, mp->graph, &inits, alloc, err);
     /* only a convolution's weights stay borrowed past the parse: konst.c */
     if (rc == 0)
         rc = eng_consts_after_parse(m, err);
 out:
     free(inits.v);
-    arena_release(&arena); /* no free_unpacked: the arena owns every allocation */
+    eng_pb_arena_release(&arena); /* no free_unpacked: the arena owns every allocation */
     return rc;
 }

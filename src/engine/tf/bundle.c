@@ -66,22 +66,6 @@ static uint32_t crc_unmask(uint32_t m)
 
 static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
-static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 typedef struct bentry {
     char *key;
     uint8_t *val; /* BundleEntryProto bytes */
@@ -160,8 +144,9 @@ static int block_entries(const uint8_t *b, size_t n, entry_fn fn, void *arg, cl_
     int rc = 0;
     while (p < end) {
         uint64_t shared, nonshared, vlen;
-        if (varint(&p, end, &shared) || varint(&p, end, &nonshared) || varint(&p, end, &vlen) ||
-            shared > klen || nonshared > (size_t)(end - p) || vlen > (size_t)(end - p) - nonshared ||
+        if (eng_pb_varint(&p, end, &shared) || eng_pb_varint(&p, end, &nonshared) ||
+            eng_pb_varint(&p, end, &vlen) || shared > klen || nonshared > (size_t)(end - p) ||
+            vlen > (size_t)(end - p) - nonshared ||
             shared + nonshared > 65536) {
             rc = bad(err, "a block entry is malformed", NULL);
             break;
@@ -239,7 +224,7 @@ static int index_entry(void *arg, const uint8_t *key, size_t klen, const uint8_t
     idx_ctx *c = arg;
     const uint8_t *p = val, *end = val + vlen;
     uint64_t off, size;
-    if (varint(&p, end, &off) || varint(&p, end, &size))
+    if (eng_pb_varint(&p, end, &off) || eng_pb_varint(&p, end, &size))
         return bad(err, "an index entry is not a block handle", NULL);
     const uint8_t *blk;
     size_t blen;
@@ -294,7 +279,8 @@ int eng_bundle_open(const uint8_t *tbl, size_t len, const cl_engine_file *files,
         return bad(err, "no SSTable magic at its end (not a TensorBundle index, or truncated)", NULL);
     const uint8_t *p = f, *fend = f + 40;
     uint64_t moff, msize, ioff, isize;
-    if (varint(&p, fend, &moff) || varint(&p, fend, &msize) || varint(&p, fend, &ioff) || varint(&p, fend, &isize))
+    if (eng_pb_varint(&p, fend, &moff) || eng_pb_varint(&p, fend, &msize) || eng_pb_varint(&p, fend, &ioff) ||
+        eng_pb_varint(&p, fend, &isize))
         return bad(err, "the footer's block handles are malformed", NULL);
     (void)moff;
     (void)msize;

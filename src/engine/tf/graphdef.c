@@ -27,69 +27,20 @@
 
 /* ---------------------------------------------------------------- protobuf wire pre-check */
 
-static int rd_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t r = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int walk(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, int depth, const char *what,
-                cl_err *err)
-{
-    if (depth > MAX_PB_DEPTH)
-        return cl_err_set(err, CL_E_FORMAT, "%s nests messages more than %d levels deep", what, MAX_PB_DEPTH);
-    while (p < end) {
-        uint64_t key, v;
-        if (rd_varint(&p, end, &key) != 0)
-            return cl_err_set(err, CL_E_FORMAT, "%s: malformed protobuf (varint)", what);
-        unsigned wt = key & 7;
-        switch (wt) {
-        case 0:
-            if (rd_varint(&p, end, &v) != 0)
-                return cl_err_set(err, CL_E_FORMAT, "%s: malformed protobuf (varint)", what);
-            break;
-        case 1:
-            if (end - p < 8)
-                return cl_err_set(err, CL_E_FORMAT, "%s: truncated protobuf", what);
-            p += 8;
-            break;
-        case 5:
-            if (end - p < 4)
-                return cl_err_set(err, CL_E_FORMAT, "%s: truncated protobuf", what);
-            p += 4;
-            break;
-        case 2: {
-            if (rd_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-                return cl_err_set(err, CL_E_FORMAT, "%s: truncated protobuf field", what);
-            uint64_t field = key >> 3;
-            const ProtobufCFieldDescriptor *fd =
-                d && field <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)field) : NULL;
-            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
-                walk(fd->descriptor, p, p + v, depth + 1, what, err) != 0)
-                return -1;
-            p += v;
-            break;
-        }
-        default:
-            return cl_err_set(err, CL_E_FORMAT, "%s: malformed protobuf (wire type %u)", what, wt);
-        }
-    }
-    return 0;
-}
-
 int eng_tf_pb_check(const void *descriptor, const uint8_t *buf, size_t len, const char *what, cl_err *err)
 {
-    return walk(descriptor, buf, buf + len, 0, what, err);
+    unsigned wt = 0;
+    switch (eng_pb_walk(descriptor, buf, len, MAX_PB_DEPTH, &wt)) {
+    case ENG_PB_OK: return 0;
+    case ENG_PB_TOO_DEEP:
+        return cl_err_set(err, CL_E_FORMAT, "%s nests messages more than %d levels deep", what, MAX_PB_DEPTH);
+    case ENG_PB_BAD_VARINT: return cl_err_set(err, CL_E_FORMAT, "%s: malformed protobuf (varint)", what);
+    case ENG_PB_TRUNCATED: return cl_err_set(err, CL_E_FORMAT, "%s: truncated protobuf", what);
+    case ENG_PB_TRUNCATED_FIELD: return cl_err_set(err, CL_E_FORMAT, "%s: truncated protobuf field", what);
+    case ENG_PB_BAD_WIRE_TYPE:
+        return cl_err_set(err, CL_E_FORMAT, "%s: malformed protobuf (wire type %u)", what, wt);
+    }
+    return cl_err_set(err, CL_E_FORMAT, "%s: malformed protobuf", what);
 }
 
 /* Top-level fields tell the formats apart: ModelProto has its graph in field 7 and opsets in 8; a
@@ -100,11 +51,10 @@ eng_format eng_tf_sniff(const uint8_t *buf, size_t len)
     unsigned seen = 0; /* bit per field 1..5 */
     bool f1_len = false, f1_varint = false, other = false;
     while (p < end) {
-        uint64_t key, v;
-        if (rd_varint(&p, end, &key) != 0)
+        uint64_t f;
+        unsigned wt;
+        if (eng_pb_field(&p, end, &f, &wt, NULL, NULL) != 0)
             return ENG_FMT_ONNX;
-        unsigned wt = key & 7;
-        uint64_t f = key >> 3;
         if (f == 7 || f == 8)
             return ENG_FMT_ONNX;
         if (f >= 1 && f <= 5)
@@ -115,24 +65,6 @@ eng_format eng_tf_sniff(const uint8_t *buf, size_t len)
             f1_len = true;
         else if (f == 1)
             f1_varint = true;
-        if (wt == 0) {
-            if (rd_varint(&p, end, &v) != 0)
-                return ENG_FMT_ONNX;
-        } else if (wt == 2) {
-            if (rd_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-                return ENG_FMT_ONNX;
-            p += v;
-        } else if (wt == 1) {
-            if (end - p < 8)
-                return ENG_FMT_ONNX;
-            p += 8;
-        } else if (wt == 5) {
-            if (end - p < 4)
-                return ENG_FMT_ONNX;
-            p += 4;
-        } else {
-            return ENG_FMT_ONNX;
-        }
     }
     if (other)
         return ENG_FMT_ONNX;
@@ -141,86 +73,6 @@ eng_format eng_tf_sniff(const uint8_t *buf, size_t len)
     if ((seen & (1u << 2)) && !(seen & ~((1u << 1) | (1u << 2))))
         return ENG_FMT_TF_SAVEDMODEL;
     return ENG_FMT_ONNX;
-}
-
-/* ---------------------------------------------------------------- secure arena for protobuf-c */
-
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t size, used;
-} arena_chunk;
-
-struct eng_tf_arena {
-    ProtobufCAllocator alloc;
-    arena_chunk *head;
-    size_t next_size;
-    cl_err err;
-    bool failed;
-};
-
-static void *arena_alloc(void *data, size_t size)
-{
-    eng_tf_arena *a = data;
-    size = (size + 15) & ~(size_t)15;
-    arena_chunk *c = a->head;
-    if (!c || c->size - c->used < size) {
-        size_t want = a->next_size;
-        if (want < size + sizeof *c + 16)
-            want = size + sizeof *c + 16;
-        c = cl_secmem_alloc(want, a->failed ? NULL : &a->err);
-        if (!c) {
-            a->failed = true;
-            return NULL;
-        }
-        c->size = want;
-        c->used = (sizeof *c + 15) & ~(size_t)15;
-        c->next = a->head;
-        a->head = c;
-        if (a->next_size < ((size_t)256 << 20))
-            a->next_size *= 2;
-    }
-    void *p = (char *)c + c->used;
-    c->used += size;
-    return p;
-}
-
-static void arena_free_one(void *data, void *p)
-{
-    (void)data;
-    (void)p;
-}
-
-eng_tf_arena *eng_tf_arena_new(size_t first, cl_err *err)
-{
-    eng_tf_arena *a = calloc(1, sizeof *a);
-    if (!a) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        return NULL;
-    }
-    a->alloc = (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free_one, .allocator_data = a};
-    a->next_size = first < 4096 ? 4096 : first;
-    return a;
-}
-
-void *eng_tf_arena_allocator(eng_tf_arena *a) { return &a->alloc; }
-
-bool eng_tf_arena_failed(eng_tf_arena *a, cl_err *err)
-{
-    if (a->failed && err)
-        *err = a->err;
-    return a->failed;
-}
-
-void eng_tf_arena_free(eng_tf_arena *a)
-{
-    if (!a)
-        return;
-    for (arena_chunk *c = a->head; c;) {
-        arena_chunk *nx = c->next;
-        cl_secmem_free(c);
-        c = nx;
-    }
-    free(a);
 }
 
 /* ---------------------------------------------------------------- types and tensors */
@@ -2061,18 +1913,17 @@ int eng_tf_parse_graphdef(cl_engine_model *m, const uint8_t *buf, size_t len, cl
         return cl_err_set(err, CL_E_FORMAT, "model is %zu bytes (at most %zu)", len, CL_ENGINE_MAX_MODEL_BYTES);
     if (eng_tf_pb_check(&tensorflow__graph_def__descriptor, buf, len, "TensorFlow GraphDef", err) != 0)
         return -1;
-    eng_tf_arena *a = eng_tf_arena_new(len + ((size_t)64 << 10), err);
-    if (!a)
-        return -1;
-    Tensorflow__GraphDef *g = tensorflow__graph_def__unpack(eng_tf_arena_allocator(a), len, buf);
+    eng_pb_arena a;
+    eng_pb_arena_init(&a, len + ((size_t)64 << 10));
+    Tensorflow__GraphDef *g = tensorflow__graph_def__unpack(&a.alloc, len, buf);
     int rc = -1;
     if (!g) {
-        if (!eng_tf_arena_failed(a, err))
+        if (!eng_pb_arena_failed(&a, err))
             cl_err_set(err, CL_E_FORMAT, "not a TensorFlow GraphDef (the protobuf does not parse)");
     } else {
         eng_tf_import imp = {.graph = g};
         rc = eng_tf_import_graph(m, &imp, err);
     }
-    eng_tf_arena_free(a);
+    eng_pb_arena_release(&a);
     return rc;
 }

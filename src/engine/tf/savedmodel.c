@@ -249,16 +249,15 @@ int eng_tf_parse_savedmodel(cl_engine_model *m, const cl_engine_file *files, siz
                           CL_ENGINE_MAX_MODEL_BYTES);
     if (eng_tf_pb_check(&tensorflow__saved_model__descriptor, pb->data, pb->len, "saved_model.pb", err) != 0)
         return -1;
-    eng_tf_arena *a = eng_tf_arena_new(pb->len + ((size_t)64 << 10), err);
-    if (!a)
-        return -1;
+    eng_pb_arena a;
+    eng_pb_arena_init(&a, pb->len + ((size_t)64 << 10));
     int rc = -1;
     eng_bundle *bundle = NULL;
     eng_tf_io *ins = NULL, *outs = NULL;
     vars vs = {0};
-    Tensorflow__SavedModel *sm = tensorflow__saved_model__unpack(eng_tf_arena_allocator(a), pb->len, pb->data);
+    Tensorflow__SavedModel *sm = tensorflow__saved_model__unpack(&a.alloc, pb->len, pb->data);
     if (!sm) {
-        if (!eng_tf_arena_failed(a, err))
+        if (!eng_pb_arena_failed(&a, err))
             cl_err_set(err, CL_E_FORMAT, "saved_model.pb is not a SavedModel (the protobuf does not parse)");
         goto out;
     }
@@ -321,6 +320,6 @@ out:
     free(ins);
     free(outs);
     eng_bundle_free(bundle);
-    eng_tf_arena_free(a);
+    eng_pb_arena_release(&a);
     return rc;
 }

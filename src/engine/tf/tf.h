@@ -18,6 +18,7 @@
 #define CLOISTER_ENGINE_TF_H
 
 #include "engine/internal.h"
+#include "engine/pbwire.h" /* the wire reader and secure arena shared with onnx.c */
 
 struct Tensorflow__GraphDef;
 struct Tensorflow__TensorProto;
@@ -26,8 +27,8 @@ struct Tensorflow__TensorProto;
 typedef enum { ENG_FMT_ONNX, ENG_FMT_TF_GRAPHDEF, ENG_FMT_TF_SAVEDMODEL } eng_format;
 eng_format eng_tf_sniff(const uint8_t *buf, size_t len);
 
-/* Walks a protobuf message's wire format against its descriptor, refusing malformed input and nesting
- * deeper than 32 levels (protobuf-c recurses without a limit). `what` names the input in messages. */
+/* The wire-format pre-check (eng_pb_walk, pbwire.h: malformed input, nesting deeper than 32 levels),
+ * its errors worded for the importer; `what` names the input in them. */
 int eng_tf_pb_check(const void *descriptor, const uint8_t *buf, size_t len, const char *what, cl_err *err);
 
 /* TF DataType -> engine dtype; CL_ENGINE_DT_UNDEFINED when the engine has none. */
@@ -83,12 +84,5 @@ int eng_tf_parse_graphdef(cl_engine_model *m, const uint8_t *buf, size_t len, cl
  * serving_default). */
 int eng_tf_parse_savedmodel(cl_engine_model *m, const cl_engine_file *files, size_t n_files, const char *signature,
                             cl_err *err);
-
-/* protobuf-c allocator in secure memory (released at once): the unpacked messages hold the weights. */
-typedef struct eng_tf_arena eng_tf_arena;
-eng_tf_arena *eng_tf_arena_new(size_t first_chunk, cl_err *err);
-void *eng_tf_arena_allocator(eng_tf_arena *a); /* a ProtobufCAllocator * */
-bool eng_tf_arena_failed(eng_tf_arena *a, cl_err *err);
-void eng_tf_arena_free(eng_tf_arena *a);
 
 #endif
