@@ -5,12 +5,10 @@
  * what is left and CL_REPO_WARMUP_MAX_BYTES, both CRCs of each record are verified, at most
  * CL_REPO_WARMUP_MAX_RECORDS records are read, and the requests go through the same conversion and
  * signature checks as a Predict (cl_serve_pb_request_inputs, cl_serve_model_run).
- * CRC-32C is computed here: Debian packages no C library for it (OpenSSL and zlib have CRC-32 only),
- * and it is one table. Thread-safe (the table is built once, under pthread_once). */
+ * The CRCs are CRC-32C (cl_crc32c, common: Debian packages no C library for it). Thread-safe. */
 #include "cloister/repo.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,33 +20,7 @@
 
 /* ---------------------------------------------------------------- TFRecord */
 
-static uint32_t crc_table[256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1; /* Castagnoli, reflected */
-        crc_table[i] = c;
-    }
-}
-
-static uint32_t crc32c(const uint8_t *p, size_t n)
-{
-    pthread_once(&crc_once, crc_init);
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++)
-        c = crc_table[(c ^ p[i]) & 0xff] ^ (c >> 8);
-    return c ^ 0xffffffffu;
-}
-
-uint32_t cl_repo_tfrecord_crc(const uint8_t *p, size_t n)
-{
-    uint32_t c = crc32c(p, n);
-    return ((c >> 15) | (c << 17)) + 0xa282ead8u;
-}
+uint32_t cl_repo_tfrecord_crc(const uint8_t *p, size_t n) { return cl_crc32c_mask(cl_crc32c(0, p, n)); }
 
 static uint64_t le64(const uint8_t *p)
 {

@@ -21,48 +21,8 @@
 #define MAX_ENTRIES 1000000           /* keys in one index */
 #define MAX_BLOCK ((size_t)64 << 20)   /* one block, uncompressed */
 #define MAX_SHARDS 4096
-#define MASK_DELTA 0xa282ead8u
 
-/* CRC-32C, reflected polynomial 0x82f63b78, table-driven (Debian ships no C library for it; the
- * tensor data of a large model is CRC'd once at load, ~100 MB for ResNet-50). */
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-}
-
-uint32_t eng_crc32c(uint32_t crc, const uint8_t *p, size_t n)
-{
-    pthread_once(&crc_once, crc_init);
-    uint32_t c = ~crc;
-    while (n >= 8) { /* slicing by 8 */
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
-        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^ crc_table[5][(lo >> 16) & 0xff] ^
-            crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^ crc_table[2][p[5]] ^ crc_table[1][p[6]] ^
-            crc_table[0][p[7]];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = (c >> 8) ^ crc_table[0][(c ^ *p++) & 0xff];
-    return ~c;
-}
-
-static uint32_t crc_unmask(uint32_t m)
-{
-    uint32_t r = m - MASK_DELTA;
-    return (r >> 17) | (r << 15);
-}
 
 static uint32_t le32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
 
@@ -94,8 +54,8 @@ static int read_block(const uint8_t *tbl, size_t len, uint64_t off, uint64_t siz
         return bad(err, "a block handle points outside the file (truncated?)", NULL);
     const uint8_t *b = tbl + off;
     uint8_t type = b[size];
-    uint32_t want = crc_unmask(le32(b + size + 1));
-    uint32_t got = eng_crc32c(0, b, size + 1);
+    uint32_t want = cl_crc32c_unmask(le32(b + size + 1));
+    uint32_t got = cl_crc32c(0, b, size + 1);
     if (got != want)
         return cl_err_set(err, CL_E_FORMAT, "variables.index: block at offset %llu fails its CRC32C check "
                           "(stored %08x, computed %08x): the file is corrupt", (unsigned long long)off, want, got);
@@ -404,7 +364,7 @@ int eng_bundle_read(const eng_bundle *b, const char *key, eng_tensor *t, cl_err 
         goto out;
     }
     const uint8_t *src = sh->data + ep->offset;
-    uint32_t got = eng_crc32c(0, src, nb), want = crc_unmask(ep->crc32c);
+    uint32_t got = cl_crc32c(0, src, nb), want = cl_crc32c_unmask(ep->crc32c);
     if (got != want) {
         cl_err_set(err, CL_E_FORMAT, "variable '%s' fails its CRC32C check in %s (stored %08x, computed %08x): the "
                    "checkpoint is corrupt", key, sh->name, want, got);

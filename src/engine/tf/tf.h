@@ -45,8 +45,6 @@ void eng_bundle_free(eng_bundle *b);
 bool eng_bundle_has(const eng_bundle *b, const char *key);
 /* The tensor stored under key, in secure memory, its data CRC32C-checked. */
 int eng_bundle_read(const eng_bundle *b, const char *key, eng_tensor *out, cl_err *err);
-/* CRC-32C (Castagnoli) of buf, extending crc (0 to start). */
-uint32_t eng_crc32c(uint32_t crc, const uint8_t *buf, size_t len);
 
 /* ---------------------------------------------------------------- GraphDef import (graphdef.c) */
 /* One signature entry: the name clients use and the graph tensor ("node:k") it stands for. */
