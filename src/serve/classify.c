@@ -33,26 +33,6 @@ static cl_serve_code over_budget(cl_serve_call *c, const cl_serve_pb_budget *b)
                            (double)b->limit / (1 << 20));
 }
 
-static cl_serve_code model_lookup(cl_serve_registry *reg, const Tensorflow__Serving__ModelSpec *ms, cl_serve_call *c)
-{
-    cl_serve_status *st = &c->st;
-    if (!ms || !ms->name || !*ms->name)
-        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing ModelSpec");
-    snprintf(st->model, sizeof st->model, "%s", ms->name);
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL)
-        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet; ask "
-                               "for a version number or for the latest version");
-    int64_t version = 0;
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version)
-        version = ms->version->value;
-    st->version = version;
-    cl_err err = {0};
-    if (!(c->model = cl_serve_registry_get(reg, ms->name, version, &err)))
-        return cl_serve_st_set(st, CL_SC_NOT_FOUND, "%s", err.msg);
-    st->version = cl_serve_model_version(c->model);
-    return CL_SC_OK;
-}
-
 /* The task's signature: TF's texts for a signature that is missing or of another method. */
 static cl_serve_code task_resolve(cl_serve_call *c, const char *signame, const char *method, bool multi,
                                   cl_serve_task *t)
@@ -115,7 +95,7 @@ static cl_serve_code multi_tasks(cl_serve_registry *reg, const Tensorflow__Servi
                                    "the same model name.");
         model = ms->name;
     }
-    cl_serve_code code = model_lookup(reg, req->tasks[0]->model_spec, c);
+    cl_serve_code code = cl_serve_pb_spec_lookup(reg, req->tasks[0]->model_spec, &c->model, &c->st);
     if (code != CL_SC_OK || (code = infer_alloc(c, req->n_tasks)) != CL_SC_OK)
         return code;
     for (size_t i = 0; i < req->n_tasks; i++) {
@@ -167,7 +147,8 @@ cl_serve_code cl_serve_pb_infer_parse(cl_serve_registry *reg, const uint8_t *msg
         if (!req)
             return b.over ? over_budget(c, &b) : cl_serve_st_set(&c->st, CL_SC_INVALID_ARGUMENT, "the request is not "
                                                                  "a valid %s protobuf", what);
-        if ((code = model_lookup(reg, ms, c)) == CL_SC_OK && (code = infer_alloc(c, 1)) == CL_SC_OK)
+        if ((code = cl_serve_pb_spec_lookup(reg, ms, &c->model, &c->st)) == CL_SC_OK &&
+            (code = infer_alloc(c, 1)) == CL_SC_OK)
             code = task_resolve(c, ms->signature_name,
                                 c->rpc == CL_RPC_CLASSIFY ? CL_SERVE_METHOD_CLASSIFY : CL_SERVE_METHOD_REGRESS, false,
                                 &c->infer->tasks[0]);

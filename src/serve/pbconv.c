@@ -235,8 +235,8 @@ static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
 
 /* ---------------------------------------------------------------- model spec */
 
-static cl_serve_code spec_lookup(cl_serve_registry *reg, const Tensorflow__Serving__ModelSpec *ms,
-                                 cl_serve_model **out, cl_serve_status *st)
+cl_serve_code cl_serve_pb_spec_lookup(cl_serve_registry *reg, const Tensorflow__Serving__ModelSpec *ms,
+                                      cl_serve_model **out, cl_serve_status *st)
 {
     *out = NULL;
     if (!ms || !ms->name || !*ms->name)
@@ -281,7 +281,7 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
     Tensorflow__Serving__PredictRequest *req = tensorflow__serving__predict_request__unpack(NULL, len, msg);
     if (!req)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request is not a valid PredictRequest protobuf");
-    cl_serve_code code = spec_lookup(reg, req->model_spec, &c->model, st);
+    cl_serve_code code = cl_serve_pb_spec_lookup(reg, req->model_spec, &c->model, st);
     if (code != CL_SC_OK || (code = cl_serve_sig_resolve(c, req->model_spec->signature_name)) != CL_SC_OK)
         goto out;
     if (!(c->inputs = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *c->inputs))) {
@@ -428,7 +428,7 @@ cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, s
             goto out;
         }
     }
-    if ((code = spec_lookup(reg, req->model_spec, &m, st)) != CL_SC_OK)
+    if ((code = cl_serve_pb_spec_lookup(reg, req->model_spec, &m, st)) != CL_SC_OK)
         goto out;
     /* every signature of the model, as TF lists a SavedModel's SignatureDefMap (the TensorInfo names the
      * model's own tensor; the map key is the alias clients use) */

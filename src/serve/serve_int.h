@@ -143,6 +143,13 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
 cl_serve_code cl_serve_pb_predict_response(cl_serve_call *c, uint8_t **out, size_t *out_len);
 cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
                                    size_t *out_len, cl_serve_status *st);
+/* The model a ModelSpec names: by version, by label (the registry's labels; an unknown one is
+ * INVALID_ARGUMENT with TF's text) or the latest; NOT_FOUND with the registry's reason. Sets st->model
+ * and st->version for the metrics and the access log. Shared by Predict, GetModelMetadata and
+ * Classify/Regress/MultiInference. */
+struct Tensorflow__Serving__ModelSpec;
+cl_serve_code cl_serve_pb_spec_lookup(cl_serve_registry *reg, const struct Tensorflow__Serving__ModelSpec *ms,
+                                      cl_serve_model **out, cl_serve_status *st);
 cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
                                  size_t *out_len, cl_serve_status *st);
 /* HandleReloadConfigRequest through the config's reload_config hook (UNIMPLEMENTED without one); on

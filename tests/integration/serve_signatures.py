@@ -182,6 +182,22 @@ def main():
         if resp.model_spec.signature_name != "classify_iris" or resp.model_spec.version.value != 1:
             fail("classify model_spec: %s" % resp.model_spec)
         print("ok classify: 3 examples, %d classes each, as numpy computes" % len(got[0]))
+    elif check == "classify_label":
+        # a version label (the model config's version_labels) names the version, as in Predict
+        req = classification_pb2.ClassificationRequest()
+        spec(req.model_spec, "iris", "classify_iris")
+        req.model_spec.version_label = "stable"
+        req.input.CopyFrom(inp(ROWS.tolist()))
+        resp = stub.Classify(req, timeout=20)
+        if len(resp.result.classifications) != 3 or resp.model_spec.version.value != 1:
+            fail("classify by label: %s" % resp)
+        print("ok classify by label 'stable': version %d" % resp.model_spec.version.value)
+    elif check == "classify_label_unknown":
+        req = classification_pb2.ClassificationRequest()
+        spec(req.model_spec, "iris", "classify_iris")
+        req.model_spec.version_label = "nope"
+        req.input.CopyFrom(inp(ROWS.tolist()))
+        err(stub.Classify, req, grpc.StatusCode.INVALID_ARGUMENT, "Unrecognized servable version label: nope")
     elif check == "classify_context":
         # the measurements come from the context for examples without their own; one example has its own
         req = classification_pb2.ClassificationRequest()

@@ -37,7 +37,8 @@ cat >models/iris/1/signatures.json <<EOF
 EOF
 cat >models.cfg <<EOF
 model_config_list {
-  config { name: "iris" base_path: "$WORK/models/iris" model_platform: "onnx" }
+  config { name: "iris" base_path: "$WORK/models/iris" model_platform: "onnx"
+           version_labels { key: "stable" value: 1 } }
   config { name: "plain" base_path: "$WORK/models/plain" model_platform: "onnx" }
 }
 EOF
@@ -57,8 +58,8 @@ for _ in 1 2 3 4 5; do
 done
 # 8 MiB per request: enough for every check, and the decode-budget check below exceeds it
 "$CLOISTER" serve --host 127.0.0.1 --port "$GRPC" --rest_api_port "$REST" --ssl_config_file tls2/ssl.cfg \
-  --model_config_file models.cfg --file_system_poll_wait_seconds 1 --engine-threads 1 \
-  --max_request_memory_mb 8 >serve.log 2>&1 &
+  --model_config_file models.cfg --allow_version_labels_for_unavailable_models --file_system_poll_wait_seconds 1 \
+  --engine-threads 1 --max_request_memory_mb 8 >serve.log 2>&1 &
 SERVE_PID=$!
 SERVER_PIDS+=("$SERVE_PID")
 wait_log serve.log "serving: gRPC" "$SERVE_PID" || { echo "server did not start:"; cat serve.log; finish; exit 1; }
@@ -91,6 +92,10 @@ expect "REST :predict, unknown signature: 400 with TF's text" 0 "ok REST" -- \
 
 # ---- Classify, Regress, MultiInference
 expect "Classify: labels and scores as numpy computes" 0 "ok classify: 3 examples, 3 classes each" -- q classify
+expect "Classify by version label (model_spec.version_label)" 0 "ok classify by label 'stable': version 1" -- \
+  q classify_label
+expect "Classify by an unknown version label: INVALID_ARGUMENT with TF's text" 0 "ok classify_label_unknown" -- \
+  q classify_label_unknown
 expect "Classify with a context" 0 "ok classify with context" -- q classify_context
 expect "Classify: int64_list values feed a float input" 0 "ok classify: an int64_list" -- q classify_int
 expect "Classify with integer class ids and labels" 0 "ok classify with class ids" -- q classify_top
