@@ -19,6 +19,8 @@
 #include "tensorflow_serving/apis/inference.pb-c.h"
 #include "tensorflow_serving/apis/regression.pb-c.h"
 
+#include "jsonnum.h"
+
 /* What decoding one request may allocate: the per-request memory limit. */
 static size_t decode_limit(const cl_serve_call *c)
 {
@@ -653,8 +655,10 @@ static void put_float(cl_strbuf *b, float v)
         cl_strbuf_str(b, "NaN");
     else if (isinf(v))
         cl_strbuf_str(b, v > 0 ? "Infinity" : "-Infinity");
-    else
-        cl_strbuf_fmt(b, "%.9g", (double)v);
+    else {
+        char num[32];
+        cl_strbuf_put(b, num, cl_json_float(num, sizeof num, v)); /* shortest round-trip, as Predict writes */
+    }
 }
 
 cl_serve_code cl_serve_json_infer_response(cl_serve_call *c, char **out, size_t *out_len)
