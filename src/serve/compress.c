@@ -13,8 +13,6 @@
 
 #include <zlib.h>
 
-#define GRPC_PREFIX 5
-
 int cl_serve_compression_parse(const char *name, cl_serve_compression *out, cl_err *err)
 {
     if (!name || !*name || strcasecmp(name, "identity") == 0 || strcasecmp(name, "none") == 0)
@@ -201,16 +199,18 @@ cl_serve_code cl_serve_grpc_unframe_enc(const uint8_t *buf, size_t len, size_t m
                                         size_t *msg_len, cl_serve_status *st)
 {
     *owned = NULL;
-    if (len < GRPC_PREFIX || buf[0] != 1)
-        return cl_serve_grpc_unframe(buf, len, max_msg, msg, msg_len, st);
-    /* compressed: the framing as for identity, then the message inflated within max_msg */
-    uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
-    if (n > max_msg)
-        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "gRPC message of %u bytes is above the server's "
-                               "limit of %zu bytes", n, max_msg);
-    if ((size_t)n != len - GRPC_PREFIX)
-        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "gRPC framing: the message header says %u bytes but the "
-                               "stream carries %zu (exactly one message per unary call)", n, len - GRPC_PREFIX);
+    bool compressed;
+    const uint8_t *data;
+    size_t n;
+    cl_serve_code code = cl_serve_grpc_frame(buf, len, max_msg, &compressed, &data, &n, st);
+    if (code != CL_SC_OK)
+        return code;
+    if (!compressed) {
+        *msg = data;
+        *msg_len = n;
+        return CL_SC_OK;
+    }
+    /* compressed: the message inflated within max_msg */
     if (encoding < 0)
         return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "the message is compressed with '%s', which this server "
                                "does not support (grpc-accept-encoding: identity,deflate,gzip)",
@@ -220,8 +220,7 @@ cl_serve_code cl_serve_grpc_unframe_enc(const uint8_t *buf, size_t len, size_t m
                                "is identity (or absent)");
     uint8_t *out;
     size_t out_len;
-    cl_serve_code code = cl_serve_inflate((cl_serve_compression)encoding, buf + GRPC_PREFIX, n, max_msg, &out,
-                                          &out_len, st);
+    code = cl_serve_inflate((cl_serve_compression)encoding, data, n, max_msg, &out, &out_len, st);
     if (code != CL_SC_OK)
         return code;
     *owned = out;

@@ -103,17 +103,14 @@ static int conn_flush(gconn *c);
 
 /* ---------------------------------------------------------------- framing */
 
-cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
-                                    size_t *msg_len, cl_serve_status *st)
+cl_serve_code cl_serve_grpc_frame(const uint8_t *buf, size_t len, size_t max_msg, bool *compressed,
+                                  const uint8_t **msg, size_t *msg_len, cl_serve_status *st)
 {
     if (len < GRPC_PREFIX)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request body is shorter than a gRPC message "
                                "header (%zu bytes)", len);
     if (buf[0] > 1)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "invalid gRPC compressed-flag byte %u", buf[0]);
-    if (buf[0] == 1)
-        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "compressed gRPC messages are not supported (send with "
-                               "identity encoding)");
     uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
     if (n > max_msg)
         return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "gRPC message of %u bytes is above the server's "
@@ -121,9 +118,21 @@ cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_m
     if ((size_t)n != len - GRPC_PREFIX)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "gRPC framing: the message header says %u bytes but the "
                                "stream carries %zu (exactly one message per unary call)", n, len - GRPC_PREFIX);
+    *compressed = buf[0] == 1;
     *msg = buf + GRPC_PREFIX;
     *msg_len = n;
     return CL_SC_OK;
+}
+
+cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
+                                    size_t *msg_len, cl_serve_status *st)
+{
+    bool compressed;
+    cl_serve_code code = cl_serve_grpc_frame(buf, len, max_msg, &compressed, msg, msg_len, st);
+    if (code == CL_SC_OK && compressed)
+        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "compressed gRPC messages are not supported (send with "
+                               "identity encoding)");
+    return code;
 }
 
 void cl_serve_grpc_percent_encode(const char *in, char *out)

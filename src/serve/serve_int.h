@@ -193,8 +193,12 @@ char *cl_serve_json_status(const cl_serve_version_status *versions, size_t n);
 char *cl_serve_json_error(const char *msg);
 
 /* ---- gRPC framing (grpc.c) */
-/* Parses one length-prefixed gRPC message that must fill buf exactly. Returns the code:
- * OK, INVALID_ARGUMENT (malformed/trailing), UNIMPLEMENTED (compressed), RESOURCE_EXHAUSTED. */
+/* Parses one length-prefixed gRPC message that must fill buf exactly: *msg and *msg_len its bytes as sent,
+ * *compressed its compressed flag. Returns OK, INVALID_ARGUMENT (malformed/trailing) or
+ * RESOURCE_EXHAUSTED (above max_msg). */
+cl_serve_code cl_serve_grpc_frame(const uint8_t *buf, size_t len, size_t max_msg, bool *compressed,
+                                  const uint8_t **msg, size_t *msg_len, cl_serve_status *st);
+/* cl_serve_grpc_frame for identity-encoded messages only: a compressed one is UNIMPLEMENTED. */
 cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
                                     size_t *msg_len, cl_serve_status *st);
 /* Percent-encodes a grpc-message value (out has room for 3*strlen(in)+1). */
