@@ -51,11 +51,7 @@ wait_log() {
   done
   return 1
 }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for _ in 1 2 3 4 5; do
-  GRPC=$((20000 + RANDOM % 40000)); REST=$((GRPC + 1))
-  port_free "$GRPC" && port_free "$REST" && break
-done
+read -r GRPC REST < <(free_ports)
 # 8 MiB per request: enough for every check, and the decode-budget check below exceeds it
 "$CLOISTER" serve --host 127.0.0.1 --port "$GRPC" --rest_api_port "$REST" --ssl_config_file tls2/ssl.cfg \
   --model_config_file models.cfg --allow_version_labels_for_unavailable_models --file_system_poll_wait_seconds 1 \

@@ -13,13 +13,6 @@ source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-free_ports() {
-  $PY -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])'
-}
 # start NAME ARGS... — cloister serve in the background, NAME.log; NAME_PID; waits for "serving:" (10 s)
 start() {
   local name=$1

@@ -22,13 +22,6 @@ PROTO=$3
 source "$(dirname "$0")/serve_lib.sh"
 export CLOISTER_LOG=info
 VC="$HERE/versions_client.py"
-free_ports() {
-  $PY -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])'
-}
 # start NAME ARGS... — cloister serve --plaintext in the background, NAME.log; NAME_PID, NAME_G, NAME_R
 start() {
   local name=$1 gp rp
