@@ -188,13 +188,14 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
     int gamma = -1, beta = -1;
     eng_node *c = sole_consumer(m, dv->out[0]);
     const eng_tensor *t;
-    if (is_op(c, "Mul") && (t = konst(m, other(c, dv->out[0]))) && t->rank == 1) {
+    /* (a [1] vector broadcasts as a scalar, which LayerNormalization's scale cannot: left unfused) */
+    if (is_op(c, "Mul") && (t = konst(m, other(c, dv->out[0]))) && t->rank == 1 && t->dims[0] > 1) {
         mul = c;
         gamma = other(c, dv->out[0]);
         tail = c;
         c = sole_consumer(m, c->out[0]);
     }
-    if (is_op(c, "Add") && (t = konst(m, other(c, tail->out[0]))) && t->rank == 1) {
+    if (is_op(c, "Add") && (t = konst(m, other(c, tail->out[0]))) && t->rank == 1 && t->dims[0] > 1) {
         add = c;
         beta = other(c, tail->out[0]);
         tail = c;
@@ -405,8 +406,9 @@ static int fuse_matmul(cl_engine_model *m, eng_node *n, cl_err *err)
             n_in = 3;
         }
     }
-    /* a scalar Mul / Div on an input (attention scales q or k): an eltwise linear on the product */
-    for (int k = 0; k < 2; k++) {
+    /* a scalar Mul / Div on an input (attention scales q or k): an eltwise linear on the product; not
+     * with a Gemm bias, which oneDNN adds before the post-ops (c*(A B) + C is not c*(A B + C)) */
+    for (int k = 0; k < 2 && at->bias < 0; k++) {
         eng_node *p = producer(m, ins[k]);
         float c;
         if (at->n_post || !p || sole_consumer(m, ins[k]) != n || !(is_op(p, "Mul") || is_op(p, "Div")))
