@@ -72,7 +72,8 @@ static inline Onnx__TensorProto *mb_init_tensor(mb *m, const char *name, int dt,
     t->data_type = dt;
     t->n_dims = (size_t)rank;
     t->dims = A(sizeof(int64_t) * (size_t)(rank + 1));
-    memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
+    if (rank > 0) /* a scalar has no dims (and may pass NULL) */
+        memcpy(t->dims, dims, sizeof(int64_t) * (size_t)rank);
     t->has_raw_data = 1;
     t->raw_data.len = nbytes;
     t->raw_data.data = A(nbytes);
