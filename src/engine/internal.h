@@ -164,6 +164,7 @@ struct cl_engine_model {
     size_t n_order;
     int64_t opset;        /* default-domain opset */
     cl_engine_io_info *in_info, *out_info;
+    char *method_name;    /* TensorFlow SavedModels: the signature_def's method_name; NULL otherwise */
     int *in_val, *out_val;
     size_t n_inputs, n_outputs;
     int threads;
