@@ -177,7 +177,8 @@ bool eng_vec_transpose(const eng_tensor *x, eng_tensor *y, const int64_t *perm)
     t.ta = (t.c.od[t.a] + TILE - 1) / TILE;
     t.tb = (t.c.od[t.b] + TILE - 1) / TILE;
     t.items = N / (t.c.od[t.a] * t.c.od[t.b]) * t.ta * t.tb;
-    eng_par_for(t.items, TILE * TILE, 1, tile_range, &t);
+    /* cost per tile: its average element count (small tiles of a small tensor stay on one thread) */
+    eng_par_for(t.items, (N + t.items - 1) / t.items, 1, tile_range, &t);
     return true;
 }
 

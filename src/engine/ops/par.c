@@ -9,6 +9,13 @@
 
 bool eng_kernels_reference;
 static int64_t par_min_work = ENG_PAR_MIN_WORK;
+static int64_t par_calls, par_splits;
+
+void eng_kernels_stats(int64_t *calls, int64_t *splits)
+{
+    *calls = __atomic_load_n(&par_calls, __ATOMIC_RELAXED);
+    *splits = __atomic_load_n(&par_splits, __ATOMIC_RELAXED);
+}
 
 void eng_kernels_set_test(int64_t min_work, bool reference)
 {
@@ -37,6 +44,7 @@ int eng_par_threads(int64_t n, int64_t cost)
 
 void eng_par_for(int64_t n, int64_t cost, int64_t align, eng_range_fn fn, void *ctx)
 {
+    __atomic_fetch_add(&par_calls, 1, __ATOMIC_RELAXED);
     if (n <= 0)
         return;
     int nt = eng_par_threads(n, cost);
@@ -46,6 +54,7 @@ void eng_par_for(int64_t n, int64_t cost, int64_t align, eng_range_fn fn, void *
     }
     if (align < 1)
         align = 1;
+    __atomic_fetch_add(&par_splits, 1, __ATOMIC_RELAXED);
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();

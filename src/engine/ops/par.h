@@ -37,6 +37,9 @@ int eng_par_threads(int64_t n, int64_t cost);
  * the fast kernels. */
 void eng_kernels_set_test(int64_t min_work, bool reference);
 extern bool eng_kernels_reference;
+/* For tests: how many times eng_par_for ran (i.e. a fast path ran) and how many of those split the work
+ * over more than one thread, since the process started (relaxed atomic counters, any thread). */
+void eng_kernels_stats(int64_t *calls, int64_t *splits);
 
 /* ---------------------------------------------------------------- broadcast plan
  * The numpy broadcast of up to 3 operands with dims of size 1 dropped and adjacent dims merged where

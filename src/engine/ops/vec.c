@@ -311,10 +311,12 @@ typedef struct un_ctx {
     eng_unary_kind k;
     const float *x;
     float *y;
-    float a, b;
+    float a;
+    double ad, bd; /* the parameters as the reference uses them (HardSigmoid) */
 } un_ctx;
 
-CLONES static void un_cheap(eng_unary_kind k, float *restrict y, const float *restrict x, int64_t n, float a, float b)
+CLONES static void un_cheap(eng_unary_kind k, float *restrict y, const float *restrict x, int64_t n, float a, double ad,
+                            double bd)
 {
     switch (k) {
     case U_RELU:
@@ -342,18 +344,18 @@ CLONES static void un_cheap(eng_unary_kind k, float *restrict y, const float *re
         for (int64_t i = 0; i < n; i++)
             y[i] = sqrtf(x[i]);
         break;
-    case U_HSIGMOID:
+    case U_HSIGMOID: /* in double, as the reference: a*x+b rounded once */
 #pragma omp simd
         for (int64_t i = 0; i < n; i++) {
-            float v = a * x[i] + b;
-            y[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+            double v = ad * x[i] + bd, w = v < 1 ? v : 1; /* fmax(0, fmin(1, v)): NaN gives 1 */
+            y[i] = (float)(w > 0 ? w : 0);
         }
         break;
     case U_HSWISH:
 #pragma omp simd
         for (int64_t i = 0; i < n; i++) {
-            float v = x[i] / 6 + 0.5f;
-            y[i] = x[i] * (v < 0 ? 0 : v > 1 ? 1 : v);
+            double v = (double)x[i] / 6 + 0.5, w = v < 1 ? v : 1;
+            y[i] = (float)(x[i] * (w > 0 ? w : 0));
         }
         break;
     case U_FLOOR:
@@ -382,9 +384,10 @@ static void un_math(eng_unary_kind k, float *restrict y, const float *restrict x
     case U_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
     case U_ERF: for (int64_t i = 0; i < n; i++) y[i] = erff(x[i]); break;
     case U_SIGMOID: for (int64_t i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i])); break;
-    case U_GELU:
+    case U_GELU: /* 1 + erf(z) as erfc(-z), in double: no cancellation for negative x (erff's form lost
+                  * up to 6e-4 of the value near x = -4) */
         for (int64_t i = 0; i < n; i++)
-            y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+            y[i] = (float)(0.5 * x[i] * erfc(-(double)x[i] * M_SQRT1_2));
         break;
     default: break;
     }
@@ -397,7 +400,7 @@ static void un_range(void *c, int64_t lo, int64_t hi)
     case U_EXP: case U_LOG: case U_TANH: case U_ERF: case U_SIGMOID: case U_GELU:
         un_math(u->k, u->y + lo, u->x + lo, hi - lo);
         break;
-    default: un_cheap(u->k, u->y + lo, u->x + lo, hi - lo, u->a, u->b); break;
+    default: un_cheap(u->k, u->y + lo, u->x + lo, hi - lo, u->a, u->ad, u->bd); break;
     }
 }
 
@@ -412,7 +415,7 @@ bool eng_vec_unary(eng_unary_kind k, const eng_tensor *x, eng_tensor *y, double 
     case U_EXP: case U_LOG: case U_TANH: case U_ERF: case U_SIGMOID: case U_GELU: math = true; break;
     default: return false;
     }
-    un_ctx c = {.k = k, .x = x->data, .y = y->data, .a = (float)a, .b = (float)b};
+    un_ctx c = {.k = k, .x = x->data, .y = y->data, .a = (float)a, .ad = a, .bd = b};
     eng_par_for(eng_numel(x), math ? ENG_COST_MATH : ENG_COST_ARITH, 16, un_range, &c);
     return true;
 }
