@@ -17,7 +17,8 @@
 #include "engine/ops/ops.h"
 
 /* Work (in units of a simple element operation: a load, an add, a store) below which a kernel runs on
- * one thread. Measured on the 2-core development machine (docs/engine.md, "Plain-C kernels"). */
+ * one thread: a guess (some tens of microseconds of work on one core), not yet tuned by measurement
+ * (docs/engine.md, "Plain-C kernels"). */
 #define ENG_PAR_MIN_WORK 32768
 /* Relative cost per element of a few families, so the threshold is in comparable units. */
 #define ENG_COST_COPY 1
