@@ -681,6 +681,8 @@ int eng_graph_prepare(cl_engine_model *m, cl_err *err)
     if (fuse(m, err) != 0)
         return -1;
     fuse_bn_relu(m);
+    if (eng_fuse_transformer(m, err) != 0) /* fuse.c */
+        return -1;
     remove_dead(m);
     if (topo_sort(m, err) != 0)
         return -1;

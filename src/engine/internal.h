@@ -234,6 +234,13 @@ int eng_consts_after_load(cl_engine_model *m, cl_err *err);
 /* graph.c: every node's prepare, topological order, constant folding, fusion. */
 int eng_graph_prepare(cl_engine_model *m, cl_err *err);
 
+/* fuse.c: the transformer fusion passes (decomposed LayerNorm, GELU forms, MatMul / Gemm with bias,
+ * scale, add and activation post-ops), run once at load by eng_graph_prepare. */
+int eng_fuse_transformer(cl_engine_model *m, cl_err *err);
+/* describe.c: the live nodes in order by operator name ("A B FusedMatMul(bias) ..."), snprintf-style:
+ * the length the whole line needs. */
+size_t eng_describe_plan(const cl_engine_model *m, char *buf, size_t len);
+
 /* ---------------------------------------------------------------- shape inference (shape.c)
  * Static shapes at load: from the declared input shapes (dynamic dims -1) and the constants, each
  * descriptor's infer gives its outputs' element types and shapes. Ops without a rule (infer NULL) give
