@@ -18,60 +18,9 @@
 
 #include "cloister/engine.h"
 #include "engine/ops/par.h"
-#include "onnx.pb-c.h"
+#include "onnx_build.h"
 
-/* ---------------------------------------------------------------- building one-node models */
-
-static void *arena[1024];
-static size_t n_arena;
-
-static void *A(size_t n)
-{
-    void *p = calloc(1, n ? n : 1);
-    assert_non_null(p);
-    assert_true(n_arena < CL_ARRAY_LEN(arena));
-    arena[n_arena++] = p;
-    return p;
-}
-
-static char *S(const char *s)
-{
-    char *p = A(strlen(s) + 1);
-    strcpy(p, s);
-    return p;
-}
-
-static Onnx__ValueInfoProto *vi(const char *name, int dt, int rank, const int64_t *dims)
-{
-    Onnx__ValueInfoProto *v = A(sizeof *v);
-    onnx__value_info_proto__init(v);
-    v->name = S(name);
-    Onnx__TypeProto *tp = A(sizeof *tp);
-    onnx__type_proto__init(tp);
-    Onnx__TypeProto__Tensor *tt = A(sizeof *tt);
-    onnx__type_proto__tensor__init(tt);
-    tt->has_elem_type = 1;
-    tt->elem_type = dt;
-    Onnx__TensorShapeProto *sh = A(sizeof *sh);
-    onnx__tensor_shape_proto__init(sh);
-    sh->n_dim = (size_t)rank;
-    sh->dim = A(sizeof(void *) * (size_t)(rank + 1));
-    for (int i = 0; i < rank; i++) {
-        Onnx__TensorShapeProto__Dimension *d = A(sizeof *d);
-        onnx__tensor_shape_proto__dimension__init(d);
-        d->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM; /* shapes come from the inputs */
-        char nm[16];
-        snprintf(nm, sizeof nm, "d%d", i);
-        d->dim_param = S(nm);
-        (void)dims;
-        sh->dim[i] = d;
-    }
-    tt->shape = sh;
-    tp->value_case = ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE;
-    tp->tensor_type = tt;
-    v->type = tp;
-    return v;
-}
+/* ---------------------------------------------------------------- building one-node models (onnx_build.h) */
 
 /* ONNX data types of the cl_engine dtypes used here */
 static int onnx_dt(cl_engine_dtype d)
@@ -115,96 +64,37 @@ typedef struct kcase {
                              * double cancels for x below about -6, the fast path's erfc does not) */
 } kcase;
 
+/* The case's node as a model: its data inputs with every dim dynamic (shapes come from the inputs), the
+ * int64 inputs as initializers, opset 17. */
 static uint8_t *pack_model(const kcase *c, size_t *len)
 {
-    Onnx__GraphProto g;
-    onnx__graph_proto__init(&g);
-    g.name = S("k");
-    Onnx__ValueInfoProto *ins[5], *outs[1];
-    Onnx__TensorProto *inits[5];
-    g.input = ins;
-    g.output = outs;
-    g.initializer = inits;
-    Onnx__NodeProto node, *np = &node;
-    onnx__node_proto__init(&node);
-    node.op_type = S(c->op);
-    node.name = S("n");
-    char **in_names = A(sizeof(char *) * 5);
+    mb m;
+    mb_init(&m);
+    char ins[64] = "";
     for (int i = 0; i < c->nin; i++) {
         char nm[8];
         snprintf(nm, sizeof nm, "x%d", i);
-        in_names[i] = S(nm);
         if (i < c->nin - c->n_const) {
-            ins[g.n_input++] = vi(nm, onnx_dt(c->in[i].dt), c->in[i].rank, c->in[i].dims);
+            const int64_t dynamic[6] = {-1, -1, -1, -1, -1, -1};
+            mb_input(&m, nm, onnx_dt(c->in[i].dt), c->in[i].rank, dynamic);
         } else {
-            Onnx__TensorProto *t = A(sizeof *t);
-            onnx__tensor_proto__init(t);
-            t->name = S(nm);
-            t->has_data_type = 1;
-            t->data_type = 7;
-            t->n_dims = 1;
-            t->dims = A(sizeof(int64_t));
-            t->dims[0] = c->in[i].dims[0];
-            t->has_raw_data = 1;
-            t->raw_data.len = (size_t)c->in[i].dims[0] * 8;
-            t->raw_data.data = A(t->raw_data.len);
-            memcpy(t->raw_data.data, c->const_i64[i - (c->nin - c->n_const)], t->raw_data.len);
-            inits[g.n_initializer++] = t;
+            mb_init_tensor(&m, nm, 7, 1, c->in[i].dims, c->const_i64[i - (c->nin - c->n_const)],
+                           (size_t)c->in[i].dims[0] * 8);
         }
+        if (i)
+            strcat(ins, ",");
+        strcat(ins, nm);
     }
-    node.input = in_names;
-    node.n_input = (size_t)c->nin;
-    char **out_names = A(sizeof(char *));
-    out_names[0] = S("y");
-    node.output = out_names;
-    node.n_output = 1;
-    Onnx__AttributeProto *attrs[2];
-    node.attribute = attrs;
-    if (c->n_ints) {
-        Onnx__AttributeProto *a = A(sizeof *a);
-        onnx__attribute_proto__init(a);
-        a->name = S(c->ints_name);
-        a->has_type = 1;
-        a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
-        a->n_ints = (size_t)c->n_ints;
-        a->ints = A(sizeof(int64_t) * 6);
-        memcpy(a->ints, c->ints, sizeof(int64_t) * (size_t)c->n_ints);
-        attrs[node.n_attribute++] = a;
-    }
-    if (c->has_axis || c->has_to) {
-        Onnx__AttributeProto *a = A(sizeof *a);
-        onnx__attribute_proto__init(a);
-        a->name = S(c->has_to ? "to" : "axis");
-        a->has_type = 1;
-        a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
-        a->has_i = 1;
-        a->i = c->has_to ? onnx_dt(c->to) : c->axis;
-        attrs[node.n_attribute++] = a;
-    }
-    g.node = &np;
-    g.n_node = 1;
-    outs[0] = vi("y", onnx_dt(c->out_dt), 0, NULL);
-    g.n_output = 1;
-
-    Onnx__ModelProto mp;
-    onnx__model_proto__init(&mp);
-    mp.has_ir_version = 1;
-    mp.ir_version = 8;
-    Onnx__OperatorSetIdProto os, *osp = &os;
-    onnx__operator_set_id_proto__init(&os);
-    os.domain = S("");
-    os.has_version = 1;
-    os.version = 17;
-    mp.n_opset_import = 1;
-    mp.opset_import = &osp;
-    mp.graph = &g;
-    *len = onnx__model_proto__get_packed_size(&mp);
-    uint8_t *buf = malloc(*len);
-    assert_non_null(buf);
-    onnx__model_proto__pack(&mp, buf);
-    for (size_t i = 0; i < n_arena; i++)
-        free(arena[i]);
-    n_arena = 0;
+    Onnx__NodeProto *n = mb_node(&m, c->op, "n", ins, "y");
+    if (c->n_ints)
+        attr_ints(n, c->ints_name, (size_t)c->n_ints, c->ints);
+    if (c->has_to)
+        attr_i(n, "to", onnx_dt(c->to));
+    else if (c->has_axis)
+        attr_i(n, "axis", c->axis);
+    mb_output(&m, "y", onnx_dt(c->out_dt), 0, NULL);
+    uint8_t *buf = mb_pack(&m, 17, len);
+    arena_free();
     return buf;
 }
 
