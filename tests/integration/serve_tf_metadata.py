@@ -18,11 +18,11 @@ import time
 import urllib.error
 import urllib.request
 
+import tfcheck  # tests/integration/tfcheck.py
+
 cloister, root, scratch, proto = sys.argv[1:5]
 proto = os.path.abspath(proto)
-tfm = sys.argv[5] if len(sys.argv) > 5 else os.path.join(root, '..', 'shared', 'tf-models')
-if not os.path.isdir(tfm):
-    tfm = '/work/shared/tf-models'
+tfm = tfcheck.tf_models_dir(root, sys.argv[5] if len(sys.argv) > 5 else None)
 model = os.path.join(tfm, 'tfserving', 'saved_model_half_plus_two_cpu')
 expected_path = os.path.join(tfm, 'tfserving', 'half_plus_two_model_metadata.json')
 if not os.path.isdir(model) or not os.path.isfile(expected_path):
@@ -30,18 +30,8 @@ if not os.path.isdir(model) or not os.path.isfile(expected_path):
     sys.exit(77)
 shutil.rmtree(scratch, ignore_errors=True)
 os.makedirs(scratch)
-fails = 0
-passes = 0
-
-
-def ok(cond, what, detail=''):
-    global fails, passes
-    if cond:
-        passes += 1
-        print(f'ok   {what}')
-    else:
-        fails += 1
-        print(f'FAIL {what} {detail}')
+tally = tfcheck.Tally()
+ok = tally.ok
 
 
 def free_ports(n):
@@ -164,5 +154,4 @@ text = open(os.path.join(scratch, 'serve.log')).read()
 ok(rc == 0, 'the server drains and exits 0 on SIGTERM', f'rc {rc}')
 ok(not any(s in text for s in ('AddressSanitizer', 'LeakSanitizer', 'runtime error:')), 'no sanitizer report',
    text[-2000:])
-print(f'{passes} passed, {fails} failed')
-sys.exit(1 if fails else 0)
+tally.finish()
