@@ -123,14 +123,6 @@ static int rebind(eng_node *n, const eng_op *op, const char *type, const int *in
     return 0;
 }
 
-static const eng_op *table_op(const char *name)
-{
-    for (size_t i = 0; i < eng_ops_count; i++)
-        if (strcmp(eng_ops[i].name, name) == 0)
-            return &eng_ops[i];
-    return NULL;
-}
-
 /* A ReduceMean over the last axis only, keepdims on (axes as attribute, or a constant input at 18). */
 static bool mean_last(const cl_engine_model *m, const eng_node *n)
 {
@@ -230,7 +222,13 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
     at->epsilon = eps;
     at->axis = -1;
     int ins[3] = {x, gamma, beta};
-    if (rebind(r1, table_op("LayerNormalization"), "LayerNormalization", ins, beta >= 0 ? 3 : 2, at, err) != 0)
+    /* the descriptor of LayerNormalization as ONNX 17 defines it, whatever the model's own opset */
+    const eng_op *ln = eng_op_find("LayerNormalization", 17, r1->name, err);
+    if (!ln) {
+        free(at);
+        return -1;
+    }
+    if (rebind(r1, ln, "LayerNormalization", ins, beta >= 0 ? 3 : 2, at, err) != 0)
         return -1;
     take_output(m, r1, tail);
     sub->dead = pw->dead = r2->dead = ad->dead = sq->dead = dv->dead = true;
