@@ -22,37 +22,9 @@
 
 /* ---------------------------------------------------------------- graph helpers */
 
-static void recount(cl_engine_model *m)
-{
-    for (size_t v = 0; v < m->n_values; v++)
-        m->values[v].n_consumers = 0;
-    for (size_t i = 0; i < m->n_nodes; i++) {
-        eng_node *n = &m->nodes[i];
-        for (int k = 0; !n->dead && k < n->n_in; k++)
-            if (n->in[k] >= 0)
-                m->values[n->in[k]].n_consumers++;
-    }
-    for (size_t k = 0; k < m->n_outputs; k++)
-        m->values[m->out_val[k]].n_consumers++;
-}
-
 static bool is_op(const eng_node *n, const char *name)
 {
     return n && !n->dead && n->op && strcmp(n->op->name, name) == 0;
-}
-
-/* v's only consumer (NULL unless v has exactly one use and is no graph output). */
-static eng_node *sole_consumer(cl_engine_model *m, int v)
-{
-    if (v < 0 || m->values[v].n_consumers != 1 || m->values[v].graph_output >= 0)
-        return NULL;
-    for (size_t i = 0; i < m->n_nodes; i++) {
-        eng_node *n = &m->nodes[i];
-        for (int k = 0; !n->dead && k < n->n_in; k++)
-            if (n->in[k] == v)
-                return n;
-    }
-    return NULL;
 }
 
 static eng_node *producer(cl_engine_model *m, int v)
@@ -146,7 +118,7 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
     if (!mean_last(m, r1) || r1->in[0] < 0)
         return 0;
     int x = r1->in[0];
-    eng_node *sub = sole_consumer(m, r1->out[0]);
+    eng_node *sub = eng_graph_sole_consumer(m, r1->out[0]);
     if (!is_op(sub, "Sub") || sub->in[0] != x || sub->in[1] != r1->out[0])
         return 0;
     int d = sub->out[0];
@@ -165,27 +137,27 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
     }
     if (!pw || !dv)
         return 0;
-    eng_node *r2 = sole_consumer(m, pw->out[0]);
+    eng_node *r2 = eng_graph_sole_consumer(m, pw->out[0]);
     if (!mean_last(m, r2))
         return 0;
-    eng_node *ad = sole_consumer(m, r2->out[0]);
+    eng_node *ad = eng_graph_sole_consumer(m, r2->out[0]);
     float eps;
     if (!is_op(ad, "Add") || !scalar(m, other(ad, r2->out[0]), &eps))
         return 0;
-    eng_node *sq = sole_consumer(m, ad->out[0]);
-    if (!is_op(sq, "Sqrt") || sole_consumer(m, sq->out[0]) != dv || dv->in[1] != sq->out[0])
+    eng_node *sq = eng_graph_sole_consumer(m, ad->out[0]);
+    if (!is_op(sq, "Sqrt") || eng_graph_sole_consumer(m, sq->out[0]) != dv || dv->in[1] != sq->out[0])
         return 0;
     /* optional affine part: Mul by a constant vector, Add of a constant vector */
     eng_node *tail = dv, *mul = NULL, *add = NULL;
     int gamma = -1, beta = -1;
-    eng_node *c = sole_consumer(m, dv->out[0]);
+    eng_node *c = eng_graph_sole_consumer(m, dv->out[0]);
     const eng_tensor *t;
     /* (a [1] vector broadcasts as a scalar, which LayerNormalization's scale cannot: left unfused) */
     if (is_op(c, "Mul") && (t = konst(m, other(c, dv->out[0]))) && t->rank == 1 && t->dims[0] > 1) {
         mul = c;
         gamma = other(c, dv->out[0]);
         tail = c;
-        c = sole_consumer(m, c->out[0]);
+        c = eng_graph_sole_consumer(m, c->out[0]);
     }
     if (is_op(c, "Add") && (t = konst(m, other(c, tail->out[0]))) && t->rank == 1 && t->dims[0] > 1) {
         add = c;
@@ -236,7 +208,7 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
         mul->dead = true;
     if (add)
         add->dead = true;
-    recount(m);
+    eng_graph_count_consumers(m);
     return 1;
 }
 
@@ -246,27 +218,27 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
  * the dead ones in dead[] (count in *nd), or NULL. */
 static eng_node *gelu_tail(cl_engine_model *m, int x, int a, eng_node **dead, int *nd)
 {
-    eng_node *c1 = sole_consumer(m, a);
+    eng_node *c1 = eng_graph_sole_consumer(m, a);
     if (!is_op(c1, "Mul"))
         return NULL;
     int o1 = other(c1, a);
     float h;
     if (o1 == x) { /* (x * a) * 0.5 */
-        eng_node *c2 = sole_consumer(m, c1->out[0]);
+        eng_node *c2 = eng_graph_sole_consumer(m, c1->out[0]);
         if (!is_op(c2, "Mul") || !scalar(m, other(c2, c1->out[0]), &h) || !near(h, 0.5f))
             return NULL;
         dead[(*nd)++] = c1;
         return c2;
     }
     if (scalar(m, o1, &h) && near(h, 0.5f)) { /* x * (a * 0.5) */
-        eng_node *c2 = sole_consumer(m, c1->out[0]);
+        eng_node *c2 = eng_graph_sole_consumer(m, c1->out[0]);
         if (!is_op(c2, "Mul") || other(c2, c1->out[0]) != x)
             return NULL;
         dead[(*nd)++] = c1;
         return c2;
     }
     eng_node *hx = producer(m, o1); /* (x * 0.5) * a */
-    if (is_op(hx, "Mul") && sole_consumer(m, o1) == c1 && other(hx, x) >= 0 && scalar(m, other(hx, x), &h) &&
+    if (is_op(hx, "Mul") && eng_graph_sole_consumer(m, o1) == c1 && other(hx, x) >= 0 && scalar(m, other(hx, x), &h) &&
         near(h, 0.5f)) {
         dead[(*nd)++] = hx;
         return c1;
@@ -285,7 +257,7 @@ static int make_gelu(cl_engine_model *m, eng_node *head, int x, bool tanh_form, 
     for (int i = 0; i < nd; i++)
         if (dead[i] != head)
             dead[i]->dead = true;
-    recount(m);
+    eng_graph_count_consumers(m);
     return 1;
 }
 
@@ -295,13 +267,13 @@ static int fuse_gelu_erf(cl_engine_model *m, eng_node *erf, cl_err *err)
         return 0;
     eng_node *sc = producer(m, erf->in[0]);
     float c;
-    if (!sc || sc->n_in != 2 || sole_consumer(m, sc->out[0]) != erf || !scalar(m, sc->in[1], &c))
+    if (!sc || sc->n_in != 2 || eng_graph_sole_consumer(m, sc->out[0]) != erf || !scalar(m, sc->in[1], &c))
         return 0;
     bool ok = (is_op(sc, "Div") && near(c, 1.41421356f)) || (is_op(sc, "Mul") && near(c, 0.70710678f));
     if (!ok)
         return 0;
     int x = sc->in[0];
-    eng_node *one = sole_consumer(m, erf->out[0]);
+    eng_node *one = eng_graph_sole_consumer(m, erf->out[0]);
     if (!is_op(one, "Add") || !scalar(m, other(one, erf->out[0]), &c) || c != 1.0f)
         return 0;
     eng_node *dead[8] = {erf, one};
@@ -316,7 +288,7 @@ static int fuse_gelu_tanh(cl_engine_model *m, eng_node *th, cl_err *err)
         return 0;
     eng_node *sc = producer(m, th->in[0]); /* sqrt(2/pi) * inner */
     float c;
-    if (!is_op(sc, "Mul") || sole_consumer(m, sc->out[0]) != th)
+    if (!is_op(sc, "Mul") || eng_graph_sole_consumer(m, sc->out[0]) != th)
         return 0;
     int inner = -1;
     if (scalar(m, sc->in[0], &c))
@@ -326,12 +298,12 @@ static int fuse_gelu_tanh(cl_engine_model *m, eng_node *th, cl_err *err)
     if (inner < 0 || !near(c, 0.79788456f))
         return 0;
     eng_node *ad = producer(m, inner); /* x + 0.044715 * x^3 */
-    if (!is_op(ad, "Add") || sole_consumer(m, inner) != sc)
+    if (!is_op(ad, "Add") || eng_graph_sole_consumer(m, inner) != sc)
         return 0;
     for (int side = 0; side < 2; side++) {
         int x = ad->in[side], cube_scaled = ad->in[1 - side];
         eng_node *m3 = producer(m, cube_scaled);
-        if (!is_op(m3, "Mul") || sole_consumer(m, cube_scaled) != ad)
+        if (!is_op(m3, "Mul") || eng_graph_sole_consumer(m, cube_scaled) != ad)
             continue;
         int cube = -1;
         if (scalar(m, m3->in[0], &c))
@@ -342,17 +314,17 @@ static int fuse_gelu_tanh(cl_engine_model *m, eng_node *th, cl_err *err)
             continue;
         eng_node *p3 = producer(m, cube), *sq = NULL;
         float e;
-        if (!p3 || sole_consumer(m, cube) != m3)
+        if (!p3 || eng_graph_sole_consumer(m, cube) != m3)
             continue;
         if (is_op(p3, "Pow") && p3->in[0] == x && scalar(m, p3->in[1], &e) && e == 3.0f) {
             /* x^3 */
         } else if (is_op(p3, "Mul") && other(p3, x) >= 0 && (sq = producer(m, other(p3, x))) && is_op(sq, "Mul") &&
-                   sq->in[0] == x && sq->in[1] == x && sole_consumer(m, sq->out[0]) == p3) {
+                   sq->in[0] == x && sq->in[1] == x && eng_graph_sole_consumer(m, sq->out[0]) == p3) {
             /* x * (x * x) */
         } else {
             continue;
         }
-        eng_node *one = sole_consumer(m, th->out[0]);
+        eng_node *one = eng_graph_sole_consumer(m, th->out[0]);
         if (!is_op(one, "Add") || !scalar(m, other(one, th->out[0]), &c) || c != 1.0f)
             return 0;
         eng_node *dead[10] = {th, one, sc, ad, m3};
@@ -409,7 +381,7 @@ static int fuse_matmul(cl_engine_model *m, eng_node *n, cl_err *err)
     for (int k = 0; k < 2 && at->bias < 0; k++) {
         eng_node *p = producer(m, ins[k]);
         float c;
-        if (at->n_post || !p || sole_consumer(m, ins[k]) != n || !(is_op(p, "Mul") || is_op(p, "Div")))
+        if (at->n_post || !p || eng_graph_sole_consumer(m, ins[k]) != n || !(is_op(p, "Mul") || is_op(p, "Div")))
             continue;
         int xin;
         if (scalar(m, p->in[1], &c))
@@ -428,7 +400,7 @@ static int fuse_matmul(cl_engine_model *m, eng_node *n, cl_err *err)
     if (rebind(n, n->op, n->op_type, ins, n_in, at, err) != 0)
         return -1;
     /* what follows the product */
-    for (eng_node *c; at->n_post < ENG_MM_MAX_POST && (c = sole_consumer(m, n->out[0]));) {
+    for (eng_node *c; at->n_post < ENG_MM_MAX_POST && (c = eng_graph_sole_consumer(m, n->out[0]));) {
         int o = other(c, n->out[0]);
         float s;
         const eng_tensor *t;
@@ -459,9 +431,9 @@ static int fuse_matmul(cl_engine_model *m, eng_node *n, cl_err *err)
         }
         take_output(m, n, c);
         fused = true;
-        recount(m);
+        eng_graph_count_consumers(m);
     }
-    recount(m);
+    eng_graph_count_consumers(m);
     if (!fused) { /* a plain MatMul: the same kernel, nothing to record */
         free(n->attr);
         n->attr = NULL;
@@ -499,13 +471,13 @@ int eng_fuse_transformer(cl_engine_model *m, cl_err *err)
     static int (*const passes[])(cl_engine_model *, eng_node *, cl_err *) = {fuse_layernorm, fuse_gelu_erf,
                                                                            fuse_gelu_tanh, fuse_matmul};
     for (size_t p = 0; p < CL_ARRAY_LEN(passes); p++) {
-        recount(m);
+        eng_graph_count_consumers(m);
         for (size_t oi = 0; oi < m->n_order; oi++) {
             eng_node *n = &m->nodes[m->order[oi]];
             if (!n->dead && passes[p](m, n, err) < 0)
                 return -1;
         }
     }
-    recount(m);
+    eng_graph_count_consumers(m);
     return 0;
 }

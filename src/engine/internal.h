@@ -234,6 +234,10 @@ int eng_consts_after_load(cl_engine_model *m, cl_err *err);
 
 /* graph.c: every node's prepare, topological order, constant folding, fusion. */
 int eng_graph_prepare(cl_engine_model *m, cl_err *err);
+/* graph.c, for the fusion passes: every value's n_consumers recounted over the live nodes (a graph
+ * output counts as one); v's only consumer, NULL unless v has exactly one use and is no graph output. */
+void eng_graph_count_consumers(cl_engine_model *m);
+eng_node *eng_graph_sole_consumer(cl_engine_model *m, int v);
 
 /* fuse.c: the transformer fusion passes (decomposed LayerNorm, GELU forms, MatMul / Gemm with bias,
  * scale, add and activation post-ops), run once at load by eng_graph_prepare. */
