@@ -225,7 +225,7 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
     char host[256];
     int port;
     *why_failed = TRY_RETRY;
-    if (cl_keyserver_split_hostport(server, host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+    if (cl_net_split_hostport(server, host, sizeof host, &port, CL_KS_DEFAULT_PORT, false, err) != 0)
         return -1;
     int timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
     int sys_errno = 0;
@@ -398,7 +398,7 @@ cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_e
     for (size_t i = 0; i < o->server_count; i++) {
         char host[256];
         int port;
-        if (cl_keyserver_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+        if (cl_net_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, false, err) != 0)
             return NULL;
     }
     struct sigaction sa;

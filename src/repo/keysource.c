@@ -36,7 +36,7 @@ cl_repo_keysource *cl_repo_keysource_new(const cl_provision_options *o, cl_err *
     for (size_t i = 0; i < o->server_count; i++) {
         char host[256];
         int port;
-        if (cl_keyserver_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+        if (cl_net_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, false, err) != 0)
             return NULL;
     }
     X509_STORE *store = X509_STORE_new();
