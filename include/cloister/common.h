@@ -69,6 +69,8 @@ typedef struct cl_err {
 /* Records `code` and a formatted message in `err` (if non-NULL). Always returns -1 so callers can
  * write `return cl_err_set(err, CL_E_IO, "...")`. */
 int cl_err_set(cl_err *err, cl_status code, const char *fmt, ...) CL_PRINTF(3, 4);
+/* cl_err_set(err, CL_E_NOMEM, "out of memory"): an allocation failed. Returns -1. */
+int cl_err_nomem(cl_err *err);
 /* Like cl_err_set, and appends ": <strerror(errno_value)>". */
 int cl_err_errno(cl_err *err, cl_status code, int errno_value, const char *fmt, ...) CL_PRINTF(4, 5);
 /* Like cl_err_set, and appends the first queued OpenSSL error (and clears OpenSSL's queue). */

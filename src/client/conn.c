@@ -61,7 +61,7 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
         return cl_err_set(err, CL_E_INVALID, "attestation needs a verifier"), NULL;
     cl_client *c = calloc(1, sizeof *c);
     if (!c)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory"), NULL;
+        return cl_err_nomem(err), NULL;
     c->host = strdup(host);
     c->port = port;
     size_t alen = strlen(host) + 16;
@@ -75,13 +75,13 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
     c->policy = o->attest_policy;
     c->verifier = o->verifier;
     if (!c->host || !c->authority) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (o->plaintext)
         return c;
     if (!o->attest_policy && !(c->server_name = strdup(o->server_name ? o->server_name : host))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (!(c->ctx = SSL_CTX_new(TLS_client_method()))) {
@@ -116,7 +116,7 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
     if (o->attest_policy) {
         cl_ratls_verify_ctx *v = calloc(1, sizeof *v);
         if (!v) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto fail;
         }
         v->verifier = o->verifier;
@@ -315,7 +315,7 @@ cl_client_conn *cl_client_connect(cl_client *c, cl_err *err)
 {
     cl_client_conn *conn = calloc(1, sizeof *conn);
     if (!conn)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory"), NULL;
+        return cl_err_nomem(err), NULL;
     conn->cl = c;
     conn->fd = -1;
     if (conn_open(conn, err) != 0) {

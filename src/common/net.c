@@ -88,7 +88,7 @@ cl_stop *cl_stop_new(cl_err *err)
 {
     cl_stop *s = calloc(1, sizeof *s);
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     s->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

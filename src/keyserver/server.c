@@ -1364,7 +1364,7 @@ static int setup_network(cl_keyserver *ks, cl_err *err)
     if (!ks->src_b || !ks->q || !ks->threads || !ks->slots || !ks->wargs || !ks->loops) {
         free(ks->slots);
         ks->slots = NULL;
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     for (int i = 0; i < ks->nthreads; i++) {
         pthread_mutex_init(&ks->slots[i].lock, NULL);
@@ -1419,7 +1419,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
     }
     cl_keyserver *ks = calloc(1, sizeof(*ks));
     if (!ks) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         cl_policy_free(cfg->policy);
         return NULL;
     }
@@ -1447,7 +1447,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
     ks->policy = calloc(1, sizeof(policy_ref));
     if (!ks->policy) {
         cl_policy_free(p);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     ks->policy->p = p;

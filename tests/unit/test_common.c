@@ -42,6 +42,10 @@ static void test_errors(void **state)
     cl_err_errno(&err, CL_E_IO, 2, "reading");
     assert_string_equal(err.msg, "reading: No such file or directory");
     assert_int_equal(cl_err_set(NULL, CL_E_IO, "ignored"), -1); /* NULL err is allowed */
+    assert_int_equal(cl_err_nomem(&err), -1);
+    assert_int_equal(err.code, CL_E_NOMEM);
+    assert_string_equal(err.msg, "out of memory");
+    assert_int_equal(cl_err_nomem(NULL), -1);
     assert_string_equal(cl_status_name(CL_E_AUTH), "auth");
     assert_string_equal(cl_status_name((cl_status)999), "unknown");
     /* a long prefix never overflows */
