@@ -131,6 +131,38 @@ int cl_audit_list(cl_store *s, int64_t limit, cl_audit_list_fn fn, void *ctx, cl
  * the head with one recorded elsewhere. */
 int cl_audit_verify(cl_store *s, int64_t *count, char head_hash[65], cl_err *err);
 
+/* ---------------------------------------------------------------- Merkle log (RFC 9162)
+ * The Merkle tree of RFC 9162 §2.1 (RFC 6962's hashing; merkle.c): SHA-256, leaf = H(0x00 ‖ data),
+ * node = H(0x01 ‖ left ‖ right), the empty tree's head H(""). Generation takes the leaf hashes in
+ * memory (n × 32 bytes); verification only the proof. Proofs (len × 32 bytes) run from the leaf (or
+ * the older tree) up; at most CL_MERKLE_MAX_PROOF hashes. A refused proof is CL_E_AUTH with what did not hold. Pure functions:
+ * thread-safe. Proofs returned are malloc()ed (free()); NULL when empty. */
+#define CL_MERKLE_HASH_LEN 32
+#define CL_MERKLE_MAX_PROOF 64
+int cl_merkle_leaf_hash(const uint8_t *data, size_t len, uint8_t out[CL_MERKLE_HASH_LEN], cl_err *err);
+/* MTH over leaves[0..n) (leaf hashes). */
+int cl_merkle_root(const uint8_t *leaves, uint64_t n, uint8_t out[CL_MERKLE_HASH_LEN],
+                   cl_err *err);
+/* PATH(m, D[n]): the proof that leaf m (0-based) is in the tree of the first n leaves. */
+int cl_merkle_inclusion_proof(const uint8_t *leaves, uint64_t n, uint64_t m,
+                              uint8_t **proof, size_t *len, cl_err *err);
+/* PROOF(m, D[n]): the proof that the tree of the first m leaves (1 <= m <= n) is a prefix of the tree
+ * of the first n. */
+int cl_merkle_consistency_proof(const uint8_t *leaves, uint64_t n, uint64_t m,
+                                uint8_t **proof, size_t *len, cl_err *err);
+/* 0 when `leaf` (a leaf hash) is leaf m of the tree of n leaves whose head is `root`. `leaf` must be
+ * the hash the verifier computed from the record itself (cl_merkle_leaf_hash), never one handed over
+ * with the proof, and n and root must come from a tree head it trusts: an inner node's hash is leaf 0
+ * of a smaller tree with the same head. */
+int cl_merkle_verify_inclusion(const uint8_t leaf[CL_MERKLE_HASH_LEN], uint64_t m, uint64_t n,
+                               const uint8_t *proof, size_t len,
+                               const uint8_t root[CL_MERKLE_HASH_LEN], cl_err *err);
+/* 0 when the tree of m leaves with head old_root is a prefix of the tree of n with head new_root
+ * (m == n: an empty proof and equal heads). */
+int cl_merkle_verify_consistency(uint64_t m, uint64_t n, const uint8_t old_root[CL_MERKLE_HASH_LEN],
+                                 const uint8_t new_root[CL_MERKLE_HASH_LEN],
+                                 const uint8_t *proof, size_t len, cl_err *err);
+
 /* ---------------------------------------------------------------- server */
 
 typedef struct cl_keyserver_config {
