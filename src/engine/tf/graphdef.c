@@ -266,6 +266,11 @@ typedef struct fnode {
 typedef struct tval {
     int plain, nchw;
     int dtype; /* TF DataType, 0 unknown */
+    /* a zero Pad of H and W only (what TF writes before a stride-2 VALID convolution): the index in
+     * ctx.tv of its unpadded input and the pads (ONNX order: top, left, bottom, right), so that a VALID
+     * NHWC Conv2D taking it pads inside the convolution instead (conv()); -1 otherwise */
+    int pad_src;
+    int64_t pad_hw[4];
 } tval;
 
 typedef struct ctx {
@@ -768,7 +773,7 @@ static int tv_set(ctx *c, const char *t, int plain, int nchw, int dtype, cl_err 
         c->tv = n;
         c->cap_tv = nc;
     }
-    c->tv[c->n_tv] = (tval){plain, nchw, dtype};
+    c->tv[c->n_tv] = (tval){plain, nchw, dtype, -1, {0}};
     if (smap_put(&c->tv_ix, t, (int)c->n_tv, err) != 0)
         return -1;
     c->n_tv++;
@@ -985,7 +990,19 @@ static int conv(ctx *c, const fnode *f, bool depthwise, cl_err *err)
     char autopad[16];
     if (window(c, f, is_nhwc, at, &n_at, strides, dil, pads, autopad, err) != 0)
         return -1;
-    int x = is_nhwc ? in_nchw(c, f, 0, err) : in_plain(c, f, 0, err);
+    /* a VALID convolution of a zero-padded NHWC tensor pads inside the convolution (the Pad is left
+     * without consumers, and dropped, unless something else reads it) */
+    const tval *pt = is_nhwc && strcmp(autopad, "VALID") == 0 && f->n_in > 0 ? tv_get(c, f->in[0]) : NULL;
+    int x;
+    if (pt && pt->pad_src >= 0) {
+        memcpy(pads, pt->pad_hw, sizeof pt->pad_hw);
+        x = nchw_of(c, &c->tv[pt->pad_src], err); /* may grow nothing but the engine graph */
+        for (int i = 0; i < n_at; i++)
+            if (strcmp(at[i].name, "auto_pad") == 0)
+                at[i] = AIS("pads", pads, 4);
+    } else {
+        x = is_nhwc ? in_nchw(c, f, 0, err) : in_plain(c, f, 0, err);
+    }
     int w = in_plain(c, f, 1, err);
     if (x < 0 || w < 0)
         return -1;
@@ -1277,6 +1294,66 @@ static int strided_slice(ctx *c, const fnode *f, cl_err *err)
     return y < 0 ? -1 : set_out(c, f, 0, y, -1, tf_attr_type(f, "T"), err);
 }
 
+/* Pad, PadV2, MirrorPad (REFLECT): on the NCHW form when that is the only one. A zero Pad of H and W
+ * is remembered on its output (tval.pad_src) for a VALID convolution reading it. */
+static int pad_op(ctx *c, const fnode *f, const char *op, int dt, cl_err *err)
+{
+    int64_t p[2 * CL_ENGINE_MAX_RANK];
+    int np;
+    if (const_ints(c, f, 1, p, 2 * CL_ENGINE_MAX_RANK, &np, err) != 0)
+        return -1;
+    if (np % 2)
+        return err_node(c, err, CL_E_FORMAT, "paddings must be [rank, 2]");
+    int r = np / 2;
+    tval *x = input(c, f, 0, err);
+    if (!x)
+        return -1;
+    int x_ix = (int)(x - c->tv); /* an index: set_out below may move c->tv */
+    bool nc = r == 4 && x->nchw >= 0 && x->plain < 0;
+    int64_t pads[2 * CL_ENGINE_MAX_RANK];
+    static const int tf_of_nchw[4] = {0, 3, 1, 2};
+    for (int i = 0; i < r; i++) {
+        int src = nc ? tf_of_nchw[i] : i;
+        pads[i] = p[2 * src];
+        pads[r + i] = p[2 * src + 1];
+    }
+    int pv = konst_i64(c, pads, 2 * r, false, err);
+    int in3[3] = {nc ? x->nchw : x->plain, pv, -1};
+    int n_in = 2;
+    if (strcmp(op, "PadV2") == 0) {
+        in3[2] = in_plain(c, f, 2, err);
+        n_in = 3;
+    }
+    if (pv < 0 || in3[0] < 0 || (n_in == 3 && in3[2] < 0))
+        return -1;
+    char mode[16] = "constant";
+    if (strcmp(op, "MirrorPad") == 0) {
+        char mm[16] = "";
+        tf_attr_str(f, "mode", mm, sizeof mm);
+        if (strcmp(mm, "REFLECT") != 0)
+            return err_node(c, err, CL_E_UNSUPPORTED, "mode '%s' is not supported (REFLECT)", mm);
+        strcpy(mode, "reflect");
+    }
+    int y = emit1(c, "Pad", in3, n_in, (eattr[]){AS("mode", mode)}, 1, err);
+    x = NULL;
+    if (y < 0 || set_out(c, f, 0, nc ? -1 : y, nc ? y : -1, dt, err) != 0)
+        return -1;
+    /* zeros around H and W only: remembered for a VALID convolution that reads it */
+    const eng_tensor *cv = n_in == 3 ? in_const(c, f, 2) : NULL;
+    bool zero = n_in == 2 || (cv && cv->dtype == CL_ENGINE_DT_FLOAT && eng_numel(cv) == 1 && eng_get_f(cv, 0) == 0);
+    if (r == 4 && zero && strcmp(mode, "constant") == 0 && !p[0] && !p[1] && !p[6] && !p[7] && p[2] >= 0 &&
+        p[3] >= 0 && p[4] >= 0 && p[5] >= 0) {
+        char nm[4200];
+        snprintf(nm, sizeof nm, "%s:0", f->name);
+        tval *t = tv_get(c, nm);
+        if (t) {
+            t->pad_src = x_ix;
+            t->pad_hw[0] = p[2], t->pad_hw[1] = p[4], t->pad_hw[2] = p[3], t->pad_hw[3] = p[5];
+        }
+    }
+    return 0;
+}
+
 static int convert(ctx *c, fnode *f, cl_err *err)
 {
     const char *op = f->nd->op;
@@ -1445,45 +1522,8 @@ static int convert(ctx *c, fnode *f, cl_err *err)
         return reduce(c, f, "ReduceMin", err);
     if (strcmp(op, "Prod") == 0)
         return reduce(c, f, "ReduceProd", err);
-    if (strcmp(op, "Pad") == 0 || strcmp(op, "PadV2") == 0 || strcmp(op, "MirrorPad") == 0) {
-        int64_t p[2 * CL_ENGINE_MAX_RANK];
-        int np;
-        if (const_ints(c, f, 1, p, 2 * CL_ENGINE_MAX_RANK, &np, err) != 0)
-            return -1;
-        if (np % 2)
-            return err_node(c, err, CL_E_FORMAT, "paddings must be [rank, 2]");
-        int r = np / 2;
-        tval *x = input(c, f, 0, err);
-        if (!x)
-            return -1;
-        bool nc = r == 4 && x->nchw >= 0 && x->plain < 0;
-        int64_t pads[2 * CL_ENGINE_MAX_RANK];
-        static const int tf_of_nchw[4] = {0, 3, 1, 2};
-        for (int i = 0; i < r; i++) {
-            int src = nc ? tf_of_nchw[i] : i;
-            pads[i] = p[2 * src];
-            pads[r + i] = p[2 * src + 1];
-        }
-        int pv = konst_i64(c, pads, 2 * r, false, err);
-        int in3[3] = {nc ? x->nchw : x->plain, pv, -1};
-        int n_in = 2;
-        if (strcmp(op, "PadV2") == 0) {
-            in3[2] = in_plain(c, f, 2, err);
-            n_in = 3;
-        }
-        if (pv < 0 || in3[0] < 0 || (n_in == 3 && in3[2] < 0))
-            return -1;
-        char mode[16] = "constant";
-        if (strcmp(op, "MirrorPad") == 0) {
-            char mm[16] = "";
-            tf_attr_str(f, "mode", mm, sizeof mm);
-            if (strcmp(mm, "REFLECT") != 0)
-                return err_node(c, err, CL_E_UNSUPPORTED, "mode '%s' is not supported (REFLECT)", mm);
-            strcpy(mode, "reflect");
-        }
-        int y = emit1(c, "Pad", in3, n_in, (eattr[]){AS("mode", mode)}, 1, err);
-        return y < 0 ? -1 : set_out(c, f, 0, nc ? -1 : y, nc ? y : -1, dt, err);
-    }
+    if (strcmp(op, "Pad") == 0 || strcmp(op, "PadV2") == 0 || strcmp(op, "MirrorPad") == 0)
+        return pad_op(c, f, op, dt, err);
     if (strcmp(op, "Reshape") == 0) {
         int in2[2] = {in_plain(c, f, 0, err), as_i64(c, f, 1, err)};
         if (in2[0] < 0 || in2[1] < 0)
