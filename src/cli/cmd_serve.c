@@ -281,7 +281,8 @@ int cl_cmd_serve(int argc, char **argv)
         "                --model_config_file FILE | --allow-empty)",
         "Serves models with TensorFlow Serving's APIs: gRPC (tensorflow.serving.PredictionService Predict and\n"
         "GetModelMetadata, ModelService GetModelStatus) on --port and REST (/v1/models/...) on --rest_api_port,\n"
-        "both over TLS or mutual TLS, with Prometheus metrics at /monitoring/prometheus/metrics on the REST port (or as --monitoring_config_file says).\n"
+        "both over TLS or mutual TLS, with Prometheus metrics on the REST port (at /monitoring/prometheus/metrics,\n"
+        "or where --monitoring_config_file says).\n"
         "SIGTERM stops accepting connections and lets requests in flight finish; during the start-up (or a key\n"
         "fetch of the version poller) it ends the wait for the key server at once.\n"
         "Models: DIR/<version>/model.onnx or model.onnx.sealed, latest version served, new versions swapped in.\n"
