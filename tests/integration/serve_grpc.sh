@@ -45,6 +45,12 @@ expect "gRPC requests counted in the metrics by model and status" 0 \
   curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
 expect "  ... and errors by their code" 0 'model_name="nosuch",API="predict",entrypoint="GRPC",status="NOT_FOUND"\} 1' -- \
   curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
+expect "  ... and under TF Serving's names: the count by model_name and status" 0 \
+  '^:tensorflow:serving:request_count\{model_name="affine",status="OK"\} 4$' -- \
+  curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
+expect "  ... the latency of the successful ones, API=Predict, entrypoint=GRPC" 0 \
+  '^:tensorflow:serving:request_latency_count\{model_name="affine",API="Predict",entrypoint="GRPC"\} 4$' -- \
+  curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
 expect "plaintext client refused by a TLS server" 1 "" -- client "$tls_GRPC" - - - status
 expect "TLS client that does not trust the CA is refused" 1 "" -- client "$tls_GRPC" tls2/ca_cert.pem - - status
 
