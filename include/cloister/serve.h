@@ -359,6 +359,26 @@ typedef struct cl_serve_batching {
 int cl_serve_batching_parse(const char *text, size_t len, cl_serve_batching *out, unsigned *workers,
                             unsigned *queue, cl_err *err);
 
+/* The Prometheus endpoint on the REST port (TF Serving's --monitoring_config_file, a MonitoringConfig
+ * in protobuf text format: prometheus_config { enable: BOOL path: "STRING" }). The zero value is
+ * cloister's default without the file: served at CL_SERVE_METRICS_PATH. (TF Serving serves none
+ * without the file; docs/serve.md says why cloister differs.) */
+#define CL_SERVE_METRICS_PATH "/monitoring/prometheus/metrics"
+#define CL_SERVE_METRICS_PATH_MAX 256
+typedef struct cl_serve_monitoring {
+    bool off;                                /* true: no endpoint (404 like any unknown path) */
+    char path[CL_SERVE_METRICS_PATH_MAX + 1]; /* "": CL_SERVE_METRICS_PATH */
+} cl_serve_monitoring;
+
+/* Parses a MonitoringConfig (moncfg.c). As in TF Serving, a file that does not say `enable: true`
+ * turns the endpoint off, and an empty path means the default one. Refused, with the line: unknown
+ * fields, a field given twice, values of the wrong kind, and a path that is not an absolute URL path
+ * of at most CL_SERVE_METRICS_PATH_MAX printable characters (no spaces, '?', '#', '%' or '\\'), or
+ * that lies under the model API's /v1/. Pure, thread-safe. */
+int cl_serve_monitoring_parse(const char *text, size_t len, cl_serve_monitoring *out, cl_err *err);
+/* The path the endpoint is served at, or NULL when it is off. */
+const char *cl_serve_monitoring_path(const cl_serve_monitoring *m);
+
 /* Histogram buckets of executed batch sizes in the metrics: 1, 2, 4, ... 2^(N-1) rows, then more. */
 #define CL_SERVE_BATCH_BUCKETS 10
 
@@ -437,6 +457,8 @@ typedef struct cl_serve_config {
      * Serving's --response_compression_algorithm); CL_SERVE_COMPRESS_NONE (the default): never.
      * Compressed requests (gzip, deflate) are always accepted. */
     cl_serve_compression response_compression;
+    /* The Prometheus endpoint (zero: at CL_SERVE_METRICS_PATH). */
+    cl_serve_monitoring monitoring;
 } cl_serve_config;
 
 /* The server. cl_serve_server_run() runs the event loop in the calling thread until

@@ -179,7 +179,7 @@ int cl_cmd_serve(int argc, char **argv)
     cl_strlist keyservers = {0};
     long poll_seconds = 1, engine_threads = 0, ks_attempts = 30, ks_backoff = 200;
     bool client_verify = false, plaintext = false, allow_empty = false, batching = false, attested = false;
-    const char *batching_file = NULL, *omp_wait = NULL, *access_log_path = NULL;
+    const char *batching_file = NULL, *omp_wait = NULL, *access_log_path = NULL, *monitoring_file = NULL;
     long max_batch = -1, batch_timeout = -1;
     const cl_opt opts[] = {
         {"port", CL_ARG_LONG, &port, "PORT", "gRPC port (default 8500; 0: no gRPC)", false, 0, 65535},
@@ -259,6 +259,11 @@ int cl_cmd_serve(int argc, char **argv)
         {"batch_timeout_micros", CL_ARG_LONG, &batch_timeout, "US", "wait this long for a batch to fill (default 0: "
                                                                      "batch what is already queued)", false, 0,
          10000000},
+        {"monitoring_config_file", CL_ARG_STRING, &monitoring_file, "FILE", "TF Serving MonitoringConfig text file "
+                                                                             "(prometheus_config { enable, path }); "
+                                                                             "without it metrics are served at "
+                                                                             CL_SERVE_METRICS_PATH " (TF Serving: "
+                                                                             "none)", false},
         {"allow-empty", CL_ARG_FLAG, &allow_empty, NULL, "start with no models (to check ports, TLS, metrics)", false},
         {"omp-wait-policy", CL_ARG_STRING, &omp_wait, "passive|active|runtime-default",
          "how the engine's OpenMP threads wait for work: passive sleeps at once, active spins, runtime-default "
@@ -276,7 +281,8 @@ int cl_cmd_serve(int argc, char **argv)
         "                --model_config_file FILE | --allow-empty)",
         "Serves models with TensorFlow Serving's APIs: gRPC (tensorflow.serving.PredictionService Predict and\n"
         "GetModelMetadata, ModelService GetModelStatus) on --port and REST (/v1/models/...) on --rest_api_port,\n"
-        "both over TLS or mutual TLS, with Prometheus metrics at /monitoring/prometheus/metrics on the REST port.\n"
+        "both over TLS or mutual TLS, with Prometheus metrics on the REST port (at /monitoring/prometheus/metrics,\n"
+        "or where --monitoring_config_file says).\n"
         "SIGTERM stops accepting connections and lets requests in flight finish; during the start-up (or a key\n"
         "fetch of the version poller) it ends the wait for the key server at once.\n"
         "Models: DIR/<version>/model.onnx or model.onnx.sealed, latest version served, new versions swapped in.\n"
@@ -319,6 +325,24 @@ int cl_cmd_serve(int argc, char **argv)
     /* before any key or model is read: not dumpable, no core files, OpenSSL's secure heap for keys */
     if (cl_process_harden(CL_SECURE_HEAP_DEFAULT, &err) != 0)
         return cl_cli_fail("serve", &err);
+
+    cl_serve_monitoring monitoring = {0};
+    if (monitoring_file) {
+        uint8_t *text = NULL;
+        size_t len = 0;
+        if (cl_file_read(monitoring_file, 1 << 20, &text, &len, &err) != 0 ||
+            cl_serve_monitoring_parse((const char *)text, len, &monitoring, &err) != 0) {
+            free(text);
+            fprintf(stderr, "cloister serve: --monitoring_config_file %s: %s\n", monitoring_file, err.msg);
+            return CL_EXIT_USAGE;
+        }
+        free(text);
+        const char *mp = cl_serve_monitoring_path(&monitoring);
+        if (mp)
+            CL_INFO("serve", "Prometheus metrics at %s on the REST port (--monitoring_config_file)", mp);
+        else
+            CL_INFO("serve", "no Prometheus metrics endpoint (--monitoring_config_file does not enable it)");
+    }
 
     cl_serve_batching bat = {0};
     if ((batching_file || max_batch >= 0 || batch_timeout >= 0) && !batching) {
@@ -486,7 +510,8 @@ int cl_cmd_serve(int argc, char **argv)
                            .build_engine_isa = cl_engine_cpu_isa(),
                            .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none",
                            .grpc_health = grpc_health,
-                           .response_compression = (cl_serve_compression)response_compression};
+                           .response_compression = (cl_serve_compression)response_compression,
+                           .monitoring = monitoring};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */

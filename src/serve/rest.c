@@ -5,7 +5,8 @@
  *   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature_def
  *   POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    row ("instances") or columnar ("inputs") format
  *   POST /v1/models/{name}[/versions/{v}|/labels/{l}]:classify, :regress   {"examples": [...]} (classify.c)
- *   GET  /monitoring/prometheus/metrics              Prometheus text format
+ *   GET  /monitoring/prometheus/metrics              Prometheus text format (the path, or none: the
+ *                                                    monitoring config, moncfg.c)
  * Errors are {"error": "..."} with TF Serving's HTTP status for the canonical code; a full worker
  * queue answers 429.
  *
@@ -398,7 +399,8 @@ static void handle(rconn *c, const char *path, int method)
     c->req_start = start;
     c->req_path = path;
     c->req_method = http_method_str((enum http_method)method);
-    if (strcmp(path, "/monitoring/prometheus/metrics") == 0) {
+    const char *metrics_path = cl_serve_monitoring_path(&cfg->monitoring);
+    if (metrics_path && strcmp(path, metrics_path) == 0) {
         if (method != HTTP_GET) {
             reply_error(c, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
             return;

@@ -1,9 +1,10 @@
 /* server.c — cl_serve_server: the main event loop that carries the gRPC front end and the first REST
  * listener, further REST event loops on their own threads (rest_threads; each listens on the same
  * port with SO_REUSEPORT, and the kernel hands each new connection to one of them), the listening
- * sockets, TLS contexts, worker pool, metrics (/monitoring/prometheus/metrics: requests by model,
- * latency histograms by model, pool, memory and TLS figures, the process's CPU, memory, fds and
- * threads from /proc, build info), the access log (cl_serve_request_done) and graceful shutdown
+ * sockets, TLS contexts, worker pool, metrics (rest.c serves them at the monitoring config's path,
+ * moncfg.c: TF Serving's request count and latency under its names and labels, cloister's requests
+ * and latency histograms by model and API, pool, memory and TLS figures, the process's CPU, memory,
+ * fds and threads from /proc, build info), the access log (cl_serve_request_done) and graceful shutdown
  * (stop accepting, GOAWAY to gRPC clients, let queued and running requests, and requests still
  * arriving, finish within request_timeout_ms, then stop every loop and return from
  * cl_serve_server_run), and giving memory kept for reuse back to the system after a burst
@@ -41,6 +42,16 @@
 static const double buckets_s[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                    0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
 #define NBUCKETS (sizeof buckets_s / sizeof buckets_s[0])
+/* TF Serving's request latency histogram: microseconds, 33 buckets growing by 1.8 from 10 us
+ * (about 20 minutes at the top), then +Inf */
+#define TF_NBUCKETS 33
+
+/* TF Serving's API label of an entrypoint it measures (Predict, Classify, Regress), or NULL */
+static const char *tf_api(cl_serve_rpc rpc)
+{
+    return rpc == CL_RPC_PREDICT ? "Predict" : rpc == CL_RPC_CLASSIFY ? "Classify" : rpc == CL_RPC_REGRESS ? "Regress"
+                                                                                                          : NULL;
+}
 
 typedef struct metric {
     char model[MODEL_NAME_MAX];
@@ -60,6 +71,17 @@ typedef struct latency {
     uint64_t count;
     double sum_s;
 } latency;
+
+/* TF Serving's latency histogram of one model, API and entrypoint (successful requests only, as TF
+ * Serving records them). */
+typedef struct tf_latency {
+    char model[MODEL_NAME_MAX];
+    cl_serve_api api;
+    cl_serve_rpc rpc;
+    uint64_t bucket[TF_NBUCKETS + 1];
+    uint64_t count;
+    double sum_us;
+} tf_latency;
 
 /* A REST event loop on a thread of its own (the first REST loop is the main loop). */
 typedef struct rest_thread {
@@ -101,6 +123,9 @@ struct cl_serve_server {
     latency lat[LATENCY_MAX];
     size_t n_lat;
     uint64_t lat_dropped;
+    tf_latency tflat[LATENCY_MAX];
+    size_t n_tflat;
+    double tf_limits_us[TF_NBUCKETS];
 };
 
 static const char *const api_names[] = {"GRPC", "REST"};
@@ -219,6 +244,32 @@ void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r)
     } else {
         s->lat_dropped++;
     }
+    if (code == CL_SC_OK && tf_api(rpc)) {
+        size_t t = 0;
+        for (; t < s->n_tflat; t++) {
+            tf_latency *l = &s->tflat[t];
+            if (l->api == api && l->rpc == rpc && strncmp(l->model, model, MODEL_NAME_MAX - 1) == 0)
+                break;
+        }
+        if (t == s->n_tflat && t < LATENCY_MAX) {
+            tf_latency *l = &s->tflat[s->n_tflat++];
+            snprintf(l->model, sizeof l->model, "%s", model);
+            l->api = api;
+            l->rpc = rpc;
+        }
+        if (t < LATENCY_MAX) {
+            tf_latency *l = &s->tflat[t];
+            double us = (double)(latency_ns / 1000);
+            size_t b = 0;
+            while (b < TF_NBUCKETS && us > s->tf_limits_us[b])
+                b++;
+            l->bucket[b]++;
+            l->count++;
+            l->sum_us += us;
+        } else {
+            s->lat_dropped++;
+        }
+    }
     pthread_mutex_unlock(&s->mmu);
 }
 
@@ -308,22 +359,73 @@ static void process_metrics(cl_strbuf *b)
                       "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
 }
 
+/* TF Serving's metrics, named and labelled as its Prometheus exporter writes them: the request count
+ * by model and status of Predict, Classify and Regress (both APIs together), and the latency of those
+ * that succeeded, in microseconds, by model, API and entrypoint. Under s->mmu. */
+static void tf_metrics(cl_serve_server *s, cl_strbuf *b)
+{
+    cl_strbuf_str(b, "# HELP :tensorflow:serving:request_count The total number of requests.\n"
+                  "# TYPE :tensorflow:serving:request_count counter\n");
+    for (size_t i = 0; i < s->n_metrics; i++) {
+        const metric *m = &s->metrics[i];
+        if (!tf_api(m->rpc))
+            continue;
+        bool first = true; /* one line per (model, status): the first entry of the pair sums them all */
+        for (size_t j = 0; j < i && first; j++)
+            first = !(tf_api(s->metrics[j].rpc) && s->metrics[j].code == m->code &&
+                      strcmp(s->metrics[j].model, m->model) == 0);
+        if (!first)
+            continue;
+        uint64_t n = 0;
+        for (size_t j = i; j < s->n_metrics; j++)
+            if (tf_api(s->metrics[j].rpc) && s->metrics[j].code == m->code && strcmp(s->metrics[j].model, m->model) == 0)
+                n += s->metrics[j].count;
+        char model[2 * MODEL_NAME_MAX + 1];
+        label_escape(m->model, model, sizeof model);
+        cl_strbuf_fmt(b, ":tensorflow:serving:request_count{model_name=\"%s\",status=\"%s\"} %llu\n", model,
+                      cl_serve_code_name(m->code), (unsigned long long)n);
+    }
+    cl_strbuf_str(b, "# HELP :tensorflow:serving:request_latency Distribution of wall time (in microseconds) for "
+                  "Tensorflow Serving request.\n# TYPE :tensorflow:serving:request_latency histogram\n");
+    for (size_t i = 0; i < s->n_tflat; i++) {
+        const tf_latency *l = &s->tflat[i];
+        char model[2 * MODEL_NAME_MAX + 1], labels[2 * MODEL_NAME_MAX + 64];
+        label_escape(l->model, model, sizeof model);
+        snprintf(labels, sizeof labels, "model_name=\"%s\",API=\"%s\",entrypoint=\"%s\"", model, tf_api(l->rpc),
+                 api_names[l->api]);
+        uint64_t cum = 0;
+        for (size_t k = 0; k < TF_NBUCKETS; k++) {
+            cum += l->bucket[k];
+            cl_strbuf_fmt(b, ":tensorflow:serving:request_latency_bucket{%s,le=\"%g\"} %llu\n", labels,
+                          s->tf_limits_us[k], (unsigned long long)cum);
+        }
+        cum += l->bucket[TF_NBUCKETS];
+        cl_strbuf_fmt(b, ":tensorflow:serving:request_latency_bucket{%s,le=\"+Inf\"} %llu\n"
+                      ":tensorflow:serving:request_latency_sum{%s} %.0f\n"
+                      ":tensorflow:serving:request_latency_count{%s} %llu\n",
+                      labels, (unsigned long long)cum, labels, l->sum_us, labels, (unsigned long long)cum);
+    }
+}
+
 char *cl_serve_metrics_render(cl_serve_server *s)
 {
     cl_strbuf b = {0};
-    cl_strbuf_fmt(&b, "# HELP :tensorflow:serving:request_count Requests by model, API, entrypoint and status.\n"
-               "# TYPE :tensorflow:serving:request_count counter\n");
     pthread_mutex_lock(&s->mmu);
+    tf_metrics(s, &b);
+    cl_strbuf_fmt(&b, "# HELP cloister_serve_requests_total Requests by model, API, entrypoint and status (every "
+               "API, where :tensorflow:serving:request_count has Predict, Classify and Regress only).\n"
+               "# TYPE cloister_serve_requests_total counter\n");
     for (size_t i = 0; i < s->n_metrics; i++) {
         const metric *m = &s->metrics[i];
         char model[2 * MODEL_NAME_MAX + 1];
         label_escape(m->model, model, sizeof model);
-        cl_strbuf_fmt(&b, ":tensorflow:serving:request_count{model_name=\"%s\",API=\"%s\",entrypoint=\"%s\",status=\"%s\"} "
+        cl_strbuf_fmt(&b, "cloister_serve_requests_total{model_name=\"%s\",API=\"%s\",entrypoint=\"%s\",status=\"%s\"} "
                "%llu\n", model, rpc_names[m->rpc], api_names[m->api], cl_serve_code_name(m->code),
                (unsigned long long)m->count);
     }
-    cl_strbuf_fmt(&b, "# HELP :tensorflow:serving:request_latency Request latency in seconds, by model, API and "
-               "entrypoint.\n# TYPE :tensorflow:serving:request_latency histogram\n");
+    cl_strbuf_fmt(&b, "# HELP cloister_serve_request_latency_seconds Request latency in seconds of every request, "
+               "failed ones too, by model, API and entrypoint.\n"
+               "# TYPE cloister_serve_request_latency_seconds histogram\n");
     for (size_t i = 0; i < s->n_lat; i++) {
         const latency *l = &s->lat[i];
         char model[2 * MODEL_NAME_MAX + 1];
@@ -335,14 +437,14 @@ char *cl_serve_metrics_render(cl_serve_server *s)
         for (size_t k = 0; k <= NBUCKETS; k++) {
             cum += l->bucket[k];
             if (k < NBUCKETS)
-                cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{%s,le=\"%g\"} %llu\n", labels, buckets_s[k],
-                              (unsigned long long)cum);
+                cl_strbuf_fmt(&b, "cloister_serve_request_latency_seconds_bucket{%s,le=\"%g\"} %llu\n", labels,
+                              buckets_s[k], (unsigned long long)cum);
             else
-                cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_bucket{%s,le=\"+Inf\"} %llu\n", labels,
+                cl_strbuf_fmt(&b, "cloister_serve_request_latency_seconds_bucket{%s,le=\"+Inf\"} %llu\n", labels,
                               (unsigned long long)cum);
         }
-        cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_sum{%s} %.9f\n", labels, l->sum_s);
-        cl_strbuf_fmt(&b, ":tensorflow:serving:request_latency_count{%s} %llu\n", labels, (unsigned long long)l->count);
+        cl_strbuf_fmt(&b, "cloister_serve_request_latency_seconds_sum{%s} %.9f\n", labels, l->sum_s);
+        cl_strbuf_fmt(&b, "cloister_serve_request_latency_seconds_count{%s} %llu\n", labels, (unsigned long long)l->count);
     }
     uint64_t dropped = s->metrics_dropped, lat_dropped = s->lat_dropped;
     pthread_mutex_unlock(&s->mmu);
@@ -698,6 +800,9 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     }
     pthread_mutex_init(&s->mmu, NULL);
     s->cfg = *cfg;
+    double limit = 10;
+    for (size_t k = 0; k < TF_NBUCKETS; k++, limit *= 1.8)
+        s->tf_limits_us[k] = limit;
     if (!s->cfg.host)
         s->cfg.host = "0.0.0.0";
     if (!s->cfg.max_request_bytes)

@@ -105,7 +105,7 @@ def adder_status_count():
     s2.sendall(req("GET", "/monitoring/prometheus/metrics"))
     _, _, body = r2.response()
     s2.close()
-    m = re.search(rb'request_count\{model_name="adder",API="status",entrypoint="REST",status="OK"\} (\d+)', body)
+    m = re.search(rb'cloister_serve_requests_total\{model_name="adder",API="status",entrypoint="REST",status="OK"\} (\d+)', body)
     return int(m.group(1)) if m else 0
 
 

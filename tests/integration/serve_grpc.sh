@@ -41,9 +41,15 @@ expect "a connection that never sends the HTTP/2 preface is closed after the req
     < <(sleep 10) >/dev/null 2>&1; rc=\$?; ((rc == 124)) && echo 'still open after 9 s' || echo \"closed after \$(( \$(date +%s) - t0 )) s\""
 check "  ... and the server said why" grep -q "no HTTP/2 preface within 1500 ms of connecting" tls.log
 expect "gRPC requests counted in the metrics by model and status" 0 \
-  ':tensorflow:serving:request_count\{model_name="affine",API="predict",entrypoint="GRPC",status="OK"\} 4' -- \
+  'cloister_serve_requests_total\{model_name="affine",API="predict",entrypoint="GRPC",status="OK"\} 4' -- \
   curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
 expect "  ... and errors by their code" 0 'model_name="nosuch",API="predict",entrypoint="GRPC",status="NOT_FOUND"\} 1' -- \
+  curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
+expect "  ... and under TF Serving's names: the count by model_name and status" 0 \
+  '^:tensorflow:serving:request_count\{model_name="affine",status="OK"\} 4$' -- \
+  curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
+expect "  ... the latency of the successful ones, API=Predict, entrypoint=GRPC" 0 \
+  '^:tensorflow:serving:request_latency_count\{model_name="affine",API="Predict",entrypoint="GRPC"\} 4$' -- \
   curl -sS --max-time 10 --cacert tls1/ca_cert.pem --resolve "localhost:$tls_REST:127.0.0.1" "https://localhost:$tls_REST/monitoring/prometheus/metrics"
 expect "plaintext client refused by a TLS server" 1 "" -- client "$tls_GRPC" - - - status
 expect "TLS client that does not trust the CA is refused" 1 "" -- client "$tls_GRPC" tls2/ca_cert.pem - - status

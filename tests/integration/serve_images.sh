@@ -157,7 +157,7 @@ check "fixed, version 2 loads" wait_log serve.log "model 'digits' version 2 load
 expect "  ... and answers images" 0 "20 images classified as PyTorch does" -- \
   client "$GRPC" tls2/ca_cert.pem tls2/client/cert.pem tls2/client/key.pem digits_images "$SAMPLES" 2
 expect "metrics count the refused requests as INVALID_ARGUMENT" 0 \
-  ':tensorflow:serving:request_count\{model_name="digits",API="predict",entrypoint="GRPC",status="INVALID_ARGUMENT"\} 3' -- \
+  'cloister_serve_requests_total\{model_name="digits",API="predict",entrypoint="GRPC",status="INVALID_ARGUMENT"\} 3' -- \
   c "https://localhost:$REST/monitoring/prometheus/metrics"
 
 stop_servers

@@ -149,19 +149,19 @@ expect "promtool parses the metrics; its only complaints are about names kept as
   bad=$(grep -vE "^:tensorflow:serving:request_(count|latency)" <<<"$out")
   [[ -z $bad ]] && echo ok || { echo "unexpected: $bad"; exit 1; }'
 expect "latency histogram by model_name, from 0.1 ms" 0 \
-  ':tensorflow:serving:request_latency_bucket\{model_name="digits",API="predict",entrypoint="REST",le="0.0001"\} [0-9]+' -- cat metrics.txt
+  'cloister_serve_request_latency_seconds_bucket\{model_name="digits",API="predict",entrypoint="REST",le="0.0001"\} [0-9]+' -- cat metrics.txt
 expect "  ... gRPC too, buckets up to 10 s and +Inf" 0 \
-  ':tensorflow:serving:request_latency_bucket\{model_name="digits",API="predict",entrypoint="GRPC",le="\+Inf"\} 1$' -- cat metrics.txt
+  'cloister_serve_request_latency_seconds_bucket\{model_name="digits",API="predict",entrypoint="GRPC",le="\+Inf"\} 1$' -- cat metrics.txt
 expect "  ... a model that is not served is not a label of its own" 0 \
-  ':tensorflow:serving:request_latency_count\{model_name="",API="predict",entrypoint="GRPC"\} 1$' -- cat metrics.txt
+  'cloister_serve_request_latency_seconds_count\{model_name="",API="predict",entrypoint="GRPC"\} 1$' -- cat metrics.txt
 expect "  ... the buckets are cumulative and end with the count" 0 "^ok" -- $PY - metrics.txt <<'EOF'
 import re, sys
 series = {}
 for l in open(sys.argv[1]):
-    m = re.match(r':tensorflow:serving:request_latency_bucket\{(.*),le="([^"]+)"\} (\d+)$', l)
+    m = re.match(r'cloister_serve_request_latency_seconds_bucket\{(.*),le="([^"]+)"\} (\d+)$', l)
     if m:
         series.setdefault(m[1], []).append((m[2], int(m[3])))
-    m = re.match(r':tensorflow:serving:request_latency_count\{(.*)\} (\d+)$', l)
+    m = re.match(r'cloister_serve_request_latency_seconds_count\{(.*)\} (\d+)$', l)
     if m:
         b = series[m[1]]
         assert [c for _, c in b] == sorted(c for _, c in b) and b[-1] == ("+Inf", int(m[2])), (m[1], b)

@@ -4,6 +4,10 @@
 # ports, every second; through Prometheus's HTTP API: the target is up, cloister_build_info and the
 # latency histogram by model_name arrived with their labels, the process metrics too; a second job
 # without a client certificate is refused by the server (up == 0), so the first really used mTLS.
+# The endpoint's path comes from a TF Serving MonitoringConfig (--monitoring_config_file); the
+# default path then answers 404. TF Serving's own series (:tensorflow:serving:request_count by
+# model_name and status, :tensorflow:serving:request_latency in microseconds with TF's 33 buckets)
+# arrive with TF's names, labels and bucket bounds.
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
@@ -13,7 +17,8 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; r
 
 check "tls init" "$CLOISTER" tls init --dir tls --server-name localhost --client-name client --san 127.0.0.1
 read -r gp rp pp < <(free_ports 3)
-"$CLOISTER" serve --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" \
+printf '# TF Serving MonitoringConfig\nprometheus_config {\n  enable: true,\n  path: "/tfs/metrics"\n}\n' >monitoring.cfg
+"$CLOISTER" serve --monitoring_config_file monitoring.cfg --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" \
   --model_name digits --model_base_path "$ROOT/models/digits" --file_system_poll_wait_seconds 0 >serve.log 2>&1 &
 pids+=($!)
 for ((i = 0; i < 100; i++)); do grep -q "serving:" serve.log 2>/dev/null && break; sleep 0.1; done
@@ -21,6 +26,8 @@ C="curl -sS --max-time 10 --cacert tls/ca_cert.pem --resolve localhost:$rp:127.0
 expect "a request for the histogram" 0 '"logits"' -- $C -d @"$ROOT/models/digits/samples/digit-3-0.json" \
   "https://localhost:$rp/v1/models/digits:predict"
 
+expect "the default path is not served when the config names another: 404" 0 "^404$" -- \
+  $C -o /dev/null -w '%{http_code}' "https://localhost:$rp/monitoring/prometheus/metrics"
 cat >prometheus.yml <<YAML
 global:
   scrape_interval: 1s
@@ -28,7 +35,7 @@ global:
 scrape_configs:
   - job_name: cloister
     scheme: https
-    metrics_path: /monitoring/prometheus/metrics
+    metrics_path: /tfs/metrics
     tls_config:
       ca_file: $WORK/tls/ca_cert.pem
       cert_file: $WORK/tls/client/cert.pem
@@ -38,7 +45,7 @@ scrape_configs:
       - targets: ["127.0.0.1:$rp"]
   - job_name: nocert
     scheme: https
-    metrics_path: /monitoring/prometheus/metrics
+    metrics_path: /tfs/metrics
     tls_config:
       ca_file: $WORK/tls/ca_cert.pem
       server_name: localhost
@@ -81,7 +88,7 @@ assert m['job'] == 'cloister' and m['version'] == '$version' and m['evidence_pro
 assert r[0]['value'][1] == '1', r
 print('ok', m)\""
 expect "the latency histogram by model_name" 0 "^ok" -- bash -c "$(declare -f query); pp=$pp; query \
-  'sum by (le) ({__name__=\":tensorflow:serving:request_latency_bucket\",model_name=\"digits\",API=\"predict\",entrypoint=\"REST\"})' | $PY -c \"
+  'sum by (le) ({__name__=\"cloister_serve_request_latency_seconds_bucket\",model_name=\"digits\",API=\"predict\",entrypoint=\"REST\"})' | $PY -c \"
 import json, sys
 r = json.load(sys.stdin)['data']['result']
 les = sorted(float(x['metric']['le']) for x in r)
@@ -89,6 +96,26 @@ assert les[0] == 0.0001 and les[-1] == float('inf') and len(les) >= 16, les
 inf = [x for x in r if x['metric']['le'] == '+Inf'][0]
 assert inf['value'][1] == '1', inf
 print('ok', len(les), 'buckets')\""
+expect "TF Serving's request count, by model_name and status only, stored by Prometheus" 0 "^ok" -- bash -c "$(declare -f query); pp=$pp; query \
+  '{__name__=\":tensorflow:serving:request_count\",job=\"cloister\"}' | $PY -c \"
+import json, sys
+r = json.load(sys.stdin)['data']['result']
+assert len(r) == 1, r
+m = r[0]['metric']
+assert sorted(m) == ['__name__', 'instance', 'job', 'model_name', 'status'] and m['model_name'] == 'digits' and m['status'] == 'OK', m
+assert r[0]['value'][1] == '1', r
+print('ok', m)\""
+expect "TF Serving's latency histogram: microseconds, API=Predict, entrypoint=REST, TF's 33 bounds and +Inf" 0 "^ok" -- bash -c "$(declare -f query); pp=$pp; query \
+  '{__name__=\":tensorflow:serving:request_latency_bucket\",job=\"cloister\",model_name=\"digits\",API=\"Predict\",entrypoint=\"REST\"}' | $PY -c \"
+import json, sys
+r = json.load(sys.stdin)['data']['result']
+les = sorted(float(x['metric']['le']) for x in r)
+want = [10 * 1.8 ** k for k in range(33)]
+assert len(les) == 34 and les[-1] == float('inf'), les
+assert all(abs(a - b) <= 1e-5 * b for a, b in zip(les, want)), (les, want)
+inf = [x for x in r if x['metric']['le'] == '+Inf'][0]
+assert inf['value'][1] == '1', inf
+print('ok', len(les), 'buckets from', les[0])\""
 expect "process metrics" 0 "^ok" -- bash -c "$(declare -f query); pp=$pp; query \
   '{job=\"cloister\",__name__=~\"process_(cpu_seconds_total|resident_memory_bytes|open_fds|threads|max_fds|start_time_seconds|virtual_memory_bytes)\"}' | $PY -c \"
 import json, sys

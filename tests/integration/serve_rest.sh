@@ -43,10 +43,10 @@ expect "unknown path is 404" 0 'Malformed request' -- c "$U/v2/x"
 head -c 70000 /dev/zero | tr '\0' ' ' >big.json
 expect "oversized body is refused with 413" 0 "^413$" -- c -o /dev/null -H "Expect: 100-continue" -d @big.json "$U/v1/models/affine:predict"
 expect "stalled HTTP client is cut" 0 "closed by the server" -- client "$rest_REST" tls1/ca_cert.pem - - stalled_http
-expect "metrics count REST requests by model and status" 0 ':tensorflow:serving:request_count\{model_name="adder",API="predict",entrypoint="REST",status="OK"\} 2' -- \
+expect "metrics count REST requests by model and status" 0 'cloister_serve_requests_total\{model_name="adder",API="predict",entrypoint="REST",status="OK"\} 2' -- \
   c "$U/monitoring/prometheus/metrics"
 # the adder's four :predict above (two answered, two refused as malformed) in one histogram
-expect "metrics have latency histograms by model" 0 ':tensorflow:serving:request_latency_bucket\{model_name="adder",API="predict",entrypoint="REST",le="\+Inf"\} 4$' -- \
+expect "metrics have latency histograms by model" 0 'cloister_serve_request_latency_seconds_bucket\{model_name="adder",API="predict",entrypoint="REST",le="\+Inf"\} 4$' -- \
   c "$U/monitoring/prometheus/metrics"
 # HTTP/1.1 connection handling on the wire (raw TLS sockets; see http1_wire.py)
 WIRE=$(readlink -f "$(dirname "$0")/http1_wire.py")

@@ -110,7 +110,7 @@ NOEFFECT=(--rest_api_enable_cors_support=false
   --num_unload_threads=0
   --flush_filesystem_caches=true --tensorflow_session_config_file=none.pbtxt --tensorflow_inter_op_parallelism=0
   --platform_config_file=platform.cfg --per_process_gpu_memory_fraction=0.5 --saved_model_tags=serve,gpu
-  --grpc_max_threads=8 --monitoring_config_file=monitoring.cfg
+  --grpc_max_threads=8
   --remove_unused_fields_from_bundle_metagraph=true --prefer_tflite_model=false --use_tflite_model=0
   --num_tflite_pools=2 --num_tflite_interpreters_per_pool=1 --enable_signature_method_name_check=false
   --xla_cpu_compilation_enabled=false --xla_gpu_compilation_enabled=0 --enable_profiler=true
@@ -118,6 +118,7 @@ NOEFFECT=(--rest_api_enable_cors_support=false
   --enable_serialization_as_tensor_content=true)
 printf 'model_config_list {\n  config {\n    name: "digits"\n    base_path: "%s"\n    model_platform: "tensorflow"\n  }\n}\n' \
   "$ROOT/models/digits" >models.cfg
+printf 'prometheus_config { enable: true path: "/tfs/metrics" }\n' >monitoring.cfg
 read -r gp rp < <(free_ports)
 start all --plaintext --port="$gp" --rest_api_port="$rp" --grpc_socket_path= \
   --use_alts_credentials=false --rest_api_num_threads=2 --rest_api_timeout_in_ms=30000 --enable_batching=false \
@@ -126,10 +127,13 @@ start all --plaintext --port="$gp" --rest_api_port="$rp" --grpc_socket_path= \
   --ssl_config_file= --version=false --grpc_channel_arguments= --allow_version_labels_for_unavailable_models=true \
   --model_config_file_poll_wait_seconds=60 --max_num_load_retries=5 --load_retry_interval_micros=60000000 \
   --enable_model_warmup --num_request_iterations_for_warmup=3 \
-  --enable_grpc_healthcheck_service=true --response_compression_algorithm=gzip "${NOEFFECT[@]}"
+  --enable_grpc_healthcheck_service=true --response_compression_algorithm=gzip \
+  --monitoring_config_file=monitoring.cfg "${NOEFFECT[@]}"
 expect "all 50 TF Serving flags at once: the server starts" 0 "serving: gRPC 0.0.0.0:$gp" -- cat all.log
 expect "  ... and serves the config file's model (--model_name is ignored with a config file, as in TF)" 0 \
   '"logits"' -- curl -sS --max-time 10 -d @x.json "http://127.0.0.1:$rp/v1/models/digits:predict"
+expect "  ... and its metrics where --monitoring_config_file says" 0 ':tensorflow:serving:request_count\{model_name="digits",status="OK"\} 1' -- \
+  curl -sS --max-time 10 "http://127.0.0.1:$rp/tfs/metrics"
 expect "  ... one 'no effect' warning per flag without effect (${#NOEFFECT[@]})" 0 "^${#NOEFFECT[@]}$" -- \
   grep -c "has no effect in cloister serve: " all.log
 for f in "${NOEFFECT[@]}"; do
@@ -149,7 +153,7 @@ expect "--help lists every TF flag with what it does here" 0 "^50$" -- bash -c "
     tensorflow_session_parallelism tensorflow_intra_op_parallelism use_alts_credentials ssl_config_file version \
     grpc_channel_arguments allow_version_labels_for_unavailable_models model_config_file_poll_wait_seconds \
     max_num_load_retries load_retry_interval_micros enable_model_warmup num_request_iterations_for_warmup \
-    enable_grpc_healthcheck_service response_compression_algorithm \
+    enable_grpc_healthcheck_service response_compression_algorithm monitoring_config_file \
     $(printf '%s ' "${NOEFFECT[@]%%=*}" | sed 's/--//g'); do
     \"$CLOISTER\" serve --help | grep -Eq -- \"^  --\$f[ =[]\" && echo \$f; done | sort -u | wc -l"
 

@@ -1011,6 +1011,77 @@ static void test_batching_parse(void **state)
 }
 
 /* Inputs put in signature order in place, for the batching pool. */
+static void test_monitoring_parse(void **state)
+{
+    (void)state;
+    cl_err err = {0};
+    cl_serve_monitoring m;
+    /* TF Serving's documented form */
+    const char *tf = "prometheus_config {\n  enable: true,\n  path: \"/monitoring/prometheus/metrics\"\n}\n";
+    assert_int_equal(cl_serve_monitoring_parse(tf, strlen(tf), &m, &err), 0);
+    assert_string_equal(cl_serve_monitoring_path(&m), "/monitoring/prometheus/metrics");
+    const char *custom = "# ours\nprometheus_config: < path: '/a' \"/b\" ; enable: True >";
+    assert_int_equal(cl_serve_monitoring_parse(custom, strlen(custom), &m, &err), 0);
+    assert_string_equal(cl_serve_monitoring_path(&m), "/a/b");
+    /* as in TF Serving: an empty path is the default one; no `enable: true`, no endpoint */
+    const char *empty_path = "prometheus_config { enable: 1 path: \"\" }";
+    assert_int_equal(cl_serve_monitoring_parse(empty_path, strlen(empty_path), &m, &err), 0);
+    assert_string_equal(cl_serve_monitoring_path(&m), CL_SERVE_METRICS_PATH);
+    const char *off[] = {"", "# nothing\n", "prometheus_config {}", "prometheus_config { path: \"/m\" }",
+                         "prometheus_config { enable: false path: \"/m\" }"};
+    for (size_t i = 0; i < CL_ARRAY_LEN(off); i++) {
+        m.off = false;
+        assert_int_equal(cl_serve_monitoring_parse(off[i], strlen(off[i]), &m, &err), 0);
+        assert_null(cl_serve_monitoring_path(&m));
+    }
+    /* the zero value (no file) is cloister's default: served */
+    cl_serve_monitoring zero = {0};
+    assert_string_equal(cl_serve_monitoring_path(&zero), CL_SERVE_METRICS_PATH);
+    char longp[400] = "prometheus_config { enable: true path: \"/";
+    memset(longp + strlen(longp), 'a', 256);
+    strcat(longp, "\" }");
+    char exact[400] = "prometheus_config { enable: true path: \"/";
+    memset(exact + strlen(exact), 'a', 255);
+    strcat(exact, "\" }");
+    assert_int_equal(cl_serve_monitoring_parse(exact, strlen(exact), &m, &err), 0);
+    assert_int_equal(strlen(cl_serve_monitoring_path(&m)), 256);
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"prometheus_config { enable: true path: \"metrics\" }", "must start with '/'"},
+        {"prometheus_config { enable: true path: \"/v1/models/m\" }", "under /v1/"},
+        {"prometheus_config { enable: true path: \"/v1\" }", "under /v1/"},
+        {"prometheus_config { enable: true path: \"/a b\" }", "0x20"},
+        {"prometheus_config { enable: true path: \"/a?b\" }", "0x3f"},
+        {"prometheus_config { enable: true path: \"/a%2f\" }", "0x25"},
+        {"prometheus_config { enable: true path: \"/a\\tb\" }", "escapes"},
+        {"prometheus_config { enable: true path: \"/\xc3\xa9\" }", "0xc3"},
+        {"prometheus_config { enable: true path: \"/a\n\" }", "not closed"},
+        {"prometheus_config { enable: true path: /a }", "quoted string"},
+        {"prometheus_config { enable: yes }", "true or false"},
+        {"prometheus_config { enable: true enable: false }", "given twice"},
+        {"prometheus_config { enable: true }\nprometheus_config { }", "line 2: 'prometheus_config' is given twice"},
+        {"prometheus_config { enable: true port: 9090 }", "no field 'port'"},
+        {"prometheus_config { enable: true", "not closed"},
+        {"prometheus_config { enable: true >", "expected a field name"},
+        {"prometheus_config enable: true", "expected '{'"},
+        {"\n\nlogging_config { }", "line 3: MonitoringConfig has no field 'logging_config'"},
+        {"prometheus_config { enable: true }}", "expected a field name"},
+    };
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        memset(&err, 0, sizeof err);
+        if (cl_serve_monitoring_parse(bad[i].text, strlen(bad[i].text), &m, &err) == 0)
+            fail_msg("accepted: %s", bad[i].text);
+        if (!strstr(err.msg, bad[i].why))
+            fail_msg("%s: '%s' does not say '%s'", bad[i].text, err.msg, bad[i].why);
+    }
+    memset(&err, 0, sizeof err);
+    assert_int_not_equal(cl_serve_monitoring_parse(longp, strlen(longp), &m, &err), 0);
+    assert_non_null(strstr(err.msg, "longer than 256"));
+    assert_int_not_equal(cl_serve_monitoring_parse("prometheus_config {\0}", 20, &m, &err), 0);
+    assert_non_null(strstr(err.msg, "NUL"));
+}
+
 static void test_order_inputs(void **state)
 {
     (void)state;
@@ -1350,6 +1421,12 @@ static void test_metrics_and_access_log(void **state)
     cl_serve_request_info scrape = {.api = CL_API_REST, .rpc = CL_RPC_COUNT, .method = "GET",
                                     .path = "/monitoring/prometheus/metrics", .http_status = 200, .start_ns = now};
     cl_serve_request_done(srv, &scrape);
+    /* m answered OK over gRPC too, Predict and Classify: TF Serving's count sums APIs and entrypoints */
+    ok.code = CL_SC_OK;
+    ok.api = CL_API_GRPC;
+    cl_serve_request_done(srv, &ok);
+    ok.rpc = CL_RPC_CLASSIFY;
+    cl_serve_request_done(srv, &ok);
     char name[32];
     for (int i = 0; i < 300; i++) { /* beyond both tables */
         snprintf(name, sizeof name, "model-%d", i);
@@ -1358,26 +1435,56 @@ static void test_metrics_and_access_log(void **state)
     }
     char *m = cl_serve_metrics_render(srv);
     assert_non_null(m);
-    assert_non_null(strstr(m, ":tensorflow:serving:request_count{model_name=\"m\",API=\"predict\",entrypoint=\"REST\","
+    assert_non_null(strstr(m, "cloister_serve_requests_total{model_name=\"m\",API=\"predict\",entrypoint=\"REST\","
                               "status=\"OK\"} 1\n"));
     assert_non_null(strstr(m, "status=\"INVALID_ARGUMENT\"} 1\n"));
     /* the hostile name: escaped, and the stray byte made '?' */
     assert_non_null(strstr(m, "{model_name=\"x\\\"y\\nz?\",API=\"predict\",entrypoint=\"GRPC\",status=\"NOT_FOUND\"} 1\n"));
     /* both requests of m in one histogram: not within 0.1 ms, within 10 s */
-    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"predict\","
+    assert_non_null(strstr(m, "cloister_serve_request_latency_seconds_bucket{model_name=\"m\",API=\"predict\","
                               "entrypoint=\"REST\",le=\"0.0001\"} 0\n"));
     assert_non_null(strstr(m, "le=\"10\"} 2\n"));
-    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_count{model_name=\"m\",API=\"predict\","
+    assert_non_null(strstr(m, "cloister_serve_request_latency_seconds_count{model_name=\"m\",API=\"predict\","
                               "entrypoint=\"REST\"} 2\n"));
     /* the unknown model counts under model_name="" in the histograms */
-    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_count{model_name=\"\",API=\"predict\","
+    assert_non_null(strstr(m, "cloister_serve_request_latency_seconds_count{model_name=\"\",API=\"predict\","
                               "entrypoint=\"GRPC\"} 1\n"));
     assert_null(strstr(m, "request_latency_count{model_name=\"x"));
-    /* the scrape is not counted; the tables are full: 256 request-count series (3 used before the
-     * 300 names: 47 dropped), 64 latency series (2 before: 238 dropped) */
+    /* TF Serving's series: the count by model_name and status only (Predict, Classify and Regress over
+     * both APIs; status calls are not counted), the hostile name escaped the same way */
+    assert_non_null(strstr(m, "# TYPE :tensorflow:serving:request_count counter\n"));
+    assert_non_null(strstr(m, "\n:tensorflow:serving:request_count{model_name=\"m\",status=\"OK\"} 3\n"));
+    assert_non_null(strstr(m, "\n:tensorflow:serving:request_count{model_name=\"m\",status=\"INVALID_ARGUMENT\"} 1\n"));
+    assert_non_null(strstr(m, "\n:tensorflow:serving:request_count{model_name=\"x\\\"y\\nz?\",status=\"NOT_FOUND\"} 1\n"));
+    assert_null(strstr(m, ":tensorflow:serving:request_count{model_name=\"model-"));
+    const char *once = strstr(m, ":tensorflow:serving:request_count{model_name=\"m\",status=\"OK\"}");
+    assert_null(strstr(once + 1, ":tensorflow:serving:request_count{model_name=\"m\",status=\"OK\"}"));
+    /* ... and its latency: successful requests only, microseconds, TF's bucket bounds from 10 us */
+    assert_non_null(strstr(m, "# TYPE :tensorflow:serving:request_latency histogram\n"));
+    assert_non_null(strstr(m, "\n:tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"Predict\","
+                              "entrypoint=\"REST\",le=\"10\"} 0\n"
+                              ":tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"Predict\","
+                              "entrypoint=\"REST\",le=\"18\"} 0\n"
+                              ":tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"Predict\","
+                              "entrypoint=\"REST\",le=\"32.4\"} 0\n"));
+    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"Predict\","
+                              "entrypoint=\"REST\",le=\"1.47476e+09\"} 1\n"
+                              ":tensorflow:serving:request_latency_bucket{model_name=\"m\",API=\"Predict\","
+                              "entrypoint=\"REST\",le=\"+Inf\"} 1\n"));
+    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_count{model_name=\"m\",API=\"Predict\","
+                              "entrypoint=\"REST\"} 1\n"));
+    assert_non_null(strstr(m, ":tensorflow:serving:request_latency_count{model_name=\"m\",API=\"Classify\","
+                              "entrypoint=\"GRPC\"} 1\n"));
+    const char *sum = strstr(m, ":tensorflow:serving:request_latency_sum{model_name=\"m\",API=\"Predict\","
+                                "entrypoint=\"REST\"} ");
+    assert_non_null(sum);
+    assert_true(strtod(strchr(sum, '}') + 2, NULL) >= 200); /* at least the 0.2 ms, in microseconds */
+    assert_null(strstr(m, "request_latency_count{model_name=\"x"));
+    /* the scrape is not counted; the tables are full: 256 request-count series (5 used before the
+     * 300 names: 49 dropped), 64 latency series (4 before: 240 dropped) */
     assert_null(strstr(m, "API=\"metrics\""));
-    assert_non_null(strstr(m, "cloister_serve_metric_series_dropped_total{metric=\"request_count\"} 47\n"));
-    assert_non_null(strstr(m, "cloister_serve_metric_series_dropped_total{metric=\"request_latency\"} 238\n"));
+    assert_non_null(strstr(m, "cloister_serve_metric_series_dropped_total{metric=\"request_count\"} 49\n"));
+    assert_non_null(strstr(m, "cloister_serve_metric_series_dropped_total{metric=\"request_latency\"} 240\n"));
     assert_non_null(strstr(m, "cloister_build_info{version=\"1.2.3\",engine_isa=\"avx2\",evidence_provider=\"sim\"} 1\n"));
     assert_non_null(strstr(m, "\nprocess_threads "));
     assert_non_null(strstr(m, "\nprocess_open_fds "));
@@ -1392,7 +1499,7 @@ static void test_metrics_and_access_log(void **state)
     size_t lines = 0;
     for (size_t i = 0; i < len; i++)
         lines += log[i] == '\n';
-    assert_int_equal(lines, 304); /* one a request, the scrape included */
+    assert_int_equal(lines, 306); /* one a request, the scrape included */
     /* the first line, in the text format (the process default here) */
     char *first = strtok((char *)log, "\n");
     assert_non_null(first);
@@ -1427,6 +1534,7 @@ int main(void)
         cmocka_unit_test(test_batching_parse),    cmocka_unit_test(test_order_inputs),
         cmocka_unit_test(test_pool_inline),       cmocka_unit_test(test_pool_memory),
         cmocka_unit_test(test_metrics_and_access_log),
+        cmocka_unit_test(test_monitoring_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
