@@ -11,11 +11,10 @@
 # Usage: scripts/lint.sh BUILD_DIR [--update-complexity]. BUILD_DIR must hold compile_commands.json
 # and the generated protobuf headers (a configured and built tree). Prints "lint: N findings" last.
 set -uo pipefail
+build=$(cd "${1:?usage: scripts/lint.sh BUILD_DIR [--update-complexity]}" && pwd) || exit 2 # relative to where it is run
+update=${2:-}
 cd "$(dirname "$0")/.."
 root=$PWD
-build=${1:?usage: scripts/lint.sh BUILD_DIR [--update-complexity]}
-update=${2:-}
-build=$(cd "$build" && pwd) || exit 2
 for tool in cppcheck clang-tidy python3; do
   command -v "$tool" >/dev/null || { echo "lint: $tool is missing (scripts/deps.sh test installs it)"; exit 2; }
 done

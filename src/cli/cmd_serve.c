@@ -168,6 +168,53 @@ static int tfs_repo_flags_get(const cl_tfs_flags *tf, tfs_repo_flags *o)
     return -1;
 }
 
+/* --enable_batching: the defaults, then --batching_parameters_file (which may also set the worker and
+ * queue counts), then --max_batch_size / --batch_timeout_micros; 0, or -1 with the reason printed. */
+static int load_batching(const char *file, long max_batch, long batch_timeout, cl_serve_batching *bat, long *workers,
+                         long *queue)
+{
+    cl_err err = {0};
+    unsigned w = (unsigned)*workers, q = (unsigned)*queue;
+    uint8_t *text = NULL;
+    size_t len = 0;
+    if (cl_serve_batching_parse("", 0, bat, NULL, NULL, &err) != 0 ||
+        (file && (cl_file_read(file, 1 << 20, &text, &len, &err) != 0 ||
+                  cl_serve_batching_parse((const char *)text, len, bat, &w, &q, &err) != 0))) {
+        free(text);
+        fprintf(stderr, "cloister serve: %s: %s\n", file ? file : "batching", err.msg);
+        return -1;
+    }
+    free(text);
+    *workers = w;
+    *queue = q;
+    if (max_batch >= 0)
+        bat->max_batch_size = (unsigned)max_batch;
+    if (batch_timeout >= 0)
+        bat->batch_timeout_us = (unsigned)batch_timeout;
+    return 0;
+}
+
+/* --monitoring_config_file: TF Serving's MonitoringConfig; 0, or -1 with the reason printed. */
+static int load_monitoring(const char *file, cl_serve_monitoring *mon)
+{
+    cl_err err = {0};
+    uint8_t *text = NULL;
+    size_t len = 0;
+    if (cl_file_read(file, 1 << 20, &text, &len, &err) != 0 ||
+        cl_serve_monitoring_parse((const char *)text, len, mon, &err) != 0) {
+        free(text);
+        fprintf(stderr, "cloister serve: --monitoring_config_file %s: %s\n", file, err.msg);
+        return -1;
+    }
+    free(text);
+    const char *mp = cl_serve_monitoring_path(mon);
+    if (mp)
+        CL_INFO("serve", "Prometheus metrics at %s on the REST port (--monitoring_config_file)", mp);
+    else
+        CL_INFO("serve", "no Prometheus metrics endpoint (--monitoring_config_file does not enable it)");
+    return 0;
+}
+
 int cl_cmd_serve(int argc, char **argv)
 {
     long port = 8500, rest_port = 8501, max_bytes = 64L << 20, timeout_ms = 30000, workers = 2, queue = 64,
@@ -327,22 +374,8 @@ int cl_cmd_serve(int argc, char **argv)
         return cl_cli_fail("serve", &err);
 
     cl_serve_monitoring monitoring = {0};
-    if (monitoring_file) {
-        uint8_t *text = NULL;
-        size_t len = 0;
-        if (cl_file_read(monitoring_file, 1 << 20, &text, &len, &err) != 0 ||
-            cl_serve_monitoring_parse((const char *)text, len, &monitoring, &err) != 0) {
-            free(text);
-            fprintf(stderr, "cloister serve: --monitoring_config_file %s: %s\n", monitoring_file, err.msg);
-            return CL_EXIT_USAGE;
-        }
-        free(text);
-        const char *mp = cl_serve_monitoring_path(&monitoring);
-        if (mp)
-            CL_INFO("serve", "Prometheus metrics at %s on the REST port (--monitoring_config_file)", mp);
-        else
-            CL_INFO("serve", "no Prometheus metrics endpoint (--monitoring_config_file does not enable it)");
-    }
+    if (monitoring_file && load_monitoring(monitoring_file, &monitoring) != 0)
+        return CL_EXIT_USAGE;
 
     cl_serve_batching bat = {0};
     if ((batching_file || max_batch >= 0 || batch_timeout >= 0) && !batching) {
@@ -350,25 +383,8 @@ int cl_cmd_serve(int argc, char **argv)
                         "need --enable_batching\n");
         return CL_EXIT_USAGE;
     }
-    if (batching) {
-        unsigned w = (unsigned)workers, q = (unsigned)queue;
-        uint8_t *text = NULL;
-        size_t len = 0;
-        if (cl_serve_batching_parse("", 0, &bat, NULL, NULL, &err) != 0 ||
-            (batching_file && (cl_file_read(batching_file, 1 << 20, &text, &len, &err) != 0 ||
-                               cl_serve_batching_parse((const char *)text, len, &bat, &w, &q, &err) != 0))) {
-            free(text);
-            fprintf(stderr, "cloister serve: %s: %s\n", batching_file ? batching_file : "batching", err.msg);
-            return CL_EXIT_USAGE;
-        }
-        free(text);
-        workers = w;
-        queue = q;
-        if (max_batch >= 0)
-            bat.max_batch_size = (unsigned)max_batch;
-        if (batch_timeout >= 0)
-            bat.batch_timeout_us = (unsigned)batch_timeout;
-    }
+    if (batching && load_batching(batching_file, max_batch, batch_timeout, &bat, &workers, &queue) != 0)
+        return CL_EXIT_USAGE;
     if (ssl_cfg && (cert || key || ca || client_verify)) {
         cl_err_set(&err, CL_E_INVALID, "give either --ssl_config_file or --tls-cert/--tls-key/--tls-ca, not both");
         return cl_cli_usage_error("serve", &err);

@@ -388,6 +388,13 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
     return -1;
 }
 
+/* The Prometheus endpoint's path, as the monitoring config sets it (none: no endpoint). */
+static bool is_metrics_path(const cl_serve_config *cfg, const char *path)
+{
+    const char *mp = cl_serve_monitoring_path(&cfg->monitoring);
+    return mp && strcmp(path, mp) == 0;
+}
+
 /* Answers a complete request (or hands its call to the worker pool: busy). */
 static void handle(rconn *c, const char *path, int method)
 {
@@ -399,8 +406,7 @@ static void handle(rconn *c, const char *path, int method)
     c->req_start = start;
     c->req_path = path;
     c->req_method = http_method_str((enum http_method)method);
-    const char *metrics_path = cl_serve_monitoring_path(&cfg->monitoring);
-    if (metrics_path && strcmp(path, metrics_path) == 0) {
+    if (is_metrics_path(cfg, path)) {
         if (method != HTTP_GET) {
             reply_error(c, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
             return;

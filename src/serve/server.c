@@ -188,21 +188,9 @@ static void access_log(cl_serve_server *s, const cl_serve_request_info *r, uint6
     cl_log_sink_write(s->cfg.access_log, CL_LOG_INFO, "access", f, n, "request");
 }
 
-void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r)
+/* The counters of one (api, rpc, code, model) row (with s->mmu held). */
+static void record_count(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, cl_serve_code code, const char *model)
 {
-    uint64_t latency_ns = cl_now_ns() - r->start_ns;
-    if (s->cfg.access_log)
-        access_log(s, r, latency_ns);
-    if ((unsigned)r->rpc >= CL_RPC_COUNT)
-        return;
-    cl_serve_api api = r->api;
-    cl_serve_rpc rpc = r->rpc;
-    cl_serve_code code = r->code;
-    const char *model = r->model ? r->model : "";
-    /* the histograms are labelled with the model only when it is served: a client naming models
-     * that do not exist must not fill the table */
-    const char *lat_model = code == CL_SC_NOT_FOUND ? "" : model;
-    pthread_mutex_lock(&s->mmu);
     size_t i = 0;
     for (; i < s->n_metrics; i++) {
         metric *m = &s->metrics[i];
@@ -220,56 +208,82 @@ void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r)
         s->metrics[i].count++;
     else
         s->metrics_dropped++;
+}
+
+/* cloister's latency histogram in seconds (with s->mmu held). */
+static void record_latency(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model, uint64_t ns)
+{
     size_t k = 0;
     for (; k < s->n_lat; k++) {
         latency *l = &s->lat[k];
-        if (l->api == api && l->rpc == rpc && strncmp(l->model, lat_model, MODEL_NAME_MAX - 1) == 0)
+        if (l->api == api && l->rpc == rpc && strncmp(l->model, model, MODEL_NAME_MAX - 1) == 0)
             break;
     }
     if (k == s->n_lat && k < LATENCY_MAX) {
         latency *l = &s->lat[s->n_lat++];
-        snprintf(l->model, sizeof l->model, "%s", lat_model);
+        snprintf(l->model, sizeof l->model, "%s", model);
         l->api = api;
         l->rpc = rpc;
     }
-    if (k < LATENCY_MAX) {
-        latency *l = &s->lat[k];
-        double sec = (double)latency_ns / 1e9;
-        size_t b = 0;
-        while (b < NBUCKETS && sec > buckets_s[b])
-            b++;
-        l->bucket[b]++;
-        l->count++;
-        l->sum_s += sec;
-    } else {
+    if (k >= LATENCY_MAX) {
         s->lat_dropped++;
+        return;
     }
-    if (code == CL_SC_OK && tf_api(rpc)) {
-        size_t t = 0;
-        for (; t < s->n_tflat; t++) {
-            tf_latency *l = &s->tflat[t];
-            if (l->api == api && l->rpc == rpc && strncmp(l->model, model, MODEL_NAME_MAX - 1) == 0)
-                break;
-        }
-        if (t == s->n_tflat && t < LATENCY_MAX) {
-            tf_latency *l = &s->tflat[s->n_tflat++];
-            snprintf(l->model, sizeof l->model, "%s", model);
-            l->api = api;
-            l->rpc = rpc;
-        }
-        if (t < LATENCY_MAX) {
-            tf_latency *l = &s->tflat[t];
-            double us = (double)(latency_ns / 1000);
-            size_t b = 0;
-            while (b < TF_NBUCKETS && us > s->tf_limits_us[b])
-                b++;
-            l->bucket[b]++;
-            l->count++;
-            l->sum_us += us;
-        } else {
-            s->lat_dropped++;
-        }
+    latency *l = &s->lat[k];
+    double sec = (double)ns / 1e9;
+    size_t b = 0;
+    while (b < NBUCKETS && sec > buckets_s[b])
+        b++;
+    l->bucket[b]++;
+    l->count++;
+    l->sum_s += sec;
+}
+
+/* TF Serving's request_latency histogram in microseconds (with s->mmu held). */
+static void record_tf_latency(cl_serve_server *s, cl_serve_api api, cl_serve_rpc rpc, const char *model, uint64_t ns)
+{
+    size_t t = 0;
+    for (; t < s->n_tflat; t++) {
+        tf_latency *l = &s->tflat[t];
+        if (l->api == api && l->rpc == rpc && strncmp(l->model, model, MODEL_NAME_MAX - 1) == 0)
+            break;
     }
+    if (t == s->n_tflat && t < LATENCY_MAX) {
+        tf_latency *l = &s->tflat[s->n_tflat++];
+        snprintf(l->model, sizeof l->model, "%s", model);
+        l->api = api;
+        l->rpc = rpc;
+    }
+    if (t >= LATENCY_MAX) {
+        s->lat_dropped++;
+        return;
+    }
+    tf_latency *l = &s->tflat[t];
+    uint64_t whole_us = ns / 1000; /* TF records whole microseconds */
+    double us = (double)whole_us;
+    size_t b = 0;
+    while (b < TF_NBUCKETS && us > s->tf_limits_us[b])
+        b++;
+    l->bucket[b]++;
+    l->count++;
+    l->sum_us += us;
+}
+
+void cl_serve_request_done(cl_serve_server *s, const cl_serve_request_info *r)
+{
+    uint64_t latency_ns = cl_now_ns() - r->start_ns;
+    if (s->cfg.access_log)
+        access_log(s, r, latency_ns);
+    if ((unsigned)r->rpc >= CL_RPC_COUNT)
+        return;
+    const char *model = r->model ? r->model : "";
+    pthread_mutex_lock(&s->mmu);
+    record_count(s, r->api, r->rpc, r->code, model);
+    /* the histograms are labelled with the model only when it is served: a client naming models
+     * that do not exist must not fill the table */
+    record_latency(s, r->api, r->rpc, r->code == CL_SC_NOT_FOUND ? "" : model, latency_ns);
+    if (r->code == CL_SC_OK && tf_api(r->rpc))
+        record_tf_latency(s, r->api, r->rpc, model, latency_ns);
     pthread_mutex_unlock(&s->mmu);
 }
 
@@ -777,6 +791,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     on_stop(-1, 0, arg);
 }
 
+/* TF Serving's request_latency buckets: 10 us, then x1.8 each. */
+static void tf_bucket_limits(double *limits)
+{
+    double limit = 10;
+    for (size_t k = 0; k < TF_NBUCKETS; k++, limit *= 1.8)
+        limits[k] = limit;
+}
+
 cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_registry *reg, cl_err *err)
 {
     pthread_once(&evthread_once, evthread_init);
@@ -800,9 +822,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     }
     pthread_mutex_init(&s->mmu, NULL);
     s->cfg = *cfg;
-    double limit = 10;
-    for (size_t k = 0; k < TF_NBUCKETS; k++, limit *= 1.8)
-        s->tf_limits_us[k] = limit;
+    tf_bucket_limits(s->tf_limits_us);
     if (!s->cfg.host)
         s->cfg.host = "0.0.0.0";
     if (!s->cfg.max_request_bytes)
