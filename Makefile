@@ -9,22 +9,27 @@
 #   make bench      benchmarks against their peers (bench/run_all.sh): text as they run, then a report with
 #                   plots in bench/report/report.md (BENCH_REPORT=DIR elsewhere; BENCH_QUICK=1 short runs)
 #   make soak       the mixed gRPC + REST soak against the sanitizer build (bench/soak; SOAK_SECONDS=600)
-#   make check-models  whole torchvision networks, full size, against PyTorch (needs python3-torch)
+#   make check-models  whole networks, full size, against PyTorch (needs python3-torch): the torchvision
+#                   CNNs and the engine suite (tests/models/check_models.sh; CHECK_MODELS_SETS="full suite")
+#   make bench-engine-suite  the engine suite against ONNX Runtime (bench/engine/suite/run.sh; SUITE_THREADS=2,
+#                   SUITE_ROUNDS=2, SUITE_MODELS="a b", SUITE_MODELS_DIR=DIR reuses an export)
 #   make clean
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 DEPS ?= build
 
 SOAK_SECONDS ?= 600
+SUITE_THREADS ?= 2
+SUITE_ROUNDS ?= 2
 BENCH_REPORT ?= bench/report
 
-.PHONY: all build deps install test demo bench soak check-models clean
+.PHONY: all build deps install test demo bench bench-engine-suite soak check-models clean
 
 all: build
 
 # `make` (build, install) only checks for the build's packages; the goals that install what they miss
 # and build first (demo, bench, check-models) let the build install them too
-ifneq ($(filter demo bench check-models,$(MAKECMDGOALS)),)
+ifneq ($(filter demo bench bench-engine-suite check-models,$(MAKECMDGOALS)),)
 BUILD_DEPS := scripts/deps.sh build
 else
 BUILD_DEPS := scripts/deps.sh --check build
@@ -51,6 +56,10 @@ demo: build
 bench: build
 	@scripts/deps.sh bench
 	@bench/run_all.sh build $(BENCH_REPORT)
+
+bench-engine-suite: build
+	@scripts/deps.sh bench
+	@bench/engine/suite/run.sh build $(SUITE_THREADS) $(SUITE_ROUNDS)
 
 soak:
 	@scripts/deps.sh bench

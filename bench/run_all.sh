@@ -9,7 +9,7 @@
 # Usage: bench/run_all.sh BUILD_DIR [REPORT_DIR]      (REPORT_DIR defaults to bench/report)
 #   BENCH_QUICK=1         a short configuration of every benchmark (a few minutes; figures noisier)
 #   BENCH_ONLY="seal engine"   run only these (ids: seal keyserver release release-secrets dcap engine
-#                         serve-rest serve-grpc client); the others show as "not run" in the report
+#                         engine-suite serve-rest serve-grpc client); the others show as "not run" in the report
 #   BENCH_ENGINE_MODELS   the models of bench/engine (default: resnet50 resnet18 mobilenet_v2 squeezenet1_1)
 #   SOAK_OUT              a soak result (bench/soak/run.sh) to include (default: build-asan/soak)
 # Only what this script generates is replaced in REPORT_DIR: results/, logs/, plots/ and report.md.
@@ -43,6 +43,7 @@ if [[ -n $quick ]]; then
     "release-secrets|$build/bench/bench_release --seconds 1 --audit-records 500 --secrets 8 --secret-size 1048576"
     "dcap|$build/bench/bench_dcap $root/tests/data/dcap-qvl --seconds 0.5"
     "engine|ENGINE_MODELS='$models' $here/engine/run.sh $build 2 1"
+    "engine-suite|SUITE_BUDGET=3 SUITE_B1_RUNS=5 SUITE_B8_RUNS=2 $here/engine/suite/run.sh $build 2 1"
     "serve-rest|$here/serve/run.sh $build 2 16 1"
     "serve-grpc|$here/serve/grpc_latency.sh $build 2 1 10"
     "serve-omp|$here/serve/omp_wait.sh $build 1 10"
@@ -56,6 +57,7 @@ else
     "release-secrets|$build/bench/bench_release --secrets 8 --secret-size 1048576"
     "dcap|$build/bench/bench_dcap $root/tests/data/dcap-qvl"
     "engine|ENGINE_MODELS='$models' $here/engine/run.sh $build"
+    "engine-suite|$here/engine/suite/run.sh $build"
     "serve-rest|$here/serve/run.sh $build"
     "serve-grpc|$here/serve/grpc_latency.sh $build"
     "serve-omp|$here/serve/omp_wait.sh $build"

@@ -9,13 +9,14 @@ check_only=0
 if [[ ${1:-} == --check ]]; then check_only=1; shift; fi
 
 build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev libnghttp2-dev libhttp-parser-dev
-            libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsqlite3-dev
-            libjpeg62-turbo-dev libpng-dev libcjson-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev) # cmocka: the tests are configured with every build
+            libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsnappy-dev libsqlite3-dev
+            libjpeg62-turbo-dev libpng-dev zlib1g-dev libcjson-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev) # cmocka: the tests are configured with every build
 test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
            protobuf-compiler python3-protobuf python3-grpcio python3-grpc-tools python3-numpy
            python3-jinja2 python3-yaml # jinja2, yaml: tests/deploy (the Gramine manifest template, the k8s manifests)
            nodejs npm # tests/deploy/tools: the real helm and kubectl (an npm package ships them); bench/engine: onnxruntime-node
            nginx-light # tests/integration/serve_tls_sessions.sh: a reverse proxy resuming its upstream TLS sessions
+           python3-h2 # tests/integration/serve_grpc_wire.sh: raw HTTP/2 gRPC calls (compressed, hostile)
            iproute2 util-linux # ip, unshare: the doc check and serve_keys run in namespaces of their own
            python3-matplotlib # tests/bench: the benchmark report's plots (bench/report/make_report.py)
            python3-torchvision python3-pil python-matplotlib-data # client_torchvision: torchvision's eval transform, a Debian-shipped photo

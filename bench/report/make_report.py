@@ -47,6 +47,10 @@ BENCHES = [
     ("engine", "Engine vs ONNX Runtime (bench/engine/run.sh)",
      "batch-1 latency and batch-8 throughput per model vs onnxruntime-node, same file, same threads (the goals, "
      "from issue 4, are set for ResNet-50)"),
+    ("engine-suite", "Engine suite vs ONNX Runtime (bench/engine/suite/run.sh)",
+     "eleven torchvision / torch.nn models (CNNs, segmentation, vision and text transformers): accuracy vs "
+     "PyTorch, batch-1 latency, batch-8 throughput, load time and peak RSS per model vs onnxruntime-node on the "
+     "same file with the same threads, and the geometric means (the goals are issue 13's)"),
     ("serve-rest", "REST over TLS vs nginx (bench/serve/run.sh)",
      "`cloister serve` REST :predict requests per second vs nginx serving a static body over TLS"),
     ("serve-grpc", "gRPC end to end vs engine only (bench/serve/grpc_latency.sh)",
@@ -57,7 +61,7 @@ BENCHES = [
     ("client", "cloister bench vs Python grpcio (bench/client/run.sh)",
      "requests per second of two gRPC clients of the same server"),
 ]
-KINDS = {"figure", "latency", "config", "status"}
+KINDS = {"figure", "latency", "config", "status", "failure"}
 FLAGS = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16",
          "amx_tile", "amx_bf16", "amx_int8", "aes", "vaes", "vpclmulqdq", "sha_ni", "hypervisor"]
 CLOISTER, PEER = "tab:blue", "tab:orange"
@@ -156,6 +160,10 @@ def check_record(rec):
         for k in ("mean", "p50", "p90", "p99", "max", "reference_value"):
             if k in rec and rec[k] is not None and not _num(rec[k]):
                 return f"\"{k}\" is not a number"
+    if kind == "failure":
+        for k in ("model", "who", "reason"):
+            if not isinstance(rec.get(k), str):
+                return f"a failure record needs a \"{k}\" string"
     if kind == "status" and rec.get("status") not in ("ok", "failed", "skipped"):
         return "a status record needs status ok, failed or skipped"
     return None
@@ -652,6 +660,13 @@ def render(report_dir, results_dir, soak_dir):
         for r in recs:
             if r["kind"] == "config":
                 w(f"Settings: {r.get('text', '')}\n")
+        fails = [r for r in recs if r["kind"] == "failure"]
+        if fails:
+            w("Failures (no figures from that peer for that model):\n")
+            for r in fails:
+                w(f"- {r['model']}: {r['who']} {'did not load' if r.get('stage') == 'load' else 'failed'}: "
+                  f"{r['reason'].replace(chr(10), ' ')}")
+            w("")
         fs = figs(recs)
         if fs:
             w(FIG_HEAD)

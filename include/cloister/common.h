@@ -292,6 +292,12 @@ size_t cl_b64_decoded_max(size_t in_len);
  * other characters, padding optional but correct when present, no non-zero bits after the last byte.
  * Returns 0, or -1 with a message naming the offending position. */
 int cl_b64_decode(const char *in, size_t in_len, uint8_t *out, size_t *out_len, cl_err *err);
+/* CRC-32C (Castagnoli, as in TFRecord files and LevelDB/TensorBundle tables) of n bytes, continuing
+ * from crc (0 to start). Thread-safe. */
+uint32_t cl_crc32c(uint32_t crc, const uint8_t *p, size_t n);
+/* The masked form those formats store (rotated right by 15, plus 0xa282ead8), and back. */
+uint32_t cl_crc32c_mask(uint32_t crc);
+uint32_t cl_crc32c_unmask(uint32_t masked);
 
 /* ---------------------------------------------------------------- argument parsing */
 

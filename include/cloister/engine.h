@@ -1,4 +1,5 @@
-/* cloister/engine.h — the interface of the inference engine: ONNX models loaded from a memory
+/* cloister/engine.h — the interface of the inference engine: ONNX models (and TensorFlow frozen
+ * GraphDefs and SavedModels, imported into the same graph) loaded from a memory
  * buffer (never from a file: a decrypted model must not touch the disk), validated, prepared
  * (topological order, BatchNorm folding, Conv+activation fusion) and executed on oneDNN (fp32).
  *
@@ -91,7 +92,17 @@ typedef struct cl_engine_options {
     bool direct_conv; /* by default 3x3 stride-1 convolutions use oneDNN's Winograd kernels where it has
                          them (AVX-512: ResNet-50 batch 8 ~10% faster, errors as small as direct's);
                          true: direct convolution everywhere */
+    const char *signature; /* TensorFlow SavedModels: the signature_def to serve (NULL: serving_default) */
 } cl_engine_options;
+
+/* One file of a model that is several files (a TensorFlow SavedModel directory), in memory: name is
+ * its path inside the directory ("saved_model.pb", "variables/variables.index",
+ * "variables/variables.data-00000-of-00001"). */
+typedef struct cl_engine_file {
+    const char *name;
+    const uint8_t *data;
+    size_t len;
+} cl_engine_file;
 
 typedef struct cl_engine_model cl_engine_model;
 
@@ -102,6 +113,14 @@ typedef struct cl_engine_model cl_engine_model;
  * NULL. */
 int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts, cl_engine_model **out,
                    cl_err *err);
+/* The same for a model given as files: a TensorFlow SavedModel (saved_model.pb and its variables/;
+ * the MetaGraphDef tagged `serve`, the signature opts->signature with TF's input/output aliases as
+ * names), or one file of any format cl_engine_load takes. Model bytes are also told apart by content:
+ * cl_engine_load takes ONNX ModelProto, a frozen TensorFlow GraphDef (*.pb: Placeholders are the inputs,
+ * nodes nothing consumes the outputs) or a variable-free saved_model.pb. The files may be freed once
+ * this returns. Errors as cl_engine_load's; a corrupt checkpoint (CRC32C, truncation) is CL_E_FORMAT. */
+int cl_engine_load_files(const cl_engine_file *files, size_t n_files, const cl_engine_options *opts,
+                         cl_engine_model **out, cl_err *err);
 void cl_engine_free(cl_engine_model *m);
 
 size_t cl_engine_num_inputs(const cl_engine_model *m);

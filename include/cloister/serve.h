@@ -118,6 +118,48 @@ typedef struct cl_serve_signature {
     size_t n_outputs;
 } cl_serve_signature;
 
+/* One named signature of a model version, declared over its backend's tensors (a signatures.json beside
+ * the model; docs/serve.md "Signatures"): `sig` names the inputs and outputs by their aliases (the names
+ * clients use), with the dtype, shape and image preprocessing of the backend tensor each one names;
+ * sig.inputs[k] is backend input input_of[k] (tensor name input_tensor[k]), sig.outputs[k] backend
+ * output output_of[k]. Every backend input has exactly one alias; outputs may be a subset. A
+ * classification signature may carry `labels` (n_labels strings): the label of score column j, or of
+ * class id j when its "classes" output holds integers. Everything is owned by whoever made it (a
+ * cl_serve_sigset) and must outlive the backend. */
+typedef struct cl_serve_sigdef {
+    cl_serve_signature sig;
+    const size_t *input_of, *output_of;
+    const char *const *input_tensor, *const *output_tensor;
+    const char *const *labels;
+    size_t n_labels;
+} cl_serve_sigdef;
+
+/* The method names of TF's SignatureDefs. */
+#define CL_SERVE_METHOD_PREDICT "tensorflow/serving/predict"
+#define CL_SERVE_METHOD_CLASSIFY "tensorflow/serving/classify"
+#define CL_SERVE_METHOD_REGRESS "tensorflow/serving/regress"
+#define CL_SERVE_DEFAULT_SIGNATURE "serving_default"
+
+/* A parsed signatures.json: the signatures of one model version (src/serve/signatures.c).
+ * Immutable once made: any thread may read it; free it once, after the last reader. */
+typedef struct cl_serve_sigset cl_serve_sigset;
+/* Limits of a signatures.json (refused beyond them). */
+#define CL_SERVE_SIGS_MAX 64          /* signatures per model version */
+#define CL_SERVE_SIG_NAME_MAX 128     /* bytes of a signature name, an alias or a label */
+#define CL_SERVE_SIG_LABELS_MAX 65536 /* labels of one classification signature */
+#define CL_SERVE_SIGS_FILE_MAX (4u << 20) /* bytes of the file */
+#define CL_SERVE_SIG_IO_MAX 64        /* inputs, outputs of one signature */
+#define CL_SERVE_EXAMPLE_VALUES_MAX (1 << 20) /* values one example feeds into one input */
+/* Parses signatures.json text (`what` names it in errors) against the backend's own signature `model`
+ * (its tensors, which the declarations must name and fit: see docs/serve.md). The result borrows
+ * nothing from text but keeps pointers into `model`'s specs (names, image specs): free it before them. */
+int cl_serve_sigset_parse(const char *text, size_t len, const char *what, const cl_serve_signature *model,
+                          cl_serve_sigset **out, cl_err *err);
+int cl_serve_sigset_load(const char *path, const cl_serve_signature *model, cl_serve_sigset **out, cl_err *err);
+/* The declared signatures, in file order. */
+const cl_serve_sigdef *cl_serve_sigset_defs(const cl_serve_sigset *s, size_t *n);
+void cl_serve_sigset_free(cl_serve_sigset *s);
+
 /* A loaded model version: the interface the engine implements.
  *
  * run() is called from worker threads, possibly concurrently for the same backend: it must be
@@ -141,6 +183,10 @@ typedef struct cl_serve_backend {
     void (*destroy)(void *ctx);
     void *ctx;
     size_t (*memory)(void *ctx, size_t input_bytes);
+    /* The signatures clients see (NULL / 0: only `signature`, under its own name): views over
+     * `signature`'s tensors, owned by the backend like `signature` is. */
+    const cl_serve_sigdef *sigdefs;
+    size_t n_sigdefs;
 } cl_serve_backend;
 
 /* ---------------------------------------------------------------- status codes */
@@ -172,7 +218,7 @@ const char *cl_serve_code_name(cl_serve_code c);
 int cl_serve_code_http(cl_serve_code c);
 
 /* The set of served models. Versions are positive integers; a request without a version gets the
- * highest loaded version (TF Serving's "latest" policy). Labels are not supported yet.
+ * highest loaded version (TF Serving's "latest" policy); a label names a version (set by the repository).
  * All functions are thread-safe; a version can be replaced or removed while requests run on it
  * (they keep the old one until they finish). */
 typedef struct cl_serve_registry cl_serve_registry;
@@ -211,6 +257,15 @@ int cl_serve_registry_set_loading(cl_serve_registry *r, const char *name, const 
 /* The loaded and loading versions of a model, highest first, into out[0..max); returns the total
  * (0: nothing known of that model). */
 size_t cl_serve_registry_status(cl_serve_registry *r, const char *name, cl_serve_version_status *out, size_t max);
+/* Version labels (TF Serving's version_labels): the model's label -> version map, replaced whole (n may
+ * be 0: none). A label may point at a version that is not loaded: a request through it then gets the
+ * version's "Servable not found" answer. */
+int cl_serve_registry_set_labels(cl_serve_registry *r, const char *name, const char *const *labels,
+                                 const int64_t *versions, size_t n, cl_err *err);
+/* The version `label` points at for model `name`; -1 with CL_E_INVALID and TF Serving's message
+ * "Unrecognized servable version label: LABEL" when there is no such label. */
+int cl_serve_registry_label(cl_serve_registry *r, const char *name, const char *label, int64_t *version,
+                            cl_err *err);
 /* Model names, for metrics and listing: calls fn for each (name, version) under the registry lock. */
 void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const char *name, int64_t version),
                                void *arg);
@@ -218,6 +273,12 @@ void cl_serve_registry_foreach(cl_serve_registry *r, void (*fn)(void *arg, const
 const char *cl_serve_model_name(const cl_serve_model *m);
 int64_t cl_serve_model_version(const cl_serve_model *m);
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m);
+/* The model's signatures as clients see them: its declared ones, or one identity view of
+ * cl_serve_model_signature (input_of etc. NULL) when it declares none. */
+size_t cl_serve_model_sig_count(const cl_serve_model *m);
+void cl_serve_model_sig_at(const cl_serve_model *m, size_t i, cl_serve_sigdef *out);
+/* The signature called `name` (NULL or "": "serving_default"); false when there is none. */
+bool cl_serve_model_sig_find(const cl_serve_model *m, const char *name, cl_serve_sigdef *out);
 /* Decodes the encoded images among a request's inputs, in the calling thread: decoded[i] (n_inputs
  * zeroed tensors, caller-allocated) receives the float batch made from inputs[i] when that is a
  * DT_STRING tensor given for an input with image preprocessing, and stays zeroed otherwise. DT_STRING
@@ -248,6 +309,13 @@ size_t cl_serve_model_memory(const cl_serve_model *m, size_t input_bytes);
  * when there are none. Images whose header cannot be read count nothing: decoding refuses them. */
 size_t cl_serve_model_decode_bytes(const cl_serve_model *m, const cl_serve_tensor *inputs, size_t n_inputs,
                                    size_t *batches);
+
+/* The inputs of a serialised tensorflow.serving.PredictRequest as tensors, converted as Predict
+ * converts them (same dtypes, at most max_bytes in all), for replaying logged requests (the model
+ * repository's warm-up). Free with cl_serve_tensors_free. CL_E_FORMAT / CL_E_INVALID naming the
+ * problem. */
+int cl_serve_pb_request_inputs(const uint8_t *msg, size_t len, size_t max_bytes, cl_serve_tensor **inputs,
+                               size_t *n_inputs, cl_err *err);
 
 /* ---------------------------------------------------------------- TLS configuration */
 
@@ -293,6 +361,17 @@ int cl_serve_batching_parse(const char *text, size_t len, cl_serve_batching *out
 #define CL_SERVE_BATCH_BUCKETS 10
 
 struct cl_ratls_identity; /* ratls.h */
+
+/* gRPC message compression (grpc-encoding), numbered like gRPC's compression algorithms. */
+typedef enum cl_serve_compression {
+    CL_SERVE_COMPRESS_NONE = 0, /* "identity" */
+    CL_SERVE_COMPRESS_DEFLATE = 1,
+    CL_SERVE_COMPRESS_GZIP = 2,
+} cl_serve_compression;
+/* "identity", "deflate" or "gzip" (case-insensitive; "" and "none" are identity) -> *out; -1 for
+ * anything else (err names the accepted values). */
+int cl_serve_compression_parse(const char *name, cl_serve_compression *out, cl_err *err);
+const char *cl_serve_compression_name(cl_serve_compression c);
 
 typedef struct cl_serve_config {
     const char *host;             /* listen address (IPv4 or IPv6 literal); NULL: "0.0.0.0" */
@@ -341,8 +420,21 @@ typedef struct cl_serve_config {
      * out, the peer's address and the client certificate's subject; never tensor contents, headers
      * or secrets. NULL: none (the default). Borrowed: it must outlive the server. */
     cl_log_sink *access_log;
+    /* ModelService/HandleReloadConfigRequest (NULL: UNIMPLEMENTED): called on the main loop thread with
+     * the serialised ReloadConfigRequest; returns 0, or -1 with *code and err saying why (the model
+     * repository's cl_repo_reload_request). The loop waits for it: requests on the main loop wait
+     * while the new configuration's models load. */
+    int (*reload_config)(void *arg, const uint8_t *msg, size_t len, cl_serve_code *code, cl_err *err);
+    void *reload_config_arg;
     /* Labels of the cloister_build_info metric (NULL: "unknown"); borrowed, must outlive the server. */
     const char *build_version, *build_engine_isa, *build_evidence;
+    /* grpc.health.v1.Health (Check and Watch) on the gRPC port (TF Serving's
+     * --enable_grpc_healthcheck_service); false: those methods answer UNIMPLEMENTED. */
+    bool grpc_health;
+    /* gRPC responses are compressed with this when the client's grpc-accept-encoding lists it (TF
+     * Serving's --response_compression_algorithm); CL_SERVE_COMPRESS_NONE (the default): never.
+     * Compressed requests (gzip, deflate) are always accepted. */
+    cl_serve_compression response_compression;
 } cl_serve_config;
 
 /* The server. cl_serve_server_run() runs the event loop in the calling thread until

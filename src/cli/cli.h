@@ -44,6 +44,8 @@ void cl_cli_omp_wait_policy(const char *want);
 #define CL_TFS_FLAGS 50
 typedef struct cl_tfs_flags {
     long *timeout_ms, *engine_threads, *rest_threads, *max_bytes; /* serve's values, set before the table */
+    bool *grpc_health;              /* --enable_grpc_healthcheck_service */
+    int *response_compression;      /* --response_compression_algorithm: a cl_serve_compression */
     bool given[CL_TFS_FLAGS], b[CL_TFS_FLAGS];
     long l[CL_TFS_FLAGS];
     const char *s[CL_TFS_FLAGS];
@@ -51,6 +53,8 @@ typedef struct cl_tfs_flags {
 } cl_tfs_flags;
 size_t cl_tfs_flags_table(cl_tfs_flags *f, const cl_opt *opts, size_t nopts, cl_opt *out, size_t cap);
 int cl_tfs_flags_apply(cl_tfs_flags *f);
+/* The value of a TF flag declared by tfs_flags.c (booleans as 0/1) when it was given; false if not. */
+bool cl_tfs_flag_value(const cl_tfs_flags *f, const char *name, long *value);
 
 /* A progress bar on stderr, drawn only when stderr is a terminal and total >= min_total.
  * Not thread-safe. */

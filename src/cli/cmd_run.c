@@ -1,14 +1,17 @@
-/* cmd_run.c — `cloister run`: loads an ONNX model (plain, or sealed and decrypted into locked
- * memory; the plaintext model never touches the disk), runs it on .npy inputs, prints a summary
- * of the outputs or writes them as .npy, and with --repeat prints per-run timings.
+/* cmd_run.c — `cloister run`: loads a model (ONNX or a frozen TensorFlow GraphDef file, or a TensorFlow
+ * SavedModel directory; plain, or sealed and decrypted into locked memory; the plaintext model never
+ * touches the disk), runs it on .npy inputs, prints a summary of the outputs or writes them as .npy, and
+ * with --repeat prints per-run timings.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "cloister/engine.h"
+#include "cloister/repo.h"
 #include "cloister/seal.h"
 
 #define MAX_MODEL_FILE ((size_t)2 << 30)
@@ -50,6 +53,27 @@ static int read_model(const char *path, const char *key_path, const char *key_id
     return rc;
 }
 
+/* The key of a sealed SavedModel's files: --key, checked against --key-id when given. */
+typedef struct run_key {
+    const char *path, *id;
+} run_key;
+
+static int run_key_fn(void *arg, const char *key_id, uint8_t key[CL_SEAL_KEY_LEN], cl_err *err)
+{
+    const run_key *k = arg;
+    if (!k->path)
+        return cl_err_set(err, CL_E_INVALID, "the model is sealed (key id '%s'): give its key with --key FILE", key_id);
+    if (k->id && strcmp(k->id, key_id) != 0)
+        return cl_err_set(err, CL_E_KEY_ID, "the model is sealed for key id '%s', not '%s'", key_id, k->id);
+    return cl_seal_key_load(k->path, key, err);
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static void print_summary(const cl_engine_io_info *info, const cl_engine_tensor *t)
 {
     char shape[160] = "";
@@ -83,12 +107,16 @@ static void print_summary(const cl_engine_io_info *info, const cl_engine_tensor 
 
 int cl_cmd_run(int argc, char **argv)
 {
-    const char *model_path = NULL, *key_path = NULL, *key_id = NULL;
+    const char *model_path = NULL, *key_path = NULL, *key_id = NULL, *signature = NULL;
     cl_strlist inputs = {0}, outputs = {0};
     long threads = 0, repeat = 0, warmup = 0;
     bool force = false;
     const cl_opt opts[] = {
-        {"model", CL_ARG_STRING, &model_path, "FILE", "ONNX model, plain or sealed (cloister seal)", true},
+        {"model", CL_ARG_STRING, &model_path, "FILE|DIR", "ONNX model or frozen TensorFlow GraphDef (.pb), or a "
+                                                         "TensorFlow SavedModel directory; plain or sealed (cloister seal)",
+         true},
+        {"signature", CL_ARG_STRING, &signature, "NAME", "SavedModel signature_def to run (default serving_default)",
+         false},
         {"key", CL_ARG_STRING, &key_path, "FILE", "key file of a sealed model", false},
         {"key-id", CL_ARG_STRING, &key_id, "NAME", "refuse a sealed model not sealed for this key id", false},
         {"input", CL_ARG_LIST, &inputs, "[NAME=]FILE.npy", "an input (repeat for several; without NAME, inputs are "
@@ -101,7 +129,7 @@ int cl_cmd_run(int argc, char **argv)
         {"warmup", CL_ARG_LONG, &warmup, "N", "untimed runs before --repeat (default 0)", false, 0, 1000000},
     };
     const cl_cmd_usage usage = {
-        "cloister run --model FILE [--key FILE] --input [NAME=]X.npy... [--output [NAME=]Y.npy...] [--threads N]\n"
+        "cloister run --model FILE|DIR [--signature NAME] [--key FILE] --input [NAME=]X.npy... [--output [NAME=]Y.npy...] [--threads N]\n"
         "             [--repeat N --warmup W]",
         "Runs an ONNX model on .npy inputs with cloister's engine and prints a summary of each output (or writes\n"
         "them as .npy). A sealed model is decrypted into locked memory and never written to disk. With --repeat,\n"
@@ -118,13 +146,29 @@ int cl_cmd_run(int argc, char **argv)
     size_t nin = 0, nout = 0;
     double *times = NULL;
     rc = CL_EXIT_FAIL;
-    if (read_model(model_path, key_path, key_id, &buf, &len, &secure, &err) != 0) {
-        cl_cli_fail("run", &err);
-        goto out;
+    cl_engine_options eo = {.threads = (int)threads, .signature = signature};
+    uint64_t t0, t1;
+    int lrc;
+    if (is_dir(model_path)) {
+        run_key rk = {key_path, key_id};
+        cl_repo_files fs;
+        if (cl_repo_savedmodel_read(model_path, run_key_fn, &rk, &fs, NULL, &err) != 0) {
+            cl_cli_fail("run", &err);
+            goto out;
+        }
+        t0 = cl_now_ns();
+        lrc = cl_engine_load_files(fs.f, fs.n, &eo, &m, &err);
+        t1 = cl_now_ns();
+        cl_repo_files_free(&fs);
+    } else {
+        if (read_model(model_path, key_path, key_id, &buf, &len, &secure, &err) != 0) {
+            cl_cli_fail("run", &err);
+            goto out;
+        }
+        t0 = cl_now_ns();
+        lrc = cl_engine_load(buf, len, &eo, &m, &err);
+        t1 = cl_now_ns();
     }
-    uint64_t t0 = cl_now_ns();
-    int lrc = cl_engine_load(buf, len, &(cl_engine_options){.threads = (int)threads}, &m, &err);
-    uint64_t t1 = cl_now_ns();
     if (secure)
         cl_secmem_free(buf);
     else

@@ -125,6 +125,49 @@ static int fetch_model_keys(void *arg, char *const *key_ids, size_t n, cl_err *e
     return 0;
 }
 
+/* cl_serve_config.reload_config: ModelService/HandleReloadConfigRequest into the repository. */
+static int reload_config(void *arg, const uint8_t *msg, size_t len, cl_serve_code *code, cl_err *err)
+{
+    cl_repo *repo = *(cl_repo **)arg;
+    if (!repo) {
+        *code = CL_SC_FAILED_PRECONDITION;
+        return cl_err_set(err, CL_E_INVALID, "the server started without models (--allow-empty): it has no model "
+                          "configuration to reload");
+    }
+    return cl_repo_reload_request(repo, msg, len, code, err);
+}
+
+/* The TF flags of model versions and loading (tfs_flags.c declares them), checked. */
+typedef struct tfs_repo_flags {
+    long labels_any, cfg_poll, retries, retry_us, warmup, warmup_iter;
+} tfs_repo_flags;
+
+static int tfs_repo_flags_get(const cl_tfs_flags *tf, tfs_repo_flags *o)
+{
+    *o = (tfs_repo_flags){0, 0, 0, 60000000, 0, 1};
+    cl_tfs_flag_value(tf, "allow_version_labels_for_unavailable_models", &o->labels_any);
+    cl_tfs_flag_value(tf, "model_config_file_poll_wait_seconds", &o->cfg_poll);
+    cl_tfs_flag_value(tf, "max_num_load_retries", &o->retries);
+    cl_tfs_flag_value(tf, "load_retry_interval_micros", &o->retry_us);
+    cl_tfs_flag_value(tf, "enable_model_warmup", &o->warmup);
+    cl_tfs_flag_value(tf, "num_request_iterations_for_warmup", &o->warmup_iter);
+    const struct {
+        const char *name;
+        long v, min, max;
+    } ranges[] = {{"model_config_file_poll_wait_seconds", o->cfg_poll, 0, 86400},
+                  {"max_num_load_retries", o->retries, 0, 1000},
+                  {"load_retry_interval_micros", o->retry_us, 0, 3600000000L},
+                  {"num_request_iterations_for_warmup", o->warmup_iter, 0, 1000}};
+    for (size_t i = 0; i < CL_ARRAY_LEN(ranges); i++) {
+        if (ranges[i].v < ranges[i].min || ranges[i].v > ranges[i].max) {
+            fprintf(stderr, "cloister serve: option --%s wants %ld to %ld, not %ld\n", ranges[i].name, ranges[i].min,
+                    ranges[i].max, ranges[i].v);
+            return CL_EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
 int cl_cmd_serve(int argc, char **argv)
 {
     long port = 8500, rest_port = 8501, max_bytes = 64L << 20, timeout_ms = 30000, workers = 2, queue = 64,
@@ -243,8 +286,11 @@ int cl_cmd_serve(int argc, char **argv)
         "Differences on purpose (docs/serve.md has the table): TLS is required on both ports unless\n"
         "--plaintext; REST is served over the same TLS, on 8501 by default (TF: off unless --rest_api_port);\n"
         "--grpc_socket_path and --use_alts_credentials are refused; an unknown flag is an error (TF: ignored)."};
+    bool grpc_health = false;
+    int response_compression = 0;
     cl_tfs_flags tf = {.timeout_ms = &timeout_ms, .engine_threads = &engine_threads, .rest_threads = &rest_threads,
-                       .max_bytes = &max_bytes};
+                       .max_bytes = &max_bytes, .grpc_health = &grpc_health,
+                       .response_compression = &response_compression};
     cl_opt all[CL_ARRAY_LEN(opts) + CL_TFS_FLAGS];
     size_t nall = cl_tfs_flags_table(&tf, opts, CL_ARRAY_LEN(opts), all, CL_ARRAY_LEN(all));
     int rc = cl_cli_parse(argc, argv, &usage, all, nall, NULL);
@@ -259,6 +305,13 @@ int cl_cmd_serve(int argc, char **argv)
     cl_cli_omp_wait_policy(omp_wait);
     if ((rc = cl_tfs_flags_apply(&tf)) >= 0)
         return rc;
+    tfs_repo_flags rf;
+    if ((rc = tfs_repo_flags_get(&tf, &rf)) >= 0)
+        return rc;
+    if (rf.cfg_poll && !model_cfg) {
+        fprintf(stderr, "cloister serve: --model_config_file_poll_wait_seconds needs --model_config_file\n");
+        return CL_EXIT_USAGE;
+    }
     const char *omp_env = getenv("OMP_WAIT_POLICY");
     CL_INFO("serve", "the engine's OpenMP threads wait %s (OMP_WAIT_POLICY%s)",
             omp_env ? omp_env : "spinning briefly, then sleeping", omp_env ? "" : " unset: libgomp's default");
@@ -429,8 +482,11 @@ int cl_cmd_serve(int argc, char **argv)
                            .release_idle_ms = (unsigned)release_idle_ms, .release_memory = cl_engine_release_memory,
                            .handle_signals = false /* ours: the stop token and its watcher */, .listen_in_run = true,
                            .access_log = access_log, .build_version = CLOISTER_VERSION,
+                           .reload_config = reload_config, .reload_config_arg = &repo,
                            .build_engine_isa = cl_engine_cpu_isa(),
-                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none"};
+                           .build_evidence = keyservers.count || attested ? cl_attest_kind_name(kind) : "none",
+                           .grpc_health = grpc_health,
+                           .response_compression = (cl_serve_compression)response_compression};
     cl_engine_set_pool_limit((size_t)engine_pool_mb << 20);
     srv = cl_serve_server_new(&cfg, reg, &err);
     /* the TLS contexts hold their own copies of the key now */
@@ -461,10 +517,15 @@ int cl_cmd_serve(int argc, char **argv)
         cl_repo_options ro = {.registry = reg, .models = mlist, .n_models = mcount,
                               .key_fn = keys ? cl_repo_keysource_get : NULL, .key_arg = keys,
                               .engine_threads = (int)engine_threads, .before_sealed = fetch_model_keys,
-                              .before_sealed_arg = keys, .stop = g_stop};
+                              .before_sealed_arg = keys, .stop = g_stop,
+                              .allow_unavailable_labels = rf.labels_any, .max_load_retries = (unsigned)rf.retries,
+                              .load_retry_interval_us = (uint64_t)rf.retry_us, .warmup = rf.warmup,
+                              .warmup_iterations = (unsigned)rf.warmup_iter};
         if (!(repo = cl_repo_new(&ro, &err)))
             goto out;
         if (poll_seconds > 0 && cl_repo_start_polling(repo, (unsigned)poll_seconds, &err) != 0)
+            goto out;
+        if (rf.cfg_poll && cl_repo_start_config_polling(repo, model_cfg, (unsigned)rf.cfg_poll, &err) != 0)
             goto out;
     }
 

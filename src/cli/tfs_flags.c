@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cloister/serve.h"
 
 typedef enum {
     TFS_SERVE,     /* declared and honoured by cmd_serve.c's own table */
@@ -39,23 +40,22 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
      "the request timeout (--request_timeout_ms): one timeout for REST, gRPC and TLS handshakes"},
     {"rest_api_enable_cors_support", CL_ARG_BOOL, TFS_NO_EFFECT, "no CORS headers are sent"},
     {"enable_batching", CL_ARG_BOOL, TFS_SERVE, NULL},
-    {"allow_version_labels_for_unavailable_models", CL_ARG_BOOL, TFS_NO_EFFECT,
-     "version labels are not supported yet"},
+    {"allow_version_labels_for_unavailable_models", CL_ARG_BOOL, TFS_HONOURED,
+     "a version label may point at a version not loaded yet (unless it moves an existing label)"},
     {"batching_parameters_file", CL_ARG_STRING, TFS_SERVE, NULL},
     {"enable_per_model_batching_parameters", CL_ARG_BOOL, TFS_NO_EFFECT,
      "no per-model batching_params.pbtxt is read: --batching_parameters_file applies to every model"},
     {"model_config_file", CL_ARG_STRING, TFS_SERVE, NULL},
-    {"model_config_file_poll_wait_seconds", CL_ARG_LONG, TFS_NO_EFFECT,
-     "the model config file is read once, at start-up"},
+    {"model_config_file_poll_wait_seconds", CL_ARG_LONG, TFS_HONOURED,
+     "re-read --model_config_file every N seconds and apply it when it changed (0: never)"},
     {"model_name", CL_ARG_STRING, TFS_SERVE, NULL},
     {"model_base_path", CL_ARG_STRING, TFS_SERVE, NULL},
     {"num_load_threads", CL_ARG_LONG, TFS_NO_EFFECT, "models are loaded one after another"},
     {"num_unload_threads", CL_ARG_LONG, TFS_NO_EFFECT, "models are unloaded one after another"},
-    {"max_num_load_retries", CL_ARG_LONG, TFS_NO_EFFECT,
-     "a model that fails to load at start-up stops the start-up; a new version that fails is retried at "
-     "every poll (--file_system_poll_wait_seconds)"},
-    {"load_retry_interval_micros", CL_ARG_LONG, TFS_NO_EFFECT,
-     "a new version that fails to load is retried at every poll (--file_system_poll_wait_seconds)"},
+    {"max_num_load_retries", CL_ARG_LONG, TFS_HONOURED,
+     "a version whose load fails is tried again N times (default 0 here, TF: 5)"},
+    {"load_retry_interval_micros", CL_ARG_LONG, TFS_HONOURED,
+     "the wait before each load retry (default 60000000, as TF)"},
     {"file_system_poll_wait_seconds", CL_ARG_LONG, TFS_SERVE, NULL},
     {"flush_filesystem_caches", CL_ARG_BOOL, TFS_NO_EFFECT, "model files are read once into memory"},
     {"tensorflow_session_parallelism", CL_ARG_LONG, TFS_HONOURED,
@@ -77,9 +77,10 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
      "grpc.max_receive_message_length=N sets --max_request_bytes (both APIs); other arguments are warned about"},
     {"grpc_max_threads", CL_ARG_LONG, TFS_NO_EFFECT,
      "gRPC is served by an event loop; models run on --workers threads"},
-    {"enable_model_warmup", CL_ARG_BOOL, TFS_NO_EFFECT,
-     "no warm-up requests are replayed (assets.extra/tf_serving_warmup_requests is not read)"},
-    {"num_request_iterations_for_warmup", CL_ARG_LONG, TFS_NO_EFFECT, "no warm-up requests are replayed"},
+    {"enable_model_warmup", CL_ARG_BOOL, TFS_HONOURED,
+     "replay assets.extra/tf_serving_warmup_requests (or one synthetic request per signature) before a version "
+     "is served (default off here, TF: on)"},
+    {"num_request_iterations_for_warmup", CL_ARG_LONG, TFS_HONOURED, "how often each warm-up request runs (default 1)"},
     {"version", CL_ARG_BOOL, TFS_HONOURED, "print the version and exit"},
     {"monitoring_config_file", CL_ARG_STRING, TFS_NO_EFFECT,
      "Prometheus metrics are always served at /monitoring/prometheus/metrics on the REST port, over its TLS"},
@@ -89,7 +90,7 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
     {"num_tflite_pools", CL_ARG_LONG, TFS_NO_EFFECT, "TensorFlow Lite models are not supported"},
     {"num_tflite_interpreters_per_pool", CL_ARG_LONG, TFS_NO_EFFECT, "TensorFlow Lite models are not supported"},
     {"enable_signature_method_name_check", CL_ARG_BOOL, TFS_NO_EFFECT,
-     "ONNX models have no SignatureDef method names"},
+     "Classify, Regress and MultiInference always check the method_name of a signatures.json signature"},
     {"xla_cpu_compilation_enabled", CL_ARG_BOOL, TFS_NO_EFFECT, "there is no XLA JIT"},
     {"xla_gpu_compilation_enabled", CL_ARG_BOOL, TFS_NO_EFFECT, "there is no XLA JIT and no GPU"},
     {"enable_profiler", CL_ARG_BOOL, TFS_NO_EFFECT, "no profiler service is offered (it would expose the models' "
@@ -97,11 +98,12 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
     {"thread_pool_factory_config_file", CL_ARG_STRING, TFS_NO_EFFECT, "there are no TensorFlow thread pools"},
     {"mixed_precision", CL_ARG_STRING, TFS_NO_EFFECT, "the engine computes in float32"},
     {"skip_initialize_tpu", CL_ARG_BOOL, TFS_NO_EFFECT, "no TPU is used"},
-    {"enable_grpc_healthcheck_service", CL_ARG_BOOL, TFS_NO_EFFECT,
-     "grpc.health.v1 is not served yet (it answers UNIMPLEMENTED); REST GET /v1/models/NAME shows readiness"},
+    {"enable_grpc_healthcheck_service", CL_ARG_BOOL, TFS_HONOURED,
+     "serve grpc.health.v1.Health (Check, Watch) on the gRPC port: \"\" is SERVING while the server runs"},
     {"enable_serialization_as_tensor_content", CL_ARG_BOOL, TFS_NO_EFFECT,
      "responses carry typed value fields; TF's clients (tf.make_ndarray) read both forms"},
-    {"response_compression_algorithm", CL_ARG_STRING, TFS_NO_EFFECT, "responses are not compressed"},
+    {"response_compression_algorithm", CL_ARG_STRING, TFS_HONOURED,
+     "gRPC responses compressed with identity, deflate or gzip when the client accepts it"},
 };
 
 /* --grpc_channel_arguments "k=v,k=v": grpc.max_receive_message_length is the largest request (-1:
@@ -237,6 +239,21 @@ int cl_tfs_flags_apply(cl_tfs_flags *f)
             int rc = f->s[i] ? channel_arguments(f->s[i], f->max_bytes) : -1;
             if (rc >= 0)
                 return rc;
+        } else if (strcmp(t->name, "enable_grpc_healthcheck_service") == 0) {
+            *f->grpc_health = f->b[i];
+            if (f->b[i])
+                CL_INFO("serve", "gRPC health checking served (grpc.health.v1.Health: Check, Watch)");
+        } else if (strcmp(t->name, "response_compression_algorithm") == 0) {
+            cl_serve_compression alg = CL_SERVE_COMPRESS_NONE;
+            cl_err err = {0};
+            if (cl_serve_compression_parse(f->s[i], &alg, &err) != 0) {
+                fprintf(stderr, "cloister serve: --%s: %s\n", t->name, err.msg);
+                return CL_EXIT_USAGE;
+            }
+            *f->response_compression = (int)alg;
+            if (alg != CL_SERVE_COMPRESS_NONE)
+                CL_INFO("serve", "gRPC responses are compressed with %s for clients that accept it",
+                        cl_serve_compression_name(alg));
         } else if (strcmp(t->name, "tensorflow_session_parallelism") == 0) {
             size_t intra = 0;
             while (strcmp(g_flags[intra].name, "tensorflow_intra_op_parallelism") != 0)
@@ -251,4 +268,17 @@ int cl_tfs_flags_apply(cl_tfs_flags *f)
     CL_INFO("serve", "engine threads per model run: %ld%s", *f->engine_threads,
             *f->engine_threads ? "" : " (all cores)");
     return -1;
+}
+
+bool cl_tfs_flag_value(const cl_tfs_flags *f, const char *name, long *value)
+{
+    for (size_t i = 0; i < CL_TFS_FLAGS; i++) {
+        if (strcmp(g_flags[i].name, name) != 0)
+            continue;
+        if (!f->given[i])
+            return false;
+        *value = g_flags[i].kind == CL_ARG_BOOL ? (long)f->b[i] : f->l[i];
+        return true;
+    }
+    return false;
 }

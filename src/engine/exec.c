@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine/internal.h"
+#include "engine/tf/tf.h"
 
 int eng_dnnl_fail(cl_err *err, dnnl_status_t s, const eng_node *n, const char *what)
 {
@@ -241,8 +242,61 @@ static void warmup(cl_engine_model *m)
     CL_DEBUG(ENG_MOD, "working memory of a run at batch 1: %zu bytes (inputs: %zu bytes)", peak, in);
 }
 
+/* The model's bytes into IR, by format (tf/tf.h tells them apart by content). */
+typedef struct load_src {
+    const uint8_t *buf;
+    size_t len;
+    const cl_engine_file *files; /* instead of buf: a SavedModel */
+    size_t n_files;
+    const char *signature;
+} load_src;
+
+static int parse_src(cl_engine_model *m, const load_src *s, cl_err *err)
+{
+    if (s->files)
+        return eng_tf_parse_savedmodel(m, s->files, s->n_files, s->signature, err);
+    switch (s->buf && s->len ? eng_tf_sniff(s->buf, s->len) : ENG_FMT_ONNX) {
+    case ENG_FMT_TF_GRAPHDEF: return eng_tf_parse_graphdef(m, s->buf, s->len, err);
+    case ENG_FMT_TF_SAVEDMODEL: {
+        cl_engine_file f = {.name = "saved_model.pb", .data = s->buf, .len = s->len};
+        return eng_tf_parse_savedmodel(m, &f, 1, s->signature, err);
+    }
+    default: return eng_onnx_parse(m, s->buf, s->len, err);
+    }
+}
+
+static int load(const load_src *src, const cl_engine_options *opts, cl_engine_model **out, cl_err *err);
+
 int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts, cl_engine_model **out,
                    cl_err *err)
+{
+    load_src s = {.buf = buf, .len = len, .signature = opts ? opts->signature : NULL};
+    return load(&s, opts, out, err);
+}
+
+int cl_engine_load_files(const cl_engine_file *files, size_t n_files, const cl_engine_options *opts,
+                         cl_engine_model **out, cl_err *err)
+{
+    *out = NULL;
+    if (!files || !n_files || n_files > 65536)
+        return cl_err_set(err, CL_E_INVALID, "no model files");
+    load_src s = {.signature = opts ? opts->signature : NULL};
+    bool savedmodel = false;
+    for (size_t i = 0; i < n_files; i++)
+        savedmodel = savedmodel || (files[i].name && (strcmp(files[i].name, "saved_model.pb") == 0 ||
+                                                      strcmp(files[i].name, "export.meta") == 0 ||
+                                                      strcmp(files[i].name, "saved_model.pbtxt") == 0));
+    if (savedmodel || n_files > 1) {
+        s.files = files;
+        s.n_files = n_files;
+    } else {
+        s.buf = files[0].data;
+        s.len = files[0].len;
+    }
+    return load(&s, opts, out, err);
+}
+
+static int load(const load_src *src, const cl_engine_options *opts, cl_engine_model **out, cl_err *err)
 {
     *out = NULL;
     cl_engine_model *m = calloc(1, sizeof *m);
@@ -258,12 +312,24 @@ int cl_engine_load(const uint8_t *buf, size_t len, const cl_engine_options *opts
     }
     if (m->threads > 0)
         omp_set_num_threads(m->threads);
-    if (eng_onnx_parse(m, buf, len, err) != 0 || eng_graph_prepare(m, err) != 0 || eng_shape_infer(m, err) != 0) {
+    /* each phase's time at debug level (CLOISTER_LOG=debug): where a slow load goes */
+    uint64_t t0 = cl_now_ns(), t1 = 0, t2 = 0, t3 = 0;
+    if (parse_src(m, src, err) != 0 || (t1 = cl_now_ns(), eng_graph_prepare(m, err)) != 0 ||
+        (t2 = cl_now_ns(), eng_shape_infer(m, err)) != 0) {
         cl_engine_free(m);
         return -1;
     }
+    t3 = cl_now_ns();
     if (!(opts && opts->no_warmup))
         warmup(m);
+    /* nothing may point into buf past this point (konst.c) */
+    if (eng_consts_after_load(m, err) != 0) {
+        cl_engine_free(m);
+        return -1;
+    }
+    CL_DEBUG(ENG_MOD, "load: parse %.1f ms, graph preparation (folding, fusion) %.1f ms, shapes %.1f ms, "
+             "warm-up %.1f ms", (double)(t1 - t0) / 1e6, (double)(t2 - t1) / 1e6, (double)(t3 - t2) / 1e6,
+             (double)(cl_now_ns() - t3) / 1e6);
     const char *prof = getenv("CLOISTER_ENGINE_PROFILE");
     if (prof && prof[0] == '1')
         m->prof_ns = calloc(m->n_nodes + 1, sizeof *m->prof_ns);

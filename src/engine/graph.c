@@ -596,7 +596,7 @@ static void fuse_bn_relu(cl_engine_model *m)
     }
 }
 
-/* Identity, inference Dropout and Pad with all-zero constant pads forward their input: their
+/* Identity, Dropout that drops nothing (eng_dropout_noop) and Pad with all-zero constant pads forward their input: their
  * consumers are rewired to the input (unless the output is a graph output). */
 static void remove_noops(cl_engine_model *m)
 {
@@ -607,7 +607,7 @@ static void remove_noops(cl_engine_model *m)
             continue;
         bool noop = strcmp(n->op_type, "Identity") == 0;
         if (strcmp(n->op_type, "Dropout") == 0)
-            noop = (n->n_out < 2 || n->out[1] < 0) && (n->n_in < 3 || n->in[2] < 0);
+            noop = eng_dropout_noop(m, n);
         if (strcmp(n->op_type, "Pad") == 0 && m->opset >= 11 && n->n_in >= 2 && n->n_in <= 3 && n->in[1] >= 0) {
             const eng_tensor *p = m->values[n->in[1]].konst;
             noop = p && (p->dtype == CL_ENGINE_DT_INT64) && p->rank == 1;

@@ -63,6 +63,9 @@ typedef struct eng_tensor {
     bool blocked;
     const dnnl_memory_desc_t *md; /* when blocked */
     int refs;     /* consumers still to run in this run */
+    bool borrowed; /* a constant whose data points into the caller's model buffer, only during
+                    * cl_engine_load (read-only, maybe unaligned: read it with memcpy or a oneDNN
+                    * reorder); konst.c copies or drops it before the load returns */
 } eng_tensor;
 
 int64_t eng_numel(const eng_tensor *t);
@@ -226,6 +229,12 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
 /* Converts serialized TensorProto bytes into a new tensor (conformance tests). */
 int eng_onnx_tensor_parse(const uint8_t *buf, size_t len, eng_tensor *out, char **name, cl_err *err);
 void eng_model_free_ir(cl_engine_model *m);
+
+/* konst.c: the constants' memory during the load (borrowed initializers; see the file). After the
+ * parse: every borrowed constant but a Conv's weights copied into secure memory. After the warm-up:
+ * unread constants freed, Conv weights reordered into a blocked layout dropped, the rest copied. */
+int eng_consts_after_parse(cl_engine_model *m, cl_err *err);
+int eng_consts_after_load(cl_engine_model *m, cl_err *err);
 
 /* graph.c: every node's prepare, topological order, constant folding, fusion. */
 int eng_graph_prepare(cl_engine_model *m, cl_err *err);

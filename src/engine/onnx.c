@@ -3,6 +3,12 @@
  * is allocated or used: nesting depth of the protobuf, opsets, dims, element counts, initializer
  * byte counts against their shape, attribute types; external data is refused. Unsupported
  * operators are reported here, at load time, naming the node.
+ *
+ * Initializers are not copied by protobuf-c: the model is re-encoded without them (a small copy in
+ * secure memory), each initializer is unpacked from its own bytes without its raw_data, and the
+ * constant's data then points into the caller's buffer (eng_tensor.borrowed, see internal.h) until
+ * konst.c copies what must stay into secure memory at the end of the load (the weights a convolution
+ * reordered need no plain copy at all). The weights are thus copied once, not three times.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,137 +18,139 @@
 #include "onnx.pb-c.h"
 
 #include "engine/internal.h"
+#include "engine/pbwire.h"
 
 #define MAX_PB_DEPTH 32
 
 /* ---------------------------------------------------------------- protobuf nesting pre-check */
 
-/* protobuf-c unpacks nested messages recursively with no depth limit; a hostile file could nest
- * GraphProto -> NodeProto -> AttributeProto -> GraphProto ... millions deep and overflow the stack.
- * This walker follows the wire format with the generated descriptors (iteratively per level,
- * recursing only into message fields, at most MAX_PB_DEPTH deep) and refuses such inputs. */
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+/* The wire format of [buf, buf+len) as message d, at most MAX_PB_DEPTH deep (eng_pb_walk: protobuf-c
+ * itself would recurse without a limit), in the ONNX loader's words. */
+static int pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, cl_err *err)
 {
-    uint64_t r = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-        if (*p >= end)
-            return -1;
-        uint8_t b = *(*p)++;
-        r |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, int depth,
-                    cl_err *err)
-{
-    if (depth > MAX_PB_DEPTH)
+    unsigned wt = 0;
+    switch (eng_pb_walk(d, buf, len, MAX_PB_DEPTH, &wt)) {
+    case ENG_PB_OK: return 0;
+    case ENG_PB_TOO_DEEP:
         return cl_err_set(err, CL_E_FORMAT, "ONNX model nests messages more than %d levels deep", MAX_PB_DEPTH);
+    case ENG_PB_BAD_VARINT: return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
+    case ENG_PB_TRUNCATED: return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
+    case ENG_PB_TRUNCATED_FIELD:
+        return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf field)");
+    case ENG_PB_BAD_WIRE_TYPE:
+        return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf wire type %u)", wt);
+    }
+    return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf)");
+}
+
+/* ---------------------------------------------------------------- initializers out of the model
+ * The model's wire format re-encoded without GraphProto.initializer (field 5 of ModelProto.graph,
+ * field 7), whose spans are collected, and each TensorProto without its raw_data (field 9), whose span
+ * is kept: protobuf-c then never copies the weights. pb_check has validated the whole buffer first, so
+ * every varint and length here is well-formed and in bounds (checked again all the same). */
+typedef struct pb_span {
+    const uint8_t *p;
+    size_t len;
+} pb_span;
+
+typedef struct span_list {
+    pb_span *v;
+    size_t n, cap;
+} span_list;
+
+static size_t put_varint(uint8_t *o, uint64_t v)
+{
+    size_t n = 0;
+    do {
+        uint8_t b = v & 0x7f;
+        v >>= 7;
+        if (o)
+            o[n] = b | (v ? 0x80 : 0);
+        n++;
+    } while (v);
+    return n;
+}
+
+/* One field at *p: its number, wire type, value span (wire type 2) and end; -1 if malformed. */
+static int next_field(const uint8_t **p, const uint8_t *end, uint64_t *field, unsigned *wt, pb_span *val)
+{
+    return eng_pb_field(p, end, field, wt, &val->p, &val->len);
+}
+
+/* Copies the fields of message [p, end) to out (NULL: measures only) except the length-delimited
+ * ones numbered `skip`, whose value spans go to `skipped` (when given; for a single field, `last`
+ * keeps only the last occurrence, as protobuf does). The copy's length, or -1 if malformed. */
+static ptrdiff_t strip_fields(const uint8_t *p, const uint8_t *end, uint64_t skip, uint8_t *out, span_list *skipped,
+                              pb_span *last, bool *found)
+{
+    size_t n = 0;
     while (p < end) {
-        uint64_t key, v;
-        if (read_varint(&p, end, &key) != 0)
-            return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
-        unsigned wt = key & 7;
-        uint64_t field = key >> 3;
-        switch (wt) {
-        case 0:
-            if (read_varint(&p, end, &v) != 0)
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf varint)");
-            break;
-        case 1:
-            if (end - p < 8)
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
-            p += 8;
-            break;
-        case 5:
-            if (end - p < 4)
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf)");
-            p += 4;
-            break;
-        case 2: {
-            if (read_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-                return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (truncated protobuf field)");
-            const ProtobufCFieldDescriptor *fd =
-                field <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)field) : NULL;
-            if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE &&
-                pb_check((const ProtobufCMessageDescriptor *)fd->descriptor, p, p + v, depth + 1, err) != 0)
+        const uint8_t *start = p;
+        uint64_t field;
+        unsigned wt;
+        pb_span val = {0};
+        if (next_field(&p, end, &field, &wt, &val) != 0)
+            return -1;
+        if (field == skip && wt == 2) {
+            if (last) {
+                *last = val;
+                *found = true;
+            }
+            if (skipped) {
+                if (skipped->n == skipped->cap) {
+                    size_t cap = skipped->cap ? 2 * skipped->cap : 64;
+                    pb_span *nv = realloc(skipped->v, cap * sizeof *nv);
+                    if (!nv)
+                        return -2;
+                    skipped->v = nv;
+                    skipped->cap = cap;
+                }
+                skipped->v[skipped->n++] = val;
+            }
+            continue;
+        }
+        if (out)
+            memcpy(out + n, start, (size_t)(p - start));
+        n += (size_t)(p - start);
+    }
+    return (ptrdiff_t)n;
+}
+
+/* ModelProto [buf, buf+len) without its graphs' initializers, into out (NULL: measures, and collects
+ * the initializers' spans into inits). The copy's length, -1 if malformed, -2 out of memory. */
+static ptrdiff_t strip_model(const uint8_t *buf, size_t len, uint8_t *out, span_list *inits)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    size_t n = 0;
+    while (p < end) {
+        const uint8_t *start = p;
+        uint64_t field;
+        unsigned wt;
+        pb_span val = {0};
+        if (next_field(&p, end, &field, &wt, &val) != 0)
+            return -1;
+        if (field == 7 && wt == 2) { /* ModelProto.graph */
+            ptrdiff_t g = strip_fields(val.p, val.p + val.len, 5, NULL, out ? NULL : inits, NULL, NULL);
+            if (g < 0)
+                return g;
+            n += put_varint(out ? out + n : NULL, (7 << 3) | 2);
+            n += put_varint(out ? out + n : NULL, (uint64_t)g);
+            if (out && strip_fields(val.p, val.p + val.len, 5, out + n, NULL, NULL, NULL) != g)
                 return -1;
-            p += v;
-            break;
+            n += (size_t)g;
+            continue;
         }
-        default:
-            return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf wire type %u)", wt);
-        }
+        if (out)
+            memcpy(out + n, start, (size_t)(p - start));
+        n += (size_t)(p - start);
     }
-    return 0;
-}
-
-/* ---------------------------------------------------------------- locked arena for protobuf-c
- * The unpacked ModelProto holds a copy of every weight of the (decrypted) model. protobuf-c
- * allocates it through this arena: chunks of secure memory (locked, not dumpable, zeroized when
- * released), bump-allocated, all released at once after the IR has been built. */
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t size, used;
-} arena_chunk;
-
-typedef struct pb_arena {
-    arena_chunk *head;
-    size_t next_size;
-    cl_err err; /* the first allocation failure */
-    bool failed;
-} pb_arena;
-
-static void *arena_alloc(void *data, size_t size)
-{
-    pb_arena *a = data;
-    size = (size + 15) & ~(size_t)15;
-    arena_chunk *c = a->head;
-    if (!c || c->size - c->used < size) {
-        size_t want = a->next_size;
-        if (want < size + sizeof *c + 16)
-            want = size + sizeof *c + 16;
-        c = cl_secmem_alloc(want, a->failed ? NULL : &a->err);
-        if (!c) {
-            a->failed = true;
-            return NULL;
-        }
-        c->size = want;
-        c->used = (sizeof *c + 15) & ~(size_t)15;
-        c->next = a->head;
-        a->head = c;
-        if (a->next_size < ((size_t)256 << 20))
-            a->next_size *= 2;
-    }
-    void *p = (char *)c + c->used;
-    c->used += size;
-    return p;
-}
-
-static void arena_free_one(void *data, void *p)
-{
-    (void)data;
-    (void)p; /* released with the whole arena */
-}
-
-static void arena_release(pb_arena *a)
-{
-    arena_chunk *c = a->head;
-    while (c) {
-        arena_chunk *nx = c->next;
-        cl_secmem_free(c);
-        c = nx;
-    }
-    a->head = NULL;
+    return (ptrdiff_t)n;
 }
 
 /* ---------------------------------------------------------------- tensors */
 
-static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const char *what, cl_err *err)
+/* t from tp; with `borrow`, raw_data is not copied: t->data points at it (t->borrowed, not owned). */
+static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const char *what, bool borrow, cl_err *err)
 {
     memset(t, 0, sizeof *t);
     const char *nm = tp->name && tp->name[0] ? tp->name : "(unnamed)";
@@ -194,6 +202,12 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const c
             return cl_err_set(err, CL_E_FORMAT, "%s '%s': shape %s needs %lld values in %s, found %zu", what, nm,
                               eng_dims_str(t->dims, t->rank, (char[96]){0}, 96), (long long)n, field, have);
     }
+    if (borrow && tp->has_raw_data && nb) {
+        t->nbytes = nb;
+        t->data = (void *)tp->raw_data.data;
+        t->borrowed = true;
+        return 0;
+    }
     if (eng_tensor_alloc_const(t, err) != 0)
         return -1;
     if (tp->has_raw_data) {
@@ -222,12 +236,12 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, eng_tensor *t, const c
 
 int eng_onnx_tensor_parse(const uint8_t *buf, size_t len, eng_tensor *out, char **name, cl_err *err)
 {
-    if (pb_check(&onnx__tensor_proto__descriptor, buf, buf + len, 0, err) != 0)
+    if (pb_check(&onnx__tensor_proto__descriptor, buf, len, err) != 0)
         return -1;
     Onnx__TensorProto *tp = onnx__tensor_proto__unpack(NULL, len, buf);
     if (!tp)
         return cl_err_set(err, CL_E_FORMAT, "not a TensorProto");
-    int rc = tensor_from_proto(tp, out, "tensor", err);
+    int rc = tensor_from_proto(tp, out, "tensor", false, err);
     if (rc == 0 && name)
         *name = strdup(tp->name ? tp->name : "");
     onnx__tensor_proto__free_unpacked(tp, NULL);
@@ -319,7 +333,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
         a->t = calloc(1, sizeof *a->t);
         if (!a->t)
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
-        if (tensor_from_proto(ap->t, a->t, "attribute tensor", err) != 0)
+        if (tensor_from_proto(ap->t, a->t, "attribute tensor", false, err) != 0)
             return cl_err_prefix(err, "node '%s' (%s)", n->name, n->op_type);
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH: a->type = ENG_ATTR_GRAPH; break;
@@ -331,16 +345,50 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
 
 /* ---------------------------------------------------------------- model */
 
-static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, cl_err *err)
+/* Initializer i from its own bytes (without raw_data: see strip_model), unpacked in the arena. */
+static Onnx__TensorProto *unpack_initializer(const pb_span *sp, ProtobufCAllocator *alloc, size_t i, cl_err *err)
+{
+    pb_span raw = {0};
+    bool has_raw = false;
+    ptrdiff_t n = strip_fields(sp->p, sp->p + sp->len, 9, NULL, NULL, &raw, &has_raw);
+    if (n < 0) {
+        cl_err_set(err, CL_E_FORMAT, "initializer #%zu is malformed", i);
+        return NULL;
+    }
+    static uint8_t empty[1];
+    uint8_t *tmp = n ? alloc->alloc(alloc->allocator_data, (size_t)n) : empty;
+    if (!tmp) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory unpacking initializer #%zu", i);
+        return NULL;
+    }
+    if (n)
+        strip_fields(sp->p, sp->p + sp->len, 9, tmp, NULL, NULL, NULL);
+    Onnx__TensorProto *tp = onnx__tensor_proto__unpack(alloc, (size_t)n, tmp);
+    if (!tp) {
+        cl_err_set(err, CL_E_FORMAT, "initializer #%zu is not a TensorProto", i);
+        return NULL;
+    }
+    if (has_raw) {
+        tp->has_raw_data = 1;
+        tp->raw_data.len = raw.len;
+        tp->raw_data.data = (uint8_t *)raw.p;
+    }
+    return tp;
+}
+
+static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, const span_list *inits,
+                       ProtobufCAllocator *alloc, cl_err *err)
 {
     if (g->n_node > CL_ENGINE_MAX_NODES)
         return cl_err_set(err, CL_E_FORMAT, "graph has %zu nodes (at most %d supported)", g->n_node,
                           CL_ENGINE_MAX_NODES);
     if (g->n_sparse_initializer)
         return cl_err_set(err, CL_E_UNSUPPORTED, "sparse initializers are not supported");
-    /* initializers */
-    for (size_t i = 0; i < g->n_initializer; i++) {
-        const Onnx__TensorProto *tp = g->initializer[i];
+    /* initializers: from their spans in the caller's buffer (g has none left) */
+    for (size_t i = 0; i < inits->n; i++) {
+        const Onnx__TensorProto *tp = unpack_initializer(&inits->v[i], alloc, i, err);
+        if (!tp)
+            return -1;
         if (!tp->name || !tp->name[0])
             return cl_err_set(err, CL_E_FORMAT, "initializer #%zu has no name", i);
         if (eng_value_find(m, tp->name) >= 0)
@@ -352,7 +400,7 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, cl_err *er
         if (!t)
             return cl_err_set(err, CL_E_NOMEM, "out of memory");
         m->values[v].konst = t;
-        if (tensor_from_proto(tp, t, "initializer", err) != 0)
+        if (tensor_from_proto(tp, t, "initializer", true, err) != 0)
             return -1;
     }
     /* graph inputs (initializers may also be listed as inputs: they are then constants with an
@@ -474,18 +522,29 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
     if (len > CL_ENGINE_MAX_MODEL_BYTES)
         return cl_err_set(err, CL_E_FORMAT, "model is %zu bytes (at most %zu supported)", len,
                           CL_ENGINE_MAX_MODEL_BYTES);
-    if (pb_check(&onnx__model_proto__descriptor, buf, buf + len, 0, err) != 0)
+    if (pb_check(&onnx__model_proto__descriptor, buf, len, err) != 0)
         return -1;
-    pb_arena arena = {.next_size = len + ((size_t)64 << 10)};
-    ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free_one, .allocator_data = &arena};
-    Onnx__ModelProto *mp = onnx__model_proto__unpack(&alloc, len, buf);
+    span_list inits = {0};
+    ptrdiff_t slen = strip_model(buf, len, NULL, &inits);
+    if (slen < 0) {
+        free(inits.v);
+        if (slen == -2)
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf)");
+    }
+    eng_pb_arena arena;
+    eng_pb_arena_init(&arena, (size_t)slen + ((size_t)64 << 10));
+    ProtobufCAllocator *alloc = &arena.alloc;
+    /* the model without its initializers, in the arena (secure memory: it may hold Constant tensors) */
+    uint8_t *sbuf = alloc->alloc(alloc->allocator_data, (size_t)slen + 1);
+    Onnx__ModelProto *mp = NULL;
+    if (sbuf && strip_model(buf, len, sbuf, NULL) == slen)
+        mp = onnx__model_proto__unpack(alloc, (size_t)slen, sbuf);
     if (!mp) {
-        arena_release(&arena);
-        if (arena.failed) {
-            if (err)
-                *err = arena.err;
+        free(inits.v);
+        eng_pb_arena_release(&arena);
+        if (eng_pb_arena_failed(&arena, err))
             return -1;
-        }
         return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (protobuf ModelProto did not parse)");
     }
     int rc = -1;
@@ -510,8 +569,12 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
                    "supported opset", (long long)m->opset);
         goto out;
     }
-    rc = parse_graph(m, mp->graph, err);
+    rc = parse_graph(m, mp->graph, &inits, alloc, err);
+    /* only a convolution's weights stay borrowed past the parse: konst.c */
+    if (rc == 0)
+        rc = eng_consts_after_parse(m, err);
 out:
-    arena_release(&arena); /* no free_unpacked: the arena owns every allocation */
+    free(inits.v);
+    eng_pb_arena_release(&arena); /* no free_unpacked: the arena owns every allocation */
     return rc;
 }

@@ -381,6 +381,7 @@ static int tensor_alloc(eng_tensor *t, bool secure, cl_err *err)
     t->secure = secure;
     t->owned = true;
     t->blocked = false;
+    t->borrowed = false;
     return 0;
 }
 
@@ -393,6 +394,7 @@ void eng_tensor_free(eng_tensor *t)
     t->data = NULL;
     t->owned = false;
     t->secure = false;
+    t->borrowed = false;
 }
 
 double eng_get_f(const eng_tensor *t, int64_t i)

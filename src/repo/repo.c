@@ -6,6 +6,7 @@
  * Reading guide: scan_versions/latest_version find what is on disk; load_backend turns one file into a
  * cl_serve_backend (engine_backend_* is the adapter); repo_model_refresh decides what to load for one
  * model; cl_repo_poll and the polling thread drive it. */
+#include "cloister/json.h"
 #include "cloister/repo.h"
 #include "cloister/policy.h"
 
@@ -58,6 +59,7 @@ typedef struct engine_backend {
     cl_serve_signature sig;
     cl_serve_tensor_spec *inputs, *outputs;
     cl_image_spec image; /* the preprocessing of inputs[i].image, when one has it */
+    cl_serve_sigset *sigset; /* signatures.json, when there is one */
 } engine_backend;
 
 static void engine_backend_destroy(void *ctx)
@@ -66,6 +68,7 @@ static void engine_backend_destroy(void *ctx)
     if (!b)
         return;
     cl_engine_free(b->model);
+    cl_serve_sigset_free(b->sigset);
     free(b->inputs);
     free(b->outputs);
     free(b);
@@ -219,6 +222,35 @@ static int attach_preprocess(engine_backend *b, const char *pp_path, cl_err *err
                       pp_path, b->image.input, names);
 }
 
+/* A SavedModel version directory (the directory of `path`, its saved_model.pb): every file read into
+ * memory (sealed ones opened into secure memory only), loaded, then the files released. */
+static int load_savedmodel(const char *path, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
+                           const char *pp_path, cl_serve_backend *out, bool *key_failed, cl_err *err)
+{
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    cl_repo_files fs;
+    if (cl_repo_savedmodel_read(dir, key_fn, key_arg, &fs, key_failed, err) != 0)
+        return cl_err_prefix(err, "cannot load model '%s'", dir);
+    cl_engine_model *m = NULL;
+    cl_engine_options eo = {.threads = engine_threads};
+    int rc = cl_engine_load_files(fs.f, fs.n, &eo, &m, err);
+    cl_repo_files_free(&fs); /* sealed files zeroized: the plaintext now exists only inside the engine */
+    if (rc != 0)
+        return cl_err_prefix(err, "cannot load model '%s'", dir);
+    if (engine_backend_new(m, out, err) != 0) {
+        cl_engine_free(m);
+        return cl_err_prefix(err, "model '%s'", dir);
+    }
+    if (pp_path && attach_preprocess(out->ctx, pp_path, err) != 0) {
+        out->destroy(out->ctx);
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    return 0;
+}
+
 /* cl_repo_load_backend; *key_failed tells whether it failed for want of the key (the key source
  * could not supply it: denied, or the key server unreachable), which a later poll retries. */
 static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, void *key_arg, int engine_threads,
@@ -231,6 +263,11 @@ static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, vo
     struct stat pst;
     sibling_path(path, CL_REPO_PREPROCESS_NAME, pp_path, sizeof pp_path);
     bool has_pp = lstat(pp_path, &pst) == 0;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strncmp(base, CL_REPO_TF_SAVEDMODEL_NAME, strlen(CL_REPO_TF_SAVEDMODEL_NAME)) == 0 ||
+        strcmp(base, CL_REPO_TF_LEGACY_NAME) == 0)
+        return load_savedmodel(path, key_fn, key_arg, engine_threads, has_pp ? pp_path : NULL, out, key_failed, err);
     if (sealed) {
         cl_seal_header h;
         if (cl_seal_header_read_file(path, &h, err) != 0)
@@ -266,11 +303,16 @@ static int load_backend(const char *path, bool sealed, cl_repo_key_fn key_fn, vo
         cl_engine_free(m);
         return cl_err_prefix(err, "model '%s'", path);
     }
-    if (has_pp && attach_preprocess(out->ctx, pp_path, err) != 0) {
+    char sig_path[4200];
+    sibling_path(path, CL_REPO_SIGNATURES_NAME, sig_path, sizeof sig_path);
+    engine_backend *eb = out->ctx;
+    if ((has_pp && attach_preprocess(eb, pp_path, err) != 0) ||
+        (lstat(sig_path, &pst) == 0 && cl_serve_sigset_load(sig_path, &eb->sig, &eb->sigset, err) != 0)) {
         out->destroy(out->ctx);
         memset(out, 0, sizeof *out);
         return -1;
     }
+    out->sigdefs = cl_serve_sigset_defs(eb->sigset, &out->n_sigdefs);
     return 0;
 }
 
@@ -328,10 +370,17 @@ static bool version_probe(const char *base, const char *name, version_file *vf)
     if (!parse_version(name, &vf->version))
         return false;
     char plain[4096], sealed[4096];
-    snprintf(plain, sizeof plain, "%s/%s/%s", base, name, CL_REPO_PLAIN_NAME);
-    snprintf(sealed, sizeof sealed, "%s/%s/%s", base, name, CL_REPO_SEALED_NAME);
     struct stat sp, ss;
-    bool has_plain = stat_file(plain, &sp), has_sealed = stat_file(sealed, &ss);
+    bool has_plain = false, has_sealed = false;
+    /* ONNX first, then TensorFlow: a SavedModel, a frozen GraphDef, a legacy export (refused at load) */
+    static const char *const kinds[] = {CL_REPO_PLAIN_NAME, CL_REPO_TF_SAVEDMODEL_NAME, CL_REPO_TF_FROZEN_NAME,
+                                        CL_REPO_TF_LEGACY_NAME};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0] && !has_plain && !has_sealed; k++) {
+        snprintf(plain, sizeof plain, "%s/%s/%s", base, name, kinds[k]);
+        snprintf(sealed, sizeof sealed, "%s/%s/%s.sealed", base, name, kinds[k]);
+        has_plain = stat_file(plain, &sp);
+        has_sealed = k < 3 && stat_file(sealed, &ss);
+    }
     if (!has_plain && !has_sealed)
         return false;
     vf->sealed = has_sealed;
@@ -346,6 +395,12 @@ static bool version_probe(const char *base, const char *name, version_file *vf)
     bool has_pp = stat(pp, &spp) == 0;
     vf->pp_mtime_ns = has_pp ? (int64_t)spp.st_mtim.tv_sec * 1000000000 + spp.st_mtim.tv_nsec : -1;
     vf->pp_size = has_pp ? (int64_t)spp.st_size : -1;
+    /* signatures.json counts with preprocess.json: a version that failed is tried again when either changes */
+    snprintf(pp, sizeof pp, "%s/%s/%s", base, name, CL_REPO_SIGNATURES_NAME);
+    if (stat(pp, &spp) == 0) {
+        vf->pp_mtime_ns = vf->pp_mtime_ns * 31 + (int64_t)spp.st_mtim.tv_sec * 1000000000 + spp.st_mtim.tv_nsec;
+        vf->pp_size = vf->pp_size * 31 + (int64_t)spp.st_size + 1;
+    }
     return true;
 }
 
@@ -377,7 +432,7 @@ static int newest_version(const char *base, int64_t floor, skip_fn skip, void *s
 
 int cl_repo_latest_version(const char *base_path, int64_t *version, bool *sealed, cl_err *err)
 {
-    version_file vf;
+    version_file vf = {0};
     int rc = newest_version(base_path, 0, NULL, NULL, &vf, err);
     if (rc < 0)
         return -1;
@@ -406,8 +461,9 @@ typedef struct failed_version {
 } failed_version;
 
 typedef struct repo_model {
-    char *name, *base_path;
-    int64_t current; /* version being served; 0 none */
+    cl_repo_model_config cfg; /* owned deep copy: name, base_path, policy, labels */
+    int64_t loaded[MAX_VERSIONS_TRACKED]; /* the versions in the registry (any order) */
+    size_t n_loaded;
     failed_version failed[MAX_VERSIONS_TRACKED];
     size_t n_failed;
     /* the last poll error logged, when, and how many polls repeated it since (cl_repo_poll) */
@@ -418,14 +474,24 @@ typedef struct repo_model {
 
 struct cl_repo {
     cl_serve_registry *registry;
-    repo_model *models;
+    repo_model **models;
     size_t n_models;
     cl_repo_key_fn key_fn;
     void *key_arg;
     int engine_threads;
-    pthread_mutex_t lock; /* serialises polls */
-    pthread_t poller;
-    bool polling;
+    bool allow_unavailable_labels;
+    unsigned max_load_retries;
+    uint64_t load_retry_interval_us;
+    bool warmup;
+    unsigned warmup_iterations;
+    pthread_mutex_t lock; /* serialises polls and reloads; guards models */
+    pthread_t poller, cfg_poller;
+    bool polling, cfg_polling;
+    char *cfg_path;       /* the config file the config poller re-reads */
+    unsigned cfg_seconds;
+    uint8_t *cfg_text;    /* the config text applied last (or refused last), to notice changes */
+    size_t cfg_len;
+    bool cfg_unreadable;  /* the last attempt to read it failed (logged once) */
     pthread_mutex_t stop_lock;
     pthread_cond_t stop_cond;
     bool stop;
@@ -448,6 +514,147 @@ unsigned cl_repo_key_retry_delay_s(unsigned poll_seconds, unsigned tries)
     return d > CL_REPO_KEY_RETRY_MAX_S ? CL_REPO_KEY_RETRY_MAX_S : (unsigned)d;
 }
 
+/* ---- model configurations: deep copies */
+
+static void cfg_clear(cl_repo_model_config *c)
+{
+    free((char *)c->name);
+    free((char *)c->base_path);
+    free((int64_t *)c->versions);
+    for (size_t i = 0; i < c->n_labels; i++)
+        free((char *)c->labels[i].label);
+    free((cl_repo_version_label *)c->labels);
+    memset(c, 0, sizeof *c);
+}
+
+static int cfg_copy(cl_repo_model_config *dst, const cl_repo_model_config *src, cl_err *err)
+{
+    *dst = (cl_repo_model_config){.policy = src->policy, .num_versions = src->num_versions};
+    dst->name = strdup(src->name ? src->name : "");
+    dst->base_path = strdup(src->base_path ? src->base_path : "");
+    int64_t *v = calloc(src->n_versions ? src->n_versions : 1, sizeof *v);
+    cl_repo_version_label *l = calloc(src->n_labels ? src->n_labels : 1, sizeof *l);
+    dst->versions = v;
+    dst->labels = l;
+    if (!dst->name || !dst->base_path || !v || !l) {
+        cfg_clear(dst);
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
+    if (src->n_versions)
+        memcpy(v, src->versions, src->n_versions * sizeof *v);
+    dst->n_versions = src->n_versions;
+    for (size_t i = 0; i < src->n_labels; i++) {
+        l[i].version = src->labels[i].version;
+        if (!(l[i].label = strdup(src->labels[i].label))) {
+            cfg_clear(dst);
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        }
+        dst->n_labels = i + 1;
+    }
+    return 0;
+}
+
+static bool model_name_valid(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 128)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* The checks every configuration passes, from a file, a reload request or the command line. */
+static int configs_check(const cl_repo_model_config *models, size_t n, cl_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const cl_repo_model_config *c = &models[i];
+        if (!model_name_valid(c->name))
+            return cl_err_set(err, CL_E_INVALID, "model name '%s' is not valid (1-128 of A-Z a-z 0-9 . _ -)",
+                              c->name ? c->name : "");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(models[j].name, c->name) == 0)
+                return cl_err_set(err, CL_E_INVALID, "model '%s' is configured twice", c->name);
+        if (!c->base_path || !*c->base_path)
+            return cl_err_set(err, CL_E_INVALID, "model '%s' has no base_path", c->name);
+        if (c->policy > CL_REPO_POLICY_SPECIFIC)
+            return cl_err_set(err, CL_E_INVALID, "model '%s': unknown version policy", c->name);
+        if (c->policy == CL_REPO_POLICY_SPECIFIC && c->n_versions == 0)
+            return cl_err_set(err, CL_E_INVALID, "model '%s': model_version_policy specific lists no version",
+                              c->name);
+        if (c->n_versions > MAX_VERSIONS_TRACKED)
+            return cl_err_set(err, CL_E_INVALID, "model '%s': at most %d specific versions", c->name,
+                              MAX_VERSIONS_TRACKED);
+        for (size_t k = 0; k < c->n_versions; k++)
+            if (c->versions[k] <= 0)
+                return cl_err_set(err, CL_E_INVALID, "model '%s': version %lld is not a positive integer", c->name,
+                                  (long long)c->versions[k]);
+        if (c->policy == CL_REPO_POLICY_LATEST && c->num_versions > MAX_VERSIONS_TRACKED)
+            return cl_err_set(err, CL_E_INVALID, "model '%s': latest { num_versions: %u }: at most %d", c->name,
+                              c->num_versions, MAX_VERSIONS_TRACKED);
+        for (size_t k = 0; k < c->n_labels; k++) {
+            if (!cl_repo_label_valid(c->labels[k].label))
+                return cl_err_set(err, CL_E_INVALID, "model '%s': version label '%s' is not valid (1-64 of A-Z a-z "
+                                  "0-9 . _ -)", c->name, c->labels[k].label ? c->labels[k].label : "");
+            if (c->labels[k].version <= 0)
+                return cl_err_set(err, CL_E_INVALID, "model '%s': version label '%s' points at version %lld (not a "
+                                  "positive integer)", c->name, c->labels[k].label, (long long)c->labels[k].version);
+            for (size_t j = 0; j < k; j++)
+                if (strcmp(c->labels[j].label, c->labels[k].label) == 0)
+                    return cl_err_set(err, CL_E_INVALID, "model '%s': version label '%s' is given twice", c->name,
+                                      c->labels[k].label);
+        }
+    }
+    return 0;
+}
+
+/* ---- versions on disk and failures */
+
+/* The version directories under base that hold a model file; *out is malloc()ed (NULL when none). */
+#define MAX_VERSIONS_SCANNED 1024
+
+static int scan_versions(const char *base, version_file **out, size_t *n_out, cl_err *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    DIR *d = opendir(base);
+    if (!d)
+        return cl_err_errno(err, CL_E_IO, errno, "cannot read model base path '%s'", base);
+    version_file *v = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        version_file vf;
+        if (!version_probe(base, e->d_name, &vf))
+            continue;
+        if (n == MAX_VERSIONS_SCANNED) {
+            closedir(d);
+            free(v);
+            return cl_err_set(err, CL_E_INVALID, "more than %d version directories under '%s': remove old ones",
+                              MAX_VERSIONS_SCANNED, base);
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            version_file *g = realloc(v, cap * sizeof *g);
+            if (!g) {
+                closedir(d);
+                free(v);
+                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            }
+            v = g;
+        }
+        v[n++] = vf;
+    }
+    closedir(d);
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
 static failed_version *find_failure(repo_model *m, const version_file *vf)
 {
     for (size_t i = 0; i < m->n_failed; i++)
@@ -458,10 +665,10 @@ static failed_version *find_failure(repo_model *m, const version_file *vf)
     return NULL;
 }
 
-/* Skips versions that failed, unless a key wait is due. */
-static bool skip_failed(void *arg, const version_file *vf)
+/* Versions that failed are skipped, unless a key wait is due. */
+static bool skip_failed(repo_model *m, const version_file *vf)
 {
-    const failed_version *f = find_failure(arg, vf);
+    const failed_version *f = find_failure(m, vf);
     return f && !(f->key_wait && now_ms() >= f->next_ms);
 }
 
@@ -487,20 +694,39 @@ static cl_serve_code key_failure_code(cl_status s)
     return s == CL_E_DENIED ? CL_SC_PERMISSION_DENIED : s == CL_E_IO ? CL_SC_UNAVAILABLE : CL_SC_UNKNOWN;
 }
 
-/* Tells the registry which versions above the one served wait for their key (GetModelStatus shows
- * them as LOADING): those whose files are still there, unchanged. */
+static bool is_loaded(const repo_model *m, int64_t v)
+{
+    for (size_t i = 0; i < m->n_loaded; i++)
+        if (m->loaded[i] == v)
+            return true;
+    return false;
+}
+
+/* "versions 3, 2" / "version 2" / "no version" (highest first), for logs. */
+static void loaded_str(const repo_model *m, char *buf, size_t cap)
+{
+    int64_t v[MAX_VERSIONS_TRACKED];
+    size_t n = cl_repo_policy_select(&(cl_repo_model_config){.policy = CL_REPO_POLICY_ALL}, m->loaded, m->n_loaded,
+                                     v);
+    size_t o = (size_t)snprintf(buf, cap, n == 0 ? "no version" : n == 1 ? "version " : "versions ");
+    for (size_t i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)v[i]);
+}
+
+/* Tells the registry which versions wait for their key (GetModelStatus shows them as LOADING): those
+ * not loaded whose files are still there, unchanged. */
 static void publish_waiting(cl_repo *r, repo_model *m)
 {
     cl_serve_version_status st[MAX_VERSIONS_TRACKED];
     size_t n = 0;
     for (size_t i = 0; i < m->n_failed; i++) {
         const failed_version *f = &m->failed[i];
-        if (!f->key_wait || f->version <= m->current)
+        if (!f->key_wait || is_loaded(m, f->version))
             continue;
         char name[32];
         snprintf(name, sizeof name, "%lld", (long long)f->version);
         version_file vf;
-        if (!version_probe(m->base_path, name, &vf) || vf.mtime_ns != f->mtime_ns || vf.size != f->size)
+        if (!version_probe(m->cfg.base_path, name, &vf) || vf.mtime_ns != f->mtime_ns || vf.size != f->size)
             continue;
         st[n] = (cl_serve_version_status){.version = f->version, .code = f->code};
         if (snprintf(st[n].message, sizeof st[n].message, "%s", f->msg) < 0)
@@ -508,146 +734,387 @@ static void publish_waiting(cl_repo *r, repo_model *m)
         n++;
     }
     cl_err err = {0};
-    if (cl_serve_registry_set_loading(r->registry, m->name, st, n, &err) != 0)
-        CL_WARN(LOG, "model '%s': %s (GetModelStatus does not show the versions waiting for a key)", m->name,
+    if (cl_serve_registry_set_loading(r->registry, m->cfg.name, st, n, &err) != 0)
+        CL_WARN(LOG, "model '%s': %s (GetModelStatus does not show the versions waiting for a key)", m->cfg.name,
                 err.msg);
 }
 
-/* Loads the newest version above the current one, if any. Returns 1 if a version was swapped in,
- * 0 if there was nothing new, -1 if the newest candidate failed (err says why; it is remembered). */
-static int repo_model_refresh(cl_repo *r, repo_model *m, cl_err *err)
+/* Waits up to `us` microseconds, or less if the repository or the process stops. Returns false when
+ * stopped. */
+static bool retry_wait(cl_repo *r, uint64_t us)
 {
-    version_file vf;
-    int found = newest_version(m->base_path, m->current, skip_failed, m, &vf, err);
-    if (found <= 0) {
-        if (found == 0)
-            publish_waiting(r, m);
-        return found;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    uint64_t ns = (uint64_t)until.tv_nsec + (us % 1000000) * 1000;
+    until.tv_sec += (time_t)(us / 1000000 + ns / 1000000000);
+    until.tv_nsec = (long)(ns % 1000000000);
+    pthread_mutex_lock(&r->stop_lock);
+    while (!r->stop && !cl_stop_raised(r->stop_token) &&
+           pthread_cond_timedwait(&r->stop_cond, &r->stop_lock, &until) != ETIMEDOUT) {
     }
+    bool go_on = !r->stop && !cl_stop_raised(r->stop_token);
+    pthread_mutex_unlock(&r->stop_lock);
+    return go_on;
+}
+
+/* Loads one version into the registry: the file (with --max_num_load_retries further attempts, every
+ * --load_retry_interval_micros, for failures that are not the key's), the warm-up, the registry.
+ * Returns 0, or -1 with err set (the failure is remembered). */
+static int load_version(cl_repo *r, repo_model *m, const version_file *vf, cl_err *err)
+{
     cl_serve_backend b;
-    int rc;
+    int rc = -1;
     bool key_failed = false;
-    if (vf.ambiguous)
-        rc = cl_err_set(err, CL_E_INVALID, "version %lld of model '%s' has both %s and %s: remove one",
-                        (long long)vf.version, m->name, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
-    else
-        rc = load_backend(vf.path, vf.sealed, r->key_fn, r->key_arg, r->engine_threads, &b, &key_failed, err);
-    if (rc == 0 && cl_serve_registry_add(r->registry, m->name, vf.version, &b, err) != 0) {
+    unsigned attempt = 0;
+    if (m->n_loaded == MAX_VERSIONS_TRACKED)
+        return cl_err_set(err, CL_E_INVALID, "version %lld: %d versions of the model are served already (at most)",
+                          (long long)vf->version, MAX_VERSIONS_TRACKED);
+    for (;;) {
+        if (vf->ambiguous) {
+            rc = cl_err_set(err, CL_E_INVALID, "version %lld of model '%s' has both %s and %s: remove one",
+                            (long long)vf->version, m->cfg.name, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
+            break;
+        }
+        rc = load_backend(vf->path, vf->sealed, r->key_fn, r->key_arg, r->engine_threads, &b, &key_failed, err);
+        if (rc == 0 && r->warmup) {
+            char dir[4096];
+            sibling_path(vf->path, "", dir, sizeof dir);
+            int n = cl_repo_warmup(&b, dir, r->warmup_iterations, err);
+            if (n < 0) {
+                cl_err_prefix(err, "version %lld: warm-up", (long long)vf->version);
+                b.destroy(b.ctx);
+                rc = -1;
+            } else if (n > 0) {
+                CL_INFO(LOG, "model '%s' version %lld: warmed up with %d request%s", m->cfg.name,
+                        (long long)vf->version, n, n == 1 ? "" : "s");
+            }
+        }
+        if (rc == 0 || key_failed || attempt >= r->max_load_retries || cl_stop_raised(r->stop_token))
+            break;
+        attempt++;
+        CL_WARN(LOG, "model '%s' version %lld: %s; load retry %u of %u in %llu us", m->cfg.name,
+                (long long)vf->version, err->msg, attempt, r->max_load_retries,
+                (unsigned long long)r->load_retry_interval_us);
+        if (!retry_wait(r, r->load_retry_interval_us))
+            break;
+    }
+    if (rc == 0 && cl_serve_registry_add(r->registry, m->cfg.name, vf->version, &b, err) != 0) {
         b.destroy(b.ctx);
         rc = -1;
     }
     if (rc != 0 && cl_stop_raised(r->stop_token))
-        return cl_err_prefix(err, "version %lld", (long long)vf.version); /* cut short: not remembered */
+        return cl_err_prefix(err, "version %lld", (long long)vf->version); /* cut short: not remembered */
     if (rc != 0) {
-        failed_version *f = remember_failure(m, &vf);
+        failed_version *f = remember_failure(m, vf);
         f->key_wait = key_failed && r->key_fn;
         if (f->key_wait) {
             f->tries++;
             unsigned delay = cl_repo_key_retry_delay_s(r->poll_seconds, f->tries);
             f->next_ms = now_ms() + (uint64_t)delay * 1000;
             f->code = key_failure_code(err->code);
-            cl_err_prefix(err, "version %lld", (long long)vf.version);
+            cl_err_prefix(err, "version %lld", (long long)vf->version);
             /* the message is cut if it has to be: the return values say so, and are not needed */
             if (snprintf(f->msg, sizeof f->msg, "%s; its key is asked for again in %u s", err->msg, delay) < 0)
                 f->msg[0] = '\0';
             if (snprintf(err->msg, sizeof err->msg, "%s (attempt %u; retried with backoff up to every %u s while the "
                          "files are unchanged)", f->msg, f->tries, CL_REPO_KEY_RETRY_MAX_S) < 0)
                 err->msg[0] = '\0';
+        } else if (attempt) {
+            char more[96];
+            snprintf(more, sizeof more, " (after %u load retr%s)", attempt, attempt == 1 ? "y" : "ies");
+            size_t l = strlen(err->msg);
+            if (l + strlen(more) < sizeof err->msg)
+                memcpy(err->msg + l, more, strlen(more) + 1);
         }
-        publish_waiting(r, m);
         return -1;
     }
-    failed_version *f = find_failure(m, &vf);
+    failed_version *f = find_failure(m, vf);
     unsigned tries = f ? f->tries : 0;
-    forget_failure(m, &vf);
-    int64_t old = m->current;
-    m->current = vf.version;
-    if (old > 0)
-        cl_serve_registry_remove(r->registry, m->name, old); /* requests on it finish first */
-    publish_waiting(r, m);
+    forget_failure(m, vf);
+    m->loaded[m->n_loaded++] = vf->version;
     const cl_image_spec *img = NULL;
     for (size_t i = 0; i < b.signature->n_inputs && !img; i++)
         img = b.signature->inputs[i].image;
-    char imgs[200] = "", retried[80] = "";
+    char imgs[200] = "", retried[80] = "", sigs[300] = "";
+    for (size_t i = 0; i < b.n_sigdefs && strlen(sigs) < sizeof sigs - 140; i++)
+        snprintf(sigs + strlen(sigs), sizeof sigs - strlen(sigs), "%s'%.100s'", i ? ", " : "; signatures ",
+                 b.sigdefs[i].sig.name);
     if (img)
         snprintf(imgs, sizeof imgs, "; input '%s' takes %s images (%s, %ux%u)", img->input,
                  img->pre.channels == 1 ? "greyscale" : "RGB", CL_REPO_PREPROCESS_NAME, img->pre.width,
                  img->pre.height);
     if (tries)
         snprintf(retried, sizeof retried, " (its key arrived after %u failed attempt%s)", tries, tries == 1 ? "" : "s");
-    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s%s", m->name, (long long)vf.version, vf.path,
-            vf.sealed ? " (sealed, decrypted in locked memory)" : "", imgs, retried);
-    return 1;
-}
-
-/* The checks of a model's newest version that need no key: it exists, is not ambiguous, and when sealed
- * its header is readable, its key id can be asked of the key server, a key source is configured, and
- * its preprocess.json (if any) parses (the plain ones are checked whole when they load). */
-static int check_newest(const cl_repo *r, const repo_model *m, bool *sealed, char key_id[CL_SEAL_KEY_ID_MAX + 1],
-                        cl_err *err)
-{
-    version_file vf;
-    int found = newest_version(m->base_path, 0, NULL, NULL, &vf, err);
-    if (found < 0)
-        return -1;
-    if (found == 0)
-        return cl_err_set(err, CL_E_IO,
-                          "no model version under '%s': expected <version>/%s or <version>/%s (version a "
-                          "positive integer)",
-                          m->base_path, CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
-    if (vf.ambiguous)
-        return cl_err_set(err, CL_E_INVALID, "version %lld has both %s and %s: remove one", (long long)vf.version,
-                          CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
-    *sealed = vf.sealed;
-    if (!vf.sealed)
-        return 0;
-    cl_seal_header h;
-    if (cl_seal_header_read_file(vf.path, &h, err) != 0 || check_key_id(vf.path, h.key_id, err) != 0)
-        return -1;
-    if (!r->key_fn)
-        return cl_err_set(err, CL_E_KEY, "model key '%s' is needed for a sealed model: start the server with "
-                          "--keyserver HOST:PORT --keyserver-ca CA.pem (and --evidence) to open %s", h.key_id,
-                          vf.path);
-    char pp[4200];
-    struct stat st;
-    sibling_path(vf.path, CL_REPO_PREPROCESS_NAME, pp, sizeof pp);
-    cl_image_spec spec;
-    if (lstat(pp, &st) == 0 && cl_image_spec_load(pp, &spec, err) != 0)
-        return -1;
-    snprintf(key_id, CL_SEAL_KEY_ID_MAX + 1, "%s", h.key_id);
+    else if (attempt)
+        snprintf(retried, sizeof retried, " (after %u load retr%s)", attempt, attempt == 1 ? "y" : "ies");
+    CL_INFO(LOG, "model '%s' version %lld loaded from %s%s%s%s%s", m->cfg.name, (long long)vf->version, vf->path,
+            vf->sealed ? " (sealed, decrypted in locked memory)" : "", imgs, sigs, retried);
     return 0;
 }
 
-static bool model_name_valid(const char *s)
+static void unload_version(cl_repo *r, repo_model *m, size_t i, const char *why)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 128)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-'))
-            return false;
+    int64_t v = m->loaded[i];
+    m->loaded[i] = m->loaded[--m->n_loaded];
+    cl_serve_registry_remove(r->registry, m->cfg.name, v); /* requests on it finish first */
+    CL_INFO(LOG, "model '%s' version %lld unloaded (%s)", m->cfg.name, (long long)v, why);
+}
+
+typedef enum { REFRESH_POLL, REFRESH_START_PLAIN, REFRESH_START_ALL } refresh_mode;
+
+/* Brings the model's loaded versions to what its policy selects among the versions on disk: loads
+ * what is selected and not loaded (highest first; a version that fails is left out and the policy
+ * selects again without it, so an older version stands in), then unloads what is loaded and no
+ * longer selected (its directory is gone, or newer versions took its place) — after the loads, so a
+ * model is never left without a version while one can serve. At start-up (REFRESH_START_*) the first
+ * failure is returned at once, sealed versions wait for REFRESH_START_ALL, and nothing is unloaded.
+ * Returns the number of versions loaded, or -1 if one failed (err says why; it is remembered). */
+static int repo_model_refresh(cl_repo *r, repo_model *m, refresh_mode mode, cl_err *err)
+{
+    version_file *vf;
+    size_t n;
+    if (scan_versions(m->cfg.base_path, &vf, &n, err) != 0)
+        return -1;
+    int64_t *cand = calloc(n + 1, sizeof *cand), *want = calloc(n + 1, sizeof *want);
+    int loaded = 0, rc = 0;
+    size_t nw = 0;
+    if (!cand || !want) {
+        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto out;
     }
-    return true;
+    for (size_t iter = 0; iter <= n; iter++) {
+        size_t nc = 0;
+        for (size_t i = 0; i < n; i++)
+            if (is_loaded(m, vf[i].version) || !skip_failed(m, &vf[i]))
+                cand[nc++] = vf[i].version;
+        nw = cl_repo_policy_select(&m->cfg, cand, nc, want);
+        const version_file *next = NULL;
+        for (size_t k = 0; k < nw && !next; k++) {
+            if (is_loaded(m, want[k]))
+                continue;
+            for (size_t i = 0; i < n && !next; i++)
+                if (vf[i].version == want[k] && !(mode == REFRESH_START_PLAIN && vf[i].sealed))
+                    next = &vf[i];
+        }
+        if (!next)
+            break;
+        cl_err one = {0};
+        if (load_version(r, m, next, &one) == 0) {
+            loaded++;
+            continue;
+        }
+        if (rc == 0)
+            *err = one; /* the first failure is returned (cl_repo_poll logs it); later ones are logged here */
+        else
+            CL_ERROR(LOG, "model '%s': %s", m->cfg.name, one.msg);
+        rc = -1;
+        if (mode != REFRESH_POLL || cl_stop_raised(r->stop_token)) {
+            *err = one;
+            goto out;
+        }
+    }
+    if (mode == REFRESH_POLL) {
+        for (size_t i = m->n_loaded; i-- > 0;) {
+            bool wanted = false, on_disk = false;
+            for (size_t k = 0; k < nw && !wanted; k++)
+                wanted = want[k] == m->loaded[i];
+            for (size_t k = 0; k < n && !on_disk; k++)
+                on_disk = vf[k].version == m->loaded[i];
+            if (!wanted)
+                unload_version(r, m, i, on_disk ? "the version policy selects others" : "its directory is gone");
+        }
+    }
+    publish_waiting(r, m);
+out:
+    free(vf);
+    free(cand);
+    free(want);
+    return rc < 0 ? -1 : loaded;
+}
+
+/* The checks of the versions a model's policy selects at start-up that need no key: there is one,
+ * none is ambiguous, and for each sealed one its header is readable, its key id can be asked of the
+ * key server, a key source is configured, and its preprocess.json (if any) parses (the plain ones
+ * are checked whole when they load). Adds the key ids to ids[] (distinct). */
+static int check_selected(const cl_repo *r, const repo_model *m, char ***ids, size_t *n_ids, cl_err *err)
+{
+    version_file *vf;
+    size_t n;
+    if (scan_versions(m->cfg.base_path, &vf, &n, err) != 0)
+        return -1;
+    int64_t *avail = calloc(n + 1, sizeof *avail), *want = calloc(n + 1, sizeof *want);
+    int rc = 0;
+    if (!avail || !want) {
+        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        avail[i] = vf[i].version;
+    size_t nw = cl_repo_policy_select(&m->cfg, avail, n, want);
+    if (nw == 0) {
+        char pol[256];
+        cl_repo_policy_describe(&m->cfg, pol, sizeof pol);
+        if (n == 0)
+            rc = cl_err_set(err, CL_E_IO, "no model version under '%s': expected <version>/%s or <version>/%s "
+                            "(version a positive integer)", m->cfg.base_path, CL_REPO_PLAIN_NAME,
+                            CL_REPO_SEALED_NAME);
+        else
+            rc = cl_err_set(err, CL_E_IO, "none of the versions under '%s' is one its version policy (%s) selects",
+                            m->cfg.base_path, pol);
+        goto out;
+    }
+    for (size_t k = 0; k < nw && rc == 0; k++) {
+        const version_file *v = NULL;
+        for (size_t i = 0; i < n && !v; i++)
+            if (vf[i].version == want[k])
+                v = &vf[i];
+        if (v->ambiguous) {
+            rc = cl_err_set(err, CL_E_INVALID, "version %lld has both %s and %s: remove one", (long long)v->version,
+                            CL_REPO_PLAIN_NAME, CL_REPO_SEALED_NAME);
+            break;
+        }
+        if (!v->sealed)
+            continue;
+        cl_seal_header h;
+        if (cl_seal_header_read_file(v->path, &h, err) != 0 || check_key_id(v->path, h.key_id, err) != 0) {
+            rc = -1;
+            break;
+        }
+        if (!r->key_fn) {
+            rc = cl_err_set(err, CL_E_KEY, "model key '%s' is needed for a sealed model: start the server with "
+                            "--keyserver HOST:PORT --keyserver-ca CA.pem (and --evidence) to open %s", h.key_id,
+                            v->path);
+            break;
+        }
+        char pp[4200];
+        struct stat st;
+        sibling_path(v->path, CL_REPO_PREPROCESS_NAME, pp, sizeof pp);
+        cl_image_spec spec;
+        if (lstat(pp, &st) == 0 && cl_image_spec_load(pp, &spec, err) != 0) {
+            rc = -1;
+            break;
+        }
+        /* signatures.json: its JSON now (strict reader); its fit to the model once the model is decrypted */
+        sibling_path(v->path, CL_REPO_SIGNATURES_NAME, pp, sizeof pp);
+        json_t *sigs = lstat(pp, &st) == 0 ? cl_json_load(pp, CL_SERVE_SIGS_FILE_MAX, err) : NULL;
+        if (lstat(pp, &st) == 0 && !sigs) {
+            rc = -1;
+            break;
+        }
+        json_decref(sigs);
+        bool dup = false;
+        for (size_t j = 0; j < *n_ids && !dup; j++)
+            dup = strcmp((*ids)[j], h.key_id) == 0;
+        if (dup)
+            continue;
+        char **g = realloc(*ids, (*n_ids + 1) * sizeof *g);
+        if (!g || !(g[*n_ids] = strdup(h.key_id))) {
+            if (g)
+                *ids = g;
+            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            break;
+        }
+        *ids = g;
+        (*n_ids)++;
+    }
+out:
+    free(vf);
+    free(avail);
+    free(want);
+    return rc;
+}
+
+static repo_model *model_find(cl_repo *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_models; i++)
+        if (strcmp(r->models[i]->cfg.name, name) == 0)
+            return r->models[i];
+    return NULL;
+}
+
+/* TF Serving's rule for version labels: a label may only point at a version available now — unless
+ * allow_unavailable_labels, and then still when it moves an existing label to another version.
+ * Checked for a whole configuration before anything of it is applied. */
+static int labels_check(cl_repo *r, const cl_repo_model_config *models, size_t n, cl_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        const cl_repo_model_config *c = &models[i];
+        repo_model *m = model_find(r, c->name);
+        for (size_t k = 0; k < c->n_labels; k++) {
+            const cl_repo_version_label *l = &c->labels[k];
+            bool any = false;
+            if (r->allow_unavailable_labels) {
+                int64_t old;
+                cl_err ignored = {0};
+                any = !(cl_serve_registry_label(r->registry, c->name, l->label, &old, &ignored) == 0 &&
+                        old != l->version);
+            }
+            if (!any && !(m && is_loaded(m, l->version)))
+                return cl_err_set(err, CL_E_INVALID, "Request to assign label to version %lld of model %s, which is "
+                                  "not currently available for inference", (long long)l->version, c->name);
+        }
+    }
+    return 0;
+}
+
+static int labels_publish(cl_repo *r, const cl_repo_model_config *c, cl_err *err)
+{
+    const char **names = calloc(c->n_labels ? c->n_labels : 1, sizeof *names);
+    int64_t *versions = calloc(c->n_labels ? c->n_labels : 1, sizeof *versions);
+    int rc = -1;
+    if (!names || !versions)
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+    else {
+        for (size_t k = 0; k < c->n_labels; k++) {
+            names[k] = c->labels[k].label;
+            versions[k] = c->labels[k].version;
+        }
+        rc = cl_serve_registry_set_labels(r->registry, c->name, names, versions, c->n_labels, err);
+    }
+    free(names);
+    free(versions);
+    return rc;
+}
+
+static void model_free(repo_model *m)
+{
+    if (!m)
+        return;
+    cfg_clear(&m->cfg);
+    free(m);
+}
+
+static repo_model *model_new(const cl_repo_model_config *c, cl_err *err)
+{
+    repo_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (cfg_copy(&m->cfg, c, err) != 0) {
+        free(m);
+        return NULL;
+    }
+    return m;
 }
 
 void cl_repo_free(cl_repo *r)
 {
     if (!r)
         return;
-    if (r->polling) {
-        pthread_mutex_lock(&r->stop_lock);
-        r->stop = true;
-        pthread_cond_signal(&r->stop_cond);
-        pthread_mutex_unlock(&r->stop_lock);
+    pthread_mutex_lock(&r->stop_lock);
+    r->stop = true;
+    pthread_cond_broadcast(&r->stop_cond);
+    pthread_mutex_unlock(&r->stop_lock);
+    if (r->polling)
         pthread_join(r->poller, NULL);
-    }
-    for (size_t i = 0; i < r->n_models; i++) {
-        free(r->models[i].name);
-        free(r->models[i].base_path);
-    }
+    if (r->cfg_polling)
+        pthread_join(r->cfg_poller, NULL);
+    for (size_t i = 0; i < r->n_models; i++)
+        model_free(r->models[i]);
     free(r->models);
+    free(r->cfg_path);
+    free(r->cfg_text);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->stop_lock);
     pthread_cond_destroy(&r->stop_cond);
@@ -661,7 +1128,6 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
                                       "--model_config_file");
         return NULL;
     }
-    bool *sealed = NULL;
     char **ids = NULL;
     size_t n_ids = 0;
     cl_repo *r = calloc(1, sizeof *r);
@@ -675,50 +1141,33 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
     r->key_arg = o->key_arg;
     r->engine_threads = o->engine_threads;
     r->stop_token = o->stop;
+    r->allow_unavailable_labels = o->allow_unavailable_labels;
+    r->max_load_retries = o->max_load_retries;
+    r->load_retry_interval_us = o->load_retry_interval_us;
+    r->warmup = o->warmup;
+    r->warmup_iterations = o->warmup_iterations ? o->warmup_iterations : 1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->stop_lock, NULL);
     pthread_cond_init(&r->stop_cond, NULL);
-    r->n_models = o->n_models;
+    if (configs_check(o->models, o->n_models, err) != 0)
+        goto fail;
     for (size_t i = 0; i < o->n_models; i++) {
-        const cl_repo_model_config *c = &o->models[i];
-        if (!model_name_valid(c->name)) {
-            cl_err_set(err, CL_E_INVALID, "model name '%s' is not valid (1-128 of A-Z a-z 0-9 . _ -)",
-                       c->name ? c->name : "");
+        if (!(r->models[i] = model_new(&o->models[i], err)))
             goto fail;
-        }
-        for (size_t j = 0; j < i; j++) {
-            if (strcmp(o->models[j].name, c->name) == 0) {
-                cl_err_set(err, CL_E_INVALID, "model '%s' is configured twice", c->name);
-                goto fail;
-            }
-        }
-        r->models[i].name = strdup(c->name);
-        r->models[i].base_path = strdup(c->base_path ? c->base_path : "");
-        if (!r->models[i].name || !r->models[i].base_path) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
-            goto fail;
-        }
+        r->n_models = i + 1;
     }
+    /* the labels first, as TF Serving applies them: before the versions load */
+    if (labels_check(r, o->models, o->n_models, err) != 0)
+        goto fail;
+    for (size_t i = 0; i < r->n_models; i++)
+        if (labels_publish(r, &r->models[i]->cfg, err) != 0)
+            goto fail;
     /* 1. Everything that needs no key: the version directories, the sealed headers and their key ids,
      * preprocess.json, the plain models (loaded). */
-    sealed = calloc(r->n_models, sizeof *sealed);
-    ids = calloc(r->n_models, sizeof *ids);
-    if (!sealed || !ids) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
-        goto fail;
-    }
     for (size_t i = 0; i < r->n_models; i++) {
-        repo_model *m = &r->models[i];
-        char key_id[CL_SEAL_KEY_ID_MAX + 1];
-        if (check_newest(r, m, &sealed[i], key_id, err) != 0 || (!sealed[i] && repo_model_refresh(r, m, err) < 0)) {
-            cl_err_prefix(err, "model '%s'", m->name);
-            goto fail;
-        }
-        bool dup = !sealed[i];
-        for (size_t j = 0; j < n_ids && !dup; j++)
-            dup = strcmp(ids[j], key_id) == 0;
-        if (!dup && !(ids[n_ids++] = strdup(key_id))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+        repo_model *m = r->models[i];
+        if (check_selected(r, m, &ids, &n_ids, err) != 0 || repo_model_refresh(r, m, REFRESH_START_PLAIN, err) < 0) {
+            cl_err_prefix(err, "model '%s'", m->cfg.name);
             goto fail;
         }
     }
@@ -726,26 +1175,17 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
     if (n_ids && o->before_sealed && o->before_sealed(o->before_sealed_arg, ids, n_ids, err) != 0)
         goto fail;
     for (size_t i = 0; i < r->n_models; i++) {
-        if (sealed[i] && repo_model_refresh(r, &r->models[i], err) < 0) {
-            cl_err_prefix(err, "model '%s'", r->models[i].name);
+        if (repo_model_refresh(r, r->models[i], REFRESH_START_ALL, err) < 0) {
+            cl_err_prefix(err, "model '%s'", r->models[i]->cfg.name);
             goto fail;
         }
     }
-    free(sealed);
     cl_repo_key_ids_free(ids, n_ids);
     return r;
 fail:
-    free(sealed);
     cl_repo_key_ids_free(ids, n_ids);
     cl_repo_free(r);
     return NULL;
-}
-
-static uint64_t poll_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* The same poll error again and again (a model directory that vanished is seen at every poll) is
@@ -754,10 +1194,10 @@ static uint64_t poll_clock_ms(void)
 
 static void poll_report(repo_model *m, int rc, const cl_err *err)
 {
-    uint64_t now = poll_clock_ms();
+    uint64_t now = now_ms();
     if (rc >= 0) {
         if (m->last_error[0] && m->repeated) /* a condition that lasted (not one failed version) is over */
-            CL_INFO(LOG, "model '%s': polls succeed again (after %u polls with: %s)", m->name, m->repeated + 1,
+            CL_INFO(LOG, "model '%s': polls succeed again (after %u polls with: %s)", m->cfg.name, m->repeated + 1,
                     m->last_error);
         m->last_error[0] = '\0';
         m->repeated = 0;
@@ -768,50 +1208,66 @@ static void poll_report(repo_model *m, int rc, const cl_err *err)
         return;
     }
     bool again = m->last_error[0] && strcmp(m->last_error, err->msg) == 0;
+    char serving[200];
+    loaded_str(m, serving, sizeof serving);
     if (again)
-        CL_ERROR(LOG, "model '%s': still: %s (%u more polls in %u s); version %lld keeps serving", m->name, err->msg,
-                 m->repeated, (unsigned)((now - m->last_error_ms) / 1000), (long long)m->current);
+        CL_ERROR(LOG, "model '%s': still: %s (%u more polls in %u s); %s %s serving", m->cfg.name, err->msg,
+                 m->repeated, (unsigned)((now - m->last_error_ms) / 1000), serving,
+                 m->n_loaded == 1 ? "keeps" : m->n_loaded ? "keep" : "is");
     else
-        CL_ERROR(LOG, "model '%s': %s; version %lld keeps serving", m->name, err->msg, (long long)m->current);
+        CL_ERROR(LOG, "model '%s': %s; %s %s serving", m->cfg.name, err->msg, serving,
+                 m->n_loaded == 1 ? "keeps" : m->n_loaded ? "keep" : "is");
     snprintf(m->last_error, sizeof m->last_error, "%s", err->msg);
     m->last_error_ms = now;
     m->repeated = 0;
 }
 
-int cl_repo_poll(cl_repo *r)
+/* cl_repo_poll with r->lock held. */
+static int poll_locked(cl_repo *r)
 {
     int loaded = 0;
-    pthread_mutex_lock(&r->lock);
     for (size_t i = 0; i < r->n_models && !cl_stop_raised(r->stop_token); i++) {
+        repo_model *m = r->models[i];
         cl_err err = {0};
-        int rc = repo_model_refresh(r, &r->models[i], &err);
+        int rc = repo_model_refresh(r, m, REFRESH_POLL, &err);
         if (rc > 0)
-            loaded++;
+            loaded += rc;
         if (rc < 0 && cl_stop_raised(r->stop_token)) /* cut short by the shutdown: not a failure to report */
-            CL_INFO(LOG, "model '%s': stopping (%s)", r->models[i].name, err.msg);
+            CL_INFO(LOG, "model '%s': stopping (%s)", m->cfg.name, err.msg);
         else
-            poll_report(&r->models[i], rc, &err);
+            poll_report(m, rc, &err);
     }
+    return loaded;
+}
+
+int cl_repo_poll(cl_repo *r)
+{
+    pthread_mutex_lock(&r->lock);
+    int loaded = poll_locked(r);
     pthread_mutex_unlock(&r->lock);
     return loaded;
+}
+
+/* Waits `seconds` on the stop condition; false once the repository or the process stops. */
+static bool poll_wait(cl_repo *r, unsigned seconds)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += seconds;
+    pthread_mutex_lock(&r->stop_lock);
+    while (!r->stop && pthread_cond_timedwait(&r->stop_cond, &r->stop_lock, &until) != ETIMEDOUT) {
+    }
+    bool stop = r->stop || cl_stop_raised(r->stop_token);
+    pthread_mutex_unlock(&r->stop_lock);
+    return !stop;
 }
 
 static void *poll_main(void *arg)
 {
     cl_repo *r = arg;
-    for (;;) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += r->poll_seconds;
-        pthread_mutex_lock(&r->stop_lock);
-        while (!r->stop && pthread_cond_timedwait(&r->stop_cond, &r->stop_lock, &until) != ETIMEDOUT) {
-        }
-        bool stop = r->stop || cl_stop_raised(r->stop_token);
-        pthread_mutex_unlock(&r->stop_lock);
-        if (stop)
-            return NULL;
+    while (poll_wait(r, r->poll_seconds))
         cl_repo_poll(r);
-    }
+    return NULL;
 }
 
 int cl_repo_start_polling(cl_repo *r, unsigned seconds, cl_err *err)
@@ -828,6 +1284,191 @@ int cl_repo_start_polling(cl_repo *r, unsigned seconds, cl_err *err)
     return 0;
 }
 
+/* ---------------------------------------------------------------- configuration reloads */
+
+int cl_repo_reload(cl_repo *r, const cl_repo_model_config *models, size_t n, cl_serve_code *code, cl_err *err)
+{
+    *code = CL_SC_OK;
+    if (configs_check(models, n, err) != 0) {
+        *code = CL_SC_INVALID_ARGUMENT;
+        return -1;
+    }
+    pthread_mutex_lock(&r->lock);
+    int rc = -1;
+    repo_model **next = calloc(n ? n : 1, sizeof *next);
+    bool *fresh = calloc(n ? n : 1, sizeof *fresh);
+    if (!next || !fresh) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        *code = CL_SC_RESOURCE_EXHAUSTED;
+        goto out;
+    }
+    if (labels_check(r, models, n, err) != 0) {
+        *code = CL_SC_FAILED_PRECONDITION;
+        goto out;
+    }
+    /* the new configurations, copied (nothing is changed until all of them are) */
+    cl_repo_model_config *copies = calloc(n ? n : 1, sizeof *copies);
+    if (!copies) {
+        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        *code = CL_SC_RESOURCE_EXHAUSTED;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (cfg_copy(&copies[i], &models[i], err) != 0) {
+            for (size_t j = 0; j < i; j++)
+                cfg_clear(&copies[j]);
+            free(copies);
+            *code = CL_SC_RESOURCE_EXHAUSTED;
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        repo_model *m = model_find(r, copies[i].name);
+        if (!m) {
+            m = calloc(1, sizeof *m);
+            if (!m) { /* what was made so far is given back; the old configuration stays */
+                for (size_t j = 0; j < i; j++)
+                    if (fresh[j])
+                        free(next[j]);
+                for (size_t j = 0; j < n; j++)
+                    cfg_clear(&copies[j]);
+                free(copies);
+                cl_err_set(err, CL_E_NOMEM, "out of memory");
+                *code = CL_SC_RESOURCE_EXHAUSTED;
+                goto out;
+            }
+            fresh[i] = true;
+        }
+        next[i] = m;
+    }
+    /* from here on the new configuration is applied: the models that are gone first */
+    for (size_t i = 0; i < r->n_models; i++) {
+        repo_model *m = r->models[i];
+        bool kept = false;
+        for (size_t j = 0; j < n && !kept; j++)
+            kept = next[j] == m;
+        if (kept)
+            continue;
+        while (m->n_loaded)
+            unload_version(r, m, m->n_loaded - 1, "the model is no longer in the configuration");
+        cl_serve_registry_set_loading(r->registry, m->cfg.name, NULL, 0, err);
+        cl_serve_registry_set_labels(r->registry, m->cfg.name, NULL, NULL, 0, err);
+        CL_INFO(LOG, "model '%s' removed (no longer in the configuration)", m->cfg.name);
+        model_free(m);
+    }
+    for (size_t i = 0; i < n; i++) {
+        repo_model *m = next[i];
+        bool moved = !fresh[i] && strcmp(m->cfg.base_path, copies[i].base_path) != 0;
+        cfg_clear(&m->cfg);
+        m->cfg = copies[i];
+        if (moved)
+            m->n_failed = 0; /* other files: earlier failures say nothing about them */
+        char pol[256];
+        cl_repo_policy_describe(&m->cfg, pol, sizeof pol);
+        if (fresh[i])
+            CL_INFO(LOG, "model '%s' added (base path %s, version policy %s)", m->cfg.name, m->cfg.base_path, pol);
+    }
+    free(copies);
+    free(r->models);
+    r->models = next;
+    r->n_models = n;
+    next = NULL;
+    rc = 0;
+    cl_err lerr = {0};
+    for (size_t i = 0; i < r->n_models; i++)
+        if (labels_publish(r, &r->models[i]->cfg, &lerr) != 0)
+            CL_WARN(LOG, "model '%s': %s (its labels are not updated)", r->models[i]->cfg.name, lerr.msg);
+    /* then the versions: what the models (new or changed) now select is loaded, the rest unloaded */
+    for (size_t i = 0; i < r->n_models; i++) {
+        repo_model *m = r->models[i];
+        cl_err one = {0};
+        int lrc = repo_model_refresh(r, m, REFRESH_POLL, &one);
+        poll_report(m, lrc, &one);
+        if (lrc < 0 && rc == 0) {
+            cl_err_prefix(&one, "model '%s'", m->cfg.name);
+            *err = one;
+            *code = one.code == CL_E_DENIED ? CL_SC_PERMISSION_DENIED : CL_SC_UNAVAILABLE;
+            rc = -1;
+        } else if (fresh[i] && m->n_loaded == 0 && rc == 0) {
+            cl_err_set(err, CL_E_IO, "model '%s': no version of it could be loaded from '%s'", m->cfg.name,
+                       m->cfg.base_path);
+            *code = CL_SC_UNAVAILABLE;
+            rc = -1;
+        }
+    }
+    CL_INFO(LOG, "model configuration applied: %zu model%s%s", r->n_models, r->n_models == 1 ? "" : "s",
+            rc == 0 ? "" : " (some versions failed to load; see above)");
+out:
+    free(next);
+    free(fresh);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+/* The config file poller: the file is read again every cfg_seconds; a text that differs from the one
+ * seen last is parsed and applied. A file that cannot be read or parsed keeps the configuration being
+ * served (logged once per distinct text). */
+static void config_poll_once(cl_repo *r)
+{
+    uint8_t *buf;
+    size_t len;
+    cl_err err = {0};
+    if (cl_file_read(r->cfg_path, 1 << 20, &buf, &len, &err) != 0) {
+        if (!r->cfg_unreadable)
+            CL_ERROR(LOG, "model config '%s': %s; the configuration being served stays", r->cfg_path, err.msg);
+        r->cfg_unreadable = true;
+        return;
+    }
+    r->cfg_unreadable = false;
+    if (r->cfg_text && r->cfg_len == len && memcmp(r->cfg_text, buf, len) == 0) {
+        free(buf);
+        return;
+    }
+    free(r->cfg_text);
+    r->cfg_text = buf;
+    r->cfg_len = len;
+    cl_repo_model_config *models;
+    size_t n;
+    if (cl_repo_config_parse((const char *)buf, len, &models, &n, &err) != 0) {
+        CL_ERROR(LOG, "model config '%s': %s; the configuration being served stays", r->cfg_path, err.msg);
+        return;
+    }
+    cl_serve_code code;
+    CL_INFO(LOG, "model config '%s' changed: applying it", r->cfg_path);
+    if (cl_repo_reload(r, models, n, &code, &err) != 0)
+        CL_ERROR(LOG, "model config '%s': %s: %s", r->cfg_path, cl_serve_code_name(code), err.msg);
+    cl_repo_config_free(models, n);
+}
+
+static void *config_poll_main(void *arg)
+{
+    cl_repo *r = arg;
+    while (poll_wait(r, r->cfg_seconds))
+        config_poll_once(r);
+    return NULL;
+}
+
+int cl_repo_start_config_polling(cl_repo *r, const char *path, unsigned seconds, cl_err *err)
+{
+    if (r->cfg_polling)
+        return cl_err_set(err, CL_E_INVALID, "the repository already polls its config file");
+    if (seconds == 0)
+        return cl_err_set(err, CL_E_INVALID, "the config poll interval must be at least one second");
+    if (!(r->cfg_path = strdup(path)))
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    /* the text applied at start-up is the baseline: only a change is applied */
+    size_t len;
+    if (cl_file_read(path, 1 << 20, &r->cfg_text, &len, err) != 0)
+        return -1;
+    r->cfg_len = len;
+    r->cfg_seconds = seconds;
+    int e = pthread_create(&r->cfg_poller, NULL, config_poll_main, r);
+    if (e != 0)
+        return cl_err_errno(err, CL_E_INTERNAL, e, "cannot start the model config polling thread");
+    r->cfg_polling = true;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- key ids */
 
 void cl_repo_key_ids_free(char **ids, size_t n_ids)
@@ -841,240 +1482,20 @@ int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char **
 {
     *ids = NULL;
     *n_ids = 0;
-    char **out = calloc(n_models ? n_models : 1, sizeof *out);
+    char **out = NULL;
     size_t n = 0;
-    if (!out)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    cl_repo probe = {0}; /* check_selected's key source check: a key source is assumed */
+    probe.key_fn = cl_repo_keysource_get;
     for (size_t i = 0; i < n_models; i++) {
-        version_file vf;
-        int found = newest_version(models[i].base_path, 0, NULL, NULL, &vf, err);
-        if (found < 0) {
+        repo_model m = {.cfg = models[i]};
+        if (check_selected(&probe, &m, &out, &n, err) != 0) {
             cl_repo_key_ids_free(out, n);
             return cl_err_prefix(err, "model '%s'", models[i].name);
         }
-        if (found == 0 || !vf.sealed)
-            continue;
-        cl_seal_header h;
-        if (cl_seal_header_read_file(vf.path, &h, err) != 0 || check_key_id(vf.path, h.key_id, err) != 0) {
-            cl_repo_key_ids_free(out, n);
-            return cl_err_prefix(err, "model '%s' version %lld", models[i].name, (long long)vf.version);
-        }
-        bool dup = false;
-        for (size_t j = 0; j < n && !dup; j++)
-            dup = strcmp(out[j], h.key_id) == 0;
-        if (!dup && !(out[n++] = strdup(h.key_id))) {
-            cl_repo_key_ids_free(out, n);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
-        }
     }
+    if (!out && !(out = calloc(1, sizeof *out)))
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
     *ids = out;
     *n_ids = n;
-    return 0;
-}
-
-/* ---------------------------------------------------------------- --model_config_file */
-
-typedef enum { TK_EOF, TK_IDENT, TK_STRING, TK_COLON, TK_OPEN, TK_CLOSE, TK_OTHER } tok_kind;
-
-typedef struct lexer {
-    const char *p, *end;
-    int line;
-    tok_kind kind;
-    char text[4096]; /* identifier or decoded string */
-} lexer;
-
-static int lex_next(lexer *lx, cl_err *err)
-{
-    for (;;) {
-        while (lx->p < lx->end && (*lx->p == ' ' || *lx->p == '\t' || *lx->p == '\r' || *lx->p == '\n')) {
-            if (*lx->p == '\n')
-                lx->line++;
-            lx->p++;
-        }
-        if (lx->p < lx->end && *lx->p == '#') {
-            while (lx->p < lx->end && *lx->p != '\n')
-                lx->p++;
-            continue;
-        }
-        break;
-    }
-    if (lx->p >= lx->end) {
-        lx->kind = TK_EOF;
-        return 0;
-    }
-    char c = *lx->p;
-    if (c == ':' || c == '{' || c == '}') {
-        lx->kind = c == ':' ? TK_COLON : c == '{' ? TK_OPEN : TK_CLOSE;
-        lx->p++;
-        return 0;
-    }
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
-        size_t n = 0;
-        while (lx->p < lx->end && ((*lx->p >= 'a' && *lx->p <= 'z') || (*lx->p >= 'A' && *lx->p <= 'Z') ||
-                                   (*lx->p >= '0' && *lx->p <= '9') || *lx->p == '_')) {
-            if (n + 1 >= sizeof lx->text)
-                return cl_err_set(err, CL_E_FORMAT, "line %d: name too long", lx->line);
-            lx->text[n++] = *lx->p++;
-        }
-        lx->text[n] = '\0';
-        lx->kind = TK_IDENT;
-        return 0;
-    }
-    if (c == '"' || c == '\'') {
-        size_t n = 0;
-        lx->p++;
-        while (lx->p < lx->end && *lx->p != c) {
-            char ch = *lx->p++;
-            if (ch == '\n')
-                return cl_err_set(err, CL_E_FORMAT, "line %d: unterminated string", lx->line);
-            if (ch == '\\') {
-                if (lx->p >= lx->end)
-                    break;
-                char e = *lx->p++;
-                ch = e == 'n' ? '\n' : e == 't' ? '\t' : e == '\\' || e == '"' || e == '\'' ? e : 0;
-                if (!ch)
-                    return cl_err_set(err, CL_E_FORMAT, "line %d: unsupported escape '\\%c'", lx->line, e);
-            }
-            if (n + 1 >= sizeof lx->text)
-                return cl_err_set(err, CL_E_FORMAT, "line %d: string too long", lx->line);
-            lx->text[n++] = ch;
-        }
-        if (lx->p >= lx->end)
-            return cl_err_set(err, CL_E_FORMAT, "line %d: unterminated string", lx->line);
-        lx->p++;
-        lx->text[n] = '\0';
-        lx->kind = TK_STRING;
-        return 0;
-    }
-    lx->kind = TK_OTHER;
-    return cl_err_set(err, CL_E_FORMAT, "line %d: unexpected character '%c'", lx->line, c);
-}
-
-/* Expects an identifier `name`, an optional ':', then '{'. */
-static int expect_block(lexer *lx, const char *name, cl_err *err)
-{
-    if (lx->kind != TK_IDENT || strcmp(lx->text, name) != 0)
-        return cl_err_set(err, CL_E_FORMAT, "line %d: expected '%s'", lx->line, name);
-    if (lex_next(lx, err) != 0)
-        return -1;
-    if (lx->kind == TK_COLON && lex_next(lx, err) != 0)
-        return -1;
-    if (lx->kind != TK_OPEN)
-        return cl_err_set(err, CL_E_FORMAT, "line %d: expected '{' after '%s'", lx->line, name);
-    return lex_next(lx, err);
-}
-
-void cl_repo_config_free(cl_repo_model_config *models, size_t n_models)
-{
-    for (size_t i = 0; models && i < n_models; i++) {
-        free((char *)models[i].name);
-        free((char *)models[i].base_path);
-    }
-    free(models);
-}
-
-static int parse_config_entry(lexer *lx, cl_repo_model_config *mc, cl_err *err)
-{
-    int start = lx->line;
-    while (lx->kind != TK_CLOSE) {
-        if (lx->kind != TK_IDENT)
-            return cl_err_set(err, CL_E_FORMAT, "line %d: expected a field name or '}'", lx->line);
-        char field[sizeof lx->text];
-        memcpy(field, lx->text, sizeof field);
-        int line = lx->line;
-        if (lex_next(lx, err) != 0)
-            return -1;
-        if (lx->kind != TK_COLON)
-            return cl_err_set(err, CL_E_FORMAT,
-                              "line %d: '%s' is not supported here (cloister serves the latest version of each model; "
-                              "fields: name, base_path, model_platform)",
-                              line, field);
-        if (lex_next(lx, err) != 0)
-            return -1;
-        if (lx->kind != TK_STRING)
-            return cl_err_set(err, CL_E_FORMAT, "line %d: '%s' wants a quoted string", line, field);
-        const char **slot = NULL;
-        if (strcmp(field, "name") == 0)
-            slot = &mc->name;
-        else if (strcmp(field, "base_path") == 0)
-            slot = &mc->base_path;
-        else if (strcmp(field, "model_platform") == 0) {
-            if (strcmp(lx->text, "onnx") != 0 && strcmp(lx->text, "tensorflow") != 0)
-                return cl_err_set(err, CL_E_FORMAT, "line %d: model_platform '%s' is not supported (onnx)", line,
-                                  lx->text);
-        } else {
-            return cl_err_set(err, CL_E_FORMAT, "line %d: unknown field '%s' (name, base_path, model_platform)", line,
-                              field);
-        }
-        if (slot) {
-            if (*slot)
-                return cl_err_set(err, CL_E_FORMAT, "line %d: '%s' given twice", line, field);
-            if (!(*slot = strdup(lx->text)))
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
-        }
-        if (lex_next(lx, err) != 0)
-            return -1;
-    }
-    if (!mc->name || !mc->base_path)
-        return cl_err_set(err, CL_E_FORMAT, "line %d: a config needs both name and base_path", start);
-    return lex_next(lx, err); /* past '}' */
-}
-
-int cl_repo_config_parse(const char *text, size_t len, cl_repo_model_config **models, size_t *n_models,
-                         cl_err *err)
-{
-    *models = NULL;
-    *n_models = 0;
-    lexer lx = {.p = text, .end = text + len, .line = 1};
-    cl_repo_model_config *out = NULL;
-    size_t n = 0;
-    if (lex_next(&lx, err) != 0 || expect_block(&lx, "model_config_list", err) != 0)
-        goto fail;
-    while (lx.kind != TK_CLOSE) {
-        if (lx.kind == TK_EOF) {
-            cl_err_set(err, CL_E_FORMAT, "line %d: missing '}' at the end of model_config_list", lx.line);
-            goto fail;
-        }
-        if (expect_block(&lx, "config", err) != 0)
-            goto fail;
-        cl_repo_model_config *grown = realloc(out, (n + 1) * sizeof *out);
-        if (!grown) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
-            goto fail;
-        }
-        out = grown;
-        out[n] = (cl_repo_model_config){0};
-        n++;
-        if (parse_config_entry(&lx, &out[n - 1], err) != 0)
-            goto fail;
-    }
-    if (lex_next(&lx, err) != 0)
-        goto fail;
-    if (lx.kind != TK_EOF) {
-        cl_err_set(err, CL_E_FORMAT, "line %d: unexpected text after model_config_list", lx.line);
-        goto fail;
-    }
-    if (n == 0) {
-        cl_err_set(err, CL_E_FORMAT, "model_config_list has no config");
-        goto fail;
-    }
-    *models = out;
-    *n_models = n;
-    return 0;
-fail:
-    cl_repo_config_free(out, n);
-    return -1;
-}
-
-int cl_repo_config_load(const char *path, cl_repo_model_config **models, size_t *n_models, cl_err *err)
-{
-    uint8_t *buf;
-    size_t len;
-    if (cl_file_read(path, 1 << 20, &buf, &len, err) != 0)
-        return -1;
-    int rc = cl_repo_config_parse((const char *)buf, len, models, n_models, err);
-    free(buf);
-    if (rc != 0)
-        return cl_err_prefix(err, "model config '%s'", path);
     return 0;
 }

@@ -1,9 +1,15 @@
 /* grpc.c — the gRPC front end: HTTP/2 (nghttp2) over TLS (the tlsio.c transport) or, only when
  * explicitly allowed, cleartext h2c; gRPC message framing; dispatch of
  *   /tensorflow.serving.PredictionService/Predict           -> worker pool
+ *   /tensorflow.serving.PredictionService/Classify, Regress, MultiInference -> worker pool (classify.c)
  *   /tensorflow.serving.PredictionService/GetModelMetadata  -> answered on the loop thread
  *   /tensorflow.serving.ModelService/GetModelStatus         -> answered on the loop thread
- * with grpc-status / grpc-message trailers (trailers-only responses for errors).
+ *   /tensorflow.serving.ModelService/HandleReloadConfigRequest -> the config's reload hook, on the loop thread
+ *   /grpc.health.v1.Health/Check and /Watch (when enabled)  -> answered on the loop thread (health.c);
+ *                                                              a Watch stream stays open until shutdown
+ * with grpc-status / grpc-message trailers (trailers-only responses for errors). Compressed request
+ * messages (grpc-encoding gzip / deflate) are inflated within the request limit, and responses are
+ * compressed when the server is configured to and the client accepts it (compress.c).
  *
  * Limits: a request body above max_request_bytes is refused with RESOURCE_EXHAUSTED as soon as it
  * is known (declared length or bytes received); a TLS handshake, or a request stream, not complete
@@ -27,6 +33,7 @@
 #define CONN_IDLE_MS 300000u
 #define GRPC_PREFIX 5
 #define OUT_MAX (1u << 20) /* output queued for a slow reader before nghttp2 is told to wait */
+#define CL_GRPC_ACCEPT_ENCODING "identity,deflate,gzip"
 
 typedef struct gconn gconn;
 
@@ -53,6 +60,16 @@ typedef struct gstream {
     char status_str[8];
     char *message; /* percent-encoded grpc-message, or NULL */
     nghttp2_nv trailers[2];
+    size_t n_trailers;
+    /* compression (compress.c): the request's grpc-encoding (a cl_serve_compression, -1: unknown) and
+     * which algorithms its grpc-accept-encoding lists */
+    int encoding;
+    char encoding_name[32];
+    bool accepts[3];
+    /* grpc.health.v1 (health.c): 1 Check, 2 Watch; a Watch stream stays open (watching) until the
+     * server stops, when it gets NOT_SERVING and its trailers */
+    int health;
+    bool watching, watch_ended;
 } gstream;
 
 struct gconn {
@@ -86,17 +103,14 @@ static int conn_flush(gconn *c);
 
 /* ---------------------------------------------------------------- framing */
 
-cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
-                                    size_t *msg_len, cl_serve_status *st)
+cl_serve_code cl_serve_grpc_frame(const uint8_t *buf, size_t len, size_t max_msg, bool *compressed,
+                                  const uint8_t **msg, size_t *msg_len, cl_serve_status *st)
 {
     if (len < GRPC_PREFIX)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request body is shorter than a gRPC message "
                                "header (%zu bytes)", len);
     if (buf[0] > 1)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "invalid gRPC compressed-flag byte %u", buf[0]);
-    if (buf[0] == 1)
-        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "compressed gRPC messages are not supported (send with "
-                               "identity encoding)");
     uint32_t n = (uint32_t)buf[1] << 24 | (uint32_t)buf[2] << 16 | (uint32_t)buf[3] << 8 | buf[4];
     if (n > max_msg)
         return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "gRPC message of %u bytes is above the server's "
@@ -104,9 +118,21 @@ cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_m
     if ((size_t)n != len - GRPC_PREFIX)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "gRPC framing: the message header says %u bytes but the "
                                "stream carries %zu (exactly one message per unary call)", n, len - GRPC_PREFIX);
+    *compressed = buf[0] == 1;
     *msg = buf + GRPC_PREFIX;
     *msg_len = n;
     return CL_SC_OK;
+}
+
+cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
+                                    size_t *msg_len, cl_serve_status *st)
+{
+    bool compressed;
+    cl_serve_code code = cl_serve_grpc_frame(buf, len, max_msg, &compressed, msg, msg_len, st);
+    if (code == CL_SC_OK && compressed)
+        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "compressed gRPC messages are not supported (send with "
+                               "identity encoding)");
+    return code;
 }
 
 void cl_serve_grpc_percent_encode(const char *in, char *out)
@@ -155,11 +181,13 @@ static ssize_t resp_read(nghttp2_session *ngh, int32_t id, uint8_t *buf, size_t 
     gstream *s = src->ptr;
     size_t left = s->resp_len - s->resp_off;
     size_t n = left < length ? left : length;
+    if (n == 0 && s->watching && !s->watch_ended)
+        return NGHTTP2_ERR_DEFERRED; /* a Watch stream: resumed when the next message is queued */
     memcpy(buf, s->resp + s->resp_off, n);
     s->resp_off += n;
-    if (s->resp_off == s->resp_len) {
+    if (s->resp_off == s->resp_len && (!s->watching || s->watch_ended)) {
         *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        if (nghttp2_submit_trailer(ngh, id, s->trailers, 1) != 0)
+        if (nghttp2_submit_trailer(ngh, id, s->trailers, s->n_trailers ? s->n_trailers : 1) != 0)
             return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
     return (ssize_t)n;
@@ -197,13 +225,27 @@ static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *bo
         size_t ml = msg ? strlen(msg) : 0;
         if (ml && (s->message = malloc(3 * ml + 1)))
             cl_serve_grpc_percent_encode(msg, s->message);
-        nghttp2_nv hdrs[4] = {NV(":status", "200"), NV("content-type", "application/grpc"),
-                              NV("grpc-status", s->status_str)};
-        size_t n = 3;
+        nghttp2_nv hdrs[5] = {NV(":status", "200"), NV("content-type", "application/grpc"),
+                              NV("grpc-accept-encoding", CL_GRPC_ACCEPT_ENCODING), NV("grpc-status", s->status_str)};
+        size_t n = 4;
         if (s->message)
             hdrs[n++] = (nghttp2_nv)NV("grpc-message", s->message);
         nghttp2_submit_response(s->conn->ngh, s->id, hdrs, n, NULL);
         return;
+    }
+    /* compressed when the server is told to and the client accepts it (gRPC core does the same) */
+    const cl_serve_config *cfg = cl_serve_srv_config(s->conn->l->srv);
+    cl_serve_compression alg = cfg->response_compression;
+    bool compressed = false;
+    if (alg != CL_SERVE_COMPRESS_NONE && (unsigned)alg < CL_ARRAY_LEN(s->accepts) && s->accepts[alg] && !s->health) {
+        uint8_t *z;
+        size_t zlen;
+        if (cl_serve_compress(alg, body, body_len, &z, &zlen) == 0) {
+            free(body);
+            body = z;
+            body_len = zlen;
+            compressed = true;
+        }
     }
     s->resp_len = GRPC_PREFIX + body_len;
     s->resp = malloc(s->resp_len);
@@ -214,7 +256,7 @@ static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *bo
         return;
     }
     report(s, CL_SC_OK, s->resp_len);
-    s->resp[0] = 0;
+    s->resp[0] = compressed ? 1 : 0;
     s->resp[1] = (uint8_t)(body_len >> 24);
     s->resp[2] = (uint8_t)(body_len >> 16);
     s->resp[3] = (uint8_t)(body_len >> 8);
@@ -223,8 +265,10 @@ static void respond(gstream *s, cl_serve_code code, const char *msg, uint8_t *bo
         memcpy(s->resp + GRPC_PREFIX, body, body_len);
     free(body);
     s->trailers[0] = (nghttp2_nv)NV("grpc-status", s->status_str);
+    s->n_trailers = 1;
     nghttp2_nv hdrs[] = {NV(":status", "200"), NV("content-type", "application/grpc"),
-                         NV("grpc-accept-encoding", "identity")};
+                         NV("grpc-accept-encoding", CL_GRPC_ACCEPT_ENCODING),
+                         NV("grpc-encoding", cl_serve_compression_name(compressed ? alg : CL_SERVE_COMPRESS_NONE))};
     nghttp2_data_provider dp = {.source.ptr = s, .read_callback = resp_read};
     nghttp2_submit_response(s->conn->ngh, s->id, hdrs, CL_ARRAY_LEN(hdrs), &dp);
 }
@@ -236,7 +280,8 @@ static void answer(gstream *s, cl_serve_call *call)
     size_t len = 0;
     cl_serve_code code = call->st.code;
     if (code == CL_SC_OK)
-        code = cl_serve_pb_predict_response(call, &out, &len);
+        code = call->rpc == CL_RPC_PREDICT ? cl_serve_pb_predict_response(call, &out, &len)
+                                           : cl_serve_pb_infer_response(call, &out, &len);
     s->version = cl_serve_model_version(call->model);
     respond(s, code, call->st.msg, out, len);
     cl_serve_call_free(call);
@@ -248,8 +293,9 @@ static void grpc_call_done(cl_serve_call *call)
     gstream *s = call->owner;
     if (!s) {
         /* the client went away while the model ran */
-        cl_serve_request_info r = {.api = CL_API_GRPC, .rpc = CL_RPC_PREDICT,
-                                   .path = "/tensorflow.serving.PredictionService/Predict",
+        cl_serve_request_info r = {.api = CL_API_GRPC, .rpc = call->rpc,
+                                   .path = call->rpc == CL_RPC_PREDICT ? "/tensorflow.serving.PredictionService/Predict"
+                                                                       : NULL,
                                    .model = cl_serve_model_name(call->model),
                                    .version = cl_serve_model_version(call->model), .code = CL_SC_CANCELLED,
                                    .start_ns = call->start_ns, .bytes_in = call->wire_in, .peer = call->peer};
@@ -261,6 +307,56 @@ static void grpc_call_done(cl_serve_call *call)
     gconn *c = s->conn;
     answer(s, call);
     conn_flush(c);
+}
+
+static void dispatch_msg(gstream *s, const uint8_t *msg, size_t len);
+
+/* grpc.health.v1.Health/Check and /Watch: the server is "" and SERVING until it stops. */
+static void health(gstream *s, const uint8_t *msg, size_t len)
+{
+    cl_serve_status st = {0};
+    bool known = false;
+    if (cl_serve_health_request(msg, len, &known, &st) != CL_SC_OK)
+        return respond(s, st.code, st.msg, NULL, 0);
+    bool stopping = s->conn->l->shutting_down;
+    if (s->health == 1 && !known)
+        return respond(s, CL_SC_NOT_FOUND, "unknown service", NULL, 0);
+    size_t n = 0;
+    uint8_t *body = cl_serve_health_response(!known ? CL_HEALTH_SERVICE_UNKNOWN
+                                             : stopping ? CL_HEALTH_NOT_SERVING : CL_HEALTH_SERVING, &n);
+    if (!body)
+        return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    /* Watch: the first message now, the stream left open (resp_read defers) until the server stops */
+    s->watching = s->health == 2 && !stopping;
+    respond(s, CL_SC_OK, NULL, body, n);
+}
+
+/* Ends an open Watch stream: NOT_SERVING, then UNAVAILABLE trailers (the server is going away). */
+static void watch_end(gstream *s)
+{
+    if (!s->watching || s->watch_ended || !s->resp)
+        return;
+    size_t n = 0;
+    uint8_t *body = cl_serve_health_response(CL_HEALTH_NOT_SERVING, &n);
+    uint8_t *nb = body ? realloc(s->resp, s->resp_len + GRPC_PREFIX + n) : NULL;
+    if (nb) {
+        s->resp = nb;
+        uint8_t *p = s->resp + s->resp_len;
+        p[0] = 0;
+        p[1] = (uint8_t)(n >> 24);
+        p[2] = (uint8_t)(n >> 16);
+        p[3] = (uint8_t)(n >> 8);
+        p[4] = (uint8_t)n;
+        memcpy(p + GRPC_PREFIX, body, n);
+        s->resp_len += GRPC_PREFIX + n;
+    }
+    free(body);
+    s->watch_ended = true;
+    snprintf(s->status_str, sizeof s->status_str, "%d", (int)CL_SC_UNAVAILABLE);
+    s->trailers[0] = (nghttp2_nv)NV("grpc-status", s->status_str); /* NV took the length of the old value */
+    s->trailers[1] = (nghttp2_nv)NV("grpc-message", "the server is shutting down");
+    s->n_trailers = 2;
+    nghttp2_session_resume_data(s->conn->ngh, s->id);
 }
 
 static void dispatch(gstream *s)
@@ -276,8 +372,21 @@ static void dispatch(gstream *s)
         return respond(s, CL_SC_UNKNOWN, "content-type must be application/grpc", NULL, 0);
     const uint8_t *msg;
     size_t len;
-    if (cl_serve_grpc_unframe(s->buf, s->len, cfg->max_request_bytes, &msg, &len, &st) != CL_SC_OK)
+    uint8_t *inflated = NULL; /* the message, when it came compressed */
+    if (cl_serve_grpc_unframe_enc(s->buf, s->len, cfg->max_request_bytes, s->encoding, s->encoding_name, &inflated,
+                                  &msg, &len, &st) != CL_SC_OK)
         return respond(s, st.code, st.msg, NULL, 0);
+    dispatch_msg(s, msg, len);
+    free(inflated);
+}
+
+static void dispatch_msg(gstream *s, const uint8_t *msg, size_t len)
+{
+    cl_serve_server *srv = s->conn->l->srv;
+    const cl_serve_config *cfg = cl_serve_srv_config(srv);
+    cl_serve_status st = {0};
+    if (s->health)
+        return health(s, msg, len);
     uint8_t *out = NULL;
     size_t out_len = 0;
     cl_serve_registry *reg = cl_serve_srv_registry(srv);
@@ -292,15 +401,22 @@ static void dispatch(gstream *s)
         snprintf(s->model, sizeof s->model, "%s", st.model);
         s->version = st.version;
         return respond(s, st.code, st.msg, out, out_len);
+    case CL_RPC_RELOAD: /* on the loop thread: requests on it wait while the new models load */
+        st.code = cl_serve_pb_reload(cfg, msg, len, &out, &out_len, &st);
+        return respond(s, st.code, st.msg, out, out_len);
     case CL_RPC_PREDICT:
+    case CL_RPC_CLASSIFY:
+    case CL_RPC_REGRESS:
+    case CL_RPC_MULTI_INFERENCE:
         break;
     default:
         return respond(s, CL_SC_INTERNAL, "unknown rpc", NULL, 0);
     }
-    cl_serve_call *call = cl_serve_call_new(srv, CL_API_GRPC, CL_RPC_PREDICT);
+    cl_serve_call *call = cl_serve_call_new(srv, CL_API_GRPC, s->rpc);
     if (!call)
         return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
-    cl_serve_code code = cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call);
+    cl_serve_code code = s->rpc == CL_RPC_PREDICT ? cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call)
+                                                  : cl_serve_pb_infer_parse(reg, msg, len, cfg->max_request_bytes, call);
     snprintf(s->model, sizeof s->model, "%s", call->st.model);
     s->version = call->st.version;
     if (code != CL_SC_OK) {
@@ -353,6 +469,8 @@ static int on_begin_headers(nghttp2_session *ngh, const nghttp2_frame *frame, vo
     s->conn = c;
     s->start_ns = cl_now_ns();
     s->rpc = CL_RPC_COUNT;
+    s->encoding = CL_SERVE_COMPRESS_NONE;
+    s->accepts[CL_SERVE_COMPRESS_NONE] = true;
     s->next = c->streams;
     if (c->streams)
         c->streams->prev = s;
@@ -382,6 +500,29 @@ static int on_header(nghttp2_session *ngh, const nghttp2_frame *frame, const uin
             s->rpc = CL_RPC_METADATA;
         else if (strcmp(s->path, "/tensorflow.serving.ModelService/GetModelStatus") == 0)
             s->rpc = CL_RPC_STATUS;
+        else if (strcmp(s->path, "/tensorflow.serving.ModelService/HandleReloadConfigRequest") == 0)
+            s->rpc = CL_RPC_RELOAD;
+        else if (cl_serve_srv_config(s->conn->l->srv)->grpc_health &&
+                 strncmp(s->path, "/grpc.health.v1.Health/", 23) == 0 &&
+                 (strcmp(s->path + 23, "Check") == 0 || strcmp(s->path + 23, "Watch") == 0))
+            s->health = strcmp(s->path + 23, "Check") == 0 ? 1 : 2; /* rpc stays COUNT: not a model API */
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/Classify") == 0)
+            s->rpc = CL_RPC_CLASSIFY; /* Classify, Regress, MultiInference: classify.c */
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/Regress") == 0)
+            s->rpc = CL_RPC_REGRESS;
+        else if (strcmp(s->path, "/tensorflow.serving.PredictionService/MultiInference") == 0)
+            s->rpc = CL_RPC_MULTI_INFERENCE;
+    } else if (IS("grpc-encoding")) {
+        cl_serve_compression alg;
+        s->encoding = cl_serve_grpc_encoding((const char *)value, valuelen, &alg) == 0 ? (int)alg : -1;
+        size_t n = valuelen < sizeof s->encoding_name - 1 ? valuelen : sizeof s->encoding_name - 1;
+        memcpy(s->encoding_name, value, n);
+        s->encoding_name[n] = '\0';
+    } else if (IS("grpc-accept-encoding")) {
+        s->accepts[CL_SERVE_COMPRESS_DEFLATE] = cl_serve_grpc_accepts((const char *)value, valuelen,
+                                                                      CL_SERVE_COMPRESS_DEFLATE);
+        s->accepts[CL_SERVE_COMPRESS_GZIP] = cl_serve_grpc_accepts((const char *)value, valuelen,
+                                                                   CL_SERVE_COMPRESS_GZIP);
     } else if (IS("content-type")) {
         s->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
                      (valuelen == 16 || value[16] == '+' || value[16] == ';');
@@ -468,7 +609,7 @@ static int on_frame_recv(nghttp2_session *ngh, const nghttp2_frame *frame, void 
     if (!s || s->complete)
         return 0;
     s->complete = true;
-    if (s->rpc == CL_RPC_COUNT) {
+    if (s->rpc == CL_RPC_COUNT && !s->health) {
         s->rpc = CL_RPC_PREDICT; /* metrics bucket only */
         char msg[160];
         snprintf(msg, sizeof msg, "unknown method %s", s->path);
@@ -734,6 +875,8 @@ void cl_serve_grpc_shutdown(cl_serve_grpc_listener *l)
         if (c->ngh) {
             nghttp2_submit_goaway(c->ngh, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->ngh),
                                   NGHTTP2_NO_ERROR, NULL, 0);
+            for (gstream *s = c->streams; s; s = s->next)
+                watch_end(s);
             conn_flush(c);
         } else {
             conn_free(c); /* still in its TLS handshake: nothing asked yet */

@@ -17,6 +17,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "jsonnum.h"
+
 /* ---------------------------------------------------------------- parse arena
  * cJSON allocates one node per JSON value and a string per key. While a :predict body is parsed on
  * a thread, its allocations come from that thread's arena (bumped, never freed one by one, reset
@@ -95,6 +97,11 @@ static void arena_end(void)
 }
 
 /* ---------------------------------------------------------------- request parsing */
+
+/* The body being parsed on this thread when its number tokens were annotated (jsonnum.c: NaN,
+ * Infinity, exact int64); NULL otherwise. */
+static _Thread_local const char *nums_body;
+static _Thread_local size_t nums_len;
 
 /* Checks that every list at depth d has dims[d] elements and that scalars sit exactly at depth ndim. */
 static cl_serve_code json_check(const cJSON *v, int depth, int ndim, const int64_t *dims, const char *name,
@@ -259,6 +266,17 @@ static cl_serve_code json_fill(const cJSON *v, cl_serve_tensor *t, size_t *pos, 
                                : is_b64(v) ? "{\"b64\": ...} among numbers" : cJSON_IsObject(v) ? "an object"
                                : cJSON_IsBool(v) ? "a boolean" : "null");
     double d = v->valuedouble;
+    int64_t exact = 0;
+    cl_json_num_kind kind = cl_json_number(v, nums_body, nums_len, &exact);
+    if (kind == CL_JSON_NAN || kind == CL_JSON_INF || kind == CL_JSON_NINF)
+        d = kind == CL_JSON_NAN ? NAN : kind == CL_JSON_INF ? INFINITY : -INFINITY;
+    if (t->dtype == CL_SERVE_DT_INT64 && kind == CL_JSON_INT) {
+        ((int64_t *)t->data)[i] = exact; /* from the token's text: exact beyond 2^53 */
+        return CL_SC_OK;
+    }
+    if (t->dtype == CL_SERVE_DT_INT64 && kind == CL_JSON_INT_RANGE)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' is DT_INT64: %.17g is out of its range",
+                               t->name, d);
     switch (t->dtype) {
     case CL_SERVE_DT_FLOAT: ((float *)t->data)[i] = (float)d; return CL_SC_OK;
     case CL_SERVE_DT_DOUBLE: ((double *)t->data)[i] = d; return CL_SC_OK;
@@ -411,23 +429,42 @@ static cl_serve_code row_inputs(const cJSON *instances, const cl_serve_signature
 cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c)
 {
     cl_serve_status *st = &c->st;
-    const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    const cl_serve_signature *sig = &c->sig.sig;
+    /* NaN, Infinity, -Infinity (TF Serving takes them; cJSON does not): parsed from a copy */
+    bool oom = false;
+    char *specials = cl_json_specials_copy(body, len, &oom);
+    if (oom)
+        return cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
     arena_begin();
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    bool has_specials = specials != NULL;
+    cJSON *root = cJSON_ParseWithLength(specials ? specials : body, len);
+    free(specials);
     if (!root) {
         arena_end();
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "JSON Parse error: the request body is not valid JSON");
     }
+    nums_body = NULL;
     cl_serve_code code = CL_SC_OK;
     if (!cJSON_IsObject(root)) {
         code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request body must be a JSON object");
         goto out;
     }
     const cJSON *sn = cJSON_GetObjectItemCaseSensitive(root, "signature_name");
-    if (sn && (!cJSON_IsString(sn) || strcmp(sn->valuestring, sig->name) != 0)) {
-        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Serving signature name: \"%s\" not found in signature "
-                               "def", cJSON_IsString(sn) ? sn->valuestring : "?");
+    if (sn && !cJSON_IsString(sn)) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "\"signature_name\" must be a string");
         goto out;
+    }
+    if ((code = cl_serve_sig_resolve(c, sn ? sn->valuestring : NULL)) != CL_SC_OK)
+        goto out;
+    /* the number tokens' text is looked at only when it can matter: specials, or DT_INT64 inputs
+     * of the signature, known once it is resolved */
+    bool int64_in = false;
+    for (size_t i = 0; i < sig->n_inputs; i++)
+        int64_in = int64_in || sig->inputs[i].dtype == CL_SERVE_DT_INT64;
+    if (has_specials || int64_in) {
+        cl_json_number_offsets(root, body, len);
+        nums_body = body;
+        nums_len = len;
     }
     const cJSON *inst = cJSON_GetObjectItemCaseSensitive(root, "instances");
     const cJSON *inp = cJSON_GetObjectItemCaseSensitive(root, "inputs");
@@ -474,8 +511,11 @@ cl_serve_code cl_serve_json_predict_parse(const char *body, size_t len, size_t m
         budget = c->inputs[k].nbytes < budget ? budget - c->inputs[k].nbytes : 1;
     }
 out:
+    nums_body = NULL;
     cJSON_Delete(root);
     arena_end();
+    if (code == CL_SC_OK)
+        code = cl_serve_sig_inputs_to_model(c);
     return code;
 }
 
@@ -487,12 +527,17 @@ static void put_scalar(cl_strbuf *b, const cl_serve_tensor *t, size_t i)
     case CL_SERVE_DT_FLOAT:
     case CL_SERVE_DT_DOUBLE: {
         double d = t->dtype == CL_SERVE_DT_FLOAT ? ((const float *)t->data)[i] : ((const double *)t->data)[i];
-        if (isnan(d))
+        if (isnan(d)) {
             cl_strbuf_str(b, "NaN");
-        else if (isinf(d))
+        } else if (isinf(d)) {
             cl_strbuf_str(b, d > 0 ? "Infinity" : "-Infinity");
-        else
-            cl_strbuf_fmt(b, t->dtype == CL_SERVE_DT_FLOAT ? "%.9g" : "%.17g", d);
+        } else {
+            /* the shortest form that reads back as the same value, as TF Serving writes it */
+            char num[40];
+            size_t n = t->dtype == CL_SERVE_DT_FLOAT ? cl_json_float(num, sizeof num, (float)d)
+                                                     : cl_json_double(num, sizeof num, d);
+            cl_strbuf_put(b, num, n);
+        }
         break;
     }
     case CL_SERVE_DT_INT32: cl_strbuf_fmt(b, "%" PRId32, ((const int32_t *)t->data)[i]); break;
@@ -522,6 +567,9 @@ static void put_nested(cl_strbuf *b, const cl_serve_tensor *t, int d, size_t *po
 
 cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_t *out_len)
 {
+    cl_serve_code vc = cl_serve_sig_outputs_to_view(c);
+    if (vc != CL_SC_OK)
+        return vc;
     cl_strbuf b = {0};
     if (c->json_format == 1) {
         cl_strbuf_str(&b, "{\"outputs\":");
@@ -584,7 +632,7 @@ cl_serve_code cl_serve_json_predict_response(cl_serve_call *c, char **out, size_
     return CL_SC_OK;
 }
 
-static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t n)
+static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t n, const char *const *tensors)
 {
     cl_strbuf_str(b, "{");
     for (size_t i = 0; i < n; i++) {
@@ -601,7 +649,7 @@ static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t
         for (int d = 0; d < ndim; d++)
             cl_strbuf_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)dims[d]);
         cl_strbuf_fmt(b, "],\"unknown_rank\":%s},\"name\":", ndim < 0 ? "true" : "false");
-        cl_strbuf_json_string(b, s[i].name);
+        cl_strbuf_json_string(b, tensors ? tensors[i] : s[i].name);
         cl_strbuf_str(b, "}");
     }
     cl_strbuf_str(b, "}");
@@ -609,21 +657,28 @@ static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t
 
 char *cl_serve_json_metadata(const cl_serve_model *m)
 {
-    const cl_serve_signature *sig = cl_serve_model_signature(m);
     cl_strbuf b = {0};
     cl_strbuf_str(&b, "{\"model_spec\":{\"name\":");
     cl_strbuf_json_string(&b, cl_serve_model_name(m));
     cl_strbuf_str(&b, ",\"signature_name\":\"\",\"version\":");
     cl_strbuf_fmt(&b, "\"%lld\"", (long long)cl_serve_model_version(m));
     cl_strbuf_str(&b, "},\"metadata\":{\"signature_def\":{\"signature_def\":{");
-    cl_strbuf_json_string(&b, sig->name);
-    cl_strbuf_str(&b, ":{\"inputs\":");
-    put_tensor_infos(&b, sig->inputs, sig->n_inputs);
-    cl_strbuf_str(&b, ",\"outputs\":");
-    put_tensor_infos(&b, sig->outputs, sig->n_outputs);
-    cl_strbuf_str(&b, ",\"method_name\":");
-    cl_strbuf_json_string(&b, sig->method_name ? sig->method_name : "tensorflow/serving/predict");
-    cl_strbuf_str(&b, "}}}}}");
+    for (size_t k = 0; k < cl_serve_model_sig_count(m); k++) {
+        cl_serve_sigdef d;
+        cl_serve_model_sig_at(m, k, &d);
+        const cl_serve_signature *sig = &d.sig;
+        if (k)
+            cl_strbuf_str(&b, ",");
+        cl_strbuf_json_string(&b, sig->name);
+        cl_strbuf_str(&b, ":{\"inputs\":");
+        put_tensor_infos(&b, sig->inputs, sig->n_inputs, d.input_tensor);
+        cl_strbuf_str(&b, ",\"outputs\":");
+        put_tensor_infos(&b, sig->outputs, sig->n_outputs, d.output_tensor);
+        cl_strbuf_str(&b, ",\"method_name\":");
+        cl_strbuf_json_string(&b, sig->method_name ? sig->method_name : CL_SERVE_METHOD_PREDICT);
+        cl_strbuf_str(&b, "}");
+    }
+    cl_strbuf_str(&b, "}}}}");
     return cl_strbuf_take(&b, NULL);
 }
 

@@ -1,6 +1,7 @@
 /* pbconv.c — the gRPC side's protobuf work: TensorProto <-> cl_serve_tensor (tensor_content and the
  * typed *_val fields; string_val for DT_STRING inputs, e.g. encoded images), and the three RPCs' request parsing and response building (Predict,
- * GetModelMetadata with its Any-packed SignatureDefMap, GetModelStatus), on protobuf-c code generated
+ * GetModelMetadata with its Any-packed SignatureDefMap of every signature, GetModelStatus; Classify,
+ * Regress and MultiInference are classify.c's), on protobuf-c code generated
  * from proto/. Responses are assembled from short-lived allocations tracked in a `bag` and freed in
  * one go once serialized. Thread-safe (no shared state). */
 #include "serve_int.h"
@@ -14,6 +15,7 @@
 #include "tensorflow_serving/apis/get_model_metadata.pb-c.h"
 #include "tensorflow_serving/apis/get_model_status.pb-c.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
+#include "tensorflow_serving/apis/model_management.pb-c.h"
 
 cl_serve_code cl_serve_st_set(cl_serve_status *st, cl_serve_code code, const char *fmt, ...)
 {
@@ -113,15 +115,16 @@ static cl_serve_code strings_from_pb(const Tensorflow__TensorProto *tp, const ch
     return CL_SC_OK;
 }
 
-/* The tensor of tp; a tensor_content buffer is taken over from tp (no copy of a large tensor). */
-static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *name, size_t max_bytes,
-                                    cl_serve_tensor *out, cl_serve_status *st)
+/* The tensor of tp; a tensor_content buffer is taken over from tp (no copy of a large tensor). spec is
+ * the model's input of that name (arg[arg]; NULL: none): the values are read by pbvals.c. */
+static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *name, const cl_serve_tensor_spec *spec,
+                                    size_t arg, size_t max_bytes, cl_serve_tensor *out, cl_serve_status *st)
 {
     cl_serve_dtype dt = (cl_serve_dtype)tp->dtype;
-    size_t es = cl_serve_dtype_size(dt);
-    if (!es && dt != CL_SERVE_DT_STRING)
+    if (!cl_serve_pb_wire_dtype_size((int)tp->dtype) && dt != CL_SERVE_DT_STRING)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': dtype %d is not supported (use DT_FLOAT, "
-                               "DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8 or DT_BOOL; DT_STRING for encoded "
+                               "DT_DOUBLE, DT_INT32, DT_INT64, DT_UINT8, DT_INT8 or DT_BOOL, DT_HALF for float inputs, "
+                               "DT_INT16, DT_UINT16, DT_UINT32 or DT_UINT64 for integer inputs; DT_STRING for encoded "
                                "images)", name, (int)tp->dtype);
     if (!tp->tensor_shape || tp->tensor_shape->unknown_rank)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_shape is missing or of unknown rank",
@@ -139,64 +142,7 @@ static cl_serve_code tensor_from_pb(Tensorflow__TensorProto *tp, const char *nam
     }
     if (dt == CL_SERVE_DT_STRING)
         return strings_from_pb(tp, name, (int)sh->n_dim, dims, max_bytes, out, st);
-    cl_err err = {0};
-    size_t need;
-    if (cl_serve_tensor_bytes(name, dt, (int)sh->n_dim, dims, max_bytes, &need, &err) != 0)
-        return cl_serve_st_from_err(st, &err);
-    if (tp->tensor_content.len) {
-        if (tp->tensor_content.len != need)
-            return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': tensor_content has %zu bytes, the shape "
-                                   "and dtype need %zu", name, tp->tensor_content.len, need);
-        /* protobuf-c malloc()ed it (default allocator); the message is freed without it */
-        void *data = tp->tensor_content.data;
-        if (cl_serve_tensor_adopt(out, name, dt, (int)sh->n_dim, dims, max_bytes, &data, need, &err) != 0)
-            return cl_serve_st_from_err(st, &err);
-        tp->tensor_content.data = NULL;
-        tp->tensor_content.len = 0;
-        return CL_SC_OK;
-    }
-    if (cl_serve_tensor_init(out, name, dt, (int)sh->n_dim, dims, max_bytes, &err) != 0)
-        return cl_serve_st_from_err(st, &err);
-    size_t n = out->nbytes / es;
-    size_t have = 0;
-    const char *field = "";
-    switch (dt) {
-    case CL_SERVE_DT_FLOAT: have = tp->n_float_val, field = "float_val"; break;
-    case CL_SERVE_DT_DOUBLE: have = tp->n_double_val, field = "double_val"; break;
-    case CL_SERVE_DT_INT32: case CL_SERVE_DT_UINT8: case CL_SERVE_DT_INT8: have = tp->n_int_val, field = "int_val"; break;
-    case CL_SERVE_DT_INT64: have = tp->n_int64_val, field = "int64_val"; break;
-    case CL_SERVE_DT_BOOL: have = tp->n_bool_val, field = "bool_val"; break;
-    default: break;
-    }
-    /* Like TensorFlow: exactly one value per element, or a single value broadcast to all. */
-    if (have != n && !(have == 1 && n > 0)) {
-        cl_serve_tensor_clear(out);
-        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': %zu values in %s for a shape of %zu elements",
-                               name, have, field, n);
-    }
-    for (size_t i = 0; i < n; i++) {
-        size_t k = have == 1 ? 0 : i;
-        switch (dt) {
-        case CL_SERVE_DT_FLOAT: ((float *)out->data)[i] = tp->float_val[k]; break;
-        case CL_SERVE_DT_DOUBLE: ((double *)out->data)[i] = tp->double_val[k]; break;
-        case CL_SERVE_DT_INT32: ((int32_t *)out->data)[i] = tp->int_val[k]; break;
-        case CL_SERVE_DT_INT64: ((int64_t *)out->data)[i] = tp->int64_val[k]; break;
-        case CL_SERVE_DT_BOOL: ((uint8_t *)out->data)[i] = tp->bool_val[k] ? 1 : 0; break;
-        case CL_SERVE_DT_UINT8:
-        case CL_SERVE_DT_INT8: {
-            int32_t v = tp->int_val[k];
-            if (dt == CL_SERVE_DT_UINT8 ? (v < 0 || v > 255) : (v < -128 || v > 127)) {
-                cl_serve_tensor_clear(out);
-                return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s': value %d out of range for %s", name,
-                                       v, cl_serve_dtype_name(dt));
-            }
-            ((uint8_t *)out->data)[i] = (uint8_t)v;
-            break;
-        }
-        default: break;
-        }
-    }
-    return CL_SC_OK;
+    return cl_serve_pb_values(tp, name, spec, arg, (int)sh->n_dim, dims, max_bytes, out, st);
 }
 
 static Tensorflow__TensorShapeProto *shape_to_pb(bag *b, int ndim, const int64_t *dims)
@@ -289,35 +235,28 @@ static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
 
 /* ---------------------------------------------------------------- model spec */
 
-static cl_serve_code spec_lookup(cl_serve_registry *reg, const Tensorflow__Serving__ModelSpec *ms,
-                                 cl_serve_model **out, cl_serve_status *st)
+cl_serve_code cl_serve_pb_spec_lookup(cl_serve_registry *reg, const Tensorflow__Serving__ModelSpec *ms,
+                                      cl_serve_model **out, cl_serve_status *st)
 {
     *out = NULL;
     if (!ms || !ms->name || !*ms->name)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Missing ModelSpec");
     snprintf(st->model, sizeof st->model, "%s", ms->name);
     int64_t version = 0;
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL)
-        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet; ask "
-                               "for a version number or for the latest version");
+    cl_err err = {0};
+    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL &&
+        cl_serve_registry_label(reg, ms->name, ms->version_label ? ms->version_label : "", &version, &err) != 0)
+        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "%s", err.msg);
     if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version)
         version = ms->version->value;
-    cl_err err = {0};
     st->version = version;
     if (!(*out = cl_serve_registry_get(reg, ms->name, version, &err)))
         return cl_serve_st_set(st, CL_SC_NOT_FOUND, "%s", err.msg);
     st->version = cl_serve_model_version(*out);
-    const cl_serve_signature *sig = cl_serve_model_signature(*out);
-    if (ms->signature_name && *ms->signature_name && strcmp(ms->signature_name, sig->name) != 0) {
-        cl_serve_model_release(*out);
-        *out = NULL;
-        return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Serving signature name: \"%s\" not found in signature "
-                               "def", ms->signature_name);
-    }
-    return CL_SC_OK;
+    return CL_SC_OK; /* the signature is the RPC's to resolve (GetModelMetadata lists them all, as TF does) */
 }
 
-static Tensorflow__Serving__ModelSpec *spec_to_pb(bag *b, const cl_serve_model *m)
+static Tensorflow__Serving__ModelSpec *spec_to_pb(bag *b, const cl_serve_model *m, const char *signature)
 {
     Tensorflow__Serving__ModelSpec *ms = bag_alloc(b, sizeof *ms);
     Google__Protobuf__Int64Value *v = bag_alloc(b, sizeof *v);
@@ -327,7 +266,7 @@ static Tensorflow__Serving__ModelSpec *spec_to_pb(bag *b, const cl_serve_model *
     google__protobuf__int64_value__init(v);
     v->value = cl_serve_model_version(m);
     ms->name = bag_strdup(b, cl_serve_model_name(m));
-    ms->signature_name = bag_strdup(b, cl_serve_model_signature(m)->name);
+    ms->signature_name = bag_strdup(b, signature ? signature : "");
     ms->version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION;
     ms->version = v;
     return b->failed ? NULL : ms;
@@ -342,27 +281,34 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
     Tensorflow__Serving__PredictRequest *req = tensorflow__serving__predict_request__unpack(NULL, len, msg);
     if (!req)
         return cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "the request is not a valid PredictRequest protobuf");
-    cl_serve_code code = spec_lookup(reg, req->model_spec, &c->model, st);
-    if (code != CL_SC_OK)
+    cl_serve_code code = cl_serve_pb_spec_lookup(reg, req->model_spec, &c->model, st);
+    if (code != CL_SC_OK || (code = cl_serve_sig_resolve(c, req->model_spec->signature_name)) != CL_SC_OK)
         goto out;
     if (!(c->inputs = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *c->inputs))) {
         code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     size_t budget = max_bytes;
+    const cl_serve_signature *isig = cl_serve_model_signature(c->model);
     for (size_t i = 0; i < req->n_inputs; i++) {
         const Tensorflow__Serving__PredictRequest__InputsEntry *e = req->inputs[i];
         if (!e->value) {
             code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "input '%s' has no tensor", e->key);
             goto out;
         }
-        code = tensor_from_pb(e->value, e->key, budget, &c->inputs[i], st);
+        size_t arg = 0;
+        while (arg < isig->n_inputs && strcmp(isig->inputs[arg].name, e->key) != 0)
+            arg++;
+        code = tensor_from_pb(e->value, e->key, arg < isig->n_inputs ? &isig->inputs[arg] : NULL, arg, budget,
+                              &c->inputs[i], st);
         if (code != CL_SC_OK)
             goto out;
         c->n_inputs++;
         budget = c->inputs[i].nbytes < budget ? budget - c->inputs[i].nbytes : 1;
     }
-    const cl_serve_signature *sig = cl_serve_model_signature(c->model);
+    if ((code = cl_serve_sig_inputs_to_model(c)) != CL_SC_OK)
+        goto out;
+    const cl_serve_signature *sig = &c->sig.sig;
     if (req->n_output_filter) {
         if (!(c->output_filter = calloc(req->n_output_filter, sizeof *c->output_filter))) {
             code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
@@ -376,6 +322,13 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
                 code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "output tensor alias not found in signature: %s",
                                        req->output_filter[i]);
                 goto out;
+            }
+            for (size_t j = 0; j < i; j++) {
+                if (strcmp(req->output_filter[j], req->output_filter[i]) == 0) {
+                    code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "duplicate output tensor alias: %s",
+                                           req->output_filter[i]); /* TF Serving's words */
+                    goto out;
+                }
             }
             if (!(c->output_filter[i] = strdup(req->output_filter[i]))) {
                 code = cl_serve_st_set(st, CL_SC_RESOURCE_EXHAUSTED, "out of memory");
@@ -401,9 +354,12 @@ static bool filtered_in(const cl_serve_call *c, const char *name)
 
 cl_serve_code cl_serve_pb_predict_response(cl_serve_call *c, uint8_t **out, size_t *out_len)
 {
+    cl_serve_code vc = cl_serve_sig_outputs_to_view(c);
+    if (vc != CL_SC_OK)
+        return vc;
     bag b = {0};
     Tensorflow__Serving__PredictResponse resp = TENSORFLOW__SERVING__PREDICT_RESPONSE__INIT;
-    resp.model_spec = spec_to_pb(&b, c->model);
+    resp.model_spec = spec_to_pb(&b, c->model, c->sig.sig.name);
     resp.outputs = bag_alloc(&b, sizeof *resp.outputs * (c->n_outputs ? c->n_outputs : 1));
     for (size_t i = 0; resp.outputs && i < c->n_outputs; i++) {
         if (!filtered_in(c, c->outputs[i].name))
@@ -472,39 +428,53 @@ cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, s
             goto out;
         }
     }
-    if ((code = spec_lookup(reg, req->model_spec, &m, st)) != CL_SC_OK)
+    if ((code = cl_serve_pb_spec_lookup(reg, req->model_spec, &m, st)) != CL_SC_OK)
         goto out;
-    const cl_serve_signature *sig = cl_serve_model_signature(m);
-
-    Tensorflow__SignatureDef sd = TENSORFLOW__SIGNATURE_DEF__INIT;
-    sd.method_name = (char *)(sig->method_name ? sig->method_name : "tensorflow/serving/predict");
-    sd.inputs = tensor_infos(&b, sig->inputs, sig->n_inputs);
-    sd.outputs = (Tensorflow__SignatureDef__OutputsEntry **)tensor_infos(&b, sig->outputs, sig->n_outputs);
-    for (size_t i = 0; sd.inputs && i < sig->n_inputs; i++) {
-        Tensorflow__SignatureDef__InputsEntry *e = bag_alloc(&b, sizeof *e);
-        if (!e)
+    /* every signature of the model, as TF lists a SavedModel's SignatureDefMap (the TensorInfo names the
+     * model's own tensor; the map key is the alias clients use) */
+    size_t n_sig = cl_serve_model_sig_count(m);
+    Tensorflow__Serving__SignatureDefMap__SignatureDefEntry **sdes = bag_alloc(&b, n_sig * sizeof *sdes);
+    for (size_t s_i = 0; sdes && s_i < n_sig; s_i++) {
+        cl_serve_sigdef d;
+        cl_serve_model_sig_at(m, s_i, &d);
+        const cl_serve_signature *sig = &d.sig;
+        Tensorflow__SignatureDef *sd = bag_alloc(&b, sizeof *sd);
+        Tensorflow__Serving__SignatureDefMap__SignatureDefEntry *sde = bag_alloc(&b, sizeof *sde);
+        if (!sd || !sde)
             break;
-        tensorflow__signature_def__inputs_entry__init(e);
-        e->key = bag_strdup(&b, sig->inputs[i].name);
-        e->value = tensor_info(&b, &sig->inputs[i]);
-        sd.inputs[sd.n_inputs++] = e;
+        tensorflow__signature_def__init(sd);
+        tensorflow__serving__signature_def_map__signature_def_entry__init(sde);
+        sd->method_name = bag_strdup(&b, sig->method_name ? sig->method_name : CL_SERVE_METHOD_PREDICT);
+        sd->inputs = tensor_infos(&b, sig->inputs, sig->n_inputs);
+        sd->outputs = (Tensorflow__SignatureDef__OutputsEntry **)tensor_infos(&b, sig->outputs, sig->n_outputs);
+        for (size_t i = 0; sd->inputs && i < sig->n_inputs; i++) {
+            Tensorflow__SignatureDef__InputsEntry *e = bag_alloc(&b, sizeof *e);
+            if (!e)
+                break;
+            tensorflow__signature_def__inputs_entry__init(e);
+            e->key = bag_strdup(&b, sig->inputs[i].name);
+            cl_serve_tensor_spec ts = sig->inputs[i];
+            ts.name = d.input_tensor ? d.input_tensor[i] : ts.name;
+            e->value = tensor_info(&b, &ts);
+            sd->inputs[sd->n_inputs++] = e;
+        }
+        for (size_t i = 0; sd->outputs && i < sig->n_outputs; i++) {
+            Tensorflow__SignatureDef__OutputsEntry *e = bag_alloc(&b, sizeof *e);
+            if (!e)
+                break;
+            tensorflow__signature_def__outputs_entry__init(e);
+            e->key = bag_strdup(&b, sig->outputs[i].name);
+            cl_serve_tensor_spec ts = sig->outputs[i];
+            ts.name = d.output_tensor ? d.output_tensor[i] : ts.name;
+            e->value = tensor_info(&b, &ts);
+            sd->outputs[sd->n_outputs++] = e;
+        }
+        sde->key = bag_strdup(&b, sig->name);
+        sde->value = sd;
+        sdes[s_i] = sde;
     }
-    for (size_t i = 0; sd.outputs && i < sig->n_outputs; i++) {
-        Tensorflow__SignatureDef__OutputsEntry *e = bag_alloc(&b, sizeof *e);
-        if (!e)
-            break;
-        tensorflow__signature_def__outputs_entry__init(e);
-        e->key = bag_strdup(&b, sig->outputs[i].name);
-        e->value = tensor_info(&b, &sig->outputs[i]);
-        sd.outputs[sd.n_outputs++] = e;
-    }
-    Tensorflow__Serving__SignatureDefMap__SignatureDefEntry sde =
-        TENSORFLOW__SERVING__SIGNATURE_DEF_MAP__SIGNATURE_DEF_ENTRY__INIT;
-    sde.key = (char *)sig->name;
-    sde.value = &sd;
-    Tensorflow__Serving__SignatureDefMap__SignatureDefEntry *sdes[1] = {&sde};
     Tensorflow__Serving__SignatureDefMap map = TENSORFLOW__SERVING__SIGNATURE_DEF_MAP__INIT;
-    map.n_signature_def = 1;
+    map.n_signature_def = n_sig;
     map.signature_def = sdes;
     size_t inner_len = 0;
     if (b.failed || !(inner = pack(&map.base, &inner_len))) {
@@ -521,7 +491,7 @@ cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, s
     me.value = &any;
     Tensorflow__Serving__GetModelMetadataResponse__MetadataEntry *mes[1] = {&me};
     Tensorflow__Serving__GetModelMetadataResponse resp = TENSORFLOW__SERVING__GET_MODEL_METADATA_RESPONSE__INIT;
-    resp.model_spec = spec_to_pb(&b, m);
+    resp.model_spec = spec_to_pb(&b, m, req->model_spec ? req->model_spec->signature_name : NULL);
     resp.n_metadata = 1;
     resp.metadata = mes;
     if (b.failed || !(*out = pack(&resp.base, out_len)))
@@ -553,10 +523,15 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         goto out;
     }
     snprintf(st->model, sizeof st->model, "%s", ms->name);
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL) {
-        code = cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "version labels are not supported by cloister yet");
+    int64_t want = 0;
+    cl_err err = {0};
+    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL &&
+        cl_serve_registry_label(reg, ms->name, ms->version_label ? ms->version_label : "", &want, &err) != 0) {
+        code = cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "%s", err.msg);
         goto out;
     }
+    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version)
+        want = ms->version->value;
     n = cl_serve_registry_status(reg, ms->name, versions, CL_ARRAY_LEN(versions));
     if (n > CL_ARRAY_LEN(versions))
         n = CL_ARRAY_LEN(versions);
@@ -564,14 +539,14 @@ cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, siz
         code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find any versions of model %s", ms->name);
         goto out;
     }
-    if (ms->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION && ms->version) {
-        st->version = ms->version->value;
+    if (want > 0) {
+        st->version = want;
         size_t i = 0;
-        while (i < n && versions[i].version != ms->version->value)
+        while (i < n && versions[i].version != want)
             i++;
         if (i == n) {
-            code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s",
-                                   (long long)ms->version->value, ms->name);
+            code = cl_serve_st_set(st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s", (long long)want,
+                                   ms->name);
             goto out;
         }
         versions[0] = versions[i];
@@ -601,4 +576,58 @@ out:
     bag_free(&b);
     tensorflow__serving__get_model_status_request__free_unpacked(req, NULL);
     return code;
+}
+
+/* ---------------------------------------------------------------- warm-up replays */
+
+int cl_serve_pb_request_inputs(const uint8_t *msg, size_t len, size_t max_bytes, cl_serve_tensor **inputs,
+                               size_t *n_inputs, cl_err *err)
+{
+    *inputs = NULL;
+    *n_inputs = 0;
+    Tensorflow__Serving__PredictRequest *req = tensorflow__serving__predict_request__unpack(NULL, len, msg);
+    if (!req)
+        return cl_err_set(err, CL_E_FORMAT, "not a valid PredictRequest protobuf");
+    cl_serve_tensor *t = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *t);
+    cl_serve_status st = {0};
+    size_t n = 0, budget = max_bytes;
+    int rc = t ? 0 : cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < req->n_inputs; i++) {
+        const Tensorflow__Serving__PredictRequest__InputsEntry *e = req->inputs[i];
+        if (!e->value)
+            rc = cl_err_set(err, CL_E_INVALID, "input '%s' has no tensor", e->key);
+        else if (tensor_from_pb(e->value, e->key, NULL, i, budget, &t[i], &st) != CL_SC_OK)
+            rc = cl_err_set(err, CL_E_INVALID, "%s", st.msg);
+        else {
+            n++;
+            budget = t[i].nbytes < budget ? budget - t[i].nbytes : 1;
+        }
+    }
+    tensorflow__serving__predict_request__free_unpacked(req, NULL);
+    if (rc != 0) {
+        cl_serve_tensors_free(t, n);
+        return -1;
+    }
+    *inputs = t;
+    *n_inputs = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- ModelService/HandleReloadConfigRequest */
+
+cl_serve_code cl_serve_pb_reload(const cl_serve_config *cfg, const uint8_t *msg, size_t len, uint8_t **out,
+                                 size_t *out_len, cl_serve_status *st)
+{
+    if (!cfg->reload_config)
+        return cl_serve_st_set(st, CL_SC_UNIMPLEMENTED, "this server has no model configuration to reload");
+    cl_serve_code code = CL_SC_OK;
+    cl_err err = {0};
+    if (cfg->reload_config(cfg->reload_config_arg, msg, len, &code, &err) != 0)
+        return cl_serve_st_set(st, code == CL_SC_OK ? CL_SC_UNKNOWN : code, "%s", err.msg);
+    Tensorflow__Serving__StatusProto sp = TENSORFLOW__SERVING__STATUS_PROTO__INIT;
+    Tensorflow__Serving__ReloadConfigResponse resp = TENSORFLOW__SERVING__RELOAD_CONFIG_RESPONSE__INIT;
+    resp.status = &sp;
+    if (!(*out = pack(&resp.base, out_len)))
+        return cl_serve_st_set(st, CL_SC_INTERNAL, "out of memory");
+    return CL_SC_OK;
 }

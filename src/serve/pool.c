@@ -102,6 +102,7 @@ void cl_serve_call_free(cl_serve_call *c)
     for (size_t i = 0; i < c->n_output_filter; i++)
         free(c->output_filter[i]);
     free(c->output_filter);
+    free(c->infer);
     free(c);
 }
 

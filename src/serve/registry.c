@@ -1,5 +1,5 @@
 /* registry.c — the served models: cl_serve_registry (name/version -> loaded backend, "latest"
- * policy) and cl_serve_model (a refcounted loaded version that a request holds while it runs),
+ * policy; version labels) and cl_serve_model (a refcounted loaded version that a request holds while it runs),
  * including the check of request inputs against a model's signature before the backend runs (image
  * inputs are decoded first, by imagein.c).
  * Thread-safe: one mutex guards the table; the refcount is atomic, so a version replaced or
@@ -34,12 +34,20 @@ typedef struct loading_entry {
     cl_serve_version_status st;
 } loading_entry;
 
+/* A version label of a model. */
+typedef struct label_entry {
+    char *name, *label;
+    int64_t version;
+} label_entry;
+
 struct cl_serve_registry {
     pthread_mutex_t mu;
     entry *v;
     size_t n, cap;
     loading_entry *loading;
     size_t n_loading;
+    label_entry *labels;
+    size_t n_labels;
 };
 
 /* Drops the loading notes of `name` (every version when version is 0). Called with mu held. */
@@ -88,6 +96,11 @@ void cl_serve_registry_free(cl_serve_registry *r)
     for (size_t i = 0; i < r->n_loading; i++)
         free(r->loading[i].name);
     free(r->loading);
+    for (size_t i = 0; i < r->n_labels; i++) {
+        free(r->labels[i].name);
+        free(r->labels[i].label);
+    }
+    free(r->labels);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -241,6 +254,73 @@ int cl_serve_registry_set_loading(cl_serve_registry *r, const char *name, const 
     return rc;
 }
 
+int cl_serve_registry_set_labels(cl_serve_registry *r, const char *name, const char *const *labels,
+                                 const int64_t *versions, size_t n, cl_err *err)
+{
+    label_entry *add = calloc(n ? n : 1, sizeof *add);
+    if (!add)
+        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        add[i].name = strdup(name);
+        add[i].label = strdup(labels[i]);
+        add[i].version = versions[i];
+        if (!add[i].name || !add[i].label) {
+            for (size_t j = 0; j <= i; j++) {
+                free(add[j].name);
+                free(add[j].label);
+            }
+            free(add);
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        }
+    }
+    pthread_mutex_lock(&r->mu);
+    size_t k = 0;
+    for (size_t i = 0; i < r->n_labels; i++) {
+        if (strcmp(r->labels[i].name, name) == 0) {
+            free(r->labels[i].name);
+            free(r->labels[i].label);
+        } else {
+            r->labels[k++] = r->labels[i];
+        }
+    }
+    r->n_labels = k;
+    int rc = 0;
+    if (n) {
+        label_entry *grown = realloc(r->labels, (r->n_labels + n) * sizeof *grown);
+        if (grown) {
+            r->labels = grown;
+            memcpy(r->labels + r->n_labels, add, n * sizeof *add);
+            r->n_labels += n;
+        } else {
+            for (size_t j = 0; j < n; j++) {
+                free(add[j].name);
+                free(add[j].label);
+            }
+            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(add);
+    return rc;
+}
+
+int cl_serve_registry_label(cl_serve_registry *r, const char *name, const char *label, int64_t *version,
+                            cl_err *err)
+{
+    int rc = -1;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n_labels && rc != 0; i++) {
+        if (strcmp(r->labels[i].name, name) == 0 && strcmp(r->labels[i].label, label) == 0) {
+            *version = r->labels[i].version;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rc != 0)
+        cl_err_set(err, CL_E_INVALID, "Unrecognized servable version label: %s", label);
+    return rc;
+}
+
 /* Inserts st into out[0..max) (highest version first, *n entries so far). */
 static void status_insert(cl_serve_version_status *out, size_t max, size_t *n, const cl_serve_version_status *st)
 {
@@ -285,6 +365,36 @@ const char *cl_serve_model_name(const cl_serve_model *m) { return m->name; }
 int64_t cl_serve_model_version(const cl_serve_model *m) { return m->version; }
 const cl_serve_signature *cl_serve_model_signature(const cl_serve_model *m) { return m->backend.signature; }
 void cl_serve_model_release(cl_serve_model *m) { model_unref(m); }
+
+size_t cl_serve_model_sig_count(const cl_serve_model *m)
+{
+    return m->backend.n_sigdefs ? m->backend.n_sigdefs : 1;
+}
+
+void cl_serve_model_sig_at(const cl_serve_model *m, size_t i, cl_serve_sigdef *out)
+{
+    if (m->backend.n_sigdefs) {
+        *out = m->backend.sigdefs[i < m->backend.n_sigdefs ? i : 0];
+        return;
+    }
+    *out = (cl_serve_sigdef){.sig = *m->backend.signature};
+    if (!out->sig.name)
+        out->sig.name = CL_SERVE_DEFAULT_SIGNATURE;
+    if (!out->sig.method_name)
+        out->sig.method_name = CL_SERVE_METHOD_PREDICT;
+}
+
+bool cl_serve_model_sig_find(const cl_serve_model *m, const char *name, cl_serve_sigdef *out)
+{
+    if (!name || !*name)
+        name = CL_SERVE_DEFAULT_SIGNATURE;
+    for (size_t i = 0; i < cl_serve_model_sig_count(m); i++) {
+        cl_serve_model_sig_at(m, i, out);
+        if (strcmp(out->sig.name, name) == 0)
+            return true;
+    }
+    return false;
+}
 size_t cl_serve_model_memory(const cl_serve_model *m, size_t input_bytes)
 {
     return m->backend.memory ? m->backend.memory(m->backend.ctx, input_bytes) : 0;

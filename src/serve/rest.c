@@ -1,9 +1,10 @@
 /* rest.c — the REST front end (TF Serving's HTTP/JSON API): HTTP/1.1 with keep-alive and pipelining,
  * parsed by http-parser (Node's parser, Debian's libhttp-parser), over the tlsio.c transport (TLS, or
  * plain HTTP when explicitly allowed):
- *   GET  /v1/models/{name}[/versions/{v}]            model status
- *   GET  /v1/models/{name}[/versions/{v}]/metadata   signature_def
- *   POST /v1/models/{name}[/versions/{v}]:predict    row ("instances") or columnar ("inputs") format
+ *   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]            model status
+ *   GET  /v1/models/{name}[/versions/{v}|/labels/{l}]/metadata   signature_def
+ *   POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    row ("instances") or columnar ("inputs") format
+ *   POST /v1/models/{name}[/versions/{v}|/labels/{l}]:classify, :regress   {"examples": [...]} (classify.c)
  *   GET  /monitoring/prometheus/metrics              Prometheus text format
  * Errors are {"error": "..."} with TF Serving's HTTP status for the canonical code; a full worker
  * queue answers 429.
@@ -219,13 +220,14 @@ static void predict_reply(rconn *c, cl_serve_call *call)
     size_t len = 0;
     cl_serve_code code = call->st.code;
     if (code == CL_SC_OK)
-        code = cl_serve_json_predict_response(call, &body, &len);
+        code = call->rpc == CL_RPC_PREDICT ? cl_serve_json_predict_response(call, &body, &len)
+                                           : cl_serve_json_infer_response(call, &body, &len);
     const char *model = cl_serve_model_name(call->model);
     c->req_version = cl_serve_model_version(call->model);
     if (code != CL_SC_OK) {
-        reply_error(c, CL_RPC_PREDICT, model, call->start_ns, code, 0, call->st.msg);
+        reply_error(c, call->rpc, model, call->start_ns, code, 0, call->st.msg);
     } else {
-        c->req_rpc = CL_RPC_PREDICT;
+        c->req_rpc = call->rpc;
         c->req_model = model;
         c->req_start = call->start_ns;
         c->req_code = CL_SC_OK;
@@ -240,7 +242,7 @@ static void rest_call_done(cl_serve_call *call)
     rconn *c = call->owner;
     if (!c) {
         /* the client went away while the model ran */
-        cl_serve_request_info r = {.api = CL_API_REST, .rpc = CL_RPC_PREDICT, .method = "POST",
+        cl_serve_request_info r = {.api = CL_API_REST, .rpc = call->rpc, .method = "POST",
                                    .model = cl_serve_model_name(call->model),
                                    .version = cl_serve_model_version(call->model), .code = CL_SC_CANCELLED,
                                    .http_status = 499, .start_ns = call->start_ns, .bytes_in = call->wire_in,
@@ -282,7 +284,8 @@ static void percent_decode(char *out, const char *p, size_t n)
 
 /* Parses /v1/models/NAME[/versions/V][/metadata | :predict]. Returns the rpc or -1; `name` gets the
  * decoded model name. */
-static int route(const char *path, char *name, size_t name_cap, int64_t *version, bool *label, cl_serve_status *st)
+static int route(const char *path, char *name, size_t name_cap, int64_t *version, char *label, size_t label_cap,
+                 cl_serve_status *st)
 {
     const char *p = path + strlen("/v1/models/");
     const char *end = p + strcspn(p, "/:");
@@ -293,13 +296,19 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
     percent_decode(name, p, (size_t)(end - p));
     p = end;
     *version = 0;
-    *label = false;
+    label[0] = '\0';
     if (strncmp(p, "/versions/", 10) == 0 || strncmp(p, "/labels/", 8) == 0) {
-        *label = p[1] == 'l';
-        p += *label ? 8 : 10;
+        bool is_label = p[1] == 'l';
+        p += is_label ? 8 : 10;
         char *e = NULL;
-        if (*label) {
-            p += strcspn(p, "/:");
+        if (is_label) {
+            size_t n = strcspn(p, "/:");
+            if (n == 0 || n >= label_cap) {
+                cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: missing or too long version label");
+                return -1;
+            }
+            percent_decode(label, p, n);
+            p += n;
         } else {
             long long v = strtoll(p, &e, 10);
             if (e == p || v <= 0) {
@@ -317,8 +326,12 @@ static int route(const char *path, char *name, size_t name_cap, int64_t *version
         return CL_RPC_METADATA;
     if (strcmp(p, ":predict") == 0)
         return CL_RPC_PREDICT;
-    cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: %s (supported: /v1/models/NAME[/versions/N]"
-                    "[/metadata|:predict])", path);
+    if (strcmp(p, ":classify") == 0)
+        return CL_RPC_CLASSIFY; /* :classify, :regress: classify.c */
+    if (strcmp(p, ":regress") == 0)
+        return CL_RPC_REGRESS;
+    cl_serve_st_set(st, CL_SC_INVALID_ARGUMENT, "Malformed request: %s (supported: /v1/models/NAME[/versions/N|/labels/L]"
+                    "[/metadata|:predict|:classify|:regress])", path);
     return -1;
 }
 
@@ -344,18 +357,20 @@ static void handle(rconn *c, const char *path, int method)
                            "Malformed request: unknown path; the API is under /v1/models/NAME");
     char name[256];
     int64_t version;
-    bool label;
-    int rpc = route(path, name, sizeof name, &version, &label, &st);
+    char label[128];
+    int rpc = route(path, name, sizeof name, &version, label, sizeof label, &st);
     if (rpc < 0)
         return reply_error(c, CL_RPC_STATUS, "", start, st.code, 404, st.msg);
-    if (label)
-        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_UNIMPLEMENTED, 0,
-                           "version labels are not supported by cloister yet; use /versions/N or the latest "
-                           "version");
-    bool want_post = rpc == CL_RPC_PREDICT;
+    if (label[0]) { /* /labels/LABEL: the version it points at (TF: 400 for an unknown label) */
+        cl_err lerr = {0};
+        if (cl_serve_registry_label(cl_serve_srv_registry(srv), name, label, &version, &lerr) != 0)
+            return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 0, lerr.msg);
+    }
+    bool want_post = rpc == CL_RPC_PREDICT || rpc == CL_RPC_CLASSIFY || rpc == CL_RPC_REGRESS;
     if ((want_post && method != HTTP_POST) || (!want_post && method != HTTP_GET))
         return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 405,
-                           want_post ? "Malformed request: :predict needs POST" : "Malformed request: use GET");
+                           want_post ? "Malformed request: :predict, :classify and :regress need POST"
+                                     : "Malformed request: use GET");
     cl_serve_registry *reg = cl_serve_srv_registry(srv);
     if (rpc == CL_RPC_STATUS) {
         static _Thread_local cl_serve_version_status vs[64];
@@ -397,17 +412,19 @@ static void handle(rconn *c, const char *path, int method)
         c->req_model = name;
         return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
     }
-    cl_serve_call *call = cl_serve_call_new(srv, CL_API_REST, CL_RPC_PREDICT);
+    cl_serve_call *call = cl_serve_call_new(srv, CL_API_REST, (cl_serve_rpc)rpc);
     if (!call) {
         cl_serve_model_release(m);
-        return reply_error(c, CL_RPC_PREDICT, name, start, CL_SC_RESOURCE_EXHAUSTED, 0, "out of memory");
+        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_RESOURCE_EXHAUSTED, 0, "out of memory");
     }
     call->model = m;
     call->start_ns = start;
-    cl_serve_code code = cl_serve_json_predict_parse(c->body ? (const char *)c->body : "", c->body_len,
-                                                     cfg->max_request_bytes, call);
+    const char *body = c->body ? (const char *)c->body : "";
+    cl_serve_code code = rpc == CL_RPC_PREDICT
+                             ? cl_serve_json_predict_parse(body, c->body_len, cfg->max_request_bytes, call)
+                             : cl_serve_json_infer_parse(body, c->body_len, cfg->max_request_bytes, call);
     if (code != CL_SC_OK) {
-        reply_error(c, CL_RPC_PREDICT, name, start, code, 0, call->st.msg);
+        reply_error(c, (cl_serve_rpc)rpc, name, start, code, 0, call->st.msg);
         cl_serve_call_free(call);
         return;
     }
@@ -420,7 +437,7 @@ static void handle(rconn *c, const char *path, int method)
         return predict_reply(c, call);
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
         /* a full queue or the memory budget: 429 with the reason, to be retried */
-        reply_error(c, CL_RPC_PREDICT, name, start, call->st.code, 429, call->st.msg);
+        reply_error(c, (cl_serve_rpc)rpc, name, start, call->st.code, 429, call->st.msg);
         cl_serve_call_free(call);
         return;
     }

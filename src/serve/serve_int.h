@@ -37,7 +37,16 @@ cl_serve_code cl_serve_st_set(cl_serve_status *st, cl_serve_code code, const cha
 cl_serve_code cl_serve_st_from_err(cl_serve_status *st, const cl_err *err);
 
 typedef enum { CL_API_GRPC = 0, CL_API_REST = 1 } cl_serve_api;
-typedef enum { CL_RPC_PREDICT = 0, CL_RPC_METADATA, CL_RPC_STATUS, CL_RPC_COUNT } cl_serve_rpc;
+typedef enum {
+    CL_RPC_PREDICT = 0,
+    CL_RPC_METADATA,
+    CL_RPC_STATUS,
+    CL_RPC_RELOAD,          /* HandleReloadConfigRequest (gRPC only) */
+    CL_RPC_CLASSIFY,        /* Classify, REST :classify (classify.c) */
+    CL_RPC_REGRESS,         /* Regress, REST :regress */
+    CL_RPC_MULTI_INFERENCE, /* MultiInference (gRPC only) */
+    CL_RPC_COUNT
+} cl_serve_rpc;
 
 typedef struct cl_serve_server cl_serve_server;
 typedef struct cl_serve_call cl_serve_call;
@@ -56,6 +65,9 @@ struct cl_serve_call {
     size_t n_output_filter;
     int json_format;              /* REST: 0 row (instances/predictions), 1 columnar (inputs/outputs) */
     cl_serve_status st;           /* set by the worker */
+    /* the signature the request named (resolved when the request is parsed; see cl_serve_sig_*) */
+    cl_serve_sigdef sig;
+    struct cl_serve_infer *infer; /* Classify / Regress / MultiInference: tasks and examples (classify.c), owned */
     /* loop thread only: */
     void *owner;                  /* stream or HTTP request; NULL once the client is gone */
     struct cl_serve_doneq *doneq; /* the loop it returns to; NULL: the pool's own (the main loop) */
@@ -131,8 +143,39 @@ cl_serve_code cl_serve_pb_predict_parse(cl_serve_registry *reg, const uint8_t *m
 cl_serve_code cl_serve_pb_predict_response(cl_serve_call *c, uint8_t **out, size_t *out_len);
 cl_serve_code cl_serve_pb_metadata(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
                                    size_t *out_len, cl_serve_status *st);
+/* The model a ModelSpec names: by version, by label (the registry's labels; an unknown one is
+ * INVALID_ARGUMENT with TF's text) or the latest; NOT_FOUND with the registry's reason. Sets st->model
+ * and st->version for the metrics and the access log. Shared by Predict, GetModelMetadata and
+ * Classify/Regress/MultiInference. */
+struct Tensorflow__Serving__ModelSpec;
+cl_serve_code cl_serve_pb_spec_lookup(cl_serve_registry *reg, const struct Tensorflow__Serving__ModelSpec *ms,
+                                      cl_serve_model **out, cl_serve_status *st);
 cl_serve_code cl_serve_pb_status(cl_serve_registry *reg, const uint8_t *msg, size_t len, uint8_t **out,
                                  size_t *out_len, cl_serve_status *st);
+/* HandleReloadConfigRequest through the config's reload_config hook (UNIMPLEMENTED without one); on
+ * success *out is the serialised ReloadConfigResponse (status OK). */
+cl_serve_code cl_serve_pb_reload(const cl_serve_config *cfg, const uint8_t *msg, size_t len, uint8_t **out,
+                                 size_t *out_len, cl_serve_status *st);
+
+/* ---- signatures on the Predict path (signatures.c): the request names a signature (NULL or "":
+ * serving_default) whose aliases its inputs and outputs use; the model runs on its own tensor names. */
+/* Sets c->sig from c->model; FAILED_PRECONDITION (TF's text) when the model has no such signature. */
+cl_serve_code cl_serve_sig_resolve(cl_serve_call *c, const char *name);
+/* Renames the request's inputs from aliases to the model's tensor names. */
+cl_serve_code cl_serve_sig_inputs_to_model(cl_serve_call *c);
+/* Replaces the model's outputs by the signature's (aliases; only the outputs it declares). */
+cl_serve_code cl_serve_sig_outputs_to_view(cl_serve_call *c);
+/* The model output behind alias `alias` of signature d among c->outputs, or NULL. */
+const cl_serve_tensor *cl_serve_sig_output(const cl_serve_call *c, const cl_serve_sigdef *d, const char *alias);
+
+/* ---- Classify / Regress / MultiInference (classify.c, examples in example.c). */
+/* ClassificationRequest / RegressionRequest / MultiInferenceRequest (by c->rpc) -> call. */
+cl_serve_code cl_serve_pb_infer_parse(cl_serve_registry *reg, const uint8_t *msg, size_t len, size_t max_bytes,
+                                      cl_serve_call *c);
+cl_serve_code cl_serve_pb_infer_response(cl_serve_call *c, uint8_t **out, size_t *out_len);
+/* REST :classify / :regress body (c->model set, c->rpc CLASSIFY or REGRESS) -> call. */
+cl_serve_code cl_serve_json_infer_parse(const char *body, size_t len, size_t max_bytes, cl_serve_call *c);
+cl_serve_code cl_serve_json_infer_response(cl_serve_call *c, char **out, size_t *out_len);
 
 /* ---- JSON (jsonconv.c), TF Serving's REST formats. */
 /* Sets cJSON's allocator hooks (the parse arena) once per process; call before threads use cJSON.
@@ -150,12 +193,67 @@ char *cl_serve_json_status(const cl_serve_version_status *versions, size_t n);
 char *cl_serve_json_error(const char *msg);
 
 /* ---- gRPC framing (grpc.c) */
-/* Parses one length-prefixed gRPC message that must fill buf exactly. Returns the code:
- * OK, INVALID_ARGUMENT (malformed/trailing), UNIMPLEMENTED (compressed), RESOURCE_EXHAUSTED. */
+/* Parses one length-prefixed gRPC message that must fill buf exactly: *msg and *msg_len its bytes as sent,
+ * *compressed its compressed flag. Returns OK, INVALID_ARGUMENT (malformed/trailing) or
+ * RESOURCE_EXHAUSTED (above max_msg). */
+cl_serve_code cl_serve_grpc_frame(const uint8_t *buf, size_t len, size_t max_msg, bool *compressed,
+                                  const uint8_t **msg, size_t *msg_len, cl_serve_status *st);
+/* cl_serve_grpc_frame for identity-encoded messages only: a compressed one is UNIMPLEMENTED. */
 cl_serve_code cl_serve_grpc_unframe(const uint8_t *buf, size_t len, size_t max_msg, const uint8_t **msg,
                                     size_t *msg_len, cl_serve_status *st);
 /* Percent-encodes a grpc-message value (out has room for 3*strlen(in)+1). */
 void cl_serve_grpc_percent_encode(const char *in, char *out);
+
+/* ---- TensorProto values (pbvals.c), as TensorFlow reads them */
+struct Tensorflow__TensorProto;
+/* Bytes per element of a request dtype (tensorflow.DataType number), the model's dtypes and DT_HALF,
+ * DT_INT16, DT_UINT16, DT_UINT32, DT_UINT64; 0 for others. */
+size_t cl_serve_pb_wire_dtype_size(int dt);
+const char *cl_serve_pb_wire_dtype_name(int dt);
+/* IEEE 754 binary16 bits -> float (exact). */
+float cl_serve_half_to_float(uint16_t h);
+/* The non-string tensor of tp (shape already checked: ndim, dims), for the model input spec (NULL when
+ * the signature has no input of that name) which is arg[arg]: tensor_content of exactly the shape's
+ * bytes (taken over without a copy when the dtype is the model's), or the typed field with TensorFlow's
+ * rules (fewer values: the last repeated; none: zeros; more: refused). DT_HALF becomes the spec's
+ * DT_FLOAT/DT_DOUBLE, DT_INT16/UINT16/UINT32/UINT64 the spec's integer dtype (range-checked). */
+cl_serve_code cl_serve_pb_values(struct Tensorflow__TensorProto *tp, const char *name, const cl_serve_tensor_spec *spec,
+                                 size_t arg, int ndim, const int64_t *dims, size_t max_bytes, cl_serve_tensor *out,
+                                 cl_serve_status *st);
+
+/* ---- gRPC message compression (compress.c) */
+/* The algorithm a grpc-encoding value names (identity, deflate, gzip; case-insensitive): 0, or -1 when
+ * unknown. */
+int cl_serve_grpc_encoding(const char *value, size_t len, cl_serve_compression *out);
+/* Whether a grpc-accept-encoding value (a comma-separated list) names alg. */
+bool cl_serve_grpc_accepts(const char *value, size_t len, cl_serve_compression alg);
+/* Inflates in[0..len) (deflate: zlib format; gzip) into a new malloc()ed buffer of at most max bytes:
+ * RESOURCE_EXHAUSTED as soon as the output would pass max (memory stays within max + 1 bytes), INTERNAL
+ * for corrupt or truncated data or bytes after the stream's end. */
+cl_serve_code cl_serve_inflate(cl_serve_compression alg, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                               size_t *out_len, cl_serve_status *st);
+/* Compresses in[0..len) with alg (not NONE) into a new malloc()ed buffer; -1 on failure. */
+int cl_serve_compress(cl_serve_compression alg, const uint8_t *in, size_t len, uint8_t **out, size_t *out_len);
+/* cl_serve_grpc_unframe, with the compressed flag honoured: `encoding` is the call's grpc-encoding
+ * (a cl_serve_compression, or -1 for a name this server does not know, given in encoding_name). A
+ * compressed message is inflated within max_msg into *owned (the caller frees it; NULL when the
+ * message was not compressed) and *msg points into it. Unknown encoding: UNIMPLEMENTED (the gRPC
+ * spec's answer); flagged compressed with identity encoding: INTERNAL. */
+cl_serve_code cl_serve_grpc_unframe_enc(const uint8_t *buf, size_t len, size_t max_msg, int encoding,
+                                        const char *encoding_name, uint8_t **owned, const uint8_t **msg,
+                                        size_t *msg_len, cl_serve_status *st);
+
+/* ---- gRPC health checking (health.c): grpc.health.v1 */
+typedef enum {
+    CL_HEALTH_UNKNOWN = 0,
+    CL_HEALTH_SERVING = 1,
+    CL_HEALTH_NOT_SERVING = 2,
+    CL_HEALTH_SERVICE_UNKNOWN = 3,
+} cl_serve_health_status;
+/* Decodes a HealthCheckRequest: *known is true for the service "" (the whole server), the only one. */
+cl_serve_code cl_serve_health_request(const uint8_t *msg, size_t len, bool *known, cl_serve_status *st);
+/* A serialized HealthCheckResponse (malloc()ed), NULL when out of memory. */
+uint8_t *cl_serve_health_response(cl_serve_health_status status, size_t *len);
 
 /* ---- TLS (tls.c) */
 /* A server context: TLS 1.2+, the config's certificate and key, client verification against

@@ -104,7 +104,8 @@ struct cl_serve_server {
 };
 
 static const char *const api_names[] = {"GRPC", "REST"};
-static const char *const rpc_names[] = {"predict", "metadata", "status"};
+static const char *const rpc_names[] = {"predict", "metadata", "status", "reload", "classify", "regress", "multi_inference"};
+_Static_assert(CL_ARRAY_LEN(rpc_names) == CL_RPC_COUNT, "a name per rpc");
 
 cl_serve_registry *cl_serve_srv_registry(cl_serve_server *s) { return s->reg; }
 const cl_serve_config *cl_serve_srv_config(cl_serve_server *s) { return &s->cfg; }

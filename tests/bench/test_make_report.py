@@ -48,7 +48,7 @@ def main():
         p = subprocess.run([sys.executable, renderer, report, "--soak", os.path.join(fixture, "soak")],
                            capture_output=True, text=True, timeout=120)
         check(p.returncode == 0, f"renderer exit status 0 (got {p.returncode}: {p.stderr.strip()[-500:]})")
-        check("3 unreadable result lines" in p.stdout, f"renderer says how many lines it could not read: {p.stdout!r}")
+        check("4 unreadable result lines" in p.stdout, f"renderer says how many lines it could not read: {p.stdout!r}")
         md = open(os.path.join(report, "report.md")).read()
 
         # the machine, from machine.json
@@ -90,7 +90,7 @@ def main():
                         valid += 1
         rows = [l for l in md.splitlines() if re.match(r"^\| `[a-z-]+` \| ", l)]
         check(len(rows) == valid, f"summary rows = valid figure records ({len(rows)} vs {valid})")
-        check("6 of 10 benchmarks ran" in md and "goals: 3 met, 3 not met" in md,
+        check("7 of 11 benchmarks ran" in md and "goals: 3 met, 4 not met" in md,
               "summary line counts benches and goals")
 
         # benches without results: not run, with the reason
@@ -108,6 +108,13 @@ def main():
         # unreadable lines: file and line, and left out
         for n, why in ((4, "not JSON"), (6, "not a JSON object"), (7, '"value" is not a number')):
             check(f"`results/engine.jsonl:{n}`: {why}" in md, f"engine.jsonl:{n} listed as unreadable ({why})")
+        check("`results/engine-suite.jsonl:4`: a failure record needs a \"reason\" string" in md,
+              "a failure record without its reason is listed as unreadable")
+        suite = md.split("## Engine suite vs ONNX Runtime")[1].split("\n## ")[0]
+        check("- gpt_decoder: cloister did not load: node 12 'Foo': unsupported operator 'Foo'" in suite,
+              "engine suite: a model cloister could not load is listed with the reason")
+        check("| batch-1 p50 latency [vit_b_16] | 612 ms | ONNX Runtime | 300 ms | 2.040 (cloister/ort) | <= 1.0 (ratio)"
+              " | **not met** |" in suite, "engine suite: a figure with its ratio and issue 13's goal")
         check("[resnet50] | lots" not in md and "peak RSS [resnet50]" not in md, "the malformed figure is left out")
 
         # latency percentiles and the soak
@@ -140,9 +147,9 @@ def main():
         os.makedirs(os.path.join(empty, "results"))
         p = subprocess.run([sys.executable, renderer, empty], capture_output=True, text=True, timeout=120)
         md = open(os.path.join(empty, "report.md")).read()
-        check(p.returncode == 0 and md.count(": not run — ") == 10 and "0 of 10 benchmarks ran" in md
+        check(p.returncode == 0 and md.count(": not run — ") == 11 and "0 of 11 benchmarks ran" in md
               and not os.path.exists(os.path.join(empty, "plots")) and "were not recorded" in md,
-              "empty results: ten benches not run, no plots, machine not recorded")
+              "empty results: eleven benches not run, no plots, machine not recorded")
 
         # --machine: this machine, as JSON
         mj = os.path.join(tmp, "machine.json")

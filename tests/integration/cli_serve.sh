@@ -143,8 +143,12 @@ if [[ $(id -u) -ne 0 ]] || command -v setpriv >/dev/null; then
     "RLIMIT_MEMLOCK is 64 KiB.*ulimit -l unlimited.*LimitMEMLOCK.*IPC_LOCK.*cloister --allow-unlocked-memory" -- \
     nolock bash -c 'ulimit -l 64 && exec "$@"' _ "$CLOISTER" serve --plaintext --allow-empty --host 127.0.0.1 \
     --port 0 --rest_api_port "$rp"
-  nolock bash -c 'ulimit -l 64 && exec "$@"' _ "$CLOISTER" --allow-unlocked-memory serve --plaintext --allow-empty \
-    --host 127.0.0.1 --port 0 --rest_api_port "$rp" >unlocked.log 2>&1 &
+  # not through the nolock function: in the background it would run in a subshell, $! would be that
+  # subshell, and the TERM below would leave the server running after the test
+  nolock_argv=()
+  [[ $(id -u) -eq 0 ]] && nolock_argv=(setpriv --bounding-set=-ipc_lock --inh-caps=-ipc_lock)
+  "${nolock_argv[@]}" bash -c 'ulimit -l 64 && exec "$@"' _ "$CLOISTER" --allow-unlocked-memory serve --plaintext \
+    --allow-empty --host 127.0.0.1 --port 0 --rest_api_port "$rp" >unlocked.log 2>&1 &
   srv=$!
   for ((i = 0; i < 100; i++)); do grep -q "serving:" unlocked.log && break; sleep 0.1; done
   expect "  ... started with --allow-unlocked-memory, with a warning" 0 "could not be locked in RAM" -- cat unlocked.log

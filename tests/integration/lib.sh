@@ -29,6 +29,16 @@ expect() {
   fi
 }
 
+# free_ports [N]  — prints N (default 2) TCP ports on 127.0.0.1 nobody listens on, picked by the kernel
+# from its ephemeral range (not at random: a random port may be another test's listener)
+free_ports() {
+  /usr/bin/python3 -c '
+import socket, sys
+s = [socket.socket() for _ in range(int(sys.argv[1]))]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])' "${1:-2}"
+}
+
 # check NAME COMMAND...  — passes when COMMAND succeeds
 check() {
   local name=$1

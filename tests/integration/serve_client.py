@@ -211,7 +211,7 @@ elif check == "malformed":
     expect_error(lambda: call(b"\x0a\xff\xff\xff\x0f\x01", timeout=TIMEOUT), grpc.StatusCode.INVALID_ARGUMENT,
                  "not a valid PredictRequest")
 elif check == "unknown_method":
-    call = channel().unary_unary("/tensorflow.serving.PredictionService/Classify",
+    call = channel().unary_unary("/tensorflow.serving.PredictionService/Explain",
                                  request_serializer=lambda b: b, response_deserializer=lambda b: b)
     expect_error(lambda: call(b"", timeout=TIMEOUT), grpc.StatusCode.UNIMPLEMENTED, "unknown method")
 elif check == "oversized":

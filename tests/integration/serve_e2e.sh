@@ -22,7 +22,6 @@ wait_for() {
   done
   return 1
 }
-free_port() { echo $((20000 + RANDOM % 40000)); }
 
 # --- the model owner's side: TLS material, a sealed model, the key in the key server
 "$CLOISTER" tls init --dir tls --server-name localhost --san 127.0.0.1 --client-name client >/dev/null
@@ -52,7 +51,7 @@ PIDS+=($!)
 KS_PORT=$(wait_for ks.log 'listening on port ([0-9]+)' "${PIDS[-1]}") || { cat ks.log; exit 1; }
 
 # --- the cloud's side: the model server
-GRPC=$(free_port); REST=$(free_port)
+read -r GRPC REST < <(free_ports)
 "$CLOISTER" serve --host 127.0.0.1 --port "$GRPC" --rest_api_port "$REST" --ssl_config_file tls/ssl.cfg \
   --model_name digits --model_base_path models/digits --keyserver "127.0.0.1:$KS_PORT" \
   --keyserver-ca tls/ca_cert.pem --evidence sim --sim-key sim/sim_qe_key.pem \
@@ -115,7 +114,9 @@ expect "SIGTERM stops the server cleanly" 0 "stopped" -- cat serve.log
 
 # --- refusals
 run_serve() { # run_serve EXTRA-ARGS... : a server that must refuse to start
-  timeout 60 "$CLOISTER" serve --host 127.0.0.1 --port "$(free_port)" --rest_api_port "$(free_port)" \
+  local gp rp
+  read -r gp rp < <(free_ports)
+  timeout 60 "$CLOISTER" serve --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" \
     --ssl_config_file tls/ssl.cfg --model_name digits --model_base_path "$@"
 }
 "$CLOISTER" keyserver serve --listen 127.0.0.1:0 --cert tls/server/cert.pem --key tls/server/key.pem \

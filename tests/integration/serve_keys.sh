@@ -31,13 +31,6 @@ wait_for() {
   done
   return 1
 }
-free_ports() { # two ports nobody listens on
-  /usr/bin/python3 -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])'
-}
 
 # --- a key server holding the keys of two models, granting only the first
 "$CLOISTER" tls init --dir tls --server-name localhost --san 127.0.0.1 --client-name client >/dev/null 2>&1

@@ -46,13 +46,6 @@ import numpy as np, json
 a = np.full((1, 1, 8, 8), 0.7654321, dtype=np.float32)
 np.save('x.npy', a)
 json.dump({'inputs': {'image': [[[[0.7654321] * 8] * 8]]}}, open('x.json', 'w'))"
-free_ports() {
-  $PY -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])'
-}
 read -r gp rp < <(free_ports)
 CLOISTER_LOG=warn "$CLOISTER" serve --ssl_config_file tls/ssl.cfg --host 127.0.0.1 --port "$gp" --rest_api_port "$rp" \
   --model_name digits --model_base_path "$ROOT/models/digits" --file_system_poll_wait_seconds 0 \

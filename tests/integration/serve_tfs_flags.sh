@@ -13,13 +13,6 @@ source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-free_ports() {
-  $PY -c '
-import socket
-s = [socket.socket() for _ in range(2)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])'
-}
 # start NAME ARGS... — cloister serve in the background, NAME.log; NAME_PID; waits for "serving:" (10 s)
 start() {
   local name=$1
@@ -58,12 +51,12 @@ expect "TF Serving's command line: started, mutual TLS, REST on 3 event loops (-
 expect "  ... REST :predict answers" 0 '"logits"' -- $C -d @x.json "https://localhost:$rp/v1/models/digits:predict"
 expect "  ... gRPC Predict answers" 0 "" -- "$CLOISTER" predict --server "localhost:$gp" --ca tls/ca_cert.pem \
   --cert tls/client/cert.pem --key tls/client/key.pem --model digits --input image=x.npy
-expect "  ... one warning for --enable_model_warmup, saying why" 0 "^1$" -- \
-  grep -c "warn .*--enable_model_warmup has no effect in cloister serve: no warm-up requests are replayed" tfs.log
+expect "  ... --enable_model_warmup=true: the version is warmed up (a synthetic request: it has no warm-up file)" 0 \
+  "model 'digits' version 1: warmed up with 1 request" -- cat tfs.log
 expect "  ... one for --tensorflow_inter_op_parallelism" 0 "^1$" -- \
   grep -c "warn .*--tensorflow_inter_op_parallelism has no effect in cloister serve: the engine runs" tfs.log
 check "  ... and none for the flags it honours" \
-  bash -c '! grep -E "(rest_api_num_threads|intra_op|rest_api_timeout_in_ms|model_name|port|ssl_config_file) has no effect" tfs.log' 
+  bash -c '! grep -E "(rest_api_num_threads|intra_op|rest_api_timeout_in_ms|model_name|port|ssl_config_file|warmup) has no effect" tfs.log' 
 expect "  ... --tensorflow_intra_op_parallelism=2: the engine's threads" 0 "engine threads per model run: 2" -- cat tfs.log
 head -c 5000 /dev/zero | tr '\0' ' ' >big.json
 expect "  ... grpc.max_receive_message_length=4096: a 5000-byte body is refused (413)" 0 "^413 .*limit is 4096 bytes" -- \
@@ -112,19 +105,17 @@ expect "  ... it runs at least 3 more threads than with 1 ($(cat threads1 2>/dev
   test "$(cat threads4)" -ge $(($(cat threads1) + 3))
 
 # ---- every flag of tensorflow_model_server in one start (refused ones with their default value)
-NOEFFECT=(--rest_api_enable_cors_support=false --allow_version_labels_for_unavailable_models=true
-  --enable_per_model_batching_parameters=false --model_config_file_poll_wait_seconds=60 --num_load_threads=0
-  --num_unload_threads=0 --max_num_load_retries=5 --load_retry_interval_micros=60000000
+NOEFFECT=(--rest_api_enable_cors_support=false
+  --enable_per_model_batching_parameters=false --num_load_threads=0
+  --num_unload_threads=0
   --flush_filesystem_caches=true --tensorflow_session_config_file=none.pbtxt --tensorflow_inter_op_parallelism=0
   --platform_config_file=platform.cfg --per_process_gpu_memory_fraction=0.5 --saved_model_tags=serve,gpu
-  --grpc_max_threads=8 --enable_model_warmup
-  --num_request_iterations_for_warmup=3 --monitoring_config_file=monitoring.cfg
+  --grpc_max_threads=8 --monitoring_config_file=monitoring.cfg
   --remove_unused_fields_from_bundle_metagraph=true --prefer_tflite_model=false --use_tflite_model=0
   --num_tflite_pools=2 --num_tflite_interpreters_per_pool=1 --enable_signature_method_name_check=false
   --xla_cpu_compilation_enabled=false --xla_gpu_compilation_enabled=0 --enable_profiler=true
   --thread_pool_factory_config_file=pool.cfg --mixed_precision=bfloat16 --skip_initialize_tpu=true
-  --enable_grpc_healthcheck_service=true --enable_serialization_as_tensor_content=true
-  --response_compression_algorithm=gzip)
+  --enable_serialization_as_tensor_content=true)
 printf 'model_config_list {\n  config {\n    name: "digits"\n    base_path: "%s"\n    model_platform: "tensorflow"\n  }\n}\n' \
   "$ROOT/models/digits" >models.cfg
 read -r gp rp < <(free_ports)
@@ -132,7 +123,10 @@ start all --plaintext --port="$gp" --rest_api_port="$rp" --grpc_socket_path= \
   --use_alts_credentials=false --rest_api_num_threads=2 --rest_api_timeout_in_ms=30000 --enable_batching=false \
   --batching_parameters_file= --model_config_file=models.cfg --model_name=ignored --model_base_path= \
   --file_system_poll_wait_seconds=1 --tensorflow_session_parallelism=0 --tensorflow_intra_op_parallelism=0 \
-  --ssl_config_file= --version=false --grpc_channel_arguments= "${NOEFFECT[@]}"
+  --ssl_config_file= --version=false --grpc_channel_arguments= --allow_version_labels_for_unavailable_models=true \
+  --model_config_file_poll_wait_seconds=60 --max_num_load_retries=5 --load_retry_interval_micros=60000000 \
+  --enable_model_warmup --num_request_iterations_for_warmup=3 \
+  --enable_grpc_healthcheck_service=true --response_compression_algorithm=gzip "${NOEFFECT[@]}"
 expect "all 50 TF Serving flags at once: the server starts" 0 "serving: gRPC 0.0.0.0:$gp" -- cat all.log
 expect "  ... and serves the config file's model (--model_name is ignored with a config file, as in TF)" 0 \
   '"logits"' -- curl -sS --max-time 10 -d @x.json "http://127.0.0.1:$rp/v1/models/digits:predict"
@@ -142,12 +136,20 @@ for f in "${NOEFFECT[@]}"; do
   f=${f%%=*}
   grep -q -- "$f has no effect in cloister serve: " all.log || { echo "FAIL no warning for $f"; FAILED=$((FAILED + 1)); }
 done
+expect "  ... --enable_grpc_healthcheck_service=true serves grpc.health.v1" 0 "gRPC health checking served" -- cat all.log
+expect "  ... --response_compression_algorithm=gzip compresses gRPC responses" 0 \
+  "gRPC responses are compressed with gzip for clients that accept it" -- cat all.log
 check "  ... SIGTERM: exit 0" stop "$all_PID"
+expect "--response_compression_algorithm with an unknown algorithm is refused" 2 \
+  "response_compression_algorithm: unknown compression algorithm 'snappy' \\(use identity, deflate or gzip\\)" -- \
+  "$CLOISTER" serve --plaintext --allow-empty --response_compression_algorithm=snappy
 expect "--help lists every TF flag with what it does here" 0 "^50$" -- bash -c "
   for f in port grpc_socket_path rest_api_port rest_api_num_threads rest_api_timeout_in_ms enable_batching \
     batching_parameters_file model_config_file model_name model_base_path file_system_poll_wait_seconds \
     tensorflow_session_parallelism tensorflow_intra_op_parallelism use_alts_credentials ssl_config_file version \
-    grpc_channel_arguments \
+    grpc_channel_arguments allow_version_labels_for_unavailable_models model_config_file_poll_wait_seconds \
+    max_num_load_retries load_retry_interval_micros enable_model_warmup num_request_iterations_for_warmup \
+    enable_grpc_healthcheck_service response_compression_algorithm \
     $(printf '%s ' "${NOEFFECT[@]%%=*}" | sed 's/--//g'); do
     \"$CLOISTER\" serve --help | grep -Eq -- \"^  --\$f[ =[]\" && echo \$f; done | sort -u | wc -l"
 

@@ -11,7 +11,8 @@
 int main(int argc, char **argv)
 {
     const char *ssl_cfg = NULL, *cert = NULL, *key = NULL, *ca = NULL, *port_file = NULL;
-    bool verify = false, plaintext = false;
+    bool verify = false, plaintext = false, health = false;
+    const char *compression = NULL;
     long max_bytes = 1 << 20, timeout_ms = 2000, workers = 2, queue = 16, max_batch = 0, batch_us = 0;
     const cl_opt opts[] = {
         {"ssl-config", CL_ARG_STRING, &ssl_cfg, "FILE", "TF Serving SSLConfig text file", false},
@@ -28,6 +29,8 @@ int main(int argc, char **argv)
         {"max-batch", CL_ARG_LONG, &max_batch, "N", "dynamic batching: rows per model call (0: off)", false, 0, 4096},
         {"batch-timeout-us", CL_ARG_LONG, &batch_us, "US", "dynamic batching: wait for a batch to fill", false, 0,
          10000000},
+        {"health", CL_ARG_FLAG, &health, NULL, "serve grpc.health.v1", false},
+        {"response-compression", CL_ARG_STRING, &compression, "ALG", "gRPC response compression", false},
     };
     const cl_cmd_usage usage = {"serve_testd --port-file FILE [TLS options]", "test server"};
     cl_err err = {0};
@@ -46,6 +49,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "serve_testd: %s\n", err.msg);
         return 1;
     }
+    cl_serve_compression alg = CL_SERVE_COMPRESS_NONE;
+    if (cl_serve_compression_parse(compression, &alg, &err) != 0) {
+        fprintf(stderr, "serve_testd: %s\n", err.msg);
+        return 2;
+    }
     cl_serve_registry *reg = cl_serve_registry_new(&err);
     if (!reg || tm_register_all(reg, 1, true, &err) != 0) {
         fprintf(stderr, "serve_testd: %s\n", err.msg);
@@ -55,7 +63,8 @@ int main(int argc, char **argv)
                            .tls = (ssl_cfg || cert) ? &tls : NULL, .allow_plaintext = plaintext,
                            .max_request_bytes = (size_t)max_bytes, .request_timeout_ms = (unsigned)timeout_ms,
                            .workers = (unsigned)workers, .queue_limit = (unsigned)queue,
-                           .batching = {(unsigned)max_batch, (unsigned)batch_us}, .handle_signals = true};
+                           .batching = {(unsigned)max_batch, (unsigned)batch_us}, .handle_signals = true,
+                           .grpc_health = health, .response_compression = alg};
     cl_serve_server *srv = cl_serve_server_new(&cfg, reg, &err);
     if (!srv) {
         fprintf(stderr, "serve_testd: %s\n", err.msg);

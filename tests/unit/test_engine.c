@@ -14,7 +14,8 @@
 #include "testutil.h"
 
 #include "cloister/engine.h"
-#include "engine/internal.h" /* the operator table (test_op_table) */
+#include "engine/dnnl/dnnl.h" /* a Conv's primitive cache (test_load_constants_memory) */
+#include "engine/internal.h"    /* the operator table (test_op_table) */
 #include "onnx.pb-c.h"
 
 /* ---------------------------------------------------------------- building models */
@@ -1104,6 +1105,170 @@ static void test_npy_roundtrip(void **state)
     free(buf);
 }
 
+/* The load copies the weights once (konst.c): initializers point into the caller's buffer during the
+ * load only. Checked: (1) after the load, the caller's buffer overwritten and freed, the model still
+ * computes Conv -> Relu (weights used directly) and Conv -> BN -> Relu (weights folded) at batch 1 and
+ * at a new batch; (2) every constant is in secure memory or released, none borrowed; (3) where the
+ * warm-up reordered a Conv's weights into a blocked layout their plain copy is gone, and
+ * eng_conv_weights_plain rebuilds it from the reordered copy bit for bit (what a plan for another
+ * layout does); (4) without the warm-up, the plain weights stay (copied) and runs still match. */
+static uint8_t *conv_relu_model(size_t *len)
+{
+    free(conv_model(len)); /* initializes cw/cb */
+    mb m;
+    mb_init(&m);
+    const int64_t xd[] = {-1, IC, H, W}, yd[] = {-1, OC, H, W}, wd[] = {OC, IC, KH, KH}, od[] = {OC};
+    mb_input(&m, "x", 1, 4, xd);
+    mb_output(&m, "y", 1, 4, yd);
+    mb_init_tensor(&m, "w", 1, 4, wd, cw, sizeof cw);
+    mb_init_tensor(&m, "b", 1, 1, od, cb, sizeof cb);
+    mb_init_tensor(&m, "unused", 1, 1, od, cb, sizeof cb); /* read by no node: released */
+    Onnx__NodeProto *c = mb_node(&m, "Conv", "conv", "x,w,b", "c");
+    const int64_t pads[] = {1, 1, 1, 1};
+    attr_ints(c, "pads", 4, pads);
+    mb_node(&m, "Relu", "relu", "c", "y");
+    uint8_t *buf = mb_pack(&m, 13, len);
+    arena_free();
+    return buf;
+}
+
+/* conv_reference without the BatchNormalization: BN set to the identity for it, then restored. */
+static void check_conv_relu_run(cl_engine_model *m, int64_t batch, uint64_t seed)
+{
+    float save[4][OC];
+    float *arrs[] = {bn_s, bn_b, bn_m, bn_v};
+    for (int a = 0; a < 4; a++)
+        memcpy(save[a], arrs[a], sizeof save[a]);
+    for (int o = 0; o < OC; o++) {
+        bn_s[o] = 1.0f;
+        bn_b[o] = 0.0f;
+        bn_m[o] = 0.0f;
+        bn_v[o] = 1.0f - 1e-5f;
+    }
+    check_conv_run(m, batch, seed);
+    for (int a = 0; a < 4; a++)
+        memcpy(arrs[a], save[a], sizeof save[a]);
+}
+
+static const eng_node *conv_node(const cl_engine_model *m)
+{
+    for (size_t oi = 0; oi < m->n_order; oi++)
+        if (strcmp(m->nodes[m->order[oi]].op_type, "Conv") == 0)
+            return &m->nodes[m->order[oi]];
+    fail_msg("no Conv node");
+    return NULL;
+}
+
+static void check_constants_settled(const cl_engine_model *m)
+{
+    for (size_t v = 0; v < m->n_values; v++) {
+        const eng_tensor *t = m->values[v].konst;
+        if (!t)
+            continue;
+        if (t->borrowed)
+            fail_msg("constant '%s' still points into the caller's buffer", m->values[v].name);
+        if (t->data && !(t->owned && t->secure && cl_secmem_size(t->data) >= t->nbytes))
+            fail_msg("constant '%s' is not in secure memory", m->values[v].name);
+        if (m->values[v].n_consumers == 0 && m->values[v].graph_output < 0 && t->data)
+            fail_msg("constant '%s' is read by no node but kept", m->values[v].name);
+    }
+}
+
+static void test_load_constants_memory(void **state)
+{
+    (void)state;
+    for (int model = 0; model < 2; model++) {
+        for (int warm = 0; warm < 3; warm++) { /* 0 no warm-up, 1 warm-up, 2 warm-up and direct convolution */
+            size_t len;
+            uint8_t *buf = model == 0 ? conv_relu_model(&len) : conv_model(&len);
+            cl_err err = {0};
+            cl_engine_model *m = NULL;
+            assert_int_equal(cl_engine_load(buf, len,
+                                            &(cl_engine_options){.threads = 2, .no_warmup = !warm, .direct_conv = warm == 2},
+                                            &m, &err), 0);
+            memset(buf, 0xA5, len); /* nothing may still read it */
+            free(buf);
+            check_constants_settled(m);
+            const eng_node *n = conv_node(m);
+            const eng_tensor *w = m->values[n->in[1]].konst;
+            assert_non_null(w);
+            const prim_cache *c = n->state;
+            const prim_entry *blocked = NULL;
+            for (const prim_entry *e = c ? c->head : NULL; e; e = e->next)
+                if (e->wei && e->wei_md.format_kind == dnnl_blocked)
+                    blocked = e;
+            if (!warm)
+                assert_non_null(w->data); /* no plan: the plain weights are kept */
+            if (blocked) {
+                assert_null(w->data); /* reordered: no plain copy left */
+                eng_run r = {.m = m};
+                assert_int_equal(dnnl_stream_create(&r.stream, m->dnnl, dnnl_stream_default_flags), dnnl_success);
+                dnnl_memory_desc_t wplain;
+                dnnl_dims_t wd = {OC, IC, KH, KH};
+                dnnl_memory_desc_init_by_tag(&wplain, 4, wd, dnnl_f32, dnnl_abcd);
+                void *tmp = NULL;
+                assert_int_equal(eng_conv_weights_plain(&r, c, &wplain, &tmp), dnnl_success);
+                if (model == 0) /* the weights as given (model 1's were scaled by the BN folding) */
+                    assert_memory_equal(tmp, cw, sizeof cw);
+                assert_true(cl_secmem_size(tmp) >= sizeof cw);
+                cl_secmem_free(tmp);
+                dnnl_stream_destroy(r.stream);
+            } else if (warm) {
+                assert_int_equal(warm, 1); /* direct convolution's layouts are blocked */
+                assert_non_null(w->data); /* e.g. Winograd's layout: the plain copy stays */
+            }
+            for (int rep = 0; rep < 2; rep++) {
+                if (model == 0) {
+                    check_conv_relu_run(m, 1, 200 + rep);
+                    check_conv_relu_run(m, 5, 210 + rep); /* a new plan after the load */
+                } else {
+                    check_conv_run(m, 1, 220 + rep);
+                    check_conv_run(m, 5, 230 + rep);
+                }
+            }
+            cl_engine_free(m);
+        }
+    }
+    /* a new plan of a Conv whose plain weights are gone, when no entry has the layout it needs: the
+     * plain weights are rebuilt from a reordered copy. The cache's entries are set aside and replaced
+     * by one holding the weights in another layout (dcab, which no convolution picks), so the runs
+     * below must create their primitives and weights from it. Direct convolution: not Winograd, whose
+     * weights cannot be reordered back (their plain copy is kept instead). */
+    size_t len;
+    uint8_t *buf = conv_relu_model(&len);
+    cl_err err = {0};
+    cl_engine_model *m = NULL;
+    assert_int_equal(cl_engine_load(buf, len, &(cl_engine_options){.threads = 2, .direct_conv = true}, &m, &err), 0);
+    free(buf);
+    const eng_node *n = conv_node(m);
+    prim_cache *c = n->state;
+    assert_non_null(c);
+    assert_non_null(c->head);
+    assert_null(m->values[n->in[1]].konst->data);
+    eng_run r = {.m = m};
+    assert_int_equal(dnnl_stream_create(&r.stream, m->dnnl, dnnl_stream_default_flags), dnnl_success);
+    prim_entry *probe = calloc(1, sizeof *probe);
+    assert_non_null(probe);
+    dnnl_dims_t wd = {OC, IC, KH, KH};
+    dnnl_memory_desc_init_by_tag(&probe->wei_md, 4, wd, dnnl_f32, dnnl_dcab);
+    probe->wei = cl_secmem_alloc(sizeof cw, NULL);
+    assert_non_null(probe->wei);
+    prim_entry *old = c->head;
+    assert_int_equal(eng_do_reorder(&r, &old->wei_md, old->wei, &probe->wei_md, probe->wei, NULL, NULL, false, 0),
+                     dnnl_success);
+    dnnl_stream_destroy(r.stream);
+    c->head = probe;
+    check_conv_relu_run(m, 1, 240);
+    check_conv_relu_run(m, 2, 241);
+    assert_true(c->head != probe); /* new entries were made */
+    while (old) {
+        prim_entry *nx = old->next;
+        eng_prim_entry_free(old);
+        old = nx;
+    }
+    cl_engine_free(m);
+}
+
 int main(void)
 {
     cl_secmem_set_require_lock(false); /* model constants live in secure memory */
@@ -1127,6 +1292,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_runs),
         cmocka_unit_test(test_shape_inference),
         cmocka_unit_test(test_npy_roundtrip),
+        cmocka_unit_test(test_load_constants_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -708,14 +708,16 @@ static void test_model_config_file(void **state)
         {"model_config_list { }", "has no config"},
         {"model_config_list { config { name: 'a' } }", "needs both name and base_path"},
         {"model_config_list { config { name: 'a' base_path: 'b' name: 'c' } }", "given twice"},
-        {"model_config_list {\n config { name: 'a' base_path: 'b'\n model_version_policy { all {} } } }",
-         "line 3: 'model_version_policy' is not supported"},
+        {"model_config_list {\n config { name: 'a' base_path: 'b'\n model_version_policy { newest {} } } }",
+         "line 3: unknown version policy 'newest'"},
         {"model_config_list { config { name: 'a' base_path: 'b' model_platform: 'pytorch' } }", "not supported"},
         {"model_config_list { config { name: 'a' base_path: 'b' colour: 'red' } }", "unknown field 'colour'"},
         {"model_config_list { config { name: 'a base_path: 'b' } }", "unterminated string"},
         {"model_config_list { config { name: 'a' base_path: 'b' }", "missing '}'"},
         {"model_config_list { config { name: 'a' base_path: 'b' } } extra", "unexpected text"},
-        {"model_config_list { config { name: 5 } }", "unexpected character '5'"},
+        {"model_config_list { config { name: 5 } }", "'name' wants a quoted string"},
+        {"model_config_list { config { name: 'a' base_path: 'b' } config { name: 'a' base_path: 'c' } }",
+         "model 'a' is configured twice"},
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
         m = (cl_repo_model_config *)1;

@@ -7,7 +7,10 @@ BERT/GPT-shaped transformer stacks. All come from Debian's torch/torchvision (no
 dynamic batch. For each NAME it writes NAME.onnx, NAME.input.npy (batch 2) and NAME.output.npy (PyTorch's
 output), the layout tests/unit/test_engine_models.c and bench/engine/run.sh read.
 
-Usage: export.py --out DIR [--only a,b] [--list]
+Usage: export.py --out DIR [--only a,b] [--missing] [--reuse DIR] [--list]
+  --missing    export only the models whose three files are not in --out yet
+  --reuse DIR  symlink a model's three files from DIR (an earlier export, read-only) into --out instead of
+               exporting it, where DIR has them (default: $SUITE_MODELS_DIR when set)
 """
 import argparse
 import math
@@ -146,6 +149,9 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--only", help="comma-separated model names")
     ap.add_argument("--list", action="store_true", help="print the suite's model names and exit")
+    ap.add_argument("--missing", action="store_true", help="skip models already exported into --out")
+    ap.add_argument("--reuse", default=os.environ.get("SUITE_MODELS_DIR") or None,
+                    help="symlink the files of models found in this directory instead of exporting them")
     args = ap.parse_args()
     if args.list:
         print(" ".join(MODELS))
@@ -157,9 +163,23 @@ def main():
     if unknown:
         ap.error(f"unknown model(s) {', '.join(unknown)}; the suite has: {' '.join(MODELS)}")
     os.makedirs(args.out, exist_ok=True)
+    suffixes = (".onnx", ".input.npy", ".output.npy")
     for i, name in enumerate(MODELS):
-        if name in only:
-            export(name, args.out, 4321 + i)
+        if name not in only:
+            continue
+        if args.missing and all(os.path.exists(os.path.join(args.out, name + x)) for x in suffixes):
+            continue
+        src = os.path.abspath(args.reuse) if args.reuse else None
+        if src and src != os.path.abspath(args.out) and all(os.path.exists(os.path.join(src, name + x))
+                                                             for x in suffixes):
+            for x in suffixes:
+                dst = os.path.join(args.out, name + x)
+                if os.path.lexists(dst):
+                    os.remove(dst)
+                os.symlink(os.path.join(src, name + x), dst)
+            print(f"{name}: linked from {src}")
+            continue
+        export(name, args.out, 4321 + i)
     return 0
 
 

@@ -368,7 +368,12 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
         } else {
             dnnl_memory_desc_t wplain;
             dnnl_memory_desc_init_by_tag(&wplain, wr, wd, dnnl_f32, eng_plain_tag(wr));
-            s = eng_do_reorder(r, &wplain, w->data, &e->wei_md, e->wei, NULL, NULL, false, 0);
+            void *wsrc = w->data, *wtmp = NULL;
+            if (!wsrc) /* plain weights released after the warm-up reordered them: rebuilt (konst.c) */
+                s = eng_conv_weights_plain(r, cache, &wplain, &wtmp), wsrc = wtmp;
+            if (s == dnnl_success)
+                s = eng_do_reorder(r, &wplain, wsrc, &e->wei_md, e->wei, NULL, NULL, false, 0);
+            cl_secmem_free(wtmp);
         }
     }
     if (s != dnnl_success) {

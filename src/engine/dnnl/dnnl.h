@@ -40,6 +40,10 @@ typedef struct prim_cache {
 
 
 void eng_prim_entry_free(prim_entry *e);
+/* konst.c: a Conv's plain weights, released after the warm-up reordered them, rebuilt into *tmp
+ * (secure memory; cl_secmem_free it, also on failure) from the blocked copy of an entry of cache. */
+dnnl_status_t eng_conv_weights_plain(eng_run *r, const prim_cache *cache, const dnnl_memory_desc_t *wplain,
+                                     void **tmp);
 dnnl_format_tag_t eng_plain_tag(int rank);
 void eng_plain_md(dnnl_memory_desc_t *md, int rank, const int64_t *dims);
 /* The layout of a run-time tensor. */

@@ -838,6 +838,26 @@ int eng_run_depth_space(eng_run *r, eng_node *n, cl_err *err)
     return 0;
 }
 
+/* Dropout in training mode with ratio 0 drops nothing (torchvision 0.14's Swin exports its attention
+ * dropout so: F.dropout(attn, p=0.0) without training=False); any other ratio in training mode is
+ * random, which inference does not do. */
+static bool dropout_ratio_zero(const eng_tensor *ratio)
+{
+    return ratio && eng_numel(ratio) == 1 && eng_dtype_is_float(ratio->dtype) && eng_get_f(ratio, 0) == 0;
+}
+
+bool eng_dropout_noop(const cl_engine_model *m, const eng_node *n)
+{
+    if (n->n_out >= 2 && n->out[1] >= 0)
+        return false; /* the mask is used */
+    if (n->n_in < 3 || n->in[2] < 0)
+        return true;
+    const eng_tensor *tm = m->values[n->in[2]].konst;
+    if (tm && eng_numel(tm) == 1 && eng_get_i(tm, 0) == 0)
+        return true;
+    return n->in[1] >= 0 && dropout_ratio_zero(m->values[n->in[1]].konst);
+}
+
 int eng_run_dropout(eng_run *r, eng_node *n, cl_err *err)
 {
     eng_tensor *x;
@@ -846,8 +866,8 @@ int eng_run_dropout(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *tm = eng_in_plain(r, n, 2, err);
     if (tm && eng_numel(tm) != 1)
         return eng_node_err(err, CL_E_FORMAT, n, "training_mode must be a scalar");
-    if (tm && eng_get_i(tm, 0) != 0)
-        return eng_node_err(err, CL_E_UNSUPPORTED, n, "training mode is not supported");
+    if (tm && eng_get_i(tm, 0) != 0 && !dropout_ratio_zero(eng_in_plain(r, n, 1, err)))
+        return eng_node_err(err, CL_E_UNSUPPORTED, n, "training mode with a ratio other than 0 is not supported");
     int64_t d[CL_ENGINE_MAX_RANK];
     memcpy(d, x->dims, sizeof d);
     int rank = x->rank;

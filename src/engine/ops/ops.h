@@ -66,6 +66,7 @@ enum { SOFTMAX_PLAIN, SOFTMAX_LOG, SOFTMAX_HARD };
 enum { CAST_TO, CAST_LIKE };
 enum { DEPTH_TO_SPACE, SPACE_TO_DEPTH };
 enum { RESIZE_RESIZE, RESIZE_UPSAMPLE };
+enum { SCATTER_ND, SCATTER_ELEMENTS };
 typedef enum { P_MAX, P_AVG, P_GAVG, P_GMAX } eng_pool_kind;
 
 /* ---------------------------------------------------------------- compiled attributes read in more than one file */
@@ -146,6 +147,8 @@ ENG_RUN(eng_run_pad);
 ENG_PREPARE(eng_prep_depth_space);
 ENG_RUN(eng_run_depth_space);
 ENG_RUN(eng_run_dropout);
+/* Dropout that forwards its input (inference, or training mode with a constant ratio of 0, mask unused). */
+bool eng_dropout_noop(const cl_engine_model *m, const eng_node *n);
 ENG_RUN(eng_run_never);
 ENG_PREPARE(eng_prep_constant);
 
@@ -164,6 +167,11 @@ ENG_RUN(eng_run_eyelike);
 ENG_RUN(eng_run_onehot);
 ENG_PREPARE(eng_prep_topk);
 ENG_RUN(eng_run_topk);
+
+/* scatter.c */
+ENG_PREPARE(eng_prep_scatter);
+ENG_RUN(eng_run_scatter_nd);
+ENG_RUN(eng_run_scatter_elements);
 
 /* reduce.c */
 ENG_PREPARE(eng_prep_softmax);
