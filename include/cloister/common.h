@@ -25,6 +25,18 @@ extern "C" {
 #define CL_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #define CL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* CL_ASSERT(cond): an invariant of the code (never a check of input, which gets a cl_err). Active when
+ * CL_ASSERTS is 1 (the build defines it for Debug and for the sanitizer build): a false condition
+ * prints file:line and the condition to stderr and aborts. Otherwise compiled out: cond is type-checked
+ * but not evaluated, so it must have no side effects. */
+#if defined(CL_ASSERTS) && CL_ASSERTS
+#define CL_ASSERT(cond) ((cond) ? (void)0 : cl_assert_fail(__FILE__, __LINE__, #cond))
+#else
+#define CL_ASSERT(cond) ((void)sizeof(!(cond)))
+#endif
+/* Reports a failed CL_ASSERT and aborts. */
+void cl_assert_fail(const char *file, int line, const char *cond) __attribute__((noreturn));
+
 /* ---------------------------------------------------------------- errors */
 
 typedef enum cl_status {

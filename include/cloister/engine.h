@@ -81,6 +81,8 @@ typedef struct cl_engine_io_info {
     cl_engine_dtype dtype;
     int rank; /* -1 when the model does not declare a shape */
     int64_t dims[CL_ENGINE_MAX_RANK];
+    const char *tensor; /* TensorFlow models: the graph tensor `name` stands for ("x:0"), as TF Serving's
+                           metadata shows it; NULL for ONNX models */
 } cl_engine_io_info;
 
 typedef struct cl_engine_options {
@@ -127,6 +129,9 @@ size_t cl_engine_num_inputs(const cl_engine_model *m);
 size_t cl_engine_num_outputs(const cl_engine_model *m);
 const cl_engine_io_info *cl_engine_input(const cl_engine_model *m, size_t i);
 const cl_engine_io_info *cl_engine_output(const cl_engine_model *m, size_t i);
+/* A TensorFlow SavedModel's method_name of the signature_def loaded ("tensorflow/serving/predict"), as TF
+ * Serving's metadata shows it; NULL for other models or when the SavedModel leaves it empty. */
+const char *cl_engine_method_name(const cl_engine_model *m);
 /* Index of the input/output with that name, or -1. */
 int cl_engine_find_input(const cl_engine_model *m, const char *name);
 /* Number of nodes after graph preparation (folding and fusion remove some). */

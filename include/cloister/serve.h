@@ -100,6 +100,8 @@ typedef struct cl_serve_tensor_spec {
     int ndim;
     int64_t dims[CL_SERVE_MAX_DIMS];
     const cl_image_spec *image;
+    const char *tensor_name; /* what model metadata shows as the TensorInfo name (a TF graph tensor, "x:0");
+                                NULL: name */
 } cl_serve_tensor_spec;
 
 /* Whether image preprocessing `img` can feed the input `ts`: DT_FLOAT, rank 4, channel and spatial

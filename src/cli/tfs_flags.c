@@ -72,7 +72,7 @@ static const tfs_flag g_flags[CL_TFS_FLAGS] = {
     {"platform_config_file", CL_ARG_STRING, TFS_NO_EFFECT,
      "models are ONNX files run by cloister's engine, not TensorFlow platforms"},
     {"per_process_gpu_memory_fraction", CL_ARG_STRING, TFS_NO_EFFECT, "no GPU is used (CPU inference in the TEE)"},
-    {"saved_model_tags", CL_ARG_STRING, TFS_NO_EFFECT, "models are ONNX files, not SavedModels with tags"},
+    {"saved_model_tags", CL_ARG_STRING, TFS_NO_EFFECT, "a SavedModel loads its MetaGraphDef tagged `serve` whatever this says"},
     {"grpc_channel_arguments", CL_ARG_STRING, TFS_HONOURED,
      "grpc.max_receive_message_length=N sets --max_request_bytes (both APIs); other arguments are warned about"},
     {"grpc_max_threads", CL_ARG_LONG, TFS_NO_EFFECT,

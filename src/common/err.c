@@ -1,9 +1,10 @@
 /* err.c — the error type of libcloister: a status code plus a message a user can act on.
- * Owns cl_err_* and cl_status_name. Thread-safe (no shared state). */
+ * Owns cl_err_*, cl_status_name and cl_assert_fail. Thread-safe (no shared state). */
 #include "cloister/common.h"
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/err.h>
@@ -105,4 +106,11 @@ const char *cl_status_name(cl_status code)
     if ((unsigned)code < CL_ARRAY_LEN(names) && names[code])
         return names[code];
     return "unknown";
+}
+
+void cl_assert_fail(const char *file, int line, const char *cond)
+{
+    fprintf(stderr, "%s:%d: assertion failed: %s\n", file, line, cond);
+    fflush(stderr);
+    abort();
 }

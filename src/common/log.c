@@ -269,8 +269,10 @@ static void text_value(line *l, const char *s)
     bool plain = *s != '\0';
     for (const unsigned char *p = (const unsigned char *)s; *p && plain; p++)
         plain = *p > 0x20 && *p < 0x7f && *p != '"' && *p != '=' && *p != '\\';
-    if (plain)
-        return line_str(l, s);
+    if (plain) {
+        line_str(l, s);
+        return;
+    }
     line_put(l, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if (*p == '"' || *p == '\\') {

@@ -60,10 +60,16 @@ void eng_model_free_ir(cl_engine_model *m)
     free(m->values);
     free(m->hash);
     free(m->order);
-    for (size_t i = 0; i < m->n_inputs; i++)
+    for (size_t i = 0; i < m->n_inputs; i++) {
         free((char *)m->in_info[i].name);
-    for (size_t i = 0; i < m->n_outputs; i++)
+        free((char *)m->in_info[i].tensor);
+    }
+    for (size_t i = 0; i < m->n_outputs; i++) {
         free((char *)m->out_info[i].name);
+        free((char *)m->out_info[i].tensor);
+    }
+    free(m->method_name);
+    m->method_name = NULL;
     free(m->in_info);
     free(m->out_info);
     free(m->in_val);
@@ -338,6 +344,7 @@ static int load(const load_src *src, const cl_engine_options *opts, cl_engine_mo
 }
 
 size_t cl_engine_num_inputs(const cl_engine_model *m) { return m->n_inputs; }
+const char *cl_engine_method_name(const cl_engine_model *m) { return m->method_name; }
 size_t cl_engine_num_outputs(const cl_engine_model *m) { return m->n_outputs; }
 const cl_engine_io_info *cl_engine_input(const cl_engine_model *m, size_t i)
 {

@@ -200,7 +200,7 @@ out:
     return rc;
 }
 
-static void count_consumers(cl_engine_model *m)
+void eng_graph_count_consumers(cl_engine_model *m)
 {
     for (size_t v = 0; v < m->n_values; v++)
         m->values[v].n_consumers = 0;
@@ -357,6 +357,11 @@ static eng_node *consumer_of(cl_engine_model *m, int v)
     return NULL;
 }
 
+eng_node *eng_graph_sole_consumer(cl_engine_model *m, int v)
+{
+    return single_use(m, v) ? consumer_of(m, v) : NULL;
+}
+
 static const eng_tensor *konst_f32(const cl_engine_model *m, const eng_node *n, int k)
 {
     if (k >= n->n_in || n->in[k] < 0)
@@ -472,7 +477,7 @@ static bool clip_bounds(const cl_engine_model *m, const eng_node *n, float *lo, 
 
 static int fuse(cl_engine_model *m, cl_err *err)
 {
-    count_consumers(m);
+    eng_graph_count_consumers(m);
     for (size_t oi = 0; oi < m->n_order; oi++) {
         eng_node *conv = &m->nodes[m->order[oi]];
         if (conv->dead || strcmp(conv->op_type, "Conv") != 0 || conv->n_out != 1)
@@ -485,7 +490,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
                 if (rc < 0)
                     return -1;
                 if (rc > 0)
-                    count_consumers(m);
+                    eng_graph_count_consumers(m);
             }
         }
         /* activation */
@@ -506,7 +511,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
                 conv->out[0] = c->out[0];
                 m->values[c->out[0]].producer = (int)(conv - m->nodes);
                 c->dead = true;
-                count_consumers(m);
+                eng_graph_count_consumers(m);
             }
         }
         /* SiLU: Mul(c, Sigmoid(c)) where c has exactly those two uses */
@@ -534,7 +539,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
                 m->values[mul->out[0]].producer = (int)(conv - m->nodes);
                 sig->dead = true;
                 mul->dead = true;
-                count_consumers(m);
+                eng_graph_count_consumers(m);
             }
         }
         /* residual Add (+ Relu) */
@@ -556,7 +561,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
                     conv->out[0] = c->out[0];
                     m->values[c->out[0]].producer = (int)(conv - m->nodes);
                     c->dead = true;
-                    count_consumers(m);
+                    eng_graph_count_consumers(m);
                     if (single_use(m, conv->out[0])) {
                         eng_node *r = consumer_of(m, conv->out[0]);
                         if (r && strcmp(r->op_type, "Relu") == 0) {
@@ -565,7 +570,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
                             conv->out[0] = r->out[0];
                             m->values[r->out[0]].producer = (int)(conv - m->nodes);
                             r->dead = true;
-                            count_consumers(m);
+                            eng_graph_count_consumers(m);
                         }
                     }
                 }
@@ -578,7 +583,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
 /* A standalone BatchNormalization (pre-activation, e.g. DenseNet) followed by Relu: fused. */
 static void fuse_bn_relu(cl_engine_model *m)
 {
-    count_consumers(m);
+    eng_graph_count_consumers(m);
     for (size_t oi = 0; oi < m->n_order; oi++) {
         eng_node *bn = &m->nodes[m->order[oi]];
         if (bn->dead || strcmp(bn->op_type, "BatchNormalization") != 0 || bn->n_out != 1 ||
@@ -592,7 +597,7 @@ static void fuse_bn_relu(cl_engine_model *m)
         bn->out[0] = c->out[0];
         m->values[c->out[0]].producer = (int)(bn - m->nodes);
         c->dead = true;
-        count_consumers(m);
+        eng_graph_count_consumers(m);
     }
 }
 
@@ -600,7 +605,7 @@ static void fuse_bn_relu(cl_engine_model *m)
  * consumers are rewired to the input (unless the output is a graph output). */
 static void remove_noops(cl_engine_model *m)
 {
-    count_consumers(m);
+    eng_graph_count_consumers(m);
     for (size_t i = 0; i < m->n_nodes; i++) {
         eng_node *n = &m->nodes[i];
         if (n->dead || n->n_in < 1 || n->in[0] < 0 || n->out[0] < 0 || m->values[n->out[0]].graph_output >= 0)
@@ -633,7 +638,7 @@ static void remove_dead(cl_engine_model *m)
     bool changed = true;
     while (changed) {
         changed = false;
-        count_consumers(m);
+        eng_graph_count_consumers(m);
         for (size_t i = 0; i < m->n_nodes; i++) {
             eng_node *n = &m->nodes[i];
             if (n->dead)
@@ -681,11 +686,11 @@ int eng_graph_prepare(cl_engine_model *m, cl_err *err)
     if (eng_fuse_cnn_patterns(m, err) != 0 || fuse(m, err) != 0)
         return -1;
     fuse_bn_relu(m);
-    if (eng_fuse_cnn_post(m, err) != 0)
+    if (eng_fuse_cnn_post(m, err) != 0 || eng_fuse_transformer(m, err) != 0) /* fuse_cnn.c, fuse.c */
         return -1;
     remove_dead(m);
     if (topo_sort(m, err) != 0)
         return -1;
-    count_consumers(m);
+    eng_graph_count_consumers(m);
     return eng_plan_layouts(m, err);
 }

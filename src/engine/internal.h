@@ -168,6 +168,7 @@ struct cl_engine_model {
     size_t n_order;
     int64_t opset;        /* default-domain opset */
     cl_engine_io_info *in_info, *out_info;
+    char *method_name;    /* TensorFlow SavedModels: the signature_def's method_name; NULL otherwise */
     int *in_val, *out_val;
     size_t n_inputs, n_outputs;
     int threads;
@@ -257,6 +258,17 @@ int eng_plan_layouts(cl_engine_model *m, cl_err *err);
 dnnl_format_tag_t eng_plan_act_tag(const cl_engine_model *m, int rank, int64_t channels);
 /* The CPU's channel block (16 with AVX-512, 8 with AVX2, 0 without). */
 int eng_plan_block(void);
+/* graph.c, for the fusion passes: every value's n_consumers recounted over the live nodes (a graph
+ * output counts as one); v's only consumer, NULL unless v has exactly one use and is no graph output. */
+void eng_graph_count_consumers(cl_engine_model *m);
+eng_node *eng_graph_sole_consumer(cl_engine_model *m, int v);
+
+/* fuse.c: the transformer fusion passes (decomposed LayerNorm, GELU forms, MatMul / Gemm with bias,
+ * scale, add and activation post-ops), run once at load by eng_graph_prepare. */
+int eng_fuse_transformer(cl_engine_model *m, cl_err *err);
+/* describe.c: the live nodes in order by operator name ("A B FusedMatMul(bias) ..."), snprintf-style:
+ * the length the whole line needs. */
+size_t eng_describe_plan(const cl_engine_model *m, char *buf, size_t len);
 
 /* ---------------------------------------------------------------- shape inference (shape.c)
  * Static shapes at load: from the declared input shapes (dynamic dims -1) and the constants, each

@@ -151,6 +151,7 @@ static int io_spec(const cl_engine_io_info *io, const char *what, cl_serve_tenso
         return cl_err_set(err, CL_E_UNSUPPORTED, "%s '%s' has rank %d (at most %d)", what, io->name, io->rank,
                           CL_SERVE_MAX_DIMS);
     spec->name = io->name;
+    spec->tensor_name = io->tensor;
     spec->ndim = io->rank;
     for (int d = 0; d < io->rank; d++)
         spec->dims[d] = io->dims[d];
@@ -180,7 +181,8 @@ static int engine_backend_new(cl_engine_model *m, cl_serve_backend *out, cl_err 
     for (size_t i = 0; i < no; i++)
         if (io_spec(cl_engine_output(m, i), "output", &b->outputs[i], err) != 0)
             goto fail;
-    b->sig = (cl_serve_signature){.name = "serving_default", .method_name = "tensorflow/serving/predict",
+    const char *method = cl_engine_method_name(m); /* a SavedModel's own; ONNX models predict */
+    b->sig = (cl_serve_signature){.name = "serving_default", .method_name = method ? method : CL_SERVE_METHOD_PREDICT,
                                   .inputs = b->inputs, .n_inputs = ni, .outputs = b->outputs, .n_outputs = no};
     *out = (cl_serve_backend){.signature = &b->sig, .run = engine_backend_run, .destroy = engine_backend_destroy,
                               .ctx = b, .memory = engine_backend_memory};

@@ -316,16 +316,22 @@ static void health(gstream *s, const uint8_t *msg, size_t len)
 {
     cl_serve_status st = {0};
     bool known = false;
-    if (cl_serve_health_request(msg, len, &known, &st) != CL_SC_OK)
-        return respond(s, st.code, st.msg, NULL, 0);
+    if (cl_serve_health_request(msg, len, &known, &st) != CL_SC_OK) {
+        respond(s, st.code, st.msg, NULL, 0);
+        return;
+    }
     bool stopping = s->conn->l->shutting_down;
-    if (s->health == 1 && !known)
-        return respond(s, CL_SC_NOT_FOUND, "unknown service", NULL, 0);
+    if (s->health == 1 && !known) {
+        respond(s, CL_SC_NOT_FOUND, "unknown service", NULL, 0);
+        return;
+    }
     size_t n = 0;
     uint8_t *body = cl_serve_health_response(!known ? CL_HEALTH_SERVICE_UNKNOWN
                                              : stopping ? CL_HEALTH_NOT_SERVING : CL_HEALTH_SERVING, &n);
-    if (!body)
-        return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    if (!body) {
+        respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        return;
+    }
     /* Watch: the first message now, the stream left open (resp_read defers) until the server stops */
     s->watching = s->health == 2 && !stopping;
     respond(s, CL_SC_OK, NULL, body, n);
@@ -366,16 +372,22 @@ static void dispatch(gstream *s)
     cl_serve_status st = {0};
     if (s->too_big)
         return; /* already answered */
-    if (!s->post)
-        return respond(s, CL_SC_UNIMPLEMENTED, "gRPC calls must use POST", NULL, 0);
-    if (!s->grpc_ct)
-        return respond(s, CL_SC_UNKNOWN, "content-type must be application/grpc", NULL, 0);
+    if (!s->post) {
+        respond(s, CL_SC_UNIMPLEMENTED, "gRPC calls must use POST", NULL, 0);
+        return;
+    }
+    if (!s->grpc_ct) {
+        respond(s, CL_SC_UNKNOWN, "content-type must be application/grpc", NULL, 0);
+        return;
+    }
     const uint8_t *msg;
     size_t len;
     uint8_t *inflated = NULL; /* the message, when it came compressed */
     if (cl_serve_grpc_unframe_enc(s->buf, s->len, cfg->max_request_bytes, s->encoding, s->encoding_name, &inflated,
-                                  &msg, &len, &st) != CL_SC_OK)
-        return respond(s, st.code, st.msg, NULL, 0);
+                                  &msg, &len, &st) != CL_SC_OK) {
+        respond(s, st.code, st.msg, NULL, 0);
+        return;
+    }
     dispatch_msg(s, msg, len);
     free(inflated);
 }
@@ -385,8 +397,10 @@ static void dispatch_msg(gstream *s, const uint8_t *msg, size_t len)
     cl_serve_server *srv = s->conn->l->srv;
     const cl_serve_config *cfg = cl_serve_srv_config(srv);
     cl_serve_status st = {0};
-    if (s->health)
-        return health(s, msg, len);
+    if (s->health) {
+        health(s, msg, len);
+        return;
+    }
     uint8_t *out = NULL;
     size_t out_len = 0;
     cl_serve_registry *reg = cl_serve_srv_registry(srv);
@@ -395,26 +409,32 @@ static void dispatch_msg(gstream *s, const uint8_t *msg, size_t len)
         st.code = cl_serve_pb_metadata(reg, msg, len, &out, &out_len, &st);
         snprintf(s->model, sizeof s->model, "%s", st.model);
         s->version = st.version;
-        return respond(s, st.code, st.msg, out, out_len);
+        respond(s, st.code, st.msg, out, out_len);
+        return;
     case CL_RPC_STATUS:
         st.code = cl_serve_pb_status(reg, msg, len, &out, &out_len, &st);
         snprintf(s->model, sizeof s->model, "%s", st.model);
         s->version = st.version;
-        return respond(s, st.code, st.msg, out, out_len);
+        respond(s, st.code, st.msg, out, out_len);
+        return;
     case CL_RPC_RELOAD: /* on the loop thread: requests on it wait while the new models load */
         st.code = cl_serve_pb_reload(cfg, msg, len, &out, &out_len, &st);
-        return respond(s, st.code, st.msg, out, out_len);
+        respond(s, st.code, st.msg, out, out_len);
+        return;
     case CL_RPC_PREDICT:
     case CL_RPC_CLASSIFY:
     case CL_RPC_REGRESS:
     case CL_RPC_MULTI_INFERENCE:
         break;
     default:
-        return respond(s, CL_SC_INTERNAL, "unknown rpc", NULL, 0);
+        respond(s, CL_SC_INTERNAL, "unknown rpc", NULL, 0);
+        return;
     }
     cl_serve_call *call = cl_serve_call_new(srv, CL_API_GRPC, s->rpc);
-    if (!call)
-        return respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+    if (!call) {
+        respond(s, CL_SC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0);
+        return;
+    }
     cl_serve_code code = s->rpc == CL_RPC_PREDICT ? cl_serve_pb_predict_parse(reg, msg, len, cfg->max_request_bytes, call)
                                                   : cl_serve_pb_infer_parse(reg, msg, len, cfg->max_request_bytes, call);
     snprintf(s->model, sizeof s->model, "%s", call->st.model);
@@ -434,8 +454,10 @@ static void dispatch_msg(gstream *s, const uint8_t *msg, size_t len)
     memcpy(call->peer, s->conn->peer, sizeof call->peer);
     call->wire_in = s->bytes_in;
     /* inside nghttp2's receive callbacks: the response goes out with the flush after them */
-    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
-        return answer(s, call);
+    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv))) {
+        answer(s, call);
+        return;
+    }
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
         /* a full queue (UNAVAILABLE) or the memory limits (RESOURCE_EXHAUSTED), with the reason */
         respond(s, call->st.code, call->st.msg, NULL, 0);

@@ -649,7 +649,8 @@ static void put_tensor_infos(cl_strbuf *b, const cl_serve_tensor_spec *s, size_t
         for (int d = 0; d < ndim; d++)
             cl_strbuf_fmt(b, "%s{\"size\":\"%lld\",\"name\":\"\"}", d ? "," : "", (long long)dims[d]);
         cl_strbuf_fmt(b, "],\"unknown_rank\":%s},\"name\":", ndim < 0 ? "true" : "false");
-        cl_strbuf_json_string(b, tensors ? tensors[i] : s[i].name);
+        /* a TensorFlow model's graph tensor ("x:0") when there is one, as TF Serving shows it */
+        cl_strbuf_json_string(b, s[i].tensor_name ? s[i].tensor_name : tensors ? tensors[i] : s[i].name);
         cl_strbuf_str(b, "}");
     }
     cl_strbuf_str(b, "}");
@@ -676,7 +677,8 @@ char *cl_serve_json_metadata(const cl_serve_model *m)
         put_tensor_infos(&b, sig->outputs, sig->n_outputs, d.output_tensor);
         cl_strbuf_str(&b, ",\"method_name\":");
         cl_strbuf_json_string(&b, sig->method_name ? sig->method_name : CL_SERVE_METHOD_PREDICT);
-        cl_strbuf_str(&b, "}");
+        /* SignatureDef.defaults: no model cloister serves has any; TF Serving prints the empty map */
+        cl_strbuf_str(&b, ",\"defaults\":{}}");
     }
     cl_strbuf_str(&b, "}}}}");
     return cl_strbuf_take(&b, NULL);

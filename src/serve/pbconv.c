@@ -397,7 +397,7 @@ static Tensorflow__TensorInfo *tensor_info(bag *b, const cl_serve_tensor_spec *s
         return NULL;
     tensorflow__tensor_info__init(ti);
     ti->encoding_case = TENSORFLOW__TENSOR_INFO__ENCODING_NAME;
-    ti->name = bag_strdup(b, s->name);
+    ti->name = bag_strdup(b, s->tensor_name ? s->tensor_name : s->name);
     /* an input with image preprocessing is shown as TF Serving shows image-bytes models */
     static const int64_t any_batch[1] = {-1};
     ti->dtype = (Tensorflow__DataType)(s->image ? CL_SERVE_DT_STRING : s->dtype);

@@ -66,7 +66,11 @@ static void drop_loading(cl_serve_registry *r, const char *name, int64_t version
 
 static void model_unref(cl_serve_model *m)
 {
-    if (!m || atomic_fetch_sub(&m->refs, 1) != 1)
+    if (!m)
+        return;
+    int refs = atomic_fetch_sub(&m->refs, 1);
+    CL_ASSERT(refs >= 1); /* a release without a matching hold */
+    if (refs != 1)
         return;
     if (m->backend.destroy)
         m->backend.destroy(m->backend.ctx);
@@ -189,8 +193,10 @@ cl_serve_model *cl_serve_registry_get(cl_serve_registry *r, const char *name, in
         if (version > 0 ? m->version == version : (!best || m->version > best->version))
             best = m;
     }
-    if (best)
-        atomic_fetch_add(&best->refs, 1);
+    if (best) {
+        int refs = atomic_fetch_add(&best->refs, 1);
+        CL_ASSERT(refs >= 1); /* a version in the table holds the table's own reference */
+    }
     pthread_mutex_unlock(&r->mu);
     if (!best) {
         if (known)

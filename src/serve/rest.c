@@ -89,6 +89,18 @@ typedef struct cl_serve_rest_conn rconn;
 static void feed(rconn *c, const uint8_t *p, size_t n);
 static int settle(rconn *c);
 
+/* The combinations of the life-cycle booleans that must never hold (CL_ASSERT: checked in Debug and
+ * sanitizer builds). */
+static void conn_check(const rconn *c)
+{
+    CL_ASSERT(c->busy == (c->call != NULL));              /* busy: exactly while its call is in the pool */
+    CL_ASSERT(!(c->busy && c->reading));                   /* no input is parsed while a call runs */
+    CL_ASSERT(!c->linger || c->closing);                   /* a refusal ends the connection */
+    CL_ASSERT(!c->lingering || (c->linger && !c->busy));   /* lingering follows a refusal, with no call */
+    CL_ASSERT(!c->lingering || (!c->pend_len && !c->paused)); /* a lingering connection drops its input */
+    CL_ASSERT(!c->paused || c->pend_len >= PEND_MAX);      /* reading pauses only on a full pend */
+}
+
 /* ---------------------------------------------------------------- connections */
 
 static void conn_free(rconn *c)
@@ -251,6 +263,7 @@ static void rest_call_done(cl_serve_call *call)
         cl_serve_call_free(call);
         return;
     }
+    CL_ASSERT(c->busy && c->call == call);
     c->call = NULL;
     c->busy = false;
     predict_reply(c, call);
@@ -347,30 +360,41 @@ static void handle(rconn *c, const char *path, int method)
     c->req_path = path;
     c->req_method = http_method_str((enum http_method)method);
     if (strcmp(path, "/monitoring/prometheus/metrics") == 0) {
-        if (method != HTTP_GET)
-            return reply_error(c, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
+        if (method != HTTP_GET) {
+            reply_error(c, CL_RPC_STATUS, "", start, CL_SC_INVALID_ARGUMENT, 405, "use GET");
+            return;
+        }
         char *m = cl_serve_metrics_render(srv);
-        return reply(c, m ? 200 : 500, "text/plain; version=0.0.4", m, m ? strlen(m) : 0);
+        reply(c, m ? 200 : 500, "text/plain; version=0.0.4", m, m ? strlen(m) : 0);
+        return;
     }
-    if (strncmp(path, "/v1/models/", 11) != 0)
-        return reply_error(c, CL_RPC_STATUS, "", start, CL_SC_NOT_FOUND, 404,
-                           "Malformed request: unknown path; the API is under /v1/models/NAME");
+    if (strncmp(path, "/v1/models/", 11) != 0) {
+        reply_error(c, CL_RPC_STATUS, "", start, CL_SC_NOT_FOUND, 404,
+                    "Malformed request: unknown path; the API is under /v1/models/NAME");
+        return;
+    }
     char name[256];
     int64_t version;
     char label[128];
     int rpc = route(path, name, sizeof name, &version, label, sizeof label, &st);
-    if (rpc < 0)
-        return reply_error(c, CL_RPC_STATUS, "", start, st.code, 404, st.msg);
+    if (rpc < 0) {
+        reply_error(c, CL_RPC_STATUS, "", start, st.code, 404, st.msg);
+        return;
+    }
     if (label[0]) { /* /labels/LABEL: the version it points at (TF: 400 for an unknown label) */
         cl_err lerr = {0};
-        if (cl_serve_registry_label(cl_serve_srv_registry(srv), name, label, &version, &lerr) != 0)
-            return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 0, lerr.msg);
+        if (cl_serve_registry_label(cl_serve_srv_registry(srv), name, label, &version, &lerr) != 0) {
+            reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 0, lerr.msg);
+            return;
+        }
     }
     bool want_post = rpc == CL_RPC_PREDICT || rpc == CL_RPC_CLASSIFY || rpc == CL_RPC_REGRESS;
-    if ((want_post && method != HTTP_POST) || (!want_post && method != HTTP_GET))
-        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 405,
-                           want_post ? "Malformed request: :predict, :classify and :regress need POST"
-                                     : "Malformed request: use GET");
+    if ((want_post && method != HTTP_POST) || (!want_post && method != HTTP_GET)) {
+        reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_INVALID_ARGUMENT, 405,
+                    want_post ? "Malformed request: :predict, :classify and :regress need POST"
+                              : "Malformed request: use GET");
+        return;
+    }
     cl_serve_registry *reg = cl_serve_srv_registry(srv);
     if (rpc == CL_RPC_STATUS) {
         static _Thread_local cl_serve_version_status vs[64];
@@ -379,7 +403,8 @@ static void handle(rconn *c, const char *path, int method)
             n = CL_ARRAY_LEN(vs);
         if (n == 0) {
             cl_serve_st_set(&st, CL_SC_NOT_FOUND, "Could not find any versions of model %s", name);
-            return reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
+            reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
+            return;
         }
         if (version > 0) {
             size_t i = 0;
@@ -388,7 +413,8 @@ static void handle(rconn *c, const char *path, int method)
             if (i == n) {
                 cl_serve_st_set(&st, CL_SC_NOT_FOUND, "Could not find version %lld of model %s", (long long)version,
                                 name);
-                return reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
+                reply_error(c, CL_RPC_STATUS, name, start, st.code, 0, st.msg);
+                return;
             }
             vs[0] = vs[i];
             n = 1;
@@ -397,25 +423,30 @@ static void handle(rconn *c, const char *path, int method)
         c->req_rpc = CL_RPC_STATUS;
         c->req_model = name;
         c->req_version = version;
-        return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
+        reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
+        return;
     }
     cl_err err = {0};
     cl_serve_model *m = cl_serve_registry_get(reg, name, version, &err);
     c->req_version = version;
-    if (!m)
-        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_NOT_FOUND, 0, err.msg);
+    if (!m) {
+        reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_NOT_FOUND, 0, err.msg);
+        return;
+    }
     c->req_version = cl_serve_model_version(m);
     if (rpc == CL_RPC_METADATA) {
         char *body = cl_serve_json_metadata(m);
         cl_serve_model_release(m);
         c->req_rpc = CL_RPC_METADATA;
         c->req_model = name;
-        return reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
+        reply(c, body ? 200 : 500, "application/json", body, body ? strlen(body) : 0);
+        return;
     }
     cl_serve_call *call = cl_serve_call_new(srv, CL_API_REST, (cl_serve_rpc)rpc);
     if (!call) {
         cl_serve_model_release(m);
-        return reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_RESOURCE_EXHAUSTED, 0, "out of memory");
+        reply_error(c, (cl_serve_rpc)rpc, name, start, CL_SC_RESOURCE_EXHAUSTED, 0, "out of memory");
+        return;
     }
     call->model = m;
     call->start_ns = start;
@@ -433,8 +464,10 @@ static void handle(rconn *c, const char *path, int method)
     call->doneq = loop->doneq;
     memcpy(call->peer, c->peer, sizeof call->peer);
     call->wire_in = c->body_len;
-    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv)))
-        return predict_reply(c, call);
+    if (cl_serve_pool_run_inline(cl_serve_srv_pool(srv), call, cl_serve_srv_inline_ns(srv))) {
+        predict_reply(c, call);
+        return;
+    }
     if (cl_serve_pool_submit(cl_serve_srv_pool(srv), call) != 0) {
         /* a full queue or the memory budget: 429 with the reason, to be retried */
         reply_error(c, (cl_serve_rpc)rpc, name, start, call->st.code, 429, call->st.msg);
@@ -456,8 +489,9 @@ static void dispatch(rconn *c)
     if (!c->url_len || http_parser_parse_url(c->url, c->url_len, method == HTTP_CONNECT, &u) != 0 ||
         !(u.field_set & (1 << UF_PATH))) {
         c->keep_alive = false;
-        return reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, 400,
-                           "Malformed request: the request target is not a path");
+        reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, 400,
+                    "Malformed request: the request target is not a path");
+        return;
     }
     /* the URL buffer has room for a terminator (on_url keeps one byte spare) */
     char *path = c->url + u.field_data[UF_PATH].off;
@@ -690,6 +724,7 @@ static int finish(rconn *c)
 static int settle(rconn *c)
 {
     for (;;) {
+        conn_check(c);
         if (c->closing) {
             if (c->lingering)
                 return 0;
@@ -733,6 +768,7 @@ static int io_data(cl_serve_io *io, const uint8_t *p, size_t n, void *arg)
 {
     (void)io;
     rconn *c = arg;
+    conn_check(c);
     if (c->closing)
         return 0; /* input after the last response is dropped */
     if (c->busy || c->pend_len)
@@ -746,6 +782,7 @@ static void io_drained(cl_serve_io *io, void *arg)
 {
     (void)io;
     rconn *c = arg;
+    conn_check(c);
     if (c->closing)
         (void)finish(c);
     else if (c->pend_len && !c->busy && settle(c) == 0)

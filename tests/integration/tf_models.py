@@ -14,27 +14,17 @@ import sys
 
 import numpy as np
 
+import tfcheck  # tests/integration/tfcheck.py
+
 cloister, root, scratch = sys.argv[1:4]
-tfm = sys.argv[4] if len(sys.argv) > 4 else os.path.join(root, '..', 'shared', 'tf-models')
-if not os.path.isdir(tfm):
-    tfm = '/work/shared/tf-models'
+tfm = tfcheck.tf_models_dir(root, sys.argv[4] if len(sys.argv) > 4 else None)
 if not os.path.isdir(tfm):
     print(f'SKIP: no tf-models directory ({tfm})')
     sys.exit(77)
 shutil.rmtree(scratch, ignore_errors=True)
 os.makedirs(scratch)
-fails = 0
-passes = 0
-
-
-def ok(cond, what, detail=''):
-    global fails, passes
-    if cond:
-        passes += 1
-        print(f'ok   {what}')
-    else:
-        fails += 1
-        print(f'FAIL {what} {detail}')
+tally = tfcheck.Tally()
+ok = tally.ok
 
 
 def npy(name, arr):
@@ -245,5 +235,4 @@ for n in range(1, len(fc)):
     crashes += r.returncode not in (0, 1, 2)
 ok(crashes == 0, f'every truncation of addition.pb ({len(fc) - 1}) is refused or runs, no crash', f'{crashes} crashed')
 
-print(f'{passes} passed, {fails} failed')
-sys.exit(1 if fails else 0)
+tally.finish()

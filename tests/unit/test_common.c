@@ -1,5 +1,6 @@
 /* test_common.c — the common module: errors, hex, argument tables, secure memory, atomic files. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -969,6 +970,56 @@ static void test_process_harden(void **state)
     assert_true(rl.rlim_cur == rl.rlim_max && was <= now);
 }
 
+/* CL_ASSERT where the build checks invariants (CL_ASSERTS: Debug, sanitizers): a false condition ends
+ * the process with SIGABRT after naming the condition; a true one does nothing. Elsewhere a false
+ * condition is not even evaluated. */
+static int assert_evals;
+static int __attribute__((unused)) assert_count(int v)
+{
+    assert_evals++;
+    return v;
+}
+
+static void test_assert(void **state)
+{
+    (void)state;
+    assert_evals = 0;
+    CL_ASSERT(assert_count(1) == 1);
+#if defined(CL_ASSERTS) && CL_ASSERTS
+    assert_int_equal(assert_evals, 1);
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        int zero = 0;
+        CL_ASSERT(zero == 1);
+        _exit(0); /* not reached when the assert works */
+    }
+    close(fds[1]);
+    char msg[256] = {0};
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof msg - 1 && (r = read(fds[0], msg + got, sizeof msg - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fds[0]);
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGABRT);
+    assert_non_null(strstr(msg, "test_common.c:"));
+    assert_non_null(strstr(msg, "assertion failed: zero == 1"));
+#else
+    /* compiled out: neither evaluated nor fatal */
+    assert_int_equal(assert_evals, 0);
+    CL_ASSERT(assert_count(0) == 1);
+    assert_int_equal(assert_evals, 0);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -983,6 +1034,7 @@ int main(void)
         cmocka_unit_test(test_file_read_secure),
         cmocka_unit_test(test_secure_heap_lock_failure),
         cmocka_unit_test(test_process_harden),
+        cmocka_unit_test(test_assert),
     };
     return cmocka_run_group_tests_name("common", tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine/ops/ops.h"
+#include "engine/ops/vec.h"
 
 /* ---------------------------------------------------------------- unary elementwise */
 
@@ -109,6 +110,8 @@ int eng_run_unary(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, odt, x->rank, x->dims, err);
     if (!y)
         return -1;
+    if (eng_vec_unary(k, x, y, a, b))
+        return 0;
     int64_t N = eng_numel(x);
     if (x->dtype == CL_ENGINE_DT_FLOAT && odt == CL_ENGINE_DT_FLOAT) {
         const float *xp = x->data;
@@ -288,6 +291,8 @@ static int64_t bin_i(eng_binary_kind k, int64_t a, int64_t b, bool fmod_mode, bo
 static int binary_apply(const eng_node *n, eng_binary_kind k, eng_tensor *a, eng_tensor *b, eng_tensor *out,
                         const eng_bcast *bc, bool fmod_mode, bool left, cl_err *err)
 {
+    if (eng_vec_binary(k, a, b, out, bc))
+        return 0;
     bool div0 = false;
     bool uint_t = a->dtype == CL_ENGINE_DT_UINT64 || a->dtype == CL_ENGINE_DT_UINT32 || a->dtype == CL_ENGINE_DT_UINT8 || a->dtype == CL_ENGINE_DT_UINT16;
     if (a->dtype == CL_ENGINE_DT_FLOAT && b->dtype == CL_ENGINE_DT_FLOAT && out->dtype == CL_ENGINE_DT_FLOAT) {
@@ -397,6 +402,20 @@ int eng_run_binary(eng_run *r, eng_node *n, cl_err *err)
             return eng_out_forward(r, n, 0, 0, ins[0]->rank, ins[0]->dims, err);
         return eng_node_err(err, CL_E_FORMAT, n, "needs two inputs");
     }
+    if (nin == 2) { /* straight into the output */
+        eng_bcast bc;
+        if (eng_bcast_init(&bc, ins, 2, n, err) != 0)
+            return -1;
+        eng_tensor *y = eng_out(r, n, 0, odt, bc.rank, bc.dims, err);
+        if (!y || binary_apply(n, k, ins[0], ins[1], y, &bc, fmod_mode, left, err) != 0)
+            return -1;
+        if (k == B_MEAN && !eng_vec_mean_div(y, 2)) {
+            int64_t N = eng_numel(y);
+            for (int64_t i = 0; i < N; i++)
+                eng_set_f(y, i, eng_get_f(y, i) / 2);
+        }
+        return 0;
+    }
     /* fold left over the inputs: acc = acc op in[i] */
     eng_tensor acc = *ins[0];
     acc.owned = false;
@@ -417,7 +436,7 @@ int eng_run_binary(eng_run *r, eng_node *n, cl_err *err)
         eng_tensor_free(&acc);
         acc = res;
     }
-    if (k == B_MEAN) {
+    if (k == B_MEAN && !eng_vec_mean_div(&acc, nin)) {
         int64_t N = eng_numel(&acc);
         for (int64_t i = 0; i < N; i++)
             eng_set_f(&acc, i, eng_get_f(&acc, i) / nin);
@@ -450,6 +469,8 @@ int eng_run_where(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, a->dtype, bc.rank, bc.dims, err);
     if (!y)
         return -1;
+    if (eng_vec_where(c, a, b, y, &bc))
+        return 0;
     size_t es = cl_engine_dtype_size(a->dtype);
     const uint8_t *cp = c->data;
     BCAST_LOOP(&bc, 3, memcpy((char *)y->data + e * es, cp[o[0]] ? (char *)a->data + o[1] * es : (char *)b->data + o[2] * es, es));
@@ -508,6 +529,8 @@ int eng_run_cast(eng_run *r, eng_node *n, cl_err *err)
         memcpy(y->data, x->data, x->nbytes);
         return 0;
     }
+    if (eng_vec_cast(x, y))
+        return 0;
     bool f = eng_dtype_is_float(x->dtype) || eng_dtype_is_float(to);
     for (int64_t i = 0; i < N; i++) {
         if (f)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine/ops/ops.h"
+#include "engine/ops/vec.h"
 
 int eng_run_gather(eng_run *r, eng_node *n, cl_err *err)
 {
@@ -39,6 +40,8 @@ int eng_run_gather(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, x->dtype, orank, od, err);
     if (!y)
         return -1;
+    if (eng_vec_gather(x, ind, ax, y))
+        return 0;
     size_t es = cl_engine_dtype_size(x->dtype);
     int64_t outer = 1, inner = 1;
     for (int d = 0; d < ax; d++)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "engine/ops/ops.h"
+#include "engine/ops/vec.h"
 
 /* Reshape: the shape attribute before opset 5, else input 1. */
 typedef struct reshape_attr {
@@ -320,6 +321,8 @@ int eng_run_transpose(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, x->dtype, rank, od, err);
     if (!y)
         return -1;
+    if (eng_vec_transpose(x, y, perm))
+        return 0;
     size_t es = cl_engine_dtype_size(x->dtype);
     int64_t N = eng_numel(x);
     int64_t idx[CL_ENGINE_MAX_RANK] = {0}, off = 0;
@@ -368,6 +371,8 @@ int eng_ref_concat(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, x0->dtype, x0->rank, od, err);
     if (!y)
         return -1;
+    if (eng_vec_concat(ins, n->n_in, ax, y))
+        return 0;
     size_t es = cl_engine_dtype_size(x0->dtype);
     int64_t outer = 1, inner = 1;
     for (int d = 0; d < ax; d++)
@@ -566,6 +571,8 @@ int eng_run_slice(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, x->dtype, rank, od, err);
     if (!y)
         return -1;
+    if (eng_vec_slice(x, y, b, stp))
+        return 0;
     int64_t N = eng_numel(y);
     size_t es = cl_engine_dtype_size(x->dtype);
     int64_t ist[CL_ENGINE_MAX_RANK], s = 1;
@@ -610,6 +617,8 @@ int eng_run_expand(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, x->dtype, bc.rank, bc.dims, err);
     if (!y)
         return -1;
+    if (eng_vec_expand(x, y, &bc))
+        return 0;
     size_t es = cl_engine_dtype_size(x->dtype);
     BCAST_LOOP(&bc, 1, memcpy((char *)y->data + e * es, (char *)x->data + o[0] * es, es));
     return 0;

@@ -1,5 +1,5 @@
-/* engine/ops/norm.c — the plain-C normalizations: LayerNormalization (with its optional mean and inverse
- * standard deviation outputs), BatchNormalization in inference mode (the fallback of dnnl/eltwise.c's oneDNN
+/* engine/ops/norm.c — the normalizations: LayerNormalization (fp32 on oneDNN, dnnl/norm.c; here with its
+ * optional mean and inverse standard deviation outputs, other types and broadcast scales), BatchNormalization in inference mode (the fallback of dnnl/eltwise.c's oneDNN
  * kernel; graph.c folds most of them into the preceding Conv) and InstanceNormalization.
  */
 #include <math.h>
@@ -48,6 +48,9 @@ int eng_run_layernorm(eng_run *r, eng_node *n, cl_err *err)
         if (eng_bcast_init(&bb, t2, 2, n, err) != 0 || bb.total != inner)
             return eng_node_err(err, CL_E_FORMAT, n, "bias %s does not match the normalized shape", DIMS(bi));
     }
+    int rc = eng_dnnl_layernorm(r, n, x, sc, bi, outer, inner, at->epsilon, err); /* fp32: dnnl/norm.c */
+    if (rc <= 0)
+        return rc;
     if ((size_t)inner > CL_ENGINE_MAX_TENSOR_BYTES / 16)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "the normalized shape is too large");
     double *sv = malloc((size_t)(inner + 1) * 2 * sizeof(double));

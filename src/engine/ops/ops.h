@@ -88,6 +88,27 @@ typedef struct eng_norm_attr {
     int64_t axis; /* LayerNormalization */
 } eng_norm_attr;
 
+/* The fused matmul (fuse.c builds it from MatMul / Gemm and what follows them; dnnl/matmul.c runs it on
+ * oneDNN): y = post_k(...post_1(A x B [+ bias])) with B [K,N] (trans_b: given as [N,K]) and the
+ * post-ops in graph order. ENG_MMP_ADD adds input `in` (numpy broadcast into y: a mask, a residual, a
+ * bias after a scale). A plain MatMul node runs the same kernel with no post-ops. */
+typedef enum { ENG_MMP_LINEAR, ENG_MMP_RELU, ENG_MMP_GELU_ERF, ENG_MMP_GELU_TANH, ENG_MMP_ADD } eng_mmp_kind;
+#define ENG_MM_MAX_POST 6
+typedef struct eng_mm_post {
+    eng_mmp_kind kind;
+    float alpha, beta; /* ENG_MMP_LINEAR: alpha * x + beta */
+    int in;            /* ENG_MMP_ADD: the node's input index */
+} eng_mm_post;
+typedef struct eng_mm_attr {
+    bool trans_b;
+    int bias;          /* input index of a [N] bias added to the product, -1 */
+    int n_post;
+    eng_mm_post post[ENG_MM_MAX_POST];
+} eng_mm_attr;
+extern const eng_op eng_op_fused_matmul;
+/* GELU (fuse.c from its Erf and Tanh forms): the kind says which; run on oneDNN's eltwise. */
+extern const eng_op eng_op_fused_gelu_erf, eng_op_fused_gelu_tanh;
+
 /* Ops whose only attribute is an axis (Concat: required). */
 typedef struct eng_axis_attr {
     int64_t axis;
@@ -230,6 +251,15 @@ ENG_RUN(eng_run_batchnorm);
 ENG_RUN(eng_run_concat);
 ENG_RUN(eng_run_eltwise);
 ENG_RUN(eng_run_binary_dnnl);
+/* dnnl/matmul.c: MatMul (fp32 on oneDNN's matmul primitive, else matmul.c) and the fused forms */
+ENG_RUN(eng_run_matmul_dnnl);
+ENG_INFER(eng_infer_fused_matmul);
+/* dnnl/norm.c: softmax and layer normalization on oneDNN for fp32; 1 when the case is not theirs
+ * (the caller runs its plain-C kernel), 0 done, -1 error */
+int eng_dnnl_softmax(eng_run *r, eng_node *n, eng_tensor *x, int64_t outer, int64_t len, int64_t inner, bool log,
+                     cl_err *err);
+int eng_dnnl_layernorm(eng_run *r, eng_node *n, eng_tensor *x, eng_tensor *sc, eng_tensor *bi, int64_t outer,
+                       int64_t inner, float eps, cl_err *err);
 /* dnnl/prim.c */
 void eng_prim_cache_free(void *state);
 

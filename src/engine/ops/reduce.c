@@ -1,4 +1,5 @@
-/* engine/ops/reduce.c — the plain-C reductions: Softmax / LogSoftmax / Hardmax over an axis, the ten
+/* engine/ops/reduce.c — the reductions: Softmax / LogSoftmax / Hardmax over an axis (fp32 softmax on
+ * oneDNN, dnnl/norm.c; the rest in plain C), the ten
  * Reduce* operators and ArgMax / ArgMin (eng_reduce_kind), with their prepare functions (axis, axes before
  * they became an input, keepdims, noop_with_empty_axes, select_last_index).
  */
@@ -46,10 +47,15 @@ int eng_run_softmax(eng_run *r, eng_node *n, cl_err *err)
         else
             inner *= x->dims[d];
     }
+    int mode = n->op->kind; /* SOFTMAX_PLAIN, SOFTMAX_LOG, SOFTMAX_HARD */
+    if (mode != SOFTMAX_HARD && x->rank > 0) { /* fp32: oneDNN (dnnl/norm.c) */
+        int rc = eng_dnnl_softmax(r, n, x, outer, len, inner, mode == SOFTMAX_LOG, err);
+        if (rc <= 0)
+            return rc;
+    }
     eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
     if (!y)
         return -1;
-    int mode = n->op->kind; /* SOFTMAX_PLAIN, SOFTMAX_LOG, SOFTMAX_HARD */
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in = 0; in < inner; in++) {
             int64_t base = o * len * inner + in;

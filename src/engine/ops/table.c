@@ -40,7 +40,8 @@
                            .prepare = eng_prep_pool, .infer = eng_infer_pool, .run = eng_run_pool, \
                            .free_state = eng_prim_cache_free}
 #define SOFTMAX(nm, k, inf) {.name = nm, .since = 1, .until = NEWEST, IO(1, 1, 1, 1), .kind = k, PLAIN, \
-                             .prepare = eng_prep_softmax, .infer = inf, .run = eng_run_softmax}
+                             .prepare = eng_prep_softmax, .infer = inf, .run = eng_run_softmax, \
+                             .free_state = eng_prim_cache_free}
 
 const eng_op eng_ops[] = {
     UNARY_SAME("Abs", U_ABS, 1),
@@ -111,7 +112,8 @@ const eng_op eng_ops[] = {
     BINARY("GreaterOrEqual", B_GE, 12, NULL),
     UNARY_DNNL("HardSigmoid", U_HSIGMOID, 1),
     UNARY_DNNL("HardSwish", U_HSWISH, 14),
-    SOFTMAX("Hardmax", SOFTMAX_HARD, NULL),
+    {.name = "Hardmax", .since = 1, .until = NEWEST, IO(1, 1, 1, 1), .kind = SOFTMAX_HARD, PLAIN,
+     .prepare = eng_prep_softmax, .run = eng_run_softmax},
     UNARY_SAME("Identity", U_IDENT, 1),
     {.name = "InstanceNormalization", .since = 1, .until = NEWEST, IO(3, 3, 1, 1), PLAIN,
      .prepare = eng_prep_instnorm, .infer = eng_infer_same, .run = eng_run_instnorm},
@@ -121,14 +123,15 @@ const eng_op eng_ops[] = {
     {.name = "LRN", .since = 1, .until = NEWEST, IO(1, 1, 1, 1), BLOCKED, .prepare = eng_prep_lrn,
      .run = eng_run_lrn, .free_state = eng_prim_cache_free},
     {.name = "LayerNormalization", .since = 17, .until = NEWEST, IO(2, 3, 1, 3), PLAIN,
-     .prepare = eng_prep_layernorm, .infer = eng_infer_same, .run = eng_run_layernorm},
+     .prepare = eng_prep_layernorm, .infer = eng_infer_same, .run = eng_run_layernorm,
+     .free_state = eng_prim_cache_free},
     UNARY_DNNL("LeakyRelu", U_LEAKY, 1),
     BINARY("Less", B_LT, 1, eng_infer_compare),
     BINARY("LessOrEqual", B_LE, 12, NULL),
     UNARY_SAME("Log", U_LOG, 1),
     SOFTMAX("LogSoftmax", SOFTMAX_LOG, eng_infer_same),
     {.name = "MatMul", .since = 1, .until = NEWEST, IO(2, 2, 1, 1), PLAIN, .infer = eng_infer_matmul,
-     .run = eng_run_matmul},
+     .run = eng_run_matmul_dnnl, .free_state = eng_prim_cache_free},
     VARIADIC("Max", B_MAX, eng_infer_broadcast),
     POOL("MaxPool", P_MAX, 2),
     VARIADIC("Mean", B_MEAN, eng_infer_broadcast),

@@ -1723,9 +1723,11 @@ static int need(ctx *c, const char *t, cl_err *err)
     return rc;
 }
 
-static void io_from(cl_engine_io_info *info, const char *alias, int dtype, int rank, const int64_t *dims)
+static void io_from(cl_engine_io_info *info, const char *alias, const char *tensor, int dtype, int rank,
+                    const int64_t *dims)
 {
     info->name = strdup(alias);
+    info->tensor = tensor ? strdup(tensor) : NULL;
     info->dtype = eng_tf_dtype(dtype);
     info->rank = rank;
     for (int i = 0; i < rank && i < CL_ENGINE_MAX_RANK; i++)
@@ -1842,8 +1844,8 @@ int eng_tf_import_graph(cl_engine_model *m, const eng_tf_import *imp, cl_err *er
         size_t k = m->n_inputs++;
         m->in_val[k] = v;
         m->values[v].graph_input = (int)k;
-        io_from(&m->in_info[k], ins[i].alias, dtype, ins[i].rank, ins[i].dims);
-        if (!m->in_info[k].name) {
+        io_from(&m->in_info[k], ins[i].alias, ins[i].tensor, dtype, ins[i].rank, ins[i].dims);
+        if (!m->in_info[k].name || (ins[i].tensor && !m->in_info[k].tensor)) {
             cl_err_set(err, CL_E_NOMEM, "out of memory");
             goto out;
         }
@@ -1875,8 +1877,8 @@ int eng_tf_import_graph(cl_engine_model *m, const eng_tf_import *imp, cl_err *er
         m->out_val[k] = v;
         m->values[v].graph_output = (int)k;
         int dtype = outs[i].dtype ? outs[i].dtype : tv->dtype;
-        io_from(&m->out_info[k], outs[i].alias, dtype, outs[i].rank, outs[i].dims);
-        if (!m->out_info[k].name) {
+        io_from(&m->out_info[k], outs[i].alias, outs[i].tensor, dtype, outs[i].rank, outs[i].dims);
+        if (!m->out_info[k].name || (outs[i].tensor && !m->out_info[k].tensor)) {
             cl_err_set(err, CL_E_NOMEM, "out of memory");
             goto out;
         }

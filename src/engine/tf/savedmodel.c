@@ -315,6 +315,8 @@ int eng_tf_parse_savedmodel(cl_engine_model *m, const cl_engine_file *files, siz
     rc = eng_tf_import_graph(m, &imp, err);
     if (rc != 0)
         cl_err_prefix(err, "SavedModel signature '%s'", want);
+    else if (sd->method_name && sd->method_name[0] && !(m->method_name = strdup(sd->method_name)))
+        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
 out:
     vars_free(&vs);
     free(ins);
