@@ -12,6 +12,7 @@ build_pkgs=(build-essential cmake pkg-config libssl-dev openssl libevent-dev lib
             libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libonnx-dev libdnnl-dev libsnappy-dev libsqlite3-dev
             libjpeg62-turbo-dev libpng-dev zlib1g-dev libcjson-dev libjansson-dev libcurl4-openssl-dev libcmocka-dev) # cmocka: the tests are configured with every build
 test_pkgs=(clang libclang-rt-14-dev libonnx-testdata python3 curl libcap2-bin
+           cppcheck clang-tidy # scripts/lint.sh: the static checks (ctest lint.static)
            protobuf-compiler python3-protobuf python3-grpcio python3-grpc-tools python3-numpy
            python3-jinja2 python3-yaml # jinja2, yaml: tests/deploy (the Gramine manifest template, the k8s manifests)
            nodejs npm # tests/deploy/tools: the real helm and kubectl (an npm package ships them); bench/engine: onnxruntime-node

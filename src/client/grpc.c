@@ -432,6 +432,7 @@ int cl_client_grpc_call(cl_client_conn *conn, const char *path, const uint8_t *f
 #undef NV
     nghttp2_data_provider prd = {.source.ptr = &c, .read_callback = read_body};
     int rc = -1;
+    /* cppcheck-suppress autoVariables ; cleared at out: below, before c goes out of scope */
     conn->call = &c;
     c.stream_id = nghttp2_submit_request(conn->h2, NULL, hdrs, CL_ARRAY_LEN(hdrs), &prd, NULL);
     if (c.stream_id < 0) {

@@ -226,6 +226,7 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
                 }
             }
             unsigned long long n = strtoull((char *)c->rbuf, NULL, 16);
+            /* cppcheck-suppress nullPointerArithmeticRedundantCheck ; the loop leaves only with le found */
             rbuf_consume(c, (size_t)(le - (char *)c->rbuf) + 2);
             if (n > max || b.len + n > max) {
                 free(b.p);

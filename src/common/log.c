@@ -66,7 +66,7 @@ static void warn_env(const char *var, const char *value, const char *what, const
         return;
     char shown[201], msg[400];
     size_t n = 0;
-    for (; value[n] && n < sizeof shown - 1; n++) /* one line, whatever the variable holds */
+    for (; n < sizeof shown - 1 && value[n]; n++) /* one line, whatever the variable holds */
         shown[n] = (unsigned char)value[n] < 0x20 || value[n] == 0x7f ? '?' : value[n];
     shown[n] = '\0';
     snprintf(msg, sizeof msg, "%s='%s' is not a log %s: use %s (ignored; logging %s)", var, shown, what, valid, using);

@@ -364,7 +364,7 @@ static int man_store(cl_store *s, mentry *m, size_t n, state *x, cl_err *err)
 
 static const mentry *man_find(const cl_store *s, const char *name)
 {
-    mentry key;
+    mentry key = {0};
     snprintf(key.name, sizeof key.name, "%s", name);
     return s->man_n ? bsearch(&key, s->man, s->man_n, sizeof(mentry), man_cmp) : NULL;
 }

@@ -101,7 +101,9 @@ static int remember(cl_repo_keysource *ks, const cl_secret *s, cl_err *err)
         return cl_err_set(err, CL_E_NOMEM, "out of memory");
     }
     ks->keys = grown;
-    ks->keys[ks->n_keys++] = (cached_key){id, key};
+    ks->keys[ks->n_keys].key_id = id;
+    ks->keys[ks->n_keys].key = key;
+    ks->n_keys++;
     return 0;
 }
 

@@ -819,7 +819,7 @@ static int load_version(cl_repo *r, repo_model *m, const version_file *vf, cl_er
             if (snprintf(f->msg, sizeof f->msg, "%s; its key is asked for again in %u s", err->msg, delay) < 0)
                 f->msg[0] = '\0';
             if (snprintf(err->msg, sizeof err->msg, "%s (attempt %u; retried with backoff up to every %u s while the "
-                         "files are unchanged)", f->msg, f->tries, CL_REPO_KEY_RETRY_MAX_S) < 0)
+                         "files are unchanged)", f->msg, f->tries, (unsigned)CL_REPO_KEY_RETRY_MAX_S) < 0)
                 err->msg[0] = '\0';
         } else if (attempt) {
             char more[96];

@@ -64,7 +64,8 @@ static void *bag_alloc(bag *b, size_t size)
         b->failed = true;
         return NULL;
     }
-    return b->p[b->n++] = x;
+    b->p[b->n++] = x; /* owned by the arena from here */
+    return x;
 }
 
 static char *bag_strdup(bag *b, const char *s)

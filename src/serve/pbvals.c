@@ -105,7 +105,7 @@ static void read_int(const Tensorflow__TensorProto *tp, int dt, const uint8_t *r
         case CL_SERVE_DT_INT32: { int32_t x; memcpy(&x, raw + 4 * k, 4); v = x; break; }
         case CL_SERVE_DT_INT64: memcpy(&v, raw + 8 * k, 8); break;
         case CL_SERVE_DT_UINT8: v = raw[k]; break;
-        case CL_SERVE_DT_INT8: v = (int8_t)raw[k]; break;
+        case CL_SERVE_DT_INT8: v = (int64_t)(raw[k] ^ 0x80) - 0x80; break; /* two's complement */
         case DT_INT16: { int16_t x; memcpy(&x, raw + 2 * k, 2); v = x; break; }
         case DT_UINT16: { uint16_t x; memcpy(&x, raw + 2 * k, 2); v = x; break; }
         case DT_UINT32: { uint32_t x; memcpy(&x, raw + 4 * k, 4); v = x; break; }

@@ -539,6 +539,7 @@ int cl_serve_model_order_inputs(const cl_serve_model *m, cl_serve_tensor *inputs
     cl_serve_tensor tmp[64];
     for (size_t k = 0; k < n_inputs; k++)
         tmp[k] = inputs[idx[k]];
+    /* cppcheck-suppress uninitvar ; the loop above wrote tmp[0..n_inputs) */
     memcpy(inputs, tmp, n_inputs * sizeof *inputs);
     return 0;
 }

@@ -154,7 +154,8 @@ static void access_log(cl_serve_server *s, const cl_serve_request_info *r, uint6
     f[n++] = CL_LOGF_S("status", cl_serve_code_name(r->code));
     if (r->http_status)
         f[n++] = CL_LOGF_I("http_status", r->http_status);
-    f[n++] = CL_LOGF_R("latency_ms", (double)(latency_ns / 1000) / 1e3); /* to the microsecond */
+    uint64_t latency_us = latency_ns / 1000; /* to the microsecond */
+    f[n++] = CL_LOGF_R("latency_ms", (double)latency_us / 1e3);
     f[n++] = CL_LOGF_U("bytes_in", r->bytes_in);
     f[n++] = CL_LOGF_U("bytes_out", r->bytes_out);
     f[n++] = CL_LOGF_S("peer", r->peer);

@@ -163,7 +163,7 @@ int eng_infer_conv(eng_infer_ctx *c, cl_err *err)
     int64_t group = wa->group;
     if (x->d[1] >= 0 && w->d[1] >= 0 && w->d[1] * group != x->d[1])
         return eng_node_err(err, CL_E_FORMAT, n, "weights %s expect %lld input channels, the input %s has %lld",
-                            eng_dims_str(w->d, w->rank, (char[128]){0}, 128), (long long)(w->d[1] * group),
+                            eng_dims_str(w->d, w->rank, (char[128]){0}, 128), (long long)w->d[1] * group,
                             eng_dims_str(x->d, x->rank, (char[128]){0}, 128), (long long)x->d[1]);
     o->rank = x->rank;
     o->d[0] = x->d[0];

@@ -308,7 +308,7 @@ int eng_run_transpose(eng_run *r, eng_node *n, cl_err *err)
         for (int i = 0; i < rank; i++)
             perm[i] = rank - 1 - i;
     }
-    int64_t od[CL_ENGINE_MAX_RANK], ist[CL_ENGINE_MAX_RANK], st[CL_ENGINE_MAX_RANK];
+    int64_t od[CL_ENGINE_MAX_RANK], ist[CL_ENGINE_MAX_RANK] = {0}, st[CL_ENGINE_MAX_RANK];
     int64_t s = 1;
     for (int i = rank - 1; i >= 0; i--) {
         ist[i] = s;
@@ -575,7 +575,7 @@ int eng_run_slice(eng_run *r, eng_node *n, cl_err *err)
         return 0;
     int64_t N = eng_numel(y);
     size_t es = cl_engine_dtype_size(x->dtype);
-    int64_t ist[CL_ENGINE_MAX_RANK], s = 1;
+    int64_t ist[CL_ENGINE_MAX_RANK] = {0}, s = 1;
     for (int d = rank - 1; d >= 0; d--) {
         ist[d] = s;
         s *= x->dims[d];
@@ -645,7 +645,7 @@ int eng_run_tile(eng_run *r, eng_node *n, cl_err *err)
     if (!y)
         return -1;
     size_t es = cl_engine_dtype_size(x->dtype);
-    int64_t N = eng_numel(y), idx[CL_ENGINE_MAX_RANK] = {0}, ist[CL_ENGINE_MAX_RANK], st = 1;
+    int64_t N = eng_numel(y), idx[CL_ENGINE_MAX_RANK] = {0}, ist[CL_ENGINE_MAX_RANK] = {0}, st = 1;
     for (int d = x->rank - 1; d >= 0; d--) {
         ist[d] = st;
         st *= x->dims[d];
@@ -745,7 +745,7 @@ int eng_run_pad(eng_run *r, eng_node *n, cl_err *err)
     eng_tensor *y = eng_out(r, n, 0, x->dtype, rank, od, err);
     if (!y)
         return -1;
-    int64_t N = eng_numel(y), idx[CL_ENGINE_MAX_RANK] = {0}, ist[CL_ENGINE_MAX_RANK], st = 1;
+    int64_t N = eng_numel(y), idx[CL_ENGINE_MAX_RANK] = {0}, ist[CL_ENGINE_MAX_RANK] = {0}, st = 1;
     for (int d = rank - 1; d >= 0; d--) {
         ist[d] = st;
         st *= x->dims[d];

@@ -144,7 +144,7 @@ bool eng_vec_transpose(const eng_tensor *x, eng_tensor *y, const int64_t *perm)
     if (N == 0)
         return true;
     int rank = x->rank;
-    int64_t ist[CL_ENGINE_MAX_RANK], s = 1;
+    int64_t ist[CL_ENGINE_MAX_RANK] = {0}, s = 1;
     for (int i = rank - 1; i >= 0; i--) {
         ist[i] = s;
         s *= x->dims[i];

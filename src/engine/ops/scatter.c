@@ -135,7 +135,7 @@ int eng_run_scatter_nd(eng_run *r, eng_node *n, cl_err *err)
             int64_t v = index_at(ind, i * k + j), dim = x->dims[j];
             if (v < -dim || v >= dim)
                 return eng_node_err(err, CL_E_FORMAT, n, "index %lld (entry %lld of indices) is out of range for axis %lld "
-                                    "of size %lld", (long long)v, (long long)(i * k + j), (long long)j, (long long)dim);
+                                    "of size %lld", (long long)v, (long long)i * k + j, (long long)j, (long long)dim);
         }
     eng_tensor *y = eng_out(r, n, 0, x->dtype, x->rank, x->dims, err);
     if (!y)
@@ -194,7 +194,7 @@ int eng_run_scatter_elements(eng_run *r, eng_node *n, cl_err *err)
         return -1;
     if (x->nbytes)
         memcpy(y->data, x->data, x->nbytes);
-    int64_t xst[CL_ENGINE_MAX_RANK], s = 1, idx[CL_ENGINE_MAX_RANK] = {0};
+    int64_t xst[CL_ENGINE_MAX_RANK] = {0}, s = 1, idx[CL_ENGINE_MAX_RANK] = {0};
     for (int d = x->rank - 1; d >= 0; d--) {
         xst[d] = s;
         s *= x->dims[d];

@@ -1214,7 +1214,7 @@ static int reduce(ctx *c, const fnode *f, const char *op, cl_err *err)
         bool red[4] = {false};
         for (int i = 0; i < na; i++)
             red[ax[i]] = true;
-        int64_t perm[4], np = 0, pos[4], k = 0;
+        int64_t perm[4] = {0}, np = 0, pos[4] = {0}, k = 0;
         for (int d = 0; d < 4; d++)
             if (!red[d])
                 pos[d] = k++;
