@@ -8,7 +8,7 @@
  *   - Conv followed by HardSwish, HardSigmoid or Sigmoid becomes one Conv with the activation as a
  *     oneDNN post-op (squeeze-and-excitation blocks: GlobalAveragePool -> Conv+Relu -> Conv+HardSigmoid
  *     -> Mul, the Mul a broadcasting oneDNN binary on the blocked tensor).
- * And eng_node_describe, the plan's nodes as text for tests. Transformer patterns live in fuse.c.
+ * Transformer patterns live in fuse.c; describe.c shows the post-ops these passes fused.
  */
 #include <math.h>
 #include <stdio.h>
@@ -289,10 +289,14 @@ static int fold_affine(cl_engine_model *m, eng_node *conv, cl_err *err)
             free(nb);
             return -1;
         }
+        /* w may be borrowed from the model buffer (read-only, maybe unaligned: internal.h): copied, then
+         * scaled in the copy */
         int64_t per = eng_numel(w) / oc;
+        float *nwp = nw->data;
+        memcpy(nwp, w->data, sizeof(float) * (size_t)(per * oc));
         for (int64_t o = 0; o < oc; o++)
             for (int64_t j = 0; j < per; j++)
-                ((float *)nw->data)[o * per + j] = ((const float *)w->data)[o * per + j] * cp[scalar ? 0 : o];
+                nwp[o * per + j] *= cp[scalar ? 0 : o];
     }
     int bv = add_const(m, conv->name, nb, err);
     int wv = bv >= 0 && nw ? add_const(m, conv->name, nw, err) : conv->in[1];
@@ -369,30 +373,4 @@ int eng_fuse_cnn_post(cl_engine_model *m, cl_err *err)
         count_uses(m);
     }
     return 0;
-}
-
-/* ---------------------------------------------------------------- introspection */
-
-static const char *post_name(eng_post_kind k)
-{
-    switch (k) {
-    case ENG_POST_RELU: return "Relu";
-    case ENG_POST_CLIP: return "Clip";
-    case ENG_POST_SWISH: return "SiLU";
-    case ENG_POST_HSWISH: return "HardSwish";
-    case ENG_POST_HSIGMOID: return "HardSigmoid";
-    case ENG_POST_SIGMOID: return "Sigmoid";
-    default: return NULL;
-    }
-}
-
-const char *eng_node_describe(const cl_engine_model *m, size_t i, char *buf, size_t len)
-{
-    if (i >= m->n_order || !len)
-        return NULL;
-    const eng_node *n = &m->nodes[m->order[i]];
-    const char *p = post_name(n->post), *p2 = post_name(n->post2);
-    snprintf(buf, len, "%s%s%s%s%s%s", n->op_type, p ? "+" : "", p ? p : "", n->sum_in >= 0 ? "+Add" : "",
-             p2 ? "+" : "", p2 ? p2 : "");
-    return buf;
 }

@@ -245,9 +245,6 @@ int eng_graph_prepare(cl_engine_model *m, cl_err *err);
  * HardSigmoid / Sigmoid as oneDNN post-ops (what squeeze-and-excitation blocks end in). */
 int eng_fuse_cnn_patterns(cl_engine_model *m, cl_err *err);
 int eng_fuse_cnn_post(cl_engine_model *m, cl_err *err);
-/* A short description of live node i in execution order ("Conv+HardSwish", "HardSigmoid"...) into buf
- * (for tests and debugging: which nodes a fusion left); NULL past the end. */
-const char *eng_node_describe(const cl_engine_model *m, size_t i, char *buf, size_t len);
 
 /* plan.c: the layout planner, run once at load after fusion: the model's activation layout (ENG_ACT_*)
  * and each value's planned layout (eng_value.layout). */

@@ -1,14 +1,19 @@
-/* engine/dnnl/resample.c — Resize on oneDNN resampling: linear interpolation with half_pixel (or
- * pytorch_half_pixel) coordinates over the spatial dims of a 3-5-D float tensor, in whatever layout the
- * tensor arrives (channel-blocked, channels-last or plain) and leaving the output in the same one, so the
- * bilinear upsampling of segmentation heads stays between convolutions without reorders. Everything else
- * (other modes and coordinate transformations, scales that do not give the output size exactly, resizing
- * the batch or channel dims) is the plain-C Resize of ops/resize.c.
+/* engine/dnnl/resample.c — Resize on oneDNN resampling over the spatial dims of a 3-5-D float tensor, in
+ * whatever layout the tensor arrives (channel-blocked, channels-last or plain) and leaving the output in the
+ * same one, so the upsampling of segmentation heads stays between convolutions without reorders:
+ *   - linear with half_pixel (or pytorch_half_pixel) coordinates;
+ *   - nearest with integer upscaling factors, half_pixel / pytorch_half_pixel coordinates and
+ *     round_prefer_floor / round_prefer_ceil, or asymmetric coordinates and floor (torch's export).
+ * Everything else (other modes and coordinate transformations, scales that do not give the output size
+ * exactly, resizing the batch or channel dims, Upsample and Resize-10) is the plain-C Resize of ops/resize.c.
  *
  * Why this matches ONNX: oneDNN's linear resampling takes the source coordinate (o + 0.5) * in / out - 0.5
  * with both taps clamped into the input, which is ONNX's half_pixel with the scale out / in; ONNX uses the
  * given scale, hence the exactness requirement on scales. pytorch_half_pixel differs only for an output
- * size of 1, which is left to the plain kernel.
+ * size of 1, which is left to the plain kernel. Nearest takes round((o + 0.5) * in / out - 0.5): with an
+ * integer factor s = out / in and o = k*s + j that is k + (j + 0.5) / s - 0.5, strictly within half a step
+ * of k, so no rounding tie arises and the tap is k = floor(o / s), which is what ONNX's half_pixel with
+ * round_prefer_* and asymmetric with floor give as well.
  */
 #include <math.h>
 #include <string.h>
@@ -19,8 +24,11 @@
 static bool dnnl_dims(eng_run *r, const eng_node *n, const eng_tensor *x, int64_t *od)
 {
     const resize_attr *at = n->attr;
-    if (at->old || at->mode != RS_LINEAR || (at->ctm != CT_HALF_PIXEL && at->ctm != CT_PYTORCH_HALF_PIXEL) ||
-        !eng_is_f32_nd(x))
+    bool half = at->ctm == CT_HALF_PIXEL || at->ctm == CT_PYTORCH_HALF_PIXEL;
+    bool nearest = at->mode == RS_NEAREST &&
+                   ((half && (at->nearest == NM_ROUND_PREFER_FLOOR || at->nearest == NM_ROUND_PREFER_CEIL)) ||
+                    (at->ctm == CT_ASYMMETRIC && at->nearest == NM_FLOOR));
+    if (at->old || !((at->mode == RS_LINEAR && half) || nearest) || !eng_is_f32_nd(x))
         return false;
     int rank = x->rank;
     eng_tensor *sc = eng_in(r, n, 2), *sz = eng_in(r, n, 3);
@@ -42,7 +50,8 @@ static bool dnnl_dims(eng_run *r, const eng_node *n, const eng_tensor *x, int64_
     if (od[0] != x->dims[0] || od[1] != x->dims[1])
         return false;
     for (int d = 2; d < rank; d++)
-        if (od[d] < (at->ctm == CT_PYTORCH_HALF_PIXEL ? 2 : 1) || od[d] > CL_ENGINE_MAX_TENSOR_ELEMS)
+        if (od[d] < (at->ctm == CT_PYTORCH_HALF_PIXEL ? 2 : 1) || od[d] > CL_ENGINE_MAX_TENSOR_ELEMS ||
+            (nearest && (od[d] < x->dims[d] || od[d] % x->dims[d] != 0)))
             return false;
     return eng_dims_numel(od, rank) > 0;
 }
@@ -68,7 +77,11 @@ int eng_run_resize_dnnl(eng_run *r, eng_node *n, cl_err *err)
         dnnl_resampling_desc_t rd;
         dnnl_primitive_desc_t pd = NULL;
         dnnl_primitive_attr_t attr = eng_user_scratch_attr();
-        dnnl_status_t s = dnnl_resampling_forward_desc_init(&rd, dnnl_forward_inference, dnnl_resampling_linear, NULL,
+        dnnl_status_t s = dnnl_resampling_forward_desc_init(&rd, dnnl_forward_inference,
+                                                            ((const resize_attr *)n->attr)->mode == RS_NEAREST
+                                                                ? dnnl_resampling_nearest
+                                                                : dnnl_resampling_linear,
+                                                            NULL,
                                                             &keys[0], &dmd);
         if (s == dnnl_success)
             s = dnnl_primitive_desc_create(&pd, &rd, attr, r->m->dnnl, NULL);

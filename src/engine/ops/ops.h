@@ -215,8 +215,8 @@ typedef struct resize_attr {
 } resize_attr;
 ENG_PREPARE(eng_prep_resize);
 ENG_RUN(eng_run_resize);
-/* dnnl/resample.c: linear half-pixel Resize of 3-5-D float tensors on oneDNN resampling (any layout),
- * else eng_run_resize */
+/* dnnl/resample.c: Resize of 3-5-D float tensors on oneDNN resampling (any layout) where it matches ONNX
+ * (linear half-pixel, nearest by integer factors), else eng_run_resize */
 ENG_RUN(eng_run_resize_dnnl);
 
 /* matmul.c */
