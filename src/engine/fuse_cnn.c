@@ -255,6 +255,22 @@ static bool per_channel(const eng_tensor *c, int R, int64_t oc)
     return true;
 }
 
+/* A copy of Conv weights w ([oc, ...]) with output channel o scaled by cp[o] (cp[0] when scalar). w may be
+ * borrowed from the model buffer (read-only, maybe unaligned: internal.h): copied, then scaled in the copy. */
+static eng_tensor *scaled_weights(const eng_tensor *w, const float *cp, bool scalar, cl_err *err)
+{
+    eng_tensor *nw = const_f32(w->rank, w->dims, err);
+    if (!nw)
+        return NULL;
+    int64_t oc = w->dims[0], per = eng_numel(w) / oc;
+    float *nwp = nw->data;
+    memcpy(nwp, w->data, sizeof(float) * (size_t)(per * oc));
+    for (int64_t o = 0; o < oc; o++)
+        for (int64_t j = 0; j < per; j++)
+            nwp[o * per + j] *= cp[scalar ? 0 : o];
+    return nw;
+}
+
 static int fold_affine(cl_engine_model *m, eng_node *conv, cl_err *err)
 {
     if (!is(conv, "Conv") || conv->n_out != 1 || conv->post != ENG_POST_NONE || conv->sum_in >= 0 ||
@@ -282,23 +298,16 @@ static int fold_affine(cl_engine_model *m, eng_node *conv, cl_err *err)
         float k = cp[scalar ? 0 : o], b0 = bp ? bp[o] : 0.0f;
         ((float *)nb->data)[o] = mul ? b0 * k : b0 + k;
     }
-    if (mul) {
-        nw = const_f32(w->rank, w->dims, err);
-        if (!nw) {
-            eng_tensor_free(nb);
-            free(nb);
-            return -1;
-        }
-        /* w may be borrowed from the model buffer (read-only, maybe unaligned: internal.h): copied, then
-         * scaled in the copy */
-        int64_t per = eng_numel(w) / oc;
-        float *nwp = nw->data;
-        memcpy(nwp, w->data, sizeof(float) * (size_t)(per * oc));
-        for (int64_t o = 0; o < oc; o++)
-            for (int64_t j = 0; j < per; j++)
-                nwp[o * per + j] *= cp[scalar ? 0 : o];
+    if (mul && !(nw = scaled_weights(w, cp, scalar, err))) {
+        eng_tensor_free(nb);
+        free(nb);
+        return -1;
     }
     int bv = add_const(m, conv->name, nb, err);
+    if (bv < 0 && nw) {
+        eng_tensor_free(nw);
+        free(nw);
+    }
     int wv = bv >= 0 && nw ? add_const(m, conv->name, nw, err) : conv->in[1];
     if (bv < 0 || wv < 0)
         return -1;

@@ -634,6 +634,178 @@ int eng_prep_convtranspose(cl_engine_model *m, eng_node *n, cl_err *err)
     return 0;
 }
 
+/* total padding split SAME_UPPER-style (the extra one at the end) or else SAME_LOWER-style */
+static void split_pad(int64_t total, int ap, int64_t *l, int64_t *rr)
+{
+    if (ap == AP_SAME_UPPER) {
+        *l = total / 2;
+        *rr = total - *l;
+    } else {
+        *rr = total / 2;
+        *l = total - *rr;
+    }
+}
+
+/* ConvTranspose's output size per spatial dim following ONNX (explicit pads and output_padding, or
+ * output_shape / auto_pad) and the oneDNN geometry computing it: od the ONNX output dims, dd oneDNN's
+ * (smaller where output past the last kernel reach gets only the bias: *extend). */
+static int deconv_geom(const eng_node *n, const eng_window_attr *wa, const eng_tensor *x, const eng_tensor *w,
+                       int64_t *od, dnnl_dims_t dd, dnnl_dims_t sv, dnnl_dims_t dv, dnnl_dims_t pl, dnnl_dims_t pr,
+                       bool *extend, cl_err *err)
+{
+    int nsp = x->rank - 2;
+    size_t cos = wa->cos;
+    const int64_t *st = wa->st, *dl = wa->dl, *pads = wa->pads, *opad = wa->opad, *oshape = wa->oshape;
+    int ap = wa->auto_pad;
+    for (int i = 0; i < nsp; i++) {
+        int64_t in = x->dims[2 + i], k = w->dims[2 + i], s_ = st ? st[i] : 1, d = dl ? dl[i] : 1;
+        int64_t op = opad ? opad[i] : 0, l = pads ? pads[i] : 0, rr = pads ? pads[i + nsp] : 0;
+        if (s_ < 1 || d < 1 || k < 1 || s_ > 4096 || d > 4096 || k > 4096 || l < 0 || rr < 0 || op < 0 || op >= s_ + d ||
+            l > 65536 || rr > 65536)
+            return eng_node_err(err, CL_E_FORMAT, n, "invalid stride/dilation/pad/output_padding values");
+        int64_t ext = (k - 1) * d + 1, full = s_ * (in - 1) + op + ext, out;
+        if (oshape) {
+            out = oshape[(int)cos == nsp ? i : 2 + i];
+            int64_t total = full - out;
+            if (out < 1 || out > full + s_ + d) /* at most an output_padding's worth beyond the full output */
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "output_shape %lld is not supported for an input of %lld",
+                                    (long long)out, (long long)in);
+            if (total < 0)
+                total = 0; /* positions past the full output only get the bias (see below) */
+            split_pad(total, ap, &l, &rr);
+        } else if (ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
+            out = in * s_;
+            int64_t total = full - out;
+            if (total < 0)
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "auto_pad with this geometry is not supported");
+            split_pad(total, ap, &l, &rr);
+        } else {
+            out = full - l - rr;
+        }
+        if (out < 1)
+            return eng_node_err(err, CL_E_FORMAT, n, "the output would be empty");
+        /* oneDNN: out = (in - 1) * s + ext - pl - pr, so output_padding becomes less right padding;
+         * output past the last kernel reach (pr < 0) receives no contributions: computed smaller,
+         * then extended with the bias below */
+        int64_t pr_eff = (in - 1) * s_ + ext - l - out;
+        dd[2 + i] = pr_eff < 0 ? out + pr_eff : out;
+        if (dd[2 + i] < 1)
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "this output_padding/output_shape is not supported");
+        if (pr_eff < 0) {
+            *extend = true;
+            pr_eff = 0;
+        }
+        od[2 + i] = out;
+        sv[i] = s_;
+        dv[i] = d - 1;
+        pl[i] = l;
+        pr[i] = pr_eff;
+    }
+    return 0;
+}
+
+/* A new deconvolution entry's chosen layouts, the reorder of a source arriving in another layout, and
+ * constant weights w (NULL: weights computed at run time) reordered once into secure memory. */
+static dnnl_status_t deconv_entry_prepare(eng_run *r, prim_entry *e, const dnnl_memory_desc_t *keys,
+                                          const eng_tensor *w, cl_err *err)
+{
+    dnnl_status_t s = dnnl_success;
+    e->src_md = *dnnl_primitive_desc_query_md(e->pd, dnnl_query_src_md, 0);
+    e->wei_md = *dnnl_primitive_desc_query_md(e->pd, dnnl_query_weights_md, 0);
+    if (!dnnl_memory_desc_equal(&e->src_md, &keys[0])) {
+        dnnl_primitive_desc_t rpd;
+        s = dnnl_reorder_primitive_desc_create(&rpd, &keys[0], r->m->dnnl, &e->src_md, r->m->dnnl, NULL);
+        if (s == dnnl_success) {
+            s = dnnl_primitive_create(&e->src_reorder, rpd);
+            dnnl_primitive_desc_destroy(rpd);
+        }
+    }
+    size_t wsz = dnnl_memory_desc_get_size(&e->wei_md);
+    if (s == dnnl_success && w) { /* the reordered weights are model secrets: secure memory */
+        e->wei = wsz <= 2 * CL_ENGINE_MAX_TENSOR_BYTES ? cl_secmem_alloc(wsz ? wsz : 1, err) : NULL;
+        s = e->wei ? eng_do_reorder(r, &keys[1], w->data, &e->wei_md, e->wei, NULL, NULL, false, 0)
+                   : dnnl_out_of_memory;
+    }
+    return s;
+}
+
+/* The cached deconvolution for these keys, made on first use (under the model lock): layouts as oneDNN
+ * chooses, a reorder for a source arriving in another layout, constant weights reordered once into secure
+ * memory. NULL with err set on failure. */
+static prim_entry *deconv_entry(eng_run *r, eng_node *n, const dnnl_memory_desc_t *keys, const dnnl_memory_desc_t *descs,
+                                const eng_tensor *w, bool bias, const dnnl_dims_t sv, const dnnl_dims_t dv,
+                                const dnnl_dims_t pl, const dnnl_dims_t pr, cl_err *err)
+{
+    const cl_engine_model *m = r->m;
+    const dnnl_memory_desc_t *smd = &descs[0], *wany = &descs[1], *bmd = &descs[2], *dmd = &descs[3];
+    bool const_w = n->in[1] >= 0 && m->values[n->in[1]].konst != NULL;
+    int variant = bias ? 1 : 0;
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = eng_node_cache(r, n, err);
+    prim_entry *e = c ? eng_cache_find_keys(c, keys, 2, variant) : NULL;
+    if (c && !e) {
+        dnnl_deconvolution_desc_t ddsc;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = eng_user_scratch_attr();
+        dnnl_status_t s2 = dnnl_dilated_deconvolution_forward_desc_init(&ddsc, dnnl_forward_inference,
+                                                                        dnnl_deconvolution_direct, smd, wany,
+                                                                        bias ? bmd : NULL, dmd, sv, dv, pl, pr);
+        if (s2 == dnnl_success)
+            s2 = dnnl_primitive_desc_create(&pd, &ddsc, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s2 != dnnl_success)
+            eng_dnnl_fail(err, s2, n, "creating the deconvolution");
+        else
+            e = eng_entry_new(c, keys, 2, variant, pd, n, err);
+        if (e && (s2 = deconv_entry_prepare(r, e, keys, const_w ? w : NULL, err)) != dnnl_success) {
+            eng_dnnl_fail(err, s2, n, "preparing the deconvolution");
+            c->head = e->next;
+            eng_prim_entry_free(e);
+            e = NULL;
+        }
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    return e;
+}
+
+/* ConvTranspose's output past the last kernel reach: the computed block cd_ of node n's output embedded
+ * into the full output od, the rest being the bias. */
+static int deconv_extend(eng_run *r, const eng_node *n, int rank, const int64_t *cd_, const int64_t *od,
+                         const eng_tensor *b, cl_err *err)
+{
+    /* embed the computed [.., cd_] block into the full output, the rest being the bias */
+    eng_tensor *y = &r->vals[n->out[0]];
+    if (eng_make_plain(r, y, err) != 0)
+        return -1;
+    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = rank};
+    memcpy(o.dims, od, sizeof(int64_t) * (size_t)rank);
+    if (eng_tensor_alloc(&o, err) != 0)
+        return -1;
+    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0};
+    float *op = o.data;
+    const float *yp = y->data, *bp = b ? b->data : NULL;
+    for (int64_t i = 0; i < N; i++) {
+        bool inside = true;
+        int64_t off = 0;
+        for (int d = 0; d < rank; d++) {
+            inside = inside && idx[d] < cd_[d];
+            off = off * cd_[d] + idx[d];
+        }
+        op[i] = inside ? yp[off] : bp ? bp[idx[1]] : 0.0f;
+        for (int d = rank - 1; d >= 0; d--) {
+            if (++idx[d] < od[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    int refs = y->refs;
+    eng_tensor_free(y);
+    *y = o;
+    y->refs = refs;
+    return 0;
+}
+
 int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
 {
     const eng_window_attr *wa = n->attr;
@@ -656,66 +828,11 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     if ((st && (int)cs != nsp) || (dl && (int)cd != nsp) || (pads && (int)cp != 2 * nsp) || (opad && (int)co != nsp) ||
         (oshape && (int)cos != nsp && (int)cos != x->rank))
         return eng_node_err(err, CL_E_FORMAT, n, "attributes do not match %d spatial dims", nsp);
-    int ap = wa->auto_pad;
     dnnl_dims_t wd, dd, sv, dv, pl, pr;
     int64_t od[CL_ENGINE_MAX_RANK] = {x->dims[0], OC};
     bool extend = false;
-    for (int i = 0; i < nsp; i++) {
-        int64_t in = x->dims[2 + i], k = w->dims[2 + i], s_ = st ? st[i] : 1, d = dl ? dl[i] : 1;
-        int64_t op = opad ? opad[i] : 0, l = pads ? pads[i] : 0, rr = pads ? pads[i + nsp] : 0;
-        if (s_ < 1 || d < 1 || k < 1 || s_ > 4096 || d > 4096 || k > 4096 || l < 0 || rr < 0 || op < 0 || op >= s_ + d ||
-            l > 65536 || rr > 65536)
-            return eng_node_err(err, CL_E_FORMAT, n, "invalid stride/dilation/pad/output_padding values");
-        int64_t ext = (k - 1) * d + 1, full = s_ * (in - 1) + op + ext, out;
-        if (oshape) {
-            out = oshape[(int)cos == nsp ? i : 2 + i];
-            int64_t total = full - out;
-            if (out < 1 || out > full + s_ + d) /* at most an output_padding's worth beyond the full output */
-                return eng_node_err(err, CL_E_UNSUPPORTED, n, "output_shape %lld is not supported for an input of %lld",
-                                    (long long)out, (long long)in);
-            if (total < 0)
-                total = 0; /* positions past the full output only get the bias (see below) */
-            if (ap == AP_SAME_UPPER) {
-                l = total / 2;
-                rr = total - l;
-            } else {
-                rr = total / 2;
-                l = total - rr;
-            }
-        } else if (ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
-            out = in * s_;
-            int64_t total = full - out;
-            if (total < 0)
-                return eng_node_err(err, CL_E_UNSUPPORTED, n, "auto_pad with this geometry is not supported");
-            if (ap == AP_SAME_UPPER) {
-                l = total / 2;
-                rr = total - l;
-            } else {
-                rr = total / 2;
-                l = total - rr;
-            }
-        } else {
-            out = full - l - rr;
-        }
-        if (out < 1)
-            return eng_node_err(err, CL_E_FORMAT, n, "the output would be empty");
-        /* oneDNN: out = (in - 1) * s + ext - pl - pr, so output_padding becomes less right padding;
-         * output past the last kernel reach (pr < 0) receives no contributions: computed smaller,
-         * then extended with the bias below */
-        int64_t pr_eff = (in - 1) * s_ + ext - l - out;
-        dd[2 + i] = pr_eff < 0 ? out + pr_eff : out;
-        if (dd[2 + i] < 1)
-            return eng_node_err(err, CL_E_UNSUPPORTED, n, "this output_padding/output_shape is not supported");
-        if (pr_eff < 0) {
-            extend = true;
-            pr_eff = 0;
-        }
-        od[2 + i] = out;
-        sv[i] = s_;
-        dv[i] = d - 1;
-        pl[i] = l;
-        pr[i] = pr_eff;
-    }
+    if (deconv_geom(n, wa, x, w, od, dd, sv, dv, pl, pr, &extend, err) != 0)
+        return -1;
     dd[0] = x->dims[0];
     dd[1] = OC;
     int wr;
@@ -752,52 +869,8 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     dnnl_memory_desc_init_by_tag(&smd, x->rank, sd_, dnnl_f32, act ? eng_plan_act_tag(m, 4, C) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, plain_dst ? eng_plain_tag(x->rank)
                                                               : act ? eng_plan_act_tag(m, 4, OC) : dnnl_format_tag_any);
-    bool const_w = n->in[1] >= 0 && m->values[n->in[1]].konst != NULL;
-    int variant = b ? 1 : 0;
-    pthread_mutex_lock(&r->m->lock);
-    prim_cache *c = eng_node_cache(r, n, err);
-    prim_entry *e = c ? eng_cache_find_keys(c, keys, 2, variant) : NULL;
-    if (c && !e) {
-        dnnl_deconvolution_desc_t ddsc;
-        dnnl_primitive_desc_t pd = NULL;
-        dnnl_primitive_attr_t attr = eng_user_scratch_attr();
-        dnnl_status_t s2 = dnnl_dilated_deconvolution_forward_desc_init(&ddsc, dnnl_forward_inference,
-                                                                        dnnl_deconvolution_direct, &smd, &wany,
-                                                                        b ? &bmd : NULL, &dmd, sv, dv, pl, pr);
-        if (s2 == dnnl_success)
-            s2 = dnnl_primitive_desc_create(&pd, &ddsc, attr, r->m->dnnl, NULL);
-        if (attr)
-            dnnl_primitive_attr_destroy(attr);
-        if (s2 != dnnl_success)
-            eng_dnnl_fail(err, s2, n, "creating the deconvolution");
-        else
-            e = eng_entry_new(c, keys, 2, variant, pd, n, err);
-        if (e) {
-            e->src_md = *dnnl_primitive_desc_query_md(e->pd, dnnl_query_src_md, 0);
-            e->wei_md = *dnnl_primitive_desc_query_md(e->pd, dnnl_query_weights_md, 0);
-            if (!dnnl_memory_desc_equal(&e->src_md, &keys[0])) {
-                dnnl_primitive_desc_t rpd;
-                s2 = dnnl_reorder_primitive_desc_create(&rpd, &keys[0], r->m->dnnl, &e->src_md, r->m->dnnl, NULL);
-                if (s2 == dnnl_success) {
-                    s2 = dnnl_primitive_create(&e->src_reorder, rpd);
-                    dnnl_primitive_desc_destroy(rpd);
-                }
-            }
-            size_t wsz = dnnl_memory_desc_get_size(&e->wei_md);
-            if (s2 == dnnl_success && const_w) { /* the reordered weights are model secrets: secure memory */
-                e->wei = wsz <= 2 * CL_ENGINE_MAX_TENSOR_BYTES ? cl_secmem_alloc(wsz ? wsz : 1, err) : NULL;
-                s2 = e->wei ? eng_do_reorder(r, &wmd, w->data, &e->wei_md, e->wei, NULL, NULL, false, 0)
-                            : dnnl_out_of_memory;
-            }
-            if (s2 != dnnl_success) {
-                eng_dnnl_fail(err, s2, n, "preparing the deconvolution");
-                c->head = e->next;
-                eng_prim_entry_free(e);
-                e = NULL;
-            }
-        }
-    }
-    pthread_mutex_unlock(&r->m->lock);
+    const dnnl_memory_desc_t descs[] = {smd, wany, bmd, dmd};
+    prim_entry *e = deconv_entry(r, n, keys, descs, w, b != NULL, sv, dv, pl, pr, err);
     if (!e)
         return -1;
     void *src = x->data, *wei = e->wei, *tmp_src = NULL, *tmp_wei = NULL;
@@ -831,35 +904,6 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
         return -1;
     if (!extend)
         return 0;
-    /* embed the computed [.., cd_] block into the full output, the rest being the bias */
-    eng_tensor *y = &r->vals[n->out[0]];
-    if (eng_make_plain(r, y, err) != 0)
-        return -1;
-    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = x->rank};
-    memcpy(o.dims, od, sizeof(int64_t) * (size_t)x->rank);
-    if (eng_tensor_alloc(&o, err) != 0)
-        return -1;
-    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0};
-    float *op = o.data;
-    const float *yp = y->data, *bp = b ? b->data : NULL;
-    for (int64_t i = 0; i < N; i++) {
-        bool inside = true;
-        int64_t off = 0;
-        for (int d = 0; d < x->rank; d++) {
-            inside = inside && idx[d] < cd_[d];
-            off = off * cd_[d] + idx[d];
-        }
-        op[i] = inside ? yp[off] : bp ? bp[idx[1]] : 0.0f;
-        for (int d = x->rank - 1; d >= 0; d--) {
-            if (++idx[d] < od[d])
-                break;
-            idx[d] = 0;
-        }
-    }
-    int refs = y->refs;
-    eng_tensor_free(y);
-    *y = o;
-    y->refs = refs;
-    return 0;
+    return deconv_extend(r, n, x->rank, cd_, od, b, err);
 }
 
