@@ -828,7 +828,7 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     if ((st && (int)cs != nsp) || (dl && (int)cd != nsp) || (pads && (int)cp != 2 * nsp) || (opad && (int)co != nsp) ||
         (oshape && (int)cos != nsp && (int)cos != x->rank))
         return eng_node_err(err, CL_E_FORMAT, n, "attributes do not match %d spatial dims", nsp);
-    dnnl_dims_t wd, dd, sv, dv, pl, pr;
+    dnnl_dims_t wd, dd = {0}, sv = {0}, dv = {0}, pl = {0}, pr = {0}; /* deconv_geom fills them */
     int64_t od[CL_ENGINE_MAX_RANK] = {x->dims[0], OC};
     bool extend = false;
     if (deconv_geom(n, wa, x, w, od, dd, sv, dv, pl, pr, &extend, err) != 0)
