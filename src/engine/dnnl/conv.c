@@ -273,10 +273,13 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     bd[0] = OC;
     dnnl_memory_desc_t smd, wmd, dmd, bmd;
     /* layouts: the planner's activation layout (plan.c) for source and destination, plain row-major for a
-     * destination only plain kernels read; weights as oneDNN prefers */
+     * destination only plain kernels read when the source is not in a fixed activation layout (oneDNN 2.6 has
+     * only its reference kernel for an nhwc or blocked source with a plain destination: convnext_tiny's
+     * depthwise convolutions before a Transpose took 7x longer); weights as oneDNN prefers */
     const cl_engine_model *m = r->m;
     bool act = x->rank == 4 && (group == 1 || m->act_layout == ENG_ACT_NHWC);
-    bool plain_dst = n->out[0] >= 0 && m->values[n->out[0]].layout == ENG_LAYOUT_PLAIN;
+    bool plain_dst = n->out[0] >= 0 && m->values[n->out[0]].layout == ENG_LAYOUT_PLAIN &&
+                     !(act && eng_plan_act_tag(m, 4, C) != dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&smd, x->rank, sd, dnnl_f32, act ? eng_plan_act_tag(m, 4, C) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&wmd, wr, wd, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, plain_dst ? eng_plain_tag(x->rank)
@@ -864,7 +867,8 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     for (int i = 0; i < x->rank; i++)
         sd_[i] = x->dims[i];
     bool act = x->rank == 4 && (group == 1 || m->act_layout == ENG_ACT_NHWC);
-    bool plain_dst = n->out[0] >= 0 && m->values[n->out[0]].layout == ENG_LAYOUT_PLAIN && !extend;
+    bool plain_dst = n->out[0] >= 0 && m->values[n->out[0]].layout == ENG_LAYOUT_PLAIN && !extend &&
+                     !(act && eng_plan_act_tag(m, 4, C) != dnnl_format_tag_any); /* as conv_create */
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
     dnnl_memory_desc_init_by_tag(&smd, x->rank, sd_, dnnl_f32, act ? eng_plan_act_tag(m, 4, C) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, plain_dst ? eng_plain_tag(x->rank)
