@@ -6,11 +6,13 @@
  *   ENG_ACT_BLOCKED  channel-blocked nChw16c (AVX-512) / nChw8c (AVX2): chosen when every 4-D Conv is
  *                    ungrouped and its channel counts fill whole blocks (ResNet-style networks, where
  *                    the blocked direct kernels measured 10-15% faster than nhwc at batch 8);
- *   ENG_ACT_NHWC     channels-last: chosen when a Conv is grouped/depthwise or has channel counts that
- *                    are not multiples of the block (MobileNet, EfficientNet, ConvNeXt, the segmentation
- *                    heads): oneDNN's depthwise kernels want nhwc there, and blocked layouts with padded
- *                    channels send depthwise convolutions to slow reference kernels, so one nhwc layout
- *                    from one convolution to the next avoids a reorder before and after each depthwise one.
+ *   ENG_ACT_NHWC     channels-last: chosen when a Conv is grouped/depthwise or more than one in eight
+ *                    has channel counts that are not multiples of the block (MobileNet, EfficientNet,
+ *                    ConvNeXt, the segmentation heads; not fcn_resnet50, whose one 21-channel head Conv
+ *                    runs in oneDNN's own choice of layout): oneDNN's depthwise kernels want nhwc there,
+ *                    and blocked layouts with padded channels send depthwise convolutions to slow
+ *                    reference kernels, so one nhwc layout from one convolution to the next avoids a
+ *                    reorder before and after each depthwise one.
  * A value's layout (eng_value.layout) is ENG_LAYOUT_BLOCKED ("the activation layout") when it is made by
  * an op that can produce it and at least one consumer can take it, else ENG_LAYOUT_PLAIN: a Conv whose
  * output only plain kernels (or the caller) read writes plain row-major directly instead of leaving a
@@ -61,6 +63,7 @@ static int choose_act(const cl_engine_model *m)
     int block = eng_plan_block();
     if (!block)
         return ENG_ACT_BLOCKED; /* no vector blocks: oneDNN picks its own layouts */
+    size_t convs = 0, misfit = 0;
     for (size_t oi = 0; oi < m->n_order; oi++) {
         const eng_node *n = &m->nodes[m->order[oi]];
         if (!(is_op(n, "Conv") || is_op(n, "ConvTranspose")) || n->n_in < 2 || n->in[1] < 0)
@@ -71,11 +74,14 @@ static int choose_act(const cl_engine_model *m)
         if (conv_group(n) > 1)
             return ENG_ACT_NHWC;
         int64_t oc = is_op(n, "Conv") ? w->dims[0] : w->dims[1], ic = is_op(n, "Conv") ? w->dims[1] : w->dims[0];
+        convs++;
         /* a first convolution over a few image channels reads a plain input anyway */
         if (oc % block || (ic >= block && ic % block))
-            return ENG_ACT_NHWC;
+            misfit++;
     }
-    return ENG_ACT_BLOCKED;
+    /* a few convolutions with odd channel counts (fcn_resnet50's 21-class head on a ResNet-50 backbone)
+     * do not make the whole network channels-last: they get oneDNN's own choice of layout */
+    return misfit * 8 > convs ? ENG_ACT_NHWC : ENG_ACT_BLOCKED;
 }
 
 int eng_plan_layouts(cl_engine_model *m, cl_err *err)
