@@ -137,9 +137,6 @@ int cl_client_get_status(cl_client_conn *conn, const char *model, int64_t versio
 
 /* ---------------------------------------------------------------- pure helpers (tested, fuzzed) */
 
-/* Splits "HOST:PORT" / "[v6]:PORT" (port required, 1..65535). */
-int cl_client_split_hostport(const char *s, char *host, size_t host_size, int *port, cl_err *err);
-
 /* The 5-byte header of a gRPC message of len bytes (not compressed, big-endian length); the message
  * follows it. Fails above 4 GiB. */
 int cl_client_grpc_frame_header(uint8_t hdr[5], size_t len, cl_err *err);

@@ -69,6 +69,8 @@ typedef struct cl_err {
 /* Records `code` and a formatted message in `err` (if non-NULL). Always returns -1 so callers can
  * write `return cl_err_set(err, CL_E_IO, "...")`. */
 int cl_err_set(cl_err *err, cl_status code, const char *fmt, ...) CL_PRINTF(3, 4);
+/* cl_err_set(err, CL_E_NOMEM, "out of memory"): an allocation failed. Returns -1. */
+int cl_err_nomem(cl_err *err);
 /* Like cl_err_set, and appends ": <strerror(errno_value)>". */
 int cl_err_errno(cl_err *err, cl_status code, int errno_value, const char *fmt, ...) CL_PRINTF(4, 5);
 /* Like cl_err_set, and appends the first queued OpenSSL error (and clears OpenSSL's queue). */
@@ -192,6 +194,13 @@ int cl_memeq_ct(const void *a, const void *b, size_t n);
 
 /* True when `host` is an IPv4 or IPv6 address literal rather than a name. */
 bool cl_net_is_ip(const char *host);
+/* The one HOST:PORT parser (command lines, key server lists, --listen). Splits "HOST:PORT" or
+ * "[IPv6]:PORT" (an IPv6 address needs its brackets: "::1:80" is refused) and copies the host without
+ * brackets into `host` (size bytes; longer is an error). With default_port >= 0 ":PORT" may be left out
+ * and means default_port; with default_port < 0 it is required. Ports are 1..65535, and 0 too when
+ * allow_port0 (a listener's "any free port"). Errors are CL_E_INVALID and quote `s`. */
+int cl_net_split_hostport(const char *s, char *host, size_t size, int *port, int default_port, bool allow_port0,
+                          cl_err *err);
 /* Receive and send timeouts of `ms` and TCP_NODELAY on a connected TCP socket: blocking I/O then
  * fails (EAGAIN) after the timeout instead of hanging. */
 void cl_net_set_timeouts(int fd, int ms);

@@ -3,15 +3,15 @@
  * keyed state), the HMAC-chained audit log with its keyed checkpoint, the key
  * server (TLS 1.3, RA-TLS client authentication, cloister's native protocol and Gramine's
  * secret_prov v1 protocol, policy reload without dropping connections; connections accepted and
- * handshaken on event loops within limits, requests run by worker threads) and the provisioning client
- * (`cloister provision`, and the model server at start-up).
+ * handshaken on event loops within limits, requests run by worker threads). The provisioning client
+ * (`cloister provision`, and the model server at start-up) is in provision.h, included here.
  *
  * Ownership: handles returned by the _open and _start functions belong to the caller. Secret values returned to the
  * caller are in secure memory (cl_secmem_*), released with the matching *_free function. An audit
  * record owns its variable-length strings (cl_audit_record_clear frees them).
  * Thread-safety: a cl_store may be shared by threads (it serializes access internally; audit appends
  * are atomic with respect to the hash chain). A cl_keyserver runs its own threads; its functions may
- * be called from any one thread (cl_keyserver_get_stats from any thread). cl_provision_fetch is thread-safe given distinct results. */
+ * be called from any one thread (cl_keyserver_get_stats from any thread). */
 #ifndef CLOISTER_KEYSERVER_H
 #define CLOISTER_KEYSERVER_H
 
@@ -19,6 +19,7 @@
 #include "cloister/common.h"
 #include "cloister/dcap.h"
 #include "cloister/policy.h"
+#include "cloister/provision.h"
 #include "cloister/ratls.h"
 
 #ifdef __cplusplus
@@ -27,7 +28,6 @@ extern "C" {
 
 #define CL_KS_MASTER_KEY_LEN 32
 #define CL_KS_SECRET_MAX (1 << 20) /* largest secret value (1 MiB) */
-#define CL_KS_DEFAULT_PORT 4433
 
 /* ---------------------------------------------------------------- master key */
 
@@ -131,6 +131,38 @@ int cl_audit_list(cl_store *s, int64_t limit, cl_audit_list_fn fn, void *ctx, cl
  * the head with one recorded elsewhere. */
 int cl_audit_verify(cl_store *s, int64_t *count, char head_hash[65], cl_err *err);
 
+/* ---------------------------------------------------------------- Merkle log (RFC 9162)
+ * The Merkle tree of RFC 9162 §2.1 (RFC 6962's hashing; merkle.c): SHA-256, leaf = H(0x00 ‖ data),
+ * node = H(0x01 ‖ left ‖ right), the empty tree's head H(""). Generation takes the leaf hashes in
+ * memory (n × 32 bytes); verification only the proof. Proofs (len × 32 bytes) run from the leaf (or
+ * the older tree) up; at most CL_MERKLE_MAX_PROOF hashes. A refused proof is CL_E_AUTH with what did not hold. Pure functions:
+ * thread-safe. Proofs returned are malloc()ed (free()); NULL when empty. */
+#define CL_MERKLE_HASH_LEN 32
+#define CL_MERKLE_MAX_PROOF 64
+int cl_merkle_leaf_hash(const uint8_t *data, size_t len, uint8_t out[CL_MERKLE_HASH_LEN], cl_err *err);
+/* MTH over leaves[0..n) (leaf hashes). */
+int cl_merkle_root(const uint8_t *leaves, uint64_t n, uint8_t out[CL_MERKLE_HASH_LEN],
+                   cl_err *err);
+/* PATH(m, D[n]): the proof that leaf m (0-based) is in the tree of the first n leaves. */
+int cl_merkle_inclusion_proof(const uint8_t *leaves, uint64_t n, uint64_t m,
+                              uint8_t **proof, size_t *len, cl_err *err);
+/* PROOF(m, D[n]): the proof that the tree of the first m leaves (1 <= m <= n) is a prefix of the tree
+ * of the first n. */
+int cl_merkle_consistency_proof(const uint8_t *leaves, uint64_t n, uint64_t m,
+                                uint8_t **proof, size_t *len, cl_err *err);
+/* 0 when `leaf` (a leaf hash) is leaf m of the tree of n leaves whose head is `root`. `leaf` must be
+ * the hash the verifier computed from the record itself (cl_merkle_leaf_hash), never one handed over
+ * with the proof, and n and root must come from a tree head it trusts: an inner node's hash is leaf 0
+ * of a smaller tree with the same head. */
+int cl_merkle_verify_inclusion(const uint8_t leaf[CL_MERKLE_HASH_LEN], uint64_t m, uint64_t n,
+                               const uint8_t *proof, size_t len,
+                               const uint8_t root[CL_MERKLE_HASH_LEN], cl_err *err);
+/* 0 when the tree of m leaves with head old_root is a prefix of the tree of n with head new_root
+ * (m == n: an empty proof and equal heads). */
+int cl_merkle_verify_consistency(uint64_t m, uint64_t n, const uint8_t old_root[CL_MERKLE_HASH_LEN],
+                                 const uint8_t new_root[CL_MERKLE_HASH_LEN],
+                                 const uint8_t *proof, size_t len, cl_err *err);
+
 /* ---------------------------------------------------------------- server */
 
 typedef struct cl_keyserver_config {
@@ -218,81 +250,6 @@ void cl_keyserver_stop(cl_keyserver *ks);
 /* Serves until SIGINT/SIGTERM; SIGHUP reloads the policy and the DCAP collateral
  * (cl_keyserver_reload_policy, cl_keyserver_reload_dcap). For the CLI. */
 int cl_keyserver_run(const cl_keyserver_config *cfg, cl_err *err);
-
-/* ---------------------------------------------------------------- wire protocols */
-
-#define CL_KS_MAGIC "CLKS1" /* sent with its NUL: 6 bytes */
-/* native response status: 0 handled, 2 malformed request, 3 busy (locked-memory budget; retry), 4 denied:
- * the client's evidence did not verify or the policy matched no identity; the two bytes that follow
- * are a cl_policy_deny reason code (big-endian) and nothing else is sent (docs/keyserver.md) */
-#define CL_KS_STATUS_OK 0
-#define CL_KS_STATUS_MALFORMED 2
-#define CL_KS_STATUS_BUSY 3
-#define CL_KS_STATUS_DENIED 4
-#define CL_KS_MAX_NAMES 64
-#define CL_SECRET_PROV_REQUEST "SECRET_PROVISION_RA_TLS_REQUEST_V1"   /* sent with its NUL */
-#define CL_SECRET_PROV_RESPONSE "SECRET_PROVISION_RA_TLS_RESPONSE_V1:" /* sent with its NUL */
-
-/* ---------------------------------------------------------------- client */
-
-typedef struct cl_secret {
-    char name[CL_POLICY_MAX_SECRET_NAME + 1];
-    bool granted;
-    uint8_t *value; /* secure memory; NULL unless granted */
-    size_t len;
-} cl_secret;
-
-typedef struct cl_provision_result {
-    cl_secret *secrets;
-    size_t count;
-    char server[128]; /* the key server that answered */
-} cl_provision_result;
-
-typedef struct cl_provision_options {
-    const cl_stop *stop;         /* optional: once raised, every wait (connect, TLS I/O, backoff) ends and the
-                                    fetch fails at once (cl_stop_raised tells the caller why) */
-    const char *const *servers;  /* "HOST:PORT", tried in order, round after round */
-    size_t server_count;
-    const char *ca_file;         /* CA that issued the key servers' certificates */
-    const char *server_name;     /* name to check in the server certificate (default: each HOST) */
-    const cl_ratls_identity *identity; /* our RA-TLS identity (client certificate) */
-    const char *const *names;    /* secrets to ask for (native protocol) */
-    size_t name_count;
-    bool secret_prov;            /* speak Gramine's secret_prov v1 instead (one unnamed secret) */
-    int attempts;                /* rounds over the server list (default 5) */
-    int backoff_ms;              /* first delay between rounds (default 200); see cl_provision_backoff_ms */
-    int timeout_ms;              /* connect and I/O timeout (default 10000) */
-} cl_provision_options;
-
-/* The retry schedule. Delays between rounds double from backoff_ms up to CL_KS_BACKOFF_CAP_MS (or
- * backoff_ms when that is larger), each shortened at random by up to half; no delay is longer than the
- * cap. A server whose name does not exist (EAI_NONAME) is not asked again; one whose resolver cannot
- * answer (EAI_AGAIN) is retried with the others for CL_KS_RESOLVE_RETRY_MS, then dropped too; when no
- * server is left, the fetch fails at once. */
-#define CL_KS_BACKOFF_CAP_MS 5000
-#define CL_KS_RESOLVE_RETRY_MS 30000
-/* The delay before round `round` (1 = the first retry) with the given random byte (0..255). */
-int cl_provision_backoff_ms(int first_ms, int round, uint8_t random_byte);
-
-/* Connects, retrying with backoff on network and TLS errors, and returns what the server granted.
- * Returns 0 only if every requested secret was granted; CL_E_DENIED (no retry) if the server refused
- * the attestation (the message names the denial frame's reason code, docs/keyserver.md "Denial") or
- * some secret (the result still lists what was granted). With o->stop raised, fails at once. The
- * servers' HOST:PORT syntax, the CA file and the names are checked before anything is sent. */
-int cl_provision_fetch(const cl_provision_options *o, cl_provision_result *res, cl_err *err);
-void cl_provision_result_free(cl_provision_result *res);
-
-/* A reusable client (one TLS context, CA and identity loaded once) for callers that fetch more than
- * once. The options and everything they point to are borrowed and must outlive the client.
- * cl_provision_client_fetch may run concurrently on one client. */
-typedef struct cl_provision_client cl_provision_client;
-cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_err *err);
-int cl_provision_client_fetch(cl_provision_client *c, cl_provision_result *res, cl_err *err);
-void cl_provision_client_free(cl_provision_client *c);
-
-/* Splits "HOST:PORT" / "[v6]:PORT"; host is copied into `host` (size bytes). */
-int cl_keyserver_split_hostport(const char *s, char *host, size_t size, int *port, int default_port,
-                                cl_err *err);
 
 #ifdef __cplusplus
 }

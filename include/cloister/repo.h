@@ -20,7 +20,7 @@
 
 #include "cloister/common.h"
 #include "cloister/engine.h"
-#include "cloister/keyserver.h"
+#include "cloister/provision.h"
 #include "cloister/seal.h"
 #include "cloister/serve.h"
 

@@ -48,7 +48,7 @@ static cl_dcap_collateral *collateral_new(cl_err *err)
 {
     cl_dcap_collateral *c = calloc(1, sizeof(*c));
     if (!c)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     else
         pthread_mutex_init(&c->memo_lock, NULL);
     return c;
@@ -70,7 +70,7 @@ static STACK_OF(X509) *pem_chain(const char *pem, size_t len, const char *what, 
     if (!b || !sk) {
         BIO_free(b);
         sk_X509_free(sk);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     X509 *x;
@@ -140,7 +140,7 @@ static X509_CRL *crl_any(const uint8_t *buf, size_t n, const char *what, cl_err 
     } else if (all_hex(buf, n)) {
         uint8_t *der = malloc(n / 2);
         if (!der) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             return NULL;
         }
         if (cl_hex_decode((const char *)buf, n, der, n / 2) == 0 && der[0] == 0x30) {
@@ -171,7 +171,7 @@ static int signed_doc(const char *text, size_t len, const char *what, char **cop
     if (!(*parsed = cl_json_parse(text, len, label, err)))
         return -1;
     if (!(*copy = strndup(text, len)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     return 0;
 }
 
@@ -455,7 +455,7 @@ static int signed_answer(const char *body, size_t n, const char *key, const char
         goto out;
     }
     if (!(*text = strndup(body + start, span))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     if (strlen(*text) != span || !(*doc = json_incref(json_object_get(root, key)))) {
@@ -483,7 +483,7 @@ static STACK_OF(X509) *header_chain(const char *v, size_t n, const char *what, c
     }
     char *pem = malloc(n + 1);
     if (!pem) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     size_t o = 0;

@@ -92,7 +92,7 @@ static fileset *fileset_load(char *const *files, size_t n, cl_err *err)
     fileset *f = calloc(1, sizeof *f);
     if (!f || (n && !(f->col = calloc(n, sizeof *f->col)))) {
         free(f);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     atomic_init(&f->refs, 1);
@@ -168,7 +168,7 @@ cl_dcap_source *cl_dcap_source_new(const cl_dcap_config *cfg, cl_err *err)
     }
     cl_dcap_source *s = calloc(1, sizeof *s);
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     pthread_mutex_init(&s->lock, NULL);
@@ -180,12 +180,12 @@ cl_dcap_source *cl_dcap_source_new(const cl_dcap_config *cfg, cl_err *err)
     if ((n && !(s->files = calloc(n, sizeof *s->files))) || (cfg->pccs_url && !(s->pccs_url = strdup(cfg->pccs_url))) ||
         (cfg->pccs_ca_file && !(s->pccs_ca = strdup(cfg->pccs_ca_file))) ||
         (cfg->cache_dir && !(s->cache_dir = strdup(cfg->cache_dir)))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     for (; s->cfg.collateral_count < n; s->cfg.collateral_count++)
         if (!(s->files[s->cfg.collateral_count] = strdup(cfg->collateral_files[s->cfg.collateral_count]))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto fail;
         }
     s->cfg.collateral_files = (const char *const *)s->files;
@@ -251,7 +251,7 @@ static slot *slot_add(cl_dcap_source *s, const char *key, cl_err *err)
         size_t cap = s->cap_slots ? s->cap_slots * 2 : 8;
         slot *n = realloc(s->slots, cap * sizeof *n);
         if (!n) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             return NULL;
         }
         s->slots = n;

@@ -248,7 +248,7 @@ static int sim_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out,
     size_t len = tdx ? SIM_TDX_QUOTE_LEN : SIM_SGX_QUOTE_LEN, body_len = tdx ? 584 : 384;
     uint8_t *q = calloc(1, len);
     if (!q)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     put16le(q, tdx ? 4 : 3);
     put16le(q + 2, 2);
     put32le(q + 4, p->sim_id.tee_type);
@@ -316,7 +316,7 @@ static int gramine_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **
     size_t type_len = 0;
     int rc = -1;
     if (!type_path || !urd_path || !quote_path) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     if (cl_attest_read_file(type_path, 64, &type, &type_len, err) != 0) {
@@ -354,7 +354,7 @@ static int read_text(const char *dir, const char *name, char *buf, size_t size, 
     uint8_t *data = NULL;
     size_t len = 0;
     int rc = path ? cl_attest_read_file(path, size - 1, &data, &len, err)
-                  : cl_err_set(err, CL_E_NOMEM, "out of memory");
+                  : cl_err_nomem(err);
     free(path);
     if (rc != 0)
         return -1;
@@ -376,7 +376,7 @@ static int tsm_quote(cl_attest_provider *p, const uint8_t rd[64], uint8_t **out,
     bool created = false;
     int rc = -1;
     if (!inblob || !outblob) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     if (mkdir(entry, 0700) == 0)
@@ -429,7 +429,7 @@ cl_attest_provider *cl_attest_provider_new(const cl_attest_provider_config *cfg,
 {
     cl_attest_provider *p = calloc(1, sizeof(*p));
     if (!p) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     p->kind = cfg->kind;
@@ -438,7 +438,7 @@ cl_attest_provider *cl_attest_provider_new(const cl_attest_provider_config *cfg,
         root = cfg->kind == CL_ATTEST_GRAMINE ? GRAMINE_ROOT_DEFAULT : TSM_ROOT_DEFAULT;
     p->root = strdup(root);
     if (!p->root) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (cfg->kind == CL_ATTEST_SIM) {

@@ -37,7 +37,7 @@ cl_attest_verifier *cl_attest_verifier_new(cl_err *err)
 {
     cl_attest_verifier *v = calloc(1, sizeof(*v));
     if (!v)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     return v;
 }
 

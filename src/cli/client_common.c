@@ -169,7 +169,7 @@ static int add_tensor(cl_cli_inputs *in, cl_serve_tensor *t, cl_err *err)
     cl_serve_tensor *p = realloc(in->tensors, (in->n_tensors + 1) * sizeof *p);
     if (!p) {
         cl_serve_tensor_clear(t);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     in->tensors = p;
     in->tensors[in->n_tensors++] = *t;
@@ -190,7 +190,7 @@ static int tile(cl_serve_tensor *t, int64_t batch, cl_err *err)
                           t->name);
     uint8_t *d = malloc(one * (size_t)batch + 1);
     if (!d)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (int64_t i = 0; i < batch; i++)
         memcpy(d + (size_t)i * one, t->data, one);
     free(t->data);
@@ -302,7 +302,7 @@ static int random_images(const cl_serve_tensor_spec *s, int64_t n, uint32_t w, u
     cl_image img = {.width = w, .height = h, .channels = 3, .pixels = malloc((size_t)w * h * 3)};
     if (!in->bytes || !in->bytes_len || !in->bytes_name || !img.pixels) {
         free(img.pixels);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     for (int64_t i = 0; i < n; i++) {
         for (size_t k = 0; k < (size_t)w * h * 3; k += 8) {
@@ -489,7 +489,7 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
         if (!files || !lens || !in->sources) {
             free(files);
             free(lens);
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         in->n_sources = n;
@@ -539,14 +539,14 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
             in->bytes_len = calloc(n, sizeof *in->bytes_len);
             in->bytes_name = strdup(spec ? spec->name : a->input_name);
             if (!in->bytes || !in->bytes_len || !in->bytes_name) {
-                cl_err_set(err, CL_E_NOMEM, "out of memory");
+                cl_err_nomem(err);
                 ok = false;
             }
             for (size_t i = 0; ok && i < n; i++) {
                 size_t src = a->images.count == 1 ? 0 : i;
                 in->bytes[i] = malloc(lens[src] ? lens[src] : 1);
                 if (!in->bytes[i]) {
-                    cl_err_set(err, CL_E_NOMEM, "out of memory");
+                    cl_err_nomem(err);
                     ok = false;
                     break;
                 }
@@ -560,7 +560,7 @@ int cl_cli_inputs_build(cl_client_conn *conn, const char *model, int64_t version
             size_t *ilens = calloc(n, sizeof *ilens);
             cl_serve_tensor t;
             if (!imgs || !ilens) {
-                cl_err_set(err, CL_E_NOMEM, "out of memory");
+                cl_err_nomem(err);
                 ok = false;
             }
             for (size_t i = 0; ok && i < n; i++) {

@@ -368,7 +368,7 @@ static int rtmr(int argc, char **argv)
     uint8_t reg[CL_TDX_MEAS_LEN] = {0}, d[CL_TDX_MEAS_LEN];
     rc = CL_EXIT_OK;
     if (!text) {
-        cl_err_set(&err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(&err);
         rc = cl_cli_fail(argv[0], &err);
     } else if (from && cl_hex_decode(from, strlen(from), reg, CL_TDX_MEAS_LEN) != 0) {
         cl_err_set(&err, CL_E_INVALID, "--from: '%s' is not 96 hex digits", from);

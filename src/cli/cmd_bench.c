@@ -206,7 +206,7 @@ int cl_cmd_bench(int argc, char **argv)
     ws = calloc((size_t)conc, sizeof *ws);
     all = calloc((size_t)requests, sizeof *all);
     if (!ws || !all || pthread_barrier_init(&sh.start, NULL, (unsigned)conc) != 0) {
-        cl_err_set(&err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(&err);
         cl_cli_fail("bench", &err);
         goto out;
     }

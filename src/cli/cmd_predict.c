@@ -28,7 +28,7 @@ static int labels_load(const char *path, labels *l, cl_err *err)
     for (size_t i = 0; i < len; i++)
         lines += l->buf[i] == '\n';
     if (!(l->items = calloc(lines, sizeof *l->items)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     char *p = (char *)l->buf, *end = p + len;
     while (p < end) {
         char *nl = memchr(p, '\n', (size_t)(end - p));

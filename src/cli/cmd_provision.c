@@ -122,7 +122,7 @@ int cl_cmd_provision(int argc, char **argv)
      * written: the output files are opened now (an existing one without --force, a missing or
      * unwritable directory, two secrets mapped to one file are refused here), and committed after. */
     if (!(files = calloc(expect, sizeof *files))) {
-        cl_err_set(&err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(&err);
         cl_cli_fail(argv[0], &err);
         goto done;
     }

@@ -21,39 +21,6 @@
 
 #define WRITE_BUFFER (64 << 10) /* TLS bytes gathered per write syscall */
 
-int cl_client_split_hostport(const char *s, char *host, size_t host_size, int *port, cl_err *err)
-{
-    if (!s || !*s)
-        return cl_err_set(err, CL_E_INVALID, "no server given: use HOST:PORT, e.g. localhost:8500");
-    const char *colon, *h = s;
-    size_t hlen;
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':')
-            return cl_err_set(err, CL_E_INVALID, "'%s' is not [IPv6]:PORT", s);
-        h = s + 1;
-        hlen = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || strchr(s, ':') != colon)
-            return cl_err_set(err, CL_E_INVALID, "'%s' is not HOST:PORT (IPv6 addresses go in brackets: [::1]:8500)",
-                              s);
-        hlen = (size_t)(colon - s);
-    }
-    if (hlen == 0 || hlen >= host_size)
-        return cl_err_set(err, CL_E_INVALID, "'%s': empty or too long host name", s);
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || errno || p < 1 || p > 65535)
-        return cl_err_set(err, CL_E_INVALID, "'%s': the port must be a number from 1 to 65535", s);
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-    *port = (int)p;
-    return 0;
-}
-
 /* RA-TLS policy callback: the verified claims must match the client's policy. */
 static int attest_policy(void *arg, SSL *ssl, const cl_attest_claims *claims, cl_err *err)
 {
@@ -83,7 +50,7 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
     pthread_once(&sigpipe_once, ignore_sigpipe);
     char host[256];
     int port;
-    if (cl_client_split_hostport(o->server, host, sizeof host, &port, err) != 0)
+    if (cl_net_split_hostport(o->server, host, sizeof host, &port, -1, false, err) != 0)
         return NULL;
     if (o->plaintext && (o->ca_file || o->cert_file || o->attest_policy))
         return cl_err_set(err, CL_E_INVALID, "plaintext contradicts the TLS and attestation options"), NULL;
@@ -94,7 +61,7 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
         return cl_err_set(err, CL_E_INVALID, "attestation needs a verifier"), NULL;
     cl_client *c = calloc(1, sizeof *c);
     if (!c)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory"), NULL;
+        return cl_err_nomem(err), NULL;
     c->host = strdup(host);
     c->port = port;
     size_t alen = strlen(host) + 16;
@@ -108,13 +75,13 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
     c->policy = o->attest_policy;
     c->verifier = o->verifier;
     if (!c->host || !c->authority) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (o->plaintext)
         return c;
     if (!o->attest_policy && !(c->server_name = strdup(o->server_name ? o->server_name : host))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (!(c->ctx = SSL_CTX_new(TLS_client_method()))) {
@@ -149,7 +116,7 @@ cl_client *cl_client_new(const cl_client_options *o, cl_err *err)
     if (o->attest_policy) {
         cl_ratls_verify_ctx *v = calloc(1, sizeof *v);
         if (!v) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto fail;
         }
         v->verifier = o->verifier;
@@ -348,7 +315,7 @@ cl_client_conn *cl_client_connect(cl_client *c, cl_err *err)
 {
     cl_client_conn *conn = calloc(1, sizeof *conn);
     if (!conn)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory"), NULL;
+        return cl_err_nomem(err), NULL;
     conn->cl = c;
     conn->fd = -1;
     if (conn_open(conn, err) != 0) {

@@ -357,7 +357,7 @@ int cl_client_h2_start(cl_client_conn *conn, cl_err *err)
     h2user *u = calloc(1, sizeof *u);
     if (!u || nghttp2_session_callbacks_new(&cbs) != 0) {
         free(u);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     u->conn = conn;
     conn->h2user = u;
@@ -488,7 +488,7 @@ int cl_client_grpc_call(cl_client_conn *conn, const char *path, const uint8_t *f
     }
     if (!(*resp = malloc(msg_len ? msg_len : 1))) {
         conn->last_code = CL_SC_INTERNAL;
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     memcpy(*resp, msg, msg_len);
@@ -617,7 +617,7 @@ int cl_client_pb_predict_response(const uint8_t *buf, size_t len, cl_client_resp
     int rc = -1;
     if (m->model_spec) {
         if (m->model_spec->name && *m->model_spec->name && !(r->model = strdup(m->model_spec->name))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         if (m->model_spec->version_choice_case == TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION &&
@@ -625,7 +625,7 @@ int cl_client_pb_predict_response(const uint8_t *buf, size_t len, cl_client_resp
             r->version = m->model_spec->version->value;
     }
     if (m->n_outputs && !(r->outputs = calloc(m->n_outputs, sizeof *r->outputs))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     for (size_t i = 0; i < m->n_outputs; i++) {
@@ -663,12 +663,12 @@ static int specs_from_pb(Tensorflow__SignatureDef__InputsEntry **entries, size_t
     *out = n ? calloc(n, sizeof **out) : NULL;
     *n_out = 0;
     if (n && !*out)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < n; i++) {
         cl_serve_tensor_spec *s = &(*out)[i];
         const Tensorflow__TensorInfo *ti = entries[i]->value;
         if (!(s->name = strdup(entries[i]->key ? entries[i]->key : "")))
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         (*n_out)++;
         s->dtype = ti ? (cl_serve_dtype)ti->dtype : CL_SERVE_DT_INVALID;
         if (shape_from_pb(ti ? ti->tensor_shape : NULL, &s->ndim, s->dims, s->name, err) != 0)
@@ -722,7 +722,7 @@ int cl_client_pb_metadata_response(const uint8_t *buf, size_t len, cl_client_met
     md->signature = strdup(pick->key ? pick->key : "");
     md->method_name = strdup(pick->value->method_name ? pick->value->method_name : "");
     if (!md->signature || !md->method_name || (m->model_spec && !md->model)) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     if (specs_from_pb(pick->value->inputs, pick->value->n_inputs, &md->inputs, &md->n_inputs, err) != 0 ||
@@ -764,7 +764,7 @@ int cl_client_pb_status_response(const uint8_t *buf, size_t len, cl_client_versi
         return cl_err_set(err, CL_E_FORMAT, "INTERNAL: the server's answer is not a valid GetModelStatusResponse");
     if (m->n_model_version_status && !(*out = calloc(m->n_model_version_status, sizeof **out))) {
         tensorflow__serving__get_model_status_response__free_unpacked(m, NULL);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     for (size_t i = 0; i < m->n_model_version_status; i++) {
         const Tensorflow__Serving__ModelVersionStatus *s = m->model_version_status[i];
@@ -801,7 +801,7 @@ int cl_client_grpc_predict(cl_client_conn *c, const cl_client_request *req, cl_c
     size_t body_len = 0, out_len = 0;
     int rc = -1;
     if (!ents || !eptr || !tps || !shapes || !dims || !dptr || (req->n_bytes && !strs)) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto done;
     }
     for (size_t i = 0; i < n_in; i++) {

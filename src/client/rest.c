@@ -118,7 +118,7 @@ static int rbuf_fill(cl_client_conn *c, cl_err *err)
         size_t cap = c->rcap ? c->rcap * 2 : 65536;
         uint8_t *p = realloc(c->rbuf, cap);
         if (!p)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         c->rbuf = p;
         c->rcap = cap;
     }
@@ -178,7 +178,7 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
     size_t hlen = (size_t)(hdr_end - (char *)c->rbuf) + 4;
     char *hdrs = malloc(hlen + 1);
     if (!hdrs)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     memcpy(hdrs, c->rbuf, hlen);
     hdrs[hlen] = '\0';
     rbuf_consume(c, hlen);
@@ -283,7 +283,7 @@ static int http_read(cl_client_conn *c, int *status, char **body, size_t *body_l
     }
     if (b.failed) {
         free(b.p);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     if (close_after)
@@ -469,7 +469,7 @@ int cl_client_json_predict_response(const char *body, size_t len, int http_statu
     if (outs && cJSON_IsObject(outs)) {
         size_t n = (size_t)cJSON_GetArraySize(outs);
         if (n && !(r->outputs = calloc(n, sizeof *r->outputs))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         for (const cJSON *e = outs->child; e; e = e->next)
@@ -477,7 +477,7 @@ int cl_client_json_predict_response(const char *body, size_t len, int http_statu
                 goto out;
     } else if (outs) {
         if (!(r->outputs = calloc(1, sizeof *r->outputs))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         if (add_output(r, outs, "outputs", 1, err) != 0)
@@ -486,7 +486,7 @@ int cl_client_json_predict_response(const char *body, size_t len, int http_statu
         /* row format with named outputs: gather each name's values across rows */
         size_t n = (size_t)cJSON_GetArraySize(preds->child);
         if (n && !(r->outputs = calloc(n, sizeof *r->outputs))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         for (const cJSON *k = preds->child->child; k; k = k->next) {
@@ -506,7 +506,7 @@ int cl_client_json_predict_response(const char *body, size_t len, int http_statu
         }
     } else {
         if (!(r->outputs = calloc(1, sizeof *r->outputs))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         if (add_output(r, preds, "predictions", 1, err) != 0)
@@ -554,11 +554,11 @@ static int specs_from_json(const cJSON *obj, cl_serve_tensor_spec **out, size_t 
     *out = n ? calloc(n, sizeof **out) : NULL;
     *n_out = 0;
     if (n && !*out)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (const cJSON *e = n ? obj->child : NULL; e; e = e->next) {
         cl_serve_tensor_spec *s = &(*out)[*n_out];
         if (!(s->name = strdup(e->string ? e->string : "")))
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         (*n_out)++;
         const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
         s->dtype = dtype_from_name(cJSON_IsString(dt) ? dt->valuestring : NULL);
@@ -606,7 +606,7 @@ int cl_client_json_metadata_response(const char *body, size_t len, int http_stat
     md->signature = strdup(pick->string ? pick->string : "");
     md->method_name = strdup(cJSON_IsString(mn) ? mn->valuestring : "");
     if (!md->model || !md->signature || !md->method_name) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     if (specs_from_json(cJSON_GetObjectItemCaseSensitive(pick, "inputs"), &md->inputs, &md->n_inputs, err) != 0 ||
@@ -642,7 +642,7 @@ int cl_client_json_status_response(const char *body, size_t len, int http_status
     size_t cnt = (size_t)cJSON_GetArraySize(arr);
     if (cnt && !(*out = calloc(cnt, sizeof **out))) {
         cJSON_Delete(j);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     for (const cJSON *e = arr->child; e; e = e->next) {
         cl_client_version_status *s = &(*out)[(*n)++];

@@ -230,7 +230,7 @@ int cl_client_images_to_tensor(const cl_serve_tensor_spec *spec, const cl_client
     float *tmp = spec->dtype == CL_SERVE_DT_UINT8 ? malloc(per * sizeof *tmp) : NULL;
     if (spec->dtype == CL_SERVE_DT_UINT8 && !tmp) {
         cl_serve_tensor_clear(out);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     for (size_t i = 0; i < n; i++) {
         cl_image img;

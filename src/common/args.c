@@ -104,7 +104,7 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
     bool *seen = calloc(nopts + 1, sizeof *seen);
     int rc = -1;
     if (!lo || !seen) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     for (size_t i = 0; i < nopts; i++) {
@@ -207,7 +207,7 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
         }
         case CL_ARG_LIST:
             if (strlist_push((cl_strlist *)o->dest, optarg) != 0) {
-                cl_err_set(err, CL_E_NOMEM, "out of memory");
+                cl_err_nomem(err);
                 goto out;
             }
             break;
@@ -219,7 +219,7 @@ int cl_args_parse(int argc, char **argv, const cl_cmd_usage *usage, const cl_opt
             goto out;
         }
         if (strlist_push(positional, argv[i]) != 0) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
     }

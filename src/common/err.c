@@ -33,6 +33,8 @@ int cl_err_set(cl_err *err, cl_status code, const char *fmt, ...)
     return -1;
 }
 
+int cl_err_nomem(cl_err *err) { return cl_err_set(err, CL_E_NOMEM, "%s", "out of memory"); }
+
 int cl_err_errno(cl_err *err, cl_status code, int errno_value, const char *fmt, ...)
 {
     if (!err)

@@ -183,7 +183,7 @@ int cl_atomic_open(cl_atomic_file *f, const char *path, unsigned mode, bool over
     f->tmp_path = malloc(n + 16);
     if (!f->path || !f->tmp_path) {
         cl_atomic_abort(f);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     /* The temporary file lives in the same directory so rename() is atomic. */
     snprintf(f->tmp_path, n + 16, "%s.tmp.XXXXXX", path);

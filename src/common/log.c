@@ -519,7 +519,7 @@ cl_log_sink *cl_log_sink_open(const char *path, cl_err *err)
 {
     cl_log_sink *s = calloc(1, sizeof *s);
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     if (strcmp(path, "stderr") == 0 || strcmp(path, "-") == 0) {
@@ -528,7 +528,7 @@ cl_log_sink *cl_log_sink_open(const char *path, cl_err *err)
     }
     if (!(s->path = strdup(path))) {
         free(s);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     if ((s->fd = sink_open_file(path, err)) < 0) {

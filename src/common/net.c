@@ -2,6 +2,7 @@
  * Serving client: connecting with a timeout, per-socket I/O timeouts, address literals, and the stop
  * token (an eventfd) that ends sleeps, name lookups, connects and socket waits at shutdown. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -19,6 +20,47 @@
 #include <unistd.h>
 
 #include "cloister/common.h"
+
+int cl_net_split_hostport(const char *s, char *host, size_t size, int *port, int default_port, bool allow_port0,
+                          cl_err *err)
+{
+    if (!s || !*s)
+        return cl_err_set(err, CL_E_INVALID, "no address given: use HOST:PORT, e.g. localhost:8500");
+    const char *h = s, *colon;
+    size_t hlen;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || (close[1] != ':' && close[1] != '\0'))
+            return cl_err_set(err, CL_E_INVALID, "'%s' is not [IPv6]:PORT", s);
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close[1] == ':' ? close + 1 : NULL;
+    } else {
+        colon = strchr(s, ':');
+        if (colon && strchr(colon + 1, ':'))
+            return cl_err_set(err, CL_E_INVALID, "'%s' is not HOST:PORT (IPv6 addresses go in brackets: [::1]:8500)",
+                              s);
+        hlen = colon ? (size_t)(colon - s) : strlen(s);
+    }
+    if (hlen == 0 || hlen >= size)
+        return cl_err_set(err, CL_E_INVALID, "'%s': empty or too long host name", s);
+    int p = default_port;
+    if (!colon && default_port < 0)
+        return cl_err_set(err, CL_E_INVALID, "'%s' has no port: use HOST:PORT", s);
+    if (colon) {
+        char *end;
+        errno = 0;
+        long v = strtol(colon + 1, &end, 10);
+        long lo = allow_port0 ? 0 : 1;
+        if (!isdigit((unsigned char)colon[1]) || *end != '\0' || errno || v < lo || v > 65535)
+            return cl_err_set(err, CL_E_INVALID, "'%s': the port must be a number from %ld to 65535", s, lo);
+        p = (int)v;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = p;
+    return 0;
+}
 
 bool cl_net_is_ip(const char *host)
 {
@@ -46,7 +88,7 @@ cl_stop *cl_stop_new(cl_err *err)
 {
     cl_stop *s = calloc(1, sizeof *s);
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     s->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -307,7 +307,7 @@ static int load(const load_src *src, const cl_engine_options *opts, cl_engine_mo
     *out = NULL;
     cl_engine_model *m = calloc(1, sizeof *m);
     if (!m)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->mem_lock, NULL);
     m->threads = opts && opts->threads > 0 ? opts->threads : 0;
@@ -643,7 +643,7 @@ static int run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_inpu
     eng_run r = {.m = m};
     r.vals = calloc(m->n_values ? m->n_values : 1, sizeof *r.vals);
     if (!r.vals)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     if (dnnl_stream_create(&r.stream, m->dnnl, dnnl_stream_default_flags) != dnnl_success) {
         free(r.vals);
         return cl_err_set(err, CL_E_INTERNAL, "cannot create a oneDNN stream");
@@ -701,7 +701,7 @@ static int run(cl_engine_model *m, const cl_engine_tensor *inputs, size_t n_inpu
         o->data = malloc(t->nbytes ? t->nbytes : 1);
         eng_run_mem_add(t->nbytes);
         if (!o->data) {
-            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(err);
             break;
         }
         if (t->nbytes)

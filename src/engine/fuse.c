@@ -81,7 +81,7 @@ static int rebind(eng_node *n, const eng_op *op, const char *type, const int *in
         free(t);
         free(in);
         free(attr);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     memcpy(in, ins, sizeof(int) * (size_t)n_in);
     free(n->in);
@@ -169,7 +169,7 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
     if (gamma < 0) { /* LayerNormalization needs a scale: ones of the shift's size */
         eng_tensor *ones = calloc(1, sizeof *ones);
         if (!ones)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         *ones = (eng_tensor){.dtype = CL_ENGINE_DT_FLOAT, .rank = 1, .dims = {m->values[beta].konst->dims[0]}};
         if (eng_tensor_alloc_const(ones, err) != 0) {
             free(ones);
@@ -190,7 +190,7 @@ static int fuse_layernorm(cl_engine_model *m, eng_node *r1, cl_err *err)
     }
     eng_norm_attr *at = calloc(1, sizeof *at);
     if (!at)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     at->epsilon = eps;
     at->axis = -1;
     int ins[3] = {x, gamma, beta};
@@ -343,7 +343,7 @@ static int add_input(eng_node *n, int v, cl_err *err)
 {
     int *in = realloc(n->in, sizeof(int) * (size_t)(n->n_in + 1));
     if (!in)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     n->in = in;
     n->in[n->n_in++] = v;
     return n->n_in - 1;
@@ -356,7 +356,7 @@ static int fuse_matmul(cl_engine_model *m, eng_node *n, cl_err *err)
         return 0;
     eng_mm_attr *at = calloc(1, sizeof *at);
     if (!at)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     at->bias = -1;
     int ins[3] = {n->in[0], n->in[1], -1}, n_in = 2;
     bool fused = gemm;
@@ -457,7 +457,7 @@ static int fuse_matmul(cl_engine_model *m, eng_node *n, cl_err *err)
         snprintf(type + len, sizeof type - len, ")");
     char *t = strdup(type);
     if (!t)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     free(n->op_type);
     n->op_type = t;
     n->op = &eng_op_fused_matmul;

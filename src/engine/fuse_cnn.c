@@ -137,7 +137,7 @@ static int become(cl_engine_model *m, eng_node *f, const char *name, int x, doub
     if (!op || !type || (strcmp(name, "HardSigmoid") == 0 && !at)) {
         free(type);
         free(at);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     if (at) {
         at->a = a;
@@ -227,7 +227,7 @@ static eng_tensor *const_f32(int rank, const int64_t *dims, cl_err *err)
 {
     eng_tensor *t = calloc(1, sizeof *t);
     if (!t) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     t->dtype = CL_ENGINE_DT_FLOAT;
@@ -314,7 +314,7 @@ static int fold_affine(cl_engine_model *m, eng_node *conv, cl_err *err)
     if (conv->n_in < 3) {
         int *ni = realloc(conv->in, 3 * sizeof(int));
         if (!ni)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         conv->in = ni;
         conv->n_in = 3;
     }

@@ -39,7 +39,7 @@ static int rehash(cl_engine_model *m, size_t cap, cl_err *err)
 {
     int *h = malloc(cap * sizeof(int));
     if (!h)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < cap; i++)
         h[i] = -1;
     for (size_t v = 0; v < m->n_values; v++) {
@@ -65,7 +65,7 @@ int eng_value_get(cl_engine_model *m, const char *name, cl_err *err)
         size_t cap = m->cap_values ? m->cap_values * 2 : 64;
         eng_value *nv = realloc(m->values, cap * sizeof *nv);
         if (!nv)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         m->values = nv;
         m->cap_values = cap;
     }
@@ -73,7 +73,7 @@ int eng_value_get(cl_engine_model *m, const char *name, cl_err *err)
     memset(val, 0, sizeof *val);
     val->name = strdup(name);
     if (!val->name)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     val->producer = -1;
     val->graph_input = -1;
     val->graph_output = -1;
@@ -191,7 +191,7 @@ static int topo_sort(cl_engine_model *m, cl_err *err)
     rc = 0;
     goto out;
 nomem:
-    rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+    rc = cl_err_nomem(err);
 out:
     free(indeg);
     free(queue);
@@ -222,7 +222,7 @@ static eng_tensor *tensor_dup(const eng_tensor *src, cl_err *err)
 {
     eng_tensor *t = calloc(1, sizeof *t);
     if (!t) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     *t = *src;
@@ -275,7 +275,7 @@ static int fold_node(cl_engine_model *m, eng_node *n, cl_err *err)
     eng_run r = {.m = m};
     r.vals = calloc(m->n_values, sizeof *r.vals);
     if (!r.vals)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (int k = 0; k < n->n_in; k++)
         if (n->in[k] >= 0) {
             r.vals[n->in[k]] = *m->values[n->in[k]].konst;
@@ -408,7 +408,7 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
     if (!nb) {
         eng_tensor_free(nw);
         free(nw);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     *nb = (eng_tensor){.dtype = CL_ENGINE_DT_FLOAT, .rank = 1, .dims = {oc}};
     if (eng_tensor_alloc_const(nb, err) != 0) {
@@ -438,7 +438,7 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
     if (conv->n_in < 3) {
         int *ni = realloc(conv->in, 3 * sizeof(int));
         if (!ni)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         conv->in = ni;
         conv->n_in = 3;
     }
@@ -550,7 +550,7 @@ static int fuse(cl_engine_model *m, cl_err *err)
                 if (other >= 0 && !m->values[other].konst) {
                     int *ni = realloc(conv->in, 4 * sizeof(int));
                     if (!ni)
-                        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                        return cl_err_nomem(err);
                     conv->in = ni;
                     for (int k = conv->n_in; k < 3; k++)
                         conv->in[k] = -1;

@@ -57,7 +57,7 @@ int eng_consts_after_parse(cl_engine_model *m, cl_err *err)
     /* keep[v]: 1 read by Conv nodes as weights only, 2 read otherwise (or a graph output) */
     unsigned char *use = calloc(m->n_values, 1);
     if (!use)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < m->n_nodes; i++) {
         const eng_node *n = &m->nodes[i];
         for (int k = 0; k < n->n_in; k++)

@@ -254,7 +254,7 @@ static int io_info_from_proto(const Onnx__ValueInfoProto *vi, cl_engine_io_info 
 {
     info->name = strdup(vi->name);
     if (!info->name)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     info->rank = -1;
     const Onnx__TypeProto *tp = vi->type;
     if (!tp)
@@ -294,7 +294,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
 {
     a->name = strdup(ap->name ? ap->name : "");
     if (!a->name)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     if (ap->ref_attr_name && ap->ref_attr_name[0])
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "attribute '%s' refers to a function attribute", a->name);
     switch (ap->type) {
@@ -304,7 +304,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
         a->type = ENG_ATTR_STRING;
         a->s = ap->s.len ? strndup((const char *)ap->s.data, ap->s.len) : strdup("");
         if (!a->s)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         break;
     case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS:
         a->type = ENG_ATTR_FLOATS;
@@ -312,7 +312,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
         if (ap->n_floats) {
             a->floats = malloc(ap->n_floats * sizeof(float));
             if (!a->floats)
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
             memcpy(a->floats, ap->floats, ap->n_floats * sizeof(float));
         }
         break;
@@ -322,7 +322,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
         if (ap->n_ints) {
             a->ints = malloc(ap->n_ints * sizeof(int64_t));
             if (!a->ints)
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
             memcpy(a->ints, ap->ints, ap->n_ints * sizeof(int64_t));
         }
         break;
@@ -332,7 +332,7 @@ static int attr_from_proto(const Onnx__AttributeProto *ap, eng_attr *a, const en
             return eng_node_err(err, CL_E_FORMAT, n, "tensor attribute '%s' has no tensor", a->name);
         a->t = calloc(1, sizeof *a->t);
         if (!a->t)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         if (tensor_from_proto(ap->t, a->t, "attribute tensor", false, err) != 0)
             return cl_err_prefix(err, "node '%s' (%s)", n->name, n->op_type);
         break;
@@ -398,7 +398,7 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, const span
             return -1;
         eng_tensor *t = calloc(1, sizeof *t);
         if (!t)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         m->values[v].konst = t;
         if (tensor_from_proto(tp, t, "initializer", true, err) != 0)
             return -1;
@@ -410,7 +410,7 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, const span
     m->out_info = calloc(g->n_output ? g->n_output : 1, sizeof *m->out_info);
     m->out_val = calloc(g->n_output ? g->n_output : 1, sizeof *m->out_val);
     if (!m->in_info || !m->in_val || !m->out_info || !m->out_val)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < g->n_input; i++) {
         const Onnx__ValueInfoProto *vi = g->input[i];
         if (!vi->name || !vi->name[0])
@@ -432,7 +432,7 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, const span
     /* nodes */
     m->nodes = calloc(g->n_node ? g->n_node : 1, sizeof *m->nodes);
     if (!m->nodes)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < g->n_node; i++) {
         const Onnx__NodeProto *np = g->node[i];
         eng_node *n = &m->nodes[m->n_nodes++];
@@ -442,7 +442,7 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, const span
         n->name = strdup(np->name && np->name[0] ? np->name : tmp);
         n->op_type = strdup(np->op_type ? np->op_type : "");
         if (!n->name || !n->op_type)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         if (np->domain && np->domain[0] && strcmp(np->domain, "ai.onnx") != 0)
             return cl_err_set(err, CL_E_UNSUPPORTED, "unsupported operator '%s' from domain '%s' (node '%s')",
                               n->op_type, np->domain, n->name);
@@ -461,7 +461,7 @@ static int parse_graph(cl_engine_model *m, const Onnx__GraphProto *g, const span
         n->out = malloc((np->n_output + 1) * sizeof(int));
         n->attrs = calloc(np->n_attribute + 1, sizeof *n->attrs);
         if (!n->in || !n->out || !n->attrs)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         for (size_t k = 0; k < np->n_input; k++) {
             if (!np->input[k][0]) {
                 n->in[k] = -1;
@@ -529,7 +529,7 @@ int eng_onnx_parse(cl_engine_model *m, const uint8_t *buf, size_t len, cl_err *e
     if (slen < 0) {
         free(inits.v);
         if (slen == -2)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         return cl_err_set(err, CL_E_FORMAT, "not an ONNX model (malformed protobuf)");
     }
     eng_pb_arena arena;

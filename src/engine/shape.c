@@ -79,7 +79,7 @@ static int infer_node(cl_engine_model *m, const eng_node *n, eng_vshape *vs, cl_
     eng_vshape fixed[8], *in = fixed;
     int nin = n->n_in > 4 ? n->n_in : 4;
     if (nin > (int)CL_ARRAY_LEN(fixed) && !(in = malloc((size_t)nin * sizeof *in)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (int k = 0; k < nin; k++) {
         in[k] = (eng_vshape){.rank = -1};
         if (k < n->n_in && n->in[k] >= 0)
@@ -107,7 +107,7 @@ int eng_shape_infer(cl_engine_model *m, cl_err *err)
 {
     eng_vshape *vs = calloc(m->n_values + 1, sizeof *vs);
     if (!vs)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t v = 0; v < m->n_values; v++) {
         vs[v].rank = -1;
         const eng_tensor *k = m->values[v].konst;

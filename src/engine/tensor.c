@@ -570,7 +570,7 @@ int cl_engine_npy_parse(const uint8_t *buf, size_t len, cl_engine_tensor *out, c
         return cl_err_set(err, CL_E_TRAILING, ".npy file has %zu bytes after the array", have - nb);
     out->data = malloc(nb ? nb : 1);
     if (!out->data)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     memcpy(out->data, buf + off + hlen, nb);
     out->dtype = dt;
     out->rank = rank;
@@ -604,7 +604,7 @@ int cl_engine_npy_write(const cl_engine_tensor *t, uint8_t **out, size_t *out_le
     size_t len = 10 + hl + t->nbytes;
     uint8_t *b = malloc(len);
     if (!b)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     memcpy(b, "\x93NUMPY\x01\x00", 8);
     b[8] = (uint8_t)(hl & 0xff);
     b[9] = (uint8_t)(hl >> 8);

@@ -172,7 +172,7 @@ int ks_read_native_response(const uint8_t head[KS_RESPONSE_HEAD], ks_read_fn rd,
         return cl_err_set(err, CL_E_FORMAT, "%s answered %zu secret%s for %zu asked", server, count,
                           count == 1 ? "" : "s", n_names);
     if (!(res->secrets = calloc(count ? count : 1, sizeof(cl_secret))))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     res->count = count;
     size_t denied = 0;
     char denied_names[256] = "";
@@ -225,7 +225,7 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
     char host[256];
     int port;
     *why_failed = TRY_RETRY;
-    if (cl_keyserver_split_hostport(server, host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+    if (cl_net_split_hostport(server, host, sizeof host, &port, CL_KS_DEFAULT_PORT, false, err) != 0)
         return -1;
     int timeout = o->timeout_ms > 0 ? o->timeout_ms : 10000;
     int sys_errno = 0;
@@ -291,7 +291,7 @@ static int try_server(SSL_CTX *ctx, const char *server, const cl_provision_optio
         }
     }
     if (!req) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     char why[160];
@@ -398,7 +398,7 @@ cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_e
     for (size_t i = 0; i < o->server_count; i++) {
         char host[256];
         int port;
-        if (cl_keyserver_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+        if (cl_net_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, false, err) != 0)
             return NULL;
     }
     struct sigaction sa;
@@ -406,7 +406,7 @@ cl_provision_client *cl_provision_client_new(const cl_provision_options *o, cl_e
         signal(SIGPIPE, SIG_IGN);
     cl_provision_client *c = calloc(1, sizeof(*c));
     if (!c) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     c->o = *o;
@@ -469,7 +469,7 @@ int cl_provision_client_fetch(cl_provision_client *c, cl_provision_result *res, 
     if (!dead || !again_since) {
         free(dead);
         free(again_since);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     size_t n_dead = 0;
     int rc = -1, round = 0;

@@ -57,7 +57,7 @@ ks_budget *ks_budget_new(size_t per_conn, size_t total, int wait_ms, cl_err *err
     }
     ks_budget *b = calloc(1, sizeof(*b));
     if (!b) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     pthread_mutex_init(&b->lock, NULL);

@@ -230,42 +230,6 @@ int cl_ks_ssl_write_full(SSL *ssl, const void *buf, size_t n)
     return n == 0 || (SSL_write_ex(ssl, buf, n, &w) == 1 && w == n) ? 0 : -1;
 }
 
-int cl_keyserver_split_hostport(const char *s, char *host, size_t size, int *port, int default_port, cl_err *err)
-{
-    const char *colon;
-    size_t hl;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (!end)
-            return cl_err_set(err, CL_E_INVALID, "'%s': missing ']'", s);
-        hl = (size_t)(end - s - 1);
-        if (hl >= size)
-            return cl_err_set(err, CL_E_INVALID, "'%s': host too long", s);
-        memcpy(host, s + 1, hl);
-        host[hl] = 0;
-        colon = end[1] == ':' ? end + 1 : NULL;
-        if (!colon && end[1])
-            return cl_err_set(err, CL_E_INVALID, "'%s': expected [HOST]:PORT", s);
-    } else {
-        colon = strrchr(s, ':');
-        hl = colon ? (size_t)(colon - s) : strlen(s);
-        if (hl >= size || hl == 0)
-            return cl_err_set(err, CL_E_INVALID, "'%s': expected HOST:PORT", s);
-        memcpy(host, s, hl);
-        host[hl] = 0;
-    }
-    if (!colon) {
-        *port = default_port;
-        return 0;
-    }
-    char *end;
-    long p = strtol(colon + 1, &end, 10);
-    if (!colon[1] || *end || p < 0 || p > 65535)
-        return cl_err_set(err, CL_E_INVALID, "'%s': port must be 0..65535", s);
-    *port = (int)p;
-    return 0;
-}
-
 /* ---------------------------------------------------------------- policy snapshots */
 
 static policy_ref *policy_acquire(cl_keyserver *ks)
@@ -1183,7 +1147,7 @@ static int listen_on(cl_keyserver *ks, const char *spec, cl_err *err)
 {
     char host[256];
     int port;
-    if (cl_keyserver_split_hostport(spec, host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+    if (cl_net_split_hostport(spec, host, sizeof host, &port, CL_KS_DEFAULT_PORT, true, err) != 0)
         return cl_err_prefix(err, "--listen");
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
     char ports[8];
@@ -1400,7 +1364,7 @@ static int setup_network(cl_keyserver *ks, cl_err *err)
     if (!ks->src_b || !ks->q || !ks->threads || !ks->slots || !ks->wargs || !ks->loops) {
         free(ks->slots);
         ks->slots = NULL;
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     for (int i = 0; i < ks->nthreads; i++) {
         pthread_mutex_init(&ks->slots[i].lock, NULL);
@@ -1455,7 +1419,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
     }
     cl_keyserver *ks = calloc(1, sizeof(*ks));
     if (!ks) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         cl_policy_free(cfg->policy);
         return NULL;
     }
@@ -1483,7 +1447,7 @@ cl_keyserver *cl_keyserver_start(const cl_keyserver_config *cfg, cl_err *err)
     ks->policy = calloc(1, sizeof(policy_ref));
     if (!ks->policy) {
         cl_policy_free(p);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     ks->policy->p = p;

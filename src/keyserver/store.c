@@ -93,7 +93,7 @@ char *cl_store_master_key_path(const char *path, cl_err *err)
     }
     char *copy = strdup(p);
     if (!copy)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     return copy;
 }
 
@@ -185,7 +185,7 @@ static int meta_get(cl_store *s, const char *key, uint8_t **val, size_t *len, cl
         const void *b = sqlite3_column_blob(st, 0);
         size_t n = (size_t)sqlite3_column_bytes(st, 0);
         if ((*val = malloc(n ? n : 1)) == NULL) {
-            result = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            result = cl_err_nomem(err);
         } else {
             if (n)
                 memcpy(*val, b, n);
@@ -324,7 +324,7 @@ static int man_load(cl_store *s, const state *x, cl_err *err)
     mentry *m = calloc(cnt ? cnt : 1, sizeof(*m));
     if (!m) {
         free(b);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     size_t o = 0;
     for (size_t i = 0; i < cnt; i++) {
@@ -354,7 +354,7 @@ static int man_store(cl_store *s, mentry *m, size_t n, state *x, cl_err *err)
     size_t len = 0;
     char *blob = n ? cl_strbuf_take(&b, &len) : NULL;
     if (n && !blob)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     int rc = meta_put(s, "manifest", blob, len, err);
     digest(blob ? blob : "", len, x->manifest_digest);
     free(blob);
@@ -403,7 +403,7 @@ static uint8_t *seal_value(cl_store *s, const char *name, int64_t version, const
     *blob_len = NONCE_LEN + len + TAG_LEN;
     uint8_t *blob = malloc(*blob_len);
     if (!blob) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     if (RAND_bytes(blob, NONCE_LEN) != 1 ||
@@ -777,7 +777,7 @@ static cl_store *store_open(const char *db_path, const uint8_t master[CL_KS_MAST
     }
     cl_store *s = calloc(1, sizeof(*s));
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     pthread_mutex_init(&s->lock, NULL);
@@ -872,7 +872,7 @@ int cl_store_put(cl_store *s, const char *name, const uint8_t *value, size_t len
     }
     size_t n = s->man_n + (cur ? 0 : 1);
     if (!(m = calloc(n, sizeof(*m)))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (s->man_n)
@@ -1024,7 +1024,7 @@ int cl_store_delete(cl_store *s, const char *name, cl_err *err)
     }
     size_t n = 0;
     if (!(m = calloc(s->man_n + 1, sizeof(*m)))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     for (size_t i = 0; i < s->man_n; i++)
@@ -1158,7 +1158,7 @@ int cl_audit_record_copy(cl_audit_record *dst, const cl_audit_record *src, cl_er
     dst->claims = strdup(str0(src->claims));
     if (!dst->identities || !dst->secrets || !dst->reason || !dst->claims) {
         cl_audit_record_clear(dst);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     return 0;
 }
@@ -1284,7 +1284,7 @@ static int row_to_record(sqlite3_stmt *st, cl_audit_record *r, cl_err *err)
     r->claims = copy_text(st, 16);
     if (!r->identities || !r->secrets || !r->reason || !r->claims) {
         cl_audit_record_clear(r);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     return 0;
 }

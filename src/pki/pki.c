@@ -98,7 +98,7 @@ static char *san_string(const char *const *sans, size_t n, cl_err *err)
         cap += strlen(sans[i]) + 5;
     char *s = calloc(1, cap);
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) {
@@ -209,7 +209,7 @@ char *cl_pki_cert_pem(X509 *cert, size_t *len, cl_err *err)
         out[n] = '\0';
         *len = (size_t)n;
     } else {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     }
     BIO_free(b);
     return out;
@@ -419,7 +419,7 @@ int cl_pki_tls_init(const cl_pki_tls_init_options *o, cl_err *err)
     if (!sub[0] || !sub[1]) {
         free(sub[0]);
         free(sub[1]);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     for (size_t i = 0; i < nfiles && !o->force; i++) {

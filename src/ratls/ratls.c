@@ -103,7 +103,7 @@ int cl_ratls_claims_encode(const uint8_t hash[32], uint8_t **out, size_t *len, c
     e += 32;
     uint8_t *b = malloc(64);
     if (!b)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     size_t n = cbor_head(b, CBOR_MAP, 1);
     n += cbor_head(b + n, CBOR_TSTR, strlen(CLAIM_PUBKEY_HASH));
     memcpy(b + n, CLAIM_PUBKEY_HASH, strlen(CLAIM_PUBKEY_HASH));
@@ -121,7 +121,7 @@ int cl_ratls_evidence_encode(const uint8_t *quote, size_t quote_len, const uint8
 {
     uint8_t *b = malloc(quote_len + claims_len + 32);
     if (!b)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     size_t n = cbor_head(b, CBOR_TAG, CL_RATLS_CBOR_TAG_TEE_QUOTE);
     n += cbor_head(b + n, CBOR_ARRAY, 2);
     n += cbor_head(b + n, CBOR_BSTR, quote_len);
@@ -299,7 +299,7 @@ cl_ratls_identity *cl_ratls_identity_new(cl_attest_provider *provider, const cl_
     size_t legacy_len = 0, tcg_quote_len = 0, claims_len = 0, evidence_len = 0;
     uint8_t rd[CL_ATTEST_REPORT_DATA_LEN] = {0}, hash[32];
     if (!id) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     id->key = EVP_EC_gen(curve);
@@ -343,7 +343,7 @@ cl_ratls_identity *cl_ratls_identity_wrap(EVP_PKEY *key, X509 *cert, cl_err *err
 {
     cl_ratls_identity *id = calloc(1, sizeof(*id));
     if (!id) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     EVP_PKEY_up_ref(key);

@@ -193,7 +193,7 @@ static int parse_specific(lexer *lx, cl_repo_model_config *mc, cl_err *err)
             if (mc->n_versions == MAX_LIST)
                 return cl_err_set(err, CL_E_FORMAT, "line %d: more than %d specific versions", line, MAX_LIST);
             if (!v && !(v = calloc(MAX_LIST, sizeof *v)))
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
             mc->versions = v;
             v[mc->n_versions++] = lx->num;
             if (lex_next(lx, err) != 0)
@@ -324,10 +324,10 @@ static int parse_label(lexer *lx, cl_repo_model_config *mc, int pline, cl_err *e
         return cl_err_set(err, CL_E_FORMAT, "line %d: more than %d version labels", pline, MAX_LIST);
     cl_repo_version_label *l = (cl_repo_version_label *)mc->labels;
     if (!l && !(l = calloc(MAX_LIST, sizeof *l)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     mc->labels = l;
     if (!(l[mc->n_labels].label = strdup(key)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     l[mc->n_labels++].version = value;
     return lex_next(lx, err);
 }
@@ -383,7 +383,7 @@ static int parse_config_entry(lexer *lx, cl_repo_model_config *mc, cl_err *err)
             if (*slot)
                 return cl_err_set(err, CL_E_FORMAT, "line %d: '%s' given twice", line, field);
             if (!(*slot = strdup(lx->text)))
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
         }
         if (lex_next(lx, err) != 0 || skip_sep(lx, err) != 0)
             return -1;
@@ -416,7 +416,7 @@ int cl_repo_config_parse(const char *text, size_t len, cl_repo_model_config **mo
             goto fail;
         cl_repo_model_config *grown = realloc(out, (n + 1) * sizeof *out);
         if (!grown) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto fail;
         }
         out = grown;

@@ -36,7 +36,7 @@ cl_repo_keysource *cl_repo_keysource_new(const cl_provision_options *o, cl_err *
     for (size_t i = 0; i < o->server_count; i++) {
         char host[256];
         int port;
-        if (cl_keyserver_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, err) != 0)
+        if (cl_net_split_hostport(o->servers[i], host, sizeof host, &port, CL_KS_DEFAULT_PORT, false, err) != 0)
             return NULL;
     }
     X509_STORE *store = X509_STORE_new();
@@ -48,7 +48,7 @@ cl_repo_keysource *cl_repo_keysource_new(const cl_provision_options *o, cl_err *
     }
     cl_repo_keysource *ks = calloc(1, sizeof *ks);
     if (!ks) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     ks->opts = *o;
@@ -98,7 +98,7 @@ static int remember(cl_repo_keysource *ks, const cl_secret *s, cl_err *err)
         if (grown)
             ks->keys = grown;
         cl_secmem_free(key);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     ks->keys = grown;
     ks->keys[ks->n_keys].key_id = id;

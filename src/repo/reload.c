@@ -50,7 +50,7 @@ static int model_from_pb(const Tensorflow__Serving__ModelConfig *pc, cl_repo_mod
     if (pc->n_version_labels) {
         cl_repo_version_label *l = calloc(pc->n_version_labels, sizeof *l);
         if (!l)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         for (size_t k = 0; k < pc->n_version_labels; k++) {
             l[k].label = pc->version_labels[k]->key;
             l[k].version = pc->version_labels[k]->value;
@@ -86,7 +86,7 @@ int cl_repo_reload_request(cl_repo *r, const uint8_t *msg, size_t len, cl_serve_
     models = calloc(list->n_config ? list->n_config : 1, sizeof *models);
     if (!models) {
         *code = CL_SC_RESOURCE_EXHAUSTED;
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     for (size_t i = 0; i < list->n_config; i++, n++)

@@ -84,7 +84,7 @@ static int engine_backend_run(void *ctx, const cl_serve_tensor *inputs, size_t n
     cl_serve_tensor *res = calloc(n_out, sizeof *res);
     int rc = -1;
     if (!in || !out || !res) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto done;
     }
     for (size_t i = 0; i < n_inputs; i++) {
@@ -110,7 +110,7 @@ static int engine_backend_run(void *ctx, const cl_serve_tensor *inputs, size_t n
         }
         res[i].name = strdup(b->outputs[i].name);
         if (!res[i].name) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto done;
         }
         res[i].dtype = dt;
@@ -172,7 +172,7 @@ static int engine_backend_new(cl_engine_model *m, cl_serve_backend *out, cl_err 
             free(b->outputs);
         }
         free(b);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     b->model = m;
     for (size_t i = 0; i < ni; i++)
@@ -540,7 +540,7 @@ static int cfg_copy(cl_repo_model_config *dst, const cl_repo_model_config *src, 
     dst->labels = l;
     if (!dst->name || !dst->base_path || !v || !l) {
         cfg_clear(dst);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     if (src->n_versions)
         memcpy(v, src->versions, src->n_versions * sizeof *v);
@@ -549,7 +549,7 @@ static int cfg_copy(cl_repo_model_config *dst, const cl_repo_model_config *src, 
         l[i].version = src->labels[i].version;
         if (!(l[i].label = strdup(src->labels[i].label))) {
             cfg_clear(dst);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
         dst->n_labels = i + 1;
     }
@@ -645,7 +645,7 @@ static int scan_versions(const char *base, version_file **out, size_t *n_out, cl
             if (!g) {
                 closedir(d);
                 free(v);
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
             }
             v = g;
         }
@@ -881,7 +881,7 @@ static int repo_model_refresh(cl_repo *r, repo_model *m, refresh_mode mode, cl_e
     int loaded = 0, rc = 0;
     size_t nw = 0;
     if (!cand || !want) {
-        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        rc = cl_err_nomem(err);
         goto out;
     }
     for (size_t iter = 0; iter <= n; iter++) {
@@ -947,7 +947,7 @@ static int check_selected(const cl_repo *r, const repo_model *m, char ***ids, si
     int64_t *avail = calloc(n + 1, sizeof *avail), *want = calloc(n + 1, sizeof *want);
     int rc = 0;
     if (!avail || !want) {
-        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        rc = cl_err_nomem(err);
         goto out;
     }
     for (size_t i = 0; i < n; i++)
@@ -1013,7 +1013,7 @@ static int check_selected(const cl_repo *r, const repo_model *m, char ***ids, si
         if (!g || !(g[*n_ids] = strdup(h.key_id))) {
             if (g)
                 *ids = g;
-            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(err);
             break;
         }
         *ids = g;
@@ -1065,7 +1065,7 @@ static int labels_publish(cl_repo *r, const cl_repo_model_config *c, cl_err *err
     int64_t *versions = calloc(c->n_labels ? c->n_labels : 1, sizeof *versions);
     int rc = -1;
     if (!names || !versions)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     else {
         for (size_t k = 0; k < c->n_labels; k++) {
             names[k] = c->labels[k].label;
@@ -1090,7 +1090,7 @@ static repo_model *model_new(const cl_repo_model_config *c, cl_err *err)
 {
     repo_model *m = calloc(1, sizeof *m);
     if (!m) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     if (cfg_copy(&m->cfg, c, err) != 0) {
@@ -1135,7 +1135,7 @@ cl_repo *cl_repo_new(const cl_repo_options *o, cl_err *err)
     cl_repo *r = calloc(1, sizeof *r);
     if (!r || !(r->models = calloc(o->n_models, sizeof *r->models))) {
         free(r);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     r->registry = o->registry;
@@ -1300,7 +1300,7 @@ int cl_repo_reload(cl_repo *r, const cl_repo_model_config *models, size_t n, cl_
     repo_model **next = calloc(n ? n : 1, sizeof *next);
     bool *fresh = calloc(n ? n : 1, sizeof *fresh);
     if (!next || !fresh) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         *code = CL_SC_RESOURCE_EXHAUSTED;
         goto out;
     }
@@ -1311,7 +1311,7 @@ int cl_repo_reload(cl_repo *r, const cl_repo_model_config *models, size_t n, cl_
     /* the new configurations, copied (nothing is changed until all of them are) */
     cl_repo_model_config *copies = calloc(n ? n : 1, sizeof *copies);
     if (!copies) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         *code = CL_SC_RESOURCE_EXHAUSTED;
         goto out;
     }
@@ -1335,7 +1335,7 @@ int cl_repo_reload(cl_repo *r, const cl_repo_model_config *models, size_t n, cl_
                 for (size_t j = 0; j < n; j++)
                     cfg_clear(&copies[j]);
                 free(copies);
-                cl_err_set(err, CL_E_NOMEM, "out of memory");
+                cl_err_nomem(err);
                 *code = CL_SC_RESOURCE_EXHAUSTED;
                 goto out;
             }
@@ -1457,7 +1457,7 @@ int cl_repo_start_config_polling(cl_repo *r, const char *path, unsigned seconds,
     if (seconds == 0)
         return cl_err_set(err, CL_E_INVALID, "the config poll interval must be at least one second");
     if (!(r->cfg_path = strdup(path)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     /* the text applied at start-up is the baseline: only a change is applied */
     size_t len;
     if (cl_file_read(path, 1 << 20, &r->cfg_text, &len, err) != 0)
@@ -1496,7 +1496,7 @@ int cl_repo_key_ids(const cl_repo_model_config *models, size_t n_models, char **
         }
     }
     if (!out && !(out = calloc(1, sizeof *out)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     *ids = out;
     *n_ids = n;
     return 0;

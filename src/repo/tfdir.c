@@ -58,7 +58,7 @@ static int read_one(const char *dir, const char *name, bool sealed, cl_repo_key_
     out->f[k].len = len;
     out->n++;
     if (!out->f[k].name)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     return 0;
 }
 
@@ -84,7 +84,7 @@ int cl_repo_savedmodel_read(const char *dir, cl_repo_key_fn key_fn, void *key_ar
     out->secure = calloc(MAX_FILES, sizeof *out->secure);
     if (!out->f || !out->secure) {
         cl_repo_files_free(out);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     int w = which(dir, "saved_model.pb", err);
     if (w < 0)

@@ -102,7 +102,7 @@ static int replay_record(void *arg, const uint8_t *rec, size_t n, cl_err *err)
     size_t len = protobuf_c_message_get_packed_size(&log->predict_log->request->base);
     uint8_t *pb = malloc(len ? len : 1);
     if (!pb) {
-        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        rc = cl_err_nomem(err);
         goto out;
     }
     protobuf_c_message_pack(&log->predict_log->request->base, pb);
@@ -124,7 +124,7 @@ static int synthetic(warm *w, const cl_serve_signature *sig, cl_err *err)
 {
     cl_serve_tensor *in = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof *in);
     if (!in)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     size_t n = 0;
     int rc = 0;
     for (; n < sig->n_inputs && rc == 0; n++) {

@@ -868,7 +868,7 @@ cl_serve_grpc_listener *cl_serve_grpc_listen(cl_serve_server *s, struct event_ba
 {
     cl_serve_grpc_listener *l = calloc(1, sizeof *l);
     if (!l) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     l->srv = s;

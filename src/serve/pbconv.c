@@ -592,7 +592,7 @@ int cl_serve_pb_request_inputs(const uint8_t *msg, size_t len, size_t max_bytes,
     cl_serve_tensor *t = calloc(req->n_inputs ? req->n_inputs : 1, sizeof *t);
     cl_serve_status st = {0};
     size_t n = 0, budget = max_bytes;
-    int rc = t ? 0 : cl_err_set(err, CL_E_NOMEM, "out of memory");
+    int rc = t ? 0 : cl_err_nomem(err);
     for (size_t i = 0; rc == 0 && i < req->n_inputs; i++) {
         const Tensorflow__Serving__PredictRequest__InputsEntry *e = req->inputs[i];
         if (!e->value)

@@ -184,7 +184,7 @@ static void run_batch(batch *b)
     size_t nin = f->n_inputs;
     cl_serve_tensor *in = calloc(nin, sizeof *in), *out = NULL;
     size_t nout = 0;
-    int rc = in ? 0 : cl_err_set(&err, CL_E_NOMEM, "out of memory");
+    int rc = in ? 0 : cl_err_nomem(&err);
     for (size_t k = 0; rc == 0 && k < nin; k++) {
         int64_t dims[CL_SERVE_MAX_DIMS];
         memcpy(dims, f->inputs[k].dims, sizeof dims);
@@ -211,7 +211,7 @@ static void run_batch(batch *b)
         int crc = rc;
         cl_err cerr = err;
         if (crc == 0 && !(c->outputs = calloc(nout ? nout : 1, sizeof *c->outputs)))
-            crc = cl_err_set(&cerr, CL_E_NOMEM, "out of memory");
+            crc = cl_err_nomem(&cerr);
         for (size_t o = 0; crc == 0 && o < nout; o++) {
             int64_t dims[CL_SERVE_MAX_DIMS];
             memcpy(dims, out[o].dims, sizeof dims);
@@ -246,7 +246,7 @@ static int decode_call(cl_serve_call *c)
     cl_err err = {0};
     cl_serve_tensor *dec = calloc(c->n_inputs ? c->n_inputs : 1, sizeof *dec);
     int n = dec ? cl_serve_model_decode_images(c->model, c->inputs, c->n_inputs, dec, &err)
-                : cl_err_set(&err, CL_E_NOMEM, "out of memory");
+                : cl_err_nomem(&err);
     if (n < 0) {
         free(dec);
         cl_serve_st_from_err(&c->st, &err);
@@ -305,7 +305,7 @@ static void run_pieces(cl_serve_call *c)
             rc = cl_err_set(&err, CL_E_INTERNAL, "the model gave %zu outputs for one piece of the request and %zu "
                             "for another", nall, nout);
         if (!all && !(all = calloc(nout ? nout : 1, sizeof *all)))
-            rc = cl_err_set(&err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(&err);
         for (size_t o = 0; rc == 0 && o < nout; o++) {
             if (out[o].ndim < 1 || out[o].dims[0] != n || (start && (o >= nall || out[o].nbytes / (size_t)n !=
                                                                       all[o].nbytes / (size_t)rows))) {
@@ -327,7 +327,7 @@ static void run_pieces(cl_serve_call *c)
         cl_serve_tensors_free(out, nout);
         out = NULL;
         if (rc == 0 && !start && nall != nout)
-            rc = cl_err_set(&err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(&err);
     }
     free(view);
     if (rc != 0) {
@@ -604,7 +604,7 @@ cl_serve_doneq *cl_serve_doneq_new(cl_serve_pool *p, struct event_base *base, cl
     cl_serve_doneq *q = calloc(1, sizeof *q);
     if (!q || !(q->ev = event_new(base, -1, 0, on_done, q))) {
         free(q);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     q->p = p;
@@ -633,7 +633,7 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
 {
     cl_serve_pool *p = calloc(1, sizeof *p);
     if (!p) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     pthread_mutex_init(&p->mu, NULL);
@@ -647,7 +647,7 @@ cl_serve_pool *cl_serve_pool_new(struct event_base *base, unsigned workers, unsi
     p->main_q = cl_serve_doneq_new(p, base, err);
     p->threads = calloc(workers, sizeof *p->threads);
     if (!p->main_q || !p->threads) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         cl_serve_pool_free(p);
         return NULL;
     }

@@ -83,7 +83,7 @@ cl_serve_registry *cl_serve_registry_new(cl_err *err)
     cl_serve_json_init(); /* a serving process starts here, before its threads */
     cl_serve_registry *r = calloc(1, sizeof *r);
     if (!r) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     pthread_mutex_init(&r->mu, NULL);
@@ -129,7 +129,7 @@ int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t versio
     cl_serve_model *m = calloc(1, sizeof *m);
     if (!m || !(m->name = strdup(name))) {
         free(m);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     atomic_init(&m->refs, 1);
     m->version = version;
@@ -151,7 +151,7 @@ int cl_serve_registry_add(cl_serve_registry *r, const char *name, int64_t versio
                 pthread_mutex_unlock(&r->mu);
                 m->backend.destroy = NULL; /* the caller keeps the backend */
                 model_unref(m);
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
             }
             r->v = nv;
             r->cap = cap;
@@ -254,7 +254,7 @@ int cl_serve_registry_set_loading(cl_serve_registry *r, const char *name, const 
             e->st.available = false;
         }
         if (!grown)
-            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(err);
     }
     pthread_mutex_unlock(&r->mu);
     return rc;
@@ -265,7 +265,7 @@ int cl_serve_registry_set_labels(cl_serve_registry *r, const char *name, const c
 {
     label_entry *add = calloc(n ? n : 1, sizeof *add);
     if (!add)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < n; i++) {
         add[i].name = strdup(name);
         add[i].label = strdup(labels[i]);
@@ -276,7 +276,7 @@ int cl_serve_registry_set_labels(cl_serve_registry *r, const char *name, const c
                 free(add[j].label);
             }
             free(add);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
     }
     pthread_mutex_lock(&r->mu);
@@ -302,7 +302,7 @@ int cl_serve_registry_set_labels(cl_serve_registry *r, const char *name, const c
                 free(add[j].name);
                 free(add[j].label);
             }
-            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(err);
         }
     }
     pthread_mutex_unlock(&r->mu);
@@ -509,7 +509,7 @@ static int run_checked(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
     if (!idx || !ordered) {
         free(few ? NULL : idx);
         free(few ? NULL : ordered);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     int rc = match_inputs(sig, inputs, n_inputs, idx, false, err);
     if (rc == 0) {
@@ -565,7 +565,7 @@ int cl_serve_model_run(cl_serve_model *m, const cl_serve_tensor *inputs, size_t 
     cl_serve_tensor *decoded = few ? decoded_s : calloc(n_inputs, sizeof *decoded);
     cl_serve_tensor *view = few ? view_s : calloc(n_inputs, sizeof *view);
     int rc = decoded && view ? cl_serve_model_decode_images(m, inputs, n_inputs, decoded, err)
-                             : cl_err_set(err, CL_E_NOMEM, "out of memory");
+                             : cl_err_nomem(err);
     if (rc >= 0) {
         for (size_t i = 0; i < n_inputs; i++)
             view[i] = decoded[i].data ? decoded[i] : inputs[i]; /* shallow */

@@ -23,7 +23,24 @@
  * answered in order: while one is in the worker pool, or while more than OUT_MAX bytes of responses
  * wait for the client to read them, input behind it waits (up to PEND_MAX bytes, then reading
  * pauses). A connection that goes away while its call is in the pool clears
- * call->owner, and the call frees itself when it comes back. */
+ * call->owner, and the call frees itself when it comes back.
+ *
+ * A connection's life is one state (rstate), changed only by set_state(), which asserts that the
+ * transition is one of these (CL_ASSERT: Debug and sanitizer builds):
+ *   IDLE      between requests         -> READING  a request's first byte (on_message_begin)
+ *                                       -> BUSY     its call went to the worker pool (handle)
+ *                                       -> CLOSING  a response that ends the connection (reply), out of memory
+ *                                       -> LINGER   unparseable input; shutdown's grace period over (on_grace)
+ *   READING   inside a request         -> IDLE     the request is complete (dispatch)
+ *                                       -> LINGER   the request is refused mid-way (feed)
+ *                                       -> CLOSING  out of memory holding input (pend_add)
+ *   BUSY      its call is in the pool  -> IDLE     the call came back (rest_call_done), then its reply
+ *                                       -> CLOSING  out of memory holding input; the call is dropped
+ *                                                   with the connection if it is not back by then
+ *   CLOSING   close once the output is written (settle, io_drained -> finish): then freed
+ *   LINGER    the same after a refusal: the client may still be sending -> LINGERING (finish)
+ *   LINGERING our side shut after the answer: input read and dropped until EOF or the deadline
+ * Orthogonal to the state: `paused` (reading stopped while PEND_MAX bytes of input wait in pend). */
 #include "serve_int.h"
 
 #include <limits.h>
@@ -64,12 +81,8 @@ struct cl_serve_rest_conn {
     char fail_msg[160];
     /* the request being answered */
     bool keep_alive, head_only, http10;
-    bool reading;  /* between a request's first byte and its end */
-    bool busy;     /* its call is in the worker pool */
-    bool closing;  /* close once the output is written */
-    bool linger;   /* closing after a refusal mid-request: the client may still be sending */
-    bool lingering; /* the answer is out and our side shut: input is read and dropped until EOF */
-    cl_serve_call *call;
+    int state;     /* rstate: see the file's header */
+    cl_serve_call *call; /* in BUSY, and in CLOSING when it closed while busy */
     uint8_t *pend; /* input behind the running request */
     size_t pend_len, pend_cap;
     bool paused;   /* reading paused: pend is full */
@@ -86,19 +99,42 @@ struct cl_serve_rest_conn {
 };
 typedef struct cl_serve_rest_conn rconn;
 
+typedef enum { RS_IDLE, RS_READING, RS_BUSY, RS_CLOSING, RS_LINGER, RS_LINGERING } rstate;
+
 static void feed(rconn *c, const uint8_t *p, size_t n);
 static int settle(rconn *c);
 
-/* The combinations of the life-cycle booleans that must never hold (CL_ASSERT: checked in Debug and
- * sanitizer builds). */
+/* The one place a connection's state changes; the transitions of the file's header, asserted. */
+static void set_state(rconn *c, rstate to)
+{
+    static const unsigned legal[] = {
+        [RS_IDLE] = 1u << RS_READING | 1u << RS_BUSY | 1u << RS_CLOSING | 1u << RS_LINGER,
+        [RS_READING] = 1u << RS_IDLE | 1u << RS_CLOSING | 1u << RS_LINGER,
+        [RS_BUSY] = 1u << RS_IDLE | 1u << RS_CLOSING,
+        [RS_CLOSING] = 0,
+        [RS_LINGER] = 1u << RS_LINGERING,
+        [RS_LINGERING] = 0,
+    };
+    CL_ASSERT(c->state >= RS_IDLE && c->state <= RS_LINGERING && (legal[c->state] >> to & 1u));
+    c->state = (int)to;
+}
+
+/* Closing: once the output is written, the connection ends (unless it already is on its way out). */
+static void close_after_output(rconn *c)
+{
+    if (c->state < RS_CLOSING)
+        set_state(c, RS_CLOSING);
+}
+
+static bool closing(const rconn *c) { return c->state >= RS_CLOSING; }
+
+/* What must hold besides the state (CL_ASSERT: checked in Debug and sanitizer builds). */
 static void conn_check(const rconn *c)
 {
-    CL_ASSERT(c->busy == (c->call != NULL));              /* busy: exactly while its call is in the pool */
-    CL_ASSERT(!(c->busy && c->reading));                   /* no input is parsed while a call runs */
-    CL_ASSERT(!c->linger || c->closing);                   /* a refusal ends the connection */
-    CL_ASSERT(!c->lingering || (c->linger && !c->busy));   /* lingering follows a refusal, with no call */
-    CL_ASSERT(!c->lingering || (!c->pend_len && !c->paused)); /* a lingering connection drops its input */
-    CL_ASSERT(!c->paused || c->pend_len >= PEND_MAX);      /* reading pauses only on a full pend */
+    CL_ASSERT(c->state != RS_BUSY || c->call);                      /* busy: its call is in the pool */
+    CL_ASSERT(!c->call || c->state == RS_BUSY || c->state == RS_CLOSING); /* a call belongs to those two */
+    CL_ASSERT(c->state != RS_LINGERING || (!c->pend_len && !c->paused)); /* lingering drops its input */
+    CL_ASSERT(!c->paused || c->pend_len >= PEND_MAX);               /* reading pauses only on a full pend */
 }
 
 /* ---------------------------------------------------------------- connections */
@@ -199,15 +235,17 @@ static void reply(rconn *c, int http, const char *ctype, char *body, size_t len)
 {
     report(c, http, len);
     if (!c->keep_alive || c->loop->stopping)
-        c->closing = true;
+        close_after_output(c);
     char head[320];
     int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nDate: %s\r\n%s\r\n",
                      http, reason(http), ctype, len, http_date(c->loop),
-                     c->closing ? "Connection: close\r\n" : c->http10 ? "Connection: keep-alive\r\n" : "");
-    if (n < 0 || (size_t)n >= sizeof head)
-        n = 0, c->closing = true; /* cannot happen with the fixed strings above; never send a cut head */
+                     closing(c) ? "Connection: close\r\n" : c->http10 ? "Connection: keep-alive\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof head) {
+        n = 0; /* cannot happen with the fixed strings above; never send a cut head */
+        close_after_output(c);
+    }
     if (cl_serve_io_write(c->io, head, (size_t)n) != 0 || (!c->head_only && len && cl_serve_io_write(c->io, body, len) != 0))
-        c->closing = true; /* out of memory: the client sees the connection end */
+        close_after_output(c); /* out of memory: the client sees the connection end */
     free(body);
     c->deadline_ns = cl_now_ns() + (uint64_t)cl_serve_srv_config(c->loop->srv)->request_timeout_ms * 1000000ull;
 }
@@ -263,9 +301,10 @@ static void rest_call_done(cl_serve_call *call)
         cl_serve_call_free(call);
         return;
     }
-    CL_ASSERT(c->busy && c->call == call);
+    CL_ASSERT(c->call == call && (c->state == RS_BUSY || c->state == RS_CLOSING));
     c->call = NULL;
-    c->busy = false;
+    if (c->state == RS_BUSY)
+        set_state(c, RS_IDLE);
     predict_reply(c, call);
     /* settle parses the input that waited behind this request, if any */
     if (settle(c) == 0)
@@ -475,13 +514,13 @@ static void handle(rconn *c, const char *path, int method)
         return;
     }
     c->call = call;
-    c->busy = true;
+    set_state(c, RS_BUSY);
 }
 
 /* The request just parsed: its path out of the URL, then handle. */
 static void dispatch(rconn *c)
 {
-    c->reading = false;
+    set_state(c, RS_IDLE);
     c->deadline_ns = 0;
     struct http_parser_url u;
     http_parser_url_init(&u);
@@ -520,7 +559,7 @@ static int refuse(rconn *c, int http, const char *fmt, ...)
 static int on_message_begin(http_parser *hp)
 {
     rconn *c = hp->data;
-    c->reading = true;
+    set_state(c, RS_READING);
     c->url_len = c->head_bytes = c->body_len = c->field_len = 0;
     c->in_value = c->expect_field = c->expect_continue = false;
     c->deadline_ns = cl_now_ns() + (uint64_t)cl_serve_srv_config(c->loop->srv)->request_timeout_ms * 1000000ull;
@@ -646,7 +685,7 @@ static const http_parser_settings parser_settings = {
 static void pend_add(rconn *c, const uint8_t *p, size_t n)
 {
     if (grow(&c->pend, &c->pend_cap, c->pend_len + n) != 0) {
-        c->closing = true;
+        close_after_output(c);
         return;
     }
     memcpy(c->pend + c->pend_len, p, n);
@@ -662,8 +701,8 @@ static void pend_add(rconn *c, const uint8_t *p, size_t n)
  * response that ends the connection. The connection stays; settle() decides whether it closes. */
 static void feed(rconn *c, const uint8_t *p, size_t n)
 {
-    while (n > 0 && !c->closing) {
-        if (c->busy || cl_serve_io_pending(c->io) >= OUT_MAX) {
+    while (n > 0 && !closing(c)) {
+        if (c->state == RS_BUSY || cl_serve_io_pending(c->io) >= OUT_MAX) {
             pend_add(c, p, n);
             return;
         }
@@ -679,7 +718,7 @@ static void feed(rconn *c, const uint8_t *p, size_t n)
         if (e != HPE_OK) {
             c->keep_alive = false;
             c->head_only = false;
-            c->linger = true;
+            set_state(c, RS_LINGER);
             if (c->fail_http)
                 reply_error(c, CL_RPC_STATUS, "", cl_now_ns(), CL_SC_INVALID_ARGUMENT, c->fail_http, c->fail_msg);
             else
@@ -697,7 +736,9 @@ static void feed(rconn *c, const uint8_t *p, size_t n)
  * the connection was freed. */
 static int finish(rconn *c)
 {
-    if (!c->linger) {
+    if (c->state == RS_LINGERING)
+        return 0; /* already shut (io_drained after the close_notify): ends at EOF or its deadline */
+    if (c->state == RS_CLOSING) {
         /* TLS's close_notify first: the client sees the end of the connection, not a truncation */
         if (cl_serve_io_shutdown_write(c->io) == 0)
             conn_free(c);
@@ -705,7 +746,7 @@ static int finish(rconn *c)
     }
     if (cl_serve_io_shutdown_write(c->io) != 0)
         return -1; /* io_closed freed it */
-    c->lingering = true;
+    set_state(c, RS_LINGERING);
     free(c->pend);
     c->pend = NULL;
     c->pend_len = c->pend_cap = 0;
@@ -725,8 +766,8 @@ static int settle(rconn *c)
 {
     for (;;) {
         conn_check(c);
-        if (c->closing) {
-            if (c->lingering)
+        if (closing(c)) {
+            if (c->state == RS_LINGERING)
                 return 0;
             if (cl_serve_io_flush(c->io) != 0)
                 return -1; /* io_closed freed it */
@@ -734,7 +775,7 @@ static int settle(rconn *c)
                 return finish(c);
             return 0; /* io_drained finishes it */
         }
-        if (c->busy || !c->pend_len)
+        if (c->state == RS_BUSY || !c->pend_len)
             return 0;
         if (cl_serve_io_pending(c->io) >= OUT_MAX) {
             if (cl_serve_io_flush(c->io) != 0)
@@ -769,9 +810,9 @@ static int io_data(cl_serve_io *io, const uint8_t *p, size_t n, void *arg)
     (void)io;
     rconn *c = arg;
     conn_check(c);
-    if (c->closing)
+    if (closing(c))
         return 0; /* input after the last response is dropped */
-    if (c->busy || c->pend_len)
+    if (c->state == RS_BUSY || c->pend_len)
         pend_add(c, p, n);
     else
         feed(c, p, n);
@@ -783,9 +824,9 @@ static void io_drained(cl_serve_io *io, void *arg)
     (void)io;
     rconn *c = arg;
     conn_check(c);
-    if (c->closing)
+    if (closing(c))
         (void)finish(c);
-    else if (c->pend_len && !c->busy && settle(c) == 0)
+    else if (c->pend_len && c->state != RS_BUSY && settle(c) == 0)
         cl_serve_io_flush(c->io); /* input waited for this output to be written */
 }
 
@@ -817,9 +858,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         next = c->next;
         if (!c->deadline_ns || now < c->deadline_ns)
             continue;
-        if (c->lingering)
+        if (c->state == RS_LINGERING)
             CL_DEBUG(CL_SERVE_MOD, "rest %s: still sending after its refusal; closing", c->peer);
-        else if (c->reading)
+        else if (c->state == RS_READING)
             CL_INFO(CL_SERVE_MOD, "rest %s: request not received within %u ms; closing the connection", c->peer,
                     cl_serve_srv_config(l->srv)->request_timeout_ms);
         else
@@ -888,15 +929,14 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
     bool lingering = false;
     for (rconn *c = l->conns, *next; c; c = next) {
         next = c->next;
-        if (c->lingering && c->deadline_ns && now >= c->deadline_ns) {
+        if (c->state == RS_LINGERING && c->deadline_ns && now >= c->deadline_ns) {
             conn_free(c); /* the client did not close its side either */
-        } else if (!c->busy && !c->reading && !c->pend_len && !c->closing) {
-            c->closing = true;
-            c->linger = true;
+        } else if (c->state == RS_IDLE && !c->pend_len) {
+            set_state(c, RS_LINGER);
             if (settle(c) == 0)
                 lingering = true;
         } else {
-            lingering |= c->lingering;
+            lingering |= c->state == RS_LINGERING;
         }
     }
     /* the lingering ones end when their clients close, or at their deadline (checked here: the

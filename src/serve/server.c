@@ -592,7 +592,7 @@ static int rest_threads_new(cl_serve_server *s, unsigned n, cl_err *err)
     if (n < 2)
         return 0;
     if (!(s->rt = calloc(n - 1, sizeof *s->rt)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (unsigned i = 0; i < n - 1; i++) {
         rest_thread *t = &s->rt[i];
         s->n_rt++;
@@ -693,7 +693,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     }
     cl_serve_server *s = calloc(1, sizeof *s);
     if (!s) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     pthread_mutex_init(&s->mmu, NULL);
@@ -777,7 +777,7 @@ cl_serve_server *cl_serve_server_new(const cl_serve_config *cfg, cl_serve_regist
     }
     s->stop_ev = event_new(s->base, -1, 0, on_stop, s);
     if (!s->stop_ev) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     if (cfg->handle_signals) {

@@ -100,7 +100,7 @@ static int map_tensors(const json_t *obj, const char *what, const char *path, co
         st->outputs = sp, st->output_of = of, st->output_tensor = tn;
     }
     if (!sp || !of || !tn)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     size_t k = 0;
     if (!obj) {
         for (; k < n; k++) {
@@ -139,7 +139,7 @@ static int map_tensors(const json_t *obj, const char *what, const char *path, co
                                       "(each input takes one)", what, p, tensor, sp[j].name);
         sp[k] = specs[t];
         if (!(sp[k].name = own(st, alias)))
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         of[k] = t;
         tn[k] = specs[t].name;
         k++;
@@ -252,7 +252,7 @@ static int parse_one(const char *name, const json_t *obj, const char *what, cons
     size_t n_str = 2 + json_object_size(json_object_get(obj, "inputs")) +
                    json_object_size(json_object_get(obj, "outputs")) + n_labels;
     if (!(st->strings = calloc(n_str, sizeof *st->strings)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     const char *method = CL_SERVE_METHOD_PREDICT;
     const json_t *m = json_object_get(obj, "method_name");
     if (m) {
@@ -266,7 +266,7 @@ static int parse_one(const char *name, const json_t *obj, const char *what, cons
                               p, method, CL_SERVE_METHOD_PREDICT, CL_SERVE_METHOD_CLASSIFY, CL_SERVE_METHOD_REGRESS);
     }
     if (!(d->sig.name = own(st, name)) || !(d->sig.method_name = own(st, method)))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     char p[220];
     snprintf(p, sizeof p, "%s.inputs", path);
     if (map_tensors(json_object_get(obj, "inputs"), what, p, model->inputs, model->n_inputs, true, st,
@@ -287,7 +287,7 @@ static int parse_one(const char *name, const json_t *obj, const char *what, cons
             return cl_err_set(err, CL_E_FORMAT, "%s: %s.labels: only a classification signature (method_name \"%s\") "
                               "has labels", what, path, CL_SERVE_METHOD_CLASSIFY);
         if (!(st->labels = calloc(n_labels, sizeof *st->labels)))
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         for (size_t i = 0; i < n_labels; i++) {
             snprintf(p, sizeof p, "%s.labels[%zu]", path, i);
             const char *l;
@@ -295,7 +295,7 @@ static int parse_one(const char *name, const json_t *obj, const char *what, cons
                 check_name(what, p, l, err) != 0)
                 return -1;
             if (!(st->labels[i] = own(st, l)))
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
         }
         d->labels = st->labels;
         d->n_labels = n_labels;
@@ -329,7 +329,7 @@ int cl_serve_sigset_parse(const char *text, size_t len, const char *what, const 
     }
     if (!(s = calloc(1, sizeof *s)) || !(s->defs = calloc(n, sizeof *s->defs)) ||
         !(s->store = calloc(n, sizeof *s->store))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     const char *name;

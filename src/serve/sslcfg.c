@@ -182,7 +182,7 @@ int cl_serve_ssl_config_parse(const char *text, size_t len, cl_serve_ssl_config 
             if (!(*dst = cl_secmem_alloc(slen + 1, err)))
                 goto fail;
         } else if (!(*dst = malloc(slen + 1))) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto fail;
         }
         memcpy(*dst, buf, slen + 1);

@@ -17,62 +17,13 @@ import numpy as np
 cloister, root, scratch = sys.argv[1:4]
 shutil.rmtree(scratch, ignore_errors=True)
 os.makedirs(scratch)
-py = os.path.join(scratch, 'py')
-os.makedirs(py)
-protos = [os.path.relpath(os.path.join(dp, f), os.path.join(root, 'proto'))
-          for dp, _, fs in os.walk(os.path.join(root, 'proto', 'tensorflow', 'core')) for f in fs if f.endswith('.proto')]
-subprocess.run(['protoc', '-I', os.path.join(root, 'proto'), '--python_out', py, *protos], check=True)
-sys.path.insert(0, py)
-from tensorflow.core.framework import graph_pb2, types_pb2  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tfgraph  # noqa: E402
+from tfgraph import G  # noqa: E402
 
+graph_pb2, types_pb2 = tfgraph.load_protos(root, scratch)
 rng = np.random.default_rng(1616)
-DT = {np.float32: types_pb2.DT_FLOAT, np.int32: types_pb2.DT_INT32, np.int64: types_pb2.DT_INT64}
-
-
-class G:
-    def __init__(self):
-        self.g = graph_pb2.GraphDef()
-        self.n = 0
-
-    def node(self, op, inputs=(), name=None, **attrs):
-        nd = self.g.node.add()
-        self.n += 1
-        nd.name = name or f'{op.lower()}_{self.n}'
-        nd.op = op
-        nd.input.extend(inputs)
-        for k, v in attrs.items():
-            a = nd.attr[k]
-            if isinstance(v, bool):
-                a.b = v
-            elif isinstance(v, int):
-                a.i = v
-            elif isinstance(v, float):
-                a.f = v
-            elif isinstance(v, str):
-                a.s = v.encode()
-            elif isinstance(v, list):
-                a.list.i.extend(v)
-            elif isinstance(v, type) and v in DT:
-                a.type = DT[v]
-            elif isinstance(v, np.ndarray):
-                t = a.tensor
-                t.dtype = DT[v.dtype.type]
-                for d in v.shape:
-                    t.tensor_shape.dim.add().size = d
-                t.tensor_content = np.ascontiguousarray(v).tobytes()
-            else:
-                raise TypeError(k)
-        return nd.name
-
-    def const(self, arr):
-        arr = np.asarray(arr)
-        return self.node('Const', value=arr, dtype=arr.dtype.type)
-
-    def ph(self, name, dtype=np.float32):
-        return self.node('Placeholder', name=name, dtype=dtype)
-
-    def save(self, path):
-        open(path, 'wb').write(self.g.SerializeToString())
+DT = tfgraph.DT
 
 
 fails = passes = 0

@@ -22,7 +22,7 @@ static int affine_run(void *ctx, const cl_serve_tensor *in, size_t n_in, cl_serv
     int64_t rows = in[0].dims[0];
     cl_serve_tensor *o = calloc(3, sizeof *o);
     if (!o)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     int64_t d2[2] = {rows, 3};
     if (cl_serve_tensor_init(&o[0], "logits", CL_SERVE_DT_FLOAT, 2, d2, 0, err) != 0 ||
         cl_serve_tensor_init(&o[1], "probs", CL_SERVE_DT_FLOAT, 2, d2, 0, err) != 0 ||

@@ -364,21 +364,11 @@ static void test_topk(void **state)
 
 /* ---------------------------------------------------------------- arguments */
 
-static void test_hostport_floats(void **state)
+/* HOST:PORT is common.h's cl_net_split_hostport (test_common.c) */
+static void test_floats3(void **state)
 {
     (void)state;
-    char host[64];
-    int port;
     cl_err err = {0};
-    assert_int_equal(cl_client_split_hostport("localhost:8500", host, sizeof host, &port, &err), 0);
-    assert_string_equal(host, "localhost");
-    assert_int_equal(port, 8500);
-    assert_int_equal(cl_client_split_hostport("[::1]:1", host, sizeof host, &port, &err), 0);
-    assert_string_equal(host, "::1");
-    assert_int_equal(port, 1);
-    const char *bad[] = {"", "localhost", "localhost:", ":80", "h:0", "h:65536", "h:8x", "::1:80", "[::1]80", "h:-1"};
-    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++)
-        assert_int_equal(cl_client_split_hostport(bad[i], host, sizeof host, &port, &err), -1);
     float f[3];
     assert_int_equal(cl_client_parse_floats3("0.5", f, &err), 0);
     assert_true(f[0] == 0.5f && f[1] == 0.5f && f[2] == 0.5f);
@@ -664,7 +654,7 @@ int main(void)
         cmocka_unit_test(test_frame_roundtrip),      cmocka_unit_test(test_grpc_status),
         cmocka_unit_test(test_percent_decode),       cmocka_unit_test(test_pb_predict),
         cmocka_unit_test(test_json_predict),         cmocka_unit_test(test_json_metadata_status),
-        cmocka_unit_test(test_topk),                 cmocka_unit_test(test_hostport_floats),
+        cmocka_unit_test(test_topk),                 cmocka_unit_test(test_floats3),
         cmocka_unit_test(test_image_preproc),        cmocka_unit_test(test_digit_samples),
         cmocka_unit_test(test_live_grpc_rest),       cmocka_unit_test(test_options),
     };

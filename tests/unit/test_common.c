@@ -42,6 +42,10 @@ static void test_errors(void **state)
     cl_err_errno(&err, CL_E_IO, 2, "reading");
     assert_string_equal(err.msg, "reading: No such file or directory");
     assert_int_equal(cl_err_set(NULL, CL_E_IO, "ignored"), -1); /* NULL err is allowed */
+    assert_int_equal(cl_err_nomem(&err), -1);
+    assert_int_equal(err.code, CL_E_NOMEM);
+    assert_string_equal(err.msg, "out of memory");
+    assert_int_equal(cl_err_nomem(NULL), -1);
     assert_string_equal(cl_status_name(CL_E_AUTH), "auth");
     assert_string_equal(cl_status_name((cl_status)999), "unknown");
     /* a long prefix never overflows */
@@ -980,6 +984,46 @@ static int __attribute__((unused)) assert_count(int v)
     return v;
 }
 
+/* The one HOST:PORT parser, as clients (port required, 1..65535) and key server lists and --listen
+ * (default port; 0 for a listener) use it. */
+static void test_net_split_hostport(void **state)
+{
+    (void)state;
+    char host[16];
+    int port = -7;
+    cl_err err = {0};
+    assert_int_equal(cl_net_split_hostport("localhost:8500", host, sizeof host, &port, -1, false, &err), 0);
+    assert_string_equal(host, "localhost");
+    assert_int_equal(port, 8500);
+    assert_int_equal(cl_net_split_hostport("[::1]:1", host, sizeof host, &port, -1, false, &err), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 1);
+    /* a default port: the ":PORT" may be left out, with or without brackets */
+    assert_int_equal(cl_net_split_hostport("ks.example", host, sizeof host, &port, 4433, false, &err), 0);
+    assert_string_equal(host, "ks.example");
+    assert_int_equal(port, 4433);
+    assert_int_equal(cl_net_split_hostport("[fe80::1]", host, sizeof host, &port, 4433, false, &err), 0);
+    assert_string_equal(host, "fe80::1");
+    assert_int_equal(port, 4433);
+    /* port 0 only for a listener */
+    assert_int_equal(cl_net_split_hostport("127.0.0.1:0", host, sizeof host, &port, 4433, true, &err), 0);
+    assert_int_equal(port, 0);
+    assert_int_equal(cl_net_split_hostport("127.0.0.1:0", host, sizeof host, &port, 4433, false, &err), -1);
+    assert_non_null(strstr(err.msg, "from 1 to 65535"));
+    const char *bad[] = {"", "localhost", "localhost:", ":80", "h:65536", "h:8x", "h: 80", "h:+80", "h:-1",
+                         "::1:80", "a:b:80", "[::1]80", "[::1", "[]:80", "h:99999999999999999999",
+                         "sixteen-chars-xx:80" /* the host does not fit 16 bytes */};
+    for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
+        port = -7;
+        err.msg[0] = '\0';
+        assert_int_equal(cl_net_split_hostport(bad[i], host, sizeof host, &port, -1, true, &err), -1);
+        assert_int_equal(err.code, CL_E_INVALID);
+        assert_true(err.msg[0] != '\0');
+        assert_int_equal(port, -7); /* nothing written on failure */
+    }
+    assert_int_equal(cl_net_split_hostport(NULL, host, sizeof host, &port, 80, false, &err), -1);
+}
+
 static void test_assert(void **state)
 {
     (void)state;
@@ -1023,7 +1067,7 @@ static void test_assert(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_errors),       cmocka_unit_test(test_hex), cmocka_unit_test(test_b64),
+        cmocka_unit_test(test_errors), cmocka_unit_test(test_net_split_hostport),       cmocka_unit_test(test_hex), cmocka_unit_test(test_b64),
         cmocka_unit_test(test_args), cmocka_unit_test(test_args_tf_style),         cmocka_unit_test(test_secmem),
         cmocka_unit_test(test_secmem_lock_failure_is_actionable),
         cmocka_unit_test(test_atomic_files), cmocka_unit_test(test_log_levels),

@@ -233,7 +233,7 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
         return eng_node_err(err, CL_E_FORMAT, n, "bias must be float with %lld elements", (long long)OC);
     prim_entry *e = calloc(1, sizeof *e);
     if (!e)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     e->rank = x->rank;
     memcpy(e->dims, x->dims, sizeof e->dims);
     e->in_md = *in_md;
@@ -468,7 +468,7 @@ int eng_run_conv(eng_run *r, eng_node *n, cl_err *err)
         cache = n->state = calloc(1, sizeof *cache);
         if (!cache) {
             pthread_mutex_unlock(&r->m->lock);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
     }
     bool with_sum = sum != NULL;
@@ -513,7 +513,7 @@ int eng_run_conv(eng_run *r, eng_node *n, cl_err *err)
         tmp_src = eng_alloc_md(&e->src_md);
         if (!tmp_src) {
             eng_mem_release(&e->mems, held);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
         s = eng_do_reorder(r, &in_md, x->data, &e->src_md, tmp_src, e->src_reorder, &e->mems, held, 5);
         src = tmp_src;

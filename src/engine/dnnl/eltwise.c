@@ -123,7 +123,7 @@ static int hsigmoid_blocked(eng_run *r, eng_node *n, eng_tensor *x, cl_err *err)
     int64_t cnt = eng_numel(x);
     float *dst = eng_alloc_md(x->md);
     if (!dst)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     const float *src = x->data;
     for (int64_t i = 0; i < cnt; i++) {
         float v = a * src[i] + b;

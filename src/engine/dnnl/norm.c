@@ -119,7 +119,7 @@ int eng_dnnl_layernorm(eng_run *r, eng_node *n, eng_tensor *x, eng_tensor *sc, e
         if (!mean || !var) {
             eng_buf_free(mean);
             eng_buf_free(var);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
         amds[na] = *mean_md;
         ptrs[na++] = mean;

@@ -83,7 +83,7 @@ int eng_run_pool(eng_run *r, eng_node *n, cl_err *err)
         cache = n->state = calloc(1, sizeof *cache);
         if (!cache) {
             pthread_mutex_unlock(&r->m->lock);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
     }
     prim_entry *e = eng_cache_find(cache, x, &in_md, false, NULL);
@@ -110,7 +110,7 @@ int eng_run_pool(eng_run *r, eng_node *n, cl_err *err)
                     rc = eng_node_err(err, CL_E_UNSUPPORTED, n, "dilated average pooling is not supported");
         e = rc == 0 ? calloc(1, sizeof *e) : NULL;
         if (rc == 0 && !e)
-            rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+            rc = cl_err_nomem(err);
         if (rc != 0) {
             pthread_mutex_unlock(&r->m->lock);
             return -1;

@@ -135,7 +135,7 @@ prim_cache *eng_node_cache(eng_run *r, eng_node *n, cl_err *err)
     if (!c) {
         c = n->state = calloc(1, sizeof *c);
         if (!c)
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
     }
     return c;
 }
@@ -164,7 +164,7 @@ prim_entry *eng_entry_new(prim_cache *c, const dnnl_memory_desc_t *keys, int n_k
         free(e);
         free(k);
         dnnl_primitive_desc_destroy(pd);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     memcpy(k, keys, sizeof *k * (size_t)n_keys);

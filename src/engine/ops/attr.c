@@ -174,6 +174,6 @@ void *eng_attr_alloc(eng_node *n, size_t size, cl_err *err)
     free(n->attr);
     n->attr = calloc(1, size);
     if (!n->attr)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     return n->attr;
 }

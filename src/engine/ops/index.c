@@ -440,7 +440,7 @@ int eng_run_topk(eng_run *r, eng_node *n, cl_err *err)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "the axis is too long");
     topk_item *items = malloc((size_t)(len + 1) * sizeof *items);
     if (!items)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     size_t es = cl_engine_dtype_size(x->dtype);
     for (int64_t o = 0; o < outer; o++)
         for (int64_t in = 0; in < inner; in++) {

@@ -55,7 +55,7 @@ int eng_run_layernorm(eng_run *r, eng_node *n, cl_err *err)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "the normalized shape is too large");
     double *sv = malloc((size_t)(inner + 1) * 2 * sizeof(double));
     if (!sv)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     double *bv = sv + inner + 1;
     BCAST_LOOP(&bs, 2, sv[e] = eng_get_f(sc, o[1]));
     if (bi)

@@ -178,7 +178,7 @@ int eng_run_reduce(eng_run *r, eng_node *n, cl_err *err)
         free(acc);
         free(cnt);
         free(ai);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     bool last = at->last;
     for (int64_t i = 0; i < M; i++)

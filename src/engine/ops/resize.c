@@ -156,7 +156,7 @@ int eng_run_resize(eng_run *r, eng_node *n, cl_err *err)
         return eng_node_err(err, CL_E_UNSUPPORTED, n, "output dimensions are too large for Resize");
     rs_taps *taps = malloc((size_t)(total_taps + 1) * sizeof *taps);
     if (!taps)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     rs_taps *td[CL_ENGINE_MAX_RANK];
     int64_t off = 0;
     for (int d = 0; d < rank; d++) {

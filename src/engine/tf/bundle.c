@@ -75,7 +75,7 @@ static int read_block(const uint8_t *tbl, size_t len, uint64_t off, uint64_t siz
                           ulen, MAX_BLOCK);
     uint8_t *u = malloc(ulen ? ulen : 1);
     if (!u)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     size_t got_len = ulen;
     if (snappy_uncompress((const char *)b, size, (char *)u, &got_len) != SNAPPY_OK || got_len != ulen) {
         free(u);
@@ -115,7 +115,7 @@ static int block_entries(const uint8_t *b, size_t n, entry_fn fn, void *arg, cl_
         if (nk > kcap || !key) {
             uint8_t *k2 = realloc(key, nk + 1);
             if (!k2) {
-                rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+                rc = cl_err_nomem(err);
                 break;
             }
             key = k2;
@@ -153,7 +153,7 @@ static int add_entry(void *arg, const uint8_t *key, size_t klen, const uint8_t *
         size_t nc = bd->cap ? bd->cap * 2 : 64;
         bentry *e2 = realloc(bd->e, nc * sizeof *e2);
         if (!e2)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         bd->e = e2;
         bd->cap = nc;
     }
@@ -163,7 +163,7 @@ static int add_entry(void *arg, const uint8_t *key, size_t klen, const uint8_t *
     if (!e->key || !e->val) {
         free(e->key);
         free(e->val);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     memcpy(e->val, val, vlen);
     e->val_len = vlen;
@@ -246,7 +246,7 @@ int eng_bundle_open(const uint8_t *tbl, size_t len, const cl_engine_file *files,
     (void)msize;
     eng_bundle *bd = calloc(1, sizeof *bd);
     if (!bd)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     const uint8_t *ib;
     size_t ilen;
     uint8_t *owned;
@@ -289,7 +289,7 @@ int eng_bundle_open(const uint8_t *tbl, size_t len, const cl_engine_file *files,
     bd->shards = calloc((size_t)nsh, sizeof *bd->shards);
     if (!bd->shards) {
         eng_bundle_free(bd);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     bd->n_shards = nsh;
     for (int s = 0; s < nsh; s++) {

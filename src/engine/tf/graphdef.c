@@ -210,7 +210,7 @@ static int smap_put(smap *m, const char *k, int v, cl_err *err)
         if (!nk || !nv) {
             free(nk);
             free(nv);
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         }
         for (size_t i = 0; i < m->cap; i++)
             if (m->keys[i]) {
@@ -236,7 +236,7 @@ static int smap_put(smap *m, const char *k, int v, cl_err *err)
     }
     m->keys[i] = strdup(k);
     if (!m->keys[i])
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     m->vals[i] = v;
     m->n++;
     return 0;
@@ -290,7 +290,7 @@ static char *xstrdup(const char *s, cl_err *err)
 {
     char *r = strdup(s);
     if (!r)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     return r;
 }
 
@@ -304,7 +304,7 @@ static char *xprintf(cl_err *err, const char *fmt, ...)
         r = NULL;
     va_end(ap);
     if (!r)
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
     return r;
 }
 
@@ -334,7 +334,7 @@ static int add_alias(ctx *c, const char *from, const char *to, cl_err *err)
         size_t nc = c->cap_alias ? c->cap_alias * 2 : 64;
         char **na = realloc(c->alias_to, nc * sizeof *na);
         if (!na)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         c->alias_to = na;
         c->cap_alias = nc;
     }
@@ -410,7 +410,7 @@ static int add_fnode(ctx *c, char *name, const Tensorflow__NodeDef *nd, char **i
         size_t nc = c->cap_nodes ? c->cap_nodes * 2 : 256;
         fnode *nn = realloc(c->nodes, nc * sizeof *nn);
         if (!nn)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         c->nodes = nn;
         c->cap_nodes = nc;
     }
@@ -510,7 +510,7 @@ static int inline_call(ctx *c, const char *call_name, const Tensorflow__NodeDef 
             return cl_err_set(err, CL_E_FORMAT, "function '%s' has a node without name or op", f->signature->name);
         char **bin = calloc(b->n_input + 1, sizeof *bin);
         if (!bin)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         int nb = 0;
         for (size_t k = 0; k < b->n_input; k++) {
             if (!b->input[k][0] || b->input[k][0] == '^')
@@ -563,7 +563,7 @@ static int flatten(ctx *c, const Tensorflow__GraphDef *g, cl_err *err)
             return cl_err_set(err, CL_E_FORMAT, "node '%s' has %zu inputs (at most %d)", nd->name, nd->n_input, MAX_IN);
         char **in = calloc(nd->n_input + 1, sizeof *in);
         if (!in)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         int n = 0;
         for (size_t k = 0; k < nd->n_input; k++) {
             if (!nd->input[k][0] || nd->input[k][0] == '^')
@@ -638,7 +638,7 @@ static int konst(ctx *c, eng_tensor *t, cl_err *err)
     eng_tensor *k = malloc(sizeof *k);
     if (!k) {
         eng_tensor_free(t);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     *k = *t;
     c->m->values[v].konst = k;
@@ -689,7 +689,7 @@ static int emit(ctx *c, const char *op_type, const int *in, int n_in, int n_out,
         size_t nc = c->cap_enodes ? c->cap_enodes * 2 : 256;
         eng_node *nn = realloc(m->nodes, nc * sizeof *nn);
         if (!nn)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         m->nodes = nn;
         c->cap_enodes = nc;
     }
@@ -704,7 +704,7 @@ static int emit(ctx *c, const char *op_type, const int *in, int n_in, int n_out,
     n->out = malloc(((size_t)n_out + 1) * sizeof(int));
     n->attrs = calloc((size_t)n_at + 1, sizeof *n->attrs);
     if (!n->name || !n->op_type || !n->in || !n->out || !n->attrs)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     n->op = eng_op_find(op_type, m->opset, n->name, err);
     if (!n->op)
         return -1;
@@ -726,7 +726,7 @@ static int emit(ctx *c, const char *op_type, const int *in, int n_in, int n_out,
             a->n_ints = at[k].n;
             a->ints = malloc((at[k].n + 1) * sizeof(int64_t));
             if (!a->ints)
-                return cl_err_set(err, CL_E_NOMEM, "out of memory");
+                return cl_err_nomem(err);
             if (at[k].n)
                 memcpy(a->ints, at[k].ints, at[k].n * sizeof(int64_t));
         }
@@ -764,7 +764,7 @@ static int tv_set(ctx *c, const char *t, int plain, int nchw, int dtype, cl_err 
         size_t nc = c->cap_tv ? c->cap_tv * 2 : 256;
         tval *n = realloc(c->tv, nc * sizeof *n);
         if (!n)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         c->tv = n;
         c->cap_tv = nc;
     }
@@ -1667,7 +1667,7 @@ static int need(ctx *c, const char *t, cl_err *err)
     size_t cap = 256, sp = 0;
     fnode **stack = malloc(cap * sizeof *stack);
     if (!stack)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     stack[sp++] = root;
     int rc = 0;
     while (sp && rc == 0) {
@@ -1705,7 +1705,7 @@ static int need(ctx *c, const char *t, cl_err *err)
                 cap *= 2;
                 fnode **ns = realloc(stack, cap * sizeof *ns);
                 if (!ns) {
-                    rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+                    rc = cl_err_nomem(err);
                     break;
                 }
                 stack = ns;
@@ -1762,7 +1762,7 @@ int eng_tf_import_graph(cl_engine_model *m, const eng_tf_import *imp, cl_err *er
         fout = calloc(c.n_nodes + 1, sizeof *fout);
         if (!consumed || !fin || !fout) {
             free(consumed);
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         for (size_t i = 0; i < imp->graph->n_node; i++)
@@ -1816,7 +1816,7 @@ int eng_tf_import_graph(cl_engine_model *m, const eng_tf_import *imp, cl_err *er
     m->out_info = calloc(nout + 1, sizeof *m->out_info);
     m->out_val = calloc(nout + 1, sizeof *m->out_val);
     if (!m->in_info || !m->in_val || !m->out_info || !m->out_val) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto out;
     }
     for (size_t i = 0; i < nin; i++) {
@@ -1846,7 +1846,7 @@ int eng_tf_import_graph(cl_engine_model *m, const eng_tf_import *imp, cl_err *er
         m->values[v].graph_input = (int)k;
         io_from(&m->in_info[k], ins[i].alias, ins[i].tensor, dtype, ins[i].rank, ins[i].dims);
         if (!m->in_info[k].name || (ins[i].tensor && !m->in_info[k].tensor)) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         if (m->in_info[k].dtype == CL_ENGINE_DT_UNDEFINED) {
@@ -1879,7 +1879,7 @@ int eng_tf_import_graph(cl_engine_model *m, const eng_tf_import *imp, cl_err *er
         int dtype = outs[i].dtype ? outs[i].dtype : tv->dtype;
         io_from(&m->out_info[k], outs[i].alias, outs[i].tensor, dtype, outs[i].rank, outs[i].dims);
         if (!m->out_info[k].name || (outs[i].tensor && !m->out_info[k].tensor)) {
-            cl_err_set(err, CL_E_NOMEM, "out of memory");
+            cl_err_nomem(err);
             goto out;
         }
         if (m->out_info[k].dtype == CL_ENGINE_DT_UNDEFINED) {

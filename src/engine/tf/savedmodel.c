@@ -76,7 +76,7 @@ static int vars_add(vars *vs, const char *node, const char *key, cl_err *err)
         size_t nc = vs->cap ? vs->cap * 2 : 32;
         eng_tf_var *nv = realloc(vs->v, nc * sizeof *nv);
         if (!nv)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         vs->v = nv;
         vs->cap = nc;
     }
@@ -85,7 +85,7 @@ static int vars_add(vars *vs, const char *node, const char *key, cl_err *err)
     if (!vs->v[vs->n].node || !vs->v[vs->n].key) {
         free(vs->v[vs->n].node);
         free(vs->v[vs->n].key);
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     }
     vs->n++;
     return 0;
@@ -201,7 +201,7 @@ static int sig_io(Tensorflow__SignatureDef__InputsEntry **e, size_t n, eng_tf_io
 {
     *out = calloc(n + 1, sizeof **out);
     if (!*out)
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < n; i++) {
         const Tensorflow__TensorInfo *ti = e[i]->value;
         if (!e[i]->key || !ti || ti->encoding_case != TENSORFLOW__TENSOR_INFO__ENCODING_NAME || !ti->name)
@@ -316,7 +316,7 @@ int eng_tf_parse_savedmodel(cl_engine_model *m, const cl_engine_file *files, siz
     if (rc != 0)
         cl_err_prefix(err, "SavedModel signature '%s'", want);
     else if (sd->method_name && sd->method_name[0] && !(m->method_name = strdup(sd->method_name)))
-        rc = cl_err_set(err, CL_E_NOMEM, "out of memory");
+        rc = cl_err_nomem(err);
 out:
     vars_free(&vs);
     free(ins);

@@ -145,7 +145,7 @@ static int add_value(vlist *l, const char *s, size_t len, const char *path, cl_e
         size_t cap = l->cap ? 2 * l->cap : 4;
         uint8_t *grown = realloc(l->v, cap * l->width);
         if (!grown)
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         l->v = grown;
         l->cap = cap;
     }
@@ -228,7 +228,7 @@ static int parse_secrets(const json_t *v, const char *path, identity *id, cl_err
     if (n > CL_POLICY_MAX_SECRETS)
         return cl_err_set(err, CL_E_FORMAT, WHAT ": %s has %zu entries, more than %d", path, n, CL_POLICY_MAX_SECRETS);
     if (n && !(id->secrets = calloc(n, sizeof(char *))))
-        return cl_err_set(err, CL_E_NOMEM, "out of memory");
+        return cl_err_nomem(err);
     for (size_t i = 0; i < n; i++) {
         const json_t *e = json_array_get(v, i);
         const char *s = json_is_string(e) ? json_string_value(e) : NULL;
@@ -240,7 +240,7 @@ static int parse_secrets(const json_t *v, const char *path, identity *id, cl_err
             if (!strcmp(id->secrets[j], s))
                 return cl_err_set(err, CL_E_FORMAT, WHAT ": %s: '%s' is listed twice", path, s);
         if (!(id->secrets[id->n_secrets] = strdup(s)))
-            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+            return cl_err_nomem(err);
         id->n_secrets++;
     }
     return 0;
@@ -376,7 +376,7 @@ cl_policy *cl_policy_parse(const char *json, size_t len, cl_err *err)
     cl_policy *p = calloc(1, sizeof(*p));
     if (!p) {
         json_decref(root);
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         return NULL;
     }
     static const char *const top[] = {"version", "identities", "comment", NULL};
@@ -401,7 +401,7 @@ cl_policy *cl_policy_parse(const char *json, size_t len, cl_err *err)
         goto fail;
     }
     if (!(p->ids = calloc(n ? n : 1, sizeof(identity)))) {
-        cl_err_set(err, CL_E_NOMEM, "out of memory");
+        cl_err_nomem(err);
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
