@@ -683,14 +683,14 @@ int eng_graph_prepare(cl_engine_model *m, cl_err *err)
     remove_dead(m);
     if (topo_sort(m, err) != 0)
         return -1;
-    if (fuse(m, err) != 0)
+    if (eng_fuse_cnn_patterns(m, err) != 0 || fuse(m, err) != 0)
         return -1;
     fuse_bn_relu(m);
-    if (eng_fuse_transformer(m, err) != 0) /* fuse.c */
+    if (eng_fuse_cnn_post(m, err) != 0 || eng_fuse_transformer(m, err) != 0) /* fuse_cnn.c, fuse.c */
         return -1;
     remove_dead(m);
     if (topo_sort(m, err) != 0)
         return -1;
     eng_graph_count_consumers(m);
-    return 0;
+    return eng_plan_layouts(m, err);
 }

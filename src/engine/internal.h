@@ -115,7 +115,9 @@ typedef struct eng_attr {
     eng_tensor *t;
 } eng_attr;
 
-typedef enum { ENG_POST_NONE = 0, ENG_POST_RELU, ENG_POST_CLIP, ENG_POST_SWISH } eng_post_kind;
+/* Conv post-ops. CLIP: post_lo..post_hi; HSIGMOID: clip(post_lo * x + post_hi, 0, 1) (fuse_cnn.c). */
+typedef enum { ENG_POST_NONE = 0, ENG_POST_RELU, ENG_POST_CLIP, ENG_POST_SWISH, ENG_POST_HSWISH, ENG_POST_HSIGMOID,
+               ENG_POST_SIGMOID } eng_post_kind;
 
 struct eng_op;
 
@@ -146,6 +148,8 @@ typedef struct eng_value {
     int n_consumers;      /* node inputs referring to this value (graph outputs count once more) */
     int graph_input;      /* index in the signature, -1 */
     int graph_output;     /* index in the signature, -1 */
+    uint8_t layout;       /* planned layout (plan.c): ENG_LAYOUT_BLOCKED when a oneDNN kernel should leave it in
+                             the model's activation layout, ENG_LAYOUT_PLAIN when its consumers want plain data */
 } eng_value;
 
 /* Working memory measured for runs whose inputs total between 2^k and 2^(k+1) bytes (exec.c). */
@@ -169,6 +173,7 @@ struct cl_engine_model {
     size_t n_inputs, n_outputs;
     int threads;
     bool direct_conv;     /* cl_engine_options.direct_conv */
+    int act_layout;       /* ENG_ACT_*: the activation layout the layout planner chose (plan.c) */
     dnnl_engine_t dnnl;
     pthread_mutex_t lock; /* guards lazy kernel state */
     /* reorders blocked -> plain by source layout (eng_make_plain), made once: entries are only added
@@ -234,6 +239,22 @@ int eng_consts_after_load(cl_engine_model *m, cl_err *err);
 
 /* graph.c: every node's prepare, topological order, constant folding, fusion. */
 int eng_graph_prepare(cl_engine_model *m, cl_err *err);
+/* fuse_cnn.c: the CNN fusions. _patterns (before graph.c's Conv fusions): decomposed HardSwish /
+ * HardSigmoid (x*Clip(x+3,0,6)/6 and its variants) become one node, a constant per-channel or scalar
+ * Mul / Add after a Conv is folded into its weights and bias. _post (after them): Conv + HardSwish /
+ * HardSigmoid / Sigmoid as oneDNN post-ops (what squeeze-and-excitation blocks end in). */
+int eng_fuse_cnn_patterns(cl_engine_model *m, cl_err *err);
+int eng_fuse_cnn_post(cl_engine_model *m, cl_err *err);
+
+/* plan.c: the layout planner, run once at load after fusion: the model's activation layout (ENG_ACT_*)
+ * and each value's planned layout (eng_value.layout). */
+enum { ENG_ACT_BLOCKED = 0, ENG_ACT_NHWC = 1 };
+int eng_plan_layouts(cl_engine_model *m, cl_err *err);
+/* The oneDNN format tag a kernel asks for when it leaves a rank-`rank` activation with `channels`
+ * channels in the model's activation layout (format_tag_any: let oneDNN choose). */
+dnnl_format_tag_t eng_plan_act_tag(const cl_engine_model *m, int rank, int64_t channels);
+/* The CPU's channel block (16 with AVX-512, 8 with AVX2, 0 without). */
+int eng_plan_block(void);
 /* graph.c, for the fusion passes: every value's n_consumers recounted over the live nodes (a graph
  * output counts as one); v's only consumer, NULL unless v has exactly one use and is no graph output. */
 void eng_graph_count_consumers(cl_engine_model *m);

@@ -12,23 +12,6 @@
 #include "engine/dnnl/dnnl.h"
 
 
-/* Activation layout for a 2-D convolution's source or destination with `channels` channels: the
- * channel-blocked layout of the CPU's vector width (nChw16c with AVX-512, nChw8c with AVX2) when the
- * channels fill whole blocks, else whatever oneDNN prefers. oneDNN 2.6 left to itself picks nhwc and
- * its brgemm kernels; on ResNet-50 batch 8 (AVX-512) the blocked direct kernels measured 10-15% faster,
- * batch 1 the same. */
-static dnnl_format_tag_t conv_act_tag(int64_t channels)
-{
-    static int block = -1; /* benign race: every thread computes the same value */
-    if (block < 0) {
-        dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-        block = isa >= dnnl_cpu_isa_avx512_core ? 16 : isa >= dnnl_cpu_isa_avx2 ? 8 : 0;
-    }
-    if (block && channels % block == 0)
-        return block == 16 ? dnnl_aBcd16b : dnnl_aBcd8b;
-    return dnnl_format_tag_any;
-}
-
 /* ---------------------------------------------------------------- window attributes */
 
 /* An ints attribute of at most `per` entries per spatial dim (3 spatial dims), its values in lo..hi;
@@ -199,7 +182,28 @@ int eng_infer_conv(eng_infer_ctx *c, cl_err *err)
 
 static dnnl_alg_kind_t post_alg(eng_post_kind k)
 {
-    return k == ENG_POST_RELU ? dnnl_eltwise_relu : k == ENG_POST_SWISH ? dnnl_eltwise_swish : dnnl_eltwise_clip;
+    switch (k) {
+    case ENG_POST_RELU: return dnnl_eltwise_relu;
+    case ENG_POST_SWISH: return dnnl_eltwise_swish;
+    case ENG_POST_HSWISH: return dnnl_eltwise_hardswish;
+    case ENG_POST_SIGMOID: return dnnl_eltwise_logistic;
+    default: return dnnl_eltwise_clip;
+    }
+}
+
+/* The activation n->post as oneDNN post-ops (HardSigmoid: a linear map, then a clip to [0, 1]). */
+static dnnl_status_t append_post(dnnl_post_ops_t po, const eng_node *n)
+{
+    switch (n->post) {
+    case ENG_POST_NONE: return dnnl_success;
+    case ENG_POST_CLIP: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, n->post_lo, n->post_hi);
+    case ENG_POST_SWISH: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.0f, 0.0f);
+    case ENG_POST_HSIGMOID: {
+        dnnl_status_t s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, n->post_lo, n->post_hi);
+        return s == dnnl_success ? dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, 0.0f, 1.0f) : s;
+    }
+    default: return dnnl_post_ops_append_eltwise(po, 1.0f, post_alg(n->post), 0.0f, 0.0f);
+    }
 }
 
 static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_tensor *w, const eng_tensor *b,
@@ -268,10 +272,18 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
     }
     bd[0] = OC;
     dnnl_memory_desc_t smd, wmd, dmd, bmd;
-    bool blocked = x->rank == 4 && group == 1;
-    dnnl_memory_desc_init_by_tag(&smd, x->rank, sd, dnnl_f32, blocked ? conv_act_tag(C) : dnnl_format_tag_any);
+    /* layouts: the planner's activation layout (plan.c) for source and destination, plain row-major for a
+     * destination only plain kernels read when the source is not in a fixed activation layout (oneDNN 2.6 has
+     * only its reference kernel for an nhwc or blocked source with a plain destination: convnext_tiny's
+     * depthwise convolutions before a Transpose took 7x longer); weights as oneDNN prefers */
+    const cl_engine_model *m = r->m;
+    bool act = x->rank == 4 && (group == 1 || m->act_layout == ENG_ACT_NHWC);
+    bool plain_dst = n->out[0] >= 0 && m->values[n->out[0]].layout == ENG_LAYOUT_PLAIN &&
+                     !(act && eng_plan_act_tag(m, 4, C) != dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&smd, x->rank, sd, dnnl_f32, act ? eng_plan_act_tag(m, 4, C) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&wmd, wr, wd, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, blocked ? conv_act_tag(OC) : dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, plain_dst ? eng_plain_tag(x->rank)
+                                                              : act ? eng_plan_act_tag(m, 4, OC) : dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
     dnnl_convolution_desc_t cd;
     dnnl_status_t s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
@@ -284,10 +296,8 @@ static int conv_create(eng_run *r, eng_node *n, const eng_tensor *x, const eng_t
         s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (s == dnnl_success)
         s = dnnl_post_ops_create(&po);
-    if (s == dnnl_success && n->post != ENG_POST_NONE)
-        s = dnnl_post_ops_append_eltwise(po, 1.0f, post_alg(n->post),
-                                         n->post == ENG_POST_CLIP ? n->post_lo : n->post == ENG_POST_SWISH ? 1.0f : 0.0f,
-                                         n->post == ENG_POST_CLIP ? n->post_hi : 0.0f);
+    if (s == dnnl_success)
+        s = append_post(po, n);
     if (s == dnnl_success && with_sum) {
         s = dnnl_post_ops_append_sum(po, 1.0f);
         if (s == dnnl_success && n->post2 != ENG_POST_NONE)
@@ -615,7 +625,8 @@ int eng_run_conv(eng_run *r, eng_node *n, cl_err *err)
 /* ---------------------------------------------------------------- ConvTranspose
  * oneDNN deconvolution. ONNX weights are [C_in, C_out/group, k...] (oneDNN's iohw / giohw
  * layouts). The output size follows ONNX: explicit pads and output_padding, or output_shape with
- * auto_pad. Weights are reordered on every run (this op is not on the hot path of the CNNs). */
+ * auto_pad. Layouts are oneDNN's choice (format any), so its optimised deconvolution kernels run; constant
+ * weights are reordered once. */
 int eng_prep_convtranspose(cl_engine_model *m, eng_node *n, cl_err *err)
 {
     (void)m;
@@ -623,6 +634,178 @@ int eng_prep_convtranspose(cl_engine_model *m, eng_node *n, cl_err *err)
     if (!wa || eng_window_prepare(n, wa, true, err) != 0 ||
         eng_attr_int_in(n, "group", 1, 1, CL_ENGINE_MAX_TENSOR_ELEMS, &wa->group, err) != 0)
         return -1;
+    return 0;
+}
+
+/* total padding split SAME_UPPER-style (the extra one at the end) or else SAME_LOWER-style */
+static void split_pad(int64_t total, int ap, int64_t *l, int64_t *rr)
+{
+    if (ap == AP_SAME_UPPER) {
+        *l = total / 2;
+        *rr = total - *l;
+    } else {
+        *rr = total / 2;
+        *l = total - *rr;
+    }
+}
+
+/* ConvTranspose's output size per spatial dim following ONNX (explicit pads and output_padding, or
+ * output_shape / auto_pad) and the oneDNN geometry computing it: od the ONNX output dims, dd oneDNN's
+ * (smaller where output past the last kernel reach gets only the bias: *extend). */
+static int deconv_geom(const eng_node *n, const eng_window_attr *wa, const eng_tensor *x, const eng_tensor *w,
+                       int64_t *od, dnnl_dims_t dd, dnnl_dims_t sv, dnnl_dims_t dv, dnnl_dims_t pl, dnnl_dims_t pr,
+                       bool *extend, cl_err *err)
+{
+    int nsp = x->rank - 2;
+    size_t cos = wa->cos;
+    const int64_t *st = wa->st, *dl = wa->dl, *pads = wa->pads, *opad = wa->opad, *oshape = wa->oshape;
+    int ap = wa->auto_pad;
+    for (int i = 0; i < nsp; i++) {
+        int64_t in = x->dims[2 + i], k = w->dims[2 + i], s_ = st ? st[i] : 1, d = dl ? dl[i] : 1;
+        int64_t op = opad ? opad[i] : 0, l = pads ? pads[i] : 0, rr = pads ? pads[i + nsp] : 0;
+        if (s_ < 1 || d < 1 || k < 1 || s_ > 4096 || d > 4096 || k > 4096 || l < 0 || rr < 0 || op < 0 || op >= s_ + d ||
+            l > 65536 || rr > 65536)
+            return eng_node_err(err, CL_E_FORMAT, n, "invalid stride/dilation/pad/output_padding values");
+        int64_t ext = (k - 1) * d + 1, full = s_ * (in - 1) + op + ext, out;
+        if (oshape) {
+            out = oshape[(int)cos == nsp ? i : 2 + i];
+            int64_t total = full - out;
+            if (out < 1 || out > full + s_ + d) /* at most an output_padding's worth beyond the full output */
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "output_shape %lld is not supported for an input of %lld",
+                                    (long long)out, (long long)in);
+            if (total < 0)
+                total = 0; /* positions past the full output only get the bias (see below) */
+            split_pad(total, ap, &l, &rr);
+        } else if (ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
+            out = in * s_;
+            int64_t total = full - out;
+            if (total < 0)
+                return eng_node_err(err, CL_E_UNSUPPORTED, n, "auto_pad with this geometry is not supported");
+            split_pad(total, ap, &l, &rr);
+        } else {
+            out = full - l - rr;
+        }
+        if (out < 1)
+            return eng_node_err(err, CL_E_FORMAT, n, "the output would be empty");
+        /* oneDNN: out = (in - 1) * s + ext - pl - pr, so output_padding becomes less right padding;
+         * output past the last kernel reach (pr < 0) receives no contributions: computed smaller,
+         * then extended with the bias below */
+        int64_t pr_eff = (in - 1) * s_ + ext - l - out;
+        dd[2 + i] = pr_eff < 0 ? out + pr_eff : out;
+        if (dd[2 + i] < 1)
+            return eng_node_err(err, CL_E_UNSUPPORTED, n, "this output_padding/output_shape is not supported");
+        if (pr_eff < 0) {
+            *extend = true;
+            pr_eff = 0;
+        }
+        od[2 + i] = out;
+        sv[i] = s_;
+        dv[i] = d - 1;
+        pl[i] = l;
+        pr[i] = pr_eff;
+    }
+    return 0;
+}
+
+/* A new deconvolution entry's chosen layouts, the reorder of a source arriving in another layout, and
+ * constant weights w (NULL: weights computed at run time) reordered once into secure memory. */
+static dnnl_status_t deconv_entry_prepare(eng_run *r, prim_entry *e, const dnnl_memory_desc_t *keys,
+                                          const eng_tensor *w, cl_err *err)
+{
+    dnnl_status_t s = dnnl_success;
+    e->src_md = *dnnl_primitive_desc_query_md(e->pd, dnnl_query_src_md, 0);
+    e->wei_md = *dnnl_primitive_desc_query_md(e->pd, dnnl_query_weights_md, 0);
+    if (!dnnl_memory_desc_equal(&e->src_md, &keys[0])) {
+        dnnl_primitive_desc_t rpd;
+        s = dnnl_reorder_primitive_desc_create(&rpd, &keys[0], r->m->dnnl, &e->src_md, r->m->dnnl, NULL);
+        if (s == dnnl_success) {
+            s = dnnl_primitive_create(&e->src_reorder, rpd);
+            dnnl_primitive_desc_destroy(rpd);
+        }
+    }
+    size_t wsz = dnnl_memory_desc_get_size(&e->wei_md);
+    if (s == dnnl_success && w) { /* the reordered weights are model secrets: secure memory */
+        e->wei = wsz <= 2 * CL_ENGINE_MAX_TENSOR_BYTES ? cl_secmem_alloc(wsz ? wsz : 1, err) : NULL;
+        s = e->wei ? eng_do_reorder(r, &keys[1], w->data, &e->wei_md, e->wei, NULL, NULL, false, 0)
+                   : dnnl_out_of_memory;
+    }
+    return s;
+}
+
+/* The cached deconvolution for these keys, made on first use (under the model lock): layouts as oneDNN
+ * chooses, a reorder for a source arriving in another layout, constant weights reordered once into secure
+ * memory. NULL with err set on failure. */
+static prim_entry *deconv_entry(eng_run *r, eng_node *n, const dnnl_memory_desc_t *keys, const dnnl_memory_desc_t *descs,
+                                const eng_tensor *w, bool bias, const dnnl_dims_t sv, const dnnl_dims_t dv,
+                                const dnnl_dims_t pl, const dnnl_dims_t pr, cl_err *err)
+{
+    const cl_engine_model *m = r->m;
+    const dnnl_memory_desc_t *smd = &descs[0], *wany = &descs[1], *bmd = &descs[2], *dmd = &descs[3];
+    bool const_w = n->in[1] >= 0 && m->values[n->in[1]].konst != NULL;
+    int variant = bias ? 1 : 0;
+    pthread_mutex_lock(&r->m->lock);
+    prim_cache *c = eng_node_cache(r, n, err);
+    prim_entry *e = c ? eng_cache_find_keys(c, keys, 2, variant) : NULL;
+    if (c && !e) {
+        dnnl_deconvolution_desc_t ddsc;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = eng_user_scratch_attr();
+        dnnl_status_t s2 = dnnl_dilated_deconvolution_forward_desc_init(&ddsc, dnnl_forward_inference,
+                                                                        dnnl_deconvolution_direct, smd, wany,
+                                                                        bias ? bmd : NULL, dmd, sv, dv, pl, pr);
+        if (s2 == dnnl_success)
+            s2 = dnnl_primitive_desc_create(&pd, &ddsc, attr, r->m->dnnl, NULL);
+        if (attr)
+            dnnl_primitive_attr_destroy(attr);
+        if (s2 != dnnl_success)
+            eng_dnnl_fail(err, s2, n, "creating the deconvolution");
+        else
+            e = eng_entry_new(c, keys, 2, variant, pd, n, err);
+        if (e && (s2 = deconv_entry_prepare(r, e, keys, const_w ? w : NULL, err)) != dnnl_success) {
+            eng_dnnl_fail(err, s2, n, "preparing the deconvolution");
+            c->head = e->next;
+            eng_prim_entry_free(e);
+            e = NULL;
+        }
+    }
+    pthread_mutex_unlock(&r->m->lock);
+    return e;
+}
+
+/* ConvTranspose's output past the last kernel reach: the computed block cd_ of node n's output embedded
+ * into the full output od, the rest being the bias. */
+static int deconv_extend(eng_run *r, const eng_node *n, int rank, const int64_t *cd_, const int64_t *od,
+                         const eng_tensor *b, cl_err *err)
+{
+    /* embed the computed [.., cd_] block into the full output, the rest being the bias */
+    eng_tensor *y = &r->vals[n->out[0]];
+    if (eng_make_plain(r, y, err) != 0)
+        return -1;
+    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = rank};
+    memcpy(o.dims, od, sizeof(int64_t) * (size_t)rank);
+    if (eng_tensor_alloc(&o, err) != 0)
+        return -1;
+    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0};
+    float *op = o.data;
+    const float *yp = y->data, *bp = b ? b->data : NULL;
+    for (int64_t i = 0; i < N; i++) {
+        bool inside = true;
+        int64_t off = 0;
+        for (int d = 0; d < rank; d++) {
+            inside = inside && idx[d] < cd_[d];
+            off = off * cd_[d] + idx[d];
+        }
+        op[i] = inside ? yp[off] : bp ? bp[idx[1]] : 0.0f;
+        for (int d = rank - 1; d >= 0; d--) {
+            if (++idx[d] < od[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+    int refs = y->refs;
+    eng_tensor_free(y);
+    *y = o;
+    y->refs = refs;
     return 0;
 }
 
@@ -648,66 +831,11 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
     if ((st && (int)cs != nsp) || (dl && (int)cd != nsp) || (pads && (int)cp != 2 * nsp) || (opad && (int)co != nsp) ||
         (oshape && (int)cos != nsp && (int)cos != x->rank))
         return eng_node_err(err, CL_E_FORMAT, n, "attributes do not match %d spatial dims", nsp);
-    int ap = wa->auto_pad;
-    dnnl_dims_t wd, dd, sv, dv, pl, pr;
+    dnnl_dims_t wd, dd = {0}, sv = {0}, dv = {0}, pl = {0}, pr = {0}; /* deconv_geom fills them */
     int64_t od[CL_ENGINE_MAX_RANK] = {x->dims[0], OC};
     bool extend = false;
-    for (int i = 0; i < nsp; i++) {
-        int64_t in = x->dims[2 + i], k = w->dims[2 + i], s_ = st ? st[i] : 1, d = dl ? dl[i] : 1;
-        int64_t op = opad ? opad[i] : 0, l = pads ? pads[i] : 0, rr = pads ? pads[i + nsp] : 0;
-        if (s_ < 1 || d < 1 || k < 1 || s_ > 4096 || d > 4096 || k > 4096 || l < 0 || rr < 0 || op < 0 || op >= s_ + d ||
-            l > 65536 || rr > 65536)
-            return eng_node_err(err, CL_E_FORMAT, n, "invalid stride/dilation/pad/output_padding values");
-        int64_t ext = (k - 1) * d + 1, full = s_ * (in - 1) + op + ext, out;
-        if (oshape) {
-            out = oshape[(int)cos == nsp ? i : 2 + i];
-            int64_t total = full - out;
-            if (out < 1 || out > full + s_ + d) /* at most an output_padding's worth beyond the full output */
-                return eng_node_err(err, CL_E_UNSUPPORTED, n, "output_shape %lld is not supported for an input of %lld",
-                                    (long long)out, (long long)in);
-            if (total < 0)
-                total = 0; /* positions past the full output only get the bias (see below) */
-            if (ap == AP_SAME_UPPER) {
-                l = total / 2;
-                rr = total - l;
-            } else {
-                rr = total / 2;
-                l = total - rr;
-            }
-        } else if (ap == AP_SAME_UPPER || ap == AP_SAME_LOWER) {
-            out = in * s_;
-            int64_t total = full - out;
-            if (total < 0)
-                return eng_node_err(err, CL_E_UNSUPPORTED, n, "auto_pad with this geometry is not supported");
-            if (ap == AP_SAME_UPPER) {
-                l = total / 2;
-                rr = total - l;
-            } else {
-                rr = total / 2;
-                l = total - rr;
-            }
-        } else {
-            out = full - l - rr;
-        }
-        if (out < 1)
-            return eng_node_err(err, CL_E_FORMAT, n, "the output would be empty");
-        /* oneDNN: out = (in - 1) * s + ext - pl - pr, so output_padding becomes less right padding;
-         * output past the last kernel reach (pr < 0) receives no contributions: computed smaller,
-         * then extended with the bias below */
-        int64_t pr_eff = (in - 1) * s_ + ext - l - out;
-        dd[2 + i] = pr_eff < 0 ? out + pr_eff : out;
-        if (dd[2 + i] < 1)
-            return eng_node_err(err, CL_E_UNSUPPORTED, n, "this output_padding/output_shape is not supported");
-        if (pr_eff < 0) {
-            extend = true;
-            pr_eff = 0;
-        }
-        od[2 + i] = out;
-        sv[i] = s_;
-        dv[i] = d - 1;
-        pl[i] = l;
-        pr[i] = pr_eff;
-    }
+    if (deconv_geom(n, wa, x, w, od, dd, sv, dv, pl, pr, &extend, err) != 0)
+        return -1;
     dd[0] = x->dims[0];
     dd[1] = OC;
     int wr;
@@ -725,75 +853,61 @@ int eng_run_convtranspose(eng_run *r, eng_node *n, cl_err *err)
         wr = x->rank;
         wtag = nsp == 1 ? dnnl_bac : nsp == 2 ? dnnl_bacd : dnnl_bacde;
     }
-    dnnl_memory_desc_t keys[2], wmd, bmd, dmd;
+    /* source, weights and destination in the layouts oneDNN's deconvolution kernels choose (format any;
+     * activations in the planner's layout where it has one): with the ONNX weight layout forced, oneDNN 2.6
+     * has only its reference kernel. The source is reordered when it arrives in another layout; constant
+     * weights are reordered once per cache entry, weights computed at run time on every run. */
+    const cl_engine_model *m = r->m;
+    dnnl_memory_desc_t keys[2], wmd, wany, bmd, dmd, smd;
     eng_tensor_md(x, &keys[0]);
     dnnl_memory_desc_init_by_tag(&wmd, wr, wd, dnnl_f32, wtag);
+    dnnl_memory_desc_init_by_tag(&wany, wr, wd, dnnl_f32, dnnl_format_tag_any);
     keys[1] = wmd;
-    dnnl_dims_t bd = {OC};
+    dnnl_dims_t bd = {OC}, sd_;
+    for (int i = 0; i < x->rank; i++)
+        sd_[i] = x->dims[i];
+    bool act = x->rank == 4 && (group == 1 || m->act_layout == ENG_ACT_NHWC);
+    bool plain_dst = n->out[0] >= 0 && m->values[n->out[0]].layout == ENG_LAYOUT_PLAIN && !extend &&
+                     !(act && eng_plan_act_tag(m, 4, C) != dnnl_format_tag_any); /* as conv_create */
     dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_a);
-    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, dnnl_format_tag_any);
-    int variant = b ? 1 : 0;
-    pthread_mutex_lock(&r->m->lock);
-    prim_cache *c = eng_node_cache(r, n, err);
-    prim_entry *e = c ? eng_cache_find_keys(c, keys, 2, variant) : NULL;
-    if (c && !e) {
-        dnnl_deconvolution_desc_t ddsc;
-        dnnl_primitive_desc_t pd = NULL;
-        dnnl_primitive_attr_t attr = eng_user_scratch_attr();
-        dnnl_status_t s2 = dnnl_dilated_deconvolution_forward_desc_init(&ddsc, dnnl_forward_inference,
-                                                                        dnnl_deconvolution_direct, &keys[0], &wmd,
-                                                                        b ? &bmd : NULL, &dmd, sv, dv, pl, pr);
-        if (s2 == dnnl_success)
-            s2 = dnnl_primitive_desc_create(&pd, &ddsc, attr, r->m->dnnl, NULL);
-        if (attr)
-            dnnl_primitive_attr_destroy(attr);
-        if (s2 != dnnl_success)
-            eng_dnnl_fail(err, s2, n, "creating the deconvolution");
-        else
-            e = eng_entry_new(c, keys, 2, variant, pd, n, err);
-    }
-    pthread_mutex_unlock(&r->m->lock);
+    dnnl_memory_desc_init_by_tag(&smd, x->rank, sd_, dnnl_f32, act ? eng_plan_act_tag(m, 4, C) : dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&dmd, x->rank, dd, dnnl_f32, plain_dst ? eng_plain_tag(x->rank)
+                                                              : act ? eng_plan_act_tag(m, 4, OC) : dnnl_format_tag_any);
+    const dnnl_memory_desc_t descs[] = {smd, wany, bmd, dmd};
+    prim_entry *e = deconv_entry(r, n, keys, descs, w, b != NULL, sv, dv, pl, pr, err);
     if (!e)
         return -1;
+    void *src = x->data, *wei = e->wei, *tmp_src = NULL, *tmp_wei = NULL;
+    dnnl_status_t s = dnnl_success;
+    if (e->src_reorder) {
+        tmp_src = eng_alloc_md(&e->src_md);
+        s = tmp_src ? eng_do_reorder(r, &keys[0], x->data, &e->src_md, tmp_src, e->src_reorder, NULL, false, 0)
+                    : dnnl_out_of_memory;
+        src = tmp_src;
+    }
+    if (s == dnnl_success && !wei) {
+        tmp_wei = eng_alloc_md(&e->wei_md);
+        s = tmp_wei ? eng_do_reorder(r, &wmd, w->data, &e->wei_md, tmp_wei, NULL, NULL, false, 0) : dnnl_out_of_memory;
+        wei = tmp_wei;
+    }
+    if (s != dnnl_success) {
+        eng_buf_free(tmp_src);
+        eng_buf_free(tmp_wei);
+        return eng_dnnl_fail(err, s, n, "deconvolution");
+    }
     const int ids[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS};
-    const dnnl_memory_desc_t mds[] = {keys[0], wmd, bmd};
-    void *const ptrs[] = {x->data, w->data, b ? b->data : NULL};
+    const dnnl_memory_desc_t mds[] = {e->src_md, e->wei_md, bmd};
+    void *const ptrs[] = {src, wei, b ? b->data : NULL};
     int64_t cd_[CL_ENGINE_MAX_RANK];
     for (int i = 0; i < x->rank; i++)
         cd_[i] = dd[i];
-    if (eng_exec_to_output(r, n, e, b ? 3 : 2, ids, mds, ptrs, x->rank, cd_, err) != 0)
+    int rc = eng_exec_to_output(r, n, e, b ? 3 : 2, ids, mds, ptrs, x->rank, cd_, err);
+    eng_buf_free(tmp_src);
+    eng_buf_free(tmp_wei);
+    if (rc != 0)
         return -1;
     if (!extend)
         return 0;
-    /* embed the computed [.., cd_] block into the full output, the rest being the bias */
-    eng_tensor *y = &r->vals[n->out[0]];
-    if (eng_make_plain(r, y, err) != 0)
-        return -1;
-    eng_tensor o = {.dtype = CL_ENGINE_DT_FLOAT, .rank = x->rank};
-    memcpy(o.dims, od, sizeof(int64_t) * (size_t)x->rank);
-    if (eng_tensor_alloc(&o, err) != 0)
-        return -1;
-    int64_t N = eng_numel(&o), idx[CL_ENGINE_MAX_RANK] = {0};
-    float *op = o.data;
-    const float *yp = y->data, *bp = b ? b->data : NULL;
-    for (int64_t i = 0; i < N; i++) {
-        bool inside = true;
-        int64_t off = 0;
-        for (int d = 0; d < x->rank; d++) {
-            inside = inside && idx[d] < cd_[d];
-            off = off * cd_[d] + idx[d];
-        }
-        op[i] = inside ? yp[off] : bp ? bp[idx[1]] : 0.0f;
-        for (int d = x->rank - 1; d >= 0; d--) {
-            if (++idx[d] < od[d])
-                break;
-            idx[d] = 0;
-        }
-    }
-    int refs = y->refs;
-    eng_tensor_free(y);
-    *y = o;
-    y->refs = refs;
-    return 0;
+    return deconv_extend(r, n, x->rank, cd_, od, b, err);
 }
 

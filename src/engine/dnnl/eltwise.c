@@ -1,6 +1,7 @@
 /* engine/dnnl/eltwise.c — the layout-preserving kernels: BatchNormalization, Concat, the activations
- * (Relu, Sigmoid, Tanh, LeakyRelu, HardSwish) and binary arithmetic (Add, Sub, Mul, Div) run on oneDNN
- * when an input is in a blocked layout (or, for BatchNormalization and Concat, whenever the input is fp32
+ * (Relu, Sigmoid, Tanh, LeakyRelu, HardSwish; HardSigmoid over the buffer) and binary arithmetic (Add, Sub,
+ * Mul, Div; operands in different layouts reordered to one, never left to oneDNN's reference kernel) run on
+ * oneDNN when an input is in a blocked layout (or, for BatchNormalization and Concat, whenever the input is fp32
  * NCHW-like), so activations stay blocked between convolutions; otherwise they fall back to the plain-C
  * kernels of src/engine/ops/.
  */
@@ -105,9 +106,40 @@ int eng_run_concat(eng_run *r, eng_node *n, cl_err *err)
     return eng_exec_to_output(r, n, e, nin, ids, mds, ptrs, x0->rank, od, err);
 }
 
+/* A blocked tensor whose buffer holds exactly its elements (no padded channels): an elementwise function
+ * can run over the buffer as it is, whatever the order of the elements. */
+static bool dense_blocked(const eng_tensor *t)
+{
+    return t && t->blocked && t->dtype == CL_ENGINE_DT_FLOAT &&
+           dnnl_memory_desc_get_size(t->md) == (size_t)eng_numel(t) * sizeof(float);
+}
+
+/* HardSigmoid (oneDNN 2.6 has no such eltwise) on a dense blocked tensor, over its buffer; the output keeps
+ * the input's layout. */
+static int hsigmoid_blocked(eng_run *r, eng_node *n, eng_tensor *x, cl_err *err)
+{
+    const eng_unary_attr *at = n->attr;
+    float a = (float)at->a, b = (float)at->b;
+    int64_t cnt = eng_numel(x);
+    float *dst = eng_alloc_md(x->md);
+    if (!dst)
+        return cl_err_nomem(err);
+    const float *src = x->data;
+    for (int64_t i = 0; i < cnt; i++) {
+        float v = a * src[i] + b;
+        dst[i] = v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    }
+    int64_t dims[CL_ENGINE_MAX_RANK];
+    memcpy(dims, x->dims, sizeof dims);
+    eng_set_dnnl_output(r, n, dst, x->rank, dims, x->md);
+    return 0;
+}
+
 int eng_run_eltwise(eng_run *r, eng_node *n, cl_err *err)
 {
     eng_tensor *x = eng_in(r, n, 0);
+    if (x && (eng_unary_kind)n->op->kind == U_HSIGMOID && dense_blocked(x) && n->attr)
+        return hsigmoid_blocked(r, n, x, err);
     if (!x || !x->blocked)
         return eng_run_unary(r, n, err);
     dnnl_alg_kind_t alg;
@@ -163,13 +195,36 @@ int eng_run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
         b = t;
     }
     bool ok = a->blocked && a->dtype == CL_ENGINE_DT_FLOAT && b->dtype == CL_ENGINE_DT_FLOAT && b->rank == a->rank;
-    for (int d = 0; ok && d < a->rank; d++)
+    bool same = ok;
+    for (int d = 0; ok && d < a->rank; d++) {
         ok = b->dims[d] == a->dims[d] || b->dims[d] == 1;
+        same = same && b->dims[d] == a->dims[d];
+    }
     if (!ok)
         return eng_run_binary(r, n, err);
+    /* operands in different layouts: oneDNN's binary kernels want src1 in src0's layout (or a broadcast
+     * operand in plain layout); otherwise it falls to its reference kernel. A full-size src1 is reordered
+     * into src0's layout, a broadcast one (squeeze-and-excitation's [N,C,1,1]) made plain. */
+    void *b_data = b->data, *tmp = NULL;
     dnnl_memory_desc_t keys[2];
     keys[0] = *a->md;
     eng_tensor_md(b, &keys[1]);
+    if (same && !dnnl_memory_desc_equal(&keys[0], &keys[1])) {
+        tmp = eng_alloc_md(a->md);
+        dnnl_status_t s = tmp ? eng_do_reorder(r, &keys[1], b->data, a->md, tmp, NULL, NULL, false, 0)
+                              : dnnl_out_of_memory;
+        if (s != dnnl_success) {
+            eng_buf_free(tmp);
+            return eng_dnnl_fail(err, s, n, "reordering an operand");
+        }
+        b_data = tmp;
+        keys[1] = *a->md;
+    } else if (!same && b->blocked) {
+        if (eng_make_plain(r, b, err) != 0)
+            return -1;
+        b_data = b->data;
+        eng_tensor_md(b, &keys[1]);
+    }
     dnnl_alg_kind_t alg = add ? dnnl_binary_add : mul ? dnnl_binary_mul
                           : k == B_SUB ? dnnl_binary_sub : dnnl_binary_div;
     pthread_mutex_lock(&r->m->lock);
@@ -190,10 +245,14 @@ int eng_run_binary_dnnl(eng_run *r, eng_node *n, cl_err *err)
             e = eng_entry_new(c, keys, 2, 0, pd, n, err);
     }
     pthread_mutex_unlock(&r->m->lock);
-    if (!e)
+    if (!e) {
+        eng_buf_free(tmp);
         return -1;
+    }
     const int ids[] = {DNNL_ARG_SRC_0, DNNL_ARG_SRC_1};
-    void *const ptrs[] = {a->data, b->data};
-    return eng_exec_to_output(r, n, e, 2, ids, keys, ptrs, a->rank, a->dims, err);
+    void *const ptrs[] = {a->data, b_data};
+    int rc = eng_exec_to_output(r, n, e, 2, ids, keys, ptrs, a->rank, a->dims, err);
+    eng_buf_free(tmp);
+    return rc;
 }
 

@@ -200,9 +200,24 @@ ENG_RUN(eng_run_softmax);
 ENG_PREPARE(eng_prep_reduce);
 ENG_RUN(eng_run_reduce);
 
-/* resize.c */
+/* resize.c: Resize / Upsample's compiled attributes (dnnl/resample.c reads them too) */
+enum { RS_NEAREST, RS_LINEAR, RS_CUBIC };
+enum { CT_HALF_PIXEL, CT_PYTORCH_HALF_PIXEL, CT_ALIGN_CORNERS, CT_ASYMMETRIC, CT_TF_HALF_PIXEL_FOR_NN,
+       CT_TF_CROP_AND_RESIZE };
+enum { NM_ROUND_PREFER_FLOOR, NM_ROUND_PREFER_CEIL, NM_FLOOR, NM_CEIL };
+typedef struct resize_attr {
+    bool old; /* Upsample or Resize-10: asymmetric coordinates, floor, scales (Upsample-7: attribute) */
+    int mode, ctm, nearest;
+    bool exclude;
+    double A, extrap;
+    const float *scales; /* Upsample-7's attribute (borrowed), n_scales entries */
+    size_t n_scales;
+} resize_attr;
 ENG_PREPARE(eng_prep_resize);
 ENG_RUN(eng_run_resize);
+/* dnnl/resample.c: Resize of 3-5-D float tensors on oneDNN resampling (any layout) where it matches ONNX
+ * (linear half-pixel, nearest by integer factors), else eng_run_resize */
+ENG_RUN(eng_run_resize_dnnl);
 
 /* matmul.c */
 ENG_INFER(eng_infer_matmul);

@@ -13,7 +13,6 @@
  * coordinate_transformation_mode; nearest picks one tap, linear two, cubic four (Keys kernel with
  * cubic_coeff_a; exclude_outside renormalizes). Taps outside the input are clamped, except for
  * tf_crop_and_resize, where a coordinate outside the input gives extrapolation_value. */
-enum { RS_NEAREST, RS_LINEAR, RS_CUBIC };
 
 typedef struct rs_taps {
     int n;
@@ -32,19 +31,7 @@ static double cubic_w(double t, double A)
     return 0;
 }
 
-enum { CT_HALF_PIXEL, CT_PYTORCH_HALF_PIXEL, CT_ALIGN_CORNERS, CT_ASYMMETRIC, CT_TF_HALF_PIXEL_FOR_NN,
-       CT_TF_CROP_AND_RESIZE };
-enum { NM_ROUND_PREFER_FLOOR, NM_ROUND_PREFER_CEIL, NM_FLOOR, NM_CEIL };
-
-typedef struct resize_attr {
-    bool old; /* Upsample or Resize-10: asymmetric coordinates, floor, scales (Upsample-7: attribute) */
-    int mode, ctm, nearest;
-    bool exclude;
-    double A, extrap;
-    const float *scales; /* Upsample-7's attribute (borrowed), n_scales entries */
-    size_t n_scales;
-} resize_attr;
-
+/* (resize_attr and the mode enums: ops.h, shared with dnnl/resample.c) */
 int eng_prep_resize(cl_engine_model *m, eng_node *n, cl_err *err)
 {
     static const char *const modes[] = {"nearest", "linear", "cubic", "bilinear"};
