@@ -19,18 +19,21 @@
  * reorder to the consumer. The layouts each op takes and leaves are its descriptor's consumes / produces
  * (ops/table.c).
  */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "engine/internal.h"
 
 int eng_plan_block(void)
 {
-    static int block = -1; /* benign race: every thread computes the same value */
-    if (block < 0) {
+    static atomic_int block = -1; /* every thread that finds it unset computes the same value */
+    int b = atomic_load_explicit(&block, memory_order_relaxed);
+    if (b < 0) {
         dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
-        block = isa >= dnnl_cpu_isa_avx512_core ? 16 : isa >= dnnl_cpu_isa_avx2 ? 8 : 0;
+        b = isa >= dnnl_cpu_isa_avx512_core ? 16 : isa >= dnnl_cpu_isa_avx2 ? 8 : 0;
+        atomic_store_explicit(&block, b, memory_order_relaxed);
     }
-    return block;
+    return b;
 }
 
 dnnl_format_tag_t eng_plan_act_tag(const cl_engine_model *m, int rank, int64_t channels)
