@@ -37,7 +37,19 @@
 enum {
     /* a non-repeated field given twice is an error (protobuf's FORBID_SINGULAR_OVERWRITES) */
     CL_TEXTPB_FORBID_OVERWRITE = 1u << 0,
+    /* cloister's extension (not protobuf's): a google.protobuf.*Value wrapper field may be given as
+     * `field: N`, short for `field { value: N }` (older cloister batching files) */
+    CL_TEXTPB_WRAPPER_SHORTHAND = 1u << 1,
 };
+
+/* Where each field was given: for messages' semantic checks that name a line. */
+typedef struct cl_textpb_locs cl_textpb_locs;
+
+/* Errors say "unknown <noun> 'x'" for the fields of `type` (default: "field"). */
+typedef struct cl_textpb_noun {
+    const ProtobufCMessageDescriptor *type;
+    const char *noun;
+} cl_textpb_noun;
 
 #define CL_TEXTPB_DEFAULT_DEPTH 64u            /* nested messages */
 #define CL_TEXTPB_DEFAULT_MAX_LEN (64u << 20)  /* bytes of text */
@@ -47,6 +59,11 @@ typedef struct cl_textpb_options {
     unsigned max_depth;             /* 0: CL_TEXTPB_DEFAULT_DEPTH */
     size_t max_len;                 /* 0: CL_TEXTPB_DEFAULT_MAX_LEN */
     ProtobufCAllocator *allocator;  /* NULL: malloc/free */
+    const cl_textpb_noun *nouns;    /* may be NULL */
+    size_t n_nouns;
+    /* non-NULL: receives the locations of the fields of a parsed message (caller frees with
+     * cl_textpb_locs_free; NULL on failure) */
+    cl_textpb_locs **locs;
 } cl_textpb_options;
 
 /* Parses `len` bytes of text (need not be NUL-terminated) as a message of type `desc` into *out.
@@ -56,5 +73,11 @@ int cl_textpb_parse(const char *text, size_t len, const ProtobufCMessageDescript
 /* Frees a message from cl_textpb_parse (NULL is fine); `opts` as given to the parse. Memory from a
  * secure allocator is zeroed by that allocator's free. */
 void cl_textpb_free(ProtobufCMessage *msg, const cl_textpb_options *opts);
+
+/* The line and column of the name of `field` (its `index`th value if repeated; 0 otherwise) in the
+ * message `msg` (a message or sub-message of the parse that filled `locs`). false: not given. */
+bool cl_textpb_where(const cl_textpb_locs *locs, const void *msg, const char *field, size_t index, int *line,
+                     int *col);
+void cl_textpb_locs_free(cl_textpb_locs *locs);
 
 #endif

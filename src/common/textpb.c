@@ -21,6 +21,18 @@ typedef struct tok {
     int line, col;
 } tok;
 
+typedef struct loc {
+    const void *msg;
+    const ProtobufCFieldDescriptor *field;
+    size_t index;
+    int line, col;
+} loc;
+
+struct cl_textpb_locs {
+    loc *v;
+    size_t n, cap;
+};
+
 typedef struct parser {
     const char *p, *end, *line_start;
     int line;
@@ -28,8 +40,58 @@ typedef struct parser {
     const cl_textpb_options *o;
     ProtobufCAllocator *a;
     unsigned max_depth;
+    cl_textpb_locs *locs; /* NULL: not recorded */
+    const char *parent;   /* the name of the field whose message is being read */
+    bool colon;           /* the current field's name was followed by ':' */
     cl_err *err;
 } parser;
+
+static int record(parser *ps, const void *msg, const ProtobufCFieldDescriptor *f, size_t index, const tok *at)
+{
+    cl_textpb_locs *l = ps->locs;
+    if (!l)
+        return 0;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        loc *g = realloc(l->v, cap * sizeof *g);
+        if (!g)
+            return cl_err_set(ps->err, CL_E_NOMEM, "out of memory");
+        l->v = g;
+        l->cap = cap;
+    }
+    l->v[l->n++] = (loc){msg, f, index, at->line, at->col};
+    return 0;
+}
+
+bool cl_textpb_where(const cl_textpb_locs *locs, const void *msg, const char *field, size_t index, int *line,
+                     int *col)
+{
+    for (size_t i = 0; locs && i < locs->n; i++) {
+        const loc *l = &locs->v[locs->n - 1 - i]; /* the last given counts */
+        if (l->msg == msg && l->index == index && strcmp(l->field->name, field) == 0) {
+            *line = l->line;
+            *col = l->col;
+            return true;
+        }
+    }
+    return false;
+}
+
+void cl_textpb_locs_free(cl_textpb_locs *locs)
+{
+    if (locs) {
+        free(locs->v);
+        free(locs);
+    }
+}
+
+/* A google.protobuf.*Value wrapper: one field named value. */
+static bool is_wrapper(const ProtobufCMessageDescriptor *d)
+{
+    size_t n = strlen(d->name);
+    return !strncmp(d->name, "google.protobuf.", 16) && n > 21 && !strcmp(d->name + n - 5, "Value") &&
+           d->n_fields == 1 && !strcmp(d->fields[0].name, "value");
+}
 
 static void *pa_alloc(parser *ps, size_t n)
 {
@@ -621,16 +683,29 @@ static int parse_msg_value(parser *ps, const ProtobufCFieldDescriptor *f, Protob
 {
     tok open = ps->cur;
     char d[64];
-    if (!is_punct(&open, '{') && !is_punct(&open, '<'))
-        return perr(ps, &open, "expected '{' or '<' to open message field '%s' (%s), found %s", f->name,
-                    ((const ProtobufCMessageDescriptor *)f->descriptor)->name, describe(&open, d, sizeof d));
+    const ProtobufCMessageDescriptor *md = f->descriptor;
+    if (!is_punct(&open, '{') && !is_punct(&open, '<')) {
+        if (is_wrapper(md)) {
+            const char *v = md->fields[0].type == PROTOBUF_C_TYPE_STRING || md->fields[0].type == PROTOBUF_C_TYPE_BYTES
+                                ? "\"...\"" : "N";
+            bool sh = ps->o->flags & CL_TEXTPB_WRAPPER_SHORTHAND;
+            return perr(ps, &open, "expected '{ value: %s }'%s%s%s after '%s' (%s), found %s", v, sh ? " or ': " : "",
+                        sh ? v : "", sh ? "'" : "", f->name, md->name, describe(&open, d, sizeof d));
+        }
+        return perr(ps, &open, "expected '{' or '<' to open message field '%s' (%s), found %s", f->name, md->name,
+                    describe(&open, d, sizeof d));
+    }
     if (depth >= ps->max_depth)
         return perr(ps, &open, "messages nested deeper than %u levels", ps->max_depth);
     if (!*slot && !(*slot = new_msg(ps, f->descriptor)))
         return -1;
     if (next(ps) != 0)
         return -1;
-    return parse_fields(ps, *slot, &open, *open.p == '{' ? '}' : '>', depth + 1);
+    const char *saved = ps->parent;
+    ps->parent = f->name;
+    int rc = parse_fields(ps, *slot, &open, *open.p == '{' ? '}' : '>', depth + 1);
+    ps->parent = saved;
+    return rc;
 }
 
 /* One value of field f into slot (an element of a repeated field, or the field itself). */
@@ -695,12 +770,29 @@ static void *push(parser *ps, ProtobufCMessage *m, const ProtobufCFieldDescripto
     return e;
 }
 
-static int parse_repeated_one(parser *ps, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, unsigned depth)
+/* One value of f into slot; `field: N` for a wrapper message with the shorthand flag. */
+static int parse_value_or_short(parser *ps, const ProtobufCFieldDescriptor *f, void *slot, unsigned depth)
+{
+    const ProtobufCMessageDescriptor *md = f->descriptor;
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && ps->colon && (ps->o->flags & CL_TEXTPB_WRAPPER_SHORTHAND) && is_wrapper(md) &&
+        !is_punct(&ps->cur, '{') && !is_punct(&ps->cur, '<')) {
+        ProtobufCMessage **mp = slot;
+        if (!*mp && !(*mp = new_msg(ps, md)))
+            return -1;
+        if (record(ps, *mp, &md->fields[0], 0, &ps->cur) != 0)
+            return -1;
+        return parse_value(ps, &md->fields[0], MEMBER(*mp, md->fields[0].offset), depth);
+    }
+    return parse_value(ps, f, slot, depth);
+}
+
+static int parse_repeated_one(parser *ps, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, const tok *at,
+                              unsigned depth)
 {
     void *e = push(ps, m, f);
-    if (!e)
+    if (!e || record(ps, m, f, *(size_t *)MEMBER(m, f->quantifier_offset) - 1, at) != 0)
         return -1;
-    return parse_value(ps, f, e, depth);
+    return parse_value_or_short(ps, f, e, depth);
 }
 
 static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned depth)
@@ -719,18 +811,29 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
     if (next(ps) != 0)
         return -1;
     if (!f) {
-        char list[200] = "";
-        size_t used = 0;
+        char list[240] = "expected ";
+        size_t used = strlen(list);
         for (unsigned i = 0; i < md->n_fields && used + 1 < sizeof list; i++) {
-            int w = snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", md->fields[i].name);
+            int w = snprintf(list + used, sizeof list - used, "%s'%s%s'", i ? ", " : "", md->fields[i].name,
+                             md->fields[i].type == PROTOBUF_C_TYPE_MESSAGE ? " {" : ":");
             used += w > 0 ? (size_t)w : 0;
         }
+        if (used + 1 < sizeof list)
+            snprintf(list + used, sizeof list - used, "%s%s", md->n_fields ? " or " : "",
+                     depth ? "'}'" : "the end of the input");
+        const char *noun = "field";
+        for (size_t i = 0; i < ps->o->n_nouns; i++)
+            if (ps->o->nouns[i].type == md)
+                noun = ps->o->nouns[i].noun;
         bool delim = is_punct(&ps->cur, ':') || is_punct(&ps->cur, '{') || is_punct(&ps->cur, '<');
         if (!delim)
-            return perr(ps, &name, "unexpected text %s where a field of %s was expected (%s)",
-                        describe(&name, d, sizeof d), md->name, md->n_fields ? list : "it has no fields");
-        return perr(ps, &name, "unknown field '%.*s' in %s (%s)", (int)(name.n > 64 ? 64 : name.n), name.p,
-                    md->name, md->n_fields ? list : "it has no fields");
+            return perr(ps, &name, "unexpected text %s where a %s of %s was expected (%s)",
+                        describe(&name, d, sizeof d), noun, md->name, list);
+        if (!md->n_fields && ps->parent)
+            return perr(ps, &name, "unknown %s '%.*s': %s {} has no fields", noun, (int)(name.n > 64 ? 64 : name.n),
+                        name.p, ps->parent);
+        return perr(ps, &name, "unknown %s '%.*s' in %s (%s)", noun, (int)(name.n > 64 ? 64 : name.n), name.p,
+                    md->name, list);
     }
     unsigned idx = (unsigned)(f - md->fields);
     bool repeated = f->label == PROTOBUF_C_LABEL_REPEATED;
@@ -759,6 +862,7 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
     bool colon = is_punct(&ps->cur, ':');
     if (colon && next(ps) != 0)
         return -1;
+    ps->colon = colon;
     if (f->type != PROTOBUF_C_TYPE_MESSAGE && !colon)
         return perr(ps, &ps->cur, "expected ':' after '%s', found %s", f->name, describe(&ps->cur, d, sizeof d));
     if (is_punct(&ps->cur, '[') && (colon || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
@@ -769,7 +873,8 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
             return -1;
         if (!is_punct(&ps->cur, ']'))
             for (;;) {
-                if (parse_repeated_one(ps, m, f, depth) != 0)
+                ps->colon = true; /* a nested message may have reset it */
+                if (parse_repeated_one(ps, m, f, &name, depth) != 0)
                     return -1;
                 if (is_punct(&ps->cur, ']'))
                     break;
@@ -782,14 +887,14 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
         return next(ps);
     }
     if (repeated)
-        return parse_repeated_one(ps, m, f, depth);
+        return parse_repeated_one(ps, m, f, &name, depth);
     /* a singular message given again is merged into the first (protobuf's default) */
     void *slot = MEMBER(m, f->offset);
-    if (parse_value(ps, f, slot, depth) != 0)
-        return -1;
-    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+    if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) /* before the value: a message half read is freed with m */
         *(uint32_t *)MEMBER(m, f->quantifier_offset) = f->id;
-    else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
+    if (record(ps, m, f, 0, &name) != 0 || parse_value_or_short(ps, f, slot, depth) != 0)
+        return -1;
+    if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->type != PROTOBUF_C_TYPE_MESSAGE &&
              f->type != PROTOBUF_C_TYPE_STRING && f->quantifier_offset)
         *(protobuf_c_boolean *)MEMBER(m, f->quantifier_offset) = 1;
     return 0;
@@ -849,14 +954,20 @@ int cl_textpb_parse(const char *text, size_t len, const ProtobufCMessageDescript
     parser ps = {.p = text, .end = text + len, .line_start = text, .line = 1, .o = o,
                  .a = o->allocator ? o->allocator : &sys_allocator,
                  .max_depth = o->max_depth ? o->max_depth : CL_TEXTPB_DEFAULT_DEPTH, .err = err};
+    if (o->locs) {
+        *o->locs = NULL;
+        if (!(ps.locs = calloc(1, sizeof *ps.locs)))
+            return cl_err_set(err, CL_E_NOMEM, "out of memory");
+    }
     ProtobufCMessage *m = new_msg(&ps, desc);
-    if (!m)
-        return -1;
     tok top = {.line = 1, .col = 1};
-    if (next(&ps) != 0 || parse_fields(&ps, m, &top, 0, 0) != 0) {
+    if (!m || next(&ps) != 0 || parse_fields(&ps, m, &top, 0, 0) != 0) {
         free_msg(ps.a, m);
+        cl_textpb_locs_free(ps.locs);
         return -1;
     }
+    if (o->locs)
+        *o->locs = ps.locs;
     *out = m;
     return 0;
 }
