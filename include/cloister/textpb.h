@@ -40,6 +40,9 @@ enum {
     /* cloister's extension (not protobuf's): a google.protobuf.*Value wrapper field may be given as
      * `field: N`, short for `field { value: N }` (older cloister batching files) */
     CL_TEXTPB_WRAPPER_SHORTHAND = 1u << 1,
+    /* errors do not quote values or stray text (a file that holds a private key): "found a name",
+     * not its bytes; only names followed by ':' or '{' (unknown fields) are quoted */
+    CL_TEXTPB_SECRET = 1u << 2,
 };
 
 /* Where each field was given: for messages' semantic checks that name a line. */

@@ -133,11 +133,13 @@ static int perr(parser *ps, const tok *t, const char *fmt, ...)
     return cl_err_set(ps->err, CL_E_FORMAT, "line %d: %s (column %d)", t->line, m, t->col);
 }
 
-/* How a token reads in a message: 'x', "text", end of input. */
-static const char *describe(const tok *t, char *buf, size_t cap)
+/* How a token reads in a message: 'x', "text", end of input; with CL_TEXTPB_SECRET only its kind. */
+static const char *describe_tok(const parser *ps, const tok *t, char *buf, size_t cap)
 {
     if (t->kind == T_EOF)
         return "end of input";
+    if ((ps->o->flags & CL_TEXTPB_SECRET) && t->kind != T_PUNCT)
+        return t->kind == T_IDENT ? "a name" : t->kind == T_NUM ? "a number" : "a string";
     size_t n = t->n > 40 ? 40 : t->n;
     snprintf(buf, cap, "'%.*s%s'", (int)n, t->p, t->n > n ? "..." : "");
     return buf;
@@ -324,8 +326,8 @@ static int float_literal(const tok *t, double *out)
     }
     if (!digit)
         return -1;
-    if (n == t->n && !dot && !exp)
-        return -1; /* an integer that int_literal refused (08, 1x) */
+    if (n == t->n && !dot && !exp && (r != 2 || buf[0] == '0'))
+        return -1; /* an integer that int_literal refused (08, 1x); one above UINT64_MAX is a float */
     if (n != t->n && !dot && !exp && buf[0] == '0' && n > 1)
         return -1; /* 01f: octal-looking */
     char *end;
@@ -369,12 +371,12 @@ static int parse_int(parser *ps, const ProtobufCFieldDescriptor *f, void *dst)
     char d[64];
     if (t->kind != T_NUM)
         return perr(ps, t, "'%s' needs a whole number from %s to %llu (%s), found %s", f->name, lo,
-                    (unsigned long long)max, type_name(f->type), describe(t, d, sizeof d));
+                    (unsigned long long)max, type_name(f->type), describe_tok(ps, t, d, sizeof d));
     uint64_t u;
     int r = int_literal(t, &u);
     if (r == 1)
         return perr(ps, t, "%s is not an integer: '%s' needs a whole number from %s to %llu (%s)",
-                    describe(t, d, sizeof d), f->name, lo, (unsigned long long)max, type_name(f->type));
+                    describe_tok(ps, t, d, sizeof d), f->name, lo, (unsigned long long)max, type_name(f->type));
     if (r == 2 || (neg && !is_signed && u) || (!neg && u > max) || (neg && u > max + 1))
         return perr(ps, &start, "number out of range for '%s', which needs a whole number from %s to %llu (%s)",
                     f->name, lo, (unsigned long long)max, type_name(f->type));
@@ -407,7 +409,7 @@ static int parse_float(parser *ps, const ProtobufCFieldDescriptor *f, void *dst)
         v = NAN;
     else if (t->kind != T_NUM || float_literal(t, &v) != 0)
         return perr(ps, t, "'%s' needs a number (%s: 1, -2.5, 1e3, 1.5f, inf, nan), found %s", f->name,
-                    type_name(f->type), describe(t, d, sizeof d));
+                    type_name(f->type), describe_tok(ps, t, d, sizeof d));
     if (neg)
         v = -v;
     if (f->type == PROTOBUF_C_TYPE_FLOAT)
@@ -430,7 +432,7 @@ static int parse_bool(parser *ps, const ProtobufCFieldDescriptor *f, protobuf_c_
     char d[64];
     if (u > 1)
         return perr(ps, t, "%s must be true or false (or True, False, t, f, 1, 0), found %s", f->name,
-                    describe(t, d, sizeof d));
+                    describe_tok(ps, t, d, sizeof d));
     *dst = u == 1;
     return next(ps);
 }
@@ -462,7 +464,7 @@ static int parse_enum(parser *ps, const ProtobufCFieldDescriptor *f, int32_t *ds
             used += w > 0 ? (size_t)w : 0;
         }
         return perr(ps, &start, "'%s' needs a value of enum %s (%s), found %s", f->name, ed->name, names,
-                    describe(t, d, sizeof d));
+                    describe_tok(ps, t, d, sizeof d));
     }
     *dst = ev->value;
     return next(ps);
@@ -486,7 +488,7 @@ static int parse_string(parser *ps, const ProtobufCFieldDescriptor *f, char **ou
     char d[64];
     if (t->kind != T_STR)
         return perr(ps, t, "'%s' wants a quoted string, found %s (expected a quoted string: \"...\" or '...')",
-                    f->name, describe(t, d, sizeof d));
+                    f->name, describe_tok(ps, t, d, sizeof d));
     /* the decoded text is never longer than the literals, quotes included */
     size_t cap = 0;
     {
@@ -690,10 +692,10 @@ static int parse_msg_value(parser *ps, const ProtobufCFieldDescriptor *f, Protob
                                 ? "\"...\"" : "N";
             bool sh = ps->o->flags & CL_TEXTPB_WRAPPER_SHORTHAND;
             return perr(ps, &open, "expected '{ value: %s }'%s%s%s after '%s' (%s), found %s", v, sh ? " or ': " : "",
-                        sh ? v : "", sh ? "'" : "", f->name, md->name, describe(&open, d, sizeof d));
+                        sh ? v : "", sh ? "'" : "", f->name, md->name, describe_tok(ps, &open, d, sizeof d));
         }
         return perr(ps, &open, "expected '{' or '<' to open message field '%s' (%s), found %s", f->name, md->name,
-                    describe(&open, d, sizeof d));
+                    describe_tok(ps, &open, d, sizeof d));
     }
     if (depth >= ps->max_depth)
         return perr(ps, &open, "messages nested deeper than %u levels", ps->max_depth);
@@ -801,7 +803,7 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
     tok name = ps->cur;
     char d[64], fname[128];
     if (name.kind != T_IDENT)
-        return perr(ps, &name, "expected a field name of %s, found %s", md->name, describe(&name, d, sizeof d));
+        return perr(ps, &name, "expected a field name of %s, found %s", md->name, describe_tok(ps, &name, d, sizeof d));
     const ProtobufCFieldDescriptor *f = NULL;
     if (name.n < sizeof fname) {
         memcpy(fname, name.p, name.n);
@@ -826,9 +828,10 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
             if (ps->o->nouns[i].type == md)
                 noun = ps->o->nouns[i].noun;
         bool delim = is_punct(&ps->cur, ':') || is_punct(&ps->cur, '{') || is_punct(&ps->cur, '<');
+        /* a name not followed by ':' or '{' may be a stray line of a key: describe_tok hides it */
         if (!delim)
             return perr(ps, &name, "unexpected text %s where a %s of %s was expected (%s)",
-                        describe(&name, d, sizeof d), noun, md->name, list);
+                        describe_tok(ps, &name, d, sizeof d), noun, md->name, list);
         if (!md->n_fields && ps->parent)
             return perr(ps, &name, "unknown %s '%.*s': %s {} has no fields", noun, (int)(name.n > 64 ? 64 : name.n),
                         name.p, ps->parent);
@@ -864,7 +867,7 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
         return -1;
     ps->colon = colon;
     if (f->type != PROTOBUF_C_TYPE_MESSAGE && !colon)
-        return perr(ps, &ps->cur, "expected ':' after '%s', found %s", f->name, describe(&ps->cur, d, sizeof d));
+        return perr(ps, &ps->cur, "expected ':' after '%s', found %s", f->name, describe_tok(ps, &ps->cur, d, sizeof d));
     if (is_punct(&ps->cur, '[') && (colon || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
         tok open = ps->cur;
         if (!repeated)
@@ -880,7 +883,7 @@ static int parse_field(parser *ps, ProtobufCMessage *m, uint8_t *seen, unsigned 
                     break;
                 if (!is_punct(&ps->cur, ','))
                     return perr(ps, &ps->cur, "missing ']' or ',' in the list of '%s' opened at line %d, column %d; "
-                                "found %s", f->name, open.line, open.col, describe(&ps->cur, d, sizeof d));
+                                "found %s", f->name, open.line, open.col, describe_tok(ps, &ps->cur, d, sizeof d));
                 if (next(ps) != 0)
                     return -1;
             }
@@ -927,9 +930,9 @@ static int parse_fields(parser *ps, ProtobufCMessage *m, const tok *open, char c
         if (t->kind == T_PUNCT && (*t->p == '}' || *t->p == '>')) {
             if (close)
                 perr(ps, t, "expected '%c' to close the message opened at line %d, column %d, or a field name; "
-                     "found %s", close, open->line, open->col, describe(t, d, sizeof d));
+                     "found %s", close, open->line, open->col, describe_tok(ps, t, d, sizeof d));
             else
-                perr(ps, t, "expected a field name, found %s (no message is open)", describe(t, d, sizeof d));
+                perr(ps, t, "expected a field name, found %s (no message is open)", describe_tok(ps, t, d, sizeof d));
             break;
         }
         if (parse_field(ps, m, seen, depth) != 0)

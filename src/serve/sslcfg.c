@@ -35,7 +35,7 @@ int cl_serve_ssl_config_parse(const char *text, size_t len, cl_serve_ssl_config 
     cl_err alloc_err = {0};
     ProtobufCAllocator sec = {sec_alloc, sec_free, &alloc_err};
     /* every string (and the reader's scratch copy of it) lives in secure memory: one is the key */
-    cl_textpb_options o = {.flags = CL_TEXTPB_FORBID_OVERWRITE, .max_len = SSL_CFG_MAX, .allocator = &sec};
+    cl_textpb_options o = {.flags = CL_TEXTPB_FORBID_OVERWRITE | CL_TEXTPB_SECRET, .max_len = SSL_CFG_MAX, .allocator = &sec};
     ProtobufCMessage *m = NULL;
     if (cl_textpb_parse(text, len, &tensorflow__serving__sslconfig__descriptor, &o, &m, err) != 0) {
         if (alloc_err.code != CL_OK && err && err->code == CL_E_NOMEM)
