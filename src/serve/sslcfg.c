@@ -1,213 +1,71 @@
 /* sslcfg.c — TF Serving's --ssl_config_file: tensorflow.serving.SSLConfig in protobuf text format,
  * parsed into cl_serve_ssl_config (private key in secure memory), or the same built from PEM
- * files. A small hand-written text-format reader for exactly this message: scalar fields,
- * C-escaped string literals (adjacent literals are concatenated), booleans and '#' comments.
- * Thread-safe (no shared state). */
+ * files. The text is read by the common text-format reader (textpb.h) into the generated
+ * SSLConfig, every string of it in secure memory; a field given twice is refused. Thread-safe (no
+ * shared state). */
 #include "cloister/serve.h"
+#include "cloister/textpb.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tensorflow_serving/config/ssl_config.pb-c.h"
+
 #define SSL_CFG_MAX (1u << 20)
 
-typedef struct reader {
-    const char *p, *end;
-    int line;
-} reader;
-
-static void skip_space(reader *r)
+/* The reader's allocator: secure memory, its error kept for the caller. */
+static void *sec_alloc(void *data, size_t n) { return cl_secmem_alloc(n, data); }
+static void sec_free(void *data, void *p)
 {
-    while (r->p < r->end) {
-        if (*r->p == '\n') {
-            r->line++;
-            r->p++;
-        } else if (isspace((unsigned char)*r->p)) {
-            r->p++;
-        } else if (*r->p == '#') {
-            while (r->p < r->end && *r->p != '\n')
-                r->p++;
-        } else {
-            break;
-        }
-    }
+    (void)data;
+    cl_secmem_free(p);
 }
 
-static int hexval(int c)
+static char *dup_plain(const char *s, cl_err *err)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Reads one or more adjacent quoted literals into out (capacity cap, NUL-terminated). */
-static int read_string(reader *r, char *out, size_t cap, size_t *len, cl_err *err)
-{
-    size_t n = 0;
-    bool any = false;
-    for (;;) {
-        skip_space(r);
-        if (r->p >= r->end || (*r->p != '"' && *r->p != '\''))
-            break;
-        char q = *r->p++;
-        any = true;
-        for (;;) {
-            if (r->p >= r->end || *r->p == '\n')
-                return cl_err_set(err, CL_E_FORMAT, "line %d: unterminated string", r->line);
-            char c = *r->p++;
-            if (c == q)
-                break;
-            if (c == '\\') {
-                if (r->p >= r->end)
-                    return cl_err_set(err, CL_E_FORMAT, "line %d: unterminated string", r->line);
-                char e = *r->p++;
-                switch (e) {
-                case 'n': c = '\n'; break;
-                case 't': c = '\t'; break;
-                case 'r': c = '\r'; break;
-                case 'a': c = '\a'; break;
-                case 'b': c = '\b'; break;
-                case 'f': c = '\f'; break;
-                case 'v': c = '\v'; break;
-                case '\\': case '\'': case '"': case '?': c = e; break;
-                case 'x': {
-                    int v = 0, k = 0;
-                    while (k < 2 && r->p < r->end && hexval(*r->p) >= 0)
-                        v = v * 16 + hexval(*r->p++), k++;
-                    if (!k)
-                        return cl_err_set(err, CL_E_FORMAT, "line %d: \\x without hex digits", r->line);
-                    c = (char)v;
-                    break;
-                }
-                default:
-                    if (e >= '0' && e <= '7') {
-                        int v = e - '0', k = 1;
-                        while (k < 3 && r->p < r->end && *r->p >= '0' && *r->p <= '7')
-                            v = v * 8 + (*r->p++ - '0'), k++;
-                        if (v > 255)
-                            return cl_err_set(err, CL_E_FORMAT, "line %d: octal escape above \\377", r->line);
-                        c = (char)v;
-                    } else {
-                        return cl_err_set(err, CL_E_FORMAT, "line %d: unknown escape \\%c", r->line, e);
-                    }
-                }
-            }
-            if (c == '\0')
-                return cl_err_set(err, CL_E_FORMAT, "line %d: NUL byte in a PEM string", r->line);
-            if (n + 1 >= cap)
-                return cl_err_set(err, CL_E_FORMAT, "line %d: string too long", r->line);
-            out[n++] = c;
-        }
-    }
-    if (!any)
-        return cl_err_set(err, CL_E_FORMAT, "line %d: expected a quoted string", r->line);
-    out[n] = '\0';
-    *len = n;
-    return 0;
+    char *d = strdup(s);
+    if (!d)
+        cl_err_nomem(err);
+    return d;
 }
 
 int cl_serve_ssl_config_parse(const char *text, size_t len, cl_serve_ssl_config *out, cl_err *err)
 {
     memset(out, 0, sizeof *out);
-    if (len > SSL_CFG_MAX)
-        return cl_err_set(err, CL_E_FORMAT, "SSL config is larger than %u bytes", SSL_CFG_MAX);
-    reader r = {text, text + len, 1};
-    bool seen_verify = false;
-    /* Every string value is shorter than the whole text; the key buffer is secure memory. */
-    size_t cap = len + 1;
-    char *buf = cl_secmem_alloc(cap, err);
-    if (!buf)
+    cl_err alloc_err = {0};
+    ProtobufCAllocator sec = {sec_alloc, sec_free, &alloc_err};
+    /* every string (and the reader's scratch copy of it) lives in secure memory: one is the key */
+    cl_textpb_options o = {.flags = CL_TEXTPB_FORBID_OVERWRITE | CL_TEXTPB_SECRET, .max_len = SSL_CFG_MAX, .allocator = &sec};
+    ProtobufCMessage *m = NULL;
+    if (cl_textpb_parse(text, len, &tensorflow__serving__sslconfig__descriptor, &o, &m, err) != 0) {
+        if (alloc_err.code != CL_OK && err && err->code == CL_E_NOMEM)
+            *err = alloc_err;
         return -1;
-    for (;;) {
-        skip_space(&r);
-        if (r.p >= r.end)
-            break;
-        const char *f = r.p;
-        while (r.p < r.end && (isalnum((unsigned char)*r.p) || *r.p == '_'))
-            r.p++;
-        size_t flen = (size_t)(r.p - f);
-        if (!flen) {
-            cl_err_set(err, CL_E_FORMAT, "line %d: expected a field name, found '%c'", r.line, *r.p);
-            goto fail;
-        }
-        skip_space(&r);
-        if (r.p >= r.end || *r.p != ':') {
-            cl_err_set(err, CL_E_FORMAT, "line %d: expected ':' after '%.*s'", r.line, (int)flen, f);
-            goto fail;
-        }
-        r.p++;
-        char **dst = NULL;
-        bool secret = false;
-        if (flen == 10 && !memcmp(f, "server_key", 10))
-            dst = &out->server_key, secret = true;
-        else if (flen == 11 && !memcmp(f, "server_cert", 11))
-            dst = &out->server_cert;
-        else if (flen == 9 && !memcmp(f, "custom_ca", 9))
-            dst = &out->custom_ca;
-        else if (flen == 13 && !memcmp(f, "client_verify", 13)) {
-            if (seen_verify) {
-                cl_err_set(err, CL_E_FORMAT, "line %d: client_verify given twice", r.line);
-                goto fail;
-            }
-            seen_verify = true;
-            skip_space(&r);
-            const char *v = r.p;
-            while (r.p < r.end && isalnum((unsigned char)*r.p))
-                r.p++;
-            size_t vlen = (size_t)(r.p - v);
-            if ((vlen == 4 && !memcmp(v, "true", 4)) || (vlen == 1 && *v == '1') || (vlen == 4 && !memcmp(v, "True", 4)))
-                out->client_verify = true;
-            else if ((vlen == 5 && !memcmp(v, "false", 5)) || (vlen == 1 && *v == '0') ||
-                     (vlen == 5 && !memcmp(v, "False", 5)))
-                out->client_verify = false;
-            else {
-                cl_err_set(err, CL_E_FORMAT, "line %d: client_verify must be true or false", r.line);
-                goto fail;
-            }
-            continue;
-        } else {
-            cl_err_set(err, CL_E_FORMAT, "line %d: unknown field '%.*s' (SSLConfig has server_key, server_cert, "
-                       "custom_ca, client_verify)", r.line, (int)flen, f);
-            goto fail;
-        }
-        if (*dst) {
-            cl_err_set(err, CL_E_FORMAT, "line %d: field '%.*s' given twice", r.line, (int)flen, f);
-            goto fail;
-        }
-        size_t slen = 0;
-        if (read_string(&r, buf, cap, &slen, err) != 0)
-            goto fail;
-        if (secret) {
-            if (!(*dst = cl_secmem_alloc(slen + 1, err)))
-                goto fail;
-        } else if (!(*dst = malloc(slen + 1))) {
-            cl_err_nomem(err);
-            goto fail;
-        }
-        memcpy(*dst, buf, slen + 1);
-        cl_memzero(buf, slen);
-        /* optional separator */
-        skip_space(&r);
-        if (r.p < r.end && (*r.p == ';' || *r.p == ','))
-            r.p++;
     }
-    cl_secmem_free(buf);
-    buf = NULL;
-    if (!out->server_key || !*out->server_key || !out->server_cert || !*out->server_cert) {
+    Tensorflow__Serving__SSLConfig *c = (Tensorflow__Serving__SSLConfig *)m;
+    int rc = -1;
+    if (!*c->server_key || !*c->server_cert) {
         cl_err_set(err, CL_E_FORMAT, "SSL config needs both server_key and server_cert");
-        goto fail;
+        goto out;
     }
-    if (out->client_verify && (!out->custom_ca || !*out->custom_ca)) {
+    if (c->client_verify && !*c->custom_ca) {
         cl_err_set(err, CL_E_FORMAT, "SSL config has client_verify: true but no custom_ca to verify clients "
                    "against");
-        goto fail;
+        goto out;
     }
-    return 0;
-fail:
-    cl_secmem_free(buf);
-    cl_serve_ssl_config_clear(out);
-    return -1;
+    /* the key stays in its secure block; the certificates are public */
+    out->server_key = c->server_key;
+    c->server_key = (char *)protobuf_c_empty_string;
+    if (!(out->server_cert = dup_plain(c->server_cert, err)) ||
+        (*c->custom_ca && !(out->custom_ca = dup_plain(c->custom_ca, err))))
+        goto out;
+    out->client_verify = c->client_verify;
+    rc = 0;
+out:
+    cl_textpb_free(m, &o);
+    if (rc != 0)
+        cl_serve_ssl_config_clear(out);
+    return rc;
 }
 
 int cl_serve_ssl_config_load(const char *path, cl_serve_ssl_config *out, cl_err *err)
