@@ -83,17 +83,17 @@ bad() { # NAME CONTENT PATTERN
     "$CLOISTER" serve --plaintext --host 127.0.0.1 --port 0 --rest_api_port "$rp" --model_name digits \
     --model_base_path "$M" --monitoring_config_file "$1.cfg"
 }
-bad unknown-field 'prometheus_config {\n  enable: true\n  port: 9090\n}\n' "line 3: prometheus_config has no field 'port'"
-bad unknown-message 'logging_config { }\n' "line 1: MonitoringConfig has no field 'logging_config'"
+bad unknown-field 'prometheus_config {\n  enable: true\n  port: 9090\n}\n' "line 3: unknown field 'port'"
+bad unknown-message 'logging_config { }\n' "line 1: unknown field 'logging_config'"
 bad relative 'prometheus_config { enable: true path: "metrics" }' "must start with '/'"
 bad space 'prometheus_config { enable: true path: "/a b" }' "0x20"
 bad query 'prometheus_config { enable: true path: "/m?x=1" }' "0x3f"
 bad api-route 'prometheus_config { enable: true path: "/v1/models/digits" }' "under /v1/"
 bad long "prometheus_config { enable: true path: \"/$long\" }" "longer than 256"
-bad nul 'prometheus_config {\0}' "NUL"
+bad nul 'prometheus_config {\0}' "unexpected byte 0x00"
 bad bool 'prometheus_config { enable: yes }' "true or false"
-bad twice 'prometheus_config { enable: true }\nprometheus_config { enable: false }' "line 2: 'prometheus_config' is given twice"
-bad unclosed 'prometheus_config { enable: true' "not closed"
+bad twice 'prometheus_config { enable: true }\nprometheus_config { enable: false }' "line 2: field 'prometheus_config' given twice"
+bad unclosed 'prometheus_config { enable: true' "found end of input"
 expect "refused: a missing file" 2 "monitoring_config_file missing.cfg: " -- \
   "$CLOISTER" serve --plaintext --port 0 --rest_api_port 0 --model_name digits --model_base_path "$M" \
   --monitoring_config_file missing.cfg

@@ -1054,18 +1054,18 @@ static void test_monitoring_parse(void **state)
         {"prometheus_config { enable: true path: \"/a b\" }", "0x20"},
         {"prometheus_config { enable: true path: \"/a?b\" }", "0x3f"},
         {"prometheus_config { enable: true path: \"/a%2f\" }", "0x25"},
-        {"prometheus_config { enable: true path: \"/a\\tb\" }", "escapes"},
+        {"prometheus_config { enable: true path: \"/a\\tb\" }", "0x09"},
         {"prometheus_config { enable: true path: \"/\xc3\xa9\" }", "0xc3"},
-        {"prometheus_config { enable: true path: \"/a\n\" }", "not closed"},
-        {"prometheus_config { enable: true path: /a }", "quoted string"},
+        {"prometheus_config { enable: true path: \"/a\n\" }", "unterminated string"},
+        {"prometheus_config { enable: true path: /a }", "unexpected character '/'"},
         {"prometheus_config { enable: yes }", "true or false"},
         {"prometheus_config { enable: true enable: false }", "given twice"},
-        {"prometheus_config { enable: true }\nprometheus_config { }", "line 2: 'prometheus_config' is given twice"},
-        {"prometheus_config { enable: true port: 9090 }", "no field 'port'"},
-        {"prometheus_config { enable: true", "not closed"},
-        {"prometheus_config { enable: true >", "expected a field name"},
+        {"prometheus_config { enable: true }\nprometheus_config { }", "line 2: field 'prometheus_config' given twice"},
+        {"prometheus_config { enable: true port: 9090 }", "unknown field 'port'"},
+        {"prometheus_config { enable: true", "found end of input"},
+        {"prometheus_config { enable: true >", "expected '}' to close"},
         {"prometheus_config enable: true", "expected '{'"},
-        {"\n\nlogging_config { }", "line 3: MonitoringConfig has no field 'logging_config'"},
+        {"\n\nlogging_config { }", "line 3: unknown field 'logging_config'"},
         {"prometheus_config { enable: true }}", "expected a field name"},
     };
     for (size_t i = 0; i < CL_ARRAY_LEN(bad); i++) {
@@ -1079,7 +1079,7 @@ static void test_monitoring_parse(void **state)
     assert_int_not_equal(cl_serve_monitoring_parse(longp, strlen(longp), &m, &err), 0);
     assert_non_null(strstr(err.msg, "longer than 256"));
     assert_int_not_equal(cl_serve_monitoring_parse("prometheus_config {\0}", 20, &m, &err), 0);
-    assert_non_null(strstr(err.msg, "NUL"));
+    assert_non_null(strstr(err.msg, "unexpected byte 0x00"));
 }
 
 static void test_order_inputs(void **state)
