@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench/engine/contention.sh — how the engine's OpenMP threads behave when the cores are not all its own
-# (issue 13): a small model's batch-1 latency alone, and with BUSY other processes each spinning on a core
+# bench/engine/contention.sh — how the engine's OpenMP threads behave when the cores are not all its own:
+# a small model's batch-1 latency alone, and with BUSY other processes each spinning on a core
 # (plain shell loops at the script's own niceness), for each OpenMP wait policy: libgomp's default
 # (OMP_WAIT_POLICY unset: a thread that finished its part spins a while before it sleeps), passive
 # (sleeps at once; what `cloister serve` sets by default, src/cli/main.c) and active (keeps spinning).

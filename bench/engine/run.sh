@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/engine/run.sh — cloister's engine against ONNX Runtime (npm onnxruntime-node) on the same
 # ONNX file, same thread count, in the same run; prints batch-1 latency, batch-8 throughput, load
-# time, peak memory and the ratios per model (targets, set for ResNet-50 in issue 4: throughput >=
+# time, peak memory and the ratios per model (targets, set for ResNet-50: throughput >=
 # 1.05x ORT, batch-1 latency <= 0.95x ORT). The two peers alternate ROUNDS times and each one's best
 # value per metric counts, so a noisy neighbour on a shared machine hurts both alike. Not a test:
 # nothing fails on speed.

@@ -3,7 +3,7 @@
 # through `cloister serve` (gRPC over mutual TLS, measured by `cloister bench`, one connection, one
 # request at a time) against the same model, same input and same engine thread count run directly
 # by `cloister run --repeat` (engine only), alternating ROUNDS times; best p50 of each counts, so a
-# noisy neighbour hurts both alike. Goal (issue 5): end-to-end <= 1.05x engine-only.
+# noisy neighbour hurts both alike. Goal: end-to-end <= 1.05x engine-only.
 # Not a test: nothing fails on speed.
 #
 # Usage: bench/serve/grpc_latency.sh BUILD_DIR [THREADS] [ROUNDS] [REQUESTS]

@@ -35,7 +35,7 @@ extern "C" {
 #define CL_REPO_PREPROCESS_NAME "preprocess.json"
 /* The signatures of a model version (docs/serve.md "Signatures"), beside its model file; optional. */
 #define CL_REPO_SIGNATURES_NAME "signatures.json"
-/* TensorFlow (issue 16): a version directory may instead hold a SavedModel (saved_model.pb and
+/* TensorFlow: a version directory may instead hold a SavedModel (saved_model.pb and
  * variables/, each file plain or sealed on its own as NAME.sealed) or a frozen GraphDef (model.pb or
  * model.pb.sealed). A legacy SessionBundle (export.meta) is found too, and refused when it loads. */
 #define CL_REPO_TF_SAVEDMODEL_NAME "saved_model.pb"

@@ -7,7 +7,7 @@
  *     (/v1/models/...), over TLS or mutual TLS, on one libevent loop with a bounded worker pool
  *     (cl_serve_server).
  *
- * The ONNX engine (issue 4) plugs in as a cl_serve_backend; nothing here knows about ONNX. An input can
+ * The ONNX engine plugs in as a cl_serve_backend; nothing here knows about ONNX. An input can
  * declare image preprocessing (cl_serve_tensor_spec.image): it then also takes DT_STRING tensors of
  * encoded JPEG/PNG images, which cl_serve_model_run decodes and preprocesses (image module) into the
  * float tensor the backend expects, on the thread that runs the model (a worker, in the server).

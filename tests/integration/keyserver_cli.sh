@@ -262,7 +262,7 @@ if "$CL" keyserver audit --db "$T/ks.db" --verify 2> "$T/older.log"; then fail "
 grep -q "secret 'model-key' in the database is version 1.*older copy" "$T/older.log" ||
   fail "the older secret is not named: $(cat "$T/older.log")"
 
-# a database of the first format (written by cloister before issue 10) is migrated, nothing lost
+# a database of the first format (written by cloister before its keyed audit chain) is migrated, nothing lost
 FIX=$(cd "$(dirname "$0")/../data/keyserver-v1" && pwd)
 mkdir -p "$T/v1"
 cp "$FIX/ks.db" "$FIX/master.key" "$T/v1/"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# serve_grpc_wire.sh — gRPC wire compatibility (issue 15) with third-party clients: grpc.health.v1 Check and
+# serve_grpc_wire.sh — gRPC wire compatibility with third-party clients: grpc.health.v1 Check and
 # Watch with python3-grpcio (served only when enabled; Watch ends with NOT_SERVING when the server stops),
 # requests compressed by grpcio (gzip, deflate), hostile compressed requests sent with python3-h2 (a zip bomb
 # that must neither be accepted nor grow the server's memory, corrupt, truncated and trailing data, an unknown

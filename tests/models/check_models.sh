@@ -3,7 +3,7 @@
 # tests/unit/test_engine_models (max abs error <= 1e-4 of the output range, batch N and batch 1, direct
 # and Winograd convolution). Two sets, both checked even when the first fails:
 #   1. the torchvision CNNs of tests/models/make_fixtures.py --full, exported into BUILD/models-full;
-#   2. the engine suite of bench/engine/suite/export.py (issue 13: ViT, Swin, ConvNeXt, MobileNetV3,
+#   2. the engine suite of bench/engine/suite/export.py (ViT, Swin, ConvNeXt, MobileNetV3,
 #      EfficientNet, ResNet-50, segmentation nets, BERT/GPT-shaped stacks), exported into
 #      BUILD/models-full-suite (only the missing ones; with $SUITE_MODELS_DIR set, its files are linked
 #      instead). The suite's concurrent-runs check is skipped (CLOISTER_MODELS_SKIP_CONCURRENT): its

@@ -1,7 +1,7 @@
 /* test_keyserver.c — end-to-end tests of the key server with the provisioning client, in process on
- * 127.0.0.1 with an ephemeral port: the allow/deny matrix of issue 3 (one test per case), Gramine's
+ * 127.0.0.1 with an ephemeral port: the allow/deny matrix of the release policy (one test per case), Gramine's
  * secret_prov v1 protocol spoken byte for byte by a raw client, 100 concurrent clients, the encrypted
- * store; and issue 10: audit records that name every secret whole (with the claims), every request
+ * store; and the audit: records that name every secret whole (with the claims), every request
  * after verification audited, the keyed audit chain and checkpoint against an attacker who has the
  * database but not the master key (edits with the plain chain recomputed, deletions, truncation,
  * reordering, insertion), secrets bound to versions in the keyed state (older copies restored),
@@ -1417,9 +1417,9 @@ static void test_audit_chain_detects_tampering(void **state)
 }
 
 
-/* ---- issue 10: audit completeness, keyed chain, anti-rollback, master key */
+/* ---- audit completeness, keyed chain, anti-rollback, master key */
 
-/* The hostile request of issue 10: eight long bogus names, then a real one. The real one is released
+/* A hostile request: eight long bogus names, then a real one. The real one is released
  * and the audit row (and the log line) names all nine, whole. */
 static void test_audit_names_every_secret_whole(void **state)
 {
@@ -2213,7 +2213,7 @@ static size_t slow_finish(slow_reader *sr)
     return got;
 }
 
-/* The attack of issue 10 (an authorised client asking for 64 large secrets and reading slowly) holds
+/* The slow-reader attack (an authorised client asking for 64 large secrets and reading slowly) holds
  * one buffer of locked memory, not 64; the server's total is bounded, and a request that would exceed
  * it is refused (audited) and told to retry; a secret over the per-connection limit is denied. */
 static void test_locked_memory_is_bounded(void **state)

@@ -1,4 +1,4 @@
-/* test_serve_wire.c — wire compatibility with TF Serving (issue 15), below the sockets: TensorProto value
+/* test_serve_wire.c — wire compatibility with TF Serving, below the sockets: TensorProto value
  * lists as TensorFlow reads them (one value fills the shape, fewer are padded with the last, none are
  * zeros, more are refused), DT_HALF into float inputs, DT_INT16/UINT16/UINT32/UINT64 into integer
  * inputs (range-checked), duplicate output_filter aliases, REST NaN/Infinity/-Infinity, exact DT_INT64

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export the engine suite's models (issue 13) to ONNX with seeded random weights, with PyTorch's answers.
+"""Export the engine suite's models to ONNX with seeded random weights, with PyTorch's answers.
 
 The suite is the set of networks people bring beyond the classic CNNs: vision transformers, ConvNeXt,
 MobileNetV3/EfficientNet, segmentation heads (transposed convolutions, bilinear resizes, SE blocks) and

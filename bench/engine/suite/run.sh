@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/engine/suite/run.sh — the engine suite (issue 13): every model of bench/engine/suite/export.py,
+# bench/engine/suite/run.sh — the engine suite: every model of bench/engine/suite/export.py,
 # each run by cloister (bench/engine/bench_engine) and by ONNX Runtime (bench/engine/ort_bench.js, npm
 # onnxruntime-node) on the same ONNX file with the same thread count, in one run, the two peers
 # alternating per round (odd rounds cloister first, even rounds ONNX Runtime first) so a noisy
