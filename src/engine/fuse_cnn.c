@@ -205,24 +205,6 @@ static int hswish_from_hsigmoid(cl_engine_model *m, eng_node *hs, cl_err *err)
 
 /* ---------------------------------------------------------------- Conv followed by a constant Mul / Add */
 
-static int add_const(cl_engine_model *m, const char *base, eng_tensor *t, cl_err *err)
-{
-    char name[300];
-    for (int i = 0;; i++) {
-        snprintf(name, sizeof name, "%.200s/cloister_cnn_%d", base, i);
-        if (eng_value_find(m, name) < 0)
-            break;
-    }
-    int v = eng_value_get(m, name, err);
-    if (v < 0) {
-        eng_tensor_free(t);
-        free(t);
-        return -1;
-    }
-    m->values[v].konst = t;
-    return v;
-}
-
 static eng_tensor *const_f32(int rank, const int64_t *dims, cl_err *err)
 {
     eng_tensor *t = calloc(1, sizeof *t);
@@ -303,12 +285,12 @@ static int fold_affine(cl_engine_model *m, eng_node *conv, cl_err *err)
         free(nb);
         return -1;
     }
-    int bv = add_const(m, conv->name, nb, err);
+    int bv = eng_graph_new_const(m, conv->name, nb, err);
     if (bv < 0 && nw) {
         eng_tensor_free(nw);
         free(nw);
     }
-    int wv = bv >= 0 && nw ? add_const(m, conv->name, nw, err) : conv->in[1];
+    int wv = bv >= 0 && nw ? eng_graph_new_const(m, conv->name, nw, err) : conv->in[1];
     if (bv < 0 || wv < 0)
         return -1;
     if (conv->n_in < 3) {

@@ -362,7 +362,7 @@ eng_node *eng_graph_sole_consumer(cl_engine_model *m, int v)
     return single_use(m, v) ? consumer_of(m, v) : NULL;
 }
 
-static const eng_tensor *konst_f32(const cl_engine_model *m, const eng_node *n, int k)
+const eng_tensor *eng_graph_konst_f32(const cl_engine_model *m, const eng_node *n, int k)
 {
     if (k >= n->n_in || n->in[k] < 0)
         return NULL;
@@ -370,8 +370,7 @@ static const eng_tensor *konst_f32(const cl_engine_model *m, const eng_node *n, 
     return t && t->dtype == CL_ENGINE_DT_FLOAT ? t : NULL;
 }
 
-/* Adds a fresh constant value; returns its index. */
-static int new_const(cl_engine_model *m, const char *base, eng_tensor *t, cl_err *err)
+int eng_graph_new_const(cl_engine_model *m, const char *base, eng_tensor *t, cl_err *err)
 {
     char name[300];
     for (int i = 0;; i++) {
@@ -391,9 +390,9 @@ static int new_const(cl_engine_model *m, const char *base, eng_tensor *t, cl_err
 
 static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err)
 {
-    const eng_tensor *w = konst_f32(m, conv, 1), *b = konst_f32(m, conv, 2);
-    const eng_tensor *sc = konst_f32(m, bn, 1), *bb = konst_f32(m, bn, 2), *mean = konst_f32(m, bn, 3),
-                     *var = konst_f32(m, bn, 4);
+    const eng_tensor *w = eng_graph_konst_f32(m, conv, 1), *b = eng_graph_konst_f32(m, conv, 2);
+    const eng_tensor *sc = eng_graph_konst_f32(m, bn, 1), *bb = eng_graph_konst_f32(m, bn, 2), *mean = eng_graph_konst_f32(m, bn, 3),
+                     *var = eng_graph_konst_f32(m, bn, 4);
     if (!w || (conv->n_in > 2 && conv->in[2] >= 0 && !b) || !sc || !bb || !mean || !var || w->rank < 3)
         return 0;
     int64_t oc = w->dims[0];
@@ -426,13 +425,13 @@ static int fold_bn(cl_engine_model *m, eng_node *conv, eng_node *bn, cl_err *err
         float b0 = b ? ((const float *)b->data)[o] : 0.0f;
         ((float *)nb->data)[o] = (b0 - ((const float *)mean->data)[o]) * s + ((const float *)bb->data)[o];
     }
-    int wv = new_const(m, conv->name, nw, err);
+    int wv = eng_graph_new_const(m, conv->name, nw, err);
     if (wv < 0) {
         eng_tensor_free(nb);
         free(nb);
         return -1;
     }
-    int bv = new_const(m, conv->name, nb, err);
+    int bv = eng_graph_new_const(m, conv->name, nb, err);
     if (bv < 0)
         return -1;
     if (conv->n_in < 3) {
@@ -467,7 +466,7 @@ static bool clip_bounds(const cl_engine_model *m, const eng_node *n, float *lo, 
     for (int k = 1; k < n->n_in && k < 3; k++) {
         if (n->in[k] < 0)
             continue;
-        const eng_tensor *t = konst_f32(m, n, k);
+        const eng_tensor *t = eng_graph_konst_f32(m, n, k);
         if (!t || eng_numel(t) != 1)
             return false;
         *(k == 1 ? lo : hi) = ((const float *)t->data)[0];

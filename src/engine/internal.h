@@ -259,6 +259,11 @@ int eng_plan_block(void);
  * output counts as one); v's only consumer, NULL unless v has exactly one use and is no graph output. */
 void eng_graph_count_consumers(cl_engine_model *m);
 eng_node *eng_graph_sole_consumer(cl_engine_model *m, int v);
+/* Input k of n when it is a float constant, else NULL. */
+const eng_tensor *eng_graph_konst_f32(const cl_engine_model *m, const eng_node *n, int k);
+/* A new constant value named after `base` (unique), taking t (heap-allocated; freed on failure);
+ * its index, or -1. */
+int eng_graph_new_const(cl_engine_model *m, const char *base, eng_tensor *t, cl_err *err);
 
 /* fuse.c: the transformer fusion passes (decomposed LayerNorm, GELU forms, MatMul / Gemm with bias,
  * scale, add and activation post-ops), run once at load by eng_graph_prepare. */
