@@ -12,6 +12,7 @@
  * SAME padding is ONNX's SAME_UPPER; AvgPool excludes the padding from the count as TF does.
  * Unsupported operators are reported naming the op and the node.
  */
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,7 +272,10 @@ typedef struct tval {
      * NHWC Conv2D taking it pads inside the convolution instead (conv()); -1 otherwise */
     int pad_src;
     int64_t pad_hw[4];
+    int pad_kind; /* PAD_ZERO or PAD_LOWEST (-inf, or the lowest float: what max pooling pads with) */
 } tval;
+
+enum { PAD_ZERO, PAD_LOWEST };
 
 typedef struct ctx {
     cl_engine_model *m;
@@ -773,7 +777,7 @@ static int tv_set(ctx *c, const char *t, int plain, int nchw, int dtype, cl_err 
         c->tv = n;
         c->cap_tv = nc;
     }
-    c->tv[c->n_tv] = (tval){plain, nchw, dtype, -1, {0}};
+    c->tv[c->n_tv] = (tval){plain, nchw, dtype, -1, {0}, PAD_ZERO};
     if (smap_put(&c->tv_ix, t, (int)c->n_tv, err) != 0)
         return -1;
     c->n_tv++;
@@ -979,6 +983,26 @@ static int window(ctx *c, const fnode *f, bool is_nhwc, eattr *at, int *n_at, in
     return 0;
 }
 
+/* Input 0 of a window op (Conv2D, pooling), NCHW when is_nhwc. A VALID op on an NHWC tensor padded by
+ * a Pad of `kind` takes the Pad's input and does the padding itself: auto_pad in at[] becomes pads
+ * (the Pad is left without consumers, and dropped, unless something else reads it); *folded says so. */
+static int padded_input(ctx *c, const fnode *f, bool is_nhwc, const char *autopad, int kind, int64_t pads[4],
+                        eattr *at, int n_at, bool *folded, cl_err *err)
+{
+    const tval *pt = is_nhwc && strcmp(autopad, "VALID") == 0 && f->n_in > 0 ? tv_get(c, f->in[0]) : NULL;
+    if (folded)
+        *folded = false;
+    if (!pt || pt->pad_src < 0 || pt->pad_kind != kind)
+        return is_nhwc ? in_nchw(c, f, 0, err) : in_plain(c, f, 0, err);
+    memcpy(pads, pt->pad_hw, sizeof pt->pad_hw);
+    for (int i = 0; i < n_at; i++)
+        if (strcmp(at[i].name, "auto_pad") == 0)
+            at[i] = AIS("pads", pads, 4);
+    if (folded)
+        *folded = true;
+    return nchw_of(c, &c->tv[pt->pad_src], err);
+}
+
 static int conv(ctx *c, const fnode *f, bool depthwise, cl_err *err)
 {
     bool is_nhwc;
@@ -990,19 +1014,7 @@ static int conv(ctx *c, const fnode *f, bool depthwise, cl_err *err)
     char autopad[16];
     if (window(c, f, is_nhwc, at, &n_at, strides, dil, pads, autopad, err) != 0)
         return -1;
-    /* a VALID convolution of a zero-padded NHWC tensor pads inside the convolution (the Pad is left
-     * without consumers, and dropped, unless something else reads it) */
-    const tval *pt = is_nhwc && strcmp(autopad, "VALID") == 0 && f->n_in > 0 ? tv_get(c, f->in[0]) : NULL;
-    int x;
-    if (pt && pt->pad_src >= 0) {
-        memcpy(pads, pt->pad_hw, sizeof pt->pad_hw);
-        x = nchw_of(c, &c->tv[pt->pad_src], err); /* may grow nothing but the engine graph */
-        for (int i = 0; i < n_at; i++)
-            if (strcmp(at[i].name, "auto_pad") == 0)
-                at[i] = AIS("pads", pads, 4);
-    } else {
-        x = is_nhwc ? in_nchw(c, f, 0, err) : in_plain(c, f, 0, err);
-    }
+    int x = padded_input(c, f, is_nhwc, autopad, PAD_ZERO, pads, at, n_at, NULL, err);
     int w = in_plain(c, f, 1, err);
     if (x < 0 || w < 0)
         return -1;
@@ -1049,11 +1061,14 @@ static int pool(ctx *c, const fnode *f, bool avg, cl_err *err)
     if (ks[0] != 1 || ks[is_nhwc ? 3 : 1] != 1)
         return err_node(c, err, CL_E_UNSUPPORTED, "pooling over the batch or channel dimension is not supported");
     at[n_at++] = AIS("kernel_shape", kernel, 2);
-    if (avg)
-        at[n_at++] = AI("count_include_pad", 0);
-    int x = is_nhwc ? in_nchw(c, f, 0, err) : in_plain(c, f, 0, err);
+    /* max pooling over a lowest-value Pad, average pooling over a zero Pad (whose zeros it counts):
+     * the pooling pads instead */
+    bool folded;
+    int x = padded_input(c, f, is_nhwc, autopad, avg ? PAD_ZERO : PAD_LOWEST, pads, at, n_at, &folded, err);
     if (x < 0)
         return -1;
+    if (avg)
+        at[n_at++] = AI("count_include_pad", folded ? 1 : 0);
     int y = emit1(c, avg ? "AveragePool" : "MaxPool", &x, 1, at, n_at, err);
     if (y < 0)
         return -1;
@@ -1338,16 +1353,20 @@ static int pad_op(ctx *c, const fnode *f, const char *op, int dt, cl_err *err)
     x = NULL;
     if (y < 0 || set_out(c, f, 0, nc ? -1 : y, nc ? y : -1, dt, err) != 0)
         return -1;
-    /* zeros around H and W only: remembered for a VALID convolution that reads it */
+    /* zeros (or the lowest float) around H and W only: remembered for a VALID convolution or pooling
+     * that reads it (padded_input) */
     const eng_tensor *cv = n_in == 3 ? in_const(c, f, 2) : NULL;
-    bool zero = n_in == 2 || (cv && cv->dtype == CL_ENGINE_DT_FLOAT && eng_numel(cv) == 1 && eng_get_f(cv, 0) == 0);
-    if (r == 4 && zero && strcmp(mode, "constant") == 0 && !p[0] && !p[1] && !p[6] && !p[7] && p[2] >= 0 &&
+    bool one = cv && cv->dtype == CL_ENGINE_DT_FLOAT && eng_numel(cv) == 1;
+    bool zero = n_in == 2 || (one && eng_get_f(cv, 0) == 0);
+    bool lowest = one && eng_get_f(cv, 0) <= -FLT_MAX;
+    if (r == 4 && (zero || lowest) && strcmp(mode, "constant") == 0 && !p[0] && !p[1] && !p[6] && !p[7] && p[2] >= 0 &&
         p[3] >= 0 && p[4] >= 0 && p[5] >= 0) {
         char nm[4200];
         snprintf(nm, sizeof nm, "%s:0", f->name);
         tval *t = tv_get(c, nm);
         if (t) {
             t->pad_src = x_ix;
+            t->pad_kind = zero ? PAD_ZERO : PAD_LOWEST;
             t->pad_hw[0] = p[2], t->pad_hw[1] = p[4], t->pad_hw[2] = p[3], t->pad_hw[3] = p[5];
         }
     }
